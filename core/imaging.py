@@ -1,0 +1,429 @@
+"""Safe decoding of an uploaded radiograph (PNG, JPEG, DICOM, ...) into a greyscale uint8 array.
+
+Everything a user can upload is untrusted, so :func:`load_radiograph` is the one door between
+bytes and pixels:
+
+* the format is sniffed from the magic bytes; a file name is only a label and a hint, never a path;
+* the declared pixel count is checked against a cap before anything is decompressed;
+* the image is fully decoded (truncated or corrupt files fail here, not later in the model);
+* every failure becomes :class:`RadiographDecodeError` whose message is one user-facing sentence.
+
+Decisions worth knowing:
+
+* Images deeper than 8 bits are mapped to 8-bit by a robust window (0.5-99.5 percentiles), so
+  a few hot pixels or burned-in labels do not flatten the contrast, and nothing is truncated.
+* DICOM: rescale slope/intercept (or a Modality LUT) and the VOI LUT / window are applied with
+  pydicom's own functions; MONOCHROME1 is inverted so bone is bright as in MONOCHROME2. Multi-frame
+  and colour DICOM are refused: neither is a single plain radiograph.
+* Multi-frame Pillow formats (animated GIF, multi-page TIFF, APNG) give their first frame and a
+  note, because their first frame is a complete picture, unlike a DICOM cine or tomosynthesis stack.
+* Colour images are accepted, converted to greyscale (ITU-R 601 luma) and flagged with
+  ``looks_like_radiograph=False`` when they are visibly coloured; an RGB file whose three
+  channels are equal is a radiograph saved as RGB and is not flagged.
+* Pillow's ``DecompressionBombWarning`` is treated as an error without touching the warnings
+  filters (process-global, and not thread-safe in Python 3.11): any image above
+  ``PIL.Image.MAX_IMAGE_PIXELS`` is over the effective pixel cap and refused from its header.
+
+The function keeps no state between calls and changes no global setting, so it is thread-safe.
+
+Example:
+    >>> radiograph = load_radiograph(uploaded.getvalue(), filename=uploaded.name)  # doctest: +SKIP
+    >>> radiograph.pixels.shape, radiograph.notes  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pydicom
+from PIL import ExifTags, Image, ImageOps
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+
+__all__ = [
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "MAX_FILE_BYTES",
+    "ACCEPTED_EXTENSIONS",
+    "Radiograph",
+    "RadiographDecodeError",
+    "load_radiograph",
+]
+
+MAX_PIXELS = 40_000_000
+"""Largest image accepted (width x height); a 40-megapixel radiograph is already unusually big."""
+
+MIN_SIDE = 32
+"""Smallest side accepted in pixels: below this there is no anatomy to classify."""
+
+MAX_FILE_BYTES = 512 * 1024 * 1024
+"""Largest file read from disk; bounds memory before any format is even known."""
+
+_WINDOW_PERCENTILES = (0.5, 99.5)
+_PERCENTILE_SAMPLE = 1_000_000  # pixels: enough for stable percentiles, cheap on 40 MP images
+_COLOUR_SAMPLE = 65_536  # pixels looked at by the saturation test
+_CHROMA_THRESHOLD = 32  # max-min over R, G, B above this is a visibly coloured pixel (JPEG noise stays below)
+_COLOURFUL_FRACTION = 0.05  # coloured pixels needed to call it a photograph (annotations stay below)
+
+# Display name, file extensions and Pillow's format id for every format sniffed from bytes.
+_DISPLAY_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "DICOM": "DICOM", "TIFF": "TIFF", "GIF": "GIF",
+                  "BMP": "BMP", "WEBP": "WebP"}
+_EXTENSIONS = {
+    "PNG": (".png",),
+    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "DICOM": (".dcm", ".dicom", ".dic"),
+    "TIFF": (".tif", ".tiff"),
+    "GIF": (".gif",),
+    "BMP": (".bmp", ".dib"),
+    "WEBP": (".webp",),
+}
+ACCEPTED_EXTENSIONS: tuple[str, ...] = tuple(sorted(ext for exts in _EXTENSIONS.values() for ext in exts))
+"""File extensions of the accepted formats (DICOM files often have none: do not require one)."""
+
+_SUPPORTED_SENTENCE = "upload a PNG, JPEG or DICOM radiograph"
+
+
+class RadiographDecodeError(ValueError):
+    """The upload cannot be turned into a radiograph; ``str(error)`` is one user-facing sentence."""
+
+
+@dataclass(frozen=True, eq=False)
+class Radiograph:
+    """A decoded radiograph ready for :func:`core.preprocess.letterbox`.
+
+    ``eq=False``: comparing two images means comparing arrays, which the caller should do
+    explicitly; identity equality keeps the object hashable (usable as a cache key).
+    """
+
+    pixels: np.ndarray
+    """uint8, shape (height, width), greyscale, EXIF orientation applied."""
+    width: int
+    height: int
+    bit_depth: int
+    """Bits per sample in the source: 8 or 16 for almost every radiograph (1 or 32 are rare)."""
+    source_format: str
+    """Sniffed from the bytes, not the file name: "PNG", "JPEG", "DICOM", "TIFF", "GIF", "BMP", "WEBP"."""
+    looks_like_radiograph: bool
+    """False for visibly coloured images (accepted, shown in grey, but likely not an X-ray)."""
+    notes: tuple[str, ...] = ()
+    """What was done to the image on the way, in plain words, e.g. "MONOCHROME1 inverted"."""
+
+
+def load_radiograph(
+    source: bytes | str | os.PathLike[str],
+    *,
+    filename: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    min_side: int = MIN_SIDE,
+) -> Radiograph:
+    """Decode an uploaded file (its bytes) or a file on disk (a path) into a :class:`Radiograph`.
+
+    Args:
+        source: the file's bytes, or a path to read. Bytes are never interpreted as a path.
+        filename: the name the user gave the file; only a label and a hint (an extension that
+            disagrees with the content adds a note). Defaults to the path's name.
+        max_pixels: refuse images whose declared width x height exceeds this (before decoding).
+            Pillow's own ``MAX_IMAGE_PIXELS`` also applies, so this can only tighten it.
+        min_side: refuse images whose shorter side is below this.
+
+    Raises:
+        RadiographDecodeError: whenever the source is not a decodable, safely sized image.
+    """
+    data, filename = _read_source(source, filename)
+    source_format = _sniff_format(data)
+    limit = _effective_pixel_limit(max_pixels)
+    try:
+        if source_format == "DICOM":
+            radiograph = _decode_dicom(data, limit, min_side)
+        else:
+            radiograph = _decode_with_pillow(data, source_format, limit, min_side)
+    except RadiographDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # The warning arrives as an exception only when the process promotes warnings to errors.
+        raise RadiographDecodeError(f"The image is larger than the limit of {limit:,} pixels.") from exc
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes reach deep into Pillow, zlib and pydicom;
+        # whatever they raise on a malformed file, the user-facing meaning is the same.
+        raise RadiographDecodeError(
+            f"The file looks like a {_DISPLAY_NAMES[source_format]} image but is truncated or corrupt "
+            "and could not be decoded."
+        ) from exc
+    mismatch = _extension_mismatch_note(filename, source_format)
+    if mismatch:
+        return replace(radiograph, notes=(*radiograph.notes, mismatch))
+    return radiograph
+
+
+def _read_source(source: bytes | str | os.PathLike[str], filename: str | None) -> tuple[bytes, str | None]:
+    """The bytes to decode and the label for them; paths are read here and nowhere else."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        path = Path(source)
+        filename = path.name if filename is None else filename
+        if not path.is_file():
+            raise RadiographDecodeError("The file does not exist or is not a regular file.")
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise RadiographDecodeError("The file could not be read.") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise RadiographDecodeError(
+            f"The file is larger than {MAX_FILE_BYTES // 2**20} MB, too large to be one radiograph."
+        )
+    return data, filename
+
+
+def _sniff_format(data: bytes) -> str:
+    """The image format named by the magic bytes, or a refusal that says what the file is."""
+    if not data:
+        raise RadiographDecodeError("The file is empty.")
+    if data[128:132] == b"DICM":
+        # Checked first: a DICOM preamble may start with another format's signature (polyglots).
+        return "DICOM"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if data.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "TIFF"
+    if data.startswith(b"BM"):
+        return "BMP"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "WEBP"
+    raise RadiographDecodeError(_not_an_image_message(data))
+
+
+def _not_an_image_message(data: bytes) -> str:
+    """One sentence naming the common things people upload by mistake."""
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc"):
+        return "HEIC/HEIF photos are not supported; convert the photo to JPEG or PNG first."
+    if data.startswith(b"%PDF-"):
+        kind = "a PDF document"
+    elif data.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        kind = "a ZIP archive"
+    else:
+        head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+        if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+            kind = "an HTML page"
+        elif _is_text(data[:4096]):
+            kind = "plain text"
+        else:
+            return f"The file is not in a supported image format; {_SUPPORTED_SENTENCE} (or TIFF, GIF, BMP, WebP)."
+    return f"The file is {kind}, not an image; {_SUPPORTED_SENTENCE}."
+
+
+def _is_text(head: bytes) -> bool:
+    """UTF-8 without NUL bytes; a multi-byte character cut at the end still counts."""
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3
+    return True
+
+
+def _effective_pixel_limit(max_pixels: int) -> int:
+    """The caller's cap, tightened to Pillow's warning threshold (its warning counts as an error)."""
+    if Image.MAX_IMAGE_PIXELS is None:
+        return max_pixels
+    return min(max_pixels, Image.MAX_IMAGE_PIXELS)
+
+
+def _check_declared_size(width: int, height: int, limit: int, min_side: int) -> None:
+    """Refuse from the header alone, before any pixel is decompressed."""
+    if width * height > limit:
+        raise RadiographDecodeError(
+            f"The image is {width} x {height} pixels, larger than the limit of {limit:,} pixels."
+        )
+    if min(width, height) < min_side:
+        raise RadiographDecodeError(
+            f"The image is {width} x {height} pixels; a radiograph must be at least {min_side} pixels "
+            "on each side."
+        )
+
+
+def _decode_with_pillow(data: bytes, source_format: str, limit: int, min_side: int) -> Radiograph:
+    """PNG, JPEG, TIFF, GIF, BMP, WebP: header check, full decode, orientation, greyscale."""
+    notes: list[str] = []
+    # formats=[...]: only the sniffed format's plugin may parse the bytes (no format confusion).
+    with Image.open(io.BytesIO(data), formats=[source_format]) as image:
+        _check_declared_size(image.width, image.height, limit, min_side)
+        if getattr(image, "is_animated", False):
+            notes.append(f"{_DISPLAY_NAMES[source_format]} has several frames; only the first is used")
+        image.load()  # full decode now: a truncated file fails here, not in the model
+        notes.extend(_apply_exif_orientation(image))
+        pixels, bit_depth, looks_like_radiograph, conversion_notes = _pillow_to_grey(image)
+    notes.extend(conversion_notes)
+    return _radiograph(pixels, bit_depth, source_format, looks_like_radiograph, notes)
+
+
+def _apply_exif_orientation(image: Image.Image) -> list[str]:
+    """Rotate/flip as the camera or scanner said, so the pixels are upright as viewers show them."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        if orientation not in range(2, 9):
+            return []
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception:  # noqa: BLE001 - broken EXIF must not cost a readable image
+        return ["EXIF orientation unreadable; image left as stored"]
+    return [f"EXIF orientation {orientation} applied"]
+
+
+def _pillow_to_grey(image: Image.Image) -> tuple[np.ndarray, int, bool, list[str]]:
+    """uint8 greyscale pixels, source bit depth, the radiograph flag and notes, for any Pillow mode."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        bit_depth = 16 if image.mode.startswith("I;16") else 32
+        return (_window_to_uint8(np.asarray(image)), bit_depth, True,
+                [f"{bit_depth}-bit image windowed to 8-bit (0.5-99.5 percentiles)"])
+    bit_depth = 1 if image.mode == "1" else 8
+    notes: list[str] = []
+    if image.mode in ("P", "PA"):
+        # A palette can be grey or colour; expanding it lets the saturation test decide.
+        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+    if "A" in image.getbands() or "a" in image.getbands():
+        alpha = image.getchannel("A" if "A" in image.getbands() else "a")
+        if alpha.getextrema()[0] < 255:
+            notes.append("transparency ignored")
+        image = image.convert("L" if image.mode in ("LA", "La") else "RGB")
+    if image.mode in ("1", "L"):
+        return np.array(image.convert("L")), bit_depth, True, notes
+    rgb = image.convert("RGB")  # also CMYK, YCbCr, LAB, HSV
+    looks_like_radiograph = not _is_visibly_coloured(np.asarray(rgb))
+    if not looks_like_radiograph:
+        notes.append("colour image converted to greyscale")
+    return np.array(rgb.convert("L")), bit_depth, looks_like_radiograph, notes
+
+
+def _is_visibly_coloured(rgb: np.ndarray) -> bool:
+    """Cheap saturation test: enough sampled pixels whose channels differ clearly.
+
+    Equal channels (a radiograph saved as RGB) give zero chroma; JPEG chroma noise and thin
+    coloured annotations stay under the thresholds; skin, clothes and scenery do not.
+    """
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / _COLOUR_SAMPLE)))
+    sample = rgb[::step, ::step].astype(np.int16)
+    chroma = sample.max(axis=2) - sample.min(axis=2)
+    return bool(np.mean(chroma > _CHROMA_THRESHOLD) >= _COLOURFUL_FRACTION)
+
+
+def _window_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map the 0.5-99.5 percentile range linearly onto 0..255 and clip the tails.
+
+    Percentiles, not min/max: one hot pixel or a burned-in label at full scale would otherwise
+    squeeze the anatomy into a few grey levels. Non-finite values (float TIFF) are ignored.
+    """
+    step = max(1, int(np.sqrt(values.size / _PERCENTILE_SAMPLE)))
+    sample = values[::step, ::step].astype(np.float64)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return np.zeros(values.shape, dtype=np.uint8)
+    low, high = np.percentile(sample, _WINDOW_PERCENTILES)
+    if high <= low:  # nearly constant image: fall back to the full range
+        low, high = sample.min(), sample.max()
+    return _linear_to_uint8(values, float(low), float(high))
+
+
+def _linear_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """values in [low, high] -> 0..255, clipped; a constant image becomes black.
+
+    Works in place on one float32 copy: a 40-megapixel image costs 160 MB here, not four times that.
+    """
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = np.array(values, dtype=np.float32)
+    np.nan_to_num(scaled, copy=False, nan=low, posinf=high, neginf=low)
+    scaled -= low
+    scaled *= 255.0 / (high - low)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8)
+
+
+def _decode_dicom(data: bytes, limit: int, min_side: int) -> Radiograph:
+    """Single-frame greyscale DICOM: header checks, pixel decode, modality and VOI LUTs, MONOCHROME1."""
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    if "PixelData" not in dataset:
+        raise RadiographDecodeError("The DICOM file contains no image (it has no Pixel Data).")
+    photometric = str(dataset.get("PhotometricInterpretation", "")).strip().upper()
+    if int(dataset.get("SamplesPerPixel", 1)) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise RadiographDecodeError(
+            "The DICOM image is not greyscale (MONOCHROME1 or MONOCHROME2), and colour DICOM is not supported."
+        )
+    frames = int(dataset.get("NumberOfFrames") or 1)
+    if frames > 1:
+        raise RadiographDecodeError(
+            f"The DICOM file holds {frames} frames; only single-frame radiographs are supported."
+        )
+    _check_declared_size(int(dataset.Columns), int(dataset.Rows), limit, min_side)
+    _require_decoder(dataset.file_meta.TransferSyntaxUID)
+
+    notes: list[str] = []
+    values = apply_modality_lut(dataset.pixel_array, dataset)
+    if dataset.get("VOILUTSequence") or ("WindowCenter" in dataset and "WindowWidth" in dataset):
+        pixels, voi_note = _apply_dicom_window(values, dataset)
+        notes.append(voi_note)
+    elif int(dataset.BitsStored) == 8 and values.min() >= 0 and values.max() <= 255:
+        pixels = np.rint(values).astype(np.uint8)  # 8-bit data is shown as stored, like an 8-bit PNG
+    else:
+        pixels = _window_to_uint8(values)
+        notes.append(f"{int(dataset.BitsStored)}-bit image windowed to 8-bit (0.5-99.5 percentiles)")
+    if photometric == "MONOCHROME1":
+        pixels = 255 - pixels  # MONOCHROME1 shows its lowest value white; invert so bone is bright
+        notes.append("MONOCHROME1 inverted")
+    return _radiograph(pixels, int(dataset.BitsAllocated), "DICOM", True, notes)
+
+
+def _require_decoder(transfer_syntax: pydicom.uid.UID) -> None:
+    """Refuse compressed pixel data that no installed pydicom plugin can decode, naming the codec."""
+    if not transfer_syntax.is_compressed:
+        return
+    try:
+        decoder = get_decoder(transfer_syntax)
+    except NotImplementedError as exc:
+        raise RadiographDecodeError(
+            "The DICOM file uses a compressed transfer syntax that cannot be decoded."
+        ) from exc
+    if not decoder.is_available:
+        raise RadiographDecodeError(
+            f"The DICOM image is compressed with {transfer_syntax.name}, and no decoder for it is installed."
+        )
+
+
+def _apply_dicom_window(values: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, str]:
+    """The file's own VOI LUT or window, scaled to 0..255; a malformed one falls back to percentiles."""
+    try:
+        windowed = apply_voi_lut(values, dataset)
+    except Exception:  # noqa: BLE001 - an invalid window (e.g. width 0) should not cost the image
+        return _window_to_uint8(values), "DICOM window invalid; 0.5-99.5 percentile window used instead"
+    # The window already clipped the tails, so its output range maps straight onto 0..255.
+    return _linear_to_uint8(windowed, float(windowed.min()), float(windowed.max())), "DICOM window (VOI LUT) applied"
+
+
+def _radiograph(pixels: np.ndarray, bit_depth: int, source_format: str, looks_like_radiograph: bool,
+                notes: list[str]) -> Radiograph:
+    """The result, with width and height taken from the final (upright) pixels."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    height, width = pixels.shape
+    return Radiograph(pixels, width, height, bit_depth, source_format, looks_like_radiograph, tuple(notes))
+
+
+def _extension_mismatch_note(filename: str | None, source_format: str) -> str | None:
+    """A note when a known image extension disagrees with the content (the content wins).
+
+    Only known extensions are echoed back, so odd or non-UTF-8 names never reach the UI text.
+    """
+    if not filename:
+        return None
+    suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+    if suffix not in ACCEPTED_EXTENSIONS or suffix in _EXTENSIONS[source_format]:
+        return None
+    return f"file named {suffix} but holds {_DISPLAY_NAMES[source_format]} data; decoded as {_DISPLAY_NAMES[source_format]}"
+

@@ -1,0 +1,240 @@
+"""Model registry (timm-style) and checkpoint loading.
+
+Every architecture is registered with a :class:`ModelConfig` that knows its input size,
+normalisation and the named layers a user may choose as CAM targets. All models end in a
+single logit: ``sigmoid(logit)`` is the probability that the radiograph is abnormal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision import models as tv_models
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SHIPPED_WEIGHTS_DIR",
+    "weights_dir",
+    "DEFAULT_MODEL",
+    "ModelConfig",
+    "LoadedModel",
+    "ModelLoadError",
+    "register_model",
+    "list_architectures",
+    "get_config",
+    "create_model",
+    "resolve_layer",
+    "list_shipped_models",
+    "load_model",
+    "save_checkpoint",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def weights_dir() -> Path:
+    """Where model folders live: MURA_LENS_WEIGHTS_DIR if set (tests, extra models), else weights/."""
+    return Path(os.environ.get("MURA_LENS_WEIGHTS_DIR") or SHIPPED_WEIGHTS_DIR)
+#: The model the dashboard and CLIs use when none is named (a folder under weights/).
+DEFAULT_MODEL = "mura_mobilenet_v2"
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CARD_FILE = "model_card.json"
+
+
+class ModelLoadError(RuntimeError):
+    """A checkpoint or model card is missing or unusable; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a caller needs to know about an architecture besides its weights.
+
+    ``cam_layers`` maps a human-readable name to a dotted module path; the first entry
+    is the default CAM target (the last convolutional stage).
+    """
+
+    name: str
+    builder: Callable[[bool], nn.Module]
+    input_size: int = 320
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    cam_layers: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def default_cam_layer(self) -> str:
+        return next(iter(self.cam_layers))
+
+
+_REGISTRY: dict[str, ModelConfig] = {}
+
+
+def register_model(
+    name: str, *, cam_layers: dict[str, str], input_size: int = 320, description: str = ""
+) -> Callable[[Callable[[bool], nn.Module]], Callable[[bool], nn.Module]]:
+    """Decorator: register ``builder(pretrained) -> nn.Module`` under ``name``."""
+
+    def wrap(builder: Callable[[bool], nn.Module]) -> Callable[[bool], nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"architecture {name!r} is already registered")
+        _REGISTRY[name] = ModelConfig(
+            name=name,
+            builder=builder,
+            input_size=input_size,
+            cam_layers=cam_layers,
+            description=description,
+        )
+        return builder
+
+    return wrap
+
+
+def _disable_inplace_activations(model: nn.Module) -> nn.Module:
+    """Gradient hooks break on in-place ReLUs (a known pytorch_grad_cam pitfall with DenseNet)."""
+    for module in model.modules():
+        if isinstance(module, (nn.ReLU, nn.ReLU6)):
+            module.inplace = False
+    return model
+
+
+@register_model(
+    "mobilenet_v2",
+    cam_layers={
+        "last conv (1280 ch, stride 32)": "features.18",
+        "stage 6 (160 ch, stride 32)": "features.16",
+        "stage 5 (96 ch, stride 16)": "features.13",
+        "stage 3 (32 ch, stride 8)": "features.6",
+    },
+    description="MobileNetV2: small and fast enough to train on a laptop CPU.",
+)
+def _mobilenet_v2(pretrained: bool) -> nn.Module:
+    weights = tv_models.MobileNet_V2_Weights.IMAGENET1K_V1 if pretrained else None
+    model = tv_models.mobilenet_v2(weights=weights)
+    model.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(model.last_channel, 1))
+    return _disable_inplace_activations(model)
+
+
+@register_model(
+    "densenet169",
+    cam_layers={
+        "dense block 4 (final norm, stride 32)": "features.norm5",
+        "dense block 3 (stride 16)": "features.denseblock3",
+        "dense block 2 (stride 8)": "features.denseblock2",
+    },
+    description="DenseNet-169, the MURA paper's network; train it on a GPU.",
+)
+def _densenet169(pretrained: bool) -> nn.Module:
+    weights = tv_models.DenseNet169_Weights.IMAGENET1K_V1 if pretrained else None
+    model = tv_models.densenet169(weights=weights)
+    model.classifier = nn.Linear(model.classifier.in_features, 1)
+    return _disable_inplace_activations(model)
+
+
+def list_architectures() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_config(arch: str) -> ModelConfig:
+    try:
+        return _REGISTRY[arch]
+    except KeyError:
+        raise ModelLoadError(
+            f"Unknown architecture {arch!r}; known: {', '.join(list_architectures())}."
+        ) from None
+
+
+def create_model(arch: str, *, pretrained: bool = False) -> nn.Module:
+    """Build a single-logit model; ``pretrained`` loads ImageNet weights via torchvision."""
+    return get_config(arch).builder(pretrained)
+
+
+def resolve_layer(model: nn.Module, dotted_path: str) -> nn.Module:
+    """Return the sub-module at ``dotted_path`` (e.g. ``features.18``)."""
+    return model.get_submodule(dotted_path)
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run model in eval mode with its config, input size and model card."""
+
+    name: str
+    model: nn.Module
+    config: ModelConfig
+    input_size: int
+    card: dict[str, Any]
+    directory: Path
+
+    @property
+    def cam_layers(self) -> dict[str, str]:
+        return self.config.cam_layers
+
+    def threshold_for(self, study_type: str | None) -> float:
+        """Operating threshold for a body part, chosen on train's patient-level validation split."""
+        thresholds: dict[str, float] = self.card.get("thresholds", {})
+        if study_type and study_type in thresholds:
+            return float(thresholds[study_type])
+        return float(thresholds.get("default", 0.5))
+
+
+def list_shipped_models(directory: Path | None = None) -> list[str]:
+    """Model folders that hold both a checkpoint and a card."""
+    directory = directory or weights_dir()
+    if not directory.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in directory.iterdir()
+        if (d / CHECKPOINT_FILE).is_file() and (d / CARD_FILE).is_file()
+    )
+
+
+def load_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> LoadedModel:
+    """Load ``<weights dir>/name/checkpoint.pt`` and the model card beside it, in eval mode."""
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ModelLoadError(f"{name!r} is not a model name.")
+    directory = (directory or weights_dir()) / name
+    checkpoint_path = directory / CHECKPOINT_FILE
+    card_path = directory / CARD_FILE
+    if not checkpoint_path.is_file():
+        raise ModelLoadError(f"No checkpoint at {checkpoint_path}.")
+    if not card_path.is_file():
+        raise ModelLoadError(f"No model card at {card_path}: every checkpoint needs one.")
+    try:
+        card = json.loads(card_path.read_text())
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"Cannot read model {name!r}: {exc}") from exc
+    arch = checkpoint.get("arch") or card.get("architecture")
+    config = get_config(arch)
+    model = create_model(arch, pretrained=False)
+    state = {k: v.float() for k, v in checkpoint["state_dict"].items()}
+    model.load_state_dict(state)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    input_size = int(checkpoint.get("input_size", config.input_size))
+    return LoadedModel(name, model, config, input_size, card, directory)
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, arch: str, input_size: int, *, half: bool = True
+) -> None:
+    """Write a weights-only checkpoint atomically (fp16 storage keeps it small)."""
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v)
+        for k, v in model.state_dict().items()
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"arch": arch, "input_size": input_size, "state_dict": state}, tmp)
+    tmp.replace(path)

@@ -1,0 +1,158 @@
+"""Reader for a MURA v1.1 root in the official layout, into pandas tables.
+
+Works on a partial copy: the official CSVs list the whole release, and the tables say which
+images are present. Every path is the official relative path (``MURA-v1.1/valid/XR_...png``);
+:func:`image_file` turns one into a file path and refuses anything that escapes the root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = [
+    "SPLITS",
+    "MuraRootError",
+    "resolve_root",
+    "root_from_env",
+    "image_file",
+    "read_images",
+    "read_studies",
+    "coverage",
+    "parse_official_path",
+]
+
+SPLITS = ("train", "valid")
+_PATH_PATTERN = re.compile(
+    r"^MURA-v1\.1/(?P<split>train|valid)/(?P<study_type>XR_[A-Z]+)/(?P<patient>patient\d+)/"
+    r"(?P<study>study\d+)_(?P<polarity>positive|negative)/(?:(?P<image>image\d+\.png))?$"
+)
+
+
+class MuraRootError(ValueError):
+    """The MURA root is missing, incomplete or unsafe; the message says what to fix."""
+
+
+def resolve_root(path: str | os.PathLike[str]) -> Path:
+    """Validate a MURA root (the folder holding ``train_image_paths.csv`` etc.)."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise MuraRootError(f"The MURA folder {root} does not exist.")
+    if not root.is_dir():
+        raise MuraRootError(f"{root} is a file, not a MURA folder.")
+    csvs = [f"{s}_{kind}.csv" for s in SPLITS for kind in ("image_paths", "labeled_studies")]
+    if not any((root / name).is_file() for name in csvs):
+        raise MuraRootError(
+            f"{root} has none of the official MURA CSVs ({', '.join(csvs)}); "
+            "point it at the MURA-v1.1 folder itself."
+        )
+    return root.resolve()
+
+
+def root_from_env() -> Path | None:
+    """The root named by ``MURA_ROOT``, validated, or None when the variable is unset."""
+    value = os.environ.get("MURA_ROOT", "").strip()
+    return resolve_root(value) if value else None
+
+
+def parse_official_path(official_path: str) -> dict[str, str]:
+    """Split an official path into split, study_type, patient, study and polarity."""
+    match = _PATH_PATTERN.match(official_path)
+    if not match:
+        raise MuraRootError(f"{official_path!r} is not an official MURA v1.1 path.")
+    return match.groupdict()
+
+
+def image_file(root: Path, official_path: str) -> Path:
+    """File path of an official image path under ``root``; never outside it (symlinks included)."""
+    parse_official_path(official_path)
+    relative = official_path.split("/", 1)[1]
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root.resolve()):
+        raise MuraRootError(f"{official_path!r} leads outside the MURA folder; refused.")
+    return candidate
+
+
+def _read_csv(root: Path, name: str, columns: list[str]) -> pd.DataFrame:
+    path = root / name
+    if not path.is_file():
+        return pd.DataFrame(columns=columns)
+    return pd.read_csv(path, header=None, names=columns, dtype=str)
+
+
+def read_studies(root: Path, split: str) -> pd.DataFrame:
+    """One row per official study of ``split``, with how many of its images are present."""
+    images = read_images(root, split, present_only=False)
+    grouped = images.groupby("study_path", sort=True)
+    studies = grouped.agg(
+        split=("split", "first"),
+        study_type=("study_type", "first"),
+        patient=("patient", "first"),
+        study=("study", "first"),
+        label=("label", "first"),
+        n_images=("path", "size"),
+        n_present=("present", "sum"),
+    ).reset_index()
+    return studies
+
+
+def read_images(root: Path, split: str, *, present_only: bool = True) -> pd.DataFrame:
+    """One row per official image of ``split``: path, split, study_type, patient, study,
+    study_path, label (1 = abnormal, from the labelled-studies CSV) and present."""
+    if split not in SPLITS:
+        raise MuraRootError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    paths = _read_csv(root, f"{split}_image_paths.csv", ["path"])
+    labels = _read_csv(root, f"{split}_labeled_studies.csv", ["study_path", "label"])
+    if paths.empty:
+        raise MuraRootError(f"{root} has no {split}_image_paths.csv.")
+    parts = paths["path"].str.extract(_PATH_PATTERN)
+    bad = parts["split"].isna()
+    if bad.any():
+        raise MuraRootError(
+            f"{split}_image_paths.csv has {int(bad.sum())} rows that are not official MURA paths "
+            f"(first: {paths['path'][bad].iloc[0]!r})."
+        )
+    table = pd.concat([paths, parts[["split", "study_type", "patient", "study"]]], axis=1)
+    table["study_path"] = table["path"].str.rsplit("/", n=1).str[0] + "/"
+    label_map = dict(zip(labels["study_path"], labels["label"].astype(int)))
+    polarity = parts["polarity"].map({"positive": 1, "negative": 0})
+    table["label"] = table["study_path"].map(label_map).fillna(polarity).astype(int)
+    table["present"] = [
+        _is_present(root, p) for p in table["path"]
+    ]
+    if present_only:
+        table = table[table["present"]].reset_index(drop=True)
+    return table
+
+
+def _is_present(root: Path, official_path: str) -> bool:
+    try:
+        return image_file(root, official_path).is_file()
+    except MuraRootError:
+        return False
+
+
+def coverage(root: Path) -> pd.DataFrame:
+    """Per split and study type: images listed by the CSVs, present, and whether complete."""
+    rows = []
+    for split in SPLITS:
+        try:
+            images = read_images(root, split, present_only=False)
+        except MuraRootError:
+            continue
+        for study_type, group in images.groupby("study_type"):
+            present = group[group["present"]]
+            rows.append(
+                {
+                    "split": split,
+                    "study_type": study_type,
+                    "images_listed": len(group),
+                    "images_present": len(present),
+                    "studies_present": present["study_path"].nunique(),
+                    "complete": len(present) == len(group),
+                }
+            )
+    return pd.DataFrame(rows)

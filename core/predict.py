@@ -1,0 +1,185 @@
+"""Image and study prediction, and the ``python -m core.predict`` command line.
+
+Study probability = mean of its views' probabilities (MURA paper); the verdict compares it
+with the model card's threshold for the body part (chosen on train's holdout patients).
+
+    python -m core.predict [--model NAME] [--study] [--study-type XR_HUMERUS]
+                           [--cam METHOD --layer NAME --out DIR] FILE...
+
+prints one JSON object per input file (and, with --study, one for the study). A file that
+cannot be read prints ``error: FILE: reason`` on stderr; the others are still processed and
+the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
+from core.preprocess import letterbox, to_model_input
+
+__all__ = [
+    "DEFAULT_THREADS",
+    "StudyPrediction",
+    "configure_threads",
+    "model_inputs",
+    "predict_batch",
+    "predict_images",
+    "study_probability",
+    "predict_study",
+    "main",
+]
+
+#: Inference uses a fixed thread count so latency is predictable; 2 = this project's reference laptop.
+DEFAULT_THREADS = 2
+
+
+def configure_threads(threads: int = DEFAULT_THREADS) -> None:
+    """Fix torch's intra-op threads once per process (call at start-up, not per request)."""
+    torch.set_num_threads(max(1, threads))
+
+
+def model_inputs(loaded: LoadedModel, images: Sequence[np.ndarray]) -> torch.Tensor:
+    """Letterbox and normalise greyscale uint8 arrays into one (N, 3, S, S) batch."""
+    canvases = torch.stack([letterbox(pixels, loaded.input_size)[0] for pixels in images])
+    return to_model_input(canvases, loaded.config.mean, loaded.config.std)
+
+
+def uses_flip_tta(loaded: LoadedModel) -> bool:
+    """Whether the model card asks for lateral-flip test-time augmentation."""
+    return bool(loaded.card.get("tta", False))
+
+
+@torch.inference_mode()
+def predict_batch(loaded: LoadedModel, batch: torch.Tensor) -> np.ndarray:
+    """P(abnormal) for a prepared batch; with flip TTA, the mean over the image and its mirror."""
+    probabilities = torch.sigmoid(loaded.model(batch).squeeze(1))
+    if uses_flip_tta(loaded):
+        mirrored = torch.sigmoid(loaded.model(torch.flip(batch, dims=[-1])).squeeze(1))
+        probabilities = (probabilities + mirrored) / 2
+    return probabilities.double().numpy()
+
+
+def predict_images(
+    loaded: LoadedModel, images: Sequence[np.ndarray], *, batch_size: int = 16
+) -> np.ndarray:
+    """P(abnormal) for each greyscale uint8 image, in batches."""
+    out = [
+        predict_batch(loaded, model_inputs(loaded, images[start : start + batch_size]))
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def study_probability(view_probabilities: Sequence[float]) -> float:
+    """The MURA paper's study probability: the mean of its views' probabilities."""
+    if len(view_probabilities) == 0:
+        raise ValueError("a study needs at least one view")
+    return float(np.mean(view_probabilities))
+
+
+@dataclass(frozen=True)
+class StudyPrediction:
+    view_probabilities: tuple[float, ...]
+    probability: float
+    threshold: float
+    study_type: str | None
+
+    @property
+    def verdict(self) -> Literal["abnormal", "normal"]:
+        return "abnormal" if self.probability >= self.threshold else "normal"
+
+
+def predict_study(
+    loaded: LoadedModel, images: Sequence[np.ndarray], *, study_type: str | None = None
+) -> StudyPrediction:
+    """Predict every view of one study and combine them as the MURA paper does."""
+    views = predict_images(loaded, images)
+    return StudyPrediction(
+        view_probabilities=tuple(float(p) for p in views),
+        probability=study_probability(views),
+        threshold=loaded.threshold_for(study_type),
+        study_type=study_type,
+    )
+
+
+def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
+               layer: str | None, out_dir: Path) -> dict[str, str]:
+    from PIL import Image
+
+    from core.explain import explain, overlay
+
+    explanation = explain(loaded, pixels, method=method, layers=[layer] if layer else None)
+    stem = Path(file).stem or "image"
+    heatmap_path = out_dir / f"{stem}_{method}.npy"
+    overlay_path = out_dir / f"{stem}_{method}.png"
+    np.save(heatmap_path, explanation.heatmap)
+    Image.fromarray(overlay(pixels, explanation.heatmap)).save(overlay_path)
+    return {"heatmap": str(heatmap_path), "overlay": str(overlay_path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.imaging import RadiographDecodeError, load_radiograph
+
+    parser = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
+    parser.add_argument("--study", action="store_true", help="treat the files as views of one study")
+    parser.add_argument("--study-type", help="body part for the threshold, e.g. XR_HUMERUS")
+    parser.add_argument("--cam", metavar="METHOD", help="also write a CAM (e.g. GradCAM) per file")
+    parser.add_argument("--layer", help="CAM target layer (a name from the model's layer list)")
+    parser.add_argument("--out", type=Path, help="folder for CAM overlays (.png) and heat maps (.npy)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    args = parser.parse_args(argv)
+    if args.cam and not args.out:
+        parser.error("--cam needs --out DIR")
+    configure_threads(args.threads)
+    try:
+        loaded = load_model(args.model)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+
+    failed = False
+    probabilities: list[float] = []
+    good_files: list[str] = []
+    for file in args.files:
+        try:
+            pixels = load_radiograph(Path(file)).pixels
+            record: dict[str, object] = {"file": file,
+                                         "probability": round(float(predict_images(loaded, [pixels])[0]), 6)}
+            if args.cam:
+                record |= _write_cam(loaded, pixels, file, args.cam, args.layer, args.out)
+        except (RadiographDecodeError, OSError, ValueError) as exc:
+            print(f"error: {file}: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        probabilities.append(float(record["probability"]))
+        good_files.append(file)
+        print(json.dumps(record), flush=True)
+    if args.study and probabilities:
+        study = StudyPrediction(tuple(probabilities), study_probability(probabilities),
+                                loaded.threshold_for(args.study_type), args.study_type)
+        print(json.dumps({
+            "study": good_files,
+            "study_type": study.study_type,
+            "probability": round(study.probability, 6),
+            "threshold": study.threshold,
+            "verdict": study.verdict,
+        }), flush=True)
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

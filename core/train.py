@@ -1,0 +1,371 @@
+"""Train a registered architecture on MURA ``train/`` with a patient-level validation split.
+
+    python -m core.train --mura-root PATH --arch mobilenet_v2 --out weights/NAME [--resume]
+
+The recipe starts from the MURA paper (ImageNet initialisation, lateral flips, rotations up to
+30 degrees, BCE weighted per study type) with AdamW and a one-cycle schedule, flip test-time
+augmentation for validation, and the operating threshold per study type chosen on the
+validation patients (never on ``valid/``). Everything is seeded; a resumable state is written
+atomically after each epoch, with a CSV log beside it; the best epoch by validation study AUROC
+is kept as ``checkpoint.pt`` with its model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+from sklearn.model_selection import GroupShuffleSplit
+from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
+
+from core import mura
+from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, get_config, save_checkpoint
+from core.preprocess import border_fill_value, letterbox, to_model_input
+
+__all__ = ["TrainConfig", "patient_split", "study_type_weights", "choose_threshold", "main"]
+
+STATE_FILE = "train_state.pt"
+LOG_FILE = "training_log.csv"
+VAL_PREDICTIONS_FILE = "predictions_train_holdout.csv"
+
+
+@dataclass
+class TrainConfig:
+    mura_root: str
+    arch: str
+    out: str
+    study_types: tuple[str, ...] = ("XR_HUMERUS", "XR_FOREARM")
+    input_size: int = 320
+    epochs: int = 8
+    batch_size: int = 32
+    max_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    rotation: float = 30.0
+    holdout_fraction: float = 0.15
+    seed: int = 0
+    threads: int = 2
+    bf16: bool = True
+    pretrained: bool = True
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def patient_split(images: pd.DataFrame, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of (training, holdout) rows, with every patient on one side only."""
+    splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    train_idx, holdout_idx = next(splitter.split(images, groups=images["patient"]))
+    return train_idx, holdout_idx
+
+
+def study_type_weights(images: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """MURA paper's per-study-type class weights: (w_abnormal, w_normal) = (|N|, |A|) / total."""
+    weights = {}
+    for study_type, group in images.groupby("study_type"):
+        abnormal = float(group["label"].sum())
+        total = float(len(group))
+        weights[study_type] = ((total - abnormal) / total, abnormal / total)
+    return weights
+
+
+def choose_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Threshold that maximises Cohen's kappa (the MURA paper's metric) on holdout studies."""
+    candidates = np.unique(np.round(probabilities, 4))
+    best_threshold, best_kappa = 0.5, -1.0
+    for threshold in candidates:
+        kappa = cohen_kappa_score(labels, (probabilities >= threshold).astype(int))
+        if kappa > best_kappa + 1e-9:
+            best_threshold, best_kappa = float(threshold), kappa
+    return best_threshold
+
+
+def _load_canvases(files: list[Path], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode and letterbox every image once; keep uint8 canvases and their fill values."""
+    canvases = torch.empty((len(files), 1, size, size), dtype=torch.uint8)
+    fills = torch.empty(len(files), dtype=torch.float32)
+    for i, path in enumerate(tqdm(files, desc="decode", unit="img", leave=False)):
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"))
+        canvases[i], _ = letterbox(pixels, size)
+        fills[i] = border_fill_value(pixels)
+    return canvases, fills
+
+
+def _augment(canvas: torch.Tensor, fill: float, rotation: float, rng: random.Random) -> torch.Tensor:
+    """Paper augmentation (lateral flip, rotation) plus mild scale/shift/contrast jitter."""
+    if rng.random() < 0.5:
+        canvas = TF.horizontal_flip(canvas)
+    canvas = TF.affine(
+        canvas,
+        angle=rng.uniform(-rotation, rotation),
+        translate=[rng.uniform(-0.06, 0.06) * canvas.shape[-1] for _ in range(2)],
+        scale=rng.uniform(0.9, 1.15),
+        shear=[0.0, 0.0],
+        interpolation=TF.InterpolationMode.BILINEAR,
+        fill=[fill],
+    )
+    canvas = TF.adjust_brightness(canvas, rng.uniform(0.8, 1.2))
+    return TF.adjust_contrast(canvas, rng.uniform(0.8, 1.2))
+
+
+@torch.inference_mode()
+def predict_canvases(
+    model: torch.nn.Module, canvases: torch.Tensor, batch_size: int = 64, bf16: bool = False
+) -> np.ndarray:
+    """Probabilities with flip test-time augmentation (mean of the two views' sigmoids)."""
+    model.eval()
+    out = []
+    for start in range(0, len(canvases), batch_size):
+        x = to_model_input(canvases[start : start + batch_size])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x).squeeze(1).float()
+            flipped = model(torch.flip(x, dims=[-1])).squeeze(1).float()
+        out.append(((torch.sigmoid(logits) + torch.sigmoid(flipped)) / 2).numpy())
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def _study_table(images: pd.DataFrame, probabilities: np.ndarray) -> pd.DataFrame:
+    frame = images.assign(probability=probabilities)
+    return frame.groupby("study_path").agg(
+        study_type=("study_type", "first"), label=("label", "first"), probability=("probability", "mean")
+    )
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def train(config: TrainConfig) -> Path:
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    root = mura.resolve_root(config.mura_root)
+    images = mura.read_images(root, "train")
+    images = images[images["study_type"].isin(config.study_types)].reset_index(drop=True)
+    if images.empty:
+        raise SystemExit(f"error: no training images of {', '.join(config.study_types)} under {root}")
+    train_idx, holdout_idx = patient_split(images, config.holdout_fraction, config.seed)
+    train_images, holdout_images = images.iloc[train_idx], images.iloc[holdout_idx]
+    files = [mura.image_file(root, p) for p in images["path"]]
+    canvases, fills = _load_canvases(files, config.input_size)
+    train_canvases, train_fills = canvases[train_idx], fills[train_idx]
+    holdout_canvases = canvases[holdout_idx]
+
+    weights = study_type_weights(train_images)
+    labels = torch.tensor(train_images["label"].to_numpy(), dtype=torch.float32)
+    positive_w = torch.tensor([weights[t][0] for t in train_images["study_type"]])
+    negative_w = torch.tensor([weights[t][1] for t in train_images["study_type"]])
+    sample_weights = torch.where(labels > 0.5, positive_w, negative_w)
+
+    model = create_model(config.arch, pretrained=config.pretrained)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.max_lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
+    )
+    start_epoch, best_auroc, elapsed = 0, -1.0, 0.0
+    state_path = out / STATE_FILE
+    if state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state["config"] != asdict(config):
+            raise SystemExit(f"error: {state_path} was written with other settings; use a new --out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_auroc, elapsed = state["epoch"] + 1, state["best_auroc"], state["elapsed"]
+        random.setstate(state["python_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resuming after epoch {start_epoch} (best holdout study AUROC {best_auroc:.4f})")
+
+    rng = random.Random(config.seed)
+    for epoch in range(start_epoch, config.epochs):
+        started = time.time()
+        model.train()
+        order = torch.randperm(len(train_idx))
+        total_loss = 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                   mininterval=10)
+        for step in bar:
+            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            augmented = torch.stack(
+                [_augment(train_canvases[i], float(train_fills[i]), config.rotation, rng) for i in batch]
+            )
+            target = labels[batch] * (1 - config.label_smoothing) + 0.5 * config.label_smoothing
+            # bf16 autocast trains about 3x faster on this CPU (AVX512-BF16); weights stay fp32.
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = model(to_model_input(augmented)).squeeze(1).float()
+            loss = F.binary_cross_entropy_with_logits(logits, target, weight=sample_weights[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.detach()) * len(batch)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        holdout_prob = predict_canvases(model, holdout_canvases, bf16=config.bf16)
+        studies = _study_table(holdout_images, holdout_prob)
+        image_auroc = roc_auc_score(holdout_images["label"], holdout_prob)
+        study_auroc = roc_auc_score(studies["label"], studies["probability"])
+        elapsed += time.time() - started
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": round(total_loss / len(train_idx), 5),
+            "holdout_image_auroc": round(image_auroc, 5),
+            "holdout_study_auroc": round(study_auroc, 5),
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": round(time.time() - started, 1),
+        }
+        _append_log(out / LOG_FILE, row, restart=epoch == 0)
+        print(json.dumps(row), flush=True)
+        if study_auroc > best_auroc:
+            best_auroc = study_auroc
+            save_checkpoint(out / CHECKPOINT_FILE, model, config.arch, config.input_size)
+        tmp = state_path.with_suffix(".tmp")
+        torch.save(
+            {
+                "config": asdict(config),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "best_auroc": best_auroc,
+                "elapsed": elapsed,
+                "python_rng": random.getstate(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            tmp,
+        )
+        tmp.replace(state_path)
+
+    # Thresholds come from the shipped (fp16-stored, fp32-run) weights, exactly as users will run them.
+    shipped = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() for k, v in shipped["state_dict"].items()})
+    frame = holdout_images[["path", "study_type", "patient", "study", "study_path", "label"]].assign(
+        probability=predict_canvases(model, holdout_canvases)
+    )
+    _atomic_write_text(out / VAL_PREDICTIONS_FILE, frame.to_csv(index=False))
+    _write_card(out, config, images, train_images, holdout_images, weights, elapsed)
+    return out
+
+
+def _append_log(path: Path, row: dict, restart: bool) -> None:
+    mode = "w" if restart or not path.exists() else "a"
+    with path.open(mode, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if mode == "w":
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _write_card(out: Path, config: TrainConfig, images: pd.DataFrame, train_images: pd.DataFrame,
+                holdout_images: pd.DataFrame, weights: dict, elapsed: float) -> None:
+    """Model card for the best epoch: data, recipe, holdout metrics and thresholds."""
+    holdout = pd.read_csv(out / VAL_PREDICTIONS_FILE)
+    studies = _study_table(holdout, holdout["probability"].to_numpy())
+    thresholds: dict[str, float] = {"default": choose_threshold(studies["label"].to_numpy(),
+                                                                 studies["probability"].to_numpy())}
+    holdout_metrics = {}
+    for study_type, group in studies.groupby("study_type"):
+        thresholds[study_type] = choose_threshold(group["label"].to_numpy(), group["probability"].to_numpy())
+        holdout_metrics[study_type] = {
+            "study_auroc": round(roc_auc_score(group["label"], group["probability"]), 4),
+            "studies": int(len(group)),
+        }
+    log = pd.read_csv(out / LOG_FILE)
+
+    def counts(frame: pd.DataFrame) -> dict:
+        return {
+            t: {"images": int(len(g)), "studies": int(g["study_path"].nunique()),
+                "patients": int(g["patient"].nunique()), "abnormal_images": int(g["label"].sum())}
+            for t, g in frame.groupby("study_type")
+        }
+
+    card = {
+        "name": out.name,
+        "architecture": config.arch,
+        "description": get_config(config.arch).description,
+        "initialisation": "ImageNet (torchvision IMAGENET1K_V1 weights)" if config.pretrained else "random",
+        "input": f"{config.input_size}x{config.input_size} greyscale letterboxed (padding = median border value), "
+                 "copied to 3 channels, ImageNet normalisation",
+        "output": "one logit; sigmoid = probability the radiograph is abnormal; study = mean of its views",
+        "training_data": {
+            "source": "MURA v1.1 train/ (Stanford AIMI), study types " + ", ".join(config.study_types),
+            "all": counts(images),
+            "fit": counts(train_images),
+            "holdout": counts(holdout_images),
+            "split": f"patient-level GroupShuffleSplit, {config.holdout_fraction:.0%} of patients held out, "
+                     f"seed {config.seed}; MURA valid/ never used for training or selection",
+        },
+        "recipe": {k: v for k, v in asdict(config).items() if k not in ("mura_root", "out")} | {
+            "optimizer": "AdamW", "schedule": "one-cycle", "loss": "BCE weighted per study type (MURA paper)",
+            "class_weights": {t: {"abnormal": round(a, 4), "normal": round(n, 4)} for t, (a, n) in weights.items()},
+            "augmentation": "lateral flip, rotation up to ±%g°, scale 0.9-1.15, shift ±6%%, brightness/contrast ±20%%"
+                            % config.rotation,
+            "test_time_augmentation": "mean of the image and its lateral flip",
+            "selection": "epoch with the best holdout study AUROC",
+        },
+        "training_time_seconds": round(elapsed),
+        "training_machine": f"{platform.machine()} CPU, {config.threads} threads, torch {torch.__version__}",
+        "best_epoch": int(log.loc[log["holdout_study_auroc"].idxmax(), "epoch"]),
+        "holdout_metrics": holdout_metrics,
+        "thresholds": thresholds,
+        "threshold_rule": "maximise study-level Cohen's kappa on the holdout patients of train/",
+        "tta": True,
+        "limitations": [
+            "Trained only on " + " and ".join(t.removeprefix("XR_").lower() for t in config.study_types)
+            + " radiographs; other body parts are out of distribution.",
+            "MURA's 'abnormal' label includes metal hardware; the model leans on it.",
+            "Research and teaching tool; not a medical device and not for diagnosis.",
+        ],
+    }
+    _atomic_write_text(out / CARD_FILE, json.dumps(card, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mura-root", required=True)
+    parser.add_argument("--arch", required=True)
+    parser.add_argument("--out", required=True, help="output folder, e.g. weights/mura_mobilenet_v2")
+    parser.add_argument("--study-types", nargs="+", default=list(TrainConfig.study_types))
+    for name in ("input_size", "epochs", "batch_size", "seed", "threads"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainConfig, name))
+    for name in ("max_lr", "weight_decay", "label_smoothing", "rotation", "holdout_fraction"):
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainConfig, name))
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false",
+                        help="train in fp32 (bf16 autocast is the default: about 3x faster on AVX512-BF16 CPUs)")
+    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                        help="random initialisation instead of torchvision's ImageNet weights")
+    args = vars(parser.parse_args(argv))
+    args["study_types"] = tuple(args["study_types"])
+    try:
+        get_config(args["arch"])
+        train(TrainConfig(**args))
+    except Exception as exc:  # noqa: BLE001 - a CLI prints one line, never a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Streamlit dashboard of MURA Lens: entry point, shared state and UI pieces."""

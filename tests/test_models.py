@@ -1,0 +1,101 @@
+"""core.models and core.preprocess: registry, checkpoints with cards, letterbox geometry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import models
+from core.preprocess import border_fill_value, letterbox, to_model_input
+
+
+def test_registry_has_the_papers_network_and_a_cpu_one() -> None:
+    assert {"densenet169", "mobilenet_v2"} <= set(models.list_architectures())
+    for arch in ("densenet169", "mobilenet_v2"):
+        config = models.get_config(arch)
+        assert config.input_size == 320
+        assert len(config.cam_layers) >= 2
+        model = models.create_model(arch)
+        for path in config.cam_layers.values():
+            assert isinstance(models.resolve_layer(model, path), torch.nn.Module)
+        with torch.inference_mode():
+            assert model.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 1)
+        assert not any(
+            getattr(m, "inplace", False) for m in model.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6))
+        ), "in-place activations break gradient hooks"
+
+
+def test_unknown_architecture_names_the_known_ones() -> None:
+    with pytest.raises(models.ModelLoadError, match="mobilenet_v2"):
+        models.get_config("resnet9000")
+
+
+def _write_model(directory: Path, *, thresholds: dict[str, float] | None = None) -> torch.nn.Module:
+    directory.mkdir(parents=True)
+    torch.manual_seed(0)
+    model = models.create_model("mobilenet_v2")
+    models.save_checkpoint(directory / models.CHECKPOINT_FILE, model, "mobilenet_v2", 64)
+    card = {"architecture": "mobilenet_v2", "thresholds": thresholds or {"default": 0.4, "XR_HUMERUS": 0.6}}
+    (directory / models.CARD_FILE).write_text(json.dumps(card))
+    return model
+
+
+def test_checkpoint_round_trip_with_card(tmp_path: Path) -> None:
+    original = _write_model(tmp_path / "tiny")
+    loaded = models.load_model("tiny", directory=tmp_path)
+    assert loaded.input_size == 64 and loaded.config.name == "mobilenet_v2"
+    assert not loaded.model.training
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+    for key, value in original.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(loaded.model.state_dict()[key], value.half().float())
+    assert loaded.threshold_for("XR_HUMERUS") == 0.6
+    assert loaded.threshold_for("XR_WRIST") == 0.4
+    assert models.list_shipped_models(tmp_path) == ["tiny"]
+
+
+def test_missing_card_or_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    _write_model(tmp_path / "tiny")
+    (tmp_path / "tiny" / models.CARD_FILE).unlink()
+    with pytest.raises(models.ModelLoadError, match="model card"):
+        models.load_model("tiny", directory=tmp_path)
+    with pytest.raises(models.ModelLoadError, match="No checkpoint"):
+        models.load_model("absent", directory=tmp_path)
+    with pytest.raises(models.ModelLoadError, match="not a model name"):
+        models.load_model("../tiny", directory=tmp_path)
+
+
+def test_weights_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tmp_path))
+    assert models.weights_dir() == tmp_path
+    monkeypatch.delenv("MURA_LENS_WEIGHTS_DIR")
+    assert models.weights_dir() == models.SHIPPED_WEIGHTS_DIR
+
+
+@pytest.mark.parametrize("shape", [(60, 30), (30, 60), (50, 50), (7, 300)])
+def test_letterbox_keeps_aspect_and_pads_with_border_value(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 50, size=shape, dtype=np.uint8)
+    pixels[1:-1, 1:-1] = 200
+    canvas, placement = letterbox(pixels, 32)
+    assert canvas.shape == (1, 32, 32) and canvas.dtype == torch.uint8
+    assert max(placement.height, placement.width) == 32
+    scale = 32 / max(shape)
+    assert (placement.height, placement.width) == (max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale)))
+    fill = border_fill_value(pixels)
+    outside = np.ones((32, 32), bool)
+    outside[placement.top : placement.top + placement.height, placement.left : placement.left + placement.width] = False
+    assert (canvas[0].numpy()[outside] == fill).all()
+    assert placement.crop(canvas[0].numpy()).shape == (placement.height, placement.width)
+
+
+def test_model_input_is_imagenet_normalised_grey() -> None:
+    canvas = torch.full((2, 1, 8, 8), 255, dtype=torch.uint8)
+    x = to_model_input(canvas)
+    assert x.shape == (2, 3, 8, 8)
+    expected = (1 - torch.tensor(models.IMAGENET_MEAN)) / torch.tensor(models.IMAGENET_STD)
+    torch.testing.assert_close(x[0, :, 0, 0], expected)

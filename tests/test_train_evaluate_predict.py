@@ -1,0 +1,216 @@
+"""core.train, core.evaluate and core.predict end to end on a synthetic MURA-layout root.
+
+A tiny model (random init, 32 px) is trained for two epochs on generated images, so these tests
+exercise the real command-line entry points in seconds without the real data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from core import evaluate as evaluate_cli
+from core import predict as predict_cli
+from core import train as train_cli
+from core.models import load_model
+from core.predict import predict_images, predict_study, study_probability
+from tests.fake_mura import make_fake_mura
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--arch", "mobilenet_v2", "--input-size", "32", "--batch-size", "8", "--no-pretrained",
+        "--no-bf16", "--threads", "1", "--holdout-fraction", "0.3"]
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fake_mura(tmp_path_factory.mktemp("mura"), patients_per_type=8)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory, fake_root: Path) -> Path:
+    directory = tmp_path_factory.mktemp("weights")
+    code = train_cli.main(["--mura-root", str(fake_root), "--out", str(directory / "tiny"), "--epochs", "2", *TINY])
+    assert code == 0
+    return directory
+
+
+def _env(weights: Path) -> dict[str, str]:
+    return os.environ | {"MURA_LENS_WEIGHTS_DIR": str(weights), "PYTHONPATH": str(PROJECT_ROOT)}
+
+
+def test_training_writes_checkpoint_card_and_log(weights: Path) -> None:
+    out = weights / "tiny"
+    log = pd.read_csv(out / train_cli.LOG_FILE)
+    assert list(log["epoch"]) == [1, 2]
+    assert {"train_loss", "holdout_image_auroc", "holdout_study_auroc"} <= set(log.columns)
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["architecture"] == "mobilenet_v2" and card["initialisation"] == "random"
+    assert set(card["thresholds"]) == {"default", "XR_HUMERUS", "XR_FOREARM"}
+    assert card["tta"] is True
+    holdout = set(card["training_data"]["holdout"])
+    assert holdout <= {"XR_HUMERUS", "XR_FOREARM"}
+    loaded = load_model("tiny", directory=weights)
+    assert loaded.input_size == 32
+
+
+def test_patient_split_never_shares_a_patient(fake_root: Path) -> None:
+    from core import mura
+
+    images = mura.read_images(fake_root, "train")
+    fit, holdout = train_cli.patient_split(images, 0.3, seed=0)
+    assert not set(images.iloc[fit]["patient"]) & set(images.iloc[holdout]["patient"])
+    again = train_cli.patient_split(images, 0.3, seed=0)
+    assert (again[1] == holdout).all()
+
+
+def test_threshold_maximises_kappa() -> None:
+    # At 0.3 one normal is called abnormal (kappa 0.714); at 0.8 one abnormal is missed (kappa 0.75).
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    probabilities = np.array([0.1, 0.2, 0.7, 0.3, 0.8, 0.85, 0.9, 0.95])
+    assert train_cli.choose_threshold(labels, probabilities) == pytest.approx(0.8)
+    separable = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9, 0.95])
+    assert 0.3 < train_cli.choose_threshold(labels, separable) <= 0.6
+
+
+def test_interrupted_training_resumes_from_its_last_epoch(tmp_path: Path, fake_root: Path) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "core.train", "--mura-root", str(fake_root), "--out", str(out),
+               "--epochs", "3", *TINY]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    state = out / train_cli.STATE_FILE
+    deadline = time.time() + 240
+    while not state.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert state.exists(), "no state was written before the kill"
+    finished_epochs = len(pd.read_csv(out / train_cli.LOG_FILE))
+    assert not list(out.glob("*.tmp")) or all(p.stat().st_size >= 0 for p in out.glob("*.tmp"))
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "resuming after epoch" in result.stdout
+    log = pd.read_csv(out / train_cli.LOG_FILE)
+    assert list(log["epoch"]) == [1, 2, 3]
+    assert finished_epochs >= 1
+
+
+def test_evaluate_writes_predictions_and_metrics(weights: Path, fake_root: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
+    code = evaluate_cli.main(["--mura-root", str(fake_root), "--split", "valid", "--model", "tiny",
+                              "--bootstrap", "50", "--threads", "1"])
+    assert code == 0
+    predictions = pd.read_csv(weights / "tiny" / "predictions_valid.csv")
+    assert set(evaluate_cli.PREDICTION_COLUMNS) <= set(predictions.columns)
+    assert predictions["path"].str.startswith("MURA-v1.1/valid/").all()
+    metrics = json.loads((weights / "tiny" / "metrics_valid.json").read_text())
+    assert metrics["evaluation"]["images"] == len(predictions)
+    # The cached probabilities are what the model gives for those files.
+    loaded = load_model("tiny", directory=weights)
+    first = predictions.iloc[0]
+    from core.imaging import load_radiograph
+    from core.mura import image_file
+
+    pixels = load_radiograph(image_file(fake_root, first["path"])).pixels
+    assert predict_images(loaded, [pixels])[0] == pytest.approx(first["probability"], abs=1e-5)
+    if predictions["label"].nunique() == 2:
+        auroc = roc_auc_score(predictions["label"], predictions["probability"])
+        assert metrics["image"]["overall"]["auroc"]["point"] == pytest.approx(auroc, abs=1e-4)
+
+
+def test_evaluate_failure_leaves_previous_results_intact(weights: Path, fake_root: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
+    target = weights / "tiny" / "metrics_valid.json"
+    target.write_text('{"previous": true}')
+    broken = fake_root.parent / "broken"
+    broken.mkdir(exist_ok=True)
+    code = evaluate_cli.main(["--mura-root", str(broken), "--split", "valid", "--model", "tiny"])
+    assert code == 2
+    assert json.loads(target.read_text()) == {"previous": True}
+
+
+def test_study_probability_is_the_mean_of_views(weights: Path) -> None:
+    loaded = load_model("tiny", directory=weights)
+    rng = np.random.default_rng(1)
+    views = [rng.integers(0, 255, size=(40, 30), dtype=np.uint8) for _ in range(3)]
+    study = predict_study(loaded, views, study_type="XR_HUMERUS")
+    assert study.probability == pytest.approx(float(np.mean(study.view_probabilities)))
+    assert study.threshold == loaded.threshold_for("XR_HUMERUS")
+    assert study.verdict == ("abnormal" if study.probability >= study.threshold else "normal")
+    batched = predict_images(loaded, views, batch_size=2)
+    single = np.array([predict_images(loaded, [v])[0] for v in views])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+    with pytest.raises(ValueError):
+        study_probability([])
+
+
+def _run_predict(weights: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "core.predict", "--model", "tiny", "--threads", "1", *args],
+                          cwd=PROJECT_ROOT, env=_env(weights), capture_output=True, text=True, timeout=120)
+
+
+def test_predict_cli_prints_json_per_file_and_study(weights: Path, tmp_path: Path) -> None:
+    files = []
+    for i in range(2):
+        path = tmp_path / f"view{i}.png"
+        Image.fromarray(np.full((40, 40), 60 + 50 * i, np.uint8)).save(path)
+        files.append(str(path))
+    result = _run_predict(weights, "--study", "--study-type", "XR_FOREARM", *files)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines[:2]] == files
+    study = lines[2]
+    assert study["probability"] == pytest.approx(np.mean([line["probability"] for line in lines[:2]]), abs=1e-5)
+    assert study["verdict"] in {"abnormal", "normal"}
+
+
+def test_predict_cli_reports_bad_files_and_goes_on(weights: Path, tmp_path: Path) -> None:
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(good)
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not an image")
+    missing = tmp_path / "missing.png"
+    result = _run_predict(weights, str(bad), str(good), str(missing))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("error: ") for line in errors)
+    assert [json.loads(line)["file"] for line in result.stdout.splitlines()] == [str(good)]
+
+
+def test_predict_cli_writes_cams(weights: Path, tmp_path: Path) -> None:
+    image = tmp_path / "view.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 40), dtype=np.uint8)).save(image)
+    out = tmp_path / "cams"
+    result = _run_predict(weights, "--cam", "GradCAM", "--out", str(out), str(image))
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    heatmap = np.load(record["heatmap"])
+    assert heatmap.shape == (50, 40)
+    assert Image.open(record["overlay"]).size == (40, 50)
+
+
+def test_predict_cli_unknown_model_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "core.predict", "--model", "nope", "x.png"], cwd=PROJECT_ROOT,
+                            env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_main_entry_points_have_help() -> None:
+    for module in (predict_cli, evaluate_cli, train_cli):
+        with pytest.raises(SystemExit) as exit_info:
+            module.main(["--help"])
+        assert exit_info.value.code == 0
