@@ -54,9 +54,10 @@ def _batches(root: Path, paths: list[str], loaded: LoadedModel, batch_size: int)
 
 
 def predict_split(loaded: LoadedModel, root: Path, split: str, *, batch_size: int = 16,
-                  progress: bool = True) -> pd.DataFrame:
-    """One row per present image of ``split``: official path, metadata, label, probability."""
-    images = mura.read_images(root, split)
+                  progress: bool = True, limit: int | None = None) -> pd.DataFrame:
+    """One row per present image of ``split`` (the first ``limit`` only, for benchmarks):
+    official path, metadata, label, probability."""
+    images = mura.read_images(root, split).iloc[:limit]
     probabilities = []
     with tqdm(total=len(images), desc=f"{loaded.name} on {split}", unit="img", disable=not progress) as bar:
         for batch in _batches(root, images["path"].tolist(), loaded, batch_size):

@@ -35,6 +35,8 @@ __all__ = [
     "list_shipped_models",
     "load_model",
     "save_checkpoint",
+    "save_ensemble_checkpoint",
+    "MeanProbabilityEnsemble",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -164,6 +166,22 @@ def resolve_layer(model: nn.Module, dotted_path: str) -> nn.Module:
     return model.get_submodule(dotted_path)
 
 
+class MeanProbabilityEnsemble(nn.Module):
+    """Members of one architecture whose probabilities are averaged.
+
+    Returns the logit of the mean probability, so an ensemble keeps the single-logit contract
+    that prediction and every CAM target rely on (gradients reach every member).
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.stack([torch.sigmoid(member(x)) for member in self.members]).mean(0)
+        return torch.logit(mean, eps=1e-6)
+
+
 @dataclass
 class LoadedModel:
     """A ready-to-run model in eval mode with its config, input size and model card."""
@@ -177,7 +195,15 @@ class LoadedModel:
 
     @property
     def cam_layers(self) -> dict[str, str]:
+        """Layer choices offered to users: a readable name -> dotted path in the architecture."""
         return self.config.cam_layers
+
+    def layer_paths(self, name: str) -> tuple[str, ...]:
+        """Module paths in ``self.model`` behind a layer choice: one per ensemble member."""
+        path = self.cam_layers[name]
+        if isinstance(self.model, MeanProbabilityEnsemble):
+            return tuple(f"members.{i}.{path}" for i in range(len(self.model.members)))
+        return (path,)
 
     def threshold_for(self, study_type: str | None) -> float:
         """Operating threshold for a body part, chosen on train's patient-level validation split."""
@@ -217,9 +243,13 @@ def load_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> L
         raise ModelLoadError(f"Cannot read model {name!r}: {exc}") from exc
     arch = checkpoint.get("arch") or card.get("architecture")
     config = get_config(arch)
-    model = create_model(arch, pretrained=False)
-    state = {k: v.float() for k, v in checkpoint["state_dict"].items()}
-    model.load_state_dict(state)
+    states = checkpoint["members"] if "members" in checkpoint else [checkpoint["state_dict"]]
+    members = []
+    for state in states:
+        member = create_model(arch, pretrained=False)
+        member.load_state_dict({k: v.float() for k, v in state.items()})
+        members.append(member)
+    model = members[0] if len(members) == 1 else MeanProbabilityEnsemble(members)
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -227,14 +257,24 @@ def load_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> L
     return LoadedModel(name, model, config, input_size, card, directory)
 
 
+def _storable(model: nn.Module, half: bool) -> dict[str, torch.Tensor]:
+    return {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+
+
 def save_checkpoint(
     path: Path, model: nn.Module, arch: str, input_size: int, *, half: bool = True
 ) -> None:
     """Write a weights-only checkpoint atomically (fp16 storage keeps it small)."""
-    state = {
-        k: (v.half() if half and v.is_floating_point() else v)
-        for k, v in model.state_dict().items()
-    }
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"arch": arch, "input_size": input_size, "state_dict": state}, tmp)
+    torch.save({"arch": arch, "input_size": input_size, "state_dict": _storable(model, half)}, tmp)
+    tmp.replace(path)
+
+
+def save_ensemble_checkpoint(
+    path: Path, members: list[nn.Module], arch: str, input_size: int, *, half: bool = True
+) -> None:
+    """Write several members of one architecture as one checkpoint, loaded as an ensemble."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    states = [_storable(member, half) for member in members]
+    torch.save({"arch": arch, "input_size": input_size, "members": states}, tmp)
     tmp.replace(path)

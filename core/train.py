@@ -34,10 +34,11 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from core import mura
+from core.metrics import study_table
 from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, get_config, save_checkpoint
 from core.preprocess import border_fill_value, letterbox, to_model_input
 
-__all__ = ["TrainConfig", "patient_split", "study_type_weights", "choose_threshold", "main"]
+__all__ = ["TrainConfig", "patient_split", "study_type_weights", "choose_threshold", "holdout_summary", "main"]
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "training_log.csv"
@@ -59,6 +60,7 @@ class TrainConfig:
     rotation: float = 30.0
     holdout_fraction: float = 0.15
     seed: int = 0
+    split_seed: int = 0
     threads: int = 2
     bf16: bool = True
     pretrained: bool = True
@@ -143,13 +145,6 @@ def predict_canvases(
     return np.concatenate(out) if out else np.empty(0)
 
 
-def _study_table(images: pd.DataFrame, probabilities: np.ndarray) -> pd.DataFrame:
-    frame = images.assign(probability=probabilities)
-    return frame.groupby("study_path").agg(
-        study_type=("study_type", "first"), label=("label", "first"), probability=("probability", "mean")
-    )
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
@@ -166,7 +161,8 @@ def train(config: TrainConfig) -> Path:
     images = images[images["study_type"].isin(config.study_types)].reset_index(drop=True)
     if images.empty:
         raise SystemExit(f"error: no training images of {', '.join(config.study_types)} under {root}")
-    train_idx, holdout_idx = patient_split(images, config.holdout_fraction, config.seed)
+    # The split has its own seed, so ensemble members trained with different seeds share one holdout.
+    train_idx, holdout_idx = patient_split(images, config.holdout_fraction, config.split_seed)
     train_images, holdout_images = images.iloc[train_idx], images.iloc[holdout_idx]
     files = [mura.image_file(root, p) for p in images["path"]]
     canvases, fills = _load_canvases(files, config.input_size)
@@ -224,7 +220,7 @@ def train(config: TrainConfig) -> Path:
             total_loss += float(loss.detach()) * len(batch)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         holdout_prob = predict_canvases(model, holdout_canvases, bf16=config.bf16)
-        studies = _study_table(holdout_images, holdout_prob)
+        studies = study_table(holdout_images.assign(probability=holdout_prob))
         image_auroc = roc_auc_score(holdout_images["label"], holdout_prob)
         study_auroc = roc_auc_score(studies["label"], studies["probability"])
         elapsed += time.time() - started
@@ -269,6 +265,22 @@ def train(config: TrainConfig) -> Path:
     return out
 
 
+def holdout_summary(holdout: pd.DataFrame) -> tuple[dict[str, float], dict[str, dict]]:
+    """Per-body-part thresholds (max study kappa) and study AUROCs on the holdout predictions."""
+    studies = study_table(holdout)
+    thresholds = {"default": choose_threshold(studies["label"].to_numpy(), studies["probability"].to_numpy())}
+    metrics = {}
+    for study_type, group in studies.groupby("study_type"):
+        thresholds[study_type] = choose_threshold(group["label"].to_numpy(), group["probability"].to_numpy())
+        predicted = (group["probability"] >= thresholds[study_type]).astype(int)
+        metrics[study_type] = {
+            "study_auroc": round(roc_auc_score(group["label"], group["probability"]), 4),
+            "study_kappa_at_threshold": round(cohen_kappa_score(group["label"], predicted), 4),
+            "studies": int(len(group)),
+        }
+    return thresholds, metrics
+
+
 def _append_log(path: Path, row: dict, restart: bool) -> None:
     mode = "w" if restart or not path.exists() else "a"
     with path.open(mode, newline="") as handle:
@@ -281,17 +293,7 @@ def _append_log(path: Path, row: dict, restart: bool) -> None:
 def _write_card(out: Path, config: TrainConfig, images: pd.DataFrame, train_images: pd.DataFrame,
                 holdout_images: pd.DataFrame, weights: dict, elapsed: float) -> None:
     """Model card for the best epoch: data, recipe, holdout metrics and thresholds."""
-    holdout = pd.read_csv(out / VAL_PREDICTIONS_FILE)
-    studies = _study_table(holdout, holdout["probability"].to_numpy())
-    thresholds: dict[str, float] = {"default": choose_threshold(studies["label"].to_numpy(),
-                                                                 studies["probability"].to_numpy())}
-    holdout_metrics = {}
-    for study_type, group in studies.groupby("study_type"):
-        thresholds[study_type] = choose_threshold(group["label"].to_numpy(), group["probability"].to_numpy())
-        holdout_metrics[study_type] = {
-            "study_auroc": round(roc_auc_score(group["label"], group["probability"]), 4),
-            "studies": int(len(group)),
-        }
+    thresholds, holdout_metrics = holdout_summary(pd.read_csv(out / VAL_PREDICTIONS_FILE))
     log = pd.read_csv(out / LOG_FILE)
 
     def counts(frame: pd.DataFrame) -> dict:
@@ -315,7 +317,7 @@ def _write_card(out: Path, config: TrainConfig, images: pd.DataFrame, train_imag
             "fit": counts(train_images),
             "holdout": counts(holdout_images),
             "split": f"patient-level GroupShuffleSplit, {config.holdout_fraction:.0%} of patients held out, "
-                     f"seed {config.seed}; MURA valid/ never used for training or selection",
+                     f"seed {config.split_seed}; MURA valid/ never used for training or selection",
         },
         "recipe": {k: v for k, v in asdict(config).items() if k not in ("mura_root", "out")} | {
             "optimizer": "AdamW", "schedule": "one-cycle", "loss": "BCE weighted per study type (MURA paper)",
@@ -348,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", required=True)
     parser.add_argument("--out", required=True, help="output folder, e.g. weights/mura_mobilenet_v2")
     parser.add_argument("--study-types", nargs="+", default=list(TrainConfig.study_types))
-    for name in ("input_size", "epochs", "batch_size", "seed", "threads"):
+    for name in ("input_size", "epochs", "batch_size", "seed", "split_seed", "threads"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainConfig, name))
     for name in ("max_lr", "weight_decay", "label_smoothing", "rotation", "holdout_fraction"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainConfig, name))

@@ -12,11 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from core import mura
 from core.evaluate import PREDICTION_COLUMNS
+from core.imaging import load_radiograph
 from core.metrics import summarise
 from core.models import DEFAULT_MODEL, create_model, save_checkpoint
+from core.preprocess import letterbox, to_model_input
 from tests.fake_mura import make_fake_mura
 from tests.server import RunningDashboard, running_dashboard
 
@@ -57,18 +60,42 @@ def _scratch_predictions(root: Path) -> pd.DataFrame:
     return images.assign(probability=np.round(1 / (1 + np.exp(-logits)), 6))[PREDICTION_COLUMNS]
 
 
+def _calibrated_random_model(images: list[np.ndarray]) -> nn.Module:
+    """A random-init mobilenet_v2 whose outputs depend on the image.
+
+    Untrained, its activations blow up layer after layer and saturate ReLU6, so every image gets
+    the same probability and a flat CAM. Batch-norm statistics measured on sample images, and a
+    head scaled to logits of mean 0 and s.d. 1.5 there, make predictions and CAMs vary by image.
+    """
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2")
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batch
+    batch = to_model_input(torch.stack([letterbox(p, SCRATCH_INPUT_SIZE)[0] for p in images]))
+    with torch.no_grad():
+        model.train()(batch)
+        model.eval()
+        head = model.classifier[1]
+        head.weight.div_(model(batch).std() / 1.5)
+        head.bias.sub_(model(batch).mean())
+    return model
+
+
 @pytest.fixture(scope="session")
 def scratch_weights(tmp_path_factory: pytest.TempPathFactory, scratch_mura_root: Path) -> Path:
-    """A weights folder holding one random-init mobilenet_v2 (96 px) named like the shipped model,
+    """A weights folder holding one random-init (calibrated) mobilenet_v2 (96 px) named like the shipped model,
     with a model card, predictions_valid.csv (official paths of scratch_mura_root), metrics_valid.json
     (core.metrics.summarise) and training_log.csv. Point MURA_LENS_WEIGHTS_DIR at it."""
     directory = tmp_path_factory.mktemp("scratch_weights")
     model_dir = directory / DEFAULT_MODEL
     model_dir.mkdir()
-    torch.manual_seed(0)
-    save_checkpoint(model_dir / "checkpoint.pt", create_model("mobilenet_v2").eval(), "mobilenet_v2",
-                    SCRATCH_INPUT_SIZE)
     predictions = _scratch_predictions(scratch_mura_root)
+    noise = np.random.default_rng(0).integers(0, 256, size=(8, 80, 64), dtype=np.uint8)
+    images = [load_radiograph(mura.image_file(scratch_mura_root, p)).pixels for p in predictions["path"]]
+    save_checkpoint(model_dir / "checkpoint.pt", _calibrated_random_model(images + list(noise)), "mobilenet_v2",
+                    SCRATCH_INPUT_SIZE)
     card = {
         "name": DEFAULT_MODEL,
         "architecture": "mobilenet_v2",

@@ -214,3 +214,22 @@ def test_main_entry_points_have_help() -> None:
         with pytest.raises(SystemExit) as exit_info:
             module.main(["--help"])
         assert exit_info.value.code == 0
+
+
+def test_ensemble_averages_member_probabilities(weights: Path, fake_root: Path, tmp_path: Path) -> None:
+    from core import ensemble
+
+    second = tmp_path / "second"
+    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(second), "--epochs", "1",
+                           "--seed", "1", *TINY]) == 0
+    card = ensemble.combine([weights / "tiny", second], tmp_path / "pair")
+    assert len(card["members"]) == 2 and set(card["thresholds"]) >= {"default", "XR_HUMERUS"}
+    pair = load_model("pair", directory=tmp_path)
+    members = [load_model("tiny", directory=weights), load_model("second", directory=tmp_path)]
+    rng = np.random.default_rng(2)
+    views = [rng.integers(0, 255, size=(40, 36), dtype=np.uint8) for _ in range(2)]
+    expected = np.mean([predict_images(m, views) for m in members], axis=0)
+    np.testing.assert_allclose(predict_images(pair, views), expected, atol=1e-5)
+    assert pair.layer_paths(next(iter(pair.cam_layers)))[1].startswith("members.1.")
+    with pytest.raises(ValueError, match="at least two"):
+        ensemble.combine([second], tmp_path / "solo")

@@ -1,0 +1,590 @@
+"""CAM explanations of the single-logit classifiers, over pytorch_grad_cam.
+
+Every CAM method comes from pytorch_grad_cam; this module adds what a radiograph
+dashboard needs around it: the letterbox round trip (maps are cropped to the image and
+normalised there, so padding never wins the colour scale), the sign of a single-logit
+target, thread safety on a model shared between sessions, progress for the slow methods,
+overlays, thresholded regions and a ROAD faithfulness score.
+
+CAMs run on explain's own copy of each model (made on first use, refreshed when the
+model's weights change), never on the model that prediction shares: pytorch_grad_cam
+registers hooks on the network it is given, and AblationCAM even swaps one of its
+layers, so a concurrent prediction on the same network would read a CAM's ablated layer
+and a CAM would collect a prediction's activations. Calls on one model are serialised
+by a lock held for the whole CAM computation.
+
+Example:
+    >>> loaded = load_model()
+    >>> result = explain(loaded, pixels, method="GradCAM++", layers=["stage 5 (96 ch, stride 16)"])
+    >>> picture = overlay(pixels, result.heatmap)
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+from pytorch_grad_cam import (
+    FEM,
+    KPCA_CAM,
+    AblationCAM,
+    EigenCAM,
+    EigenGradCAM,
+    FullGrad,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    ShapleyCAM,
+    XGradCAM,
+)
+from pytorch_grad_cam.ablation_layer import AblationLayer
+from pytorch_grad_cam.base_cam import BaseCAM
+from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+from scipy import ndimage
+from torch import nn
+
+from core.models import LoadedModel, resolve_layer
+from core.preprocess import Letterbox, letterbox, to_model_input
+
+__all__ = [
+    "COLORMAPS",
+    "DEFAULT_METHOD",
+    "METHODS",
+    "Explanation",
+    "MethodInfo",
+    "Target",
+    "explain",
+    "faithfulness",
+    "overlay",
+    "threshold_mask",
+]
+
+Target = Literal["abnormal", "normal"]
+#: Which gradients a method needs: none; at its target layers; at the input (FullGrad);
+#: or the gradient's own graph (ShapleyCAM's Hessian-vector product).
+GradientUse = Literal["none", "layer", "input", "second_order"]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """How to run one pytorch_grad_cam method and what to tell the user about it."""
+
+    cam_class: type[BaseCAM]
+    gradients: GradientUse
+    help: str
+    slow: bool = False
+    uses_layers: bool = True
+    one_layer_only: bool = False
+
+    @property
+    def needs_backward(self) -> bool:
+        return self.gradients != "none"
+
+
+DEFAULT_METHOD = "GradCAM"
+
+#: Display name -> method. Left out on purpose: FinerCAM weighs the target against the most
+#: similar *other* classes' logits; a single-logit model has none, so its default target is
+#: zero and an explicit one makes it plain GradCAM. RandomCAM is a sanity baseline, not an
+#: explanation; SegEigenCAM is built for segmentation; RefineCAM and SESS are meta-methods
+#: over the methods listed here. "slow" means several seconds or more on a 2-core CPU at 320 px.
+METHODS: dict[str, MethodInfo] = {
+    "GradCAM": MethodInfo(
+        GradCAM, "layer",
+        "Channels weighted by the score's average gradient; the classic, fast default."),
+    "HiResCAM": MethodInfo(
+        HiResCAM, "layer",
+        "Gradient x activation at every location: shows exactly what the score used at this layer."),
+    "GradCAMElementWise": MethodInfo(
+        GradCAMElementWise, "layer",
+        "Like HiResCAM, keeping only the locations that raise the score."),
+    "GradCAM++": MethodInfo(
+        GradCAMPlusPlus, "layer",
+        "Weights positive gradients by higher-order terms; better when several regions matter."),
+    "XGradCAM": MethodInfo(
+        XGradCAM, "layer",
+        "Gradients weighted by normalised activations (axiom-based Grad-CAM)."),
+    "LayerCAM": MethodInfo(
+        LayerCAM, "layer",
+        "Positive gradient x activation per location; sharp on earlier layers."),
+    "EigenCAM": MethodInfo(
+        EigenCAM, "none",
+        "First principal component of the activations: no backward pass, and the same map "
+        "for both targets (it does not know the class)."),
+    "EigenGradCAM": MethodInfo(
+        EigenGradCAM, "layer",
+        "First principal component of gradient x activation: class-aware and smooth."),
+    "KPCA-CAM": MethodInfo(
+        KPCA_CAM, "none",
+        "Kernel PCA of the activations: like EigenCAM (class-agnostic), non-linear."),
+    "FEM": MethodInfo(
+        FEM, "none",
+        "Feature Explanation Method: channels weighted by how often they fire well above their "
+        "mean; class-agnostic, no backward pass."),
+    "ShapleyCAM": MethodInfo(
+        ShapleyCAM, "second_order",
+        "Gradient corrected by a Hessian-vector product (a Shapley-value view of Grad-CAM); "
+        "a few times GradCAM's cost. One layer at a time.",
+        # pytorch_grad_cam 1.5.7 frees the graph after the first layer's Hessian-vector product.
+        one_layer_only=True),
+    "ScoreCAM": MethodInfo(
+        ScoreCAM, "none",
+        "Masks the image with each channel and scores it: one forward pass per channel "
+        "(minutes on a CPU for the last layer).",
+        slow=True),
+    "AblationCAM": MethodInfo(
+        AblationCAM, "none",
+        "Switches channels off and measures how much P(target) drops; one forward pass per "
+        "ablated channel (slow).",
+        slow=True),
+    "FullGrad": MethodInfo(
+        FullGrad, "input",
+        "Input gradient plus the bias gradients of every layer; ignores the chosen layer.",
+        slow=True, uses_layers=False),
+}
+
+#: Colour maps that :func:`overlay` accepts (OpenCV's, lower-case).
+COLORMAPS: tuple[str, ...] = tuple(
+    sorted(name.removeprefix("COLORMAP_").lower() for name in dir(cv2) if name.startswith("COLORMAP_"))
+)
+
+# ScoreCAM and AblationCAM push one image per channel through the network; 16 at a time
+# keeps memory modest on a CPU and the progress bar moving.
+_SLOW_METHOD_BATCH = 16
+# AblationCAM ablates every channel of a layer up to this many, else this many channels
+# chosen by pytorch_grad_cam's ratio_channels_to_ablate (half most, half least salient).
+_MAX_ABLATED_CHANNELS = 256
+# Percentiles of the image's pixels that ROAD keeps; each costs two imputations.
+_ROAD_PERCENTILES = (20, 40, 60, 80)
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """A CAM mapped back onto the original radiograph.
+
+    ``heatmap`` is float32 (H, W) in [0, 1] at the original image's resolution, normalised
+    over the image (never the letterbox padding). ``probability`` is P(abnormal) for the
+    whole image, whatever the target. ``layers`` are the cam_layers names used (empty for
+    FullGrad, which uses every layer with a bias).
+    """
+
+    heatmap: np.ndarray
+    probability: float
+    method: str
+    layers: tuple[str, ...]
+    target: Target
+
+
+class _CamNetwork:
+    """explain's private copy of one shared model, and the lock that serialises CAMs on it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._network: nn.Module | None = None
+        self._fingerprint: tuple[tuple[int, int], ...] = ()
+
+    def network_for(self, model: nn.Module) -> nn.Module:
+        """The copy, remade if the model's weights changed since; call with the lock held."""
+        fingerprint = _weights_fingerprint(model)
+        if self._network is None or fingerprint != self._fingerprint:
+            network = copy.deepcopy(model).eval()
+            network.requires_grad_(False)
+            self._network, self._fingerprint = network, fingerprint
+        return self._network
+
+    def discard(self) -> None:
+        """Drop a copy a failed call may have left altered (hooks, AblationCAM's layer swap)."""
+        self._network = None
+
+
+_CAM_NETWORKS: weakref.WeakKeyDictionary[nn.Module, _CamNetwork] = weakref.WeakKeyDictionary()
+_CAM_NETWORKS_LOCK = threading.Lock()
+
+
+def _cam_network(model: nn.Module) -> _CamNetwork:
+    with _CAM_NETWORKS_LOCK:
+        return _CAM_NETWORKS.setdefault(model, _CamNetwork())
+
+
+def _weights_fingerprint(model: nn.Module) -> tuple[tuple[int, int], ...]:
+    """Changes whenever a weight is modified in place (version counter) or replaced (address)."""
+    return tuple(
+        (tensor.data_ptr(), tensor._version)
+        for tensor in itertools.chain(model.parameters(), model.buffers())
+    )
+
+
+def _graph_starts_here(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    """Forward hook: make the first target layer's output the leaf of the autograd graph.
+
+    Layer-gradient methods only need d(score)/d(activation) at their target layers, so the
+    backward pass stops there instead of running on to the input; the gradients are the
+    same. Later target layers already depend on this leaf and are left alone.
+    """
+    if output.requires_grad:
+        return None
+    return output.detach().requires_grad_()
+
+
+def _layer_channels(network: nn.Module, modules: list[nn.Module], x: torch.Tensor) -> list[int]:
+    """Channels of each target layer's output, from one inference pass."""
+    channels: dict[int, int] = {}
+
+    def record(index: int) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
+        def hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
+            channels.setdefault(index, output.shape[1])
+
+        return hook
+
+    handles = [module.register_forward_hook(record(index)) for index, module in enumerate(modules)]
+    try:
+        with torch.inference_mode():
+            network(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [channels[index] for index in range(len(modules))]
+
+
+class _ForwardProgress:
+    """Forward hook reporting the share of images pushed through the network so far.
+
+    ScoreCAM and AblationCAM spend their time in forward passes of channel batches, and
+    pytorch_grad_cam reports them only to a tqdm bar on stderr.
+    """
+
+    def __init__(self, total_images: int, report: Callable[[float], None]) -> None:
+        self.total_images = total_images
+        self.done_images = 0
+        self.report = report
+
+    def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        self.done_images += args[0].shape[0]
+        self.report(min(self.done_images / self.total_images, 1.0))
+
+
+class _ClassProbability:
+    """Score = P(target class) = sigmoid(+-logit): positive, in [0, 1].
+
+    Used where pytorch_grad_cam divides by or compares raw scores (AblationCAM's relative
+    drop, ROAD): a single logit is negative whenever the model leans the other way, which
+    would flip AblationCAM's channel weights.
+    """
+
+    def __init__(self, target: Target) -> None:
+        self.logit_target = BinaryClassifierOutputTarget(1 if target == "abnormal" else 0)
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logit_target(model_output))
+
+
+def explain(
+    loaded: LoadedModel,
+    pixels: np.ndarray,
+    *,
+    method: str = DEFAULT_METHOD,
+    layers: Sequence[str] | str | None = None,
+    target: Target = "abnormal",
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> Explanation:
+    """Explain one greyscale radiograph (uint8 (H, W)) with a CAM method.
+
+    Args:
+        method: a key of :data:`METHODS`.
+        layers: names from ``loaded.cam_layers`` (default: its first, the last stage);
+            several layers are averaged by pytorch_grad_cam.
+        target: "abnormal" explains the logit, "normal" explains minus the logit
+            (pytorch_grad_cam's BinaryClassifierOutputTarget with category 1 or 0).
+        aug_smooth: average over flips and brightness changes (6 passes).
+        eigen_smooth: keep the first principal component of the weighted activations.
+        progress: called with a fraction in [0, 1]; ScoreCAM and AblationCAM report per
+            batch of channels, the others at start and end. It may raise to cancel.
+
+    Raises:
+        ValueError: unknown method, layer or target, several layers for a one-layer method,
+            or pixels that are not 2-D uint8.
+        RuntimeError: the method failed on this model (an IndexError inside pytorch_grad_cam).
+    """
+    info = _method_info(method)
+    layer_names = _layer_names(loaded, layers)
+    if info.one_layer_only and len(layer_names) > 1:
+        raise ValueError(f"{method} explains one layer at a time; {len(layer_names)} were chosen.")
+    if target not in ("abnormal", "normal"):
+        raise ValueError(f"target must be 'abnormal' or 'normal', not {target!r}")
+    report = progress or (lambda _fraction: None)
+    report(0.0)
+    cam_network = _cam_network(loaded.model)
+    # A caller inside torch.inference_mode (e.g. a prediction page) would otherwise hand
+    # the CAM inference tensors, which cannot take part in a backward pass.
+    with torch.inference_mode(False):
+        canvas, placement = letterbox(pixels, loaded.input_size)
+        model_input = to_model_input(canvas, loaded.config.mean, loaded.config.std).unsqueeze(0)
+        with cam_network.lock, torch.enable_grad():
+            network = cam_network.network_for(loaded.model)
+            model_input = model_input.to(next(network.parameters()).device)
+            try:
+                canvas_map, logit = _run_cam(
+                    network, method, info, [loaded.cam_layers[name] for name in layer_names],
+                    model_input, target, aug_smooth, eigen_smooth, report,
+                )
+            except BaseException:
+                cam_network.discard()
+                raise
+    heatmap = _image_heatmap(canvas_map, placement)
+    report(1.0)
+    return Explanation(
+        heatmap=heatmap,
+        probability=float(torch.sigmoid(torch.tensor(logit))),
+        method=method,
+        layers=layer_names if info.uses_layers else (),
+        target=target,
+    )
+
+
+def _method_info(method: str) -> MethodInfo:
+    try:
+        return METHODS[method]
+    except KeyError:
+        raise ValueError(f"Unknown CAM method {method!r}; choose from: {', '.join(METHODS)}.") from None
+
+
+def _layer_names(loaded: LoadedModel, layers: Sequence[str] | str | None) -> tuple[str, ...]:
+    available = loaded.cam_layers
+    if not available:
+        raise ValueError(f"Model {loaded.name!r} names no CAM layers.")
+    if layers is None:
+        return (next(iter(available)),)
+    names = tuple(dict.fromkeys([layers] if isinstance(layers, str) else layers))
+    if not names:
+        raise ValueError("Choose at least one CAM layer.")
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ValueError(
+            f"Unknown CAM layer(s) {', '.join(map(repr, unknown))} for model {loaded.name!r}; "
+            f"choose from: {', '.join(map(repr, available))}."
+        )
+    return names
+
+
+def _run_cam(
+    network: nn.Module,
+    method: str,
+    info: MethodInfo,
+    layer_paths: list[str],
+    model_input: torch.Tensor,
+    target: Target,
+    aug_smooth: bool,
+    eigen_smooth: bool,
+    report: Callable[[float], None],
+) -> tuple[np.ndarray, float]:
+    """The canvas-sized (S, S) map and the logit of the unaugmented input."""
+    # pytorch_grad_cam pairs the i-th target layer with the i-th activation it recorded,
+    # and records them in execution order: list the layers in that order (AblationCAM
+    # swaps out the layer it is given). Module order is execution order in these networks.
+    module_order = {path: index for index, (path, _module) in enumerate(network.named_modules())}
+    layer_paths = sorted(layer_paths, key=module_order.__getitem__)
+    modules = [resolve_layer(network, path) for path in layer_paths] if info.uses_layers else []
+    targets: list[Callable[[torch.Tensor], torch.Tensor]] = [
+        BinaryClassifierOutputTarget(1 if target == "abnormal" else 0)
+    ]
+    options: dict[str, object] = {}
+    images_per_pass = 0  # images one unaugmented CAM pushes through the network, when counted
+    if info.cam_class is ScoreCAM:
+        images_per_pass = 1 + sum(_layer_channels(network, modules, model_input))
+    elif info.cam_class is AblationCAM:
+        channels = _layer_channels(network, modules, model_input)
+        widest = max(channels)
+        ratio = 1.0 if widest <= _MAX_ABLATED_CHANNELS else _MAX_ABLATED_CHANNELS / (2 * widest)
+        # pytorch_grad_cam ablates every channel at ratio 1, else the int(ratio * channels)
+        # most and as many least salient ones; each layer also gets one unablated pass.
+        ablated = [c if ratio == 1.0 else 2 * int(c * ratio) for c in channels]
+        images_per_pass = 1 + sum(1 + n for n in ablated)
+        targets = [_ClassProbability(target)]
+        # A fresh AblationLayer: the library's default argument is one instance shared by all.
+        options = {
+            "ablation_layer": AblationLayer(),
+            "batch_size": _SLOW_METHOD_BATCH,
+            "ratio_channels_to_ablate": ratio,
+        }
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        if info.gradients == "layer":
+            handles += [m.register_forward_hook(_graph_starts_here, prepend=True) for m in modules]
+        elif info.gradients == "second_order":
+            # ShapleyCAM differentiates the gradient itself; with frozen weights the gradient
+            # of a layer followed only by linear operations (the last stage) has no graph.
+            network.requires_grad_(True)
+        with info.cam_class(model=network, target_layers=modules, **options) as cam:
+            if info.cam_class is ScoreCAM:
+                cam.batch_size = _SLOW_METHOD_BATCH
+            if images_per_pass:
+                passes = len(cam.tta_transforms) if aug_smooth else 1
+                handles.append(network.register_forward_hook(
+                    _ForwardProgress(passes * images_per_pass, report)))
+            try:
+                maps = cam(input_tensor=model_input, targets=targets,
+                           aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+            except IndexError as exc:
+                # BaseCAM.__exit__ swallows IndexError (it only prints it): surface it.
+                raise RuntimeError(f"{method} failed on this model: {exc}") from exc
+            # The CAM's own forward pass gives the probability for free, unless its last
+            # pass was an augmented copy.
+            logit = None if aug_smooth else float(cam.outputs.detach().reshape(-1)[0])
+    finally:
+        for handle in handles:
+            handle.remove()
+        if info.gradients == "second_order":
+            network.requires_grad_(False)
+    if logit is None:
+        with torch.inference_mode():
+            logit = float(network(model_input).reshape(-1)[0])
+    return maps[0], logit
+
+
+def _image_heatmap(canvas_map: np.ndarray, placement: Letterbox) -> np.ndarray:
+    """Crop a canvas map to the image, normalise it there, resize it to the original.
+
+    pytorch_grad_cam normalises over the whole canvas, where the letterbox padding (and the
+    convolutions' zero padding at its edges) can hold the maximum; min-max scaling is
+    affine, so rescaling the crop equals normalising the raw CAM over the image only.
+    """
+    crop = placement.crop(canvas_map)
+    low, high = float(crop.min()), float(crop.max())
+    if high > low:
+        normalised = ((crop - low) / (high - low)).astype(np.float32)
+    else:
+        normalised = np.zeros_like(crop, dtype=np.float32)
+    return _resize(normalised, placement.original_height, placement.original_width)
+
+
+def _resize(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
+    shrinking = height * width < heatmap.size
+    resized = cv2.resize(heatmap, (width, height),
+                         interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return np.clip(resized, 0.0, 1.0).astype(np.float32)
+
+
+def overlay(
+    pixels: np.ndarray, heatmap: np.ndarray, *, colormap: str = "jet", opacity: float = 0.45
+) -> np.ndarray:
+    """Blend a heat map over a greyscale radiograph: RGB uint8 (H, W, 3) at the original size.
+
+    Hand-blended with cv2.addWeighted rather than pytorch_grad_cam's show_cam_on_image,
+    which divides the blend by its maximum and so brightens dark radiographs by varying
+    amounts. ``colormap`` is one of :data:`COLORMAPS`.
+    """
+    if pixels.ndim != 2 or pixels.dtype != np.uint8:
+        raise ValueError("overlay expects a 2-D uint8 greyscale image")
+    if heatmap.shape != pixels.shape:
+        raise ValueError(f"heatmap shape {heatmap.shape} differs from the image's {pixels.shape}")
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], not {opacity}")
+    if colormap.lower() not in COLORMAPS:
+        raise ValueError(f"Unknown colour map {colormap!r}; choose from: {', '.join(COLORMAPS)}.")
+    levels = np.round(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)
+    colours = cv2.applyColorMap(levels, getattr(cv2, f"COLORMAP_{colormap.upper()}"))
+    colours = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB)
+    grey = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    return cv2.addWeighted(colours, opacity, grey, 1.0 - opacity, 0.0)
+
+
+def threshold_mask(
+    heatmap: np.ndarray, threshold: float
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """Pixels with heat >= ``threshold`` and the boxes of their connected regions.
+
+    Boxes are half-open pixel ranges ``(x0, y0, x1, y1)`` (x0 <= x < x1, like slicing),
+    regions are 8-connected, and boxes come largest area first.
+    """
+    if heatmap.ndim != 2:
+        raise ValueError("threshold_mask expects a 2-D heat map")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], not {threshold}")
+    mask = heatmap >= threshold
+    labels, _count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    boxes = [
+        (int(cols.start), int(rows.start), int(cols.stop), int(rows.stop))
+        for rows, cols in ndimage.find_objects(labels)
+    ]
+    boxes.sort(key=lambda box: (-(box[2] - box[0]) * (box[3] - box[1]), box))
+    return mask, boxes
+
+
+def faithfulness(
+    loaded: LoadedModel,
+    pixels: np.ndarray,
+    explanation: Explanation,
+    *,
+    percentiles: Sequence[int] = _ROAD_PERCENTILES,
+) -> float:
+    """ROAD combined score (Rong et al., 2022) of an explanation, in [-1, 1]; higher is better.
+
+    For each percentile q, pytorch_grad_cam's ROAD metrics keep q % of the image's pixels,
+    either the most relevant (LeRF: the least relevant are removed) or the least relevant
+    (MoRF), fill the removed ones by noisy linear imputation and measure the change in
+    P(explained class). The score is mean(LeRF change - MoRF change) / 2: positive when
+    removing what the map calls relevant hurts the prediction more than removing the rest,
+    about 0 for a map no better than chance, negative for a misleading one.
+
+    pytorch_grad_cam's ROADCombined is not used as is: it takes percentiles over the whole
+    canvas, so letterbox padding would count as image, and it keeps ``map < threshold``,
+    which keeps nothing when many pixels tie at 0 (common after a CAM's ReLU). Here pixels
+    are ranked within the image (ties broken at random, seeded), the padding is ranked so
+    that it is never removed, and the percentiles are moved to the canvas accordingly.
+    """
+    if explanation.heatmap.shape != pixels.shape:
+        raise ValueError(
+            f"explanation's heatmap {explanation.heatmap.shape} does not match the image {pixels.shape}"
+        )
+    if not percentiles or not all(0 < q < 100 for q in percentiles):
+        raise ValueError("percentiles must be a non-empty list of values between 0 and 100")
+    with torch.inference_mode(False):
+        canvas, placement = letterbox(pixels, loaded.input_size)
+        model_input = to_model_input(canvas, loaded.config.mean, loaded.config.std).unsqueeze(0)
+        model_input = model_input.to(next(loaded.model.parameters()).device)
+    image_ranks = _ranks(_resize(explanation.heatmap, placement.height, placement.width))
+    image_region = (slice(placement.top, placement.top + placement.height),
+                    slice(placement.left, placement.left + placement.width))
+    # MoRF keeps map < threshold: padding at 0 is always kept. LeRF keeps 1 - map < threshold:
+    # padding at 1 is always kept.
+    morf_map = np.zeros((placement.canvas, placement.canvas), dtype=np.float32)
+    lerf_map = np.ones_like(morf_map)
+    morf_map[image_region] = image_ranks
+    lerf_map[image_region] = image_ranks
+    padding_share = 1.0 - placement.height * placement.width / placement.canvas**2
+    targets = [_ClassProbability(explanation.target)]
+    changes = []
+    # The imputation adds noise from torch's global generator: seed a private copy of it so
+    # the same explanation always gets the same score.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for q in percentiles:
+            canvas_percentile = 100.0 * padding_share + q * (1.0 - padding_share)
+            lerf = ROADLeastRelevantFirst(canvas_percentile)(model_input, lerf_map[None], targets, loaded.model)
+            morf = ROADMostRelevantFirst(canvas_percentile)(model_input, morf_map[None], targets, loaded.model)
+            changes.append(float(np.asarray(lerf).reshape(-1)[0] - np.asarray(morf).reshape(-1)[0]))
+    return float(np.mean(changes) / 2.0)
+
+
+def _ranks(heatmap: np.ndarray) -> np.ndarray:
+    """Heat values replaced by their ranks, scaled into (0, 1), ties broken at random (seeded)."""
+    flat = heatmap.ravel()
+    tie_breaker = np.random.default_rng(0).random(flat.size)
+    order = np.lexsort((tie_breaker, flat))
+    ranks = np.empty(flat.size, dtype=np.float32)
+    ranks[order] = np.arange(1, flat.size + 1, dtype=np.float32) / (flat.size + 1)
+    return ranks.reshape(heatmap.shape)

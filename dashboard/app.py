@@ -1,0 +1,85 @@
+"""MURA Lens: the Streamlit entry point (``streamlit run dashboard/app.py``).
+
+Builds the shared sidebar (model and MURA folder), then hands over to the chosen page with
+st.navigation. The sidebar lives here, not in the pages, so its choices survive page switches:
+the model selector is a keyed widget rendered on every run, and the validated MURA folder is
+stored in st.session_state under state.MURA_ROOT_KEY.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from core.models import DEFAULT_MODEL
+from dashboard import state
+
+PAGES_DIR = Path(__file__).resolve().parent.parent / "pages"
+# (file, title, icon); the first is the default page.
+PAGES = (
+    ("overview.py", "Overview", ":material/home:"),
+    ("explain.py", "Explain", ":material/visibility:"),
+    ("browse.py", "Browse", ":material/photo_library:"),
+    ("performance.py", "Performance", ":material/monitoring:"),
+    ("error_analysis.py", "Error analysis", ":material/rule:"),
+    ("model_card.py", "Model card", ":material/description:"),
+)
+# Widget keys. The chosen values live under plain keys (state.MODEL_KEY, MURA_TEXT_KEY) because
+# Streamlit drops a widget's value when st.switch_page reruns without the browser's widget states.
+MODEL_WIDGET_KEY = "model_select"
+MURA_INPUT_KEY = "mura_root_input"
+MURA_TEXT_KEY = "mura_root_text"
+
+
+def _keep(widget_key: str, store_key: str) -> None:
+    """on_change: copy a widget's new value to its plain key before the script reruns."""
+    st.session_state[store_key] = st.session_state[widget_key]
+
+
+def model_selector() -> None:
+    """Pick a model folder under weights/; the choice lives in session_state[state.MODEL_KEY]."""
+    models = state.available_models()
+    if not models:
+        st.sidebar.error("No model found: the weights folder has no model with a checkpoint and a model card.")
+        return
+    if st.session_state.get(state.MODEL_KEY) not in models:
+        st.session_state[state.MODEL_KEY] = DEFAULT_MODEL if DEFAULT_MODEL in models else models[0]
+    st.session_state[MODEL_WIDGET_KEY] = st.session_state[state.MODEL_KEY]
+    st.sidebar.selectbox("Model", models, key=MODEL_WIDGET_KEY, on_change=_keep,
+                         args=(MODEL_WIDGET_KEY, state.MODEL_KEY),
+                         help="A folder under weights/ with a checkpoint, a model card and cached evaluation.")
+
+
+def mura_root_input() -> None:
+    """The MURA folder: typed (default MURA_ROOT), validated, stored as a str or None."""
+    st.session_state[MURA_INPUT_KEY] = st.session_state.get(MURA_TEXT_KEY, os.environ.get("MURA_ROOT", ""))
+    text = st.sidebar.text_input(
+        "MURA v1.1 folder", key=MURA_INPUT_KEY, on_change=_keep, args=(MURA_INPUT_KEY, MURA_TEXT_KEY),
+        placeholder="/data/MURA-v1.1",
+        help="Your own copy of Stanford's MURA v1.1 (the folder holding valid_image_paths.csv). "
+             "Leave empty to use the app's synthetic samples.",
+    ).strip()
+    root, reason = state.resolve_mura_root(text) if text else (None, None)
+    if reason:
+        st.sidebar.error(reason)
+    st.session_state[state.MURA_ROOT_KEY] = str(root) if root else None
+    st.sidebar.caption(f"Data: MURA folder {root}" if root else "Data: the app's synthetic samples")
+
+
+def main() -> None:
+    st.set_page_config(page_title="MURA Lens", page_icon=":material/radiology:", layout="wide")
+    pages = [
+        st.Page(PAGES_DIR / file, title=title, icon=icon, default=index == 0)
+        for index, (file, title, icon) in enumerate(PAGES)
+        if (PAGES_DIR / file).is_file()
+    ]
+    navigation = st.navigation(pages)
+    st.sidebar.title("MURA Lens")
+    model_selector()
+    mura_root_input()
+    navigation.run()
+
+
+main()

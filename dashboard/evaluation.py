@@ -1,0 +1,274 @@
+"""What Performance and Error analysis share: the cached evaluation of one model at one level,
+and the operating-point controls (thresholds) that both pages read.
+
+Everything here works on the predictions core.evaluate cached: no model runs. What does not depend
+on a threshold (tables, ROC/PR curves, calibration, bootstrap CIs of average precision) is computed
+once per predictions file and level (st.cache_data); what a threshold changes (confusion counts,
+kappa, sensitivity, specificity) is recomputed per rerun, vectorised, by core.metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from sklearn.metrics import average_precision_score
+
+from core import metrics
+from core.metrics import BootstrapInterval, Confusion, PrCurve, RocCurve
+from core.models import weights_dir
+from dashboard import state
+from dashboard import charts
+from dashboard.charts import CELLS, OVERALL, group_label
+
+__all__ = [
+    "LEVEL_LABELS",
+    "GLOBAL",
+    "PER_BODY_PART",
+    "LevelEvaluation",
+    "level_evaluation",
+    "reliability_chart",
+    "card_thresholds",
+    "threshold_controls",
+    "level_control",
+    "group_tables",
+    "group_thresholds",
+    "cached_operating_point",
+    "bootstrap_at",
+    "cell_studies",
+]
+
+LEVEL_LABELS = {"study": "Study (mean of its views, as in MURA)", "image": "Image (each view alone)"}
+PER_BODY_PART = "per body part"
+GLOBAL = "global"
+_MODE_LABELS = {PER_BODY_PART: "Per body part (model card)", GLOBAL: "One threshold for all"}
+_OTHER = metrics.DEFAULT_THRESHOLD_KEY
+#: Fallback when a model card names no thresholds: the MURA paper's operating point.
+_PAPER_THRESHOLD = 0.5
+#: Resamples for the CIs computed in the app (the cached ones use core.evaluate's 1000).
+APP_BOOTSTRAP = 200
+
+
+@dataclass(frozen=True)
+class LevelEvaluation:
+    """The threshold-free part of an evaluation at one level ("image" or "study")."""
+
+    level: str
+    table: pd.DataFrame
+    groups: list[str]
+    roc: dict[str, RocCurve]
+    pr: dict[str, PrCurve]
+    calibration: dict[str, tuple[pd.DataFrame, float | None]]
+    ap_intervals: dict[str, dict[str, float | int | None]]
+
+
+def group_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """"overall" and one table per study type present (sorted), as core.metrics groups them."""
+    groups = {OVERALL: table}
+    for study_type in sorted(table["study_type"].unique()):
+        groups[study_type] = table[table["study_type"] == study_type]
+    return groups
+
+
+def _average_precision(table: pd.DataFrame) -> float | None:
+    labels = table["label"].to_numpy()
+    if labels.min(initial=1) == labels.max(initial=0):
+        return None
+    return float(average_precision_score(labels, table["probability"].to_numpy()))
+
+
+def _predictions_version(model: str) -> tuple[str, float]:
+    """(path, mtime) of the cached predictions: the cache key below. Hashing the table itself
+    would cost more per rerun than everything a threshold change recomputes."""
+    path = weights_dir() / model / "predictions_valid.csv"
+    return str(path), path.stat().st_mtime if path.is_file() else 0.0
+
+
+@st.cache_data(show_spinner="Preparing the cached evaluation…", max_entries=8)
+def _level_evaluation(model: str, level: str, version: tuple[str, float]) -> LevelEvaluation | None:
+    predictions = state.read_predictions(model)
+    if predictions is None or predictions.empty:
+        return None
+    table = metrics.study_table(predictions) if level == "study" else predictions
+    roc, pr, bins, ap_intervals = {}, {}, {}, {}
+    for group, rows in group_tables(table).items():
+        labels, probabilities = rows["label"].to_numpy(), rows["probability"].to_numpy()
+        roc[group] = metrics.roc_curve_points(labels, probabilities)
+        pr[group] = metrics.pr_curve_points(labels, probabilities)
+        bins[group] = metrics.calibration(labels, probabilities)
+        # metrics_valid.json has no CI for average precision; resample studies once here.
+        images = predictions if group == OVERALL else predictions[predictions["study_type"] == group]
+        ap_intervals[group] = metrics.bootstrap_ci(
+            images, _average_precision, n_boot=APP_BOOTSTRAP, level=level
+        ).as_json()
+    return LevelEvaluation(level, table.reset_index(drop=True), list(roc), roc, pr, bins, ap_intervals)
+
+
+def level_evaluation(model: str, level: str) -> LevelEvaluation | None:
+    """The cached evaluation of ``model`` at ``level``, or None without cached predictions."""
+    return _level_evaluation(model, level, _predictions_version(model))
+
+
+# cache_resource hands out the same Figure without copying it: st.plotly_chart only reads it, and
+# building this one costs more than everything a threshold change recomputes.
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _reliability_chart(model: str, level: str, groups: tuple[str, ...], version: tuple[str, float]) -> go.Figure:
+    evaluated = _level_evaluation(model, level, version)
+    return charts.reliability_figure({group: evaluated.calibration[group] for group in groups},
+                                     title=f"Reliability diagram ({level} level, 10 equal-width bins)")
+
+
+def reliability_chart(model: str, level: str, groups: list[str]) -> go.Figure:
+    """The (threshold-free) reliability diagram of ``groups``, built once per predictions file."""
+    return _reliability_chart(model, level, tuple(groups), _predictions_version(model))
+
+
+def card_thresholds(card: Mapping | None) -> dict[str, float]:
+    """The model card's thresholds per study type plus "default" (for any other body part)."""
+    thresholds = {k: float(v) for k, v in ((card or {}).get("thresholds") or {}).items()}
+    thresholds.setdefault(_OTHER, _PAPER_THRESHOLD)
+    return thresholds
+
+
+def _persisted(key: str, default: object) -> None:
+    """Seed a widget from its kept value: Streamlit drops a widget's state on runs of other pages,
+    so the kept copy is what carries a threshold from Performance to Error analysis and back."""
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(f"kept:{key}", default)
+
+
+def _keep(*keys: str) -> None:
+    for key in keys:
+        st.session_state[f"kept:{key}"] = st.session_state[key]
+
+
+def _threshold_key(model: str, group: str) -> str:
+    return f"threshold:{model}:{group}"
+
+
+def _reset(model: str, defaults: Mapping[str, float]) -> None:
+    for group, value in defaults.items():
+        st.session_state[_threshold_key(model, group)] = value
+        st.session_state[f"kept:{_threshold_key(model, group)}"] = value
+    st.session_state[_threshold_key(model, GLOBAL)] = defaults[_OTHER]
+    st.session_state[f"kept:{_threshold_key(model, GLOBAL)}"] = defaults[_OTHER]
+
+
+def threshold_controls(model: str, card: Mapping | None) -> dict[str, float]:
+    """Mode (per body part or one global) and threshold sliders, kept across pages; returns the
+    thresholds as core.metrics takes them: study type -> threshold, plus "default"."""
+    defaults = card_thresholds(card)
+    mode_key = f"threshold_mode:{model}"
+    _persisted(mode_key, PER_BODY_PART)
+    mode = st.radio("Operating threshold", list(_MODE_LABELS), format_func=_MODE_LABELS.get,
+                    horizontal=True, key=mode_key,
+                    help="A study (or image) is called abnormal when its probability ≥ the threshold. "
+                         "The model card's thresholds maximise study-level kappa on train's holdout patients.")
+    keys = [mode_key]
+    if mode == GLOBAL:
+        key = _threshold_key(model, GLOBAL)
+        _persisted(key, defaults[_OTHER])
+        value = st.slider("Threshold for every body part", 0.0, 1.0, step=0.01, key=key)
+        keys.append(key)
+        thresholds = {_OTHER: float(value)}
+    else:
+        thresholds = {}
+        # Named body parts first, then the slider for every other body part.
+        groups = sorted(group for group in defaults if group != _OTHER) + [_OTHER]
+        for column, group in zip(st.columns(len(groups)), groups):
+            key = _threshold_key(model, group)
+            _persisted(key, defaults[group])
+            label = "Other body parts" if group == _OTHER else group_label(group)
+            thresholds[group] = float(column.slider(label, 0.0, 1.0, step=0.01, key=key))
+            keys.append(key)
+    _keep(*keys)
+    st.button("Reset to the model card's thresholds", on_click=_reset, args=(model, defaults))
+    return thresholds
+
+
+def level_control(key: str = "evaluation_level") -> str:
+    """Study- or image-level evaluation (kept across pages)."""
+    _persisted(key, "study")
+    level = st.radio("Level", list(LEVEL_LABELS), format_func=LEVEL_LABELS.get, horizontal=True, key=key)
+    _keep(key)
+    return level
+
+
+def group_thresholds(table: pd.DataFrame, thresholds: Mapping[str, float]) -> dict[str, float | None]:
+    """The threshold each group is judged at; None for "overall" when its rows use different ones."""
+    per_row = metrics.row_thresholds(table, thresholds)
+    result: dict[str, float | None] = {
+        OVERALL: float(per_row[0]) if per_row.size and np.all(per_row == per_row[0]) else None
+    }
+    for study_type in sorted(table["study_type"].unique()):
+        result[study_type] = float(thresholds.get(study_type, thresholds[_OTHER]))
+    return result
+
+
+def cached_operating_point(cached: Mapping | None, thresholds: Mapping[str, float],
+                           groups: list[str]) -> dict[str, bool]:
+    """Per group: are the current thresholds exactly those of the cached evaluation (so its CIs
+    apply)? "overall" matches only when every study type does."""
+    cached_thresholds = (cached or {}).get("thresholds") or {}
+    matches = {}
+    for group in groups:
+        if group == OVERALL:
+            continue
+        current = thresholds.get(group, thresholds.get(_OTHER))
+        matches[group] = group in cached_thresholds and np.isclose(current, cached_thresholds[group])
+    matches[OVERALL] = bool(matches) and all(matches.values())
+    return matches
+
+
+def _statistics(thresholds: Mapping[str, float]) -> dict[str, metrics.Statistic]:
+    """Kappa, sensitivity and specificity of a resampled table at ``thresholds`` (by its rows' type)."""
+
+    def at(table: pd.DataFrame) -> Confusion:
+        return metrics.confusion_at(table["label"], table["probability"], metrics.row_thresholds(table, thresholds))
+
+    return {
+        "kappa": lambda table: at(table).kappa,
+        "sensitivity": lambda table: at(table).sensitivity,
+        "specificity": lambda table: at(table).specificity,
+    }
+
+
+@st.cache_data(show_spinner="Bootstrapping confidence intervals…", max_entries=64)
+def _bootstrap_at(model: str, level: str, thresholds: tuple[tuple[str, float], ...], groups: tuple[str, ...],
+                  version: tuple[str, float]) -> dict[str, dict[str, BootstrapInterval]]:
+    predictions = state.read_predictions(model)
+    statistics = _statistics(dict(thresholds))
+    result = {}
+    for group in groups:
+        images = predictions if group == OVERALL else predictions[predictions["study_type"] == group]
+        result[group] = metrics.bootstrap_cis(images, statistics, n_boot=APP_BOOTSTRAP, level=level)
+    return result
+
+
+def bootstrap_at(model: str, level: str, thresholds: Mapping[str, float],
+                 groups: list[str]) -> dict[str, dict[str, BootstrapInterval]]:
+    """95% bootstrap CIs (resampling studies, APP_BOOTSTRAP times) of kappa, sensitivity and
+    specificity at ``thresholds``, per group; cached per threshold setting."""
+    return _bootstrap_at(model, level, tuple(sorted(thresholds.items())), tuple(groups),
+                         _predictions_version(model))
+
+
+def cell_studies(table: pd.DataFrame, thresholds: Mapping[str, float], cell: str) -> pd.DataFrame:
+    """The rows of ``table`` in one confusion cell, most confident call first (for FP and FN:
+    most confidently wrong first). Confidence is P(abnormal) for an abnormal call, else 1 − it."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}")
+    per_row = metrics.row_thresholds(table, thresholds)
+    probability = table["probability"].to_numpy(dtype=float)
+    called_abnormal = probability >= per_row
+    actually_abnormal = table["label"].to_numpy() == 1
+    wanted_abnormal_call = cell in ("FP", "TP")
+    wanted_abnormal_truth = cell in ("FN", "TP")
+    rows = (called_abnormal == wanted_abnormal_call) & (actually_abnormal == wanted_abnormal_truth)
+    confidence = np.where(called_abnormal, probability, 1.0 - probability)
+    selected = table.assign(threshold=per_row, confidence=confidence)[rows]
+    return selected.sort_values(["confidence", "study_path"], ascending=[False, True], kind="stable")

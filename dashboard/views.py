@@ -1,0 +1,265 @@
+"""Shared UI pieces: a study's views with probabilities and CAM overlays, cached per image.
+
+Probabilities come from core.predict (the model's own forward, with the card's test-time
+augmentation), never from a CAM's forward pass. CAMs are cached with st.cache_data per
+(model, image content, method, layers, target, smoothing), so moving the opacity, colour map
+or region-threshold sliders only re-blends a cached heat map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+from PIL import Image, ImageDraw
+
+from core.explain import (
+    COLORMAPS,
+    DEFAULT_METHOD,
+    METHODS,
+    Explanation,
+    Target,
+    explain,
+    faithfulness,
+    overlay,
+    threshold_mask,
+)
+from core.models import LoadedModel
+from core.predict import StudyPrediction, predict_images, study_probability
+from dashboard import state
+
+__all__ = [
+    "CamSettings",
+    "cam_controls",
+    "image_key",
+    "model_key",
+    "cached_probabilities",
+    "cached_explanation",
+    "cached_faithfulness",
+    "explanation_or_error",
+    "overlay_with_boxes",
+    "png_bytes",
+    "npy_bytes",
+    "study_verdict",
+    "show_verdict",
+    "show_study_views",
+    "open_in_explain",
+]
+
+EXPLAIN_PAGE = "../pages/explain.py"  # relative to dashboard/app.py, as st.switch_page wants
+_BOX_COLOUR = (0, 255, 0)
+_CAM_FAILED = "The heat map could not be computed for {name}: {reason}"
+
+
+@dataclass(frozen=True)
+class CamSettings:
+    """Every choice that shapes a CAM overlay; the first six change the map, the rest only its look."""
+
+    method: str = DEFAULT_METHOD
+    layers: tuple[str, ...] = ()
+    target: Target = "abnormal"
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
+    opacity: float = 0.45
+    colormap: str = "jet"
+    heat_threshold: float | None = None
+
+    @property
+    def is_slow(self) -> bool:
+        return METHODS[self.method].slow
+
+
+def cam_controls(loaded: LoadedModel, *, key_prefix: str = "cam") -> CamSettings:
+    """The heat-map controls, in the sidebar; widget keys are ``f"{key_prefix}_<name>"``."""
+    bar = st.sidebar
+    bar.header("Heat map")
+    method = bar.selectbox("CAM method", list(METHODS), key=f"{key_prefix}_method",
+                           format_func=lambda m: f"{m} (slow)" if METHODS[m].slow else m,
+                           help="\n\n".join(f"**{name}**: {info.help}" for name, info in METHODS.items()))
+    names = list(loaded.cam_layers)
+    layers = bar.multiselect("Target layer(s)", names, default=names[:1], key=f"{key_prefix}_layers",
+                             disabled=not METHODS[method].uses_layers,
+                             help="Later layers give coarse, class-specific maps; earlier ones are sharper. "
+                                  "Several layers are averaged.") or names[:1]
+    target = bar.radio("Explain the class", ("abnormal", "normal"), horizontal=True, key=f"{key_prefix}_target")
+    aug_smooth = bar.checkbox("Augmentation smoothing", key=f"{key_prefix}_aug_smooth",
+                              help="Average the map over flips and brightness changes (6 passes).")
+    eigen_smooth = bar.checkbox("Eigen smoothing", key=f"{key_prefix}_eigen_smooth",
+                                help="Keep the first principal component of the weighted activations.")
+    opacity = bar.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key=f"{key_prefix}_opacity")
+    colormap = bar.selectbox("Colour map", COLORMAPS, index=COLORMAPS.index("jet"), key=f"{key_prefix}_colormap")
+    outline = bar.toggle("Outline hot regions", key=f"{key_prefix}_outline")
+    threshold = bar.slider("Region threshold", 0.05, 0.95, 0.5, 0.05, key=f"{key_prefix}_threshold",
+                           disabled=not outline, help="Boxes around the regions whose heat is at least this.")
+    return CamSettings(method, tuple(layers), target, aug_smooth, eigen_smooth, opacity, colormap,
+                       threshold if outline else None)
+
+
+def image_key(pixels: np.ndarray) -> str:
+    """A content hash of an image: the cache key that stands in for the pixels."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(pixels.shape).encode())
+    digest.update(np.ascontiguousarray(pixels).data)
+    return digest.hexdigest()
+
+
+def model_key(loaded: LoadedModel) -> str:
+    """Which weights a cached result came from: the model folder and its checkpoint's version."""
+    checkpoint = loaded.directory / "checkpoint.pt"
+    version = checkpoint.stat().st_mtime_ns if checkpoint.exists() else 0
+    return f"{loaded.directory}@{version}"
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _probabilities(model: str, keys: tuple[str, ...], _loaded: LoadedModel,
+                   _images: Sequence[np.ndarray]) -> list[float]:
+    return [float(p) for p in predict_images(_loaded, list(_images))]
+
+
+def cached_probabilities(loaded: LoadedModel, images: Sequence[np.ndarray]) -> list[float]:
+    """P(abnormal) per image from core.predict, cached per model and image content."""
+    return _probabilities(model_key(loaded), tuple(image_key(p) for p in images), loaded, images)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _explanation(model: str, image: str, method: str, layers: tuple[str, ...], target: Target,
+                 aug_smooth: bool, eigen_smooth: bool, _loaded: LoadedModel,
+                 _pixels: np.ndarray) -> Explanation:
+    if not METHODS[method].slow:
+        return explain(_loaded, _pixels, method=method, layers=list(layers), target=target,
+                       aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+    # Created inside the cached function so a cache hit replays (and empties) it cleanly; a
+    # widget interaction meanwhile makes bar.progress raise, which cancels the run.
+    bar = st.progress(0.0, text=f"Running {method}…")
+    result = explain(_loaded, _pixels, method=method, layers=list(layers), target=target,
+                     aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
+                     progress=lambda done: bar.progress(done, text=f"Running {method}… {done:.0%}"))
+    bar.empty()
+    return result
+
+
+def cached_explanation(loaded: LoadedModel, pixels: np.ndarray, *, method: str = DEFAULT_METHOD,
+                       layers: Sequence[str] | None = None, target: Target = "abnormal",
+                       aug_smooth: bool = False, eigen_smooth: bool = False) -> Explanation:
+    """core.explain.explain, cached; slow methods show a progress bar while they run."""
+    chosen = tuple(layers) if layers else (next(iter(loaded.cam_layers)),)
+    return _explanation(model_key(loaded), image_key(pixels), method, chosen, target,
+                        aug_smooth, eigen_smooth, loaded, pixels)
+
+
+def explanation_or_error(loaded: LoadedModel, pixels: np.ndarray, name: str, **options: object) -> Explanation | None:
+    """cached_explanation, or None after one st.error sentence when the method fails on this model."""
+    try:
+        return cached_explanation(loaded, pixels, **options)
+    except (ValueError, RuntimeError) as exc:
+        st.error(_CAM_FAILED.format(name=name, reason=exc))
+        return None
+
+
+@st.cache_data(show_spinner="Measuring faithfulness…", max_entries=256)
+def _faithfulness(model: str, image: str, method: str, layers: tuple[str, ...], target: Target,
+                  aug_smooth: bool, eigen_smooth: bool, _loaded: LoadedModel, _pixels: np.ndarray,
+                  _explanation: Explanation) -> float:
+    return faithfulness(_loaded, _pixels, _explanation)
+
+
+def cached_faithfulness(loaded: LoadedModel, pixels: np.ndarray, explanation: Explanation, *,
+                        aug_smooth: bool = False, eigen_smooth: bool = False) -> float:
+    """core.explain.faithfulness (ROAD) of a cached explanation, cached under the same key."""
+    return _faithfulness(model_key(loaded), image_key(pixels), explanation.method, explanation.layers,
+                         explanation.target, aug_smooth, eigen_smooth, loaded, pixels, explanation)
+
+
+def overlay_with_boxes(pixels: np.ndarray, heatmap: np.ndarray, *, colormap: str = "jet",
+                       opacity: float = 0.45, heat_threshold: float | None = None) -> np.ndarray:
+    """core.explain.overlay, plus the boxes of the regions hotter than ``heat_threshold``."""
+    blended = overlay(pixels, heatmap, colormap=colormap, opacity=opacity)
+    if heat_threshold is None:
+        return blended
+    _mask, boxes = threshold_mask(heatmap, heat_threshold)
+    picture = Image.fromarray(blended)
+    draw = ImageDraw.Draw(picture)
+    width = max(2, round(max(pixels.shape) / 256))
+    for x0, y0, x1, y1 in boxes:
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=_BOX_COLOUR, width=width)
+    return np.asarray(picture)
+
+
+def png_bytes(picture: np.ndarray) -> bytes:
+    """PNG-encode an array in memory (downloads are never written to disk)."""
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def study_verdict(loaded: LoadedModel, probabilities: Sequence[float], study_type: str | None) -> StudyPrediction:
+    """The MURA study verdict from view probabilities, at the card's threshold for the body part."""
+    return StudyPrediction(tuple(probabilities), study_probability(probabilities),
+                           loaded.threshold_for(study_type), study_type)
+
+
+def show_verdict(prediction: StudyPrediction) -> None:
+    """Study probability, verdict and the threshold it was judged at, as three metrics."""
+    probability, verdict, threshold = st.columns(3)
+    probability.metric("Study P(abnormal)", f"{prediction.probability:.3f}",
+                       help="Mean of the views' probabilities, as in the MURA paper.")
+    verdict.metric("Verdict", prediction.verdict)
+    threshold.metric("Threshold", f"{prediction.threshold:.3f}",
+                     help=f"The model card's operating threshold for {prediction.study_type or 'unknown body parts'}.")
+
+
+def show_study_views(
+    loaded: LoadedModel,
+    images: list[tuple[str, np.ndarray]],
+    *,
+    method: str | None = DEFAULT_METHOD,
+    layers: Sequence[str] | None = None,
+    target: Target = "abnormal",
+    study_type: str | None = None,
+    opacity: float = 0.45,
+    colormap: str = "jet",
+    heat_threshold: float | None = None,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+    columns: int = 4,
+) -> StudyPrediction:
+    """Show a study: its verdict, then each view with P(abnormal) and its CAM overlay.
+
+    ``method=None`` shows the plain views (e.g. while a slow method awaits confirmation).
+    Returns the study prediction so callers can reuse the probabilities.
+    """
+    probabilities = cached_probabilities(loaded, [pixels for _, pixels in images])
+    prediction = study_verdict(loaded, probabilities, study_type)
+    show_verdict(prediction)
+    grid = st.columns(max(1, min(columns, len(images))))
+    for index, ((name, pixels), probability) in enumerate(zip(images, probabilities)):
+        with grid[index % len(grid)]:
+            caption = f"{name} · P(abnormal) = {probability:.3f}"
+            if method is None:
+                st.image(pixels, caption=caption, width="stretch")
+                continue
+            explanation = explanation_or_error(loaded, pixels, name, method=method, layers=layers, target=target,
+                                               aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+            if explanation is None:
+                st.image(pixels, caption=caption, width="stretch")
+                continue
+            picture = overlay_with_boxes(pixels, explanation.heatmap, colormap=colormap, opacity=opacity,
+                                         heat_threshold=heat_threshold)
+            st.image(picture, caption=f"{caption} · {method} → {target}", width="stretch")
+    return prediction
+
+
+def open_in_explain(study_ref: str) -> None:
+    """Hand a study (official MURA study path or synthetic sample id) to the Explain page."""
+    st.session_state[state.EXPLAIN_STUDY_KEY] = study_ref
+    st.switch_page(EXPLAIN_PAGE)

@@ -1,0 +1,149 @@
+"""Browse: a gallery of the studies at hand (the MURA folder's valid/ studies with the cached
+predictions, or the synthetic samples), filtered and sorted; a click opens a study in Explain."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from core.metrics import study_table
+from core.models import LoadedModel
+from dashboard import state, studies, views
+from dashboard.charts import group_label
+
+PAGE_SIZE = 12
+COLUMNS = 4
+THUMBNAIL_SIZE = 256
+SORTS = {
+    "Most confidently wrong first": ("error", False),
+    "Most abnormal first": ("probability", False),
+    "Most normal first": ("probability", True),
+    "Study path": ("ref", True),
+}
+OUTCOMES = ("All", "Correct", "Wrong")
+
+
+def mura_gallery(loaded: LoadedModel, root: Path) -> pd.DataFrame:
+    """valid/ studies present in the MURA folder, with the cached study probabilities when there are some."""
+    present = state.read_mura_images(root, "valid")
+    predictions = state.read_predictions(loaded.name)
+    if predictions is None:
+        st.caption("This model has no cached predictions (run `make evaluate`): filters by prediction are off.")
+        table = present.assign(probability=np.nan)
+        studies_present = table.groupby("study_path", sort=True).agg(
+            study_type=("study_type", "first"), label=("label", "first"), probability=("probability", "first"),
+            n_views=("path", "size")).reset_index()
+    else:
+        studies_present = study_table(predictions)
+        missing = ~studies_present["study_path"].isin(present["study_path"])
+        if missing.any():
+            st.caption(f"{int(missing.sum())} studies of the cached predictions are not in your MURA folder "
+                       "and are left out.")
+        studies_present = studies_present[~missing]
+    curated = studies.curated_mura_studies().set_index("study_path")["reason"]
+    return studies_present.rename(columns={"study_path": "ref"}).assign(
+        note=lambda t: t["ref"].map(curated))[["ref", "study_type", "label", "probability", "n_views", "note"]]
+
+
+def sample_gallery(loaded: LoadedModel) -> pd.DataFrame:
+    """The synthetic samples, predicted live (a handful of small images; cached per content)."""
+    rows = []
+    for sample in studies.synthetic_studies().itertuples():
+        study = studies.load_study(sample.ref, None)
+        probability = float(np.mean(views.cached_probabilities(loaded, [p for _, p in study.views])))
+        rows.append({"ref": sample.ref, "study_type": sample.study_type, "label": sample.label,
+                     "probability": probability, "n_views": len(study.views), "note": sample.title})
+    return pd.DataFrame(rows)
+
+
+def with_outcomes(table: pd.DataFrame, loaded: LoadedModel) -> pd.DataFrame:
+    """Add the verdict at each body part's threshold, whether it is right, and how wrong it is."""
+    thresholds = table["study_type"].map(loaded.threshold_for)
+    called_abnormal = table["probability"] >= thresholds
+    return table.assign(
+        threshold=thresholds,
+        correct=np.where(table["probability"].isna(), np.nan, called_abnormal == table["label"].astype(bool)),
+        error=np.where(table["label"] == 1, 1 - table["probability"], table["probability"]),
+    )
+
+
+def filtered(table: pd.DataFrame, *, curated_filter: bool) -> pd.DataFrame:
+    """The filter widgets applied to the table (``note`` holds the curation reason when curated_filter)."""
+    has_probabilities = table["probability"].notna().any()
+    part, label, outcome, confidence = st.columns([3, 2, 2, 3])
+    types = sorted(table["study_type"].unique())
+    chosen_types = part.multiselect("Body part", types, default=types, format_func=group_label, key="browse_types")
+    labels = label.multiselect("Label", ("normal", "abnormal"), default=("normal", "abnormal"), key="browse_labels")
+    outcome_choice = outcome.radio("Model", OUTCOMES, horizontal=True, key="browse_outcome",
+                                   disabled=not has_probabilities,
+                                   help="At the model card's threshold for each body part.")
+    low, high = confidence.slider("P(abnormal) between", 0.0, 1.0, (0.0, 1.0), 0.01, key="browse_confidence",
+                                  disabled=not has_probabilities)
+    keep = table["study_type"].isin(chosen_types) & table["label"].map({0: "normal", 1: "abnormal"}).isin(labels)
+    if has_probabilities:
+        keep &= table["probability"].between(low, high)
+        if outcome_choice != "All":
+            keep &= table["correct"] == (outcome_choice == "Correct")
+    if curated_filter and st.checkbox(
+            "Only the curated studies", key="browse_curated",
+            help="Studies picked for teaching (data_samples/mura_index.csv): confidently wrong ones, metal "
+                 "hardware, other body parts."):
+        keep &= table["note"].notna()
+    return table[keep]
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _thumbnail(ref: str, root: str | None) -> np.ndarray:
+    picture = Image.fromarray(studies.load_study(ref, Path(root) if root else None).views[0][1])
+    picture.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    return np.asarray(picture)
+
+
+def study_card(row: pd.Series, root: Path | None) -> None:
+    """Thumbnail of the first view, what is known about the study, and the button to open it."""
+    with st.container(border=True):
+        try:
+            st.image(_thumbnail(row["ref"], str(root) if root else None), width="stretch")
+        except studies.StudyLoadError as exc:
+            st.error(str(exc))
+        st.markdown(f"**{studies.study_title(row['ref'])}**  \n{row['n_views']} view(s) · "
+                    f"label **{'abnormal' if row['label'] else 'normal'}**")
+        if not math.isnan(row["probability"]):
+            verdict = "right" if row["correct"] else "wrong"
+            st.markdown(f"P(abnormal) = **{row['probability']:.3f}** at threshold {row['threshold']:.2f}: {verdict}")
+        if isinstance(row["note"], str):
+            st.caption(row["note"])
+        if st.button("Open in Explain", key=f"browse_open_{row['ref']}", icon=":material/visibility:"):
+            views.open_in_explain(row["ref"])
+
+
+loaded = state.current_model()
+root = state.current_mura_root()
+st.title("Browse")
+if root is None:
+    st.caption("Showing the app's synthetic samples (not X-rays). Set a MURA folder in the sidebar to browse real "
+               "studies.")
+    gallery = sample_gallery(loaded)
+else:
+    st.caption(f"Showing the valid/ studies of the MURA folder {root}.")
+    gallery = mura_gallery(loaded, root)
+gallery = with_outcomes(gallery, loaded)
+shown = filtered(gallery, curated_filter=root is not None and gallery["note"].notna().any())
+sort_by, ascending = SORTS[st.selectbox("Sort", list(SORTS), key="browse_sort")]
+shown = shown.sort_values([sort_by, "ref"], ascending=[ascending, True], na_position="last")
+if shown.empty:
+    st.info("No study matches these filters.")
+    st.stop()
+pages = math.ceil(len(shown) / PAGE_SIZE)
+page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="browse_page") if pages > 1 else 1
+st.caption(f"{len(shown)} of {len(gallery)} studies match.")
+page_rows = shown.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+for start in range(0, len(page_rows), COLUMNS):
+    for column, (_, row) in zip(st.columns(COLUMNS), page_rows.iloc[start : start + COLUMNS].iterrows()):
+        with column:
+            study_card(row, root)

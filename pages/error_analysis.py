@@ -1,0 +1,100 @@
+"""Error analysis: pick a confusion-matrix cell (click it, or use the selector) to list the exact
+studies behind it, most confidently wrong first; export them as CSV; look at their views and CAMs.
+
+The list comes from the cached predictions, so it is instant; CAMs are computed only for the few
+studies shown, and only when asked for (they need the model and a MURA root)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import metrics
+from dashboard import charts, evaluation, state, views
+from dashboard.charts import CELL_NAMES, CELLS, OVERALL, group_label
+from dashboard.studies import StudyLoadError, load_study
+
+CELL_KEY = "error_cell"
+CHART_KEY = "error_confusion"
+_LAST_CLICK_KEY = "error_last_click"
+EXPORT_COLUMNS = ["study_path", "study_type", "patient", "study", "label", "probability", "threshold",
+                  "confidence", "n_views"]
+
+model = state.current_model_name()
+st.title("Error analysis")
+card = state.read_card(model)
+evaluated = evaluation.level_evaluation(model, "study")
+if evaluated is None:
+    st.info(f"No cached evaluation for **{model}** yet. Run `make evaluate` "
+            "(python -m core.evaluate --mura-root PATH --split valid) and reload.")
+    st.stop()
+
+table = evaluated.table
+st.caption(f"Studies of MURA valid/ as {model} called them in the cached evaluation (study = mean of its "
+           "views' probabilities). Thresholds are shared with the Performance page.")
+thresholds = evaluation.threshold_controls(model, card)
+body_part = st.selectbox("Body part", [OVERALL, *sorted(table["study_type"].unique())], format_func=group_label,
+                         key="error_body_part")
+subset = table if body_part == OVERALL else table[table["study_type"] == body_part]
+confusion = metrics.confusion_at(subset["label"], subset["probability"], metrics.row_thresholds(subset, thresholds))
+counts = {"TN": confusion.tn, "FP": confusion.fp, "FN": confusion.fn, "TP": confusion.tp}
+
+# A click on the matrix picks the cell (plotly selection); the radio does the same by keyboard and
+# in tests. A new click wins over the radio; the radio wins until the next new click.
+clicked = charts.selected_cell(st.session_state.get(CHART_KEY))
+if clicked is not None and clicked != st.session_state.get(_LAST_CLICK_KEY):
+    st.session_state[CELL_KEY] = clicked
+st.session_state[_LAST_CLICK_KEY] = clicked
+st.session_state.setdefault(CELL_KEY, "FN")
+
+matrix_column, selector_column = st.columns([3, 2])
+with selector_column:
+    cell = st.radio("Cell", CELLS, key=CELL_KEY,
+                    format_func=lambda name: f"{name} · {counts[name]} — {CELL_NAMES[name]}")
+    st.caption("Or click a cell of the matrix.")
+with matrix_column:
+    st.plotly_chart(charts.confusion_figure(confusion, title=group_label(body_part), selected=cell),
+                    key=CHART_KEY, on_select="rerun", selection_mode="points",
+                    config={"displayModeBar": False})
+
+in_cell = evaluation.cell_studies(subset, thresholds, cell)
+st.subheader(f"{cell}: {len(in_cell)} {'study' if len(in_cell) == 1 else 'studies'} — {CELL_NAMES[cell]}")
+st.caption("Sorted by the model's confidence in its call (P(abnormal) when called abnormal, else 1 − it): "
+           "in FP and FN, the most confidently wrong come first.")
+export = in_cell[EXPORT_COLUMNS]
+st.dataframe(
+    export, hide_index=True, width="stretch",
+    column_config={
+        "study_path": st.column_config.TextColumn("Study", width="large"),
+        "study_type": "Body part", "label": "Label (1 = abnormal)", "n_views": "Views",
+        **{name: st.column_config.NumberColumn(format="%.3f") for name in ("probability", "threshold", "confidence")},
+    },
+)
+st.download_button(
+    "Download this list (CSV)", data=export.to_csv(index=False).encode(), mime="text/csv",
+    file_name=f"{model}_{body_part}_{cell}.csv", disabled=in_cell.empty, key="error_export",
+)
+
+st.subheader("Views and CAMs")
+mura_root = state.current_mura_root()
+if in_cell.empty:
+    st.info("No study falls in this cell at these thresholds.")
+elif mura_root is None:
+    st.info("The images need a MURA root: set the MURA folder in the sidebar (or MURA_ROOT). "
+            "The list and the CSV above work without it.")
+else:
+    shown = st.slider("Studies to show (from the top of the list)", 1, min(10, len(in_cell)),
+                      min(3, len(in_cell)), key="error_shown") if len(in_cell) > 1 else 1
+    if st.toggle(f"Compute Grad-CAM for the top {shown} {'study' if shown == 1 else 'studies'}",
+                 key="error_show_cams", help="Runs the model on these studies' views; a second or so each."):
+        loaded = state.current_model()
+        for row in in_cell.head(shown).itertuples():
+            st.markdown(f"**{row.study_path}** · label {'abnormal' if row.label else 'normal'} · "
+                        f"cached P(abnormal) {row.probability:.3f} at threshold {row.threshold:.2f}")
+            try:
+                study = load_study(row.study_path, mura_root)
+            except StudyLoadError as exc:
+                st.warning(str(exc))
+                continue
+            views.show_study_views(loaded, study.views, study_type=study.study_type)
+            if st.button("Open in Explain", key=f"error_open_{row.study_path}"):
+                views.open_in_explain(row.study_path)

@@ -1,0 +1,206 @@
+"""Explain: upload views of one study, or open a sample or MURA study; see each view's probability,
+the study verdict at the body part's threshold, and CAM heat maps with their controls."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+import numpy as np
+import streamlit as st
+
+from core.explain import METHODS
+from core.models import LoadedModel
+from dashboard import state, studies, uploads, views
+from dashboard.charts import group_label
+from dashboard.views import CamSettings
+
+SOURCES = ("Upload", "Sample or MURA study")
+#: MURA's seven study types; the model card says which of them the model was trained on.
+MURA_STUDY_TYPES = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
+UNKNOWN_BODY_PART = "unknown"
+CONFIRMED_KEY = "explain_confirmed_slow_runs"
+FAITHFULNESS_KEY = "explain_faithfulness_requests"
+OPENED_KEY = "explain_opened_study"
+
+
+def accept_handoff() -> None:
+    """A study handed over by Browse or Error analysis: select it (once) in this page's widgets."""
+    ref = st.session_state.pop(state.EXPLAIN_STUDY_KEY, None)
+    if ref:
+        st.session_state[OPENED_KEY] = ref
+        st.session_state["explain_source"] = SOURCES[1]
+        st.session_state["explain_study_choice"] = ref
+
+
+def study_choices() -> list[str]:
+    """Synthetic samples, the curated MURA studies when a MURA folder is set, and a handed-over study."""
+    refs = studies.synthetic_studies()["ref"].tolist()
+    if state.current_mura_root() is not None:
+        refs += studies.curated_mura_studies()["study_path"].tolist()
+    opened = st.session_state.get(OPENED_KEY)
+    if opened and opened not in refs:
+        refs.insert(0, opened)
+    return refs
+
+
+def chosen_images() -> tuple[list[tuple[str, np.ndarray]], str | None, str]:
+    """The views to explain, the body part they are known to show, and a cache-friendly study id."""
+    source = st.radio("Images", SOURCES, horizontal=True, key="explain_source")
+    if source == SOURCES[0]:
+        files = uploads.upload_widget("Upload one radiograph, or several views of one study", key="explain_upload")
+        uploaded, refusals = uploads.read_uploads(files)
+        uploads.show_refusals(refusals)
+        for view in uploaded:
+            if not view.radiograph.looks_like_radiograph:
+                st.warning(f"`{view.name}` does not look like a radiograph (it is in colour): the model was "
+                           "trained on X-rays only, so its output means little here.")
+            if view.radiograph.notes:
+                st.caption(f"`{view.name}`: " + "; ".join(view.radiograph.notes) + ".")
+        return [(view.name, view.radiograph.pixels) for view in uploaded], None, "upload"
+    ref = st.selectbox("Study", study_choices(), key="explain_study_choice", format_func=studies.study_title)
+    if studies.is_mura_ref(ref):
+        reason = studies.curated_mura_studies().set_index("study_path")["reason"].get(ref)
+        if reason:
+            st.caption(f"Curated because: {reason}")
+    try:
+        study = studies.load_study(ref, state.current_mura_root())
+    except studies.StudyLoadError as exc:
+        st.error(str(exc))
+        return [], None, ref
+    if study.label is not None:
+        st.caption(f"Reference label: **{'abnormal' if study.label else 'normal'}**"
+                   + (" (drawn by the sample generator)" if not studies.is_mura_ref(ref) else " (MURA)"))
+    return study.views, study.study_type, ref
+
+
+def body_part_selector(card: dict, known: str | None, study_id: str) -> str | None:
+    """The body part whose threshold judges the study; warns when the model was not trained on it."""
+    trained = state.trained_study_types(card)
+    options = trained + [t for t in MURA_STUDY_TYPES if t not in trained] + [UNKNOWN_BODY_PART]
+    default = known if known in options else (trained[0] if trained else UNKNOWN_BODY_PART)
+    body_part = st.selectbox("Body part", options, index=options.index(default), key=f"explain_body_part_{study_id}",
+                             format_func=lambda t: "Unknown / other" if t == UNKNOWN_BODY_PART else group_label(t))
+    if body_part not in trained:
+        described = "an unknown body part" if body_part == UNKNOWN_BODY_PART else group_label(body_part).lower()
+        st.warning(f"The model was trained on {', '.join(group_label(t).lower() for t in trained)} radiographs only: "
+                   f"for {described} its output is out of distribution, and the default threshold applies.")
+    return None if body_part == UNKNOWN_BODY_PART else body_part
+
+
+def run_key(images: list[tuple[str, np.ndarray]], settings: CamSettings, method: str | None = None) -> str:
+    """Identifies one CAM request on these images (for confirmations and faithfulness requests)."""
+    keys = ",".join(views.image_key(pixels) for _, pixels in images)
+    return (f"{keys}|{method or settings.method}|{settings.layers}|{settings.target}|"
+            f"{settings.aug_smooth}|{settings.eigen_smooth}")
+
+
+def confirmed_method(images: list[tuple[str, np.ndarray]], settings: CamSettings) -> str | None:
+    """The method to show: fast ones at once; slow ones only after the user confirms, with a stop button.
+
+    The buttons act in on_click callbacks, which run before the page, so the page that follows a
+    click already shows the confirmed state (no stale warning above a running method).
+    """
+    if not settings.is_slow:
+        return settings.method
+    confirmed: set[str] = st.session_state.setdefault(CONFIRMED_KEY, set())
+    key = run_key(images, settings)
+    if key in confirmed:
+        st.button(f"Stop {settings.method}", key="explain_stop_slow", on_click=confirmed.discard, args=(key,),
+                  help="Stops a run in progress (or hides its result).")
+        return settings.method
+    st.warning(f"{settings.method} is slow: {METHODS[settings.method].help} On a CPU it can take minutes for "
+               f"{len(images)} view(s). The views are shown without a heat map until you run it.")
+    st.button(f"Run {settings.method}", key="explain_confirm_slow", type="primary", on_click=confirmed.add,
+              args=(key,))
+    return None
+
+
+def view_details(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], settings: CamSettings,
+                 method: str) -> None:
+    """For one view: regions, downloads of the overlay and raw heat map, and faithfulness on request."""
+    st.subheader("One view in detail")
+    names = [name for name, _ in images]
+    index = st.selectbox("View", range(len(images)), format_func=names.__getitem__, key="explain_detail_view") \
+        if len(images) > 1 else 0
+    name, pixels = images[index]
+    explanation = views.explanation_or_error(loaded, pixels, name, method=method, layers=settings.layers,
+                                             target=settings.target, aug_smooth=settings.aug_smooth,
+                                             eigen_smooth=settings.eigen_smooth)
+    if explanation is None:
+        return
+    picture = views.overlay_with_boxes(pixels, explanation.heatmap, colormap=settings.colormap,
+                                       opacity=settings.opacity, heat_threshold=settings.heat_threshold)
+    original, blended = st.columns(2)
+    original.image(pixels, caption=f"{name} (as decoded)", width="stretch")
+    blended.image(picture, caption=f"{method} on {', '.join(explanation.layers) or 'all layers'} → "
+                                   f"{explanation.target}", width="stretch")
+    stem = f"{PurePosixPath(name).stem}_{method}"
+    png, npy, score = st.columns(3)
+    png.download_button("Overlay (.png)", views.png_bytes(picture), file_name=f"{stem}.png",
+                        mime="image/png", on_click="ignore", key="explain_download_png")
+    npy.download_button("Raw heat map (.npy)", views.npy_bytes(explanation.heatmap), file_name=f"{stem}.npy",
+                        mime="application/octet-stream", on_click="ignore", key="explain_download_npy",
+                        help="float32 (height, width) in [0, 1] at the image's own resolution.")
+    requests: set[str] = st.session_state.setdefault(FAITHFULNESS_KEY, set())
+    key = run_key([images[index]], settings, method)
+    if score.button("Measure faithfulness", key="explain_faithfulness",
+                    help="ROAD (Rong et al., 2022): removes the pixels the map calls most and least relevant "
+                         "and compares how P(class) changes. Several model runs: a few seconds."):
+        requests.add(key)
+    if key in requests:
+        value = views.cached_faithfulness(loaded, pixels, explanation, aug_smooth=settings.aug_smooth,
+                                          eigen_smooth=settings.eigen_smooth)
+        score.metric("Faithfulness (ROAD)", f"{value:+.3f}",
+                     help="In [-1, 1]: above 0 when removing the 'relevant' pixels hurts the prediction more than "
+                          "removing the rest; about 0 for a map no better than chance.")
+
+
+def comparison(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], settings: CamSettings) -> None:
+    """Side by side on one view: several methods at the chosen layers, or several layers with the method."""
+    st.subheader("Compare")
+    names = [name for name, _ in images]
+    index = st.selectbox("View to compare on", range(len(images)), format_func=names.__getitem__,
+                         key="explain_compare_view") if len(images) > 1 else 0
+    methods = st.multiselect("Methods", list(METHODS), key="explain_compare_methods",
+                             help="Each at the layer(s) chosen in the sidebar.")
+    layers = st.multiselect("Layers", list(loaded.cam_layers), key="explain_compare_layers",
+                            help=f"Each with the sidebar's method ({settings.method}).")
+    confirmed: set[str] = st.session_state.get(CONFIRMED_KEY, set())
+    panels = [(m, settings.layers) for m in methods] + [(settings.method, (layer,)) for layer in layers]
+    runnable = [(m, ls) for m, ls in panels
+                if not METHODS[m].slow or run_key(images, settings, m) in confirmed]
+    skipped = sorted({m for m, method_layers in panels if (m, method_layers) not in runnable})
+    if skipped:
+        st.caption(f"Slow methods run only after you confirm them above for these views: {', '.join(skipped)}.")
+    if not runnable:
+        return
+    name, pixels = images[index]
+    for column, (method, method_layers) in zip(st.columns(len(runnable)), runnable):
+        with column:
+            explanation = views.explanation_or_error(loaded, pixels, name, method=method, layers=method_layers,
+                                                     target=settings.target, aug_smooth=settings.aug_smooth,
+                                                     eigen_smooth=settings.eigen_smooth)
+            if explanation is None:
+                continue
+            st.image(views.overlay_with_boxes(pixels, explanation.heatmap, colormap=settings.colormap,
+                                              opacity=settings.opacity, heat_threshold=settings.heat_threshold),
+                     caption=f"{method} · {', '.join(explanation.layers) or 'all layers'}", width="stretch")
+
+
+loaded = state.current_model()
+st.title("Explain")
+accept_handoff()
+settings = views.cam_controls(loaded)
+images, known_body_part, study_id = chosen_images()
+if not images:
+    st.info("Upload a radiograph (PNG, JPEG or DICOM), or pick one of the samples, to see what the model says.")
+    st.stop()
+study_type = body_part_selector(loaded.card, known_body_part, study_id)
+method = confirmed_method(images, settings)
+views.show_study_views(loaded, images, method=method, layers=settings.layers, target=settings.target,
+                       study_type=study_type, opacity=settings.opacity, colormap=settings.colormap,
+                       heat_threshold=settings.heat_threshold, aug_smooth=settings.aug_smooth,
+                       eigen_smooth=settings.eigen_smooth)
+if method is not None:
+    view_details(loaded, images, settings, method)
+comparison(loaded, images, settings)

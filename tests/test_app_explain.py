@@ -1,0 +1,170 @@
+"""AppTest of the Explain page: uploads through the real file_uploader, samples, CAM controls,
+slow-method confirmation, faithfulness, and a bad upload followed by a good one.
+
+Runs on the scratch model (tests/conftest.py) and the project's synthetic samples only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.imaging import load_radiograph
+from core.models import DEFAULT_MODEL, load_model
+from core.predict import predict_images
+from dashboard.uploads import safe_display_name
+
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+SAMPLES = Path(__file__).resolve().parent.parent / "data_samples" / "synthetic"
+FRACTURE_VIEWS = [SAMPLES / "humerus_fracture" / "view1.png", SAMPLES / "humerus_fracture" / "view2.png"]
+SMALL_LAYER = "stage 3 (32 ch, stride 8)"  # 32 channels: ScoreCAM needs 33 forward passes
+
+
+def open_explain() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    return at.switch_page("../pages/explain.py").run()
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def upload(at: AppTest, paths: list[Path]) -> AppTest:
+    files = [(path.name, path.read_bytes(), "image/png") for path in paths]
+    return at.file_uploader(key="explain_upload").set_value(files).run()
+
+
+def expected_probabilities(weights: Path, paths: list[Path]) -> np.ndarray:
+    loaded = load_model(DEFAULT_MODEL, directory=weights)
+    return predict_images(loaded, [load_radiograph(p.read_bytes()).pixels for p in paths])
+
+
+def overlay_urls(at: AppTest) -> list[str]:
+    return [url for image in at.image if "→" in "".join(image.captions) for url in image.value]
+
+
+def test_upload_of_a_study_gives_each_view_and_the_study_probability(use_scratch_weights: Path) -> None:
+    at = upload(open_explain(), FRACTURE_VIEWS)
+    assert_clean(at)
+    expected = expected_probabilities(use_scratch_weights, FRACTURE_VIEWS)
+    assert metric(at, "Study P(abnormal)") == f"{expected.mean():.3f}"
+    captions = [caption for image in at.image for caption in image.captions]
+    for path, probability in zip(FRACTURE_VIEWS, expected):
+        assert any(c.startswith(f"{path.name} · P(abnormal) = {probability:.3f}") for c in captions), captions
+    threshold = load_model(DEFAULT_MODEL, directory=use_scratch_weights).threshold_for(None)
+    assert metric(at, "Verdict") == ("abnormal" if expected.mean() >= threshold else "normal")
+    assert len(overlay_urls(at)) >= len(FRACTURE_VIEWS)
+
+
+def test_a_bad_file_gives_one_error_and_the_next_upload_still_works(use_scratch_weights: Path) -> None:
+    at = open_explain()
+    at.file_uploader(key="explain_upload").set_value(("notes.png", b"just some text\n", "image/png")).run()
+    assert_clean(at)
+    assert [e.value for e in at.error] == ["`notes.png`: The file is plain text, not an image; "
+                                           "upload a PNG, JPEG or DICOM radiograph."]
+    assert not at.metric
+    at = upload(at, FRACTURE_VIEWS[:1])
+    assert_clean(at)
+    assert not at.error
+    expected = expected_probabilities(use_scratch_weights, FRACTURE_VIEWS[:1])
+    assert metric(at, "Study P(abnormal)") == f"{expected[0]:.3f}"
+
+
+def test_a_bad_file_among_good_views_is_refused_alone(use_scratch_weights: Path) -> None:
+    at = open_explain()
+    files = [(FRACTURE_VIEWS[0].name, FRACTURE_VIEWS[0].read_bytes(), "image/png"),
+             ("../../etc/[x](y).png", FRACTURE_VIEWS[1].read_bytes()[:200], "image/png")]
+    at.file_uploader(key="explain_upload").set_value(files).run()
+    assert_clean(at)
+    assert len(at.error) == 1
+    assert at.error[0].value.startswith("`_x_(y).png`: ")
+    assert "truncated or corrupt" in at.error[0].value
+    expected = expected_probabilities(use_scratch_weights, FRACTURE_VIEWS[:1])
+    assert metric(at, "Study P(abnormal)") == f"{expected[0]:.3f}"
+
+
+def test_switching_cam_method_changes_the_map(use_scratch_weights: Path) -> None:
+    at = upload(open_explain(), FRACTURE_VIEWS[:1])
+    gradcam = overlay_urls(at)
+    at.sidebar.selectbox(key="cam_method").set_value("EigenCAM").run()
+    assert_clean(at)
+    eigencam = overlay_urls(at)
+    assert eigencam and set(eigencam).isdisjoint(gradcam)
+    at.sidebar.selectbox(key="cam_method").set_value("GradCAM").run()
+    assert overlay_urls(at) == gradcam  # deterministic, and served from the cache
+
+
+def test_opacity_reblends_without_changing_the_prediction(use_scratch_weights: Path) -> None:
+    at = upload(open_explain(), FRACTURE_VIEWS[:1])
+    before, probability = overlay_urls(at), metric(at, "Study P(abnormal)")
+    at.sidebar.slider(key="cam_opacity").set_value(0.8).run()
+    assert_clean(at)
+    assert set(overlay_urls(at)).isdisjoint(before)
+    assert metric(at, "Study P(abnormal)") == probability
+
+
+def test_sample_picker_and_body_part_warning(use_scratch_weights: Path) -> None:
+    at = open_explain()
+    at.radio(key="explain_source").set_value("Sample or MURA study").run()
+    at.selectbox(key="explain_study_choice").set_value("synthetic/forearm_plate").run()
+    assert_clean(at)
+    body_part = at.selectbox(key="explain_body_part_synthetic/forearm_plate")
+    assert body_part.value == "XR_FOREARM"
+    assert not at.warning
+    card_thresholds = load_model(DEFAULT_MODEL, directory=use_scratch_weights).card["thresholds"]
+    assert metric(at, "Threshold") == f"{card_thresholds['XR_FOREARM']:.3f}"
+    body_part.set_value("XR_HAND").run()
+    assert [w.value for w in at.warning if "out of distribution" in w.value]
+    assert metric(at, "Threshold") == f"{card_thresholds['default']:.3f}"
+
+
+def test_slow_method_waits_for_confirmation_then_runs(use_scratch_weights: Path) -> None:
+    at = upload(open_explain(), FRACTURE_VIEWS[:1])
+    at.sidebar.multiselect(key="cam_layers").set_value([SMALL_LAYER])
+    at.sidebar.selectbox(key="cam_method").set_value("ScoreCAM").run()
+    assert_clean(at)
+    assert any("ScoreCAM is slow" in w.value for w in at.warning)
+    assert not overlay_urls(at)
+    at.button(key="explain_confirm_slow").click().run()
+    assert_clean(at)
+    assert overlay_urls(at)
+    assert not any("ScoreCAM is slow" in w.value for w in at.warning)
+
+
+def test_comparison_shows_one_panel_per_method_and_layer(use_scratch_weights: Path) -> None:
+    at = upload(open_explain(), FRACTURE_VIEWS[:1])
+    at.multiselect(key="explain_compare_methods").set_value(["GradCAM", "LayerCAM"])
+    at.multiselect(key="explain_compare_layers").set_value([SMALL_LAYER]).run()
+    assert_clean(at)
+    captions = [c for image in at.image for c in image.captions]
+    layer = next(iter(load_model(DEFAULT_MODEL, directory=use_scratch_weights).cam_layers))
+    assert f"GradCAM · {layer}" in captions
+    assert f"LayerCAM · {layer}" in captions
+    assert f"GradCAM · {SMALL_LAYER}" in captions
+
+
+def test_faithfulness_on_request_and_downloads(use_scratch_weights: Path) -> None:
+    at = upload(open_explain(), FRACTURE_VIEWS[:1])
+    assert not [m for m in at.metric if m.label == "Faithfulness (ROAD)"]
+    assert {b.label for b in at.get("download_button")} == {"Overlay (.png)", "Raw heat map (.npy)"}
+    at.button(key="explain_faithfulness").click().run()
+    assert_clean(at)
+    assert -1.0 <= float(metric(at, "Faithfulness (ROAD)")) <= 1.0
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("../../etc/passwd", "passwd"),
+    ("C:\\Users\\me\\x-ray (1).png", "x-ray (1).png"),
+    ("[click](javascript:alert(1)).png", "_click_(javascript_alert(1)).png"),
+    ("a\udcff\x00b.dcm", "a__b.dcm"),
+    ("", "unnamed file"),
+])
+def test_upload_names_are_shown_only_after_sanitising(raw: str, shown: str) -> None:
+    assert safe_display_name(raw) == shown

@@ -1,0 +1,82 @@
+"""The dashboard in a real browser: every page renders without an error, and an upload on Explain
+shows the model's probability. Screenshots land in test-artefacts/browser/ (not committed).
+
+The server is the deployed command (tests/server.py) with the scratch model and no MURA folder,
+so the screenshots hold no MURA pixel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from core.imaging import load_radiograph
+from core.models import DEFAULT_MODEL, load_model
+from core.predict import predict_images
+from tests.browser import (
+    PAGE_FILES,
+    current_page_url,
+    launch_chromium,
+    page_url,
+    require_chromium,
+    upload_on_explain,
+    visible_errors,
+    wait_for_script_run,
+)
+from tests.server import REPO_ROOT, RunningDashboard
+from tests.synthetic import synthetic_radiograph_png
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+SCREENSHOTS = REPO_ROOT / "test-artefacts" / "browser"
+VIEWPORT = {"width": 1400, "height": 1000}
+#: Displayed probabilities have three decimals.
+DISPLAY_TOLERANCE = 0.0005 + 1e-6
+
+
+def server_log_tail(server: RunningDashboard) -> str:
+    """The end of the server's output: where Streamlit logs the traceback the page hides."""
+    return "server output:\n" + server.output()[-4000:]
+
+
+@pytest.fixture(autouse=True)
+def chromium_present() -> None:
+    require_chromium()
+
+
+@pytest.mark.parametrize("page_file", PAGE_FILES)
+def test_page_renders_without_errors(dashboard_server: RunningDashboard, page_file: str) -> None:
+    async def render() -> tuple[str | None, list[str]]:
+        async with launch_chromium() as browser:
+            page = await browser.new_page(viewport=VIEWPORT)
+            await page.goto(page_url(dashboard_server.base_url, page_file))
+            await wait_for_script_run(page, timeout_ms=120_000)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=SCREENSHOTS / f"{Path(page_file).stem}.png", full_page=True)
+            return await current_page_url(page), await visible_errors(page)
+
+    shown_page, errors = asyncio.run(render())
+    assert shown_page == page_url(dashboard_server.base_url, page_file), "another page was shown"
+    assert errors == [], server_log_tail(dashboard_server)
+
+
+def test_upload_on_explain_shows_the_models_probability(
+    dashboard_server: RunningDashboard, scratch_weights: Path
+) -> None:
+    data = synthetic_radiograph_png(seed=3, size=160)
+
+    async def upload() -> tuple[str, list[str]]:
+        async with launch_chromium() as browser:
+            page = await browser.new_page(viewport=VIEWPORT)
+            shown = await upload_on_explain(page, dashboard_server.base_url, "synthetic-arm.png", data)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=SCREENSHOTS / "explain_upload.png", full_page=True)
+            return shown, await visible_errors(page)
+
+    shown, errors = asyncio.run(upload())
+    model = load_model(DEFAULT_MODEL, directory=scratch_weights)
+    expected = predict_images(model, [load_radiograph(data, filename="synthetic-arm.png").pixels])[0]
+    assert errors == [], server_log_tail(dashboard_server)
+    assert abs(float(shown) - expected) <= DISPLAY_TOLERANCE, (shown, expected)

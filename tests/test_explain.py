@@ -1,0 +1,449 @@
+"""Tests for core.explain: maps, targets, padding, progress, thread safety and no leaked state."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+from torch import nn
+
+import core.explain as explain_module
+from core.explain import COLORMAPS, METHODS, explain, faithfulness, overlay, threshold_mask
+from core.models import ModelConfig, LoadedModel, create_model, get_config
+from core.preprocess import letterbox, to_model_input
+
+FAST_METHODS = [name for name, info in METHODS.items() if not info.slow]
+SLOW_METHODS = [name for name, info in METHODS.items() if info.slow]
+STAGE_5 = "stage 5 (96 ch, stride 16)"
+STAGE_3 = "stage 3 (32 ch, stride 8)"
+TOY_SIZE = 32
+
+
+def _calibrated_mobilenet() -> nn.Module:
+    """Seeded random MobileNetV2 whose batch-norm statistics come from random images.
+
+    With torchvision's initial running statistics (mean 0, variance 1) a random network
+    saturates and its output does not depend on the input, so every CAM would be flat.
+    """
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2")
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, 96, 96))
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def mobilenet() -> LoadedModel:
+    return LoadedModel("mobilenet_test", _calibrated_mobilenet(), get_config("mobilenet_v2"), 96, {}, Path("."))
+
+
+@pytest.fixture(scope="module")
+def tiny_mobilenet(mobilenet: LoadedModel) -> LoadedModel:
+    """The same network at 64 px, for the slow methods."""
+    return dataclasses.replace(mobilenet, input_size=64)
+
+
+def _radiograph_like(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth bright blob on a dark noisy background, like a bone on film."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width]
+    centre_row, centre_col = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width
+    blob = np.exp(-(((rows - centre_row) / (0.2 * height)) ** 2 + ((cols - centre_col) / (0.15 * width)) ** 2))
+    image = 30 + 200 * blob + rng.normal(0, 8, (height, width))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+class _Offset(nn.Module):
+    def __init__(self, offset: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("offset", offset)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.offset
+
+
+class BrightnessNet(nn.Module):
+    """logit = mean over the canvas of (grey level + offset).
+
+    The feature map is one channel, ``grey + offset``, and d(logit)/d(feature) is the same
+    positive number everywhere, so GradCAM for "abnormal" is ReLU(feature) and for "normal"
+    ReLU(-feature): bright regions drive the abnormal map, dark ones the normal map.
+    """
+
+    def __init__(self, offset: torch.Tensor) -> None:
+        super().__init__()
+        grey = nn.Conv2d(3, 1, kernel_size=1, bias=False)
+        nn.init.constant_(grey.weight, 1 / 3)
+        self.features = nn.Sequential(grey, _Offset(offset))
+        linear = nn.Linear(1, 1)
+        nn.init.ones_(linear.weight)
+        nn.init.zeros_(linear.bias)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _brightness_model(offset: torch.Tensor | None = None) -> LoadedModel:
+    offset = torch.zeros(1, 1, TOY_SIZE, TOY_SIZE) if offset is None else offset
+    model = BrightnessNet(offset).eval()
+    model.requires_grad_(False)
+    config = ModelConfig(
+        name="brightness", builder=lambda _pretrained: BrightnessNet(offset),
+        input_size=TOY_SIZE, cam_layers={"grey level": "features"},
+    )
+    return LoadedModel("brightness", model, config, TOY_SIZE, {}, Path("."))
+
+
+def _half_bright_image() -> np.ndarray:
+    """Left half bright (230), right half dark (20), square: no letterbox padding."""
+    image = np.full((TOY_SIZE, TOY_SIZE), 20, dtype=np.uint8)
+    image[:, : TOY_SIZE // 2] = 230
+    return image
+
+
+def _model_input(loaded: LoadedModel, pixels: np.ndarray) -> torch.Tensor:
+    canvas, _placement = letterbox(pixels, loaded.input_size)
+    return to_model_input(canvas, loaded.config.mean, loaded.config.std).unsqueeze(0)
+
+
+def _inference_probability(loaded: LoadedModel, pixels: np.ndarray) -> float:
+    with torch.inference_mode():
+        return float(torch.sigmoid(loaded.model(_model_input(loaded, pixels))).item())
+
+
+def _hook_counts(model: nn.Module) -> list[tuple[int, int, int, int]]:
+    return [
+        (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks), len(m._backward_pre_hooks))
+        for m in model.modules()
+    ]
+
+
+def _state(model: nn.Module) -> dict[str, object]:
+    """Everything a CAM call could leave behind on a model."""
+    return {
+        "structure": [(name, type(m)) for name, m in model.named_modules()],
+        "training": [m.training for m in model.modules()],
+        "hooks": _hook_counts(model),
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [p.grad for p in model.parameters()],
+        "weights": {k: v.clone() for k, v in model.state_dict().items()},
+    }
+
+
+def _assert_same_state(before: dict[str, object], after: dict[str, object]) -> None:
+    for key in ("structure", "training", "hooks", "requires_grad"):
+        assert before[key] == after[key], key
+    assert all(grad is None for grad in after["grads"])
+    assert before["weights"].keys() == after["weights"].keys()
+    for name, tensor in before["weights"].items():
+        assert torch.equal(tensor, after["weights"][name]), name
+
+
+def _no_hooks_at_all(model: nn.Module) -> bool:
+    global_hooks = (nn.modules.module._global_forward_hooks, nn.modules.module._global_forward_pre_hooks,
+                    nn.modules.module._global_backward_hooks)
+    return all(counts == (0, 0, 0, 0) for counts in _hook_counts(model)) and not any(global_hooks)
+
+
+def _cam_copy(loaded: LoadedModel) -> nn.Module:
+    """White-box: explain's private copy of the model (see core.explain._CamNetwork)."""
+    return explain_module._CAM_NETWORKS[loaded.model]._network
+
+
+# --- maps -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", FAST_METHODS)
+def test_fast_method_gives_unit_range_map_at_original_resolution(mobilenet: LoadedModel, method: str) -> None:
+    pixels = _radiograph_like(70, 110)
+    result = explain(mobilenet, pixels, method=method, layers=[STAGE_5])
+    assert result.heatmap.shape == (70, 110)
+    assert result.heatmap.dtype == np.float32
+    assert np.isfinite(result.heatmap).all()
+    assert result.heatmap.min() >= 0.0 and result.heatmap.max() <= 1.0
+    assert (result.method, result.layers, result.target) == (method, (STAGE_5,), "abnormal")
+    assert result.probability == pytest.approx(_inference_probability(mobilenet, pixels), abs=1e-5)
+
+
+def test_default_layer_is_the_first_cam_layer(mobilenet: LoadedModel) -> None:
+    result = explain(mobilenet, _radiograph_like(120, 90))
+    assert result.layers == (next(iter(mobilenet.cam_layers)),)
+    assert result.heatmap.shape == (120, 90)
+
+
+@pytest.mark.parametrize("method", SLOW_METHODS)
+def test_slow_method_on_a_tiny_input_reports_progress(tiny_mobilenet: LoadedModel, method: str) -> None:
+    pixels = _radiograph_like(48, 40)
+    fractions: list[float] = []
+    result = explain(tiny_mobilenet, pixels, method=method, layers=[STAGE_5], progress=fractions.append)
+    assert result.heatmap.shape == (48, 40)
+    assert result.heatmap.dtype == np.float32
+    assert result.heatmap.min() >= 0.0 and result.heatmap.max() <= 1.0
+    assert result.layers == (() if method == "FullGrad" else (STAGE_5,))
+    assert result.probability == pytest.approx(_inference_probability(tiny_mobilenet, pixels), abs=1e-5)
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert fractions == sorted(fractions)
+    if method in ("ScoreCAM", "AblationCAM"):
+        # one report per batch of channels: 96 channels in batches of 16, and more
+        assert len(fractions) > 2 + 96 // 16
+
+
+@pytest.mark.parametrize("target", ["abnormal", "normal"])
+def test_gradcam_equals_pytorch_grad_cam_with_input_gradients(mobilenet: LoadedModel, target: str) -> None:
+    """The backward pass that stops at the target layer gives the library's own map."""
+    pixels = _radiograph_like(96, 96)  # the input size: no padding, no resizing
+    result = explain(mobilenet, pixels, layers=[STAGE_3], target=target)
+    network = copy.deepcopy(mobilenet.model)
+    model_input = _model_input(mobilenet, pixels).requires_grad_()
+    with GradCAM(model=network, target_layers=[network.get_submodule(mobilenet.cam_layers[STAGE_3])]) as cam:
+        reference = cam(model_input, [BinaryClassifierOutputTarget(1 if target == "abnormal" else 0)])[0]
+    reference = (reference - reference.min()) / (reference.max() - reference.min())
+    np.testing.assert_allclose(result.heatmap, reference, atol=1e-5)
+
+
+def test_abnormal_and_normal_targets_light_opposite_regions() -> None:
+    loaded = _brightness_model()
+    pixels = _half_bright_image()
+    abnormal = explain(loaded, pixels, target="abnormal")
+    normal = explain(loaded, pixels, target="normal")
+    bright = np.zeros(pixels.shape, dtype=bool)
+    bright[:, : TOY_SIZE // 2] = True
+    np.testing.assert_array_equal(abnormal.heatmap > 0.5, bright)
+    np.testing.assert_array_equal(normal.heatmap > 0.5, ~bright)
+    assert abnormal.probability == normal.probability == pytest.approx(_inference_probability(loaded, pixels))
+
+
+def test_ablationcam_explains_the_target_when_the_model_leans_the_other_way() -> None:
+    """AblationCAM divides by the target's score: a negative logit must not flip the map."""
+    loaded = _brightness_model()
+    pixels = np.full((TOY_SIZE, TOY_SIZE), 20, dtype=np.uint8)
+    patch = (slice(4, 12), slice(18, 26))
+    pixels[patch] = 230
+    result = explain(loaded, pixels, method="AblationCAM", target="abnormal")
+    assert result.probability < 0.5  # mostly dark: the model says normal
+    in_patch = np.zeros(pixels.shape, dtype=bool)
+    in_patch[patch] = True
+    np.testing.assert_array_equal(result.heatmap > 0.5, in_patch)
+
+
+def test_padding_never_wins_the_colour_scale() -> None:
+    """A wide image whose canvas corners (padding) respond most: the map is scaled on the image."""
+    offset = torch.zeros(1, 1, TOY_SIZE, TOY_SIZE)
+    for rows in (slice(0, 4), slice(-4, None)):
+        for cols in (slice(0, 4), slice(-4, None)):
+            offset[..., rows, cols] = 20.0
+    loaded = _brightness_model(offset)
+    pixels = np.tile(np.linspace(0, 255, TOY_SIZE).round().astype(np.uint8), (8, 1))  # 8 x 32 ramp
+    canvas, placement = letterbox(pixels, TOY_SIZE)
+    assert (placement.top, placement.height) == (12, 8)  # the corners lie in the padding
+
+    result = explain(loaded, pixels)
+
+    network = copy.deepcopy(loaded.model)
+    with GradCAM(model=network, target_layers=[network.features]) as cam:
+        canvas_scaled = cam(_model_input(loaded, pixels).requires_grad_(), [BinaryClassifierOutputTarget(1)])[0]
+    assert placement.crop(canvas_scaled).max() < 0.5  # what scaling over the canvas would show
+    assert result.heatmap.max() == 1.0 and result.heatmap.min() == 0.0
+    np.testing.assert_array_equal(result.heatmap[:, -1], 1.0)  # the brightest column
+    assert (np.diff(result.heatmap, axis=1) >= 0).all()  # follows the ramp
+
+
+@pytest.mark.parametrize("option", ["aug_smooth", "eigen_smooth"])
+def test_smoothing_options(mobilenet: LoadedModel, option: str) -> None:
+    pixels = _radiograph_like(80, 64)
+    plain = explain(mobilenet, pixels, layers=[STAGE_5])
+    smoothed = explain(mobilenet, pixels, layers=[STAGE_5], **{option: True})
+    assert smoothed.heatmap.shape == (80, 64)
+    assert 0.0 <= smoothed.heatmap.min() and smoothed.heatmap.max() <= 1.0
+    assert not np.array_equal(smoothed.heatmap, plain.heatmap)
+    assert smoothed.probability == pytest.approx(plain.probability, abs=1e-6)
+
+
+def test_several_layers_and_layer_name_forms(mobilenet: LoadedModel) -> None:
+    pixels = _radiograph_like(64, 64)
+    both = explain(mobilenet, pixels, layers=[STAGE_5, STAGE_3, STAGE_5])
+    assert both.layers == (STAGE_5, STAGE_3)
+    assert explain(mobilenet, pixels, layers=STAGE_5).layers == (STAGE_5,)
+
+
+def test_explain_inside_inference_mode(mobilenet: LoadedModel) -> None:
+    pixels = _radiograph_like(64, 80)
+    outside = explain(mobilenet, pixels, layers=[STAGE_5])
+    with torch.inference_mode():
+        inside = explain(mobilenet, pixels, layers=[STAGE_5])
+    np.testing.assert_array_equal(inside.heatmap, outside.heatmap)
+
+
+def test_changed_weights_are_picked_up() -> None:
+    loaded = _brightness_model()
+    pixels = _half_bright_image()
+    before = explain(loaded, pixels)
+    with torch.no_grad():
+        loaded.model.head[2].weight.neg_()  # now bright means normal
+    after = explain(loaded, pixels)
+    np.testing.assert_array_equal(after.heatmap > 0.5, ~(before.heatmap > 0.5))
+    assert after.probability == pytest.approx(1.0 - before.probability)
+
+
+# --- errors and state ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"method": "GradCam"}, "Unknown CAM method 'GradCam'"),
+        ({"layers": ["features.18"]}, "Unknown CAM layer(s) 'features.18'"),
+        ({"layers": []}, "at least one CAM layer"),
+        ({"target": "positive"}, "target must be"),
+        ({"method": "ShapleyCAM", "layers": [STAGE_5, STAGE_3]}, "one layer at a time"),
+    ],
+)
+def test_bad_arguments_raise_value_error(mobilenet: LoadedModel, options: dict, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        explain(mobilenet, _radiograph_like(32, 32), **options)
+    assert message in str(error.value)
+
+
+def test_model_is_unchanged_after_calls_and_failures(tiny_mobilenet: LoadedModel) -> None:
+    pixels = _radiograph_like(40, 56)
+    model = tiny_mobilenet.model
+    before = _state(model)
+    reference = explain(tiny_mobilenet, pixels, method="AblationCAM", layers=[STAGE_5])
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_midway(fraction: float) -> None:
+        if 0.0 < fraction < 1.0:
+            raise Cancelled
+
+    for method in ("GradCAM", "ShapleyCAM", "FullGrad", "EigenCAM", "AblationCAM", "ScoreCAM"):
+        layers = [STAGE_5] if METHODS[method].one_layer_only else [STAGE_5, STAGE_3]
+        explain(tiny_mobilenet, pixels, method=method, layers=layers)
+        assert _no_hooks_at_all(_cam_copy(tiny_mobilenet)), method
+        assert not any(p.requires_grad for p in _cam_copy(tiny_mobilenet).parameters()), method
+    with pytest.raises(Cancelled):
+        explain(tiny_mobilenet, pixels, method="AblationCAM", layers=[STAGE_5], progress=cancel_midway)
+    with pytest.raises(ValueError):
+        explain(tiny_mobilenet, pixels, method="NoSuchCAM")
+    with pytest.raises(ValueError):
+        explain(tiny_mobilenet, pixels, layers=["no such layer"])
+    with pytest.raises(ValueError):
+        explain(tiny_mobilenet, pixels.astype(np.float32))
+
+    _assert_same_state(before, _state(model))
+    assert _no_hooks_at_all(model)
+    again = explain(tiny_mobilenet, pixels, method="AblationCAM", layers=[STAGE_5])
+    np.testing.assert_array_equal(again.heatmap, reference.heatmap)
+    assert _no_hooks_at_all(_cam_copy(tiny_mobilenet))
+
+
+def test_threads_sharing_a_model_get_the_serial_maps(mobilenet: LoadedModel) -> None:
+    jobs = [(seed, method) for seed in range(8) for method in ("GradCAM", "LayerCAM", "EigenCAM")]
+    images = {seed: _radiograph_like(60 + seed, 90 - seed, seed) for seed in range(8)}
+
+    def run(job: tuple[int, str]) -> tuple[np.ndarray, float]:
+        seed, method = job
+        result = explain(mobilenet, images[seed], method=method, layers=[STAGE_5])
+        return result.heatmap, result.probability
+
+    serial = [run(job) for job in jobs]
+    start = threading.Barrier(8)
+
+    def run_together(job: tuple[int, str]) -> tuple[np.ndarray, float]:
+        if job[1] == "GradCAM":
+            start.wait(timeout=30)  # the first call of each thread starts at once
+        return run(job)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(run_together, job) for job in jobs]
+        _done, not_done = wait(futures, timeout=120)
+        assert not not_done, "explain deadlocked or stalled under 8 threads"
+    for future, (heatmap, probability) in zip(futures, serial):
+        threaded_heatmap, threaded_probability = future.result()
+        assert np.array_equal(threaded_heatmap, heatmap)
+        assert threaded_probability == probability
+    assert _no_hooks_at_all(mobilenet.model)
+
+
+# --- overlay, threshold_mask, faithfulness -----------------------------------------------
+
+
+def test_overlay_blends_at_original_size() -> None:
+    pixels = _radiograph_like(30, 50)
+    heatmap = np.zeros((30, 50), dtype=np.float32)
+    heatmap[:, 25:] = 1.0
+    picture = overlay(pixels, heatmap)
+    assert picture.shape == (30, 50, 3) and picture.dtype == np.uint8
+    np.testing.assert_array_equal(overlay(pixels, heatmap, opacity=0.0), np.repeat(pixels[..., None], 3, axis=2))
+    colours = overlay(pixels, heatmap, colormap="jet", opacity=1.0).astype(int)
+    assert (colours[:, 25:, 0] > colours[:, 25:, 2]).all()  # hot is red
+    assert (colours[:, :25, 2] > colours[:, :25, 0]).all()  # cold is blue
+    assert "turbo" in COLORMAPS
+
+
+@pytest.mark.parametrize(
+    "options", [{"colormap": "rainbowish"}, {"opacity": 1.5}, {"heatmap": np.zeros((5, 5), dtype=np.float32)}]
+)
+def test_overlay_rejects_bad_arguments(options: dict) -> None:
+    pixels = np.zeros((10, 10), dtype=np.uint8)
+    arguments = {"heatmap": np.zeros((10, 10), dtype=np.float32), **options}
+    with pytest.raises(ValueError):
+        overlay(pixels, **arguments)
+
+
+def test_threshold_mask_boxes_two_blobs() -> None:
+    heatmap = np.full((60, 80), 0.1, dtype=np.float32)
+    heatmap[10:20, 5:15] = 0.9  # 100 px
+    heatmap[40:50, 50:70] = 0.7  # 200 px
+    heatmap[50, 70] = 0.6  # touches the second blob diagonally: same region
+    mask, boxes = threshold_mask(heatmap, 0.5)
+    np.testing.assert_array_equal(mask, heatmap >= 0.5)
+    assert boxes == [(50, 40, 71, 51), (5, 10, 15, 20)]
+    assert threshold_mask(heatmap, 0.8)[1] == [(5, 10, 15, 20)]
+    assert threshold_mask(heatmap, 0.95)[1] == []
+    assert threshold_mask(heatmap, 0.0)[1] == [(0, 0, 80, 60)]
+    with pytest.raises(ValueError):
+        threshold_mask(heatmap, 1.2)
+
+
+# pytorch_grad_cam's ROAD imputer calls np.argwhere on a torch tensor, which NumPy 2 deprecates.
+ROAD_WARNING = "ignore:__array_wrap__ must accept context:DeprecationWarning"
+
+
+@pytest.mark.filterwarnings(ROAD_WARNING)
+def test_faithfulness_is_a_finite_reproducible_score(mobilenet: LoadedModel) -> None:
+    pixels = _radiograph_like(70, 50)
+    result = explain(mobilenet, pixels, layers=[STAGE_5])
+    rng_state = torch.get_rng_state()
+    score = faithfulness(mobilenet, pixels, result)
+    assert np.isfinite(score) and -1.0 <= score <= 1.0
+    assert faithfulness(mobilenet, pixels, result) == score
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    with pytest.raises(ValueError):
+        faithfulness(mobilenet, pixels[:, :40], result)
+
+
+@pytest.mark.filterwarnings(ROAD_WARNING)
+def test_faithfulness_prefers_the_true_map_to_its_inverse() -> None:
+    loaded = _brightness_model()
+    pixels = _half_bright_image()
+    result = explain(loaded, pixels)
+    inverse = dataclasses.replace(result, heatmap=1.0 - result.heatmap)
+    assert faithfulness(loaded, pixels, result) > 0.0 > faithfulness(loaded, pixels, inverse)
