@@ -9,7 +9,7 @@ synthetic image whose probability is computed beforehand with core.predict on th
 pixels and the same model (images are chosen so that no two round to nearby values), and the run
 fails unless every session displays its own image's value. Prints the latency percentiles of the
 page load and of upload-to-probability (which includes the default GradCAM), in seconds.
-The model is the one the server uses: MURA_LENS_WEIGHTS_DIR (or weights/) and --model.
+The model is the app's default one from MURA_LENS_WEIGHTS_DIR (or weights/), as the server sees it.
 """
 
 from __future__ import annotations
@@ -188,14 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=4, choices=range(1, MAX_SESSIONS + 1),
                         metavar=f"1..{MAX_SESSIONS}")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the whole run")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="the model folder the server uses")
     args = parser.parse_args(argv)
     if not CHROMIUM.is_file():
         parser.error(f"{CHROMIUM} not found: install Chromium (apt-get install chromium)")
 
-    loaded = load_model(args.model)
-    uploads = distinct_uploads(loaded, args.sessions)
-    print(f"model {args.model} from {weights_dir()}; {args.sessions} sessions of one {IMAGE_SIDE} px PNG each")
+    # New sessions start on the app's default model, so the expected answers come from that one.
+    uploads = distinct_uploads(load_model(DEFAULT_MODEL), args.sessions)
+    print(f"model {DEFAULT_MODEL} from {weights_dir()}; {args.sessions} sessions, one {IMAGE_SIDE} px PNG each")
     if args.url:
         report = run_load_test(args.url, uploads, timeout_s=args.timeout)
     else:

@@ -160,14 +160,16 @@ COLORMAPS: tuple[str, ...] = tuple(
     sorted(name.removeprefix("COLORMAP_").lower() for name in dir(cv2) if name.startswith("COLORMAP_"))
 )
 
-# ScoreCAM and AblationCAM push one image per channel through the network; 16 at a time
-# keeps memory modest on a CPU and the progress bar moving.
-_SLOW_METHOD_BATCH = 16
+# ScoreCAM and AblationCAM push one image per channel through the network. Small batches:
+# on a 2-core CPU the time per image grows with the batch (cache misses), and the progress
+# bar moves more often.
+_SLOW_METHOD_BATCH = 4
 # AblationCAM ablates every channel of a layer up to this many, else this many channels
 # chosen by pytorch_grad_cam's ratio_channels_to_ablate (half most, half least salient).
 _MAX_ABLATED_CHANNELS = 256
 # Percentiles of the image's pixels that ROAD keeps; each costs two imputations.
 _ROAD_PERCENTILES = (20, 40, 60, 80)
+_ROAD_RNG_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, eq=False)
@@ -338,7 +340,7 @@ def explain(
             model_input = model_input.to(next(network.parameters()).device)
             try:
                 canvas_map, logit = _run_cam(
-                    network, method, info, [loaded.cam_layers[name] for name in layer_names],
+                    network, method, info, [path for name in layer_names for path in loaded.layer_paths(name)],
                     model_input, target, aug_smooth, eigen_smooth, report,
                 )
             except BaseException:
@@ -569,14 +571,17 @@ def faithfulness(
     targets = [_ClassProbability(explanation.target)]
     changes = []
     # The imputation adds noise from torch's global generator: seed a private copy of it so
-    # the same explanation always gets the same score.
-    with torch.random.fork_rng(devices=[]):
+    # the same explanation always gets the same score. Forking the global generator is not
+    # thread-safe, hence the lock (the work is CPU-bound, so little is lost).
+    with _ROAD_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         for q in percentiles:
             canvas_percentile = 100.0 * padding_share + q * (1.0 - padding_share)
-            lerf = ROADLeastRelevantFirst(canvas_percentile)(model_input, lerf_map[None], targets, loaded.model)
-            morf = ROADMostRelevantFirst(canvas_percentile)(model_input, morf_map[None], targets, loaded.model)
-            changes.append(float(np.asarray(lerf).reshape(-1)[0] - np.asarray(morf).reshape(-1)[0]))
+            lerf = ROADLeastRelevantFirst(canvas_percentile)(
+                model_input, lerf_map[None], targets, loaded.model)
+            morf = ROADMostRelevantFirst(canvas_percentile)(
+                model_input, morf_map[None], targets, loaded.model)
+            changes.append(float(np.ravel(lerf)[0] - np.ravel(morf)[0]))
     return float(np.mean(changes) / 2.0)
 
 

@@ -233,3 +233,24 @@ def test_ensemble_averages_member_probabilities(weights: Path, fake_root: Path, 
     assert pair.layer_paths(next(iter(pair.cam_layers)))[1].startswith("members.1.")
     with pytest.raises(ValueError, match="at least two"):
         ensemble.combine([second], tmp_path / "solo")
+
+
+def test_ensemble_cams_reach_every_member(tmp_path: Path) -> None:
+    import json as json_module
+
+    import torch
+
+    from core.explain import explain
+    from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, save_ensemble_checkpoint
+
+    torch.manual_seed(0)
+    members = [create_model("mobilenet_v2") for _ in range(2)]
+    directory = tmp_path / "pair"
+    directory.mkdir()
+    save_ensemble_checkpoint(directory / CHECKPOINT_FILE, members, "mobilenet_v2", 64)
+    (directory / CARD_FILE).write_text(json_module.dumps({"architecture": "mobilenet_v2"}))
+    pair = load_model("pair", directory=tmp_path)
+    pixels = np.random.default_rng(0).integers(0, 255, size=(70, 50), dtype=np.uint8)
+    explanation = explain(pair, pixels, method="GradCAM")
+    assert explanation.heatmap.shape == (70, 50)
+    assert explanation.probability == pytest.approx(float(predict_images(pair, [pixels])[0]), abs=1e-4)

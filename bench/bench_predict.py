@@ -1,0 +1,77 @@
+"""Latency of predict + GradCAM for one 320x320 input vs the bare forward+backward (target <= 1.5x).
+
+    python bench/bench_predict.py [--model NAME] [--repeats 15] [--threads 2]
+
+The floor is one forward and one backward pass of the same network with the input requiring a
+gradient and the weights frozen (what any gradient CAM must at least do). The measured path is
+what the Explain page runs for a new upload: core.predict.predict_images (with the model card's
+flip TTA) then core.explain.explain with GradCAM on the default layer, each including letterbox
+and normalisation. Runs alternate so both see the same machine load; medians are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from core.explain import explain
+from core.models import DEFAULT_MODEL, load_model
+from core.predict import DEFAULT_THREADS, configure_threads, model_inputs, predict_images
+
+
+def _timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument("--size", type=int, default=320, help="side of the square test image")
+    args = parser.parse_args()
+    configure_threads(args.threads)
+    loaded = load_model(args.model)
+    pixels = np.random.default_rng(0).integers(0, 256, size=(args.size, args.size), dtype=np.uint8)
+    batch = model_inputs(loaded, [pixels])
+
+    def floor() -> None:
+        x = batch.clone().requires_grad_(True)
+        loaded.model(x).sum().backward()
+
+    def forward() -> None:
+        with torch.inference_mode():
+            loaded.model(batch)
+
+    def predict_and_explain() -> None:
+        predict_images(loaded, [pixels])
+        explain(loaded, pixels, method="GradCAM")
+
+    for function in (floor, forward, predict_and_explain):  # warm-up (and explain's model copy)
+        function()
+    timings: dict[str, list[float]] = {"floor": [], "forward": [], "predict+GradCAM": []}
+    for _ in range(args.repeats):
+        timings["floor"].append(_timed(floor))
+        timings["forward"].append(_timed(forward))
+        timings["predict+GradCAM"].append(_timed(predict_and_explain))
+    medians = {name: statistics.median(values) * 1000 for name, values in timings.items()}
+    print(f"machine: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; model {loaded.name} "
+          f"({loaded.config.name}, input {loaded.input_size} px, flip TTA {'on' if loaded.card.get('tta') else 'off'}); "
+          f"image {args.size}x{args.size}; {args.repeats} repeats")
+    print(f"forward only (inference)      : {medians['forward']:7.1f} ms")
+    print(f"forward+backward (the floor)  : {medians['floor']:7.1f} ms")
+    print(f"predict + GradCAM             : {medians['predict+GradCAM']:7.1f} ms")
+    print(f"ratio to the floor            : {medians['predict+GradCAM'] / medians['floor']:7.2f} (target <= 1.5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

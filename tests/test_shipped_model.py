@@ -1,0 +1,71 @@
+"""The shipped model and its cached evaluation can never drift apart.
+
+Real-data checks on ../shared/mura (skipped with a reason when absent): the checkpoint's
+predictions equal the cached predictions_valid.csv rows, and the AUROCs in metrics_valid.json
+are what predictions_valid.csv and the official labels give.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from core import mura
+from core.imaging import load_radiograph
+from core.metrics import study_table
+from core.models import CARD_FILE, DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR, load_model
+from core.predict import predict_images
+
+MODEL_DIR = SHIPPED_WEIGHTS_DIR / DEFAULT_MODEL
+
+
+@pytest.fixture(scope="module")
+def cached() -> pd.DataFrame:
+    return pd.read_csv(MODEL_DIR / "predictions_valid.csv")
+
+
+@pytest.fixture(scope="module")
+def metrics() -> dict:
+    return json.loads((MODEL_DIR / "metrics_valid.json").read_text())
+
+
+def test_shipped_model_has_card_weights_and_cache() -> None:
+    card = json.loads((MODEL_DIR / CARD_FILE).read_text())
+    for key in ("architecture", "initialisation", "training_data", "recipe", "thresholds", "limitations",
+                "training_time_seconds", "holdout_metrics"):
+        assert key in card, key
+    assert (MODEL_DIR / "checkpoint.pt").stat().st_size < 50 * 2**20
+    assert (MODEL_DIR / "training_log.csv").is_file()
+
+
+def test_cached_predictions_cover_the_valid_split_present(cached: pd.DataFrame, mura_root: Path) -> None:
+    present = mura.read_images(mura_root, "valid")
+    assert set(cached["path"]) == set(present["path"])
+    merged = cached.merge(present[["path", "label", "study_type"]], on="path", suffixes=("", "_official"))
+    assert (merged["label"] == merged["label_official"]).all()
+    assert (merged["study_type"] == merged["study_type_official"]).all()
+
+
+@pytest.mark.mura
+def test_checkpoint_reproduces_cached_probabilities(cached: pd.DataFrame, mura_root: Path) -> None:
+    loaded = load_model(DEFAULT_MODEL, directory=SHIPPED_WEIGHTS_DIR)
+    sample = pd.concat([g.head(3) for _, g in cached.groupby("study_type")])
+    pixels = [load_radiograph(mura.image_file(mura_root, p)).pixels for p in sample["path"]]
+    fresh = predict_images(loaded, pixels)
+    assert fresh == pytest.approx(sample["probability"].to_numpy(), abs=2e-5)
+
+
+def test_metrics_json_agrees_with_cached_predictions(cached: pd.DataFrame, metrics: dict) -> None:
+    assert metrics["image"]["overall"]["auroc"]["point"] == pytest.approx(
+        roc_auc_score(cached["label"], cached["probability"]), abs=1e-9)
+    studies = study_table(cached)
+    for study_type, group in studies.groupby("study_type"):
+        if group["label"].nunique() < 2:
+            continue
+        reported = metrics["study"][study_type]["auroc"]
+        assert reported["point"] == pytest.approx(roc_auc_score(group["label"], group["probability"]), abs=1e-9)
+        assert reported["low"] <= reported["point"] <= reported["high"]
