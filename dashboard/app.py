@@ -9,14 +9,21 @@ stored in st.session_state under state.MURA_ROOT_KEY.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import streamlit as st
 
-from core.models import DEFAULT_MODEL
-from dashboard import state
+# `streamlit run dashboard/app.py` puts only dashboard/ on sys.path; hosts that run the app
+# without installing this package (Streamlit Community Cloud) need the checkout's root too.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
 
-PAGES_DIR = Path(__file__).resolve().parent.parent / "pages"
+from core.models import DEFAULT_MODEL  # noqa: E402 - needs the path set above
+from dashboard import state  # noqa: E402
+
+PAGES_DIR = PROJECT_ROOT / "pages"
 # (file, title, icon); the first is the default page.
 PAGES = (
     ("overview.py", "Overview", ":material/home:"),
@@ -73,7 +80,6 @@ def main() -> None:
     pages = [
         st.Page(PAGES_DIR / file, title=title, icon=icon, default=index == 0)
         for index, (file, title, icon) in enumerate(PAGES)
-        if (PAGES_DIR / file).is_file()
     ]
     navigation = st.navigation(pages)
     st.sidebar.title("MURA Lens")

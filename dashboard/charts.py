@@ -8,7 +8,7 @@ Groups are named as in ``metrics_valid.json``: ``"overall"`` and the MURA study 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,7 @@ Interval = Mapping[str, Any]
 
 _OVERALL_COLOUR = "#9e9e9e"  # readable on the dark theme and on white
 _CLASSES = ["Normal", "Abnormal"]
+_DASHES = ("solid", "dash", "dot", "dashdot")
 
 
 def group_label(group: str) -> str:
@@ -280,35 +281,56 @@ def reliability_figure(bins: Mapping[str, tuple[pd.DataFrame, float | None]], *,
     })
 
 
-def training_curves_figure(log: pd.DataFrame, *, best_epoch: int | None = None) -> go.Figure:
-    """Training log per epoch: loss columns on the left, holdout scores on the right, and a
-    dotted line at the epoch that was kept. Bookkeeping columns (lr, seconds) are left out."""
-    skipped = {"epoch", "lr", "seconds"}
+def training_curves_figure(log: pd.DataFrame, *, kept_epochs: Sequence[int | None] = ()) -> go.Figure:
+    """Training log per epoch: loss columns on the left, holdout scores on the right, and a dotted
+    line at each epoch that was kept. Bookkeeping columns (lr, seconds) are left out.
+
+    An ensemble's log has a "member" column (0, 1, ... as in the card's "members"): each member gets
+    its own line per metric (same colour, another dash) and ``kept_epochs[i]`` is member i's kept
+    epoch. A single run passes ``kept_epochs=[best_epoch]``.
+    """
+    skipped = {"epoch", "lr", "seconds", "member"}
     numeric = [c for c in log.columns if c not in skipped and pd.api.types.is_numeric_dtype(log[c])]
     losses = [c for c in numeric if "loss" in c]
     scores = [c for c in numeric if c not in losses]
-    epochs = log["epoch"] if "epoch" in log.columns else pd.Series(np.arange(1, len(log) + 1))
-    traces = [
-        {"type": "scatter", "x": epochs, "y": log[column], "mode": "lines+markers",
-         "name": column.replace("_", " "), "xaxis": axis, "yaxis": axis.replace("x", "y")}
-        for axis, columns in (("x", losses), ("x2", scores)) for column in columns
-    ]
+    runs = list(log.groupby("member", sort=True)) if "member" in log.columns else [(None, log)]
+    metric_colours = {column: qualitative.Plotly[i % len(qualitative.Plotly)] for i, column in enumerate(numeric)}
+    traces = []
+    for index, (member, run) in enumerate(runs):
+        epochs = run["epoch"] if "epoch" in run.columns else pd.Series(np.arange(1, len(run) + 1))
+        suffix = "" if member is None else f" · member {member}"
+        for axis, columns in (("x", losses), ("x2", scores)):
+            traces += [
+                {"type": "scatter", "x": epochs, "y": run[column], "mode": "lines+markers",
+                 "name": column.replace("_", " ") + suffix, "xaxis": axis, "yaxis": axis.replace("x", "y"),
+                 "line": {"color": metric_colours[column], "dash": _DASHES[index % len(_DASHES)]}}
+                for column in columns
+            ]
+    all_epochs = log["epoch"] if "epoch" in log.columns else pd.Series([1, max(1, len(log))])
+    first_epoch, last_epoch = float(all_epochs.min()), float(all_epochs.max())
+    # Fixed ranges, or plotly's autorange would stretch the axis to fit the annotations.
+    epoch_range = [first_epoch - 0.3, last_epoch + 0.3]
     shapes, annotations = [], [
         {"text": text, "x": x, "y": 1.0, "xref": "paper", "yref": "paper", "showarrow": False,
          "xanchor": "center", "yanchor": "bottom", "font": {"size": 13}}
         for text, x in (("Loss", 0.225), ("Holdout scores", 0.775))
     ]
-    if best_epoch is not None:
-        shapes = [{"type": "line", "x0": best_epoch, "x1": best_epoch, "y0": 0, "y1": 1, "xref": axis,
-                   "yref": f"{axis.replace('x', 'y')} domain", "line": {"dash": "dot", "color": "#888888"}}
-                  for axis in ("x", "x2")]
-        annotations.append({"text": f"kept: epoch {best_epoch}", "x": best_epoch, "y": 0.02, "xref": "x2",
-                            "yref": "y2 domain", "showarrow": False, "xanchor": "left", "font": {"size": 11}})
+    for index, epoch in enumerate(kept_epochs):
+        if epoch is None:
+            continue
+        member = "" if len(kept_epochs) == 1 else f" (member {index})"
+        shapes += [{"type": "line", "x0": epoch, "x1": epoch, "y0": 0, "y1": 1, "xref": axis,
+                    "yref": f"{axis.replace('x', 'y')} domain", "line": {"dash": "dot", "color": "#888888"}}
+                   for axis in ("x", "x2")]
+        late = epoch > (first_epoch + last_epoch) / 2  # label on the side with room
+        annotations.append({"text": f"kept: epoch {epoch}{member}", "x": epoch, "y": 0.02 + 0.08 * index,
+                            "xref": "x2", "yref": "y2 domain", "showarrow": False,
+                            "xanchor": "right" if late else "left", "font": {"size": 11}})
     return go.Figure(data=traces, layout={
-        "height": 360, "margin": {"l": 10, "r": 10, "t": 50, "b": 10}, "shapes": shapes, "annotations": annotations,
+        "height": 380, "margin": {"l": 10, "r": 10, "t": 50, "b": 10}, "shapes": shapes, "annotations": annotations,
         "legend": {"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
-        "xaxis": {"domain": [0, 0.45], "title": {"text": "Epoch"}, "dtick": 1, "anchor": "y"},
+        "xaxis": {"domain": [0, 0.45], "title": {"text": "Epoch"}, "dtick": 1, "anchor": "y", "range": epoch_range},
         "yaxis": {"anchor": "x"},
-        "xaxis2": {"domain": [0.55, 1], "title": {"text": "Epoch"}, "dtick": 1, "anchor": "y2"},
+        "xaxis2": {"domain": [0.55, 1], "title": {"text": "Epoch"}, "dtick": 1, "anchor": "y2", "range": epoch_range},
         "yaxis2": {"anchor": "x2"},
     })

@@ -21,21 +21,21 @@ from sklearn.metrics import average_precision_score
 from core import metrics
 from core.metrics import BootstrapInterval, Confusion, PrCurve, RocCurve
 from core.models import weights_dir
-from dashboard import state
-from dashboard import charts
+from dashboard import charts, state
 from dashboard.charts import CELLS, OVERALL, group_label
 
 __all__ = [
     "LEVEL_LABELS",
     "GLOBAL",
     "PER_BODY_PART",
+    "APP_BOOTSTRAP",
     "LevelEvaluation",
     "level_evaluation",
+    "ap_intervals",
     "reliability_chart",
     "card_thresholds",
     "threshold_controls",
     "level_control",
-    "group_tables",
     "group_thresholds",
     "cached_operating_point",
     "bootstrap_at",
@@ -63,10 +63,9 @@ class LevelEvaluation:
     roc: dict[str, RocCurve]
     pr: dict[str, PrCurve]
     calibration: dict[str, tuple[pd.DataFrame, float | None]]
-    ap_intervals: dict[str, dict[str, float | int | None]]
 
 
-def group_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def _group_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """"overall" and one table per study type present (sorted), as core.metrics groups them."""
     groups = {OVERALL: table}
     for study_type in sorted(table["study_type"].unique()):
@@ -94,23 +93,35 @@ def _level_evaluation(model: str, level: str, version: tuple[str, float]) -> Lev
     if predictions is None or predictions.empty:
         return None
     table = metrics.study_table(predictions) if level == "study" else predictions
-    roc, pr, bins, ap_intervals = {}, {}, {}, {}
-    for group, rows in group_tables(table).items():
+    roc, pr, bins = {}, {}, {}
+    for group, rows in _group_tables(table).items():
         labels, probabilities = rows["label"].to_numpy(), rows["probability"].to_numpy()
         roc[group] = metrics.roc_curve_points(labels, probabilities)
         pr[group] = metrics.pr_curve_points(labels, probabilities)
         bins[group] = metrics.calibration(labels, probabilities)
-        # metrics_valid.json has no CI for average precision; resample studies once here.
-        images = predictions if group == OVERALL else predictions[predictions["study_type"] == group]
-        ap_intervals[group] = metrics.bootstrap_ci(
-            images, _average_precision, n_boot=APP_BOOTSTRAP, level=level
-        ).as_json()
-    return LevelEvaluation(level, table.reset_index(drop=True), list(roc), roc, pr, bins, ap_intervals)
+    return LevelEvaluation(level, table.reset_index(drop=True), list(roc), roc, pr, bins)
 
 
 def level_evaluation(model: str, level: str) -> LevelEvaluation | None:
     """The cached evaluation of ``model`` at ``level``, or None without cached predictions."""
     return _level_evaluation(model, level, _predictions_version(model))
+
+
+@st.cache_data(show_spinner="Bootstrapping average precision…", max_entries=16)
+def _ap_intervals(model: str, level: str, groups: tuple[str, ...],
+                  version: tuple[str, float]) -> dict[str, dict[str, float | int | None]]:
+    predictions = state.read_predictions(model)
+    intervals = {}
+    for group in groups:
+        images = predictions if group == OVERALL else predictions[predictions["study_type"] == group]
+        intervals[group] = metrics.bootstrap_ci(images, _average_precision, n_boot=APP_BOOTSTRAP, level=level).as_json()
+    return intervals
+
+
+def ap_intervals(model: str, level: str, groups: list[str]) -> dict[str, dict[str, float | int | None]]:
+    """Bootstrap 95% CIs of average precision per group (resampling studies; threshold-free, so
+    computed once per predictions file). metrics_valid.json has CIs for AUROC but not for AP."""
+    return _ap_intervals(model, level, tuple(groups), _predictions_version(model))
 
 
 # cache_resource hands out the same Figure without copying it: st.plotly_chart only reads it, and
@@ -134,67 +145,72 @@ def card_thresholds(card: Mapping | None) -> dict[str, float]:
     return thresholds
 
 
-def _persisted(key: str, default: object) -> None:
-    """Seed a widget from its kept value: Streamlit drops a widget's state on runs of other pages,
-    so the kept copy is what carries a threshold from Performance to Error analysis and back."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"kept:{key}", default)
+def _kept_key(key: str) -> str:
+    return f"kept:{key}"
 
 
-def _keep(*keys: str) -> None:
-    for key in keys:
-        st.session_state[f"kept:{key}"] = st.session_state[key]
+def _seed(widget_key: str, kept_key: str, default: object) -> None:
+    """Give a widget its kept value when it has no state yet. Streamlit ties widget state to the
+    page that drew it and drops it on runs of other pages, so each page has its own widget keys
+    and the kept copy (shared) is what carries a threshold from one page to the other."""
+    if widget_key not in st.session_state:
+        st.session_state[widget_key] = st.session_state.get(_kept_key(kept_key), default)
+
+
+def _keep(widget_key: str, kept_key: str) -> None:
+    st.session_state[_kept_key(kept_key)] = st.session_state[widget_key]
 
 
 def _threshold_key(model: str, group: str) -> str:
     return f"threshold:{model}:{group}"
 
 
-def _reset(model: str, defaults: Mapping[str, float]) -> None:
-    for group, value in defaults.items():
-        st.session_state[_threshold_key(model, group)] = value
-        st.session_state[f"kept:{_threshold_key(model, group)}"] = value
-    st.session_state[_threshold_key(model, GLOBAL)] = defaults[_OTHER]
-    st.session_state[f"kept:{_threshold_key(model, GLOBAL)}"] = defaults[_OTHER]
+def _reset(model: str, defaults: Mapping[str, float], scope: str) -> None:
+    values = dict(defaults) | {GLOBAL: defaults[_OTHER]}
+    for group, value in values.items():
+        key = _threshold_key(model, group)
+        st.session_state[f"{scope}:{key}"] = value
+        st.session_state[_kept_key(key)] = value
 
 
-def threshold_controls(model: str, card: Mapping | None) -> dict[str, float]:
+def threshold_controls(model: str, card: Mapping | None, *, scope: str) -> dict[str, float]:
     """Mode (per body part or one global) and threshold sliders, kept across pages; returns the
-    thresholds as core.metrics takes them: study type -> threshold, plus "default"."""
+    thresholds as core.metrics takes them: study type -> threshold, plus "default".
+
+    ``scope`` names the calling page: widget keys are ``<scope>:threshold_mode:<model>`` and
+    ``<scope>:threshold:<model>:<XR_TYPE | default | global>``.
+    """
     defaults = card_thresholds(card)
     mode_key = f"threshold_mode:{model}"
-    _persisted(mode_key, PER_BODY_PART)
+    _seed(f"{scope}:{mode_key}", mode_key, PER_BODY_PART)
     mode = st.radio("Operating threshold", list(_MODE_LABELS), format_func=_MODE_LABELS.get,
-                    horizontal=True, key=mode_key,
+                    horizontal=True, key=f"{scope}:{mode_key}",
                     help="A study (or image) is called abnormal when its probability ≥ the threshold. "
                          "The model card's thresholds maximise study-level kappa on train's holdout patients.")
-    keys = [mode_key]
+    _keep(f"{scope}:{mode_key}", mode_key)
     if mode == GLOBAL:
-        key = _threshold_key(model, GLOBAL)
-        _persisted(key, defaults[_OTHER])
-        value = st.slider("Threshold for every body part", 0.0, 1.0, step=0.01, key=key)
-        keys.append(key)
-        thresholds = {_OTHER: float(value)}
-    else:
-        thresholds = {}
-        # Named body parts first, then the slider for every other body part.
-        groups = sorted(group for group in defaults if group != _OTHER) + [_OTHER]
-        for column, group in zip(st.columns(len(groups)), groups):
-            key = _threshold_key(model, group)
-            _persisted(key, defaults[group])
-            label = "Other body parts" if group == _OTHER else group_label(group)
-            thresholds[group] = float(column.slider(label, 0.0, 1.0, step=0.01, key=key))
-            keys.append(key)
-    _keep(*keys)
-    st.button("Reset to the model card's thresholds", on_click=_reset, args=(model, defaults))
+        sliders = [(GLOBAL, "Threshold for every body part", defaults[_OTHER])]
+    else:  # named body parts first, then the slider for every other body part
+        named = sorted(group for group in defaults if group != _OTHER)
+        sliders = [(group, group_label(group), defaults[group]) for group in named]
+        sliders.append((_OTHER, "Other body parts", defaults[_OTHER]))
+    thresholds = {}
+    for column, (group, label, default) in zip(st.columns(len(sliders)), sliders):
+        key = _threshold_key(model, group)
+        _seed(f"{scope}:{key}", key, default)
+        value = float(column.slider(label, 0.0, 1.0, step=0.01, key=f"{scope}:{key}"))
+        _keep(f"{scope}:{key}", key)
+        thresholds[_OTHER if group == GLOBAL else group] = value
+    st.button("Reset to the model card's thresholds", on_click=_reset, args=(model, defaults, scope),
+              key=f"{scope}:threshold_reset")
     return thresholds
 
 
 def level_control(key: str = "evaluation_level") -> str:
-    """Study- or image-level evaluation (kept across pages)."""
-    _persisted(key, "study")
+    """Study- or image-level evaluation (kept when the user visits other pages and comes back)."""
+    _seed(key, key, "study")
     level = st.radio("Level", list(LEVEL_LABELS), format_func=LEVEL_LABELS.get, horizontal=True, key=key)
-    _keep(key)
+    _keep(key, key)
     return level
 
 
@@ -219,16 +235,25 @@ def cached_operating_point(cached: Mapping | None, thresholds: Mapping[str, floa
         if group == OVERALL:
             continue
         current = thresholds.get(group, thresholds.get(_OTHER))
-        matches[group] = group in cached_thresholds and np.isclose(current, cached_thresholds[group])
+        matches[group] = group in cached_thresholds and bool(np.isclose(current, cached_thresholds[group]))
     matches[OVERALL] = bool(matches) and all(matches.values())
     return matches
 
 
-def _statistics(thresholds: Mapping[str, float]) -> dict[str, metrics.Statistic]:
-    """Kappa, sensitivity and specificity of a resampled table at ``thresholds`` (by its rows' type)."""
+def _statistics(thresholds: Mapping[str, float] | float) -> dict[str, metrics.Statistic]:
+    """Kappa, sensitivity and specificity of a resampled table at ``thresholds`` (one float, or
+    per study type)."""
+    latest: dict[str, object] = {}
 
     def at(table: pd.DataFrame) -> Confusion:
-        return metrics.confusion_at(table["label"], table["probability"], metrics.row_thresholds(table, thresholds))
+        # bootstrap_cis evaluates every statistic on one resample before drawing the next, so the
+        # latest resample's confusion serves all three (sklearn's kappa dominates the cost).
+        if latest.get("table") is not table:
+            per_row = thresholds if isinstance(thresholds, float) else metrics.row_thresholds(table, thresholds)
+            latest["table"] = table
+            latest["confusion"] = metrics.confusion_at(table["label"].to_numpy(), table["probability"].to_numpy(),
+                                                       per_row)
+        return latest["confusion"]
 
     return {
         "kappa": lambda table: at(table).kappa,
@@ -241,11 +266,15 @@ def _statistics(thresholds: Mapping[str, float]) -> dict[str, metrics.Statistic]
 def _bootstrap_at(model: str, level: str, thresholds: tuple[tuple[str, float], ...], groups: tuple[str, ...],
                   version: tuple[str, float]) -> dict[str, dict[str, BootstrapInterval]]:
     predictions = state.read_predictions(model)
-    statistics = _statistics(dict(thresholds))
+    by_type = dict(thresholds)
     result = {}
     for group in groups:
-        images = predictions if group == OVERALL else predictions[predictions["study_type"] == group]
-        result[group] = metrics.bootstrap_cis(images, statistics, n_boot=APP_BOOTSTRAP, level=level)
+        if group == OVERALL:
+            images, judged_at = predictions, by_type
+        else:  # one body part: one threshold, no per-row lookup in every resample
+            images = predictions[predictions["study_type"] == group]
+            judged_at = float(by_type.get(group, by_type[_OTHER]))
+        result[group] = metrics.bootstrap_cis(images, _statistics(judged_at), n_boot=APP_BOOTSTRAP, level=level)
     return result
 
 

@@ -74,7 +74,8 @@ def safe_display_name(raw_name: str) -> str:
     return cleaned[:keep] + "…" + cleaned[-keep:]
 
 
-@st.cache_data(show_spinner=False, max_entries=64, ttl=3600)
+# Decoded pixels can be large (up to core.imaging.MAX_PIXELS bytes per upload): keep few, briefly.
+@st.cache_data(show_spinner=False, max_entries=16, ttl=3600)
 def _decode_cached(content_digest: str, _data: bytes, name: str) -> Radiograph:
     """Decoded once per content (digest-keyed), so slider-driven reruns do not decode again."""
     return load_radiograph(_data, filename=name)

@@ -125,17 +125,19 @@ def cached_probabilities(loaded: LoadedModel, images: Sequence[np.ndarray]) -> l
     return _probabilities(model_key(loaded), tuple(image_key(p) for p in images), loaded, images)
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
+# A heat map is float32 at the image's own size (1 MB at 512 x 512, far more for a big upload):
+# a few dozen recent ones cover re-renders and comparisons without holding memory for long.
+@st.cache_data(show_spinner=False, max_entries=32, ttl=3600)
 def _explanation(model: str, image: str, method: str, layers: tuple[str, ...], target: Target,
                  aug_smooth: bool, eigen_smooth: bool, _loaded: LoadedModel,
                  _pixels: np.ndarray) -> Explanation:
     if not METHODS[method].slow:
-        return explain(_loaded, _pixels, method=method, layers=list(layers), target=target,
+        return explain(_loaded, _pixels, method=method, layers=list(layers) or None, target=target,
                        aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
     # Created inside the cached function so a cache hit replays (and empties) it cleanly; a
     # widget interaction meanwhile makes bar.progress raise, which cancels the run.
     bar = st.progress(0.0, text=f"Running {method}…")
-    result = explain(_loaded, _pixels, method=method, layers=list(layers), target=target,
+    result = explain(_loaded, _pixels, method=method, layers=list(layers) or None, target=target,
                      aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
                      progress=lambda done: bar.progress(done, text=f"Running {method}… {done:.0%}"))
     bar.empty()
@@ -146,7 +148,10 @@ def cached_explanation(loaded: LoadedModel, pixels: np.ndarray, *, method: str =
                        layers: Sequence[str] | None = None, target: Target = "abnormal",
                        aug_smooth: bool = False, eigen_smooth: bool = False) -> Explanation:
     """core.explain.explain, cached; slow methods show a progress bar while they run."""
-    chosen = tuple(layers) if layers else (next(iter(loaded.cam_layers)),)
+    if not METHODS[method].uses_layers:
+        chosen: tuple[str, ...] = ()  # FullGrad: the layer choice does not change its map
+    else:
+        chosen = tuple(layers) if layers else (next(iter(loaded.cam_layers)),)
     return _explanation(model_key(loaded), image_key(pixels), method, chosen, target,
                         aug_smooth, eigen_smooth, loaded, pixels)
 
@@ -160,7 +165,7 @@ def explanation_or_error(loaded: LoadedModel, pixels: np.ndarray, name: str, **o
         return None
 
 
-@st.cache_data(show_spinner="Measuring faithfulness…", max_entries=256)
+@st.cache_data(show_spinner="Measuring faithfulness…", max_entries=256, ttl=3600)
 def _faithfulness(model: str, image: str, method: str, layers: tuple[str, ...], target: Target,
                   aug_smooth: bool, eigen_smooth: bool, _loaded: LoadedModel, _pixels: np.ndarray,
                   _explanation: Explanation) -> float:
@@ -241,7 +246,7 @@ def show_study_views(
     probabilities = cached_probabilities(loaded, [pixels for _, pixels in images])
     prediction = study_verdict(loaded, probabilities, study_type)
     show_verdict(prediction)
-    grid = st.columns(max(1, min(columns, len(images))))
+    grid = st.columns(max(1, columns))  # a fixed grid: every view at the same size, however many
     for index, ((name, pixels), probability) in enumerate(zip(images, probabilities)):
         with grid[index % len(grid)]:
             caption = f"{name} · P(abnormal) = {probability:.3f}"

@@ -57,7 +57,7 @@ def sample_gallery(loaded: LoadedModel) -> pd.DataFrame:
         study = studies.load_study(sample.ref, None)
         probability = float(np.mean(views.cached_probabilities(loaded, [p for _, p in study.views])))
         rows.append({"ref": sample.ref, "study_type": sample.study_type, "label": sample.label,
-                     "probability": probability, "n_views": len(study.views), "note": sample.title})
+                     "probability": probability, "n_views": len(study.views), "note": None})
     return pd.DataFrame(rows)
 
 
@@ -132,6 +132,10 @@ if root is None:
 else:
     st.caption(f"Showing the valid/ studies of the MURA folder {root}.")
     gallery = mura_gallery(loaded, root)
+if gallery.empty:
+    st.info("There is no study to show: the MURA folder has none of the studies this model's cached predictions "
+            "cover.")
+    st.stop()
 gallery = with_outcomes(gallery, loaded)
 shown = filtered(gallery, curated_filter=root is not None and gallery["note"].notna().any())
 sort_by, ascending = SORTS[st.selectbox("Sort", list(SORTS), key="browse_sort")]

@@ -31,7 +31,7 @@ if evaluated is None:
 table = evaluated.table
 st.caption(f"Studies of MURA valid/ as {model} called them in the cached evaluation (study = mean of its "
            "views' probabilities). Thresholds are shared with the Performance page.")
-thresholds = evaluation.threshold_controls(model, card)
+thresholds = evaluation.threshold_controls(model, card, scope="error")
 body_part = st.selectbox("Body part", [OVERALL, *sorted(table["study_type"].unique())], format_func=group_label,
                          key="error_body_part")
 subset = table if body_part == OVERALL else table[table["study_type"] == body_part]
@@ -65,8 +65,10 @@ st.dataframe(
     export, hide_index=True, width="stretch",
     column_config={
         "study_path": st.column_config.TextColumn("Study", width="large"),
-        "study_type": "Body part", "label": "Label (1 = abnormal)", "n_views": "Views",
-        **{name: st.column_config.NumberColumn(format="%.3f") for name in ("probability", "threshold", "confidence")},
+        "study_type": "Body part", "patient": "Patient", "study": "Study no.", "label": "Label (1 = abnormal)",
+        "n_views": "Views",
+        **{name: st.column_config.NumberColumn(title, format="%.3f")
+           for name, title in (("probability", "P(abnormal)"), ("threshold", "Threshold"), ("confidence", "Confidence"))},
     },
 )
 st.download_button(

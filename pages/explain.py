@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 import numpy as np
 import streamlit as st
 
-from core.explain import METHODS
+from core.explain import METHODS, threshold_mask
 from core.models import LoadedModel
 from dashboard import state, studies, uploads, views
 from dashboard.charts import group_label
@@ -44,7 +44,7 @@ def study_choices() -> list[str]:
 
 
 def chosen_images() -> tuple[list[tuple[str, np.ndarray]], str | None, str]:
-    """The views to explain, the body part they are known to show, and a cache-friendly study id."""
+    """The views to explain, the body part they are known to show, and an id for the study's widgets."""
     source = st.radio("Images", SOURCES, horizontal=True, key="explain_source")
     if source == SOURCES[0]:
         files = uploads.upload_widget("Upload one radiograph, or several views of one study", key="explain_upload")
@@ -134,6 +134,9 @@ def view_details(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], sett
     original.image(pixels, caption=f"{name} (as decoded)", width="stretch")
     blended.image(picture, caption=f"{method} on {', '.join(explanation.layers) or 'all layers'} → "
                                    f"{explanation.target}", width="stretch")
+    if settings.heat_threshold is not None:
+        _mask, boxes = threshold_mask(explanation.heatmap, settings.heat_threshold)
+        st.caption(f"{len(boxes)} region(s) with heat ≥ {settings.heat_threshold:.2f}, boxed in green.")
     stem = f"{PurePosixPath(name).stem}_{method}"
     png, npy, score = st.columns(3)
     png.download_button("Overlay (.png)", views.png_bytes(picture), file_name=f"{stem}.png",

@@ -15,8 +15,10 @@ from dashboard.charts import OVERALL, format_interval, group_label
 _RENDERED = {
     "name", "architecture", "description", "initialisation", "input", "output", "training_data", "recipe",
     "training_time_seconds", "training_machine", "best_epoch", "holdout_metrics", "thresholds",
-    "threshold_rule", "limitations",
+    "threshold_rule", "limitations", "members",
 }
+_HOLDOUT_NAMES = {"study_auroc": "Holdout study AUROC", "study_kappa_at_threshold": "Holdout study kappa",
+                  "studies": "Holdout studies"}
 _COUNT_NAMES = {"images": "Images", "studies": "Studies", "patients": "Patients", "abnormal_images": "Abnormal images"}
 
 
@@ -51,10 +53,14 @@ if card is None:
 st.title(f"Model card: {card.get('name', model)}")
 if card.get("description"):
     st.markdown(card["description"])
+members = card.get("members") or []
+# A single run keeps one epoch; an ensemble (core.ensemble) keeps one per member.
+kept_epochs = [member.get("best_epoch") for member in members] if members else [card.get("best_epoch")]
 first, second, third = st.columns(3)
-first.metric("Architecture", card.get("architecture", "—"))
-second.metric("Kept epoch", card.get("best_epoch", "—"))
-third.metric("Training time", _duration(card.get("training_time_seconds")))
+first.metric("Architecture", card.get("architecture", "—") + (f" × {len(members)}" if members else ""))
+second.metric("Kept epochs (per member)" if members else "Kept epoch",
+              ", ".join("—" if epoch is None else str(epoch) for epoch in kept_epochs))
+third.metric("Training time" + (" (all members)" if members else ""), _duration(card.get("training_time_seconds")))
 
 facts = [(label, card.get(key)) for label, key in (
     ("Initialisation", "initialisation"), ("Input", "input"), ("Output", "output"),
@@ -74,6 +80,8 @@ if training_data:
     counts = _counts_table(training_data)
     if not counts.empty:
         st.dataframe(counts, hide_index=True, width="stretch")
+        st.caption("fit: what the weights were trained on; holdout: train/ patients kept aside to pick the "
+                   "epoch and the thresholds.")
 
 thresholds = card.get("thresholds") or {}
 holdout = card.get("holdout_metrics") or {}
@@ -83,18 +91,29 @@ if thresholds or holdout:
         st.caption(f"Thresholds: {card['threshold_rule']}.")
     body_parts = [k for k in thresholds if k != "default"] + [k for k in holdout if k not in thresholds]
     rows = [{"Body part": group_label(k), "Threshold": thresholds.get(k),
-             **{name.replace("_", " "): value for name, value in (holdout.get(k) or {}).items()}}
+             **{_HOLDOUT_NAMES.get(name, f"Holdout {name}"): value for name, value in (holdout.get(k) or {}).items()}}
             for k in body_parts]
     if "default" in thresholds:
         rows.append({"Body part": "Any other body part", "Threshold": thresholds["default"]})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+if members:
+    st.subheader("Ensemble members")
+    st.caption("The shipped probability is the mean of the members' probabilities.")
+    st.dataframe(pd.DataFrame([
+        {"Member": index, "Seed": member.get("seed"), "Kept epoch": member.get("best_epoch"),
+         "Training time": _duration(member.get("training_time_seconds")),
+         **{f"{group_label(k)} holdout study AUROC": v.get("study_auroc")
+            for k, v in (member.get("holdout_metrics") or {}).items()}}
+        for index, member in enumerate(members)
+    ]), hide_index=True, width="stretch")
 
 log = state.read_training_log(model)
 st.subheader("Training curves")
 if log is None or log.empty:
     st.caption("No training log beside the checkpoint.")
 else:
-    st.plotly_chart(charts.training_curves_figure(log, best_epoch=card.get("best_epoch")), key="card_training")
+    st.plotly_chart(charts.training_curves_figure(log, kept_epochs=kept_epochs), key="card_training")
 
 cached = state.read_metrics(model)
 st.subheader("Results on MURA valid/ (cached evaluation)")

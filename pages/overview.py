@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
-from core import mura
 from dashboard import state
 from dashboard.charts import OVERALL, format_interval, group_label
 
 PAPER = "https://arxiv.org/abs/1712.06957"
 
 
-@st.cache_data(show_spinner=False)
-def _coverage(root: str) -> pd.DataFrame:
-    return mura.coverage(Path(root))
-
-
-def headline_table(metrics: dict) -> pd.DataFrame:
-    """Study-level results per body part (then all together) from metrics_valid.json."""
-    study = metrics.get("study", {})
-    groups = [g for g in study if g != OVERALL] + ([OVERALL] if OVERALL in study else [])
+def results_table(metrics: dict, groups: list[str]) -> pd.DataFrame:
+    """Study-level results of the given groups (body parts, or "overall") from metrics_valid.json."""
+    study = metrics["study"]
     return pd.DataFrame([
         {
             "Body part": group_label(group),
@@ -35,6 +26,17 @@ def headline_table(metrics: dict) -> pd.DataFrame:
         }
         for group in groups
     ])
+
+
+def valid_split_table(present: pd.DataFrame) -> pd.DataFrame:
+    """Studies (abnormal among them) and images per body part, from core.mura's table of present images."""
+    studies = present.drop_duplicates("study_path").groupby("study_type")
+    table = pd.DataFrame({
+        "Studies": studies.size(),
+        "Abnormal studies": studies["label"].sum(),
+        "Images": present.groupby("study_type").size(),
+    })
+    return table.rename(index=group_label).rename_axis("Body part").reset_index()
 
 
 def show_model(card: dict) -> None:
@@ -57,7 +59,7 @@ def show_model(card: dict) -> None:
         st.markdown(f"- {limitation}")
 
 
-def show_results(model: str) -> None:
+def show_results(model: str, card: dict) -> None:
     st.subheader("Headline results (study level)")
     metrics = state.read_metrics(model)
     if not metrics:
@@ -68,7 +70,15 @@ def show_results(model: str) -> None:
         st.caption(f"MURA v1.1 {evaluation.get('split', 'valid')}/ split: {evaluation.get('studies')} studies, "
                    f"{evaluation.get('images')} images, each judged at its body part's threshold. "
                    "MURA's valid/ set is this project's test set: it was never used for training or selection.")
-    st.dataframe(headline_table(metrics), hide_index=True)
+    evaluated = [group for group in metrics.get("study", {}) if group != OVERALL]
+    trained = [group for group in evaluated if group in state.trained_study_types(card)]
+    others = [group for group in evaluated if group not in trained]
+    st.dataframe(results_table(metrics, trained + [OVERALL]), hide_index=True)
+    if others:
+        with st.expander(f"Body parts the model was not trained on ({len(others)})"):
+            st.caption("Out of distribution, and too few studies for stable figures; "
+                       "\"All body parts\" above includes them.")
+            st.dataframe(results_table(metrics, others), hide_index=True)
 
 
 def show_data_source() -> None:
@@ -79,13 +89,14 @@ def show_data_source() -> None:
                     "(drawn by `data_samples/make_synthetic.py`; not X-rays). Set your MURA v1.1 folder in the "
                     "sidebar to browse real studies; MURA's licence forbids shipping its images.")
         return
-    st.markdown(f"MURA v1.1 folder: `{root}`")
-    coverage = _coverage(str(root))
-    if not coverage.empty:
-        st.dataframe(coverage, hide_index=True)
+    st.markdown(f"MURA v1.1 folder: `{root}`. What its valid/ split (the test set) holds:")
+    st.dataframe(valid_split_table(state.read_mura_images(root, "valid")), hide_index=True)
 
 
-loaded = state.current_model()
+# The card and cached metrics are all this page needs: it does not load the network, so the
+# first page a visitor sees does not wait for it.
+model_name = state.current_model_name()
+card = state.read_card(model_name)
 st.title("MURA Lens")
 st.markdown("Explains a classifier of upper-limb radiographs (Stanford MURA v1.1): which views it calls "
             "abnormal, and where it looks, with Grad-CAM-family heat maps. "
@@ -94,6 +105,9 @@ start = st.columns(3)
 start[0].page_link("../pages/explain.py", label="Explain a radiograph", icon=":material/visibility:")
 start[1].page_link("../pages/browse.py", label="Browse studies", icon=":material/photo_library:")
 start[2].page_link("../pages/performance.py", label="See performance", icon=":material/monitoring:")
-show_model(loaded.card)
-show_results(loaded.name)
+if card is None:
+    st.error(f"The model {model_name!r} has no model card in the weights folder.")
+else:
+    show_model(card)
+    show_results(model_name, card)
 show_data_source()

@@ -35,7 +35,7 @@ st.caption(
     + (f" Not trained on {', '.join(group_label(g) for g in others)}: those appear in the tables and in "
        "'All body parts', not in the charts." if others else "")
 )
-thresholds = evaluation.threshold_controls(model, card)
+thresholds = evaluation.threshold_controls(model, card, scope="performance")
 
 # --- what the thresholds change: recomputed on every rerun from the cached probabilities -----
 confusions = metrics.confusion_by_type(table, thresholds)
@@ -53,19 +53,23 @@ for column, group in zip(st.columns(len(plotted) or 1), plotted):
 show_bootstrap = st.toggle(
     f"Bootstrap 95% CIs at your thresholds ({evaluation.APP_BOOTSTRAP} resamples of studies)",
     key="performance_bootstrap",
-    help="Cached per threshold setting; the first computation takes a second or two.",
+    help="For all body parts and those the model was trained on; cached per threshold setting. "
+         "The first computation takes a few seconds.",
 )
-intervals = evaluation.bootstrap_at(model, level, thresholds, groups) if show_bootstrap else {}
+intervals = evaluation.bootstrap_at(model, level, thresholds, plotted) if show_bootstrap else {}
 
 
 def _threshold_text(threshold: float | None) -> str:
     return "each at its own" if threshold is None else f"{threshold:.2f}"
 
 
-def _with_interval(group: str, name: str, point: float | None) -> float | str | None:
-    if group not in intervals:
+def _rate(group: str, name: str, point: float | None) -> float | str | None:
+    """The live value; with bootstrap CIs on, the whole column is text ("point (low–high)")."""
+    if not intervals:
         return point
-    return format_interval(intervals[group][name].as_json())
+    if group in intervals:
+        return format_interval(intervals[group][name].as_json())
+    return format_interval({"point": point})
 
 
 live = pd.DataFrame(
@@ -75,9 +79,9 @@ live = pd.DataFrame(
             "Threshold": _threshold_text(per_group_threshold[group]),
             "Studies" if level == "study" else "Images": c.n,
             "TP": c.tp, "FP": c.fp, "FN": c.fn, "TN": c.tn,
-            "Sensitivity": _with_interval(group, "sensitivity", c.sensitivity),
-            "Specificity": _with_interval(group, "specificity", c.specificity),
-            "Kappa": _with_interval(group, "kappa", c.kappa),
+            "Sensitivity": _rate(group, "sensitivity", c.sensitivity),
+            "Specificity": _rate(group, "specificity", c.specificity),
+            "Kappa": _rate(group, "kappa", c.kappa),
             "Accuracy": c.accuracy,
         }
         for group, c in confusions.items()
@@ -85,9 +89,9 @@ live = pd.DataFrame(
 )
 st.markdown(f"**At your thresholds** ({level} level; point values computed now from the cached probabilities"
             + (f", with {evaluation.APP_BOOTSTRAP}-resample bootstrap 95% CIs)" if intervals else ")"))
+rates = ["Accuracy"] if intervals else ["Sensitivity", "Specificity", "Kappa", "Accuracy"]
 st.dataframe(live, hide_index=True, width="stretch",
-             column_config={name: st.column_config.NumberColumn(format="%.3f")
-                            for name in ("Sensitivity", "Specificity", "Kappa", "Accuracy")})
+             column_config={name: st.column_config.NumberColumn(format="%.3f") for name in rates})
 
 matches = evaluation.cached_operating_point(cached, thresholds, groups)
 cached_level = (cached or {}).get(level) or {}
@@ -124,7 +128,7 @@ roc_column.plotly_chart(
 )
 pr_column.plotly_chart(
     charts.pr_figure({g: evaluated.pr[g] for g in plotted}, confusions, per_group_threshold,
-                     evaluated.ap_intervals, title=f"Precision–recall ({level} level)"),
+                     evaluation.ap_intervals(model, level, plotted), title=f"Precision–recall ({level} level)"),
     key="performance_pr",
 )
 st.caption(

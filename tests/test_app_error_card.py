@@ -91,8 +91,8 @@ def test_each_cell_lists_exactly_its_studies_most_confidently_wrong_first(scratc
 def test_body_part_and_global_threshold_narrow_the_cell(scratch) -> None:
     studies, _ = scratch
     app = _open(ERROR_PAGE)
-    app.radio(key=f"threshold_mode:{DEFAULT_MODEL}").set_value("global").run()
-    app.slider(key=f"threshold:{DEFAULT_MODEL}:global").set_value(0.35).run()
+    app.radio(key=f"error:threshold_mode:{DEFAULT_MODEL}").set_value("global").run()
+    app.slider(key=f"error:threshold:{DEFAULT_MODEL}:global").set_value(0.35).run()
     app.selectbox(key="error_body_part").set_value("XR_FOREARM").run()
     app.radio(key="error_cell").set_value("FP").run()
     assert not app.exception

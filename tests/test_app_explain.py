@@ -6,12 +6,15 @@ Runs on the scratch model (tests/conftest.py) and the project's synthetic sample
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from core.explain import explain, threshold_mask
 from core.imaging import load_radiograph
 from core.models import DEFAULT_MODEL, load_model
 from core.predict import predict_images
@@ -90,6 +93,17 @@ def test_a_bad_file_among_good_views_is_refused_alone(use_scratch_weights: Path)
     assert metric(at, "Study P(abnormal)") == f"{expected[0]:.3f}"
 
 
+def test_a_colour_photo_is_explained_with_a_warning(use_scratch_weights: Path) -> None:
+    colours = np.random.default_rng(0).integers(0, 256, size=(120, 90, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(colours).save(buffer, format="PNG")
+    at = open_explain()
+    at.file_uploader(key="explain_upload").set_value(("holiday.png", buffer.getvalue(), "image/png")).run()
+    assert_clean(at)
+    assert any(w.value.startswith("`holiday.png` does not look like a radiograph") for w in at.warning)
+    assert metric(at, "Study P(abnormal)")
+
+
 def test_switching_cam_method_changes_the_map(use_scratch_weights: Path) -> None:
     at = upload(open_explain(), FRACTURE_VIEWS[:1])
     gradcam = overlay_urls(at)
@@ -108,6 +122,19 @@ def test_opacity_reblends_without_changing_the_prediction(use_scratch_weights: P
     assert_clean(at)
     assert set(overlay_urls(at)).isdisjoint(before)
     assert metric(at, "Study P(abnormal)") == probability
+
+
+def test_outlined_regions_are_the_ones_core_explain_finds(use_scratch_weights: Path) -> None:
+    at = upload(open_explain(), FRACTURE_VIEWS[:1])
+    plain = overlay_urls(at)
+    at.sidebar.toggle(key="cam_outline").set_value(True).run()
+    at.sidebar.slider(key="cam_threshold").set_value(0.6).run()
+    assert_clean(at)
+    assert set(overlay_urls(at)).isdisjoint(plain)
+    loaded = load_model(DEFAULT_MODEL, directory=use_scratch_weights)
+    heatmap = explain(loaded, load_radiograph(FRACTURE_VIEWS[0].read_bytes()).pixels).heatmap
+    _mask, boxes = threshold_mask(heatmap, 0.6)
+    assert f"{len(boxes)} region(s) with heat ≥ 0.60, boxed in green." in [c.value for c in at.caption]
 
 
 def test_sample_picker_and_body_part_warning(use_scratch_weights: Path) -> None:
