@@ -25,6 +25,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_predict.py
 	$(PY) bench/bench_evaluate.py --mura-root $(MURA_ROOT)
+	$(PY) bench/bench_dashboard.py
+	$(PY) bench/load_test.py --sessions 4
 
 evaluate: $(STAMP)
 	$(PY) -m core.evaluate --mura-root $(MURA_ROOT) --split valid

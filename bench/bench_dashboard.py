@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     # The out-of-the-box app: shipped weights, no MURA folder.
     os.environ.pop("MURA_ROOT", None)
     os.environ.pop("MURA_LENS_WEIGHTS_DIR", None)
-    print(f"machine: {os.cpu_count()} cores; model {DEFAULT_MODEL} from {weights_dir()}")
+    # Other work on a shared machine moves every figure; the load average says how busy it was.
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average {load}; model {DEFAULT_MODEL} from {weights_dir()}")
 
     with ScriptTimer() as timer:
         print(_summary("Performance, threshold change (warm cache), server time",

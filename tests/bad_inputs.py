@@ -138,7 +138,9 @@ def _build_corpus() -> tuple[BadInput, ...]:
 
     polyglot_zip = io.BytesIO()
     with zipfile.ZipFile(polyglot_zip, "w") as archive:
-        archive.writestr("readme.txt", "This DICOM file is also a ZIP archive.")
+        # A fixed timestamp: writestr with a bare name stamps the current minute, so two builds differ.
+        member = zipfile.ZipInfo("readme.txt", date_time=(2026, 1, 1, 0, 0, 0))
+        archive.writestr(member, "This DICOM file is also a ZIP archive.")
     animated = [Image.fromarray(np.rint(phantom() * 255 * k).astype(np.uint8)) for k in (1.0, 0.5, 0.25)]
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = 6

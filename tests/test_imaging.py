@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -68,10 +67,8 @@ def test_corpus_item_is_accepted_or_refused_cleanly(item: BadInput) -> None:
     assert radiograph.pixels.std() > 0, "a phantom decoded to a flat image"
 
 
-def test_corpus_builds_fast_and_is_deterministic() -> None:
-    start = time.perf_counter()
+def test_corpus_is_deterministic() -> None:
     rebuilt = bad_inputs._build_corpus.__wrapped__()
-    assert time.perf_counter() - start < 2.0
     assert [(item.name, item.data) for item in rebuilt] == [(item.name, item.data) for item in CORPUS]
     assert len({item.name for item in CORPUS}) == len(CORPUS)
 
