@@ -127,6 +127,12 @@ def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
     return {"heatmap": str(heatmap_path), "overlay": str(overlay_path)}
 
 
+def _printable(file: str) -> str:
+    """A file name as text: undecodable bytes (kept by Python as lone surrogates) become U+FFFD,
+    so the JSON and error lines stay valid UTF-8."""
+    return file.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
 def main(argv: list[str] | None = None) -> int:
     from core.imaging import RadiographDecodeError, load_radiograph
 
@@ -157,16 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     for file in args.files:
         try:
             pixels = load_radiograph(Path(file)).pixels
-            record: dict[str, object] = {"file": file,
+            record: dict[str, object] = {"file": _printable(file),
                                          "probability": round(float(predict_images(loaded, [pixels])[0]), 6)}
             if args.cam:
                 record |= _write_cam(loaded, pixels, file, args.cam, args.layer, args.out)
         except (RadiographDecodeError, OSError, ValueError) as exc:
-            print(f"error: {file}: {exc}", file=sys.stderr)
+            print(f"error: {_printable(file)}: {exc}", file=sys.stderr)
             failed = True
             continue
         probabilities.append(float(record["probability"]))
-        good_files.append(file)
+        good_files.append(_printable(file))
         print(json.dumps(record), flush=True)
     if args.study and probabilities:
         study = StudyPrediction(tuple(probabilities), study_probability(probabilities),

@@ -21,6 +21,7 @@ if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from core.models import DEFAULT_MODEL  # noqa: E402 - needs the path set above
+from core.predict import configure_threads  # noqa: E402
 from dashboard import state  # noqa: E402
 
 PAGES_DIR = PROJECT_ROOT / "pages"
@@ -77,6 +78,9 @@ def mura_root_input() -> None:
 
 def main() -> None:
     st.set_page_config(page_title="MURA Lens", page_icon=":material/radiology:", layout="wide")
+    # torch's thread count is per thread here and every session runs in its own script thread:
+    # set it on each run (cheap) so every session computes with the same count.
+    configure_threads()
     pages = [
         st.Page(PAGES_DIR / file, title=title, icon=icon, default=index == 0)
         for index, (file, title, icon) in enumerate(PAGES)

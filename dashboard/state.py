@@ -1,8 +1,8 @@
 """Cached resources shared by every page: the model, the cached evaluation, the MURA root.
 
 Models load once per process (st.cache_resource) and tables once per file version
-(st.cache_data). pytorch_grad_cam attaches hooks to the shared model, so core.explain
-serialises CAM calls per model with a lock; nothing here mutates the model.
+(st.cache_data). Sessions share one model object: core.explain runs CAMs on its own private
+copy under a per-model lock, so pytorch_grad_cam's hooks never touch the shared model.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from core.models import (
     load_model,
     weights_dir,
 )
-from core.predict import configure_threads
 
 __all__ = [
     "MODEL_KEY",
@@ -51,7 +50,6 @@ EXPLAIN_STUDY_KEY = "explain_study"
 
 @st.cache_resource(show_spinner="Loading the model…")
 def _get_model(name: str, directory: str, checkpoint_mtime: float) -> LoadedModel:
-    configure_threads()
     return load_model(name, directory=Path(directory))
 
 
