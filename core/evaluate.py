@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from core import mura
 from core.metrics import summarise
-from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model, weights_dir
+from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from core.predict import DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
 
 __all__ = ["PREDICTION_COLUMNS", "predict_split", "evaluate", "main"]

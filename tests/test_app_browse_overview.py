@@ -20,17 +20,9 @@ from core.metrics import study_table
 from core.models import DEFAULT_MODEL
 from dashboard import state
 from data_samples import make_mura_index, make_synthetic
+from tests.app_pages import assert_clean, start_app
 
-APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 THRESHOLDS_BY_TYPE = ("XR_HUMERUS", "XR_FOREARM")
-
-
-def start_app() -> AppTest:
-    return AppTest.from_file(str(APP), default_timeout=120).run()
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
 
 
 def set_mura_root(at: AppTest, root: Path | str) -> AppTest:

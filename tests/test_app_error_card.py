@@ -19,18 +19,11 @@ from core import metrics
 from core.models import DEFAULT_MODEL
 from dashboard.charts import CELLS, OVERALL, format_interval, group_label
 from tests.browser import launch_chromium, page_url, require_chromium, visible_errors, wait_for_script_run
+from tests.app_pages import open_page
 from tests.server import RunningDashboard
 
-APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 ERROR_PAGE = "../pages/error_analysis.py"
 CARD_PAGE = "../pages/model_card.py"
-
-
-def _open(page: str) -> AppTest:
-    app = AppTest.from_file(str(APP), default_timeout=120).run()
-    app.switch_page(page).run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
 
 
 def _listed(app: AppTest) -> pd.DataFrame:
@@ -71,7 +64,7 @@ def downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
 
 def test_each_cell_lists_exactly_its_studies_most_confidently_wrong_first(scratch) -> None:
     studies, thresholds = scratch
-    app = _open(ERROR_PAGE)
+    app = open_page(ERROR_PAGE)
     confusion = metrics.confusion_at(studies["label"], studies["probability"],
                                      metrics.row_thresholds(studies, thresholds))
     counts = {"TN": confusion.tn, "FP": confusion.fp, "FN": confusion.fn, "TP": confusion.tp}
@@ -90,7 +83,7 @@ def test_each_cell_lists_exactly_its_studies_most_confidently_wrong_first(scratc
 
 def test_body_part_and_global_threshold_narrow_the_cell(scratch) -> None:
     studies, _ = scratch
-    app = _open(ERROR_PAGE)
+    app = open_page(ERROR_PAGE)
     app.radio(key=f"error:threshold_mode:{DEFAULT_MODEL}").set_value("global").run()
     app.slider(key=f"error:threshold:{DEFAULT_MODEL}:global").set_value(0.35).run()
     app.selectbox(key="error_body_part").set_value("XR_FOREARM").run()
@@ -101,7 +94,7 @@ def test_body_part_and_global_threshold_narrow_the_cell(scratch) -> None:
 
 
 def test_csv_export_is_the_listed_table(scratch, downloads) -> None:
-    app = _open(ERROR_PAGE)
+    app = open_page(ERROR_PAGE)
     app.radio(key="error_cell").set_value("FN").run()
     listed = _listed(app)
     (name,) = [name for name in downloads if name.endswith("_FN.csv")]
@@ -141,14 +134,14 @@ def test_clicking_a_matrix_cell_in_a_browser_selects_it(scratch, dashboard_serve
 
 
 def test_without_a_mura_root_the_page_lists_and_explains_why_no_images(scratch) -> None:
-    app = _open(ERROR_PAGE)
+    app = open_page(ERROR_PAGE)
     assert any("MURA root" in info.value for info in app.info)
     assert not app.image
 
 
 def test_with_a_mura_root_cams_are_computed_on_request(scratch, scratch_mura_root) -> None:
     studies, thresholds = scratch
-    app = _open(ERROR_PAGE)
+    app = open_page(ERROR_PAGE)
     app.text_input(key="mura_root_input").set_value(str(scratch_mura_root)).run()
     app.radio(key="error_cell").set_value("FP").run()
     assert not app.image  # nothing runs the model until asked
@@ -164,7 +157,7 @@ def test_model_card_renders_card_log_and_cached_metrics(use_scratch_weights) -> 
     model_dir = use_scratch_weights / DEFAULT_MODEL
     card = json.loads((model_dir / "model_card.json").read_text())
     cached = json.loads((model_dir / "metrics_valid.json").read_text())
-    app = _open(CARD_PAGE)
+    app = open_page(CARD_PAGE)
     assert app.title[0].value == f"Model card: {card['name']}"
     limitations = app.warning[0].value
     assert all(item in limitations for item in card["limitations"])
@@ -186,7 +179,7 @@ def test_model_card_without_log_or_metrics_still_renders(use_scratch_weights, tm
     for name in ("training_log.csv", "metrics_valid.json", "predictions_valid.csv"):
         (weights / DEFAULT_MODEL / name).unlink()
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
-    app = _open(CARD_PAGE)
+    app = open_page(CARD_PAGE)
     captions = " ".join(caption.value for caption in app.caption)
     assert "No training log" in captions and "make evaluate" in captions
     app.switch_page(ERROR_PAGE).run()

@@ -19,20 +19,15 @@ from core.imaging import load_radiograph
 from core.models import DEFAULT_MODEL, load_model
 from core.predict import predict_images
 from dashboard.uploads import safe_display_name
+from tests.app_pages import assert_clean, start_app
 
-APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 SAMPLES = Path(__file__).resolve().parent.parent / "data_samples" / "synthetic"
 FRACTURE_VIEWS = [SAMPLES / "humerus_fracture" / "view1.png", SAMPLES / "humerus_fracture" / "view2.png"]
 SMALL_LAYER = "stage 3 (32 ch, stride 8)"  # 32 channels: ScoreCAM needs 33 forward passes
 
 
 def open_explain() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=120).run()
-    return at.switch_page("../pages/explain.py").run()
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
+    return start_app().switch_page("../pages/explain.py").run()
 
 
 def metric(at: AppTest, label: str) -> str:

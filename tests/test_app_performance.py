@@ -14,21 +14,14 @@ from streamlit.testing.v1 import AppTest
 from core import metrics
 from core.models import DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR
 from dashboard.charts import OVERALL, group_label
+from tests.app_pages import open_page
 
-APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 PAGE = "../pages/performance.py"
 MODE_KEY = f"performance:threshold_mode:{DEFAULT_MODEL}"
 
 
 def _slider_key(group: str, page: str = "performance") -> str:
     return f"{page}:threshold:{DEFAULT_MODEL}:{group}"
-
-
-def _open_page() -> AppTest:
-    app = AppTest.from_file(str(APP), default_timeout=120).run()
-    app.switch_page(PAGE).run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
 
 
 def _live_table(app: AppTest) -> pd.DataFrame:
@@ -70,7 +63,7 @@ def _assert_counts_match_cached_metrics(app: AppTest, cached: dict, level: str) 
 
 
 def test_page_opens_at_the_model_card_thresholds(predictions, card_thresholds, use_scratch_weights) -> None:
-    app = _open_page()
+    app = open_page(PAGE)
     studies = metrics.study_table(predictions)
     _assert_counts(app, metrics.confusion_by_type(studies, card_thresholds))
     cached = json.loads((use_scratch_weights / DEFAULT_MODEL / "metrics_valid.json").read_text())
@@ -81,7 +74,7 @@ def test_page_opens_at_the_model_card_thresholds(predictions, card_thresholds, u
 
 
 def test_global_threshold_slider_sets_counts_from_core_metrics(predictions, card_thresholds) -> None:
-    app = _open_page()
+    app = open_page(PAGE)
     studies = metrics.study_table(predictions)
     app.radio(key=MODE_KEY).set_value("global").run()
     app.slider(key=_slider_key("global")).set_value(0.3).run()
@@ -94,7 +87,7 @@ def test_global_threshold_slider_sets_counts_from_core_metrics(predictions, card
 
 
 def test_one_body_part_slider_moves_only_that_body_part(predictions, card_thresholds) -> None:
-    app = _open_page()
+    app = open_page(PAGE)
     studies = metrics.study_table(predictions)
     app.slider(key=_slider_key("XR_HUMERUS")).set_value(0.7).run()
     moved = {**card_thresholds, "XR_HUMERUS": 0.7}
@@ -106,7 +99,7 @@ def test_one_body_part_slider_moves_only_that_body_part(predictions, card_thresh
 
 
 def test_reset_returns_to_the_model_card_thresholds(predictions, card_thresholds) -> None:
-    app = _open_page()
+    app = open_page(PAGE)
     app.slider(key=_slider_key("XR_HUMERUS")).set_value(0.7).run()
     (reset,) = [button for button in app.button if button.label.startswith("Reset")]
     reset.click().run()
@@ -115,7 +108,7 @@ def test_reset_returns_to_the_model_card_thresholds(predictions, card_thresholds
 
 
 def test_image_level_toggle_counts_images(predictions, card_thresholds) -> None:
-    app = _open_page()
+    app = open_page(PAGE)
     app.radio(key="evaluation_level").set_value("image").run()
     assert not app.exception
     expected = metrics.confusion_by_type(predictions, card_thresholds)
@@ -125,7 +118,7 @@ def test_image_level_toggle_counts_images(predictions, card_thresholds) -> None:
 
 
 def test_bootstrap_toggle_adds_intervals_around_the_live_values(predictions, card_thresholds) -> None:
-    app = _open_page()
+    app = open_page(PAGE)
     app.toggle(key="performance_bootstrap").set_value(True).run()
     assert not app.exception
     kappa = metrics.confusion_by_type(metrics.study_table(predictions), card_thresholds)[OVERALL].kappa
@@ -134,7 +127,7 @@ def test_bootstrap_toggle_adds_intervals_around_the_live_values(predictions, car
 
 
 def test_thresholds_survive_a_visit_to_another_page(use_scratch_weights) -> None:
-    app = _open_page()
+    app = open_page(PAGE)
     app.slider(key=_slider_key("XR_FOREARM")).set_value(0.2).run()
     app.switch_page("../pages/model_card.py").run()
     app.switch_page(PAGE).run()
@@ -142,7 +135,7 @@ def test_thresholds_survive_a_visit_to_another_page(use_scratch_weights) -> None
 
 
 def test_thresholds_are_shared_with_error_analysis(card_thresholds) -> None:
-    app = _open_page()
+    app = open_page(PAGE)
     app.slider(key=_slider_key("XR_HUMERUS")).set_value(0.7).run()
     app.switch_page("../pages/error_analysis.py").run()
     assert not app.exception
@@ -160,7 +153,7 @@ def test_pages_run_on_the_shipped_model(monkeypatch) -> None:
         pytest.skip(f"no cached evaluation in {shipped} (run make evaluate)")
     monkeypatch.delenv("MURA_LENS_WEIGHTS_DIR", raising=False)
     monkeypatch.delenv("MURA_ROOT", raising=False)
-    app = _open_page()
+    app = open_page(PAGE)
     _assert_counts_match_cached_metrics(app, json.loads((shipped / "metrics_valid.json").read_text()), "study")
     app.radio(key="evaluation_level").set_value("image").run()
     _assert_counts_match_cached_metrics(app, json.loads((shipped / "metrics_valid.json").read_text()), "image")
@@ -174,6 +167,6 @@ def test_page_without_cached_evaluation_says_how_to_make_it(use_scratch_weights,
     shutil.copytree(use_scratch_weights, weights)
     (weights / DEFAULT_MODEL / "predictions_valid.csv").unlink()
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
-    app = _open_page()
+    app = open_page(PAGE)
     assert any("make evaluate" in info.value for info in app.info)
 

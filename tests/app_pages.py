@@ -1,0 +1,26 @@
+"""Shared AppTest helpers: start the dashboard's entry point and open one of its pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+#: AppTest resolves a relative path against the calling test file, so it gets an absolute one.
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+
+
+def start_app() -> AppTest:
+    """The dashboard after its first run (the default page, Overview)."""
+    return AppTest.from_file(str(APP), default_timeout=120).run()
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def open_page(page: str) -> AppTest:
+    """The dashboard switched to ``page`` (a path relative to dashboard/, e.g. "../pages/explain.py")."""
+    at = start_app().switch_page(page).run()
+    assert_clean(at)
+    return at
