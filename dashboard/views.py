@@ -261,6 +261,9 @@ def show_study_views(
             picture = overlay_with_boxes(pixels, explanation.heatmap, colormap=colormap, opacity=opacity,
                                          heat_threshold=heat_threshold)
             st.image(picture, caption=f"{caption} · {method} → {target}", width="stretch")
+            if not explanation.heatmap.any():
+                # A gradient CAM keeps only evidence *for* the target; none is an answer, not a bug.
+                st.caption(f"Empty map: nothing in this view pushes the model towards {target}.")
     return prediction
 
 

@@ -190,3 +190,22 @@ def test_faithfulness_on_request_and_downloads(use_scratch_weights: Path) -> Non
 ])
 def test_upload_names_are_shown_only_after_sanitising(raw: str, shown: str) -> None:
     assert safe_display_name(raw) == shown
+
+
+def test_an_empty_map_is_explained_not_shown_as_a_blank(use_scratch_weights: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from dashboard import views
+
+    def no_evidence(*args, **kwargs):  # what GradCAM returns when no region supports the target
+        result = explain(*args, **kwargs)
+        return replace(result, heatmap=np.zeros_like(result.heatmap))
+
+    monkeypatch.setattr(views, "explain", no_evidence)
+    pixels = np.random.default_rng(99).integers(0, 255, size=(90, 70), dtype=np.uint8)  # unseen: no cache hit
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    at = open_explain().file_uploader(key="explain_upload").set_value(("empty.png", buffer.getvalue(), "image/png")).run()
+    assert_clean(at)
+    assert any("Empty map" in caption.value for caption in at.caption)
