@@ -16,28 +16,22 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, save_ensemble_checkpoint
+from core import atomic
+from core.models import CARD_FILE, CHECKPOINT_FILE, ModelLoadError, load_model, save_ensemble_checkpoint
 from core.train import LOG_FILE, VAL_PREDICTIONS_FILE, holdout_summary
 
 __all__ = ["combine", "main"]
-
-
-def _member_state(directory: Path) -> tuple[dict, dict]:
-    checkpoint = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    card = json.loads((directory / CARD_FILE).read_text())
-    return checkpoint, card
 
 
 def combine(member_dirs: list[Path], out: Path) -> dict:
     """Write checkpoint, holdout predictions, log and card of the ensemble to ``out``."""
     if len(member_dirs) < 2:
         raise ValueError("an ensemble needs at least two members")
-    loaded = [_member_state(d) for d in member_dirs]
-    archs = {c["arch"] for c, _ in loaded}
-    sizes = {c["input_size"] for c, _ in loaded}
-    splits = {card["training_data"]["split"] for _, card in loaded}
+    members = [load_model(d.name, directory=d.parent) for d in member_dirs]
+    archs = {m.config.name for m in members}
+    sizes = {m.input_size for m in members}
+    splits = {m.card["training_data"]["split"] for m in members}
     if len(archs) != 1 or len(sizes) != 1 or len(splits) != 1:
         raise ValueError("members differ in architecture, input size or holdout split")
     arch, input_size = archs.pop(), sizes.pop()
@@ -50,18 +44,14 @@ def combine(member_dirs: list[Path], out: Path) -> dict:
     ).reset_index()
     thresholds, metrics = holdout_summary(holdout)
 
-    members = []
-    for checkpoint, _ in loaded:
-        member = create_model(arch)
-        member.load_state_dict({k: v.float() for k, v in checkpoint["state_dict"].items()})
-        members.append(member)
     out.mkdir(parents=True, exist_ok=True)
-    save_ensemble_checkpoint(out / CHECKPOINT_FILE, members, arch, input_size)
-    holdout.to_csv(out / VAL_PREDICTIONS_FILE, index=False)
+    save_ensemble_checkpoint(out / CHECKPOINT_FILE, [m.model for m in members], arch, input_size)
+    atomic.write_text(out / VAL_PREDICTIONS_FILE, holdout.to_csv(index=False))
     logs = [pd.read_csv(d / LOG_FILE).assign(member=i) for i, d in enumerate(member_dirs)]
-    pd.concat(logs).to_csv(out / LOG_FILE, index=False)
+    atomic.write_text(out / LOG_FILE, pd.concat(logs).to_csv(index=False))
 
-    base = loaded[0][1]
+    cards = [m.card for m in members]
+    base = cards[0]
     card = base | {
         "name": out.name,
         "description": f"Mean-probability ensemble of {len(members)} {arch} models (different seeds). "
@@ -69,16 +59,14 @@ def combine(member_dirs: list[Path], out: Path) -> dict:
         "members": [
             {"seed": card["recipe"]["seed"], "best_epoch": card["best_epoch"],
              "training_time_seconds": card["training_time_seconds"], "holdout_metrics": card["holdout_metrics"]}
-            for _, card in loaded
+            for card in cards
         ],
-        "training_time_seconds": sum(card["training_time_seconds"] for _, card in loaded),
+        "training_time_seconds": sum(card["training_time_seconds"] for card in cards),
         "holdout_metrics": metrics,
         "thresholds": thresholds,
     }
     del card["best_epoch"]
-    tmp = out / (CARD_FILE + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    tmp.replace(out / CARD_FILE)
+    atomic.write_text(out / CARD_FILE, json.dumps(card, indent=2) + "\n")
     return card
 
 
@@ -89,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         card = combine(args.members, args.out)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(card["holdout_metrics"], indent=2))

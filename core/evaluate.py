@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from core import mura
+from core import atomic, mura
 from core.metrics import summarise
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from core.predict import DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
@@ -68,12 +68,6 @@ def predict_split(loaded: LoadedModel, root: Path, split: str, *, batch_size: in
     return images[PREDICTION_COLUMNS]
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = 1000,
              batch_size: int = 16) -> tuple[Path, Path]:
     """Predict ``split`` and write predictions and metrics beside the model's checkpoint."""
@@ -99,8 +93,8 @@ def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = 1000,
     directory = loaded.directory
     predictions_path = directory / f"predictions_{split}.csv"
     metrics_path = directory / f"metrics_{split}.json"
-    _write_atomically(predictions_path, predictions.to_csv(index=False, float_format="%.6f"))
-    _write_atomically(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    atomic.write_text(predictions_path, predictions.to_csv(index=False, float_format="%.6f"))
+    atomic.write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     return predictions_path, metrics_path
 
 

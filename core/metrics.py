@@ -462,8 +462,12 @@ def calibration(labels: object, probabilities: object, n_bins: int = 10) -> tupl
 
 # --- summary for core.evaluate and the dashboard ------------------------------------------------
 
+def _average_precision(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
+    return float(average_precision_score(labels, probabilities)) if _both_classes(labels) else None
+
+
 def _operating_point_measure(labels: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray) -> _Measure:
-    """AUROC, kappa, sensitivity and specificity of the rows at given positions; works on arrays
+    """AUROC, average precision, kappa, sensitivity and specificity of the rows at given positions; works on arrays
     with the per-row calls precomputed, because it runs a thousand times per group."""
 
     def measure(rows: np.ndarray) -> dict[str, float | None]:
@@ -471,6 +475,7 @@ def _operating_point_measure(labels: np.ndarray, probabilities: np.ndarray, pred
         tn, fp, fn, tp = _counts(sample_labels, sample_predicted)
         return {
             "auroc": _auroc(sample_labels, probabilities[rows]),
+            "average_precision": _average_precision(sample_labels, probabilities[rows]),
             "kappa": _kappa(sample_labels, sample_predicted, tn, tp),
             "sensitivity": _ratio(tp, tp + fn),
             "specificity": _ratio(tn, tn + fp),
@@ -499,6 +504,7 @@ def _group_summary(
         "threshold": threshold,
         "auroc": intervals["auroc"].as_json(),
         "average_precision": pr_curve_points(labels, probabilities).average_precision,
+        "average_precision_ci": intervals["average_precision"].as_json(),
         "kappa": intervals["kappa"].as_json(),
         "sensitivity": intervals["sensitivity"].as_json(),
         "specificity": intervals["specificity"].as_json(),
@@ -512,7 +518,7 @@ def summarise(
     images: pd.DataFrame, thresholds: Thresholds, *, n_boot: int = 1000, seed: int = 0, n_bins: int = 10
 ) -> dict[str, object]:
     """JSON-ready metrics: for each level ("image", "study") and group ("overall", then each
-    study type): counts, AUROC, kappa, sensitivity and specificity with 95% bootstrap intervals
+    study type): counts, AUROC, average precision, kappa, sensitivity and specificity with 95% bootstrap intervals
     (resampling studies), average precision, accuracy, confusion counts and ECE.
 
     Each group is judged at its type's threshold; "overall" judges each row at its own type's

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
+from core import atomic
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -265,16 +267,12 @@ def save_checkpoint(
     path: Path, model: nn.Module, arch: str, input_size: int, *, half: bool = True
 ) -> None:
     """Write a weights-only checkpoint atomically (fp16 storage keeps it small)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"arch": arch, "input_size": input_size, "state_dict": _storable(model, half)}, tmp)
-    tmp.replace(path)
+    atomic.save_torch({"arch": arch, "input_size": input_size, "state_dict": _storable(model, half)}, path)
 
 
 def save_ensemble_checkpoint(
     path: Path, members: list[nn.Module], arch: str, input_size: int, *, half: bool = True
 ) -> None:
     """Write several members of one architecture as one checkpoint, loaded as an ensemble."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
     states = [_storable(member, half) for member in members]
-    torch.save({"arch": arch, "input_size": input_size, "members": states}, tmp)
-    tmp.replace(path)
+    atomic.save_torch({"arch": arch, "input_size": input_size, "members": states}, path)

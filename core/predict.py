@@ -32,6 +32,7 @@ __all__ = [
     "StudyPrediction",
     "configure_threads",
     "model_inputs",
+    "probabilities",
     "predict_batch",
     "predict_images",
     "study_probability",
@@ -59,14 +60,20 @@ def uses_flip_tta(loaded: LoadedModel) -> bool:
     return bool(loaded.card.get("tta", False))
 
 
+def probabilities(model: torch.nn.Module, batch: torch.Tensor, *, flip_tta: bool) -> torch.Tensor:
+    """P(abnormal) (float32) of a prepared batch; with flip TTA, the mean over each image and its
+    mirror. Training's holdout predictions and every inference path share this one definition."""
+    result = torch.sigmoid(model(batch).squeeze(1).float())
+    if flip_tta:
+        mirrored = torch.sigmoid(model(torch.flip(batch, dims=[-1])).squeeze(1).float())
+        result = (result + mirrored) / 2
+    return result
+
+
 @torch.inference_mode()
 def predict_batch(loaded: LoadedModel, batch: torch.Tensor) -> np.ndarray:
-    """P(abnormal) for a prepared batch; with flip TTA, the mean over the image and its mirror."""
-    probabilities = torch.sigmoid(loaded.model(batch).squeeze(1))
-    if uses_flip_tta(loaded):
-        mirrored = torch.sigmoid(loaded.model(torch.flip(batch, dims=[-1])).squeeze(1))
-        probabilities = (probabilities + mirrored) / 2
-    return probabilities.double().numpy()
+    """P(abnormal) for a prepared batch, with the flip TTA the model card asks for."""
+    return probabilities(loaded.model, batch, flip_tta=uses_flip_tta(loaded)).double().numpy()
 
 
 def predict_images(
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
 
     failed = False
-    probabilities: list[float] = []
+    view_probabilities: list[float] = []
     good_files: list[str] = []
     for file in args.files:
         try:
@@ -171,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {_printable(file)}: {exc}", file=sys.stderr)
             failed = True
             continue
-        probabilities.append(float(record["probability"]))
+        view_probabilities.append(float(record["probability"]))
         good_files.append(_printable(file))
         print(json.dumps(record), flush=True)
-    if args.study and probabilities:
-        study = StudyPrediction(tuple(probabilities), study_probability(probabilities),
+    if args.study and view_probabilities:
+        study = StudyPrediction(tuple(view_probabilities), study_probability(view_probabilities),
                                 loaded.threshold_for(args.study_type), args.study_type)
         print(json.dumps({
             "study": good_files,

@@ -33,7 +33,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-from core import mura
+from core import atomic, mura, predict
 from core.metrics import study_table
 from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, get_config, save_checkpoint
 from core.preprocess import border_fill_value, letterbox, to_model_input
@@ -133,22 +133,14 @@ def _augment(canvas: torch.Tensor, fill: float, rotation: float, rng: random.Ran
 def predict_canvases(
     model: torch.nn.Module, canvases: torch.Tensor, batch_size: int = 64, bf16: bool = False
 ) -> np.ndarray:
-    """Probabilities with flip test-time augmentation (mean of the two views' sigmoids)."""
+    """Holdout probabilities with flip test-time augmentation, as the shipped model runs."""
     model.eval()
     out = []
     for start in range(0, len(canvases), batch_size):
-        x = to_model_input(canvases[start : start + batch_size])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x).squeeze(1).float()
-            flipped = model(torch.flip(x, dims=[-1])).squeeze(1).float()
-        out.append(((torch.sigmoid(logits) + torch.sigmoid(flipped)) / 2).numpy())
+            batch = to_model_input(canvases[start : start + batch_size])
+            out.append(predict.probabilities(model, batch, flip_tta=True).numpy())
     return np.concatenate(out) if out else np.empty(0)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def train(config: TrainConfig) -> Path:
@@ -237,8 +229,7 @@ def train(config: TrainConfig) -> Path:
         if study_auroc > best_auroc:
             best_auroc = study_auroc
             save_checkpoint(out / CHECKPOINT_FILE, model, config.arch, config.input_size)
-        tmp = state_path.with_suffix(".tmp")
-        torch.save(
+        atomic.save_torch(
             {
                 "config": asdict(config),
                 "model": model.state_dict(),
@@ -250,9 +241,8 @@ def train(config: TrainConfig) -> Path:
                 "python_rng": random.getstate(),
                 "torch_rng": torch.get_rng_state(),
             },
-            tmp,
+            state_path,
         )
-        tmp.replace(state_path)
 
     # Thresholds come from the shipped (fp16-stored, fp32-run) weights, exactly as users will run them.
     shipped = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
@@ -260,7 +250,7 @@ def train(config: TrainConfig) -> Path:
     frame = holdout_images[["path", "study_type", "patient", "study", "study_path", "label"]].assign(
         probability=predict_canvases(model, holdout_canvases)
     )
-    _atomic_write_text(out / VAL_PREDICTIONS_FILE, frame.to_csv(index=False))
+    atomic.write_text(out / VAL_PREDICTIONS_FILE, frame.to_csv(index=False))
     _write_card(out, config, images, train_images, holdout_images, weights, elapsed)
     return out
 
@@ -341,7 +331,7 @@ def _write_card(out: Path, config: TrainConfig, images: pd.DataFrame, train_imag
             "Research and teaching tool; not a medical device and not for diagnosis.",
         ],
     }
-    _atomic_write_text(out / CARD_FILE, json.dumps(card, indent=2) + "\n")
+    atomic.write_text(out / CARD_FILE, json.dumps(card, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,8 @@
 and the operating-point controls (thresholds) that both pages read.
 
 Everything here works on the predictions core.evaluate cached: no model runs. What does not depend
-on a threshold (tables, ROC/PR curves, calibration, bootstrap CIs of average precision) is computed
-once per predictions file and level (st.cache_data); what a threshold changes (confusion counts,
+on a threshold (tables, ROC/PR curves, calibration) is computed once per predictions file and level
+(st.cache_data), and CIs that core.evaluate cached are read from metrics_valid.json; what a threshold changes (confusion counts,
 kappa, sensitivity, specificity) is recomputed per rerun, vectorised, by core.metrics.
 """
 
@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from sklearn.metrics import average_precision_score
 
 from core import metrics
 from core.metrics import BootstrapInterval, Confusion, PrCurve, RocCurve
@@ -73,13 +72,6 @@ def _group_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return groups
 
 
-def _average_precision(table: pd.DataFrame) -> float | None:
-    labels = table["label"].to_numpy()
-    if labels.min(initial=1) == labels.max(initial=0):
-        return None
-    return float(average_precision_score(labels, table["probability"].to_numpy()))
-
-
 def _predictions_version(model: str) -> tuple[str, float]:
     """(path, mtime) of the cached predictions: the cache key below. Hashing the table itself
     would cost more per rerun than everything a threshold change recomputes."""
@@ -107,21 +99,12 @@ def level_evaluation(model: str, level: str) -> LevelEvaluation | None:
     return _level_evaluation(model, level, _predictions_version(model))
 
 
-@st.cache_data(show_spinner="Bootstrapping average precision…", max_entries=16)
-def _ap_intervals(model: str, level: str, groups: tuple[str, ...],
-                  version: tuple[str, float]) -> dict[str, dict[str, float | int | None]]:
-    predictions = state.read_predictions(model)
-    intervals = {}
-    for group in groups:
-        images = predictions if group == OVERALL else predictions[predictions["study_type"] == group]
-        intervals[group] = metrics.bootstrap_ci(images, _average_precision, n_boot=APP_BOOTSTRAP, level=level).as_json()
-    return intervals
-
-
 def ap_intervals(model: str, level: str, groups: list[str]) -> dict[str, dict[str, float | int | None]]:
-    """Bootstrap 95% CIs of average precision per group (resampling studies; threshold-free, so
-    computed once per predictions file). metrics_valid.json has CIs for AUROC but not for AP."""
-    return _ap_intervals(model, level, tuple(groups), _predictions_version(model))
+    """95% CIs of average precision per group, as core.evaluate cached them in metrics_valid.json
+    (threshold-free, so computed once offline). Groups the file lacks get no interval."""
+    cached = (state.read_metrics(model) or {}).get(level, {})
+    return {group: cached[group]["average_precision_ci"] for group in groups
+            if "average_precision_ci" in cached.get(group, {})}
 
 
 # cache_resource hands out the same Figure without copying it: st.plotly_chart only reads it, and

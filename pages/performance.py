@@ -132,8 +132,8 @@ pr_column.plotly_chart(
     key="performance_pr",
 )
 st.caption(
-    "Legends: AUROC with the cached evaluation's 95% CI; average precision with a "
-    f"{evaluation.APP_BOOTSTRAP}-resample bootstrap CI. Diamonds mark your current operating points."
+    "Legends: AUROC and average precision with the cached evaluation's 95% bootstrap CIs "
+    "(resampling studies). Diamonds mark your current operating points."
 )
 
 st.subheader("Calibration")
