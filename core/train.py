@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
-from sklearn.model_selection import GroupShuffleSplit
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
@@ -38,7 +38,8 @@ from core.metrics import study_table
 from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, get_config, save_checkpoint
 from core.preprocess import border_fill_value, letterbox, to_model_input
 
-__all__ = ["TrainConfig", "patient_split", "study_type_weights", "choose_threshold", "holdout_summary", "main"]
+__all__ = ["TrainConfig", "patient_split", "split_description", "study_type_weights", "choose_threshold",
+           "holdout_summary", "subset_counts", "main"]
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "training_log.csv"
@@ -59,6 +60,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     rotation: float = 30.0
     holdout_fraction: float = 0.15
+    #: With ``folds`` > 1 the holdout is fold ``fold`` of a patient-level K-fold split instead
+    #: (members trained on every fold give out-of-fold predictions for all of train/).
+    folds: int = 0
+    fold: int = 0
     seed: int = 0
     split_seed: int = 0
     threads: int = 2
@@ -72,11 +77,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def patient_split(images: pd.DataFrame, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of (training, holdout) rows, with every patient on one side only."""
+def patient_split(
+    images: pd.DataFrame, fraction: float, seed: int, *, folds: int = 0, fold: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of (training, holdout) rows, with every patient on one side only.
+
+    ``folds`` > 1 holds out fold ``fold`` of a shuffled patient-level K-fold split (the folds of
+    one seed are disjoint and cover every patient); otherwise a random ``fraction`` of patients.
+    """
+    if folds > 1:
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold must be in 0..{folds - 1}, got {fold}")
+        splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        return list(splitter.split(images, groups=images["patient"]))[fold]
     splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
     train_idx, holdout_idx = next(splitter.split(images, groups=images["patient"]))
     return train_idx, holdout_idx
+
+
+def split_description(config: "TrainConfig") -> str:
+    """How the holdout was drawn, in the words the model card (and core.ensemble) use."""
+    if config.folds > 1:
+        return (f"patient-level {config.folds}-fold split (GroupKFold, shuffled, seed {config.split_seed}), "
+                f"fold {config.fold} held out; MURA valid/ never used for training or selection")
+    return (f"patient-level GroupShuffleSplit, {config.holdout_fraction:.0%} of patients held out, "
+            f"seed {config.split_seed}; MURA valid/ never used for training or selection")
 
 
 def study_type_weights(images: pd.DataFrame) -> dict[str, tuple[float, float]]:
@@ -131,14 +156,15 @@ def _augment(canvas: torch.Tensor, fill: float, rotation: float, rng: random.Ran
 
 @torch.inference_mode()
 def predict_canvases(
-    model: torch.nn.Module, canvases: torch.Tensor, batch_size: int = 64, bf16: bool = False
+    model: torch.nn.Module, canvases: torch.Tensor, arch: str, batch_size: int = 64, bf16: bool = False
 ) -> np.ndarray:
     """Holdout probabilities with flip test-time augmentation, as the shipped model runs."""
+    config = get_config(arch)
     model.eval()
     out = []
     for start in range(0, len(canvases), batch_size):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            batch = to_model_input(canvases[start : start + batch_size])
+            batch = to_model_input(canvases[start : start + batch_size], config.mean, config.std)
             out.append(predict.probabilities(model, batch, flip_tta=True).numpy())
     return np.concatenate(out) if out else np.empty(0)
 
@@ -154,7 +180,9 @@ def train(config: TrainConfig) -> Path:
     if images.empty:
         raise SystemExit(f"error: no training images of {', '.join(config.study_types)} under {root}")
     # The split has its own seed, so ensemble members trained with different seeds share one holdout.
-    train_idx, holdout_idx = patient_split(images, config.holdout_fraction, config.split_seed)
+    train_idx, holdout_idx = patient_split(
+        images, config.holdout_fraction, config.split_seed, folds=config.folds, fold=config.fold
+    )
     train_images, holdout_images = images.iloc[train_idx], images.iloc[holdout_idx]
     files = [mura.image_file(root, p) for p in images["path"]]
     canvases, fills = _load_canvases(files, config.input_size)
@@ -167,9 +195,12 @@ def train(config: TrainConfig) -> Path:
     negative_w = torch.tensor([weights[t][1] for t in train_images["study_type"]])
     sample_weights = torch.where(labels > 0.5, positive_w, negative_w)
 
+    arch_config = get_config(config.arch)
     model = create_model(config.arch, pretrained=config.pretrained)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
+    if len(train_idx) % config.batch_size == 1 and steps_per_epoch > 1:
+        steps_per_epoch -= 1  # a last batch of one image breaks BatchNorm: it joins the batch before
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.max_lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
     )
@@ -196,14 +227,15 @@ def train(config: TrainConfig) -> Path:
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                    mininterval=10)
         for step in bar:
-            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            last = step == steps_per_epoch - 1
+            batch = order[step * config.batch_size : None if last else (step + 1) * config.batch_size]
             augmented = torch.stack(
                 [_augment(train_canvases[i], float(train_fills[i]), config.rotation, rng) for i in batch]
             )
             target = labels[batch] * (1 - config.label_smoothing) + 0.5 * config.label_smoothing
             # bf16 autocast trains about 3x faster on this CPU (AVX512-BF16); weights stay fp32.
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                logits = model(to_model_input(augmented)).squeeze(1).float()
+                logits = model(to_model_input(augmented, arch_config.mean, arch_config.std)).squeeze(1).float()
             loss = F.binary_cross_entropy_with_logits(logits, target, weight=sample_weights[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -211,7 +243,7 @@ def train(config: TrainConfig) -> Path:
             scheduler.step()
             total_loss += float(loss.detach()) * len(batch)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        holdout_prob = predict_canvases(model, holdout_canvases, bf16=config.bf16)
+        holdout_prob = predict_canvases(model, holdout_canvases, config.arch, bf16=config.bf16)
         studies = study_table(holdout_images.assign(probability=holdout_prob))
         image_auroc = roc_auc_score(holdout_images["label"], holdout_prob)
         study_auroc = roc_auc_score(studies["label"], studies["probability"])
@@ -248,7 +280,7 @@ def train(config: TrainConfig) -> Path:
     shipped = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() for k, v in shipped["state_dict"].items()})
     frame = holdout_images[["path", "study_type", "patient", "study", "study_path", "label"]].assign(
-        probability=predict_canvases(model, holdout_canvases)
+        probability=predict_canvases(model, holdout_canvases, config.arch)
     )
     atomic.write_text(out / VAL_PREDICTIONS_FILE, frame.to_csv(index=False))
     _write_card(out, config, images, train_images, holdout_images, weights, elapsed)
@@ -280,34 +312,35 @@ def _append_log(path: Path, row: dict, restart: bool) -> None:
         writer.writerow(row)
 
 
+def subset_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Images, studies, patients and abnormal images per study type, as model cards list them."""
+    return {
+        t: {"images": int(len(g)), "studies": int(g["study_path"].nunique()),
+            "patients": int(g["patient"].nunique()), "abnormal_images": int(g["label"].sum())}
+        for t, g in frame.groupby("study_type")
+    }
+
+
 def _write_card(out: Path, config: TrainConfig, images: pd.DataFrame, train_images: pd.DataFrame,
                 holdout_images: pd.DataFrame, weights: dict, elapsed: float) -> None:
     """Model card for the best epoch: data, recipe, holdout metrics and thresholds."""
     thresholds, holdout_metrics = holdout_summary(pd.read_csv(out / VAL_PREDICTIONS_FILE))
     log = pd.read_csv(out / LOG_FILE)
 
-    def counts(frame: pd.DataFrame) -> dict:
-        return {
-            t: {"images": int(len(g)), "studies": int(g["study_path"].nunique()),
-                "patients": int(g["patient"].nunique()), "abnormal_images": int(g["label"].sum())}
-            for t, g in frame.groupby("study_type")
-        }
-
     card = {
         "name": out.name,
         "architecture": config.arch,
         "description": get_config(config.arch).description,
-        "initialisation": "ImageNet (torchvision IMAGENET1K_V1 weights)" if config.pretrained else "random",
+        "initialisation": get_config(config.arch).initialisation if config.pretrained else "random",
         "input": f"{config.input_size}x{config.input_size} greyscale letterboxed (padding = median border value), "
-                 "copied to 3 channels, ImageNet normalisation",
+                 "copied to 3 channels, normalised as the pretrained weights expect",
         "output": "one logit; sigmoid = probability the radiograph is abnormal; study = mean of its views",
         "training_data": {
             "source": "MURA v1.1 train/ (Stanford AIMI), study types " + ", ".join(config.study_types),
-            "all": counts(images),
-            "fit": counts(train_images),
-            "holdout": counts(holdout_images),
-            "split": f"patient-level GroupShuffleSplit, {config.holdout_fraction:.0%} of patients held out, "
-                     f"seed {config.split_seed}; MURA valid/ never used for training or selection",
+            "all": subset_counts(images),
+            "fit": subset_counts(train_images),
+            "holdout": subset_counts(holdout_images),
+            "split": split_description(config),
         },
         "recipe": {k: v for k, v in asdict(config).items() if k not in ("mura_root", "out")} | {
             "optimizer": "AdamW", "schedule": "one-cycle", "loss": "BCE weighted per study type (MURA paper)",
@@ -340,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", required=True)
     parser.add_argument("--out", required=True, help="output folder, e.g. weights/mura_mobilenet_v2")
     parser.add_argument("--study-types", nargs="+", default=list(TrainConfig.study_types))
-    for name in ("input_size", "epochs", "batch_size", "seed", "split_seed", "threads"):
+    for name in ("input_size", "epochs", "batch_size", "seed", "split_seed", "folds", "fold", "threads"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainConfig, name))
     for name in ("max_lr", "weight_decay", "label_smoothing", "rotation", "holdout_fraction"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainConfig, name))

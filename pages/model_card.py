@@ -81,7 +81,8 @@ if training_data:
     if not counts.empty:
         st.dataframe(counts, hide_index=True, width="stretch")
         st.caption("fit: what the weights were trained on; holdout: train/ patients kept aside to pick the "
-                   "epoch and the thresholds.")
+                   "epoch and the thresholds (in a cross-validated ensemble every fold is a holdout, each "
+                   "predicted by the member that never trained on it).")
 
 thresholds = card.get("thresholds") or {}
 holdout = card.get("holdout_metrics") or {}
@@ -101,7 +102,9 @@ if members:
     st.subheader("Ensemble members")
     st.caption("The shipped probability is the mean of the members' probabilities.")
     st.dataframe(pd.DataFrame([
-        {"Member": index, "Seed": member.get("seed"), "Kept epoch": member.get("best_epoch"),
+        {"Member": index, "Seed": member.get("seed"),
+         **({"Fold": member["fold"]} if member.get("fold") is not None else {}),
+         "Kept epoch": member.get("best_epoch"),
          "Training time": _duration(member.get("training_time_seconds")),
          **{f"{group_label(k)} holdout study AUROC": v.get("study_auroc")
             for k, v in (member.get("holdout_metrics") or {}).items()}}

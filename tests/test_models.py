@@ -29,6 +29,34 @@ def test_registry_has_the_papers_network_and_a_cpu_one() -> None:
         ), "in-place activations break gradient hooks"
 
 
+def test_efficientnet_lite0_runs_every_cam_layer_and_keeps_its_own_normalisation() -> None:
+    config = models.get_config("efficientnet_lite0")
+    assert config.input_size == 224
+    # TF-Lite weights: (pixel - 127) / 128 on 0-255 pixels.
+    grey = torch.tensor([[[0, 127, 255]]], dtype=torch.uint8)[None]
+    normalised = to_model_input(grey, config.mean, config.std)
+    torch.testing.assert_close(normalised[0, :, 0, 1], torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(normalised[0, :, 0, 2], torch.full((3,), 128 / 128.0), atol=1e-6, rtol=0)
+    model = models.create_model("efficientnet_lite0").eval()
+    seen: dict[str, int] = {}
+    for path in config.cam_layers.values():
+        models.resolve_layer(model, path).register_forward_hook(
+            lambda module, inputs, output, path=path: seen.__setitem__(path, seen.get(path, 0) + 1)
+        )
+    with torch.inference_mode():
+        assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 1)
+    # Each CAM layer fires exactly once per forward (a shared activation would fire twice).
+    assert seen == {path: 1 for path in config.cam_layers.values()}
+
+
+def test_efficientnet_lite0_pretrained_weights_load_offline() -> None:
+    pretrained = models.create_model("efficientnet_lite0", pretrained=True)
+    scratch = models.create_model("efficientnet_lite0", pretrained=False)
+    stem = "_conv_stem.weight"
+    assert not torch.equal(pretrained.state_dict()[stem], scratch.state_dict()[stem])
+    assert set(pretrained.state_dict()) == set(scratch.state_dict())
+
+
 def test_unknown_architecture_names_the_known_ones() -> None:
     with pytest.raises(models.ModelLoadError, match="mobilenet_v2"):
         models.get_config("resnet9000")

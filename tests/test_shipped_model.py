@@ -1,8 +1,8 @@
-"""The shipped model and its cached evaluation can never drift apart.
+"""The shipped models and their cached evaluations can never drift apart.
 
-Real-data checks on ../shared/mura (skipped with a reason when absent): the checkpoint's
-predictions equal the cached predictions_valid.csv rows, and the AUROCs in metrics_valid.json
-are what predictions_valid.csv and the official labels give.
+Every model folder under weights/ is checked. Real-data checks on ../shared/mura (skipped with a
+reason when absent): the checkpoint's predictions equal the cached predictions_valid.csv rows, and
+the AUROCs in metrics_valid.json are what predictions_valid.csv and the official labels give.
 """
 
 from __future__ import annotations
@@ -17,29 +17,39 @@ from sklearn.metrics import roc_auc_score
 from core import mura
 from core.imaging import load_radiograph
 from core.metrics import study_table
-from core.models import CARD_FILE, DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR, load_model
+from core.models import CARD_FILE, DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR, list_shipped_models, load_model
 from core.predict import predict_images
 
-MODEL_DIR = SHIPPED_WEIGHTS_DIR / DEFAULT_MODEL
+SHIPPED = list_shipped_models(SHIPPED_WEIGHTS_DIR)
+
+
+@pytest.fixture(scope="module", params=SHIPPED)
+def model_name(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def cached() -> pd.DataFrame:
-    return pd.read_csv(MODEL_DIR / "predictions_valid.csv")
+def cached(model_name: str) -> pd.DataFrame:
+    return pd.read_csv(SHIPPED_WEIGHTS_DIR / model_name / "predictions_valid.csv")
 
 
 @pytest.fixture(scope="module")
-def metrics() -> dict:
-    return json.loads((MODEL_DIR / "metrics_valid.json").read_text())
+def metrics(model_name: str) -> dict:
+    return json.loads((SHIPPED_WEIGHTS_DIR / model_name / "metrics_valid.json").read_text())
 
 
-def test_shipped_model_has_card_weights_and_cache() -> None:
-    card = json.loads((MODEL_DIR / CARD_FILE).read_text())
+def test_the_default_model_is_shipped() -> None:
+    assert DEFAULT_MODEL in SHIPPED
+
+
+def test_shipped_model_has_card_weights_and_cache(model_name: str) -> None:
+    directory = SHIPPED_WEIGHTS_DIR / model_name
+    card = json.loads((directory / CARD_FILE).read_text())
     for key in ("architecture", "initialisation", "training_data", "recipe", "thresholds", "limitations",
                 "training_time_seconds", "holdout_metrics"):
         assert key in card, key
-    assert (MODEL_DIR / "checkpoint.pt").stat().st_size < 50 * 2**20
-    assert (MODEL_DIR / "training_log.csv").is_file()
+    assert (directory / "checkpoint.pt").stat().st_size < 50 * 2**20
+    assert (directory / "training_log.csv").is_file()
 
 
 def test_cached_predictions_cover_the_valid_split_present(cached: pd.DataFrame, mura_root: Path) -> None:
@@ -51,8 +61,8 @@ def test_cached_predictions_cover_the_valid_split_present(cached: pd.DataFrame, 
 
 
 @pytest.mark.mura
-def test_checkpoint_reproduces_cached_probabilities(cached: pd.DataFrame, mura_root: Path) -> None:
-    loaded = load_model(DEFAULT_MODEL, directory=SHIPPED_WEIGHTS_DIR)
+def test_checkpoint_reproduces_cached_probabilities(model_name: str, cached: pd.DataFrame, mura_root: Path) -> None:
+    loaded = load_model(model_name, directory=SHIPPED_WEIGHTS_DIR)
     sample = pd.concat([g.head(3) for _, g in cached.groupby("study_type")])
     pixels = [load_radiograph(mura.image_file(mura_root, p)).pixels for p in sample["path"]]
     fresh = predict_images(loaded, pixels)

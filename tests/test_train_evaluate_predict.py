@@ -74,6 +74,20 @@ def test_patient_split_never_shares_a_patient(fake_root: Path) -> None:
     assert (again[1] == holdout).all()
 
 
+def test_k_fold_split_covers_every_patient_once(fake_root: Path) -> None:
+    from core import mura
+
+    images = mura.read_images(fake_root, "train")
+    holdouts = [train_cli.patient_split(images, 0.3, seed=3, folds=4, fold=k)[1] for k in range(4)]
+    patients = [set(images.iloc[h]["patient"]) for h in holdouts]
+    assert sum(len(p) for p in patients) == images["patient"].nunique() == len(set().union(*patients))
+    fit, holdout = train_cli.patient_split(images, 0.3, seed=3, folds=4, fold=1)
+    assert not set(images.iloc[fit]["patient"]) & set(images.iloc[holdout]["patient"])
+    assert len(fit) + len(holdout) == len(images)
+    with pytest.raises(ValueError, match="fold"):
+        train_cli.patient_split(images, 0.3, seed=3, folds=4, fold=4)
+
+
 def test_threshold_maximises_kappa() -> None:
     # At 0.3 one normal is called abnormal (kappa 0.714); at 0.8 one abnormal is missed (kappa 0.75).
     labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
@@ -233,6 +247,32 @@ def test_ensemble_averages_member_probabilities(weights: Path, fake_root: Path, 
     assert pair.layer_paths(next(iter(pair.cam_layers)))[1].startswith("members.1.")
     with pytest.raises(ValueError, match="at least two"):
         ensemble.combine([second], tmp_path / "solo")
+
+
+def test_cross_validated_ensemble_chooses_thresholds_out_of_fold(fake_root: Path, tmp_path: Path) -> None:
+    from core import ensemble
+
+    folds = []
+    for fold in range(2):
+        out = tmp_path / f"fold{fold}"
+        assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", "--seed",
+                               str(fold), "--folds", "2", "--fold", str(fold), *TINY]) == 0
+        folds.append(out)
+    card = ensemble.combine(folds, tmp_path / "cv")
+    out_of_fold = pd.read_csv(tmp_path / "cv" / train_cli.VAL_PREDICTIONS_FILE)
+    member_rows = pd.concat([pd.read_csv(f / train_cli.VAL_PREDICTIONS_FILE) for f in folds])
+    # Every train image once, with the probability of the member that held its fold out.
+    from core import mura
+
+    assert sorted(out_of_fold["path"]) == sorted(mura.read_images(fake_root, "train")["path"])
+    merged = out_of_fold.merge(member_rows, on="path", suffixes=("", "_member"))
+    np.testing.assert_allclose(merged["probability"], merged["probability_member"])
+    thresholds, _ = train_cli.holdout_summary(out_of_fold)
+    assert card["thresholds"] == thresholds
+    assert "out-of-fold" in card["threshold_rule"] and [m["fold"] for m in card["members"]] == [0, 1]
+    assert card["training_data"]["holdout"] == train_cli.subset_counts(out_of_fold)
+    with pytest.raises(ValueError, match="same fold"):
+        ensemble.combine([folds[0], folds[0]], tmp_path / "twice")
 
 
 def test_ensemble_cams_reach_every_member(tmp_path: Path) -> None:
