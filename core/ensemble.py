@@ -115,7 +115,7 @@ def _shared_holdout(members: list, holdouts: list[pd.DataFrame]) -> pd.DataFrame
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.ensemble", description=__doc__.split("\n\n")[0])
     parser.add_argument("--members", nargs="+", type=Path, required=True, help="core.train output folders")
-    parser.add_argument("--out", type=Path, required=True, help="e.g. weights/mura_mobilenet_v2")
+    parser.add_argument("--out", type=Path, required=True, help="e.g. weights/mura_efficientnet_lite0")
     args = parser.parse_args(argv)
     try:
         card = combine(args.members, args.out)

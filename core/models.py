@@ -51,7 +51,7 @@ def weights_dir() -> Path:
     """Where model folders live: MURA_LENS_WEIGHTS_DIR if set (tests, extra models), else weights/."""
     return Path(os.environ.get("MURA_LENS_WEIGHTS_DIR") or SHIPPED_WEIGHTS_DIR)
 #: The model the dashboard and CLIs use when none is named (a folder under weights/).
-DEFAULT_MODEL = "mura_mobilenet_v2"
+DEFAULT_MODEL = "mura_efficientnet_lite0"
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CARD_FILE = "model_card.json"

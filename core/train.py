@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mura-root", required=True)
     parser.add_argument("--arch", required=True)
-    parser.add_argument("--out", required=True, help="output folder, e.g. weights/mura_mobilenet_v2")
+    parser.add_argument("--out", required=True, help="output folder, e.g. runs/fold0")
     parser.add_argument("--study-types", nargs="+", default=list(TrainConfig.study_types))
     for name in ("input_size", "epochs", "batch_size", "seed", "split_seed", "folds", "fold", "threads"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainConfig, name))
