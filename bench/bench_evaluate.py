@@ -20,7 +20,7 @@ import torch
 from core import mura
 from core.evaluate import predict_split
 from core.models import DEFAULT_MODEL, load_model
-from core.predict import DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
+from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
 
 
 def main() -> int:
@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--split", default="valid")
     parser.add_argument("--limit", type=int, default=160, help="images per measurement (0 = the whole split)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     args = parser.parse_args()
     configure_threads(args.threads)

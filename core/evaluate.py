@@ -26,7 +26,7 @@ from tqdm import tqdm
 from core import atomic, mura
 from core.metrics import summarise
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
-from core.predict import DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
+from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
 
 __all__ = ["PREDICTION_COLUMNS", "predict_split", "evaluate", "main"]
 
@@ -53,7 +53,7 @@ def _batches(root: Path, paths: list[str], loaded: LoadedModel, batch_size: int)
             yield batch
 
 
-def predict_split(loaded: LoadedModel, root: Path, split: str, *, batch_size: int = 16,
+def predict_split(loaded: LoadedModel, root: Path, split: str, *, batch_size: int = DEFAULT_BATCH_SIZE,
                   progress: bool = True, limit: int | None = None) -> pd.DataFrame:
     """One row per present image of ``split`` (the first ``limit`` only, for benchmarks):
     official path, metadata, label, probability."""
@@ -69,7 +69,7 @@ def predict_split(loaded: LoadedModel, root: Path, split: str, *, batch_size: in
 
 
 def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = 1000,
-             batch_size: int = 16) -> tuple[Path, Path]:
+             batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[Path, Path]:
     """Predict ``split`` and write predictions and metrics beside the model's checkpoint."""
     loaded = load_model(model_name)
     started = time.perf_counter()
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=mura.SPLITS, default="valid")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     args = parser.parse_args(argv)
     configure_threads(args.threads)
