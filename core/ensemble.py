@@ -59,7 +59,7 @@ def combine(member_dirs: list[Path], out: Path) -> dict:
                           else "(different seeds). ")
                        + base["description"],
         "members": [
-            {"seed": card["recipe"]["seed"], "fold": card["recipe"].get("fold") if cross_validated else None,
+            {"seed": card["recipe"]["seed"], **({"fold": card["recipe"]["fold"]} if cross_validated else {}),
              "best_epoch": card["best_epoch"], "training_time_seconds": card["training_time_seconds"],
              "holdout_metrics": card["holdout_metrics"]}
             for card in cards
@@ -69,6 +69,10 @@ def combine(member_dirs: list[Path], out: Path) -> dict:
         "thresholds": thresholds,
     }
     del card["best_epoch"]
+    # The members' own settings where they differ; everything else is the same for every member.
+    card["recipe"] = base["recipe"] | {"seed": [c["recipe"]["seed"] for c in cards]}
+    if cross_validated:
+        card["recipe"]["fold"] = [c["recipe"]["fold"] for c in cards]
     if cross_validated:
         training_data = {k: v for k, v in base["training_data"].items() if k != "fit"}
         card["training_data"] = training_data | {

@@ -271,6 +271,7 @@ def test_cross_validated_ensemble_chooses_thresholds_out_of_fold(fake_root: Path
     assert card["thresholds"] == thresholds
     assert "out-of-fold" in card["threshold_rule"] and [m["fold"] for m in card["members"]] == [0, 1]
     assert card["training_data"]["holdout"] == train_cli.subset_counts(out_of_fold)
+    assert card["recipe"]["fold"] == [0, 1] and card["recipe"]["seed"] == [0, 1]
     with pytest.raises(ValueError, match="same fold"):
         ensemble.combine([folds[0], folds[0]], tmp_path / "twice")
 
