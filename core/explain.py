@@ -394,6 +394,17 @@ def _run_cam(
     report: Callable[[float], None],
 ) -> tuple[np.ndarray, float]:
     """The canvas-sized (S, S) map and the logit of the unaugmented input."""
+    if info.gradients == "second_order" and len(layer_paths) > 1:
+        # ShapleyCAM's Hessian-vector product frees the graph after the first target layer
+        # (pytorch_grad_cam passes retain_graph=False), so an ensemble's layers (one per member)
+        # run one at a time. The library combines layers as the mean of their [0, 1]-scaled
+        # maps; each single-layer map is already scaled, and _image_heatmap rescales the
+        # result, so the mean here gives the library's map.
+        runs = [
+            _run_cam(network, method, info, [path], model_input, target, aug_smooth, eigen_smooth, report)
+            for path in layer_paths
+        ]
+        return np.mean([canvas for canvas, _ in runs], axis=0), runs[0][1]
     # pytorch_grad_cam pairs the i-th target layer with the i-th activation it recorded,
     # and records them in execution order: list the layers in that order (AblationCAM
     # swaps out the layer it is given). Module order is execution order in these networks.
