@@ -184,8 +184,12 @@ class _EfficientNetLite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._stem_act(self._bn0(self._conv_stem(x)))
         for index, block in enumerate(self._blocks):
-            # Stochastic depth grows linearly with depth, as in the package's own forward.
-            x = block(x, drop_connect_rate=self._drop_connect_rate * index / len(self._blocks))
+            if self.training:
+                # Stochastic depth grows linearly with depth, as in the package's own forward.
+                x = block(x, drop_connect_rate=self._drop_connect_rate * index / len(self._blocks))
+            else:
+                # Inference drops nothing; a plain call also lets AblationCAM swap a block out.
+                x = block(x)
         x = self._head_act(self._bn1(self._conv_head(x)))
         return self._fc(self._dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
 

@@ -198,6 +198,19 @@ def test_efficientnet_lite0_gives_a_map_on_every_cam_layer() -> None:
     assert _no_hooks_at_all(model)
 
 
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_runs_on_efficientnet_lite0(method: str) -> None:
+    # AblationCAM swaps the target block for its own layer, called with the input alone.
+    torch.manual_seed(0)
+    config = get_config("efficientnet_lite0")
+    model = create_model("efficientnet_lite0", pretrained=True).eval().requires_grad_(False)
+    lite = LoadedModel("lite_test", model, config, 64, {}, Path("."))
+    pixels = _radiograph_like(50, 40)
+    result = explain(lite, pixels, method=method, layers=["block 5 (40 ch, stride 8)"])
+    assert result.heatmap.shape == (50, 40) and np.isfinite(result.heatmap).all()
+    assert result.probability == pytest.approx(_inference_probability(lite, pixels), abs=1e-5)
+
+
 def test_default_layer_is_the_first_cam_layer(mobilenet: LoadedModel) -> None:
     result = explain(mobilenet, _radiograph_like(120, 90))
     assert result.layers == (next(iter(mobilenet.cam_layers)),)
