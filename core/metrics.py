@@ -50,6 +50,7 @@ __all__ = [
     "row_thresholds",
     "roc_curve_points",
     "pr_curve_points",
+    "auroc",
     "confusion_at",
     "confusion_by_type",
     "bootstrap_ci",
@@ -323,6 +324,11 @@ def _auroc(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
         return None
     fpr, tpr, _ = roc_curve(labels, probabilities)
     return float(area_under_curve(fpr, tpr))
+
+
+def auroc(labels: object, probabilities: object) -> float | None:
+    """Area under the ROC curve, or None when only one class is present."""
+    return _auroc(*_binary_arrays(labels, probabilities))
 
 
 # --- bootstrap ----------------------------------------------------------------------------------
