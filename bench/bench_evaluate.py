@@ -15,12 +15,12 @@ import resource
 import sys
 import time
 
-import torch
 
 from core import mura
 from core.evaluate import predict_split
 from core.models import DEFAULT_MODEL, load_model
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
+from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
 
 
 def main() -> int:
@@ -55,8 +55,7 @@ def main() -> int:
     pipeline = len(full) / (time.perf_counter() - started)
 
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"machine: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, model {loaded.name} "
-          f"({loaded.config.name}, {loaded.input_size} px, flip TTA {'on' if loaded.card.get('tta') else 'off'})")
+    print(setup_line(loaded))
     print(f"bare batched inference : {bare:6.2f} img/s (pre-decoded inputs, batch {args.batch_size})")
     print(f"core.evaluate pipeline : {pipeline:6.2f} img/s (decode + letterbox + inference, {len(full)} images)")
     print(f"ratio                  : {pipeline / bare:6.2f} (target >= 0.75)")

@@ -12,7 +12,6 @@ and normalisation. Runs alternate so both see the same machine load; medians are
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ import torch
 from core.explain import explain
 from core.models import DEFAULT_MODEL, load_model
 from core.predict import DEFAULT_THREADS, configure_threads, model_inputs, predict_images
+from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
 
 
 def _timed(function) -> float:
@@ -63,9 +63,7 @@ def main() -> int:
         timings["forward"].append(_timed(forward))
         timings["predict+GradCAM"].append(_timed(predict_and_explain))
     medians = {name: statistics.median(values) * 1000 for name, values in timings.items()}
-    print(f"machine: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; model {loaded.name} "
-          f"({loaded.config.name}, input {loaded.input_size} px, flip TTA {'on' if loaded.card.get('tta') else 'off'}); "
-          f"image {args.size}x{args.size}; {args.repeats} repeats")
+    print(f"{setup_line(loaded)}; image {args.size}x{args.size}; {args.repeats} repeats")
     print(f"forward only (inference)      : {medians['forward']:7.1f} ms")
     print(f"forward+backward (the floor)  : {medians['floor']:7.1f} ms")
     print(f"predict + GradCAM             : {medians['predict+GradCAM']:7.1f} ms")

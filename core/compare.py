@@ -25,6 +25,27 @@ from core.models import weights_dir
 __all__ = ["paired_auroc_difference", "compare_models", "main"]
 
 
+def _paired(studies_a: pd.DataFrame, studies_b: pd.DataFrame) -> pd.DataFrame:
+    """The studies both tables hold, one row each: A's columns plus B's probability (``probability_b``)."""
+    paired = studies_a.merge(studies_b[["study_path", "label", "probability"]], on="study_path",
+                             suffixes=("", "_b"), validate="one_to_one")
+    if not (paired["label"] == paired["label_b"]).all():
+        raise MetricsInputError("the two prediction tables disagree on a study's label")
+    if paired.empty:
+        raise MetricsInputError("the two models share no study")
+    return paired.drop(columns=["label_b"])
+
+
+def _difference(paired: pd.DataFrame) -> float | None:
+    first, second = auroc(paired["label"], paired["probability"]), auroc(paired["label"], paired["probability_b"])
+    return None if first is None or second is None else first - second
+
+
+def _bootstrap_difference(paired: pd.DataFrame, n_boot: int, seed: int) -> BootstrapInterval:
+    # One row per study, so resampling rows at the image level resamples studies.
+    return bootstrap_ci(paired, _difference, n_boot=n_boot, seed=seed, level="image")
+
+
 def paired_auroc_difference(
     studies_a: pd.DataFrame, studies_b: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0
 ) -> BootstrapInterval:
@@ -33,20 +54,7 @@ def paired_auroc_difference(
     Both tables are study tables (:func:`core.metrics.study_table`); studies present in only one
     are left out, and a study's label must agree between them.
     """
-    paired = studies_a.merge(studies_b[["study_path", "label", "probability"]], on="study_path",
-                             suffixes=("", "_b"), validate="one_to_one")
-    if not (paired["label"] == paired["label_b"]).all():
-        raise MetricsInputError("the two prediction tables disagree on a study's label")
-    if paired.empty:
-        raise MetricsInputError("the two models share no study")
-
-    def difference(table: pd.DataFrame) -> float | None:
-        labels = table["label"].to_numpy()
-        first, second = auroc(labels, table["probability"]), auroc(labels, table["probability_b"])
-        return None if first is None or second is None else first - second
-
-    # One row per study, so resampling rows at the image level resamples studies.
-    return bootstrap_ci(paired.drop(columns=["label_b"]), difference, n_boot=n_boot, seed=seed, level="image")
+    return _bootstrap_difference(_paired(studies_a, studies_b), n_boot, seed)
 
 
 def compare_models(model_a: str, model_b: str, split: str = "valid", *, n_boot: int = 1000,
@@ -59,21 +67,17 @@ def compare_models(model_a: str, model_b: str, split: str = "valid", *, n_boot: 
         if not path.is_file():
             raise FileNotFoundError(f"no cached predictions at {path}")
         tables.append(study_table(pd.read_csv(path)))
-    shared = set(tables[0]["study_path"]) & set(tables[1]["study_path"])
-    studies_a, studies_b = (t[t["study_path"].isin(shared)] for t in tables)
-    groups = {OVERALL: studies_a} | dict(iter(studies_a.groupby("study_type")))
-    report = {}
-    for group, rows in groups.items():
-        others = studies_b[studies_b["study_path"].isin(rows["study_path"])]
-        labels = rows["label"].to_numpy()
-        aligned_b = others.set_index("study_path").loc[rows["study_path"], "probability"].to_numpy()
-        report[group] = {
+    paired = _paired(*tables)
+    groups = {OVERALL: paired} | dict(iter(paired.groupby("study_type")))
+    return {
+        group: {
             "studies": int(len(rows)),
-            "auroc_a": auroc(labels, rows["probability"]),
-            "auroc_b": auroc(labels, aligned_b),
-            "difference": paired_auroc_difference(rows, others, n_boot=n_boot).as_json(),
+            "auroc_a": auroc(rows["label"], rows["probability"]),
+            "auroc_b": auroc(rows["label"], rows["probability_b"]),
+            "difference": _bootstrap_difference(rows, n_boot, seed=0).as_json(),
         }
-    return report
+        for group, rows in groups.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

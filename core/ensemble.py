@@ -24,7 +24,9 @@ import pandas as pd
 
 from core import atomic
 from core.models import CARD_FILE, CHECKPOINT_FILE, ModelLoadError, load_model, save_ensemble_checkpoint
-from core.train import LOG_FILE, VAL_PREDICTIONS_FILE, holdout_summary, subset_counts
+from core.train import (
+    LOG_FILE, NEVER_VALID, VAL_PREDICTIONS_FILE, holdout_summary, kfold_description, subset_counts,
+)
 
 __all__ = ["combine", "main"]
 
@@ -72,13 +74,13 @@ def combine(member_dirs: list[Path], out: Path) -> dict:
     # The members' own settings where they differ; everything else is the same for every member.
     card["recipe"] = base["recipe"] | {"seed": [c["recipe"]["seed"] for c in cards]}
     if cross_validated:
-        card["recipe"]["fold"] = [c["recipe"]["fold"] for c in cards]
-    if cross_validated:
+        recipe = card["recipe"]
+        recipe["fold"] = [c["recipe"]["fold"] for c in cards]
         training_data = {k: v for k, v in base["training_data"].items() if k != "fit"}
         card["training_data"] = training_data | {
             "holdout": subset_counts(holdout),
-            "split": training_data["split"].split(", fold")[0] + "; one member per fold, each trained on the "
-            "other folds; holdout = out-of-fold predictions; MURA valid/ never used for training or selection",
+            "split": f"{kfold_description(recipe['folds'], recipe['split_seed'])}; one member per fold, each "
+                     f"trained on the other folds; holdout = out-of-fold predictions; {NEVER_VALID}",
         }
         card["threshold_rule"] = ("maximise study-level Cohen's kappa on the out-of-fold predictions of train/ "
                                   "(each study predicted by the member that never saw its patient)")

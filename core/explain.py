@@ -86,7 +86,6 @@ class MethodInfo:
     help: str
     slow: bool = False
     uses_layers: bool = True
-    one_layer_only: bool = False
 
     @property
     def needs_backward(self) -> bool:
@@ -136,9 +135,7 @@ METHODS: dict[str, MethodInfo] = {
     "ShapleyCAM": MethodInfo(
         ShapleyCAM, "second_order",
         "Gradient corrected by a Hessian-vector product (a Shapley-value view of Grad-CAM); "
-        "a few times GradCAM's cost. One layer at a time.",
-        # pytorch_grad_cam 1.5.7 frees the graph after the first layer's Hessian-vector product.
-        one_layer_only=True),
+        "a few times GradCAM's cost."),
     "ScoreCAM": MethodInfo(
         ScoreCAM, "none",
         "Masks the image with each channel and scores it: one forward pass per channel "
@@ -317,14 +314,11 @@ def explain(
             batch of channels, the others at start and end. It may raise to cancel.
 
     Raises:
-        ValueError: unknown method, layer or target, several layers for a one-layer method,
-            or pixels that are not 2-D uint8.
+        ValueError: unknown method, layer or target, or pixels that are not 2-D uint8.
         RuntimeError: the method failed on this model (an IndexError inside pytorch_grad_cam).
     """
     info = _method_info(method)
     layer_names = _layer_names(loaded, layers)
-    if info.one_layer_only and len(layer_names) > 1:
-        raise ValueError(f"{method} explains one layer at a time; {len(layer_names)} were chosen.")
     if target not in ("abnormal", "normal"):
         raise ValueError(f"target must be 'abnormal' or 'normal', not {target!r}")
     report = progress or (lambda _fraction: None)
@@ -396,8 +390,8 @@ def _run_cam(
     """The canvas-sized (S, S) map and the logit of the unaugmented input."""
     if info.gradients == "second_order" and len(layer_paths) > 1:
         # ShapleyCAM's Hessian-vector product frees the graph after the first target layer
-        # (pytorch_grad_cam passes retain_graph=False), so an ensemble's layers (one per member)
-        # run one at a time. The library combines layers as the mean of their [0, 1]-scaled
+        # (pytorch_grad_cam passes retain_graph=False), so several layers (the ones a user
+        # chose, or an ensemble's one per member) run one at a time. The library combines layers as the mean of their [0, 1]-scaled
         # maps; each single-layer map is already scaled, and _image_heatmap rescales the
         # result, so the mean here gives the library's map.
         runs = [

@@ -38,8 +38,8 @@ from core.metrics import study_table
 from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, get_config, save_checkpoint
 from core.preprocess import border_fill_value, letterbox, to_model_input
 
-__all__ = ["TrainConfig", "patient_split", "split_description", "study_type_weights", "choose_threshold",
-           "holdout_summary", "subset_counts", "main"]
+__all__ = ["TrainConfig", "patient_split", "kfold_description", "split_description", "study_type_weights",
+           "choose_threshold", "holdout_summary", "subset_counts", "main"]
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "training_log.csv"
@@ -95,13 +95,20 @@ def patient_split(
     return train_idx, holdout_idx
 
 
+NEVER_VALID = "MURA valid/ never used for training or selection"
+
+
+def kfold_description(folds: int, split_seed: int) -> str:
+    """The K-fold split in the model card's words (core.ensemble describes a whole CV with it)."""
+    return f"patient-level {folds}-fold split (GroupKFold, shuffled, seed {split_seed})"
+
+
 def split_description(config: "TrainConfig") -> str:
-    """How the holdout was drawn, in the words the model card (and core.ensemble) use."""
+    """How the holdout was drawn, in the words the model card uses."""
     if config.folds > 1:
-        return (f"patient-level {config.folds}-fold split (GroupKFold, shuffled, seed {config.split_seed}), "
-                f"fold {config.fold} held out; MURA valid/ never used for training or selection")
+        return f"{kfold_description(config.folds, config.split_seed)}, fold {config.fold} held out; {NEVER_VALID}"
     return (f"patient-level GroupShuffleSplit, {config.holdout_fraction:.0%} of patients held out, "
-            f"seed {config.split_seed}; MURA valid/ never used for training or selection")
+            f"seed {config.split_seed}; {NEVER_VALID}")
 
 
 def study_type_weights(images: pd.DataFrame) -> dict[str, tuple[float, float]]:
