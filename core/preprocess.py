@@ -69,6 +69,6 @@ def to_model_input(
     """uint8 (..., 1, S, S) -> float (..., 3, S, S), ImageNet-normalised (grey copied to RGB)."""
     x = canvas.float().div(255.0)
     x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
-    mean_t = torch.tensor(mean).view(3, 1, 1)
-    std_t = torch.tensor(std).view(3, 1, 1)
+    mean_t = torch.tensor(mean, device=x.device).view(3, 1, 1)
+    std_t = torch.tensor(std, device=x.device).view(3, 1, 1)
     return (x - mean_t) / std_t

@@ -69,6 +69,16 @@ class TrainConfig:
     threads: int = 2
     bf16: bool = True
     pretrained: bool = True
+    #: "cpu" or a CUDA device; the model and holdout canvases go there, augmentation stays on the CPU.
+    device: str = "cpu"
+    #: DataLoader processes that augment training images (0: in the training process). The draws
+    #: are made in order in the training process, so results do not depend on this number.
+    workers: int = 0
+
+
+#: Settings that change where and how fast training runs, not what it computes; a resumed run may
+#: change them.
+RUNTIME_FIELDS = ("threads", "device", "workers")
 
 
 def seed_everything(seed: int) -> None:
@@ -144,35 +154,75 @@ def _load_canvases(files: list[Path], size: int) -> tuple[torch.Tensor, torch.Te
     return canvases, fills
 
 
-def _augment(canvas: torch.Tensor, fill: float, rotation: float, rng: random.Random) -> torch.Tensor:
-    """Paper augmentation (lateral flip, rotation) plus mild scale/shift/contrast jitter."""
-    if rng.random() < 0.5:
+@dataclass(frozen=True)
+class Augmentation:
+    """One image's draw of the paper's augmentation (lateral flip, rotation) plus mild
+    scale/shift/brightness/contrast jitter."""
+
+    flip: bool
+    angle: float
+    translate: tuple[float, float]
+    scale: float
+    brightness: float
+    contrast: float
+
+
+def draw_augmentation(rng: random.Random, rotation: float, size: int) -> Augmentation:
+    """Draw in the training process, in batch order, from one seeded generator: the images then
+    get the same augmentation whichever process or worker applies it."""
+    flip = rng.random() < 0.5
+    angle = rng.uniform(-rotation, rotation)
+    translate = (rng.uniform(-0.06, 0.06) * size, rng.uniform(-0.06, 0.06) * size)
+    scale = rng.uniform(0.9, 1.15)
+    return Augmentation(flip, angle, translate, scale, rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2))
+
+
+def augment(canvas: torch.Tensor, fill: float, draw: Augmentation) -> torch.Tensor:
+    """Apply one draw to a uint8 canvas; the rotated-in corners take the letterbox fill value."""
+    if draw.flip:
         canvas = TF.horizontal_flip(canvas)
     canvas = TF.affine(
         canvas,
-        angle=rng.uniform(-rotation, rotation),
-        translate=[rng.uniform(-0.06, 0.06) * canvas.shape[-1] for _ in range(2)],
-        scale=rng.uniform(0.9, 1.15),
+        angle=draw.angle,
+        translate=list(draw.translate),
+        scale=draw.scale,
         shear=[0.0, 0.0],
         interpolation=TF.InterpolationMode.BILINEAR,
         fill=[fill],
     )
-    canvas = TF.adjust_brightness(canvas, rng.uniform(0.8, 1.2))
-    return TF.adjust_contrast(canvas, rng.uniform(0.8, 1.2))
+    canvas = TF.adjust_brightness(canvas, draw.brightness)
+    return TF.adjust_contrast(canvas, draw.contrast)
+
+
+class AugmentedCanvases(torch.utils.data.Dataset):
+    """Training canvases augmented on the fly; a key is a (row, Augmentation) pair."""
+
+    def __init__(self, canvases: torch.Tensor, fills: torch.Tensor) -> None:
+        self.canvases, self.fills = canvases, fills
+
+    def __len__(self) -> int:
+        return len(self.canvases)
+
+    def __getitem__(self, key: tuple[int, Augmentation]) -> torch.Tensor:
+        row, draw = key
+        return augment(self.canvases[row], float(self.fills[row]), draw)
 
 
 @torch.inference_mode()
 def predict_canvases(
     model: torch.nn.Module, canvases: torch.Tensor, arch: str, batch_size: int = 64, bf16: bool = False
 ) -> np.ndarray:
-    """Holdout probabilities with flip test-time augmentation, as the shipped model runs."""
+    """Holdout probabilities with flip test-time augmentation, as the shipped model runs.
+
+    Runs where ``canvases`` are (the model must be there too).
+    """
     config = get_config(arch)
     model.eval()
     out = []
     for start in range(0, len(canvases), batch_size):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(canvases.device.type, dtype=torch.bfloat16, enabled=bf16):
             batch = to_model_input(canvases[start : start + batch_size], config.mean, config.std)
-            out.append(predict.probabilities(model, batch, flip_tta=True).numpy())
+            out.append(predict.probabilities(model, batch, flip_tta=True).cpu().numpy())
     return np.concatenate(out) if out else np.empty(0)
 
 
@@ -192,18 +242,21 @@ def train(config: TrainConfig) -> Path:
     )
     train_images, holdout_images = images.iloc[train_idx], images.iloc[holdout_idx]
     files = [mura.image_file(root, p) for p in images["path"]]
+    device = torch.device(config.device)
+    torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
     canvases, fills = _load_canvases(files, config.input_size)
     train_canvases, train_fills = canvases[train_idx], fills[train_idx]
-    holdout_canvases = canvases[holdout_idx]
+    holdout_canvases = canvases[holdout_idx].to(device)
 
     weights = study_type_weights(train_images)
     labels = torch.tensor(train_images["label"].to_numpy(), dtype=torch.float32)
     positive_w = torch.tensor([weights[t][0] for t in train_images["study_type"]])
     negative_w = torch.tensor([weights[t][1] for t in train_images["study_type"]])
-    sample_weights = torch.where(labels > 0.5, positive_w, negative_w)
+    sample_weights = torch.where(labels > 0.5, positive_w, negative_w).to(device)
+    labels = labels.to(device)
 
     arch_config = get_config(config.arch)
-    model = create_model(config.arch, pretrained=config.pretrained)
+    model = create_model(config.arch, pretrained=config.pretrained).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     if len(train_idx) % config.batch_size == 1 and steps_per_epoch > 1:
@@ -212,36 +265,42 @@ def train(config: TrainConfig) -> Path:
         optimizer, max_lr=config.max_lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
     )
     start_epoch, best_auroc, elapsed = 0, -1.0, 0.0
+    rng = random.Random(config.seed)
     state_path = out / STATE_FILE
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state["config"] != asdict(config):
+        if _recipe(state["config"]) != _recipe(asdict(config)):
             raise SystemExit(f"error: {state_path} was written with other settings; use a new --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_auroc, elapsed = state["epoch"] + 1, state["best_auroc"], state["elapsed"]
-        random.setstate(state["python_rng"])
+        rng.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
         print(f"resuming after epoch {start_epoch} (best holdout study AUROC {best_auroc:.4f})")
 
-    rng = random.Random(config.seed)
+    dataset = AugmentedCanvases(train_canvases, train_fills)
     for epoch in range(start_epoch, config.epochs):
         started = time.time()
         model.train()
-        order = torch.randperm(len(train_idx))
+        order = torch.randperm(len(train_idx)).tolist()
+        size = config.batch_size
+        batches = [order[step * size : None if step == steps_per_epoch - 1 else (step + 1) * size]
+                   for step in range(steps_per_epoch)]
+        keys = [[(i, draw_augmentation(rng, config.rotation, config.input_size)) for i in batch]
+                for batch in batches]
+        # Its own generator: a DataLoader seeds its workers from the global one otherwise, which
+        # would shift every later draw (permutations, dropout) from those of earlier runs.
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=keys, num_workers=config.workers,
+                                             pin_memory=device.type == "cuda", generator=torch.Generator())
         total_loss = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   mininterval=10)
-        for step in bar:
-            last = step == steps_per_epoch - 1
-            batch = order[step * config.batch_size : None if last else (step + 1) * config.batch_size]
-            augmented = torch.stack(
-                [_augment(train_canvases[i], float(train_fills[i]), config.rotation, rng) for i in batch]
-            )
+        bar = tqdm(zip(batches, loader), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                   unit="batch", mininterval=10)
+        for batch, augmented in bar:
+            augmented = augmented.to(device, non_blocking=True)
             target = labels[batch] * (1 - config.label_smoothing) + 0.5 * config.label_smoothing
             # bf16 autocast trains about 3x faster on this CPU (AVX512-BF16); weights stay fp32.
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model(to_model_input(augmented, arch_config.mean, arch_config.std)).squeeze(1).float()
             loss = F.binary_cross_entropy_with_logits(logits, target, weight=sample_weights[batch])
             optimizer.zero_grad(set_to_none=True)
@@ -277,7 +336,7 @@ def train(config: TrainConfig) -> Path:
                 "epoch": epoch,
                 "best_auroc": best_auroc,
                 "elapsed": elapsed,
-                "python_rng": random.getstate(),
+                "python_rng": rng.getstate(),
                 "torch_rng": torch.get_rng_state(),
             },
             state_path,
@@ -292,6 +351,11 @@ def train(config: TrainConfig) -> Path:
     atomic.write_text(out / VAL_PREDICTIONS_FILE, frame.to_csv(index=False))
     _write_card(out, config, images, train_images, holdout_images, weights, elapsed)
     return out
+
+
+def _recipe(config: dict) -> dict:
+    """A config without its runtime settings: what must match for a run to resume."""
+    return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
 
 
 def holdout_summary(holdout: pd.DataFrame) -> tuple[dict[str, float], dict[str, dict]]:
@@ -358,7 +422,7 @@ def _write_card(out: Path, config: TrainConfig, images: pd.DataFrame, train_imag
             "selection": "epoch with the best holdout study AUROC",
         },
         "training_time_seconds": round(elapsed),
-        "training_machine": f"{platform.machine()} CPU, {config.threads} threads, torch {torch.__version__}",
+        "training_machine": _machine_description(config),
         "best_epoch": int(log.loc[log["holdout_study_auroc"].idxmax(), "epoch"]),
         "holdout_metrics": holdout_metrics,
         "thresholds": thresholds,
@@ -374,13 +438,20 @@ def _write_card(out: Path, config: TrainConfig, images: pd.DataFrame, train_imag
     atomic.write_text(out / CARD_FILE, json.dumps(card, indent=2) + "\n")
 
 
+def _machine_description(config: TrainConfig) -> str:
+    if torch.device(config.device).type == "cuda":
+        return f"{torch.cuda.get_device_name(config.device)} GPU, torch {torch.__version__}"
+    return f"{platform.machine()} CPU, {config.threads} threads, torch {torch.__version__}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mura-root", required=True)
     parser.add_argument("--arch", required=True)
     parser.add_argument("--out", required=True, help="output folder, e.g. runs/fold0")
     parser.add_argument("--study-types", nargs="+", default=list(TrainConfig.study_types))
-    for name in ("input_size", "epochs", "batch_size", "seed", "split_seed", "folds", "fold", "threads"):
+    parser.add_argument("--device", default=TrainConfig.device, help="cpu (default) or a CUDA device, e.g. cuda")
+    for name in ("input_size", "epochs", "batch_size", "seed", "split_seed", "folds", "fold", "threads", "workers"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainConfig, name))
     for name in ("max_lr", "weight_decay", "label_smoothing", "rotation", "holdout_fraction"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainConfig, name))

