@@ -58,6 +58,10 @@ class TrainConfig:
     max_lr: float = 1e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
+    #: Multiple-instance loss: batches hold whole studies, and the loss falls on each study's
+    #: probability (mean of its views, as at inference) rather than on each view, since MURA labels
+    #: studies and a normal-looking view of an abnormal study is not itself abnormal.
+    study_loss: bool = False
     rotation: float = 30.0
     holdout_fraction: float = 0.15
     #: With ``folds`` > 1 the holdout is fold ``fold`` of a patient-level K-fold split instead
@@ -140,6 +144,24 @@ def choose_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
         if kappa > best_kappa + 1e-9:
             best_threshold, best_kappa = float(threshold), kappa
     return best_threshold
+
+
+def study_batches(studies: list[str], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Rows in batches of whole studies (shuffled), each at most ``batch_size`` images unless one
+    study is larger; a last batch of one image joins the one before (BatchNorm needs two)."""
+    members: dict[str, list[int]] = {}
+    for row, study in enumerate(studies):
+        members.setdefault(study, []).append(row)
+    groups = list(members.values())
+    batches: list[list[int]] = []
+    for index in torch.randperm(len(groups), generator=generator).tolist():
+        if batches and len(batches[-1]) + len(groups[index]) <= batch_size:
+            batches[-1].extend(groups[index])
+        else:
+            batches.append(list(groups[index]))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2].extend(batches.pop())
+    return batches
 
 
 def _load_canvases(files: list[Path], size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,6 +275,7 @@ def train(config: TrainConfig) -> Path:
     positive_w = torch.tensor([weights[t][0] for t in train_images["study_type"]])
     negative_w = torch.tensor([weights[t][1] for t in train_images["study_type"]])
     sample_weights = torch.where(labels > 0.5, positive_w, negative_w).to(device)
+    train_study_codes = torch.tensor(pd.factorize(train_images["study_path"])[0], device=device)
     labels = labels.to(device)
 
     arch_config = get_config(config.arch)
@@ -261,8 +284,16 @@ def train(config: TrainConfig) -> Path:
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     if len(train_idx) % config.batch_size == 1 and steps_per_epoch > 1:
         steps_per_epoch -= 1  # a last batch of one image breaks BatchNorm: it joins the batch before
+    # Whole-study batches vary in number per epoch: every epoch's plan is drawn up front from the
+    # seed (a resumed run draws the same), so the schedule knows its length.
+    study_plan = None
+    if config.study_loss:
+        plan_generator = torch.Generator().manual_seed(config.seed)
+        studies = train_images["study_path"].tolist()
+        study_plan = [study_batches(studies, config.batch_size, plan_generator) for _ in range(config.epochs)]
+    total_steps = sum(map(len, study_plan)) if study_plan else config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.max_lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
+        optimizer, max_lr=config.max_lr, total_steps=total_steps, pct_start=0.15
     )
     start_epoch, best_auroc, elapsed = 0, -1.0, 0.0
     rng = random.Random(config.seed)
@@ -283,10 +314,13 @@ def train(config: TrainConfig) -> Path:
     for epoch in range(start_epoch, config.epochs):
         started = time.time()
         model.train()
-        order = torch.randperm(len(train_idx)).tolist()
-        size = config.batch_size
-        batches = [order[step * size : None if step == steps_per_epoch - 1 else (step + 1) * size]
-                   for step in range(steps_per_epoch)]
+        if study_plan:
+            batches = study_plan[epoch]
+        else:
+            order = torch.randperm(len(train_idx)).tolist()
+            size = config.batch_size
+            batches = [order[step * size : None if step == steps_per_epoch - 1 else (step + 1) * size]
+                       for step in range(steps_per_epoch)]
         keys = [[(i, draw_augmentation(rng, config.rotation, config.input_size)) for i in batch]
                 for batch in batches]
         # Its own generator: a DataLoader seeds its workers from the global one otherwise, which
@@ -294,7 +328,7 @@ def train(config: TrainConfig) -> Path:
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=keys, num_workers=config.workers,
                                              pin_memory=device.type == "cuda", generator=torch.Generator())
         total_loss = 0.0
-        bar = tqdm(zip(batches, loader), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+        bar = tqdm(zip(batches, loader), total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}",
                    unit="batch", mininterval=10)
         for batch, augmented in bar:
             augmented = augmented.to(device, non_blocking=True)
@@ -302,7 +336,10 @@ def train(config: TrainConfig) -> Path:
             # bf16 autocast trains about 3x faster on this CPU (AVX512-BF16); weights stay fp32.
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model(to_model_input(augmented, arch_config.mean, arch_config.std)).squeeze(1).float()
-            loss = F.binary_cross_entropy_with_logits(logits, target, weight=sample_weights[batch])
+            if study_plan:
+                loss = _study_loss(logits, target, sample_weights[batch], train_study_codes[batch])
+            else:
+                loss = F.binary_cross_entropy_with_logits(logits, target, weight=sample_weights[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -356,6 +393,20 @@ def train(config: TrainConfig) -> Path:
 def _recipe(config: dict) -> dict:
     """A config without its runtime settings: what must match for a run to resume."""
     return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
+
+
+def _study_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+                study_codes: torch.Tensor) -> torch.Tensor:
+    """Weighted BCE on each study's mean view probability (views of a study share label and weight)."""
+    # Hand-written: no library pools per-group probabilities before a loss; index_add_ sums by study.
+    _, group = torch.unique(study_codes, return_inverse=True)
+    count = torch.zeros(int(group.max()) + 1, device=logits.device).index_add_(0, group, torch.ones_like(logits))
+
+    def per_study(values: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(count).index_add_(0, group, values) / count
+
+    probability = per_study(torch.sigmoid(logits)).clamp(1e-6, 1 - 1e-6)
+    return F.binary_cross_entropy(probability, per_study(targets), weight=per_study(weights))
 
 
 def holdout_summary(holdout: pd.DataFrame) -> tuple[dict[str, float], dict[str, dict]]:
@@ -414,7 +465,9 @@ def _write_card(out: Path, config: TrainConfig, images: pd.DataFrame, train_imag
             "split": split_description(config),
         },
         "recipe": {k: v for k, v in asdict(config).items() if k not in ("mura_root", "out")} | {
-            "optimizer": "AdamW", "schedule": "one-cycle", "loss": "BCE weighted per study type (MURA paper)",
+            "optimizer": "AdamW", "schedule": "one-cycle",
+            "loss": ("BCE on each study's mean view probability" if config.study_loss else "BCE on each image")
+                    + ", weighted per study type (MURA paper)",
             "class_weights": {t: {"abnormal": round(a, 4), "normal": round(n, 4)} for t, (a, n) in weights.items()},
             "augmentation": "lateral flip, rotation up to ±%g°, scale 0.9-1.15, shift ±6%%, brightness/contrast ±20%%"
                             % config.rotation,
@@ -455,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainConfig, name))
     for name in ("max_lr", "weight_decay", "label_smoothing", "rotation", "holdout_fraction"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainConfig, name))
+    parser.add_argument("--study-loss", action="store_true",
+                        help="batches of whole studies, loss on each study's mean view probability")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",
                         help="train in fp32 (bf16 autocast is the default: about 3x faster on AVX512-BF16 CPUs)")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",

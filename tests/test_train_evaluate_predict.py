@@ -89,6 +89,40 @@ def test_k_fold_split_covers_every_patient_once(fake_root: Path) -> None:
         train_cli.patient_split(images, 0.3, seed=3, folds=4, fold=4)
 
 
+def test_study_batches_keep_every_study_whole() -> None:
+    studies = [f"s{i // 3 if i < 30 else i}" for i in range(45)]  # 10 studies of 3 views, 15 of 1
+    batches = train_cli.study_batches(studies, 8, torch.Generator().manual_seed(0))
+    rows = [row for batch in batches for row in batch]
+    assert sorted(rows) == list(range(45))
+    for batch in batches:
+        assert 2 <= len(batch) <= 8
+        for row in batch:
+            assert all(other in batch for other in range(45) if studies[other] == studies[row])
+    # The plan depends on the generator alone, so a resumed run draws the same one.
+    assert batches == train_cli.study_batches(studies, 8, torch.Generator().manual_seed(0))
+
+
+def test_study_loss_is_weighted_bce_on_mean_view_probabilities() -> None:
+    logits = torch.tensor([2.0, -1.0, 0.5, 0.0])
+    codes = torch.tensor([7, 7, 3, 7])  # study 7 has views 0, 1, 3; study 3 has view 2
+    targets = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    weights = torch.tensor([0.4, 0.4, 0.6, 0.4])
+    p7 = torch.sigmoid(logits[[0, 1, 3]]).mean()
+    p3 = torch.sigmoid(logits[2])
+    expected = -(0.4 * torch.log(p7) + 0.6 * torch.log(1 - p3)) / 2
+    torch.testing.assert_close(train_cli._study_loss(logits, targets, weights, codes), expected)
+
+
+def test_training_with_the_study_loss(fake_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "2", *TINY,
+                           "--study-loss"]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["recipe"]["study_loss"] is True
+    assert card["recipe"]["loss"].startswith("BCE on each study's mean view probability")
+    assert list(pd.read_csv(out / train_cli.LOG_FILE)["epoch"]) == [1, 2]
+
+
 def test_threshold_maximises_kappa() -> None:
     # At 0.3 one normal is called abnormal (kappa 0.714); at 0.8 one abnormal is missed (kappa 0.75).
     labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
