@@ -1,13 +1,14 @@
 """Train a registered architecture on MURA ``train/`` with a patient-level validation split.
 
-    python -m core.train --mura-root PATH --arch mobilenet_v2 --out weights/NAME [--resume]
+    python -m core.train --mura-root PATH --arch mobilenet_v2 --out runs/NAME [--device cuda --workers 6]
 
 The recipe starts from the MURA paper (ImageNet initialisation, lateral flips, rotations up to
 30 degrees, BCE weighted per study type) with AdamW and a one-cycle schedule, flip test-time
 augmentation for validation, and the operating threshold per study type chosen on the
 validation patients (never on ``valid/``). Everything is seeded; a resumable state is written
-atomically after each epoch, with a CSV log beside it; the best epoch by validation study AUROC
-is kept as ``checkpoint.pt`` with its model card.
+atomically after each epoch, with a CSV log beside it (rerunning the same command resumes); the
+best epoch by validation study AUROC is kept as ``checkpoint.pt`` with its model card. Device
+and worker count change the speed, not the augmentation drawn.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from core.metrics import study_table
 from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, get_config, save_checkpoint
 from core.preprocess import border_fill_value, letterbox, to_model_input
 
-__all__ = ["TrainConfig", "patient_split", "kfold_description", "split_description", "study_type_weights",
+__all__ = ["TrainConfig", "RUNTIME_FIELDS", "Augmentation", "AugmentedCanvases", "augment", "draw_augmentation",
+           "patient_split", "study_batches", "kfold_description", "split_description", "study_type_weights",
            "choose_threshold", "holdout_summary", "subset_counts", "main"]
 
 STATE_FILE = "train_state.pt"
