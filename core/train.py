@@ -267,7 +267,8 @@ def train(config: TrainConfig) -> Path:
     train_images, holdout_images = images.iloc[train_idx], images.iloc[holdout_idx]
     files = [mura.image_file(root, p) for p in images["path"]]
     device = torch.device(config.device)
-    torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
     canvases, fills = _load_canvases(files, config.input_size)
     train_canvases, train_fills = canvases[train_idx], fills[train_idx]
     holdout_canvases = canvases[holdout_idx].to(device)

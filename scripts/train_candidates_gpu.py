@@ -40,8 +40,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import mura  # noqa: E402
-from core.metrics import auroc, study_table  # noqa: E402
-from core.train import STATE_FILE, VAL_PREDICTIONS_FILE, patient_split  # noqa: E402
+from core.train import STATE_FILE, VAL_PREDICTIONS_FILE, holdout_summary, patient_split  # noqa: E402
 
 FOLDS = 4
 SPLIT_SEED = 0
@@ -99,9 +98,11 @@ def out_of_fold_score(runs: Path, name: str) -> dict | None:
     files = [runs / f"{name}_f{fold}" / VAL_PREDICTIONS_FILE for fold in range(FOLDS)]
     if not all(f.is_file() for f in files):
         return None
-    studies = study_table(pd.concat([pd.read_csv(f) for f in files], ignore_index=True))
-    per_part = {t: auroc(g["label"], g["probability"]) for t, g in studies.groupby("study_type")}
-    return {"study_auroc": per_part, "score": sum(per_part.values()) / len(per_part), "studies": len(studies)}
+    # The folds' holdouts together are the out-of-fold predictions, as core.ensemble combines them.
+    _, metrics = holdout_summary(pd.concat([pd.read_csv(f) for f in files], ignore_index=True))
+    per_part = {t: m["study_auroc"] for t, m in metrics.items()}
+    return {"study_auroc": per_part, "score": sum(per_part.values()) / len(per_part),
+            "studies": sum(m["studies"] for m in metrics.values())}
 
 
 def choose(scores: dict[str, dict]) -> str | None:
