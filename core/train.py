@@ -40,8 +40,8 @@ from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, get_config, sa
 from core.preprocess import border_fill_value, letterbox, to_model_input
 
 __all__ = ["TrainConfig", "RUNTIME_FIELDS", "Augmentation", "AugmentedCanvases", "augment", "draw_augmentation",
-           "patient_split", "study_batches", "kfold_description", "split_description", "study_type_weights",
-           "choose_threshold", "holdout_summary", "subset_counts", "main"]
+           "patient_split", "patient_subset", "study_batches", "kfold_description", "split_description",
+           "study_type_weights", "choose_threshold", "holdout_summary", "subset_counts", "main"]
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "training_log.csv"
@@ -70,6 +70,9 @@ class TrainConfig:
     #: (members trained on every fold give out-of-fold predictions for all of train/).
     folds: int = 0
     fold: int = 0
+    #: Fit on this fraction of the training patients only (learning curves: how much would more
+    #: data help?); the holdout stays whole, so every fraction is scored on the same patients.
+    train_fraction: float = 1.0
     seed: int = 0
     split_seed: int = 0
     threads: int = 2
@@ -111,6 +114,20 @@ def patient_split(
     return train_idx, holdout_idx
 
 
+def patient_subset(images: pd.DataFrame, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The rows of ``indices`` whose patients come first in a seeded shuffle, ``fraction`` of them.
+
+    Smaller fractions are subsets of larger ones (one shuffle, cut at different lengths), so a
+    learning curve adds patients rather than swapping them.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"train fraction must be in (0, 1], got {fraction}")
+    patients = images["patient"].to_numpy()[indices]
+    shuffled = np.random.default_rng(seed).permutation(np.unique(patients))
+    kept = shuffled[: max(1, round(fraction * len(shuffled)))]
+    return indices[np.isin(patients, kept)]
+
+
 NEVER_VALID = "MURA valid/ never used for training or selection"
 
 
@@ -122,9 +139,13 @@ def kfold_description(folds: int, split_seed: int) -> str:
 def split_description(config: "TrainConfig") -> str:
     """How the holdout was drawn, in the words the model card uses."""
     if config.folds > 1:
-        return f"{kfold_description(config.folds, config.split_seed)}, fold {config.fold} held out; {NEVER_VALID}"
-    return (f"patient-level GroupShuffleSplit, {config.holdout_fraction:.0%} of patients held out, "
-            f"seed {config.split_seed}; {NEVER_VALID}")
+        split = f"{kfold_description(config.folds, config.split_seed)}, fold {config.fold} held out"
+    else:
+        split = (f"patient-level GroupShuffleSplit, {config.holdout_fraction:.0%} of patients held out, "
+                 f"seed {config.split_seed}")
+    if config.train_fraction < 1:
+        split += f"; fitted on {config.train_fraction:.0%} of the other patients (seeded shuffle)"
+    return f"{split}; {NEVER_VALID}"
 
 
 def study_type_weights(images: pd.DataFrame) -> dict[str, tuple[float, float]]:
@@ -264,6 +285,8 @@ def train(config: TrainConfig) -> Path:
     train_idx, holdout_idx = patient_split(
         images, config.holdout_fraction, config.split_seed, folds=config.folds, fold=config.fold
     )
+    if config.train_fraction < 1:
+        train_idx = patient_subset(images, train_idx, config.train_fraction, config.split_seed)
     train_images, holdout_images = images.iloc[train_idx], images.iloc[holdout_idx]
     files = [mura.image_file(root, p) for p in images["path"]]
     device = torch.device(config.device)
@@ -303,7 +326,8 @@ def train(config: TrainConfig) -> Path:
     state_path = out / STATE_FILE
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if _recipe(state["config"]) != _recipe(asdict(config)):
+        # Through TrainConfig, so a state saved before a setting existed reads it at its default.
+        if _recipe(asdict(TrainConfig(**state["config"]))) != _recipe(asdict(config)):
             raise SystemExit(f"error: {state_path} was written with other settings; use a new --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -509,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=TrainConfig.device, help="cpu (default) or a CUDA device, e.g. cuda")
     for name in ("input_size", "epochs", "batch_size", "seed", "split_seed", "folds", "fold", "threads", "workers"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainConfig, name))
-    for name in ("max_lr", "weight_decay", "label_smoothing", "rotation", "holdout_fraction"):
+    for name in ("max_lr", "weight_decay", "label_smoothing", "rotation", "holdout_fraction", "train_fraction"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainConfig, name))
     parser.add_argument("--study-loss", action="store_true",
                         help="batches of whole studies, loss on each study's mean view probability")

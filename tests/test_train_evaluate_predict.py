@@ -89,6 +89,49 @@ def test_k_fold_split_covers_every_patient_once(fake_root: Path) -> None:
         train_cli.patient_split(images, 0.3, seed=3, folds=4, fold=4)
 
 
+def test_patient_subset_keeps_patients_whole_and_nests(fake_root: Path) -> None:
+    from core import mura
+
+    images = mura.read_images(fake_root, "train")
+    fit, _ = train_cli.patient_split(images, 0.3, seed=0)
+    quarter, half = (train_cli.patient_subset(images, fit, f, seed=5) for f in (0.25, 0.5))
+    assert set(quarter) < set(half) < set(fit)
+    patient_of = images["patient"].to_numpy()
+    for subset in (quarter, half):
+        kept = set(patient_of[subset])
+        assert set(subset) == {i for i in fit if patient_of[i] in kept}  # every image of a kept patient
+    assert len(set(patient_of[half])) == round(0.5 * len(set(patient_of[fit])))
+    assert (train_cli.patient_subset(images, fit, 1.0, seed=5) == fit).all()
+    with pytest.raises(ValueError, match="fraction"):
+        train_cli.patient_subset(images, fit, 0.0, seed=5)
+
+
+def test_training_on_a_fraction_keeps_the_holdout(weights: Path, fake_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "half"
+    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY,
+                           "--train-fraction", "0.5"]) == 0
+    half = json.loads((out / "model_card.json").read_text())["training_data"]
+    whole = json.loads((weights / "tiny" / "model_card.json").read_text())["training_data"]
+    assert half["holdout"] == whole["holdout"]
+    for study_type, counts in whole["fit"].items():
+        assert 0 < half["fit"][study_type]["patients"] < counts["patients"]
+    assert "fitted on 50% of the other patients" in half["split"]
+
+
+def test_a_state_saved_before_a_setting_existed_still_resumes(fake_root: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "old"
+    arguments = ["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY]
+    assert train_cli.main(arguments) == 0
+    state_path = out / train_cli.STATE_FILE
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    del state["config"]["train_fraction"]  # as written before --train-fraction existed
+    torch.save(state, state_path)
+    capsys.readouterr()
+    assert train_cli.main(arguments) == 0
+    assert "resuming after epoch 1" in capsys.readouterr().out
+
+
 def test_study_batches_keep_every_study_whole() -> None:
     studies = [f"s{i // 3 if i < 30 else i}" for i in range(45)]  # 10 studies of 3 views, 15 of 1
     batches = train_cli.study_batches(studies, 8, torch.Generator().manual_seed(0))
