@@ -30,19 +30,26 @@ from core.metrics import auroc, bootstrap_ci, study_table  # noqa: E402
 from core.train import CARD_FILE, LOG_FILE, VAL_PREDICTIONS_FILE  # noqa: E402
 
 
-def cross_validation(runs: Path, name: str) -> tuple[pd.DataFrame, dict[str, float], list[int]]:
-    """Out-of-fold image predictions, mean fitted images per body part, and each fold's best epoch."""
-    folds = sorted(runs.glob(f"{name}_f[0-9]*/{VAL_PREDICTIONS_FILE}"))
-    if not folds:
-        raise SystemExit(f"error: no finished folds {runs / name}_f*/{VAL_PREDICTIONS_FILE}")
+def cross_validation(runs: Path, name: str) -> tuple[pd.DataFrame, dict[str, float], list[str]]:
+    """Out-of-fold image predictions, mean fitted images per body part, and each fold's best epoch.
+
+    Every fold of the split must be finished (core.train writes the card last): a partial
+    cross-validation would score a fraction on fewer patients than the others.
+    """
+    first = runs / f"{name}_f0" / CARD_FILE
+    if not first.is_file():
+        raise SystemExit(f"error: {first} is missing: is {name} a finished cross-validation in {runs}?")
+    folds = json.loads(first.read_text())["recipe"]["folds"]
     predictions, fitted, best_epochs = [], {}, []
-    for file in folds:
-        predictions.append(pd.read_csv(file))
-        card = json.loads((file.parent / CARD_FILE).read_text())
+    for fold in range(max(folds, 1)):
+        out = runs / f"{name}_f{fold}"
+        if not (out / CARD_FILE).is_file():
+            raise SystemExit(f"error: fold {fold} of {name} has not finished ({out / CARD_FILE} is missing)")
+        predictions.append(pd.read_csv(out / VAL_PREDICTIONS_FILE))
+        card = json.loads((out / CARD_FILE).read_text())
         for study_type, counts in card["training_data"]["fit"].items():
-            fitted[study_type] = fitted.get(study_type, 0.0) + counts["images"] / len(folds)
-        log = pd.read_csv(file.parent / LOG_FILE)
-        best_epochs.append(f"{card['best_epoch']}/{int(log['epoch'].max())}")
+            fitted[study_type] = fitted.get(study_type, 0.0) + counts["images"] / folds
+        best_epochs.append(f"{card['best_epoch']}/{int(pd.read_csv(out / LOG_FILE)['epoch'].max())}")
     return pd.concat(predictions, ignore_index=True), fitted, best_epochs
 
 
@@ -63,6 +70,9 @@ def learning_curve(runs: Path, curve: dict[float, str], *, target: float, n_boot
     """Every fraction's out-of-fold study AUROC per body part, with intervals and the power-law fit."""
     loaded = {fraction: cross_validation(runs, name) for fraction, name in sorted(curve.items())}
     largest = max(loaded)
+    scored = {fraction: set(frame["study_path"]) for fraction, (frame, _, _) in loaded.items()}
+    if any(studies != scored[largest] for studies in scored.values()):
+        raise SystemExit("error: the cross-validations hold out different studies; a curve compares one split")
     result: dict = {"target": target, "body_parts": {}}
     for study_type in sorted(loaded[largest][1]):
         tables = {f: study_table(frame[frame["study_type"] == study_type]) for f, (frame, _, _) in loaded.items()}

@@ -21,10 +21,10 @@ FOLDS = 2
 STUDIES_PER_FOLD = 60
 
 
-def _write_cv(runs: Path, name: str, fitted_images: int, separation: float) -> None:
-    """Two folds of one-view studies whose probabilities separate the classes by ``separation``."""
+def _write_cv(runs: Path, name: str, fitted_images: int, separation: float, folds: int = FOLDS) -> None:
+    """Folds of one-view studies whose probabilities separate the classes by ``separation``."""
     rng = np.random.default_rng(0)  # the same noise for every fraction: only the separation differs
-    for fold in range(FOLDS):
+    for fold in range(folds):
         out = runs / f"{name}_f{fold}"
         out.mkdir(parents=True)
         rows = []
@@ -38,7 +38,8 @@ def _write_cv(runs: Path, name: str, fitted_images: int, separation: float) -> N
         pd.DataFrame(rows).to_csv(out / VAL_PREDICTIONS_FILE, index=False)
         fit = {t: {"images": fitted_images, "studies": fitted_images, "patients": fitted_images, "abnormal_images": 0}
                for t in ("XR_HUMERUS", "XR_FOREARM")}
-        (out / CARD_FILE).write_text(json.dumps({"training_data": {"fit": fit}, "best_epoch": 3}))
+        (out / CARD_FILE).write_text(json.dumps({"training_data": {"fit": fit}, "best_epoch": 3,
+                                                   "recipe": {"folds": FOLDS}}))
         pd.DataFrame({"epoch": [1, 2, 3, 4]}).to_csv(out / LOG_FILE, index=False)
 
 
@@ -70,6 +71,21 @@ def test_curve_scores_every_fraction_on_the_same_studies(tmp_path: Path, capsys:
     assert "XR_HUMERUS: power law alpha" in capsys.readouterr().out
 
 
-def test_missing_folds_are_one_line(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="no finished folds"):
+def test_missing_or_unfinished_folds_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="finished cross-validation"):
         learning_curve.main(["--runs", str(tmp_path), "0.5=absent", "1=absent_too"])
+    _write_cv(tmp_path, "whole", 400, separation=1.5)
+    _write_cv(tmp_path, "partial", 100, separation=0.5, folds=1)  # fold 1 still training
+    with pytest.raises(SystemExit, match="fold 1 of partial has not finished"):
+        learning_curve.main(["--runs", str(tmp_path), "0.25=partial", "1=whole"])
+
+
+def test_cross_validations_of_different_splits_are_refused(tmp_path: Path) -> None:
+    _write_cv(tmp_path, "whole", 400, separation=1.5)
+    _write_cv(tmp_path, "other", 100, separation=0.5)
+    predictions = tmp_path / "other_f1" / VAL_PREDICTIONS_FILE
+    frame = pd.read_csv(predictions)
+    pd.concat([frame, frame.head(1).assign(study_path="elsewhere/", path="elsewhere/image1.png")]).to_csv(
+        predictions, index=False)
+    with pytest.raises(SystemExit, match="different studies"):
+        learning_curve.main(["--runs", str(tmp_path), "0.25=other", "1=whole"])
