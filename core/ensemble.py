@@ -28,7 +28,7 @@ from core.train import (
     LOG_FILE, NEVER_VALID, VAL_PREDICTIONS_FILE, holdout_summary, kfold_description, subset_counts,
 )
 
-__all__ = ["combine", "main"]
+__all__ = ["combine", "is_cross_validation", "out_of_fold", "main"]
 
 
 def combine(member_dirs: list[Path], out: Path) -> dict:
@@ -42,8 +42,8 @@ def combine(member_dirs: list[Path], out: Path) -> dict:
         raise ValueError("members differ in architecture or input size")
     arch, input_size = archs.pop(), sizes.pop()
     holdouts = [pd.read_csv(d / VAL_PREDICTIONS_FILE) for d in member_dirs]
-    cross_validated = _is_cross_validation([m.card for m in members], holdouts)
-    holdout = _out_of_fold(holdouts) if cross_validated else _shared_holdout(members, holdouts)
+    cross_validated = is_cross_validation([m.card for m in members], holdouts)
+    holdout = out_of_fold(holdouts) if cross_validated else _shared_holdout(members, holdouts)
     thresholds, metrics = holdout_summary(holdout)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def combine(member_dirs: list[Path], out: Path) -> dict:
     return card
 
 
-def _is_cross_validation(cards: list[dict], holdouts: list[pd.DataFrame]) -> bool:
+def is_cross_validation(cards: list[dict], holdouts: list[pd.DataFrame]) -> bool:
     """True for members on distinct folds of one K-fold split; False for one shared holdout."""
     recipes = [card["recipe"] for card in cards]
     if all(r.get("folds", 0) <= 1 for r in recipes):
@@ -103,7 +103,7 @@ def _is_cross_validation(cards: list[dict], holdouts: list[pd.DataFrame]) -> boo
     return True
 
 
-def _out_of_fold(holdouts: list[pd.DataFrame]) -> pd.DataFrame:
+def out_of_fold(holdouts: list[pd.DataFrame]) -> pd.DataFrame:
     """Every fold's holdout rows, predicted by the member that held that fold out."""
     return pd.concat(holdouts, ignore_index=True).sort_values("path", ignore_index=True)
 

@@ -285,16 +285,16 @@ def train(config: TrainConfig) -> Path:
     train_idx, holdout_idx = patient_split(
         images, config.holdout_fraction, config.split_seed, folds=config.folds, fold=config.fold
     )
-    if config.train_fraction < 1:
-        train_idx = patient_subset(images, train_idx, config.train_fraction, config.split_seed)
+    train_idx = patient_subset(images, train_idx, config.train_fraction, config.split_seed)
     train_images, holdout_images = images.iloc[train_idx], images.iloc[holdout_idx]
-    files = [mura.image_file(root, p) for p in images["path"]]
     device = torch.device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
-    canvases, fills = _load_canvases(files, config.input_size)
-    train_canvases, train_fills = canvases[train_idx], fills[train_idx]
-    holdout_canvases = canvases[holdout_idx].to(device)
+    # Decode only the images fitted or scored (with --train-fraction the rest are never used).
+    used = np.concatenate([train_idx, holdout_idx])
+    canvases, fills = _load_canvases([mura.image_file(root, p) for p in images["path"].iloc[used]], config.input_size)
+    train_canvases, train_fills = canvases[: len(train_idx)], fills[: len(train_idx)]
+    holdout_canvases = canvases[len(train_idx):].to(device)
 
     weights = study_type_weights(train_images)
     labels = torch.tensor(train_images["label"].to_numpy(), dtype=torch.float32)

@@ -26,8 +26,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.compare import paired_auroc_difference  # noqa: E402
+from core.ensemble import is_cross_validation, out_of_fold  # noqa: E402
 from core.metrics import auroc, bootstrap_ci, study_table  # noqa: E402
-from core.train import CARD_FILE, LOG_FILE, VAL_PREDICTIONS_FILE  # noqa: E402
+from core.models import CARD_FILE  # noqa: E402
+from core.train import VAL_PREDICTIONS_FILE  # noqa: E402
 
 
 def cross_validation(runs: Path, name: str) -> tuple[pd.DataFrame, dict[str, float], list[str]]:
@@ -36,21 +38,22 @@ def cross_validation(runs: Path, name: str) -> tuple[pd.DataFrame, dict[str, flo
     Every fold of the split must be finished (core.train writes the card last): a partial
     cross-validation would score a fraction on fewer patients than the others.
     """
-    first = runs / f"{name}_f0" / CARD_FILE
-    if not first.is_file():
-        raise SystemExit(f"error: {first} is missing: is {name} a finished cross-validation in {runs}?")
-    folds = json.loads(first.read_text())["recipe"]["folds"]
-    predictions, fitted, best_epochs = [], {}, []
-    for fold in range(max(folds, 1)):
-        out = runs / f"{name}_f{fold}"
-        if not (out / CARD_FILE).is_file():
-            raise SystemExit(f"error: fold {fold} of {name} has not finished ({out / CARD_FILE} is missing)")
-        predictions.append(pd.read_csv(out / VAL_PREDICTIONS_FILE))
-        card = json.loads((out / CARD_FILE).read_text())
-        for study_type, counts in card["training_data"]["fit"].items():
-            fitted[study_type] = fitted.get(study_type, 0.0) + counts["images"] / folds
-        best_epochs.append(f"{card['best_epoch']}/{int(pd.read_csv(out / LOG_FILE)['epoch'].max())}")
-    return pd.concat(predictions, ignore_index=True), fitted, best_epochs
+    def finished_card(fold: int) -> dict:
+        card = runs / f"{name}_f{fold}" / CARD_FILE
+        if not card.is_file():
+            raise SystemExit(f"error: fold {fold} of {name} has not finished ({card} is missing); "
+                             "a curve needs finished cross-validations")
+        return json.loads(card.read_text())
+
+    first = finished_card(0)
+    cards = [first] + [finished_card(fold) for fold in range(1, first["recipe"]["folds"])]
+    holdouts = [pd.read_csv(runs / f"{name}_f{fold}" / VAL_PREDICTIONS_FILE) for fold in range(len(cards))]
+    if not is_cross_validation(cards, holdouts):
+        raise SystemExit(f"error: {name} is not a K-fold cross-validation (core.train --folds K)")
+    fitted = {t: sum(card["training_data"]["fit"][t]["images"] for card in cards) / len(cards)
+              for t in first["training_data"]["fit"]}
+    best_epochs = [f"{card['best_epoch']}/{card['recipe']['epochs']}" for card in cards]
+    return out_of_fold(holdouts), fitted, best_epochs
 
 
 def power_law(images: np.ndarray, aurocs: np.ndarray) -> tuple[float, float]:

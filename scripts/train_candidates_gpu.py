@@ -40,6 +40,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import mura  # noqa: E402
+from core.ensemble import out_of_fold  # noqa: E402
 from core.train import STATE_FILE, VAL_PREDICTIONS_FILE, holdout_summary, patient_split  # noqa: E402
 
 FOLDS = 4
@@ -98,8 +99,7 @@ def out_of_fold_score(runs: Path, name: str) -> dict | None:
     files = [runs / f"{name}_f{fold}" / VAL_PREDICTIONS_FILE for fold in range(FOLDS)]
     if not all(f.is_file() for f in files):
         return None
-    # The folds' holdouts together are the out-of-fold predictions, as core.ensemble combines them.
-    _, metrics = holdout_summary(pd.concat([pd.read_csv(f) for f in files], ignore_index=True))
+    _, metrics = holdout_summary(out_of_fold([pd.read_csv(f) for f in files]))
     per_part = {t: m["study_auroc"] for t, m in metrics.items()}
     return {"study_auroc": per_part, "score": sum(per_part.values()) / len(per_part),
             "studies": sum(m["studies"] for m in metrics.values())}

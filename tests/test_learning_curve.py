@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.train import CARD_FILE, LOG_FILE, VAL_PREDICTIONS_FILE
+from core.models import CARD_FILE
+from core.train import VAL_PREDICTIONS_FILE
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "learning_curve.py"
 spec = importlib.util.spec_from_file_location("learning_curve", SCRIPT)
@@ -38,9 +39,8 @@ def _write_cv(runs: Path, name: str, fitted_images: int, separation: float, fold
         pd.DataFrame(rows).to_csv(out / VAL_PREDICTIONS_FILE, index=False)
         fit = {t: {"images": fitted_images, "studies": fitted_images, "patients": fitted_images, "abnormal_images": 0}
                for t in ("XR_HUMERUS", "XR_FOREARM")}
-        (out / CARD_FILE).write_text(json.dumps({"training_data": {"fit": fit}, "best_epoch": 3,
-                                                   "recipe": {"folds": FOLDS}}))
-        pd.DataFrame({"epoch": [1, 2, 3, 4]}).to_csv(out / LOG_FILE, index=False)
+        recipe = {"folds": FOLDS, "fold": fold, "split_seed": 0, "epochs": 4}
+        (out / CARD_FILE).write_text(json.dumps({"training_data": {"fit": fit}, "best_epoch": 3, "recipe": recipe}))
 
 
 def test_power_law_recovers_its_exponent() -> None:
