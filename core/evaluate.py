@@ -11,7 +11,6 @@ Whatever part of the split is present is evaluated; the JSON records the coverag
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -23,7 +22,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from core import atomic, mura
+from core import mura
+from core.artifacts import ModelArtifacts, write_evaluation
 from core.metrics import summarise
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
@@ -90,12 +90,7 @@ def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = 1000,
         "images_per_second": round(len(predictions) / seconds, 2) if seconds else None,
         "torch_threads": torch.get_num_threads(),
     }
-    directory = loaded.directory
-    predictions_path = directory / f"predictions_{split}.csv"
-    metrics_path = directory / f"metrics_{split}.json"
-    atomic.write_text(predictions_path, predictions.to_csv(index=False, float_format="%.6f"))
-    atomic.write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    return predictions_path, metrics_path
+    return write_evaluation(ModelArtifacts(loaded.directory), split, predictions, metrics)
 
 
 def main(argv: list[str] | None = None) -> int:

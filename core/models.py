@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import nn
 from torchvision import models as tv_models
 
 from core import atomic
+from core.artifacts import CARD_FILE, CHECKPOINT_FILE, SHIPPED_WEIGHTS_DIR, weights_dir
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -46,17 +46,9 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-
-
-def weights_dir() -> Path:
-    """Where model folders live: MURA_LENS_WEIGHTS_DIR if set (tests, extra models), else weights/."""
-    return Path(os.environ.get("MURA_LENS_WEIGHTS_DIR") or SHIPPED_WEIGHTS_DIR)
 #: The model the dashboard and CLIs use when none is named (a folder under weights/).
 DEFAULT_MODEL = "mura_efficientnet_lite0"
 
-CHECKPOINT_FILE = "checkpoint.pt"
-CARD_FILE = "model_card.json"
 
 
 class ModelLoadError(RuntimeError):

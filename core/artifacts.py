@@ -1,0 +1,175 @@
+"""One home for the files of a model folder: where each artefact lives and how a cached
+evaluation is written and read as one consistent pair.
+
+A model folder (``weights/<model>/``, or under ``MURA_LENS_WEIGHTS_DIR``) holds::
+
+    checkpoint.pt                 weights (core.models)
+    model_card.json               the card (core.card)
+    training_log.csv              one row per epoch (core.train)
+    predictions_<dataset>.csv     one row per image, written by an evaluation CLI
+    metrics_<dataset>.json        its metrics; records the SHA-256 of the predictions it was computed from
+    localization_<dataset>.csv    per-image CAM localisation rows (core.localize)
+    localization_<dataset>.json   their summary
+
+``<dataset>`` is a MURA split (``valid``, ``train_holdout``) or an external dataset (``fracatlas``).
+
+Why a hash and not a rename: the two files of an evaluation cannot be replaced in one atomic
+step, so the metrics file (written last) names the exact predictions it summarises; a reader that
+finds a different predictions file (a run killed between the two writes, a hand edit) refuses the
+pair instead of showing numbers that describe other data.
+
+Example:
+    >>> files = ModelArtifacts.of("mura_efficientnet_lite0")  # doctest: +SKIP
+    >>> evaluation = read_evaluation(files, "valid")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+
+import pandas as pd
+
+from core import atomic
+
+__all__ = [
+    "SHIPPED_WEIGHTS_DIR",
+    "CHECKPOINT_FILE",
+    "CARD_FILE",
+    "TRAINING_LOG_FILE",
+    "weights_dir",
+    "file_version",
+    "ModelArtifacts",
+    "Evaluation",
+    "EvaluationMismatchError",
+    "write_evaluation",
+    "read_evaluation",
+]
+
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+CHECKPOINT_FILE = "checkpoint.pt"
+CARD_FILE = "model_card.json"
+TRAINING_LOG_FILE = "training_log.csv"
+_PREDICTIONS_HASH_KEY = "predictions_sha256"
+
+
+def weights_dir() -> Path:
+    """Where model folders live: MURA_LENS_WEIGHTS_DIR if set (tests, extra models), else weights/."""
+    return Path(os.environ.get("MURA_LENS_WEIGHTS_DIR") or SHIPPED_WEIGHTS_DIR)
+
+
+def file_version(path: Path) -> int:
+    """The cache key of a file's content version: its modification time in nanoseconds, 0 if absent.
+
+    One definition for every cache (models, tables, JSON), so a rewritten file is picked up
+    everywhere at once.
+    """
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+@dataclass(frozen=True)
+class ModelArtifacts:
+    """The paths of one model folder; creating it touches no file."""
+
+    directory: Path
+
+    @classmethod
+    def of(cls, model: str, weights_root: Path | None = None) -> ModelArtifacts:
+        """The folder of ``model`` under ``weights_root`` (default :func:`weights_dir`)."""
+        return cls((weights_root or weights_dir()) / model)
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.directory / CHECKPOINT_FILE
+
+    @property
+    def card(self) -> Path:
+        return self.directory / CARD_FILE
+
+    @property
+    def training_log(self) -> Path:
+        return self.directory / TRAINING_LOG_FILE
+
+    def predictions(self, dataset: str) -> Path:
+        return self.directory / f"predictions_{_checked(dataset)}.csv"
+
+    def metrics(self, dataset: str) -> Path:
+        return self.directory / f"metrics_{_checked(dataset)}.json"
+
+    def localization(self, dataset: str) -> Path:
+        return self.directory / f"localization_{_checked(dataset)}.csv"
+
+    def localization_summary(self, dataset: str) -> Path:
+        return self.directory / f"localization_{_checked(dataset)}.json"
+
+
+def _checked(dataset: str) -> str:
+    """A dataset name is part of a file name: letters, digits and underscores only."""
+    if not dataset or not all(c.isalnum() or c == "_" for c in dataset):
+        raise ValueError(f"{dataset!r} is not a dataset name (letters, digits and underscores only).")
+    return dataset
+
+
+class EvaluationMismatchError(ValueError):
+    """The cached predictions and metrics of a dataset come from different runs."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A cached evaluation whose predictions and metrics are known to belong together."""
+
+    predictions: pd.DataFrame
+    metrics: dict
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_evaluation(files: ModelArtifacts, dataset: str, predictions: pd.DataFrame, metrics: dict) -> tuple[Path, Path]:
+    """Write predictions, then metrics naming the predictions' hash: a reader never accepts a mix."""
+    csv_text = predictions.to_csv(index=False, float_format="%.6f")
+    metrics = {**metrics, _PREDICTIONS_HASH_KEY: _sha256(csv_text)}
+    predictions_path, metrics_path = files.predictions(dataset), files.metrics(dataset)
+    atomic.write_text(predictions_path, csv_text)
+    atomic.write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    return predictions_path, metrics_path
+
+
+def read_evaluation(files: ModelArtifacts, dataset: str) -> Evaluation | None:
+    """The cached evaluation of ``dataset``, or None when either file is absent.
+
+    Raises:
+        EvaluationMismatchError: the pair is inconsistent or unreadable (message: one sentence).
+    """
+    predictions_path, metrics_path = files.predictions(dataset), files.metrics(dataset)
+    if not predictions_path.is_file() or not metrics_path.is_file():
+        return None
+    try:
+        csv_text = predictions_path.read_text()
+        metrics = json.loads(metrics_path.read_text())
+        predictions = pd.read_csv(StringIO(csv_text))
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise EvaluationMismatchError(
+            f"The cached evaluation {metrics_path.name} / {predictions_path.name} cannot be read "
+            f"({type(exc).__name__}); re-run the evaluation."
+        ) from exc
+    if not isinstance(metrics, dict):
+        raise EvaluationMismatchError(f"{metrics_path.name} is not a metrics object; re-run the evaluation.")
+    expected = metrics.get(_PREDICTIONS_HASH_KEY)
+    if expected is not None and expected != _sha256(csv_text):
+        raise EvaluationMismatchError(
+            f"{predictions_path.name} and {metrics_path.name} come from different runs; re-run the evaluation."
+        )
+    return Evaluation(predictions, metrics)

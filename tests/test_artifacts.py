@@ -1,0 +1,93 @@
+"""core.artifacts: one place for a model folder's file names, and evaluation pairs that never mix."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from core import atomic
+from core.artifacts import EvaluationMismatchError, ModelArtifacts, file_version, read_evaluation, write_evaluation
+
+
+def _predictions(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"path": [f"img{i}.png" for i in range(n)], "label": [i % 2 for i in range(n)],
+                         "probability": [i / max(n, 1) for i in range(n)]})
+
+
+def test_paths_of_a_model_folder(tmp_path):
+    files = ModelArtifacts.of("demo", tmp_path)
+    assert files.name == "demo"
+    assert files.checkpoint == tmp_path / "demo" / "checkpoint.pt"
+    assert files.card == tmp_path / "demo" / "model_card.json"
+    assert files.training_log == tmp_path / "demo" / "training_log.csv"
+    assert files.predictions("fracatlas") == tmp_path / "demo" / "predictions_fracatlas.csv"
+    assert files.metrics("valid") == tmp_path / "demo" / "metrics_valid.json"
+    assert files.localization("fracatlas").name == "localization_fracatlas.csv"
+    assert files.localization_summary("fracatlas").name == "localization_fracatlas.json"
+
+
+@pytest.mark.parametrize("dataset", ["", "../valid", "a/b", "valid.csv"])
+def test_dataset_names_cannot_leave_the_folder(tmp_path, dataset):
+    with pytest.raises(ValueError, match="not a dataset name"):
+        ModelArtifacts.of("demo", tmp_path).predictions(dataset)
+
+
+def test_weights_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tmp_path))
+    assert ModelArtifacts.of("demo").directory == tmp_path / "demo"
+
+
+def test_round_trip_and_absent_pair(tmp_path):
+    files = ModelArtifacts(tmp_path)
+    assert read_evaluation(files, "valid") is None
+    write_evaluation(files, "valid", _predictions(6), {"images": 6})
+    evaluation = read_evaluation(files, "valid")
+    assert evaluation.metrics["images"] == 6
+    pd.testing.assert_frame_equal(evaluation.predictions, _predictions(6))
+    assert file_version(files.metrics("valid")) > 0
+    assert file_version(files.metrics("nothing")) == 0
+
+
+def test_kill_between_the_two_writes_is_detected(tmp_path, monkeypatch):
+    """A run killed after writing predictions leaves new predictions beside old metrics."""
+    files = ModelArtifacts(tmp_path)
+    write_evaluation(files, "valid", _predictions(40), {"images": 40})
+    real_write = atomic.write_text
+
+    def killed_before_metrics(path, text):
+        if path.suffix == ".json":
+            raise KeyboardInterrupt
+        real_write(path, text)
+
+    monkeypatch.setattr(atomic, "write_text", killed_before_metrics)
+    with pytest.raises(KeyboardInterrupt):
+        write_evaluation(files, "valid", _predictions(7), {"images": 7})
+    with pytest.raises(EvaluationMismatchError, match="different runs"):
+        read_evaluation(files, "valid")
+
+
+def test_pair_without_hash_is_read_as_written_by_older_versions(tmp_path):
+    files = ModelArtifacts(tmp_path)
+    _predictions(3).to_csv(files.predictions("valid"), index=False)
+    files.metrics("valid").write_text(json.dumps({"images": 3}))
+    assert read_evaluation(files, "valid").metrics == {"images": 3}
+
+
+@pytest.mark.parametrize("metrics_text", ["", "[]", "{not json", b"\xff\xfe".decode("latin-1")])
+def test_unreadable_metrics_is_one_sentence(tmp_path, metrics_text):
+    files = ModelArtifacts(tmp_path)
+    _predictions(3).to_csv(files.predictions("valid"), index=False)
+    files.metrics("valid").write_text(metrics_text)
+    with pytest.raises(EvaluationMismatchError, match="re-run the evaluation"):
+        read_evaluation(files, "valid")
+
+
+def test_shipped_evaluations_are_consistent_pairs():
+    from core.models import list_shipped_models
+
+    for model in list_shipped_models():
+        evaluation = read_evaluation(ModelArtifacts.of(model), "valid")
+        assert evaluation is not None and "predictions_sha256" in evaluation.metrics
+        assert evaluation.metrics["evaluation"]["images"] == len(evaluation.predictions)
