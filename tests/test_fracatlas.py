@@ -17,7 +17,7 @@ _HEADER = "file,image_id,region,upper_limb,fractured,fracture_count,hardware,wid
 
 
 def _tiny_root(tmp_path: Path, coco: dict | None = None, labels: str | None = None) -> Path:
-    (tmp_path / "images").mkdir()
+    (tmp_path / "images").mkdir(parents=True)
     for name in ("A.jpg", "B.jpg"):
         Image.new("L", (40, 30), 128).save(tmp_path / "images" / name)
     (tmp_path / "labels.csv").write_text(labels or (
