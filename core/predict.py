@@ -17,15 +17,18 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from core.preprocess import letterbox, to_model_input
+
+if TYPE_CHECKING:
+    from core.scope import ScopeAssessment
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -146,6 +149,7 @@ def _printable(file: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from core.imaging import RadiographDecodeError, load_radiograph
+    from core.scope import ScopeHeadError, assess_images, head_for, study_scope
 
     parser = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", metavar="FILE")
@@ -162,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads(args.threads)
     try:
         loaded = load_model(args.model)
-    except ModelLoadError as exc:
+        head_for(loaded)
+    except (ModelLoadError, ScopeHeadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.out:
@@ -171,11 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     view_probabilities: list[float] = []
     good_files: list[str] = []
+    scopes: list[ScopeAssessment] = []
     for file in args.files:
         try:
-            pixels = load_radiograph(Path(file)).pixels
+            radiograph = load_radiograph(Path(file))
+            pixels = radiograph.pixels
             record: dict[str, object] = {"file": _printable(file),
                                          "probability": round(float(predict_images(loaded, [pixels])[0]), 6)}
+            assessed = assess_images(loaded, [pixels])
+            if assessed is not None:
+                scope = assessed[0]
+                if not radiograph.looks_like_radiograph:
+                    scope = replace(scope, colour_image=True)
+                record["scope"] = scope.as_json()
+                scopes.append(scope)
             if args.cam:
                 record |= _write_cam(loaded, pixels, file, args.cam, args.layer, args.out)
         except (RadiographDecodeError, OSError, ValueError) as exc:
@@ -186,15 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         good_files.append(_printable(file))
         print(json.dumps(record), flush=True)
     if args.study and view_probabilities:
+        study_type, scope_reason = study_scope(args.study_type, scopes)
         study = StudyPrediction(tuple(view_probabilities), study_probability(view_probabilities),
-                                loaded.threshold_for(args.study_type), args.study_type)
+                                loaded.threshold_for(study_type), study_type)
         print(json.dumps({
             "study": good_files,
             "study_type": study.study_type,
             "probability": round(study.probability, 6),
             "threshold": study.threshold,
-            "verdict": study.verdict,
-        }), flush=True)
+            # No verdict for a study the scope head puts outside the model's training (say why instead).
+            "verdict": None if scope_reason else study.verdict,
+            "in_scope": scope_reason is None,
+        } | ({"scope_reason": scope_reason} if scope_reason else {})), flush=True)
     return 2 if failed else 0
 
 

@@ -1,0 +1,51 @@
+"""What the scope head says of uploaded views, cached, and shown before any verdict.
+
+The head (core.scope) recognises the body part and flags images unlike the model's training
+radiographs; Explain pre-selects the body part from it and gives no verdict outside the scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import streamlit as st
+
+from core.models import LoadedModel
+from core.scope import ScopeAssessment, ScopeHeadError, assess_images
+from dashboard import views
+
+__all__ = ["cached_scopes", "show_scopes"]
+
+
+@st.cache_data(show_spinner="Recognising the body part…", max_entries=256)
+def _scopes(model: str, keys: tuple[str, ...], _loaded: LoadedModel,
+            _images: Sequence[np.ndarray]) -> list[ScopeAssessment] | None:
+    return assess_images(_loaded, list(_images))
+
+
+def cached_scopes(loaded: LoadedModel, images: Sequence[np.ndarray],
+                  colour: Sequence[bool] = ()) -> list[ScopeAssessment] | None:
+    """One assessment per image (None when the model has no scope head, or its head is unreadable).
+
+    ``colour[i]`` marks an image decoded as visibly coloured: never a radiograph, whatever the head says.
+    """
+    try:
+        scopes = _scopes(views.model_key(loaded), tuple(views.image_key(p) for p in images), loaded, tuple(images))
+    except ScopeHeadError as exc:
+        st.warning(f"Body-part recognition is unavailable: {exc}")
+        return None
+    if scopes is None:
+        return None
+    flags = list(colour) + [False] * (len(scopes) - len(colour))
+    return [ScopeAssessment(s.probabilities, s.distance, s.distance_threshold, colour_image=flag)
+            for s, flag in zip(scopes, flags, strict=True)]
+
+
+def show_scopes(names: Sequence[str], scopes: Sequence[ScopeAssessment]) -> None:
+    """Each view's recognised body part in one line; views outside the scope stand out."""
+    for name, scope in zip(names, scopes, strict=True):
+        if scope.in_scope:
+            st.caption(f"`{name}`: {scope.reason()}")
+        else:
+            st.error(f"`{name}`: {scope.reason()}", icon=":material/block:")

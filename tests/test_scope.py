@@ -1,0 +1,156 @@
+"""core.scope: the body-part / out-of-scope head, on synthetic features and on the shipped head."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from core import scope
+from core.models import DEFAULT_MODEL, load_model
+from core.scope import SCOPE_CLASSES, ScopeAssessment, ScopeHeadError, fit_head, load_head
+
+
+def _clusters(n_per_class: int = 40, dims: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Five well-separated Gaussian clusters, one per class; groups of two images each."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 6, (len(SCOPE_CLASSES), dims))
+    features = np.concatenate([c + rng.normal(0, 1, (n_per_class, dims)) for c in centres])
+    labels = np.repeat(np.arange(len(SCOPE_CLASSES)), n_per_class)
+    groups = np.arange(len(labels)) // 2
+    return features.astype(np.float32), labels, groups
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    features, labels, groups = _clusters()
+    head, oof_probabilities, oof_distances = fit_head(features, labels, groups)
+    return head, features, labels, oof_probabilities, oof_distances
+
+
+def test_separable_classes_are_recovered_out_of_fold(fitted):
+    head, features, labels, oof_probabilities, oof_distances = fitted
+    assert (oof_probabilities.argmax(axis=1) == labels).mean() > 0.95
+    assert np.allclose(oof_probabilities.sum(axis=1), 1)
+    # The threshold is the 99th percentile of out-of-fold distances: about 1% of training images exceed it.
+    assert (oof_distances > head.distance_threshold).mean() <= 0.02
+
+
+def test_head_matches_scikit_learn(fitted):
+    """The stored arrays reproduce the scikit-learn objects they were taken from."""
+    head, features, labels, *_ = fitted
+    scaler, classifier, pca, covariance = scope._fit_parts(features, labels)
+    standardised = scaler.transform(features)
+    np.testing.assert_allclose(head.probabilities(features), classifier.predict_proba(standardised), atol=1e-6)
+    expected = np.sqrt(covariance.mahalanobis(pca.transform(standardised)))
+    np.testing.assert_allclose(head.distances(features), expected, rtol=1e-5)
+
+
+def test_far_features_are_unusual_and_never_in_scope(fitted):
+    head, features, *_ = fitted
+    far = features[:3] + 200.0
+    for assessment in head.assess(far):
+        assert not assessment.typical and not assessment.in_scope and assessment.study_type is None
+        assert "does not look like" in assessment.reason()
+
+
+def test_save_and_load_round_trip(fitted, tmp_path):
+    head, features, *_ = fitted
+    path = tmp_path / scope.HEAD_FILE
+    head.save(path)
+    again = load_head(path)
+    np.testing.assert_allclose(again.probabilities(features), head.probabilities(features), atol=1e-4)
+    assert again.distance_threshold == pytest.approx(head.distance_threshold)
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip", pickle.dumps({"coef": 1})])
+def test_unreadable_or_pickled_head_is_refused(tmp_path, content):
+    path = tmp_path / scope.HEAD_FILE
+    path.write_bytes(content)
+    with pytest.raises(ScopeHeadError, match=scope.HEAD_FILE):
+        load_head(path)
+
+
+@pytest.mark.parametrize(("probabilities", "distance", "study_type", "words"), [
+    ({"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01}, 1.0, "XR_HUMERUS",
+     "humerus radiograph"),
+    ({"humerus": 0.05, "forearm": 0.8, "hand/wrist": 0.1, "shoulder": 0.03, "other": 0.02}, 1.0, "XR_FOREARM",
+     "forearm radiograph"),
+    ({"humerus": 0.05, "forearm": 0.1, "hand/wrist": 0.8, "shoulder": 0.03, "other": 0.02}, 1.0, None,
+     "humerus and forearm radiographs only"),
+    ({"humerus": 0.01, "forearm": 0.01, "hand/wrist": 0.01, "shoulder": 0.01, "other": 0.96}, 1.0, None,
+     "other than the arm"),
+    ({"humerus": 0.45, "forearm": 0.4, "hand/wrist": 0.1, "shoulder": 0.03, "other": 0.02}, 1.0, None, "uncertain"),
+    ({"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01}, 9.0, None,
+     "does not look like"),
+])
+def test_assessment_decides_scope_and_says_why(probabilities, distance, study_type, words):
+    assessment = ScopeAssessment(probabilities, distance, distance_threshold=5.0)
+    assert assessment.study_type == study_type
+    assert assessment.in_scope == (study_type is not None)
+    assert words in assessment.reason()
+
+
+def test_fit_refuses_a_missing_class():
+    features, labels, groups = _clusters()
+    keep = labels != SCOPE_CLASSES.index("shoulder")
+    with pytest.raises(ValueError, match="every scope class"):
+        fit_head(features[keep], labels[keep], groups[keep])
+
+
+def test_image_features_are_the_final_layer_input():
+    """Features equal what the classifier's last linear layer receives (checked by applying it)."""
+    import torch
+
+    loaded = load_model("mura_mobilenet_v2")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (80, 60), dtype=np.uint8) for _ in range(3)]
+    features = scope.image_features(loaded, images, batch_size=2)
+    assert features.shape == (3, 1280)
+    network = scope._feature_network(loaded)
+    logits = scope._last_linear(network)(torch.from_numpy(features))
+    from core.predict import model_inputs
+
+    with torch.inference_mode():
+        expected = network(model_inputs(loaded, images))
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_shipped_head_loads_and_judges_a_photo_as_unusual():
+    """The shipped model's head (fitted by python -m core.scope) flags a colour photo, in grey, as unusual."""
+    from sklearn.datasets import load_sample_images
+
+    loaded = load_model(DEFAULT_MODEL)
+    path = loaded.directory / scope.HEAD_FILE
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run python -m core.scope to fit it")
+    head = load_head(path)
+    photo = load_sample_images().images[0].mean(axis=2).astype(np.uint8)
+    (assessment,) = head.assess(scope.image_features(loaded, [photo]))
+    assert not assessment.in_scope
+
+
+def _assessment(part: str, distance: float = 1.0, share: float = 0.9) -> ScopeAssessment:
+    rest = (1 - share) / (len(SCOPE_CLASSES) - 1)
+    return ScopeAssessment({c: share if c == part else rest for c in SCOPE_CLASSES}, distance, distance_threshold=5.0)
+
+
+def test_study_scope_judges_agreeing_in_scope_views():
+    assert scope.study_scope(None, [_assessment("forearm"), _assessment("forearm")]) == ("XR_FOREARM", None)
+
+
+def test_study_scope_refuses_out_of_scope_mixed_and_colour_views():
+    study_type, reason = scope.study_scope(None, [_assessment("forearm"), _assessment("other")])
+    assert study_type is None and "other than the arm" in reason
+    study_type, reason = scope.study_scope(None, [_assessment("forearm"), _assessment("humerus")])
+    assert study_type is None and "different body parts" in reason
+    colour = ScopeAssessment(_assessment("forearm").probabilities, 1.0, 5.0, colour_image=True)
+    assert scope.study_scope(None, [colour]) == (None, colour.reason())
+    assert "colour image" in colour.reason()
+
+
+def test_study_scope_lets_the_user_decide_and_keeps_old_models_working():
+    assert scope.study_scope("XR_HUMERUS", [_assessment("other")]) == ("XR_HUMERUS", None)
+    assert scope.study_scope(None, []) == (None, None)
