@@ -63,7 +63,7 @@ def test_kill_between_the_two_writes_is_detected(tmp_path, monkeypatch):
 
     monkeypatch.setattr(atomic, "write_text", killed_before_metrics)
     with pytest.raises(KeyboardInterrupt):
-        write_evaluation(files, "valid", _predictions(7), {"images": 7})
+        write_evaluation(files, "valid", _predictions(7), {"images": 7}, force=True)
     with pytest.raises(EvaluationMismatchError, match="different runs"):
         read_evaluation(files, "valid")
 

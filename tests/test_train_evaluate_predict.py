@@ -24,6 +24,8 @@ from sklearn.metrics import roc_auc_score
 from core import evaluate as evaluate_cli
 from core import predict as predict_cli
 from core import train as train_cli
+from core.artifacts import TRAIN_STATE_FILE, TRAINING_LOG_FILE, ModelArtifacts
+from core.card import subset_counts
 from core.models import CHECKPOINT_FILE, load_model
 from core.predict import predict_images, predict_study, study_probability
 from tests.fake_mura import make_fake_mura
@@ -52,7 +54,7 @@ def _env(weights: Path) -> dict[str, str]:
 
 def test_training_writes_checkpoint_card_and_log(weights: Path) -> None:
     out = weights / "tiny"
-    log = pd.read_csv(out / train_cli.LOG_FILE)
+    log = pd.read_csv(out / TRAINING_LOG_FILE)
     assert list(log["epoch"]) == [1, 2]
     assert {"train_loss", "holdout_image_auroc", "holdout_study_auroc"} <= set(log.columns)
     card = json.loads((out / "model_card.json").read_text())
@@ -123,7 +125,7 @@ def test_a_state_saved_before_a_setting_existed_still_resumes(fake_root: Path, t
     out = tmp_path / "old"
     arguments = ["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY]
     assert train_cli.main(arguments) == 0
-    state_path = out / train_cli.STATE_FILE
+    state_path = out / TRAIN_STATE_FILE
     state = torch.load(state_path, map_location="cpu", weights_only=False)
     del state["config"]["train_fraction"]  # as written before --train-fraction existed
     torch.save(state, state_path)
@@ -163,7 +165,7 @@ def test_training_with_the_study_loss(fake_root: Path, tmp_path: Path) -> None:
     card = json.loads((out / "model_card.json").read_text())
     assert card["recipe"]["study_loss"] is True
     assert card["recipe"]["loss"].startswith("BCE on each study's mean view probability")
-    assert list(pd.read_csv(out / train_cli.LOG_FILE)["epoch"]) == [1, 2]
+    assert list(pd.read_csv(out / TRAINING_LOG_FILE)["epoch"]) == [1, 2]
 
 
 def test_threshold_maximises_kappa() -> None:
@@ -181,26 +183,26 @@ def test_interrupted_training_resumes_from_its_last_epoch(tmp_path: Path, fake_r
                "--epochs", "3", *TINY]
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
-    state = out / train_cli.STATE_FILE
+    state = out / TRAIN_STATE_FILE
     deadline = time.time() + 240
     while not state.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert state.exists(), "no state was written before the kill"
-    finished_epochs = len(pd.read_csv(out / train_cli.LOG_FILE))
+    finished_epochs = len(pd.read_csv(out / TRAINING_LOG_FILE))
     assert not list(out.glob("*.tmp")) or all(p.stat().st_size >= 0 for p in out.glob("*.tmp"))
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "resuming after epoch" in result.stdout
-    log = pd.read_csv(out / train_cli.LOG_FILE)
+    log = pd.read_csv(out / TRAINING_LOG_FILE)
     assert list(log["epoch"]) == [1, 2, 3]
     assert finished_epochs >= 1
     # A resumed run continues every random stream (augmentation draws, permutations, dropout):
     # it ends with the weights of a run that was never stopped.
     straight = tmp_path / "straight"
     assert train_cli.main(["--mura-root", str(fake_root), "--out", str(straight), "--epochs", "3", *TINY]) == 0
-    _assert_same_weights(out / train_cli.STATE_FILE, straight / train_cli.STATE_FILE, key="model")
+    _assert_same_weights(out / TRAIN_STATE_FILE, straight / TRAIN_STATE_FILE, key="model")
 
 
 def _assert_same_weights(first: Path, second: Path, key: str) -> None:
@@ -357,8 +359,8 @@ def test_cross_validated_ensemble_chooses_thresholds_out_of_fold(fake_root: Path
                                str(fold), "--folds", "2", "--fold", str(fold), *TINY]) == 0
         folds.append(out)
     card = ensemble.combine(folds, tmp_path / "cv")
-    out_of_fold = pd.read_csv(tmp_path / "cv" / train_cli.VAL_PREDICTIONS_FILE)
-    member_rows = pd.concat([pd.read_csv(f / train_cli.VAL_PREDICTIONS_FILE) for f in folds])
+    out_of_fold = pd.read_csv(ModelArtifacts(tmp_path / "cv").holdout_predictions)
+    member_rows = pd.concat([pd.read_csv(ModelArtifacts(f).holdout_predictions) for f in folds])
     # Every train image once, with the probability of the member that held its fold out.
     from core import mura
 
@@ -368,7 +370,7 @@ def test_cross_validated_ensemble_chooses_thresholds_out_of_fold(fake_root: Path
     thresholds, _ = train_cli.holdout_summary(out_of_fold)
     assert card["thresholds"] == thresholds
     assert "out-of-fold" in card["threshold_rule"] and [m["fold"] for m in card["members"]] == [0, 1]
-    assert card["training_data"]["holdout"] == train_cli.subset_counts(out_of_fold)
+    assert card["training_data"]["holdout"] == subset_counts(out_of_fold)
     assert card["recipe"]["fold"] == [0, 1] and card["recipe"]["seed"] == [0, 1]
     with pytest.raises(ValueError, match="same fold"):
         ensemble.combine([folds[0], folds[0]], tmp_path / "twice")
