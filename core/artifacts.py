@@ -6,6 +6,8 @@ A model folder (``weights/<model>/``, or under ``MURA_LENS_WEIGHTS_DIR``) holds:
     checkpoint.pt                 weights (core.models)
     model_card.json               the card (core.card)
     training_log.csv              one row per epoch (core.train)
+    train_state.pt                resumable training state (core.train; run folders only)
+    predictions_train_holdout.csv predictions on train/'s held-out patients (core.train, core.ensemble)
     predictions_<dataset>.csv     one row per image, written by an evaluation CLI
     metrics_<dataset>.json        its metrics; records the SHA-256 of the predictions it was computed from
     localization_<dataset>.csv    per-image CAM localisation rows (core.localize)
@@ -17,6 +19,10 @@ Why a hash and not a rename: the two files of an evaluation cannot be replaced i
 step, so the metrics file (written last) names the exact predictions it summarises; a reader that
 finds a different predictions file (a run killed between the two writes, a hand edit) refuses the
 pair instead of showing numbers that describe other data.
+
+An evaluation never silently shrinks: :func:`write_evaluation` refuses to replace cached
+predictions of more images with fewer (an evaluation on a partial MURA copy would otherwise
+replace the shipped full one) unless forced.
 
 Example:
     >>> files = ModelArtifacts.of("mura_efficientnet_lite0")  # doctest: +SKIP
@@ -41,11 +47,16 @@ __all__ = [
     "CHECKPOINT_FILE",
     "CARD_FILE",
     "TRAINING_LOG_FILE",
+    "TRAIN_STATE_FILE",
+    "TRAIN_HOLDOUT",
     "weights_dir",
     "file_version",
+    "display_name",
     "ModelArtifacts",
     "Evaluation",
     "EvaluationMismatchError",
+    "SmallerEvaluationError",
+    "check_replacement",
     "write_evaluation",
     "read_evaluation",
 ]
@@ -54,6 +65,9 @@ SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 CHECKPOINT_FILE = "checkpoint.pt"
 CARD_FILE = "model_card.json"
 TRAINING_LOG_FILE = "training_log.csv"
+TRAIN_STATE_FILE = "train_state.pt"
+#: The dataset name of the predictions on train/'s held-out patients (core.train, core.ensemble).
+TRAIN_HOLDOUT = "train_holdout"
 _PREDICTIONS_HASH_KEY = "predictions_sha256"
 
 
@@ -72,6 +86,11 @@ def file_version(path: Path) -> int:
         return path.stat().st_mtime_ns
     except OSError:
         return 0
+
+
+def display_name(path: Path) -> str:
+    """``<model folder>/<file>``: how messages name a model file (no server path shown to users)."""
+    return f"{path.parent.name}/{path.name}"
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,15 @@ class ModelArtifacts:
     def training_log(self) -> Path:
         return self.directory / TRAINING_LOG_FILE
 
+    @property
+    def train_state(self) -> Path:
+        return self.directory / TRAIN_STATE_FILE
+
+    @property
+    def holdout_predictions(self) -> Path:
+        """Predictions on train/'s held-out patients: what thresholds and ensembles are chosen on."""
+        return self.predictions(TRAIN_HOLDOUT)
+
     def predictions(self, dataset: str) -> Path:
         return self.directory / f"predictions_{_checked(dataset)}.csv"
 
@@ -113,6 +141,10 @@ class ModelArtifacts:
     def localization_summary(self, dataset: str) -> Path:
         return self.directory / f"localization_{_checked(dataset)}.json"
 
+    def evaluation_version(self, dataset: str) -> tuple[str, int, int]:
+        """The cache key of the cached evaluation of ``dataset``: folder and both files' versions."""
+        return str(self.directory), file_version(self.predictions(dataset)), file_version(self.metrics(dataset))
+
 
 def _checked(dataset: str) -> str:
     """A dataset name is part of a file name: letters, digits and underscores only."""
@@ -123,6 +155,10 @@ def _checked(dataset: str) -> str:
 
 class EvaluationMismatchError(ValueError):
     """The cached predictions and metrics of a dataset come from different runs."""
+
+
+class SmallerEvaluationError(ValueError):
+    """A new evaluation covers fewer images than the cached one it would replace."""
 
 
 @dataclass(frozen=True)
@@ -137,8 +173,36 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def write_evaluation(files: ModelArtifacts, dataset: str, predictions: pd.DataFrame, metrics: dict) -> tuple[Path, Path]:
-    """Write predictions, then metrics naming the predictions' hash: a reader never accepts a mix."""
+def _cached_images(path: Path) -> int:
+    """Rows of a cached predictions file; 0 when it is absent or unreadable (nothing worth keeping)."""
+    try:
+        return len(pd.read_csv(path, usecols=[0]))
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError):
+        return 0
+
+
+def check_replacement(files: ModelArtifacts, dataset: str, images: int, *, force: bool = False) -> None:
+    """Refuse to replace a cached evaluation of more images by one of ``images`` unless ``force``.
+
+    Called before a long run (so it fails at once) and again by :func:`write_evaluation`.
+    """
+    cached = _cached_images(files.predictions(dataset))
+    if images < cached and not force:
+        raise SmallerEvaluationError(
+            f"{display_name(files.predictions(dataset))} holds {cached} images and this evaluation only {images}; "
+            "pass --force to replace it with the smaller one."
+        )
+
+
+def write_evaluation(files: ModelArtifacts, dataset: str, predictions: pd.DataFrame, metrics: dict, *,
+                     force: bool = False) -> tuple[Path, Path]:
+    """Write predictions, then metrics naming the predictions' hash: a reader never accepts a mix.
+
+    Raises:
+        SmallerEvaluationError: the cached predictions cover more images and ``force`` is False.
+        atomic.AtomicWriteError: a file could not be written (disk full...); no temporary file is left.
+    """
+    check_replacement(files, dataset, len(predictions), force=force)
     csv_text = predictions.to_csv(index=False, float_format="%.6f")
     metrics = {**metrics, _PREDICTIONS_HASH_KEY: _sha256(csv_text)}
     predictions_path, metrics_path = files.predictions(dataset), files.metrics(dataset)

@@ -1,27 +1,44 @@
 """Atomic file writes: a reader (the dashboard, a resumed run) sees the old file or the new one,
-never a half-written one, even when the writer is killed mid-write."""
+never a half-written one, even when the writer is killed mid-write.
+
+A write that fails (disk full, no permission) removes its temporary file and raises
+:class:`AtomicWriteError` naming the file it meant to write; the old file stays as it was.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["write_text", "save_torch"]
+__all__ = ["AtomicWriteError", "write_text", "save_torch"]
+
+
+class AtomicWriteError(OSError):
+    """A file could not be written; the message names it, and the previous file is untouched."""
 
 
 def _temporary(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
-def write_text(path: Path, text: str) -> None:
+def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     tmp = _temporary(path)
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        write(tmp)
+        tmp.replace(path)
+    # torch.save reports a failed write (disk full) as a RuntimeError from its C++ writer.
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0] or type(exc).__name__
+        raise AtomicWriteError(f"Cannot write {path}: {reason}.") from exc
+
+
+def write_text(path: Path, text: str) -> None:
+    _replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def save_torch(obj: Any, path: Path) -> None:
-    tmp = _temporary(path)
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    _replace_atomically(path, lambda tmp: torch.save(obj, tmp))

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.metrics import OVERALL, BootstrapInterval, MetricsInputError, auroc, bootstrap_ci, study_table
-from core.models import weights_dir
+from core.artifacts import ModelArtifacts
+from core.metrics import DEFAULT_N_BOOT, OVERALL, BootstrapInterval, MetricsInputError, auroc, bootstrap_ci, study_table
 
 __all__ = ["paired_auroc_difference", "compare_models", "main"]
 
@@ -47,7 +47,7 @@ def _bootstrap_difference(paired: pd.DataFrame, n_boot: int, seed: int) -> Boots
 
 
 def paired_auroc_difference(
-    studies_a: pd.DataFrame, studies_b: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0
+    studies_a: pd.DataFrame, studies_b: pd.DataFrame, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
 ) -> BootstrapInterval:
     """AUROC(A) - AUROC(B) with a percentile interval over resamples of the studies both share.
 
@@ -57,13 +57,12 @@ def paired_auroc_difference(
     return _bootstrap_difference(_paired(studies_a, studies_b), n_boot, seed)
 
 
-def compare_models(model_a: str, model_b: str, split: str = "valid", *, n_boot: int = 1000,
+def compare_models(model_a: str, model_b: str, split: str = "valid", *, n_boot: int = DEFAULT_N_BOOT,
                    directory: Path | None = None) -> dict[str, dict]:
     """Per body part (and overall): studies compared, each model's AUROC, and the paired difference."""
-    directory = directory or weights_dir()
     tables = []
     for model in (model_a, model_b):
-        path = directory / model / f"predictions_{split}.csv"
+        path = ModelArtifacts.of(model, directory).predictions(split)
         if not path.is_file():
             raise FileNotFoundError(f"no cached predictions at {path}")
         tables.append(study_table(pd.read_csv(path)))
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs=2, required=True, metavar=("A", "B"), help="two folders under weights/")
     parser.add_argument("--split", default="valid", help="valid (core.evaluate) or train_holdout (core.train)")
-    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples for the intervals")
     args = parser.parse_args(argv)
     try:
         report = compare_models(*args.models, args.split, n_boot=args.n_boot)

@@ -23,10 +23,10 @@ from pathlib import Path
 import pandas as pd
 
 from core import atomic
-from core.models import CARD_FILE, CHECKPOINT_FILE, ModelLoadError, load_model, save_ensemble_checkpoint
-from core.train import (
-    LOG_FILE, NEVER_VALID, VAL_PREDICTIONS_FILE, holdout_summary, kfold_description, subset_counts,
-)
+from core.artifacts import ModelArtifacts
+from core.card import ensemble_card, write_card
+from core.models import ModelLoadError, load_model, save_ensemble_checkpoint
+from core.train import holdout_summary
 
 __all__ = ["combine", "is_cross_validation", "out_of_fold", "main"]
 
@@ -41,50 +41,21 @@ def combine(member_dirs: list[Path], out: Path) -> dict:
     if len(archs) != 1 or len(sizes) != 1:
         raise ValueError("members differ in architecture or input size")
     arch, input_size = archs.pop(), sizes.pop()
-    holdouts = [pd.read_csv(d / VAL_PREDICTIONS_FILE) for d in member_dirs]
+    member_files = [ModelArtifacts(d) for d in member_dirs]
+    holdouts = [pd.read_csv(files.holdout_predictions) for files in member_files]
     cross_validated = is_cross_validation([m.card for m in members], holdouts)
     holdout = out_of_fold(holdouts) if cross_validated else _shared_holdout(members, holdouts)
     thresholds, metrics = holdout_summary(holdout)
 
     out.mkdir(parents=True, exist_ok=True)
-    save_ensemble_checkpoint(out / CHECKPOINT_FILE, [m.model for m in members], arch, input_size)
-    atomic.write_text(out / VAL_PREDICTIONS_FILE, holdout.to_csv(index=False))
-    logs = [pd.read_csv(d / LOG_FILE).assign(member=i) for i, d in enumerate(member_dirs)]
-    atomic.write_text(out / LOG_FILE, pd.concat(logs).to_csv(index=False))
-
-    cards = [m.card for m in members]
-    base = cards[0]
-    card = base | {
-        "name": out.name,
-        "description": f"Mean-probability ensemble of {len(members)} {arch} models "
-                       + ("(one per fold of a patient-level cross-validation of train/). " if cross_validated
-                          else "(different seeds). ")
-                       + base["description"],
-        "members": [
-            {"seed": card["recipe"]["seed"], **({"fold": card["recipe"]["fold"]} if cross_validated else {}),
-             "best_epoch": card["best_epoch"], "training_time_seconds": card["training_time_seconds"],
-             "holdout_metrics": card["holdout_metrics"]}
-            for card in cards
-        ],
-        "training_time_seconds": sum(card["training_time_seconds"] for card in cards),
-        "holdout_metrics": metrics,
-        "thresholds": thresholds,
-    }
-    del card["best_epoch"]
-    # The members' own settings where they differ; everything else is the same for every member.
-    card["recipe"] = base["recipe"] | {"seed": [c["recipe"]["seed"] for c in cards]}
-    if cross_validated:
-        recipe = card["recipe"]
-        recipe["fold"] = [c["recipe"]["fold"] for c in cards]
-        training_data = {k: v for k, v in base["training_data"].items() if k != "fit"}
-        card["training_data"] = training_data | {
-            "holdout": subset_counts(holdout),
-            "split": f"{kfold_description(recipe['folds'], recipe['split_seed'])}; one member per fold, each "
-                     f"trained on the other folds; holdout = out-of-fold predictions; {NEVER_VALID}",
-        }
-        card["threshold_rule"] = ("maximise study-level Cohen's kappa on the out-of-fold predictions of train/ "
-                                  "(each study predicted by the member that never saw its patient)")
-    atomic.write_text(out / CARD_FILE, json.dumps(card, indent=2) + "\n")
+    files = ModelArtifacts(out)
+    save_ensemble_checkpoint(files.checkpoint, [m.model for m in members], arch, input_size)
+    atomic.write_text(files.holdout_predictions, holdout.to_csv(index=False))
+    logs = [pd.read_csv(member.training_log).assign(member=i) for i, member in enumerate(member_files)]
+    atomic.write_text(files.training_log, pd.concat(logs).to_csv(index=False))
+    card = ensemble_card(out.name, arch, [m.card for m in members], cross_validated=cross_validated,
+                         holdout=holdout, thresholds=thresholds, holdout_metrics=metrics)
+    write_card(files.card, card)
     return card
 
 

@@ -1,11 +1,12 @@
 """Evaluate a shipped model on a MURA split and cache the results for the dashboard.
 
-    python -m core.evaluate --mura-root PATH --split valid [--model NAME]
+    python -m core.evaluate --mura-root PATH --split valid [--model NAME] [--n-boot 1000] [--force]
 
 writes, atomically, ``weights/<model>/predictions_<split>.csv`` (one row per present image,
 keyed by its official path) and ``weights/<model>/metrics_<split>.json`` (image and study level,
 overall and per body part, with bootstrap CIs). The dashboard only reads these files.
-Whatever part of the split is present is evaluated; the JSON records the coverage.
+Whatever part of the split is present is evaluated; the JSON records the coverage. A cached
+evaluation of more images is not replaced by one of fewer (a partial MURA copy) without ``--force``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import torch
 from tqdm import tqdm
 
 from core import mura
-from core.artifacts import ModelArtifacts, write_evaluation
-from core.metrics import summarise
+from core.artifacts import ModelArtifacts, check_replacement, write_evaluation
+from core.card import card_thresholds, threshold_for
+from core.metrics import DEFAULT_N_BOOT, summarise
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
 
@@ -68,16 +70,20 @@ def predict_split(loaded: LoadedModel, root: Path, split: str, *, batch_size: in
     return images[PREDICTION_COLUMNS]
 
 
-def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = 1000,
-             batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[Path, Path]:
-    """Predict ``split`` and write predictions and metrics beside the model's checkpoint."""
+def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = DEFAULT_N_BOOT,
+             batch_size: int = DEFAULT_BATCH_SIZE, force: bool = False) -> tuple[Path, Path]:
+    """Predict ``split`` and write predictions and metrics beside the model's checkpoint.
+
+    Refuses (before predicting) to replace a cached evaluation of more images unless ``force``.
+    """
     loaded = load_model(model_name)
+    files = ModelArtifacts(loaded.directory)
+    check_replacement(files, split, len(mura.read_images(root, split)), force=force)
     started = time.perf_counter()
     predictions = predict_split(loaded, root, split, batch_size=batch_size)
     seconds = time.perf_counter() - started
-    thresholds = {k: v for k, v in loaded.card.get("thresholds", {}).items() if k != "default"}
-    default = loaded.threshold_for(None)
-    by_type = {t: thresholds.get(t, default) for t in predictions["study_type"].unique()}
+    thresholds = card_thresholds(loaded.card)
+    by_type = {t: threshold_for(thresholds, t) for t in predictions["study_type"].unique()}
     metrics = summarise(predictions, by_type, n_boot=n_boot, seed=0)
     metrics["evaluation"] = {
         "model": model_name,
@@ -90,7 +96,7 @@ def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = 1000,
         "images_per_second": round(len(predictions) / seconds, 2) if seconds else None,
         "torch_threads": torch.get_num_threads(),
     }
-    return write_evaluation(ModelArtifacts(loaded.directory), split, predictions, metrics)
+    return write_evaluation(files, split, predictions, metrics, force=force)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,14 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mura-root", required=True, help="the MURA-v1.1 folder")
     parser.add_argument("--split", choices=mura.SPLITS, default="valid")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples for the intervals")
+    parser.add_argument("--bootstrap", dest="n_boot", type=int, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)  # the name --n-boot had before, still accepted
+    parser.add_argument("--force", action="store_true",
+                        help="replace a cached evaluation even when it covers more images than this one")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     try:
         root = mura.resolve_root(args.mura_root)
-        paths = evaluate(args.model, root, args.split, n_boot=args.bootstrap, batch_size=args.batch_size)
+        paths = evaluate(args.model, root, args.split, n_boot=args.n_boot, batch_size=args.batch_size,
+                         force=args.force)
     except (mura.MuraRootError, ModelLoadError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

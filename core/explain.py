@@ -60,7 +60,9 @@ from core.preprocess import Letterbox, letterbox, to_model_input
 
 __all__ = [
     "COLORMAPS",
+    "DEFAULT_COLORMAP",
     "DEFAULT_METHOD",
+    "DEFAULT_OPACITY",
     "METHODS",
     "Explanation",
     "MethodInfo",
@@ -86,10 +88,6 @@ class MethodInfo:
     help: str
     slow: bool = False
     uses_layers: bool = True
-
-    @property
-    def needs_backward(self) -> bool:
-        return self.gradients != "none"
 
 
 DEFAULT_METHOD = "GradCAM"
@@ -156,6 +154,9 @@ METHODS: dict[str, MethodInfo] = {
 COLORMAPS: tuple[str, ...] = tuple(
     sorted(name.removeprefix("COLORMAP_").lower() for name in dir(cv2) if name.startswith("COLORMAP_"))
 )
+#: How an overlay looks unless the user chooses otherwise (CLI, dashboard controls).
+DEFAULT_COLORMAP = "jet"
+DEFAULT_OPACITY = 0.45
 
 # ScoreCAM and AblationCAM push one image per channel through the network. Small batches:
 # on a 2-core CPU the time per image grows with the batch (cache misses), and the progress
@@ -363,7 +364,7 @@ def _layer_names(loaded: LoadedModel, layers: Sequence[str] | str | None) -> tup
     if not available:
         raise ValueError(f"Model {loaded.name!r} names no CAM layers.")
     if layers is None:
-        return (next(iter(available)),)
+        return (loaded.config.default_cam_layer,)
     names = tuple(dict.fromkeys([layers] if isinstance(layers, str) else layers))
     if not names:
         raise ValueError("Choose at least one CAM layer.")
@@ -486,7 +487,7 @@ def _resize(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def overlay(
-    pixels: np.ndarray, heatmap: np.ndarray, *, colormap: str = "jet", opacity: float = 0.45
+    pixels: np.ndarray, heatmap: np.ndarray, *, colormap: str = DEFAULT_COLORMAP, opacity: float = DEFAULT_OPACITY
 ) -> np.ndarray:
     """Blend a heat map over a greyscale radiograph: RGB uint8 (H, W, 3) at the original size.
 

@@ -35,9 +35,12 @@ from sklearn.metrics import (
 )
 from sklearn.metrics import auc as area_under_curve
 
+from core.card import DEFAULT_THRESHOLD_KEY
+
 __all__ = [
     "LEVELS",
     "CONFIDENCE",
+    "DEFAULT_N_BOOT",
     "DEFAULT_THRESHOLD_KEY",
     "MetricsInputError",
     "Thresholds",
@@ -60,9 +63,10 @@ __all__ = [
 ]
 
 LEVELS = ("image", "study")
-DEFAULT_THRESHOLD_KEY = "default"
 OVERALL = "overall"
 CONFIDENCE = 0.95
+#: Bootstrap resamples for cached intervals (core.evaluate, core.compare and their ``--n-boot``).
+DEFAULT_N_BOOT = 1000
 _IMAGE_COLUMNS = ("study_type", "patient", "study", "label", "probability")
 _STUDY_COLUMNS = ["study_path", "study_type", "patient", "study", "label", "probability", "n_views"]
 
@@ -397,7 +401,7 @@ def bootstrap_cis(
     table: pd.DataFrame,
     statistics: Mapping[str, Statistic],
     *,
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     level: str = "study",
     confidence: float = CONFIDENCE,
@@ -421,7 +425,7 @@ def bootstrap_cis(
 def bootstrap_ci(
     table: pd.DataFrame,
     statistic: Statistic,
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     level: str = "study",
     confidence: float = CONFIDENCE,
@@ -521,7 +525,7 @@ def _group_summary(
 
 
 def summarise(
-    images: pd.DataFrame, thresholds: Thresholds, *, n_boot: int = 1000, seed: int = 0, n_bins: int = 10
+    images: pd.DataFrame, thresholds: Thresholds, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, n_bins: int = 10
 ) -> dict[str, object]:
     """JSON-ready metrics: for each level ("image", "study") and group ("overall", then each
     study type): counts, AUROC, average precision, kappa, sensitivity and specificity with 95% bootstrap intervals

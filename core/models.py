@@ -3,13 +3,17 @@
 Every architecture is registered with a :class:`ModelConfig` that knows its input size,
 normalisation and the named layers a user may choose as CAM targets. All models end in a
 single logit: ``sigmoid(logit)`` is the probability that the radiograph is abnormal.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` (a pickle cannot run code) and checked
+against the architecture before use, so a corrupt or foreign file is one :class:`ModelLoadError`
+sentence naming it, never a traceback.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-import json
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +25,8 @@ from torch import nn
 from torchvision import models as tv_models
 
 from core import atomic
-from core.artifacts import CARD_FILE, CHECKPOINT_FILE, SHIPPED_WEIGHTS_DIR, weights_dir
+from core.artifacts import CARD_FILE, CHECKPOINT_FILE, SHIPPED_WEIGHTS_DIR, ModelArtifacts, display_name, weights_dir
+from core.card import ModelCardError, card_thresholds, read_card, threshold_for
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -38,6 +43,7 @@ __all__ = [
     "create_model",
     "resolve_layer",
     "list_shipped_models",
+    "check_model",
     "load_model",
     "save_checkpoint",
     "save_ensemble_checkpoint",
@@ -50,7 +56,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MODEL = "mura_efficientnet_lite0"
 
 
-
 class ModelLoadError(RuntimeError):
     """A checkpoint or model card is missing or unusable; the message says which and why."""
 
@@ -60,7 +65,8 @@ class ModelConfig:
     """What a caller needs to know about an architecture besides its weights.
 
     ``cam_layers`` maps a human-readable name to a dotted module path; the first entry
-    is the default CAM target (the last convolutional stage).
+    is the default CAM target (the last convolutional stage). The channel counts and strides in
+    the names are checked against a forward pass in tests/test_models.py.
     """
 
     name: str
@@ -74,6 +80,7 @@ class ModelConfig:
 
     @property
     def default_cam_layer(self) -> str:
+        """The name of the first CAM layer: the one used when a caller names none."""
         return next(iter(self.cam_layers))
 
 
@@ -328,10 +335,7 @@ class LoadedModel:
 
     def threshold_for(self, study_type: str | None) -> float:
         """Operating threshold for a body part, chosen on train's patient-level validation split."""
-        thresholds: dict[str, float] = self.card.get("thresholds", {})
-        if study_type and study_type in thresholds:
-            return float(thresholds[study_type])
-        return float(thresholds.get("default", 0.5))
+        return threshold_for(card_thresholds(self.card), study_type)
 
 
 def list_shipped_models(directory: Path | None = None) -> list[str]:
@@ -346,28 +350,106 @@ def list_shipped_models(directory: Path | None = None) -> list[str]:
     )
 
 
-def load_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> LoadedModel:
-    """Load ``<weights dir>/name/checkpoint.pt`` and the model card beside it, in eval mode."""
+_CHECKPOINT_READ_ERRORS = (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError)
+
+
+def _model_files(name: str, directory: Path | None) -> ModelArtifacts:
     if "/" in name or "\\" in name or name.startswith("."):
         raise ModelLoadError(f"{name!r} is not a model name.")
-    directory = (directory or weights_dir()) / name
-    checkpoint_path = directory / CHECKPOINT_FILE
-    card_path = directory / CARD_FILE
-    if not checkpoint_path.is_file():
-        raise ModelLoadError(f"No checkpoint at {checkpoint_path}.")
-    if not card_path.is_file():
-        raise ModelLoadError(f"No model card at {card_path}: every checkpoint needs one.")
+    files = ModelArtifacts.of(name, directory)
+    if not files.checkpoint.is_file():
+        raise ModelLoadError(f"No checkpoint at {files.checkpoint}.")
+    return files
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """A weights-only checkpoint with its tensors, checked for the layout save_checkpoint writes."""
+    name = display_name(path)
     try:
-        card = json.loads(card_path.read_text())
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"Cannot read model {name!r}: {exc}") from exc
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except _CHECKPOINT_READ_ERRORS as exc:
+        raise ModelLoadError(f"The checkpoint {name} cannot be read ({type(exc).__name__}); it is damaged or "
+                             "not a PyTorch weights file.") from exc
+    if not isinstance(checkpoint, dict):
+        raise ModelLoadError(f"The checkpoint {name} holds a {type(checkpoint).__name__}, not the weights "
+                             "dictionary core.train writes.")
+    states = checkpoint.get("members", [checkpoint.get("state_dict")])
+    if not isinstance(states, list) or not states or not all(
+        isinstance(state, dict) and state and all(isinstance(key, str) and isinstance(value, torch.Tensor)
+                                                  for key, value in state.items())
+        for state in states
+    ):
+        raise ModelLoadError(f"The checkpoint {name} has no state_dict (or members) of named tensors.")
+    if not isinstance(checkpoint.get("input_size", 1), int):
+        raise ModelLoadError(f"The checkpoint {name} gives an input size that is not a whole number.")
+    return checkpoint
+
+
+def _architecture(checkpoint: dict[str, Any], card: dict[str, Any], files: ModelArtifacts) -> ModelConfig:
     arch = checkpoint.get("arch") or card.get("architecture")
-    config = get_config(arch)
-    states = checkpoint["members"] if "members" in checkpoint else [checkpoint["state_dict"]]
-    members = []
+    if not isinstance(arch, str):
+        raise ModelLoadError(f"Neither {display_name(files.checkpoint)} nor {display_name(files.card)} names "
+                             "an architecture.")
+    if arch not in _REGISTRY:
+        raise ModelLoadError(f"The checkpoint {display_name(files.checkpoint)} is for the architecture {arch!r}, "
+                             f"which is not one of {', '.join(list_architectures())}.")
+    return get_config(arch)
+
+
+def _check_fits(expected: dict[str, torch.Tensor], states: list[dict[str, torch.Tensor]], path: Path,
+                arch: str) -> None:
+    """Every member's tensors have the names and shapes of the architecture's (what load_state_dict needs)."""
     for state in states:
-        member = create_model(arch, pretrained=False)
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        reshaped = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+        if missing or unexpected or reshaped:
+            example = (missing or unexpected or reshaped)[0]
+            raise ModelLoadError(
+                f"The checkpoint {display_name(path)} does not fit the {arch} architecture ({len(missing)} "
+                f"missing, {len(unexpected)} unexpected and {len(reshaped)} wrongly shaped tensors, "
+                f"first {example!r})."
+            )
+
+
+def _read_model_files(name: str, directory: Path | None) -> tuple[ModelArtifacts, dict, dict, ModelConfig]:
+    files = _model_files(name, directory)
+    try:
+        card = read_card(files.card)
+    except ModelCardError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    checkpoint = _read_checkpoint(files.checkpoint)
+    return files, card, checkpoint, _architecture(checkpoint, card, files)
+
+
+def _states(checkpoint: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+    return checkpoint["members"] if "members" in checkpoint else [checkpoint["state_dict"]]
+
+
+def check_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> None:
+    """Everything :func:`load_model` checks, without building the network (its shapes come from
+    the meta device), so pages that only read caches can refuse a broken model cheaply.
+
+    Raises:
+        ModelLoadError: one sentence naming the file at fault.
+    """
+    files, _card, checkpoint, config = _read_model_files(name, directory)
+    with torch.device("meta"):
+        expected = create_model(config.name, pretrained=False).state_dict()
+    _check_fits(expected, _states(checkpoint), files.checkpoint, config.name)
+
+
+def load_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> LoadedModel:
+    """Load ``<weights dir>/name/checkpoint.pt`` and the model card beside it, in eval mode.
+
+    Raises:
+        ModelLoadError: a file is missing, damaged or does not fit the architecture (one sentence).
+    """
+    files, card, checkpoint, config = _read_model_files(name, directory)
+    members = []
+    for state in _states(checkpoint):
+        member = create_model(config.name, pretrained=False)
+        _check_fits(member.state_dict(), [state], files.checkpoint, config.name)
         member.load_state_dict({k: v.float() for k, v in state.items()})
         members.append(member)
     model = members[0] if len(members) == 1 else MeanProbabilityEnsemble(members)
@@ -375,7 +457,7 @@ def load_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> L
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     input_size = int(checkpoint.get("input_size", config.input_size))
-    return LoadedModel(name, model, config, input_size, card, directory)
+    return LoadedModel(name, model, config, input_size, card, files.directory)
 
 
 def _storable(model: nn.Module, half: bool) -> dict[str, torch.Tensor]:

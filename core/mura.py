@@ -17,7 +17,6 @@ __all__ = [
     "SPLITS",
     "MuraRootError",
     "resolve_root",
-    "root_from_env",
     "image_file",
     "read_images",
     "read_studies",
@@ -50,12 +49,6 @@ def resolve_root(path: str | os.PathLike[str]) -> Path:
             "point it at the MURA-v1.1 folder itself."
         )
     return root.resolve()
-
-
-def root_from_env() -> Path | None:
-    """The root named by ``MURA_ROOT``, validated, or None when the variable is unset."""
-    value = os.environ.get("MURA_ROOT", "").strip()
-    return resolve_root(value) if value else None
 
 
 def parse_official_path(official_path: str) -> dict[str, str]:

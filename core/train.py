@@ -17,7 +17,6 @@ import argparse
 import csv
 import json
 import math
-import platform
 import random
 import sys
 import time
@@ -35,17 +34,15 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from core import atomic, mura, predict
+from core.artifacts import ModelArtifacts
+from core.card import DEFAULT_THRESHOLD_KEY, training_card, write_card
 from core.metrics import study_table
-from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, get_config, save_checkpoint
+from core.models import create_model, get_config, save_checkpoint
 from core.preprocess import border_fill_value, letterbox, to_model_input
 
 __all__ = ["TrainConfig", "RUNTIME_FIELDS", "Augmentation", "AugmentedCanvases", "augment", "draw_augmentation",
-           "patient_split", "patient_subset", "study_batches", "kfold_description", "split_description",
-           "study_type_weights", "choose_threshold", "holdout_summary", "subset_counts", "main"]
-
-STATE_FILE = "train_state.pt"
-LOG_FILE = "training_log.csv"
-VAL_PREDICTIONS_FILE = "predictions_train_holdout.csv"
+           "patient_split", "patient_subset", "study_batches", "study_type_weights", "choose_threshold",
+           "holdout_summary", "main"]
 
 
 @dataclass
@@ -126,26 +123,6 @@ def patient_subset(images: pd.DataFrame, indices: np.ndarray, fraction: float, s
     shuffled = np.random.default_rng(seed).permutation(np.unique(patients))
     kept = shuffled[: max(1, round(fraction * len(shuffled)))]
     return indices[np.isin(patients, kept)]
-
-
-NEVER_VALID = "MURA valid/ never used for training or selection"
-
-
-def kfold_description(folds: int, split_seed: int) -> str:
-    """The K-fold split in the model card's words (core.ensemble describes a whole CV with it)."""
-    return f"patient-level {folds}-fold split (GroupKFold, shuffled, seed {split_seed})"
-
-
-def split_description(config: "TrainConfig") -> str:
-    """How the holdout was drawn, in the words the model card uses."""
-    if config.folds > 1:
-        split = f"{kfold_description(config.folds, config.split_seed)}, fold {config.fold} held out"
-    else:
-        split = (f"patient-level GroupShuffleSplit, {config.holdout_fraction:.0%} of patients held out, "
-                 f"seed {config.split_seed}")
-    if config.train_fraction < 1:
-        split += f"; fitted on {config.train_fraction:.0%} of the other patients (seeded shuffle)"
-    return f"{split}; {NEVER_VALID}"
 
 
 def study_type_weights(images: pd.DataFrame) -> dict[str, tuple[float, float]]:
@@ -274,6 +251,7 @@ def predict_canvases(
 def train(config: TrainConfig) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    files = ModelArtifacts(out)
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     root = mura.resolve_root(config.mura_root)
@@ -323,7 +301,7 @@ def train(config: TrainConfig) -> Path:
     )
     start_epoch, best_auroc, elapsed = 0, -1.0, 0.0
     rng = random.Random(config.seed)
-    state_path = out / STATE_FILE
+    state_path = files.train_state
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         # Through TrainConfig, so a state saved before a setting existed reads it at its default.
@@ -386,11 +364,11 @@ def train(config: TrainConfig) -> Path:
             "lr": scheduler.get_last_lr()[0],
             "seconds": round(time.time() - started, 1),
         }
-        _append_log(out / LOG_FILE, row, restart=epoch == 0)
+        _append_log(files.training_log, row, restart=epoch == 0)
         print(json.dumps(row), flush=True)
         if study_auroc > best_auroc:
             best_auroc = study_auroc
-            save_checkpoint(out / CHECKPOINT_FILE, model, config.arch, config.input_size)
+            save_checkpoint(files.checkpoint, model, config.arch, config.input_size)
         atomic.save_torch(
             {
                 "config": asdict(config),
@@ -407,13 +385,19 @@ def train(config: TrainConfig) -> Path:
         )
 
     # Thresholds come from the shipped (fp16-stored, fp32-run) weights, exactly as users will run them.
-    shipped = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    shipped = torch.load(files.checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() for k, v in shipped["state_dict"].items()})
     frame = holdout_images[["path", "study_type", "patient", "study", "study_path", "label"]].assign(
         probability=predict_canvases(model, holdout_canvases, config.arch)
     )
-    atomic.write_text(out / VAL_PREDICTIONS_FILE, frame.to_csv(index=False))
-    _write_card(out, config, images, train_images, holdout_images, weights, elapsed)
+    atomic.write_text(files.holdout_predictions, frame.to_csv(index=False))
+    thresholds, holdout_metrics = holdout_summary(pd.read_csv(files.holdout_predictions))
+    log = pd.read_csv(files.training_log)
+    card = training_card(config, arch_config, name=out.name, images=images, fit=train_images, holdout=holdout_images,
+                         class_weights=weights, elapsed=elapsed, thresholds=thresholds,
+                         holdout_metrics=holdout_metrics,
+                         best_epoch=int(log.loc[log["holdout_study_auroc"].idxmax(), "epoch"]))
+    write_card(files.card, card)
     return out
 
 
@@ -439,7 +423,8 @@ def _study_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tens
 def holdout_summary(holdout: pd.DataFrame) -> tuple[dict[str, float], dict[str, dict]]:
     """Per-body-part thresholds (max study kappa) and study AUROCs on the holdout predictions."""
     studies = study_table(holdout)
-    thresholds = {"default": choose_threshold(studies["label"].to_numpy(), studies["probability"].to_numpy())}
+    everything = choose_threshold(studies["label"].to_numpy(), studies["probability"].to_numpy())
+    thresholds = {DEFAULT_THRESHOLD_KEY: everything}
     metrics = {}
     for study_type, group in studies.groupby("study_type"):
         thresholds[study_type] = choose_threshold(group["label"].to_numpy(), group["probability"].to_numpy())
@@ -459,69 +444,6 @@ def _append_log(path: Path, row: dict, restart: bool) -> None:
         if mode == "w":
             writer.writeheader()
         writer.writerow(row)
-
-
-def subset_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """Images, studies, patients and abnormal images per study type, as model cards list them."""
-    return {
-        t: {"images": int(len(g)), "studies": int(g["study_path"].nunique()),
-            "patients": int(g["patient"].nunique()), "abnormal_images": int(g["label"].sum())}
-        for t, g in frame.groupby("study_type")
-    }
-
-
-def _write_card(out: Path, config: TrainConfig, images: pd.DataFrame, train_images: pd.DataFrame,
-                holdout_images: pd.DataFrame, weights: dict, elapsed: float) -> None:
-    """Model card for the best epoch: data, recipe, holdout metrics and thresholds."""
-    thresholds, holdout_metrics = holdout_summary(pd.read_csv(out / VAL_PREDICTIONS_FILE))
-    log = pd.read_csv(out / LOG_FILE)
-
-    card = {
-        "name": out.name,
-        "architecture": config.arch,
-        "description": get_config(config.arch).description,
-        "initialisation": get_config(config.arch).initialisation if config.pretrained else "random",
-        "input": f"{config.input_size}x{config.input_size} greyscale letterboxed (padding = median border value), "
-                 "copied to 3 channels, normalised as the pretrained weights expect",
-        "output": "one logit; sigmoid = probability the radiograph is abnormal; study = mean of its views",
-        "training_data": {
-            "source": "MURA v1.1 train/ (Stanford AIMI), study types " + ", ".join(config.study_types),
-            "all": subset_counts(images),
-            "fit": subset_counts(train_images),
-            "holdout": subset_counts(holdout_images),
-            "split": split_description(config),
-        },
-        "recipe": {k: v for k, v in asdict(config).items() if k not in ("mura_root", "out")} | {
-            "optimizer": "AdamW", "schedule": "one-cycle",
-            "loss": ("BCE on each study's mean view probability" if config.study_loss else "BCE on each image")
-                    + ", weighted per study type (MURA paper)",
-            "class_weights": {t: {"abnormal": round(a, 4), "normal": round(n, 4)} for t, (a, n) in weights.items()},
-            "augmentation": "lateral flip, rotation up to ±%g°, scale 0.9-1.15, shift ±6%%, brightness/contrast ±20%%"
-                            % config.rotation,
-            "test_time_augmentation": "mean of the image and its lateral flip",
-            "selection": "epoch with the best holdout study AUROC",
-        },
-        "training_time_seconds": round(elapsed),
-        "training_machine": _machine_description(config),
-        "best_epoch": int(log.loc[log["holdout_study_auroc"].idxmax(), "epoch"]),
-        "holdout_metrics": holdout_metrics,
-        "thresholds": thresholds,
-        "threshold_rule": "maximise study-level Cohen's kappa on the holdout patients of train/",
-        "tta": True,
-        "limitations": [
-            "Trained only on " + " and ".join(t.removeprefix("XR_").lower() for t in config.study_types)
-            + " radiographs; other body parts are out of distribution.",
-            "MURA's 'abnormal' label includes metal hardware; the model leans on it.",
-            "Research and teaching tool; not a medical device and not for diagnosis.",
-        ],
-    }
-    atomic.write_text(out / CARD_FILE, json.dumps(card, indent=2) + "\n")
-
-
-def _machine_description(config: TrainConfig) -> str:
-    if torch.device(config.device).type == "cuda":
-        return f"{torch.cuda.get_device_name(config.device)} GPU, torch {torch.__version__}"
-    return f"{platform.machine()} CPU, {config.threads} threads, torch {torch.__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:

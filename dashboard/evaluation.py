@@ -3,8 +3,10 @@ and the operating-point controls (thresholds) that both pages read.
 
 Everything here works on the predictions core.evaluate cached: no model runs. What does not depend
 on a threshold (tables, ROC/PR curves, calibration) is computed once per predictions file and level
-(st.cache_data), and CIs that core.evaluate cached are read from metrics_valid.json; what a threshold changes (confusion counts,
-kappa, sensitivity, specificity) is recomputed per rerun, vectorised, by core.metrics.
+(st.cache_data, keyed by the evaluation's file versions), and CIs that core.evaluate cached are read from
+metrics_valid.json; what a threshold changes (confusion counts, kappa, sensitivity, specificity) is recomputed
+per rerun, vectorised, by core.metrics. Pages read the pair through state.evaluation_or_stop first, so
+predictions and metrics from different runs never get here.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import metrics
+from core.artifacts import ModelArtifacts
+from core.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for
 from core.metrics import BootstrapInterval, Confusion, PrCurve, RocCurve
-from core.models import weights_dir
 from dashboard import charts, state
 from dashboard.charts import CELLS, OVERALL, group_label
 
@@ -32,7 +35,6 @@ __all__ = [
     "level_evaluation",
     "ap_intervals",
     "reliability_chart",
-    "card_thresholds",
     "threshold_controls",
     "level_control",
     "group_thresholds",
@@ -45,9 +47,7 @@ LEVEL_LABELS = {"study": "Study (mean of its views, as in MURA)", "image": "Imag
 PER_BODY_PART = "per body part"
 GLOBAL = "global"
 _MODE_LABELS = {PER_BODY_PART: "Per body part (model card)", GLOBAL: "One threshold for all"}
-_OTHER = metrics.DEFAULT_THRESHOLD_KEY
-#: Fallback when a model card names no thresholds: the MURA paper's operating point.
-_PAPER_THRESHOLD = 0.5
+_OTHER = DEFAULT_THRESHOLD_KEY
 #: Resamples for the CIs computed in the app (the cached ones use core.evaluate's 1000).
 APP_BOOTSTRAP = 200
 
@@ -72,15 +72,14 @@ def _group_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return groups
 
 
-def _predictions_version(model: str) -> tuple[str, float]:
-    """(path, mtime) of the cached predictions: the cache key below. Hashing the table itself
+def _predictions_version(model: str) -> tuple[str, int, int]:
+    """The cached evaluation's file versions: the cache key below. Hashing the table itself
     would cost more per rerun than everything a threshold change recomputes."""
-    path = weights_dir() / model / "predictions_valid.csv"
-    return str(path), path.stat().st_mtime if path.is_file() else 0.0
+    return ModelArtifacts.of(model).evaluation_version("valid")
 
 
 @st.cache_data(show_spinner="Preparing the cached evaluation…", max_entries=8)
-def _level_evaluation(model: str, level: str, version: tuple[str, float]) -> LevelEvaluation | None:
+def _level_evaluation(model: str, level: str, version: tuple[str, int, int]) -> LevelEvaluation | None:
     predictions = state.read_predictions(model)
     if predictions is None or predictions.empty:
         return None
@@ -110,7 +109,7 @@ def ap_intervals(model: str, level: str, groups: list[str]) -> dict[str, dict[st
 # cache_resource hands out the same Figure without copying it: st.plotly_chart only reads it, and
 # building this one costs more than everything a threshold change recomputes.
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _reliability_chart(model: str, level: str, groups: tuple[str, ...], version: tuple[str, float]) -> go.Figure:
+def _reliability_chart(model: str, level: str, groups: tuple[str, ...], version: tuple[str, int, int]) -> go.Figure:
     evaluated = _level_evaluation(model, level, version)
     return charts.reliability_figure({group: evaluated.calibration[group] for group in groups},
                                      title=f"Reliability diagram ({level} level, 10 equal-width bins)")
@@ -119,13 +118,6 @@ def _reliability_chart(model: str, level: str, groups: tuple[str, ...], version:
 def reliability_chart(model: str, level: str, groups: list[str]) -> go.Figure:
     """The (threshold-free) reliability diagram of ``groups``, built once per predictions file."""
     return _reliability_chart(model, level, tuple(groups), _predictions_version(model))
-
-
-def card_thresholds(card: Mapping | None) -> dict[str, float]:
-    """The model card's thresholds per study type plus "default" (for any other body part)."""
-    thresholds = {k: float(v) for k, v in ((card or {}).get("thresholds") or {}).items()}
-    thresholds.setdefault(_OTHER, _PAPER_THRESHOLD)
-    return thresholds
 
 
 def _kept_key(key: str) -> str:
@@ -204,7 +196,7 @@ def group_thresholds(table: pd.DataFrame, thresholds: Mapping[str, float]) -> di
         OVERALL: float(per_row[0]) if per_row.size and np.all(per_row == per_row[0]) else None
     }
     for study_type in sorted(table["study_type"].unique()):
-        result[study_type] = float(thresholds.get(study_type, thresholds[_OTHER]))
+        result[study_type] = threshold_for(thresholds, study_type)
     return result
 
 
@@ -217,7 +209,7 @@ def cached_operating_point(cached: Mapping | None, thresholds: Mapping[str, floa
     for group in groups:
         if group == OVERALL:
             continue
-        current = thresholds.get(group, thresholds.get(_OTHER))
+        current = threshold_for(thresholds, group)
         matches[group] = group in cached_thresholds and bool(np.isclose(current, cached_thresholds[group]))
     matches[OVERALL] = bool(matches) and all(matches.values())
     return matches
@@ -247,7 +239,7 @@ def _statistics(thresholds: Mapping[str, float] | float) -> dict[str, metrics.St
 
 @st.cache_data(show_spinner="Bootstrapping confidence intervals…", max_entries=64)
 def _bootstrap_at(model: str, level: str, thresholds: tuple[tuple[str, float], ...], groups: tuple[str, ...],
-                  version: tuple[str, float]) -> dict[str, dict[str, BootstrapInterval]]:
+                  version: tuple[str, int, int]) -> dict[str, dict[str, BootstrapInterval]]:
     predictions = state.read_predictions(model)
     by_type = dict(thresholds)
     result = {}
@@ -256,7 +248,7 @@ def _bootstrap_at(model: str, level: str, thresholds: tuple[tuple[str, float], .
             images, judged_at = predictions, by_type
         else:  # one body part: one threshold, no per-row lookup in every resample
             images = predictions[predictions["study_type"] == group]
-            judged_at = float(by_type.get(group, by_type[_OTHER]))
+            judged_at = threshold_for(by_type, group)
         result[group] = metrics.bootstrap_cis(images, _statistics(judged_at), n_boot=APP_BOOTSTRAP, level=level)
     return result
 

@@ -1,26 +1,32 @@
 """Cached resources shared by every page: the model, the cached evaluation, the MURA root.
 
 Models load once per process (st.cache_resource) and tables once per file version
-(st.cache_data). Sessions share one model object: core.explain runs CAMs on its own private
-copy under a per-model lock, so pytorch_grad_cam's hooks never touch the shared model.
+(st.cache_data), keyed by core.artifacts.file_version of the files they come from. Sessions
+share one model object: core.explain runs CAMs on its own private copy under a per-model lock,
+so pytorch_grad_cam's hooks never touch the shared model.
+
+Broken files are one st.error sentence naming the file, never a traceback: a damaged card or
+checkpoint stops every page (:func:`checked_model_name`, :func:`current_model`), and cached
+predictions and metrics from different runs stop the pages that would show their numbers.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from core import card as model_card
 from core import mura
+from core.artifacts import Evaluation, EvaluationMismatchError, ModelArtifacts, file_version, read_evaluation
 from core.models import (
     DEFAULT_MODEL,
     LoadedModel,
     ModelLoadError,
+    check_model,
     list_shipped_models,
     load_model,
-    weights_dir,
 )
 
 __all__ = [
@@ -29,8 +35,11 @@ __all__ = [
     "EXPLAIN_STUDY_KEY",
     "current_model",
     "current_model_name",
+    "checked_model_name",
     "current_mura_root",
     "get_model",
+    "cached_evaluation",
+    "evaluation_or_stop",
     "read_predictions",
     "read_metrics",
     "read_training_log",
@@ -38,7 +47,6 @@ __all__ = [
     "available_models",
     "resolve_mura_root",
     "read_mura_images",
-    "trained_study_types",
 ]
 
 #: st.session_state keys written by the sidebar in dashboard/app.py and read by the pages.
@@ -48,16 +56,24 @@ MURA_ROOT_KEY = "mura_root"
 EXPLAIN_STUDY_KEY = "explain_study"
 
 
+def _files(model: str) -> ModelArtifacts:
+    return ModelArtifacts.of(model)
+
+
+def _model_version(files: ModelArtifacts) -> tuple[int, int]:
+    return file_version(files.checkpoint), file_version(files.card)
+
+
 @st.cache_resource(show_spinner="Loading the model…")
-def _get_model(name: str, directory: str, checkpoint_mtime: float) -> LoadedModel:
+def _get_model(name: str, directory: str, version: tuple[int, int]) -> LoadedModel:
     return load_model(name, directory=Path(directory))
 
 
 def get_model(name: str) -> LoadedModel:
-    """The shared, cached model, keyed by folder (tests point elsewhere) and checkpoint version
-    (a retrained checkpoint is picked up without restarting the server)."""
-    directory = weights_dir()
-    return _get_model(name, str(directory), _mtime(directory / name / "checkpoint.pt"))
+    """The shared, cached model, keyed by folder (tests point elsewhere) and the versions of its
+    checkpoint and card (a retrained model is picked up without restarting the server)."""
+    files = _files(name)
+    return _get_model(name, str(files.directory.parent), _model_version(files))
 
 
 def available_models() -> list[str]:
@@ -69,13 +85,35 @@ def current_model_name() -> str:
 
 
 def current_model() -> LoadedModel:
-    """The sidebar's model, or one st.error sentence and a stopped page when it cannot load."""
-    name = current_model_name()
+    """The sidebar's model, or one st.error sentence naming the bad file and a stopped page."""
     try:
-        return get_model(name)
+        return get_model(current_model_name())
     except ModelLoadError as exc:
-        st.error(f"The model {name!r} cannot be loaded: {exc}")
+        st.error(str(exc))
         st.stop()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _model_problem(name: str, directory: str, version: tuple[int, int]) -> str | None:
+    try:
+        check_model(name, directory=Path(directory))
+    except ModelLoadError as exc:
+        return str(exc)
+    return None
+
+
+def checked_model_name() -> str:
+    """The sidebar's model after a cheap check of its card and checkpoint (no network is built;
+    cached per file version), for pages that read only caches; a broken file gives one st.error
+    sentence naming it and a stopped page, as on the pages that run the model."""
+    name = current_model_name()
+    files = _files(name)
+    if files.checkpoint.is_file():  # a missing model is each page's own message
+        problem = _model_problem(name, str(files.directory.parent), _model_version(files))
+        if problem:
+            st.error(problem)
+            st.stop()
+    return name
 
 
 def current_mura_root() -> Path | None:
@@ -84,39 +122,66 @@ def current_mura_root() -> Path | None:
     return Path(value) if value else None
 
 
-def _mtime(path: Path) -> float:
-    return path.stat().st_mtime if path.exists() else 0.0
+@st.cache_data(show_spinner=False, max_entries=16)
+def _read_evaluation(dataset: str, version: tuple[str, int, int]) -> Evaluation | None:
+    directory, _predictions_version, _metrics_version = version
+    return read_evaluation(ModelArtifacts(Path(directory)), dataset)
 
 
-@st.cache_data(show_spinner=False)
-def _read_predictions(path: str, mtime: float) -> pd.DataFrame | None:
-    return pd.read_csv(path) if mtime else None
+def cached_evaluation(model: str, dataset: str = "valid") -> Evaluation | None:
+    """The predictions and metrics an evaluation CLI cached, or None if it has not been run.
+
+    Raises:
+        EvaluationMismatchError: the two files come from different runs (or cannot be read).
+    """
+    return _read_evaluation(dataset, _files(model).evaluation_version(dataset))
 
 
-def read_predictions(model: str, split: str = "valid") -> pd.DataFrame | None:
-    """The per-image predictions core.evaluate cached, or None if it has not been run."""
-    path = weights_dir() / model / f"predictions_{split}.csv"
-    return _read_predictions(str(path), _mtime(path))
+def evaluation_or_stop(model: str, dataset: str = "valid") -> Evaluation | None:
+    """:func:`cached_evaluation`, or one st.error sentence and a stopped page for a mismatched pair
+    (numbers from two different runs are never shown)."""
+    try:
+        return cached_evaluation(model, dataset)
+    except EvaluationMismatchError as exc:
+        st.error(str(exc))
+        st.stop()
 
 
-@st.cache_data(show_spinner=False)
-def _read_json(path: str, mtime: float) -> dict | None:
-    return json.loads(Path(path).read_text()) if mtime else None
+def read_predictions(model: str, dataset: str = "valid") -> pd.DataFrame | None:
+    """The per-image predictions of the cached evaluation (see :func:`cached_evaluation`)."""
+    evaluation = cached_evaluation(model, dataset)
+    return None if evaluation is None else evaluation.predictions
 
 
-def read_metrics(model: str, split: str = "valid") -> dict | None:
-    path = weights_dir() / model / f"metrics_{split}.json"
-    return _read_json(str(path), _mtime(path))
+def read_metrics(model: str, dataset: str = "valid") -> dict | None:
+    """The metrics of the cached evaluation (see :func:`cached_evaluation`)."""
+    evaluation = cached_evaluation(model, dataset)
+    return None if evaluation is None else evaluation.metrics
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _read_card(path: str, version: int) -> dict | None:
+    return model_card.read_card(Path(path)) if version else None
 
 
 def read_card(model: str) -> dict | None:
-    path = weights_dir() / model / "model_card.json"
-    return _read_json(str(path), _mtime(path))
+    """The model's card, or None without one.
+
+    Raises:
+        core.card.ModelCardError: the card is damaged (pages call :func:`checked_model_name` first).
+    """
+    path = _files(model).card
+    return _read_card(str(path), file_version(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _read_training_log(path: str, version: int) -> pd.DataFrame | None:
+    return pd.read_csv(path) if version else None
 
 
 def read_training_log(model: str) -> pd.DataFrame | None:
-    path = weights_dir() / model / "training_log.csv"
-    return _read_predictions(str(path), _mtime(path))
+    path = _files(model).training_log
+    return _read_training_log(str(path), file_version(path))
 
 
 def resolve_mura_root(text: str) -> tuple[Path | None, str | None]:
@@ -128,18 +193,11 @@ def resolve_mura_root(text: str) -> tuple[Path | None, str | None]:
 
 
 @st.cache_data(show_spinner="Reading the MURA folder…")
-def _read_mura_images(root: str, split: str, csv_mtime: float) -> pd.DataFrame:
+def _read_mura_images(root: str, split: str, csv_version: int) -> pd.DataFrame:
     return mura.read_images(Path(root), split)
 
 
 def read_mura_images(root: Path, split: str = "valid") -> pd.DataFrame:
     """Present images of a split (core.mura.read_images), cached per root and CSV version."""
-    return _read_mura_images(str(root), split, _mtime(root / f"{split}_image_paths.csv"))
+    return _read_mura_images(str(root), split, file_version(root / f"{split}_image_paths.csv"))
 
-
-def trained_study_types(card: dict) -> list[str]:
-    """Body parts the model was trained on, from its card (training data, else its thresholds)."""
-    trained = card.get("training_data", {}).get("all")
-    if isinstance(trained, dict) and trained:
-        return sorted(trained)
-    return sorted(key for key in card.get("thresholds", {}) if key != "default")

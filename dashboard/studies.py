@@ -23,7 +23,6 @@ from dashboard import state
 
 __all__ = [
     "DATA_SAMPLES_DIR",
-    "SYNTHETIC_PREFIX",
     "Study",
     "StudyLoadError",
     "is_mura_ref",
@@ -35,7 +34,6 @@ __all__ = [
 ]
 
 DATA_SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data_samples"
-SYNTHETIC_PREFIX = "synthetic/"
 _SYNTHETIC_INDEX = DATA_SAMPLES_DIR / "synthetic" / "index.csv"
 _MURA_INDEX = DATA_SAMPLES_DIR / "mura_index.csv"
 _NO_ROOT = ("MURA studies are read from your own copy of MURA v1.1: set the MURA folder in the sidebar "

@@ -17,9 +17,12 @@ import numpy as np
 import streamlit as st
 from PIL import Image, ImageDraw
 
+from core.artifacts import ModelArtifacts, file_version
 from core.explain import (
     COLORMAPS,
+    DEFAULT_COLORMAP,
     DEFAULT_METHOD,
+    DEFAULT_OPACITY,
     METHODS,
     Explanation,
     Target,
@@ -64,8 +67,8 @@ class CamSettings:
     target: Target = "abnormal"
     aug_smooth: bool = False
     eigen_smooth: bool = False
-    opacity: float = 0.45
-    colormap: str = "jet"
+    opacity: float = DEFAULT_OPACITY
+    colormap: str = DEFAULT_COLORMAP
     heat_threshold: float | None = None
 
     @property
@@ -80,18 +83,19 @@ def cam_controls(loaded: LoadedModel, *, key_prefix: str = "cam") -> CamSettings
     method = bar.selectbox("CAM method", list(METHODS), key=f"{key_prefix}_method",
                            format_func=lambda m: f"{m} (slow)" if METHODS[m].slow else m,
                            help="\n\n".join(f"**{name}**: {info.help}" for name, info in METHODS.items()))
-    names = list(loaded.cam_layers)
-    layers = bar.multiselect("Target layer(s)", names, default=names[:1], key=f"{key_prefix}_layers",
-                             disabled=not METHODS[method].uses_layers,
+    default_layer = [loaded.config.default_cam_layer]
+    layers = bar.multiselect("Target layer(s)", list(loaded.cam_layers), default=default_layer,
+                             key=f"{key_prefix}_layers", disabled=not METHODS[method].uses_layers,
                              help="Later layers give coarse, class-specific maps; earlier ones are sharper. "
-                                  "Several layers are averaged.") or names[:1]
+                                  "Several layers are averaged.") or default_layer
     target = bar.radio("Explain the class", ("abnormal", "normal"), horizontal=True, key=f"{key_prefix}_target")
     aug_smooth = bar.checkbox("Augmentation smoothing", key=f"{key_prefix}_aug_smooth",
                               help="Average the map over flips and brightness changes (6 passes).")
     eigen_smooth = bar.checkbox("Eigen smoothing", key=f"{key_prefix}_eigen_smooth",
                                 help="Keep the first principal component of the weighted activations.")
-    opacity = bar.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key=f"{key_prefix}_opacity")
-    colormap = bar.selectbox("Colour map", COLORMAPS, index=COLORMAPS.index("jet"), key=f"{key_prefix}_colormap")
+    opacity = bar.slider("Opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=f"{key_prefix}_opacity")
+    colormap = bar.selectbox("Colour map", COLORMAPS, index=COLORMAPS.index(DEFAULT_COLORMAP),
+                             key=f"{key_prefix}_colormap")
     outline = bar.toggle("Outline hot regions", key=f"{key_prefix}_outline")
     threshold = bar.slider("Region threshold", 0.05, 0.95, 0.5, 0.05, key=f"{key_prefix}_threshold",
                            disabled=not outline, help="Boxes around the regions whose heat is at least this.")
@@ -109,9 +113,7 @@ def image_key(pixels: np.ndarray) -> str:
 
 def model_key(loaded: LoadedModel) -> str:
     """Which weights a cached result came from: the model folder and its checkpoint's version."""
-    checkpoint = loaded.directory / "checkpoint.pt"
-    version = checkpoint.stat().st_mtime_ns if checkpoint.exists() else 0
-    return f"{loaded.directory}@{version}"
+    return f"{loaded.directory}@{file_version(ModelArtifacts(loaded.directory).checkpoint)}"
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
@@ -151,7 +153,7 @@ def cached_explanation(loaded: LoadedModel, pixels: np.ndarray, *, method: str =
     if not METHODS[method].uses_layers:
         chosen: tuple[str, ...] = ()  # FullGrad: the layer choice does not change its map
     else:
-        chosen = tuple(layers) if layers else (next(iter(loaded.cam_layers)),)
+        chosen = tuple(layers) if layers else (loaded.config.default_cam_layer,)
     return _explanation(model_key(loaded), image_key(pixels), method, chosen, target,
                         aug_smooth, eigen_smooth, loaded, pixels)
 
@@ -179,8 +181,8 @@ def cached_faithfulness(loaded: LoadedModel, pixels: np.ndarray, explanation: Ex
                          explanation.target, aug_smooth, eigen_smooth, loaded, pixels, explanation)
 
 
-def overlay_with_boxes(pixels: np.ndarray, heatmap: np.ndarray, *, colormap: str = "jet",
-                       opacity: float = 0.45, heat_threshold: float | None = None) -> np.ndarray:
+def overlay_with_boxes(pixels: np.ndarray, heatmap: np.ndarray, *, colormap: str = DEFAULT_COLORMAP,
+                       opacity: float = DEFAULT_OPACITY, heat_threshold: float | None = None) -> np.ndarray:
     """core.explain.overlay, plus the boxes of the regions hotter than ``heat_threshold``."""
     blended = overlay(pixels, heatmap, colormap=colormap, opacity=opacity)
     if heat_threshold is None:
@@ -231,8 +233,8 @@ def show_study_views(
     layers: Sequence[str] | None = None,
     target: Target = "abnormal",
     study_type: str | None = None,
-    opacity: float = 0.45,
-    colormap: str = "jet",
+    opacity: float = DEFAULT_OPACITY,
+    colormap: str = DEFAULT_COLORMAP,
     heat_threshold: float | None = None,
     aug_smooth: bool = False,
     eigen_smooth: bool = False,

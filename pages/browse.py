@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
+from core.artifacts import EvaluationMismatchError
 from core.metrics import study_table
 from core.models import LoadedModel
 from dashboard import state, studies, views
@@ -31,9 +32,15 @@ OUTCOMES = ("All", "Correct", "Wrong")
 def mura_gallery(loaded: LoadedModel, root: Path) -> pd.DataFrame:
     """valid/ studies present in the MURA folder, with the cached study probabilities when there are some."""
     present = state.read_mura_images(root, "valid")
-    predictions = state.read_predictions(loaded.name)
+    try:
+        predictions = state.read_predictions(loaded.name)
+    except EvaluationMismatchError as exc:  # shown without probabilities rather than with another run's
+        st.error(str(exc))
+        predictions = None
+    else:
+        if predictions is None:
+            st.caption("This model has no cached predictions (run `make evaluate`): filters by prediction are off.")
     if predictions is None:
-        st.caption("This model has no cached predictions (run `make evaluate`): filters by prediction are off.")
         table = present.assign(probability=np.nan)
         studies_present = table.groupby("study_path", sort=True).agg(
             study_type=("study_type", "first"), label=("label", "first"), probability=("probability", "first"),

@@ -19,9 +19,10 @@ _LAST_CLICK_KEY = "error_last_click"
 EXPORT_COLUMNS = ["study_path", "study_type", "patient", "study", "label", "probability", "threshold",
                   "confidence", "n_views"]
 
-model = state.current_model_name()
+model = state.checked_model_name()
 st.title("Error analysis")
 card = state.read_card(model)
+state.evaluation_or_stop(model)
 evaluated = evaluation.level_evaluation(model, "study")
 if evaluated is None:
     st.info(f"No cached evaluation for **{model}** yet. Run `make evaluate` "

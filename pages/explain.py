@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 import numpy as np
 import streamlit as st
 
+from core.card import trained_study_types
 from core.explain import METHODS, threshold_mask
 from core.models import LoadedModel
 from dashboard import state, studies, uploads, views
@@ -75,7 +76,7 @@ def chosen_images() -> tuple[list[tuple[str, np.ndarray]], str | None, str]:
 
 def body_part_selector(card: dict, known: str | None, study_id: str) -> str | None:
     """The body part whose threshold judges the study; warns when the model was not trained on it."""
-    trained = state.trained_study_types(card)
+    trained = trained_study_types(card)
     options = trained + [t for t in MURA_STUDY_TYPES if t not in trained] + [UNKNOWN_BODY_PART]
     default = known if known in options else (trained[0] if trained else UNKNOWN_BODY_PART)
     body_part = st.selectbox("Body part", options, index=options.index(default), key=f"explain_body_part_{study_id}",

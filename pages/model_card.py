@@ -8,6 +8,8 @@ import json
 import pandas as pd
 import streamlit as st
 
+from core.artifacts import CARD_FILE, EvaluationMismatchError
+from core.card import DEFAULT_THRESHOLD_KEY
 from dashboard import charts, state
 from dashboard.charts import OVERALL, format_interval, group_label
 
@@ -15,7 +17,7 @@ from dashboard.charts import OVERALL, format_interval, group_label
 _RENDERED = {
     "name", "architecture", "description", "initialisation", "input", "output", "training_data", "recipe",
     "training_time_seconds", "training_machine", "best_epoch", "holdout_metrics", "thresholds",
-    "threshold_rule", "limitations", "members",
+    "threshold_rule", "limitations", "members", "schema_version",
 }
 _HOLDOUT_NAMES = {"study_auroc": "Holdout study AUROC", "study_kappa_at_threshold": "Holdout study kappa",
                   "studies": "Holdout studies"}
@@ -43,11 +45,36 @@ def _setting_text(value: object) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
-model = state.current_model_name()
+def show_cached_results(cached: dict | None) -> None:
+    """The study-level results core.evaluate cached, with their intervals; how to make them if absent."""
+    if not cached or "study" not in cached:
+        st.caption("Not evaluated yet: run `make evaluate`.")
+        return
+    evaluation_info = cached.get("evaluation") or {}
+    rows = [
+        {
+            "Body part": group_label(group), "Studies": summary.get("n"),
+            "Threshold": "each at its own" if summary.get("threshold") is None else f"{summary['threshold']:.2f}",
+            "AUROC": format_interval(summary.get("auroc")), "Kappa": format_interval(summary.get("kappa")),
+            "Sensitivity": format_interval(summary.get("sensitivity")),
+            "Specificity": format_interval(summary.get("specificity")),
+        }
+        for group, summary in cached["study"].items()
+    ]
+    rows.sort(key=lambda row: row["Body part"] != group_label(OVERALL))
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption(
+        f"Study level, 95% bootstrap CIs from {cached.get('n_boot', '?')} resamples of studies. "
+        f"{evaluation_info.get('images', '?')} images of {evaluation_info.get('studies', '?')} studies evaluated. "
+        "More on the Performance page."
+    )
+
+
+model = state.checked_model_name()
 card = state.read_card(model)
 if card is None:
     st.title("Model card")
-    st.info(f"No model card for **{model}** (weights/{model}/model_card.json is missing).")
+    st.info(f"No model card for **{model}** (weights/{model}/{CARD_FILE} is missing).")
     st.stop()
 
 st.title(f"Model card: {card.get('name', model)}")
@@ -90,12 +117,12 @@ if thresholds or holdout:
     st.subheader("Operating thresholds and holdout results")
     if card.get("threshold_rule"):
         st.caption(f"Thresholds: {card['threshold_rule']}.")
-    body_parts = [k for k in thresholds if k != "default"] + [k for k in holdout if k not in thresholds]
+    body_parts = [k for k in thresholds if k != DEFAULT_THRESHOLD_KEY] + [k for k in holdout if k not in thresholds]
     rows = [{"Body part": group_label(k), "Threshold": thresholds.get(k),
              **{_HOLDOUT_NAMES.get(name, f"Holdout {name}"): value for name, value in (holdout.get(k) or {}).items()}}
             for k in body_parts]
-    if "default" in thresholds:
-        rows.append({"Body part": "Any other body part", "Threshold": thresholds["default"]})
+    if DEFAULT_THRESHOLD_KEY in thresholds:
+        rows.append({"Body part": "Any other body part", "Threshold": thresholds[DEFAULT_THRESHOLD_KEY]})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 if members:
@@ -118,29 +145,11 @@ if log is None or log.empty:
 else:
     st.plotly_chart(charts.training_curves_figure(log, kept_epochs=kept_epochs), key="card_training")
 
-cached = state.read_metrics(model)
 st.subheader("Results on MURA valid/ (cached evaluation)")
-if not cached or "study" not in cached:
-    st.caption("Not evaluated yet: run `make evaluate`.")
-else:
-    evaluation_info = cached.get("evaluation") or {}
-    rows = [
-        {
-            "Body part": group_label(group), "Studies": summary.get("n"),
-            "Threshold": "each at its own" if summary.get("threshold") is None else f"{summary['threshold']:.2f}",
-            "AUROC": format_interval(summary.get("auroc")), "Kappa": format_interval(summary.get("kappa")),
-            "Sensitivity": format_interval(summary.get("sensitivity")),
-            "Specificity": format_interval(summary.get("specificity")),
-        }
-        for group, summary in cached["study"].items()
-    ]
-    rows.sort(key=lambda row: row["Body part"] != group_label(OVERALL))
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    st.caption(
-        f"Study level, 95% bootstrap CIs from {cached.get('n_boot', '?')} resamples of studies. "
-        f"{evaluation_info.get('images', '?')} images of {evaluation_info.get('studies', '?')} studies evaluated. "
-        "More on the Performance page."
-    )
+try:
+    show_cached_results(state.read_metrics(model))
+except EvaluationMismatchError as exc:
+    st.error(str(exc))
 
 if card.get("recipe"):
     with st.expander("Training recipe"):
@@ -151,5 +160,5 @@ extra = {key: value for key, value in card.items() if key not in _RENDERED}
 if extra:
     with st.expander("Other card fields"):
         st.json(extra)
-st.download_button("Download model_card.json", data=json.dumps(card, indent=2), file_name=f"{model}_model_card.json",
+st.download_button(f"Download {CARD_FILE}", data=json.dumps(card, indent=2), file_name=f"{model}_model_card.json",
                    mime="application/json", key="card_download")

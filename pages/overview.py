@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.artifacts import EvaluationMismatchError
+from core.card import DEFAULT_THRESHOLD_KEY, trained_study_types
 from dashboard import state
 from dashboard.charts import OVERALL, format_interval, group_label
 
@@ -40,7 +42,7 @@ def valid_split_table(present: pd.DataFrame) -> pd.DataFrame:
 
 
 def show_model(card: dict) -> None:
-    trained = ", ".join(group_label(t).lower() for t in state.trained_study_types(card)) or "unknown"
+    trained = ", ".join(group_label(t).lower() for t in trained_study_types(card)) or "unknown"
     st.subheader("The model")
     st.markdown(
         f"**{card.get('architecture', 'unknown architecture')}**: {card.get('description', '')}  \n"
@@ -51,7 +53,7 @@ def show_model(card: dict) -> None:
         st.markdown(f"- Input: {card.get('input', 'not stated')}\n- Output: {card.get('output', 'not stated')}")
         thresholds = card.get("thresholds", {})
         if thresholds:
-            st.dataframe(pd.DataFrame({"Body part": [group_label(t) if t != "default" else "Any other"
+            st.dataframe(pd.DataFrame({"Body part": [group_label(t) if t != DEFAULT_THRESHOLD_KEY else "Any other"
                                                      for t in thresholds],
                                        "Threshold": list(thresholds.values())}), hide_index=True)
     st.subheader("What it is not")
@@ -61,7 +63,11 @@ def show_model(card: dict) -> None:
 
 def show_results(model: str, card: dict) -> None:
     st.subheader("Headline results (study level)")
-    metrics = state.read_metrics(model)
+    try:
+        metrics = state.read_metrics(model)
+    except EvaluationMismatchError as exc:
+        st.error(str(exc))
+        return
     if not metrics:
         st.info("No cached evaluation for this model yet: run `make evaluate` with a MURA folder to create it.")
         return
@@ -71,7 +77,7 @@ def show_results(model: str, card: dict) -> None:
                    f"{evaluation.get('images')} images, each judged at its body part's threshold. "
                    "MURA's valid/ set is this project's test set: it was never used for training or selection.")
     evaluated = [group for group in metrics.get("study", {}) if group != OVERALL]
-    trained = [group for group in evaluated if group in state.trained_study_types(card)]
+    trained = [group for group in evaluated if group in trained_study_types(card)]
     others = [group for group in evaluated if group not in trained]
     st.dataframe(results_table(metrics, trained + [OVERALL]), hide_index=True)
     if others:
@@ -95,7 +101,7 @@ def show_data_source() -> None:
 
 # The card and cached metrics are all this page needs: it does not load the network, so the
 # first page a visitor sees does not wait for it.
-model_name = state.current_model_name()
+model_name = state.checked_model_name()
 card = state.read_card(model_name)
 st.title("MURA Lens")
 st.markdown("Explains a classifier of upper-limb radiographs (Stanford MURA v1.1): which views it calls "

@@ -7,13 +7,15 @@ import pandas as pd
 import streamlit as st
 
 from core import metrics
+from core.card import trained_study_types
 from dashboard import charts, evaluation, state
 from dashboard.charts import OVERALL, format_interval, group_label
 
-model = state.current_model_name()
+model = state.checked_model_name()
 st.title("Performance")
 card = state.read_card(model)
-cached = state.read_metrics(model)
+cached_evaluation = state.evaluation_or_stop(model)
+cached = cached_evaluation.metrics if cached_evaluation else None
 
 level = evaluation.level_control()
 evaluated = evaluation.level_evaluation(model, level)
@@ -26,7 +28,7 @@ split = (cached or {}).get("evaluation", {}).get("split", "valid")
 table = evaluated.table
 # Charts show the pool and the body parts the model was trained on; the few studies of other body
 # parts in MURA valid/ would draw curves from a handful of points, so they stay in the tables.
-trained = set(state.trained_study_types(card or {})) or set(evaluated.groups)
+trained = set(trained_study_types(card or {})) or set(evaluated.groups)
 others = sorted(set(evaluated.groups) - trained - {OVERALL})
 st.caption(
     f"{model} on MURA {split}/: {len(table)} {'studies' if level == 'study' else 'images'}, "

@@ -25,11 +25,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.artifacts import ModelArtifacts  # noqa: E402
+from core.card import ModelCardError, read_card  # noqa: E402
 from core.compare import paired_auroc_difference  # noqa: E402
 from core.ensemble import is_cross_validation, out_of_fold  # noqa: E402
-from core.metrics import auroc, bootstrap_ci, study_table  # noqa: E402
-from core.models import CARD_FILE  # noqa: E402
-from core.train import VAL_PREDICTIONS_FILE  # noqa: E402
+from core.metrics import DEFAULT_N_BOOT, auroc, bootstrap_ci, study_table  # noqa: E402
 
 
 def cross_validation(runs: Path, name: str) -> tuple[pd.DataFrame, dict[str, float], list[str]]:
@@ -39,15 +39,18 @@ def cross_validation(runs: Path, name: str) -> tuple[pd.DataFrame, dict[str, flo
     cross-validation would score a fraction on fewer patients than the others.
     """
     def finished_card(fold: int) -> dict:
-        card = runs / f"{name}_f{fold}" / CARD_FILE
+        card = ModelArtifacts(runs / f"{name}_f{fold}").card
         if not card.is_file():
             raise SystemExit(f"error: fold {fold} of {name} has not finished ({card} is missing); "
                              "a curve needs finished cross-validations")
-        return json.loads(card.read_text())
+        try:
+            return read_card(card)
+        except ModelCardError as exc:
+            raise SystemExit(f"error: {exc}") from exc
 
     first = finished_card(0)
     cards = [first] + [finished_card(fold) for fold in range(1, first["recipe"]["folds"])]
-    holdouts = [pd.read_csv(runs / f"{name}_f{fold}" / VAL_PREDICTIONS_FILE) for fold in range(len(cards))]
+    holdouts = [pd.read_csv(ModelArtifacts(runs / f"{name}_f{fold}").holdout_predictions) for fold in range(len(cards))]
     if not is_cross_validation(cards, holdouts):
         raise SystemExit(f"error: {name} is not a K-fold cross-validation (core.train --folds K)")
     fitted = {t: sum(card["training_data"]["fit"][t]["images"] for card in cards) / len(cards)
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a cross-validation's training fraction and run name, e.g. 0.5=curve_p50")
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--target", type=float, default=0.95, help="study AUROC to extrapolate to")
-    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     if len(args.curve) < 2:

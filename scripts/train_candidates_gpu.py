@@ -40,8 +40,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import mura  # noqa: E402
+from core.artifacts import TRAIN_STATE_FILE, ModelArtifacts  # noqa: E402
 from core.ensemble import out_of_fold  # noqa: E402
-from core.train import STATE_FILE, VAL_PREDICTIONS_FILE, holdout_summary, patient_split  # noqa: E402
+from core.train import holdout_summary, patient_split  # noqa: E402
 
 FOLDS = 4
 SPLIT_SEED = 0
@@ -96,7 +97,7 @@ def launch(name: str, candidate: Candidate, fold: int, args: argparse.Namespace)
 
 def out_of_fold_score(runs: Path, name: str) -> dict | None:
     """Out-of-fold study AUROC per body part and their mean, or None if a fold is missing."""
-    files = [runs / f"{name}_f{fold}" / VAL_PREDICTIONS_FILE for fold in range(FOLDS)]
+    files = [ModelArtifacts(runs / f"{name}_f{fold}").holdout_predictions for fold in range(FOLDS)]
     if not all(f.is_file() for f in files):
         return None
     _, metrics = holdout_summary(out_of_fold([pd.read_csv(f) for f in files]))
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             member = runs / f"{chosen}_f{fold}"
             with tarfile.open(out / f"{member.name}.tar", "w") as archive:
                 for path in sorted(member.iterdir()):
-                    if path.name != STATE_FILE:
+                    if path.name != TRAIN_STATE_FILE:
                         archive.add(path, arcname=f"{member.name}/{path.name}")
     return 0 if chosen is not None else 1
 

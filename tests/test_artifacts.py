@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from core import atomic
-from core.artifacts import EvaluationMismatchError, ModelArtifacts, file_version, read_evaluation, write_evaluation
+from core.artifacts import (
+    EvaluationMismatchError,
+    ModelArtifacts,
+    SmallerEvaluationError,
+    check_replacement,
+    file_version,
+    read_evaluation,
+    write_evaluation,
+)
 
 
 def _predictions(n: int) -> pd.DataFrame:
@@ -22,6 +32,8 @@ def test_paths_of_a_model_folder(tmp_path):
     assert files.checkpoint == tmp_path / "demo" / "checkpoint.pt"
     assert files.card == tmp_path / "demo" / "model_card.json"
     assert files.training_log == tmp_path / "demo" / "training_log.csv"
+    assert files.train_state == tmp_path / "demo" / "train_state.pt"
+    assert files.holdout_predictions == tmp_path / "demo" / "predictions_train_holdout.csv"
     assert files.predictions("fracatlas") == tmp_path / "demo" / "predictions_fracatlas.csv"
     assert files.metrics("valid") == tmp_path / "demo" / "metrics_valid.json"
     assert files.localization("fracatlas").name == "localization_fracatlas.csv"
@@ -63,7 +75,7 @@ def test_kill_between_the_two_writes_is_detected(tmp_path, monkeypatch):
 
     monkeypatch.setattr(atomic, "write_text", killed_before_metrics)
     with pytest.raises(KeyboardInterrupt):
-        write_evaluation(files, "valid", _predictions(7), {"images": 7})
+        write_evaluation(files, "valid", _predictions(7), {"images": 7}, force=True)
     with pytest.raises(EvaluationMismatchError, match="different runs"):
         read_evaluation(files, "valid")
 
@@ -91,3 +103,48 @@ def test_shipped_evaluations_are_consistent_pairs():
         evaluation = read_evaluation(ModelArtifacts.of(model), "valid")
         assert evaluation is not None and "predictions_sha256" in evaluation.metrics
         assert evaluation.metrics["evaluation"]["images"] == len(evaluation.predictions)
+
+
+def _disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every text write creates its file, then fails as a full disk does."""
+
+    def full(self, *args, **kwargs):
+        self.touch()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+
+
+def test_disk_full_leaves_no_temporary_file_and_names_the_file(tmp_path, monkeypatch):
+    target = tmp_path / "metrics_valid.json"
+    target.write_text("previous")
+    _disk_full(monkeypatch)
+    with pytest.raises(atomic.AtomicWriteError, match=f"Cannot write {target}: No space left on device"):
+        atomic.write_text(target, "new")
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics_valid.json"]
+    assert target.read_bytes() == b"previous"
+
+
+def test_failed_torch_save_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def full(obj, path):
+        Path(path).write_bytes(b"PK")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(atomic.torch, "save", full)
+    with pytest.raises(atomic.AtomicWriteError, match="Cannot write .*checkpoint.pt: PytorchStreamWriter"):
+        atomic.save_torch({"a": 1}, tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_smaller_evaluation_does_not_replace_a_larger_one_unless_forced(tmp_path):
+    files = ModelArtifacts(tmp_path / "demo")
+    files.directory.mkdir()
+    write_evaluation(files, "valid", _predictions(40), {"images": 40})
+    with pytest.raises(SmallerEvaluationError, match="demo/predictions_valid.csv holds 40 images and this "
+                                                     "evaluation only 7; pass --force"):
+        write_evaluation(files, "valid", _predictions(7), {"images": 7})
+    assert read_evaluation(files, "valid").metrics["images"] == 40
+    write_evaluation(files, "valid", _predictions(41), {"images": 41})  # more images: no question asked
+    write_evaluation(files, "valid", _predictions(7), {"images": 7}, force=True)
+    assert read_evaluation(files, "valid").metrics["images"] == 7
+    check_replacement(files, "other", 1)  # nothing cached: nothing to protect

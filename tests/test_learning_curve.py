@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.models import CARD_FILE
-from core.train import VAL_PREDICTIONS_FILE
+from core.artifacts import CARD_FILE, ModelArtifacts
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "learning_curve.py"
 spec = importlib.util.spec_from_file_location("learning_curve", SCRIPT)
@@ -36,7 +35,7 @@ def _write_cv(runs: Path, name: str, fitted_images: int, separation: float, fold
                 probability = 1 / (1 + np.exp(-(separation * (label - 0.5) + rng.normal())))
                 rows.append({"path": study + "image1.png", "study_type": study_type, "patient": f"patient{fold}{k:03d}",
                              "study": "study1", "study_path": study, "label": label, "probability": probability})
-        pd.DataFrame(rows).to_csv(out / VAL_PREDICTIONS_FILE, index=False)
+        pd.DataFrame(rows).to_csv(ModelArtifacts(out).holdout_predictions, index=False)
         fit = {t: {"images": fitted_images, "studies": fitted_images, "patients": fitted_images, "abnormal_images": 0}
                for t in ("XR_HUMERUS", "XR_FOREARM")}
         recipe = {"folds": FOLDS, "fold": fold, "split_seed": 0, "epochs": 4}
@@ -83,7 +82,7 @@ def test_missing_or_unfinished_folds_are_refused(tmp_path: Path) -> None:
 def test_cross_validations_of_different_splits_are_refused(tmp_path: Path) -> None:
     _write_cv(tmp_path, "whole", 400, separation=1.5)
     _write_cv(tmp_path, "other", 100, separation=0.5)
-    predictions = tmp_path / "other_f1" / VAL_PREDICTIONS_FILE
+    predictions = ModelArtifacts(tmp_path / "other_f1").holdout_predictions
     frame = pd.read_csv(predictions)
     pd.concat([frame, frame.head(1).assign(study_path="elsewhere/", path="elsewhere/image1.png")]).to_csv(
         predictions, index=False)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
+import os
+import pickle
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +119,123 @@ def test_missing_card_or_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         models.load_model("absent", directory=tmp_path)
     with pytest.raises(models.ModelLoadError, match="not a model name"):
         models.load_model("../tiny", directory=tmp_path)
+
+
+def _random_bytes(path: Path) -> None:
+    path.write_bytes(os.urandom(4096))
+
+
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _bare_tensor(path: Path) -> None:
+    torch.save(torch.zeros(3), path)
+
+
+def _wrong_keys(path: Path) -> None:
+    torch.save({"weights": {"a": torch.zeros(1)}, "arch": "mobilenet_v2"}, path)
+
+
+def _missing_tensor(path: Path) -> None:
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["state_dict"]["classifier.1.weight"]
+    torch.save(checkpoint, path)
+
+
+def _wrong_shape(path: Path) -> None:
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"]["classifier.1.weight"] = torch.zeros(2, 1280)
+    torch.save(checkpoint, path)
+
+
+def _unknown_architecture(path: Path) -> None:
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["arch"] = "resnet9000"
+    torch.save(checkpoint, path)
+
+
+class _Exploit:
+    def __reduce__(self) -> tuple:
+        return (os.system, ("echo owned",))
+
+
+def _malicious_pickle(path: Path) -> None:
+    path.write_bytes(pickle.dumps(_Exploit()))
+
+
+#: Ways a checkpoint.pt can be damaged or foreign (issue 19 item 5); tests/test_app_corrupt_files.py reuses them.
+DAMAGED_CHECKPOINTS: dict[str, Callable[[Path], None]] = {
+    "random bytes": _random_bytes,
+    "truncated": _truncated,
+    "empty": _empty,
+    "bare tensor": _bare_tensor,
+    "wrong keys": _wrong_keys,
+    "missing tensor": _missing_tensor,
+    "wrong shape": _wrong_shape,
+    "unknown architecture": _unknown_architecture,
+    "malicious pickle": _malicious_pickle,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_CHECKPOINTS.values(), ids=DAMAGED_CHECKPOINTS.keys())
+@pytest.mark.parametrize("reader", [models.load_model, models.check_model], ids=["load", "check"])
+def test_a_damaged_checkpoint_is_one_sentence_naming_the_file(tmp_path: Path, damage, reader) -> None:
+    _write_model(tmp_path / "tiny")
+    damage(tmp_path / "tiny" / models.CHECKPOINT_FILE)
+    with pytest.raises(models.ModelLoadError) as raised:
+        reader("tiny", directory=tmp_path)
+    message = str(raised.value)
+    assert "tiny/checkpoint.pt" in message
+    assert "\n" not in message and message.endswith(".") and not re.search(r"[.!?] [A-Z]", message)
+
+
+@pytest.mark.parametrize("content", [b"{", b"", b"[]", b"\xff\xfe{}"], ids=["truncated", "empty", "list", "not UTF-8"])
+def test_a_damaged_card_stops_loading_with_its_name(tmp_path: Path, content: bytes) -> None:
+    _write_model(tmp_path / "tiny")
+    (tmp_path / "tiny" / models.CARD_FILE).write_bytes(content)
+    for reader in (models.load_model, models.check_model):
+        with pytest.raises(models.ModelLoadError, match="tiny/model_card.json"):
+            reader("tiny", directory=tmp_path)
+
+
+def test_check_model_accepts_what_load_model_loads(tmp_path: Path) -> None:
+    _write_model(tmp_path / "tiny")
+    models.check_model("tiny", directory=tmp_path)
+    models.load_model("tiny", directory=tmp_path)
+
+
+_LABEL = re.compile(r"\((?:(?P<channels>\d+) ch, )?(?:[^,]*, )?stride (?P<stride>\d+)\)$")
+
+
+@pytest.mark.parametrize("arch", models.list_architectures())
+def test_layer_labels_match_a_probe_forward_pass(arch: str) -> None:
+    """The channel counts and strides typed into each CAM layer's name are what the layer outputs."""
+    config = models.get_config(arch)
+    with torch.device("meta"):  # shapes only: no weights allocated, no arithmetic done
+        model = models.create_model(arch).eval()
+    shapes: dict[str, torch.Size] = {}
+
+    def record(name: str) -> Callable[[torch.nn.Module, tuple, torch.Tensor], None]:
+        def hook(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> None:
+            shapes.setdefault(name, output.shape)
+        return hook
+
+    for name, path in config.cam_layers.items():
+        models.resolve_layer(model, path).register_forward_hook(record(name))
+    model(torch.empty(1, 3, config.input_size, config.input_size, device="meta"))
+    assert config.default_cam_layer == next(iter(config.cam_layers))
+    for name, shape in shapes.items():
+        label = _LABEL.search(name)
+        assert label, f"{name!r} does not state its stride"
+        if label["channels"]:
+            assert shape[1] == int(label["channels"]), name
+        assert shape[-1] == math.ceil(config.input_size / int(label["stride"])), name
+    assert set(shapes) == set(config.cam_layers)
 
 
 def test_weights_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

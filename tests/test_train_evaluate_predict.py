@@ -6,8 +6,11 @@ exercise the real command-line entry points in seconds without the real data.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,9 +25,12 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from core import evaluate as evaluate_cli
+from core import mura
 from core import predict as predict_cli
 from core import train as train_cli
-from core.models import CHECKPOINT_FILE, load_model
+from core.artifacts import TRAIN_STATE_FILE, TRAINING_LOG_FILE, ModelArtifacts, read_evaluation
+from core.card import read_card, subset_counts
+from core.models import CARD_FILE, CHECKPOINT_FILE, load_model
 from core.predict import predict_images, predict_study, study_probability
 from tests.fake_mura import make_fake_mura
 
@@ -52,13 +58,14 @@ def _env(weights: Path) -> dict[str, str]:
 
 def test_training_writes_checkpoint_card_and_log(weights: Path) -> None:
     out = weights / "tiny"
-    log = pd.read_csv(out / train_cli.LOG_FILE)
+    log = pd.read_csv(out / TRAINING_LOG_FILE)
     assert list(log["epoch"]) == [1, 2]
     assert {"train_loss", "holdout_image_auroc", "holdout_study_auroc"} <= set(log.columns)
     card = json.loads((out / "model_card.json").read_text())
     assert card["architecture"] == "mobilenet_v2" and card["initialisation"] == "random"
     assert set(card["thresholds"]) == {"default", "XR_HUMERUS", "XR_FOREARM"}
     assert card["tta"] is True
+    assert next(iter(card)) == "schema_version" and read_card(out / CARD_FILE) == card
     holdout = set(card["training_data"]["holdout"])
     assert holdout <= {"XR_HUMERUS", "XR_FOREARM"}
     loaded = load_model("tiny", directory=weights)
@@ -123,7 +130,7 @@ def test_a_state_saved_before_a_setting_existed_still_resumes(fake_root: Path, t
     out = tmp_path / "old"
     arguments = ["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY]
     assert train_cli.main(arguments) == 0
-    state_path = out / train_cli.STATE_FILE
+    state_path = out / TRAIN_STATE_FILE
     state = torch.load(state_path, map_location="cpu", weights_only=False)
     del state["config"]["train_fraction"]  # as written before --train-fraction existed
     torch.save(state, state_path)
@@ -163,7 +170,7 @@ def test_training_with_the_study_loss(fake_root: Path, tmp_path: Path) -> None:
     card = json.loads((out / "model_card.json").read_text())
     assert card["recipe"]["study_loss"] is True
     assert card["recipe"]["loss"].startswith("BCE on each study's mean view probability")
-    assert list(pd.read_csv(out / train_cli.LOG_FILE)["epoch"]) == [1, 2]
+    assert list(pd.read_csv(out / TRAINING_LOG_FILE)["epoch"]) == [1, 2]
 
 
 def test_threshold_maximises_kappa() -> None:
@@ -181,26 +188,26 @@ def test_interrupted_training_resumes_from_its_last_epoch(tmp_path: Path, fake_r
                "--epochs", "3", *TINY]
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
-    state = out / train_cli.STATE_FILE
+    state = out / TRAIN_STATE_FILE
     deadline = time.time() + 240
     while not state.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert state.exists(), "no state was written before the kill"
-    finished_epochs = len(pd.read_csv(out / train_cli.LOG_FILE))
+    finished_epochs = len(pd.read_csv(out / TRAINING_LOG_FILE))
     assert not list(out.glob("*.tmp")) or all(p.stat().st_size >= 0 for p in out.glob("*.tmp"))
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "resuming after epoch" in result.stdout
-    log = pd.read_csv(out / train_cli.LOG_FILE)
+    log = pd.read_csv(out / TRAINING_LOG_FILE)
     assert list(log["epoch"]) == [1, 2, 3]
     assert finished_epochs >= 1
     # A resumed run continues every random stream (augmentation draws, permutations, dropout):
     # it ends with the weights of a run that was never stopped.
     straight = tmp_path / "straight"
     assert train_cli.main(["--mura-root", str(fake_root), "--out", str(straight), "--epochs", "3", *TINY]) == 0
-    _assert_same_weights(out / train_cli.STATE_FILE, straight / train_cli.STATE_FILE, key="model")
+    _assert_same_weights(out / TRAIN_STATE_FILE, straight / TRAIN_STATE_FILE, key="model")
 
 
 def _assert_same_weights(first: Path, second: Path, key: str) -> None:
@@ -222,13 +229,14 @@ def test_evaluate_writes_predictions_and_metrics(weights: Path, fake_root: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
     code = evaluate_cli.main(["--mura-root", str(fake_root), "--split", "valid", "--model", "tiny",
-                              "--bootstrap", "50", "--threads", "1"])
+                              "--n-boot", "50", "--threads", "1"])
     assert code == 0
     predictions = pd.read_csv(weights / "tiny" / "predictions_valid.csv")
     assert set(evaluate_cli.PREDICTION_COLUMNS) <= set(predictions.columns)
     assert predictions["path"].str.startswith("MURA-v1.1/valid/").all()
     metrics = json.loads((weights / "tiny" / "metrics_valid.json").read_text())
     assert metrics["evaluation"]["images"] == len(predictions)
+    assert metrics["n_boot"] == 50
     # The cached probabilities are what the model gives for those files.
     loaded = load_model("tiny", directory=weights)
     first = predictions.iloc[0]
@@ -252,6 +260,56 @@ def test_evaluate_failure_leaves_previous_results_intact(weights: Path, fake_roo
     code = evaluate_cli.main(["--mura-root", str(broken), "--split", "valid", "--model", "tiny"])
     assert code == 2
     assert json.loads(target.read_text()) == {"previous": True}
+
+
+@pytest.fixture
+def evaluated_copy(weights: Path, fake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelArtifacts:
+    """A private copy of the tiny model with a cached evaluation of fake_root's valid split."""
+    shutil.copytree(weights / "tiny", tmp_path / "tiny")
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tmp_path))
+    files = ModelArtifacts(tmp_path / "tiny")
+    if not files.predictions("valid").is_file():
+        assert evaluate_cli.main(["--mura-root", str(fake_root), "--model", "tiny", "--n-boot", "10",
+                                  "--threads", "1"]) == 0
+    return files
+
+
+def test_evaluate_refuses_to_shrink_a_cached_evaluation_without_force(evaluated_copy: ModelArtifacts,
+                                                                      fake_root: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """A partial MURA copy must not silently replace the full cache (issue 19 item 6)."""
+    partial = make_fake_mura(tmp_path / "partial", patients_per_type=8, missing=10)  # fake_root, 10 images short
+    before = evaluated_copy.predictions("valid").read_bytes()
+    code = evaluate_cli.main(["--mura-root", str(partial), "--model", "tiny", "--threads", "1"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "tiny/predictions_valid.csv holds" in error and "pass --force" in error
+    assert evaluated_copy.predictions("valid").read_bytes() == before
+    # --bootstrap is the flag's older name, still accepted.
+    assert evaluate_cli.main(["--mura-root", str(partial), "--model", "tiny", "--threads", "1", "--force",
+                              "--bootstrap", "20"]) == 0
+    evaluation = read_evaluation(evaluated_copy, "valid")
+    assert evaluation.metrics["n_boot"] == 20
+    assert len(evaluation.predictions) == len(mura.read_images(partial, "valid")) < len(pd.read_csv(io.BytesIO(before)))
+
+
+def test_evaluate_on_a_full_disk_names_the_file_and_leaves_no_temporary(evaluated_copy: ModelArtifacts,
+                                                                        fake_root: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    before = {path: path.read_bytes() for path in (evaluated_copy.predictions("valid"), evaluated_copy.metrics("valid"))}
+
+    def disk_full(self: Path, *args: object, **kwargs: object) -> None:
+        self.touch()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    code = evaluate_cli.main(["--mura-root", str(fake_root), "--model", "tiny", "--n-boot", "10", "--threads", "1"])
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == f"error: Cannot write {evaluated_copy.predictions('valid')}: No space left on device."
+    assert not list(evaluated_copy.directory.glob("*.tmp"))
+    assert {path: path.read_bytes() for path in before} == before
 
 
 def test_study_probability_is_the_mean_of_views(weights: Path) -> None:
@@ -357,8 +415,8 @@ def test_cross_validated_ensemble_chooses_thresholds_out_of_fold(fake_root: Path
                                str(fold), "--folds", "2", "--fold", str(fold), *TINY]) == 0
         folds.append(out)
     card = ensemble.combine(folds, tmp_path / "cv")
-    out_of_fold = pd.read_csv(tmp_path / "cv" / train_cli.VAL_PREDICTIONS_FILE)
-    member_rows = pd.concat([pd.read_csv(f / train_cli.VAL_PREDICTIONS_FILE) for f in folds])
+    out_of_fold = pd.read_csv(ModelArtifacts(tmp_path / "cv").holdout_predictions)
+    member_rows = pd.concat([pd.read_csv(ModelArtifacts(f).holdout_predictions) for f in folds])
     # Every train image once, with the probability of the member that held its fold out.
     from core import mura
 
@@ -368,7 +426,7 @@ def test_cross_validated_ensemble_chooses_thresholds_out_of_fold(fake_root: Path
     thresholds, _ = train_cli.holdout_summary(out_of_fold)
     assert card["thresholds"] == thresholds
     assert "out-of-fold" in card["threshold_rule"] and [m["fold"] for m in card["members"]] == [0, 1]
-    assert card["training_data"]["holdout"] == train_cli.subset_counts(out_of_fold)
+    assert card["training_data"]["holdout"] == subset_counts(out_of_fold)
     assert card["recipe"]["fold"] == [0, 1] and card["recipe"]["seed"] == [0, 1]
     with pytest.raises(ValueError, match="same fold"):
         ensemble.combine([folds[0], folds[0]], tmp_path / "twice")
