@@ -12,6 +12,8 @@ A model folder (``weights/<model>/``, or under ``MURA_LENS_WEIGHTS_DIR``) holds:
     metrics_<dataset>.json        its metrics; records the SHA-256 of the predictions it was computed from
     localization_<dataset>.csv    per-image CAM localisation rows (core.localize)
     localization_<dataset>.json   their summary
+    scope_head.npz                the body-part / out-of-scope head (core.scope)
+    scope_metrics.json            its out-of-fold measurement
 
 ``<dataset>`` is a MURA split (``valid``, ``train_holdout``) or an external dataset (``fracatlas``).
 
@@ -48,6 +50,8 @@ __all__ = [
     "CARD_FILE",
     "TRAINING_LOG_FILE",
     "TRAIN_STATE_FILE",
+    "SCOPE_HEAD_FILE",
+    "SCOPE_METRICS_FILE",
     "TRAIN_HOLDOUT",
     "weights_dir",
     "file_version",
@@ -66,6 +70,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 CARD_FILE = "model_card.json"
 TRAINING_LOG_FILE = "training_log.csv"
 TRAIN_STATE_FILE = "train_state.pt"
+SCOPE_HEAD_FILE = "scope_head.npz"
+SCOPE_METRICS_FILE = "scope_metrics.json"
 #: The dataset name of the predictions on train/'s held-out patients (core.train, core.ensemble).
 TRAIN_HOLDOUT = "train_holdout"
 _PREDICTIONS_HASH_KEY = "predictions_sha256"
@@ -140,6 +146,14 @@ class ModelArtifacts:
 
     def localization_summary(self, dataset: str) -> Path:
         return self.directory / f"localization_{_checked(dataset)}.json"
+
+    @property
+    def scope_head(self) -> Path:
+        return self.directory / SCOPE_HEAD_FILE
+
+    @property
+    def scope_metrics(self) -> Path:
+        return self.directory / SCOPE_METRICS_FILE
 
     def evaluation_version(self, dataset: str) -> tuple[str, int, int]:
         """The cache key of the cached evaluation of ``dataset``: folder and both files' versions."""

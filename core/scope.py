@@ -40,14 +40,13 @@ from torch import nn
 from tqdm import tqdm
 
 from core import atomic
+from core.artifacts import ModelArtifacts, file_version
 from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble
 from core.predict import DEFAULT_BATCH_SIZE, model_inputs
 
 __all__ = [
     "SCOPE_CLASSES",
     "IN_SCOPE_STUDY_TYPES",
-    "HEAD_FILE",
-    "METRICS_FILE",
     "ScopeAssessment",
     "ScopeHead",
     "ScopeHeadError",
@@ -63,8 +62,6 @@ __all__ = [
 SCOPE_CLASSES = ("humerus", "forearm", "hand/wrist", "shoulder", "other")
 #: Body parts the classifier was trained on, and the MURA study type whose threshold they use.
 IN_SCOPE_STUDY_TYPES = {"humerus": "XR_HUMERUS", "forearm": "XR_FOREARM"}
-HEAD_FILE = "scope_head.npz"
-METRICS_FILE = "scope_metrics.json"
 #: Below this top-class probability the body part is reported as uncertain, not pre-selected.
 CONFIDENT_PROBABILITY = 0.6
 _PCA_COMPONENTS = 64
@@ -78,10 +75,9 @@ class ScopeHeadError(RuntimeError):
 
 def head_for(loaded: LoadedModel) -> ScopeHead | None:
     """The scope head fitted for ``loaded`` (``scope_head.npz`` in its folder), or None if it has none."""
-    path = loaded.directory / HEAD_FILE
-    if not path.is_file():
-        return None
-    return _cached_head(str(path), path.stat().st_mtime_ns)
+    path = ModelArtifacts(loaded.directory).scope_head
+    version = file_version(path)
+    return _cached_head(str(path), version) if version else None
 
 
 @functools.lru_cache(maxsize=8)
@@ -435,11 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         sum(call in IN_SCOPE_STUDY_TYPES for call in probe_calls))
     metrics["fitted_on"] = {"mura_train_images": int(len(mura_train)), "fracatlas_images": int(len(atlas_train)),
                             "fracatlas_duplicate_groups_merged": int(len(atlas_groups) - len(set(atlas_groups)))}
-    directory = loaded.directory
-    head.save(directory / HEAD_FILE)
-    atomic.write_text(directory / METRICS_FILE, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    files = ModelArtifacts(loaded.directory)
+    head.save(files.scope_head)
+    atomic.write_text(files.scope_metrics, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     print(json.dumps(metrics["summary"], indent=2))
-    print(f"wrote {directory / HEAD_FILE} and {directory / METRICS_FILE}")
+    print(f"wrote {files.scope_head} and {files.scope_metrics}")
     return 0
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from core import scope
+from core.artifacts import SCOPE_HEAD_FILE
 from core.models import DEFAULT_MODEL, load_model
 from core.scope import SCOPE_CLASSES, ScopeAssessment, ScopeHeadError, fit_head, load_head
 
@@ -57,7 +58,7 @@ def test_far_features_are_unusual_and_never_in_scope(fitted):
 
 def test_save_and_load_round_trip(fitted, tmp_path):
     head, features, *_ = fitted
-    path = tmp_path / scope.HEAD_FILE
+    path = tmp_path / SCOPE_HEAD_FILE
     head.save(path)
     again = load_head(path)
     np.testing.assert_allclose(again.probabilities(features), head.probabilities(features), atol=1e-4)
@@ -67,9 +68,9 @@ def test_save_and_load_round_trip(fitted, tmp_path):
 
 @pytest.mark.parametrize("content", [b"", b"not a zip", pickle.dumps({"coef": 1})])
 def test_unreadable_or_pickled_head_is_refused(tmp_path, content):
-    path = tmp_path / scope.HEAD_FILE
+    path = tmp_path / SCOPE_HEAD_FILE
     path.write_bytes(content)
-    with pytest.raises(ScopeHeadError, match=scope.HEAD_FILE):
+    with pytest.raises(ScopeHeadError, match=SCOPE_HEAD_FILE):
         load_head(path)
 
 
@@ -123,7 +124,7 @@ def test_shipped_head_loads_and_judges_a_photo_as_unusual():
     from sklearn.datasets import load_sample_images
 
     loaded = load_model(DEFAULT_MODEL)
-    path = loaded.directory / scope.HEAD_FILE
+    path = loaded.directory / SCOPE_HEAD_FILE
     if not path.is_file():
         pytest.fail(f"{path} is missing: run python -m core.scope to fit it")
     head = load_head(path)
