@@ -4,7 +4,9 @@ Everything a user can upload is untrusted, so :func:`load_radiograph` is the one
 bytes and pixels:
 
 * the format is sniffed from the magic bytes; a file name is only a label and a hint, never a path;
-* the declared pixel count is checked against a cap before anything is decompressed;
+* the declared pixel count is checked against a cap before anything is decompressed; for DICOM
+  also the compressed stream's own size (JPEG SOF, JPEG 2000 SIZ, the RLE runs), and a deflated
+  dataset is inflated only up to a bound tied to that cap;
 * the image is fully decoded (truncated or corrupt files fail here, not later in the model);
 * every failure becomes :class:`RadiographDecodeError` whose message is one user-facing sentence.
 
