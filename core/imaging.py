@@ -52,6 +52,7 @@ from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 __all__ = [
+    "DISPLAY_MAX_SIDE",
     "MAX_PIXELS",
     "MIN_SIDE",
     "MAX_FILE_BYTES",
@@ -59,10 +60,15 @@ __all__ = [
     "Radiograph",
     "RadiographDecodeError",
     "load_radiograph",
+    "downsized",
 ]
 
 MAX_PIXELS = 40_000_000
 """Largest image accepted (width x height); a 40-megapixel radiograph is already unusually big."""
+
+DISPLAY_MAX_SIDE = 1024
+"""Longest side kept of an image a server holds on to: what a screen shows of one view, and several
+times what the models see (224-320 px)."""
 
 MIN_SIDE = 32
 """Smallest side accepted in pixels: below this there is no anatomy to classify."""
@@ -171,6 +177,23 @@ def load_radiograph(
     if mismatch:
         return replace(radiograph, notes=(*radiograph.notes, mismatch))
     return radiograph
+
+
+def downsized(radiograph: Radiograph, max_side: int = DISPLAY_MAX_SIDE) -> Radiograph:
+    """The radiograph with its longer side shrunk to ``max_side`` (with a note); as is when no longer.
+
+    A server keeps decoded views and their heat maps in caches shared by every visitor: at full
+    size a 40-megapixel upload holds 40 MB of pixels and a 160 MB float heat map per method. The
+    model letterboxes to its own input size anyway, with the same antialiased bilinear filter.
+    """
+    longer = max(radiograph.width, radiograph.height)
+    if longer <= max_side:
+        return radiograph
+    width = max(1, round(radiograph.width * max_side / longer))
+    height = max(1, round(radiograph.height * max_side / longer))
+    pixels = np.array(Image.fromarray(radiograph.pixels).resize((width, height), Image.Resampling.BILINEAR))
+    note = f"downsized from {radiograph.width} x {radiograph.height} to {width} x {height} pixels"
+    return replace(radiograph, pixels=pixels, width=width, height=height, notes=(*radiograph.notes, note))
 
 
 def _read_source(source: bytes | str | os.PathLike[str], filename: str | None) -> tuple[bytes, str | None]:
