@@ -6,7 +6,9 @@
 # and name it with MURA_ROOT. Without it the app shows the shipped results and lets users upload.
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# MURA_LENS_LOCK_DATA=1: the data folder is MURA_ROOT, and visitors get no box to name another.
+ENV MURA_LENS_LOCK_DATA=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -6,12 +6,14 @@ normalised there, so padding never wins the colour scale), the sign of a single-
 target, thread safety on a model shared between sessions, progress for the slow methods,
 overlays, thresholded regions and a ROAD faithfulness score.
 
-CAMs run on explain's own copy of each model (made on first use, refreshed when the
+CAMs run on explain's own copies of each model (made on first use, refreshed when the
 model's weights change), never on the model that prediction shares: pytorch_grad_cam
 registers hooks on the network it is given, and AblationCAM even swaps one of its
 layers, so a concurrent prediction on the same network would read a CAM's ablated layer
-and a CAM would collect a prediction's activations. Calls on one model are serialised
-by a lock held for the whole CAM computation.
+and a CAM would collect a prediction's activations. Each copy is serialised by a lock held
+for the whole CAM computation, and the slow methods (minutes for ScoreCAM) have a copy and
+lock of their own: a fast method never waits behind a slow one, whoever started it, and at
+most one slow run per model takes the CPU at a time.
 
 Example:
     >>> loaded = load_model()
@@ -188,7 +190,7 @@ class Explanation:
 
 
 class _CamNetwork:
-    """explain's private copy of one shared model, and the lock that serialises CAMs on it."""
+    """One of explain's private copies of a shared model, and the lock that serialises CAMs on it."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -209,13 +211,15 @@ class _CamNetwork:
         self._network = None
 
 
-_CAM_NETWORKS: weakref.WeakKeyDictionary[nn.Module, _CamNetwork] = weakref.WeakKeyDictionary()
+# Per shared model: {slow: copy}, one copy for the fast methods and one for the slow ones.
+_CAM_NETWORKS: weakref.WeakKeyDictionary[nn.Module, dict[bool, _CamNetwork]] = weakref.WeakKeyDictionary()
 _CAM_NETWORKS_LOCK = threading.Lock()
 
 
-def _cam_network(model: nn.Module) -> _CamNetwork:
+def _cam_network(model: nn.Module, slow: bool) -> _CamNetwork:
+    """The copy a method of this speed runs on: slow methods never hold the fast methods' lock."""
     with _CAM_NETWORKS_LOCK:
-        return _CAM_NETWORKS.setdefault(model, _CamNetwork())
+        return _CAM_NETWORKS.setdefault(model, {False: _CamNetwork(), True: _CamNetwork()})[slow]
 
 
 def _weights_fingerprint(model: nn.Module) -> tuple[tuple[int, int], ...]:
@@ -324,7 +328,7 @@ def explain(
         raise ValueError(f"target must be 'abnormal' or 'normal', not {target!r}")
     report = progress or (lambda _fraction: None)
     report(0.0)
-    cam_network = _cam_network(loaded.model)
+    cam_network = _cam_network(loaded.model, info.slow)
     # A caller inside torch.inference_mode (e.g. a prediction page) would otherwise hand
     # the CAM inference tensors, which cannot take part in a backward pass.
     with torch.inference_mode(False):

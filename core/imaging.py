@@ -4,7 +4,9 @@ Everything a user can upload is untrusted, so :func:`load_radiograph` is the one
 bytes and pixels:
 
 * the format is sniffed from the magic bytes; a file name is only a label and a hint, never a path;
-* the declared pixel count is checked against a cap before anything is decompressed;
+* the declared pixel count is checked against a cap before anything is decompressed; for DICOM
+  also the compressed stream's own size (JPEG SOF, JPEG 2000 SIZ, the RLE runs), and a deflated
+  dataset is inflated only up to a bound tied to that cap;
 * the image is fully decoded (truncated or corrupt files fail here, not later in the model);
 * every failure becomes :class:`RadiographDecodeError` whose message is one user-facing sentence.
 
@@ -35,15 +37,22 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pydicom
 from PIL import ExifTags, Image, ImageOps
+from pydicom import uid
+from pydicom.encaps import get_frame
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 __all__ = [
+    "DISPLAY_MAX_SIDE",
     "MAX_PIXELS",
     "MIN_SIDE",
     "MAX_FILE_BYTES",
@@ -51,10 +60,15 @@ __all__ = [
     "Radiograph",
     "RadiographDecodeError",
     "load_radiograph",
+    "downsized",
 ]
 
 MAX_PIXELS = 40_000_000
 """Largest image accepted (width x height); a 40-megapixel radiograph is already unusually big."""
+
+DISPLAY_MAX_SIDE = 1024
+"""Longest side kept of an image a server holds on to: what a screen shows of one view, and several
+times what the models see (224-320 px)."""
 
 MIN_SIDE = 32
 """Smallest side accepted in pixels: below this there is no anatomy to classify."""
@@ -67,6 +81,14 @@ _PERCENTILE_SAMPLE = 1_000_000  # pixels: enough for stable percentiles, cheap o
 _COLOUR_SAMPLE = 65_536  # pixels looked at by the saturation test
 _CHROMA_THRESHOLD = 32  # max-min over R, G, B above this is a visibly coloured pixel (JPEG noise stays below)
 _COLOURFUL_FRACTION = 0.05  # coloured pixels needed to call it a photograph (annotations stay below)
+# A deflated DICOM may inflate to a 16-bit image at the pixel cap plus this much for its other elements.
+_DICOM_HEADER_ALLOWANCE = 16 * 2**20
+# Start-of-frame markers of JPEG (all processes but the differential ones) and JPEG-LS (SOF55).
+_JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
+_JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
+_RLE_MAX_EXPANSION = 64  # two RLE bytes decode to at most 128
+_RLE_PADDING = 128  # decoded bytes past the image tolerated, as pydicom does (it warns)
+_J2K_SOC_SIZ = b"\xff\x4f\xff\x51"  # start of codestream, then the SIZ marker that holds the image size
 
 # Display name, file extensions and Pillow's format id for every format sniffed from bytes.
 _DISPLAY_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "DICOM": "DICOM", "TIFF": "TIFF", "GIF": "GIF",
@@ -155,6 +177,23 @@ def load_radiograph(
     if mismatch:
         return replace(radiograph, notes=(*radiograph.notes, mismatch))
     return radiograph
+
+
+def downsized(radiograph: Radiograph, max_side: int = DISPLAY_MAX_SIDE) -> Radiograph:
+    """The radiograph with its longer side shrunk to ``max_side`` (with a note); as is when no longer.
+
+    A server keeps decoded views and their heat maps in caches shared by every visitor: at full
+    size a 40-megapixel upload holds 40 MB of pixels and a 160 MB float heat map per method. The
+    model letterboxes to its own input size anyway, with the same antialiased bilinear filter.
+    """
+    longer = max(radiograph.width, radiograph.height)
+    if longer <= max_side:
+        return radiograph
+    width = max(1, round(radiograph.width * max_side / longer))
+    height = max(1, round(radiograph.height * max_side / longer))
+    pixels = np.array(Image.fromarray(radiograph.pixels).resize((width, height), Image.Resampling.BILINEAR))
+    note = f"downsized from {radiograph.width} x {radiograph.height} to {width} x {height} pixels"
+    return replace(radiograph, pixels=pixels, width=width, height=height, notes=(*radiograph.notes, note))
 
 
 def _read_source(source: bytes | str | os.PathLike[str], filename: str | None) -> tuple[bytes, str | None]:
@@ -349,7 +388,7 @@ def _linear_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
 
 def _decode_dicom(data: bytes, limit: int, min_side: int) -> Radiograph:
     """Single-frame greyscale DICOM: header checks, pixel decode, modality and VOI LUTs, MONOCHROME1."""
-    dataset = pydicom.dcmread(io.BytesIO(data))
+    dataset = _read_dicom(data, limit)
     if "PixelData" not in dataset:
         raise RadiographDecodeError("The DICOM file contains no image (it has no Pixel Data).")
     photometric = str(dataset.get("PhotometricInterpretation", "")).strip().upper()
@@ -364,6 +403,7 @@ def _decode_dicom(data: bytes, limit: int, min_side: int) -> Radiograph:
         )
     _check_declared_size(int(dataset.Columns), int(dataset.Rows), limit, min_side)
     _require_decoder(dataset.file_meta.TransferSyntaxUID)
+    _check_compressed_size(dataset)
 
     notes: list[str] = []
     values = apply_modality_lut(dataset.pixel_array, dataset)
@@ -379,6 +419,135 @@ def _decode_dicom(data: bytes, limit: int, min_side: int) -> Radiograph:
         pixels = 255 - pixels  # MONOCHROME1 shows its lowest value white; invert so bone is bright
         notes.append("MONOCHROME1 inverted")
     return _radiograph(pixels, int(dataset.BitsAllocated), "DICOM", True, notes)
+
+
+def _read_dicom(data: bytes, limit: int) -> pydicom.Dataset:
+    """Parse a DICOM file, inflating a deflated one within a bound first.
+
+    pydicom inflates a Deflated Explicit VR Little Endian dataset whole, before any element can
+    be checked (a few MB of zeros inflate to gigabytes), so that syntax is inflated here with a
+    cap tied to the pixel cap. The file meta is read with pydicom's own reader, so the transfer
+    syntax seen here is the one dcmread would act on.
+    """
+    stream = io.BytesIO(data)
+    preamble = read_preamble(stream, False)
+    file_meta = _read_file_meta_info(stream)
+    if file_meta.get("TransferSyntaxUID") != uid.DeflatedExplicitVRLittleEndian:
+        return pydicom.dcmread(io.BytesIO(data))
+    max_bytes = 2 * limit + _DICOM_HEADER_ALLOWANCE
+    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[stream.tell():], max_bytes + 1)
+    if len(inflated) > max_bytes:
+        raise RadiographDecodeError(
+            f"The deflated DICOM file expands to more than {max_bytes // 2**20} MB, more than one "
+            "radiograph within the pixel limit can hold."
+        )
+    dataset = read_dataset(DicomBytesIO(inflated), is_implicit_VR=False, is_little_endian=True)
+    file_dataset = pydicom.FileDataset("upload", dataset, preamble=preamble, file_meta=file_meta,
+                                       is_implicit_VR=False, is_little_endian=True)
+    file_dataset.set_original_encoding(False, True, dataset._character_set)
+    return file_dataset
+
+
+def _check_compressed_size(dataset: pydicom.Dataset) -> None:
+    """Refuse a compressed image whose own codestream disagrees with the header's size.
+
+    JPEG and JPEG 2000 decoders allocate for the size written in the codestream (SOF or SIZ
+    marker), not the DICOM header's Rows and Columns, so a 1 KB file can claim 64 x 64 in its
+    header and 13000 x 13000 in its stream. The stream's size is read here, before decoding;
+    compressed syntaxes whose size cannot be checked this way are refused.
+    """
+    transfer_syntax = dataset.file_meta.TransferSyntaxUID
+    if not transfer_syntax.is_compressed:
+        return  # native pixel data is checked against the header by pydicom
+    if transfer_syntax in uid.RLETransferSyntaxes:
+        _check_rle_segments(get_frame(dataset.PixelData, 0, number_of_frames=1),
+                            int(dataset.Columns) * int(dataset.Rows))
+        return
+    if transfer_syntax in uid.JPEG2000TransferSyntaxes:
+        size = _j2k_size(get_frame(dataset.PixelData, 0, number_of_frames=1))
+    elif transfer_syntax in (*uid.JPEGTransferSyntaxes, *uid.JPEGLSTransferSyntaxes):
+        size = _jpeg_size(get_frame(dataset.PixelData, 0, number_of_frames=1))
+    else:
+        raise RadiographDecodeError("The DICOM file uses a compressed transfer syntax that cannot be decoded.")
+    if size is None:
+        raise RadiographDecodeError("The DICOM file's compressed image has no readable size; it is corrupt.")
+    width, height, components = size
+    if (width, height, components) != (int(dataset.Columns), int(dataset.Rows), 1):
+        raise RadiographDecodeError(
+            f"The DICOM header says {int(dataset.Columns)} x {int(dataset.Rows)} pixels but its compressed "
+            f"image is {width} x {height} pixels with {components} component(s); refused."
+        )
+
+
+def _check_rle_segments(frame: bytes, segment_bytes: int) -> None:
+    """Refuse an RLE frame whose segments decode to more bytes than the header's image holds.
+
+    pydicom decodes each segment whole before comparing its length with the header's, and two
+    bytes of RLE can stand for 128, so the runs are summed here first. Hand-written: no library
+    measures an RLE segment without decoding it. A segment too short to exceed the size is skipped.
+    """
+    count, *offsets = struct.unpack("<16I", frame[:64].ljust(64, b"\0"))
+    starts = offsets[:count]
+    allowed = segment_bytes + _RLE_PADDING
+    for start, end in zip(starts, [*starts[1:], len(frame)]):
+        if _RLE_MAX_EXPANSION * (end - start) <= allowed:
+            continue
+        decoded, position = 0, start
+        while position < end and decoded <= allowed:
+            header = frame[position]
+            if header > 128:  # the next byte repeated 257 - header times
+                decoded, position = decoded + 257 - header, position + 2
+            elif header < 128:  # header + 1 literal bytes
+                decoded, position = decoded + header + 1, position + header + 2
+            else:
+                position += 1
+        if decoded > allowed:
+            raise RadiographDecodeError(
+                "The DICOM file's RLE image decodes to more pixels than its header says; refused."
+            )
+
+
+def _j2k_size(frame: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) from a JPEG 2000 codestream's SIZ marker (also inside a JP2 wrapper).
+
+    Hand-read: Pillow takes a JP2 file's size from its header box, not from the codestream
+    the decoder allocates for.
+    """
+    start = frame.find(_J2K_SOC_SIZ)
+    fields = frame[start + 4:start + 42]
+    if start < 0 or len(fields) < 38:
+        return None
+    _lsiz, _rsiz, xsiz, ysiz, x_offset, y_offset, *_tiles, components = struct.unpack(">HHIIIIIIIIH", fields)
+    return xsiz - x_offset, ysiz - y_offset, components
+
+
+def _jpeg_size(frame: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) from the frame header of a JPEG or JPEG-LS stream.
+
+    Hand-walked: Pillow cannot parse JPEG-LS, and one marker walk covers both.
+    """
+    if not frame.startswith(b"\xff\xd8"):
+        return None
+    position = 2
+    while position + 4 <= len(frame):
+        if frame[position] != 0xFF:
+            return None
+        marker = frame[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+        elif marker in _JPEG_STANDALONE_MARKERS:
+            position += 2
+        elif marker in _JPEG_SOF_MARKERS:
+            header = frame[position + 5:position + 10]
+            if len(header) < 5:
+                return None
+            height, width, components = struct.unpack(">HHB", header)
+            return width, height, components
+        elif marker == 0xDA:  # a scan before any frame header
+            return None
+        else:
+            position += 2 + int.from_bytes(frame[position + 2:position + 4], "big")
+    return None
 
 
 def _require_decoder(transfer_syntax: pydicom.uid.UID) -> None:

@@ -3,7 +3,8 @@
 Builds the shared sidebar (model and MURA folder), then hands over to the chosen page with
 st.navigation. The sidebar lives here, not in the pages, so its choices survive page switches:
 the model selector is a keyed widget rendered on every run, and the validated MURA folder is
-stored in st.session_state under state.MURA_ROOT_KEY.
+stored in st.session_state under state.MURA_ROOT_KEY. A deployer's MURA_LENS_LOCK_DATA=1 replaces
+the folder box by MURA_ROOT, so visitors of a public server cannot name folders of the server.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from core.models import DEFAULT_MODEL  # noqa: E402 - needs the path set above
+from core import mura  # noqa: E402 - needs the path set above
+from core.models import DEFAULT_MODEL  # noqa: E402
 from core.predict import configure_threads  # noqa: E402
 from dashboard import state  # noqa: E402
+from dashboard.markup import escape_markdown  # noqa: E402
 
 PAGES_DIR = PROJECT_ROOT / "pages"
 # (file, title, icon); the first is the default page.
@@ -39,6 +42,8 @@ PAGES = (
 MODEL_WIDGET_KEY = "model_select"
 MURA_INPUT_KEY = "mura_root_input"
 MURA_TEXT_KEY = "mura_root_text"
+#: What visitors see when the locked MURA_ROOT cannot be used (the reason goes to the server log).
+LOCKED_ROOT_UNUSABLE = "The server's MURA folder cannot be used right now; the app shows its synthetic samples."
 
 
 def _keep(widget_key: str, store_key: str) -> None:
@@ -61,19 +66,27 @@ def model_selector() -> None:
 
 
 def mura_root_input() -> None:
-    """The MURA folder: typed (default MURA_ROOT), validated, stored as a str or None."""
-    st.session_state[MURA_INPUT_KEY] = st.session_state.get(MURA_TEXT_KEY, os.environ.get("MURA_ROOT", ""))
-    text = st.sidebar.text_input(
-        "MURA v1.1 folder", key=MURA_INPUT_KEY, on_change=_keep, args=(MURA_INPUT_KEY, MURA_TEXT_KEY),
-        placeholder="/data/MURA-v1.1",
-        help="Your own copy of Stanford's MURA v1.1 (the folder holding valid_image_paths.csv). "
-             "Leave empty to use the app's synthetic samples.",
-    ).strip()
-    root, reason = state.resolve_mura_root(text) if text else (None, None)
-    if reason:
-        st.sidebar.error(reason)
+    """The MURA folder, stored as a str or None: typed (default MURA_ROOT) and validated, or,
+    when the deployer locked it (MURA_LENS_LOCK_DATA=1), MURA_ROOT with no box to type in."""
+    if mura.data_folder_locked():
+        root, reason = state.locked_mura_root()
+        if reason:
+            st.sidebar.warning(LOCKED_ROOT_UNUSABLE)
+        caption = "Data: the server's MURA folder" if root else "Data: the app's synthetic samples"
+    else:
+        st.session_state[MURA_INPUT_KEY] = st.session_state.get(MURA_TEXT_KEY, os.environ.get("MURA_ROOT", ""))
+        text = st.sidebar.text_input(
+            "MURA v1.1 folder", key=MURA_INPUT_KEY, on_change=_keep, args=(MURA_INPUT_KEY, MURA_TEXT_KEY),
+            placeholder="/data/MURA-v1.1",
+            help="Your own copy of Stanford's MURA v1.1 (the folder holding valid_image_paths.csv). "
+                 "Leave empty to use the app's synthetic samples.",
+        ).strip()
+        root, reason = state.resolve_mura_root(text) if text else (None, None)
+        if reason:
+            st.sidebar.error(escape_markdown(reason))
+        caption = f"Data: MURA folder {escape_markdown(str(root))}" if root else "Data: the app's synthetic samples"
     st.session_state[state.MURA_ROOT_KEY] = str(root) if root else None
-    st.sidebar.caption(f"Data: MURA folder {root}" if root else "Data: the app's synthetic samples")
+    st.sidebar.caption(caption)
 
 
 def main() -> None:

@@ -2,8 +2,9 @@
 
 Models load once per process (st.cache_resource) and tables once per file version
 (st.cache_data), keyed by core.artifacts.file_version of the files they come from. Sessions
-share one model object: core.explain runs CAMs on its own private copy under a per-model lock,
-so pytorch_grad_cam's hooks never touch the shared model.
+share one model object: core.explain runs CAMs on its own private copies (one for the fast
+methods, one for the slow), each under its own lock, so pytorch_grad_cam's hooks never touch the
+shared model and a slow CAM never holds up a fast one.
 
 Broken files are one st.error sentence naming the file, never a traceback: a damaged card or
 checkpoint stops every page (:func:`checked_model_name`, :func:`current_model`), and cached
@@ -12,6 +13,9 @@ predictions and metrics from different runs stop the pages that would show their
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -46,6 +50,7 @@ __all__ = [
     "read_card",
     "available_models",
     "resolve_mura_root",
+    "locked_mura_root",
     "read_mura_images",
 ]
 
@@ -185,11 +190,37 @@ def read_training_log(model: str) -> pd.DataFrame | None:
 
 
 def resolve_mura_root(text: str) -> tuple[Path | None, str | None]:
-    """Validate a user-typed MURA root: (path, None) or (None, one-sentence reason)."""
+    """Validate a MURA root for the app: (path, None) or (None, one-sentence reason).
+
+    The pages show the valid/ split, so its CSVs are read here (cached) and a root whose
+    valid/ CSVs are missing or malformed is refused once, in the sidebar, instead of failing
+    on every page that reads it.
+    """
     try:
-        return mura.resolve_root(text), None
+        root = mura.resolve_root(text)
+        read_mura_images(root, "valid")
     except mura.MuraRootError as exc:
         return None, str(exc)
+    return root, None
+
+
+def locked_mura_root() -> tuple[Path | None, str | None]:
+    """The deployer's MURA_ROOT for a locked data folder: like resolve_mura_root, (None, None) when unset.
+
+    A reason is also written to the server log (once): visitors are not shown the server's path.
+    """
+    value = os.environ.get("MURA_ROOT", "").strip()
+    if not value:
+        return None, None
+    root, reason = resolve_mura_root(value)
+    if reason:
+        _log_once(f"MURA_ROOT cannot be used: {reason}")
+    return root, reason
+
+
+@functools.cache
+def _log_once(message: str) -> None:
+    logging.getLogger(__name__).warning(message)
 
 
 @st.cache_data(show_spinner="Reading the MURA folder…")

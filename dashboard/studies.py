@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from core import mura
-from core.imaging import RadiographDecodeError, load_radiograph
+from core.imaging import RadiographDecodeError, downsized, load_radiograph
 from dashboard import state
 
 __all__ = [
@@ -87,7 +87,7 @@ def study_title(ref: str) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _read_image(path: str, mtime: float) -> np.ndarray:
-    return load_radiograph(Path(path)).pixels
+    return downsized(load_radiograph(Path(path))).pixels
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -103,7 +103,7 @@ def mura_study_views(root: Path, study_path: str) -> list[tuple[str, np.ndarray]
     except mura.MuraRootError as exc:
         raise StudyLoadError(str(exc)) from exc
     if not files:
-        raise StudyLoadError(f"No image of {study_path} is present in the MURA folder {root}.")
+        raise StudyLoadError(f"No image of {study_path} is present in the MURA folder.")
     try:
         return [(file.name, _pixels(file)) for file in files]
     except (RadiographDecodeError, OSError) as exc:

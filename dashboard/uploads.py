@@ -1,10 +1,13 @@
 """Uploaded files -> radiographs, in memory, with one user-facing sentence per refused file.
 
 Uploads are untrusted: the widget is capped (per file, tighter than or equal to
-``server.maxUploadSize``), the bytes go straight to :func:`core.imaging.load_radiograph` (which
+``server.maxUploadSize``; per study, in views and in bytes), the bytes go straight to
+:func:`core.imaging.load_radiograph` (which
 sniffs the format from the content, so the widget does not filter by extension: DICOM files
 often have none, and a wrong extension is reported by the decoder, not by a Streamlit
 exception), nothing is written to disk, and the file name is only ever shown after sanitising.
+What is cached is display-sized (:func:`core.imaging.downsized`), so the process-wide decode cache
+holds at most ``16 x 1024 x 1024`` bytes, whatever was uploaded.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from dataclasses import dataclass
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from core.imaging import Radiograph, RadiographDecodeError, load_radiograph
+from core.imaging import Radiograph, RadiographDecodeError, downsized, load_radiograph
 
 __all__ = [
     "MAX_UPLOAD_MB",
     "MAX_VIEWS",
+    "MAX_STUDY_MB",
     "UploadedView",
     "UploadRefusal",
     "safe_display_name",
@@ -35,6 +39,8 @@ __all__ = [
 MAX_UPLOAD_MB = 20
 #: Views accepted for one study (MURA studies have at most 11); more are refused, not truncated silently.
 MAX_VIEWS = 12
+#: Bytes decoded for one study, all views together: a dozen typical DICOM views, not a dozen 20 MB files.
+MAX_STUDY_MB = 100
 _NAME_LIMIT = 60
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^\w .()+-]")
 
@@ -74,11 +80,11 @@ def safe_display_name(raw_name: str) -> str:
     return cleaned[:keep] + "…" + cleaned[-keep:]
 
 
-# Decoded pixels can be large (up to core.imaging.MAX_PIXELS bytes per upload): keep few, briefly.
+# Display-sized (at most 1 MB of pixels each), few and briefly: the cache is shared by every session.
 @st.cache_data(show_spinner=False, max_entries=16, ttl=3600)
 def _decode_cached(content_digest: str, _data: bytes, name: str) -> Radiograph:
     """Decoded once per content (digest-keyed), so slider-driven reruns do not decode again."""
-    return load_radiograph(_data, filename=name)
+    return downsized(load_radiograph(_data, filename=name))
 
 
 def decode_upload(data: bytes, name: str) -> Radiograph:
@@ -92,11 +98,17 @@ def read_uploads(files: Sequence[UploadedFile]) -> tuple[list[UploadedView], lis
     """Decode every uploaded file; each failure becomes a refusal and never stops the others."""
     views: list[UploadedView] = []
     refusals: list[UploadRefusal] = []
+    budget = MAX_STUDY_MB * 2**20
     for index, uploaded in enumerate(files):
         name = safe_display_name(uploaded.name)
         if index >= MAX_VIEWS:
             refusals.append(UploadRefusal(name, f"A study holds at most {MAX_VIEWS} views; this one was skipped."))
             continue
+        if uploaded.size > budget:
+            refusals.append(UploadRefusal(
+                name, f"The views of one study may total {MAX_STUDY_MB} MB; this one goes beyond and was skipped."))
+            continue
+        budget -= uploaded.size
         try:
             views.append(UploadedView(name, decode_upload(uploaded.getvalue(), uploaded.name)))
         except RadiographDecodeError as exc:
@@ -111,8 +123,9 @@ def upload_widget(label: str, *, key: str) -> list[UploadedFile]:
         accept_multiple_files=True,
         max_upload_size=MAX_UPLOAD_MB,
         key=key,
-        help=(f"PNG, JPEG or DICOM (also TIFF, GIF, BMP, WebP), up to {MAX_UPLOAD_MB} MB each and "
-              f"{MAX_VIEWS} views. Files stay in memory and are never stored."),
+        help=(f"PNG, JPEG or DICOM (also TIFF, GIF, BMP, WebP), up to {MAX_UPLOAD_MB} MB each, "
+              f"{MAX_VIEWS} views and {MAX_STUDY_MB} MB in all. Files stay in memory and are never stored; "
+              "views larger than 1024 pixels are shrunk to that."),
     )
 
 

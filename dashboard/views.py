@@ -127,8 +127,8 @@ def cached_probabilities(loaded: LoadedModel, images: Sequence[np.ndarray]) -> l
     return _probabilities(model_key(loaded), tuple(image_key(p) for p in images), loaded, images)
 
 
-# A heat map is float32 at the image's own size (1 MB at 512 x 512, far more for a big upload):
-# a few dozen recent ones cover re-renders and comparisons without holding memory for long.
+# A heat map is float32 at the image's size, which uploads.py and studies.py keep within
+# core.imaging.DISPLAY_MAX_SIDE: at most 4 MB each, so this cache holds at most 128 MB.
 @st.cache_data(show_spinner=False, max_entries=32, ttl=3600)
 def _explanation(model: str, image: str, method: str, layers: tuple[str, ...], target: Target,
                  aug_smooth: bool, eigen_smooth: bool, _loaded: LoadedModel,

@@ -137,7 +137,7 @@ if root is None:
                "studies.")
     gallery = sample_gallery(loaded)
 else:
-    st.caption(f"Showing the valid/ studies of the MURA folder {root}.")
+    st.caption("Showing the valid/ studies of the MURA folder named in the sidebar.")
     gallery = mura_gallery(loaded, root)
 if gallery.empty:
     st.info("There is no study to show: the MURA folder has none of the studies this model's cached predictions "

@@ -95,7 +95,7 @@ def show_data_source() -> None:
                     "(drawn by `data_samples/make_synthetic.py`; not X-rays). Set your MURA v1.1 folder in the "
                     "sidebar to browse real studies; MURA's licence forbids shipping its images.")
         return
-    st.markdown(f"MURA v1.1 folder: `{root}`. What its valid/ split (the test set) holds:")
+    st.markdown("What the MURA v1.1 folder's valid/ split (the test set) holds:")
     st.dataframe(valid_split_table(state.read_mura_images(root, "valid")), hide_index=True)
 
 

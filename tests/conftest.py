@@ -142,6 +142,7 @@ def use_scratch_weights(monkeypatch: pytest.MonkeyPatch, scratch_weights: Path) 
     """Point the app at scratch_weights and start with no MURA folder (tests set one when needed)."""
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(scratch_weights))
     monkeypatch.delenv("MURA_ROOT", raising=False)
+    monkeypatch.delenv(mura.LOCK_ENV, raising=False)  # the sidebar's folder box is under test
     return scratch_weights
 
 

@@ -19,6 +19,7 @@ from core import mura
 from core.metrics import study_table
 from core.models import DEFAULT_MODEL
 from dashboard import state
+from dashboard.markup import escape_markdown
 from data_samples import make_mura_index, make_synthetic
 from tests.app_pages import assert_clean, start_app
 
@@ -74,7 +75,7 @@ def test_overview_describes_the_mura_folder_in_use(use_scratch_weights: Path, sc
 def test_sidebar_refuses_a_bad_mura_folder_in_one_sentence(use_scratch_weights: Path, tmp_path: Path) -> None:
     at = set_mura_root(start_app(), tmp_path / "missing")
     assert_clean(at)
-    assert [e.value for e in at.sidebar.error] == [f"The MURA folder {tmp_path / 'missing'} does not exist."]
+    assert [e.value for e in at.sidebar.error] == [escape_markdown(f"The MURA folder {tmp_path / 'missing'} does not exist.")]
     assert at.session_state["mura_root"] is None
 
 

@@ -163,9 +163,10 @@ def _no_hooks_at_all(model: nn.Module) -> bool:
     return all(counts == (0, 0, 0, 0) for counts in _hook_counts(model)) and not any(global_hooks)
 
 
-def _cam_copy(loaded: LoadedModel) -> nn.Module:
-    """White-box: explain's private copy of the model (see core.explain._CamNetwork)."""
-    return explain_module._CAM_NETWORKS[loaded.model]._network
+def _cam_copies(loaded: LoadedModel) -> list[nn.Module]:
+    """White-box: explain's private copies of the model, fast and slow (see core.explain._CamNetwork)."""
+    copies = [network._network for network in explain_module._CAM_NETWORKS[loaded.model].values()]
+    return [network for network in copies if network is not None]
 
 
 # --- maps -------------------------------------------------------------------------------
@@ -380,8 +381,9 @@ def test_model_is_unchanged_after_calls_and_failures(tiny_mobilenet: LoadedModel
                            ("EigenCAM", [STAGE_5, STAGE_3]), ("AblationCAM", [STAGE_5, STAGE_3]),
                            ("ScoreCAM", [STAGE_3])]:
         explain(tiny_mobilenet, pixels, method=method, layers=layers)
-        assert _no_hooks_at_all(_cam_copy(tiny_mobilenet)), method
-        assert not any(p.requires_grad for p in _cam_copy(tiny_mobilenet).parameters()), method
+        for network in _cam_copies(tiny_mobilenet):
+            assert _no_hooks_at_all(network), method
+            assert not any(p.requires_grad for p in network.parameters()), method
     with pytest.raises(Cancelled):
         explain(tiny_mobilenet, pixels, method="AblationCAM", layers=[STAGE_3], progress=cancel_midway)
     with pytest.raises(ValueError):
@@ -395,7 +397,7 @@ def test_model_is_unchanged_after_calls_and_failures(tiny_mobilenet: LoadedModel
     assert _no_hooks_at_all(model)
     again = explain(tiny_mobilenet, pixels, method="AblationCAM", layers=[STAGE_3])
     np.testing.assert_array_equal(again.heatmap, reference.heatmap)
-    assert _no_hooks_at_all(_cam_copy(tiny_mobilenet))
+    assert all(_no_hooks_at_all(network) for network in _cam_copies(tiny_mobilenet))
 
 
 def test_threads_sharing_a_model_get_the_serial_maps(mobilenet: LoadedModel) -> None:
@@ -431,6 +433,38 @@ def test_threads_sharing_a_model_get_the_serial_maps(mobilenet: LoadedModel) -> 
         np.testing.assert_allclose(threaded_heatmap, heatmap, rtol=0, atol=1e-5)
         assert threaded_probability == pytest.approx(probability, abs=1e-6)
     assert _no_hooks_at_all(mobilenet.model)
+
+
+# The slow methods that report progress while they run (FullGrad reports only at its start and end,
+# outside the lock, so a test cannot hold it midway; it runs on the same slow copy).
+@pytest.mark.parametrize("slow_method", ["ScoreCAM", "AblationCAM"])
+def test_fast_method_does_not_wait_behind_a_slow_one(tiny_mobilenet: LoadedModel, slow_method: str) -> None:
+    """Session A's slow CAM is held mid-run (its progress callback blocks, then cancels it as the
+    Stop button does); session B's GradCAM on the same model must finish meanwhile."""
+    pixels = _radiograph_like(40, 56)
+    a_running, b_finished = threading.Event(), threading.Event()
+
+    class Stopped(Exception):
+        pass
+
+    def hold_midway(fraction: float) -> None:
+        if 0.0 < fraction < 1.0:
+            a_running.set()
+            b_finished.wait(timeout=60)
+            raise Stopped
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        slow = pool.submit(explain, tiny_mobilenet, pixels, method=slow_method, progress=hold_midway)
+        assert a_running.wait(timeout=60), f"{slow_method} never reported progress"
+        fast = pool.submit(explain, tiny_mobilenet, pixels, method="GradCAM")
+        _done, not_done = wait([fast], timeout=20)
+        slow_still_held = not slow.done()
+        b_finished.set()  # release A whatever happened, so a failure does not hang the suite
+        assert not not_done, f"GradCAM waited behind {slow_method}"
+        assert slow_still_held, f"{slow_method} was not running while GradCAM ran"
+        assert fast.result().heatmap.shape == pixels.shape
+        with pytest.raises(Stopped):
+            slow.result()
 
 
 # --- overlay, threshold_mask, faithfulness -----------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -80,8 +81,73 @@ def test_symlink_escaping_the_root_is_refused(fake_root: Path, tmp_path: Path) -
 def test_csv_row_escaping_the_root_is_rejected(fake_root: Path) -> None:
     csv = fake_root / "valid_image_paths.csv"
     csv.write_text(csv.read_text() + "MURA-v1.1/valid/../../../etc/passwd\n")
-    with pytest.raises(mura.MuraRootError, match="not official MURA paths"):
+    with pytest.raises(mura.MuraRootError, match="not official MURA paths") as caught:
         mura.read_images(fake_root, "valid")
+    assert "passwd" not in str(caught.value), "a CSV's content is never repeated"
+
+
+def test_csv_symlinked_out_of_the_root_is_refused_unread(fake_root: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("MURA-v1.1/valid/XR_HUMERUS/patient1/study1_positive/image1.png\nTOKEN=hunter2\n")
+    csv = fake_root / "valid_image_paths.csv"
+    csv.unlink()
+    csv.symlink_to(secret)
+    with pytest.raises(mura.MuraRootError, match="valid_image_paths.csv leads outside the MURA folder") as caught:
+        mura.read_images(fake_root, "valid")
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("csv", "content", "words"),
+    [
+        ("valid_image_paths.csv", "", "lists no image"),
+        ("valid_image_paths.csv", "\xff\xfe not utf-8\n", "cannot be read as a MURA CSV"),
+        ("valid_image_paths.csv", "MURA-v1.1/train/XR_HUMERUS/patient00001/study1_positive/image1.png\n",
+         "not official MURA paths of valid/ (first: row 1)"),
+        ("valid_labeled_studies.csv", "MURA-v1.1/valid/XR_HUMERUS/patient00001/study1_positive/,yes\n",
+         "labels other than 0 and 1"),
+    ],
+)
+def test_crafted_csvs_are_one_sentence(fake_root: Path, csv: str, content: str, words: str) -> None:
+    (fake_root / csv).write_bytes(content.encode("latin-1"))
+    with pytest.raises(mura.MuraRootError, match=re.escape(words)):
+        mura.read_images(fake_root, "valid")
+
+
+def test_csv_larger_than_the_cap_is_refused_unread(fake_root: Path) -> None:
+    with (fake_root / "valid_image_paths.csv").open("r+b") as handle:
+        handle.truncate(mura.MAX_CSV_BYTES + 1)  # sparse: costs no disk
+    with pytest.raises(mura.MuraRootError, match="too large to be a MURA CSV"):
+        mura.read_images(fake_root, "valid")
+
+
+@pytest.mark.parametrize(
+    ("typed", "words"),
+    [
+        ("~nosuchuser_mura_lens/MURA-v1.1", "names a home folder that does not exist"),
+        ("/tmp/" + "x" * 300, "cannot be opened"),
+        ("/tmp/nul\x00byte", "does not exist"),
+    ],
+)
+def test_odd_folder_names_are_one_sentence(typed: str, words: str) -> None:
+    with pytest.raises(mura.MuraRootError, match=words) as caught:
+        mura.resolve_root(typed)
+    message = str(caught.value)
+    assert "\n" not in message and "\x00" not in message and len(message) < 200
+
+
+def test_home_folder_is_named_as_typed_not_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home_of_the_server"))
+    (tmp_path / "home_of_the_server").mkdir()
+    with pytest.raises(mura.MuraRootError) as caught:
+        mura.resolve_root("~")
+    assert "home_of_the_server" not in str(caught.value) and str(caught.value).startswith("~ has none")
+
+
+@pytest.mark.parametrize(("value", "locked"), [("1", True), ("true", True), ("0", False), ("", False)])
+def test_lock_switch(monkeypatch: pytest.MonkeyPatch, value: str, locked: bool) -> None:
+    monkeypatch.setenv(mura.LOCK_ENV, value)
+    assert mura.data_folder_locked() is locked
 
 
 @pytest.mark.mura

@@ -1,0 +1,56 @@
+"""Two sessions on one server: while session A's ScoreCAM runs, session B's GradCAM on a new upload
+appears within seconds (before: B waited for A's whole run behind one lock per model)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from core.explain import explain
+from core.models import DEFAULT_MODEL
+from dashboard import state
+from tests.app_pages import assert_clean
+from tests.synthetic import synthetic_radiograph, synthetic_radiograph_png
+from tests.test_app_explain import metric, open_explain
+
+# B's whole page run (upload, prediction, GradCAM at 96 px) takes seconds; A is held for longer.
+B_LATENCY_LIMIT_S = 60.0
+
+
+def test_a_fast_cam_in_one_session_does_not_wait_for_a_slow_cam_in_another(use_scratch_weights: Path) -> None:
+    shared = state.get_model(DEFAULT_MODEL)  # the object every session of this process shares
+    a_running, b_finished = threading.Event(), threading.Event()
+
+    class Stopped(Exception):
+        pass
+
+    def hold_midway(fraction: float) -> None:
+        """Hold A's ScoreCAM at its first batch until B is done, then stop it as its Stop button would."""
+        if 0.0 < fraction < 1.0:
+            a_running.set()
+            b_finished.wait(timeout=B_LATENCY_LIMIT_S + 30)
+            raise Stopped
+
+    with ThreadPoolExecutor(max_workers=1) as session_a:
+        slow = session_a.submit(explain, shared, synthetic_radiograph(3), method="ScoreCAM", progress=hold_midway)
+        try:
+            assert a_running.wait(timeout=60), "ScoreCAM never started"
+            at = open_explain()
+            assert state.get_model(DEFAULT_MODEL) is shared
+            started = time.perf_counter()
+            at.file_uploader(key="explain_upload").set_value(
+                ("b.png", synthetic_radiograph_png(4), "image/png")).run(timeout=B_LATENCY_LIMIT_S)
+            latency = time.perf_counter() - started
+            a_still_running = not slow.done()
+        finally:
+            b_finished.set()
+        assert_clean(at)
+        assert metric(at, "Study P(abnormal)")
+        assert any("GradCAM" in caption for image in at.image for caption in image.captions)
+        assert a_still_running and latency < B_LATENCY_LIMIT_S
+        with pytest.raises(Stopped):
+            slow.result()
