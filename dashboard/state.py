@@ -113,11 +113,17 @@ def checked_model_name() -> str:
     sentence naming it and a stopped page, as on the pages that run the model."""
     name = current_model_name()
     files = _files(name)
-    if files.checkpoint.is_file():  # a missing model is each page's own message
-        problem = _model_problem(name, str(files.directory.parent), _model_version(files))
-        if problem:
-            st.error(problem)
-            st.stop()
+    try:
+        if files.checkpoint.is_file():
+            problem = _model_problem(name, str(files.directory.parent), _model_version(files))
+        else:  # a missing model is each page's own message, but a card beside it can still be damaged
+            read_card(name)
+            problem = None
+    except model_card.ModelCardError as exc:
+        problem = str(exc)
+    if problem:
+        st.error(problem)
+        st.stop()
     return name
 
 

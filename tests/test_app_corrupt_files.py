@@ -59,6 +59,16 @@ def test_a_damaged_checkpoint_is_one_sentence_on_every_page(model_files: ModelAr
     _assert_every_page_says_only(start_app(), "checkpoint.pt")
 
 
+def test_a_damaged_card_beside_no_checkpoint_is_one_sentence_on_the_cache_pages(model_files: ModelArtifacts) -> None:
+    model_files.checkpoint.unlink()
+    model_files.card.write_bytes(b"[]")
+    app = start_app()
+    for page in ("../pages/overview.py", "../pages/performance.py", "../pages/model_card.py",
+                 "../pages/error_analysis.py"):
+        app.switch_page(page).run()
+        assert any(f"{DEFAULT_MODEL}/model_card.json" in error for error in _errors(app)), page
+
+
 @pytest.fixture
 def mismatched(model_files: ModelArtifacts) -> ModelArtifacts:
     """The scratch evaluation written as a pair, then its predictions replaced by another run's."""
