@@ -38,7 +38,10 @@ __all__ = [
     "FRACATLAS",
     "FRACATLAS_COLUMNS",
     "REGION_THRESHOLDS",
+    "REGION_LABELS",
+    "FRACATLAS_STRATA",
     "region_thresholds",
+    "fracatlas_stratum",
     "predict_split",
     "predict_fracatlas",
     "summarise_fracatlas",
@@ -58,6 +61,13 @@ FRACATLAS_COLUMNS = ["file", "image_id", "region", "upper_limb", "fractured", "f
 #: humerus films do; a whole arm ("hand+shoulder") shows both, so it gets the card's single
 #: threshold for both parts ("default"). Leg/hip is out of scope and is judged at none.
 REGION_THRESHOLDS = {"hand": "XR_FOREARM", "shoulder": "XR_HUMERUS", "hand+shoulder": "default"}
+#: FracAtlas's regions as a reader understands them.
+REGION_LABELS = {"hand": "hand/wrist/forearm", "shoulder": "shoulder", "hand+shoulder": "whole arm",
+                 "leg/hip": "leg/hip"}
+#: The upper-limb strata reported apart: MURA calls metal hardware abnormal, FracAtlas does not call
+#: it a fracture, so a hardware image without a fracture is a false positive only by FracAtlas's label.
+FRACATLAS_STRATA = {"all": "every upper-limb image", "without_hardware": "upper-limb images without hardware",
+                    "hardware": "upper-limb images with metal hardware"}
 
 
 def region_thresholds(card: dict) -> dict[str, float]:
@@ -131,17 +141,18 @@ def predict_fracatlas(loaded: LoadedModel, root: Path, *, batch_size: int = DEFA
     return images[FRACATLAS_COLUMNS]
 
 
-def _as_metrics_table(images: pd.DataFrame) -> pd.DataFrame:
-    """FracAtlas rows in core.metrics' shape: region as the group, fracture as the label, and the
-    copies of one radiograph as one cluster, so the bootstrap resamples radiographs, not files."""
-    return pd.DataFrame({
-        "study_type": images["region"].to_numpy(),
-        "patient": images["duplicate_of"].to_numpy(),
-        "study": images["duplicate_of"].to_numpy(),
-        "study_path": images["duplicate_of"].to_numpy(),
-        "label": images["fractured"].to_numpy(dtype=int),
-        "probability": images["probability"].to_numpy(dtype=float),
-    })
+def fracatlas_stratum(predictions: pd.DataFrame, stratum: str = "all") -> pd.DataFrame:
+    """The upper-limb rows of one of FRACATLAS_STRATA in core.metrics' shape, every column kept:
+    region as ``study_type``, fracture as ``label``, and the copies of one radiograph as one
+    ``study_path``, so a bootstrap resamples radiographs, not files."""
+    if stratum not in FRACATLAS_STRATA:
+        raise ValueError(f"Unknown stratum {stratum!r}; use one of {', '.join(FRACATLAS_STRATA)}.")
+    rows = predictions[predictions["upper_limb"].astype(bool)]
+    if stratum != "all":
+        rows = rows[rows["hardware"] == (1 if stratum == "hardware" else 0)]
+    group = rows["duplicate_of"].astype(str)
+    return rows.assign(study_type=rows["region"], label=rows["fractured"].astype(int),
+                       patient=group, study=group, study_path=group).reset_index(drop=True)
 
 
 def _score_distribution(probability: pd.Series, threshold: float) -> dict[str, object]:
@@ -170,20 +181,12 @@ def summarise_fracatlas(predictions: pd.DataFrame, thresholds: dict[str, float],
     hardware is a stratum of its own. ``out_of_scope`` describes leg/hip scores only: the model was
     never shown a leg, so an AUROC there would measure nothing the model claims.
     """
-    upper = predictions[predictions["upper_limb"].astype(bool)]
-    strata = {
-        "all": upper,
-        "without_hardware": upper[upper["hardware"] == 0],
-        "hardware": upper[upper["hardware"] == 1],
-    }
     summary: dict[str, object] = {"label": "fracture", "thresholds": thresholds,
-                                  "threshold_source": dict(REGION_THRESHOLDS)}
-    for name, rows in strata.items():
-        if rows.empty:
-            summary[name] = None
-            continue
-        summary[name] = summarise(_as_metrics_table(rows), thresholds, n_boot=n_boot, seed=seed,
-                                  levels=("image",))["image"]
+                                  "threshold_source": dict(REGION_THRESHOLDS), "n_boot": n_boot, "seed": seed}
+    for name in FRACATLAS_STRATA:
+        rows = fracatlas_stratum(predictions, name)
+        summary[name] = None if rows.empty else summarise(rows, thresholds, n_boot=n_boot, seed=seed,
+                                                          levels=("image",))["image"]
     leg = predictions[~predictions["upper_limb"].astype(bool)]
     default = thresholds.get("hand+shoulder", 0.5)
     summary["out_of_scope"] = {

@@ -67,13 +67,15 @@ def mura_root_input() -> None:
         "MURA v1.1 folder", key=MURA_INPUT_KEY, on_change=_keep, args=(MURA_INPUT_KEY, MURA_TEXT_KEY),
         placeholder="/data/MURA-v1.1",
         help="Your own copy of Stanford's MURA v1.1 (the folder holding valid_image_paths.csv). "
-             "Leave empty to use the app's synthetic samples.",
+             "Leave empty to use the real FracAtlas radiographs and synthetic samples shipped with the app.",
     ).strip()
     root, reason = state.resolve_mura_root(text) if text else (None, None)
     if reason:
         st.sidebar.error(reason)
     st.session_state[state.MURA_ROOT_KEY] = str(root) if root else None
-    st.sidebar.caption(f"Data: MURA folder {root}" if root else "Data: the app's synthetic samples")
+    st.sidebar.caption(f"Data: MURA folder {root}" if root else
+                       "Data: real FracAtlas radiographs (CC BY 4.0, resized; Abedeen et al., Scientific Data 2023, "
+                       "doi:10.1038/s41597-023-02432-4) and the app's synthetic samples")
 
 
 def main() -> None:
