@@ -29,6 +29,7 @@ SORTS = {
     "Study path": ("ref", True),
 }
 OUTCOMES = ("All", "Correct", "Wrong")
+FILTER_KEYS = ("browse_types", "browse_labels", "browse_outcome", "browse_confidence", "browse_curated", "browse_page")
 MURA, SYNTHETIC = "mura", "synthetic"
 DATASETS = {MURA: "MURA valid/ (your folder)", FRACATLAS: "FracAtlas (real radiographs, fracture label)",
             SYNTHETIC: "Synthetic samples (drawn, not X-rays)"}
@@ -128,6 +129,13 @@ def filtered(table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str
     return table[keep]
 
 
+def forget_filters() -> None:
+    """on_change of the dataset: body parts and labels differ between datasets, so the filters start afresh
+    (a kept body-part choice would match nothing in the new gallery)."""
+    for key in FILTER_KEYS:
+        st.session_state.pop(key, None)
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
 def _thumbnail(ref: str, root: str | None) -> np.ndarray:
     picture = Image.fromarray(studies.load_study(ref, Path(root) if root else None).views[0][1])
@@ -162,6 +170,7 @@ root = state.current_mura_root()
 st.title("Browse")
 choices = [MURA] * (root is not None) + [FRACATLAS] * (not studies.fracatlas_samples().empty) + [SYNTHETIC]
 dataset = st.radio("Dataset", choices, format_func=DATASETS.get, horizontal=True, key="browse_dataset",
+                   on_change=forget_filters,
                    help="Without a MURA folder the app shows real FracAtlas radiographs and its synthetic samples.")
 words = LABEL_WORDS[dataset]
 if dataset == MURA:
