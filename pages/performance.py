@@ -71,6 +71,7 @@ thresholds = (evaluation.threshold_controls(f"{model}:{dataset}", card, scope="p
                                             defaults=evaluation.fracatlas_threshold_defaults(card))
               if external else evaluation.threshold_controls(model, card, scope="performance"))
 classes = ("No fracture", "Fracture") if external else ("Normal", "Abnormal")
+resampled = "radiographs" if external else "studies"
 
 # --- what the thresholds change: recomputed on every rerun from the cached probabilities -----
 confusions = metrics.confusion_by_type(table, thresholds)
@@ -87,7 +88,7 @@ for column, group in zip(st.columns(len(plotted) or 1), plotted):
 
 show_bootstrap = st.toggle(
     f"Bootstrap 95% CIs at your thresholds ({evaluation.APP_BOOTSTRAP} resamples of "
-    f"{'radiographs' if external else 'studies'})",
+    f"{resampled})",
     key="performance_bootstrap",
     help="For all body parts and those the model was trained on; cached per threshold setting. "
          "The first computation takes a few seconds.",
@@ -149,7 +150,7 @@ if cached_level:
             "Same as your thresholds": "yes" if matches.get(group) else "no",
         })
     st.markdown(f"**At the model card's thresholds** (the cached evaluation: 95% bootstrap CIs from "
-                f"{n_boot} resamples of studies; AUROC and ECE do not depend on the threshold)")
+                f"{n_boot} resamples of {resampled}; AUROC and ECE do not depend on the threshold)")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 else:
     st.caption("The cached metrics file is missing, so no confidence intervals from the evaluation run are shown.")
@@ -170,7 +171,7 @@ pr_column.plotly_chart(
 )
 st.caption(
     "Legends: AUROC and average precision with the cached evaluation's 95% bootstrap CIs "
-    "(resampling studies). Diamonds mark your current operating points."
+    f"(resampling {resampled}). Diamonds mark your current operating points."
 )
 
 st.subheader("Calibration")
