@@ -150,3 +150,12 @@ def test_browse_shows_real_radiographs_with_cached_probabilities(use_fracatlas_w
     first.click().run()
     assert_clean(at)
     assert at.selectbox(key="explain_study_choice").value == first.key.removeprefix("browse_open_")
+
+
+def test_overview_credits_the_real_samples_and_quotes_the_external_check(use_fracatlas_weights: Path) -> None:
+    at = start_app()
+    assert_clean(at)
+    assert f"Images: {fracatlas.CREDIT}" in [c.value for c in at.caption]
+    metrics = read_evaluation(ModelArtifacts.of(DEFAULT_MODEL), evaluate.FRACATLAS).metrics
+    auroc = metrics["all"]["overall"]["auroc"]["point"]
+    assert any("External check on FracAtlas" in c.value and f"AUROC {auroc:.3f}" in c.value for c in at.caption)
