@@ -108,7 +108,7 @@ def cached_metrics(model: str, dataset: str = MURA_VALID, stratum: str = "all") 
     if cached is None or dataset != FRACATLAS:
         return cached
     return {"image": cached.get(stratum) or {}, "thresholds": cached.get("thresholds", {}),
-            "n_boot": cached.get("n_boot", "")}
+            "n_boot": cached.get("n_boot")}
 
 
 def fracatlas_threshold_defaults(card: Mapping | None) -> dict[str, float]:

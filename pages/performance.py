@@ -149,8 +149,9 @@ if cached_level:
             "ECE": "—" if summary.get("ece") is None else f"{summary['ece']:.3f}",
             "Same as your thresholds": "yes" if matches.get(group) else "no",
         })
-    st.markdown(f"**At the model card's thresholds** (the cached evaluation: 95% bootstrap CIs from "
-                f"{n_boot} resamples of {resampled}; AUROC and ECE do not depend on the threshold)")
+    resamples = f"from {n_boot} resamples of {resampled}" if n_boot else f"resampling {resampled}"
+    st.markdown(f"**At the model card's thresholds** (the cached evaluation: 95% bootstrap CIs {resamples}; "
+                "AUROC and ECE do not depend on the threshold)")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 else:
     st.caption("The cached metrics file is missing, so no confidence intervals from the evaluation run are shown.")
