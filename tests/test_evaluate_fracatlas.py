@@ -130,3 +130,25 @@ def test_fracatlas_evaluation_on_real_images(tmp_path: Path, model_weights: Path
     assert evaluation.predictions["probability"].between(0, 1).all()
     assert evaluation.metrics["all"]["hand"]["n"] == 6
     assert evaluation.metrics["out_of_scope"]["leg/hip"]["n"] == 1
+
+
+def test_shipped_fracatlas_caches_agree_with_their_rows() -> None:
+    """Each committed FracAtlas cache is one run (hash), its AUROC is its rows' AUROC, every region is
+    judged at the card's threshold for it, and it covers the shipped samples (Browse reads them there)."""
+    from sklearn.metrics import roc_auc_score
+
+    from core.artifacts import SHIPPED_WEIGHTS_DIR
+    from dashboard.studies import FRACATLAS_SAMPLES_DIR
+
+    shipped = [ModelArtifacts(d) for d in sorted(SHIPPED_WEIGHTS_DIR.iterdir()) if (d / "metrics_fracatlas.json").exists()]
+    assert shipped, "no shipped model has a FracAtlas evaluation"
+    samples = set(fracatlas.read_images(fracatlas.resolve_root(FRACATLAS_SAMPLES_DIR))["file"])
+    for files in shipped:
+        evaluation = read_evaluation(files, "fracatlas")
+        predictions, metrics = evaluation.predictions, evaluation.metrics
+        upper = predictions[predictions["upper_limb"].astype(bool)]
+        assert metrics["all"]["overall"]["auroc"]["point"] == pytest.approx(
+            roc_auc_score(upper["fractured"], upper["probability"]))
+        expected = upper["region"].map(evaluate_cli.region_thresholds(json.loads(files.card.read_text())))
+        assert np.allclose(upper["threshold"], expected)
+        assert samples <= set(predictions["file"])
