@@ -1,12 +1,17 @@
-"""Evaluate a shipped model on a MURA split and cache the results for the dashboard.
+"""Evaluate a shipped model on a MURA split, or on FracAtlas as an external set, and cache the
+results for the dashboard.
 
     python -m core.evaluate --mura-root PATH --split valid [--model NAME] [--n-boot 1000] [--force]
+    python -m core.evaluate --dataset fracatlas --root PATH [--model NAME] [--n-boot 1000] [--force]
 
-writes, atomically, ``weights/<model>/predictions_<split>.csv`` (one row per present image,
-keyed by its official path) and ``weights/<model>/metrics_<split>.json`` (image and study level,
-overall and per body part, with bootstrap CIs). The dashboard only reads these files.
-Whatever part of the split is present is evaluated; the JSON records the coverage. A cached
-evaluation of more images is not replaced by one of fewer (a partial MURA copy) without ``--force``.
+writes, as one pair (core.artifacts.write_evaluation), ``weights/<model>/predictions_<split>.csv``
+(one row per present image, keyed by its official path) and ``metrics_<split>.json`` (image and
+study level, overall and per body part, with bootstrap CIs); for FracAtlas,
+``predictions_fracatlas.csv`` (one row per image, keyed by its file in the root) and
+``metrics_fracatlas.json`` (image level, per region; see :func:`summarise_fracatlas`).
+The dashboard only reads these files. Whatever part of the data is present is evaluated; the
+JSON records the coverage. A cached evaluation of more images is not replaced by one of fewer
+(a partial copy) without ``--force``.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,19 +28,58 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from core import mura
+from core import fracatlas, mura
 from core.artifacts import ModelArtifacts, check_replacement, write_evaluation
-from core.card import card_thresholds, threshold_for
+from core.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for
 from core.metrics import DEFAULT_N_BOOT, summarise
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
 
-__all__ = ["PREDICTION_COLUMNS", "predict_split", "evaluate", "main"]
+__all__ = [
+    "PREDICTION_COLUMNS",
+    "FRACATLAS",
+    "FRACATLAS_COLUMNS",
+    "REGION_THRESHOLDS",
+    "REGION_LABELS",
+    "FRACATLAS_STRATA",
+    "region_thresholds",
+    "fracatlas_stratum",
+    "predict_split",
+    "predict_fracatlas",
+    "summarise_fracatlas",
+    "evaluate",
+    "evaluate_fracatlas",
+    "main",
+]
 
 PREDICTION_COLUMNS = ["path", "study_type", "patient", "study", "study_path", "label", "probability"]
+#: The dataset name of the FracAtlas evaluation (its files are ``*_fracatlas.*``).
+FRACATLAS = "fracatlas"
+FRACATLAS_COLUMNS = ["file", "image_id", "region", "upper_limb", "fractured", "fracture_count", "hardware",
+                     "frontal", "lateral", "oblique", "duplicate_of", "threshold", "probability"]
+#: Which of the model card's thresholds judges each FracAtlas region. The model knows only MURA
+#: humerus and forearm: FracAtlas's "hand" covers hand, wrist and forearm views, nearest to a MURA
+#: forearm film (which shows the wrist); "shoulder" views show the proximal humerus, as MURA
+#: humerus films do; a whole arm ("hand+shoulder") shows both, so it gets the card's single
+#: threshold for both parts ("default"). Leg/hip is out of scope and is judged at none.
+REGION_THRESHOLDS = {"hand": "XR_FOREARM", "shoulder": "XR_HUMERUS", "hand+shoulder": DEFAULT_THRESHOLD_KEY}
+#: FracAtlas's regions as a reader understands them.
+REGION_LABELS = {"hand": "hand/wrist/forearm", "shoulder": "shoulder", "hand+shoulder": "whole arm",
+                 "leg/hip": "leg/hip"}
+#: The upper-limb strata reported apart: MURA calls metal hardware abnormal, FracAtlas does not call
+#: it a fracture, so a hardware image without a fracture is a false positive only by FracAtlas's label.
+FRACATLAS_STRATA = {"all": "every upper-limb image", "without_hardware": "upper-limb images without hardware",
+                    "hardware": "upper-limb images with metal hardware"}
 
 
-def _batches(root: Path, paths: list[str], loaded: LoadedModel, batch_size: int) -> Iterator[torch.Tensor]:
+def region_thresholds(card: dict) -> dict[str, float]:
+    """The threshold of each upper-limb region, taken from the model card as REGION_THRESHOLDS says."""
+    thresholds = card_thresholds(card)
+    return {region: threshold_for(thresholds, key) for region, key in REGION_THRESHOLDS.items()}
+
+
+def _batches(root: Path, paths: list[str], loaded: LoadedModel, batch_size: int,
+             locate: Callable[[Path, str], Path] = mura.image_file) -> Iterator[torch.Tensor]:
     """Decode and letterbox the next batch in a background thread while the model runs.
 
     Pillow's PNG decoder and torch's resize release the GIL, so one prefetch thread hides most
@@ -44,7 +88,7 @@ def _batches(root: Path, paths: list[str], loaded: LoadedModel, batch_size: int)
     from core.imaging import load_radiograph
 
     def prepare(chunk: list[str]) -> torch.Tensor:
-        return model_inputs(loaded, [load_radiograph(mura.image_file(root, p)).pixels for p in chunk])
+        return model_inputs(loaded, [load_radiograph(locate(root, p)).pixels for p in chunk])
 
     chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -60,14 +104,130 @@ def predict_split(loaded: LoadedModel, root: Path, split: str, *, batch_size: in
     """One row per present image of ``split`` (the first ``limit`` only, for benchmarks):
     official path, metadata, label, probability."""
     images = mura.read_images(root, split).iloc[:limit]
+    probability = _predict_files(loaded, root, images["path"].tolist(), mura.image_file, batch_size=batch_size,
+                                 progress=progress, description=f"{loaded.name} on {split}")
+    return images.assign(probability=probability)[PREDICTION_COLUMNS]
+
+
+def _predict_files(loaded: LoadedModel, root: Path, files: list[str], locate: Callable[[Path, str], Path],
+                   *, batch_size: int, progress: bool, description: str) -> np.ndarray:
+    """P(abnormal) of each file, rounded once here so the cached CSV and every metric from it agree."""
     probabilities = []
-    with tqdm(total=len(images), desc=f"{loaded.name} on {split}", unit="img", disable=not progress) as bar:
-        for batch in _batches(root, images["path"].tolist(), loaded, batch_size):
+    with tqdm(total=len(files), desc=description, unit="img", disable=not progress) as bar:
+        for batch in _batches(root, files, loaded, batch_size, locate):
             probabilities.append(predict_batch(loaded, batch))
             bar.update(len(batch))
-    # Rounded once here, so the cached CSV and every metric computed from it agree exactly.
-    images = images.assign(probability=np.round(np.concatenate(probabilities), 6) if probabilities else [])
-    return images[PREDICTION_COLUMNS]
+    return np.round(np.concatenate(probabilities), 6) if probabilities else np.empty(0)
+
+
+def predict_fracatlas(loaded: LoadedModel, root: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                      progress: bool = True, limit: int | None = None) -> pd.DataFrame:
+    """One row per present image of a FracAtlas root (the first ``limit`` only, for tests):
+    FRACATLAS_COLUMNS, with ``duplicate_of`` naming the first copy of the same radiograph and
+    ``threshold`` the card's threshold for its region (empty for leg/hip, which is out of scope)."""
+    images = fracatlas.read_images(root).iloc[:limit].reset_index(drop=True)
+    files = images["file"].astype(str).tolist()
+    probability = _predict_files(loaded, root, files, fracatlas.image_file, batch_size=batch_size,
+                                 progress=progress, description=f"{loaded.name} on FracAtlas")
+    for flag in ("frontal", "lateral", "oblique", "fracture_count"):
+        if flag not in images.columns:
+            images[flag] = 0
+    if "image_id" not in images.columns:
+        images["image_id"] = [Path(f).name for f in files]
+    images = images.assign(
+        duplicate_of=fracatlas.duplicate_groups(root, files),
+        threshold=images["region"].map(region_thresholds(loaded.card)),
+        probability=probability,
+    )
+    return images[FRACATLAS_COLUMNS]
+
+
+def fracatlas_stratum(predictions: pd.DataFrame, stratum: str = "all") -> pd.DataFrame:
+    """The upper-limb rows of one of FRACATLAS_STRATA in core.metrics' shape, every column kept:
+    region as ``study_type``, fracture as ``label``, and the copies of one radiograph as one
+    ``study_path``, so a bootstrap resamples radiographs, not files."""
+    if stratum not in FRACATLAS_STRATA:
+        raise ValueError(f"Unknown stratum {stratum!r}; use one of {', '.join(FRACATLAS_STRATA)}.")
+    rows = predictions[predictions["upper_limb"].astype(bool)]
+    if stratum != "all":
+        rows = rows[rows["hardware"] == (1 if stratum == "hardware" else 0)]
+    group = rows["duplicate_of"].astype(str)
+    return rows.assign(study_type=rows["region"], label=rows["fractured"].astype(int),
+                       patient=group, study=group, study_path=group).reset_index(drop=True)
+
+
+def _score_distribution(probability: pd.Series, threshold: float) -> dict[str, object]:
+    """Quantiles of the scores and the share called abnormal: what can be said without a valid label."""
+    values = probability.to_numpy(dtype=float)
+    if values.size == 0:
+        return {"n": 0}
+    quantiles = np.quantile(values, [0.1, 0.25, 0.5, 0.75, 0.9])
+    return {
+        "n": int(values.size),
+        "mean": round(float(values.mean()), 6),
+        "quantiles": dict(zip(("p10", "p25", "p50", "p75", "p90"), (round(float(q), 6) for q in quantiles))),
+        "threshold": threshold,
+        "share_called_abnormal": round(float((values >= threshold).mean()), 6),
+    }
+
+
+def summarise_fracatlas(predictions: pd.DataFrame, thresholds: dict[str, float], *, n_boot: int = DEFAULT_N_BOOT,
+                        seed: int = 0) -> dict[str, object]:
+    """Image-level metrics of a FracAtlas prediction table against its *fracture* label.
+
+    Keys ``all``, ``without_hardware`` and ``hardware`` hold core.metrics.summarise's image level
+    for the upper-limb images of that stratum: ``overall`` (every upper-limb image, each at its
+    region's threshold) and one entry per region, with bootstrap CIs over radiographs (copies
+    resampled together). MURA calls hardware abnormal and FracAtlas does not call it a fracture, so
+    hardware is a stratum of its own. ``out_of_scope`` describes leg/hip scores only: the model was
+    never shown a leg, so an AUROC there would measure nothing the model claims.
+    """
+    summary: dict[str, object] = {"label": "fracture", "thresholds": thresholds,
+                                  "threshold_source": dict(REGION_THRESHOLDS), "n_boot": n_boot, "seed": seed}
+    for name in FRACATLAS_STRATA:
+        rows = fracatlas_stratum(predictions, name)
+        summary[name] = None if rows.empty else summarise(rows, thresholds, n_boot=n_boot, seed=seed,
+                                                          levels=("image",))["image"]
+    leg = predictions[~predictions["upper_limb"].astype(bool)]
+    default = thresholds.get("hand+shoulder", 0.5)
+    summary["out_of_scope"] = {
+        region: {
+            **_score_distribution(rows["probability"], default),
+            "n_fractured": int(rows["fractured"].sum()),
+            "scores_fractured": _score_distribution(rows.loc[rows["fractured"] == 1, "probability"], default),
+            "scores_not_fractured": _score_distribution(rows.loc[rows["fractured"] == 0, "probability"], default),
+        }
+        for region, rows in leg.groupby("region", sort=True)
+    }
+    return summary
+
+
+def evaluate_fracatlas(model_name: str, root: Path, *, n_boot: int = DEFAULT_N_BOOT,
+                       batch_size: int = DEFAULT_BATCH_SIZE, limit: int | None = None,
+                       force: bool = False) -> tuple[Path, Path]:
+    """Predict every image of a FracAtlas root and write predictions_fracatlas.csv and
+    metrics_fracatlas.json beside the model's checkpoint (a larger cached one only with ``force``)."""
+    loaded = load_model(model_name)
+    images = len(fracatlas.read_images(root).iloc[:limit])
+    check_replacement(ModelArtifacts(loaded.directory), FRACATLAS, images, force=force)
+    started = time.perf_counter()
+    predictions = predict_fracatlas(loaded, root, batch_size=batch_size, limit=limit)
+    seconds = time.perf_counter() - started
+    metrics = summarise_fracatlas(predictions, region_thresholds(loaded.card), n_boot=n_boot)
+    copies = predictions["duplicate_of"] != predictions["file"]
+    metrics["evaluation"] = {
+        "model": model_name,
+        "dataset": FRACATLAS,
+        "root": root.name,
+        "images": int(len(predictions)),
+        "upper_limb_images": int(predictions["upper_limb"].sum()),
+        "regions": {str(k): int(v) for k, v in predictions["region"].value_counts().sort_index().items()},
+        "duplicate_copies": int(copies.sum()),
+        "seconds": round(seconds, 1),
+        "images_per_second": round(len(predictions) / seconds, 2) if seconds else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+    return write_evaluation(ModelArtifacts(loaded.directory), FRACATLAS, predictions, metrics, force=force)
 
 
 def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = DEFAULT_N_BOOT,
@@ -101,8 +261,11 @@ def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = DEFAULT_N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mura-root", required=True, help="the MURA-v1.1 folder")
+    parser.add_argument("--dataset", choices=("mura", FRACATLAS), default="mura",
+                        help="mura (default): a split of --mura-root; fracatlas: every image of --root")
+    parser.add_argument("--mura-root", help="the MURA-v1.1 folder (for --dataset mura)")
     parser.add_argument("--split", choices=mura.SPLITS, default="valid")
+    parser.add_argument("--root", help="a FracAtlas folder holding labels.csv (for --dataset fracatlas)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
     parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples for the intervals")
     parser.add_argument("--bootstrap", dest="n_boot", type=int, default=argparse.SUPPRESS,
@@ -112,12 +275,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     args = parser.parse_args(argv)
+    if args.dataset == FRACATLAS and not args.root:
+        parser.error("--dataset fracatlas needs --root DIR (the folder holding labels.csv)")
+    if args.dataset == "mura" and not args.mura_root:
+        parser.error("--mura-root is required (or use --dataset fracatlas --root DIR)")
     configure_threads(args.threads)
     try:
-        root = mura.resolve_root(args.mura_root)
-        paths = evaluate(args.model, root, args.split, n_boot=args.n_boot, batch_size=args.batch_size,
-                         force=args.force)
-    except (mura.MuraRootError, ModelLoadError, OSError, ValueError) as exc:
+        if args.dataset == FRACATLAS:
+            paths = evaluate_fracatlas(args.model, fracatlas.resolve_root(args.root), n_boot=args.n_boot,
+                                       batch_size=args.batch_size, force=args.force)
+        else:
+            root = mura.resolve_root(args.mura_root)
+            paths = evaluate(args.model, root, args.split, n_boot=args.n_boot, batch_size=args.batch_size,
+                             force=args.force)
+    except (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path in paths:

@@ -30,6 +30,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
+from scipy.sparse.csgraph import connected_components
+from sklearn.neighbors import radius_neighbors_graph
 
 __all__ = [
     "LABELS_FILE",
@@ -43,6 +45,8 @@ __all__ = [
     "read_images",
     "Outlines",
     "read_outlines",
+    "DUPLICATE_RMS",
+    "duplicate_groups",
 ]
 
 LABELS_FILE = "labels.csv"
@@ -55,6 +59,12 @@ CREDIT = (
     "Radiographs. Scientific Data 10, 521 (2023), doi:10.1038/s41597-023-02432-4. "
     "Licence CC BY 4.0; images resized (longest side 512 px)."
 )
+
+#: Two images are copies of one radiograph when their 64x64 greyscale thumbnails differ by less than
+#: this root-mean-square (intensities in [0, 1]). On ../shared/fracatlas the nearest distinct pairs
+#: are at least 0.0088 apart and the copies at most 0.0009, so any value between separates them.
+DUPLICATE_RMS = 0.004
+_THUMBNAIL = 64
 
 _REQUIRED_COLUMNS = ("file", "region", "fractured", "hardware", "width", "height")
 _INT_COLUMNS = ("fractured", "hardware", "width", "height")
@@ -179,3 +189,27 @@ def read_outlines(root: Path) -> Outlines:
             f"{COCO_FILE} has a malformed image or annotation entry ({type(exc).__name__})."
         ) from exc
     return Outlines(polygons, boxes, sizes)
+
+
+def duplicate_groups(root: Path, files: list[str], *, rms: float = DUPLICATE_RMS) -> list[str]:
+    """For each file, the first file (in the given order) of its group of copies; itself when unique.
+
+    FracAtlas stores some radiographs twice under different names. Resampling or splitting by
+    these groups keeps copies together, so a bootstrap does not count one radiograph as two
+    independent cases and a sample set does not show the same film twice.
+    """
+    if not files:
+        return []
+    thumbnails = []
+    for file in files:
+        try:
+            with Image.open(image_file(root, file)) as picture:
+                small = picture.convert("L").resize((_THUMBNAIL, _THUMBNAIL), Image.Resampling.BILINEAR)
+        except (OSError, ValueError) as exc:
+            raise FracAtlasError(f"{file} cannot be read as an image ({type(exc).__name__}).") from exc
+        thumbnails.append(np.asarray(small, dtype=np.float32).ravel() / 255.0)
+    # Euclidean distance / 64 is the RMS over the 4,096 thumbnail pixels.
+    near = radius_neighbors_graph(np.stack(thumbnails), radius=rms * _THUMBNAIL, mode="connectivity")
+    _, component = connected_components(near, directed=False)
+    first_of: dict[int, str] = {}
+    return [first_of.setdefault(int(c), file) for c, file in zip(component, files)]

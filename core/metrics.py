@@ -192,16 +192,20 @@ def _ratio(numerator: int, denominator: int) -> float | None:
 
 # --- study aggregation --------------------------------------------------------------------------
 
-def _study_codes(images: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+def _study_codes(images: pd.DataFrame, *, one_label: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
     """Each image's study number and one row per study (sorted by study_path); vectorised because
-    the dashboard rebuilds it whenever a threshold slider moves."""
+    the dashboard rebuilds it whenever a threshold slider moves.
+
+    ``one_label=False`` accepts groups whose images disagree (an image-level evaluation that only
+    resamples by group, e.g. copies of one radiograph labelled differently); such a group's label
+    is then 1 if any image is positive."""
     codes, study_paths = pd.factorize(images["study_path"], sort=True)
     n_studies = len(study_paths)
     labels = images["label"].to_numpy(dtype=np.int64)
     n_views = np.bincount(codes, minlength=n_studies)
     abnormal_views = np.bincount(codes, weights=labels, minlength=n_studies)
     mixed = (abnormal_views > 0) & (abnormal_views < n_views)
-    if mixed.any():
+    if one_label and mixed.any():
         raise MetricsInputError(
             f"{int(mixed.sum())} studies have views with different labels "
             f"(first: {study_paths[np.flatnonzero(mixed)[0]]}); a study has one label."
@@ -341,7 +345,7 @@ def _level_frame(images: pd.DataFrame, level: str) -> tuple[pd.DataFrame, np.nda
     """The table a statistic sees at ``level``, each of its rows' study number, and study labels."""
     if level not in LEVELS:
         raise MetricsInputError(f"Unknown level {level!r}; use one of {', '.join(LEVELS)}.")
-    codes, studies = _study_codes(images)
+    codes, studies = _study_codes(images, one_label=level == "study")
     study_labels = studies["label"].to_numpy()
     if level == "study":
         return studies, np.arange(len(studies)), study_labels
@@ -525,9 +529,10 @@ def _group_summary(
 
 
 def summarise(
-    images: pd.DataFrame, thresholds: Thresholds, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, n_bins: int = 10
+    images: pd.DataFrame, thresholds: Thresholds, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, n_bins: int = 10,
+    levels: tuple[str, ...] = LEVELS,
 ) -> dict[str, object]:
-    """JSON-ready metrics: for each level ("image", "study") and group ("overall", then each
+    """JSON-ready metrics: for each of ``levels`` ("image", "study") and group ("overall", then each
     study type): counts, AUROC, average precision, kappa, sensitivity and specificity with 95% bootstrap intervals
     (resampling studies), average precision, accuracy, confusion counts and ECE.
 
@@ -550,7 +555,7 @@ def summarise(
         "calibration_bins": n_bins,
         "thresholds": per_type,
     }
-    for level in LEVELS:
+    for level in levels:
         summary[level] = {
             name: _group_summary(group, level, thresholds, threshold, n_boot, seed, n_bins)
             for name, group, threshold in groups

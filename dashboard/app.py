@@ -65,6 +65,10 @@ def model_selector() -> None:
                          help="A folder under weights/ with a checkpoint, a model card and cached evaluation.")
 
 
+NO_MURA_CAPTION = ("Data: real FracAtlas radiographs (CC BY 4.0, resized; Abedeen et al., Scientific Data 2023, "
+                   "doi:10.1038/s41597-023-02432-4) and the app's synthetic samples")
+
+
 def mura_root_input() -> None:
     """The MURA folder, stored as a str or None: typed (default MURA_ROOT) and validated, or,
     when the deployer locked it (MURA_LENS_LOCK_DATA=1), MURA_ROOT with no box to type in."""
@@ -72,19 +76,19 @@ def mura_root_input() -> None:
         root, reason = state.locked_mura_root()
         if reason:
             st.sidebar.warning(LOCKED_ROOT_UNUSABLE)
-        caption = "Data: the server's MURA folder" if root else "Data: the app's synthetic samples"
+        caption = "Data: the server's MURA folder" if root else NO_MURA_CAPTION
     else:
         st.session_state[MURA_INPUT_KEY] = st.session_state.get(MURA_TEXT_KEY, os.environ.get("MURA_ROOT", ""))
         text = st.sidebar.text_input(
             "MURA v1.1 folder", key=MURA_INPUT_KEY, on_change=_keep, args=(MURA_INPUT_KEY, MURA_TEXT_KEY),
             placeholder="/data/MURA-v1.1",
             help="Your own copy of Stanford's MURA v1.1 (the folder holding valid_image_paths.csv). "
-                 "Leave empty to use the app's synthetic samples.",
+                 "Leave empty to use the real FracAtlas radiographs and synthetic samples shipped with the app.",
         ).strip()
         root, reason = state.resolve_mura_root(text) if text else (None, None)
         if reason:
             st.sidebar.error(escape_markdown(reason))
-        caption = f"Data: MURA folder {escape_markdown(str(root))}" if root else "Data: the app's synthetic samples"
+        caption = f"Data: MURA folder {escape_markdown(str(root))}" if root else NO_MURA_CAPTION
     st.session_state[state.MURA_ROOT_KEY] = str(root) if root else None
     st.sidebar.caption(caption)
 

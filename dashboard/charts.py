@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from core.evaluate import REGION_LABELS
 from core.metrics import Confusion, PrCurve, RocCurve
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "confusion_figure",
     "selected_cell",
     "reliability_figure",
+    "score_histogram",
     "training_curves_figure",
 ]
 
@@ -53,9 +55,11 @@ _DASHES = ("solid", "dash", "dot", "dashdot")
 
 
 def group_label(group: str) -> str:
-    """'XR_HUMERUS' -> 'Humerus', 'overall' -> 'All body parts'."""
+    """'XR_HUMERUS' -> 'Humerus', 'overall' -> 'All body parts', FracAtlas 'hand' -> 'Hand/wrist/forearm'."""
     if group == OVERALL:
         return "All body parts"
+    if group in REGION_LABELS:
+        return REGION_LABELS[group].capitalize()
     return group.removeprefix("XR_").replace("_", " ").capitalize()
 
 
@@ -194,8 +198,9 @@ def pr_figure(
 
 
 def confusion_figure(confusion: Confusion, *, title: str = "", selected: str | None = None,
-                     height: int = 320) -> go.Figure:
-    """2x2 confusion matrix (rows: truth, columns: call) coloured by row share, counts in cells.
+                     height: int = 320, classes: Sequence[str] = _CLASSES) -> go.Figure:
+    """2x2 confusion matrix (rows: truth, columns: call) coloured by row share, counts in cells;
+    ``classes`` names the negative and positive class (FracAtlas: "No fracture", "Fracture").
 
     Plotly heat maps emit no selection events in Streamlit (streamlit#8760), so an invisible
     square marker sits on each cell: clicking a cell selects that marker, whose customdata is the
@@ -207,13 +212,13 @@ def confusion_figure(confusion: Confusion, *, title: str = "", selected: str | N
     names = np.array([["TN", "FP"], ["FN", "TP"]])
     text = [[f"<b>{names[r, c]}</b><br>{counts[r, c]}<br>{shares[r, c]:.0%} of row" for c in range(2)]
             for r in range(2)]
-    heatmap = {"type": "heatmap", "z": shares, "x": _CLASSES, "y": _CLASSES, "text": text,
+    heatmap = {"type": "heatmap", "z": shares, "x": list(classes), "y": list(classes), "text": text,
                "texttemplate": "%{text}", "colorscale": "Blues", "zmin": 0, "zmax": 1, "showscale": False,
                "hoverinfo": "skip"}
     cells = {
         "type": "scatter", "mode": "markers", "showlegend": False, "name": "cells",
-        "x": [_CLASSES[c] for r in range(2) for c in range(2)],
-        "y": [_CLASSES[r] for r in range(2) for c in range(2)],
+        "x": [classes[c] for r in range(2) for c in range(2)],
+        "y": [classes[r] for r in range(2) for c in range(2)],
         "customdata": names.ravel().tolist(),
         "marker": {"symbol": "square", "size": 70, "color": "rgba(0,0,0,0)"},
         "selected": {"marker": {"opacity": 1}}, "unselected": {"marker": {"opacity": 1}},
@@ -278,6 +283,22 @@ def reliability_figure(bins: Mapping[str, tuple[pd.DataFrame, float | None]], *,
         "yaxis": {"range": [0, 1], "title": {"text": "Observed share abnormal"}, "domain": [0.3, 1.0]},
         "xaxis2": {"range": [0, 1], "title": {"text": "Predicted probability of abnormal"}, "anchor": "y2"},
         "yaxis2": {"title": {"text": "Cases"}, "domain": [0.0, 0.24], "anchor": "x2"},
+    })
+
+
+def score_histogram(table: pd.DataFrame, *, classes: Sequence[str] = _CLASSES, title: str = "",
+                    bins: int = 20) -> go.Figure:
+    """Overlaid histograms of ``probability`` for label 0 and label 1 (named by ``classes``), on
+    [0, 1] in ``bins`` equal bins: the score distribution where no AUROC is meaningful."""
+    traces = [
+        go.Histogram(x=table.loc[table["label"] == label, "probability"], name=classes[label], opacity=0.7,
+                     xbins={"start": 0.0, "end": 1.0, "size": 1.0 / bins})
+        for label in (0, 1)
+    ]
+    return go.Figure(data=traces, layout={
+        "title": {"text": title}, "barmode": "overlay", "height": 320,
+        "xaxis": {"title": {"text": "P(abnormal)"}, "range": [0, 1]}, "yaxis": {"title": {"text": "Images"}},
+        "margin": {"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
     })
 
 

@@ -1,6 +1,10 @@
 """What Performance and Error analysis share: the cached evaluation of one model at one level,
 and the operating-point controls (thresholds) that both pages read.
 
+An evaluation is named by its dataset: MURA ``valid`` (core.evaluate's default) or ``fracatlas``
+(external; its upper-limb images in one of core.evaluate.FRACATLAS_STRATA, in core.metrics' shape:
+region as the group, fracture as the label, copies of one radiograph as one "study").
+
 Everything here works on the predictions core.evaluate cached: no model runs. What does not depend
 on a threshold (tables, ROC/PR curves, calibration) is computed once per predictions file and level
 (st.cache_data, keyed by the evaluation's file versions), and CIs that core.evaluate cached are read from
@@ -22,16 +26,23 @@ import streamlit as st
 from core import metrics
 from core.artifacts import ModelArtifacts
 from core.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for
+from core.evaluate import FRACATLAS, fracatlas_stratum, region_thresholds
 from core.metrics import BootstrapInterval, Confusion, PrCurve, RocCurve
 from dashboard import charts, state
 from dashboard.charts import CELLS, OVERALL, group_label
 
 __all__ = [
+    "MURA_VALID",
+    "FRACATLAS",
+    "DATASET_LABELS",
     "LEVEL_LABELS",
     "GLOBAL",
     "PER_BODY_PART",
     "APP_BOOTSTRAP",
     "LevelEvaluation",
+    "evaluation_table",
+    "cached_metrics",
+    "fracatlas_threshold_defaults",
     "level_evaluation",
     "ap_intervals",
     "reliability_chart",
@@ -43,6 +54,8 @@ __all__ = [
     "cell_studies",
 ]
 
+MURA_VALID = "valid"
+DATASET_LABELS = {MURA_VALID: "MURA valid/ (the test set)", FRACATLAS: "FracAtlas (external, fracture label)"}
 LEVEL_LABELS = {"study": "Study (mean of its views, as in MURA)", "image": "Image (each view alone)"}
 PER_BODY_PART = "per body part"
 GLOBAL = "global"
@@ -72,15 +85,40 @@ def _group_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return groups
 
 
-def _predictions_version(model: str) -> tuple[str, int, int]:
+def _predictions_version(model: str, dataset: str = MURA_VALID) -> tuple[str, int, int]:
     """The cached evaluation's file versions: the cache key below. Hashing the table itself
     would cost more per rerun than everything a threshold change recomputes."""
-    return ModelArtifacts.of(model).evaluation_version("valid")
+    return ModelArtifacts.of(model).evaluation_version(dataset)
+
+
+def evaluation_table(model: str, dataset: str = MURA_VALID, stratum: str = "all") -> pd.DataFrame | None:
+    """The cached per-image predictions of ``dataset`` in core.metrics' shape (FracAtlas: the upper-limb
+    images of ``stratum``), or None when the evaluation has not been run."""
+    predictions = state.read_predictions(model, dataset)
+    if predictions is None or dataset != FRACATLAS:
+        return predictions
+    return fracatlas_stratum(predictions, stratum)
+
+
+def cached_metrics(model: str, dataset: str = MURA_VALID, stratum: str = "all") -> dict | None:
+    """The cached metrics in metrics_valid.json's shape (levels -> groups); for FracAtlas the image
+    level of ``stratum`` with the file's thresholds and resample count."""
+    cached = state.read_metrics(model, dataset)
+    if cached is None or dataset != FRACATLAS:
+        return cached
+    return {"image": cached.get(stratum) or {}, "thresholds": cached.get("thresholds", {}),
+            "n_boot": cached.get("n_boot")}
+
+
+def fracatlas_threshold_defaults(card: Mapping | None) -> dict[str, float]:
+    """The card's threshold for each FracAtlas region (core.evaluate.REGION_THRESHOLDS), plus "default"."""
+    return region_thresholds(dict(card or {})) | {_OTHER: card_thresholds(card)[_OTHER]}
 
 
 @st.cache_data(show_spinner="Preparing the cached evaluation…", max_entries=8)
-def _level_evaluation(model: str, level: str, version: tuple[str, int, int]) -> LevelEvaluation | None:
-    predictions = state.read_predictions(model)
+def _level_evaluation(model: str, level: str, version: tuple[str, int, int], dataset: str = MURA_VALID,
+                      stratum: str = "all") -> LevelEvaluation | None:
+    predictions = evaluation_table(model, dataset, stratum)
     if predictions is None or predictions.empty:
         return None
     table = metrics.study_table(predictions) if level == "study" else predictions
@@ -93,15 +131,17 @@ def _level_evaluation(model: str, level: str, version: tuple[str, int, int]) -> 
     return LevelEvaluation(level, table.reset_index(drop=True), list(roc), roc, pr, bins)
 
 
-def level_evaluation(model: str, level: str) -> LevelEvaluation | None:
+def level_evaluation(model: str, level: str, dataset: str = MURA_VALID,
+                     stratum: str = "all") -> LevelEvaluation | None:
     """The cached evaluation of ``model`` at ``level``, or None without cached predictions."""
-    return _level_evaluation(model, level, _predictions_version(model))
+    return _level_evaluation(model, level, _predictions_version(model, dataset), dataset, stratum)
 
 
-def ap_intervals(model: str, level: str, groups: list[str]) -> dict[str, dict[str, float | int | None]]:
-    """95% CIs of average precision per group, as core.evaluate cached them in metrics_valid.json
+def ap_intervals(model: str, level: str, groups: list[str], dataset: str = MURA_VALID,
+                 stratum: str = "all") -> dict[str, dict[str, float | int | None]]:
+    """95% CIs of average precision per group, as core.evaluate cached them in metrics_<dataset>.json
     (threshold-free, so computed once offline). Groups the file lacks get no interval."""
-    cached = (state.read_metrics(model) or {}).get(level, {})
+    cached = (cached_metrics(model, dataset, stratum) or {}).get(level, {})
     return {group: cached[group]["average_precision_ci"] for group in groups
             if "average_precision_ci" in cached.get(group, {})}
 
@@ -109,15 +149,17 @@ def ap_intervals(model: str, level: str, groups: list[str]) -> dict[str, dict[st
 # cache_resource hands out the same Figure without copying it: st.plotly_chart only reads it, and
 # building this one costs more than everything a threshold change recomputes.
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _reliability_chart(model: str, level: str, groups: tuple[str, ...], version: tuple[str, int, int]) -> go.Figure:
-    evaluated = _level_evaluation(model, level, version)
+def _reliability_chart(model: str, level: str, groups: tuple[str, ...], version: tuple[str, int, int],
+                       dataset: str = MURA_VALID, stratum: str = "all") -> go.Figure:
+    evaluated = _level_evaluation(model, level, version, dataset, stratum)
     return charts.reliability_figure({group: evaluated.calibration[group] for group in groups},
                                      title=f"Reliability diagram ({level} level, 10 equal-width bins)")
 
 
-def reliability_chart(model: str, level: str, groups: list[str]) -> go.Figure:
+def reliability_chart(model: str, level: str, groups: list[str], dataset: str = MURA_VALID,
+                      stratum: str = "all") -> go.Figure:
     """The (threshold-free) reliability diagram of ``groups``, built once per predictions file."""
-    return _reliability_chart(model, level, tuple(groups), _predictions_version(model))
+    return _reliability_chart(model, level, tuple(groups), _predictions_version(model, dataset), dataset, stratum)
 
 
 def _kept_key(key: str) -> str:
@@ -148,14 +190,18 @@ def _reset(model: str, defaults: Mapping[str, float], scope: str) -> None:
         st.session_state[_kept_key(key)] = value
 
 
-def threshold_controls(model: str, card: Mapping | None, *, scope: str) -> dict[str, float]:
+def threshold_controls(model: str, card: Mapping | None, *, scope: str,
+                       defaults: Mapping[str, float] | None = None) -> dict[str, float]:
     """Mode (per body part or one global) and threshold sliders, kept across pages; returns the
     thresholds as core.metrics takes them: study type -> threshold, plus "default".
 
     ``scope`` names the calling page: widget keys are ``<scope>:threshold_mode:<model>`` and
-    ``<scope>:threshold:<model>:<XR_TYPE | default | global>``.
+    ``<scope>:threshold:<model>:<XR_TYPE | default | global>``. ``defaults`` replaces the card's
+    thresholds (FracAtlas: one per region, :func:`fracatlas_threshold_defaults`); then every group
+    is named and no slider for "other body parts" is drawn.
     """
-    defaults = card_thresholds(card)
+    named_only = defaults is not None
+    defaults = dict(defaults) if named_only else card_thresholds(card)
     mode_key = f"threshold_mode:{model}"
     _seed(f"{scope}:{mode_key}", mode_key, PER_BODY_PART)
     mode = st.radio("Operating threshold", list(_MODE_LABELS), format_func=_MODE_LABELS.get,
@@ -168,8 +214,9 @@ def threshold_controls(model: str, card: Mapping | None, *, scope: str) -> dict[
     else:  # named body parts first, then the slider for every other body part
         named = sorted(group for group in defaults if group != _OTHER)
         sliders = [(group, group_label(group), defaults[group]) for group in named]
-        sliders.append((_OTHER, "Other body parts", defaults[_OTHER]))
-    thresholds = {}
+        if not named_only:
+            sliders.append((_OTHER, "Other body parts", defaults[_OTHER]))
+    thresholds = {_OTHER: defaults[_OTHER]}
     for column, (group, label, default) in zip(st.columns(len(sliders)), sliders):
         key = _threshold_key(model, group)
         _seed(f"{scope}:{key}", key, default)
@@ -239,8 +286,9 @@ def _statistics(thresholds: Mapping[str, float] | float) -> dict[str, metrics.St
 
 @st.cache_data(show_spinner="Bootstrapping confidence intervals…", max_entries=64)
 def _bootstrap_at(model: str, level: str, thresholds: tuple[tuple[str, float], ...], groups: tuple[str, ...],
-                  version: tuple[str, int, int]) -> dict[str, dict[str, BootstrapInterval]]:
-    predictions = state.read_predictions(model)
+                  version: tuple[str, int, int], dataset: str = MURA_VALID,
+                  stratum: str = "all") -> dict[str, dict[str, BootstrapInterval]]:
+    predictions = evaluation_table(model, dataset, stratum)
     by_type = dict(thresholds)
     result = {}
     for group in groups:
@@ -253,12 +301,12 @@ def _bootstrap_at(model: str, level: str, thresholds: tuple[tuple[str, float], .
     return result
 
 
-def bootstrap_at(model: str, level: str, thresholds: Mapping[str, float],
-                 groups: list[str]) -> dict[str, dict[str, BootstrapInterval]]:
+def bootstrap_at(model: str, level: str, thresholds: Mapping[str, float], groups: list[str],
+                 dataset: str = MURA_VALID, stratum: str = "all") -> dict[str, dict[str, BootstrapInterval]]:
     """95% bootstrap CIs (resampling studies, APP_BOOTSTRAP times) of kappa, sensitivity and
     specificity at ``thresholds``, per group; cached per threshold setting."""
     return _bootstrap_at(model, level, tuple(sorted(thresholds.items())), tuple(groups),
-                         _predictions_version(model))
+                         _predictions_version(model, dataset), dataset, stratum)
 
 
 def cell_studies(table: pd.DataFrame, thresholds: Mapping[str, float], cell: str) -> pd.DataFrame:

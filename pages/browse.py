@@ -1,5 +1,6 @@
 """Browse: a gallery of the studies at hand (the MURA folder's valid/ studies with the cached
-predictions, or the synthetic samples), filtered and sorted; a click opens a study in Explain."""
+predictions, the real FracAtlas radiographs shipped with the app, or the synthetic samples), filtered
+and sorted; a click opens a study in Explain."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
+from core import fracatlas
 from core.artifacts import EvaluationMismatchError
+from core.evaluate import FRACATLAS, region_thresholds
 from core.metrics import study_table
 from core.models import LoadedModel
 from dashboard import state, studies, views
@@ -27,6 +30,11 @@ SORTS = {
     "Study path": ("ref", True),
 }
 OUTCOMES = ("All", "Correct", "Wrong")
+FILTER_KEYS = ("browse_types", "browse_labels", "browse_outcome", "browse_confidence", "browse_curated", "browse_page")
+MURA, SYNTHETIC = "mura", "synthetic"
+DATASETS = {MURA: "MURA valid/ (your folder)", FRACATLAS: "FracAtlas (real radiographs, fracture label)",
+            SYNTHETIC: "Synthetic samples (drawn, not X-rays)"}
+LABEL_WORDS = {MURA: ("normal", "abnormal"), FRACATLAS: ("no fracture", "fracture"), SYNTHETIC: ("normal", "abnormal")}
 
 
 def mura_gallery(loaded: LoadedModel, root: Path) -> pd.DataFrame:
@@ -68,30 +76,58 @@ def sample_gallery(loaded: LoadedModel) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def fracatlas_gallery(loaded: LoadedModel) -> pd.DataFrame:
+    """The FracAtlas radiographs shipped with the app, with the probabilities core.evaluate cached for the
+    same files (data_samples/fracatlas holds byte-identical copies); predicted live without that cache."""
+    samples = studies.fracatlas_samples()
+    try:
+        cached = state.read_predictions(loaded.name, FRACATLAS)
+    except EvaluationMismatchError as exc:  # predicted live rather than shown with another run's numbers
+        st.caption(str(exc))
+        cached = None
+    by_file = cached.set_index("file")["probability"] if cached is not None else pd.Series(dtype=float)
+    probability = samples["file"].map(by_file)
+    if probability.isna().any():
+        st.caption("Probabilities predicted now: this model has no cached FracAtlas evaluation for these images.")
+        live = [float(views.cached_probabilities(loaded, [p for _, p in studies.load_study(ref, None).views])[0])
+                for ref in samples.loc[probability.isna(), "ref"]]
+        probability = probability.copy()
+        probability.loc[probability.isna()] = live
+    thresholds = region_thresholds(loaded.card)
+    note = np.where(samples["hardware"] == 1, "Metal hardware: MURA would call it abnormal whatever the fracture.",
+                    np.where(samples["upper_limb"], None, "Leg/hip: outside the model's scope, no verdict."))
+    return pd.DataFrame({"ref": samples["ref"], "study_type": samples["region"], "label": samples["fractured"],
+                         "probability": probability.astype(float), "n_views": 1, "note": note,
+                         "threshold": samples["region"].map(thresholds)})
+
+
 def with_outcomes(table: pd.DataFrame, loaded: LoadedModel) -> pd.DataFrame:
-    """Add the verdict at each body part's threshold, whether it is right, and how wrong it is."""
-    thresholds = table["study_type"].map(loaded.threshold_for)
+    """Add the verdict at each body part's threshold (a FracAtlas table brings its own per region;
+    none for a body part out of scope), whether it is right, and how wrong it is."""
+    thresholds = table["threshold"] if "threshold" in table else table["study_type"].map(loaded.threshold_for)
     called_abnormal = table["probability"] >= thresholds
+    judged = table["probability"].notna() & thresholds.notna()
     return table.assign(
         threshold=thresholds,
-        correct=np.where(table["probability"].isna(), np.nan, called_abnormal == table["label"].astype(bool)),
-        error=np.where(table["label"] == 1, 1 - table["probability"], table["probability"]),
+        correct=np.where(judged, called_abnormal == table["label"].astype(bool), np.nan),
+        error=np.where(judged, np.where(table["label"] == 1, 1 - table["probability"], table["probability"]), np.nan),
     )
 
 
-def filtered(table: pd.DataFrame, *, curated_filter: bool) -> pd.DataFrame:
-    """The filter widgets applied to the table (``note`` holds the curation reason when curated_filter)."""
+def filtered(table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str]) -> pd.DataFrame:
+    """The filter widgets applied to the table (``note`` holds the curation reason when curated_filter);
+    ``words`` names label 0 and label 1."""
     has_probabilities = table["probability"].notna().any()
     part, label, outcome, confidence = st.columns([3, 2, 2, 3])
     types = sorted(table["study_type"].unique())
     chosen_types = part.multiselect("Body part", types, default=types, format_func=group_label, key="browse_types")
-    labels = label.multiselect("Label", ("normal", "abnormal"), default=("normal", "abnormal"), key="browse_labels")
+    labels = label.multiselect("Label", words, default=words, key="browse_labels")
     outcome_choice = outcome.radio("Model", OUTCOMES, horizontal=True, key="browse_outcome",
                                    disabled=not has_probabilities,
                                    help="At the model card's threshold for each body part.")
     low, high = confidence.slider("P(abnormal) between", 0.0, 1.0, (0.0, 1.0), 0.01, key="browse_confidence",
                                   disabled=not has_probabilities)
-    keep = table["study_type"].isin(chosen_types) & table["label"].map({0: "normal", 1: "abnormal"}).isin(labels)
+    keep = table["study_type"].isin(chosen_types) & table["label"].map(dict(enumerate(words))).isin(labels)
     if has_probabilities:
         keep &= table["probability"].between(low, high)
         if outcome_choice != "All":
@@ -104,6 +140,13 @@ def filtered(table: pd.DataFrame, *, curated_filter: bool) -> pd.DataFrame:
     return table[keep]
 
 
+def forget_filters() -> None:
+    """on_change of the dataset: body parts and labels differ between datasets, so the filters start afresh
+    (a kept body-part choice would match nothing in the new gallery)."""
+    for key in FILTER_KEYS:
+        st.session_state.pop(key, None)
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
 def _thumbnail(ref: str, root: str | None) -> np.ndarray:
     picture = Image.fromarray(studies.load_study(ref, Path(root) if root else None).views[0][1])
@@ -111,7 +154,7 @@ def _thumbnail(ref: str, root: str | None) -> np.ndarray:
     return np.asarray(picture)
 
 
-def study_card(row: pd.Series, root: Path | None) -> None:
+def study_card(row: pd.Series, root: Path | None, words: tuple[str, str]) -> None:
     """Thumbnail of the first view, what is known about the study, and the button to open it."""
     with st.container(border=True):
         try:
@@ -119,8 +162,12 @@ def study_card(row: pd.Series, root: Path | None) -> None:
         except studies.StudyLoadError as exc:
             st.error(str(exc))
         st.markdown(f"**{studies.study_title(row['ref'])}**  \n{row['n_views']} view(s) · "
-                    f"label **{'abnormal' if row['label'] else 'normal'}**")
-        if not math.isnan(row["probability"]):
+                    f"label **{words[int(row['label'])]}**")
+        if studies.is_fracatlas_ref(row["ref"]):
+            st.caption("FracAtlas, CC BY 4.0, resized (credit below)")
+        if not math.isnan(row["probability"]) and math.isnan(row["threshold"]):
+            st.markdown(f"P(abnormal) = **{row['probability']:.3f}**: no verdict outside the model's scope")
+        elif not math.isnan(row["probability"]):
             verdict = "right" if row["correct"] else "wrong"
             st.markdown(f"P(abnormal) = **{row['probability']:.3f}** at threshold {row['threshold']:.2f}: {verdict}")
         if isinstance(row["note"], str):
@@ -132,19 +179,31 @@ def study_card(row: pd.Series, root: Path | None) -> None:
 loaded = state.current_model()
 root = state.current_mura_root()
 st.title("Browse")
-if root is None:
+choices = [MURA] * (root is not None) + [FRACATLAS] * (not studies.fracatlas_samples().empty) + [SYNTHETIC]
+dataset = st.radio("Dataset", choices, format_func=DATASETS.get, horizontal=True, key="browse_dataset",
+                   on_change=forget_filters,
+                   help="Without a MURA folder the app shows real FracAtlas radiographs and its synthetic samples.")
+words = LABEL_WORDS[dataset]
+if dataset == MURA:
+    st.caption("Showing the valid/ studies of the MURA folder named in the sidebar.")
+    gallery = mura_gallery(loaded, root)
+elif dataset == FRACATLAS:
+    st.caption("Real radiographs from FracAtlas shipped with the app, one view each. The label is **fracture** "
+               "(expert-drawn), not MURA's **abnormal**: metal hardware without a fracture is *no fracture* here. "
+               "Hand/wrist/forearm views are judged at the forearm's threshold, shoulders at the humerus', a whole "
+               "arm at the default; leg/hip is outside the model's scope. Set a MURA folder in the sidebar to "
+               "browse MURA studies.")
+    gallery = fracatlas_gallery(loaded)
+else:
     st.caption("Showing the app's synthetic samples (not X-rays). Set a MURA folder in the sidebar to browse real "
                "studies.")
     gallery = sample_gallery(loaded)
-else:
-    st.caption("Showing the valid/ studies of the MURA folder named in the sidebar.")
-    gallery = mura_gallery(loaded, root)
 if gallery.empty:
     st.info("There is no study to show: the MURA folder has none of the studies this model's cached predictions "
             "cover.")
     st.stop()
 gallery = with_outcomes(gallery, loaded)
-shown = filtered(gallery, curated_filter=root is not None and gallery["note"].notna().any())
+shown = filtered(gallery, curated_filter=dataset == MURA and gallery["note"].notna().any(), words=words)
 sort_by, ascending = SORTS[st.selectbox("Sort", list(SORTS), key="browse_sort")]
 shown = shown.sort_values([sort_by, "ref"], ascending=[ascending, True], na_position="last")
 if shown.empty:
@@ -157,4 +216,6 @@ page_rows = shown.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
 for start in range(0, len(page_rows), COLUMNS):
     for column, (_, row) in zip(st.columns(COLUMNS), page_rows.iloc[start : start + COLUMNS].iterrows()):
         with column:
-            study_card(row, root)
+            study_card(row, root, words)
+if dataset == FRACATLAS:
+    st.caption(f"Images: {fracatlas.CREDIT}")

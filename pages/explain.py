@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 import numpy as np
 import streamlit as st
 
+from core import fracatlas
 from core.card import trained_study_types
 from core.explain import METHODS, threshold_mask
 from core.models import LoadedModel
@@ -34,10 +35,12 @@ def accept_handoff() -> None:
 
 
 def study_choices() -> list[str]:
-    """Synthetic samples, the curated MURA studies when a MURA folder is set, and a handed-over study."""
-    refs = studies.synthetic_studies()["ref"].tolist()
+    """Real FracAtlas radiographs, the curated MURA studies when a MURA folder is set, the synthetic
+    samples, and a handed-over study."""
+    refs = studies.fracatlas_samples()["ref"].tolist()
     if state.current_mura_root() is not None:
         refs += studies.curated_mura_studies()["study_path"].tolist()
+    refs += studies.synthetic_studies()["ref"].tolist()
     opened = st.session_state.get(OPENED_KEY)
     if opened and opened not in refs:
         refs.insert(0, opened)
@@ -57,20 +60,34 @@ def chosen_images() -> tuple[list[tuple[str, np.ndarray]], str | None, str]:
                            "trained on X-rays only, so its output means little here.")
             if view.radiograph.notes:
                 st.caption(f"`{view.name}`: " + "; ".join(view.radiograph.notes) + ".")
-        return [(view.name, view.radiograph.pixels) for view in uploaded], None, "upload"
+        if files or studies.fracatlas_samples().empty:
+            return [(view.name, view.radiograph.pixels) for view in uploaded], None, "upload"
+        # An empty page teaches nothing: until something is uploaded, show the first real radiograph.
+        ref = studies.fracatlas_samples()["ref"].iloc[0]
+        st.info(f"Nothing uploaded yet, so here is a real radiograph to start with ({studies.study_title(ref)}). "
+                "Upload your own above, or pick another under “Sample or MURA study”.")
+        return study_images(ref)
     ref = st.selectbox("Study", study_choices(), key="explain_study_choice", format_func=studies.study_title)
     if studies.is_mura_ref(ref):
         reason = studies.curated_mura_studies().set_index("study_path")["reason"].get(ref)
         if reason:
             st.caption(f"Curated because: {reason}")
+    return study_images(ref)
+
+
+def study_images(ref: str) -> tuple[list[tuple[str, np.ndarray]], str | None, str]:
+    """The views of a referenced study, its body part (Unknown for a FracAtlas region no MURA part
+    matches), and the study id; its label and, for FracAtlas, the credit, as captions."""
     try:
         study = studies.load_study(ref, state.current_mura_root())
     except studies.StudyLoadError as exc:
         st.error(str(exc))
         return [], None, ref
     if study.label is not None:
-        st.caption(f"Reference label: **{'abnormal' if study.label else 'normal'}**"
-                   + (" (drawn by the sample generator)" if not studies.is_mura_ref(ref) else " (MURA)"))
+        st.caption(studies.label_caption(study))
+    if studies.is_fracatlas_ref(ref):
+        st.caption(f"Image: {fracatlas.CREDIT}")
+        return study.views, study.study_type or UNKNOWN_BODY_PART, ref
     return study.views, study.study_type, ref
 
 

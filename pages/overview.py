@@ -5,8 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core import fracatlas
 from core.artifacts import EvaluationMismatchError
 from core.card import DEFAULT_THRESHOLD_KEY, trained_study_types
+from core.evaluate import FRACATLAS
 from dashboard import state
 from dashboard.charts import OVERALL, format_interval, group_label
 
@@ -80,6 +82,16 @@ def show_results(model: str, card: dict) -> None:
     trained = [group for group in evaluated if group in trained_study_types(card)]
     others = [group for group in evaluated if group not in trained]
     st.dataframe(results_table(metrics, trained + [OVERALL]), hide_index=True)
+    try:
+        external = (state.read_metrics(model, FRACATLAS) or {}).get("all") or {}
+    except EvaluationMismatchError as exc:
+        st.caption(f"The external FracAtlas check is unavailable: {exc}")
+        external = {}
+    if external.get(OVERALL):
+        upper = external[OVERALL]
+        st.caption(f"External check on FracAtlas (another hospital group; label *fracture*, not *abnormal*; image "
+                   f"level, {upper['n']} upper-limb images): AUROC {format_interval(upper['auroc'])}. "
+                   "Details and the hardware stratum on the Performance page.")
     if others:
         with st.expander(f"Body parts the model was not trained on ({len(others)})"):
             st.caption("Out of distribution, and too few studies for stable figures; "
@@ -91,9 +103,11 @@ def show_data_source() -> None:
     st.subheader("Data in use")
     root = state.current_mura_root()
     if root is None:
-        st.markdown("No MURA folder is set, so the app shows its own **synthetic** radiograph-like samples "
-                    "(drawn by `data_samples/make_synthetic.py`; not X-rays). Set your MURA v1.1 folder in the "
-                    "sidebar to browse real studies; MURA's licence forbids shipping its images.")
+        st.markdown("No MURA folder is set, so the app shows 14 **real** radiographs from FracAtlas (CC BY 4.0, "
+                    "resized; labelled *fracture*, not MURA's *abnormal*) and its own **synthetic** radiograph-like "
+                    "samples (drawn by `data_samples/make_synthetic.py`; not X-rays). Set your MURA v1.1 folder in "
+                    "the sidebar to browse MURA studies; MURA's licence forbids shipping its images.")
+        st.caption(f"Images: {fracatlas.CREDIT}")
         return
     st.markdown("What the MURA v1.1 folder's valid/ split (the test set) holds:")
     st.dataframe(valid_split_table(state.read_mura_images(root, "valid")), hide_index=True)

@@ -82,6 +82,7 @@ def test_sidebar_refuses_a_bad_mura_folder_in_one_sentence(use_scratch_weights: 
 def test_browse_samples_sorted_by_how_confidently_wrong(use_scratch_weights: Path) -> None:
     at = start_app().switch_page("../pages/browse.py").run()
     assert_clean(at)
+    at.radio(key="browse_dataset").set_value("synthetic").run()
     samples = pd.read_csv(make_synthetic.INDEX_FILE)
     assert sorted(card_titles(at)) == sorted(samples["title"])
     shown = [float(re.search(r"P\(abnormal\) = \*\*([0-9.]+)\*\*", m.value).group(1))

@@ -113,3 +113,17 @@ def test_shared_copy_reads_whole():
         row = images.set_index("file").loc[file]
         assert mask.shape == (row["height"], row["width"]) and mask.any()
     assert isinstance(outlines.mask(outlines.files()[0]), np.ndarray)
+
+
+def test_duplicate_groups_join_copies_of_one_radiograph(tmp_path):
+    root = _tiny_root(tmp_path)
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, size=(30, 40), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "images" / "A.jpg", quality=95)
+    Image.fromarray(noise).save(root / "images" / "C.jpg", quality=95)
+    Image.fromarray(255 - noise).save(root / "images" / "B.jpg", quality=95)
+    groups = fracatlas.duplicate_groups(root, ["images/A.jpg", "images/B.jpg", "images/C.jpg"])
+    assert groups == ["images/A.jpg", "images/B.jpg", "images/A.jpg"]
+    assert fracatlas.duplicate_groups(root, []) == []
+    with pytest.raises(fracatlas.FracAtlasError, match="GONE.jpg"):
+        fracatlas.duplicate_groups(root, ["images/GONE.jpg"])

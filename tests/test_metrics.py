@@ -310,3 +310,21 @@ def test_summarise_degenerate_tables_give_none_not_nan():
         assert overall["auroc"] == {"point": None, "low": None, "high": None, "n_skipped": 20}
         assert overall["average_precision"] is None
         assert overall["specificity"]["point"] is None
+
+
+def test_image_level_summary_resamples_groups_whose_images_disagree():
+    """FracAtlas stores some radiographs twice with different labels: an image-level summary over
+    such groups resamples each group whole instead of refusing it (the study level still refuses)."""
+    images = pd.DataFrame({
+        "study_type": ["hand"] * 6,
+        "patient": ["a", "a", "b", "c", "d", "e"],
+        "study": ["a", "a", "b", "c", "d", "e"],
+        "study_path": ["a", "a", "b", "c", "d", "e"],
+        "label": [1, 0, 1, 0, 1, 0],
+        "probability": [0.9, 0.8, 0.7, 0.2, 0.6, 0.4],
+    })
+    summary = metrics.summarise(images, {"hand": 0.5}, n_boot=20, levels=("image",))
+    assert set(summary) >= {"image"} and "study" not in summary
+    assert summary["image"]["overall"]["n"] == 6 and summary["image"]["overall"]["n_studies"] == 5
+    with pytest.raises(MetricsInputError, match="different labels"):
+        metrics.summarise(images, {"hand": 0.5}, n_boot=20)
