@@ -233,6 +233,7 @@ def show_study_views(
     layers: Sequence[str] | None = None,
     target: Target = "abnormal",
     study_type: str | None = None,
+    no_verdict: str | None = None,
     opacity: float = DEFAULT_OPACITY,
     colormap: str = DEFAULT_COLORMAP,
     heat_threshold: float | None = None,
@@ -243,11 +244,17 @@ def show_study_views(
     """Show a study: its verdict, then each view with P(abnormal) and its CAM overlay.
 
     ``method=None`` shows the plain views (e.g. while a slow method awaits confirmation).
+    ``no_verdict`` (one sentence) replaces the verdict for a study the model should not judge
+    (unknown or untrained body part, not a radiograph): the probability stays, in small type.
     Returns the study prediction so callers can reuse the probabilities.
     """
     probabilities = cached_probabilities(loaded, [pixels for _, pixels in images])
     prediction = study_verdict(loaded, probabilities, study_type)
-    show_verdict(prediction)
+    if no_verdict is None:
+        show_verdict(prediction)
+    else:
+        st.warning(no_verdict, icon=":material/help:")
+        st.caption(f"Study P(abnormal) = {prediction.probability:.3f}, shown for reference only.")
     grid = st.columns(max(1, columns))  # a fixed grid: every view at the same size, however many
     for index, ((name, pixels), probability) in enumerate(zip(images, probabilities)):
         with grid[index % len(grid)]:

@@ -12,7 +12,8 @@ from core import fracatlas
 from core.card import trained_study_types
 from core.explain import METHODS, threshold_mask
 from core.models import LoadedModel
-from dashboard import state, studies, uploads, views
+from core.scope import study_scope
+from dashboard import scope_view, state, studies, uploads, views
 from dashboard.charts import group_label
 from dashboard.views import CamSettings
 
@@ -55,13 +56,12 @@ def chosen_images() -> tuple[list[tuple[str, np.ndarray]], str | None, str]:
         uploaded, refusals = uploads.read_uploads(files)
         uploads.show_refusals(refusals)
         for view in uploaded:
-            if not view.radiograph.looks_like_radiograph:
-                st.warning(f"`{view.name}` does not look like a radiograph (it is in colour): the model was "
-                           "trained on X-rays only, so its output means little here.")
             if view.radiograph.notes:
                 st.caption(f"`{view.name}`: " + "; ".join(view.radiograph.notes) + ".")
         if files or studies.fracatlas_samples().empty:
-            return [(view.name, view.radiograph.pixels) for view in uploaded], None, "upload"
+            pairs = [(view.name, view.radiograph.pixels) for view in uploaded]
+            colour = [not view.radiograph.looks_like_radiograph for view in uploaded]
+            return pairs, recognised_body_part(pairs, colour), "upload"
         # An empty page teaches nothing: until something is uploaded, show the first real radiograph.
         ref = studies.fracatlas_samples()["ref"].iloc[0]
         st.info(f"Nothing uploaded yet, so here is a real radiograph to start with ({studies.study_title(ref)}). "
@@ -87,22 +87,55 @@ def study_images(ref: str) -> tuple[list[tuple[str, np.ndarray]], str | None, st
         st.caption(studies.label_caption(study))
     if studies.is_fracatlas_ref(ref):
         st.caption(f"Image: {fracatlas.CREDIT}")
-        return study.views, study.study_type or UNKNOWN_BODY_PART, ref
+        # FracAtlas "hand" mixes hand, wrist and forearm views: the scope head says which this one looks like.
+        return study.views, recognised_body_part(study.views), ref
     return study.views, study.study_type, ref
 
 
-def body_part_selector(card: dict, known: str | None, study_id: str) -> str | None:
-    """The body part whose threshold judges the study; warns when the model was not trained on it."""
+def recognised_body_part(images: list[tuple[str, np.ndarray]], colour: list[bool] | None = None) -> str:
+    """The body part the scope head recognises in every view (a MURA study type), else Unknown.
+
+    Each view's reading is shown; a view outside the model's scope (another body part, not a
+    radiograph, unlike anything it was trained on) stands out, and the study gets no verdict
+    unless the user names a trained body part themselves.
+    """
+    if not images:
+        return UNKNOWN_BODY_PART
+    names, pixels = [name for name, _ in images], [p for _, p in images]
+    scopes = scope_view.cached_scopes(loaded, pixels, colour or [])
+    if scopes is None:  # a model without a scope head: the user says what the views show
+        for name, is_colour in zip(names, colour or [], strict=False):
+            if is_colour:
+                st.warning(f"`{name}` is a colour image, not a radiograph: the model reads X-rays only.")
+        return UNKNOWN_BODY_PART
+    scope_view.show_scopes(names, scopes)
+    recognised, reason = study_scope(None, scopes)
+    if reason and len(images) > 1:
+        st.error(reason)
+    return recognised or UNKNOWN_BODY_PART
+
+
+def body_part_selector(card: dict, known: str | None, study_id: str) -> tuple[str | None, str | None]:
+    """The body part whose threshold judges the study, and why there is no verdict (None: there is one).
+
+    Nothing is assumed: an unknown body part, or one the model was not trained on, gets the study's
+    probability but no verdict, since a threshold chosen on humerus and forearm says nothing there.
+    """
     trained = trained_study_types(card)
     options = trained + [t for t in MURA_STUDY_TYPES if t not in trained] + [UNKNOWN_BODY_PART]
-    default = known if known in options else (trained[0] if trained else UNKNOWN_BODY_PART)
+    default = known if known in options else UNKNOWN_BODY_PART
     body_part = st.selectbox("Body part", options, index=options.index(default), key=f"explain_body_part_{study_id}",
-                             format_func=lambda t: "Unknown / other" if t == UNKNOWN_BODY_PART else group_label(t))
+                             format_func=lambda t: "Unknown / other" if t == UNKNOWN_BODY_PART else group_label(t),
+                             help="Pre-selected from what the views look like (or the study's own label); "
+                                  "change it if you know better.")
+    trained_words = ", ".join(group_label(t).lower() for t in trained)
+    if body_part == UNKNOWN_BODY_PART:
+        return None, (f"No verdict: the body part is unknown. The model was trained on {trained_words} radiographs "
+                      "only; pick the body part above if it is one of them.")
     if body_part not in trained:
-        described = "an unknown body part" if body_part == UNKNOWN_BODY_PART else group_label(body_part).lower()
-        st.warning(f"The model was trained on {', '.join(group_label(t).lower() for t in trained)} radiographs only: "
-                   f"for {described} its output is out of distribution, and the default threshold applies.")
-    return None if body_part == UNKNOWN_BODY_PART else body_part
+        return body_part, (f"No verdict: the model was trained on {trained_words} radiographs only, so for "
+                           f"{group_label(body_part).lower()} its output is out of distribution.")
+    return body_part, None
 
 
 def run_key(images: list[tuple[str, np.ndarray]], settings: CamSettings, method: str | None = None) -> str:
@@ -216,10 +249,10 @@ images, known_body_part, study_id = chosen_images()
 if not images:
     st.info("Upload a radiograph (PNG, JPEG or DICOM), or pick one of the samples, to see what the model says.")
     st.stop()
-study_type = body_part_selector(loaded.card, known_body_part, study_id)
+study_type, no_verdict = body_part_selector(loaded.card, known_body_part, study_id)
 method = confirmed_method(images, settings)
 views.show_study_views(loaded, images, method=method, layers=settings.layers, target=settings.target,
-                       study_type=study_type, opacity=settings.opacity, colormap=settings.colormap,
+                       study_type=study_type, no_verdict=no_verdict, opacity=settings.opacity, colormap=settings.colormap,
                        heat_threshold=settings.heat_threshold, aug_smooth=settings.aug_smooth,
                        eigen_smooth=settings.eigen_smooth)
 if method is not None:

@@ -24,3 +24,11 @@ def open_page(page: str) -> AppTest:
     at = start_app().switch_page(page).run()
     assert_clean(at)
     return at
+
+
+def study_probability(at: AppTest) -> str:
+    """Explain's study P(abnormal): a metric beside the verdict, or small type when there is no verdict."""
+    if any(m.label == "Study P(abnormal)" for m in at.metric):
+        return next(m.value for m in at.metric if m.label == "Study P(abnormal)")
+    prefix = "Study P(abnormal) = "
+    return next(c.value[len(prefix):].split(",")[0] for c in at.caption if c.value.startswith(prefix))

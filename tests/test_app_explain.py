@@ -19,7 +19,7 @@ from core.imaging import load_radiograph
 from core.models import DEFAULT_MODEL, load_model
 from core.predict import predict_images
 from dashboard.uploads import safe_display_name
-from tests.app_pages import assert_clean, start_app
+from tests.app_pages import assert_clean, start_app, study_probability
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data_samples" / "synthetic"
 FRACTURE_VIEWS = [SAMPLES / "humerus_fracture" / "view1.png", SAMPLES / "humerus_fracture" / "view2.png"]
@@ -49,16 +49,23 @@ def overlay_urls(at: AppTest) -> list[str]:
 
 
 def test_upload_of_a_study_gives_each_view_and_the_study_probability(use_scratch_weights: Path) -> None:
+    """No body part is assumed for an upload: no verdict until the user names a trained one."""
     at = upload(open_explain(), FRACTURE_VIEWS)
     assert_clean(at)
     expected = expected_probabilities(use_scratch_weights, FRACTURE_VIEWS)
-    assert metric(at, "Study P(abnormal)") == f"{expected.mean():.3f}"
+    assert at.selectbox(key="explain_body_part_upload").value == "unknown"
+    assert not any(m.label == "Verdict" for m in at.metric)
+    assert any(w.value.startswith("No verdict: the body part is unknown") for w in at.warning)
+    assert study_probability(at) == f"{expected.mean():.3f}"
     captions = [caption for image in at.image for caption in image.captions]
     for path, probability in zip(FRACTURE_VIEWS, expected):
         assert any(c.startswith(f"{path.name} · P(abnormal) = {probability:.3f}") for c in captions), captions
-    threshold = load_model(DEFAULT_MODEL, directory=use_scratch_weights).threshold_for(None)
-    assert metric(at, "Verdict") == ("abnormal" if expected.mean() >= threshold else "normal")
     assert len(overlay_urls(at)) >= len(FRACTURE_VIEWS)
+    at.selectbox(key="explain_body_part_upload").set_value("XR_HUMERUS").run()
+    assert_clean(at)
+    threshold = load_model(DEFAULT_MODEL, directory=use_scratch_weights).threshold_for("XR_HUMERUS")
+    assert metric(at, "Study P(abnormal)") == f"{expected.mean():.3f}"
+    assert metric(at, "Verdict") == ("abnormal" if expected.mean() >= threshold else "normal")
 
 
 def test_a_bad_file_gives_one_error_and_the_next_upload_still_works(use_scratch_weights: Path) -> None:
@@ -72,7 +79,7 @@ def test_a_bad_file_gives_one_error_and_the_next_upload_still_works(use_scratch_
     assert_clean(at)
     assert not at.error
     expected = expected_probabilities(use_scratch_weights, FRACTURE_VIEWS[:1])
-    assert metric(at, "Study P(abnormal)") == f"{expected[0]:.3f}"
+    assert study_probability(at) == f"{expected[0]:.3f}"
 
 
 def test_a_bad_file_among_good_views_is_refused_alone(use_scratch_weights: Path) -> None:
@@ -85,18 +92,20 @@ def test_a_bad_file_among_good_views_is_refused_alone(use_scratch_weights: Path)
     assert at.error[0].value.startswith("`_x_(y).png`: ")
     assert "truncated or corrupt" in at.error[0].value
     expected = expected_probabilities(use_scratch_weights, FRACTURE_VIEWS[:1])
-    assert metric(at, "Study P(abnormal)") == f"{expected[0]:.3f}"
+    assert study_probability(at) == f"{expected[0]:.3f}"
 
 
-def test_a_colour_photo_is_explained_with_a_warning(use_scratch_weights: Path) -> None:
+def test_a_colour_photo_gets_no_verdict(use_scratch_weights: Path) -> None:
     colours = np.random.default_rng(0).integers(0, 256, size=(120, 90, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(colours).save(buffer, format="PNG")
     at = open_explain()
     at.file_uploader(key="explain_upload").set_value(("holiday.png", buffer.getvalue(), "image/png")).run()
     assert_clean(at)
-    assert any(w.value.startswith("`holiday.png` does not look like a radiograph") for w in at.warning)
-    assert metric(at, "Study P(abnormal)")
+    assert "`holiday.png` is a colour image, not a radiograph: the model reads X-rays only." in [
+        w.value for w in at.warning]
+    assert not any(m.label == "Verdict" for m in at.metric)
+    assert study_probability(at)
 
 
 def test_switching_cam_method_changes_the_map(use_scratch_weights: Path) -> None:
@@ -112,11 +121,11 @@ def test_switching_cam_method_changes_the_map(use_scratch_weights: Path) -> None
 
 def test_opacity_reblends_without_changing_the_prediction(use_scratch_weights: Path) -> None:
     at = upload(open_explain(), FRACTURE_VIEWS[:1])
-    before, probability = overlay_urls(at), metric(at, "Study P(abnormal)")
+    before, probability = overlay_urls(at), study_probability(at)
     at.sidebar.slider(key="cam_opacity").set_value(0.8).run()
     assert_clean(at)
     assert set(overlay_urls(at)).isdisjoint(before)
-    assert metric(at, "Study P(abnormal)") == probability
+    assert study_probability(at) == probability
 
 
 def test_outlined_regions_are_the_ones_core_explain_finds(use_scratch_weights: Path) -> None:
@@ -143,8 +152,8 @@ def test_sample_picker_and_body_part_warning(use_scratch_weights: Path) -> None:
     card_thresholds = load_model(DEFAULT_MODEL, directory=use_scratch_weights).card["thresholds"]
     assert metric(at, "Threshold") == f"{card_thresholds['XR_FOREARM']:.3f}"
     body_part.set_value("XR_HAND").run()
-    assert [w.value for w in at.warning if "out of distribution" in w.value]
-    assert metric(at, "Threshold") == f"{card_thresholds['default']:.3f}"
+    assert [w.value for w in at.warning if w.value.startswith("No verdict") and "out of distribution" in w.value]
+    assert not any(m.label in ("Threshold", "Verdict") for m in at.metric)
 
 
 def test_slow_method_waits_for_confirmation_then_runs(use_scratch_weights: Path) -> None:

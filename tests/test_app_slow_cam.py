@@ -13,9 +13,9 @@ import pytest
 from core.explain import explain
 from core.models import DEFAULT_MODEL
 from dashboard import state
-from tests.app_pages import assert_clean
+from tests.app_pages import assert_clean, study_probability
 from tests.synthetic import synthetic_radiograph, synthetic_radiograph_png
-from tests.test_app_explain import metric, open_explain
+from tests.test_app_explain import open_explain
 
 # B's whole page run (upload, prediction, GradCAM at 96 px) takes seconds; A is held for longer.
 B_LATENCY_LIMIT_S = 60.0
@@ -49,7 +49,7 @@ def test_a_fast_cam_in_one_session_does_not_wait_for_a_slow_cam_in_another(use_s
         finally:
             b_finished.set()
         assert_clean(at)
-        assert metric(at, "Study P(abnormal)")
+        assert study_probability(at)
         assert any("GradCAM" in caption for image in at.image for caption in image.captions)
         assert a_still_running and latency < B_LATENCY_LIMIT_S
         with pytest.raises(Stopped):

@@ -28,9 +28,10 @@ from core.explain import explain
 from core.imaging import load_radiograph
 from core.models import CARD_FILE, CHECKPOINT_FILE, DEFAULT_MODEL, load_model
 from core.predict import predict_images
+from tests.app_pages import study_probability
 from tests.bad_inputs import BadInput, corpus, phantom
 from tests.fake_mura import make_fake_mura
-from tests.test_app_explain import FRACTURE_VIEWS, assert_clean, metric, open_explain
+from tests.test_app_explain import FRACTURE_VIEWS, assert_clean, open_explain
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ACCEPTED = [item for item in corpus() if item.expect == "accept"]
@@ -111,7 +112,7 @@ def test_explain_uploader_survives_the_whole_corpus_in_one_session(use_scratch_w
         assert_clean(at)
         if item.expect == "accept":
             assert not at.error, (item.name, [e.value for e in at.error])
-            assert metric(at, "Study P(abnormal)") == f"{expected_probability(use_scratch_weights, item):.3f}", \
+            assert study_probability(at) == f"{expected_probability(use_scratch_weights, item):.3f}", \
                 item.name
         else:
             assert len(at.error) == 1, (item.name, [e.value for e in at.error])
@@ -125,7 +126,7 @@ def test_explain_uploader_survives_the_whole_corpus_in_one_session(use_scratch_w
     assert not at.error
     loaded = load_model(DEFAULT_MODEL, directory=use_scratch_weights)
     expected = predict_images(loaded, [load_radiograph(good.read_bytes()).pixels])[0]
-    assert metric(at, "Study P(abnormal)") == f"{expected:.3f}"
+    assert study_probability(at) == f"{expected:.3f}"
 
 
 # --- 3. 8 threads on one shared model --------------------------------------------------------------
