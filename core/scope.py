@@ -88,7 +88,7 @@ def _cached_head(path: str, version: int) -> ScopeHead:
 def assess_images(loaded: LoadedModel, images: Sequence[np.ndarray]) -> list[ScopeAssessment] | None:
     """The scope of each image, or None when the model has no scope head."""
     head = head_for(loaded)
-    return None if head is None else head.assess(image_features(loaded, images))
+    return None if head is None else head.assess(image_features(loaded, images, source=head.feature_source))
 
 
 def study_scope(given: str | None, scopes: Sequence[ScopeAssessment]) -> tuple[str | None, str | None]:
@@ -111,10 +111,28 @@ def study_scope(given: str | None, scopes: Sequence[ScopeAssessment]) -> tuple[s
     return types.pop(), None
 
 
-def _feature_network(loaded: LoadedModel) -> nn.Module:
-    """The network whose pooled features the head reads: the first member of an ensemble."""
+FEATURE_SOURCES = ("model", "imagenet")
+
+
+def _feature_network(loaded: LoadedModel, source: str = "model") -> nn.Module:
+    """The network whose pooled features the head reads: the classifier itself (its first member for
+    an ensemble), or the same architecture with its ImageNet weights (features not tuned to MURA)."""
+    if source == "imagenet":
+        return _imagenet_network(loaded.config.name)
+    if source != "model":
+        raise ScopeHeadError(f"unknown feature source {source!r}")
     model = loaded.model
     return model.members[0] if isinstance(model, MeanProbabilityEnsemble) else model
+
+
+@functools.lru_cache(maxsize=2)
+def _imagenet_network(arch: str) -> nn.Module:
+    from core.models import create_model
+
+    network = create_model(arch, pretrained=True).eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    return network
 
 
 def _last_linear(network: nn.Module) -> nn.Linear:
@@ -125,10 +143,10 @@ def _last_linear(network: nn.Module) -> nn.Linear:
 
 
 @torch.inference_mode()
-def image_features(loaded: LoadedModel, images: Sequence[np.ndarray], *,
+def image_features(loaded: LoadedModel, images: Sequence[np.ndarray], *, source: str = "model",
                    batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-    """(N, D) float32 pooled features: the input of the classifier's final linear layer."""
-    network = _feature_network(loaded)
+    """(N, D) float32 pooled features: the input of the final linear layer of the ``source`` network."""
+    network = _feature_network(loaded, source)
     captured: list[torch.Tensor] = []
     handle = _last_linear(network).register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach()))
     try:
@@ -212,6 +230,7 @@ class ScopeHead:
     location: np.ndarray
     precision: np.ndarray
     distance_threshold: float
+    feature_source: str = "model"
 
     def _standardised(self, features: np.ndarray) -> np.ndarray:
         return (np.asarray(features, dtype=np.float64) - self.scaler_mean) / self.scaler_scale
@@ -241,6 +260,7 @@ class ScopeHead:
                                                           "pca_mean", "pca_components", "location", "precision")}
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, classes=np.array(self.classes), distance_threshold=self.distance_threshold,
+                            feature_source=np.array(self.feature_source),
                             **{k: v.astype(np.float32) for k, v in arrays.items()})
         tmp.replace(path)
 
@@ -254,11 +274,14 @@ def load_head(path: Path) -> ScopeHead:
                 "precision")}
             classes = tuple(str(c) for c in data["classes"])
             threshold = float(data["distance_threshold"])
+            source = str(data["feature_source"]) if "feature_source" in data.files else "model"
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise ScopeHeadError(f"The scope head {path.name} cannot be read ({type(exc).__name__}).") from exc
     if classes != SCOPE_CLASSES or fields["coef"].shape[0] != len(classes):
         raise ScopeHeadError(f"The scope head {path.name} does not hold the expected classes.")
-    return ScopeHead(classes, distance_threshold=threshold, **fields)
+    if source not in FEATURE_SOURCES:
+        raise ScopeHeadError(f"The scope head {path.name} reads an unknown feature source.")
+    return ScopeHead(classes, distance_threshold=threshold, feature_source=source, **fields)
 
 
 def _fit_parts(features: np.ndarray, labels: np.ndarray) -> tuple[StandardScaler, LogisticRegression, PCA, LedoitWolf]:
@@ -270,15 +293,16 @@ def _fit_parts(features: np.ndarray, labels: np.ndarray) -> tuple[StandardScaler
     return scaler, classifier, pca, covariance
 
 
-def _as_head(parts: tuple[StandardScaler, LogisticRegression, PCA, LedoitWolf], threshold: float) -> ScopeHead:
+def _as_head(parts: tuple[StandardScaler, LogisticRegression, PCA, LedoitWolf], threshold: float,
+             source: str = "model") -> ScopeHead:
     scaler, classifier, pca, covariance = parts
     order = [list(classifier.classes_).index(c) for c in range(len(SCOPE_CLASSES))]
     return ScopeHead(SCOPE_CLASSES, scaler.mean_, scaler.scale_, classifier.coef_[order], classifier.intercept_[order],
-                     pca.mean_, pca.components_, covariance.location_, covariance.precision_, threshold)
+                     pca.mean_, pca.components_, covariance.location_, covariance.precision_, threshold, source)
 
 
 def fit_head(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *,
-             n_splits: int = 5, seed: int = 0) -> tuple[ScopeHead, np.ndarray, np.ndarray]:
+             n_splits: int = 5, seed: int = 0, source: str = "model") -> tuple[ScopeHead, np.ndarray, np.ndarray]:
     """Fit on everything; return it with out-of-fold probabilities and distances.
 
     ``labels`` index :data:`SCOPE_CLASSES`; ``groups`` keep a patient (MURA) or a duplicate group
@@ -295,7 +319,7 @@ def fit_head(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *,
         oof_probabilities[test_index] = fold_head.probabilities(features[test_index])
         oof_distances[test_index] = fold_head.distances(features[test_index])
     threshold = float(np.quantile(oof_distances, _TYPICAL_QUANTILE))
-    return _as_head(_fit_parts(features, labels), threshold), oof_probabilities, oof_distances
+    return _as_head(_fit_parts(features, labels), threshold, source), oof_probabilities, oof_distances
 
 
 def _load_pixels(paths: Sequence[Path]) -> list[np.ndarray]:
@@ -304,7 +328,8 @@ def _load_pixels(paths: Sequence[Path]) -> list[np.ndarray]:
     return [load_radiograph(path).pixels for path in paths]
 
 
-def _features_of(loaded: LoadedModel, paths: Sequence[Path], cache: Path | None, desc: str) -> np.ndarray:
+def _features_of(loaded: LoadedModel, paths: Sequence[Path], cache: Path | None, desc: str,
+                 source: str = "model") -> np.ndarray:
     """Features of image files, cached (features only, never pixels) in ``cache`` when given."""
     if cache is not None and cache.is_file():
         with np.load(cache, allow_pickle=False) as data:
@@ -313,7 +338,7 @@ def _features_of(loaded: LoadedModel, paths: Sequence[Path], cache: Path | None,
     chunks = []
     step = 32
     for start in tqdm(range(0, len(paths), step), desc=desc, unit="batch"):
-        chunks.append(image_features(loaded, _load_pixels(paths[start : start + step])))
+        chunks.append(image_features(loaded, _load_pixels(paths[start : start + step]), source=source))
     features = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -382,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=500,
                         help="at most this many training images per class (seeded sample): a linear head on "
                              "1280 features needs no more, and every image costs a forward")
+    parser.add_argument("--features", choices=FEATURE_SOURCES, default="model",
+                        help="model: the classifier's own pooled features; imagenet: the same architecture's "
+                             "ImageNet features (not tuned to MURA's look)")
     parser.add_argument("--feature-cache", type=Path, default=Path("runs/scope_features"),
                         help="folder for cached features (no pixels), so a refit skips the forwards")
     args = parser.parse_args(argv)
@@ -391,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_threads()
     loaded = load_model(args.model)
-    cache = args.feature_cache / loaded.name
+    cache = args.feature_cache / loaded.name / args.features
+    source = args.features
     mura_root = mura.resolve_root(args.mura_root)
     atlas_root = fracatlas.resolve_root(args.fracatlas_root)
 
@@ -405,31 +434,31 @@ def main(argv: list[str] | None = None) -> int:
 
     train_features = np.concatenate([
         _features_of(loaded, [mura.image_file(mura_root, p) for p in mura_train["path"]], cache / "mura_train.npz",
-                     "MURA train"),
+                     "MURA train", source=source),
         _features_of(loaded, [fracatlas.image_file(atlas_root, f) for f in atlas_train["file"]],
-                     cache / "fracatlas.npz", "FracAtlas"),
+                     cache / "fracatlas.npz", "FracAtlas", source=source),
     ])
     labels = np.array([SCOPE_CLASSES.index(t.removeprefix("XR_").lower()) for t in mura_train["study_type"]]
                       + [SCOPE_CLASSES.index(atlas_classes[r]) for r in atlas_train["region"]])
     atlas_groups = _duplicate_groups(atlas_root, atlas_train["file"].tolist())
     groups = np.array([f"mura:{p}" for p in mura_train["patient"]] + [f"atlas:{g}" for g in atlas_groups])
-    head, oof_probabilities, oof_distances = fit_head(train_features, labels, groups)
+    head, oof_probabilities, oof_distances = fit_head(train_features, labels, groups, source=source)
 
     valid = mura.read_images(mura_root, "valid")
     valid_features = _features_of(loaded, [mura.image_file(mura_root, p) for p in valid["path"]],
-                                  cache / "mura_valid.npz", "MURA valid (measured only)")
+                                  cache / "mura_valid.npz", "MURA valid (measured only)", source=source)
     whole_arm = atlas[atlas["region"] == "hand+shoulder"].reset_index(drop=True)
     whole_arm_features = _features_of(loaded, [fracatlas.image_file(atlas_root, f) for f in whole_arm["file"]],
-                                      cache / "fracatlas_whole_arm.npz", "FracAtlas whole arm")
+                                      cache / "fracatlas_whole_arm.npz", "FracAtlas whole arm", source=source)
     metrics = _measure(head, labels, oof_probabilities, oof_distances, valid, valid_features,
                        atlas_train, whole_arm_features)
     probes = _non_radiograph_probes()
-    probe_features = image_features(loaded, list(probes.values()))
+    probe_features = image_features(loaded, list(probes.values()), source=source)
     probe_calls = _called(head, head.probabilities(probe_features), head.distances(probe_features))
     metrics["non_radiograph_probes"] = dict(zip(probes, probe_calls, strict=True))
     metrics["summary"]["non_radiograph_probes_called_in_scope"] = int(
         sum(call in IN_SCOPE_STUDY_TYPES for call in probe_calls))
-    metrics["fitted_on"] = {"mura_train_images": int(len(mura_train)), "fracatlas_images": int(len(atlas_train)),
+    metrics["fitted_on"] = {"features": source, "mura_train_images": int(len(mura_train)), "fracatlas_images": int(len(atlas_train)),
                             "fracatlas_duplicate_groups_merged": int(len(atlas_groups) - len(set(atlas_groups)))}
     files = ModelArtifacts(loaded.directory)
     head.save(files.scope_head)
