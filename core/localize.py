@@ -23,6 +23,8 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,9 @@ __all__ = [
     "fractured_images",
     "image_rows",
     "read_rows",
+    "LocalizationCache",
+    "LocalizationCacheError",
+    "read_cache",
     "summary_of",
     "sweep",
     "main",
@@ -126,13 +131,58 @@ def read_rows(path: Path) -> pd.DataFrame:
     """Cached rows, or an empty table with the row columns; layer and target as text ("" = none)."""
     if not path.is_file():
         return pd.DataFrame(columns=ROW_COLUMNS)
-    rows = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in ROW_COLUMNS
-                                                                if c not in ("layer", "target", "image",
-                                                                             "method", "region")})
+    return _parse_rows(path, path.name)
+
+
+_TEXT_COLUMNS = ("image", "region", "method", "layer", "target")
+
+
+def _parse_rows(source: Path | StringIO, name: str) -> pd.DataFrame:
+    rows = pd.read_csv(source, keep_default_na=False, dtype={c: str for c in _TEXT_COLUMNS},
+                       na_values={c: [""] for c in ROW_COLUMNS if c not in _TEXT_COLUMNS})
     missing = [c for c in ROW_COLUMNS if c not in rows.columns]
     if missing:
-        raise ValueError(f"{path.name} lacks the column(s) {', '.join(missing)}; move it away and re-run.")
+        raise ValueError(f"{name} lacks the column(s) {', '.join(missing)}; move it away and re-run.")
     return rows[ROW_COLUMNS]
+
+
+class LocalizationCacheError(ValueError):
+    """The cached rows and summary are unreadable or come from different runs (one sentence)."""
+
+
+@dataclass(frozen=True)
+class LocalizationCache:
+    """A model's cached localisation rows and the summary computed from exactly those rows."""
+
+    rows: pd.DataFrame
+    summary: dict
+
+
+def read_cache(files: ModelArtifacts) -> LocalizationCache | None:
+    """The cached sweep of ``files``' model, or None before the first finished sweep.
+
+    Raises:
+        LocalizationCacheError: unreadable files, or rows that are not the ones summarised (a sweep
+        stopped between its periodic saves and its final summary, a hand edit).
+    """
+    rows_path, summary_path = files.localization(DATASET), files.localization_summary(DATASET)
+    if not rows_path.is_file() or not summary_path.is_file():
+        return None
+    try:
+        text = rows_path.read_text()
+        summary = json.loads(summary_path.read_text())
+        rows = _parse_rows(StringIO(text), rows_path.name)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise LocalizationCacheError(
+            f"The cached localisation {rows_path.name} / {summary_path.name} cannot be read "
+            f"({type(exc).__name__}); re-run python -m core.localize."
+        ) from exc
+    if not isinstance(summary, dict) or summary.get("rows_sha256") != hashlib.sha256(text.encode()).hexdigest():
+        raise LocalizationCacheError(
+            f"{rows_path.name} is not the table {summary_path.name} summarises (a sweep still running or "
+            "stopped early); finish it with python -m core.localize."
+        )
+    return LocalizationCache(rows, summary)
 
 
 def _rows_text(rows: pd.DataFrame) -> str:
@@ -149,11 +199,13 @@ def summary_of(rows: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict
     }
 
 
-def _write(files: ModelArtifacts, rows: pd.DataFrame, summary: dict[str, object] | None = None) -> None:
+def _write(files: ModelArtifacts, rows: pd.DataFrame, *, n_boot: int | None = None) -> None:
+    """Write the rows; with ``n_boot``, then the summary of the rows as written (rounded) and their hash."""
     text = _rows_text(rows)
     atomic.write_text(files.localization(DATASET), text)
-    if summary is not None:
-        summary = {**summary, "rows_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    if n_boot is not None:
+        summary = {**summary_of(_parse_rows(StringIO(text), DATASET), n_boot=n_boot),
+                   "rows_sha256": hashlib.sha256(text.encode()).hexdigest()}
         atomic.write_text(files.localization_summary(DATASET),
                           json.dumps(summary, indent=2, allow_nan=False) + "\n")
 
@@ -226,7 +278,7 @@ def sweep(
             _write(files, rows)
     if new_rows:
         rows = pd.concat([rows, pd.DataFrame(new_rows, columns=ROW_COLUMNS)], ignore_index=True)
-    _write(files, rows, summary_of(rows, n_boot=n_boot))
+    _write(files, rows, n_boot=n_boot)
     return files.localization(DATASET), files.localization_summary(DATASET)
 
 
