@@ -43,6 +43,7 @@ __all__ = [
     "draw_outline",
     "image_pixels",
     "outline_scores",
+    "outlined_view",
 ]
 
 #: How the dashboard names a FracAtlas image: this prefix + its file relative to the root.
@@ -248,3 +249,13 @@ def outline_scores(heatmap: np.ndarray, pixels: np.ndarray, mask: np.ndarray) ->
                         "IoU at Otsu": scores.iou, "Dice at Otsu": scores.dice})
     return pd.DataFrame(records)
 
+
+
+def outlined_view(ref: str, pixels: np.ndarray, heatmap: np.ndarray,
+                  picture: np.ndarray) -> tuple[np.ndarray, pd.DataFrame | None]:
+    """For a FracAtlas view with an outline: the picture with the outline drawn and this view's
+    scores (:func:`outline_scores`); any other view: the picture unchanged and None."""
+    mask = expert_outline(ref)
+    if mask is None or mask.shape != pixels.shape:
+        return picture, None
+    return draw_outline(picture, mask), outline_scores(heatmap, pixels, mask)
