@@ -70,7 +70,9 @@ __all__ = [
     "MethodInfo",
     "Target",
     "explain",
+    "explain_grid",
     "faithfulness",
+    "shares_a_pass",
     "overlay",
     "threshold_mask",
 ]
@@ -354,6 +356,115 @@ def explain(
         layers=layer_names if info.uses_layers else (),
         target=target,
     )
+
+
+def shares_a_pass(method: str) -> bool:
+    """Whether :func:`explain_grid` computes ``method`` from the pass it shares with the others.
+
+    Fast methods that read only the target layers' activations, and at most their gradients, can
+    share one forward and one backward pass; the slow ones, FullGrad (input gradients) and
+    ShapleyCAM (second-order gradients) need passes of their own.
+    """
+    info = _method_info(method)
+    return not info.slow and info.gradients in ("none", "layer")
+
+
+def explain_grid(
+    loaded: LoadedModel,
+    pixels: np.ndarray,
+    *,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    target: Target = "abnormal",
+) -> dict[tuple[str, str], Explanation]:
+    """Every method at every single layer: ``explain(method=m, layers=[l])`` for each pair, cheaper.
+
+    pytorch_grad_cam runs a forward and a backward pass per CAM object, so a sweep of ten fast
+    methods over four layers would cost forty; here one CAM object per method hooks every
+    requested layer, one pass fills them all, and each object's own ``compute_cam_per_layer``
+    and ``aggregate_multi_layers`` turn the recorded activations and gradients into the map of
+    each layer choice (an ensemble's member layers averaged, as :func:`explain` does). Methods
+    that cannot share the pass (:func:`shares_a_pass`) run through :func:`explain`. A method that
+    ignores layers (FullGrad) appears once, under the layer name "".
+    """
+    for method in methods:
+        _method_info(method)
+    layer_names = _layer_names(loaded, layers)
+    if target not in ("abnormal", "normal"):
+        raise ValueError(f"target must be 'abnormal' or 'normal', not {target!r}")
+    results: dict[tuple[str, str], Explanation] = {}
+    shared = [m for m in dict.fromkeys(methods) if shares_a_pass(m)]
+    for method in dict.fromkeys(methods):
+        if method in shared:
+            continue
+        if METHODS[method].uses_layers:
+            for name in layer_names:
+                results[(method, name)] = explain(loaded, pixels, method=method, layers=[name], target=target)
+        else:
+            results[(method, "")] = explain(loaded, pixels, method=method, target=target)
+    if not shared:
+        return results
+    cam_network = _cam_network(loaded.model)
+    with torch.inference_mode(False):
+        canvas, placement = letterbox(pixels, loaded.input_size)
+        model_input = to_model_input(canvas, loaded.config.mean, loaded.config.std).unsqueeze(0)
+        with cam_network.lock, torch.enable_grad():
+            network = cam_network.network_for(loaded.model)
+            model_input = model_input.to(next(network.parameters()).device)
+            try:
+                canvas_maps, logit = _shared_pass(network, loaded, shared, layer_names, model_input, target)
+            except BaseException:
+                cam_network.discard()
+                raise
+    probability = float(torch.sigmoid(torch.tensor(logit)))
+    for (method, name), canvas_map in canvas_maps.items():
+        results[(method, name)] = Explanation(
+            heatmap=_image_heatmap(canvas_map, placement), probability=probability,
+            method=method, layers=(name,), target=target,
+        )
+    return results
+
+
+def _shared_pass(
+    network: nn.Module,
+    loaded: LoadedModel,
+    methods: list[str],
+    layer_names: tuple[str, ...],
+    model_input: torch.Tensor,
+    target: Target,
+) -> tuple[dict[tuple[str, str], np.ndarray], float]:
+    """Canvas-sized maps of each (method, layer name) from one forward and one backward pass."""
+    module_order = {path: index for index, (path, _module) in enumerate(network.named_modules())}
+    paths = sorted({p for name in layer_names for p in loaded.layer_paths(name)}, key=module_order.__getitem__)
+    modules = [resolve_layer(network, path) for path in paths]
+    targets = [BinaryClassifierOutputTarget(1 if target == "abnormal" else 0)]
+    backward = any(METHODS[m].needs_backward for m in methods)
+    handles = [m.register_forward_hook(_graph_starts_here, prepend=True) for m in modules] if backward else []
+    cams: dict[str, BaseCAM] = {}
+    try:
+        for method in methods:
+            cams[method] = METHODS[method].cam_class(model=network, target_layers=modules)
+        # What BaseCAM.forward does, once for every CAM object: each one's hooks record the
+        # activations of this forward pass and the gradients of this backward pass.
+        output = network(model_input)
+        if backward:
+            network.zero_grad()
+            sum(t(o) for t, o in zip(targets, output)).backward()
+        maps: dict[tuple[str, str], np.ndarray] = {}
+        for method, cam in cams.items():
+            try:
+                per_layer = cam.compute_cam_per_layer(model_input, targets, False)
+            except IndexError as exc:
+                raise RuntimeError(f"{method} failed on this model: {exc}") from exc
+            for name in layer_names:
+                chosen = [per_layer[paths.index(p)] for p in loaded.layer_paths(name)]
+                maps[(method, name)] = cam.aggregate_multi_layers(chosen)[0]
+        return maps, float(output.detach().reshape(-1)[0])
+    finally:
+        for cam in cams.values():
+            cam.activations_and_grads.release()
+        for handle in handles:
+            handle.remove()
 
 
 def _method_info(method: str) -> MethodInfo:

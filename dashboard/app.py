@@ -35,6 +35,7 @@ PAGES = (
     ("browse.py", "Browse", ":material/photo_library:"),
     ("performance.py", "Performance", ":material/monitoring:"),
     ("error_analysis.py", "Error analysis", ":material/rule:"),
+    ("heatmap_accuracy.py", "Heat-map accuracy", ":material/my_location:"),
     ("model_card.py", "Model card", ":material/description:"),
 )
 # Widget keys. The chosen values live under plain keys (state.MODEL_KEY, MURA_TEXT_KEY) because

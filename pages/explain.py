@@ -11,8 +11,10 @@ import streamlit as st
 from core import fracatlas
 from core.card import trained_study_types
 from core.explain import METHODS, threshold_mask
+from core.localization import TOLERANCE_PX
 from core.models import LoadedModel
 from core.scope import study_scope
+from dashboard import localization as accuracy
 from dashboard import scope_view, state, studies, uploads, views
 from dashboard.charts import group_label
 from dashboard.views import CamSettings
@@ -167,8 +169,8 @@ def confirmed_method(images: list[tuple[str, np.ndarray]], settings: CamSettings
 
 
 def view_details(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], settings: CamSettings,
-                 method: str) -> None:
-    """For one view: regions, downloads of the overlay and raw heat map, and faithfulness on request."""
+                 method: str, study_ref: str) -> None:
+    """For one view: regions, an expert outline with its scores, downloads and faithfulness on request."""
     st.subheader("One view in detail")
     names = [name for name, _ in images]
     index = st.selectbox("View", range(len(images)), format_func=names.__getitem__, key="explain_detail_view") \
@@ -181,6 +183,7 @@ def view_details(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], sett
         return
     picture = views.overlay_with_boxes(pixels, explanation.heatmap, colormap=settings.colormap,
                                        opacity=settings.opacity, heat_threshold=settings.heat_threshold)
+    picture, scores = accuracy.outlined_view(study_ref, pixels, explanation.heatmap, picture)
     original, blended = st.columns(2)
     original.image(pixels, caption=f"{name} (as decoded)", width="stretch")
     blended.image(picture, caption=f"{method} on {', '.join(explanation.layers) or 'all layers'} → "
@@ -188,6 +191,10 @@ def view_details(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], sett
     if settings.heat_threshold is not None:
         _mask, boxes = threshold_mask(explanation.heatmap, settings.heat_threshold)
         st.caption(f"{len(boxes)} region(s) with heat ≥ {settings.heat_threshold:.2f}, boxed in green.")
+    if scores is not None:
+        st.caption("Expert fracture outline in cyan (FracAtlas). How this heat map localises it, beside the "
+                   f"chance maps (hit: maximum within {TOLERANCE_PX} px of the outline):")
+        st.dataframe(scores, hide_index=True, key="explain_outline_scores")
     stem = f"{PurePosixPath(name).stem}_{method}"
     png, npy, score = st.columns(3)
     png.download_button("Overlay (.png)", views.png_bytes(picture), file_name=f"{stem}.png",
@@ -256,5 +263,5 @@ views.show_study_views(loaded, images, method=method, layers=settings.layers, ta
                        heat_threshold=settings.heat_threshold, aug_smooth=settings.aug_smooth,
                        eigen_smooth=settings.eigen_smooth)
 if method is not None:
-    view_details(loaded, images, settings, method)
+    view_details(loaded, images, settings, method, study_id)
 comparison(loaded, images, settings)

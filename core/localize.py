@@ -1,0 +1,320 @@
+"""Sweep CAM methods x layers over a FracAtlas folder's outlined fractures and cache how well each
+map points at them (``python -m core.localize --root DIR``).
+
+For every upper-limb image with an expert fracture outline, every chosen method at every chosen
+layer explains P(abnormal) (the fracture is the abnormal finding), the map is scored against
+the union of the image's outlines by :mod:`core.localization`, and so are the two chance-level
+maps (rows with method "uniform" and "bright bone" and no layer). Rows go to
+``localization_fracatlas.csv`` in the model's folder (which honours ``MURA_LENS_WEIGHTS_DIR``)
+and the summary to ``localization_fracatlas.json``, both written atomically; a rerun skips the
+rows already there, so a killed sweep resumes. Leg/hip images are out of the model's scope and
+left out.
+
+Default sweep: the fast methods that share one forward/backward pass
+(:func:`core.explain.explain_grid`, which costs about as much as one CAM) on each named layer of
+the model. EigenCAM and EigenGradCAM (an SVD per layer and member that doubles the sweep's time),
+ShapleyCAM (second-order gradients) and the slow methods are opt-in (``--methods``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from core import atomic, fracatlas, localization
+from core.artifacts import ModelArtifacts
+from core.explain import METHODS, Target, explain_grid, shares_a_pass
+from core.imaging import RadiographDecodeError, load_radiograph
+from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
+from core.predict import configure_threads, predict_images
+
+__all__ = [
+    "DATASET",
+    "ROW_COLUMNS",
+    "KEY_COLUMNS",
+    "default_methods",
+    "fractured_images",
+    "image_rows",
+    "read_rows",
+    "LocalizationCache",
+    "LocalizationCacheError",
+    "read_cache",
+    "summary_of",
+    "sweep",
+    "main",
+]
+
+DATASET = "fracatlas"
+KEY_COLUMNS = ["image", "method", "layer", "target"]
+ROW_COLUMNS = [
+    "image", "region", "hardware", "method", "layer", "target",
+    *localization.SCORE_COLUMNS, "otsu_threshold",
+    *(localization.grid_column(t) for t in localization.THRESHOLD_GRID),
+    "probability", "threshold", "seconds",
+]
+#: Which card threshold judges "model right" on each region: FracAtlas "hand" covers hand, wrist
+#: and forearm views (nearest to MURA's forearm films), "shoulder" shows the proximal humerus,
+#: a whole arm gets the card's default.
+_REGION_THRESHOLD_KEYS = {"hand": "XR_FOREARM", "shoulder": "XR_HUMERUS", "hand+shoulder": "default"}
+# Rows are rewritten to disk after this many images: a killed sweep loses at most these.
+_SAVE_EVERY = 10
+
+
+#: Fast methods left out of the default sweep, with why (each is opt-in through --methods).
+#: Measured on the shipped 4-member ensemble, one thread, all four layers of one image, on the
+#: shared 2-core machine: the grid of the other fast methods took 1.2 s, with these two 4.9 s.
+_OPT_IN_FAST_METHODS = {
+    "EigenCAM": "pytorch_grad_cam's full SVD per layer and member quadruples the sweep's CAM time",
+    "EigenGradCAM": "the same SVD, on gradient x activation",
+    "ShapleyCAM": "a second-order backward pass per layer: 2 to 60 s per map",
+}
+
+
+def default_methods() -> list[str]:
+    """The default sweep: the fast methods that share explain_grid's single pass, less the costly
+    ones in ``_OPT_IN_FAST_METHODS``, so the shipped model's sweep fits in 45 minutes on 2 cores."""
+    return [name for name in METHODS if shares_a_pass(name) and name not in _OPT_IN_FAST_METHODS]
+
+
+def fractured_images(root: Path) -> tuple[pd.DataFrame, fracatlas.Outlines]:
+    """Upper-limb images of ``root`` with at least one outlined fracture, and the outlines."""
+    images = fracatlas.read_images(root)
+    outlines = fracatlas.read_outlines(root)
+    outlined = set(outlines.files())
+    chosen = images[images["upper_limb"] & (images["fractured"] == 1) & images["file"].isin(outlined)]
+    return chosen.reset_index(drop=True), outlines
+
+
+def _threshold(card: dict, region: str) -> float:
+    thresholds = card.get("thresholds") or {}
+    default = float(thresholds.get("default", 0.5))
+    return float(thresholds.get(_REGION_THRESHOLD_KEYS.get(region, "default"), default))
+
+
+def image_rows(
+    loaded: LoadedModel,
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    *,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    target: Target = "abnormal",
+    with_baselines: bool = True,
+) -> list[dict[str, object]]:
+    """Score rows of one image: each (method, layer) map, then the chance-level maps.
+
+    Raises:
+        ValueError: the outline mask does not match the image's size, or outlines nothing.
+    """
+    if mask.shape != pixels.shape:
+        raise ValueError(f"its outlines are drawn on a {mask.shape[1]}x{mask.shape[0]} image, "
+                         f"but the file is {pixels.shape[1]}x{pixels.shape[0]}")
+    rows: list[dict[str, object]] = []
+    region = localization.tolerance_region(mask)
+    if methods:
+        for (method, layer), explanation in explain_grid(loaded, pixels, methods=methods, layers=layers,
+                                                         target=target).items():
+            scores = localization.score_map(explanation.heatmap, mask, region=region)
+            rows.append({"method": method, "layer": layer, "target": target, **scores.as_row()})
+    if with_baselines:
+        for name, heatmap in localization.baseline_maps(pixels).items():
+            scores = localization.score_map(heatmap, mask, region=region)
+            rows.append({"method": name, "layer": "", "target": "", **scores.as_row()})
+    return rows
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """Cached rows, or an empty table with the row columns; layer and target as text ("" = none)."""
+    if not path.is_file():
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    return _parse_rows(path, path.name)
+
+
+_TEXT_COLUMNS = ("image", "region", "method", "layer", "target")
+
+
+def _parse_rows(source: Path | StringIO, name: str) -> pd.DataFrame:
+    rows = pd.read_csv(source, keep_default_na=False, dtype={c: str for c in _TEXT_COLUMNS},
+                       na_values={c: [""] for c in ROW_COLUMNS if c not in _TEXT_COLUMNS})
+    missing = [c for c in ROW_COLUMNS if c not in rows.columns]
+    if missing:
+        raise ValueError(f"{name} lacks the column(s) {', '.join(missing)}; move it away and re-run.")
+    return rows[ROW_COLUMNS]
+
+
+class LocalizationCacheError(ValueError):
+    """The cached rows and summary are unreadable or come from different runs (one sentence)."""
+
+
+@dataclass(frozen=True)
+class LocalizationCache:
+    """A model's cached localisation rows and the summary computed from exactly those rows."""
+
+    rows: pd.DataFrame
+    summary: dict
+
+
+def read_cache(files: ModelArtifacts) -> LocalizationCache | None:
+    """The cached sweep of ``files``' model, or None before the first finished sweep.
+
+    Raises:
+        LocalizationCacheError: unreadable files, or rows that are not the ones summarised (a sweep
+        stopped between its periodic saves and its final summary, a hand edit).
+    """
+    rows_path, summary_path = files.localization(DATASET), files.localization_summary(DATASET)
+    if not rows_path.is_file() or not summary_path.is_file():
+        return None
+    try:
+        text = rows_path.read_text()
+        summary = json.loads(summary_path.read_text())
+        rows = _parse_rows(StringIO(text), rows_path.name)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise LocalizationCacheError(
+            f"The cached localisation {rows_path.name} / {summary_path.name} cannot be read "
+            f"({type(exc).__name__}); re-run python -m core.localize."
+        ) from exc
+    if not isinstance(summary, dict) or summary.get("rows_sha256") != hashlib.sha256(text.encode()).hexdigest():
+        raise LocalizationCacheError(
+            f"{rows_path.name} is not the table {summary_path.name} summarises (a sweep still running or "
+            "stopped early); finish it with python -m core.localize."
+        )
+    return LocalizationCache(rows, summary)
+
+
+def _rows_text(rows: pd.DataFrame) -> str:
+    ordered = rows.sort_values(KEY_COLUMNS, kind="stable")[ROW_COLUMNS].infer_objects()
+    return ordered.to_csv(index=False, float_format="%.6g")
+
+
+def summary_of(rows: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict[str, object]:
+    """The summary JSON of a rows table: localization.summarise plus how long the sweep took."""
+    return {
+        "dataset": DATASET,
+        **localization.summarise(rows, n_boot=n_boot, seed=seed),
+        "sweep_seconds": round(float(rows["seconds"].sum()), 1),
+    }
+
+
+def _write(files: ModelArtifacts, rows: pd.DataFrame, *, n_boot: int | None = None) -> None:
+    """Write the rows; with ``n_boot``, then the summary of the rows as written (rounded) and their hash."""
+    text = _rows_text(rows)
+    atomic.write_text(files.localization(DATASET), text)
+    if n_boot is not None:
+        summary = {**summary_of(_parse_rows(StringIO(text), DATASET), n_boot=n_boot),
+                   "rows_sha256": hashlib.sha256(text.encode()).hexdigest()}
+        atomic.write_text(files.localization_summary(DATASET),
+                          json.dumps(summary, indent=2, allow_nan=False) + "\n")
+
+
+def sweep(
+    model_name: str,
+    root: Path,
+    *,
+    methods: Sequence[str] | None = None,
+    layers: Sequence[str] | None = None,
+    target: Target = "abnormal",
+    limit: int | None = None,
+    n_boot: int = 1000,
+    progress: bool = True,
+) -> tuple[Path, Path]:
+    """Score the missing (image, method, layer) rows of ``root``'s outlined fractures; write both files.
+
+    Raises:
+        fracatlas.FracAtlasError, ModelLoadError, ValueError: one-sentence reasons.
+    """
+    loaded = load_model(model_name)
+    methods = list(dict.fromkeys(methods or default_methods()))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown CAM method(s) {', '.join(unknown)}; choose from: {', '.join(METHODS)}.")
+    layers = list(dict.fromkeys(layers or loaded.cam_layers))
+    unknown = [layer for layer in layers if layer not in loaded.cam_layers]
+    if unknown:
+        raise ValueError(f"Unknown layer(s) {', '.join(map(repr, unknown))} for {model_name}; "
+                         f"choose from: {', '.join(map(repr, loaded.cam_layers))}.")
+    images, outlines = fractured_images(root)
+    if limit is not None:
+        images = images.head(limit)
+    if images.empty:
+        raise ValueError(f"{root} has no upper-limb image with an outlined fracture.")
+    files = ModelArtifacts.of(model_name)
+    rows = read_rows(files.localization(DATASET))
+    done = set(map(tuple, rows[KEY_COLUMNS].astype(str).to_numpy()))
+    new_rows: list[dict[str, object]] = []
+    unsaved = 0
+    for image in tqdm(images.itertuples(index=False), total=len(images), desc="Localisation",
+                      unit="image", disable=not progress):
+        wanted = {(m, layer if METHODS[m].uses_layers else "") for m in methods for layer in layers}
+        missing = {pair for pair in wanted if (image.file, *pair, target) not in done}
+        with_baselines = (image.file, localization.UNIFORM, "", "") not in done
+        if not missing and not with_baselines:
+            continue
+        started = time.perf_counter()
+        try:
+            pixels = load_radiograph(fracatlas.image_file(root, image.file)).pixels
+            mask = outlines.mask(image.file)
+            todo = [m for m in methods if any(pair[0] == m for pair in missing)]
+            scored = image_rows(loaded, pixels, mask, methods=todo, layers=layers, target=target,
+                                with_baselines=with_baselines)
+            probability = float(predict_images(loaded, [pixels])[0])
+        except (RadiographDecodeError, OSError, ValueError) as exc:
+            tqdm.write(f"skipped {image.file}: {exc}", file=sys.stderr)
+            continue
+        kept = [row for row in scored
+                if row["method"] in localization.BASELINES or (row["method"], row["layer"]) in missing]
+        # The image's time, shared among the rows it produced: their sum is the sweep's time.
+        seconds = (time.perf_counter() - started) / max(1, len(kept))
+        new_rows += [{"image": image.file, "region": image.region, "hardware": int(image.hardware), **row,
+                      "probability": probability, "threshold": _threshold(loaded.card, image.region),
+                      "seconds": seconds} for row in kept]
+        unsaved += 1
+        if unsaved >= _SAVE_EVERY:
+            rows = pd.concat([rows, pd.DataFrame(new_rows, columns=ROW_COLUMNS)], ignore_index=True)
+            new_rows, unsaved = [], 0
+            _write(files, rows)
+    if new_rows:
+        rows = pd.concat([rows, pd.DataFrame(new_rows, columns=ROW_COLUMNS)], ignore_index=True)
+    _write(files, rows, n_boot=n_boot)
+    return files.localization(DATASET), files.localization_summary(DATASET)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.localize", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True, help="a FracAtlas folder (the one holding labels.csv)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
+    parser.add_argument("--methods", nargs="+", metavar="METHOD",
+                        help=f"CAM methods (default: every fast one); any of: {', '.join(METHODS)}")
+    parser.add_argument("--layers", nargs="+", metavar="LAYER", help="layer names (default: every named layer)")
+    parser.add_argument("--limit", type=int, help="only the first N outlined images (a quick check)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (1 stays fast when other work shares the machine)")
+    args = parser.parse_args(argv)
+    configure_threads(args.threads)
+    try:
+        root = fracatlas.resolve_root(args.root)
+        with threadpool_limits(args.threads):  # numpy's SVDs (EigenCAM) stall when over-threaded
+            paths = sweep(args.model, root, methods=args.methods, layers=args.layers, limit=args.limit,
+                          n_boot=args.bootstrap)
+    except (fracatlas.FracAtlasError, ModelLoadError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Heat-map accuracy: do the CAMs point at the fracture? Methods x layers ranked against FracAtlas's
+expert outlines beside two chance levels, localisation against the model's confidence, and a
+gallery with the outline drawn over the CAM. Scores come from the cache core.localize wrote."""
+
+from __future__ import annotations
+
+import streamlit as st
+from scipy.stats import spearmanr
+
+from core import fracatlas
+from core.localization import TOLERANCE_PX
+from core.localize import LocalizationCacheError
+from dashboard import localization as accuracy
+from dashboard import state, views
+
+GALLERY_PAGE_SIZE = 6
+
+model = state.current_model_name()
+st.title("Heat-map accuracy")
+st.caption(
+    "Does the heat map point at the fracture? Each CAM method and layer explains P(abnormal) on the "
+    "upper-limb FracAtlas radiographs with an expert fracture outline; a map **hits** when its maximum "
+    f"lies within {TOLERANCE_PX} px of an outline (pointing game), **energy inside** is the share of its "
+    "heat inside the outlines, and **IoU / Dice** compare the map thresholded at Otsu's level with the "
+    "outlines. Two chance levels sit beside every figure: a **uniform** map (pointing anywhere) and a "
+    "**bright-bone** map (the image's own brightness), which any useful heat map must beat. "
+    "The label is *fracture*, not MURA's *abnormal*. " + fracatlas.CREDIT
+)
+try:
+    sweep = accuracy.cached_sweep(model)
+except LocalizationCacheError as exc:
+    st.error(str(exc))
+    st.stop()
+if sweep is None:
+    st.info(f"No heat-map accuracy cache for **{model}** yet: run `python -m core.localize --root "
+            f"../shared/fracatlas --model {model}` (a FracAtlas folder) and reload.")
+    st.stop()
+
+summary, rows = sweep.summary, accuracy.with_outcomes(sweep.rows)
+minutes = summary.get("sweep_seconds", 0) / 60
+st.caption(f"{summary['n_images']} outlined fractures; 95% bootstrap intervals over images "
+           f"({summary['n_boot']} resamples); the sweep took {minutes:.0f} CPU minutes.")
+
+# --- ranking -------------------------------------------------------------------------------------
+metric = st.radio("Rank by", list(accuracy.METRICS), format_func=accuracy.METRICS.get, horizontal=True,
+                  key="accuracy_metric")
+table = accuracy.ranking(summary, metric)
+beats, sentence = accuracy.verdict(table, metric)
+(st.success if beats else st.warning)(sentence)
+uniform, bright = (table[table["method"] == name] for name in ("uniform", "bright bone"))
+chance = st.columns(2)
+for column, name, level in ((chance[0], "Uniform map (chance)", uniform), (chance[1], "Bright-bone map", bright)):
+    if not level.empty:
+        column.metric(name, f"{level['point'].iloc[0]:.3f}")
+st.plotly_chart(accuracy.ranking_figure(table, metric), key="accuracy_ranking")
+shown = table.assign(
+    value=[accuracy.interval_text(*v) for v in zip(table["point"], table["low"], table["high"])],
+    vs_bright_bone=[accuracy.interval_text(*v) for v in zip(table["diff"], table["diff_low"], table["diff_high"])],
+)
+st.dataframe(shown[["map", "n_images", "value", "vs_bright_bone", "beats_bright_bone"]]
+             .rename(columns={"value": f"{accuracy.METRICS[metric]} (95% CI)",
+                              "vs_bright_bone": "minus bright bone (95% CI)"}),
+             hide_index=True, key="accuracy_table")
+with st.expander("mIoU over heat thresholds"):
+    best_maps = table[~table["chance"]]["map"].head(5).tolist()
+    st.plotly_chart(accuracy.grid_figure(summary, best_maps), key="accuracy_grid")
+
+# --- one map: confidence and gallery -------------------------------------------------------------
+st.subheader("One map in detail")
+maps = table[~table["chance"]][["method", "layer"]].drop_duplicates().itertuples(index=False)
+choices = [(m.method, m.layer) for m in maps]
+if not choices:
+    st.stop()
+method, layer = st.selectbox("Method and layer", choices, format_func=lambda c: f"{c[0]} · {c[1]}" if c[1] else c[0],
+                             key="accuracy_map")
+chosen = rows[(rows["method"] == method) & (rows["layer"] == layer)]
+rho, _ = spearmanr(chosen["probability"], chosen["iou"]) if len(chosen) > 2 else (float("nan"), None)
+st.markdown(f"**Localisation and confidence.** Spearman correlation of P(abnormal) with IoU: "
+            f"{rho:+.2f} over {len(chosen)} images. Hit rate when the model is right: "
+            f"{chosen.loc[chosen['model'] == 'right', 'hit'].mean():.2f}; when it is wrong: "
+            f"{chosen.loc[chosen['model'] == 'wrong', 'hit'].mean():.2f}.")
+st.dataframe(accuracy.confidence_table(chosen), hide_index=True, key="accuracy_confidence")
+
+filters = st.columns(4)
+outcome = filters[0].multiselect("Outcome", ["hit", "miss"], default=["hit", "miss"], key="accuracy_outcome")
+regions = filters[1].multiselect("Region", sorted(chosen["region"].unique()), default=sorted(chosen["region"].unique()),
+                                 key="accuracy_region")
+hardware = filters[2].multiselect("Hardware", ["with", "without"], default=["with", "without"], key="accuracy_hardware")
+model_call = filters[3].multiselect("Model", ["right", "wrong"], default=["right", "wrong"], key="accuracy_model")
+listed = chosen[chosen["outcome"].isin(outcome) & chosen["region"].isin(regions)
+                & chosen["hardware"].map({1: "with", 0: "without"}).isin(hardware) & chosen["model"].isin(model_call)]
+st.caption(f"{len(listed)} of {len(chosen)} images match.")
+
+folder_text = st.text_input("FracAtlas folder for the pictures", key="accuracy_root",
+                            placeholder="../shared/fracatlas",
+                            help="Where the images are read from; empty: FRACATLAS_ROOT or the app's samples.")
+root, reason = accuracy.fracatlas_root(folder_text)
+if reason:
+    st.error(reason)
+available = [image for image in listed["image"] if root is not None and fracatlas.image_file(root, image).is_file()] \
+    if root is not None else []
+missing = listed[~listed["image"].isin(available)]
+if available:
+    pages = max(1, -(-len(available) // GALLERY_PAGE_SIZE))
+    page = st.number_input("Gallery page", 1, pages, 1, key="accuracy_page") if pages > 1 else 1
+    loaded = state.get_model(model)
+    outlines = accuracy.read_outlines(root)
+    shown_images = available[(page - 1) * GALLERY_PAGE_SIZE : page * GALLERY_PAGE_SIZE]
+    for column, image in zip(st.columns(3) * 2, shown_images):
+        row = chosen.set_index("image").loc[image]
+        with column:
+            pixels = accuracy.image_pixels(root, image)
+            if pixels is None:
+                st.caption(f"{image} cannot be read.")
+                continue
+            explanation = views.explanation_or_error(loaded, pixels, image, method=method, layers=(layer,))
+            if explanation is None:
+                continue
+            picture = accuracy.draw_outline(views.overlay_with_boxes(pixels, explanation.heatmap),
+                                            outlines.mask(image))
+            st.image(picture, width="stretch",
+                     caption=f"{image}: {row['outcome']}, IoU {row['iou']:.2f}, P(abnormal) "
+                             f"{row['probability']:.2f} ({row['model']}), {row['region']}")
+if not missing.empty:
+    st.caption("Images not in the chosen folder (listed without a picture):" if root is not None else
+               "Name a FracAtlas folder to see the pictures; the images:")
+    st.dataframe(missing[["image", "region", "hardware", "outcome", "energy", "iou", "probability", "model"]],
+                 hide_index=True, key="accuracy_missing")

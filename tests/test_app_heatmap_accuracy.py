@@ -1,0 +1,99 @@
+"""Heat-map accuracy page (AppTest): the ranking and verdict from a cache, the gallery with outlines,
+filters, and one sentence when there is no cache or a broken one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.artifacts import ModelArtifacts
+from core.localize import DATASET, main, read_cache
+from core.models import DEFAULT_MODEL
+from dashboard import localization as accuracy
+from tests.app_pages import assert_clean, open_page
+from tests.outlined_fracatlas import make_outlined_fracatlas
+
+PAGE = "../pages/heatmap_accuracy.py"
+LAYER = "stage 5 (96 ch, stride 16)"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory, scratch_weights: Path) -> tuple[Path, Path]:
+    """A weights folder whose scratch model has a localisation cache of a tiny outlined root."""
+    weights = tmp_path_factory.mktemp("accuracy_weights")
+    shutil.copytree(scratch_weights / DEFAULT_MODEL, weights / DEFAULT_MODEL)
+    root = make_outlined_fracatlas(tmp_path_factory.mktemp("accuracy_fracatlas"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
+        assert main(["--root", str(root), "--methods", "GradCAM", "LayerCAM", "--layers", LAYER,
+                     "--bootstrap", "50"]) == 0
+    return weights, root
+
+
+def _open(monkeypatch: pytest.MonkeyPatch, weights: Path, fracatlas_root: Path | None) -> AppTest:
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
+    monkeypatch.delenv("MURA_ROOT", raising=False)
+    monkeypatch.setenv("FRACATLAS_ROOT", str(fracatlas_root or ""))
+    monkeypatch.setattr(accuracy, "SAMPLES_ROOT", Path("/nonexistent/fracatlas"))
+    return open_page(PAGE)
+
+
+def test_ranking_verdict_and_gallery(monkeypatch: pytest.MonkeyPatch, swept: tuple[Path, Path]) -> None:
+    weights, root = swept
+    at = _open(monkeypatch, weights, root)
+    summary = read_cache(ModelArtifacts.of(DEFAULT_MODEL, weights)).summary
+    table = accuracy.ranking(summary, "hit")
+    (ranked,) = [frame.value for frame in at.dataframe if "map" in frame.value.columns]
+    assert ranked["map"].tolist() == table["map"].tolist()
+    assert set(ranked["map"]) >= {f"GradCAM · {LAYER}", f"LayerCAM · {LAYER}", "uniform", "bright bone"}
+    sentences = [m.value for m in [*at.success, *at.warning]]
+    assert any("bright-bone baseline on hit rate" in s for s in sentences)
+    assert len(at.get("plotly_chart")) >= 1
+    # Three outlined fractures, each drawn with its outline; none listed without a picture.
+    assert len(at.image) == 3
+    assert not [f for f in at.dataframe if "outcome" in f.value.columns and "image" in f.value.columns]
+    at.radio(key="accuracy_metric").set_value("iou").run()
+    assert_clean(at)
+    assert any("mIoU at Otsu" in m.value for m in [*at.success, *at.warning])
+    at.multiselect(key="accuracy_region").set_value(["shoulder"]).run()
+    assert_clean(at)
+    assert len(at.image) == 1 and any("1 of 3 images" in c.value for c in at.caption)
+
+
+def test_rows_without_pictures_are_listed(monkeypatch: pytest.MonkeyPatch, swept: tuple[Path, Path]) -> None:
+    weights, _root = swept
+    at = _open(monkeypatch, weights, None)
+    listed = [f.value for f in at.dataframe if "outcome" in f.value.columns and "image" in f.value.columns]
+    assert len(listed) == 1 and len(listed[0]) == 3
+    assert not at.image
+
+
+def test_no_cache_is_one_sentence(monkeypatch: pytest.MonkeyPatch, scratch_weights: Path) -> None:
+    at = _open(monkeypatch, scratch_weights, None)
+    assert len(at.info) == 1 and "No heat-map accuracy cache" in at.info[0].value
+    assert "python -m core.localize" in at.info[0].value
+
+
+def test_a_broken_cache_is_one_sentence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                        swept: tuple[Path, Path]) -> None:
+    weights = tmp_path / "weights"
+    shutil.copytree(swept[0], weights)
+    rows = ModelArtifacts.of(DEFAULT_MODEL, weights).localization(DATASET)
+    rows.write_text(rows.read_text() + rows.read_text().splitlines()[1] + "\n")
+    at = _open(monkeypatch, weights, None)
+    assert len(at.error) == 1 and "core.localize" in at.error[0].value
+
+
+def test_committed_cache_of_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MURA_LENS_WEIGHTS_DIR", raising=False)
+    monkeypatch.delenv("MURA_ROOT", raising=False)
+    monkeypatch.setenv("FRACATLAS_ROOT", "")
+    monkeypatch.setattr(accuracy, "SAMPLES_ROOT", Path("/nonexistent/fracatlas"))
+    at = open_page(PAGE)
+    assert not at.info, [m.value for m in at.info]
+    (ranked,) = [frame.value for frame in at.dataframe if "map" in frame.value.columns]
+    assert {"uniform", "bright bone"} <= set(ranked["map"]) and len(ranked) > 10
+    assert len([*at.success, *at.warning]) >= 1
