@@ -200,17 +200,19 @@ def main(argv: list[str] | None = None) -> int:
         good_files.append(_printable(file))
         print(json.dumps(record), flush=True)
     if args.study and view_probabilities:
-        study_type, scope_reason = study_scope(args.study_type, scopes)
+        suggested, scope_reason = study_scope(scopes)
         study = StudyPrediction(tuple(view_probabilities), study_probability(view_probabilities),
-                                loaded.threshold_for(study_type), study_type)
+                                loaded.threshold_for(args.study_type), args.study_type)
         print(json.dumps({
             "study": good_files,
             "study_type": study.study_type,
             "probability": round(study.probability, 6),
             "threshold": study.threshold,
-            # No verdict for a study the scope head puts outside the model's training (say why instead).
-            "verdict": None if scope_reason else study.verdict,
+            # No verdict for a study the scope head flags outside the model's training (say why instead),
+            # unless the user named the body part.
+            "verdict": None if scope_reason and not args.study_type else study.verdict,
             "in_scope": scope_reason is None,
+            "suggested_study_type": suggested,
         } | ({"scope_reason": scope_reason} if scope_reason else {})), flush=True)
     return 2 if failed else 0
 

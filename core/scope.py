@@ -91,24 +91,19 @@ def assess_images(loaded: LoadedModel, images: Sequence[np.ndarray]) -> list[Sco
     return None if head is None else head.assess(image_features(loaded, images, source=head.feature_source))
 
 
-def study_scope(given: str | None, scopes: Sequence[ScopeAssessment]) -> tuple[str | None, str | None]:
-    """The study type to judge a study as, and, when it should not be judged, why not (one sentence).
+def study_scope(scopes: Sequence[ScopeAssessment]) -> tuple[str | None, str | None]:
+    """The study type the views suggest, and, when the study should not be judged, why not (one sentence).
 
-    A body part given by the user wins (they know what they uploaded); otherwise every view must be
-    in scope and agree, else the study gets no verdict. No assessments (a model without a scope
-    head) leaves the study type unknown, judged as before.
+    A study is not judged when any view is flagged out of scope. The suggestion (every view a
+    confident humerus, or every view a confident forearm) is only a suggestion: measured on MURA's
+    own wrist, hand, elbow and finger views, the head calls most of them forearm (see
+    scope_metrics.json), so callers let the user choose the body part rather than adopting it.
     """
-    if given:
-        return given, None
-    if not scopes:
-        return None, None
-    outside = [scope for scope in scopes if not scope.in_scope]
-    if outside:
-        return None, outside[0].reason()
+    flagged = [scope for scope in scopes if scope.out_of_scope]
+    if flagged:
+        return None, flagged[0].reason()
     types = {scope.study_type for scope in scopes}
-    if len(types) > 1:
-        return None, "The views look like different body parts; say which body part the study shows."
-    return types.pop(), None
+    return (types.pop() if len(types) == 1 else None), None
 
 
 FEATURE_SOURCES = ("model", "imagenet")
@@ -185,14 +180,19 @@ class ScopeAssessment:
 
     @property
     def study_type(self) -> str | None:
-        """The MURA study type to judge the image as, or None when it is out of scope or uncertain."""
+        """The MURA study type the image looks like, when it confidently looks like a trained body part."""
         if not self.typical or not self.confident:
             return None
         return IN_SCOPE_STUDY_TYPES.get(self.body_part)
 
     @property
+    def out_of_scope(self) -> bool:
+        """Flagged: a colour image, unlike the training radiographs, or confidently another body part."""
+        return not self.typical or (self.confident and self.body_part not in IN_SCOPE_STUDY_TYPES)
+
+    @property
     def in_scope(self) -> bool:
-        return self.study_type is not None
+        return not self.out_of_scope
 
     def as_json(self) -> dict[str, object]:
         return {"body_part": self.body_part, "in_scope": self.in_scope, "study_type": self.study_type,

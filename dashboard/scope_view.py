@@ -45,7 +45,7 @@ def cached_scopes(loaded: LoadedModel, images: Sequence[np.ndarray],
 def show_scopes(names: Sequence[str], scopes: Sequence[ScopeAssessment]) -> None:
     """Each view's recognised body part in one line; views outside the scope stand out."""
     for name, scope in zip(names, scopes, strict=True):
-        if scope.in_scope:
+        if not scope.out_of_scope:
             st.caption(f"`{name}`: {scope.reason()}")
         else:
             st.error(f"`{name}`: {scope.reason()}", icon=":material/block:")

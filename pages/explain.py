@@ -95,11 +95,12 @@ def study_images(ref: str) -> tuple[list[tuple[str, np.ndarray]], str | None, st
 
 
 def recognised_body_part(images: list[tuple[str, np.ndarray]], colour: list[bool] | None = None) -> str:
-    """The body part the scope head recognises in every view (a MURA study type), else Unknown.
+    """What the scope head makes of each view, shown; the body part stays Unknown for the user to pick.
 
-    Each view's reading is shown; a view outside the model's scope (another body part, not a
-    radiograph, unlike anything it was trained on) stands out, and the study gets no verdict
-    unless the user names a trained body part themselves.
+    A view flagged out of scope (another body part, not a radiograph, unlike anything the model was
+    trained on) stands out. A humerus or forearm look is only suggested: the head calls most of
+    MURA's own wrist, hand and elbow views "forearm" (weights/<model>/scope_metrics.json), so
+    adopting it would judge a wrist at the forearm's threshold.
     """
     if not images:
         return UNKNOWN_BODY_PART
@@ -111,10 +112,11 @@ def recognised_body_part(images: list[tuple[str, np.ndarray]], colour: list[bool
                 st.warning(f"`{name}` is a colour image, not a radiograph: the model reads X-rays only.")
         return UNKNOWN_BODY_PART
     scope_view.show_scopes(names, scopes)
-    recognised, reason = study_scope(None, scopes)
-    if reason and len(images) > 1:
-        st.error(reason)
-    return recognised or UNKNOWN_BODY_PART
+    suggested, _reason = study_scope(scopes)
+    if suggested:
+        st.caption(f"Suggested body part: {group_label(suggested).lower()}. Recognition cannot yet tell MURA's wrist, "
+                   "hand or elbow views from a forearm, so choose the body part below to get a verdict.")
+    return UNKNOWN_BODY_PART
 
 
 def body_part_selector(card: dict, known: str | None, study_id: str) -> tuple[str | None, str | None]:

@@ -74,23 +74,23 @@ def test_unreadable_or_pickled_head_is_refused(tmp_path, content):
         load_head(path)
 
 
-@pytest.mark.parametrize(("probabilities", "distance", "study_type", "words"), [
-    ({"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01}, 1.0, "XR_HUMERUS",
+@pytest.mark.parametrize(("probabilities", "distance", "study_type", "flagged", "words"), [
+    ({"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01}, 1.0, "XR_HUMERUS", False,
      "humerus radiograph"),
-    ({"humerus": 0.05, "forearm": 0.8, "hand/wrist": 0.1, "shoulder": 0.03, "other": 0.02}, 1.0, "XR_FOREARM",
+    ({"humerus": 0.05, "forearm": 0.8, "hand/wrist": 0.1, "shoulder": 0.03, "other": 0.02}, 1.0, "XR_FOREARM", False,
      "forearm radiograph"),
-    ({"humerus": 0.05, "forearm": 0.1, "hand/wrist": 0.8, "shoulder": 0.03, "other": 0.02}, 1.0, None,
+    ({"humerus": 0.05, "forearm": 0.1, "hand/wrist": 0.8, "shoulder": 0.03, "other": 0.02}, 1.0, None, True,
      "humerus and forearm radiographs only"),
-    ({"humerus": 0.01, "forearm": 0.01, "hand/wrist": 0.01, "shoulder": 0.01, "other": 0.96}, 1.0, None,
+    ({"humerus": 0.01, "forearm": 0.01, "hand/wrist": 0.01, "shoulder": 0.01, "other": 0.96}, 1.0, None, True,
      "other than the arm"),
-    ({"humerus": 0.45, "forearm": 0.4, "hand/wrist": 0.1, "shoulder": 0.03, "other": 0.02}, 1.0, None, "uncertain"),
-    ({"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01}, 9.0, None,
+    ({"humerus": 0.45, "forearm": 0.4, "hand/wrist": 0.1, "shoulder": 0.03, "other": 0.02}, 1.0, None, False, "uncertain"),
+    ({"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01}, 9.0, None, True,
      "does not look like"),
 ])
-def test_assessment_decides_scope_and_says_why(probabilities, distance, study_type, words):
+def test_assessment_decides_scope_and_says_why(probabilities, distance, study_type, flagged, words):
     assessment = ScopeAssessment(probabilities, distance, distance_threshold=5.0)
     assert assessment.study_type == study_type
-    assert assessment.in_scope == (study_type is not None)
+    assert assessment.out_of_scope == flagged and assessment.in_scope == (not flagged)
     assert words in assessment.reason()
 
 
@@ -138,20 +138,16 @@ def _assessment(part: str, distance: float = 1.0, share: float = 0.9) -> ScopeAs
     return ScopeAssessment({c: share if c == part else rest for c in SCOPE_CLASSES}, distance, distance_threshold=5.0)
 
 
-def test_study_scope_judges_agreeing_in_scope_views():
-    assert scope.study_scope(None, [_assessment("forearm"), _assessment("forearm")]) == ("XR_FOREARM", None)
+def test_study_scope_suggests_agreeing_in_scope_views():
+    assert scope.study_scope([_assessment("forearm"), _assessment("forearm")]) == ("XR_FOREARM", None)
+    assert scope.study_scope([_assessment("forearm"), _assessment("humerus")]) == (None, None)
+    assert scope.study_scope([_assessment("forearm"), _assessment("humerus", share=0.4)]) == (None, None)
+    assert scope.study_scope([]) == (None, None)
 
 
-def test_study_scope_refuses_out_of_scope_mixed_and_colour_views():
-    study_type, reason = scope.study_scope(None, [_assessment("forearm"), _assessment("other")])
+def test_study_scope_flags_out_of_scope_and_colour_views():
+    study_type, reason = scope.study_scope([_assessment("forearm"), _assessment("other")])
     assert study_type is None and "other than the arm" in reason
-    study_type, reason = scope.study_scope(None, [_assessment("forearm"), _assessment("humerus")])
-    assert study_type is None and "different body parts" in reason
     colour = ScopeAssessment(_assessment("forearm").probabilities, 1.0, 5.0, colour_image=True)
-    assert scope.study_scope(None, [colour]) == (None, colour.reason())
+    assert scope.study_scope([colour]) == (None, colour.reason())
     assert "colour image" in colour.reason()
-
-
-def test_study_scope_lets_the_user_decide_and_keeps_old_models_working():
-    assert scope.study_scope("XR_HUMERUS", [_assessment("other")]) == ("XR_HUMERUS", None)
-    assert scope.study_scope(None, []) == (None, None)
