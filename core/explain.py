@@ -404,7 +404,7 @@ def explain_grid(
             results[(method, "")] = explain(loaded, pixels, method=method, target=target)
     if not shared:
         return results
-    cam_network = _cam_network(loaded.model)
+    cam_network = _cam_network(loaded.model, slow=False)  # only fast methods share a pass
     with torch.inference_mode(False):
         canvas, placement = letterbox(pixels, loaded.input_size)
         model_input = to_model_input(canvas, loaded.config.mean, loaded.config.std).unsqueeze(0)
