@@ -93,6 +93,11 @@ class MethodInfo:
     slow: bool = False
     uses_layers: bool = True
 
+    @property
+    def needs_backward(self) -> bool:
+        """Whether the method reads gradients, so a shared pass must run backward (core.localize's grid)."""
+        return self.gradients != "none"
+
 
 DEFAULT_METHOD = "GradCAM"
 
