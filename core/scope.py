@@ -212,8 +212,8 @@ class ScopeAssessment:
             return f"The body part is uncertain (most likely {part}, {share:.0%}): pick it yourself if you know it."
         if part in IN_SCOPE_STUDY_TYPES:
             return f"Looks like a {part} radiograph ({share:.0%}), which the model was trained on."
-        return (f"Looks like a {part if part != 'other' else 'body part other than the arm'} radiograph "
-                f"({share:.0%}); the model was trained on humerus and forearm radiographs only.")
+        looks = "a radiograph of a body part other than the arm" if part == "other" else f"a {part} radiograph"
+        return f"Looks like {looks} ({share:.0%}); the model was trained on humerus and forearm radiographs only."
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +152,45 @@ def test_study_scope_flags_out_of_scope_and_colour_views():
     colour = ScopeAssessment(_assessment("forearm").probabilities, 1.0, 5.0, colour_image=True)
     assert scope.study_scope([colour]) == (None, colour.reason())
     assert "colour image" in colour.reason()
+
+
+SHARED_FRACATLAS = Path(__file__).resolve().parents[2] / "shared" / "fracatlas"
+needs_fracatlas = pytest.mark.skipif(not (SHARED_FRACATLAS / "labels.csv").is_file(),
+                                     reason="no FracAtlas copy at ../shared/fracatlas")
+
+
+def _first_leg() -> Path:
+    import pandas as pd
+
+    labels = pd.read_csv(SHARED_FRACATLAS / "labels.csv")
+    return SHARED_FRACATLAS / labels.loc[labels["region"] == "leg/hip", "file"].iloc[0]
+
+
+@needs_fracatlas
+def test_predict_cli_gives_no_verdict_for_a_leg(capsys):
+    """core.predict --study on a leg radiograph: the head flags it, the study gets no verdict and a reason."""
+    import json
+
+    from core.predict import main
+
+    assert main(["--study", str(_first_leg())]) == 0
+    image, study = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert image["scope"]["body_part"] == "other" and not image["scope"]["in_scope"]
+    assert study["verdict"] is None and not study["in_scope"] and "other than the arm" in study["scope_reason"]
+    assert main(["--study", "--study-type", "XR_FOREARM", str(_first_leg())]) == 0
+    _image, study = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert study["verdict"] in ("normal", "abnormal")  # the user named the body part: judged as asked
+
+
+@needs_fracatlas
+def test_explain_flags_an_uploaded_leg_and_gives_no_verdict():
+    """The shipped model on Explain: a leg upload is flagged out of scope, with no verdict."""
+    from tests.app_pages import assert_clean, start_app, study_probability
+
+    leg = _first_leg()
+    at = start_app().switch_page("../pages/explain.py").run(timeout=120)
+    at.file_uploader(key="explain_upload").set_value((leg.name, leg.read_bytes(), "image/jpeg")).run(timeout=300)
+    assert_clean(at)
+    assert any("other than the arm" in e.value for e in at.error)
+    assert not any(m.label == "Verdict" for m in at.metric)
+    assert float(study_probability(at)) >= 0
