@@ -1,4 +1,5 @@
-# `make run` starts the dashboard; `make test` runs every test. Both set up .venv first when needed.
+# `make run` starts the dashboard; `make test` runs `make lint` (ruff) and then every test.
+# Both set up .venv first when needed.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ PORT ?= 8501
 MURA_ROOT ?= $(abspath ../shared/mura/MURA-v1.1)
 export MURA_ROOT
 
-.PHONY: run test bench evaluate imagenet-weights clean
+.PHONY: run lint test bench evaluate imagenet-weights clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +20,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 run: $(STAMP)
 	$(PY) -m streamlit run dashboard/app.py --server.port $(PORT)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: lint
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -15,11 +15,11 @@ import resource
 import sys
 import time
 
-
 from core import mura
 from core.evaluate import predict_split
 from core.models import DEFAULT_MODEL, load_model
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
+
 from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
 
 

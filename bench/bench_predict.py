@@ -22,6 +22,7 @@ import torch
 from core.explain import explain
 from core.models import DEFAULT_MODEL, load_model
 from core.predict import DEFAULT_THREADS, configure_threads, model_inputs, predict_images
+
 from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
 
 

@@ -112,22 +112,27 @@ class ModelArtifacts:
 
     @property
     def name(self) -> str:
+        """The model's name: its folder's base name, as the sidebar and the CLIs spell it."""
         return self.directory.name
 
     @property
     def checkpoint(self) -> Path:
+        """The weights (``checkpoint.pt``) that core.models loads; core.train and core.ensemble write it."""
         return self.directory / CHECKPOINT_FILE
 
     @property
     def card(self) -> Path:
+        """The model card (``model_card.json``): recipe, per-body-part thresholds and holdout metrics."""
         return self.directory / CARD_FILE
 
     @property
     def training_log(self) -> Path:
+        """Per-epoch CSV of loss and holdout AUROC from core.train, plotted on the Model card page."""
         return self.directory / TRAINING_LOG_FILE
 
     @property
     def train_state(self) -> Path:
+        """core.train's resume point: weights, optimiser, scheduler and RNG states after the last epoch."""
         return self.directory / TRAIN_STATE_FILE
 
     @property
@@ -136,23 +141,29 @@ class ModelArtifacts:
         return self.predictions(TRAIN_HOLDOUT)
 
     def predictions(self, dataset: str) -> Path:
+        """Cached per-image probabilities on ``dataset``, so pages need not rerun the model."""
         return self.directory / f"predictions_{_checked(dataset)}.csv"
 
     def metrics(self, dataset: str) -> Path:
+        """Cached metrics JSON of ``dataset``, written together with its :meth:`predictions`."""
         return self.directory / f"metrics_{_checked(dataset)}.json"
 
     def localization(self, dataset: str) -> Path:
+        """Per-image CAM localisation scores on ``dataset``: core.localize's rows, kept so a sweep resumes."""
         return self.directory / f"localization_{_checked(dataset)}.csv"
 
     def localization_summary(self, dataset: str) -> Path:
+        """Per-map summary of :meth:`localization` with bootstrap intervals, read by the Heat-map accuracy page."""
         return self.directory / f"localization_{_checked(dataset)}.json"
 
     @property
     def scope_head(self) -> Path:
+        """The fitted scope head (core.scope) that says which body part an image shows and if it is typical."""
         return self.directory / SCOPE_HEAD_FILE
 
     @property
     def scope_metrics(self) -> Path:
+        """core.scope's out-of-fold measurement of :attr:`scope_head`, written beside it."""
         return self.directory / SCOPE_METRICS_FILE
 
     def evaluation_version(self, dataset: str) -> tuple[str, int, int]:

@@ -37,8 +37,10 @@ def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically; raises AtomicWriteError if it cannot."""
     _replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def save_torch(obj: Any, path: Path) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically, so a killed run never leaves a torn checkpoint."""
     _replace_atomically(path, lambda tmp: torch.save(obj, tmp))

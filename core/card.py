@@ -191,9 +191,10 @@ def training_card(config: TrainConfig, architecture: ModelConfig, *, name: str, 
             "optimizer": "AdamW", "schedule": "one-cycle",
             "loss": ("BCE on each study's mean view probability" if config.study_loss else "BCE on each image")
                     + ", weighted per study type (MURA paper)",
-            "class_weights": {t: {"abnormal": round(a, 4), "normal": round(n, 4)} for t, (a, n) in class_weights.items()},
-            "augmentation": "lateral flip, rotation up to ±%g°, scale 0.9-1.15, shift ±6%%, brightness/contrast ±20%%"
-                            % config.rotation,
+            "class_weights": {t: {"abnormal": round(a, 4), "normal": round(n, 4)}
+                              for t, (a, n) in class_weights.items()},
+            "augmentation": f"lateral flip, rotation up to ±{config.rotation:g}°, scale 0.9-1.15, shift ±6%, "
+                            "brightness/contrast ±20%",
             "test_time_augmentation": "mean of the image and its lateral flip",
             "selection": "epoch with the best holdout study AUROC",
         },

@@ -80,6 +80,7 @@ def compare_models(model_a: str, model_b: str, split: str = "valid", *, n_boot: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m core.compare`` and print its report; returns the exit status (2 on bad input)."""
     parser = argparse.ArgumentParser(prog="python -m core.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs=2, required=True, metavar=("A", "B"), help="two folders under weights/")
     parser.add_argument("--split", default="valid", help="valid (core.evaluate) or train_holdout (core.train)")

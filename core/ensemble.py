@@ -90,6 +90,7 @@ def _shared_holdout(members: list, holdouts: list[pd.DataFrame]) -> pd.DataFrame
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m core.ensemble`` and print the holdout metrics; returns the exit status (2 on bad input)."""
     parser = argparse.ArgumentParser(prog="python -m core.ensemble", description=__doc__.split("\n\n")[0])
     parser.add_argument("--members", nargs="+", type=Path, required=True, help="core.train output folders")
     parser.add_argument("--out", type=Path, required=True, help="e.g. weights/mura_efficientnet_lite0")

@@ -165,7 +165,8 @@ def _score_distribution(probability: pd.Series, threshold: float) -> dict[str, o
     return {
         "n": int(values.size),
         "mean": round(float(values.mean()), 6),
-        "quantiles": dict(zip(("p10", "p25", "p50", "p75", "p90"), (round(float(q), 6) for q in quantiles))),
+        "quantiles": dict(zip(("p10", "p25", "p50", "p75", "p90"), (round(float(q), 6) for q in quantiles),
+                              strict=True)),
         "threshold": threshold,
         "share_called_abnormal": round(float((values >= threshold).mean()), 6),
     }
@@ -260,6 +261,7 @@ def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = DEFAULT_N
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m core.evaluate``; returns the exit status (2 when the evaluation cannot be written)."""
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=("mura", FRACATLAS), default="mura",
                         help="mura (default): a split of --mura-root; fracatlas: every image of --root")

@@ -454,7 +454,7 @@ def _shared_pass(
         output = network(model_input)
         if backward:
             network.zero_grad()
-            sum(t(o) for t, o in zip(targets, output)).backward()
+            sum(t(o) for t, o in zip(targets, output, strict=True)).backward()
         maps: dict[tuple[str, str], np.ndarray] = {}
         for method, cam in cams.items():
             try:

@@ -116,7 +116,8 @@ def read_images(root: Path) -> pd.DataFrame:
         raise FracAtlasError(f"{LABELS_FILE} has a non-numeric value in {', '.join(_INT_COLUMNS)}.") from exc
     unknown = sorted(set(table["region"].astype(str)) - set(REGIONS))
     if unknown:
-        raise FracAtlasError(f"{LABELS_FILE} has unknown region(s) {', '.join(unknown[:3])}; expected {', '.join(REGIONS)}.")
+        raise FracAtlasError(f"{LABELS_FILE} has unknown region(s) {', '.join(unknown[:3])}; "
+                             f"expected {', '.join(REGIONS)}.")
     if not table["fractured"].isin((0, 1)).all() or not table["hardware"].isin((0, 1)).all():
         raise FracAtlasError(f"{LABELS_FILE}: fractured and hardware must be 0 or 1.")
     present = [image_file(root, f).is_file() for f in table["file"].astype(str)]
@@ -167,7 +168,9 @@ def read_outlines(root: Path) -> Outlines:
         images = {int(image["id"]): image for image in coco["images"]}
         annotations = coco["annotations"]
     except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise FracAtlasError(f"{COCO_FILE} is not a COCO file with images and annotations ({type(exc).__name__}).") from exc
+        raise FracAtlasError(
+            f"{COCO_FILE} is not a COCO file with images and annotations ({type(exc).__name__})."
+        ) from exc
     polygons: dict[str, list[list[np.ndarray]]] = {}
     boxes: dict[str, list[tuple[float, float, float, float]]] = {}
     sizes: dict[str, tuple[int, int]] = {}
@@ -212,4 +215,4 @@ def duplicate_groups(root: Path, files: list[str], *, rms: float = DUPLICATE_RMS
     near = radius_neighbors_graph(np.stack(thumbnails), radius=rms * _THUMBNAIL, mode="connectivity")
     _, component = connected_components(near, directed=False)
     first_of: dict[int, str] = {}
-    return [first_of.setdefault(int(c), file) for c, file in zip(component, files)]
+    return [first_of.setdefault(int(c), file) for c, file in zip(component, files, strict=True)]

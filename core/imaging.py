@@ -489,7 +489,7 @@ def _check_rle_segments(frame: bytes, segment_bytes: int) -> None:
     count, *offsets = struct.unpack("<16I", frame[:64].ljust(64, b"\0"))
     starts = offsets[:count]
     allowed = segment_bytes + _RLE_PADDING
-    for start, end in zip(starts, [*starts[1:], len(frame)]):
+    for start, end in zip(starts, [*starts[1:], len(frame)], strict=True):
         if _RLE_MAX_EXPANSION * (end - start) <= allowed:
             continue
         decoded, position = 0, start
@@ -594,5 +594,6 @@ def _extension_mismatch_note(filename: str | None, source_format: str) -> str | 
     suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
     if suffix not in ACCEPTED_EXTENSIONS or suffix in _EXTENSIONS[source_format]:
         return None
-    return f"file named {suffix} but holds {_DISPLAY_NAMES[source_format]} data; decoded as {_DISPLAY_NAMES[source_format]}"
+    actual = _DISPLAY_NAMES[source_format]
+    return f"file named {suffix} but holds {actual} data; decoded as {actual}"
 

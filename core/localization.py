@@ -83,7 +83,7 @@ class LocalizationScores:
     def as_row(self) -> dict[str, float]:
         """Flat columns for a CSV row: hit, energy, iou, dice, otsu_threshold, iou_at_<t>..."""
         row = {k: v for k, v in asdict(self).items() if k != "iou_grid"}
-        row.update({grid_column(t): v for t, v in zip(THRESHOLD_GRID, self.iou_grid)})
+        row.update({grid_column(t): v for t, v in zip(THRESHOLD_GRID, self.iou_grid, strict=True)})
         return row
 
 
@@ -206,7 +206,7 @@ def summarise(
         group = group.set_index("image").reindex(images).dropna(subset=list(SCORE_COLUMNS))
         values = group[columns].to_numpy(dtype=float)
         statistics = metrics.bootstrap_means(values, n_boot=n_boot, seed=seed, names=columns)
-        entry: dict[str, object] = dict(zip(group_by, key if isinstance(key, tuple) else (key,)))
+        entry: dict[str, object] = dict(zip(group_by, key if isinstance(key, tuple) else (key,), strict=True))
         entry["n_images"] = int(len(group))
         entry.update({name: _interval_json(statistics[name]) for name in SCORE_COLUMNS})
         entry["iou_grid"] = {f"{t:g}": round(float(statistics[grid_column(t)].point or 0.0), 6)

@@ -291,6 +291,7 @@ def sweep(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m core.localize``; returns the exit status (2 on bad input)."""
     parser = argparse.ArgumentParser(prog="python -m core.localize", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True, help="a FracAtlas folder (the one holding labels.csv)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")

@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.calibration import calibration_curve
+from sklearn.metrics import auc as area_under_curve
 from sklearn.metrics import (
     average_precision_score,
     cohen_kappa_score,
     precision_recall_curve,
     roc_curve,
 )
-from sklearn.metrics import auc as area_under_curve
 
 from core.card import DEFAULT_THRESHOLD_KEY
 
@@ -120,6 +120,7 @@ class Confusion:
 
     @property
     def n(self) -> int:
+        """All cases counted at this operating point, the denominator of accuracy."""
         return self.tn + self.fp + self.fn + self.tp
 
 
@@ -142,6 +143,7 @@ class BootstrapInterval:
         return iter((self.point, self.low, self.high))
 
     def as_json(self) -> dict[str, float | int | None]:
+        """The interval for a metrics file, with ``n_skipped`` so readers see how many resamples were dropped."""
         return {"point": self.point, "low": self.low, "high": self.high, "n_skipped": self.n_skipped}
 
 
@@ -474,7 +476,7 @@ def bootstrap_means(
         sample = values[rows]
         counts = np.sum(~np.isnan(sample), axis=0)
         sums = np.nansum(sample, axis=0)
-        return {name: (float(s / c) if c else None) for name, s, c in zip(names, sums, counts)}
+        return {name: (float(s / c) if c else None) for name, s, c in zip(names, sums, counts, strict=True)}
 
     n_cases = len(values)
     return _bootstrap(np.arange(n_cases), np.zeros(n_cases, dtype=np.int64), measure, n_boot, seed, confidence,
@@ -580,7 +582,7 @@ def summarise(
     images = _validated_images(images)
     study_types = sorted(images["study_type"].unique())
     types_present = pd.DataFrame({"study_type": study_types})
-    per_type = dict(zip(study_types, row_thresholds(types_present, thresholds).tolist()))
+    per_type = dict(zip(study_types, row_thresholds(types_present, thresholds).tolist(), strict=True))
     overall_threshold = None if isinstance(thresholds, Mapping) else float(thresholds)
     groups = [(OVERALL, images, overall_threshold)] + [
         (study_type, images[images["study_type"] == study_type], per_type[study_type]) for study_type in study_types

@@ -271,10 +271,12 @@ _register_efficientnet_lite(
 
 
 def list_architectures() -> list[str]:
+    """Registered architecture names, sorted: the values ``--arch`` accepts."""
     return sorted(_REGISTRY)
 
 
 def get_config(arch: str) -> ModelConfig:
+    """The registered config of ``arch``; an unknown name raises ModelLoadError listing the known ones."""
     try:
         return _REGISTRY[arch]
     except KeyError:
@@ -305,6 +307,7 @@ class MeanProbabilityEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the members' mean probability for the batch ``x``."""
         mean = torch.stack([torch.sigmoid(member(x)) for member in self.members]).mean(0)
         return torch.logit(mean, eps=1e-6)
 

@@ -160,7 +160,7 @@ def read_images(root: Path, split: str, *, present_only: bool = True) -> pd.Data
         raise MuraRootError(f"{split}_labeled_studies.csv has labels other than 0 and 1.")
     table = pd.concat([paths, parts[["split", "study_type", "patient", "study"]]], axis=1)
     table["study_path"] = table["path"].str.rsplit("/", n=1).str[0] + "/"
-    label_map = dict(zip(labels["study_path"], label_values.astype(int)))
+    label_map = dict(zip(labels["study_path"], label_values.astype(int), strict=True))
     polarity = parts["polarity"].map({"positive": 1, "negative": 0})
     table["label"] = table["study_path"].map(label_map).fillna(polarity).astype(int)
     table["present"] = [

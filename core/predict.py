@@ -103,6 +103,8 @@ def study_probability(view_probabilities: Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class StudyPrediction:
+    """One study's view probabilities, their mean, and the threshold it is judged at."""
+
     view_probabilities: tuple[float, ...]
     probability: float
     threshold: float
@@ -110,6 +112,7 @@ class StudyPrediction:
 
     @property
     def verdict(self) -> Literal["abnormal", "normal"]:
+        """``"abnormal"`` when the study probability reaches the threshold, else ``"normal"``."""
         return "abnormal" if self.probability >= self.threshold else "normal"
 
 
@@ -148,6 +151,7 @@ def _printable(file: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m core.predict``: one JSON line per file (and per study); exit status 2 if a file failed."""
     from core.imaging import RadiographDecodeError, load_radiograph
     from core.scope import ScopeHeadError, assess_images, head_for, study_scope
 

@@ -167,10 +167,12 @@ class ScopeAssessment:
 
     @property
     def body_part(self) -> str:
+        """The head's most probable class, confident or not."""
         return max(self.probabilities, key=self.probabilities.__getitem__)
 
     @property
     def confident(self) -> bool:
+        """Whether the top class is probable enough (CONFIDENT_PROBABILITY) to pre-select the body part."""
         return self.probabilities[self.body_part] >= CONFIDENT_PROBABILITY
 
     @property
@@ -192,9 +194,11 @@ class ScopeAssessment:
 
     @property
     def in_scope(self) -> bool:
+        """Not flagged out of scope (the classifier's output may be read; the body part is the user's call)."""
         return not self.out_of_scope
 
     def as_json(self) -> dict[str, object]:
+        """The assessment, rounded and with its :meth:`reason`, for core.predict's JSON output."""
         return {"body_part": self.body_part, "in_scope": self.in_scope, "study_type": self.study_type,
                 "typical": self.typical, "distance": round(self.distance, 3),
                 "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()}, "reason": self.reason()}
@@ -248,6 +252,7 @@ class ScopeHead:
         return np.sqrt(np.einsum("ij,jk,ik->i", centred, self.precision, centred))
 
     def assess(self, features: np.ndarray) -> list[ScopeAssessment]:
+        """One assessment per row of pooled features: body-part probabilities and typicality."""
         probabilities, distances = self.probabilities(features), self.distances(features)
         return [
             ScopeAssessment({c: float(p) for c, p in zip(self.classes, row, strict=True)}, float(d),
@@ -256,6 +261,7 @@ class ScopeHead:
         ]
 
     def save(self, path: Path) -> None:
+        """Write the head as float32 arrays in an ``.npz`` (no pickle), replacing ``path`` only when complete."""
         arrays = {name: getattr(self, name) for name in ("scaler_mean", "scaler_scale", "coef", "intercept",
                                                           "pca_mean", "pca_components", "location", "precision")}
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -400,6 +406,7 @@ def _duplicate_groups(root: Path, files: Sequence[str]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m core.scope``: fit the head, measure it out of fold, and write both to the model's folder."""
     parser = argparse.ArgumentParser(prog="python -m core.scope", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mura-root", required=True, help="the MURA-v1.1 folder (train/ fits; valid/ is measured)")
     parser.add_argument("--fracatlas-root", required=True, help="a FracAtlas folder (hand, shoulder, leg/hip)")
@@ -458,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics["non_radiograph_probes"] = dict(zip(probes, probe_calls, strict=True))
     metrics["summary"]["non_radiograph_probes_called_in_scope"] = int(
         sum(call in IN_SCOPE_STUDY_TYPES for call in probe_calls))
-    metrics["fitted_on"] = {"features": source, "mura_train_images": int(len(mura_train)), "fracatlas_images": int(len(atlas_train)),
+    metrics["fitted_on"] = {"features": source, "mura_train_images": int(len(mura_train)),
+                            "fracatlas_images": int(len(atlas_train)),
                             "fracatlas_duplicate_groups_merged": int(len(atlas_groups) - len(set(atlas_groups)))}
     files = ModelArtifacts(loaded.directory)
     head.save(files.scope_head)
@@ -505,8 +513,10 @@ def _measure(head: ScopeHead, labels: np.ndarray, oof_probabilities: np.ndarray,
                                  zip(valid_calls, valid["study_type"], strict=True)])
     whole_arm_calls = _called(head, head.probabilities(whole_arm_features), head.distances(whole_arm_features))
     summary = {
-        "out_of_fold_recall": {c: float(np.mean([call == c for call, t in zip(oof_calls, truth, strict=True) if t == c]))
-                               for c in SCOPE_CLASSES},
+        "out_of_fold_recall": {
+            c: float(np.mean([call == c for call, t in zip(oof_calls, truth, strict=True) if t == c]))
+            for c in SCOPE_CLASSES
+        },
         "out_of_fold_unusual_share": float(np.mean([call == "unusual" for call in oof_calls])),
         "mura_valid_humerus_forearm_called_right": float(correct_in_scope[~other_parts].mean()),
         "mura_valid_other_parts_called_in_scope": int(valid_in_scope_calls[other_parts].sum()),
@@ -523,7 +533,8 @@ def _measure(head: ScopeHead, labels: np.ndarray, oof_probabilities: np.ndarray,
         "fracatlas_hand_called_forearm": hand_as_forearm,
         "mura_valid_other_part_views": [
             {"path": p, "study_type": t, "call": c}
-            for p, t, c, other in zip(valid["path"], valid["study_type"], valid_calls, other_parts, strict=True) if other
+            for p, t, c, other in zip(valid["path"], valid["study_type"], valid_calls, other_parts, strict=True)
+            if other
         ],
     }
 

@@ -47,6 +47,8 @@ __all__ = ["TrainConfig", "RUNTIME_FIELDS", "Augmentation", "AugmentedCanvases",
 
 @dataclass
 class TrainConfig:
+    """Every setting of one run; the recipe part goes into the model card and must match on resume."""
+
     mura_root: str
     arch: str
     out: str
@@ -333,7 +335,7 @@ def train(config: TrainConfig) -> Path:
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=keys, num_workers=config.workers,
                                              pin_memory=device.type == "cuda", generator=torch.Generator())
         total_loss = 0.0
-        bar = tqdm(zip(batches, loader), total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}",
+        bar = tqdm(zip(batches, loader, strict=True), total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}",
                    unit="batch", mininterval=10)
         for batch, augmented in bar:
             augmented = augmented.to(device, non_blocking=True)
@@ -447,6 +449,7 @@ def _append_log(path: Path, row: dict, restart: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m core.train``; returns the exit status (2 on bad settings or data)."""
     parser = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mura-root", required=True)
     parser.add_argument("--arch", required=True)

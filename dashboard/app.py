@@ -95,6 +95,7 @@ def mura_root_input() -> None:
 
 
 def main() -> None:
+    """Set up the page and the sidebar's model and MURA-folder inputs, then run the chosen page."""
     st.set_page_config(page_title="MURA Lens", page_icon=":material/radiology:", layout="wide")
     # torch's thread count is per thread here and every session runs in its own script thread:
     # set it on each run (cheap) so every session computes with the same count.

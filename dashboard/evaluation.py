@@ -217,7 +217,7 @@ def threshold_controls(model: str, card: Mapping | None, *, scope: str,
         if not named_only:
             sliders.append((_OTHER, "Other body parts", defaults[_OTHER]))
     thresholds = {_OTHER: defaults[_OTHER]}
-    for column, (group, label, default) in zip(st.columns(len(sliders)), sliders):
+    for column, (group, label, default) in zip(st.columns(len(sliders)), sliders, strict=True):
         key = _threshold_key(model, group)
         _seed(f"{scope}:{key}", key, default)
         value = float(column.slider(label, 0.0, 1.0, step=0.01, key=f"{scope}:{key}"))

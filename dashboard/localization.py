@@ -19,10 +19,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import fracatlas, localization
-from core.imaging import RadiographDecodeError, load_radiograph
 from core.artifacts import ModelArtifacts, file_version
-from core.localize import DATASET, LocalizationCache, read_cache
+from core.imaging import RadiographDecodeError, load_radiograph
 from core.localization import BRIGHT_BONE, UNIFORM
+from core.localize import DATASET, LocalizationCache, read_cache
 from dashboard.charts import format_interval
 
 __all__ = [

@@ -82,10 +82,12 @@ def get_model(name: str) -> LoadedModel:
 
 
 def available_models() -> list[str]:
+    """Models the sidebar offers: folders under the weights directory with a checkpoint and a card."""
     return list_shipped_models()
 
 
 def current_model_name() -> str:
+    """The sidebar's model choice, or the default model before the sidebar has run."""
     return st.session_state.get(MODEL_KEY) or DEFAULT_MODEL
 
 
@@ -191,6 +193,7 @@ def _read_training_log(path: str, version: int) -> pd.DataFrame | None:
 
 
 def read_training_log(model: str) -> pd.DataFrame | None:
+    """The model's per-epoch training log, or None if it has none; re-read when the file changes."""
     path = _files(model).training_log
     return _read_training_log(str(path), file_version(path))
 

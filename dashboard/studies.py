@@ -68,10 +68,12 @@ class Study:
 
 
 def is_mura_ref(ref: str) -> bool:
+    """Whether a study reference is a path in the MURA copy rather than a shipped sample."""
     return ref.startswith("MURA-v1.1/")
 
 
 def is_fracatlas_ref(ref: str) -> bool:
+    """Whether a study reference names one of the FracAtlas sample radiographs."""
     return ref.startswith(FRACATLAS_PREFIX)
 
 

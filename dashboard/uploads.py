@@ -62,6 +62,7 @@ class UploadRefusal:
 
     @property
     def message(self) -> str:
+        """The refusal as one markdown line: the file's name in a code span, then the reason."""
         return f"`{self.name}`: {self.reason}"
 
 

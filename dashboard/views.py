@@ -73,6 +73,7 @@ class CamSettings:
 
     @property
     def is_slow(self) -> bool:
+        """Whether the chosen method is slow, so pages run it only after the user confirms."""
         return METHODS[self.method].slow
 
 
@@ -204,6 +205,7 @@ def png_bytes(picture: np.ndarray) -> bytes:
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
+    """The array as ``.npy`` bytes (no pickle) for the raw heat-map download."""
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
@@ -256,7 +258,7 @@ def show_study_views(
         st.warning(no_verdict, icon=":material/help:")
         st.caption(f"Study P(abnormal) = {prediction.probability:.3f}, shown for reference only.")
     grid = st.columns(max(1, columns))  # a fixed grid: every view at the same size, however many
-    for index, ((name, pixels), probability) in enumerate(zip(images, probabilities)):
+    for index, ((name, pixels), probability) in enumerate(zip(images, probabilities, strict=True)):
         with grid[index % len(grid)]:
             caption = f"{name} · P(abnormal) = {probability:.3f}"
             if method is None:

@@ -214,7 +214,9 @@ page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="browse_page") if 
 st.caption(f"{len(shown)} of {len(gallery)} studies match.")
 page_rows = shown.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
 for start in range(0, len(page_rows), COLUMNS):
-    for column, (_, row) in zip(st.columns(COLUMNS), page_rows.iloc[start : start + COLUMNS].iterrows()):
+    # The last row of cards may be short: its spare columns stay empty.
+    for column, (_, row) in zip(st.columns(COLUMNS), page_rows.iloc[start : start + COLUMNS].iterrows(),
+                                strict=False):
         with column:
             study_card(row, root, words)
 if dataset == FRACATLAS:

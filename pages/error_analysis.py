@@ -69,7 +69,8 @@ st.dataframe(
         "study_type": "Body part", "patient": "Patient", "study": "Study no.", "label": "Label (1 = abnormal)",
         "n_views": "Views",
         **{name: st.column_config.NumberColumn(title, format="%.3f")
-           for name, title in (("probability", "P(abnormal)"), ("threshold", "Threshold"), ("confidence", "Confidence"))},
+           for name, title in (("probability", "P(abnormal)"), ("threshold", "Threshold"),
+                               ("confidence", "Confidence"))},
     },
 )
 st.download_button(

@@ -238,7 +238,7 @@ def comparison(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], settin
     if not runnable:
         return
     name, pixels = images[index]
-    for column, (method, method_layers) in zip(st.columns(len(runnable)), runnable):
+    for column, (method, method_layers) in zip(st.columns(len(runnable)), runnable, strict=True):
         with column:
             explanation = views.explanation_or_error(loaded, pixels, name, method=method, layers=method_layers,
                                                      target=settings.target, aug_smooth=settings.aug_smooth,
@@ -261,7 +261,8 @@ if not images:
 study_type, no_verdict = body_part_selector(loaded.card, known_body_part, study_id)
 method = confirmed_method(images, settings)
 views.show_study_views(loaded, images, method=method, layers=settings.layers, target=settings.target,
-                       study_type=study_type, no_verdict=no_verdict, opacity=settings.opacity, colormap=settings.colormap,
+                       study_type=study_type, no_verdict=no_verdict, opacity=settings.opacity,
+                       colormap=settings.colormap,
                        heat_threshold=settings.heat_threshold, aug_smooth=settings.aug_smooth,
                        eigen_smooth=settings.eigen_smooth)
 if method is not None:

@@ -54,8 +54,9 @@ for column, name, level in ((chance[0], "Uniform map (chance)", uniform), (chanc
         column.metric(name, f"{level['point'].iloc[0]:.3f}")
 st.plotly_chart(accuracy.ranking_figure(table, metric), key="accuracy_ranking")
 shown = table.assign(
-    value=[accuracy.interval_text(*v) for v in zip(table["point"], table["low"], table["high"])],
-    vs_bright_bone=[accuracy.interval_text(*v) for v in zip(table["diff"], table["diff_low"], table["diff_high"])],
+    value=[accuracy.interval_text(*v) for v in zip(table["point"], table["low"], table["high"], strict=True)],
+    vs_bright_bone=[accuracy.interval_text(*v)
+                    for v in zip(table["diff"], table["diff_low"], table["diff_high"], strict=True)],
 )
 st.dataframe(shown[["map", "n_images", "value", "vs_bright_bone", "beats_bright_bone"]]
              .rename(columns={"value": f"{accuracy.METRICS[metric]} (95% CI)",
@@ -106,7 +107,8 @@ if available:
     loaded = state.get_model(model)
     outlines = accuracy.read_outlines(root)
     shown_images = available[(page - 1) * GALLERY_PAGE_SIZE : page * GALLERY_PAGE_SIZE]
-    for column, image in zip(st.columns(3) * 2, shown_images):
+    # Six slots; the last page may fill fewer of them.
+    for column, image in zip(st.columns(3) * 2, shown_images, strict=False):
         row = chosen.set_index("image").loc[image]
         with column:
             pixels = accuracy.image_pixels(root, image)

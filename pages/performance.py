@@ -82,7 +82,8 @@ per_group_threshold = evaluation.group_thresholds(table, thresholds)
 plotted = [g for g in groups if (g == OVERALL or g in trained) and evaluated.roc[g].auc is not None]
 
 st.subheader("Confusion matrices at your thresholds")
-for column, group in zip(st.columns(len(plotted) or 1), plotted):
+# One column even when nothing can be plotted (st.columns needs at least one), so zip may stop short.
+for column, group in zip(st.columns(len(plotted) or 1), plotted, strict=False):
     threshold = per_group_threshold[group]
     title = group_label(group) + ("" if threshold is None else f" · ≥ {threshold:.2f}")
     column.plotly_chart(charts.confusion_figure(confusions[group], title=title, height=280, classes=classes),

@@ -178,7 +178,7 @@ def _build_corpus() -> tuple[BadInput, ...]:
     }
     refuse: dict[str, tuple[str, bytes]] = {
         "empty": ("empty.png", b""),
-        "text_renamed_png": ("notes.png", "Patient notes: left humerus, see attached.\n".encode()),
+        "text_renamed_png": ("notes.png", b"Patient notes: left humerus, see attached.\n"),
         "html_page": ("upload.png", b"<!DOCTYPE html>\n<html><body><h1>404 Not Found</h1></body></html>\n"),
         "heic_photo": ("IMG_0001.HEIC", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)),
         "pdf_document": ("report.pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< >>\nendobj\n"),

@@ -75,7 +75,8 @@ def test_overview_describes_the_mura_folder_in_use(use_scratch_weights: Path, sc
 def test_sidebar_refuses_a_bad_mura_folder_in_one_sentence(use_scratch_weights: Path, tmp_path: Path) -> None:
     at = set_mura_root(start_app(), tmp_path / "missing")
     assert_clean(at)
-    assert [e.value for e in at.sidebar.error] == [escape_markdown(f"The MURA folder {tmp_path / 'missing'} does not exist.")]
+    expected = escape_markdown(f"The MURA folder {tmp_path / 'missing'} does not exist.")
+    assert [e.value for e in at.sidebar.error] == [expected]
     assert at.session_state["mura_root"] is None
 
 

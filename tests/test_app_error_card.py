@@ -18,8 +18,8 @@ from streamlit.testing.v1 import AppTest
 from core import metrics
 from core.models import DEFAULT_MODEL
 from dashboard.charts import CELLS, OVERALL, format_interval, group_label
-from tests.browser import launch_chromium, page_url, require_chromium, visible_errors, wait_for_script_run
 from tests.app_pages import open_page
+from tests.browser import launch_chromium, page_url, require_chromium, visible_errors, wait_for_script_run
 from tests.server import RunningDashboard
 
 ERROR_PAGE = "../pages/error_analysis.py"

@@ -58,7 +58,7 @@ def test_upload_of_a_study_gives_each_view_and_the_study_probability(use_scratch
     assert any(w.value.startswith("No verdict: the body part is unknown") for w in at.warning)
     assert study_probability(at) == f"{expected.mean():.3f}"
     captions = [caption for image in at.image for caption in image.captions]
-    for path, probability in zip(FRACTURE_VIEWS, expected):
+    for path, probability in zip(FRACTURE_VIEWS, expected, strict=True):
         assert any(c.startswith(f"{path.name} · P(abnormal) = {probability:.3f}") for c in captions), captions
     assert len(overlay_urls(at)) >= len(FRACTURE_VIEWS)
     at.selectbox(key="explain_body_part_upload").set_value("XR_HUMERUS").run()
@@ -215,6 +215,7 @@ def test_an_empty_map_is_explained_not_shown_as_a_blank(use_scratch_weights: Pat
     pixels = np.random.default_rng(99).integers(0, 255, size=(90, 70), dtype=np.uint8)  # unseen: no cache hit
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
-    at = open_explain().file_uploader(key="explain_upload").set_value(("empty.png", buffer.getvalue(), "image/png")).run()
+    empty_png = ("empty.png", buffer.getvalue(), "image/png")
+    at = open_explain().file_uploader(key="explain_upload").set_value(empty_png).run()
     assert_clean(at)
     assert any("Empty map" in caption.value for caption in at.caption)

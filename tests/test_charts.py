@@ -20,7 +20,7 @@ def groups() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         labels = rng.integers(0, 2, n)
         probabilities = np.clip(0.3 * labels + rng.uniform(0, 0.7, n), 0, 1)
         result[study_type] = (labels, probabilities)
-    result[charts.OVERALL] = tuple(np.concatenate(parts) for parts in zip(*result.values()))
+    result[charts.OVERALL] = tuple(np.concatenate(parts) for parts in zip(*result.values(), strict=True))
     return result
 
 
@@ -98,7 +98,7 @@ def test_confusion_figure_cells_and_selection_marker(groups) -> None:
     texts = {text.split("</b>")[0].removeprefix("<b>"): text for row in heatmap.text for text in row}
     for name, count in counts.items():
         assert f"<br>{count}<br>" in texts[name]
-    positions = dict(zip(cells.customdata, zip(cells.x, cells.y)))
+    positions = dict(zip(cells.customdata, zip(cells.x, cells.y, strict=True), strict=True))
     # (called, truth): columns are the model's call, rows the truth.
     assert positions["TN"] == ("Normal", "Normal")
     assert positions["FP"] == ("Abnormal", "Normal")

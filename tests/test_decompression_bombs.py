@@ -148,7 +148,8 @@ def test_rle_segment_longer_than_its_header_is_refused_before_decoding(tmp_path:
 
 
 def test_jpeg_frame_larger_than_its_header_is_refused() -> None:
-    with pytest.raises(RadiographDecodeError, match="64 x 64 pixels but its compressed image is 13000 x 13000") as caught:
+    with pytest.raises(RadiographDecodeError,
+                       match="64 x 64 pixels but its compressed image is 13000 x 13000") as caught:
         load_radiograph(jpeg_claiming(13_000))
     assert_one_sentence(str(caught.value))
 

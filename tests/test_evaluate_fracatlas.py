@@ -140,7 +140,8 @@ def test_shipped_fracatlas_caches_agree_with_their_rows() -> None:
     from core.artifacts import SHIPPED_WEIGHTS_DIR
     from dashboard.studies import FRACATLAS_SAMPLES_DIR
 
-    shipped = [ModelArtifacts(d) for d in sorted(SHIPPED_WEIGHTS_DIR.iterdir()) if (d / "metrics_fracatlas.json").exists()]
+    shipped = [ModelArtifacts(d) for d in sorted(SHIPPED_WEIGHTS_DIR.iterdir())
+               if (d / "metrics_fracatlas.json").exists()]
     assert shipped, "no shipped model has a FracAtlas evaluation"
     samples = set(fracatlas.read_images(fracatlas.resolve_root(FRACATLAS_SAMPLES_DIR))["file"])
     for files in shipped:

@@ -425,7 +425,7 @@ def test_threads_sharing_a_model_get_the_serial_maps(mobilenet: LoadedModel) -> 
         futures = [pool.submit(run_together, job) for job in jobs]
         _done, not_done = wait(futures, timeout=120)
         assert not not_done, "explain deadlocked or stalled under 8 threads"
-    for future, (heatmap, probability) in zip(futures, serial):
+    for future, (heatmap, probability) in zip(futures, serial, strict=True):
         threaded_heatmap, threaded_probability = future.result()
         # Same map up to float summation order: BLAS/LAPACK calls made while other threads also
         # run torch ops may split reductions differently (seen once in a full suite run, on a

@@ -12,7 +12,8 @@ from PIL import Image
 
 from core import fracatlas
 
-SHARED_FRACATLAS = Path(os.environ.get("FRACATLAS_ROOT") or Path(__file__).resolve().parents[2] / "shared" / "fracatlas")
+SHARED_FRACATLAS = Path(os.environ.get("FRACATLAS_ROOT")
+                        or Path(__file__).resolve().parents[2] / "shared" / "fracatlas")
 _HEADER = "file,image_id,region,upper_limb,fractured,fracture_count,hardware,width,height\n"
 
 
@@ -72,7 +73,8 @@ def test_symlink_out_of_the_root_is_refused(tmp_path):
         fracatlas.image_file(root, "images/link.jpg")
 
 
-@pytest.mark.parametrize("coco_text", ["", "[]", "{\"images\": 3}", "{\"images\": [], \"annotations\": [{\"image_id\": 9}]}"])
+@pytest.mark.parametrize("coco_text",
+                         ["", "[]", "{\"images\": 3}", "{\"images\": [], \"annotations\": [{\"image_id\": 9}]}"])
 def test_malformed_coco_is_one_sentence(tmp_path, coco_text):
     root = _tiny_root(tmp_path)
     (root / "fractures_coco.json").write_text(coco_text)

@@ -23,7 +23,15 @@ from pydicom.pixels import get_decoder
 
 from core.imaging import MAX_PIXELS, Radiograph, RadiographDecodeError, load_radiograph
 from tests import bad_inputs
-from tests.bad_inputs import NO_CODEC_TRANSFER_SYNTAX, BadInput, corpus, crafted_png, encode_dicom, encode_image, phantom
+from tests.bad_inputs import (
+    NO_CODEC_TRANSFER_SYNTAX,
+    BadInput,
+    corpus,
+    crafted_png,
+    encode_dicom,
+    encode_image,
+    phantom,
+)
 
 CORPUS = corpus()
 ACCEPTED = [item for item in CORPUS if item.expect == "accept"]

@@ -31,7 +31,8 @@ def _write_cv(runs: Path, name: str, fitted_images: int, separation: float, fold
         for study_type in ("XR_HUMERUS", "XR_FOREARM"):
             for k in range(STUDIES_PER_FOLD):
                 label = k % 2
-                study = f"MURA-v1.1/train/{study_type}/patient{fold}{k:03d}/study1_{'positive' if label else 'negative'}/"
+                outcome = "positive" if label else "negative"
+                study = f"MURA-v1.1/train/{study_type}/patient{fold}{k:03d}/study1_{outcome}/"
                 probability = 1 / (1 + np.exp(-(separation * (label - 0.5) + rng.normal())))
                 rows.append({"path": study + "image1.png", "study_type": study_type, "patient": f"patient{fold}{k:03d}",
                              "study": "study1", "study_path": study, "label": label, "probability": probability})

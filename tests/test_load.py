@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ def test_chosen_uploads_cannot_be_confused(scratch_weights: Path) -> None:
     uploads = load_test.distinct_uploads(load_model(DEFAULT_MODEL, directory=scratch_weights), SESSIONS)
     assert len({upload.data for upload in uploads}) == SESSIONS
     expected = sorted(upload.expected for upload in uploads)
-    assert min(b - a for a, b in zip(expected, expected[1:])) >= load_test.MIN_SEPARATION
+    assert min(b - a for a, b in pairwise(expected)) >= load_test.MIN_SEPARATION
 
 
 @pytest.mark.browser

@@ -21,7 +21,8 @@ from core.localize import DATASET, LocalizationCacheError, main, read_cache, rea
 from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, create_model, get_config
 from tests.outlined_fracatlas import make_outlined_fracatlas
 
-SHARED_FRACATLAS = Path(os.environ.get("FRACATLAS_ROOT") or Path(__file__).resolve().parents[2] / "shared" / "fracatlas")
+SHARED_FRACATLAS = Path(os.environ.get("FRACATLAS_ROOT")
+                        or Path(__file__).resolve().parents[2] / "shared" / "fracatlas")
 SCRATCH_LAYER = "stage 5 (96 ch, stride 16)"
 
 

@@ -297,7 +297,8 @@ def test_evaluate_on_a_full_disk_names_the_file_and_leaves_no_temporary(evaluate
                                                                         fake_root: Path,
                                                                         monkeypatch: pytest.MonkeyPatch,
                                                                         capsys: pytest.CaptureFixture) -> None:
-    before = {path: path.read_bytes() for path in (evaluated_copy.predictions("valid"), evaluated_copy.metrics("valid"))}
+    before = {path: path.read_bytes()
+              for path in (evaluated_copy.predictions("valid"), evaluated_copy.metrics("valid"))}
 
     def disk_full(self: Path, *args: object, **kwargs: object) -> None:
         self.touch()
