@@ -84,7 +84,8 @@ def test_unreadable_or_pickled_head_is_refused(tmp_path, content):
      "humerus and forearm radiographs only"),
     ({"humerus": 0.01, "forearm": 0.01, "hand/wrist": 0.01, "shoulder": 0.01, "other": 0.96}, 1.0, None, True,
      "other than the arm"),
-    ({"humerus": 0.45, "forearm": 0.4, "hand/wrist": 0.1, "shoulder": 0.03, "other": 0.02}, 1.0, None, False, "uncertain"),
+    ({"humerus": 0.45, "forearm": 0.4, "hand/wrist": 0.1, "shoulder": 0.03, "other": 0.02}, 1.0, None, False,
+     "uncertain"),
     ({"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01}, 9.0, None, True,
      "does not look like"),
 ])
