@@ -93,11 +93,6 @@ class MethodInfo:
     slow: bool = False
     uses_layers: bool = True
 
-    @property
-    def needs_backward(self) -> bool:
-        """Whether the method reads gradients, so a shared pass must run backward (core.localize's grid)."""
-        return self.gradients != "none"
-
 
 DEFAULT_METHOD = "GradCAM"
 
@@ -443,7 +438,7 @@ def _shared_pass(
     paths = sorted({p for name in layer_names for p in loaded.layer_paths(name)}, key=module_order.__getitem__)
     modules = [resolve_layer(network, path) for path in paths]
     targets = [BinaryClassifierOutputTarget(1 if target == "abnormal" else 0)]
-    backward = any(METHODS[m].needs_backward for m in methods)
+    backward = any(METHODS[m].gradients != "none" for m in methods)
     handles = [m.register_forward_hook(_graph_starts_here, prepend=True) for m in modules] if backward else []
     cams: dict[str, BaseCAM] = {}
     try:

@@ -35,6 +35,8 @@ from tqdm import tqdm
 
 from core import atomic, fracatlas, localization
 from core.artifacts import ModelArtifacts
+from core.card import card_thresholds, threshold_for
+from core.evaluate import REGION_THRESHOLDS
 from core.explain import METHODS, Target, explain_grid, shares_a_pass
 from core.imaging import RadiographDecodeError, load_radiograph
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
@@ -64,10 +66,6 @@ ROW_COLUMNS = [
     *(localization.grid_column(t) for t in localization.THRESHOLD_GRID),
     "probability", "threshold", "seconds",
 ]
-#: Which card threshold judges "model right" on each region: FracAtlas "hand" covers hand, wrist
-#: and forearm views (nearest to MURA's forearm films), "shoulder" shows the proximal humerus,
-#: a whole arm gets the card's default.
-_REGION_THRESHOLD_KEYS = {"hand": "XR_FOREARM", "shoulder": "XR_HUMERUS", "hand+shoulder": "default"}
 # Rows are rewritten to disk after this many images: a killed sweep loses at most these.
 _SAVE_EVERY = 10
 
@@ -98,9 +96,9 @@ def fractured_images(root: Path) -> tuple[pd.DataFrame, fracatlas.Outlines]:
 
 
 def _threshold(card: dict, region: str) -> float:
-    thresholds = card.get("thresholds") or {}
-    default = float(thresholds.get("default", 0.5))
-    return float(thresholds.get(_REGION_THRESHOLD_KEYS.get(region, "default"), default))
+    """The threshold that judges "model right" on a region: core.evaluate's table, as the external evaluation."""
+    thresholds = card_thresholds(card)
+    return threshold_for(thresholds, REGION_THRESHOLDS.get(region))
 
 
 def image_rows(

@@ -368,27 +368,20 @@ def _resampled_rows(draws: np.ndarray, codes: np.ndarray) -> list[np.ndarray]:
 
 
 def _bootstrap(
-    codes: np.ndarray, study_labels: np.ndarray, measure: _Measure, n_boot: int, seed: int, confidence: float,
-    *, needs_both_classes: bool = True,
+    codes: np.ndarray, study_labels: np.ndarray, measure: _Measure, n_boot: int, seed: int, confidence: float
 ) -> dict[str, BootstrapInterval]:
-    """Percentile intervals of ``measure`` over resamples of studies; ``codes`` gives each row's study.
-
-    ``needs_both_classes=False`` keeps every resample (statistics that ignore the label, such as
-    a mean score over positive images only).
-    """
+    """Percentile intervals of ``measure`` over resamples of studies; ``codes`` gives each row's study."""
     if n_boot < 1:
         raise MetricsInputError("n_boot must be at least 1.")
     points = {name: _finite_or_none(value) for name, value in measure(np.arange(codes.size)).items()}
     values: dict[str, list[float]] = {name: [] for name in points}
     n_studies = len(study_labels)
-    if n_studies and (not needs_both_classes or _both_classes(study_labels)):
+    if _both_classes(study_labels):
         # sklearn has no bootstrap over groups (sklearn.utils.resample draws rows, not studies),
         # hence this loop; every index is drawn up front from one seeded generator.
         draws = np.random.default_rng(seed).integers(0, n_studies, size=(n_boot, n_studies))
         abnormal_drawn = study_labels[draws].sum(axis=1)
         usable = (abnormal_drawn > 0) & (abnormal_drawn < n_studies)
-        if not needs_both_classes:
-            usable[:] = True
         # The point estimate above ran with sklearn's full checks on the same kind of input;
         # skipping them per resample saves about a tenth of the time.
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
@@ -464,23 +457,34 @@ def bootstrap_means(
 ) -> dict[str, BootstrapInterval]:
     """Means of the columns of ``values`` (one row per case) with percentile bootstrap intervals.
 
-    Rows are resampled with the same seeded draws as :func:`bootstrap_cis` (one case per row, no
-    label needed), so two tables with the same number of rows in the same order are resampled
-    alike: their intervals are paired. NaNs are left out of each mean.
+    Rows are drawn like :func:`bootstrap_cis` draws studies (one seeded generator, every index up
+    front), so two tables with the same number of rows in the same order are resampled alike:
+    their intervals are paired. No label is needed (every resample counts), so the means of all
+    resamples are taken at once. NaNs are left out of each mean; a resample whose column is all
+    NaN is skipped for that column.
     """
+    if n_boot < 1:
+        raise MetricsInputError("n_boot must be at least 1.")
     values = np.asarray(values, dtype=float).reshape(len(values), len(names))
-
-    def measure(rows: np.ndarray) -> dict[str, float | None]:
-        if rows.size == 0:
-            return dict.fromkeys(names)
-        sample = values[rows]
-        counts = np.sum(~np.isnan(sample), axis=0)
-        sums = np.nansum(sample, axis=0)
-        return {name: (float(s / c) if c else None) for name, s, c in zip(names, sums, counts, strict=True)}
-
     n_cases = len(values)
-    return _bootstrap(np.arange(n_cases), np.zeros(n_cases, dtype=np.int64), measure, n_boot, seed, confidence,
-                      needs_both_classes=False)
+    if n_cases == 0:
+        return {name: BootstrapInterval(None, None, None, n_boot, n_boot, confidence) for name in names}
+    draws = np.random.default_rng(seed).integers(0, n_cases, size=(n_boot, n_cases))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        points = np.nansum(values, axis=0) / np.sum(~np.isnan(values), axis=0)
+        resampled = values[draws]
+        means = np.nansum(resampled, axis=1) / np.sum(~np.isnan(resampled), axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    intervals = {}
+    for column, name in enumerate(names):
+        collected = means[:, column][np.isfinite(means[:, column])]
+        point = _finite_or_none(float(points[column]))
+        low = high = None
+        if point is not None and collected.size:
+            low, high = (float(v) for v in np.percentile(collected, [tail, 100.0 - tail]))
+        intervals[name] = BootstrapInterval(point=point, low=low, high=high, n_boot=n_boot,
+                                            n_skipped=n_boot - int(collected.size), confidence=confidence)
+    return intervals
 
 
 # --- calibration --------------------------------------------------------------------------------

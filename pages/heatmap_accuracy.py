@@ -39,7 +39,7 @@ if sweep is None:
 summary, rows = sweep.summary, accuracy.with_outcomes(sweep.rows)
 minutes = summary.get("sweep_seconds", 0) / 60
 st.caption(f"{summary['n_images']} outlined fractures; 95% bootstrap intervals over images "
-           f"({summary['n_boot']} resamples); the sweep took {minutes:.0f} CPU minutes.")
+           f"({summary['n_boot']} resamples); the sweep's images took {minutes:.0f} minutes in all.")
 
 # --- ranking -------------------------------------------------------------------------------------
 metric = st.radio("Rank by", list(accuracy.METRICS), format_func=accuracy.METRICS.get, horizontal=True,
@@ -76,11 +76,12 @@ method, layer = st.selectbox("Method and layer", choices, format_func=lambda c: 
                              key="accuracy_map")
 chosen = rows[(rows["method"] == method) & (rows["layer"] == layer)]
 rho, _ = spearmanr(chosen["probability"], chosen["iou"]) if len(chosen) > 2 else (float("nan"), None)
+hit_rates = {call: chosen.loc[chosen["model"] == call, "hit"] for call in ("right", "wrong")}
 st.markdown(f"**Localisation and confidence.** Spearman correlation of P(abnormal) with IoU: "
-            f"{rho:+.2f} over {len(chosen)} images. Hit rate when the model is right: "
-            f"{chosen.loc[chosen['model'] == 'right', 'hit'].mean():.2f}; when it is wrong: "
-            f"{chosen.loc[chosen['model'] == 'wrong', 'hit'].mean():.2f}.")
-st.dataframe(accuracy.confidence_table(chosen), hide_index=True, key="accuracy_confidence")
+            + ("undefined" if rho != rho else f"{rho:+.2f}") + f" over {len(chosen)} images. "
+            + "; ".join(f"hit rate when the model is {call}: {rates.mean():.2f} ({len(rates)} images)"
+                        for call, rates in hit_rates.items() if len(rates)).capitalize() + ".")
+st.dataframe(accuracy.confidence_table(chosen).round(3), hide_index=True, key="accuracy_confidence")
 
 filters = st.columns(4)
 outcome = filters[0].multiselect("Outcome", ["hit", "miss"], default=["hit", "miss"], key="accuracy_outcome")
@@ -98,8 +99,7 @@ folder_text = st.text_input("FracAtlas folder for the pictures", key="accuracy_r
 root, reason = accuracy.fracatlas_root(folder_text)
 if reason:
     st.error(reason)
-available = [image for image in listed["image"] if root is not None and fracatlas.image_file(root, image).is_file()] \
-    if root is not None else []
+available = [image for image in listed["image"] if fracatlas.image_file(root, image).is_file()] if root else []
 missing = listed[~listed["image"].isin(available)]
 if available:
     pages = max(1, -(-len(available) // GALLERY_PAGE_SIZE))
