@@ -77,7 +77,7 @@ method, layer = st.selectbox("Method and layer", choices, format_func=lambda c: 
 chosen = rows[(rows["method"] == method) & (rows["layer"] == layer)]
 rho, _ = spearmanr(chosen["probability"], chosen["iou"]) if len(chosen) > 2 else (float("nan"), None)
 hit_rates = {call: chosen.loc[chosen["model"] == call, "hit"] for call in ("right", "wrong")}
-st.markdown(f"**Localisation and confidence.** Spearman correlation of P(abnormal) with IoU: "
+st.markdown("**Localisation and confidence.** Spearman correlation of P(abnormal) with IoU: "
             + ("undefined" if rho != rho else f"{rho:+.2f}") + f" over {len(chosen)} images. "
             + "; ".join(f"hit rate when the model is {call}: {rates.mean():.2f} ({len(rates)} images)"
                         for call, rates in hit_rates.items() if len(rates)).capitalize() + ".")
