@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from dashboard.uploads import safe_display_name
+
 __all__ = [
     "CHROMIUM",
     "CHROMIUM_ARGS",
@@ -47,7 +49,8 @@ APP_IDLE = (
     '[data-test-script-state="notRunning"]'
 )
 #: The page files dashboard/app.py registers, default page first (st.Page's url path = file stem).
-PAGE_FILES = ("overview.py", "explain.py", "browse.py", "performance.py", "error_analysis.py", "model_card.py")
+PAGE_FILES = ("overview.py", "explain.py", "browse.py", "performance.py", "error_analysis.py", "heatmap_accuracy.py",
+              "model_card.py")
 #: What Streamlit renders for an uncaught exception, and for a script that cannot run at all.
 _ERROR_SELECTORS = ('[data-testid="stException"]', '[data-testid="stAppError"]')
 _ERROR_TEXTS = ("Traceback", "Error running app", "This app has encountered an error")
@@ -117,14 +120,19 @@ async def open_page(page: Page, base_url: str, page_file: str, timeout_ms: float
 async def upload_and_read_probability(
     page: Page, file_name: str, data: bytes, timeout_ms: float = 120_000
 ) -> str:
-    """On an open Explain page, upload one PNG through the file uploader; return P(abnormal) as shown."""
+    """On an open Explain page, upload one PNG through the file uploader; return P(abnormal) as shown.
+
+    The caption is looked up by the upload's own name: before anything is uploaded Explain already
+    shows a real sample radiograph with a probability of its own.
+    """
     await page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
         files=[{"name": file_name, "mimeType": "image/png", "buffer": data}]
     )
-    caption = page.get_by_text(_VIEW_PROBABILITY).first
+    view_probability = re.compile(re.escape(safe_display_name(file_name)) + r" · " + _VIEW_PROBABILITY.pattern)
+    caption = page.get_by_text(view_probability).first
     await caption.wait_for(timeout=timeout_ms)
     await wait_for_script_run(page, timeout_ms)
-    match = _VIEW_PROBABILITY.search(await caption.inner_text())
+    match = view_probability.search(await caption.inner_text())
     if match is None:
         raise RuntimeError("the view caption changed while the page was rerunning")
     return match.group(1)
