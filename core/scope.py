@@ -27,17 +27,19 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.covariance import LedoitWolf
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from sklearn.covariance import LedoitWolf
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
 from core import atomic
 from core.artifacts import ModelArtifacts, file_version
@@ -291,6 +293,12 @@ def load_head(path: Path) -> ScopeHead:
 
 
 def _fit_parts(features: np.ndarray, labels: np.ndarray) -> tuple[StandardScaler, LogisticRegression, PCA, LedoitWolf]:
+    # scikit-learn is imported only to fit: reading a head (every prediction) does not pay its import.
+    from sklearn.covariance import LedoitWolf
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(features)
     standardised = scaler.transform(features)
     classifier = LogisticRegression(C=_C, class_weight="balanced", max_iter=3000).fit(standardised, labels)
@@ -315,6 +323,8 @@ def fit_head(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *,
     (FracAtlas) in one fold. The distance threshold is the 99th percentile of out-of-fold
     distances, so it is not fitted to the very images that set it.
     """
+    from sklearn.model_selection import StratifiedGroupKFold
+
     if set(np.unique(labels)) != set(range(len(SCOPE_CLASSES))):
         raise ValueError("every scope class needs training images")
     oof_probabilities = np.zeros((len(labels), len(SCOPE_CLASSES)))
