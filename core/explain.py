@@ -27,7 +27,8 @@ import copy
 import itertools
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -296,6 +297,28 @@ class _ClassProbability:
         return torch.sigmoid(self.logit_target(model_output))
 
 
+@contextmanager
+def _cam_pass(loaded: LoadedModel, pixels: np.ndarray, *, slow: bool
+              ) -> Iterator[tuple[nn.Module, torch.Tensor, Letterbox]]:
+    """The private network for a CAM run (under its lock, gradients on) and the prepared input.
+
+    A caller inside torch.inference_mode (e.g. a prediction page) would otherwise hand the CAM
+    inference tensors, which cannot take part in a backward pass. A run that fails discards the
+    copy, since a hook or grad state may be left half set.
+    """
+    cam_network = _cam_network(loaded.model, slow)
+    with torch.inference_mode(False):
+        canvas, placement = letterbox(pixels, loaded.input_size)
+        model_input = to_model_input(canvas, loaded.config.mean, loaded.config.std).unsqueeze(0)
+        with cam_network.lock, torch.enable_grad():
+            network = cam_network.network_for(loaded.model)
+            try:
+                yield network, model_input.to(next(network.parameters()).device), placement
+            except BaseException:
+                cam_network.discard()
+                raise
+
+
 def explain(
     loaded: LoadedModel,
     pixels: np.ndarray,
@@ -330,23 +353,11 @@ def explain(
         raise ValueError(f"target must be 'abnormal' or 'normal', not {target!r}")
     report = progress or (lambda _fraction: None)
     report(0.0)
-    cam_network = _cam_network(loaded.model, info.slow)
-    # A caller inside torch.inference_mode (e.g. a prediction page) would otherwise hand
-    # the CAM inference tensors, which cannot take part in a backward pass.
-    with torch.inference_mode(False):
-        canvas, placement = letterbox(pixels, loaded.input_size)
-        model_input = to_model_input(canvas, loaded.config.mean, loaded.config.std).unsqueeze(0)
-        with cam_network.lock, torch.enable_grad():
-            network = cam_network.network_for(loaded.model)
-            model_input = model_input.to(next(network.parameters()).device)
-            try:
-                canvas_map, logit = _run_cam(
-                    network, method, info, [path for name in layer_names for path in loaded.layer_paths(name)],
-                    model_input, target, aug_smooth, eigen_smooth, report,
-                )
-            except BaseException:
-                cam_network.discard()
-                raise
+    with _cam_pass(loaded, pixels, slow=info.slow) as (network, model_input, placement):
+        canvas_map, logit = _run_cam(
+            network, method, info, [path for name in layer_names for path in loaded.layer_paths(name)],
+            model_input, target, aug_smooth, eigen_smooth, report,
+        )
     heatmap = _image_heatmap(canvas_map, placement)
     report(1.0)
     return Explanation(
@@ -404,18 +415,8 @@ def explain_grid(
             results[(method, "")] = explain(loaded, pixels, method=method, target=target)
     if not shared:
         return results
-    cam_network = _cam_network(loaded.model, slow=False)  # only fast methods share a pass
-    with torch.inference_mode(False):
-        canvas, placement = letterbox(pixels, loaded.input_size)
-        model_input = to_model_input(canvas, loaded.config.mean, loaded.config.std).unsqueeze(0)
-        with cam_network.lock, torch.enable_grad():
-            network = cam_network.network_for(loaded.model)
-            model_input = model_input.to(next(network.parameters()).device)
-            try:
-                canvas_maps, logit = _shared_pass(network, loaded, shared, layer_names, model_input, target)
-            except BaseException:
-                cam_network.discard()
-                raise
+    with _cam_pass(loaded, pixels, slow=False) as (network, model_input, placement):  # fast methods only
+        canvas_maps, logit = _shared_pass(network, loaded, shared, layer_names, model_input, target)
     probability = float(torch.sigmoid(torch.tensor(logit)))
     for (method, name), canvas_map in canvas_maps.items():
         results[(method, name)] = Explanation(

@@ -394,27 +394,6 @@ def _sample_per_class(table: pd.DataFrame, column: str, per_class: int) -> pd.Da
     return table.loc[sorted(sampled.index)].reset_index(drop=True)
 
 
-def _duplicate_groups(root: Path, files: Sequence[str]) -> np.ndarray:
-    """FracAtlas stores some radiographs twice: images whose 64x64 thumbnails nearly match share a group.
-
-    Hand-written: no library in the stack groups near-duplicate images; the rule (mean absolute
-    difference of 64x64 greyscale thumbnails below 4 grey levels) is the FracAtlas README's own.
-    """
-    from PIL import Image
-
-    from core import fracatlas
-
-    thumbs = np.stack([np.asarray(Image.open(fracatlas.image_file(root, f)).convert("L").resize((64, 64)),
-                                  dtype=np.float32) for f in files])
-    group = np.arange(len(files))
-    flat = thumbs.reshape(len(files), -1)
-    for i in range(len(files)):
-        close = np.abs(flat[i + 1 :] - flat[i]).mean(axis=1) < 4
-        for j in np.nonzero(close)[0] + i + 1:
-            group[group == group[j]] = group[i]
-    return group
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m core.scope``: fit the head, measure it out of fold, and write both to the model's folder."""
     parser = argparse.ArgumentParser(prog="python -m core.scope", description=__doc__.split("\n\n")[0])
@@ -457,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     labels = np.array([SCOPE_CLASSES.index(t.removeprefix("XR_").lower()) for t in mura_train["study_type"]]
                       + [SCOPE_CLASSES.index(atlas_classes[r]) for r in atlas_train["region"]])
-    atlas_groups = _duplicate_groups(atlas_root, atlas_train["file"].tolist())
+    atlas_groups = fracatlas.duplicate_groups(atlas_root, atlas_train["file"].tolist())
     groups = np.array([f"mura:{p}" for p in mura_train["patient"]] + [f"atlas:{g}" for g in atlas_groups])
     head, oof_probabilities, oof_distances = fit_head(train_features, labels, groups, source=source)
 
