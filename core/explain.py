@@ -3,8 +3,8 @@
 Every CAM method comes from pytorch_grad_cam; this module adds what a radiograph
 dashboard needs around it: the letterbox round trip (maps are cropped to the image and
 normalised there, so padding never wins the colour scale), the sign of a single-logit
-target, thread safety on a model shared between sessions, progress for the slow methods,
-overlays, thresholded regions and a ROAD faithfulness score.
+target, thread safety on a model shared between sessions, progress for the slow methods.
+Drawing the maps is :mod:`core.overlay`'s job, judging them :mod:`core.faithfulness`'s.
 
 CAMs run on explain's own copies of each model (made on first use, refreshed when the
 model's weights change), never on the model that prediction shares: pytorch_grad_cam
@@ -18,7 +18,7 @@ most one slow run per model takes the CPU at a time.
 Example:
     >>> loaded = load_model()
     >>> result = explain(loaded, pixels, method="GradCAM++", layers=["stage 5 (96 ch, stride 16)"])
-    >>> picture = overlay(pixels, result.heatmap)
+    >>> picture = core.overlay.overlay(pixels, result.heatmap)
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 from pytorch_grad_cam import (
@@ -53,29 +52,23 @@ from pytorch_grad_cam import (
 )
 from pytorch_grad_cam.ablation_layer import AblationLayer
 from pytorch_grad_cam.base_cam import BaseCAM
-from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
-from scipy import ndimage
 from torch import nn
 
 from core.models import LoadedModel, resolve_layer
+from core.overlay import resize_heatmap
 from core.preprocess import Letterbox, letterbox, to_model_input
 
 __all__ = [
-    "COLORMAPS",
-    "DEFAULT_COLORMAP",
     "DEFAULT_METHOD",
-    "DEFAULT_OPACITY",
     "METHODS",
+    "ClassProbability",
     "Explanation",
     "MethodInfo",
     "Target",
     "explain",
     "explain_grid",
-    "faithfulness",
     "shares_a_pass",
-    "overlay",
-    "threshold_mask",
 ]
 
 Target = Literal["abnormal", "normal"]
@@ -155,14 +148,6 @@ METHODS: dict[str, MethodInfo] = {
         slow=True, uses_layers=False),
 }
 
-#: Colour maps that :func:`overlay` accepts (OpenCV's, lower-case).
-COLORMAPS: tuple[str, ...] = tuple(
-    sorted(name.removeprefix("COLORMAP_").lower() for name in dir(cv2) if name.startswith("COLORMAP_"))
-)
-#: How an overlay looks unless the user chooses otherwise (CLI, dashboard controls).
-DEFAULT_COLORMAP = "jet"
-DEFAULT_OPACITY = 0.45
-
 # ScoreCAM and AblationCAM push one image per channel through the network. Small batches:
 # on a 2-core CPU the time per image grows with the batch (cache misses), and the progress
 # bar moves more often.
@@ -170,9 +155,6 @@ _SLOW_METHOD_BATCH = 4
 # AblationCAM ablates every channel of a layer up to this many, else this many channels
 # chosen by pytorch_grad_cam's ratio_channels_to_ablate (half most, half least salient).
 _MAX_ABLATED_CHANNELS = 256
-# Percentiles of the image's pixels that ROAD keeps; each costs two imputations.
-_ROAD_PERCENTILES = (20, 40, 60, 80)
-_ROAD_RNG_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, eq=False)
@@ -282,7 +264,7 @@ class _ForwardProgress:
         self.report(min(self.done_images / self.total_images, 1.0))
 
 
-class _ClassProbability:
+class ClassProbability:
     """Score = P(target class) = sigmoid(+-logit): positive, in [0, 1].
 
     Used where pytorch_grad_cam divides by or compares raw scores (AblationCAM's relative
@@ -294,6 +276,7 @@ class _ClassProbability:
         self.logit_target = BinaryClassifierOutputTarget(1 if target == "abnormal" else 0)
 
     def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        """sigmoid(+-logit) of each output row."""
         return torch.sigmoid(self.logit_target(model_output))
 
 
@@ -537,7 +520,7 @@ def _run_cam(
         # most and as many least salient ones; each layer also gets one unablated pass.
         ablated = [c if ratio == 1.0 else 2 * int(c * ratio) for c in channels]
         images_per_pass = 1 + sum(1 + n for n in ablated)
-        targets = [_ClassProbability(target)]
+        targets = [ClassProbability(target)]
         # A fresh AblationLayer: the library's default argument is one instance shared by all.
         options = {
             "ablation_layer": AblationLayer(),
@@ -592,126 +575,4 @@ def _image_heatmap(canvas_map: np.ndarray, placement: Letterbox) -> np.ndarray:
         normalised = ((crop - low) / (high - low)).astype(np.float32)
     else:
         normalised = np.zeros_like(crop, dtype=np.float32)
-    return _resize(normalised, placement.original_height, placement.original_width)
-
-
-def _resize(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
-    shrinking = height * width < heatmap.size
-    resized = cv2.resize(heatmap, (width, height),
-                         interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return np.clip(resized, 0.0, 1.0).astype(np.float32)
-
-
-def overlay(
-    pixels: np.ndarray, heatmap: np.ndarray, *, colormap: str = DEFAULT_COLORMAP, opacity: float = DEFAULT_OPACITY
-) -> np.ndarray:
-    """Blend a heat map over a greyscale radiograph: RGB uint8 (H, W, 3) at the original size.
-
-    Hand-blended with cv2.addWeighted rather than pytorch_grad_cam's show_cam_on_image,
-    which divides the blend by its maximum and so brightens dark radiographs by varying
-    amounts. ``colormap`` is one of :data:`COLORMAPS`.
-    """
-    if pixels.ndim != 2 or pixels.dtype != np.uint8:
-        raise ValueError("overlay expects a 2-D uint8 greyscale image")
-    if heatmap.shape != pixels.shape:
-        raise ValueError(f"heatmap shape {heatmap.shape} differs from the image's {pixels.shape}")
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"opacity must be in [0, 1], not {opacity}")
-    if colormap.lower() not in COLORMAPS:
-        raise ValueError(f"Unknown colour map {colormap!r}; choose from: {', '.join(COLORMAPS)}.")
-    levels = np.round(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)
-    colours = cv2.applyColorMap(levels, getattr(cv2, f"COLORMAP_{colormap.upper()}"))
-    colours = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB)
-    grey = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
-    return cv2.addWeighted(colours, opacity, grey, 1.0 - opacity, 0.0)
-
-
-def threshold_mask(
-    heatmap: np.ndarray, threshold: float
-) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-    """Pixels with heat >= ``threshold`` and the boxes of their connected regions.
-
-    Boxes are half-open pixel ranges ``(x0, y0, x1, y1)`` (x0 <= x < x1, like slicing),
-    regions are 8-connected, and boxes come largest area first.
-    """
-    if heatmap.ndim != 2:
-        raise ValueError("threshold_mask expects a 2-D heat map")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], not {threshold}")
-    mask = heatmap >= threshold
-    labels, _count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    boxes = [
-        (int(cols.start), int(rows.start), int(cols.stop), int(rows.stop))
-        for rows, cols in ndimage.find_objects(labels)
-    ]
-    boxes.sort(key=lambda box: (-(box[2] - box[0]) * (box[3] - box[1]), box))
-    return mask, boxes
-
-
-def faithfulness(
-    loaded: LoadedModel,
-    pixels: np.ndarray,
-    explanation: Explanation,
-    *,
-    percentiles: Sequence[int] = _ROAD_PERCENTILES,
-) -> float:
-    """ROAD combined score (Rong et al., 2022) of an explanation, in [-1, 1]; higher is better.
-
-    For each percentile q, pytorch_grad_cam's ROAD metrics keep q % of the image's pixels,
-    either the most relevant (LeRF: the least relevant are removed) or the least relevant
-    (MoRF), fill the removed ones by noisy linear imputation and measure the change in
-    P(explained class). The score is mean(LeRF change - MoRF change) / 2: positive when
-    removing what the map calls relevant hurts the prediction more than removing the rest,
-    about 0 for a map no better than chance, negative for a misleading one.
-
-    pytorch_grad_cam's ROADCombined is not used as is: it takes percentiles over the whole
-    canvas, so letterbox padding would count as image, and it keeps ``map < threshold``,
-    which keeps nothing when many pixels tie at 0 (common after a CAM's ReLU). Here pixels
-    are ranked within the image (ties broken at random, seeded), the padding is ranked so
-    that it is never removed, and the percentiles are moved to the canvas accordingly.
-    """
-    if explanation.heatmap.shape != pixels.shape:
-        raise ValueError(
-            f"explanation's heatmap {explanation.heatmap.shape} does not match the image {pixels.shape}"
-        )
-    if not percentiles or not all(0 < q < 100 for q in percentiles):
-        raise ValueError("percentiles must be a non-empty list of values between 0 and 100")
-    with torch.inference_mode(False):
-        canvas, placement = letterbox(pixels, loaded.input_size)
-        model_input = to_model_input(canvas, loaded.config.mean, loaded.config.std).unsqueeze(0)
-        model_input = model_input.to(next(loaded.model.parameters()).device)
-    image_ranks = _ranks(_resize(explanation.heatmap, placement.height, placement.width))
-    image_region = (slice(placement.top, placement.top + placement.height),
-                    slice(placement.left, placement.left + placement.width))
-    # MoRF keeps map < threshold: padding at 0 is always kept. LeRF keeps 1 - map < threshold:
-    # padding at 1 is always kept.
-    morf_map = np.zeros((placement.canvas, placement.canvas), dtype=np.float32)
-    lerf_map = np.ones_like(morf_map)
-    morf_map[image_region] = image_ranks
-    lerf_map[image_region] = image_ranks
-    padding_share = 1.0 - placement.height * placement.width / placement.canvas**2
-    targets = [_ClassProbability(explanation.target)]
-    changes = []
-    # The imputation adds noise from torch's global generator: seed a private copy of it so
-    # the same explanation always gets the same score. Forking the global generator is not
-    # thread-safe, hence the lock (the work is CPU-bound, so little is lost).
-    with _ROAD_RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        for q in percentiles:
-            canvas_percentile = 100.0 * padding_share + q * (1.0 - padding_share)
-            lerf = ROADLeastRelevantFirst(canvas_percentile)(
-                model_input, lerf_map[None], targets, loaded.model)
-            morf = ROADMostRelevantFirst(canvas_percentile)(
-                model_input, morf_map[None], targets, loaded.model)
-            changes.append(float(np.ravel(lerf)[0] - np.ravel(morf)[0]))
-    return float(np.mean(changes) / 2.0)
-
-
-def _ranks(heatmap: np.ndarray) -> np.ndarray:
-    """Heat values replaced by their ranks, scaled into (0, 1), ties broken at random (seeded)."""
-    flat = heatmap.ravel()
-    tie_breaker = np.random.default_rng(0).random(flat.size)
-    order = np.lexsort((tie_breaker, flat))
-    ranks = np.empty(flat.size, dtype=np.float32)
-    ranks[order] = np.arange(1, flat.size + 1, dtype=np.float32) / (flat.size + 1)
-    return ranks.reshape(heatmap.shape)
+    return resize_heatmap(normalised, placement.original_height, placement.original_width)

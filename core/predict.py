@@ -133,7 +133,8 @@ def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
                layer: str | None, out_dir: Path) -> dict[str, str]:
     from PIL import Image
 
-    from core.explain import explain, overlay
+    from core.explain import explain
+    from core.overlay import overlay
 
     explanation = explain(loaded, pixels, method=method, layers=[layer] if layer else None)
     stem = Path(file).stem or "image"

@@ -18,20 +18,10 @@ import streamlit as st
 from PIL import Image, ImageDraw
 
 from core.artifacts import ModelArtifacts, file_version
-from core.explain import (
-    COLORMAPS,
-    DEFAULT_COLORMAP,
-    DEFAULT_METHOD,
-    DEFAULT_OPACITY,
-    METHODS,
-    Explanation,
-    Target,
-    explain,
-    faithfulness,
-    overlay,
-    threshold_mask,
-)
+from core.explain import DEFAULT_METHOD, METHODS, Explanation, Target, explain
+from core.faithfulness import faithfulness
 from core.models import LoadedModel
+from core.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY, overlay, threshold_mask
 from core.predict import StudyPrediction, predict_images, study_probability
 from dashboard import state
 
@@ -177,14 +167,14 @@ def _faithfulness(model: str, image: str, method: str, layers: tuple[str, ...], 
 
 def cached_faithfulness(loaded: LoadedModel, pixels: np.ndarray, explanation: Explanation, *,
                         aug_smooth: bool = False, eigen_smooth: bool = False) -> float:
-    """core.explain.faithfulness (ROAD) of a cached explanation, cached under the same key."""
+    """core.faithfulness.faithfulness (ROAD) of a cached explanation, cached under the same key."""
     return _faithfulness(model_key(loaded), image_key(pixels), explanation.method, explanation.layers,
                          explanation.target, aug_smooth, eigen_smooth, loaded, pixels, explanation)
 
 
 def overlay_with_boxes(pixels: np.ndarray, heatmap: np.ndarray, *, colormap: str = DEFAULT_COLORMAP,
                        opacity: float = DEFAULT_OPACITY, heat_threshold: float | None = None) -> np.ndarray:
-    """core.explain.overlay, plus the boxes of the regions hotter than ``heat_threshold``."""
+    """core.overlay.overlay, plus the boxes of the regions hotter than ``heat_threshold``."""
     blended = overlay(pixels, heatmap, colormap=colormap, opacity=opacity)
     if heat_threshold is None:
         return blended

@@ -10,9 +10,10 @@ import streamlit as st
 
 from core import fracatlas
 from core.card import trained_study_types
-from core.explain import METHODS, threshold_mask
+from core.explain import METHODS
 from core.localization import TOLERANCE_PX
 from core.models import LoadedModel
+from core.overlay import threshold_mask
 from core.scope import study_scope
 from dashboard import localization as accuracy
 from dashboard import scope_view, state, studies, uploads, views

@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.explain import explain, threshold_mask
+from core.explain import explain
 from core.imaging import load_radiograph
 from core.models import DEFAULT_MODEL, load_model
+from core.overlay import threshold_mask
 from core.predict import predict_images
 from dashboard.uploads import safe_display_name
 from tests.app_pages import assert_clean, start_app, study_probability

@@ -16,8 +16,10 @@ from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
 import core.explain as explain_module
-from core.explain import COLORMAPS, METHODS, explain, faithfulness, overlay, threshold_mask
+from core.explain import METHODS, explain
+from core.faithfulness import faithfulness
 from core.models import LoadedModel, ModelConfig, create_model, get_config
+from core.overlay import COLORMAPS, overlay, threshold_mask
 from core.preprocess import letterbox, to_model_input
 
 FAST_METHODS = [name for name, info in METHODS.items() if not info.slow]
