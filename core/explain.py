@@ -3,8 +3,10 @@
 Every CAM method comes from pytorch_grad_cam; this module adds what a radiograph
 dashboard needs around it: the letterbox round trip (maps are cropped to the image and
 normalised there, so padding never wins the colour scale), the sign of a single-logit
-target, thread safety on a model shared between sessions, progress for the slow methods.
-Drawing the maps is :mod:`core.overlay`'s job, judging them :mod:`core.faithfulness`'s.
+target, thread safety on a model shared between sessions, progress, a cost count and a cancel
+for the slow methods, and an :class:`Explanation` that names its settings and keeps the raw
+CAM range that per-image normalisation discards (for an absolute colour scale). Drawing the
+maps is :mod:`core.overlay`'s job, judging them :mod:`core.faithfulness`'s.
 
 CAMs run on explain's own copies of each model (made on first use, refreshed when the
 model's weights change), never on the model that prediction shares: pytorch_grad_cam

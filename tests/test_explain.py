@@ -614,3 +614,11 @@ def test_cancel_stops_a_slow_run_and_only_that_run(tiny_mobilenet: LoadedModel) 
     already.set()
     with pytest.raises(explain_module.CamCancelled):
         explain(tiny_mobilenet, pixels, method="GradCAM", cancel=already)
+
+
+def test_raw_map_with_augmentation_smoothing_undoes_each_flip() -> None:
+    """The raw map averages pytorch_grad_cam's flipped passes flipped back: the bright half stays the hot half."""
+    result = explain(_brightness_model(), _half_bright_image(), aug_smooth=True)
+    left, right = result.raw_map[:, : TOY_SIZE // 2], result.raw_map[:, TOY_SIZE // 2 :]
+    assert left.min() > 0 and right.max() == 0
+    np.testing.assert_allclose(result.absolute_heatmap(result.raw_peak) > 0.5, result.heatmap > 0.5)
