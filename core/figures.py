@@ -21,8 +21,7 @@ from matplotlib.figure import Figure
 from core.explain import Explanation
 from core.overlay import DEFAULT_COLORMAP, colormap_colours
 
-__all__ = ["MapScale", "caption_fields", "caption_text", "colorbar_figure", "comparison_figure",
-           "explanation_figure", "figure_png"]
+__all__ = ["MapScale", "caption_fields", "caption_text", "comparison_figure", "explanation_figure", "figure_png"]
 
 _CAPTION_WIDTH = 120  # characters per caption line at the figures' width
 _DPI = 150
@@ -127,17 +126,6 @@ def comparison_figure(panels: Sequence[tuple[str, np.ndarray]], fields: dict[str
         panel_axes.set_axis_off()
     _add_colorbar(figure, axes.tolist(), colormap, scale)
     _add_caption(figure, caption_text(fields))
-    return figure
-
-
-def colorbar_figure(colormap: str = DEFAULT_COLORMAP, scale: MapScale = MapScale()) -> Figure:
-    """A horizontal colour bar alone, with ticks and its label, to show beside on-screen overlays."""
-    figure = Figure(figsize=(6, 0.9), layout="constrained")
-    axes = figure.add_subplot()
-    mappable = ScalarMappable(norm=Normalize(0.0, scale.top), cmap=_colour_map(colormap))
-    bar = figure.colorbar(mappable, cax=axes, orientation="horizontal")
-    bar.set_label(scale.label, fontsize=8)
-    bar.ax.tick_params(labelsize=7)
     return figure
 
 

@@ -20,9 +20,9 @@ from PIL import Image, ImageDraw
 from core.artifacts import ModelArtifacts, file_version
 from core.explain import DEFAULT_METHOD, METHODS, Explanation, Target, explain
 from core.faithfulness import faithfulness
-from core.figures import MapScale, colorbar_figure, figure_png
+from core.figures import MapScale
 from core.models import LoadedModel
-from core.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY, overlay, threshold_mask
+from core.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY, colormap_colours, overlay, threshold_mask
 from core.predict import StudyPrediction, predict_images, study_probability
 from dashboard import slow_runs, state
 
@@ -32,6 +32,7 @@ __all__ = [
     "map_picture",
     "map_scale",
     "show_colour_scale",
+    "colour_bar_html",
     "image_key",
     "model_key",
     "cached_probabilities",
@@ -206,9 +207,22 @@ def map_scale(loaded: LoadedModel, shown: Sequence[tuple[np.ndarray, CamSettings
     return MapScale(max(peaks)) if peaks and max(peaks) > 0 else MapScale()
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _colour_bar_png(colormap: str, peak: float | None) -> bytes:
-    return figure_png(colorbar_figure(colormap, MapScale(peak)))
+_COLOUR_BAR_STOPS = 16
+
+
+def colour_bar_html(colormap: str, scale: MapScale) -> str:
+    """A colour bar as an HTML gradient through the overlay's own colours, ticked 0, middle, top.
+
+    HTML rather than a matplotlib picture: an image would sit among the views as one more picture
+    (for screen readers and the page's own tests), and a gradient of the overlay's colours is exact.
+    """
+    colours = colormap_colours(colormap)[np.linspace(0, 255, _COLOUR_BAR_STOPS).round().astype(int)]
+    stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / (_COLOUR_BAR_STOPS - 1):.1f}%"
+                      for i, (r, g, b) in enumerate(colours))
+    ticks = "".join(f"<span>{value:.3g}</span>" for value in (0.0, scale.top / 2, scale.top))
+    return (f'<div style="max-width:480px"><div style="height:14px;border:1px solid #888;'
+            f'background:linear-gradient(to right, {stops})"></div>'
+            f'<div style="display:flex;justify-content:space-between;font-size:0.75rem">{ticks}</div></div>')
 
 
 def show_colour_scale(shown: Sequence[tuple[np.ndarray, CamSettings, Explanation]], scale: MapScale) -> None:
@@ -216,7 +230,7 @@ def show_colour_scale(shown: Sequence[tuple[np.ndarray, CamSettings, Explanation
     if not shown:
         return
     settings = shown[0][1]
-    st.image(_colour_bar_png(settings.colormap, scale.peak), width=480)
+    st.html(colour_bar_html(settings.colormap, scale))
     notes = []
     per_image = sorted({s.method for _, s, e in shown if e.raw_map is None})
     if settings.absolute and per_image:

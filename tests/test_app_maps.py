@@ -19,11 +19,18 @@ def colour_scale(at: AppTest) -> list[str]:
     return [c for c in captions(at) if c.startswith("Colour scale: ")]
 
 
+def colour_bars(at: AppTest) -> list[str]:
+    """The st.html colour bars' markup (AppTest has no typed accessor for st.html)."""
+    return [element.proto.body for element in at.get("html") if "linear-gradient" in element.proto.body]
+
+
 def test_maps_have_a_colour_bar_that_says_per_image_and_an_absolute_scale(use_scratch_weights: Path) -> None:
     at = upload(open_explain(), FRACTURE_VIEWS)
     assert_clean(at)
     [scale] = colour_scale(at)
     assert scale.startswith("Colour scale: normalised per image (0 = this map's lowest value, 1 = its highest)")
+    [bar] = colour_bars(at)
+    assert bar.endswith("<span>0</span><span>0.5</span><span>1</span></div></div>")
     grid = [c for image in at.image for c in image.captions if "→" in c and "P(abnormal)" in c]
     assert len(grid) == 2 and all(c.endswith("· per-image scale") for c in grid)
     per_image = overlay_urls(at)
@@ -32,6 +39,8 @@ def test_maps_have_a_colour_bar_that_says_per_image_and_an_absolute_scale(use_sc
     assert_clean(at)
     [scale] = colour_scale(at)
     assert scale.startswith("Colour scale: raw CAM value (ReLU'd weighted activations")
+    [bar] = colour_bars(at)
+    assert "<span>1</span>" not in bar  # ticked in raw units up to the shared peak
     assert "covers every map here and, for fast methods, the same maps for the other target" in scale
     grid = [c for image in at.image for c in image.captions if "→" in c and "P(abnormal)" in c]
     assert len(grid) == 2 and all(c.endswith("· absolute scale") for c in grid)
