@@ -81,13 +81,15 @@ def _seconds_per_view(loaded: LoadedModel, model: str, method: str, layers: tupl
     if measured is None:
         if model not in _FORWARD:
             _FORWARD[model] = forward_seconds_per_image(loaded)
-        rate, source = _FORWARD[model], "a forward pass timed on this machine"
+        rate, source = _FORWARD[model], "timed on this machine"
     else:
-        rate, source = measured, f"the last {method} run on this model"
-    return images * rate, f"{images} forward passes per view × {rate:.3f} s each ({source})"
+        rate, source = measured, f"the rate of the last {method} run on this model"
+    return images * rate, f"{images} forward passes per view × {rate:.3f} s each, {source}"
 
 
 def _duration(seconds: float) -> str:
+    if seconds >= 2 * 3600:
+        return f"about {seconds / 3600:.1f} h"
     return f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {max(1, round(seconds))} s"
 
 
@@ -167,7 +169,7 @@ def run(loaded: LoadedModel, model: str, run_key: str, images: Sequence[tuple[st
                       help="Stops the run after the forward pass in progress; other sessions' runs go on.")
             while not current.done.wait(_POLL_S):
                 elapsed = time.monotonic() - current.started
-                bar.progress(current.progress, text=f"{current.progress:.0%} · {elapsed:.0f} s so far")
+                bar.progress(current.progress, text=f"{current.progress:.1%} · {elapsed:.0f} s so far")
         area.empty()
     if current.error:
         st.error(f"{method} could not be computed: {current.error}")
