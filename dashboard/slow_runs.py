@@ -28,7 +28,7 @@ import streamlit as st
 from core.explain import CamCancelled, Explanation, explain, forward_seconds_per_image, images_per_run
 from core.models import LoadedModel
 
-__all__ = ["SlowRun", "cancel", "estimate_text", "result", "run"]
+__all__ = ["SlowRun", "cancel", "estimate_text", "result", "run", "start"]
 
 RUNS_KEY = "slow_cam_runs"
 _KEEP_RUNS = 8  # finished runs a session keeps (their maps are the only copy)
@@ -142,24 +142,34 @@ def result(model: str, image: str, key: tuple) -> Explanation | None:
     return None
 
 
+def start(loaded: LoadedModel, model: str, run_key: str, images: Sequence[tuple[str, np.ndarray]], *,
+          method: str, layers: tuple[str, ...], target: str, aug_smooth: bool, eigen_smooth: bool) -> SlowRun:
+    """This session's run for ``run_key``: the one already started, else a new one on its own thread.
+    ``images`` are (image key, pixels)."""
+    runs = _runs()
+    current = runs.get(run_key)
+    if current is not None:
+        return current
+    current = SlowRun(model, f"{method} → {target}", len(images),
+                      estimate_text(loaded, model, method, layers, aug_smooth, len(images)))
+    finished = [key for key, r in runs.items() if r.done.is_set()]
+    for key in finished[: max(0, len(finished) - _KEEP_RUNS + 1)]:
+        del runs[key]
+    runs[run_key] = current
+    threading.Thread(target=_work, name=f"slow-cam-{method}", daemon=True,
+                     args=(current, loaded, model, list(images), method, layers, target, aug_smooth,
+                           eigen_smooth)).start()
+    return current
+
+
 def run(loaded: LoadedModel, model: str, run_key: str, images: Sequence[tuple[str, np.ndarray]], *,
         method: str, layers: tuple[str, ...], target: str, aug_smooth: bool, eigen_smooth: bool,
         button_key: str, on_cancel: Callable[[str], None] = cancel) -> SlowRun:
-    """Start this session's run (once per ``run_key``) and wait for it below a full-width progress
-    bar with a cancel button (``on_cancel(run_key)``, which must call :func:`cancel`); returns the
-    finished, failed or cancelled run. ``images`` are (image key, pixels)."""
-    runs = _runs()
-    current = runs.get(run_key)
-    if current is None:
-        current = SlowRun(model, f"{method} → {target}", len(images),
-                          estimate_text(loaded, model, method, layers, aug_smooth, len(images)))
-        finished = [key for key, r in runs.items() if r.done.is_set()]
-        for key in finished[: max(0, len(finished) - _KEEP_RUNS + 1)]:
-            del runs[key]
-        runs[run_key] = current
-        threading.Thread(target=_work, name=f"slow-cam-{method}", daemon=True,
-                         args=(current, loaded, model, list(images), method, layers, target, aug_smooth,
-                               eigen_smooth)).start()
+    """:func:`start`, then wait for the run below a full-width progress bar with a cancel button
+    (``on_cancel(run_key)``, which must call :func:`cancel`); returns the finished, failed or
+    cancelled run."""
+    current = start(loaded, model, run_key, images, method=method, layers=layers, target=target,
+                    aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
     if not current.done.is_set():
         area = st.empty()
         with area.container(border=True):
