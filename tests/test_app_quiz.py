@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import fracatlas, quiz
@@ -79,3 +80,26 @@ def test_one_case_wrong_one_right(use_scratch_weights: Path) -> None:
     model_right = sum(r.model_right for r in results)
     assert _metric(at, "Model's calls right") == f"{model_right}/2 ({model_right / 2:.0%})"
     assert results[1].map_peak is not None and results[1].map_hit is not None  # the model's map was judged too
+
+
+def test_a_mura_study_to_the_end_of_a_run(use_scratch_weights: Path, scratch_mura_root: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MURA_ROOT", str(scratch_mura_root))
+    at = open_page("../pages/quiz.py")
+    at.selectbox(key="quiz_source").set_value(page.MURA_SOURCE)
+    at.number_input(key="quiz_length").set_value(1)
+    at.run()
+    at.button(key="quiz_start").click().run()
+    assert_clean(at)
+    run: page.QuizRun = at.session_state[page.RUN_KEY]
+    (case,) = run.cases
+    assert case.source == "MURA" and case.ref.startswith("MURA-v1.1/valid/") and case.probability is not None
+    assert page.X_KEY not in [n.key for n in at.number_input]  # nothing to point at without an outline
+    at = _answer(at, case.abnormal, None)  # MURA has no outline: the call alone is scored
+    assert _metric(at, "Your calls right") == "1/1 (100%)" and _metric(at, "You found the fracture") == "—"
+    assert _reader_row(at, "You")["Pointed at the lesion"] == "—"
+    assert all("heat map" in image.captions[0] for image in at.get("image")[1::2])
+    at.button(key=page.NEXT_KEY).click().run()
+    assert_clean(at)
+    assert any(s.value == "Done" for s in at.subheader)
+    assert any("seed **1**" in m.value for m in at.markdown)
