@@ -58,6 +58,7 @@ __all__ = [
     "set_point",
     "show_score",
     "show_question",
+    "agreement_table",
     "show_reveal",
     "show_finished",
 ]
@@ -319,7 +320,7 @@ def show_question(run: QuizRun, view: CaseView) -> None:
                            horizontal=True)
         if can_point:
             st.caption(f"For \"{words[True].lower()}\", click where it is on the radiograph (a green cross marks "
-                       f"your point), or type the point below.")
+                       "your point), or type the point below.")
             height, width = view.views[0][1].shape
             x_column, y_column = st.columns(2)
             x_column.number_input("x (pixels from the left)", 0, width - 1, None, step=1, key=X_KEY,
