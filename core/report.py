@@ -144,15 +144,19 @@ def gather(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None
     """Read what the report needs from ``model``'s folder.
 
     Raises:
-        ReportError: no or a damaged card, or a cached evaluation whose two files disagree.
+        ReportError: no or a damaged card, or a cached valid/ evaluation whose two files disagree (the
+        optional caches, FracAtlas, localisation and scope, only leave their section saying so).
     """
     files = ModelArtifacts.of(model, weights_root)
     try:
         card = read_card(files.card)
         valid = read_evaluation(files, "valid")
-        external = read_evaluation(files, FRACATLAS)
     except (ModelCardError, EvaluationMismatchError) as exc:
         raise ReportError(str(exc)) from exc
+    try:
+        external = read_evaluation(files, FRACATLAS)
+    except EvaluationMismatchError:
+        external = None  # an optional section: it says the cache is absent or unreadable
     chosen = card_thresholds(card) | dict(thresholds or {})
     return ReportInputs(
         model=model, card=card, thresholds=chosen,

@@ -335,8 +335,9 @@ def show_question(run: QuizRun, view: CaseView) -> None:
             st.rerun()
 
 
-def _model_side(view: CaseView) -> tuple[float, list[np.ndarray], str, str | None]:
-    """P(abnormal) (cached, else run once), each view's heat map, and the map's method and layer."""
+def _model_side(view: CaseView) -> tuple[float, list[np.ndarray | None], str, str | None]:
+    """P(abnormal) (cached, else run once), each view's heat map (None, after one st.error sentence,
+    where it cannot be computed), and the map's method and layer."""
     loaded = state.current_model()
     model = state.current_model_name()
     pixels = [p for _, p in view.views]
@@ -344,9 +345,9 @@ def _model_side(view: CaseView) -> tuple[float, list[np.ndarray], str, str | Non
     if probability is None:
         probability = float(np.mean(views.cached_probabilities(loaded, pixels)))
     method, layer = quiz_map(model, loaded)
-    maps = [views.cached_explanation(loaded, p, method=method, layers=[layer] if layer else None).heatmap
-            for p in pixels]
-    return probability, maps, method, layer
+    explanations = [views.explanation_or_error(loaded, p, name, method=method, layers=[layer] if layer else None)
+                    for name, p in view.views]
+    return probability, [None if e is None else e.heatmap for e in explanations], method, layer
 
 
 def _answer(run: QuizRun, view: CaseView, learner_abnormal: bool, point: tuple[int, int] | None) -> None:
@@ -394,7 +395,7 @@ def show_reveal(run: QuizRun, view: CaseView) -> None:
         f"Truth: **{words[case.abnormal].lower()}**. "
         f"Your call, {words[result.learner_abnormal].lower()}, is {verdict}.")
     for index, ((name, pixels), heatmap) in enumerate(zip(view.views, maps, strict=True)):
-        plain, mapped = _rgb(pixels), overlay(pixels, heatmap)
+        plain, mapped = _rgb(pixels), _rgb(pixels) if heatmap is None else overlay(pixels, heatmap)
         if index == 0 and view.mask is not None:
             plain, mapped = accuracy.draw_outline(plain, view.mask), accuracy.draw_outline(mapped, view.mask)
         if index == 0:
@@ -404,8 +405,9 @@ def show_reveal(run: QuizRun, view: CaseView) -> None:
         left, right = st.columns(2)
         left.image(plain, caption=f"{name}: " + ("expert outline in cyan" if index == 0 and view.mask is not None
                                                  else "the radiograph"), width="stretch")
-        right.image(mapped, caption=f"{name}: the model's heat map ({method}"
-                                    + (f" · {layer}" if layer else "") + ")", width="stretch")
+        map_name = method + (f" · {layer}" if layer else "")
+        right.image(mapped, caption=f"{name}: " + (f"the model's heat map ({map_name})" if heatmap is not None
+                                                   else "no heat map (see the message above)"), width="stretch")
     legend = "Green cross: your point. " if result.learner_point else ""
     if result.outlined:
         legend += f"Magenta diamond: the map's peak. A point counts within {TOLERANCE_PX} px of the outline."
