@@ -248,7 +248,7 @@ class _Writer:
 
     def text(self, text: str, *, size: float = 9.5, style: str = "") -> None:
         self.pdf.set_font("Helvetica", style, size)
-        self.pdf.multi_cell(0, size * 0.5, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+        self.pdf.multi_cell(0, size * 0.5, _latin1(text), align="L", new_x="LMARGIN", new_y="NEXT")
         self.pdf.ln(1)
 
     def bullets(self, items: Sequence[str]) -> None:
@@ -320,7 +320,7 @@ def _confusions(out: _Writer, inputs: ReportInputs) -> None:
                 for g in trained)
     out.text("At the thresholds chosen in the app (the intervals above are at the card's)." if moved else
              "At the model card's thresholds.", size=8.5)
-    rows = [("Body part", "Threshold", "", "Called normal", "Called abnormal", "Sensitivity", "Specificity",
+    rows = [("Body part", "Threshold", "Label", "Called normal", "Called abnormal", "Sensitivity", "Specificity",
              "Kappa")]
     for group in trained:
         studies = table[table["study_type"] == group]
