@@ -79,8 +79,12 @@ _PEAK_COLOUR = (255, 0, 255)  # magenta diamond: the map's peak
 
 @dataclass
 class QuizRun:
-    """One session's quiz: its settings, the seeded cases, the position and the results so far."""
+    """One session's quiz: its model and settings, the seeded cases, the position and the results so far.
 
+    The cases carry the model's cached probabilities, so a run belongs to the model it was started with.
+    """
+
+    model: str
     source: str
     difficulty: str
     seed: int
@@ -212,9 +216,10 @@ def load_case(case: quiz.QuizCase) -> CaseView:
     return CaseView(case, [(PurePosixPath(file).name, pixels)], mask)
 
 
-def current_run() -> QuizRun | None:
-    """This session's quiz, if one was started."""
-    return st.session_state.get(RUN_KEY)
+def current_run(model: str) -> QuizRun | None:
+    """This session's quiz of ``model``, if one was started (a run of another model is not continued)."""
+    run = st.session_state.get(RUN_KEY)
+    return run if run is not None and run.model == model else None
 
 
 def _clear_answer() -> None:
@@ -222,10 +227,11 @@ def _clear_answer() -> None:
         st.session_state.pop(key, None)
 
 
-def start_run(source: str, difficulty: str, seed: int, length: int, pool: list[quiz.QuizCase]) -> QuizRun:
+def start_run(model: str, source: str, difficulty: str, seed: int, length: int,
+              pool: list[quiz.QuizCase]) -> QuizRun:
     """A new run of up to ``length`` cases in the seeded order; the previous run and answer are dropped."""
-    run = QuizRun(source, difficulty, int(seed), quiz.sequence(pool, difficulty=difficulty, seed=int(seed),
-                                                                 length=int(length)))
+    run = QuizRun(model, source, difficulty, int(seed),
+                  quiz.sequence(pool, difficulty=difficulty, seed=int(seed), length=int(length)))
     _clear_answer()
     st.session_state[RUN_KEY] = run
     return run

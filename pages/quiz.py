@@ -17,7 +17,7 @@ st.markdown("Read each radiograph before anything is shown: call it, and for a f
             "Your score stays in this browser tab and is gone when you close it; nothing is stored.")
 
 sources = [view.FRACATLAS_SOURCE] + ([view.MURA_SOURCE] if state.current_mura_root() else [])
-with st.expander("Quiz settings", expanded=view.current_run() is None):
+with st.expander("Quiz settings", expanded=view.current_run(model) is None):
     left, middle, right, far = st.columns(4)
     source = left.selectbox("Cases", sources, key="quiz_source")
     difficulty = middle.selectbox("Difficulty", list(quiz.DIFFICULTIES), format_func=quiz.DIFFICULTIES.get,
@@ -30,9 +30,9 @@ with st.expander("Quiz settings", expanded=view.current_run() is None):
     if reason:
         st.warning(reason)
 
-run = view.current_run()
+run = view.current_run(model)
 if start or (run is None and pool):
-    run = view.start_run(source, difficulty, int(seed), int(length), pool)
+    run = view.start_run(model, source, difficulty, int(seed), int(length), pool)
 if run is None:
     st.stop()
 if not run.cases:
