@@ -47,6 +47,7 @@ __all__ = [
     "ap_intervals",
     "reliability_chart",
     "threshold_controls",
+    "chosen_thresholds",
     "level_control",
     "group_thresholds",
     "cached_operating_point",
@@ -226,6 +227,21 @@ def threshold_controls(model: str, card: Mapping | None, *, scope: str,
     st.button("Reset to the model card's thresholds", on_click=_reset, args=(model, defaults, scope),
               key=f"{scope}:threshold_reset")
     return thresholds
+
+
+def chosen_thresholds(model: str, card: Mapping | None, kept: Mapping[str, object] | None = None) -> dict[str, float]:
+    """The MURA thresholds last set with :func:`threshold_controls` on any page, for every body part
+    the card names plus "default"; the card's own where none was moved (what the report is drawn at).
+
+    ``kept`` is where the controls keep their values: st.session_state unless given (tests).
+    """
+    kept = st.session_state if kept is None else kept
+    defaults = card_thresholds(card)
+    if kept.get(_kept_key(f"threshold_mode:{model}"), PER_BODY_PART) == GLOBAL:
+        value = float(kept.get(_kept_key(_threshold_key(model, GLOBAL)), defaults[_OTHER]))
+        return dict.fromkeys(defaults, value)
+    return {group: float(kept.get(_kept_key(_threshold_key(model, group)), default))
+            for group, default in defaults.items()}
 
 
 def level_control(key: str = "evaluation_level") -> str:

@@ -12,6 +12,7 @@ from core.artifacts import CARD_FILE, EvaluationMismatchError
 from core.card import DEFAULT_THRESHOLD_KEY
 from dashboard import charts, state
 from dashboard.charts import OVERALL, format_interval, group_label
+from dashboard.report import report_button
 
 #: Card fields this page lays out; any other field is still shown, as JSON, at the end.
 _RENDERED = {
@@ -162,3 +163,4 @@ if extra:
         st.json(extra)
 st.download_button(f"Download {CARD_FILE}", data=json.dumps(card, indent=2), file_name=f"{model}_model_card.json",
                    mime="application/json", key="card_download")
+report_button(model, key="card_report")

@@ -11,6 +11,7 @@ from core.card import DEFAULT_THRESHOLD_KEY, trained_study_types
 from core.evaluate import FRACATLAS
 from dashboard import state
 from dashboard.charts import OVERALL, format_interval, group_label
+from dashboard.report import report_button
 
 PAPER = "https://arxiv.org/abs/1712.06957"
 
@@ -130,4 +131,5 @@ if card is None:
 else:
     show_model(card)
     show_results(model_name, card)
+    report_button(model_name, key="overview_report")
 show_data_source()
