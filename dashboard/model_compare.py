@@ -24,6 +24,7 @@ from core.card import ModelCardError, card_thresholds, trained_study_types
 from core.metrics import MetricsInputError, RocCurve
 from dashboard import navigation, state, studies, views
 from dashboard.charts import OVERALL, group_label
+from dashboard.markup import escape_markdown
 
 __all__ = [
     "OTHER_MODEL_KEY",
@@ -195,20 +196,21 @@ def compare_section(model: str, dataset: str) -> None:
     other = _other_model(model)
     if other is None:
         return
+    names = escape_markdown(model), escape_markdown(other)
     try:
         compared = comparison(model, other)
     except (EvaluationMismatchError, MetricsInputError) as exc:
-        st.error(f"{model} and {other} cannot be compared: {exc}")
+        st.error(f"{names[0]} and {names[1]} cannot be compared: {escape_markdown(str(exc))}")
         return
     if compared is None:
-        st.info(f"{model} or {other} has no cached evaluation of MURA valid/ yet. Run `python -m core.evaluate "
+        st.info(f"{names[0]} or {names[1]} has no cached evaluation of MURA valid/ yet. Run `python -m core.evaluate "
                 "--mura-root PATH --split valid --model NAME` for it and reload.")
         return
     card_a, card_b = _card(model), _card(other)
     if card_a is None or card_b is None:
         return
     paired, models = compared.paired, (model, other)
-    st.caption(f"A = {model} (the page's model), B = {other}: {len(paired)} studies both evaluated, study level "
+    st.caption(f"A = {names[0]} (the page's model), B = {names[1]}: {len(paired)} studies both evaluated, study level "
                "(mean of each study's views), from the cached predictions (no model runs here).")
     # Curves for all body parts and those the page's model was trained on, as in the page's own charts.
     trained = set(trained_study_types(card_a)) or set(compared.roc)

@@ -22,6 +22,7 @@ from core.metrics import summarise
 from core.models import DEFAULT_MODEL
 from dashboard import model_compare
 from dashboard.charts import group_label
+from dashboard.markup import escape_markdown
 from tests.app_pages import assert_clean, start_app
 
 PAGE = "../pages/performance.py"
@@ -114,3 +115,14 @@ def test_a_disagreement_opens_in_explain(two_models: Path, scratch_mura_root: Pa
     assert any(" · P(abnormal) = " in caption for image in at.image for caption in image.captions)
     at.switch_page(PAGE).run()  # back on Performance, the second model is still chosen
     assert at.selectbox(key=model_compare.OTHER_MODEL_KEY).value == RIVAL
+
+
+def test_tables_that_disagree_on_a_label_are_one_sentence(two_models: Path) -> None:
+    predictions = pd.read_csv(two_models / RIVAL / "predictions_valid.csv")
+    first_study = predictions["study_path"] == predictions["study_path"].iloc[0]
+    predictions.loc[first_study, "label"] = 1 - predictions.loc[first_study, "label"]
+    predictions.to_csv(two_models / RIVAL / "predictions_valid.csv", index=False)
+    at = _compared(start_app().switch_page(PAGE).run())
+    reason = escape_markdown("the two prediction tables disagree on a study's label")
+    assert [e.value for e in at.error] == [
+        f"{escape_markdown(DEFAULT_MODEL)} and {escape_markdown(RIVAL)} cannot be compared: {reason}"]
