@@ -23,7 +23,7 @@ from core.faithfulness import faithfulness
 from core.models import LoadedModel
 from core.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY, overlay, threshold_mask
 from core.predict import StudyPrediction, predict_images, study_probability
-from dashboard import state
+from dashboard import navigation, state
 
 __all__ = [
     "CamSettings",
@@ -43,7 +43,6 @@ __all__ = [
     "open_in_explain",
 ]
 
-EXPLAIN_PAGE = "../pages/explain.py"  # relative to dashboard/app.py, as st.switch_page wants
 _BOX_COLOUR = (0, 255, 0)
 _CAM_FAILED = "The heat map could not be computed for {name}: {reason}"
 
@@ -271,4 +270,4 @@ def show_study_views(
 def open_in_explain(study_ref: str) -> None:
     """Hand a study (official MURA study path or synthetic sample id) to the Explain page."""
     st.session_state[state.EXPLAIN_STUDY_KEY] = study_ref
-    st.switch_page(EXPLAIN_PAGE)
+    st.switch_page(navigation.page(navigation.EXPLAIN))

@@ -9,7 +9,7 @@ from core import fracatlas
 from core.artifacts import EvaluationMismatchError
 from core.card import DEFAULT_THRESHOLD_KEY, trained_study_types
 from core.evaluate import FRACATLAS
-from dashboard import state
+from dashboard import navigation, state
 from dashboard.charts import OVERALL, format_interval, group_label
 from dashboard.report import report_button
 
@@ -123,9 +123,9 @@ st.markdown("Explains a classifier of upper-limb radiographs (Stanford MURA v1.1
             "abnormal, and where it looks, with Grad-CAM-family heat maps. "
             "**A research and teaching tool: not a medical device, not for diagnosis.**")
 start = st.columns(3)
-start[0].page_link("../pages/explain.py", label="Explain a radiograph", icon=":material/visibility:")
-start[1].page_link("../pages/browse.py", label="Browse studies", icon=":material/photo_library:")
-start[2].page_link("../pages/performance.py", label="See performance", icon=":material/monitoring:")
+start[0].page_link(navigation.page(navigation.EXPLAIN), label="Explain a radiograph")
+start[1].page_link(navigation.page(navigation.BROWSE), label="Browse studies")
+start[2].page_link(navigation.page(navigation.PERFORMANCE), label="See performance")
 if card is None:
     st.error(f"The model {model_name!r} has no model card in the weights folder.")
 else:

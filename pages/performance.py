@@ -10,7 +10,7 @@ import streamlit as st
 from core import metrics
 from core.card import trained_study_types
 from core.evaluate import FRACATLAS_STRATA
-from dashboard import charts, evaluation, state
+from dashboard import charts, evaluation, model_compare, state
 from dashboard.charts import OVERALL, format_interval, group_label
 
 model = state.checked_model_name()
@@ -200,3 +200,5 @@ if external:
                    f"humerus and forearm only, so no AUROC is given: scores here show how it behaves on a body part "
                    f"it never saw. At the default threshold ({thresholds[metrics.DEFAULT_THRESHOLD_KEY]:.2f}) it calls "
                    f"{share:.0%} of them abnormal.")
+
+model_compare.compare_section(model, dataset)

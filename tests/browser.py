@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from dashboard.navigation import PAGES
 from dashboard.uploads import safe_display_name
 
 __all__ = [
@@ -51,9 +52,8 @@ APP_IDLE = (
     '[data-testid="stApp"][data-test-connection-state="CONNECTED"]'
     '[data-test-script-state="notRunning"]'
 )
-#: The page files dashboard/app.py registers, default page first (st.Page's url path = file stem).
-PAGE_FILES = ("overview.py", "explain.py", "browse.py", "performance.py", "error_analysis.py", "heatmap_accuracy.py",
-              "quiz.py", "model_card.py")
+#: The page files dashboard/app.py registers (dashboard.navigation's table), default page first.
+PAGE_FILES = tuple(spec.file for spec in PAGES)
 #: The quiz's clickable radiograph: the streamlit-image-coordinates component's frame.
 QUIZ_IMAGE_FRAME = 'iframe[data-testid="stCustomComponentV1"]'
 #: What Streamlit renders for an uncaught exception, and for a script that cannot run at all.
@@ -87,8 +87,9 @@ async def launch_chromium() -> AsyncIterator[Browser]:
 
 
 def page_url(base_url: str, page_file: str) -> str:
-    """Where st.navigation serves a page: the default page at /, the others at /<file stem>."""
-    return base_url + ("/" if page_file == PAGE_FILES[0] else "/" + Path(page_file).stem)
+    """Where st.navigation serves a page: the default page at /, the others at /<its url_path>."""
+    (spec,) = [spec for spec in PAGES if spec.file == page_file]
+    return base_url + ("/" if spec == PAGES[0] else "/" + spec.url_path)
 
 
 async def current_page_url(page: Page) -> str | None:
