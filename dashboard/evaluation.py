@@ -47,6 +47,7 @@ __all__ = [
     "ap_intervals",
     "reliability_chart",
     "threshold_controls",
+    "user_thresholds",
     "level_control",
     "group_thresholds",
     "cached_operating_point",
@@ -183,6 +184,10 @@ def _threshold_key(model: str, group: str) -> str:
 
 
 def _reset(model: str, defaults: Mapping[str, float], scope: str) -> None:
+    """Back to the card: its thresholds, and per body part (a global mode left on would hide them)."""
+    mode_key = f"threshold_mode:{model}"
+    st.session_state[f"{scope}:{mode_key}"] = PER_BODY_PART
+    st.session_state[_kept_key(mode_key)] = PER_BODY_PART
     values = dict(defaults) | {GLOBAL: defaults[_OTHER]}
     for group, value in values.items():
         key = _threshold_key(model, group)
@@ -225,6 +230,27 @@ def threshold_controls(model: str, card: Mapping | None, *, scope: str,
         thresholds[_OTHER if group == GLOBAL else group] = value
     st.button("Reset to the model card's thresholds", on_click=_reset, args=(model, defaults, scope),
               key=f"{scope}:threshold_reset")
+    return thresholds
+
+
+def user_thresholds(model: str, card: Mapping | None) -> dict[str, float] | None:
+    """The MURA thresholds the user set on Performance or Error analysis (kept across pages), in
+    core.metrics' shape, or None when they are the card's (or were never touched): Explain judges
+    its verdict at these, so a page never contradicts another."""
+    mode = st.session_state.get(_kept_key(f"threshold_mode:{model}"))
+    if mode is None:
+        return None
+    defaults = card_thresholds(card)
+
+    def kept(group: str, default: float) -> float:
+        return float(st.session_state.get(_kept_key(_threshold_key(model, group)), default))
+
+    if mode == GLOBAL:  # one threshold for every body part
+        thresholds = {_OTHER: kept(GLOBAL, defaults[_OTHER])}
+    else:
+        thresholds = {group: kept(group, value) for group, value in defaults.items()}
+    if all(np.isclose(threshold_for(thresholds, group), value) for group, value in defaults.items()):
+        return None
     return thresholds
 
 
