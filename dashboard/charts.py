@@ -26,6 +26,11 @@ __all__ = [
     "Interval",
     "group_label",
     "format_interval",
+    "MIN_CASES",
+    "MIN_PER_CLASS",
+    "TOO_FEW",
+    "too_few",
+    "format_estimate",
     "operating_point",
     "roc_figure",
     "pr_figure",
@@ -71,6 +76,29 @@ def format_interval(interval: Interval | None, digits: int = 3) -> str:
     if interval.get("low") is not None and interval.get("high") is not None:
         text += f" ({interval['low']:.{digits}f}–{interval['high']:.{digits}f})"
     return text
+
+
+#: Below these counts (cases at the level shown; cases of the rarer class) a rate or its bootstrap
+#: interval says more about chance than about the model ("-0.333 (-1.000–0.000)" from 4 studies),
+#: so tables show the counts and :data:`TOO_FEW` instead.
+MIN_CASES = 20
+MIN_PER_CLASS = 5
+TOO_FEW = "too few to estimate"
+
+
+def too_few(n: int | None, n_positive: int | None) -> bool:
+    """Whether ``n`` cases with ``n_positive`` positives are too few for a rate or an interval."""
+    if n is None or n_positive is None:
+        return True
+    return n < MIN_CASES or min(n_positive, n - n_positive) < MIN_PER_CLASS
+
+
+def format_estimate(summary: Mapping[str, Any], name: str, digits: int = 3) -> str:
+    """One statistic of a metrics_valid.json group summary ({"n", "n_abnormal", name: interval}) as
+    :func:`format_interval` writes it, or :data:`TOO_FEW` for a group below the minimum counts."""
+    if too_few(summary.get("n"), summary.get("n_abnormal")):
+        return TOO_FEW
+    return format_interval(summary.get(name), digits)
 
 
 def operating_point(confusion: Confusion) -> dict[str, float | None]:
