@@ -38,6 +38,7 @@ __all__ = [
     "selected_cell",
     "reliability_figure",
     "score_histogram",
+    "member_dash",
     "training_curves_figure",
 ]
 
@@ -330,13 +331,19 @@ def score_histogram(table: pd.DataFrame, *, classes: Sequence[str] = _CLASSES, t
     })
 
 
+def member_dash(index: int) -> str:
+    """The line dash of ensemble member ``index`` in :func:`training_curves_figure`."""
+    return _DASHES[index % len(_DASHES)]
+
+
 def training_curves_figure(log: pd.DataFrame, *, kept_epochs: Sequence[int | None] = ()) -> go.Figure:
     """Training log per epoch: loss columns on the left, holdout scores on the right, and a dotted
     line at each epoch that was kept. Bookkeeping columns (lr, seconds) are left out.
 
     An ensemble's log has a "member" column (0, 1, ... as in the card's "members"): each member gets
-    its own line per metric (same colour, another dash) and ``kept_epochs[i]`` is member i's kept
-    epoch. A single run passes ``kept_epochs=[best_epoch]``.
+    its own line per metric (same colour, another dash: :func:`member_dash`) and ``kept_epochs[i]`` is
+    member i's kept epoch. The legend names each metric once (clicking it toggles every member's line);
+    the member is in the hover text. A single run passes ``kept_epochs=[best_epoch]``.
     """
     skipped = {"epoch", "lr", "seconds", "member"}
     numeric = [c for c in log.columns if c not in skipped and pd.api.types.is_numeric_dtype(log[c])]
@@ -351,8 +358,10 @@ def training_curves_figure(log: pd.DataFrame, *, kept_epochs: Sequence[int | Non
         for axis, columns in (("x", losses), ("x2", scores)):
             traces += [
                 {"type": "scatter", "x": epochs, "y": run[column], "mode": "lines+markers",
-                 "name": column.replace("_", " ") + suffix, "xaxis": axis, "yaxis": axis.replace("x", "y"),
-                 "line": {"color": metric_colours[column], "dash": _DASHES[index % len(_DASHES)]}}
+                 "name": column.replace("_", " "), "legendgroup": column, "showlegend": index == 0,
+                 "hovertemplate": f"{column.replace('_', ' ')}{suffix}<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>",
+                 "xaxis": axis, "yaxis": axis.replace("x", "y"),
+                 "line": {"color": metric_colours[column], "dash": member_dash(index)}}
                 for column in columns
             ]
     all_epochs = log["epoch"] if "epoch" in log.columns else pd.Series([1, max(1, len(log))])
