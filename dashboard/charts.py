@@ -29,6 +29,7 @@ __all__ = [
     "MIN_CASES",
     "MIN_PER_CLASS",
     "TOO_FEW",
+    "INTERVAL_WIDTH",
     "too_few",
     "format_estimate",
     "operating_point",
@@ -85,6 +86,9 @@ def format_interval(interval: Interval | None, digits: int = 3) -> str:
 MIN_CASES = 20
 MIN_PER_CLASS = 5
 TOO_FEW = "too few to estimate"
+#: Table column width (px) that shows "0.809 (0.739–0.866)" and TOO_FEW whole: an auto-sized column
+#: keeps the width of its first values, so a column that turns into intervals was cut off.
+INTERVAL_WIDTH = 165
 
 
 def too_few(n: int | None, n_positive: int | None) -> bool:

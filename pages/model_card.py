@@ -11,7 +11,7 @@ import streamlit as st
 from core.artifacts import CARD_FILE, EvaluationMismatchError
 from core.card import DEFAULT_THRESHOLD_KEY
 from dashboard import charts, state
-from dashboard.charts import OVERALL, format_estimate, group_label
+from dashboard.charts import INTERVAL_WIDTH, OVERALL, format_estimate, group_label
 
 #: Card fields this page lays out; any other field is still shown, as JSON, at the end.
 _RENDERED = {
@@ -114,7 +114,7 @@ def show_training_data(card: dict) -> None:
     if counts.empty:
         return
     st.dataframe(counts, hide_index=True, width="stretch",
-                 column_config={"Subset": st.column_config.TextColumn(width="medium")})
+                 column_config={"Subset": st.column_config.TextColumn(width=240)})
     if _cross_validated(card):
         st.caption("Cross-validated: every training study is in exactly one holdout fold, so the out-of-fold "
                    "holdout holds the same studies as the whole training set. That is not leakage: each study's "
@@ -208,7 +208,7 @@ def show_cached_results(cached: dict | None) -> None:
     ]
     first = {_TRAINED_POOL, group_label(OVERALL)}
     rows.sort(key=lambda row: row["Body part"] not in first)
-    interval = st.column_config.TextColumn(width="medium")
+    interval = st.column_config.TextColumn(width=INTERVAL_WIDTH)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={"Threshold": st.column_config.TextColumn(
                                     help="'per part': each body part at its own threshold."),

@@ -15,10 +15,9 @@ from core.card import trained_study_types
 from core.evaluate import FRACATLAS_STRATA
 from core.metrics import BootstrapInterval, Confusion
 from dashboard import charts, evaluation, state
-from dashboard.charts import OVERALL, TOO_FEW, format_estimate, format_interval, group_label, too_few
+from dashboard.charts import INTERVAL_WIDTH, OVERALL, TOO_FEW, format_estimate, format_interval, group_label, too_few
 
-#: Wide enough for "0.809 (0.739–0.866)" and "too few to estimate" without cutting them off.
-_INTERVAL_COLUMN = st.column_config.TextColumn(width="medium")
+_INTERVAL_COLUMN = st.column_config.TextColumn(width=INTERVAL_WIDTH)
 _THRESHOLD_HELP = "'per part': each body part at its own threshold."
 
 
