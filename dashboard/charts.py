@@ -88,7 +88,7 @@ MIN_PER_CLASS = 5
 TOO_FEW = "too few to estimate"
 #: Table column width (px) that shows "0.809 (0.739–0.866)" and TOO_FEW whole: an auto-sized column
 #: keeps the width of its first values, so a column that turns into intervals was cut off.
-INTERVAL_WIDTH = 165
+INTERVAL_WIDTH = 130
 
 
 def too_few(n: int | None, n_positive: int | None) -> bool:

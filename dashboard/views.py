@@ -29,6 +29,7 @@ from dashboard.charts import group_label
 
 __all__ = [
     "CamSettings",
+    "short_layer_name",
     "cam_controls",
     "image_key",
     "model_key",
@@ -69,6 +70,12 @@ class CamSettings:
         return METHODS[self.method].slow
 
 
+def short_layer_name(name: str) -> str:
+    """"head conv (1280 ch, stride 32)" -> "head conv": the sidebar's chips cut the full name off (the
+    help lists the full names)."""
+    return name.split(" (", 1)[0]
+
+
 def cam_controls(loaded: LoadedModel, *, key_prefix: str = "cam") -> CamSettings:
     """The heat-map controls, in the sidebar; widget keys are ``f"{key_prefix}_<name>"``."""
     bar = st.sidebar
@@ -79,8 +86,11 @@ def cam_controls(loaded: LoadedModel, *, key_prefix: str = "cam") -> CamSettings
     default_layer = [loaded.config.default_cam_layer]
     layers = bar.multiselect("Target layer(s)", list(loaded.cam_layers), default=default_layer,
                              key=f"{key_prefix}_layers", disabled=not METHODS[method].uses_layers,
+                             format_func=short_layer_name,
                              help="Later layers give coarse, class-specific maps; earlier ones are sharper. "
-                                  "Several layers are averaged.") or default_layer
+                                  "Several layers are averaged.\n\n"
+                                  + "\n".join(f"- **{short_layer_name(name)}**: {name}"
+                                              for name in loaded.cam_layers)) or default_layer
     target = bar.radio("Explain the class", ("abnormal", "normal"), horizontal=True, key=f"{key_prefix}_target")
     aug_smooth = bar.checkbox("Augmentation smoothing", key=f"{key_prefix}_aug_smooth",
                               help="Average the map over flips and brightness changes (6 passes).")

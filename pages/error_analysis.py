@@ -21,15 +21,15 @@ CHART_KEY = "error_confusion"
 _LAST_CLICK_KEY = "error_last_click"
 EXPORT_COLUMNS = ["study_path", "study_type", "patient", "study", "label", "probability", "threshold",
                   "confidence", "n_views"]
-#: Short headers and narrow columns, so the study path gets the room (the CSV keeps the raw names).
+#: Short headers and narrow columns, so the study path gets the room; patient and study number are in the
+#: path, so only the CSV (and the dataframe's data) carries them.
+_LIST_ORDER = ["study_path", "study_type", "label", "probability", "threshold", "confidence", "n_views"]
 _LIST_COLUMNS = {
-    "study_path": st.column_config.TextColumn("Study", width="large"),
-    "study_type": st.column_config.TextColumn("Body part", width="small"),
-    "patient": st.column_config.TextColumn("Patient", width="small"),
-    "study": st.column_config.TextColumn("Study no.", width="small"),
-    "label": st.column_config.NumberColumn("Label", width="small", help="1 = abnormal, 0 = normal (MURA)."),
-    "n_views": st.column_config.NumberColumn("Views", width="small"),
-    **{name: st.column_config.NumberColumn(title, format="%.3f", width="small", help=help_text)
+    "study_path": st.column_config.TextColumn("Study", width=400),
+    "study_type": st.column_config.TextColumn("Body part", width=105),
+    "label": st.column_config.NumberColumn("Label", width=60, help="1 = abnormal, 0 = normal (MURA)."),
+    "n_views": st.column_config.NumberColumn("Views", width=60),
+    **{name: st.column_config.NumberColumn(title, format="%.3f", width=95, help=help_text)
        for name, title, help_text in (
            ("probability", "P(abnormal)", "The study's cached probability: the mean of its views'."),
            ("threshold", "Threshold", "The threshold it was judged at (yours, shared with Performance)."),
@@ -72,7 +72,7 @@ def show_listing(model: str, body_part: str, cell: str, in_cell: pd.DataFrame) -
     st.caption("Sorted by the model's confidence in its call (P(abnormal) when called abnormal, else 1 − it): "
                "in FP and FN, the most confidently wrong come first.")
     export = in_cell[EXPORT_COLUMNS]
-    st.dataframe(export, hide_index=True, width="stretch", column_config=_LIST_COLUMNS)
+    st.dataframe(export, hide_index=True, width="stretch", column_config=_LIST_COLUMNS, column_order=_LIST_ORDER)
     st.download_button(
         "Download this list (CSV)", data=export.to_csv(index=False).encode(), mime="text/csv",
         file_name=f"{model}_{body_part}_{cell}.csv", disabled=in_cell.empty, key="error_export",

@@ -10,7 +10,16 @@ from core.artifacts import EvaluationMismatchError
 from core.card import DEFAULT_THRESHOLD_KEY, trained_study_types
 from core.evaluate import FRACATLAS
 from dashboard import state
-from dashboard.charts import INTERVAL_WIDTH, MIN_CASES, MIN_PER_CLASS, OVERALL, format_estimate, group_label, too_few
+from dashboard.charts import (
+    INTERVAL_WIDTH,
+    MIN_CASES,
+    MIN_PER_CLASS,
+    OVERALL,
+    TOO_FEW,
+    format_estimate,
+    group_label,
+    too_few,
+)
 
 PAPER = "https://arxiv.org/abs/1712.06957"
 #: Cohen's kappa on the MURA paper's own test set (Rajpurkar et al. 2017, arXiv:1712.06957 v4, Table 1):
@@ -180,9 +189,11 @@ def show_results(model: str, card: dict) -> None:
         external = {}
     if external.get(OVERALL):
         upper = external[OVERALL]
+        auroc = format_estimate(upper, "auroc")
         st.caption(f"External check on FracAtlas (another hospital group; label *fracture*, not *abnormal*; image "
-                   f"level, {upper['n']} upper-limb images): AUROC {format_estimate(upper, 'auroc')}. "
-                   "Details and the hardware stratum on the Performance page.")
+                   f"level, {upper['n']} upper-limb images): "
+                   + ("too few images to estimate an AUROC" if auroc == TOO_FEW else f"AUROC {auroc}")
+                   + ". Details and the hardware stratum on the Performance page.")
     if others:
         with st.expander(f"Out of scope: body parts the model was not trained on ({len(others)})"):
             st.caption("Out of distribution for the model, and only a handful of studies each in this copy: the "

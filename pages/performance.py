@@ -193,7 +193,7 @@ def show_cached_table(scope: Scope, cached: dict | None, thresholds: Mapping[str
             "Sensitivity": format_estimate(summary, "sensitivity"),
             "Specificity": format_estimate(summary, "specificity"),
             "ECE": ece,
-            "Same as your thresholds": "yes" if matches.get(group) else "no",
+            "Matches yours": "yes" if matches.get(group) else "no",
         })
     n_boot = cached.get("n_boot", "")
     resamples = f"from {n_boot} resamples of {scope.resampled}" if n_boot else f"resampling {scope.resampled}"
@@ -202,7 +202,7 @@ def show_cached_table(scope: Scope, cached: dict | None, thresholds: Mapping[str
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
         "Threshold": st.column_config.TextColumn(help=_THRESHOLD_HELP),
         **dict.fromkeys(("AUROC", "Kappa", "Sensitivity", "Specificity"), _INTERVAL_COLUMN),
-        "Same as your thresholds": st.column_config.TextColumn(
+        "Matches yours": st.column_config.TextColumn(
             help="Are your thresholds the card's for this row (so these CIs apply to the table above)?"),
     })
     return cached_level

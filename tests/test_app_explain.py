@@ -271,3 +271,12 @@ def test_every_study_of_the_folder_is_offered_and_the_view_picker_follows_the_st
     assert picker.options == names
     assert picker.value == 0
     assert f"{names[0]} (as decoded)" in [c for image in at.image for c in image.captions]
+
+
+def test_layer_chips_are_short_and_the_help_names_each_layer_in_full(use_scratch_weights: Path) -> None:
+    at = open_explain()
+    layers = at.sidebar.multiselect(key="cam_layers")
+    full = list(load_model(DEFAULT_MODEL, directory=use_scratch_weights).cam_layers)
+    assert layers.options == [name.split(" (")[0] for name in full]
+    assert max(len(option) for option in layers.options) <= 12  # "stage 6 (160 ch, stride 32)" was cut off
+    assert all(name in layers.help for name in full)

@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.models import DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR
-from dashboard.charts import TOO_FEW
+from dashboard.charts import INTERVAL_WIDTH, TOO_FEW
 from tests.app_pages import assert_clean, start_app
 
 SHIPPED = SHIPPED_WEIGHTS_DIR / DEFAULT_MODEL
@@ -95,3 +95,32 @@ def test_model_card_labels_its_rows_keeps_the_legend_short_and_never_prints_none
     assert results.index[0] == "All trained body parts"
     assert (results.loc["Elbow", ["AUROC", "Kappa"]] == TOO_FEW).all()
     _assert_no_none(app)
+
+
+def _column_config(frame: object) -> dict:
+    return json.loads(frame.proto.columns)
+
+
+def test_interval_columns_are_wide_enough_for_every_value(shipped: dict) -> None:
+    app = start_app().switch_page("../pages/performance.py").run()
+    app.toggle(key="performance_bootstrap").set_value(True).run()
+    assert_clean(app)
+    longest = len("0.000 (0.000–0.000)")  # the widest interval, and as long as TOO_FEW
+    assert len(TOO_FEW) <= longest
+    for frame in app.dataframe:
+        config = _column_config(frame)
+        for column in ("Sensitivity", "Specificity", "Kappa", "AUROC"):
+            if column in frame.value.columns:
+                assert config[column]["width"] == INTERVAL_WIDTH, column
+                assert frame.value[column].str.len().max() <= longest, column
+        assert "each at its ow" not in " ".join(frame.value.astype(str).to_numpy().ravel())
+
+
+def test_error_analysis_list_gives_the_study_path_the_room(shipped: dict) -> None:
+    app = start_app().switch_page("../pages/error_analysis.py").run()
+    assert_clean(app)
+    (frame,) = [frame for frame in app.dataframe if "study_path" in frame.value.columns]
+    shown = list(frame.proto.column_order)
+    assert shown[0] == "study_path" and "patient" not in shown and "study" not in shown  # both are in the path
+    # About 7 px a character in the table font: the longest path fits whole.
+    assert _column_config(frame)["study_path"]["width"] >= 7 * frame.value["study_path"].str.len().max()

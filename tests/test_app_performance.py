@@ -72,7 +72,7 @@ def test_page_opens_at_the_model_card_thresholds(predictions, card_thresholds, u
     _assert_counts_match_cached_metrics(app, cached, "study")
     assert len(app.get("plotly_chart")) >= 4  # confusion matrices, ROC, PR, calibration
     cached = [frame.value for frame in app.dataframe if "AUROC" in frame.value.columns]
-    assert cached and set(cached[0]["Same as your thresholds"]) == {"yes"}
+    assert cached and set(cached[0]["Matches yours"]) == {"yes"}
 
 
 def test_global_threshold_slider_sets_counts_from_core_metrics(predictions, card_thresholds) -> None:
@@ -85,7 +85,7 @@ def test_global_threshold_slider_sets_counts_from_core_metrics(predictions, card
     assert expected != metrics.confusion_by_type(studies, card_thresholds)  # the move is visible
     _assert_counts(app, expected)
     cached = [frame.value for frame in app.dataframe if "AUROC" in frame.value.columns][0]
-    assert set(cached["Same as your thresholds"]) == {"no"}
+    assert set(cached["Matches yours"]) == {"no"}
 
 
 def test_one_body_part_slider_moves_only_that_body_part(predictions, card_thresholds) -> None:
