@@ -47,6 +47,7 @@ __all__ = [
     "ap_intervals",
     "reliability_chart",
     "threshold_controls",
+    "chosen_thresholds",
     "user_thresholds",
     "level_control",
     "group_thresholds",
@@ -233,25 +234,28 @@ def threshold_controls(model: str, card: Mapping | None, *, scope: str,
     return thresholds
 
 
-def user_thresholds(model: str, card: Mapping | None) -> dict[str, float] | None:
-    """The MURA thresholds the user set on Performance or Error analysis (kept across pages), in
-    core.metrics' shape, or None when they are the card's (or were never touched): Explain judges
-    its verdict at these, so a page never contradicts another."""
-    mode = st.session_state.get(_kept_key(f"threshold_mode:{model}"))
-    if mode is None:
-        return None
+def chosen_thresholds(model: str, card: Mapping | None, kept: Mapping[str, object] | None = None) -> dict[str, float]:
+    """The MURA thresholds last set with :func:`threshold_controls` on any page, for every body part
+    the card names plus "default"; the card's own where none was moved (what the report is drawn at).
+
+    ``kept`` is where the controls keep their values: st.session_state unless given (tests).
+    """
+    kept = st.session_state if kept is None else kept
     defaults = card_thresholds(card)
+    if kept.get(_kept_key(f"threshold_mode:{model}"), PER_BODY_PART) == GLOBAL:
+        value = float(kept.get(_kept_key(_threshold_key(model, GLOBAL)), defaults[_OTHER]))
+        return dict.fromkeys(defaults, value)
+    return {group: float(kept.get(_kept_key(_threshold_key(model, group)), default))
+            for group, default in defaults.items()}
 
-    def kept(group: str, default: float) -> float:
-        return float(st.session_state.get(_kept_key(_threshold_key(model, group)), default))
 
-    if mode == GLOBAL:  # one threshold for every body part
-        thresholds = {_OTHER: kept(GLOBAL, defaults[_OTHER])}
-    else:
-        thresholds = {group: kept(group, value) for group, value in defaults.items()}
-    if all(np.isclose(threshold_for(thresholds, group), value) for group, value in defaults.items()):
+def user_thresholds(model: str, card: Mapping | None) -> dict[str, float] | None:
+    """:func:`chosen_thresholds` when the user moved them away from the card's, else None: Explain judges
+    its verdict at these and says so, so a page never contradicts another."""
+    chosen, defaults = chosen_thresholds(model, card), card_thresholds(card)
+    if all(np.isclose(chosen[group], value) for group, value in defaults.items()):
         return None
-    return thresholds
+    return chosen
 
 
 def level_control(key: str = "evaluation_level") -> str:

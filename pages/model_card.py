@@ -12,6 +12,7 @@ from core.artifacts import CARD_FILE, EvaluationMismatchError
 from core.card import DEFAULT_THRESHOLD_KEY
 from dashboard import charts, state
 from dashboard.charts import INTERVAL_WIDTH, OVERALL, format_estimate, group_label
+from dashboard.report import report_button
 
 #: Card fields this page lays out; any other field is still shown, as JSON, at the end.
 _RENDERED = {
@@ -255,3 +256,4 @@ try:
 except EvaluationMismatchError as exc:
     st.error(str(exc))
 show_recipe_and_extras(card, model)
+report_button(model, key="card_report")

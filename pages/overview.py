@@ -20,6 +20,7 @@ from dashboard.charts import (
     group_label,
     too_few,
 )
+from dashboard.report import report_button
 
 PAPER = "https://arxiv.org/abs/1712.06957"
 #: Cohen's kappa on the MURA paper's own test set (Rajpurkar et al. 2017, arXiv:1712.06957 v4, Table 1):
@@ -246,4 +247,5 @@ if card is None:
 else:
     show_model(card)
     show_results(model_name, card)
+    report_button(model_name, key="overview_report")
 show_data_source()
