@@ -48,6 +48,7 @@ __all__ = [
     "reliability_chart",
     "threshold_controls",
     "chosen_thresholds",
+    "user_thresholds",
     "level_control",
     "group_thresholds",
     "cached_operating_point",
@@ -173,6 +174,8 @@ def _threshold_key(model: str, group: str) -> str:
 
 
 def _reset(model: str, defaults: Mapping[str, float]) -> None:
+    """Back to the card: its thresholds, and per body part (a global mode left on would hide them)."""
+    st.session_state[_kept_key(f"threshold_mode:{model}")] = PER_BODY_PART
     values = dict(defaults) | {GLOBAL: defaults[_OTHER]}
     for group, value in values.items():
         st.session_state[_kept_key(_threshold_key(model, group))] = value
@@ -226,6 +229,15 @@ def chosen_thresholds(model: str, card: Mapping | None, kept: Mapping[str, objec
         return dict.fromkeys(defaults, value)
     return {group: float(kept.get(_kept_key(_threshold_key(model, group)), default))
             for group, default in defaults.items()}
+
+
+def user_thresholds(model: str, card: Mapping | None) -> dict[str, float] | None:
+    """:func:`chosen_thresholds` when the user moved them away from the card's, else None: Explain judges
+    its verdict at these and says so, so a page never contradicts another."""
+    chosen, defaults = chosen_thresholds(model, card), card_thresholds(card)
+    if all(np.isclose(chosen[group], value) for group, value in defaults.items()):
+        return None
+    return chosen
 
 
 def level_control(key: str = "evaluation_level") -> str:
