@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -45,6 +46,8 @@ import pandas as pd
 from core import atomic
 
 __all__ = [
+    "CachePairError",
+    "CachedPair",
     "SHIPPED_WEIGHTS_DIR",
     "CHECKPOINT_FILE",
     "CARD_FILE",
@@ -63,6 +66,8 @@ __all__ = [
     "check_replacement",
     "write_evaluation",
     "read_evaluation",
+    "read_pair",
+    "write_pair",
 ]
 
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -178,7 +183,11 @@ def _checked(dataset: str) -> str:
     return dataset
 
 
-class EvaluationMismatchError(ValueError):
+class CachePairError(ValueError):
+    """A cached table and its summary are unreadable or come from different runs (one sentence)."""
+
+
+class EvaluationMismatchError(CachePairError):
     """The cached predictions and metrics of a dataset come from different runs."""
 
 
@@ -228,12 +237,58 @@ def write_evaluation(files: ModelArtifacts, dataset: str, predictions: pd.DataFr
         atomic.AtomicWriteError: a file could not be written (disk full...); no temporary file is left.
     """
     check_replacement(files, dataset, len(predictions), force=force)
-    csv_text = predictions.to_csv(index=False, float_format="%.6f")
-    metrics = {**metrics, _PREDICTIONS_HASH_KEY: _sha256(csv_text)}
     predictions_path, metrics_path = files.predictions(dataset), files.metrics(dataset)
-    atomic.write_text(predictions_path, csv_text)
-    atomic.write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    write_pair(predictions_path, metrics_path, predictions.to_csv(index=False, float_format="%.6f"), metrics,
+               hash_key=_PREDICTIONS_HASH_KEY)
     return predictions_path, metrics_path
+
+
+@dataclass(frozen=True)
+class CachedPair:
+    """A cached table and the JSON summary computed from exactly that table (its text's SHA-256)."""
+
+    table: pd.DataFrame
+    summary: dict
+
+
+def write_pair(table_path: Path, summary_path: Path, table_text: str, summary: dict, *, hash_key: str) -> None:
+    """Write the table, then the summary naming the table's hash: a reader never accepts a mix.
+
+    Raises:
+        atomic.AtomicWriteError: a file could not be written (disk full...); no temporary file is left.
+    """
+    atomic.write_text(table_path, table_text)
+    atomic.write_text(summary_path, json.dumps({**summary, hash_key: _sha256(table_text)}, indent=2,
+                                               allow_nan=False) + "\n")
+
+
+def read_pair(table_path: Path, summary_path: Path, *, hash_key: str, remedy: str, mismatch: str,
+              parse: Callable[[StringIO], pd.DataFrame] = pd.read_csv, hash_required: bool = True,
+              error: type[CachePairError] = CachePairError) -> CachedPair | None:
+    """The table and summary :func:`write_pair` wrote, or None when either file is absent.
+
+    ``remedy`` ends the unreadable-file sentence ("re-run the evaluation"); ``mismatch`` is the whole
+    sentence for a table that is not the one summarised. Summaries written before hashes existed
+    pass when ``hash_required`` is False.
+
+    Raises:
+        error: the files are unreadable, the summary is not an object, or the hashes differ.
+    """
+    if not table_path.is_file() or not summary_path.is_file():
+        return None
+    try:
+        text = table_path.read_text()
+        summary = json.loads(summary_path.read_text())
+        table = parse(StringIO(text))
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise error(f"The cached {summary_path.name} / {table_path.name} cannot be read "
+                    f"({type(exc).__name__}); {remedy}.") from exc
+    if not isinstance(summary, dict):
+        raise error(f"{summary_path.name} is not a JSON object; {remedy}.")
+    expected = summary.get(hash_key)
+    if (expected is not None or hash_required) and expected != _sha256(text):
+        raise error(mismatch)
+    return CachedPair(table, summary)
 
 
 def read_evaluation(files: ModelArtifacts, dataset: str) -> Evaluation | None:
@@ -243,22 +298,8 @@ def read_evaluation(files: ModelArtifacts, dataset: str) -> Evaluation | None:
         EvaluationMismatchError: the pair is inconsistent or unreadable (message: one sentence).
     """
     predictions_path, metrics_path = files.predictions(dataset), files.metrics(dataset)
-    if not predictions_path.is_file() or not metrics_path.is_file():
-        return None
-    try:
-        csv_text = predictions_path.read_text()
-        metrics = json.loads(metrics_path.read_text())
-        predictions = pd.read_csv(StringIO(csv_text))
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise EvaluationMismatchError(
-            f"The cached evaluation {metrics_path.name} / {predictions_path.name} cannot be read "
-            f"({type(exc).__name__}); re-run the evaluation."
-        ) from exc
-    if not isinstance(metrics, dict):
-        raise EvaluationMismatchError(f"{metrics_path.name} is not a metrics object; re-run the evaluation.")
-    expected = metrics.get(_PREDICTIONS_HASH_KEY)
-    if expected is not None and expected != _sha256(csv_text):
-        raise EvaluationMismatchError(
-            f"{predictions_path.name} and {metrics_path.name} come from different runs; re-run the evaluation."
-        )
-    return Evaluation(predictions, metrics)
+    pair = read_pair(predictions_path, metrics_path, hash_key=_PREDICTIONS_HASH_KEY, remedy="re-run the evaluation",
+                     mismatch=f"{predictions_path.name} and {metrics_path.name} come from different runs; "
+                              "re-run the evaluation.",
+                     hash_required=False, error=EvaluationMismatchError)
+    return None if pair is None else Evaluation(pair.table, pair.summary)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["AtomicWriteError", "write_text", "save_torch"]
+__all__ = ["AtomicWriteError", "write_text", "write_bytes", "save_torch"]
 
 
 class AtomicWriteError(OSError):
@@ -39,6 +39,11 @@ def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically; raises AtomicWriteError if it cannot."""
     _replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a report, a figure); raises AtomicWriteError if it cannot."""
+    _replace_atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
 def save_torch(obj: Any, path: Path) -> None:

@@ -26,7 +26,7 @@ from core import atomic
 from core.artifacts import ModelArtifacts
 from core.card import ensemble_card, write_card
 from core.models import ModelLoadError, load_model, save_ensemble_checkpoint
-from core.train import holdout_summary
+from core.thresholds import holdout_summary
 
 __all__ = ["combine", "is_cross_validation", "out_of_fold", "main"]
 

@@ -8,7 +8,9 @@ writes, as one pair (core.artifacts.write_evaluation), ``weights/<model>/predict
 (one row per present image, keyed by its official path) and ``metrics_<split>.json`` (image and
 study level, overall and per body part, with bootstrap CIs); for FracAtlas,
 ``predictions_fracatlas.csv`` (one row per image, keyed by its file in the root) and
-``metrics_fracatlas.json`` (image level, per region; see :func:`summarise_fracatlas`).
+``metrics_fracatlas.json`` (image level, per region; see :func:`summarise_fracatlas`). A MURA
+metrics file also pools the body parts the model was trained on (``"trained"``, :func:`summarise_trained`):
+"all body parts" would otherwise mix in the few studies of parts the model never saw.
 The dashboard only reads these files. Whatever part of the data is present is evaluated; the
 JSON records the coverage. A cached evaluation of more images is not replaced by one of fewer
 (a partial copy) without ``--force``.
@@ -30,8 +32,8 @@ from tqdm import tqdm
 
 from core import fracatlas, mura
 from core.artifacts import ModelArtifacts, check_replacement, write_evaluation
-from core.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for
-from core.metrics import DEFAULT_N_BOOT, summarise
+from core.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
+from core.metrics import DEFAULT_N_BOOT, LEVELS, OVERALL, summarise
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
 
@@ -47,6 +49,7 @@ __all__ = [
     "predict_split",
     "predict_fracatlas",
     "summarise_fracatlas",
+    "summarise_trained",
     "evaluate",
     "evaluate_fracatlas",
     "main",
@@ -231,6 +234,18 @@ def evaluate_fracatlas(model_name: str, root: Path, *, n_boot: int = DEFAULT_N_B
     return write_evaluation(ModelArtifacts(loaded.directory), FRACATLAS, predictions, metrics, force=force)
 
 
+def summarise_trained(predictions: pd.DataFrame, thresholds: dict[str, float], card: dict, *,
+                      n_boot: int = DEFAULT_N_BOOT) -> dict[str, object] | None:
+    """The body parts the model was trained on, pooled: {"study_types", "image", "study"}, each level
+    in :func:`core.metrics.summarise`'s "overall" shape (same resamples and seed); None when the card
+    names no trained part present in ``predictions``."""
+    trained = [t for t in trained_study_types(card) if t in set(predictions["study_type"])]
+    if not trained:
+        return None
+    pooled = summarise(predictions[predictions["study_type"].isin(trained)], thresholds, n_boot=n_boot, seed=0)
+    return {"study_types": trained, **{level: pooled[level][OVERALL] for level in LEVELS}}
+
+
 def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = DEFAULT_N_BOOT,
              batch_size: int = DEFAULT_BATCH_SIZE, force: bool = False) -> tuple[Path, Path]:
     """Predict ``split`` and write predictions and metrics beside the model's checkpoint.
@@ -246,6 +261,9 @@ def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = DEFAULT_N
     thresholds = card_thresholds(loaded.card)
     by_type = {t: threshold_for(thresholds, t) for t in predictions["study_type"].unique()}
     metrics = summarise(predictions, by_type, n_boot=n_boot, seed=0)
+    trained = summarise_trained(predictions, by_type, loaded.card, n_boot=n_boot)
+    if trained is not None:
+        metrics["trained"] = trained
     metrics["evaluation"] = {
         "model": model_name,
         "split": split,

@@ -19,8 +19,6 @@ ShapleyCAM (second-order gradients) and the slow methods are opt-in (``--methods
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -34,7 +32,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from core import atomic, fracatlas, localization
-from core.artifacts import ModelArtifacts
+from core.artifacts import CachePairError, ModelArtifacts, read_pair, write_pair
 from core.card import card_thresholds, threshold_for
 from core.evaluate import REGION_THRESHOLDS
 from core.explain import METHODS, Target, explain_grid, shares_a_pass
@@ -68,6 +66,8 @@ ROW_COLUMNS = [
 ]
 # Rows are rewritten to disk after this many images: a killed sweep loses at most these.
 _SAVE_EVERY = 10
+#: The summary key that holds the SHA-256 of the rows it summarises.
+_ROWS_HASH_KEY = "rows_sha256"
 
 
 #: Fast methods left out of the default sweep, with why (each is opt-in through --methods).
@@ -152,7 +152,7 @@ def _parse_rows(source: Path | StringIO, name: str) -> pd.DataFrame:
     return rows[ROW_COLUMNS]
 
 
-class LocalizationCacheError(ValueError):
+class LocalizationCacheError(CachePairError):
     """The cached rows and summary are unreadable or come from different runs (one sentence)."""
 
 
@@ -172,23 +172,11 @@ def read_cache(files: ModelArtifacts) -> LocalizationCache | None:
         stopped between its periodic saves and its final summary, a hand edit).
     """
     rows_path, summary_path = files.localization(DATASET), files.localization_summary(DATASET)
-    if not rows_path.is_file() or not summary_path.is_file():
-        return None
-    try:
-        text = rows_path.read_text()
-        summary = json.loads(summary_path.read_text())
-        rows = _parse_rows(StringIO(text), rows_path.name)
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise LocalizationCacheError(
-            f"The cached localisation {rows_path.name} / {summary_path.name} cannot be read "
-            f"({type(exc).__name__}); re-run python -m core.localize."
-        ) from exc
-    if not isinstance(summary, dict) or summary.get("rows_sha256") != hashlib.sha256(text.encode()).hexdigest():
-        raise LocalizationCacheError(
-            f"{rows_path.name} is not the table {summary_path.name} summarises (a sweep still running or "
-            "stopped early); finish it with python -m core.localize."
-        )
-    return LocalizationCache(rows, summary)
+    pair = read_pair(rows_path, summary_path, hash_key=_ROWS_HASH_KEY, remedy="re-run python -m core.localize",
+                     mismatch=f"{rows_path.name} is not the table {summary_path.name} summarises (a sweep still "
+                              "running or stopped early); finish it with python -m core.localize.",
+                     parse=lambda text: _parse_rows(text, rows_path.name), error=LocalizationCacheError)
+    return None if pair is None else LocalizationCache(pair.table, pair.summary)
 
 
 def _rows_text(rows: pd.DataFrame) -> str:
@@ -208,12 +196,11 @@ def summary_of(rows: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict
 def _write(files: ModelArtifacts, rows: pd.DataFrame, *, n_boot: int | None = None) -> None:
     """Write the rows; with ``n_boot``, then the summary of the rows as written (rounded) and their hash."""
     text = _rows_text(rows)
-    atomic.write_text(files.localization(DATASET), text)
-    if n_boot is not None:
-        summary = {**summary_of(_parse_rows(StringIO(text), DATASET), n_boot=n_boot),
-                   "rows_sha256": hashlib.sha256(text.encode()).hexdigest()}
-        atomic.write_text(files.localization_summary(DATASET),
-                          json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    if n_boot is None:
+        atomic.write_text(files.localization(DATASET), text)
+    else:
+        write_pair(files.localization(DATASET), files.localization_summary(DATASET), text,
+                   summary_of(_parse_rows(StringIO(text), DATASET), n_boot=n_boot), hash_key=_ROWS_HASH_KEY)
 
 
 def sweep(

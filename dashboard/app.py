@@ -24,32 +24,16 @@ if str(PROJECT_ROOT) not in sys.path:
 from core import mura  # noqa: E402 - needs the path set above
 from core.models import DEFAULT_MODEL  # noqa: E402
 from core.predict import configure_threads  # noqa: E402
-from dashboard import state  # noqa: E402
+from dashboard import navigation, state  # noqa: E402
 from dashboard.markup import escape_markdown  # noqa: E402
 
-PAGES_DIR = PROJECT_ROOT / "pages"
-# (file, title, icon); the first is the default page.
-PAGES = (
-    ("overview.py", "Overview", ":material/home:"),
-    ("explain.py", "Explain", ":material/visibility:"),
-    ("browse.py", "Browse", ":material/photo_library:"),
-    ("performance.py", "Performance", ":material/monitoring:"),
-    ("error_analysis.py", "Error analysis", ":material/rule:"),
-    ("heatmap_accuracy.py", "Heat-map accuracy", ":material/my_location:"),
-    ("model_card.py", "Model card", ":material/description:"),
-)
-# Widget keys. The chosen values live under plain keys (state.MODEL_KEY, MURA_TEXT_KEY) because
-# Streamlit drops a widget's value when st.switch_page reruns without the browser's widget states.
+# Widget keys. The chosen values live under plain keys (state.MODEL_KEY, MURA_TEXT_KEY): see
+# navigation.kept_widget.
 MODEL_WIDGET_KEY = "model_select"
 MURA_INPUT_KEY = "mura_root_input"
 MURA_TEXT_KEY = "mura_root_text"
 #: What visitors see when the locked MURA_ROOT cannot be used (the reason goes to the server log).
 LOCKED_ROOT_UNUSABLE = "The server's MURA folder cannot be used right now; the app shows its synthetic samples."
-
-
-def _keep(widget_key: str, store_key: str) -> None:
-    """on_change: copy a widget's new value to its plain key before the script reruns."""
-    st.session_state[store_key] = st.session_state[widget_key]
 
 
 def model_selector() -> None:
@@ -60,9 +44,7 @@ def model_selector() -> None:
         return
     if st.session_state.get(state.MODEL_KEY) not in models:
         st.session_state[state.MODEL_KEY] = DEFAULT_MODEL if DEFAULT_MODEL in models else models[0]
-    st.session_state[MODEL_WIDGET_KEY] = st.session_state[state.MODEL_KEY]
-    st.sidebar.selectbox("Model", models, key=MODEL_WIDGET_KEY, on_change=_keep,
-                         args=(MODEL_WIDGET_KEY, state.MODEL_KEY),
+    st.sidebar.selectbox("Model", models, **navigation.kept_widget(MODEL_WIDGET_KEY, state.MODEL_KEY, None),
                          help="A folder under weights/ with a checkpoint, a model card and cached evaluation.")
 
 
@@ -79,9 +61,9 @@ def mura_root_input() -> None:
             st.sidebar.warning(LOCKED_ROOT_UNUSABLE)
         caption = "Data: the server's MURA folder" if root else NO_MURA_CAPTION
     else:
-        st.session_state[MURA_INPUT_KEY] = st.session_state.get(MURA_TEXT_KEY, os.environ.get("MURA_ROOT", ""))
+        kept = navigation.kept_widget(MURA_INPUT_KEY, MURA_TEXT_KEY, os.environ.get("MURA_ROOT", ""))
         text = st.sidebar.text_input(
-            "MURA v1.1 folder", key=MURA_INPUT_KEY, on_change=_keep, args=(MURA_INPUT_KEY, MURA_TEXT_KEY),
+            "MURA v1.1 folder", **kept,
             placeholder="/data/MURA-v1.1",
             help="Your own copy of Stanford's MURA v1.1 (the folder holding valid_image_paths.csv). "
                  "Leave empty to use the real FracAtlas radiographs and synthetic samples shipped with the app.",
@@ -100,15 +82,11 @@ def main() -> None:
     # torch's thread count is per thread here and every session runs in its own script thread:
     # set it on each run (cheap) so every session computes with the same count.
     configure_threads()
-    pages = [
-        st.Page(PAGES_DIR / file, title=title, icon=icon, default=index == 0)
-        for index, (file, title, icon) in enumerate(PAGES)
-    ]
-    navigation = st.navigation(pages)
+    chosen = st.navigation(navigation.all_pages())
     st.sidebar.title("MURA Lens")
     model_selector()
     mura_root_input()
-    navigation.run()
+    chosen.run()
 
 
 main()

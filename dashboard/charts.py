@@ -26,6 +26,12 @@ __all__ = [
     "Interval",
     "group_label",
     "format_interval",
+    "MIN_CASES",
+    "MIN_PER_CLASS",
+    "TOO_FEW",
+    "INTERVAL_WIDTH",
+    "too_few",
+    "format_estimate",
     "operating_point",
     "roc_figure",
     "pr_figure",
@@ -33,6 +39,7 @@ __all__ = [
     "selected_cell",
     "reliability_figure",
     "score_histogram",
+    "member_dash",
     "training_curves_figure",
 ]
 
@@ -71,6 +78,32 @@ def format_interval(interval: Interval | None, digits: int = 3) -> str:
     if interval.get("low") is not None and interval.get("high") is not None:
         text += f" ({interval['low']:.{digits}f}–{interval['high']:.{digits}f})"
     return text
+
+
+#: Below these counts (cases at the level shown; cases of the rarer class) a rate or its bootstrap
+#: interval says more about chance than about the model ("-0.333 (-1.000–0.000)" from 4 studies),
+#: so tables show the counts and :data:`TOO_FEW` instead.
+MIN_CASES = 20
+MIN_PER_CLASS = 5
+TOO_FEW = "too few to estimate"
+#: Table column width (px) that shows "0.809 (0.739–0.866)" and TOO_FEW whole: an auto-sized column
+#: keeps the width of its first values, so a column that turns into intervals was cut off.
+INTERVAL_WIDTH = 130
+
+
+def too_few(n: int | None, n_positive: int | None) -> bool:
+    """Whether ``n`` cases with ``n_positive`` positives are too few for a rate or an interval."""
+    if n is None or n_positive is None:
+        return True
+    return n < MIN_CASES or min(n_positive, n - n_positive) < MIN_PER_CLASS
+
+
+def format_estimate(summary: Mapping[str, Any], name: str, digits: int = 3) -> str:
+    """One statistic of a metrics_valid.json group summary ({"n", "n_abnormal", name: interval}) as
+    :func:`format_interval` writes it, or :data:`TOO_FEW` for a group below the minimum counts."""
+    if too_few(summary.get("n"), summary.get("n_abnormal")):
+        return TOO_FEW
+    return format_interval(summary.get(name), digits)
 
 
 def operating_point(confusion: Confusion) -> dict[str, float | None]:
@@ -302,13 +335,19 @@ def score_histogram(table: pd.DataFrame, *, classes: Sequence[str] = _CLASSES, t
     })
 
 
+def member_dash(index: int) -> str:
+    """The line dash of ensemble member ``index`` in :func:`training_curves_figure`."""
+    return _DASHES[index % len(_DASHES)]
+
+
 def training_curves_figure(log: pd.DataFrame, *, kept_epochs: Sequence[int | None] = ()) -> go.Figure:
     """Training log per epoch: loss columns on the left, holdout scores on the right, and a dotted
     line at each epoch that was kept. Bookkeeping columns (lr, seconds) are left out.
 
     An ensemble's log has a "member" column (0, 1, ... as in the card's "members"): each member gets
-    its own line per metric (same colour, another dash) and ``kept_epochs[i]`` is member i's kept
-    epoch. A single run passes ``kept_epochs=[best_epoch]``.
+    its own line per metric (same colour, another dash: :func:`member_dash`) and ``kept_epochs[i]`` is
+    member i's kept epoch. The legend names each metric once (clicking it toggles every member's line);
+    the member is in the hover text. A single run passes ``kept_epochs=[best_epoch]``.
     """
     skipped = {"epoch", "lr", "seconds", "member"}
     numeric = [c for c in log.columns if c not in skipped and pd.api.types.is_numeric_dtype(log[c])]
@@ -323,8 +362,10 @@ def training_curves_figure(log: pd.DataFrame, *, kept_epochs: Sequence[int | Non
         for axis, columns in (("x", losses), ("x2", scores)):
             traces += [
                 {"type": "scatter", "x": epochs, "y": run[column], "mode": "lines+markers",
-                 "name": column.replace("_", " ") + suffix, "xaxis": axis, "yaxis": axis.replace("x", "y"),
-                 "line": {"color": metric_colours[column], "dash": _DASHES[index % len(_DASHES)]}}
+                 "name": column.replace("_", " "), "legendgroup": column, "showlegend": index == 0,
+                 "hovertemplate": f"{column.replace('_', ' ')}{suffix}<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>",
+                 "xaxis": axis, "yaxis": axis.replace("x", "y"),
+                 "line": {"color": metric_colours[column], "dash": member_dash(index)}}
                 for column in columns
             ]
     all_epochs = log["epoch"] if "epoch" in log.columns else pd.Series([1, max(1, len(log))])

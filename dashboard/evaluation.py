@@ -28,7 +28,7 @@ from core.artifacts import ModelArtifacts
 from core.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for
 from core.evaluate import FRACATLAS, fracatlas_stratum, region_thresholds
 from core.metrics import BootstrapInterval, Confusion, PrCurve, RocCurve
-from dashboard import charts, state
+from dashboard import charts, navigation, state
 from dashboard.charts import CELLS, OVERALL, group_label
 
 __all__ = [
@@ -47,6 +47,8 @@ __all__ = [
     "ap_intervals",
     "reliability_chart",
     "threshold_controls",
+    "chosen_thresholds",
+    "user_thresholds",
     "level_control",
     "group_thresholds",
     "cached_operating_point",
@@ -163,31 +165,20 @@ def reliability_chart(model: str, level: str, groups: list[str], dataset: str = 
 
 
 def _kept_key(key: str) -> str:
+    """Where a control's value is kept: shared by pages, while each page has its own widget keys."""
     return f"kept:{key}"
-
-
-def _seed(widget_key: str, kept_key: str, default: object) -> None:
-    """Give a widget its kept value when it has no state yet. Streamlit ties widget state to the
-    page that drew it and drops it on runs of other pages, so each page has its own widget keys
-    and the kept copy (shared) is what carries a threshold from one page to the other."""
-    if widget_key not in st.session_state:
-        st.session_state[widget_key] = st.session_state.get(_kept_key(kept_key), default)
-
-
-def _keep(widget_key: str, kept_key: str) -> None:
-    st.session_state[_kept_key(kept_key)] = st.session_state[widget_key]
 
 
 def _threshold_key(model: str, group: str) -> str:
     return f"threshold:{model}:{group}"
 
 
-def _reset(model: str, defaults: Mapping[str, float], scope: str) -> None:
+def _reset(model: str, defaults: Mapping[str, float]) -> None:
+    """Back to the card: its thresholds, and per body part (a global mode left on would hide them)."""
+    st.session_state[_kept_key(f"threshold_mode:{model}")] = PER_BODY_PART
     values = dict(defaults) | {GLOBAL: defaults[_OTHER]}
     for group, value in values.items():
-        key = _threshold_key(model, group)
-        st.session_state[f"{scope}:{key}"] = value
-        st.session_state[_kept_key(key)] = value
+        st.session_state[_kept_key(_threshold_key(model, group))] = value
 
 
 def threshold_controls(model: str, card: Mapping | None, *, scope: str,
@@ -203,12 +194,10 @@ def threshold_controls(model: str, card: Mapping | None, *, scope: str,
     named_only = defaults is not None
     defaults = dict(defaults) if named_only else card_thresholds(card)
     mode_key = f"threshold_mode:{model}"
-    _seed(f"{scope}:{mode_key}", mode_key, PER_BODY_PART)
-    mode = st.radio("Operating threshold", list(_MODE_LABELS), format_func=_MODE_LABELS.get,
-                    horizontal=True, key=f"{scope}:{mode_key}",
+    mode = st.radio("Operating threshold", list(_MODE_LABELS), format_func=_MODE_LABELS.get, horizontal=True,
+                    **navigation.kept_widget(f"{scope}:{mode_key}", _kept_key(mode_key), PER_BODY_PART),
                     help="A study (or image) is called abnormal when its probability ≥ the threshold. "
                          "The model card's thresholds maximise study-level kappa on train's holdout patients.")
-    _keep(f"{scope}:{mode_key}", mode_key)
     if mode == GLOBAL:
         sliders = [(GLOBAL, "Threshold for every body part", defaults[_OTHER])]
     else:  # named body parts first, then the slider for every other body part
@@ -219,21 +208,42 @@ def threshold_controls(model: str, card: Mapping | None, *, scope: str,
     thresholds = {_OTHER: defaults[_OTHER]}
     for column, (group, label, default) in zip(st.columns(len(sliders)), sliders, strict=True):
         key = _threshold_key(model, group)
-        _seed(f"{scope}:{key}", key, default)
-        value = float(column.slider(label, 0.0, 1.0, step=0.01, key=f"{scope}:{key}"))
-        _keep(f"{scope}:{key}", key)
+        value = float(column.slider(label, 0.0, 1.0, step=0.01,
+                                    **navigation.kept_widget(f"{scope}:{key}", _kept_key(key), default)))
         thresholds[_OTHER if group == GLOBAL else group] = value
-    st.button("Reset to the model card's thresholds", on_click=_reset, args=(model, defaults, scope),
+    st.button("Reset to the model card's thresholds", on_click=_reset, args=(model, defaults),
               key=f"{scope}:threshold_reset")
     return thresholds
 
 
+def chosen_thresholds(model: str, card: Mapping | None, kept: Mapping[str, object] | None = None) -> dict[str, float]:
+    """The MURA thresholds last set with :func:`threshold_controls` on any page, for every body part
+    the card names plus "default"; the card's own where none was moved (what the report is drawn at).
+
+    ``kept`` is where the controls keep their values: st.session_state unless given (tests).
+    """
+    kept = st.session_state if kept is None else kept
+    defaults = card_thresholds(card)
+    if kept.get(_kept_key(f"threshold_mode:{model}"), PER_BODY_PART) == GLOBAL:
+        value = float(kept.get(_kept_key(_threshold_key(model, GLOBAL)), defaults[_OTHER]))
+        return dict.fromkeys(defaults, value)
+    return {group: float(kept.get(_kept_key(_threshold_key(model, group)), default))
+            for group, default in defaults.items()}
+
+
+def user_thresholds(model: str, card: Mapping | None) -> dict[str, float] | None:
+    """:func:`chosen_thresholds` when the user moved them away from the card's, else None: Explain judges
+    its verdict at these and says so, so a page never contradicts another."""
+    chosen, defaults = chosen_thresholds(model, card), card_thresholds(card)
+    if all(np.isclose(chosen[group], value) for group, value in defaults.items()):
+        return None
+    return chosen
+
+
 def level_control(key: str = "evaluation_level") -> str:
     """Study- or image-level evaluation (kept when the user visits other pages and comes back)."""
-    _seed(key, key, "study")
-    level = st.radio("Level", list(LEVEL_LABELS), format_func=LEVEL_LABELS.get, horizontal=True, key=key)
-    _keep(key, key)
-    return level
+    return st.radio("Level", list(LEVEL_LABELS), format_func=LEVEL_LABELS.get, horizontal=True,
+                    **navigation.kept_widget(key, _kept_key(key), "study"))
 
 
 def group_thresholds(table: pd.DataFrame, thresholds: Mapping[str, float]) -> dict[str, float | None]:

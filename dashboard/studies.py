@@ -38,6 +38,7 @@ __all__ = [
     "region_study_type",
     "label_caption",
     "curated_mura_studies",
+    "mura_study_paths",
     "study_title",
     "load_study",
     "mura_study_views",
@@ -128,6 +129,18 @@ def curated_mura_studies() -> pd.DataFrame:
     if not _MURA_INDEX.is_file():
         return pd.DataFrame(columns=["study_path", "study_type", "label", "reason"])
     return pd.read_csv(_MURA_INDEX)
+
+
+def mura_study_paths(root: Path) -> list[str]:
+    """Every study of the MURA folder with an image present, valid/ then train/, in path order; a
+    split whose CSVs are missing or broken is left out (the sidebar already says what is wrong)."""
+    paths: list[str] = []
+    for split in ("valid", "train"):
+        try:
+            paths += sorted(state.read_mura_images(root, split)["study_path"].unique())
+        except mura.MuraRootError:
+            continue
+    return paths
 
 
 def study_title(ref: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -18,16 +18,19 @@ import streamlit as st
 from PIL import Image, ImageDraw
 
 from core.artifacts import ModelArtifacts, file_version
+from core.card import threshold_for
 from core.explain import DEFAULT_METHOD, METHODS, Explanation, Target, explain
 from core.faithfulness import faithfulness
 from core.figures import MapScale
 from core.models import LoadedModel
 from core.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY, colormap_colours, overlay, threshold_mask
 from core.predict import StudyPrediction, predict_images, study_probability
-from dashboard import slow_runs, state
+from dashboard import navigation, slow_runs, state
+from dashboard.charts import group_label
 
 __all__ = [
     "CamSettings",
+    "short_layer_name",
     "cam_controls",
     "map_picture",
     "map_scale",
@@ -48,7 +51,6 @@ __all__ = [
     "open_in_explain",
 ]
 
-EXPLAIN_PAGE = "../pages/explain.py"  # relative to dashboard/app.py, as st.switch_page wants
 _BOX_COLOUR = (0, 255, 0)
 _CAM_FAILED = "The heat map could not be computed for {name}: {reason}"
 
@@ -85,6 +87,12 @@ class CamSettings:
         return replace(self, layers=self.layers or (loaded.config.default_cam_layer,))
 
 
+def short_layer_name(name: str) -> str:
+    """"head conv (1280 ch, stride 32)" -> "head conv": the sidebar's chips cut the full name off (the
+    help lists the full names)."""
+    return name.split(" (", 1)[0]
+
+
 def cam_controls(loaded: LoadedModel, *, key_prefix: str = "cam") -> CamSettings:
     """The heat-map controls, in the sidebar; widget keys are ``f"{key_prefix}_<name>"``."""
     bar = st.sidebar
@@ -95,8 +103,11 @@ def cam_controls(loaded: LoadedModel, *, key_prefix: str = "cam") -> CamSettings
     default_layer = [loaded.config.default_cam_layer]
     layers = bar.multiselect("Target layer(s)", list(loaded.cam_layers), default=default_layer,
                              key=f"{key_prefix}_layers", disabled=not METHODS[method].uses_layers,
+                             format_func=short_layer_name,
                              help="Later layers give coarse, class-specific maps; earlier ones are sharper. "
-                                  "Several layers are averaged.") or default_layer
+                                  "Several layers are averaged.\n\n"
+                                  + "\n".join(f"- **{short_layer_name(name)}**: {name}"
+                                              for name in loaded.cam_layers)) or default_layer
     target = bar.radio("Explain the class", ("abnormal", "normal"), horizontal=True, key=f"{key_prefix}_target")
     aug_smooth = bar.checkbox("Augmentation smoothing", key=f"{key_prefix}_aug_smooth",
                               help="Average the map over flips and brightness changes (6 passes).")
@@ -282,20 +293,34 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def study_verdict(loaded: LoadedModel, probabilities: Sequence[float], study_type: str | None) -> StudyPrediction:
-    """The MURA study verdict from view probabilities, at the card's threshold for the body part."""
-    return StudyPrediction(tuple(probabilities), study_probability(probabilities),
-                           loaded.threshold_for(study_type), study_type)
+def study_verdict(loaded: LoadedModel, probabilities: Sequence[float], study_type: str | None,
+                  thresholds: Mapping[str, float] | None = None) -> StudyPrediction:
+    """The MURA study verdict from view probabilities, at the body part's threshold in ``thresholds``
+    (core.metrics' shape: the ones the user set on Performance), else the card's."""
+    threshold = loaded.threshold_for(study_type) if thresholds is None else threshold_for(thresholds, study_type)
+    return StudyPrediction(tuple(probabilities), study_probability(probabilities), threshold, study_type)
 
 
-def show_verdict(prediction: StudyPrediction) -> None:
-    """Study probability, verdict and the threshold it was judged at, as three metrics."""
+def show_verdict(prediction: StudyPrediction, card_threshold: float | None = None) -> None:
+    """Study probability, verdict and the threshold it was judged at, as three metrics; with
+    ``card_threshold`` (the card's, when the user's threshold differs) the threshold says whose it is."""
     probability, verdict, threshold = st.columns(3)
     probability.metric("Study P(abnormal)", f"{prediction.probability:.3f}",
                        help="Mean of the views' probabilities, as in the MURA paper.")
     verdict.metric("Verdict", prediction.verdict)
-    threshold.metric("Threshold", f"{prediction.threshold:.3f}",
-                     help=f"The model card's operating threshold for {prediction.study_type or 'unknown body parts'}.")
+    body_part = group_label(prediction.study_type).lower() if prediction.study_type else "unknown body parts"
+    if card_threshold is None:
+        threshold.metric("Threshold", f"{prediction.threshold:.3f}",
+                         help=f"The model card's operating threshold for {body_part}.")
+        st.caption(f"Judged at the model card's threshold for {body_part}. Thresholds you set on the Performance "
+                   "page apply here too.")
+    else:
+        threshold.metric("Threshold", f"{prediction.threshold:.3f}",
+                         delta=f"{prediction.threshold - card_threshold:+.3f} vs the card's", delta_color="off",
+                         help=f"The threshold you set for {body_part} on the Performance or Error analysis page.")
+        st.caption(f"Judged at **your** threshold for {body_part} from the Performance page "
+                   f"({prediction.threshold:.2f}; the model card's is {card_threshold:.2f}). Its Reset button "
+                   "returns to the card's.")
 
 
 def show_study_views(
@@ -306,18 +331,21 @@ def show_study_views(
     study_type: str | None = None,
     no_verdict: str | None = None,
     columns: int = 4,
+    thresholds: Mapping[str, float] | None = None,
 ) -> StudyPrediction:
     """Show a study: its verdict, then each view with P(abnormal) and its CAM overlay under one colour bar.
 
     ``settings=None`` shows the plain views (e.g. while a slow method awaits confirmation).
     ``no_verdict`` (one sentence) replaces the verdict for a study the model should not judge
     (unknown or untrained body part, not a radiograph): the probability stays, in small type.
+    ``thresholds`` (the user's, from Performance) judge the study instead of the card's.
     Returns the study prediction so callers can reuse the probabilities.
     """
     probabilities = cached_probabilities(loaded, [pixels for _, pixels in images])
-    prediction = study_verdict(loaded, probabilities, study_type)
+    prediction = study_verdict(loaded, probabilities, study_type, thresholds)
     if no_verdict is None:
-        show_verdict(prediction)
+        card_threshold = loaded.threshold_for(study_type)
+        show_verdict(prediction, None if np.isclose(prediction.threshold, card_threshold) else card_threshold)
     else:
         st.warning(no_verdict, icon=":material/help:")
         st.caption(f"Study P(abnormal) = {prediction.probability:.3f}, shown for reference only.")
@@ -347,4 +375,4 @@ def show_study_views(
 def open_in_explain(study_ref: str) -> None:
     """Hand a study (official MURA study path or synthetic sample id) to the Explain page."""
     st.session_state[state.EXPLAIN_STUDY_KEY] = study_ref
-    st.switch_page(EXPLAIN_PAGE)
+    st.switch_page(navigation.page(navigation.EXPLAIN))

@@ -4,7 +4,9 @@
 
 MURA's licence forbids shipping its images, so the index holds official study paths and the
 reason each is interesting; the app shows the pictures only from a MURA folder the user has.
-Rerun it after a model's cached evaluation changes. It picks:
+Rerun it after a model's cached evaluation changes. The reasons carry no numbers: the app shows each
+study's probability and threshold live from the current model's cache, so a note cannot contradict them
+(tests/test_curated_index.py checks the shipped index against the shipped model's cache). It picks:
 
 * the model's most confidently wrong studies per trained body part (false positives and false
   negatives) and its most confident right ones, from ``weights/<model>/predictions_valid.csv``
@@ -30,7 +32,7 @@ from core.imaging import load_radiograph
 from core.metrics import study_table
 from core.models import DEFAULT_MODEL, weights_dir
 
-__all__ = ["INDEX_FILE", "HARDWARE_STUDIES", "build_index", "main"]
+__all__ = ["INDEX_FILE", "HARDWARE_STUDIES", "CONFIDENTLY_WRONG", "build_index", "main"]
 
 INDEX_FILE = Path(__file__).resolve().parent / "mura_index.csv"
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent.parent / "shared" / "mura" / "MURA-v1.1"
@@ -48,11 +50,15 @@ HARDWARE_STUDIES = {
     "MURA-v1.1/valid/XR_HUMERUS/patient11652/study1_positive/": "plate and screws (metal hardware)",
     "MURA-v1.1/valid/XR_HUMERUS/patient11656/study1_positive/": "plate and screws (metal hardware)",
 }
+#: How a reason for a confidently wrong pick starts (the rest names the model and its call).
+CONFIDENTLY_WRONG = "confidently wrong"
 _BLACK_MEAN = 5.0  # a view whose mean grey level is below this is almost entirely black
 
 
-def _model_picks(predictions: pd.DataFrame, thresholds: dict[str, float], per_kind: int) -> dict[str, str]:
-    """Most confidently wrong (both ways) and most confidently right studies per body part."""
+def _model_picks(predictions: pd.DataFrame, thresholds: dict[str, float], per_kind: int,
+                 model: str) -> dict[str, str]:
+    """Most confidently wrong (both ways) and most confidently right studies per body part, each
+    reason naming the model whose cache picked it (another model may call the study otherwise)."""
     picks: dict[str, str] = {}
     studies = study_table(predictions)
     for study_type, group in studies.groupby("study_type"):
@@ -60,17 +66,17 @@ def _model_picks(predictions: pd.DataFrame, thresholds: dict[str, float], per_ki
         called = group["probability"] >= threshold
         kinds = [
             (group[~called & (group["label"] == 1)].nsmallest(per_kind, "probability"),
-             "confidently wrong: abnormal study the model calls normal"),
+             f"{CONFIDENTLY_WRONG}: abnormal study {model} calls normal"),
             (group[called & (group["label"] == 0)].nlargest(per_kind, "probability"),
-             "confidently wrong: normal study the model calls abnormal"),
+             f"{CONFIDENTLY_WRONG}: normal study {model} calls abnormal"),
             (group[called & (group["label"] == 1)].nlargest(1, "probability"),
-             "the model's most confident right call of an abnormal study"),
+             f"{model}'s most confident right call of an abnormal study"),
             (group[~called & (group["label"] == 0)].nsmallest(1, "probability"),
-             "the model's most confident right call of a normal study"),
+             f"{model}'s most confident right call of a normal study"),
         ]
         for rows, reason in kinds:
             for row in rows.itertuples():
-                picks[row.study_path] = f"{reason} (P(abnormal) = {row.probability:.3f}, threshold {threshold:.2f})"
+                picks[row.study_path] = reason
     return picks
 
 
@@ -85,7 +91,8 @@ def build_index(root: Path, model: str = DEFAULT_MODEL, per_kind: int = 3) -> pd
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     predictions_path = model_dir / "predictions_valid.csv"
     if predictions_path.is_file():
-        for path, reason in _model_picks(pd.read_csv(predictions_path), card.get("thresholds", {}), per_kind).items():
+        for path, reason in _model_picks(pd.read_csv(predictions_path), card.get("thresholds", {}), per_kind,
+                                   model).items():
             if path in reasons:
                 reasons[path].append(reason)
     for path, reason in HARDWARE_STUDIES.items():

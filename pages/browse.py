@@ -118,9 +118,10 @@ def filtered(table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str
     """The filter widgets applied to the table (``note`` holds the curation reason when curated_filter);
     ``words`` names label 0 and label 1."""
     has_probabilities = table["probability"].notna().any()
-    part, label, outcome, confidence = st.columns([3, 2, 2, 3])
     types = sorted(table["study_type"].unique())
-    chosen_types = part.multiselect("Body part", types, default=types, format_func=group_label, key="browse_types")
+    # A row of its own: up to seven body-part chips in a quarter of the width were cut off.
+    chosen_types = st.multiselect("Body part", types, default=types, format_func=group_label, key="browse_types")
+    label, outcome, confidence = st.columns([3, 3, 4])
     labels = label.multiselect("Label", words, default=words, key="browse_labels")
     outcome_choice = outcome.radio("Model", OUTCOMES, horizontal=True, key="browse_outcome",
                                    disabled=not has_probabilities,

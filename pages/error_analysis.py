@@ -6,6 +6,9 @@ studies shown, and only when asked for (they need the model and a MURA root)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import pandas as pd
 import streamlit as st
 
 from core import metrics
@@ -18,6 +21,93 @@ CHART_KEY = "error_confusion"
 _LAST_CLICK_KEY = "error_last_click"
 EXPORT_COLUMNS = ["study_path", "study_type", "patient", "study", "label", "probability", "threshold",
                   "confidence", "n_views"]
+#: Short headers and narrow columns, so the study path gets the room; patient and study number are in the
+#: path, so only the CSV (and the dataframe's data) carries them.
+_LIST_ORDER = ["study_path", "study_type", "label", "probability", "threshold", "confidence", "n_views"]
+_LIST_COLUMNS = {
+    "study_path": st.column_config.TextColumn("Study", width=400),
+    "study_type": st.column_config.TextColumn("Body part", width=105),
+    "label": st.column_config.NumberColumn("Label", width=60, help="1 = abnormal, 0 = normal (MURA)."),
+    "n_views": st.column_config.NumberColumn("Views", width=60),
+    **{name: st.column_config.NumberColumn(title, format="%.3f", width=95, help=help_text)
+       for name, title, help_text in (
+           ("probability", "P(abnormal)", "The study's cached probability: the mean of its views'."),
+           ("threshold", "Threshold", "The threshold it was judged at (yours, shared with Performance)."),
+           ("confidence", "Confidence", "P(abnormal) when called abnormal, else 1 − P(abnormal)."))},
+}
+
+
+def choose_cell(table: pd.DataFrame, thresholds: Mapping[str, float]) -> tuple[str, pd.DataFrame, str]:
+    """Body part and confusion cell (by click or radio); returns the body part, its rows and the cell."""
+    body_part = st.selectbox("Body part", [OVERALL, *sorted(table["study_type"].unique())], format_func=group_label,
+                             key="error_body_part")
+    subset = table if body_part == OVERALL else table[table["study_type"] == body_part]
+    confusion = metrics.confusion_at(subset["label"], subset["probability"],
+                                     metrics.row_thresholds(subset, thresholds))
+    counts = {"TN": confusion.tn, "FP": confusion.fp, "FN": confusion.fn, "TP": confusion.tp}
+
+    # A click on the matrix picks the cell (plotly selection); the radio does the same by keyboard and
+    # in tests. A new click wins over the radio; the radio wins until the next new click.
+    clicked = charts.selected_cell(st.session_state.get(CHART_KEY))
+    if clicked is not None and clicked != st.session_state.get(_LAST_CLICK_KEY):
+        st.session_state[CELL_KEY] = clicked
+    st.session_state[_LAST_CLICK_KEY] = clicked
+    st.session_state.setdefault(CELL_KEY, "FN")
+
+    matrix_column, selector_column = st.columns([3, 2])
+    with selector_column:
+        cell = st.radio("Cell", CELLS, key=CELL_KEY,
+                        format_func=lambda name: f"{name} · {counts[name]} — {CELL_NAMES[name]}")
+        st.caption("Or click a cell of the matrix.")
+    with matrix_column:
+        st.plotly_chart(charts.confusion_figure(confusion, title=group_label(body_part), selected=cell),
+                        key=CHART_KEY, on_select="rerun", selection_mode="points",
+                        config={"displayModeBar": False})
+    return body_part, subset, cell
+
+
+def show_listing(model: str, body_part: str, cell: str, in_cell: pd.DataFrame) -> None:
+    """The studies of the cell, most confident call first, and the same list as CSV."""
+    st.subheader(f"{cell}: {len(in_cell)} {'study' if len(in_cell) == 1 else 'studies'} — {CELL_NAMES[cell]}")
+    st.caption("Sorted by the model's confidence in its call (P(abnormal) when called abnormal, else 1 − it): "
+               "in FP and FN, the most confidently wrong come first.")
+    export = in_cell[EXPORT_COLUMNS]
+    st.dataframe(export, hide_index=True, width="stretch", column_config=_LIST_COLUMNS, column_order=_LIST_ORDER)
+    st.download_button(
+        "Download this list (CSV)", data=export.to_csv(index=False).encode(), mime="text/csv",
+        file_name=f"{model}_{body_part}_{cell}.csv", disabled=in_cell.empty, key="error_export",
+    )
+
+
+def show_views(in_cell: pd.DataFrame, thresholds: Mapping[str, float]) -> None:
+    """The top studies' views with Grad-CAM, on request and only with a MURA root."""
+    st.subheader("Views and CAMs")
+    mura_root = state.current_mura_root()
+    if in_cell.empty:
+        st.info("No study falls in this cell at these thresholds.")
+        return
+    if mura_root is None:
+        st.info("The images need a MURA root: set the MURA folder in the sidebar (or MURA_ROOT). "
+                "The list and the CSV above work without it.")
+        return
+    shown = st.slider("Studies to show (from the top of the list)", 1, min(10, len(in_cell)),
+                      min(3, len(in_cell)), key="error_shown") if len(in_cell) > 1 else 1
+    if not st.toggle(f"Compute Grad-CAM for the top {shown} {'study' if shown == 1 else 'studies'}",
+                     key="error_show_cams", help="Runs the model on these studies' views; a second or so each."):
+        return
+    loaded = state.current_model()
+    for row in in_cell.head(shown).itertuples():
+        st.markdown(f"**{row.study_path}** · label {'abnormal' if row.label else 'normal'} · "
+                    f"cached P(abnormal) {row.probability:.3f} at threshold {row.threshold:.2f}")
+        try:
+            study = load_study(row.study_path, mura_root)
+        except StudyLoadError as exc:
+            st.warning(str(exc))
+            continue
+        views.show_study_views(loaded, study.views, study_type=study.study_type, thresholds=thresholds)
+        if st.button("Open in Explain", key=f"error_open_{row.study_path}"):
+            views.open_in_explain(row.study_path)
+
 
 model = state.checked_model_name()
 st.title("Error analysis")
@@ -29,76 +119,10 @@ if evaluated is None:
             "(python -m core.evaluate --mura-root PATH --split valid) and reload.")
     st.stop()
 
-table = evaluated.table
 st.caption(f"Studies of MURA valid/ as {model} called them in the cached evaluation (study = mean of its "
            "views' probabilities). Thresholds are shared with the Performance page.")
 thresholds = evaluation.threshold_controls(model, card, scope="error")
-body_part = st.selectbox("Body part", [OVERALL, *sorted(table["study_type"].unique())], format_func=group_label,
-                         key="error_body_part")
-subset = table if body_part == OVERALL else table[table["study_type"] == body_part]
-confusion = metrics.confusion_at(subset["label"], subset["probability"], metrics.row_thresholds(subset, thresholds))
-counts = {"TN": confusion.tn, "FP": confusion.fp, "FN": confusion.fn, "TP": confusion.tp}
-
-# A click on the matrix picks the cell (plotly selection); the radio does the same by keyboard and
-# in tests. A new click wins over the radio; the radio wins until the next new click.
-clicked = charts.selected_cell(st.session_state.get(CHART_KEY))
-if clicked is not None and clicked != st.session_state.get(_LAST_CLICK_KEY):
-    st.session_state[CELL_KEY] = clicked
-st.session_state[_LAST_CLICK_KEY] = clicked
-st.session_state.setdefault(CELL_KEY, "FN")
-
-matrix_column, selector_column = st.columns([3, 2])
-with selector_column:
-    cell = st.radio("Cell", CELLS, key=CELL_KEY,
-                    format_func=lambda name: f"{name} · {counts[name]} — {CELL_NAMES[name]}")
-    st.caption("Or click a cell of the matrix.")
-with matrix_column:
-    st.plotly_chart(charts.confusion_figure(confusion, title=group_label(body_part), selected=cell),
-                    key=CHART_KEY, on_select="rerun", selection_mode="points",
-                    config={"displayModeBar": False})
-
+body_part, subset, cell = choose_cell(evaluated.table, thresholds)
 in_cell = evaluation.cell_studies(subset, thresholds, cell)
-st.subheader(f"{cell}: {len(in_cell)} {'study' if len(in_cell) == 1 else 'studies'} — {CELL_NAMES[cell]}")
-st.caption("Sorted by the model's confidence in its call (P(abnormal) when called abnormal, else 1 − it): "
-           "in FP and FN, the most confidently wrong come first.")
-export = in_cell[EXPORT_COLUMNS]
-st.dataframe(
-    export, hide_index=True, width="stretch",
-    column_config={
-        "study_path": st.column_config.TextColumn("Study", width="large"),
-        "study_type": "Body part", "patient": "Patient", "study": "Study no.", "label": "Label (1 = abnormal)",
-        "n_views": "Views",
-        **{name: st.column_config.NumberColumn(title, format="%.3f")
-           for name, title in (("probability", "P(abnormal)"), ("threshold", "Threshold"),
-                               ("confidence", "Confidence"))},
-    },
-)
-st.download_button(
-    "Download this list (CSV)", data=export.to_csv(index=False).encode(), mime="text/csv",
-    file_name=f"{model}_{body_part}_{cell}.csv", disabled=in_cell.empty, key="error_export",
-)
-
-st.subheader("Views and CAMs")
-mura_root = state.current_mura_root()
-if in_cell.empty:
-    st.info("No study falls in this cell at these thresholds.")
-elif mura_root is None:
-    st.info("The images need a MURA root: set the MURA folder in the sidebar (or MURA_ROOT). "
-            "The list and the CSV above work without it.")
-else:
-    shown = st.slider("Studies to show (from the top of the list)", 1, min(10, len(in_cell)),
-                      min(3, len(in_cell)), key="error_shown") if len(in_cell) > 1 else 1
-    if st.toggle(f"Compute Grad-CAM for the top {shown} {'study' if shown == 1 else 'studies'}",
-                 key="error_show_cams", help="Runs the model on these studies' views; a second or so each."):
-        loaded = state.current_model()
-        for row in in_cell.head(shown).itertuples():
-            st.markdown(f"**{row.study_path}** · label {'abnormal' if row.label else 'normal'} · "
-                        f"cached P(abnormal) {row.probability:.3f} at threshold {row.threshold:.2f}")
-            try:
-                study = load_study(row.study_path, mura_root)
-            except StudyLoadError as exc:
-                st.warning(str(exc))
-                continue
-            views.show_study_views(loaded, study.views, study_type=study.study_type)
-            if st.button("Open in Explain", key=f"error_open_{row.study_path}"):
-                views.open_in_explain(row.study_path)
+show_listing(model, body_part, cell, in_cell)
+show_views(in_cell, thresholds)

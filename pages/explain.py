@@ -17,8 +17,8 @@ from core.localization import TOLERANCE_PX
 from core.models import LoadedModel
 from core.overlay import threshold_mask
 from core.scope import study_scope
+from dashboard import evaluation, scope_view, slow_runs, state, studies, uploads, views
 from dashboard import localization as accuracy
-from dashboard import scope_view, slow_runs, state, studies, uploads, views
 from dashboard.charts import group_label
 from dashboard.views import CamSettings
 
@@ -41,12 +41,16 @@ def accept_handoff() -> None:
 
 
 def study_choices() -> list[str]:
-    """Real FracAtlas radiographs, the curated MURA studies when a MURA folder is set, the synthetic
-    samples, and a handed-over study."""
+    """Real FracAtlas radiographs, the curated MURA studies, the synthetic samples, then every other
+    study of the MURA folder (valid/, then train/; the box is searchable), and a handed-over study."""
     refs = studies.fracatlas_samples()["ref"].tolist()
-    if state.current_mura_root() is not None:
+    root = state.current_mura_root()
+    if root is not None:
         refs += studies.curated_mura_studies()["study_path"].tolist()
     refs += studies.synthetic_studies()["ref"].tolist()
+    if root is not None:
+        listed = set(refs)
+        refs += [path for path in studies.mura_study_paths(root) if path not in listed]
     opened = st.session_state.get(OPENED_KEY)
     if opened and opened not in refs:
         refs.insert(0, opened)
@@ -72,11 +76,13 @@ def chosen_images() -> tuple[list[tuple[str, np.ndarray]], str | None, str]:
         st.info(f"Nothing uploaded yet, so here is a real radiograph to start with ({studies.study_title(ref)}). "
                 "Upload your own above, or pick another under “Sample or MURA study”.")
         return study_images(ref)
-    ref = st.selectbox("Study", study_choices(), key="explain_study_choice", format_func=studies.study_title)
+    ref = st.selectbox("Study", study_choices(), key="explain_study_choice", format_func=studies.study_title,
+                       help="Type to search: the samples, then every study of your MURA folder "
+                            "(curated ones first).")
     if studies.is_mura_ref(ref):
         reason = studies.curated_mura_studies().set_index("study_path")["reason"].get(ref)
         if reason:
-            st.caption(f"Curated because: {reason}")
+            st.caption(f"Curated because: {reason}.")
     return study_images(ref)
 
 
@@ -216,8 +222,9 @@ def view_details(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], sett
     """For one view: regions, an expert outline with its scores, downloads and faithfulness on request."""
     st.subheader("One view in detail")
     names = [name for name, _ in images]
-    index = st.selectbox("View", range(len(images)), format_func=names.__getitem__, key="explain_detail_view") \
-        if len(images) > 1 else 0
+    # Keyed per study: one key for all would keep the last study's choice (and its file name) showing.
+    index = st.selectbox("View", range(len(images)), format_func=names.__getitem__,
+                         key=f"explain_detail_view_{study_ref}:{names}") if len(images) > 1 else 0
     name, pixels = images[index]
     explanation = views.explanation_or_error(loaded, pixels, name, settings)
     if explanation is None:
@@ -288,12 +295,12 @@ def compare_panel(view: list[tuple[str, np.ndarray]], panel: CamSettings, number
 
 
 def comparison(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], settings: CamSettings,
-               threshold: float | None) -> None:
+               threshold: float | None, study_ref: str) -> None:
     """Side by side on one view: several methods at the chosen layers, or several layers with the method."""
     st.subheader("Compare")
     names = [name for name, _ in images]
     index = st.selectbox("View to compare on", range(len(images)), format_func=names.__getitem__,
-                         key="explain_compare_view") if len(images) > 1 else 0
+                         key=f"explain_compare_view_{study_ref}:{names}") if len(images) > 1 else 0
     methods = st.multiselect("Methods", list(METHODS), key="explain_compare_methods",
                              help="Each at the layer(s) chosen in the sidebar. Slow ones ask to be run here.")
     layers = st.multiselect("Layers", list(loaded.cam_layers), key="explain_compare_layers",
@@ -332,10 +339,11 @@ if not images:
     st.info("Upload a radiograph (PNG, JPEG or DICOM), or pick one of the samples, to see what the model says.")
     st.stop()
 study_type, no_verdict = body_part_selector(loaded.card, known_body_part, study_id)
-verdict_threshold = None if no_verdict else loaded.threshold_for(study_type)
 method = confirmed_method(images, settings)
-views.show_study_views(loaded, images, settings=None if method is None else settings, study_type=study_type,
-                       no_verdict=no_verdict)
+prediction = views.show_study_views(loaded, images, settings=None if method is None else settings,
+                                    study_type=study_type, no_verdict=no_verdict,
+                                    thresholds=evaluation.user_thresholds(loaded.name, loaded.card))
+verdict_threshold = None if no_verdict else prediction.threshold  # the one the verdict used, whoever set it
 if method is not None:
     view_details(loaded, images, settings, verdict_threshold, study_id)
-comparison(loaded, images, settings, verdict_threshold)
+comparison(loaded, images, settings, verdict_threshold, study_id)

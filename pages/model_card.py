@@ -11,7 +11,8 @@ import streamlit as st
 from core.artifacts import CARD_FILE, EvaluationMismatchError
 from core.card import DEFAULT_THRESHOLD_KEY
 from dashboard import charts, state
-from dashboard.charts import OVERALL, format_interval, group_label
+from dashboard.charts import INTERVAL_WIDTH, OVERALL, format_estimate, group_label
+from dashboard.report import report_button
 
 #: Card fields this page lays out; any other field is still shown, as JSON, at the end.
 _RENDERED = {
@@ -22,21 +23,52 @@ _RENDERED = {
 _HOLDOUT_NAMES = {"study_auroc": "Holdout study AUROC", "study_kappa_at_threshold": "Holdout study kappa",
                   "studies": "Holdout studies"}
 _COUNT_NAMES = {"images": "Images", "studies": "Studies", "patients": "Patients", "abnormal_images": "Abnormal images"}
+#: The pool of trained body parts in metrics_valid.json (core.evaluate.summarise_trained).
+_TRAINED_POOL = "All trained body parts"
+_MISSING = "—"
 
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
-        return "—"
+        return _MISSING
     hours, rest = divmod(int(seconds), 3600)
     return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
 
 
-def _counts_table(training_data: dict) -> pd.DataFrame:
+def _text(value: object) -> str:
+    """A card value for a table cell: numbers to 3 decimals, a missing value as a dash (never "None")."""
+    if value is None:
+        return _MISSING
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _cross_validated(card: dict) -> bool:
+    """An ensemble of one member per fold: its holdout is every training study, each out of fold."""
+    members = card.get("members") or []
+    return bool(members) and all(member.get("fold") is not None for member in members)
+
+
+def subset_names(card: dict) -> dict[str, str]:
+    """What each of the card's "all" / "fit" / "holdout" count rows is, in words."""
+    if _cross_validated(card):
+        folds = len(card["members"])
+        return {"all": "All training studies",
+                "fit": "Fit (weights trained on)",
+                "holdout": f"Holdout: out-of-fold ({folds} folds)"}
+    return {"all": "All training studies", "fit": "Fit (weights trained on)",
+            "holdout": "Holdout (patients kept aside)"}
+
+
+def _counts_table(card: dict) -> pd.DataFrame:
     """One row per (subset, body part) from the card's "all" / "fit" / "holdout" counts."""
+    training_data = card.get("training_data") or {}
+    names = subset_names(card)
     rows = []
     for subset in ("all", "fit", "holdout"):
         for study_type, counts in (training_data.get(subset) or {}).items():
-            rows.append({"Subset": subset, "Body part": group_label(study_type),
+            rows.append({"Subset": names[subset], "Body part": group_label(study_type),
                          **{_COUNT_NAMES.get(k, k): v for k, v in counts.items()}})
     return pd.DataFrame(rows)
 
@@ -45,29 +77,165 @@ def _setting_text(value: object) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
+def show_header(card: dict, model: str) -> list[int | None]:
+    """Title, description, the three key facts and the limitations; returns the kept epoch(s)."""
+    st.title(f"Model card: {card.get('name', model)}")
+    if card.get("description"):
+        st.markdown(card["description"])
+    members = card.get("members") or []
+    # A single run keeps one epoch; an ensemble (core.ensemble) keeps one per member.
+    kept_epochs = [member.get("best_epoch") for member in members] if members else [card.get("best_epoch")]
+    first, second, third = st.columns(3)
+    first.metric("Architecture", card.get("architecture", _MISSING) + (f" × {len(members)}" if members else ""))
+    second.metric("Kept epochs (per member)" if members else "Kept epoch",
+                  ", ".join(_MISSING if epoch is None else str(epoch) for epoch in kept_epochs))
+    third.metric("Training time" + (" (all members)" if members else ""),
+                 _duration(card.get("training_time_seconds")))
+    facts = [(label, card.get(key)) for label, key in (
+        ("Initialisation", "initialisation"), ("Input", "input"), ("Output", "output"),
+        ("Trained on", "training_machine"),
+    ) if card.get(key)]
+    st.markdown("\n".join(f"- **{label}:** {value}" for label, value in facts))
+    if card.get("limitations"):
+        st.warning("**Limitations**\n\n" + "\n".join(f"- {item}" for item in card["limitations"]))
+    return kept_epochs
+
+
+def show_training_data(card: dict) -> None:
+    """Where the training data came from, how it was split, and the counts of each subset."""
+    training_data = card.get("training_data") or {}
+    if not training_data:
+        return
+    st.subheader("Training data")
+    if training_data.get("source"):
+        st.markdown(training_data["source"])
+    if training_data.get("split"):
+        st.caption(f"Split: {training_data['split']}")
+    counts = _counts_table(card)
+    if counts.empty:
+        return
+    st.dataframe(counts, hide_index=True, width="stretch",
+                 column_config={"Subset": st.column_config.TextColumn(width=240)})
+    if _cross_validated(card):
+        st.caption("Cross-validated: every training study is in exactly one holdout fold, so the out-of-fold "
+                   "holdout holds the same studies as the whole training set. That is not leakage: each study's "
+                   "holdout prediction comes from the member that never trained on its patient, and the epoch "
+                   "and thresholds were picked on those predictions. MURA valid/ (the test set) was never used.")
+    else:
+        st.caption("Fit: what the weights were trained on; holdout: train/ patients kept aside to pick the epoch "
+                   "and the thresholds. MURA valid/ (the test set) was never used.")
+
+
+def show_thresholds(card: dict) -> None:
+    """The operating thresholds, with the holdout results they were chosen on."""
+    thresholds = card.get("thresholds") or {}
+    holdout = card.get("holdout_metrics") or {}
+    if not thresholds and not holdout:
+        return
+    st.subheader("Operating thresholds and holdout results")
+    if card.get("threshold_rule"):
+        st.caption(f"Thresholds: {card['threshold_rule']}.")
+    body_parts = [k for k in thresholds if k != DEFAULT_THRESHOLD_KEY] + [k for k in holdout if k not in thresholds]
+    names = list(dict.fromkeys(name for k in body_parts for name in (holdout.get(k) or {})))
+    rows = [{"Body part": group_label(k), "Threshold": thresholds.get(k),
+             **{_HOLDOUT_NAMES.get(name, f"Holdout {name}"): _text((holdout.get(k) or {}).get(name))
+                for name in names}}
+            for k in body_parts]
+    if DEFAULT_THRESHOLD_KEY in thresholds:
+        rows.append({"Body part": "Any other body part", "Threshold": thresholds[DEFAULT_THRESHOLD_KEY],
+                     **{_HOLDOUT_NAMES.get(name, f"Holdout {name}"): _MISSING for name in names}})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={"Threshold": st.column_config.NumberColumn(format="%.3f")})
+
+
+def show_members(card: dict) -> None:
+    """An ensemble's members: seed, fold, kept epoch, time and holdout AUROC."""
+    members = card.get("members") or []
+    if not members:
+        return
+    st.subheader("Ensemble members")
+    st.caption("The shipped probability is the mean of the members' probabilities.")
+    st.dataframe(pd.DataFrame([
+        {"Member": index, "Seed": _text(member.get("seed")),
+         **({"Fold": _text(member["fold"])} if member.get("fold") is not None else {}),
+         "Kept epoch": _text(member.get("best_epoch")),
+         "Training time": _duration(member.get("training_time_seconds")),
+         **{f"{group_label(k)} holdout study AUROC": _text(v.get("study_auroc"))
+            for k, v in (member.get("holdout_metrics") or {}).items()}}
+        for index, member in enumerate(members)
+    ]), hide_index=True, width="stretch")
+
+
+def show_training_curves(model: str, kept_epochs: list[int | None]) -> None:
+    """Loss and holdout scores per epoch, one legend entry per metric; says when no holdout loss was logged."""
+    log = state.read_training_log(model)
+    st.subheader("Training curves")
+    if log is None or log.empty:
+        st.caption("No training log beside the checkpoint.")
+        return
+    st.plotly_chart(charts.training_curves_figure(log, kept_epochs=kept_epochs), key="card_training")
+    notes = []
+    if "member" in log.columns:
+        dashes = ", ".join(f"member {member} {charts.member_dash(index)}"
+                           for index, member in enumerate(sorted(log["member"].unique())))
+        notes.append(f"One line per ensemble member, in the metric's colour ({dashes}); hover for the member.")
+    if not any("loss" in column and "holdout" in column for column in log.columns):
+        notes.append("Holdout loss was not logged for this model (the log has the training loss and holdout "
+                     "AUROC), so over-fitting shows only as holdout AUROC levelling off or falling.")
+    if notes:
+        st.caption(" ".join(notes))
+
+
 def show_cached_results(cached: dict | None) -> None:
     """The study-level results core.evaluate cached, with their intervals; how to make them if absent."""
     if not cached or "study" not in cached:
         st.caption("Not evaluated yet: run `make evaluate`.")
         return
     evaluation_info = cached.get("evaluation") or {}
+    study = cached["study"]
+    trained = cached.get("trained") or {}  # core.evaluate.summarise_trained's pool, when cached
+    pooled, trained_types = trained.get("study"), set(trained.get("study_types") or [])
+    others = [group for group in study if group != OVERALL and trained_types and group not in trained_types]
     rows = [
         {
-            "Body part": group_label(group), "Studies": summary.get("n"),
-            "Threshold": "each at its own" if summary.get("threshold") is None else f"{summary['threshold']:.2f}",
-            "AUROC": format_interval(summary.get("auroc")), "Kappa": format_interval(summary.get("kappa")),
-            "Sensitivity": format_interval(summary.get("sensitivity")),
-            "Specificity": format_interval(summary.get("specificity")),
+            "Body part": label, "Studies": summary.get("n"),
+            "Threshold": "per part" if summary.get("threshold") is None else f"{summary['threshold']:.2f}",
+            "AUROC": format_estimate(summary, "auroc"), "Kappa": format_estimate(summary, "kappa"),
+            "Sensitivity": format_estimate(summary, "sensitivity"),
+            "Specificity": format_estimate(summary, "specificity"),
         }
-        for group, summary in cached["study"].items()
+        for label, summary in ([(_TRAINED_POOL, pooled)] if pooled and others else [])
+        + [(group_label(group), summary) for group, summary in study.items()]
     ]
-    rows.sort(key=lambda row: row["Body part"] != group_label(OVERALL))
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    first = {_TRAINED_POOL, group_label(OVERALL)}
+    rows.sort(key=lambda row: row["Body part"] not in first)
+    interval = st.column_config.TextColumn(width=INTERVAL_WIDTH)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={"Threshold": st.column_config.TextColumn(
+                                    help="'per part': each body part at its own threshold."),
+                                **dict.fromkeys(("AUROC", "Kappa", "Sensitivity", "Specificity"), interval)})
     st.caption(
         f"Study level, 95% bootstrap CIs from {cached.get('n_boot', '?')} resamples of studies. "
         f"{evaluation_info.get('images', '?')} images of {evaluation_info.get('studies', '?')} studies evaluated. "
-        "More on the Performance page."
+        + (f"{', '.join(group_label(g) for g in others)}: not trained on, and mostly too few studies to estimate; "
+           f"'{_TRAINED_POOL}' leaves them out, 'All body parts' does not. " if others else "")
+        + "More on the Performance page."
     )
+
+
+def show_recipe_and_extras(card: dict, model: str) -> None:
+    """The training recipe, any card field not laid out above, and the card as a download."""
+    if card.get("recipe"):
+        with st.expander("Training recipe"):
+            st.dataframe(pd.DataFrame({"Setting": list(card["recipe"]),
+                                       "Value": [_setting_text(v) for v in card["recipe"].values()]}),
+                         hide_index=True, width="stretch")
+    extra = {key: value for key, value in card.items() if key not in _RENDERED}
+    if extra:
+        with st.expander("Other card fields"):
+            st.json(extra)
+    st.download_button(f"Download {CARD_FILE}", data=json.dumps(card, indent=2),
+                       file_name=f"{model}_model_card.json", mime="application/json", key="card_download")
 
 
 model = state.checked_model_name()
@@ -77,88 +245,15 @@ if card is None:
     st.info(f"No model card for **{model}** (weights/{model}/{CARD_FILE} is missing).")
     st.stop()
 
-st.title(f"Model card: {card.get('name', model)}")
-if card.get("description"):
-    st.markdown(card["description"])
-members = card.get("members") or []
-# A single run keeps one epoch; an ensemble (core.ensemble) keeps one per member.
-kept_epochs = [member.get("best_epoch") for member in members] if members else [card.get("best_epoch")]
-first, second, third = st.columns(3)
-first.metric("Architecture", card.get("architecture", "—") + (f" × {len(members)}" if members else ""))
-second.metric("Kept epochs (per member)" if members else "Kept epoch",
-              ", ".join("—" if epoch is None else str(epoch) for epoch in kept_epochs))
-third.metric("Training time" + (" (all members)" if members else ""), _duration(card.get("training_time_seconds")))
-
-facts = [(label, card.get(key)) for label, key in (
-    ("Initialisation", "initialisation"), ("Input", "input"), ("Output", "output"),
-    ("Trained on", "training_machine"),
-) if card.get(key)]
-st.markdown("\n".join(f"- **{label}:** {value}" for label, value in facts))
-if card.get("limitations"):
-    st.warning("**Limitations**\n\n" + "\n".join(f"- {item}" for item in card["limitations"]))
-
-training_data = card.get("training_data") or {}
-if training_data:
-    st.subheader("Training data")
-    if training_data.get("source"):
-        st.markdown(training_data["source"])
-    if training_data.get("split"):
-        st.caption(f"Split: {training_data['split']}")
-    counts = _counts_table(training_data)
-    if not counts.empty:
-        st.dataframe(counts, hide_index=True, width="stretch")
-        st.caption("fit: what the weights were trained on; holdout: train/ patients kept aside to pick the "
-                   "epoch and the thresholds (in a cross-validated ensemble every fold is a holdout, each "
-                   "predicted by the member that never trained on it).")
-
-thresholds = card.get("thresholds") or {}
-holdout = card.get("holdout_metrics") or {}
-if thresholds or holdout:
-    st.subheader("Operating thresholds and holdout results")
-    if card.get("threshold_rule"):
-        st.caption(f"Thresholds: {card['threshold_rule']}.")
-    body_parts = [k for k in thresholds if k != DEFAULT_THRESHOLD_KEY] + [k for k in holdout if k not in thresholds]
-    rows = [{"Body part": group_label(k), "Threshold": thresholds.get(k),
-             **{_HOLDOUT_NAMES.get(name, f"Holdout {name}"): value for name, value in (holdout.get(k) or {}).items()}}
-            for k in body_parts]
-    if DEFAULT_THRESHOLD_KEY in thresholds:
-        rows.append({"Body part": "Any other body part", "Threshold": thresholds[DEFAULT_THRESHOLD_KEY]})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-
-if members:
-    st.subheader("Ensemble members")
-    st.caption("The shipped probability is the mean of the members' probabilities.")
-    st.dataframe(pd.DataFrame([
-        {"Member": index, "Seed": member.get("seed"),
-         **({"Fold": member["fold"]} if member.get("fold") is not None else {}),
-         "Kept epoch": member.get("best_epoch"),
-         "Training time": _duration(member.get("training_time_seconds")),
-         **{f"{group_label(k)} holdout study AUROC": v.get("study_auroc")
-            for k, v in (member.get("holdout_metrics") or {}).items()}}
-        for index, member in enumerate(members)
-    ]), hide_index=True, width="stretch")
-
-log = state.read_training_log(model)
-st.subheader("Training curves")
-if log is None or log.empty:
-    st.caption("No training log beside the checkpoint.")
-else:
-    st.plotly_chart(charts.training_curves_figure(log, kept_epochs=kept_epochs), key="card_training")
-
+kept = show_header(card, model)
+show_training_data(card)
+show_thresholds(card)
+show_members(card)
+show_training_curves(model, kept)
 st.subheader("Results on MURA valid/ (cached evaluation)")
 try:
     show_cached_results(state.read_metrics(model))
 except EvaluationMismatchError as exc:
     st.error(str(exc))
-
-if card.get("recipe"):
-    with st.expander("Training recipe"):
-        st.dataframe(pd.DataFrame({"Setting": list(card["recipe"]),
-                                   "Value": [_setting_text(v) for v in card["recipe"].values()]}),
-                     hide_index=True, width="stretch")
-extra = {key: value for key, value in card.items() if key not in _RENDERED}
-if extra:
-    with st.expander("Other card fields"):
-        st.json(extra)
-st.download_button(f"Download {CARD_FILE}", data=json.dumps(card, indent=2), file_name=f"{model}_model_card.json",
-                   mime="application/json", key="card_download")
+show_recipe_and_extras(card, model)
+report_button(model, key="card_report")

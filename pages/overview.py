@@ -9,47 +9,134 @@ from core import fracatlas
 from core.artifacts import EvaluationMismatchError
 from core.card import DEFAULT_THRESHOLD_KEY, trained_study_types
 from core.evaluate import FRACATLAS
-from dashboard import state
-from dashboard.charts import OVERALL, format_interval, group_label
+from dashboard import navigation, state
+from dashboard.charts import (
+    INTERVAL_WIDTH,
+    MIN_CASES,
+    MIN_PER_CLASS,
+    OVERALL,
+    TOO_FEW,
+    format_estimate,
+    group_label,
+    too_few,
+)
+from dashboard.report import report_button
 
 PAPER = "https://arxiv.org/abs/1712.06957"
+#: Cohen's kappa on the MURA paper's own test set (Rajpurkar et al. 2017, arXiv:1712.06957 v4, Table 1):
+#: its three radiologists, and its DenseNet-169. A different test set from this valid/ split.
+PAPER_KAPPA = {
+    "XR_FOREARM": {"radiologists": (0.796, 0.802, 0.798), "model": 0.737},
+    "XR_HUMERUS": {"radiologists": (0.867, 0.733, 0.933), "model": 0.600},
+}
+#: The pooled row: the body parts the model was trained on (core.evaluate.summarise_trained).
+TRAINED_POOL = "All trained body parts"
+HELP = {
+    "P(abnormal)": "The model's probability that a radiograph is abnormal (fracture, hardware, arthritis, lesion...). "
+                   "A study's is the mean of its views'; it is called abnormal at or above its body part's threshold.",
+    "AUROC": "Area under the ROC curve: the chance that the model ranks a random abnormal study above a random "
+             "normal one. 0.5 is a coin toss, 1.0 perfect. It does not depend on the threshold.",
+    "kappa": "Cohen's kappa: agreement of the model's calls with the labels beyond what chance would give. 0 is "
+             "chance, 1 perfect agreement; the MURA paper compares models and radiologists on it.",
+    "sensitivity": "Of the abnormal studies, the share the model flags (at the threshold).",
+    "specificity": "Of the normal studies, the share the model leaves unflagged (at the threshold).",
+    "CI": "95% CI: the range the value would plausibly take on another sample of studies like these "
+          "(bootstrap: the studies resampled 1000 times).",
+}
 
 
-def results_table(metrics: dict, groups: list[str]) -> pd.DataFrame:
-    """Study-level results of the given groups (body parts, or "overall") from metrics_valid.json."""
-    study = metrics["study"]
+def _column_help(name: str) -> str:
+    return f"{HELP[name]} In brackets: {HELP['CI']}"
+
+
+def results_table(rows: dict[str, dict]) -> pd.DataFrame:
+    """Study-level results, one row per label -> metrics_valid.json group summary; a group with too
+    few studies gets its counts and "too few to estimate", never an interval."""
     return pd.DataFrame([
         {
-            "Body part": group_label(group),
-            "Studies": study[group]["n"],
-            "Abnormal": study[group]["n_abnormal"],
-            "AUROC (95% CI)": format_interval(study[group]["auroc"]),
-            "Cohen's kappa (95% CI)": format_interval(study[group]["kappa"]),
-            "Sensitivity (95% CI)": format_interval(study[group]["sensitivity"]),
-            "Specificity (95% CI)": format_interval(study[group]["specificity"]),
+            "Body part": label,
+            "Studies": summary["n"],
+            "Abnormal": summary["n_abnormal"],
+            "AUROC (95% CI)": format_estimate(summary, "auroc"),
+            "Cohen's kappa (95% CI)": format_estimate(summary, "kappa"),
+            "Sensitivity (95% CI)": format_estimate(summary, "sensitivity"),
+            "Specificity (95% CI)": format_estimate(summary, "specificity"),
         }
-        for group in groups
+        for label, summary in rows.items()
     ])
 
 
-def valid_split_table(present: pd.DataFrame) -> pd.DataFrame:
-    """Studies (abnormal among them) and images per body part, from core.mura's table of present images."""
-    studies = present.drop_duplicates("study_path").groupby("study_type")
-    table = pd.DataFrame({
-        "Studies": studies.size(),
-        "Abnormal studies": studies["label"].sum(),
-        "Images": present.groupby("study_type").size(),
-    })
-    return table.rename(index=group_label).rename_axis("Body part").reset_index()
+#: Column widths and tooltips of :func:`results_table` (wide enough for "0.809 (0.739–0.866)").
+RESULTS_COLUMNS = {
+    "AUROC (95% CI)": st.column_config.TextColumn(width=INTERVAL_WIDTH, help=_column_help("AUROC")),
+    "Cohen's kappa (95% CI)": st.column_config.TextColumn(width=INTERVAL_WIDTH, help=_column_help("kappa")),
+    "Sensitivity (95% CI)": st.column_config.TextColumn(width=INTERVAL_WIDTH, help=_column_help("sensitivity")),
+    "Specificity (95% CI)": st.column_config.TextColumn(width=INTERVAL_WIDTH, help=_column_help("specificity")),
+}
+
+
+def plain_reading(group: str, summary: dict) -> str | None:
+    """"Forearm: of 100 abnormal studies it flags about 72; of 100 normal ones it wrongly flags about 4."
+    (None below the minimum counts, or without both rates)."""
+    sensitivity = (summary.get("sensitivity") or {}).get("point")
+    specificity = (summary.get("specificity") or {}).get("point")
+    if too_few(summary.get("n"), summary.get("n_abnormal")) or sensitivity is None or specificity is None:
+        return None
+    body_part = group_label(group).lower()
+    return (f"**{group_label(group)}**: of 100 abnormal {body_part} studies it flags about "
+            f"**{round(100 * sensitivity)}**; of 100 normal ones it wrongly flags about "
+            f"**{round(100 * (1 - specificity))}**.")
+
+
+def paper_context(group: str, summary: dict) -> str | None:
+    """This model's kappa beside the MURA paper's radiologists and model for the same body part."""
+    paper = PAPER_KAPPA.get(group)
+    kappa = (summary.get("kappa") or {}).get("point")
+    if paper is None or kappa is None or too_few(summary.get("n"), summary.get("n_abnormal")):
+        return None
+    low, best = min(paper["radiologists"]), max(paper["radiologists"])
+    standing = ("below every one of the paper's radiologists" if kappa < low
+                else "below the paper's best radiologist" if kappa < best
+                else "at or above the paper's best radiologist")
+    return (f"**{group_label(group)}**: kappa {kappa:.3f} here; in the MURA paper its radiologists scored "
+            f"{low:.3f}–{best:.3f} and its DenseNet-169 {paper['model']:.3f}: {standing}.")
+
+
+def show_context(model: str, card: dict, rows: dict[str, dict]) -> None:
+    """How good the headline numbers are: beside the project's other shipped models and the MURA paper."""
+    st.markdown("**How good is that?**")
+    others = []
+    for other in state.available_models():
+        if other == model:
+            continue
+        try:
+            pooled = (state.read_metrics(other) or {}).get("trained")
+        except EvaluationMismatchError:
+            continue
+        if pooled and pooled.get("study"):
+            others.append(f"{other}: AUROC {format_estimate(pooled['study'], 'auroc')}, "
+                          f"kappa {format_estimate(pooled['study'], 'kappa')}")
+    if others:
+        st.markdown("- The project's other shipped model(s), same studies, trained body parts pooled: "
+                    + "; ".join(others) + ". Overlapping intervals: on par, not clearly better "
+                    "(`python -m core.compare` gives a paired test).")
+    for line in filter(None, (paper_context(group, rows[group]) for group in trained_study_types(card)
+                              if group in rows)):
+        st.markdown(f"- {line}")
+    st.caption(f"The paper's figures ([Rajpurkar et al. 2017]({PAPER}), Table 1) come from its own test set of "
+               "207 studies read by radiologists, not from this valid/ split: a rough guide, not a head-to-head "
+               "comparison.")
 
 
 def show_model(card: dict) -> None:
+    """What the model reads and says, what it was trained on, and what it is not."""
     trained = ", ".join(group_label(t).lower() for t in trained_study_types(card)) or "unknown"
     st.subheader("The model")
     st.markdown(
         f"**{card.get('architecture', 'unknown architecture')}**: {card.get('description', '')}  \n"
         f"Reads one upper-limb radiograph at a time and gives P(abnormal); a study's probability is the "
-        f"mean of its views', as in the [MURA paper]({PAPER}). Trained on **{trained}** radiographs."
+        f"mean of its views', as in the [MURA paper]({PAPER}). Trained on **{trained}** radiographs.",
+        help=HELP["P(abnormal)"],
     )
     with st.expander("Input, output and thresholds"):
         st.markdown(f"- Input: {card.get('input', 'not stated')}\n- Output: {card.get('output', 'not stated')}")
@@ -64,6 +151,8 @@ def show_model(card: dict) -> None:
 
 
 def show_results(model: str, card: dict) -> None:
+    """Headline study-level results of the trained body parts, pooled and each, read in plain words and
+    set in context; the other body parts apart, as out of scope."""
     st.subheader("Headline results (study level)")
     try:
         metrics = state.read_metrics(model)
@@ -75,13 +164,25 @@ def show_results(model: str, card: dict) -> None:
         return
     evaluation = metrics.get("evaluation", {})
     if evaluation:
-        st.caption(f"MURA v1.1 {evaluation.get('split', 'valid')}/ split: {evaluation.get('studies')} studies, "
-                   f"{evaluation.get('images')} images, each judged at its body part's threshold. "
-                   "MURA's valid/ set is this project's test set: it was never used for training or selection.")
-    evaluated = [group for group in metrics.get("study", {}) if group != OVERALL]
+        st.caption(f"MURA v1.1 {evaluation.get('split', 'valid')}/ split, each study judged at its body part's "
+                   "threshold. MURA's valid/ set is this project's test set: it was never used for training or "
+                   "selection.")
+    study = metrics.get("study", {})
+    evaluated = [group for group in study if group != OVERALL]
     trained = [group for group in evaluated if group in trained_study_types(card)]
     others = [group for group in evaluated if group not in trained]
-    st.dataframe(results_table(metrics, trained + [OVERALL]), hide_index=True)
+    rows = {group_label(group): study[group] for group in trained}
+    pooled = (metrics.get("trained") or {}).get("study")
+    if pooled is not None:
+        rows[TRAINED_POOL] = pooled
+    elif not others:  # every evaluated body part is a trained one: "overall" is their pool
+        rows[TRAINED_POOL] = study[OVERALL]
+    st.dataframe(results_table(rows), hide_index=True, column_config=RESULTS_COLUMNS)
+    readings = [plain_reading(group, study[group]) for group in trained]
+    if any(readings):
+        st.markdown("**In plain words**, at the model card's thresholds:\n"
+                    + "\n".join(f"- {line}" for line in readings if line))
+    show_context(model, card, study)
     try:
         external = (state.read_metrics(model, FRACATLAS) or {}).get("all") or {}
     except EvaluationMismatchError as exc:
@@ -89,17 +190,33 @@ def show_results(model: str, card: dict) -> None:
         external = {}
     if external.get(OVERALL):
         upper = external[OVERALL]
+        auroc = format_estimate(upper, "auroc")
         st.caption(f"External check on FracAtlas (another hospital group; label *fracture*, not *abnormal*; image "
-                   f"level, {upper['n']} upper-limb images): AUROC {format_interval(upper['auroc'])}. "
-                   "Details and the hardware stratum on the Performance page.")
+                   f"level, {upper['n']} upper-limb images): "
+                   + ("too few images to estimate an AUROC" if auroc == TOO_FEW else f"AUROC {auroc}")
+                   + ". Details and the hardware stratum on the Performance page.")
     if others:
-        with st.expander(f"Body parts the model was not trained on ({len(others)})"):
-            st.caption("Out of distribution, and too few studies for stable figures; "
-                       "\"All body parts\" above includes them.")
-            st.dataframe(results_table(metrics, others), hide_index=True)
+        with st.expander(f"Out of scope: body parts the model was not trained on ({len(others)})"):
+            st.caption("Out of distribution for the model, and only a handful of studies each in this copy: the "
+                       f"counts, and no figure below {MIN_CASES} studies (or {MIN_PER_CLASS} of either class). "
+                       f"They are not in “{TRAINED_POOL}” above.")
+            st.dataframe(results_table({group_label(group): study[group] for group in others}), hide_index=True,
+                         column_config=RESULTS_COLUMNS)
+
+
+def valid_split_table(present: pd.DataFrame) -> pd.DataFrame:
+    """Studies (abnormal among them) and images per body part, from core.mura's table of present images."""
+    studies = present.drop_duplicates("study_path").groupby("study_type")
+    table = pd.DataFrame({
+        "Studies": studies.size(),
+        "Abnormal studies": studies["label"].sum(),
+        "Images": present.groupby("study_type").size(),
+    })
+    return table.rename(index=group_label).rename_axis("Body part").reset_index()
 
 
 def show_data_source() -> None:
+    """Which data the app shows: the MURA folder's valid/ split, or the shipped samples without one."""
     st.subheader("Data in use")
     root = state.current_mura_root()
     if root is None:
@@ -122,12 +239,13 @@ st.markdown("Explains a classifier of upper-limb radiographs (Stanford MURA v1.1
             "abnormal, and where it looks, with Grad-CAM-family heat maps. "
             "**A research and teaching tool: not a medical device, not for diagnosis.**")
 start = st.columns(3)
-start[0].page_link("../pages/explain.py", label="Explain a radiograph", icon=":material/visibility:")
-start[1].page_link("../pages/browse.py", label="Browse studies", icon=":material/photo_library:")
-start[2].page_link("../pages/performance.py", label="See performance", icon=":material/monitoring:")
+start[0].page_link(navigation.page(navigation.EXPLAIN), label="Explain a radiograph")
+start[1].page_link(navigation.page(navigation.BROWSE), label="Browse studies")
+start[2].page_link(navigation.page(navigation.PERFORMANCE), label="See performance")
 if card is None:
     st.error(f"The model {model_name!r} has no model card in the weights folder.")
 else:
     show_model(card)
     show_results(model_name, card)
+    report_button(model_name, key="overview_report")
 show_data_source()

@@ -7,6 +7,7 @@ Playwright drives /usr/bin/chromium; its own browser download (`playwright insta
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from dashboard.navigation import PAGES
 from dashboard.uploads import safe_display_name
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "wait_for_script_run",
     "visible_errors",
     "open_page",
+    "point_on_quiz_radiograph",
+    "wait_for_images",
     "upload_and_read_probability",
     "upload_on_explain",
 ]
@@ -48,9 +52,10 @@ APP_IDLE = (
     '[data-testid="stApp"][data-test-connection-state="CONNECTED"]'
     '[data-test-script-state="notRunning"]'
 )
-#: The page files dashboard/app.py registers, default page first (st.Page's url path = file stem).
-PAGE_FILES = ("overview.py", "explain.py", "browse.py", "performance.py", "error_analysis.py", "heatmap_accuracy.py",
-              "model_card.py")
+#: The page files dashboard/app.py registers (dashboard.navigation's table), default page first.
+PAGE_FILES = tuple(spec.file for spec in PAGES)
+#: The quiz's clickable radiograph: the streamlit-image-coordinates component's frame.
+QUIZ_IMAGE_FRAME = 'iframe[data-testid="stCustomComponentV1"]'
 #: What Streamlit renders for an uncaught exception, and for a script that cannot run at all.
 _ERROR_SELECTORS = ('[data-testid="stException"]', '[data-testid="stAppError"]')
 _ERROR_TEXTS = ("Traceback", "Error running app", "This app has encountered an error")
@@ -82,8 +87,9 @@ async def launch_chromium() -> AsyncIterator[Browser]:
 
 
 def page_url(base_url: str, page_file: str) -> str:
-    """Where st.navigation serves a page: the default page at /, the others at /<file stem>."""
-    return base_url + ("/" if page_file == PAGE_FILES[0] else "/" + Path(page_file).stem)
+    """Where st.navigation serves a page: the default page at /, the others at /<its url_path>."""
+    (spec,) = [spec for spec in PAGES if spec.file == page_file]
+    return base_url + ("/" if spec == PAGES[0] else "/" + spec.url_path)
 
 
 async def current_page_url(page: Page) -> str | None:
@@ -144,3 +150,29 @@ async def upload_on_explain(
     """Open Explain, upload one PNG, return P(abnormal) as displayed (three decimals)."""
     await open_page(page, base_url, "explain.py", timeout_ms)
     return await upload_and_read_probability(page, file_name, data, timeout_ms)
+
+
+async def point_on_quiz_radiograph(page: Page, share_x: float, share_y: float, timeout_ms: float = 120_000) -> str:
+    """On the open quiz page, click the radiograph at shares of its shown width and height, as a
+    learner does; return the x (image pixels) that the click typed into the keyboard inputs."""
+    image = page.frame_locator(QUIZ_IMAGE_FRAME).locator("#image")
+    await image.wait_for(timeout=timeout_ms)
+    box = await image.bounding_box()
+    await image.click(position={"x": share_x * box["width"], "y": share_y * box["height"]})
+    x_input = page.get_by_label("x (pixels from the left)")
+    for _ in range(int(timeout_ms / 200)):
+        value = await x_input.input_value()
+        if value:
+            await wait_for_script_run(page, timeout_ms)
+            return value
+        await asyncio.sleep(0.2)
+    raise TimeoutError("the click on the radiograph set no point")
+
+
+async def wait_for_images(page: Page, timeout_ms: float = 120_000) -> None:
+    """Wait until the page shows at least one st.image and every one of them has loaded."""
+    await page.wait_for_function(
+        """() => { const images = document.querySelectorAll('[data-testid="stImage"] img');
+                   return images.length > 0 && [...images].every(i => i.complete && i.naturalWidth > 0); }""",
+        timeout=timeout_ms,
+    )

@@ -53,7 +53,7 @@ def test_overview_shows_the_card_and_the_cached_headline_metrics(use_scratch_wei
     assert_clean(at)
     metrics = json.loads((use_scratch_weights / DEFAULT_MODEL / "metrics_valid.json").read_text())
     table = next(df.value for df in at.dataframe if "AUROC (95% CI)" in df.value.columns)
-    assert list(table["Body part"]) == ["Forearm", "Humerus", "All body parts"]
+    assert list(table["Body part"]) == ["Forearm", "Humerus", "All trained body parts"]
     humerus = table.set_index("Body part").loc["Humerus"]
     assert humerus["Studies"] == metrics["study"]["XR_HUMERUS"]["n"]
     assert humerus["AUROC (95% CI)"].startswith(f"{metrics['study']['XR_HUMERUS']['auroc']['point']:.3f} (")

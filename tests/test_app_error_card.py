@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import metrics
 from core.models import DEFAULT_MODEL
-from dashboard.charts import CELLS, OVERALL, format_interval, group_label
+from dashboard.charts import CELLS, OVERALL, format_estimate, group_label
 from tests.app_pages import open_page
 from tests.browser import launch_chromium, page_url, require_chromium, visible_errors, wait_for_script_run
 from tests.server import RunningDashboard
@@ -165,8 +165,8 @@ def test_model_card_renders_card_log_and_cached_metrics(use_scratch_weights) -> 
     results = [frame.value for frame in app.dataframe if "Kappa" in frame.value.columns][0].set_index("Body part")
     for group, summary in cached["study"].items():
         row = results.loc[group_label(group)]
-        assert row["Kappa"] == format_interval(summary["kappa"])
-        assert row["AUROC"] == format_interval(summary["auroc"])
+        assert row["Kappa"] == format_estimate(summary, "kappa")
+        assert row["AUROC"] == format_estimate(summary, "auroc")
     assert results.index[0] == group_label(OVERALL)
     thresholds = [frame.value for frame in app.dataframe if "Threshold" in frame.value.columns
                   and "Kappa" not in frame.value.columns][0]

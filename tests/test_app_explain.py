@@ -10,10 +10,12 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from core import mura
 from core.explain import explain
 from core.imaging import load_radiograph
 from core.models import DEFAULT_MODEL, load_model
@@ -221,3 +223,61 @@ def test_an_empty_map_is_explained_not_shown_as_a_blank(use_scratch_weights: Pat
     at = open_explain().file_uploader(key="explain_upload").set_value(empty_png).run()
     assert_clean(at)
     assert any("Empty map" in caption.value for caption in at.caption)
+
+
+def _open_forearm_sample(at: AppTest) -> AppTest:
+    at.switch_page("../pages/explain.py").run()
+    at.radio(key="explain_source").set_value("Sample or MURA study").run()
+    at.selectbox(key="explain_study_choice").set_value("synthetic/forearm_plate").run()
+    assert_clean(at)
+    return at
+
+
+def test_the_verdict_follows_the_threshold_set_on_performance(use_scratch_weights: Path) -> None:
+    at = start_app().switch_page("../pages/performance.py").run()
+    at.slider(key=f"performance:threshold:{DEFAULT_MODEL}:XR_FOREARM").set_value(0.9).run()
+    _open_forearm_sample(at)
+    assert metric(at, "Threshold") == "0.900"
+    assert any("**your** threshold for forearm" in c.value for c in at.caption)
+    at.switch_page("../pages/performance.py").run()
+    next(button for button in at.button if button.label.startswith("Reset")).click().run()
+    _open_forearm_sample(at)
+    card_thresholds = load_model(DEFAULT_MODEL, directory=use_scratch_weights).card["thresholds"]
+    assert metric(at, "Threshold") == f"{card_thresholds['XR_FOREARM']:.3f}"
+    assert any("the model card's threshold for forearm" in c.value for c in at.caption)
+
+
+def _mura_study(at: AppTest, root: Path) -> AppTest:
+    return at.sidebar.text_input(key="mura_root_input").set_value(str(root)).run()
+
+
+def test_every_study_of_the_folder_is_offered_and_the_view_picker_follows_the_study(
+    use_scratch_weights: Path, scratch_mura_root: Path,
+) -> None:
+    at = _mura_study(open_explain(), scratch_mura_root)
+    at.radio(key="explain_source").set_value("Sample or MURA study").run()
+    choices = at.selectbox(key="explain_study_choice").options
+    images = pd.concat([mura.read_images(scratch_mura_root, split) for split in ("valid", "train")])
+    titles = {f"{s.study_type} {s.patient} {s.study} ({s.split})" for s in images.itertuples()}
+    assert titles <= set(choices)
+    at.selectbox(key="explain_study_choice").set_value("synthetic/humerus_fracture").run()
+    (picker,) = [box for box in at.selectbox if box.label == "View"]
+    picker.set_value(1).run()
+    counts = images.groupby("study_path").size()
+    study = counts[counts >= 2].index[0]
+    at.selectbox(key="explain_study_choice").set_value(study).run()
+    assert_clean(at)
+    (picker,) = [box for box in at.selectbox if box.label == "View"]
+    names = images.loc[images["study_path"] == study, "path"].str.rsplit("/", n=1).str[1].tolist()
+    assert picker.options == names
+    assert picker.value == 0
+    assert f"{names[0]} (as decoded)" in [c for image in at.image for c in image.captions]
+
+
+def test_layer_chips_are_short_and_the_help_names_each_layer_in_full(use_scratch_weights: Path) -> None:
+    at = open_explain()
+    layers = at.sidebar.multiselect(key="cam_layers")
+    full = list(load_model(DEFAULT_MODEL, directory=use_scratch_weights).cam_layers)
+    assert layers.options == [name.split(" (")[0] for name in full]
+    assert max(len(option) for option in layers.options) <= 12  # "stage 6 (160 ch, stride 32)" was cut off
+    assert all(name in layers.help for name in full)

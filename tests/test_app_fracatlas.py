@@ -14,6 +14,7 @@ from core import evaluate, fracatlas
 from core.artifacts import ModelArtifacts, read_evaluation, write_evaluation
 from core.models import DEFAULT_MODEL
 from dashboard import state, studies
+from dashboard.charts import TOO_FEW, format_estimate
 from tests.app_pages import assert_clean, start_app
 
 EXPLAIN = "../pages/explain.py"
@@ -104,8 +105,8 @@ def test_performance_switches_to_fracatlas_and_says_what_the_label_is(use_fracat
     assert live.at["All body parts", "TP"] == int((predicted & (upper["fractured"] == 1)).sum())
     assert live.at["All body parts", "Images"] == len(upper)
     cached = at.dataframe[1].value.set_index("Body part")
-    cached_auroc = evaluation.metrics["all"]["overall"]["auroc"]["point"]
-    assert cached.at["All body parts", "AUROC"].startswith(f"{cached_auroc:.3f}")
+    # The shipped samples are a dozen upper-limb images: too few for an AUROC (issue 13.7).
+    assert cached.at["All body parts", "AUROC"] == format_estimate(evaluation.metrics["all"]["overall"], "auroc")
     assert set(live.index) == {"All body parts", "Hand/wrist/forearm", "Shoulder", "Whole arm"}
     # Hardware apart: its table holds only the hardware images.
     at.radio(key="performance_stratum").set_value("hardware").run()
@@ -159,5 +160,7 @@ def test_overview_credits_the_real_samples_and_quotes_the_external_check(use_fra
     assert_clean(at)
     assert f"Images: {fracatlas.CREDIT}" in [c.value for c in at.caption]
     metrics = read_evaluation(ModelArtifacts.of(DEFAULT_MODEL), evaluate.FRACATLAS).metrics
-    auroc = metrics["all"]["overall"]["auroc"]["point"]
-    assert any("External check on FracAtlas" in c.value and f"AUROC {auroc:.3f}" in c.value for c in at.caption)
+    overall = metrics["all"]["overall"]
+    quoted = ("too few images to estimate an AUROC" if format_estimate(overall, "auroc") == TOO_FEW
+              else f"AUROC {overall['auroc']['point']:.3f}")
+    assert any("External check on FracAtlas" in c.value and quoted in c.value for c in at.caption)

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import metrics
 from core.models import DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR
-from dashboard.charts import OVERALL, group_label
+from dashboard.charts import OVERALL, TOO_FEW, group_label, too_few
 from tests.app_pages import open_page
 
 PAGE = "../pages/performance.py"
@@ -40,8 +40,10 @@ def _assert_counts(app: AppTest, expected: dict[str, metrics.Confusion]) -> None
     for group, confusion in expected.items():
         row = table.loc[group_label(group)]
         assert {name: int(row[name]) for name in ("TP", "FP", "FN", "TN")} == _counts(confusion), group
-        if confusion.kappa is not None:
-            assert row["Kappa"] == pytest.approx(confusion.kappa)
+        if too_few(confusion.n, confusion.tp + confusion.fn):
+            assert row["Kappa"] == TOO_FEW, group
+        elif confusion.kappa is not None:  # text since issue 13.7: "—" for undefined, never "None"
+            assert float(row["Kappa"]) == pytest.approx(confusion.kappa, abs=5e-4)
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def test_page_opens_at_the_model_card_thresholds(predictions, card_thresholds, u
     _assert_counts_match_cached_metrics(app, cached, "study")
     assert len(app.get("plotly_chart")) >= 4  # confusion matrices, ROC, PR, calibration
     cached = [frame.value for frame in app.dataframe if "AUROC" in frame.value.columns]
-    assert cached and set(cached[0]["Same as your thresholds"]) == {"yes"}
+    assert cached and set(cached[0]["Matches yours"]) == {"yes"}
 
 
 def test_global_threshold_slider_sets_counts_from_core_metrics(predictions, card_thresholds) -> None:
@@ -83,7 +85,7 @@ def test_global_threshold_slider_sets_counts_from_core_metrics(predictions, card
     assert expected != metrics.confusion_by_type(studies, card_thresholds)  # the move is visible
     _assert_counts(app, expected)
     cached = [frame.value for frame in app.dataframe if "AUROC" in frame.value.columns][0]
-    assert set(cached["Same as your thresholds"]) == {"no"}
+    assert set(cached["Matches yours"]) == {"no"}
 
 
 def test_one_body_part_slider_moves_only_that_body_part(predictions, card_thresholds) -> None:
@@ -104,6 +106,15 @@ def test_reset_returns_to_the_model_card_thresholds(predictions, card_thresholds
     (reset,) = [button for button in app.button if button.label.startswith("Reset")]
     reset.click().run()
     assert app.slider(key=_slider_key("XR_HUMERUS")).value == pytest.approx(card_thresholds["XR_HUMERUS"])
+    _assert_counts(app, metrics.confusion_by_type(metrics.study_table(predictions), card_thresholds))
+
+
+def test_reset_also_leaves_one_threshold_for_all(predictions, card_thresholds) -> None:
+    app = open_page(PAGE)
+    app.radio(key=MODE_KEY).set_value("global").run()
+    app.slider(key=_slider_key("global")).set_value(0.8).run()
+    next(button for button in app.button if button.label.startswith("Reset")).click().run()
+    assert app.radio(key=MODE_KEY).value == "per body part"
     _assert_counts(app, metrics.confusion_by_type(metrics.study_table(predictions), card_thresholds))
 
 

@@ -19,10 +19,13 @@ from tests.browser import (
     PAGE_FILES,
     current_page_url,
     launch_chromium,
+    open_page,
     page_url,
+    point_on_quiz_radiograph,
     require_chromium,
     upload_on_explain,
     visible_errors,
+    wait_for_images,
     wait_for_script_run,
 )
 from tests.server import REPO_ROOT, RunningDashboard
@@ -80,3 +83,28 @@ def test_upload_on_explain_shows_the_models_probability(
     expected = predict_images(model, [load_radiograph(data, filename="synthetic-arm.png").pixels])[0]
     assert errors == [], server_log_tail(dashboard_server)
     assert abs(float(shown) - expected) <= DISPLAY_TOLERANCE, (shown, expected)
+
+
+def test_quiz_click_marks_the_point_and_the_reveal_follows(dashboard_server: RunningDashboard) -> None:
+    async def play() -> tuple[str, str, list[str]]:
+        async with launch_chromium() as browser:
+            page = await browser.new_page(viewport=VIEWPORT)
+            await open_page(page, dashboard_server.base_url, "quiz.py")
+            await page.get_by_text("Fracture", exact=True).click()
+            await wait_for_script_run(page, timeout_ms=120_000)
+            typed_x = await point_on_quiz_radiograph(page, 0.5, 0.5)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=SCREENSHOTS / "quiz_question.png", full_page=True)
+            await page.get_by_role("button", name="Check my reading").click()
+            truth = page.get_by_text("Truth:")
+            await truth.wait_for(timeout=120_000)
+            await wait_for_script_run(page, timeout_ms=120_000)
+            await wait_for_images(page)
+            await page.screenshot(path=SCREENSHOTS / "quiz_reveal.png", full_page=True)
+            return typed_x, await truth.inner_text(), await visible_errors(page)
+
+    typed_x, truth, errors = asyncio.run(play())
+    assert errors == [], server_log_tail(dashboard_server)
+    # The first case of seed 1 is IMG0001952 (373 px wide): a click in the middle is about x = 186.
+    assert abs(int(typed_x) - 186) <= 3, typed_x
+    assert truth.startswith("Truth: no fracture")

@@ -151,7 +151,9 @@ def test_training_curves_of_an_ensemble_have_one_line_per_member() -> None:
     one_run = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.6, 0.5], "holdout_study_auroc": [0.7, 0.8]})
     log = pd.concat([one_run.assign(member=0), one_run.assign(member=1, train_loss=[0.65, 0.45])])
     figure = charts.training_curves_figure(log, kept_epochs=[2, 1])
-    losses = {trace.name: list(trace.y) for trace in figure.data if "loss" in trace.name}
+    losses = {trace.hovertemplate.split("<br>")[0]: list(trace.y) for trace in figure.data if "loss" in trace.name}
     assert losses == {"train loss · member 0": [0.6, 0.5], "train loss · member 1": [0.65, 0.45]}
+    # One legend entry per metric, not per metric and member (a four-member ensemble had twelve).
+    assert [trace.name for trace in figure.data if trace.showlegend] == ["train loss", "holdout study auroc"]
     assert sorted(shape.x0 for shape in figure.layout.shapes) == [1, 1, 2, 2]
     assert {a.text for a in figure.layout.annotations} >= {"kept: epoch 2 (member 0)", "kept: epoch 1 (member 1)"}

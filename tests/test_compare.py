@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from core import compare
-from core.metrics import MetricsInputError, study_table
+from core.metrics import MetricsInputError, bootstrap_ci, study_table
 
 
 def _predictions(probabilities: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
@@ -71,3 +72,19 @@ def test_cli_missing_predictions_is_one_line(tmp_path: Path, monkeypatch: pytest
     assert compare.main(["--models", "a", "b"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no cached predictions") and err.count("\n") == 1
+
+
+def test_the_vectorised_bootstrap_draws_and_scores_like_core_metrics(two_models: Path) -> None:
+    """Every resample's two AUROCs at once (ranks) give the interval of core.metrics' one-resample-at-a-time loop,
+    ties included (rounded probabilities make many: where a rank formula could part from sklearn)."""
+    a, b = (study_table(pd.read_csv(two_models / name / "predictions_valid.csv")).round({"probability": 1})
+            for name in ("sharp", "vague"))
+
+    def difference(table: pd.DataFrame) -> float:
+        labels = table["label"]
+        return roc_auc_score(labels, table["probability"]) - roc_auc_score(labels, table["probability_b"])
+
+    expected = bootstrap_ci(compare.paired_studies(a, b), difference, n_boot=200, seed=0, level="image")
+    vectorised = compare.paired_auroc_difference(a, b, n_boot=200)
+    assert vectorised.n_skipped == expected.n_skipped
+    assert tuple(vectorised) == pytest.approx(tuple(expected), abs=1e-12)

@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from core import metrics
+from core.evaluate import summarise_trained
 from core.metrics import MetricsInputError
 
 
@@ -328,3 +329,16 @@ def test_image_level_summary_resamples_groups_whose_images_disagree():
     assert summary["image"]["overall"]["n"] == 6 and summary["image"]["overall"]["n_studies"] == 5
     with pytest.raises(MetricsInputError, match="different labels"):
         metrics.summarise(images, {"hand": 0.5}, n_boot=20)
+
+
+def test_summarise_trained_pools_only_the_body_parts_the_card_names() -> None:
+    images = pd.concat([random_predictions(40, seed=3), random_predictions(4, seed=4, types=("XR_ELBOW",))])
+    thresholds = {"XR_HUMERUS": 0.4, "XR_FOREARM": 0.6, "XR_ELBOW": 0.5}
+    card = {"training_data": {"all": {"XR_HUMERUS": {}, "XR_FOREARM": {}}}}
+    pooled = summarise_trained(images, thresholds, card, n_boot=20)
+    trained = images[images["study_type"] != "XR_ELBOW"]
+    assert pooled["study_types"] == ["XR_FOREARM", "XR_HUMERUS"]
+    expected = metrics.summarise(trained, thresholds, n_boot=20)
+    assert pooled["study"] == expected["study"]["overall"] and pooled["image"] == expected["image"]["overall"]
+    assert pooled["study"]["n"] < metrics.summarise(images, thresholds, n_boot=20)["study"]["overall"]["n"]
+    assert summarise_trained(images[images["study_type"] == "XR_ELBOW"], thresholds, card) is None

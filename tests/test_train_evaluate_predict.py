@@ -32,6 +32,8 @@ from core.artifacts import TRAIN_STATE_FILE, TRAINING_LOG_FILE, ModelArtifacts, 
 from core.card import read_card, subset_counts
 from core.models import CARD_FILE, CHECKPOINT_FILE, load_model
 from core.predict import predict_images, predict_study, study_probability
+from core.splits import patient_split, patient_subset
+from core.thresholds import choose_threshold, holdout_summary
 from tests.fake_mura import make_fake_mura
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -76,9 +78,9 @@ def test_patient_split_never_shares_a_patient(fake_root: Path) -> None:
     from core import mura
 
     images = mura.read_images(fake_root, "train")
-    fit, holdout = train_cli.patient_split(images, 0.3, seed=0)
+    fit, holdout = patient_split(images, 0.3, seed=0)
     assert not set(images.iloc[fit]["patient"]) & set(images.iloc[holdout]["patient"])
-    again = train_cli.patient_split(images, 0.3, seed=0)
+    again = patient_split(images, 0.3, seed=0)
     assert (again[1] == holdout).all()
 
 
@@ -86,31 +88,31 @@ def test_k_fold_split_covers_every_patient_once(fake_root: Path) -> None:
     from core import mura
 
     images = mura.read_images(fake_root, "train")
-    holdouts = [train_cli.patient_split(images, 0.3, seed=3, folds=4, fold=k)[1] for k in range(4)]
+    holdouts = [patient_split(images, 0.3, seed=3, folds=4, fold=k)[1] for k in range(4)]
     patients = [set(images.iloc[h]["patient"]) for h in holdouts]
     assert sum(len(p) for p in patients) == images["patient"].nunique() == len(set().union(*patients))
-    fit, holdout = train_cli.patient_split(images, 0.3, seed=3, folds=4, fold=1)
+    fit, holdout = patient_split(images, 0.3, seed=3, folds=4, fold=1)
     assert not set(images.iloc[fit]["patient"]) & set(images.iloc[holdout]["patient"])
     assert len(fit) + len(holdout) == len(images)
     with pytest.raises(ValueError, match="fold"):
-        train_cli.patient_split(images, 0.3, seed=3, folds=4, fold=4)
+        patient_split(images, 0.3, seed=3, folds=4, fold=4)
 
 
 def test_patient_subset_keeps_patients_whole_and_nests(fake_root: Path) -> None:
     from core import mura
 
     images = mura.read_images(fake_root, "train")
-    fit, _ = train_cli.patient_split(images, 0.3, seed=0)
-    quarter, half = (train_cli.patient_subset(images, fit, f, seed=5) for f in (0.25, 0.5))
+    fit, _ = patient_split(images, 0.3, seed=0)
+    quarter, half = (patient_subset(images, fit, f, seed=5) for f in (0.25, 0.5))
     assert set(quarter) < set(half) < set(fit)
     patient_of = images["patient"].to_numpy()
     for subset in (quarter, half):
         kept = set(patient_of[subset])
         assert set(subset) == {i for i in fit if patient_of[i] in kept}  # every image of a kept patient
     assert len(set(patient_of[half])) == round(0.5 * len(set(patient_of[fit])))
-    assert (train_cli.patient_subset(images, fit, 1.0, seed=5) == fit).all()
+    assert (patient_subset(images, fit, 1.0, seed=5) == fit).all()
     with pytest.raises(ValueError, match="fraction"):
-        train_cli.patient_subset(images, fit, 0.0, seed=5)
+        patient_subset(images, fit, 0.0, seed=5)
 
 
 def test_training_on_a_fraction_keeps_the_holdout(weights: Path, fake_root: Path, tmp_path: Path) -> None:
@@ -137,6 +139,22 @@ def test_a_state_saved_before_a_setting_existed_still_resumes(fake_root: Path, t
     capsys.readouterr()
     assert train_cli.main(arguments) == 0
     assert "resuming after epoch 1" in capsys.readouterr().out
+
+
+def test_resuming_with_another_recipe_is_one_line_and_status_2(fake_root: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """core.train raises TrainingError, not SystemExit: the CLI turns it into one line and exit status 2."""
+    out = tmp_path / "changed"
+    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY]) == 0
+    capsys.readouterr()
+    config = train_cli.TrainConfig(mura_root=str(fake_root), arch="mobilenet_v2", out=str(out), epochs=1,
+                                   input_size=32, max_lr=0.5, pretrained=False, bf16=False, threads=1)
+    with pytest.raises(train_cli.TrainingError, match="other settings"):
+        train_cli.train(config)
+    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY,
+                           "--max-lr", "0.5"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert errors == [f"error: {out / TRAIN_STATE_FILE} was written with other settings; use a new --out"]
 
 
 def test_study_batches_keep_every_study_whole() -> None:
@@ -177,9 +195,9 @@ def test_threshold_maximises_kappa() -> None:
     # At 0.3 one normal is called abnormal (kappa 0.714); at 0.8 one abnormal is missed (kappa 0.75).
     labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
     probabilities = np.array([0.1, 0.2, 0.7, 0.3, 0.8, 0.85, 0.9, 0.95])
-    assert train_cli.choose_threshold(labels, probabilities) == pytest.approx(0.8)
+    assert choose_threshold(labels, probabilities) == pytest.approx(0.8)
     separable = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9, 0.95])
-    assert 0.3 < train_cli.choose_threshold(labels, separable) <= 0.6
+    assert 0.3 < choose_threshold(labels, separable) <= 0.6
 
 
 def test_interrupted_training_resumes_from_its_last_epoch(tmp_path: Path, fake_root: Path) -> None:
@@ -424,7 +442,7 @@ def test_cross_validated_ensemble_chooses_thresholds_out_of_fold(fake_root: Path
     assert sorted(out_of_fold["path"]) == sorted(mura.read_images(fake_root, "train")["path"])
     merged = out_of_fold.merge(member_rows, on="path", suffixes=("", "_member"))
     np.testing.assert_allclose(merged["probability"], merged["probability_member"])
-    thresholds, _ = train_cli.holdout_summary(out_of_fold)
+    thresholds, _ = holdout_summary(out_of_fold)
     assert card["thresholds"] == thresholds
     assert "out-of-fold" in card["threshold_rule"] and [m["fold"] for m in card["members"]] == [0, 1]
     assert card["training_data"]["holdout"] == subset_counts(out_of_fold)

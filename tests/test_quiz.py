@@ -1,0 +1,113 @@
+"""core.quiz: difficulty tags from cached data, a seeded case order, answers judged by the localisation
+hit rule, and the session score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import fracatlas, localization, quiz
+from core.artifacts import ModelArtifacts, read_evaluation
+from core.card import read_card
+from core.evaluate import FRACATLAS, region_thresholds
+from core.models import DEFAULT_MODEL
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data_samples" / "fracatlas"
+
+
+def _case(abnormal: bool = True, **fields: object) -> quiz.QuizCase:
+    return quiz.QuizCase("fracatlas/images/x.jpg", "FracAtlas", abnormal, "hand", 0.5, **fields)
+
+
+def _mask() -> np.ndarray:
+    mask = np.zeros((100, 120), dtype=bool)
+    mask[40:45, 50:70] = True
+    return mask
+
+
+@pytest.fixture(scope="module")
+def sample_cases() -> list[quiz.QuizCase]:
+    """The shipped FracAtlas samples as quiz cases, with the shipped model's cached probabilities."""
+    root = fracatlas.resolve_root(SAMPLES)
+    outlines = fracatlas.read_outlines(root)
+    shares = {file: quiz.outline_share(outlines.mask(file)) for file in outlines.files()}
+    files = ModelArtifacts.of(DEFAULT_MODEL)
+    cached = read_evaluation(files, FRACATLAS).predictions
+    return quiz.fracatlas_cases(fracatlas.read_images(root), shares, region_thresholds(read_card(files.card)), cached)
+
+
+def test_sample_cases_are_tagged_from_cached_data(sample_cases: list[quiz.QuizCase]) -> None:
+    by_file = {case.ref.removeprefix("fracatlas/images/"): case for case in sample_cases}
+    assert len(sample_cases) == 13 and "IMG0003925.jpg" not in by_file  # leg/hip: no threshold, left out
+    # The cached probability on the wrong side of the region's threshold: a missed fracture, a false alarm.
+    assert {f for f, c in by_file.items() if quiz.MODEL_WRONG in c.tags} == {"IMG0002334.jpg", "IMG0001902.jpg"}
+    assert {f for f, c in by_file.items() if quiz.HARDWARE in c.tags} == {"IMG0002603.jpg"}
+    assert {f for f, c in by_file.items() if quiz.SUBTLE in c.tags} == {"IMG0002603.jpg", "IMG0002486.jpg",
+                                                                       "IMG0002569.jpg"}
+    assert all(c.outlined == c.abnormal for c in sample_cases)
+    assert by_file["IMG0002334.jpg"].probability == pytest.approx(0.227716)
+    assert by_file["IMG0002334.jpg"].threshold == pytest.approx(0.4529)  # hand: judged at the forearm's
+
+
+def test_a_seed_gives_one_sequence(sample_cases: list[quiz.QuizCase]) -> None:
+    first = quiz.sequence(sample_cases, seed=3, length=10)
+    assert first == quiz.sequence(list(reversed(sample_cases)), seed=3, length=10)  # listing order is irrelevant
+    assert len(first) == 10 and len({c.ref for c in first}) == 10
+    assert first != quiz.sequence(sample_cases, seed=4, length=10)
+    subtle = quiz.sequence(sample_cases, difficulty=quiz.SUBTLE, seed=3, length=10)
+    assert len(subtle) == 3 and all(quiz.SUBTLE in c.tags for c in subtle)
+    with pytest.raises(ValueError, match="Unknown difficulty"):
+        quiz.sequence(sample_cases, difficulty="impossible")
+
+
+def test_a_point_is_judged_like_a_maps_peak() -> None:
+    mask = _mask()
+    inside = quiz.judge(_case(), learner_abnormal=True, point=(60, 42), mask=mask, model_abnormal=True)
+    assert inside.learner_hit and inside.learner_distance == 0 and inside.learner_found
+    near = quiz.judge(_case(), learner_abnormal=True, point=(60, 45 + 14), mask=mask, model_abnormal=True)
+    far = quiz.judge(_case(), learner_abnormal=True, point=(60, 45 + 16), mask=mask, model_abnormal=True)
+    assert near.learner_hit and not far.learner_hit and far.learner_right and not far.learner_found
+    # The same distance rule as the pointing game: a map peaking at each point scores the same.
+    for result in (near, far):
+        heatmap = np.zeros(mask.shape, dtype=np.float32)
+        heatmap[result.learner_point[1], result.learner_point[0]] = 1.0
+        assert localization.score_map(heatmap, mask).hit == float(result.learner_hit)
+        judged = quiz.judge(_case(), learner_abnormal=False, point=None, mask=mask, model_abnormal=True,
+                            heatmap=heatmap)
+        assert judged.map_hit == result.learner_hit and judged.map_peak == result.learner_point
+
+
+def test_a_normal_call_points_nowhere_and_mura_has_no_outline() -> None:
+    missed = quiz.judge(_case(), learner_abnormal=False, point=(60, 42), mask=_mask(), model_abnormal=False)
+    assert missed.learner_point is None and missed.learner_hit is None
+    assert not missed.learner_right and not missed.learner_found and missed.outlined
+    study = quiz.QuizCase("MURA-v1.1/valid/XR_HUMERUS/patient1/study1_negative/", "MURA", False, "XR_HUMERUS", 0.33)
+    mura = quiz.judge(study, learner_abnormal=False, point=None, mask=None, model_abnormal=True)
+    assert mura.learner_right and not mura.model_right and not mura.outlined
+    with pytest.raises(ValueError, match="outside"):
+        quiz.outline_distance(_mask(), (500, 5))
+
+
+def test_score_counts_calls_and_fractures_found() -> None:
+    mask, heatmap = _mask(), _mask().astype(np.float32)
+    results = [
+        quiz.judge(_case(), learner_abnormal=True, point=(60, 42), mask=mask, model_abnormal=True, heatmap=heatmap),
+        quiz.judge(_case(), learner_abnormal=False, point=None, mask=mask, model_abnormal=False, heatmap=heatmap),
+        quiz.judge(_case(False), learner_abnormal=False, point=None, mask=None, model_abnormal=True),
+    ]
+    totals = quiz.score(results)
+    assert totals == quiz.Score(cases=3, learner_right=2, model_right=1, outlined=2, learner_found=1,
+                                model_found=1)
+    assert quiz.Score.share(totals.learner_found, totals.outlined) == 0.5
+    assert quiz.Score.share(0, 0) is None
+
+
+def test_mura_cases_take_the_cards_threshold() -> None:
+    studies = pd.DataFrame({"study_path": ["a/", "b/"], "study_type": ["XR_HUMERUS", "XR_WRIST"],
+                            "label": [1, 0], "probability": [0.2, 0.6]})
+    cases = quiz.mura_cases(studies, {"XR_HUMERUS": 0.3, "default": 0.5})
+    assert [c.threshold for c in cases] == [0.3, 0.5]
+    assert all(quiz.MODEL_WRONG in c.tags for c in cases)
