@@ -3,8 +3,10 @@
 Every CAM method comes from pytorch_grad_cam; this module adds what a radiograph
 dashboard needs around it: the letterbox round trip (maps are cropped to the image and
 normalised there, so padding never wins the colour scale), the sign of a single-logit
-target, thread safety on a model shared between sessions, progress for the slow methods.
-Drawing the maps is :mod:`core.overlay`'s job, judging them :mod:`core.faithfulness`'s.
+target, thread safety on a model shared between sessions, progress, a cost count and a cancel
+for the slow methods, and an :class:`Explanation` that names its settings and keeps the raw
+CAM range that per-image normalisation discards (for an absolute colour scale). Drawing the
+maps is :mod:`core.overlay`'s job, judging them :mod:`core.faithfulness`'s.
 
 CAMs run on explain's own copies of each model (made on first use, refreshed when the
 model's weights change), never on the model that prediction shares: pytorch_grad_cam
@@ -26,12 +28,14 @@ from __future__ import annotations
 import copy
 import itertools
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+import cv2
 import numpy as np
 import torch
 from pytorch_grad_cam import (
@@ -62,12 +66,15 @@ from core.preprocess import Letterbox, letterbox, to_model_input
 __all__ = [
     "DEFAULT_METHOD",
     "METHODS",
+    "CamCancelled",
     "ClassProbability",
     "Explanation",
     "MethodInfo",
     "Target",
     "explain",
     "explain_grid",
+    "forward_seconds_per_image",
+    "images_per_run",
     "shares_a_pass",
 ]
 
@@ -155,16 +162,29 @@ _SLOW_METHOD_BATCH = 4
 # AblationCAM ablates every channel of a layer up to this many, else this many channels
 # chosen by pytorch_grad_cam's ratio_channels_to_ablate (half most, half least salient).
 _MAX_ABLATED_CHANNELS = 256
+# Passes of aug_smooth: BaseCAM's default tta_transforms, a horizontal flip x three brightness factors.
+_AUG_PASSES = 6
+
+
+class CamCancelled(Exception):
+    """A CAM run stopped because its caller set the ``cancel`` event it passed to :func:`explain`."""
 
 
 @dataclass(frozen=True, eq=False)
 class Explanation:
-    """A CAM mapped back onto the original radiograph.
+    """A CAM mapped back onto the original radiograph, with the settings that made it.
 
     ``heatmap`` is float32 (H, W) in [0, 1] at the original image's resolution, normalised
     over the image (never the letterbox padding). ``probability`` is P(abnormal) for the
     whole image, whatever the target. ``layers`` are the cam_layers names used (empty for
-    FullGrad, which uses every layer with a bias).
+    FullGrad, which uses every layer with a bias); ``model`` is the model's name.
+
+    ``raw_map`` keeps what the per-image normalisation throws away: the CAM before
+    pytorch_grad_cam's min-max scaling (its ReLU'd ``get_cam_image``: weighted activations,
+    in the method's own units), averaged over the target layers, cropped to the image at the
+    model's input scale. It lets maps share one absolute scale, where weak evidence looks
+    weak. None for FullGrad, whose library output scales every layer before summing, so no
+    raw value survives.
     """
 
     heatmap: np.ndarray
@@ -172,6 +192,38 @@ class Explanation:
     method: str
     layers: tuple[str, ...]
     target: Target
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
+    model: str = ""
+    raw_map: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> tuple[str, tuple[str, ...], str, bool, bool]:
+        """Every choice that shaped the map (method, layers, target, smoothing): a cache key."""
+        return self.method, self.layers, self.target, self.aug_smooth, self.eigen_smooth
+
+    @property
+    def raw_peak(self) -> float | None:
+        """The largest raw CAM value over the image (None without a raw map)."""
+        return None if self.raw_map is None else float(self.raw_map.max())
+
+    def absolute_heatmap(self, peak: float) -> np.ndarray:
+        """The raw map on a shared [0, ``peak``] scale, at the image's resolution, in [0, 1].
+
+        ``peak`` is the largest raw value among the maps shown together, so a map whose
+        evidence is a tenth of the strongest one peaks at 0.1, not at 1.
+        """
+        if self.raw_map is None:
+            raise ValueError(f"{self.method} has no raw scale: its maps are normalised per image only")
+        height, width = self.heatmap.shape
+        scaled = self.raw_map / peak if peak > 0 else np.zeros_like(self.raw_map)
+        return resize_heatmap(scaled.astype(np.float32), height, width)
+
+    def describe(self) -> dict[str, object]:
+        """The settings as JSON-ready fields, for manifests and figure captions."""
+        return {"model": self.model, "method": self.method, "layers": list(self.layers), "target": self.target,
+                "aug_smooth": self.aug_smooth, "eigen_smooth": self.eigen_smooth,
+                "probability": round(self.probability, 6), "raw_peak": self.raw_peak}
 
 
 class _CamNetwork:
@@ -248,20 +300,78 @@ def _layer_channels(network: nn.Module, modules: list[nn.Module], x: torch.Tenso
 
 
 class _ForwardProgress:
-    """Forward hook reporting the share of images pushed through the network so far.
+    """Forward hook on the whole network: reports progress and stops a cancelled run.
 
     ScoreCAM and AblationCAM spend their time in forward passes of channel batches, and
-    pytorch_grad_cam reports them only to a tqdm bar on stderr.
+    pytorch_grad_cam reports them only to a tqdm bar on stderr and offers no way to stop;
+    a hook that raises is the one place every method's passes go through. ``total_images``
+    is 0 for methods whose passes are not counted (they only check ``cancel``).
     """
 
-    def __init__(self, total_images: int, report: Callable[[float], None]) -> None:
+    def __init__(self, total_images: int, report: Callable[[float], None],
+                 cancel: threading.Event | None) -> None:
         self.total_images = total_images
         self.done_images = 0
         self.report = report
+        self.cancel = cancel
 
     def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        self.done_images += args[0].shape[0]
-        self.report(min(self.done_images / self.total_images, 1.0))
+        if self.cancel is not None and self.cancel.is_set():
+            raise CamCancelled("the CAM run was cancelled")
+        if self.total_images:
+            self.done_images += args[0].shape[0]
+            self.report(min(self.done_images / self.total_images, 1.0))
+
+
+class _RawCams:
+    """Records each layer's CAM before pytorch_grad_cam min-max scales it.
+
+    The library scales every layer's ``get_cam_image`` to [0, 1] (``scale_cam_image``) and
+    keeps no raw value; wrapping the CAM object's own ``get_cam_image`` (an instance
+    attribute shadows the method) records it without re-implementing any method. The maps
+    arrive one per target layer per forward pass, in target-layer order.
+    """
+
+    def __init__(self, cam: BaseCAM) -> None:
+        self.maps: list[np.ndarray] = []
+        self._cam = cam
+        original = cam.get_cam_image
+
+        def recording(*args: object, **kwargs: object) -> np.ndarray:
+            result = original(*args, **kwargs)
+            self.maps.append(np.maximum(np.asarray(result, dtype=np.float32)[0], 0.0))
+            return result
+
+        cam.get_cam_image = recording
+
+    def release(self) -> None:
+        """Unwrap ``get_cam_image`` (the wrapper refers to the CAM object, a reference cycle)."""
+        self._cam.__dict__.pop("get_cam_image", None)
+
+    def canvas(self, size: int, layers: Sequence[int], passes: Sequence[Callable[[np.ndarray], np.ndarray]]
+               ) -> np.ndarray | None:
+        """The (size, size) raw map: chosen layers averaged, each pass undone, passes averaged.
+
+        Resized as the library resizes its scaled maps (cv2.resize, bilinear); ``passes`` undo
+        each forward pass's augmentation (identity without aug_smooth). None when nothing was
+        recorded (FullGrad computes its maps without ``get_cam_image``).
+        """
+        if not self.maps:
+            return None
+        per_pass = len(self.maps) // len(passes)
+        canvases = [
+            undo(np.mean([cv2.resize(self.maps[start + i], (size, size)) for i in layers], axis=0))
+            for undo, start in zip(passes, range(0, len(self.maps), per_pass), strict=True)
+        ]
+        return np.mean(canvases, axis=0).astype(np.float32)
+
+
+def _undo_augmentation(transform: object) -> Callable[[np.ndarray], np.ndarray]:
+    """What pytorch_grad_cam's forward_augmentation_smoothing does to each pass's map, for a raw map."""
+    def undo(canvas: np.ndarray) -> np.ndarray:
+        return transform.deaugment_mask(torch.from_numpy(canvas[None, None])).numpy()[0, 0]
+
+    return undo
 
 
 class ClassProbability:
@@ -312,6 +422,7 @@ def explain(
     aug_smooth: bool = False,
     eigen_smooth: bool = False,
     progress: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> Explanation:
     """Explain one greyscale radiograph (uint8 (H, W)) with a CAM method.
 
@@ -325,10 +436,13 @@ def explain(
         eigen_smooth: keep the first principal component of the weighted activations.
         progress: called with a fraction in [0, 1]; ScoreCAM and AblationCAM report per
             batch of channels, the others at start and end. It may raise to cancel.
+        cancel: set it (from any thread) to stop the run after the forward pass in flight;
+            give each run its own event, so one caller's cancel never stops another's run.
 
     Raises:
         ValueError: unknown method, layer or target, or pixels that are not 2-D uint8.
         RuntimeError: the method failed on this model (an IndexError inside pytorch_grad_cam).
+        CamCancelled: ``cancel`` was set before the run finished.
     """
     info = _method_info(method)
     layer_names = _layer_names(loaded, layers)
@@ -337,9 +451,11 @@ def explain(
     report = progress or (lambda _fraction: None)
     report(0.0)
     with _cam_pass(loaded, pixels, slow=info.slow) as (network, model_input, placement):
-        canvas_map, logit = _run_cam(
+        if cancel is not None and cancel.is_set():  # cancelled while waiting for the lock
+            raise CamCancelled("the CAM run was cancelled")
+        canvas_map, raw_canvas, logit = _run_cam(
             network, method, info, [path for name in layer_names for path in loaded.layer_paths(name)],
-            model_input, target, aug_smooth, eigen_smooth, report,
+            model_input, target, aug_smooth, eigen_smooth, report, cancel,
         )
     heatmap = _image_heatmap(canvas_map, placement)
     report(1.0)
@@ -349,6 +465,10 @@ def explain(
         method=method,
         layers=layer_names if info.uses_layers else (),
         target=target,
+        aug_smooth=aug_smooth,
+        eigen_smooth=eigen_smooth,
+        model=loaded.name,
+        raw_map=None if raw_canvas is None else placement.crop(raw_canvas),
     )
 
 
@@ -401,10 +521,10 @@ def explain_grid(
     with _cam_pass(loaded, pixels, slow=False) as (network, model_input, placement):  # fast methods only
         canvas_maps, logit = _shared_pass(network, loaded, shared, layer_names, model_input, target)
     probability = float(torch.sigmoid(torch.tensor(logit)))
-    for (method, name), canvas_map in canvas_maps.items():
+    for (method, name), (canvas_map, raw_canvas) in canvas_maps.items():
         results[(method, name)] = Explanation(
             heatmap=_image_heatmap(canvas_map, placement), probability=probability,
-            method=method, layers=(name,), target=target,
+            method=method, layers=(name,), target=target, model=loaded.name, raw_map=placement.crop(raw_canvas),
         )
     return results
 
@@ -416,8 +536,8 @@ def _shared_pass(
     layer_names: tuple[str, ...],
     model_input: torch.Tensor,
     target: Target,
-) -> tuple[dict[tuple[str, str], np.ndarray], float]:
-    """Canvas-sized maps of each (method, layer name) from one forward and one backward pass."""
+) -> tuple[dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], float]:
+    """Canvas-sized (scaled, raw) maps of each (method, layer name) from one forward and one backward pass."""
     module_order = {path: index for index, (path, _module) in enumerate(network.named_modules())}
     paths = sorted({p for name in layer_names for p in loaded.layer_paths(name)}, key=module_order.__getitem__)
     modules = [resolve_layer(network, path) for path in paths]
@@ -425,28 +545,33 @@ def _shared_pass(
     backward = any(METHODS[m].gradients != "none" for m in methods)
     handles = [m.register_forward_hook(_graph_starts_here, prepend=True) for m in modules] if backward else []
     cams: dict[str, BaseCAM] = {}
+    raws: dict[str, _RawCams] = {}
     try:
         for method in methods:
             cams[method] = METHODS[method].cam_class(model=network, target_layers=modules)
+            raws[method] = _RawCams(cams[method])
         # What BaseCAM.forward does, once for every CAM object: each one's hooks record the
         # activations of this forward pass and the gradients of this backward pass.
         output = network(model_input)
         if backward:
             network.zero_grad()
             sum(t(o) for t, o in zip(targets, output, strict=True)).backward()
-        maps: dict[tuple[str, str], np.ndarray] = {}
+        maps: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         for method, cam in cams.items():
             try:
                 per_layer = cam.compute_cam_per_layer(model_input, targets, False)
             except IndexError as exc:
                 raise RuntimeError(f"{method} failed on this model: {exc}") from exc
             for name in layer_names:
-                chosen = [per_layer[paths.index(p)] for p in loaded.layer_paths(name)]
-                maps[(method, name)] = cam.aggregate_multi_layers(chosen)[0]
+                chosen = [paths.index(p) for p in loaded.layer_paths(name)]
+                raw = raws[method].canvas(model_input.shape[-1], chosen, [lambda canvas: canvas])
+                maps[(method, name)] = (cam.aggregate_multi_layers([per_layer[i] for i in chosen])[0], raw)
         return maps, float(output.detach().reshape(-1)[0])
     finally:
-        for cam in cams.values():
+        for method, cam in cams.items():
             cam.activations_and_grads.release()
+            if method in raws:
+                raws[method].release()
         for handle in handles:
             handle.remove()
 
@@ -486,8 +611,10 @@ def _run_cam(
     aug_smooth: bool,
     eigen_smooth: bool,
     report: Callable[[float], None],
-) -> tuple[np.ndarray, float]:
-    """The canvas-sized (S, S) map and the logit of the unaugmented input."""
+    cancel: threading.Event | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """The canvas-sized (S, S) map, its raw counterpart (see :class:`Explanation`) and the
+    logit of the unaugmented input."""
     if info.gradients == "second_order" and len(layer_paths) > 1:
         # ShapleyCAM's Hessian-vector product frees the graph after the first target layer
         # (pytorch_grad_cam passes retain_graph=False), so several layers (the ones a user
@@ -495,10 +622,12 @@ def _run_cam(
         # layers as the mean of their [0, 1]-scaled maps; each single-layer map is already
         # scaled, and _image_heatmap rescales the result, so the mean gives the library's map.
         runs = [
-            _run_cam(network, method, info, [path], model_input, target, aug_smooth, eigen_smooth, report)
+            _run_cam(network, method, info, [path], model_input, target, aug_smooth, eigen_smooth, report, cancel)
             for path in layer_paths
         ]
-        return np.mean([canvas for canvas, _ in runs], axis=0), runs[0][1]
+        raws = [raw for _, raw, _ in runs]
+        return (np.mean([canvas for canvas, _, _ in runs], axis=0),
+                None if any(raw is None for raw in raws) else np.mean(raws, axis=0), runs[0][2])
     # pytorch_grad_cam pairs the i-th target layer with the i-th activation it recorded,
     # and records them in execution order: list the layers in that order (AblationCAM
     # swaps out the layer it is given). Module order is execution order in these networks.
@@ -510,22 +639,16 @@ def _run_cam(
     ]
     options: dict[str, object] = {}
     images_per_pass = 0  # images one unaugmented CAM pushes through the network, when counted
-    if info.cam_class is ScoreCAM:
-        images_per_pass = 1 + sum(_layer_channels(network, modules, model_input))
-    elif info.cam_class is AblationCAM:
+    if info.cam_class in (ScoreCAM, AblationCAM):
         channels = _layer_channels(network, modules, model_input)
-        widest = max(channels)
-        ratio = 1.0 if widest <= _MAX_ABLATED_CHANNELS else _MAX_ABLATED_CHANNELS / (2 * widest)
-        # pytorch_grad_cam ablates every channel at ratio 1, else the int(ratio * channels)
-        # most and as many least salient ones; each layer also gets one unablated pass.
-        ablated = [c if ratio == 1.0 else 2 * int(c * ratio) for c in channels]
-        images_per_pass = 1 + sum(1 + n for n in ablated)
+        images_per_pass = _images_per_pass(info, channels)
+    if info.cam_class is AblationCAM:
         targets = [ClassProbability(target)]
         # A fresh AblationLayer: the library's default argument is one instance shared by all.
         options = {
             "ablation_layer": AblationLayer(),
             "batch_size": _SLOW_METHOD_BATCH,
-            "ratio_channels_to_ablate": ratio,
+            "ratio_channels_to_ablate": _ablation_ratio(channels),
         }
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
@@ -536,18 +659,23 @@ def _run_cam(
             # of a layer followed only by linear operations (the last stage) has no graph.
             network.requires_grad_(True)
         with info.cam_class(model=network, target_layers=modules, **options) as cam:
+            raw = _RawCams(cam)
             if info.cam_class is ScoreCAM:
                 cam.batch_size = _SLOW_METHOD_BATCH
-            if images_per_pass:
-                passes = len(cam.tta_transforms) if aug_smooth else 1
+            passes = list(cam.tta_transforms) if aug_smooth else []
+            if images_per_pass or cancel is not None:
                 handles.append(network.register_forward_hook(
-                    _ForwardProgress(passes * images_per_pass, report)))
+                    _ForwardProgress(max(1, len(passes)) * images_per_pass, report, cancel)))
             try:
                 maps = cam(input_tensor=model_input, targets=targets,
                            aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
             except IndexError as exc:
                 # BaseCAM.__exit__ swallows IndexError (it only prints it): surface it.
                 raise RuntimeError(f"{method} failed on this model: {exc}") from exc
+            finally:
+                raw.release()
+            raw_canvas = raw.canvas(model_input.shape[-1], range(len(modules)),
+                                    [_undo_augmentation(t) for t in passes] or [lambda canvas: canvas])
             # The CAM's own forward pass gives the probability for free, unless its last
             # pass was an augmented copy.
             logit = None if aug_smooth else float(cam.outputs.detach().reshape(-1)[0])
@@ -559,7 +687,60 @@ def _run_cam(
     if logit is None:
         with torch.inference_mode():
             logit = float(network(model_input).reshape(-1)[0])
-    return maps[0], logit
+    return maps[0], raw_canvas, logit
+
+
+def _ablation_ratio(channels: Sequence[int]) -> float:
+    """pytorch_grad_cam's ratio_channels_to_ablate that ablates at most _MAX_ABLATED_CHANNELS per layer."""
+    widest = max(channels)
+    return 1.0 if widest <= _MAX_ABLATED_CHANNELS else _MAX_ABLATED_CHANNELS / (2 * widest)
+
+
+def _images_per_pass(info: MethodInfo, channels: Sequence[int]) -> int:
+    """Images one unaugmented ScoreCAM or AblationCAM run pushes through the network (0 otherwise)."""
+    if info.cam_class is ScoreCAM:
+        return 1 + sum(channels)  # one masked copy per channel, after the plain pass
+    if info.cam_class is AblationCAM:
+        # pytorch_grad_cam ablates every channel at ratio 1, else the int(ratio * channels)
+        # most and as many least salient ones; each layer also gets one unablated pass.
+        ratio = _ablation_ratio(channels)
+        return 1 + sum(1 + (c if ratio == 1.0 else 2 * int(c * ratio)) for c in channels)
+    return 0
+
+
+def images_per_run(loaded: LoadedModel, method: str, layers: Sequence[str] | str | None = None,
+                   *, aug_smooth: bool = False) -> int | None:
+    """Images :func:`explain` pushes through the network for ScoreCAM or AblationCAM (None for others).
+
+    Their cost is these forward passes, so this times :func:`forward_seconds_per_image` is a
+    run's duration, known before it starts. Counting channels takes one inference pass on
+    explain's fast copy (never the slow one, which a running slow method holds for minutes).
+    """
+    info = _method_info(method)
+    if info.cam_class not in (ScoreCAM, AblationCAM):
+        return None
+    paths = [path for name in _layer_names(loaded, layers) for path in loaded.layer_paths(name)]
+    blank = np.zeros((loaded.input_size, loaded.input_size), dtype=np.uint8)
+    with _cam_pass(loaded, blank, slow=False) as (network, model_input, _placement):
+        channels = _layer_channels(network, [resolve_layer(network, path) for path in paths], model_input)
+    return _AUG_PASSES * _images_per_pass(info, channels) if aug_smooth else _images_per_pass(info, channels)
+
+
+def forward_seconds_per_image(loaded: LoadedModel, repeats: int = 3) -> float:
+    """Measured seconds per image of a forward pass in the slow methods' batches, on this machine.
+
+    The best of ``repeats`` timed batches of _SLOW_METHOD_BATCH blank canvases (the first
+    warms caches), on explain's fast copy under its lock.
+    """
+    blank = np.zeros((loaded.input_size, loaded.input_size), dtype=np.uint8)
+    with _cam_pass(loaded, blank, slow=False) as (network, model_input, _placement), torch.inference_mode():
+        batch = model_input.expand(_SLOW_METHOD_BATCH, -1, -1, -1)
+        timings = []
+        for _ in range(max(1, repeats)):
+            started = time.perf_counter()
+            network(batch)
+            timings.append(time.perf_counter() - started)
+    return min(timings) / _SLOW_METHOD_BATCH
 
 
 def _image_heatmap(canvas_map: np.ndarray, placement: Letterbox) -> np.ndarray:

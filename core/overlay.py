@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["COLORMAPS", "DEFAULT_COLORMAP", "DEFAULT_OPACITY", "overlay", "resize_heatmap", "threshold_mask"]
+__all__ = ["COLORMAPS", "DEFAULT_COLORMAP", "DEFAULT_OPACITY", "colormap_colours", "overlay", "resize_heatmap",
+           "threshold_mask"]
 
 #: Colour maps that :func:`overlay` accepts (OpenCV's, lower-case).
 COLORMAPS: tuple[str, ...] = tuple(
@@ -27,6 +28,15 @@ def resize_heatmap(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
     resized = cv2.resize(heatmap, (width, height),
                          interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     return np.clip(resized, 0.0, 1.0).astype(np.float32)
+
+
+def colormap_colours(colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """The 256 RGB uint8 colours :func:`overlay` gives heat 0..1, for colour bars that match it exactly."""
+    if colormap.lower() not in COLORMAPS:
+        raise ValueError(f"Unknown colour map {colormap!r}; choose from: {', '.join(COLORMAPS)}.")
+    levels = np.arange(256, dtype=np.uint8).reshape(256, 1)
+    colours = cv2.applyColorMap(levels, getattr(cv2, f"COLORMAP_{colormap.upper()}"))
+    return cv2.cvtColor(colours, cv2.COLOR_BGR2RGB).reshape(256, 3)
 
 
 def overlay(

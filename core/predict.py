@@ -130,7 +130,8 @@ def predict_study(
 
 
 def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
-               layer: str | None, out_dir: Path) -> dict[str, str]:
+               layer: str | None, out_dir: Path) -> tuple[dict[str, str], dict[str, object]]:
+    """Write one file's heat map and overlay; return the JSON record's paths and the map's settings."""
     from PIL import Image
 
     from core.explain import explain
@@ -142,7 +143,41 @@ def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
     overlay_path = out_dir / f"{stem}_{method}.png"
     np.save(heatmap_path, explanation.heatmap)
     Image.fromarray(overlay(pixels, explanation.heatmap)).save(overlay_path)
-    return {"heatmap": str(heatmap_path), "overlay": str(overlay_path)}
+    return {"heatmap": str(heatmap_path), "overlay": str(overlay_path)}, explanation.describe()
+
+
+def _write_manifest(loaded: LoadedModel, out_dir: Path, settings: dict[str, object],
+                    maps: list[dict[str, object]]) -> None:
+    """``manifest.json`` beside the maps: what made them (model, weights' SHA-256, method, layers,
+    target, library versions), so a folder of heat maps still says what it is when passed on."""
+    import hashlib
+    import importlib.metadata
+    import platform
+
+    from core.artifacts import ModelArtifacts
+    from core.atomic import write_text
+    from core.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY
+
+    checkpoint = ModelArtifacts(loaded.directory).checkpoint
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest() if checkpoint.is_file() else None
+    packages = ("torch", "torchvision", "grad-cam", "numpy", "opencv-python-headless", "opencv-python")
+    versions = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    manifest = {
+        "model": loaded.name, "architecture": loaded.config.name, "input_size": loaded.input_size,
+        "checkpoint_sha256": digest, **settings,
+        "heatmap": "float32 (height, width) in [0, 1] at the image's resolution, min-max normalised per image "
+                   "over the image (never the letterbox padding); raw_peak is the largest raw CAM value before "
+                   "that scaling (null for FullGrad)",
+        "overlay": {"colormap": DEFAULT_COLORMAP, "opacity": DEFAULT_OPACITY},
+        "versions": versions,
+        "files": maps,
+    }
+    write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
 
 def _printable(file: str) -> str:
@@ -163,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study-type", help="body part for the threshold, e.g. XR_HUMERUS")
     parser.add_argument("--cam", metavar="METHOD", help="also write a CAM (e.g. GradCAM) per file")
     parser.add_argument("--layer", help="CAM target layer (a name from the model's layer list)")
-    parser.add_argument("--out", type=Path, help="folder for CAM overlays (.png) and heat maps (.npy)")
+    parser.add_argument("--out", type=Path,
+                        help="folder for CAM overlays (.png), heat maps (.npy) and manifest.json (what made them)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     args = parser.parse_args(argv)
     if args.cam and not args.out:
@@ -181,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     view_probabilities: list[float] = []
     good_files: list[str] = []
+    maps: list[dict[str, object]] = []
+    cam_settings: dict[str, object] = {}
     scopes: list[ScopeAssessment] = []
     for file in args.files:
         try:
@@ -196,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
                 record["scope"] = scope.as_json()
                 scopes.append(scope)
             if args.cam:
-                record |= _write_cam(loaded, pixels, file, args.cam, args.layer, args.out)
+                paths, described = _write_cam(loaded, pixels, file, args.cam, args.layer, args.out)
+                record |= paths
+                maps.append({"file": record["file"], **paths, "probability": described.pop("probability"),
+                             "raw_peak": described.pop("raw_peak")})
+                cam_settings = described
         except (RadiographDecodeError, OSError, ValueError) as exc:
             print(f"error: {_printable(file)}: {exc}", file=sys.stderr)
             failed = True
@@ -204,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         view_probabilities.append(float(record["probability"]))
         good_files.append(_printable(file))
         print(json.dumps(record), flush=True)
+    if maps:
+        _write_manifest(loaded, args.out, cam_settings, maps)
     if args.study and view_probabilities:
         suggested, scope_reason = study_scope(scopes)
         study = StudyPrediction(tuple(view_probabilities), study_probability(view_probabilities),

@@ -351,8 +351,8 @@ def _model_side(view: CaseView) -> tuple[float, list[np.ndarray | None], str, st
     if probability is None:
         probability = float(np.mean(views.cached_probabilities(loaded, pixels)))
     method, layer = quiz_map(model, loaded)
-    explanations = [views.explanation_or_error(loaded, p, name, method=method, layers=[layer] if layer else None)
-                    for name, p in view.views]
+    settings = views.CamSettings(method=method, layers=(layer,) if layer else ())
+    explanations = [views.explanation_or_error(loaded, p, name, settings) for name, p in view.views]
     return probability, [None if e is None else e.heatmap for e in explanations], method, layer
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import streamlit as st
@@ -21,16 +21,21 @@ from core.artifacts import ModelArtifacts, file_version
 from core.card import threshold_for
 from core.explain import DEFAULT_METHOD, METHODS, Explanation, Target, explain
 from core.faithfulness import faithfulness
+from core.figures import MapScale
 from core.models import LoadedModel
-from core.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY, overlay, threshold_mask
+from core.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY, colormap_colours, overlay, threshold_mask
 from core.predict import StudyPrediction, predict_images, study_probability
-from dashboard import navigation, state
+from dashboard import navigation, slow_runs, state
 from dashboard.charts import group_label
 
 __all__ = [
     "CamSettings",
     "short_layer_name",
     "cam_controls",
+    "map_picture",
+    "map_scale",
+    "show_colour_scale",
+    "colour_bar_html",
     "image_key",
     "model_key",
     "cached_probabilities",
@@ -52,7 +57,7 @@ _CAM_FAILED = "The heat map could not be computed for {name}: {reason}"
 
 @dataclass(frozen=True)
 class CamSettings:
-    """Every choice that shapes a CAM overlay; the first six change the map, the rest only its look."""
+    """Every choice that shapes a CAM overlay; the first five change the map, the rest only its look."""
 
     method: str = DEFAULT_METHOD
     layers: tuple[str, ...] = ()
@@ -62,11 +67,24 @@ class CamSettings:
     opacity: float = DEFAULT_OPACITY
     colormap: str = DEFAULT_COLORMAP
     heat_threshold: float | None = None
+    absolute: bool = False
 
     @property
     def is_slow(self) -> bool:
         """Whether the chosen method is slow, so pages run it only after the user confirms."""
         return METHODS[self.method].slow
+
+    @property
+    def map_key(self) -> tuple[str, tuple[str, ...], Target, bool, bool]:
+        """The choices that shape the map, in core.explain.Explanation.key's order."""
+        return self.method, self.layers, self.target, self.aug_smooth, self.eigen_smooth
+
+    def resolved(self, loaded: LoadedModel) -> CamSettings:
+        """The same settings with the layers explain really uses: the default when none is chosen,
+        none for FullGrad (the layer choice does not change its map), so equal maps share a key."""
+        if not METHODS[self.method].uses_layers:
+            return replace(self, layers=())
+        return replace(self, layers=self.layers or (loaded.config.default_cam_layer,))
 
 
 def short_layer_name(name: str) -> str:
@@ -98,11 +116,15 @@ def cam_controls(loaded: LoadedModel, *, key_prefix: str = "cam") -> CamSettings
     opacity = bar.slider("Opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=f"{key_prefix}_opacity")
     colormap = bar.selectbox("Colour map", COLORMAPS, index=COLORMAPS.index(DEFAULT_COLORMAP),
                              key=f"{key_prefix}_colormap")
+    scale = bar.radio("Colour scale", ("per image", "absolute"), horizontal=True, key=f"{key_prefix}_scale",
+                      help="Per image: every map runs from its own lowest to its highest value, so even weak "
+                           "evidence looks red. Absolute: the raw CAM values of all maps shown together on one "
+                           "range from 0, so weak evidence looks weak.")
     outline = bar.toggle("Outline hot regions", key=f"{key_prefix}_outline")
     threshold = bar.slider("Region threshold", 0.05, 0.95, 0.5, 0.05, key=f"{key_prefix}_threshold",
                            disabled=not outline, help="Boxes around the regions whose heat is at least this.")
     return CamSettings(method, tuple(layers), target, aug_smooth, eigen_smooth, opacity, colormap,
-                       threshold if outline else None)
+                       threshold if outline else None, scale == "absolute")
 
 
 def image_key(pixels: np.ndarray) -> str:
@@ -132,55 +154,114 @@ def cached_probabilities(loaded: LoadedModel, images: Sequence[np.ndarray]) -> l
 # A heat map is float32 at the image's size, which uploads.py and studies.py keep within
 # core.imaging.DISPLAY_MAX_SIDE: at most 4 MB each, so this cache holds at most 128 MB.
 @st.cache_data(show_spinner=False, max_entries=32, ttl=3600)
-def _explanation(model: str, image: str, method: str, layers: tuple[str, ...], target: Target,
-                 aug_smooth: bool, eigen_smooth: bool, _loaded: LoadedModel,
-                 _pixels: np.ndarray) -> Explanation:
-    if not METHODS[method].slow:
-        return explain(_loaded, _pixels, method=method, layers=list(layers) or None, target=target,
-                       aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
-    # Created inside the cached function so a cache hit replays (and empties) it cleanly; a
-    # widget interaction meanwhile makes bar.progress raise, which cancels the run.
-    bar = st.progress(0.0, text=f"Running {method}…")
-    result = explain(_loaded, _pixels, method=method, layers=list(layers) or None, target=target,
-                     aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
-                     progress=lambda done: bar.progress(done, text=f"Running {method}… {done:.0%}"))
-    bar.empty()
-    return result
+def _explanation(model: str, image: str, key: tuple, _loaded: LoadedModel, _pixels: np.ndarray) -> Explanation:
+    method, layers, target, aug_smooth, eigen_smooth = key
+    return explain(_loaded, _pixels, method=method, layers=list(layers) or None, target=target,
+                   aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
 
 
-def cached_explanation(loaded: LoadedModel, pixels: np.ndarray, *, method: str = DEFAULT_METHOD,
-                       layers: Sequence[str] | None = None, target: Target = "abnormal",
-                       aug_smooth: bool = False, eigen_smooth: bool = False) -> Explanation:
-    """core.explain.explain, cached; slow methods show a progress bar while they run."""
-    if not METHODS[method].uses_layers:
-        chosen: tuple[str, ...] = ()  # FullGrad: the layer choice does not change its map
-    else:
-        chosen = tuple(layers) if layers else (loaded.config.default_cam_layer,)
-    return _explanation(model_key(loaded), image_key(pixels), method, chosen, target,
-                        aug_smooth, eigen_smooth, loaded, pixels)
+def cached_explanation(loaded: LoadedModel, pixels: np.ndarray, settings: CamSettings = CamSettings()) -> Explanation:
+    """core.explain.explain with these settings, cached; a slow method's map comes from this
+    session's finished run (dashboard.slow_runs), which the page starts after the user confirms.
+
+    Raises:
+        ValueError: bad settings, or a slow method that has not run on this view.
+        RuntimeError: the method failed on this model.
+    """
+    settings = settings.resolved(loaded)
+    if not settings.is_slow:
+        return _explanation(model_key(loaded), image_key(pixels), settings.map_key, loaded, pixels)
+    found = slow_runs.result(model_key(loaded), image_key(pixels), settings.map_key)
+    if found is None:
+        raise ValueError(f"{settings.method} has not run on this view yet")
+    return found
 
 
-def explanation_or_error(loaded: LoadedModel, pixels: np.ndarray, name: str, **options: object) -> Explanation | None:
+def explanation_or_error(loaded: LoadedModel, pixels: np.ndarray, name: str,
+                         settings: CamSettings = CamSettings()) -> Explanation | None:
     """cached_explanation, or None after one st.error sentence when the method fails on this model."""
     try:
-        return cached_explanation(loaded, pixels, **options)
+        return cached_explanation(loaded, pixels, settings)
     except (ValueError, RuntimeError) as exc:
         st.error(_CAM_FAILED.format(name=name, reason=exc))
         return None
 
 
 @st.cache_data(show_spinner="Measuring faithfulness…", max_entries=256, ttl=3600)
-def _faithfulness(model: str, image: str, method: str, layers: tuple[str, ...], target: Target,
-                  aug_smooth: bool, eigen_smooth: bool, _loaded: LoadedModel, _pixels: np.ndarray,
+def _faithfulness(model: str, image: str, key: tuple, _loaded: LoadedModel, _pixels: np.ndarray,
                   _explanation: Explanation) -> float:
     return faithfulness(_loaded, _pixels, _explanation)
 
 
-def cached_faithfulness(loaded: LoadedModel, pixels: np.ndarray, explanation: Explanation, *,
-                        aug_smooth: bool = False, eigen_smooth: bool = False) -> float:
-    """core.faithfulness.faithfulness (ROAD) of a cached explanation, cached under the same key."""
-    return _faithfulness(model_key(loaded), image_key(pixels), explanation.method, explanation.layers,
-                         explanation.target, aug_smooth, eigen_smooth, loaded, pixels, explanation)
+def cached_faithfulness(loaded: LoadedModel, pixels: np.ndarray, explanation: Explanation) -> float:
+    """core.faithfulness.faithfulness (ROAD) of a cached explanation, cached under the explanation's own key."""
+    return _faithfulness(model_key(loaded), image_key(pixels), explanation.key, loaded, pixels, explanation)
+
+
+def map_scale(loaded: LoadedModel, shown: Sequence[tuple[np.ndarray, CamSettings, Explanation]]) -> MapScale:
+    """The colour scale of maps shown together (image, settings, map): per image, or one raw range [0, peak].
+
+    Absolute when the settings ask for it: the peak is the largest raw value among the maps shown
+    and, for fast methods, the same views' maps for the other target, so a "normal" map of a
+    clearly abnormal study looks as weak as it is. Maps without a raw scale (FullGrad) stay per image.
+    """
+    if not shown or not shown[0][1].absolute:
+        return MapScale()
+    peaks: list[float] = []
+    for pixels, settings, explanation in shown:
+        if explanation.raw_peak is None:
+            continue
+        peaks.append(explanation.raw_peak)
+        if not settings.is_slow:
+            other = replace(settings, target="normal" if settings.target == "abnormal" else "abnormal")
+            peaks.append(cached_explanation(loaded, pixels, other).raw_peak or 0.0)
+    return MapScale(max(peaks)) if peaks and max(peaks) > 0 else MapScale()
+
+
+_COLOUR_BAR_STOPS = 16
+
+
+def colour_bar_html(colormap: str, scale: MapScale) -> str:
+    """A colour bar as an HTML gradient through the overlay's own colours, ticked 0, middle, top.
+
+    HTML rather than a matplotlib picture: an image would sit among the views as one more picture
+    (for screen readers and the page's own tests), and a gradient of the overlay's colours is exact.
+    """
+    colours = colormap_colours(colormap)[np.linspace(0, 255, _COLOUR_BAR_STOPS).round().astype(int)]
+    stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / (_COLOUR_BAR_STOPS - 1):.1f}%"
+                      for i, (r, g, b) in enumerate(colours))
+    ticks = "".join(f"<span>{value:.3g}</span>" for value in (0.0, scale.top / 2, scale.top))
+    return (f'<div style="max-width:480px"><div style="height:14px;border:1px solid #888;'
+            f'background:linear-gradient(to right, {stops})"></div>'
+            f'<div style="display:flex;justify-content:space-between;font-size:0.75rem">{ticks}</div></div>')
+
+
+def show_colour_scale(shown: Sequence[tuple[np.ndarray, CamSettings, Explanation]], scale: MapScale) -> None:
+    """The overlays' colour bar and what its numbers mean, once above the maps it describes."""
+    if not shown:
+        return
+    settings = shown[0][1]
+    st.html(colour_bar_html(settings.colormap, scale))
+    notes = []
+    per_image = sorted({s.method for _, s, e in shown if e.raw_map is None})
+    if settings.absolute and per_image:
+        notes.append(f"{', '.join(per_image)} has no raw scale, so its maps stay normalised per image")
+    if scale.peak is not None:
+        fast = any(not s.is_slow for _, s, _ in shown)
+        notes.append(f"0 to {scale.peak:.3g} covers every map here" +
+                     (" and, for fast methods, the same maps for the other target" if fast else ""))
+        if len({(s.method, s.layers) for _, s, _ in shown}) > 1:
+            notes.append("raw units differ between methods and layers, so compare strength within one of them")
+    st.caption(f"Colour scale: {scale.label}" + "".join(f"; {note}" for note in notes) + ".")
+
+
+def map_picture(pixels: np.ndarray, explanation: Explanation, settings: CamSettings,
+                scale: MapScale | None = None) -> np.ndarray:
+    """The overlay as the settings and the colour scale ask (absolute: the raw map on the shared range)."""
+    peak = None if scale is None or explanation.raw_map is None else scale.peak
+    heatmap = explanation.heatmap if peak is None else explanation.absolute_heatmap(peak)
+    return overlay_with_boxes(pixels, heatmap, colormap=settings.colormap, opacity=settings.opacity,
+                              heat_threshold=settings.heat_threshold)
 
 
 def overlay_with_boxes(pixels: np.ndarray, heatmap: np.ndarray, *, colormap: str = DEFAULT_COLORMAP,
@@ -246,22 +327,15 @@ def show_study_views(
     loaded: LoadedModel,
     images: list[tuple[str, np.ndarray]],
     *,
-    method: str | None = DEFAULT_METHOD,
-    layers: Sequence[str] | None = None,
-    target: Target = "abnormal",
+    settings: CamSettings | None = CamSettings(),
     study_type: str | None = None,
     no_verdict: str | None = None,
-    opacity: float = DEFAULT_OPACITY,
-    colormap: str = DEFAULT_COLORMAP,
-    heat_threshold: float | None = None,
-    aug_smooth: bool = False,
-    eigen_smooth: bool = False,
     columns: int = 4,
     thresholds: Mapping[str, float] | None = None,
 ) -> StudyPrediction:
-    """Show a study: its verdict, then each view with P(abnormal) and its CAM overlay.
+    """Show a study: its verdict, then each view with P(abnormal) and its CAM overlay under one colour bar.
 
-    ``method=None`` shows the plain views (e.g. while a slow method awaits confirmation).
+    ``settings=None`` shows the plain views (e.g. while a slow method awaits confirmation).
     ``no_verdict`` (one sentence) replaces the verdict for a study the model should not judge
     (unknown or untrained body part, not a radiograph): the probability stays, in small type.
     ``thresholds`` (the user's, from Performance) judge the study instead of the card's.
@@ -275,24 +349,26 @@ def show_study_views(
     else:
         st.warning(no_verdict, icon=":material/help:")
         st.caption(f"Study P(abnormal) = {prediction.probability:.3f}, shown for reference only.")
+    explanations = [None if settings is None else explanation_or_error(loaded, pixels, name, settings)
+                    for name, pixels in images]
+    shown = [(pixels, settings, e) for (_, pixels), e in zip(images, explanations, strict=True) if e is not None]
+    scale = map_scale(loaded, shown)
+    show_colour_scale(shown, scale)
     grid = st.columns(max(1, columns))  # a fixed grid: every view at the same size, however many
-    for index, ((name, pixels), probability) in enumerate(zip(images, probabilities, strict=True)):
+    for index, ((name, pixels), probability, explanation) in enumerate(
+            zip(images, probabilities, explanations, strict=True)):
         with grid[index % len(grid)]:
             caption = f"{name} · P(abnormal) = {probability:.3f}"
-            if method is None:
+            if settings is None or explanation is None:
                 st.image(pixels, caption=caption, width="stretch")
                 continue
-            explanation = explanation_or_error(loaded, pixels, name, method=method, layers=layers, target=target,
-                                               aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
-            if explanation is None:
-                st.image(pixels, caption=caption, width="stretch")
-                continue
-            picture = overlay_with_boxes(pixels, explanation.heatmap, colormap=colormap, opacity=opacity,
-                                         heat_threshold=heat_threshold)
-            st.image(picture, caption=f"{caption} · {method} → {target}", width="stretch")
+            picture = map_picture(pixels, explanation, settings, scale)
+            scale_words = "per-image scale" if scale.peak is None or explanation.raw_map is None else "absolute scale"
+            st.image(picture, caption=f"{caption} · {settings.method} → {settings.target} · {scale_words}",
+                     width="stretch")
             if not explanation.heatmap.any():
                 # A gradient CAM keeps only evidence *for* the target; none is an answer, not a bug.
-                st.caption(f"Empty map: nothing in this view pushes the model towards {target}.")
+                st.caption(f"Empty map: nothing in this view pushes the model towards {settings.target}.")
     return prediction
 
 

@@ -3,6 +3,7 @@ the study verdict at the body part's threshold, and CAM heat maps with their con
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -10,12 +11,13 @@ import streamlit as st
 
 from core import fracatlas
 from core.card import trained_study_types
-from core.explain import METHODS
+from core.explain import METHODS, Explanation
+from core.figures import MapScale, caption_fields, comparison_figure, explanation_figure, figure_png
 from core.localization import TOLERANCE_PX
 from core.models import LoadedModel
 from core.overlay import threshold_mask
 from core.scope import study_scope
-from dashboard import evaluation, scope_view, state, studies, uploads, views
+from dashboard import evaluation, scope_view, slow_runs, state, studies, uploads, views
 from dashboard import localization as accuracy
 from dashboard.charts import group_label
 from dashboard.views import CamSettings
@@ -149,15 +151,40 @@ def body_part_selector(card: dict, known: str | None, study_id: str) -> tuple[st
     return body_part, None
 
 
-def run_key(images: list[tuple[str, np.ndarray]], settings: CamSettings, method: str | None = None) -> str:
-    """Identifies one CAM request on these images (for confirmations and faithfulness requests)."""
+def run_key(images: list[tuple[str, np.ndarray]], settings: CamSettings) -> str:
+    """Identifies one CAM request on these images (for confirmations, slow runs and faithfulness requests)."""
     keys = ",".join(views.image_key(pixels) for _, pixels in images)
-    return (f"{keys}|{method or settings.method}|{settings.layers}|{settings.target}|"
-            f"{settings.aug_smooth}|{settings.eigen_smooth}")
+    return f"{views.model_key(loaded)}|{keys}|{settings.resolved(loaded).map_key}"
+
+
+def cancel_slow(key: str) -> None:
+    """Cancel button: stop this session's run and forget its confirmation, so the warning returns."""
+    slow_runs.cancel(key)
+    st.session_state.setdefault(CONFIRMED_KEY, set()).discard(key)
+
+
+def slow_estimate(images: list[tuple[str, np.ndarray]], settings: CamSettings) -> str:
+    """How long a slow method will take on these views, measured on this machine (dashboard.slow_runs)."""
+    resolved = settings.resolved(loaded)
+    return slow_runs.estimate_text(loaded, views.model_key(loaded), resolved.method, resolved.layers,
+                                   resolved.aug_smooth, len(images))
+
+
+def run_slow(images: list[tuple[str, np.ndarray]], settings: CamSettings, button_key: str) -> bool:
+    """Run (or rejoin) a confirmed slow method on these views below a full-width progress bar; True when done."""
+    resolved = settings.resolved(loaded)
+    key = run_key(images, settings)
+    finished = slow_runs.run(loaded, views.model_key(loaded), key,
+                             [(views.image_key(pixels), pixels) for _, pixels in images],
+                             method=resolved.method, layers=resolved.layers, target=resolved.target,
+                             aug_smooth=resolved.aug_smooth, eigen_smooth=resolved.eigen_smooth,
+                             button_key=button_key, on_cancel=cancel_slow)
+    return not (finished.cancelled or finished.error)
 
 
 def confirmed_method(images: list[tuple[str, np.ndarray]], settings: CamSettings) -> str | None:
-    """The method to show: fast ones at once; slow ones only after the user confirms, with a stop button.
+    """The method to show: fast ones at once; slow ones after the user confirms (with an estimate),
+    run below a progress bar with a cancel button.
 
     The buttons act in on_click callbacks, which run before the page, so the page that follows a
     click already shows the confirmed state (no stale warning above a running method).
@@ -166,19 +193,32 @@ def confirmed_method(images: list[tuple[str, np.ndarray]], settings: CamSettings
         return settings.method
     confirmed: set[str] = st.session_state.setdefault(CONFIRMED_KEY, set())
     key = run_key(images, settings)
-    if key in confirmed:
-        st.button(f"Stop {settings.method}", key="explain_stop_slow", on_click=confirmed.discard, args=(key,),
-                  help="Stops a run in progress (or hides its result).")
-        return settings.method
-    st.warning(f"{settings.method} is slow: {METHODS[settings.method].help} On a CPU it can take minutes for "
-               f"{len(images)} view(s). The views are shown without a heat map until you run it.")
-    st.button(f"Run {settings.method}", key="explain_confirm_slow", type="primary", on_click=confirmed.add,
-              args=(key,))
-    return None
+    if key not in confirmed:
+        st.warning(f"{settings.method} is slow: {METHODS[settings.method].help} Estimate: "
+                   f"{slow_estimate(images, settings)}. The views are shown without a heat map until you run it.")
+        st.button(f"Run {settings.method}", key="explain_confirm_slow", type="primary", on_click=confirmed.add,
+                  args=(key,))
+        return None
+    if not run_slow(images, settings, "explain_cancel_slow"):
+        return None
+    st.button(f"Hide {settings.method}", key="explain_stop_slow", on_click=confirmed.discard, args=(key,),
+              help="Shows the views without this heat map again (the finished maps are kept for this session).")
+    return settings.method
+
+
+def shared_scale(images: list[tuple[str, np.ndarray]], settings: CamSettings) -> MapScale:
+    """The colour scale the study grid uses, so one view in detail is drawn on the same range."""
+    shown = []
+    for _name, pixels in images:
+        try:
+            shown.append((pixels, settings, views.cached_explanation(loaded, pixels, settings)))
+        except (ValueError, RuntimeError):  # the grid above already said why this view has no map
+            continue
+    return views.map_scale(loaded, shown)
 
 
 def view_details(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], settings: CamSettings,
-                 method: str, study_ref: str) -> None:
+                 threshold: float | None, study_ref: str) -> None:
     """For one view: regions, an expert outline with its scores, downloads and faithfulness on request."""
     st.subheader("One view in detail")
     names = [name for name, _ in images]
@@ -186,18 +226,17 @@ def view_details(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], sett
     index = st.selectbox("View", range(len(images)), format_func=names.__getitem__,
                          key=f"explain_detail_view_{study_ref}:{names}") if len(images) > 1 else 0
     name, pixels = images[index]
-    explanation = views.explanation_or_error(loaded, pixels, name, method=method, layers=settings.layers,
-                                             target=settings.target, aug_smooth=settings.aug_smooth,
-                                             eigen_smooth=settings.eigen_smooth)
+    explanation = views.explanation_or_error(loaded, pixels, name, settings)
     if explanation is None:
         return
-    picture = views.overlay_with_boxes(pixels, explanation.heatmap, colormap=settings.colormap,
-                                       opacity=settings.opacity, heat_threshold=settings.heat_threshold)
+    method = settings.method
+    scale = shared_scale(images, settings)
+    picture = views.map_picture(pixels, explanation, settings, scale)
     picture, scores = accuracy.outlined_view(study_ref, pixels, explanation.heatmap, picture)
     original, blended = st.columns(2)
     original.image(pixels, caption=f"{name} (as decoded)", width="stretch")
     blended.image(picture, caption=f"{method} on {', '.join(explanation.layers) or 'all layers'} → "
-                                   f"{explanation.target}", width="stretch")
+                                   f"{explanation.target} · {scale.short}", width="stretch")
     if settings.heat_threshold is not None:
         _mask, boxes = threshold_mask(explanation.heatmap, settings.heat_threshold)
         st.caption(f"{len(boxes)} region(s) with heat ≥ {settings.heat_threshold:.2f}, boxed in green.")
@@ -206,57 +245,89 @@ def view_details(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], sett
                    f"chance maps (hit: maximum within {TOLERANCE_PX} px of the outline):")
         st.dataframe(scores, hide_index=True, key="explain_outline_scores")
     stem = f"{PurePosixPath(name).stem}_{method}"
-    png, npy, score = st.columns(3)
+    fields = caption_fields(explanation, threshold=threshold, scale=scale, view=name)
+    figure, png, npy, score = st.columns(4)
+    # Drawn only when clicked (a callable): a labelled figure takes a second or two to render.
+    figure.download_button(
+        "Labelled figure (.png)",
+        lambda: figure_png(explanation_figure(pixels, picture, fields, colormap=settings.colormap, scale=scale),
+                           fields),
+        file_name=f"{stem}_figure.png", mime="image/png", on_click="ignore", key="explain_download_figure",
+        help="For slides: the radiograph, the overlay, the colour bar, and a caption with model, method, layer, "
+             "target, P(abnormal), threshold and colour scale.")
     png.download_button("Overlay (.png)", views.png_bytes(picture), file_name=f"{stem}.png",
-                        mime="image/png", on_click="ignore", key="explain_download_png")
+                        mime="image/png", on_click="ignore", key="explain_download_png",
+                        help="The overlay alone, at the image's resolution.")
     npy.download_button("Raw heat map (.npy)", views.npy_bytes(explanation.heatmap), file_name=f"{stem}.npy",
                         mime="application/octet-stream", on_click="ignore", key="explain_download_npy",
                         help="float32 (height, width) in [0, 1] at the image's own resolution.")
     requests: set[str] = st.session_state.setdefault(FAITHFULNESS_KEY, set())
-    key = run_key([images[index]], settings, method)
+    key = run_key([images[index]], settings)
     if score.button("Measure faithfulness", key="explain_faithfulness",
                     help="ROAD (Rong et al., 2022): removes the pixels the map calls most and least relevant "
                          "and compares how P(class) changes. Several model runs: a few seconds."):
         requests.add(key)
     if key in requests:
-        value = views.cached_faithfulness(loaded, pixels, explanation, aug_smooth=settings.aug_smooth,
-                                          eigen_smooth=settings.eigen_smooth)
+        value = views.cached_faithfulness(loaded, pixels, explanation)
         score.metric("Faithfulness (ROAD)", f"{value:+.3f}",
                      help="In [-1, 1]: above 0 when removing the 'relevant' pixels hurts the prediction more than "
                           "removing the rest; about 0 for a map no better than chance.")
 
 
+def compare_panel(view: list[tuple[str, np.ndarray]], panel: CamSettings, number: int) -> Explanation | None:
+    """One Compare panel's map; a slow method not yet run on this view waits for its own confirm here."""
+    name, pixels = view[0]
+    if panel.is_slow:
+        key = run_key(view, panel)
+        confirmed: set[str] = st.session_state.setdefault(CONFIRMED_KEY, set())
+        try:
+            return views.cached_explanation(loaded, pixels, panel)  # the sidebar's run may have made it
+        except ValueError:
+            pass
+        if key not in confirmed:
+            st.warning(f"{panel.method} is slow (estimate: {slow_estimate(view, panel)}).")
+            st.button(f"Run {panel.method} for Compare", key=f"explain_compare_confirm_{number}",
+                      on_click=confirmed.add, args=(key,))
+            return None
+        if not run_slow(view, panel, f"explain_compare_cancel_{number}"):
+            return None
+    return views.explanation_or_error(loaded, pixels, name, panel)
+
+
 def comparison(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], settings: CamSettings,
-               study_ref: str) -> None:
+               threshold: float | None, study_ref: str) -> None:
     """Side by side on one view: several methods at the chosen layers, or several layers with the method."""
     st.subheader("Compare")
     names = [name for name, _ in images]
     index = st.selectbox("View to compare on", range(len(images)), format_func=names.__getitem__,
                          key=f"explain_compare_view_{study_ref}:{names}") if len(images) > 1 else 0
     methods = st.multiselect("Methods", list(METHODS), key="explain_compare_methods",
-                             help="Each at the layer(s) chosen in the sidebar.")
+                             help="Each at the layer(s) chosen in the sidebar. Slow ones ask to be run here.")
     layers = st.multiselect("Layers", list(loaded.cam_layers), key="explain_compare_layers",
                             help=f"Each with the sidebar's method ({settings.method}).")
-    confirmed: set[str] = st.session_state.get(CONFIRMED_KEY, set())
-    panels = [(m, settings.layers) for m in methods] + [(settings.method, (layer,)) for layer in layers]
-    runnable = [(m, ls) for m, ls in panels
-                if not METHODS[m].slow or run_key(images, settings, m) in confirmed]
-    skipped = sorted({m for m, method_layers in panels if (m, method_layers) not in runnable})
-    if skipped:
-        st.caption(f"Slow methods run only after you confirm them above for these views: {', '.join(skipped)}.")
-    if not runnable:
+    panels = [replace(settings, method=m) for m in methods] + [replace(settings, layers=(layer,)) for layer in layers]
+    if not panels:
         return
     name, pixels = images[index]
-    for column, (method, method_layers) in zip(st.columns(len(runnable)), runnable, strict=True):
-        with column:
-            explanation = views.explanation_or_error(loaded, pixels, name, method=method, layers=method_layers,
-                                                     target=settings.target, aug_smooth=settings.aug_smooth,
-                                                     eigen_smooth=settings.eigen_smooth)
-            if explanation is None:
-                continue
-            st.image(views.overlay_with_boxes(pixels, explanation.heatmap, colormap=settings.colormap,
-                                              opacity=settings.opacity, heat_threshold=settings.heat_threshold),
-                     caption=f"{method} · {', '.join(explanation.layers) or 'all layers'}", width="stretch")
+    shown = [(panel, compare_panel([images[index]], panel, number)) for number, panel in enumerate(panels)]
+    shown = [(panel, explanation) for panel, explanation in shown if explanation is not None]
+    if not shown:
+        return
+    scale = views.map_scale(loaded, [(pixels, panel, explanation) for panel, explanation in shown])
+    views.show_colour_scale([(pixels, panel, explanation) for panel, explanation in shown], scale)
+    pictures = []
+    for column, (panel, explanation) in zip(st.columns(len(shown)), shown, strict=True):
+        title = f"{panel.method} · {', '.join(explanation.layers) or 'all layers'}"
+        pictures.append((title, views.map_picture(pixels, explanation, panel, scale)))
+        column.image(pictures[-1][1], caption=title, width="stretch")
+    fields = caption_fields(shown[0][1], threshold=threshold, scale=scale, view=name)
+    for varying in ("Method", "Layer"):
+        fields.pop(varying)
+    st.download_button(
+        "Compare grid (.png)",
+        lambda: figure_png(comparison_figure(pictures, fields, colormap=settings.colormap, scale=scale), fields),
+        file_name=f"{PurePosixPath(name).stem}_compare.png", mime="image/png", on_click="ignore",
+        key="explain_download_compare", help="These panels as one figure with a colour bar and a caption, for slides.")
 
 
 loaded = state.current_model()
@@ -269,12 +340,10 @@ if not images:
     st.stop()
 study_type, no_verdict = body_part_selector(loaded.card, known_body_part, study_id)
 method = confirmed_method(images, settings)
-views.show_study_views(loaded, images, method=method, layers=settings.layers, target=settings.target,
-                       study_type=study_type, no_verdict=no_verdict, opacity=settings.opacity,
-                       colormap=settings.colormap,
-                       heat_threshold=settings.heat_threshold, aug_smooth=settings.aug_smooth,
-                       eigen_smooth=settings.eigen_smooth,
-                       thresholds=evaluation.user_thresholds(loaded.name, loaded.card))
+prediction = views.show_study_views(loaded, images, settings=None if method is None else settings,
+                                    study_type=study_type, no_verdict=no_verdict,
+                                    thresholds=evaluation.user_thresholds(loaded.name, loaded.card))
+verdict_threshold = None if no_verdict else prediction.threshold  # the one the verdict used, whoever set it
 if method is not None:
-    view_details(loaded, images, settings, method, study_id)
-comparison(loaded, images, settings, study_id)
+    view_details(loaded, images, settings, verdict_threshold, study_id)
+comparison(loaded, images, settings, verdict_threshold, study_id)

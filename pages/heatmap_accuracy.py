@@ -115,7 +115,8 @@ if available:
             if pixels is None:
                 st.caption(f"{image} cannot be read.")
                 continue
-            explanation = views.explanation_or_error(loaded, pixels, image, method=method, layers=(layer,))
+            explanation = views.explanation_or_error(loaded, pixels, image,
+                                                     views.CamSettings(method=method, layers=(layer,)))
             if explanation is None:
                 continue
             picture = accuracy.draw_outline(views.overlay_with_boxes(pixels, explanation.heatmap),

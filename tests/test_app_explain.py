@@ -187,7 +187,8 @@ def test_comparison_shows_one_panel_per_method_and_layer(use_scratch_weights: Pa
 def test_faithfulness_on_request_and_downloads(use_scratch_weights: Path) -> None:
     at = upload(open_explain(), FRACTURE_VIEWS[:1])
     assert not [m for m in at.metric if m.label == "Faithfulness (ROAD)"]
-    assert {b.label for b in at.get("download_button")} == {"Overlay (.png)", "Raw heat map (.npy)"}
+    assert {b.label for b in at.get("download_button")} == {"Labelled figure (.png)", "Overlay (.png)",
+                                                           "Raw heat map (.npy)"}
     at.button(key="explain_faithfulness").click().run()
     assert_clean(at)
     assert -1.0 <= float(metric(at, "Faithfulness (ROAD)")) <= 1.0

@@ -535,3 +535,90 @@ def test_faithfulness_prefers_the_true_map_to_its_inverse() -> None:
     result = explain(loaded, pixels)
     inverse = dataclasses.replace(result, heatmap=1.0 - result.heatmap)
     assert faithfulness(loaded, pixels, result) > 0.0 > faithfulness(loaded, pixels, inverse)
+
+
+def _ramp_image(brightness: int) -> np.ndarray:
+    """Dark left to ``brightness`` right, square (no padding): the brightness model's evidence grows rightwards."""
+    return np.tile(np.linspace(0, brightness, TOY_SIZE).round().astype(np.uint8), (TOY_SIZE, 1))
+
+
+def test_absolute_scale_makes_weak_evidence_dimmer_than_strong() -> None:
+    """Per-image normalisation paints a faint ramp as red as a bright one; the shared raw scale does not."""
+    config = _brightness_model().config
+    black = -np.mean(np.divide(config.mean, config.std))  # the feature of a black pixel
+    loaded = _brightness_model(torch.full((1, 1, TOY_SIZE, TOY_SIZE), -black))  # feature = c * grey level
+    strong, weak = (explain(loaded, _ramp_image(b), target="abnormal") for b in (240, 60))
+    assert strong.heatmap.max() == weak.heatmap.max() == 1.0  # what the per-image colour scale shows
+    peak = max(strong.raw_peak, weak.raw_peak)
+    assert peak == strong.raw_peak
+    assert strong.absolute_heatmap(peak).max() == pytest.approx(1.0)
+    assert weak.absolute_heatmap(peak).max() == pytest.approx(60 / 240, abs=0.03)
+    # One layer: the raw map is the shown map before its min-max scaling.
+    np.testing.assert_allclose(strong.absolute_heatmap(peak), strong.heatmap, atol=1e-5)
+
+
+def test_raw_maps_agree_between_explain_grid_and_explain(mobilenet: LoadedModel) -> None:
+    pixels = _radiograph_like(80, 96)
+    grid = explain_module.explain_grid(mobilenet, pixels, methods=["GradCAM", "LayerCAM"], layers=[STAGE_3])
+    for method in ("GradCAM", "LayerCAM"):
+        alone = explain(mobilenet, pixels, method=method, layers=[STAGE_3])
+        np.testing.assert_allclose(grid[(method, STAGE_3)].raw_map, alone.raw_map, rtol=1e-4, atol=1e-7)
+        assert alone.raw_peak > 0
+    smoothed = explain(mobilenet, pixels, layers=[STAGE_3], aug_smooth=True)
+    assert smoothed.raw_map.shape == alone.raw_map.shape and smoothed.raw_peak > 0
+    assert explain(mobilenet, pixels, method="FullGrad").raw_map is None
+
+
+def test_an_explanation_describes_its_settings(mobilenet: LoadedModel) -> None:
+    result = explain(mobilenet, _radiograph_like(64, 64), layers=[STAGE_3], target="normal", eigen_smooth=True)
+    assert result.key == ("GradCAM", (STAGE_3,), "normal", False, True)
+    assert result.describe() | {"probability": 0, "raw_peak": 0} == {
+        "model": "mobilenet_test", "method": "GradCAM", "layers": [STAGE_3], "target": "normal",
+        "aug_smooth": False, "eigen_smooth": True, "probability": 0, "raw_peak": 0}
+
+
+def test_images_per_run_counts_the_forward_passes(tiny_mobilenet: LoadedModel) -> None:
+    """The slow-run estimate's count is the number of images the run really pushes through."""
+    assert explain_module.images_per_run(tiny_mobilenet, "ScoreCAM", [STAGE_5]) == 1 + 96
+    assert explain_module.images_per_run(tiny_mobilenet, "ScoreCAM", [STAGE_5], aug_smooth=True) == 6 * 97
+    assert explain_module.images_per_run(tiny_mobilenet, "GradCAM") is None
+    fractions: list[float] = []
+    explain(tiny_mobilenet, _radiograph_like(40, 40), method="AblationCAM", layers=[STAGE_3],
+            progress=fractions.append)
+    images = explain_module.images_per_run(tiny_mobilenet, "AblationCAM", [STAGE_3])
+    assert images == 1 + 1 + 32
+    assert min(f for f in fractions if f > 0) == pytest.approx(1 / images)  # the plain pass: one image
+    assert fractions[-2] == pytest.approx(1.0)  # the counted passes add up to exactly the whole run
+    assert 0 < explain_module.forward_seconds_per_image(tiny_mobilenet) < 5
+
+
+def test_cancel_stops_a_slow_run_and_only_that_run(tiny_mobilenet: LoadedModel) -> None:
+    pixels = _radiograph_like(48, 40)
+    mine, theirs = threading.Event(), threading.Event()
+    fractions: list[float] = []
+
+    def cancel_after_first_batch(fraction: float) -> None:
+        fractions.append(fraction)
+        if fraction > 0:
+            mine.set()
+
+    with pytest.raises(explain_module.CamCancelled):
+        explain(tiny_mobilenet, pixels, method="ScoreCAM", layers=[STAGE_5], progress=cancel_after_first_batch,
+                cancel=mine)
+    assert max(fractions) < 0.1  # stopped after one batch of 97 images, not at the end
+    assert all(_no_hooks_at_all(copy) for copy in _cam_copies(tiny_mobilenet))
+    # Another caller's run, with its own event, is untouched by the first one's cancel.
+    result = explain(tiny_mobilenet, pixels, method="ScoreCAM", layers=[STAGE_3], cancel=theirs)
+    assert result.heatmap.shape == (48, 40)
+    already = threading.Event()
+    already.set()
+    with pytest.raises(explain_module.CamCancelled):
+        explain(tiny_mobilenet, pixels, method="GradCAM", cancel=already)
+
+
+def test_raw_map_with_augmentation_smoothing_undoes_each_flip() -> None:
+    """The raw map averages pytorch_grad_cam's flipped passes flipped back: the bright half stays the hot half."""
+    result = explain(_brightness_model(), _half_bright_image(), aug_smooth=True)
+    left, right = result.raw_map[:, : TOY_SIZE // 2], result.raw_map[:, TOY_SIZE // 2 :]
+    assert left.min() > 0 and right.max() == 0
+    np.testing.assert_allclose(result.absolute_heatmap(result.raw_peak) > 0.5, result.heatmap > 0.5)

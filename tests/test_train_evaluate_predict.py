@@ -475,3 +475,18 @@ def test_ensemble_cams_reach_every_member(tmp_path: Path) -> None:
         assert explanation.heatmap.shape == (70, 50), method
         assert np.isfinite(explanation.heatmap).all(), method
         assert explanation.probability == pytest.approx(expected, abs=1e-4), method
+
+
+def test_predict_cli_cams_come_with_a_manifest(weights: Path, tmp_path: Path) -> None:
+    """A folder of heat maps says what made them (before: bare .npy/.png files)."""
+    image = tmp_path / "view.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (50, 40), dtype=np.uint8)).save(image)
+    out = tmp_path / "cams"
+    result = _run_predict(weights, "--cam", "LayerCAM", "--out", str(out), str(image))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"] == "tiny" and manifest["method"] == "LayerCAM" and manifest["target"] == "abnormal"
+    assert manifest["layers"] and len(manifest["checkpoint_sha256"]) == 64
+    assert {"torch", "grad-cam", "numpy"} <= set(manifest["versions"])
+    [entry] = manifest["files"]
+    assert entry["file"] == str(image) and Path(entry["heatmap"]).is_file() and entry["raw_peak"] >= 0
