@@ -52,7 +52,9 @@ __all__ = [
     "ImageSet",
     "Embeddings",
     "train_folds",
+    "image_sets",
     "extract",
+    "Alignment",
     "align_members",
     "combine_features",
     "project",
@@ -150,7 +152,8 @@ def extract(loaded: LoadedModel, image_sets: Sequence[ImageSet], cache: Path) ->
     return out
 
 
-def image_sets(loaded: LoadedModel, mura_root: Path | None, atlas_root: Path | None) -> tuple[list[ImageSet], pd.DataFrame]:
+def image_sets(loaded: LoadedModel, mura_root: Path | None,
+               atlas_root: Path | None) -> tuple[list[ImageSet], pd.DataFrame]:
     """What to embed, and by which members, with one row per image (dataset, key, fold).
 
     The images are those of the model's cached predictions (train holdout, valid, FracAtlas), so
@@ -190,3 +193,270 @@ def image_sets(loaded: LoadedModel, mura_root: Path | None, atlas_root: Path | N
                              [fracatlas.image_file(atlas_root, f) for f in atlas["file"]], (0,)))
         rows.append(pd.DataFrame({"dataset": "fracatlas", "key": atlas["file"], "fold": -1}))
     return sets, pd.concat(rows, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Each member's features mapped into one shared space (member 0's principal axes)."""
+
+    dimensions: int
+    r2: dict[int, float]
+    """Per member: share of the reference's variance its rotated features reproduce on the fitting images."""
+
+
+def align_members(held_out: np.ndarray, dimensions: int = _PCA_DIMENSIONS) -> tuple[list, Alignment]:
+    """Fit one map per member into member 0's principal space, on images no member saw.
+
+    ``held_out`` is (N, members, D): every member's features of the same held-out images. Each
+    member gets its own PCA to ``dimensions`` (its own coordinates), then an orthogonal Procrustes
+    rotation (scipy) onto member 0's PCA coordinates: a rotation keeps distances, so a ``train/``
+    image embedded by member k sits among its neighbours as member k sees them, and a ridge map
+    (which shrinks towards the mean) would draw train points tighter than held-out ones.
+    Returns per member a callable (D features -> shared coordinates) and the fit quality.
+    """
+    from scipy.linalg import orthogonal_procrustes
+    from sklearn.decomposition import PCA
+
+    dimensions = min(dimensions, held_out.shape[0], held_out.shape[2])
+    data = held_out.astype(np.float32)
+    pcas = [PCA(n_components=dimensions, random_state=0).fit(data[:, m]) for m in range(data.shape[1])]
+    reference = pcas[0].transform(data[:, 0])
+    maps, r2 = [], {}
+    for member, pca in enumerate(pcas):
+        own = pca.transform(data[:, member])
+        rotation = np.eye(dimensions) if member == 0 else orthogonal_procrustes(own, reference)[0]
+        residual = ((own @ rotation - reference) ** 2).sum()
+        r2[member] = float(1 - residual / (reference ** 2).sum())
+        maps.append(_Projector(pca, rotation.astype(np.float32)))
+    return maps, Alignment(dimensions, r2)
+
+
+@dataclass(frozen=True)
+class _Projector:
+    pca: object
+    rotation: np.ndarray
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        return self.pca.transform(features.astype(np.float32)) @ self.rotation
+
+
+def combine_features(extracted: dict[str, dict[str, np.ndarray]], rows: pd.DataFrame,
+                     dimensions: int = _PCA_DIMENSIONS) -> tuple[np.ndarray, np.ndarray, Alignment]:
+    """(shared coordinates, raw out-of-fold features, alignment) for ``rows`` in their order.
+
+    Every image's point comes from one member that never saw it: ``train/`` fold k from member k,
+    ``valid/`` and FracAtlas from member 0 (the shared space's own member, so they need no rotation).
+    The rotations are fitted on ``mura_valid``, which every member embedded.
+    """
+    maps, alignment = align_members(extracted["mura_valid"]["features"], dimensions)
+    shared = np.zeros((len(rows), alignment.dimensions), np.float32)
+    raw = np.zeros((len(rows), extracted["mura_valid"]["features"].shape[2]), np.float16)
+    position = {(d, k): i for i, (d, k) in enumerate(zip(rows["dataset"], rows["key"], strict=True))}
+    for name, part in extracted.items():
+        member = int(name.rsplit("_f", 1)[1]) if name.startswith("mura_train_f") else 0
+        dataset = "mura_train" if name.startswith("mura_train_f") else name
+        where = np.array([position[(dataset, k)] for k in part["keys"].tolist()], dtype=int)
+        own = part["features"][:, 0 if part["features"].shape[1] == 1 else member]
+        shared[where] = maps[member](own)
+        raw[where] = own
+    return shared, raw, alignment
+
+
+def project(features: np.ndarray, *, seed: int = 0, method: str = "umap") -> np.ndarray:
+    """(N, 2) float32 map coordinates: UMAP (umap-learn, seeded, so reruns draw the same map) or PCA.
+
+    PCA is the fast fallback (no numba compilation, a second for thousands of points) for tests and
+    quick looks; UMAP keeps local neighbourhoods, which is what a map of "looks alike" should show.
+    """
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(features).astype(np.float32)
+    if method != "umap":
+        raise ValueError(f"unknown projection {method!r}; use umap or pca")
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(features) - 1), min_dist=0.1, metric="cosine",
+                        random_state=seed, n_jobs=1)
+    return reducer.fit_transform(features).astype(np.float32)
+
+
+def study_table(rows: pd.DataFrame) -> pd.Series:
+    """The study key of each image: a MURA image's study folder, a FracAtlas image itself (no studies)."""
+    return rows["key"].where(rows["dataset"] == "fracatlas", rows["key"].str.rsplit("/", n=1).str[0] + "/")
+
+
+def nearest_studies(features: np.ndarray, studies: pd.Series, k: int = NEIGHBOURS) -> tuple[
+        list[str], np.ndarray, np.ndarray]:
+    """Each study's ``k`` nearest other studies by cosine distance between mean view vectors.
+
+    Returns the study keys (first-seen order), (S, k) int32 neighbour indices into them and (S, k)
+    float32 cosine distances, from scikit-learn's exact NearestNeighbors (deterministic, no ties broken
+    at random).
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    codes, keys = pd.factorize(studies)
+    sums = np.zeros((len(keys), features.shape[1]), np.float64)
+    np.add.at(sums, codes, features)
+    means = sums / np.bincount(codes)[:, None]
+    k = min(k, len(keys) - 1)
+    index = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(means)
+    distances, neighbours = index.kneighbors(means)
+    # A study is its own nearest neighbour unless a copy ties with it: drop itself wherever it sits.
+    keep = neighbours != np.arange(len(keys))[:, None]
+    neighbours = np.array([row[mask][:k] for row, mask in zip(neighbours, keep, strict=True)], dtype=np.int32)
+    distances = np.array([row[mask][:k] for row, mask in zip(distances, keep, strict=True)], dtype=np.float32)
+    return list(keys), neighbours, distances
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """The cached embedding of every image: what the Data map page and the similar-studies panels read.
+
+    ``images`` has one row per image (``dataset``, ``key``, ``study``, ``fold``, ``x``/``y`` UMAP,
+    ``pca_x``/``pca_y``); ``features`` the (N, d) float32 shared-space vectors; ``phash`` (N, 64) bits;
+    ``studies`` the study keys that ``neighbours`` (S, k) index, with cosine ``distances``.
+    """
+
+    images: pd.DataFrame
+    features: np.ndarray
+    phash: np.ndarray
+    studies: list[str]
+    neighbours: np.ndarray
+    distances: np.ndarray
+    meta: dict
+
+    def similar(self, study: str, k: int = NEIGHBOURS) -> pd.DataFrame:
+        """The ``k`` studies nearest to ``study`` (key, dataset, cosine distance), nearest first; empty if unknown."""
+        try:
+            row = self.studies.index(study)
+        except ValueError:
+            return pd.DataFrame(columns=["study", "dataset", "distance"])
+        keys = [self.studies[i] for i in self.neighbours[row, :k]]
+        dataset = self.images.drop_duplicates("study").set_index("study")["dataset"]
+        return pd.DataFrame({"study": keys, "dataset": dataset.reindex(keys).to_numpy(),
+                             "distance": self.distances[row, :k].astype(float)})
+
+
+def save(embeddings: Embeddings, path: Path) -> None:
+    """Write the cache as a compressed ``.npz`` of plain arrays (float16 vectors, no pickle), atomically."""
+    images = embeddings.images
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(
+        tmp, key=images["key"].to_numpy(str), dataset=images["dataset"].to_numpy(str),
+        study=images["study"].to_numpy(str), fold=images["fold"].to_numpy(np.int8),
+        umap=images[["x", "y"]].to_numpy(np.float32), pca=images[["pca_x", "pca_y"]].to_numpy(np.float32),
+        features=embeddings.features.astype(np.float16), phash=np.packbits(embeddings.phash, axis=1),
+        studies=np.array(embeddings.studies, dtype=str), neighbours=embeddings.neighbours.astype(np.int32),
+        distances=embeddings.distances.astype(np.float16), meta=np.array(json.dumps(embeddings.meta)))
+    tmp.replace(path)
+
+
+def load(path: Path) -> Embeddings:
+    """Read :func:`save`'s cache (never unpickles); raises OSError/ValueError/KeyError when unreadable."""
+    with np.load(path, allow_pickle=False) as data:
+        umap_xy, pca_xy = data["umap"].astype(float), data["pca"].astype(float)
+        images = pd.DataFrame({"dataset": data["dataset"], "key": data["key"], "study": data["study"],
+                               "fold": data["fold"].astype(int), "x": umap_xy[:, 0], "y": umap_xy[:, 1],
+                               "pca_x": pca_xy[:, 0], "pca_y": pca_xy[:, 1]})
+        return Embeddings(images, data["features"].astype(np.float32),
+                          np.unpackbits(data["phash"], axis=1)[:, :_HASH_BITS].astype(bool),
+                          data["studies"].tolist(), data["neighbours"], data["distances"].astype(np.float32),
+                          json.loads(str(data["meta"])))
+
+
+def build(extracted: dict[str, dict[str, np.ndarray]], rows: pd.DataFrame, *, method: str = "umap",
+          seed: int = 0) -> tuple[Embeddings, np.ndarray]:
+    """Everything the cache holds, from extracted per-member features; also the raw out-of-fold features."""
+    started = time.perf_counter()
+    shared, raw, alignment = combine_features(extracted, rows)
+    hashes = np.zeros((len(rows), _HASH_BITS), bool)
+    position = {(d, k): i for i, (d, k) in enumerate(zip(rows["dataset"], rows["key"], strict=True))}
+    for name, part in extracted.items():
+        dataset = "mura_train" if name.startswith("mura_train_f") else name
+        hashes[[position[(dataset, k)] for k in part["keys"].tolist()]] = part["phash"]
+    images = rows[["dataset", "key", "fold"]].reset_index(drop=True).assign(study=study_table(rows).to_numpy())
+    xy = project(shared, seed=seed, method=method)
+    pca = project(shared, seed=seed, method="pca")
+    images = images.assign(x=xy[:, 0], y=xy[:, 1], pca_x=pca[:, 0], pca_y=pca[:, 1])
+    studies, neighbours, distances = nearest_studies(shared, images["study"])
+    meta = {"projection": method, "seed": seed, "dimensions": alignment.dimensions,
+            "alignment_r2": {str(k): round(v, 4) for k, v in alignment.r2.items()},
+            "train": "out of fold: each train/ image embedded by the one member that did not train on it",
+            "held_out": "valid/ and FracAtlas embedded by member 0",
+            "build_seconds": round(time.perf_counter() - started, 1)}
+    return Embeddings(images, shared, hashes, studies, neighbours, distances, meta), raw
+
+
+def _patients(images: pd.DataFrame) -> pd.Series:
+    """MURA patient of each image (FracAtlas has none: missing)."""
+    patient = images["key"].str.extract(r"/(patient\d+)/")[0]
+    return patient.where(images["dataset"] != "fracatlas")
+
+
+def _label_issue_table(files: ModelArtifacts) -> pd.DataFrame:
+    from core.data_audit import label_issues, study_predictions
+
+    parts = []
+    for dataset, name in (("mura_train", TRAIN_HOLDOUT), ("mura_valid", "valid")):
+        predictions = pd.read_csv(files.predictions(name))
+        predictions = predictions[predictions["study_type"].isin(_STUDY_TYPES)]
+        parts.append(label_issues(study_predictions(predictions)).assign(dataset=dataset))
+    table = pd.concat(parts, ignore_index=True)
+    return table.sort_values(["label_quality", "study_path"], kind="stable", ignore_index=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m core.embeddings``: extract, project, find neighbours, audit labels and duplicates."""
+    parser = argparse.ArgumentParser(prog="python -m core.embeddings", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mura-root", required=True, help="the MURA-v1.1 folder (train/ and valid/)")
+    parser.add_argument("--fracatlas-root", required=True, help="the FracAtlas folder core.evaluate scored")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--projection", choices=("umap", "pca"), default="umap")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=Path("runs/embeddings"),
+                        help="folder for the resumable per-member feature chunks (no pixels)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves the other core free)")
+    args = parser.parse_args(argv)
+    from core import fracatlas, mura
+    from core.data_audit import audit_duplicates
+    from core.models import load_model
+    from core.predict import configure_threads
+
+    configure_threads(args.threads)
+    loaded = load_model(args.model)
+    files = ModelArtifacts(loaded.directory)
+    atlas_root = fracatlas.resolve_root(args.fracatlas_root)
+    sets, rows = image_sets(loaded, mura.resolve_root(args.mura_root), atlas_root)
+    started = time.perf_counter()
+    extracted = extract(loaded, sets, args.cache / loaded.name)
+    extract_seconds = time.perf_counter() - started
+    embeddings, raw = build(extracted, rows, method=args.projection, seed=args.seed)
+    audit_started = time.perf_counter()
+    images = embeddings.images.assign(patient=_patients(embeddings.images))
+    atlas_keys = images.loc[images["dataset"] == "fracatlas", "key"].tolist()
+    known = pd.Series(fracatlas.duplicate_groups(atlas_root, atlas_keys), index=atlas_keys)
+    duplicates = audit_duplicates(images, embeddings.phash, embeddings.features, known)
+    issues = _label_issue_table(files)
+    meta = {**embeddings.meta, "extract_seconds": round(extract_seconds, 1),
+            "audit_seconds": round(time.perf_counter() - audit_started, 1),
+            "images": {k: int(v) for k, v in images["dataset"].value_counts().items()}}
+    embeddings = Embeddings(embeddings.images, embeddings.features, embeddings.phash, embeddings.studies,
+                            embeddings.neighbours, embeddings.distances, meta)
+    save(embeddings, files.embeddings)
+    tmp = files.embedding_features.with_name(files.embedding_features.name + ".tmp.npz")
+    np.savez_compressed(tmp, key=images["key"].to_numpy(str), dataset=images["dataset"].to_numpy(str), features=raw)
+    tmp.replace(files.embedding_features)
+    atomic.write_text(files.label_issues, issues.to_csv(index=False, float_format="%.6f"))
+    atomic.write_text(files.duplicates, duplicates.groups.to_csv(index=False, float_format="%.4f"))
+    summary = {"embeddings": meta, "duplicates": duplicates.summary,
+               "label_issues": {d: int(part["label_issue"].sum()) for d, part in issues.groupby("dataset")},
+               "studies_scored": {d: int(len(part)) for d, part in issues.groupby("dataset")}}
+    atomic.write_text(files.data_audit, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
