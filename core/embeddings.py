@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -61,6 +62,8 @@ __all__ = [
     "study_table",
     "nearest_studies",
     "build",
+    "label_issue_table",
+    "write_cache",
     "save",
     "load",
     "main",
@@ -142,7 +145,7 @@ def extract(loaded: LoadedModel, image_sets: Sequence[ImageSet], cache: Path) ->
                 for batch in (model_inputs(loaded, pixels[i : i + DEFAULT_BATCH_SIZE])
                               for i in range(0, len(pixels), DEFAULT_BATCH_SIZE))])
             bits = np.stack([_phash(p) for p in pixels])
-            tmp = path.with_name(path.name + ".tmp.npz")
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # two runs never share a temporary
             np.savez(tmp, keys=np.array(keys), features=chunk.astype(np.float16), phash=bits)
             tmp.replace(path)
             features.append(chunk.astype(np.float16))
@@ -395,16 +398,51 @@ def _patients(images: pd.DataFrame) -> pd.Series:
     return patient.where(images["dataset"] != "fracatlas")
 
 
-def _label_issue_table(files: ModelArtifacts) -> pd.DataFrame:
+def label_issue_table(files: ModelArtifacts) -> pd.DataFrame:
+    """cleanlab's study ranking on the cached out-of-fold train/ and valid/ predictions (those present)."""
     from core.data_audit import label_issues, study_predictions
 
     parts = []
     for dataset, name in (("mura_train", TRAIN_HOLDOUT), ("mura_valid", "valid")):
+        if not files.predictions(name).is_file():
+            continue
         predictions = pd.read_csv(files.predictions(name))
         predictions = predictions[predictions["study_type"].isin(_STUDY_TYPES)]
         parts.append(label_issues(study_predictions(predictions)).assign(dataset=dataset))
     table = pd.concat(parts, ignore_index=True)
     return table.sort_values(["label_quality", "study_path"], kind="stable", ignore_index=True)
+
+
+def write_cache(files: ModelArtifacts, embeddings: Embeddings, raw: np.ndarray, known_groups: pd.Series | None,
+                *, extract_seconds: float | None = None) -> dict:
+    """Audit labels and duplicates, then write every data-map file of the model folder; returns the summary.
+
+    ``raw`` is the (N, D) out-of-fold penultimate features in ``embeddings.images`` order;
+    ``known_groups`` FracAtlas's own copy groups (file -> first file), to measure the duplicate check.
+    """
+    from core.data_audit import audit_duplicates
+
+    started = time.perf_counter()
+    images = embeddings.images.assign(patient=_patients(embeddings.images))
+    duplicates = audit_duplicates(images, embeddings.phash, embeddings.features, known_groups)
+    issues = label_issue_table(files)
+    meta = {**embeddings.meta, "audit_seconds": round(time.perf_counter() - started, 1),
+            "images": {k: int(v) for k, v in images["dataset"].value_counts().items()}}
+    if extract_seconds is not None:
+        meta["extract_seconds"] = round(extract_seconds, 1)
+    save(Embeddings(embeddings.images, embeddings.features, embeddings.phash, embeddings.studies,
+                    embeddings.neighbours, embeddings.distances, meta), files.embeddings)
+    tmp = files.embedding_features.with_name(files.embedding_features.name + ".tmp.npz")
+    np.savez_compressed(tmp, key=images["key"].to_numpy(str), dataset=images["dataset"].to_numpy(str),
+                        features=raw.astype(np.float16))
+    tmp.replace(files.embedding_features)
+    atomic.write_text(files.label_issues, issues.to_csv(index=False, float_format="%.6f"))
+    atomic.write_text(files.duplicates, duplicates.groups.to_csv(index=False, float_format="%.4f"))
+    summary = {"embeddings": meta, "duplicates": duplicates.summary,
+               "label_issues": {d: int(part["label_issue"].sum()) for d, part in issues.groupby("dataset")},
+               "studies_scored": {d: int(len(part)) for d, part in issues.groupby("dataset")}}
+    atomic.write_text(files.data_audit, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -420,7 +458,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves the other core free)")
     args = parser.parse_args(argv)
     from core import fracatlas, mura
-    from core.data_audit import audit_duplicates
     from core.models import load_model
     from core.predict import configure_threads
 
@@ -433,27 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     extracted = extract(loaded, sets, args.cache / loaded.name)
     extract_seconds = time.perf_counter() - started
     embeddings, raw = build(extracted, rows, method=args.projection, seed=args.seed)
-    audit_started = time.perf_counter()
-    images = embeddings.images.assign(patient=_patients(embeddings.images))
-    atlas_keys = images.loc[images["dataset"] == "fracatlas", "key"].tolist()
+    atlas_keys = embeddings.images.loc[embeddings.images["dataset"] == "fracatlas", "key"].tolist()
     known = pd.Series(fracatlas.duplicate_groups(atlas_root, atlas_keys), index=atlas_keys)
-    duplicates = audit_duplicates(images, embeddings.phash, embeddings.features, known)
-    issues = _label_issue_table(files)
-    meta = {**embeddings.meta, "extract_seconds": round(extract_seconds, 1),
-            "audit_seconds": round(time.perf_counter() - audit_started, 1),
-            "images": {k: int(v) for k, v in images["dataset"].value_counts().items()}}
-    embeddings = Embeddings(embeddings.images, embeddings.features, embeddings.phash, embeddings.studies,
-                            embeddings.neighbours, embeddings.distances, meta)
-    save(embeddings, files.embeddings)
-    tmp = files.embedding_features.with_name(files.embedding_features.name + ".tmp.npz")
-    np.savez_compressed(tmp, key=images["key"].to_numpy(str), dataset=images["dataset"].to_numpy(str), features=raw)
-    tmp.replace(files.embedding_features)
-    atomic.write_text(files.label_issues, issues.to_csv(index=False, float_format="%.6f"))
-    atomic.write_text(files.duplicates, duplicates.groups.to_csv(index=False, float_format="%.4f"))
-    summary = {"embeddings": meta, "duplicates": duplicates.summary,
-               "label_issues": {d: int(part["label_issue"].sum()) for d, part in issues.groupby("dataset")},
-               "studies_scored": {d: int(len(part)) for d, part in issues.groupby("dataset")}}
-    atomic.write_text(files.data_audit, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    summary = write_cache(files, embeddings, raw, known, extract_seconds=extract_seconds)
     print(json.dumps(summary, indent=2))
     return 0
 

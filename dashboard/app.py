@@ -36,6 +36,7 @@ PAGES = (
     ("performance.py", "Performance", ":material/monitoring:"),
     ("error_analysis.py", "Error analysis", ":material/rule:"),
     ("heatmap_accuracy.py", "Heat-map accuracy", ":material/my_location:"),
+    ("data_map.py", "Data map", ":material/scatter_plot:"),
     ("model_card.py", "Model card", ":material/description:"),
 )
 # Widget keys. The chosen values live under plain keys (state.MODEL_KEY, MURA_TEXT_KEY) because

@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import metrics
-from dashboard import charts, evaluation, state, views
+from dashboard import charts, data_map, evaluation, state, views
 from dashboard.charts import CELL_NAMES, CELLS, OVERALL, group_label
 from dashboard.studies import StudyLoadError, load_study
 
@@ -77,6 +77,7 @@ st.download_button(
     "Download this list (CSV)", data=export.to_csv(index=False).encode(), mime="text/csv",
     file_name=f"{model}_{body_part}_{cell}.csv", disabled=in_cell.empty, key="error_export",
 )
+data_map.similar_picker(model, in_cell["study_path"], key="error")
 
 st.subheader("Views and CAMs")
 mura_root = state.current_mura_root()

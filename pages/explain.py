@@ -15,8 +15,8 @@ from core.localization import TOLERANCE_PX
 from core.models import LoadedModel
 from core.overlay import threshold_mask
 from core.scope import study_scope
+from dashboard import data_map, scope_view, state, studies, uploads, views
 from dashboard import localization as accuracy
-from dashboard import scope_view, state, studies, uploads, views
 from dashboard.charts import group_label
 from dashboard.views import CamSettings
 
@@ -269,3 +269,4 @@ views.show_study_views(loaded, images, method=method, layers=settings.layers, ta
 if method is not None:
     view_details(loaded, images, settings, method, study_id)
 comparison(loaded, images, settings)
+data_map.show_similar_studies(loaded.name, study_id, key="explain")
