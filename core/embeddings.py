@@ -155,12 +155,13 @@ def extract(loaded: LoadedModel, image_sets: Sequence[ImageSet], cache: Path) ->
     return out
 
 
-def image_sets(loaded: LoadedModel, mura_root: Path | None,
-               atlas_root: Path | None) -> tuple[list[ImageSet], pd.DataFrame]:
+def image_sets(loaded: LoadedModel, mura_root: Path | None, atlas_root: Path | None,
+               atlas_files: set[str] | None = None) -> tuple[list[ImageSet], pd.DataFrame]:
     """What to embed, and by which members, with one row per image (dataset, key, fold).
 
     The images are those of the model's cached predictions (train holdout, valid, FracAtlas), so
-    every point on the map has a probability; a dataset whose folder is not given is left out.
+    every point on the map has a probability; a dataset whose folder is not given is left out, and
+    ``atlas_files`` (when given) keeps only those FracAtlas files.
     """
     from core import fracatlas, mura
 
@@ -192,6 +193,8 @@ def image_sets(loaded: LoadedModel, mura_root: Path | None,
         rows.append(pd.DataFrame({"dataset": "mura_valid", "key": valid["path"], "fold": -1}))
     if atlas_root is not None:
         atlas = pd.read_csv(files.predictions("fracatlas"))
+        if atlas_files is not None:
+            atlas = atlas[atlas["file"].isin(atlas_files)]
         sets.append(ImageSet("fracatlas", atlas["file"].tolist(),
                              [fracatlas.image_file(atlas_root, f) for f in atlas["file"]], (0,)))
         rows.append(pd.DataFrame({"dataset": "fracatlas", "key": atlas["file"], "fold": -1}))
@@ -455,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path("runs/embeddings"),
                         help="folder for the resumable per-member feature chunks (no pixels)")
+    parser.add_argument("--fracatlas-files", type=Path,
+                        help="a text file naming the FracAtlas files to embed, one a line (default: every scored one)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves the other core free)")
     args = parser.parse_args(argv)
     from core import fracatlas, mura
@@ -465,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(args.model)
     files = ModelArtifacts(loaded.directory)
     atlas_root = fracatlas.resolve_root(args.fracatlas_root)
-    sets, rows = image_sets(loaded, mura.resolve_root(args.mura_root), atlas_root)
+    atlas_files = set(args.fracatlas_files.read_text().split()) if args.fracatlas_files else None
+    sets, rows = image_sets(loaded, mura.resolve_root(args.mura_root), atlas_root, atlas_files)
     started = time.perf_counter()
     extracted = extract(loaded, sets, args.cache / loaded.name)
     extract_seconds = time.perf_counter() - started

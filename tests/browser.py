@@ -50,7 +50,7 @@ APP_IDLE = (
 )
 #: The page files dashboard/app.py registers, default page first (st.Page's url path = file stem).
 PAGE_FILES = ("overview.py", "explain.py", "browse.py", "performance.py", "error_analysis.py", "heatmap_accuracy.py",
-              "model_card.py")
+              "data_map.py", "model_card.py")
 #: What Streamlit renders for an uncaught exception, and for a script that cannot run at all.
 _ERROR_SELECTORS = ('[data-testid="stException"]', '[data-testid="stAppError"]')
 _ERROR_TEXTS = ("Traceback", "Error running app", "This app has encountered an error")
