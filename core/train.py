@@ -41,7 +41,7 @@ from core.models import create_model, get_config, save_checkpoint
 from core.preprocess import border_fill_value, letterbox, to_model_input
 
 __all__ = ["TrainConfig", "RUNTIME_FIELDS", "Augmentation", "AugmentedCanvases", "augment", "draw_augmentation",
-           "patient_split", "patient_subset", "study_batches", "study_type_weights", "choose_threshold",
+           "split_groups", "patient_split", "patient_subset", "study_batches", "study_type_weights", "choose_threshold",
            "holdout_summary", "main"]
 
 
@@ -82,6 +82,10 @@ class TrainConfig:
     #: DataLoader processes that augment training images (0: in the training process). The draws
     #: are made in order in the training process, so results do not depend on this number.
     workers: int = 0
+    #: A near-duplicate audit (core.embeddings' duplicates.csv): patients whose images are copies of
+    #: each other are kept on one side of the split, so a copy cannot leak into the holdout.
+    #: None splits by patient alone (how the shipped model was split).
+    duplicates: str | None = None
 
 
 #: Settings that change where and how fast training runs, not what it computes; a resumed run may
@@ -95,21 +99,50 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def split_groups(images: pd.DataFrame, duplicates: pd.DataFrame | None = None) -> pd.Series:
+    """The unit a split keeps whole: each image's patient, merged with every patient that shares a
+    near-duplicate group with it (``duplicates``: rows of ``key`` = official path and ``group``).
+
+    A merged set is named by its first patient in sorted order, so patients without copies keep
+    their own name and the split of a data set without cross-patient copies does not change.
+    """
+    patients = images["patient"].astype(str)
+    if duplicates is None or duplicates.empty:
+        return patients
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    names = np.array(sorted(set(patients)))
+    node = {name: i for i, name in enumerate(names)}
+    patient_of = dict(zip(images["path"], patients, strict=True))
+    linked = duplicates[duplicates["key"].isin(patient_of)]
+    first = linked.groupby("group")["key"].transform("first")
+    edges = [(node[patient_of[a]], node[patient_of[b]]) for a, b in zip(linked["key"], first, strict=True)]
+    rows, columns = (np.array(side, dtype=int) for side in zip(*edges, strict=True)) if edges else ([], [])
+    graph = coo_matrix((np.ones(len(rows)), (rows, columns)), shape=(len(names), len(names)))
+    _, component = connected_components(graph, directed=False)
+    leader = pd.Series(names).groupby(component).transform("first").to_numpy()  # names are sorted
+    return patients.map(dict(zip(names, leader, strict=True)))
+
+
 def patient_split(
-    images: pd.DataFrame, fraction: float, seed: int, *, folds: int = 0, fold: int = 0
+    images: pd.DataFrame, fraction: float, seed: int, *, folds: int = 0, fold: int = 0,
+    groups: pd.Series | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of (training, holdout) rows, with every patient on one side only.
 
     ``folds`` > 1 holds out fold ``fold`` of a shuffled patient-level K-fold split (the folds of
     one seed are disjoint and cover every patient); otherwise a random ``fraction`` of patients.
+    ``groups`` (default: the patient; see :func:`split_groups`) is the unit kept whole.
     """
+    groups = images["patient"] if groups is None else groups
     if folds > 1:
         if not 0 <= fold < folds:
             raise ValueError(f"fold must be in 0..{folds - 1}, got {fold}")
         splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        return list(splitter.split(images, groups=images["patient"]))[fold]
+        return list(splitter.split(images, groups=groups))[fold]
     splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-    train_idx, holdout_idx = next(splitter.split(images, groups=images["patient"]))
+    train_idx, holdout_idx = next(splitter.split(images, groups=groups))
     return train_idx, holdout_idx
 
 
@@ -262,8 +295,10 @@ def train(config: TrainConfig) -> Path:
     if images.empty:
         raise SystemExit(f"error: no training images of {', '.join(config.study_types)} under {root}")
     # The split has its own seed, so ensemble members trained with different seeds share one holdout.
+    duplicates = pd.read_csv(config.duplicates) if config.duplicates else None
     train_idx, holdout_idx = patient_split(
-        images, config.holdout_fraction, config.split_seed, folds=config.folds, fold=config.fold
+        images, config.holdout_fraction, config.split_seed, folds=config.folds, fold=config.fold,
+        groups=split_groups(images, duplicates),
     )
     train_idx = patient_subset(images, train_idx, config.train_fraction, config.split_seed)
     train_images, holdout_images = images.iloc[train_idx], images.iloc[holdout_idx]
@@ -460,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainConfig, name))
     for name in ("max_lr", "weight_decay", "label_smoothing", "rotation", "holdout_fraction", "train_fraction"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainConfig, name))
+    parser.add_argument("--duplicates", help="core.embeddings' duplicates.csv: keep patients sharing copies together")
     parser.add_argument("--study-loss", action="store_true",
                         help="batches of whole studies, loss on each study's mean view probability")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",

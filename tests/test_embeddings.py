@@ -151,3 +151,21 @@ def test_cache_round_trip_keeps_everything(tmp_path) -> None:
     similar = back.similar(studies[0], k=2)
     assert similar["study"].tolist() == [studies[i] for i in neighbours[0, :2]]
     assert back.similar("unknown/").empty
+
+
+def test_training_split_keeps_patients_with_copies_together() -> None:
+    from core.train import patient_split, split_groups
+
+    images = pd.DataFrame({"path": [f"p{i}/image1.png" for i in range(40)],
+                           "patient": [f"p{i:02d}" for i in range(40)]})
+    duplicates = pd.DataFrame({"group": [0, 0, 1, 1, 1], "key": ["p3/image1.png", "p30/image1.png", "p7/image1.png",
+                                                                 "p8/image1.png", "elsewhere.png"]})
+    groups = split_groups(images, duplicates)
+    assert groups.nunique() == 38
+    assert (split_groups(images) == images["patient"]).all()
+    for fold in range(4):
+        holdout = set(images["patient"].iloc[patient_split(images, 0, 0, folds=4, fold=fold, groups=groups)[1]])
+        assert ("p03" in holdout) == ("p30" in holdout) and ("p07" in holdout) == ("p08" in holdout)
+    plain = [patient_split(images, 0, 0, folds=4, fold=f)[1].tolist() for f in range(4)]
+    assert plain == [patient_split(images, 0, 0, folds=4, fold=f, groups=split_groups(images, duplicates.iloc[:0]))[1]
+                     .tolist() for f in range(4)]
