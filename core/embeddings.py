@@ -11,13 +11,13 @@ fold of a patient-level split of ``train/`` except fold *k*:
 
 * a ``train/`` image of fold *k* is embedded by member *k* only, the one member that never saw it
   (out of fold; features from the members that trained on it would put it where training pulled it);
-* ``valid/`` and FracAtlas images, unseen by every member, are embedded by all four.
+* ``valid/`` images are embedded by all four members (to fit the alignment below), FracAtlas by member 0.
 
 The four members share an ImageNet start but not their feature coordinates, so each member's
-features are rotated onto member 0's with an orthogonal Procrustes fit on the images no member
-saw (``valid/`` and FracAtlas); a held-out image is then the mean of its four rotated vectors and a
-``train/`` image its own member's rotated vector. ``alignment_r2`` in the cache says how well the
-rotation fits (1 = members agree exactly).
+features are mapped into member 0's principal space (per-member PCA, then an orthogonal Procrustes
+rotation fitted on ``valid/``, which no member saw); a held-out image is placed by member 0 and a
+``train/`` image by its own member, rotated. ``alignment_r2`` in the cache says how much of member
+0's variance the rotation reproduces (1 = members agree exactly).
 
 Files (names in :class:`core.artifacts.ModelArtifacts`): ``embeddings.npz`` in the model folder,
 float16 features and float32 map coordinates keyed by official path / FracAtlas file, with
