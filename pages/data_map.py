@@ -115,8 +115,11 @@ with duplicates_tab:
                    f". MURA groups spanning patients: {summary['mura_groups_across_patients']}.")
         scope = st.selectbox("Scope", ["all", *scopes], key="duplicates_scope")
         rows = duplicates if scope == "all" else duplicates[duplicates["scope"] == scope]
-        st.dataframe(rows.assign(dataset=rows["dataset"].map(data_map.DATASET_LABELS)), hide_index=True,
-                     width="stretch", key="duplicates_table")
+        st.dataframe(rows.assign(dataset=rows["dataset"].map(data_map.DATASET_LABELS))[
+            ["group", "scope", "dataset", "key", "study", "patient", "patients"]], hide_index=True,
+            width="stretch", key="duplicates_table",
+            column_config={"key": st.column_config.TextColumn("Image", width="large"),
+                           "patients": "MURA patients in group"})
         st.download_button("Download the groups (CSV)", rows.to_csv(index=False).encode(), mime="text/csv",
                            file_name=f"{model}_duplicates.csv", key="duplicates_export")
         if not rows.empty:
