@@ -14,6 +14,11 @@ A model folder (``weights/<model>/``, or under ``MURA_LENS_WEIGHTS_DIR``) holds:
     localization_<dataset>.json   their summary
     scope_head.npz                the body-part / out-of-scope head (core.scope)
     scope_metrics.json            its out-of-fold measurement
+    embeddings.npz                map coordinates, shared-space vectors, hashes, study neighbours (core.embeddings)
+    embedding_features.npz        per-image out-of-fold penultimate features, float16 (core.embeddings)
+    label_issues.csv              studies ranked by cleanlab label quality (core.embeddings)
+    duplicates.csv                near-duplicate image groups (core.embeddings)
+    data_audit.json               counts of both, and how the embeddings were made
 
 ``<dataset>`` is a MURA split (``valid``, ``train_holdout``) or an external dataset (``fracatlas``).
 
@@ -55,6 +60,11 @@ __all__ = [
     "TRAIN_STATE_FILE",
     "SCOPE_HEAD_FILE",
     "SCOPE_METRICS_FILE",
+    "EMBEDDINGS_FILE",
+    "EMBEDDING_FEATURES_FILE",
+    "LABEL_ISSUES_FILE",
+    "DUPLICATES_FILE",
+    "DATA_AUDIT_FILE",
     "TRAIN_HOLDOUT",
     "weights_dir",
     "file_version",
@@ -77,6 +87,11 @@ TRAINING_LOG_FILE = "training_log.csv"
 TRAIN_STATE_FILE = "train_state.pt"
 SCOPE_HEAD_FILE = "scope_head.npz"
 SCOPE_METRICS_FILE = "scope_metrics.json"
+EMBEDDINGS_FILE = "embeddings.npz"
+EMBEDDING_FEATURES_FILE = "embedding_features.npz"
+LABEL_ISSUES_FILE = "label_issues.csv"
+DUPLICATES_FILE = "duplicates.csv"
+DATA_AUDIT_FILE = "data_audit.json"
 #: The dataset name of the predictions on train/'s held-out patients (core.train, core.ensemble).
 TRAIN_HOLDOUT = "train_holdout"
 _PREDICTIONS_HASH_KEY = "predictions_sha256"
@@ -170,6 +185,31 @@ class ModelArtifacts:
     def scope_metrics(self) -> Path:
         """core.scope's out-of-fold measurement of :attr:`scope_head`, written beside it."""
         return self.directory / SCOPE_METRICS_FILE
+
+    @property
+    def embeddings(self) -> Path:
+        """core.embeddings' map cache: 2-D coordinates, shared-space vectors, hashes and study neighbours."""
+        return self.directory / EMBEDDINGS_FILE
+
+    @property
+    def embedding_features(self) -> Path:
+        """The raw out-of-fold penultimate feature of every embedded image (float16), for analyses of one's own."""
+        return self.directory / EMBEDDING_FEATURES_FILE
+
+    @property
+    def label_issues(self) -> Path:
+        """Studies ranked by cleanlab's label quality on out-of-sample probabilities (the review queue)."""
+        return self.directory / LABEL_ISSUES_FILE
+
+    @property
+    def duplicates(self) -> Path:
+        """Near-duplicate image groups within and across splits and datasets (the leakage audit)."""
+        return self.directory / DUPLICATES_FILE
+
+    @property
+    def data_audit(self) -> Path:
+        """Counts of label issues and duplicates, and how the embeddings were made, for the Data map page."""
+        return self.directory / DATA_AUDIT_FILE
 
     def evaluation_version(self, dataset: str) -> tuple[str, int, int]:
         """The cache key of the cached evaluation of ``dataset``: folder and both files' versions."""

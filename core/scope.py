@@ -53,6 +53,7 @@ __all__ = [
     "ScopeHead",
     "ScopeHeadError",
     "image_features",
+    "network_features",
     "fit_head",
     "load_head",
     "head_for",
@@ -144,16 +145,22 @@ def image_features(loaded: LoadedModel, images: Sequence[np.ndarray], *, source:
                    batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
     """(N, D) float32 pooled features: the input of the final linear layer of the ``source`` network."""
     network = _feature_network(loaded, source)
+    chunks = [network_features(network, model_inputs(loaded, images[start : start + batch_size]))
+              for start in range(0, len(images), batch_size)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+@torch.inference_mode()
+def network_features(network: nn.Module, batch: torch.Tensor) -> np.ndarray:
+    """(N, D) float32 input of ``network``'s final linear layer for a prepared batch (its penultimate
+    features); core.embeddings runs each ensemble member through this on one shared batch."""
     captured: list[torch.Tensor] = []
     handle = _last_linear(network).register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach()))
     try:
-        for start in range(0, len(images), batch_size):
-            network(model_inputs(loaded, images[start : start + batch_size]))
+        network(batch)
     finally:
         handle.remove()
-    if not captured:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(captured).float().numpy()
+    return captured[0].float().numpy()
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from core.card import training_card, write_card
 from core.metrics import study_table
 from core.models import create_model, get_config, save_checkpoint
 from core.preprocess import to_model_input
-from core.splits import patient_split, patient_subset
+from core.splits import patient_split, patient_subset, split_groups
 from core.thresholds import holdout_summary
 
 __all__ = ["RUNTIME_FIELDS", "TrainConfig", "TrainingError", "main", "predict_canvases", "study_batches",
@@ -85,6 +85,10 @@ class TrainConfig:
     #: DataLoader processes that augment training images (0: in the training process). The draws
     #: are made in order in the training process, so results do not depend on this number.
     workers: int = 0
+    #: A near-duplicate audit (core.embeddings' duplicates.csv): patients whose images are copies of
+    #: each other are kept on one side of the split, so a copy cannot leak into the holdout.
+    #: None splits by patient alone (how the shipped model was split).
+    duplicates: str | None = None
 
 
 #: Settings that change where and how fast training runs, not what it computes; a resumed run may
@@ -239,8 +243,10 @@ def _load_data(config: TrainConfig, device: torch.device) -> _Data:
     if images.empty:
         raise TrainingError(f"no training images of {', '.join(config.study_types)} under {root}")
     # The split has its own seed, so ensemble members trained with different seeds share one holdout.
+    duplicates = pd.read_csv(config.duplicates) if config.duplicates else None
     fit_idx, holdout_idx = patient_split(
-        images, config.holdout_fraction, config.split_seed, folds=config.folds, fold=config.fold
+        images, config.holdout_fraction, config.split_seed, folds=config.folds, fold=config.fold,
+        groups=split_groups(images, duplicates),
     )
     fit_idx = patient_subset(images, fit_idx, config.train_fraction, config.split_seed)
     # Decode only the images fitted or scored (with --train-fraction the rest are never used).
@@ -408,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainConfig, name))
     for name in ("max_lr", "weight_decay", "label_smoothing", "rotation", "holdout_fraction", "train_fraction"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainConfig, name))
+    parser.add_argument("--duplicates", help="core.embeddings' duplicates.csv: keep patients sharing copies together")
     parser.add_argument("--study-loss", action="store_true",
                         help="batches of whole studies, loss on each study's mean view probability")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",

@@ -27,6 +27,7 @@ __all__ = [
     "ERROR_ANALYSIS",
     "HEATMAP_ACCURACY",
     "QUIZ",
+    "DATA_MAP",
     "MODEL_CARD",
     "all_pages",
     "page",
@@ -53,6 +54,7 @@ PERFORMANCE = "performance"
 ERROR_ANALYSIS = "error_analysis"
 HEATMAP_ACCURACY = "heatmap_accuracy"
 QUIZ = "quiz"
+DATA_MAP = "data_map"
 MODEL_CARD = "model_card"
 #: Every page in menu order; the first is the default, served at "/". URL paths are the file stems,
 #: as Streamlit infers them, so links people saved before the table existed still work.
@@ -63,6 +65,7 @@ PAGES = (
     PageSpec("performance.py", "Performance", ":material/monitoring:", PERFORMANCE),
     PageSpec("error_analysis.py", "Error analysis", ":material/rule:", ERROR_ANALYSIS),
     PageSpec("heatmap_accuracy.py", "Heat-map accuracy", ":material/my_location:", HEATMAP_ACCURACY),
+    PageSpec("data_map.py", "Data map", ":material/scatter_plot:", DATA_MAP),
     PageSpec("quiz.py", "Read it yourself", ":material/quiz:", QUIZ),
     PageSpec("model_card.py", "Model card", ":material/description:", MODEL_CARD),
 )

@@ -17,7 +17,7 @@ from core.artifacts import EvaluationMismatchError
 from core.evaluate import FRACATLAS, region_thresholds
 from core.metrics import study_table
 from core.models import LoadedModel
-from dashboard import state, studies, views
+from dashboard import data_map, state, studies, views
 from dashboard.charts import group_label
 
 PAGE_SIZE = 12
@@ -220,5 +220,6 @@ for start in range(0, len(page_rows), COLUMNS):
                                 strict=False):
         with column:
             study_card(row, root, words)
+data_map.similar_picker(loaded.name, page_rows["ref"], key="browse")
 if dataset == FRACATLAS:
     st.caption(f"Images: {fracatlas.CREDIT}")

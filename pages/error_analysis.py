@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core import metrics
-from dashboard import charts, evaluation, state, views
+from dashboard import charts, data_map, evaluation, state, views
 from dashboard.charts import CELL_NAMES, CELLS, OVERALL, group_label
 from dashboard.studies import StudyLoadError, load_study
 
@@ -125,4 +125,5 @@ thresholds = evaluation.threshold_controls(model, card, scope="error")
 body_part, subset, cell = choose_cell(evaluated.table, thresholds)
 in_cell = evaluation.cell_studies(subset, thresholds, cell)
 show_listing(model, body_part, cell, in_cell)
+data_map.similar_picker(model, in_cell["study_path"], key="error")
 show_views(in_cell, thresholds)

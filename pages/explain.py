@@ -17,7 +17,7 @@ from core.localization import TOLERANCE_PX
 from core.models import LoadedModel
 from core.overlay import threshold_mask
 from core.scope import study_scope
-from dashboard import evaluation, scope_view, slow_runs, state, studies, uploads, views
+from dashboard import data_map, evaluation, scope_view, slow_runs, state, studies, uploads, views
 from dashboard import localization as accuracy
 from dashboard.charts import group_label
 from dashboard.views import CamSettings
@@ -347,3 +347,4 @@ verdict_threshold = None if no_verdict else prediction.threshold  # the one the 
 if method is not None:
     view_details(loaded, images, settings, verdict_threshold, study_id)
 comparison(loaded, images, settings, verdict_threshold, study_id)
+data_map.show_similar_studies(loaded.name, study_id, key="explain")

@@ -1,0 +1,358 @@
+"""The data-centric view: an embeddings map, similar studies, the label-issue queue and the
+duplicate audit, all read from what ``python -m core.embeddings`` cached in the model folder.
+
+Nothing here runs the model over a dataset: coordinates, neighbours, label quality and duplicate
+groups come from the cache, joined with the cached predictions. Images (and their CAMs) are drawn
+only for the few studies a user picks, from the user's own data folders, never from the repository.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import embeddings as core_embeddings
+from core import fracatlas
+from core.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
+from core.card import card_thresholds, threshold_for
+from core.evaluate import REGION_LABELS
+from dashboard import localization, state, studies, views
+
+__all__ = [
+    "COLOUR_OPTIONS",
+    "DATASET_LABELS",
+    "MAX_GALLERY",
+    "CacheMissing",
+    "read_embeddings",
+    "map_table",
+    "study_summary",
+    "map_figure",
+    "selected_rows",
+    "read_label_issues",
+    "read_duplicates",
+    "read_audit",
+    "similar_table",
+    "show_similar_studies",
+    "similar_picker",
+    "show_studies",
+    "missing_cache_message",
+]
+
+DATASET_LABELS = {"mura_train": "MURA train (out of fold)", "mura_valid": "MURA valid", "fracatlas": "FracAtlas"}
+#: Colour choice shown to the user -> column of :func:`map_table`.
+COLOUR_OPTIONS = {"Error type": "error", "Label": "label_text", "Prediction": "prediction", "Body part": "body_part",
+                  "Dataset": "dataset_label", "Hardware (FracAtlas)": "hardware", "Label issue": "label_issue_text",
+                  "Near-duplicate": "duplicate_text"}
+#: Studies drawn with their views and CAMs at most (each costs a forward and a CAM per view).
+MAX_GALLERY = 8
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf")
+_FIXED_COLOURS = {"TP": "#2ca02c", "TN": "#1f77b4", "FP": "#ff7f0e", "FN": "#d62728", "abnormal": "#d62728",
+                  "normal": "#1f77b4", "fracture": "#ff7f0e", "no fracture": "#17becf",
+                  "called abnormal": "#d62728", "called normal": "#1f77b4", "n/a": "#c7c7c7"}
+
+
+class CacheMissing(LookupError):
+    """The model has no data-map cache yet; ``str(error)`` says which command makes it."""
+
+
+def missing_cache_message(model: str) -> str:
+    """One sentence: how to build the cache this page reads."""
+    return (f"No data-map cache for **{model}** yet. Run `python -m core.embeddings --mura-root PATH "
+            f"--fracatlas-root PATH --model {model}` (about 20 minutes on two cores) and reload.")
+
+
+@st.cache_data(show_spinner="Reading the embeddings…", max_entries=4)
+def _read_embeddings(path: str, version: int) -> core_embeddings.Embeddings:
+    return core_embeddings.load(Path(path))
+
+
+def read_embeddings(model: str) -> core_embeddings.Embeddings:
+    """The model's embeddings cache (st.cache_data per file version).
+
+    Raises:
+        CacheMissing: the file is absent or unreadable.
+    """
+    path = ModelArtifacts.of(model).embeddings
+    version = file_version(path)
+    if not version:
+        raise CacheMissing(missing_cache_message(model))
+    try:
+        return _read_embeddings(str(path), version)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CacheMissing(f"{path.name} cannot be read ({type(exc).__name__}); rerun python -m core.embeddings.") \
+            from exc
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _read_csv(path: str, version: int) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def _csv(path: Path) -> pd.DataFrame | None:
+    version = file_version(path)
+    return _read_csv(str(path), version) if version else None
+
+
+def read_label_issues(model: str) -> pd.DataFrame | None:
+    """cleanlab's ranking of studies (lowest label quality first), or None before core.embeddings ran."""
+    return _csv(ModelArtifacts.of(model).label_issues)
+
+
+def read_duplicates(model: str) -> pd.DataFrame | None:
+    """The near-duplicate groups (one row per image), or None before core.embeddings ran."""
+    return _csv(ModelArtifacts.of(model).duplicates)
+
+
+def read_audit(model: str) -> dict | None:
+    """The counts core.embeddings wrote (data_audit.json), or None."""
+    path = ModelArtifacts.of(model).data_audit
+    version = file_version(path)
+    return _read_json(str(path), version) if version else None
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _read_json(path: str, version: int) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _mura_rows(predictions: pd.DataFrame, thresholds: dict[str, float], dataset: str) -> pd.DataFrame:
+    study_probability = predictions.groupby("study_path")["probability"].transform("mean")
+    return pd.DataFrame({
+        "dataset": dataset, "key": predictions["path"], "study": predictions["study_path"],
+        "body_part": predictions["study_type"].str.removeprefix("XR_").str.lower(),
+        "study_type": predictions["study_type"], "label": predictions["label"].astype(int),
+        "label_text": np.where(predictions["label"] == 1, "abnormal", "normal"),
+        "probability": predictions["probability"], "study_probability": study_probability,
+        "threshold": [threshold_for(thresholds, t) for t in predictions["study_type"]], "hardware": "n/a"})
+
+
+def _fracatlas_rows(predictions: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
+    threshold = predictions["threshold"].fillna(threshold_for(thresholds, None))
+    return pd.DataFrame({
+        "dataset": "fracatlas", "key": predictions["file"], "study": predictions["file"],
+        "body_part": predictions["region"].map(REGION_LABELS).fillna(predictions["region"]),
+        "study_type": None, "label": predictions["fractured"].astype(int),
+        "label_text": np.where(predictions["fractured"] == 1, "fracture", "no fracture"),
+        "probability": predictions["probability"], "study_probability": predictions["probability"],
+        "threshold": threshold, "hardware": np.where(predictions["hardware"] == 1, "hardware", "no hardware")})
+
+
+@st.cache_data(show_spinner="Joining the map with the cached predictions…", max_entries=4)
+def _map_table(model: str, versions: tuple[int, ...]) -> pd.DataFrame:
+    files = ModelArtifacts.of(model)
+    thresholds = card_thresholds(state.read_card(model))
+    parts = []
+    for dataset, name in (("mura_train", TRAIN_HOLDOUT), ("mura_valid", "valid")):
+        if files.predictions(name).is_file():
+            parts.append(_mura_rows(pd.read_csv(files.predictions(name)), thresholds, dataset))
+    if files.predictions("fracatlas").is_file():
+        parts.append(_fracatlas_rows(pd.read_csv(files.predictions("fracatlas")), thresholds))
+    predictions = pd.concat(parts, ignore_index=True)
+    images = read_embeddings(model).images
+    table = images.merge(predictions.drop(columns="study"), on=["dataset", "key"], how="left", validate="1:1")
+    called = table["study_probability"] >= table["threshold"]
+    positive = table["label"] == 1
+    table["prediction"] = np.where(called, "called abnormal", "called normal")
+    table["error"] = np.select([called & positive, called & ~positive, ~called & positive], ["TP", "FP", "FN"], "TN")
+    table.loc[table["probability"].isna(), ["prediction", "error"]] = "n/a"
+    table["dataset_label"] = table["dataset"].map(DATASET_LABELS)
+    issues = read_label_issues(model)
+    flagged = set() if issues is None else set(issues.loc[issues["label_issue"], "study_path"])
+    table["label_issue_text"] = np.where(table["study"].isin(flagged), "label issue (cleanlab)", "not flagged")
+    duplicates = read_duplicates(model)
+    scope = ({} if duplicates is None else
+             dict(zip(zip(duplicates["dataset"], duplicates["key"], strict=True), duplicates["scope"], strict=True)))
+    table["duplicate_text"] = [scope.get(pair, "no copy found") for pair in
+                               zip(table["dataset"], table["key"], strict=True)]
+    table["confidence"] = np.where(called, table["study_probability"], 1 - table["study_probability"])
+    return table
+
+
+def map_table(model: str) -> pd.DataFrame:
+    """One row per embedded image: map coordinates, dataset, study, label, probabilities, the call
+    at the card's thresholds (study level for MURA), error type and the audit flags.
+
+    Raises:
+        CacheMissing: no embeddings cache.
+    """
+    files = ModelArtifacts.of(model)
+    read_embeddings(model)  # raises CacheMissing before the join
+    versions = tuple(file_version(p) for p in (files.embeddings, files.predictions(TRAIN_HOLDOUT),
+                                               files.predictions("valid"), files.predictions("fracatlas"),
+                                               files.label_issues, files.duplicates, files.card))
+    return _map_table(model, versions)
+
+
+def study_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per study of ``rows`` (image rows of :func:`map_table`), most confidently wrong first."""
+    if rows.empty:
+        return pd.DataFrame(columns=["study", "dataset", "body_part", "label_text", "study_probability", "threshold",
+                                     "error", "views"])
+    grouped = rows.groupby("study", sort=False).agg(
+        dataset=("dataset", "first"), body_part=("body_part", "first"), label_text=("label_text", "first"),
+        study_probability=("study_probability", "first"), threshold=("threshold", "first"),
+        error=("error", "first"), confidence=("confidence", "first"), views=("key", "size")).reset_index()
+    wrong = grouped["error"].isin(["FP", "FN"])
+    return (grouped.assign(_wrong=wrong).sort_values(["_wrong", "confidence"], ascending=False, kind="stable")
+            .drop(columns=["_wrong", "confidence"]).reset_index(drop=True))
+
+
+def _colours(values: list[str]) -> dict[str, str]:
+    free = iter(c for c in _PALETTE if c not in {_FIXED_COLOURS.get(v) for v in values})
+    return {v: _FIXED_COLOURS.get(v) or next(free, "#7f7f7f") for v in values}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _figure(model: str, versions: tuple[int, ...], colour: str, projection: str) -> go.Figure:
+    table = _map_table(model, versions)
+    x, y = ("x", "y") if projection == "umap" else ("pca_x", "pca_y")
+    figure = go.Figure()
+    values = sorted(table[colour].astype(str).unique())
+    palette = _colours(values)
+    for value in values:
+        rows = table[table[colour].astype(str) == value]
+        figure.add_trace(go.Scattergl(
+            x=rows[x], y=rows[y], mode="markers", name=f"{value} ({len(rows)})",
+            marker={"size": 5, "color": palette[value], "opacity": 0.75},
+            customdata=np.column_stack([rows.index.to_numpy(), rows["study"], rows["dataset_label"],
+                                        rows["label_text"], rows["probability"].round(3), rows["error"]]),
+            hovertemplate=("%{customdata[1]}<br>%{customdata[2]} · label %{customdata[3]}<br>"
+                           "P(abnormal) %{customdata[4]} · %{customdata[5]}<extra></extra>")))
+    figure.update_layout(height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10}, dragmode="lasso",
+                         legend={"itemsizing": "constant"}, xaxis={"visible": False}, yaxis={"visible": False})
+    return figure
+
+
+def map_figure(model: str, colour: str, projection: str = "umap") -> go.Figure:
+    """The scatter of every image coloured by ``colour`` (a :func:`map_table` column), one WebGL trace per
+    value; each point carries its row number in ``customdata[0]`` for :func:`selected_rows`."""
+    files = ModelArtifacts.of(model)
+    versions = tuple(file_version(p) for p in (files.embeddings, files.predictions(TRAIN_HOLDOUT),
+                                               files.predictions("valid"), files.predictions("fracatlas"),
+                                               files.label_issues, files.duplicates, files.card))
+    return _figure(model, versions, colour, projection)
+
+
+def selected_rows(event: Any) -> list[int]:
+    """Row numbers of :func:`map_table` picked by a box, lasso or click on :func:`map_figure`."""
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        return []
+    rows = []
+    for point in points:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        if data:
+            rows.append(int(float(data[0])))
+    return sorted(set(rows))
+
+
+def similar_table(model: str, study: str, k: int = 6) -> pd.DataFrame | None:
+    """The ``k`` studies the model's features put nearest to ``study``, with dataset, label, the cached
+    study probability and the call; None when there is no cache, empty when the study is not in it."""
+    try:
+        cache = read_embeddings(model)
+        table = map_table(model)
+    except CacheMissing:
+        return None
+    near = cache.similar(study, k)
+    if near.empty:
+        return near
+    summary = study_summary(table[table["study"].isin(near["study"])]).set_index("study")
+    return near.join(summary.drop(columns="dataset"), on="study")
+
+
+def _study_ref(study: str, dataset: str) -> str:
+    """The reference Explain opens: the MURA study path, or ``fracatlas/<file>``."""
+    return studies.FRACATLAS_PREFIX + study if dataset == "fracatlas" else study
+
+
+def show_similar_studies(model: str, study_ref: str | None, *, key: str, k: int = 6) -> None:
+    """A collapsed panel: the studies nearest to ``study_ref`` in the model's feature space ("cases the
+    model thinks look alike"), with labels and probabilities. One call per page; silent without a cache."""
+    if not study_ref:
+        return
+    study = study_ref.removeprefix(studies.FRACATLAS_PREFIX)
+    near = similar_table(model, study, k)
+    if near is None or near.empty:
+        return
+    with st.expander(f"Similar studies: the {len(near)} the model thinks look most alike", expanded=False):
+        st.caption("Nearest by cosine distance between the studies' mean penultimate features (train/ studies "
+                   "embedded out of fold). Alike to the model is not alike to a radiologist: that is the point.")
+        shown = near.assign(dataset=near["dataset"].map(DATASET_LABELS))
+        st.dataframe(shown[["study", "dataset", "body_part", "label_text", "study_probability", "error", "distance"]],
+                     hide_index=True, width="stretch", key=f"{key}_table",
+                     column_config={"study": st.column_config.TextColumn("Study", width="large"),
+                                    "dataset": "Dataset", "body_part": "Body part", "label_text": "Label",
+                                    "study_probability": st.column_config.NumberColumn("P(abnormal)", format="%.3f"),
+                                    "error": "Call", "distance": st.column_config.NumberColumn("Distance",
+                                                                                               format="%.3f")})
+
+
+def _views(study: str, dataset: str, mura_root: Path | None,
+           atlas_root: Path | None) -> tuple[list[tuple[str, np.ndarray]], str | None, str | None]:
+    """(views, study type, why not) of a map study, read from the user's data folders."""
+    if dataset == "fracatlas":
+        if atlas_root is None:
+            return [], None, "FracAtlas images need a FracAtlas folder (FRACATLAS_ROOT)."
+        pixels = localization.image_pixels(atlas_root, study) if fracatlas.image_file(atlas_root, study).is_file() \
+            else None
+        if pixels is None:
+            return [], None, f"{study} is not in the FracAtlas folder {atlas_root.name}."
+        return [(Path(study).name, pixels)], None, None
+    if mura_root is None:
+        return [], None, "MURA images are read from your own copy: set the MURA folder in the sidebar."
+    try:
+        study_data = studies.load_study(study, mura_root)
+    except studies.StudyLoadError as exc:
+        return [], None, str(exc)
+    return study_data.views, study_data.study_type, None
+
+
+def show_studies(rows: pd.DataFrame, *, key: str, cams: bool, limit: int = MAX_GALLERY) -> None:
+    """Draw the first ``limit`` studies of ``rows`` (columns ``study``, ``dataset``, and optionally
+    ``label_text``/``study_probability``) with their views, and CAMs when ``cams``."""
+    mura_root = state.current_mura_root()
+    atlas_root, _ = localization.fracatlas_root()
+    loaded = state.current_model() if cams else None
+    for row in rows.head(limit).itertuples():
+        facts = [DATASET_LABELS.get(row.dataset, row.dataset)]
+        if hasattr(row, "label_text"):
+            facts.append(f"label {row.label_text}")
+        if hasattr(row, "study_probability"):
+            facts.append(f"cached P(abnormal) {row.study_probability:.3f}")
+        st.markdown(f"**{row.study}** · " + " · ".join(facts))
+        pictures, study_type, problem = _views(row.study, row.dataset, mura_root, atlas_root)
+        if problem:
+            st.caption(problem)
+            continue
+        if loaded is None:
+            grid = st.columns(4)
+            for index, (name, pixels) in enumerate(pictures):
+                grid[index % 4].image(pixels, caption=name, width="stretch")
+        else:
+            views.show_study_views(loaded, pictures, study_type=study_type)
+        if st.button("Open in Explain", key=f"{key}_open_{row.study}"):
+            views.open_in_explain(_study_ref(row.study, row.dataset))
+
+
+def similar_picker(model: str, refs: pd.Series, *, key: str, k: int = 6) -> None:
+    """For a page listing many studies (Browse, Error analysis): pick one of ``refs`` and see its
+    :func:`show_similar_studies`; silent when the model has no cache or none of them is in it."""
+    try:
+        known = set(read_embeddings(model).studies)
+    except CacheMissing:
+        return
+    choices = [ref for ref in dict.fromkeys(refs) if ref.removeprefix(studies.FRACATLAS_PREFIX) in known]
+    if not choices:
+        return
+    ref = st.selectbox("Similar studies of", choices, key=f"{key}_similar_study", format_func=studies.study_title,
+                       help="Its nearest studies in the model's feature space (Data map page).")
+    show_similar_studies(model, ref, key=key, k=k)

@@ -1,0 +1,100 @@
+"""Data map page (AppTest) on a scratch model with a synthetic data-map cache: the map, a selection
+listing exactly its studies, the label-issue queue (topped by the planted flip) with its CSV, the
+duplicate audit (the planted train-valid copy), and the similar-studies panel on Error analysis."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.models import DEFAULT_MODEL
+from dashboard import data_map
+from tests.app_pages import assert_clean, start_app
+from tests.data_map_cache import map_weights  # noqa: F401 - a fixture
+
+PAGE = "../pages/data_map.py"
+MAP_KEY = "data_map_scatter"  # the chart's key in pages/data_map.py
+
+
+@pytest.fixture
+def use_map_weights(monkeypatch: pytest.MonkeyPatch,
+                    map_weights: tuple[Path, dict, str]) -> tuple[Path, dict, str]:  # noqa: F811
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(map_weights[0]))
+    monkeypatch.delenv("MURA_ROOT", raising=False)
+    return map_weights
+
+
+def _open(picked: list[int] | None = None) -> AppTest:
+    """The page, with map rows ``picked`` as if boxed on the chart (a chart's selection can be set only
+    before the chart is first drawn)."""
+    at = start_app()
+    if picked is not None:
+        at.session_state[MAP_KEY] = {"selection": {
+            "points": [{"customdata": [i]} for i in picked], "point_indices": picked, "box": [], "lasso": []}}
+    at.switch_page(PAGE).run()
+    assert_clean(at)
+    return at
+
+
+def test_page_says_how_to_build_the_cache_when_absent(use_scratch_weights: Path) -> None:
+    at = _open()
+    assert any("python -m core.embeddings" in info.value for info in at.info)
+
+
+def test_map_lists_selected_studies_and_the_audit(use_map_weights: tuple[Path, dict, str]) -> None:
+    _, summary, flipped = use_map_weights
+    table = data_map.map_table(DEFAULT_MODEL)
+    picked = [0, 1, len(table) - 1]
+    at = _open(picked)
+    assert at.title[0].value == "Data map"
+    (selected,) = [f.value for f in at.dataframe if "error" in f.value.columns and "views" in f.value.columns]
+    assert set(selected["study"]) == set(table.iloc[picked]["study"])
+    issues = next(f.value for f in at.dataframe if "label_quality" in f.value.columns)
+    train_queue = issues[issues["dataset"] == data_map.DATASET_LABELS["mura_train"]]
+    assert train_queue.iloc[0]["study_path"] == flipped  # the planted flip tops train/'s flagged queue
+    assert any(m.label == "Near-duplicate groups" and m.value == str(summary["duplicates"]["groups"])
+               for m in at.metric)
+    assert any(m.label == "train-valid leaks" and m.value == "1" for m in at.metric)
+
+
+def test_selection_is_fast_on_a_warm_cache(use_map_weights: tuple[Path, dict, str]) -> None:
+    table = data_map.map_table(DEFAULT_MODEL)
+    at = _open(list(range(0, len(table), 3)))
+    times = []
+    for _ in range(3):
+        began = time.perf_counter()
+        at.run()
+        times.append(time.perf_counter() - began)
+    assert_clean(at)
+    assert any(s.value.startswith("Similar") or "studies selected" in s.value for s in at.subheader)
+    assert sorted(times)[1] < 2.0  # AppTest adds its own overhead; bench/ measures the server time
+
+
+def test_similar_studies_show_neighbours_with_labels(use_map_weights: tuple[Path, dict, str]) -> None:
+    table = data_map.map_table(DEFAULT_MODEL)
+    study = table["study"].iloc[0]
+    near = data_map.similar_table(DEFAULT_MODEL, study, k=4)
+    assert len(near) == 4 and study not in set(near["study"])
+    assert near["distance"].is_monotonic_increasing
+    assert {"label_text", "study_probability", "error"} <= set(near.columns)
+    at = start_app().switch_page("../pages/error_analysis.py").run()
+    assert_clean(at)
+    assert any(e.label.startswith("Similar studies") for e in at.expander)
+
+
+def test_selected_rows_reads_customdata() -> None:
+    event = {"selection": {"points": [{"customdata": [3, "s"]}, {"customdata": ["7.0"]}, {"x": 1}]}}
+    assert data_map.selected_rows(event) == [3, 7]
+    assert data_map.selected_rows(None) == []
+
+
+def test_study_summary_puts_confident_errors_first() -> None:
+    rows = pd.DataFrame({"study": ["a", "b", "c"], "dataset": "mura_valid", "body_part": "humerus",
+                         "label_text": ["normal", "abnormal", "normal"], "study_probability": [0.6, 0.1, 0.9],
+                         "threshold": 0.5, "error": ["FP", "FN", "FP"], "confidence": [0.6, 0.9, 0.9],
+                         "key": ["a/1", "b/1", "c/1"]})
+    assert data_map.study_summary(rows)["study"].tolist() == ["b", "c", "a"]
