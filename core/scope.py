@@ -148,12 +148,13 @@ def image_features(loaded: LoadedModel, images: Sequence[np.ndarray], *, source:
     handle = _last_linear(network).register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach()))
     try:
         for start in range(0, len(images), batch_size):
-            network(model_inputs(loaded, images[start : start + batch_size]))
+            batch = model_inputs(loaded, images[start : start + batch_size])
+            network(batch.to(next(network.parameters()).device))
     finally:
         handle.remove()
     if not captured:
         return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(captured).float().numpy()
+    return torch.cat(captured).float().cpu().numpy()
 
 
 @dataclass(frozen=True)
