@@ -29,6 +29,8 @@ test: lint
 bench: $(STAMP)
 	$(PY) bench/bench_predict.py
 	$(PY) bench/bench_evaluate.py --mura-root $(MURA_ROOT)
+	$(PY) bench/bench_backends.py --mura-root $(MURA_ROOT)
+	$(PY) bench/bench_scale.py --mura-root $(MURA_ROOT)
 	$(PY) bench/bench_dashboard.py
 	$(PY) bench/load_test.py --sessions 4
 

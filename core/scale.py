@@ -136,8 +136,7 @@ def local_batches(decoder: Decoder, chunks: list[list[str]], workers: int, *,
                   pin_memory: bool) -> Iterator[torch.Tensor]:
     """The model inputs of ``chunks`` in order, decoded by ``workers`` DataLoader processes."""
     loader = torch.utils.data.DataLoader(_Chunks(decoder, chunks), batch_size=None, num_workers=workers,
-                                         pin_memory=pin_memory, prefetch_factor=4 if workers else None,
-                                         persistent_workers=False)
+                                         pin_memory=pin_memory, prefetch_factor=4)
     yield from loader
 
 
@@ -164,7 +163,8 @@ def ray_session(engine: Engine) -> Iterator[Any]:
         try:
             ray.init(address=engine.ray_address, runtime_env=runtime_env, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        # Any exception: Ray raises a bare Exception when its node does not start in time.
+        except Exception as exc:  # noqa: BLE001
             raise ScaleError(f"Ray could not start or reach {engine.ray_address or 'a local instance'}: "
                              f"{str(exc).splitlines()[0]}") from exc
     try:

@@ -1,5 +1,5 @@
 """Scaling out core.evaluate: an absent device is one sentence, a missing Ray install is one
-sentence, and a local Ray Data run writes the very files the single-process run writes."""
+sentence, and DataLoader workers and a local Ray Data run write the very files the single process writes."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_missing_ray_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                     reason="Ray is not installed (pip install -r requirements-scale.txt)")
-def test_local_ray_writes_the_single_process_files(tiny_weights: Path, tmp_path: Path,
+def test_workers_and_local_ray_write_the_single_process_files(tiny_weights: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
@@ -64,9 +64,11 @@ def test_local_ray_writes_the_single_process_files(tiny_weights: Path, tmp_path:
     args = ["--mura-root", str(root), "--n-boot", "20", "--threads", "1", "--batch-size", "3"]
     assert evaluate_cli.main(args) == 0
     single = (model / "predictions_valid.csv").read_bytes()
+    assert evaluate_cli.main([*args, "--workers", "2", "--force"]) == 0  # DataLoader processes decode
+    assert (model / "predictions_valid.csv").read_bytes() == single
     (model / "predictions_valid.csv").unlink()
     (model / "metrics_valid.json").unlink()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
     try:
         assert evaluate_cli.main([*args, "--ray"]) == 0
     finally:
