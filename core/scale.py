@@ -226,7 +226,9 @@ def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *
 
         dataset = (
             ray.data.from_items(chunks, override_num_blocks=min(len(chunks), 200))
-            .map(decode)
+            # Half a CPU per decoding task: other resources than the actors', so Ray Data keeps decoding a
+            # stage of its own (not fused into the actors) that runs beside the scoring.
+            .map(decode, num_cpus=0.5)
             .map_batches(_Scorer, batch_size=1, batch_format="numpy", concurrency=actors, num_cpus=cpus,
                          num_gpus=gpus, fn_constructor_kwargs={
                              "loaded": ray.put(on_device(loaded, torch.device("cpu"))), "decoder": decoder,

@@ -1,5 +1,6 @@
 """Scaling out core.evaluate: an absent device is one sentence, a missing Ray install is one
-sentence, and DataLoader workers and a local Ray Data run write the very files the single process writes."""
+sentence, and DataLoader workers and a local Ray Data run write the very files (evaluation, CAM sweep)
+the single process writes."""
 
 from __future__ import annotations
 
@@ -8,15 +9,19 @@ import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from core import evaluate as evaluate_cli
+from core import localize as localize_cli
 from core import predict as predict_cli
+from core.artifacts import ModelArtifacts
 from core.devices import DeviceError, resolve_device
 from core.models import DEFAULT_MODEL
 from core.scale import ScaleError, import_ray
 from tests.fake_mura import make_fake_mura
+from tests.outlined_fracatlas import make_outlined_fracatlas
 
 
 @pytest.fixture
@@ -68,10 +73,21 @@ def test_workers_and_local_ray_write_the_single_process_files(tiny_weights: Path
     assert (model / "predictions_valid.csv").read_bytes() == single
     (model / "predictions_valid.csv").unlink()
     (model / "metrics_valid.json").unlink()
+    files = ModelArtifacts(model)
+    sweep = ["--root", str(make_outlined_fracatlas(tmp_path / "fracatlas")), "--methods", "GradCAM", "HiResCAM",
+             "--layers", "stage 5 (96 ch, stride 16)", "--bootstrap", "20"]
+    assert localize_cli.main(sweep) == 0
+    swept = localize_cli.read_rows(files.localization(localize_cli.DATASET))
+    files.localization(localize_cli.DATASET).unlink()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
     try:
         assert evaluate_cli.main([*args, "--ray"]) == 0
+        assert localize_cli.main([*sweep, "--ray"]) == 0
     finally:
         ray.shutdown()
     assert (model / "predictions_valid.csv").read_bytes() == single
     assert len(single.splitlines()) > 4  # a few images, in more than one batch
+    on_ray = localize_cli.read_rows(files.localization(localize_cli.DATASET))
+    assert len(swept) == 3 * 4  # three outlined fractures x (two maps + two chance maps)
+    pd.testing.assert_frame_equal(*(rows.drop(columns="seconds").sort_values(localize_cli.KEY_COLUMNS)
+                                    .reset_index(drop=True) for rows in (on_ray, swept)))
