@@ -23,7 +23,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,16 @@ from core.devices import DeviceError, autocast, on_device
 from core.metrics import DEFAULT_N_BOOT, summarise
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, predict_batch
-from core.scale import LOCAL, Decoder, Engine, ScaleError, add_engine_arguments, engine_from_args, local_batches
+from core.scale import (
+    LOCAL,
+    Decoder,
+    Engine,
+    ScaleError,
+    add_engine_arguments,
+    engine_from_args,
+    local_batches,
+    ray_probabilities,
+)
 
 __all__ = [
     "PREDICTION_COLUMNS",
@@ -94,7 +102,7 @@ def _batches(root: Path, paths: list[str], loaded: LoadedModel, batch_size: int,
     prepare = Decoder.of(loaded, root, locate)
     chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
     if workers:
-        yield from local_batches(prepare, chunks, workers, pin_memory=loaded_on_gpu(loaded))
+        yield from local_batches(prepare, chunks, workers, pin_memory=_on_gpu(loaded))
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(prepare, chunks[0]) if chunks else None
@@ -104,7 +112,7 @@ def _batches(root: Path, paths: list[str], loaded: LoadedModel, batch_size: int,
             yield batch
 
 
-def loaded_on_gpu(loaded: LoadedModel) -> bool:
+def _on_gpu(loaded: LoadedModel) -> bool:
     """Whether the model runs on a CUDA GPU (then pinned host memory speeds the copies)."""
     return next(loaded.model.parameters()).is_cuda
 
@@ -124,15 +132,13 @@ def _predict_files(loaded: LoadedModel, root: Path, files: list[str], locate: Ca
     """P(abnormal) of each file, rounded once here so the cached CSV and every metric from it agree;
     on ``engine``'s device, or on Ray, where the batches and so the numbers are the same."""
     if engine.ray and files:
-        from core.scale import ray_probabilities
-
         return np.round(ray_probabilities(loaded, Decoder.of(loaded, root, locate), files, batch_size=batch_size,
                                           engine=engine, progress=progress, description=description), 6)
     device = engine.torch_device
     loaded = on_device(loaded, device)
     probabilities = []
     with tqdm(total=len(files), desc=description, unit="img", disable=not progress) as bar, \
-            autocast(device, engine.precision) if device.type != "cpu" else nullcontext():
+            autocast(device, engine.precision):
         for batch in _batches(root, files, loaded, batch_size, locate, engine.workers):
             probabilities.append(predict_batch(loaded, batch))
             bar.update(len(batch))
