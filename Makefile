@@ -10,7 +10,7 @@ export MURA_ROOT
 
 .PHONY: run lint test bench evaluate imagenet-weights clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-scale.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -29,6 +29,8 @@ test: lint
 bench: $(STAMP)
 	$(PY) bench/bench_predict.py
 	$(PY) bench/bench_evaluate.py --mura-root $(MURA_ROOT)
+	$(PY) bench/bench_backends.py --mura-root $(MURA_ROOT)
+	$(PY) bench/bench_scale.py --mura-root $(MURA_ROOT)
 	$(PY) bench/bench_dashboard.py
 	$(PY) bench/load_test.py --sessions 4
 

@@ -3,6 +3,7 @@ results for the dashboard.
 
     python -m core.evaluate --mura-root PATH --split valid [--model NAME] [--n-boot 1000] [--force]
     python -m core.evaluate --dataset fracatlas --root PATH [--model NAME] [--n-boot 1000] [--force]
+    ... [--device cuda] [--precision bf16] [--workers 6] [--ray | --ray-address ADDR]
 
 writes, as one pair (core.artifacts.write_evaluation), ``weights/<model>/predictions_<split>.csv``
 (one row per present image, keyed by its official path) and ``metrics_<split>.json`` (image and
@@ -13,7 +14,8 @@ metrics file also pools the body parts the model was trained on (``"trained"``, 
 "all body parts" would otherwise mix in the few studies of parts the model never saw.
 The dashboard only reads these files. Whatever part of the data is present is evaluated; the
 JSON records the coverage. A cached evaluation of more images is not replaced by one of fewer
-(a partial copy) without ``--force``.
+(a partial copy) without ``--force``. ``--device``, ``--workers`` and ``--ray`` choose where it runs
+(core.scale); every choice writes the same files, through the same writer.
 """
 
 from __future__ import annotations
@@ -33,9 +35,20 @@ from tqdm import tqdm
 from core import fracatlas, mura
 from core.artifacts import ModelArtifacts, check_replacement, write_evaluation
 from core.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
+from core.devices import DeviceError, autocast, on_device
 from core.metrics import DEFAULT_N_BOOT, LEVELS, OVERALL, summarise
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
-from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
+from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, predict_batch
+from core.scale import (
+    LOCAL,
+    Decoder,
+    Engine,
+    ScaleError,
+    add_engine_arguments,
+    engine_from_args,
+    local_batches,
+    ray_probabilities,
+)
 
 __all__ = [
     "PREDICTION_COLUMNS",
@@ -82,18 +95,18 @@ def region_thresholds(card: dict) -> dict[str, float]:
 
 
 def _batches(root: Path, paths: list[str], loaded: LoadedModel, batch_size: int,
-             locate: Callable[[Path, str], Path] = mura.image_file) -> Iterator[torch.Tensor]:
-    """Decode and letterbox the next batch in a background thread while the model runs.
+             locate: Callable[[Path, str], Path] = mura.image_file, workers: int = 0) -> Iterator[torch.Tensor]:
+    """Decode and letterbox the next batch in a background thread (or ``workers`` DataLoader
+    processes) while the model runs.
 
     Pillow's PNG decoder and torch's resize release the GIL, so one prefetch thread hides most
-    of the decoding cost behind inference.
+    of the decoding cost behind inference on a laptop; an accelerator needs worker processes.
     """
-    from core.imaging import load_radiograph
-
-    def prepare(chunk: list[str]) -> torch.Tensor:
-        return model_inputs(loaded, [load_radiograph(locate(root, p)).pixels for p in chunk])
-
+    prepare = Decoder.of(loaded, root, locate)
     chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+    if workers:
+        yield from local_batches(prepare, chunks, workers, pin_memory=_on_gpu(loaded))
+        return
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(prepare, chunks[0]) if chunks else None
         for next_chunk in chunks[1:] + [None]:
@@ -102,36 +115,48 @@ def _batches(root: Path, paths: list[str], loaded: LoadedModel, batch_size: int,
             yield batch
 
 
+def _on_gpu(loaded: LoadedModel) -> bool:
+    """Whether the model runs on a CUDA GPU (then pinned host memory speeds the copies)."""
+    return next(loaded.model.parameters()).is_cuda
+
+
 def predict_split(loaded: LoadedModel, root: Path, split: str, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                  progress: bool = True, limit: int | None = None) -> pd.DataFrame:
+                  progress: bool = True, limit: int | None = None, engine: Engine = LOCAL) -> pd.DataFrame:
     """One row per present image of ``split`` (the first ``limit`` only, for benchmarks):
     official path, metadata, label, probability."""
     images = mura.read_images(root, split).iloc[:limit]
     probability = _predict_files(loaded, root, images["path"].tolist(), mura.image_file, batch_size=batch_size,
-                                 progress=progress, description=f"{loaded.name} on {split}")
+                                 progress=progress, description=f"{loaded.name} on {split}", engine=engine)
     return images.assign(probability=probability)[PREDICTION_COLUMNS]
 
 
 def _predict_files(loaded: LoadedModel, root: Path, files: list[str], locate: Callable[[Path, str], Path],
-                   *, batch_size: int, progress: bool, description: str) -> np.ndarray:
-    """P(abnormal) of each file, rounded once here so the cached CSV and every metric from it agree."""
+                   *, batch_size: int, progress: bool, description: str, engine: Engine = LOCAL) -> np.ndarray:
+    """P(abnormal) of each file, rounded once here so the cached CSV and every metric from it agree;
+    on ``engine``'s device, or on Ray, where the batches and so the numbers are the same."""
+    if engine.ray and files:
+        return np.round(ray_probabilities(loaded, Decoder.of(loaded, root, locate), files, batch_size=batch_size,
+                                          engine=engine, progress=progress, description=description), 6)
+    device = engine.torch_device
+    loaded = on_device(loaded, device)
     probabilities = []
-    with tqdm(total=len(files), desc=description, unit="img", disable=not progress) as bar:
-        for batch in _batches(root, files, loaded, batch_size, locate):
+    with tqdm(total=len(files), desc=description, unit="img", disable=not progress) as bar, \
+            autocast(device, engine.precision):
+        for batch in _batches(root, files, loaded, batch_size, locate, engine.workers):
             probabilities.append(predict_batch(loaded, batch))
             bar.update(len(batch))
     return np.round(np.concatenate(probabilities), 6) if probabilities else np.empty(0)
 
 
 def predict_fracatlas(loaded: LoadedModel, root: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                      progress: bool = True, limit: int | None = None) -> pd.DataFrame:
+                      progress: bool = True, limit: int | None = None, engine: Engine = LOCAL) -> pd.DataFrame:
     """One row per present image of a FracAtlas root (the first ``limit`` only, for tests):
     FRACATLAS_COLUMNS, with ``duplicate_of`` naming the first copy of the same radiograph and
     ``threshold`` the card's threshold for its region (empty for leg/hip, which is out of scope)."""
     images = fracatlas.read_images(root).iloc[:limit].reset_index(drop=True)
     files = images["file"].astype(str).tolist()
     probability = _predict_files(loaded, root, files, fracatlas.image_file, batch_size=batch_size,
-                                 progress=progress, description=f"{loaded.name} on FracAtlas")
+                                 progress=progress, description=f"{loaded.name} on FracAtlas", engine=engine)
     for flag in ("frontal", "lateral", "oblique", "fracture_count"):
         if flag not in images.columns:
             images[flag] = 0
@@ -208,14 +233,14 @@ def summarise_fracatlas(predictions: pd.DataFrame, thresholds: dict[str, float],
 
 def evaluate_fracatlas(model_name: str, root: Path, *, n_boot: int = DEFAULT_N_BOOT,
                        batch_size: int = DEFAULT_BATCH_SIZE, limit: int | None = None,
-                       force: bool = False) -> tuple[Path, Path]:
+                       force: bool = False, engine: Engine = LOCAL) -> tuple[Path, Path]:
     """Predict every image of a FracAtlas root and write predictions_fracatlas.csv and
     metrics_fracatlas.json beside the model's checkpoint (a larger cached one only with ``force``)."""
     loaded = load_model(model_name)
     images = len(fracatlas.read_images(root).iloc[:limit])
     check_replacement(ModelArtifacts(loaded.directory), FRACATLAS, images, force=force)
     started = time.perf_counter()
-    predictions = predict_fracatlas(loaded, root, batch_size=batch_size, limit=limit)
+    predictions = predict_fracatlas(loaded, root, batch_size=batch_size, limit=limit, engine=engine)
     seconds = time.perf_counter() - started
     metrics = summarise_fracatlas(predictions, region_thresholds(loaded.card), n_boot=n_boot)
     copies = predictions["duplicate_of"] != predictions["file"]
@@ -247,7 +272,8 @@ def summarise_trained(predictions: pd.DataFrame, thresholds: dict[str, float], c
 
 
 def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = DEFAULT_N_BOOT,
-             batch_size: int = DEFAULT_BATCH_SIZE, force: bool = False) -> tuple[Path, Path]:
+             batch_size: int = DEFAULT_BATCH_SIZE, force: bool = False,
+             engine: Engine = LOCAL) -> tuple[Path, Path]:
     """Predict ``split`` and write predictions and metrics beside the model's checkpoint.
 
     Refuses (before predicting) to replace a cached evaluation of more images unless ``force``.
@@ -256,7 +282,7 @@ def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = DEFAULT_N
     files = ModelArtifacts(loaded.directory)
     check_replacement(files, split, len(mura.read_images(root, split)), force=force)
     started = time.perf_counter()
-    predictions = predict_split(loaded, root, split, batch_size=batch_size)
+    predictions = predict_split(loaded, root, split, batch_size=batch_size, engine=engine)
     seconds = time.perf_counter() - started
     thresholds = card_thresholds(loaded.card)
     by_type = {t: threshold_for(thresholds, t) for t in predictions["study_type"].unique()}
@@ -294,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace a cached evaluation even when it covers more images than this one")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    add_engine_arguments(parser)
     args = parser.parse_args(argv)
     if args.dataset == FRACATLAS and not args.root:
         parser.error("--dataset fracatlas needs --root DIR (the folder holding labels.csv)")
@@ -301,14 +328,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--mura-root is required (or use --dataset fracatlas --root DIR)")
     configure_threads(args.threads)
     try:
+        engine = engine_from_args(args)
         if args.dataset == FRACATLAS:
             paths = evaluate_fracatlas(args.model, fracatlas.resolve_root(args.root), n_boot=args.n_boot,
-                                       batch_size=args.batch_size, force=args.force)
+                                       batch_size=args.batch_size, force=args.force, engine=engine)
         else:
             root = mura.resolve_root(args.mura_root)
             paths = evaluate(args.model, root, args.split, n_boot=args.n_boot, batch_size=args.batch_size,
-                             force=args.force)
-    except (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, OSError, ValueError) as exc:
+                             force=args.force, engine=engine)
+    except (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, DeviceError, ScaleError, OSError,
+            ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path in paths:

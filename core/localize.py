@@ -10,6 +10,10 @@ and the summary to ``localization_fracatlas.json``, both written atomically; a r
 rows already there, so a killed sweep resumes. Leg/hip images are out of the model's scope and
 left out.
 
+``--device cuda`` runs it on a GPU; ``--ray`` (an embedded local Ray) or ``--ray-address ADDR``
+(a cluster) spreads the images over an actor pool of Ray Data (core.scale), each actor holding the
+model once; the driver writes the same files, saving as results arrive, so it resumes the same way.
+
 Default sweep: the fast methods that share one forward/backward pass
 (:func:`core.explain.explain_grid`, which costs about as much as one CAM) on each named layer of
 the model. EigenCAM and EigenGradCAM (an SVD per layer and member that doubles the sweep's time),
@@ -21,10 +25,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,11 +39,13 @@ from tqdm import tqdm
 from core import atomic, fracatlas, localization
 from core.artifacts import CachePairError, ModelArtifacts, read_pair, write_pair
 from core.card import card_thresholds, threshold_for
+from core.devices import DeviceError, on_device, resolve_device
 from core.evaluate import REGION_THRESHOLDS
 from core.explain import METHODS, Target, explain_grid, shares_a_pass
 from core.imaging import RadiographDecodeError, load_radiograph
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from core.predict import configure_threads, predict_images
+from core.scale import LOCAL, Engine, ScaleError, add_engine_arguments, engine_from_args, ray_map, received
 
 __all__ = [
     "DATASET",
@@ -213,6 +220,7 @@ def sweep(
     limit: int | None = None,
     n_boot: int = 1000,
     progress: bool = True,
+    engine: Engine = LOCAL,
 ) -> tuple[Path, Path]:
     """Score the missing (image, method, layer) rows of ``root``'s outlined fractures; write both files.
 
@@ -237,42 +245,105 @@ def sweep(
     files = ModelArtifacts.of(model_name)
     rows = read_rows(files.localization(DATASET))
     done = set(map(tuple, rows[KEY_COLUMNS].astype(str).to_numpy()))
+    work = []
+    for image in images.itertuples(index=False):
+        wanted = {(m, layer if METHODS[m].uses_layers else "") for m in methods for layer in layers}
+        missing = sorted(pair for pair in wanted if (image.file, *pair, target) not in done)
+        with_baselines = (image.file, localization.UNIFORM, "", "") not in done
+        if missing or with_baselines:
+            work.append({"file": image.file, "region": image.region, "hardware": int(image.hardware),
+                         "missing": ["\t".join(pair) for pair in missing], "with_baselines": with_baselines})
     new_rows: list[dict[str, object]] = []
     unsaved = 0
-    for image in tqdm(images.itertuples(index=False), total=len(images), desc="Localisation",
-                      unit="image", disable=not progress):
-        wanted = {(m, layer if METHODS[m].uses_layers else "") for m in methods for layer in layers}
-        missing = {pair for pair in wanted if (image.file, *pair, target) not in done}
-        with_baselines = (image.file, localization.UNIFORM, "", "") not in done
-        if not missing and not with_baselines:
-            continue
-        started = time.perf_counter()
-        try:
-            pixels = load_radiograph(fracatlas.image_file(root, image.file)).pixels
-            mask = outlines.mask(image.file)
-            todo = [m for m in methods if any(pair[0] == m for pair in missing)]
-            scored = image_rows(loaded, pixels, mask, methods=todo, layers=layers, target=target,
-                                with_baselines=with_baselines)
-            probability = float(predict_images(loaded, [pixels])[0])
-        except (RadiographDecodeError, OSError, ValueError) as exc:
-            tqdm.write(f"skipped {image.file}: {exc}", file=sys.stderr)
-            continue
-        kept = [row for row in scored
-                if row["method"] in localization.BASELINES or (row["method"], row["layer"]) in missing]
-        # The image's time, shared among the rows it produced: their sum is the sweep's time.
-        seconds = (time.perf_counter() - started) / max(1, len(kept))
-        new_rows += [{"image": image.file, "region": image.region, "hardware": int(image.hardware), **row,
-                      "probability": probability, "threshold": _threshold(loaded.card, image.region),
-                      "seconds": seconds} for row in kept]
-        unsaved += 1
-        if unsaved >= _SAVE_EVERY:
-            rows = pd.concat([rows, pd.DataFrame(new_rows, columns=ROW_COLUMNS)], ignore_index=True)
-            new_rows, unsaved = [], 0
-            _write(files, rows)
+    with tqdm(total=len(images), initial=len(images) - len(work), desc="Localisation", unit="image",
+              disable=not progress) as bar:
+        for file, scored in _scored(loaded, root, outlines, work, methods=methods, layers=layers, target=target,
+                                    engine=engine):
+            bar.update(1)
+            if isinstance(scored, str):
+                tqdm.write(f"skipped {file}: {scored}", file=sys.stderr)
+                continue
+            new_rows += scored
+            unsaved += 1
+            if unsaved >= _SAVE_EVERY:
+                rows = pd.concat([rows, pd.DataFrame(new_rows, columns=ROW_COLUMNS)], ignore_index=True)
+                new_rows, unsaved = [], 0
+                _write(files, rows)
     if new_rows:
         rows = pd.concat([rows, pd.DataFrame(new_rows, columns=ROW_COLUMNS)], ignore_index=True)
     _write(files, rows, n_boot=n_boot)
     return files.localization(DATASET), files.localization_summary(DATASET)
+
+
+def _image_work(loaded: LoadedModel, root: Path, outlines: fracatlas.Outlines, item: dict[str, Any], *,
+                methods: Sequence[str], layers: Sequence[str], target: Target) -> list[dict[str, object]]:
+    """The new rows of one work item (an image and its missing (method, layer) pairs).
+
+    Raises:
+        RadiographDecodeError, OSError, ValueError: the image or its outlines cannot be used.
+    """
+    started = time.perf_counter()
+    missing = {tuple(pair.split("\t")) for pair in item["missing"]}
+    pixels = load_radiograph(fracatlas.image_file(root, item["file"])).pixels
+    mask = outlines.mask(item["file"])
+    todo = [m for m in methods if any(pair[0] == m for pair in missing)]
+    scored = image_rows(loaded, pixels, mask, methods=todo, layers=layers, target=target,
+                        with_baselines=bool(item["with_baselines"]))
+    probability = float(predict_images(loaded, [pixels])[0])
+    kept = [row for row in scored
+            if row["method"] in localization.BASELINES or (row["method"], row["layer"]) in missing]
+    # The image's time, shared among the rows it produced: their sum is the sweep's time.
+    seconds = (time.perf_counter() - started) / max(1, len(kept))
+    return [{"image": item["file"], "region": item["region"], "hardware": int(item["hardware"]), **row,
+             "probability": probability, "threshold": _threshold(loaded.card, item["region"]),
+             "seconds": seconds} for row in kept]
+
+
+def _scored(loaded: LoadedModel, root: Path, outlines: fracatlas.Outlines, work: list[dict[str, Any]], *,
+            methods: Sequence[str], layers: Sequence[str], target: Target,
+            engine: Engine) -> Iterator[tuple[str, list[dict[str, object]] | str]]:
+    """(file, its rows, or why it was skipped) for each work item: here, in order, on ``engine``'s
+    device; or on Ray, as the actors finish them."""
+    if not engine.ray:
+        loaded = on_device(loaded, engine.torch_device)
+        for item in work:
+            try:
+                yield item["file"], _image_work(loaded, root, outlines, item, methods=methods, layers=layers,
+                                                target=target)
+            except (RadiographDecodeError, OSError, ValueError) as exc:
+                yield item["file"], str(exc)
+        return
+    if not work:
+        return
+    kwargs = {"loaded": loaded, "root": root, "methods": list(methods), "layers": list(layers), "target": target,
+              "device": engine.device}
+    for frame in ray_map(engine, work, _SweepActor, kwargs):
+        for file, group in frame.groupby("image", sort=False):
+            errors = group["error"][group["error"] != ""]
+            yield str(file), (str(errors.iloc[0]) if len(errors) else
+                              group[ROW_COLUMNS].to_dict(orient="records"))
+
+
+class _SweepActor:
+    """A Ray Data actor of the sweep: the model (once, from the object store) and the outlines."""
+
+    def __init__(self, loaded: Any, root: Path, methods: list[str], layers: list[str], target: Target,
+                 device: str) -> None:
+        configure_threads(1)
+        self.loaded = on_device(received(loaded), resolve_device(device))
+        self.root, self.outlines = root, fracatlas.read_outlines(root)
+        self.options = {"methods": methods, "layers": layers, "target": target}
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """One work item in; its rows out, or one row whose ``error`` says why it was skipped."""
+        out = []
+        for item in batch.to_dict(orient="records"):
+            try:
+                out += [row | {"error": ""} for row in _image_work(self.loaded, self.root, self.outlines, item,
+                                                                    **self.options)]
+            except (RadiographDecodeError, OSError, ValueError) as exc:
+                out.append({"image": item["file"], "error": str(exc) or type(exc).__name__})
+        return pd.DataFrame(out, columns=[*ROW_COLUMNS, "error"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,14 +358,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (1 stays fast when other work shares the machine)")
+    add_engine_arguments(parser, precision=False, workers=False)
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     try:
+        engine = engine_from_args(args)
         root = fracatlas.resolve_root(args.root)
         with threadpool_limits(args.threads):  # numpy's SVDs (EigenCAM) stall when over-threaded
             paths = sweep(args.model, root, methods=args.methods, layers=args.layers, limit=args.limit,
-                          n_boot=args.bootstrap)
-    except (fracatlas.FracAtlasError, ModelLoadError, OSError, ValueError) as exc:
+                          n_boot=args.bootstrap, engine=engine)
+    except (fracatlas.FracAtlasError, ModelLoadError, DeviceError, ScaleError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path in paths:

@@ -4,7 +4,7 @@ Study probability = mean of its views' probabilities (MURA paper); the verdict c
 with the model card's threshold for the body part (chosen on train's holdout patients).
 
     python -m core.predict [--model NAME] [--study] [--study-type XR_HUMERUS]
-                           [--cam METHOD --layer NAME --out DIR] FILE...
+                           [--cam METHOD --layer NAME --out DIR] [--device cuda] FILE...
 
 prints one JSON object per input file (and, with --study, one for the study). A file that
 cannot be read prints ``error: FILE: reason`` on stderr; the others are still processed and
@@ -79,8 +79,10 @@ def probabilities(model: torch.nn.Module, batch: torch.Tensor, *, flip_tta: bool
 
 @torch.inference_mode()
 def predict_batch(loaded: LoadedModel, batch: torch.Tensor) -> np.ndarray:
-    """P(abnormal) for a prepared batch, with the flip TTA the model card asks for."""
-    return probabilities(loaded.model, batch, flip_tta=uses_flip_tta(loaded)).double().numpy()
+    """P(abnormal) for a prepared (CPU) batch, with the flip TTA the model card asks for; the batch
+    moves to the model's device here, so callers decode on CPU cores whatever the device."""
+    batch = batch.to(next(loaded.model.parameters()).device, non_blocking=True)
+    return probabilities(loaded.model, batch, flip_tta=uses_flip_tta(loaded)).double().cpu().numpy()
 
 
 def predict_images(
@@ -188,6 +190,7 @@ def _printable(file: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m core.predict``: one JSON line per file (and per study); exit status 2 if a file failed."""
+    from core.devices import DeviceError, add_device_arguments, autocast, on_device, resolve_device
     from core.imaging import RadiographDecodeError, load_radiograph
     from core.scope import ScopeHeadError, assess_images, head_for, study_scope
 
@@ -201,14 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path,
                         help="folder for CAM overlays (.png), heat maps (.npy) and manifest.json (what made them)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    add_device_arguments(parser)
     args = parser.parse_args(argv)
     if args.cam and not args.out:
         parser.error("--cam needs --out DIR")
     configure_threads(args.threads)
     try:
-        loaded = load_model(args.model)
+        device = resolve_device(args.device, args.precision)
+        loaded = on_device(load_model(args.model), device)
         head_for(loaded)
-    except (ModelLoadError, ScopeHeadError) as exc:
+    except (ModelLoadError, ScopeHeadError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.out:
@@ -224,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             radiograph = load_radiograph(Path(file))
             pixels = radiograph.pixels
-            record: dict[str, object] = {"file": _printable(file),
-                                         "probability": round(float(predict_images(loaded, [pixels])[0]), 6)}
+            with autocast(device, args.precision):  # the CAM below keeps fp32 gradients
+                probability = float(predict_images(loaded, [pixels])[0])
+            record: dict[str, object] = {"file": _printable(file), "probability": round(probability, 6)}
             assessed = assess_images(loaded, [pixels])
             if assessed is not None:
                 scope = assessed[0]

@@ -157,10 +157,10 @@ def network_features(network: nn.Module, batch: torch.Tensor) -> np.ndarray:
     captured: list[torch.Tensor] = []
     handle = _last_linear(network).register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach()))
     try:
-        network(batch)
+        network(batch.to(next(network.parameters()).device))
     finally:
         handle.remove()
-    return captured[0].float().numpy()
+    return captured[0].float().cpu().numpy()
 
 
 @dataclass(frozen=True)
