@@ -1,4 +1,5 @@
-"""Heat-map accuracy: do the CAMs point at the fracture? Methods x layers ranked against FracAtlas's
+"""Heat-map accuracy: can the CAMs be trusted (sanity checks and faithfulness per method, from the cache
+core.trust wrote), and do they point at the fracture? Methods x layers ranked against FracAtlas's
 expert outlines beside two chance levels, localisation against the model's confidence, and a
 gallery with the outline drawn over the CAM. Scores come from the cache core.localize wrote."""
 
@@ -12,6 +13,7 @@ from core.localization import TOLERANCE_PX
 from core.localize import LocalizationCacheError
 from dashboard import localization as accuracy
 from dashboard import state, views
+from dashboard import trust as trust_view
 
 GALLERY_PAGE_SIZE = 6
 
@@ -26,6 +28,8 @@ st.caption(
     "**bright-bone** map (the image's own brightness), which any useful heat map must beat. "
     "The label is *fracture*, not MURA's *abnormal*. " + fracatlas.CREDIT
 )
+trust_view.show_scorecard(model)
+st.subheader("Do the heat maps point at the fracture?")
 try:
     sweep = accuracy.cached_sweep(model)
 except LocalizationCacheError as exc:
