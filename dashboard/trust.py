@@ -151,7 +151,7 @@ def show_scorecard(model: str) -> None:
     if trust_headline:
         st.markdown(f"**{trust_headline}**")
     table = scorecard(summary)
-    st.dataframe(table.drop(columns="verdict"), hide_index=True, key="trust_scorecard")
+    st.table(table.drop(columns="verdict").set_index("method"))
     for sentence in table["verdict"]:
         st.markdown(f"- {sentence}")
     with st.expander("Randomisation cascade and other layers"):

@@ -19,6 +19,8 @@ GALLERY_PAGE_SIZE = 6
 
 model = state.current_model_name()
 st.title("Heat-map accuracy")
+trust_view.show_scorecard(model)
+st.subheader("Do the heat maps point at the fracture?")
 st.caption(
     "Does the heat map point at the fracture? Each CAM method and layer explains P(abnormal) on the "
     "upper-limb FracAtlas radiographs with an expert fracture outline; a map **hits** when its maximum "
@@ -28,8 +30,6 @@ st.caption(
     "**bright-bone** map (the image's own brightness), which any useful heat map must beat. "
     "The label is *fracture*, not MURA's *abnormal*. " + fracatlas.CREDIT
 )
-trust_view.show_scorecard(model)
-st.subheader("Do the heat maps point at the fracture?")
 try:
     sweep = accuracy.cached_sweep(model)
 except LocalizationCacheError as exc:

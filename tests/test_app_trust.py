@@ -42,16 +42,15 @@ def _open(monkeypatch: pytest.MonkeyPatch, weights: Path, page: str):  # noqa: A
 def test_scorecard_with_verdicts_cascade_and_agreement(monkeypatch: pytest.MonkeyPatch, trusted: Path) -> None:
     at = _open(monkeypatch, trusted, ACCURACY)
     summary = trust.read_cache(ModelArtifacts.of(DEFAULT_MODEL, trusted)).summary
-    (card,) = [f.value for f in at.dataframe if "randomisation check" in f.value.columns and
-               "verdict" not in f.value.columns and "layer" not in f.value.columns]
-    assert card["method"].tolist() == sorted(METHODS)
+    (card,) = [t.value for t in at.table]
+    assert card.index.tolist() == sorted(METHODS)
     assert "deletion AUC (lower is better)" in card.columns
     verdicts = trust.method_verdicts(summary)
     shown = [m.value for m in at.markdown]
     assert all(f"- {sentence}" in shown for sentence in verdicts.values())
     # FEM does not know the class: the same map for P(normal) and P(abnormal).
     assert "does not know the class" in verdicts["FEM"]
-    assert card.set_index("method").loc["FEM", "logit check"].endswith("fails")
+    assert card.loc["FEM", "logit check"].endswith("fails")
     assert any(m.value.startswith("**Over 4 radiographs") for m in at.markdown)
     assert len(at.get("plotly_chart")) >= 2  # cascade and Kendall's tau
     at.selectbox(key="trust_layer").set_value("stage 5 (96 ch, stride 16)").run()
