@@ -5,8 +5,10 @@ Per image, every chosen CAM method at every chosen layer is measured three ways:
 
 - **Model randomisation** (Adebayo et al., 2018, cascading): the weights are re-initialised from the
   output layer down, one named layer at a time, and each randomised model's map is compared with the
-  trained model's by Spearman rank correlation and SSIM. A map that stays the same when the weights
-  it claims to explain are noise is not reading the model.
+  trained model's by Spearman rank correlation and SSIM. The verdict is read at the stage where every
+  layer *above* the explained one is noise and the layer itself is intact: a map that stays the same
+  then shows the layer's activations, not what the model makes of them. (Once the layer's own
+  weights are random any map changes, a mere edge detector's included, so later stages say little.)
 - **Logit check** (Sixt et al., 2020, the binary form of Adebayo's label check): the map of
   P(normal) against the map of P(abnormal). A single-logit model's two targets are opposite
   evidence, so a map that does not change does not know which class it explains.
@@ -108,7 +110,7 @@ DEFAULT_PER_PART = 4
 DEFAULT_FRACATLAS_N = 4
 #: Metrics that rank methods: column, plain name, whether higher is better.
 METRICS: dict[str, tuple[str, bool]] = {
-    "randomisation": ("rank correlation after randomising every layer", False),
+    "randomisation": ("rank correlation with the layers above random", False),
     "logit": ("rank correlation of the P(normal) and P(abnormal) maps", False),
     "deletion_auc": ("deletion AUC", False),
     "insertion_auc": ("insertion AUC", True),
@@ -524,10 +526,16 @@ def _ranking(values: dict[str, float], higher_better: bool) -> list[str]:
     return sorted(values, key=lambda m: (-values[m] if higher_better else values[m], m))
 
 
-def summary_of(rows: pd.DataFrame, *, stages: Sequence[str], default_layer: str, n_boot: int = 1000,
+def summary_of(rows: pd.DataFrame, *, stages: Sequence[str], layer_order: Sequence[str], n_boot: int = 1000,
                seed: int = 0, files: ModelArtifacts | None = None) -> dict[str, object]:
     """Per (method, layer): the sanity checks' and faithfulness means with 95% bootstrap CIs over images;
-    per method at ``default_layer``: the verdicts; and each metric's ranking with Kendall's tau between them."""
+    the verdicts; and each metric's ranking at the default layer with Kendall's tau between them.
+
+    ``layer_order`` names the cascade's layers deepest first (the model's cam_layers; the first is the
+    default): the randomisation verdict of layer ``layer_order[i]`` is read at cascade stage i, where
+    everything above it is random and it is not.
+    """
+    default_layer = layer_order[0]
     groups = []
     for (method, layer), group in rows.groupby(["method", "layer"], sort=True):
         entry: dict[str, object] = {"method": method, "layer": layer, "n_images": int(len(group))}
@@ -538,7 +546,8 @@ def summary_of(rows: pd.DataFrame, *, stages: Sequence[str], default_layer: str,
                                 for kind in ("spearman", "ssim")}}
             for i, label in enumerate(stages, start=1)
         ]
-        entry["randomisation"] = _sanity(entry["cascade"][-1]["spearman"])
+        entry["sanity_stage"] = layer_order.index(layer)
+        entry["randomisation"] = _sanity(entry["cascade"][entry["sanity_stage"]]["spearman"])
         entry["logit_check"] = _sanity(entry["logit"]["spearman"])
         for column in (c for c in _FAITHFULNESS if c in group.columns):
             values = group[column].to_numpy(float)
@@ -566,7 +575,7 @@ def _agreement(groups: list[dict], layer: str, hits: dict[str, float]) -> dict[s
     """Each metric's ranking of the methods at ``layer`` and Kendall's tau between every two rankings."""
     at_layer = {g["method"]: g for g in groups if g["layer"] == layer}
     values: dict[str, dict[str, float]] = {
-        "randomisation": {m: g["cascade"][-1]["spearman"]["point"] for m, g in at_layer.items()},
+        "randomisation": {m: g["cascade"][g["sanity_stage"]]["spearman"]["point"] for m, g in at_layer.items()},
         "logit": {m: g["logit"]["spearman"]["point"] for m, g in at_layer.items()},
     }
     for column in _FAITHFULNESS:
@@ -614,13 +623,13 @@ def method_verdicts(summary: dict) -> dict[str, str]:
     verdicts = {}
     for group in (g for g in summary["groups"] if g["layer"] == layer):
         method = group["method"]
-        rho = group["cascade"][-1]["spearman"]
+        rho = group["cascade"][group["sanity_stage"]]["spearman"]
         parts = []
         if group["randomisation"] == "passes":
-            parts.append(f"passes the randomisation check (its map changes when the weights are noise: "
+            parts.append(f"passes the randomisation check (its map changes when the layers above are noise: "
                          f"rank correlation {rho['point']:.2f})")
         elif group["randomisation"] == "fails":
-            parts.append(f"fails the randomisation check: with every weight random its map keeps a rank "
+            parts.append(f"fails the randomisation check: with the layers above random its map keeps a rank "
                          f"correlation of {rho['point']:.2f}, so it is not reading the model")
         else:
             parts.append(f"is unclear on the randomisation check (rank correlation {rho['point']:.2f}, "
@@ -671,14 +680,14 @@ def headline(files: ModelArtifacts) -> str | None:
 # --- the sweep ------------------------------------------------------------------------------------
 
 
-def _write(files: ModelArtifacts, rows: pd.DataFrame, stages: Sequence[str], *, default_layer: str,
+def _write(files: ModelArtifacts, rows: pd.DataFrame, stages: Sequence[str], *, layer_order: Sequence[str],
            n_boot: int | None = None, seed: int = 0) -> None:
     """Write the rows; with ``n_boot``, then the summary of the rows as written and their hash."""
     text = _rows_text(rows, len(stages))
     atomic.write_text(files.trust_rows, text)
     if n_boot is not None:
         summary = {**summary_of(_parse_rows(StringIO(text), files.trust_rows.name), stages=stages,
-                                default_layer=default_layer, n_boot=n_boot, seed=seed, files=files),
+                                layer_order=layer_order, n_boot=n_boot, seed=seed, files=files),
                    "rows_sha256": hashlib.sha256(text.encode()).hexdigest()}
         atomic.write_text(files.trust_summary, json.dumps(summary, indent=2, allow_nan=False) + "\n")
 
@@ -756,12 +765,13 @@ def sweep(
         if unsaved >= _SAVE_EVERY:
             rows = pd.concat([rows, pd.DataFrame(new_rows)], ignore_index=True)
             new_rows, unsaved = [], 0
-            _write(files, rows, stages, default_layer=default_layer)
+            _write(files, rows, stages, layer_order=list(loaded.cam_layers))
     if new_rows:
         rows = pd.concat([rows, pd.DataFrame(new_rows)], ignore_index=True)
     rows = rows.reindex(columns=_row_columns(len(stages)))
     wanted = {s.image for s in samples}
-    _write(files, rows[rows["image"].isin(wanted)], stages, default_layer=default_layer, n_boot=n_boot, seed=seed)
+    _write(files, rows[rows["image"].isin(wanted)], stages, layer_order=list(loaded.cam_layers), n_boot=n_boot,
+           seed=seed)
     return files.trust_rows, files.trust_summary
 
 

@@ -49,7 +49,7 @@ def scorecard(summary: dict) -> pd.DataFrame:
         row = {
             "method": group["method"],
             "randomisation check": _STATUS[group["randomisation"]],
-            "rank corr., all weights random": format_interval(group["cascade"][-1]["spearman"]),
+            "rank corr., layers above random": format_interval(group["cascade"][group["sanity_stage"]]["spearman"]),
             "logit check": _STATUS[group["logit_check"]],
             "rank corr., P(normal) vs P(abnormal)": format_interval(group["logit"]["spearman"]),
         }
@@ -117,7 +117,7 @@ def layers_table(summary: dict) -> pd.DataFrame:
     return pd.DataFrame([{
         "method": g["method"], "layer": g["layer"],
         "randomisation check": _STATUS[g["randomisation"]],
-        "rank corr., all weights random": format_interval(g["cascade"][-1]["spearman"]),
+        "rank corr., layers above random": format_interval(g["cascade"][g["sanity_stage"]]["spearman"]),
         "logit check": _STATUS[g["logit_check"]],
         "rank corr., P(normal) vs P(abnormal)": format_interval(g["logit"]["spearman"]),
     } for g in summary["groups"]])
@@ -141,7 +141,8 @@ def show_scorecard(model: str) -> None:
         f"{summary['n_images']} radiographs ({sources}; a fixed, seeded sample), P(abnormal) explained at the "
         f"default layer, {summary['default_layer']}. **Randomisation check** (Adebayo et al. 2018): the weights "
         "are re-initialised from the output layer down; a map that keeps its rank correlation with the "
-        f"trained map above {summary['sanity_threshold']} (whole 95% interval) is not reading the model. "
+        f"trained map above {summary['sanity_threshold']} (whole 95% interval) once every layer above the "
+        "explained one is noise shows that layer's activations, not the model's decision. "
         "**Logit check**: the map of P(normal) should differ from the map of P(abnormal). **Deletion / "
         "insertion AUC** (RISE): P(abnormal) as the map's most relevant pixels are blacked out / restored "
         f"onto a blurred copy ({summary['curve_steps']} steps). **Average Drop / Increase in Confidence**: "

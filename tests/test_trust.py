@@ -116,7 +116,7 @@ def test_the_true_evidence_passes_and_a_map_that_ignores_the_model_fails() -> No
         rows.append({"image": f"i{index}", "source": "test", "part": "toy", "label": 0, "method": "brightness",
                      "layer": LAYER, "probability": 0.5, "logit_spearman": rho, "logit_ssim": ssim,
                      "spearman_s1": rho, "ssim_s1": ssim, "spearman_s2": rho, "ssim_s2": ssim, "seconds": 0.0})
-    summary = trust.summary_of(pd.DataFrame(rows), stages=["output layer", "every layer"], default_layer=LAYER,
+    summary = trust.summary_of(pd.DataFrame(rows), stages=["output layer", "every layer"], layer_order=[LAYER],
                                n_boot=200)
     verdicts = {g["method"]: (g["randomisation"], g["logit_check"]) for g in summary["groups"]}
     assert verdicts == {"HiResCAM": ("passes", "passes"), "brightness": ("fails", "fails")}
