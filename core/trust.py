@@ -119,6 +119,9 @@ METRICS: dict[str, tuple[str, bool]] = {
     "road": ("ROAD", True),
     "localisation": ("FracAtlas hit rate", True),
 }
+#: Bumped when the summary's layout changes: a cached summary of another version is refused (re-run
+#: the CLI, which only rewrites the summary when every row is cached).
+SUMMARY_VERSION = 2
 _FAITHFULNESS = ("deletion_auc", "insertion_auc", "drop", "increase", "road")
 
 
@@ -482,6 +485,9 @@ def read_cache(files: ModelArtifacts) -> TrustCache | None:
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise TrustCacheError(f"The cached sanity checks {rows_path.name} / {summary_path.name} cannot be read "
                               f"({type(exc).__name__}); re-run python -m core.trust.") from exc
+    if isinstance(summary, dict) and summary.get("version") != SUMMARY_VERSION:
+        raise TrustCacheError(f"{summary_path.name} is from another version of core.trust; re-run "
+                              "python -m core.trust with the same arguments to rewrite it.")
     if not isinstance(summary, dict) or summary.get("rows_sha256") != hashlib.sha256(text.encode()).hexdigest():
         raise TrustCacheError(f"{rows_path.name} is not the table {summary_path.name} summarises (a run still "
                               "going or stopped early); finish it with python -m core.trust.")
@@ -555,6 +561,7 @@ def summary_of(rows: pd.DataFrame, *, stages: Sequence[str], layer_order: Sequen
                 entry[column] = _interval(values, n_boot, seed)
         groups.append(entry)
     return {
+        "version": SUMMARY_VERSION,
         "n_images": int(rows["image"].nunique()),
         "sources": {k: int(v) for k, v in rows.drop_duplicates("image")["source"].value_counts().items()},
         "parts": {k: int(v) for k, v in rows.drop_duplicates("image")["part"].value_counts().items()},
