@@ -21,7 +21,8 @@ from dashboard.charts import format_interval
 __all__ = ["cached_trust", "scorecard", "scorecard_line", "cascade_figure", "agreement_figure", "layers_table",
            "show_scorecard"]
 
-_STATUS = {"passes": "✅ passes", "fails": "❌ fails", "unclear": "❔ unclear"}
+# Words, not emoji: a browser without an emoji font would show boxes.
+_STATUS = {"passes": "passes", "fails": "FAILS", "unclear": "unclear"}
 
 
 @st.cache_data(show_spinner=False)

@@ -50,7 +50,7 @@ def test_scorecard_with_verdicts_cascade_and_agreement(monkeypatch: pytest.Monke
     assert all(f"- {sentence}" in shown for sentence in verdicts.values())
     # FEM does not know the class: the same map for P(normal) and P(abnormal).
     assert "does not know the class" in verdicts["FEM"]
-    assert card.loc["FEM", "logit check"].endswith("fails")
+    assert card.loc["FEM", "logit check"] == "FAILS"
     assert any(m.value.startswith("**Over 4 radiographs") for m in at.markdown)
     assert len(at.get("plotly_chart")) >= 2  # cascade and Kendall's tau
     at.selectbox(key="trust_layer").set_value("stage 5 (96 ch, stride 16)").run()
