@@ -106,8 +106,8 @@ _SAVE_EVERY = 4
 #: The default sample: what finished in time on the shared 2-core machine (other work kept the load
 #: near 15, so this run got a tenth of a core); --per-part and --fracatlas-n raise it, and a larger
 #: sample keeps the smaller one's images, so a rerun with larger counts only adds images.
-DEFAULT_PER_PART = 4
-DEFAULT_FRACATLAS_N = 4
+DEFAULT_PER_PART = 10
+DEFAULT_FRACATLAS_N = 10
 #: Metrics that rank methods: column, plain name, whether higher is better.
 METRICS: dict[str, tuple[str, bool]] = {
     "randomisation": ("rank correlation with the layers above random", False),
