@@ -12,6 +12,8 @@ A model folder (``weights/<model>/``, or under ``MURA_LENS_WEIGHTS_DIR``) holds:
     metrics_<dataset>.json        its metrics; records the SHA-256 of the predictions it was computed from
     localization_<dataset>.csv    per-image CAM localisation rows (core.localize)
     localization_<dataset>.json   their summary
+    trust_metrics.csv             per-image sanity checks and faithfulness of each CAM (core.trust)
+    trust_metrics.json            their summary, verdicts and the metrics' agreement
     scope_head.npz                the body-part / out-of-scope head (core.scope)
     scope_metrics.json            its out-of-fold measurement
     embeddings.npz                map coordinates, shared-space vectors, hashes, study neighbours (core.embeddings)
@@ -65,6 +67,8 @@ __all__ = [
     "LABEL_ISSUES_FILE",
     "DUPLICATES_FILE",
     "DATA_AUDIT_FILE",
+    "TRUST_ROWS_FILE",
+    "TRUST_SUMMARY_FILE",
     "TRAIN_HOLDOUT",
     "weights_dir",
     "file_version",
@@ -92,6 +96,8 @@ EMBEDDING_FEATURES_FILE = "embedding_features.npz"
 LABEL_ISSUES_FILE = "label_issues.csv"
 DUPLICATES_FILE = "duplicates.csv"
 DATA_AUDIT_FILE = "data_audit.json"
+TRUST_ROWS_FILE = "trust_metrics.csv"
+TRUST_SUMMARY_FILE = "trust_metrics.json"
 #: The dataset name of the predictions on train/'s held-out patients (core.train, core.ensemble).
 TRAIN_HOLDOUT = "train_holdout"
 _PREDICTIONS_HASH_KEY = "predictions_sha256"
@@ -175,6 +181,16 @@ class ModelArtifacts:
     def localization_summary(self, dataset: str) -> Path:
         """Per-map summary of :meth:`localization` with bootstrap intervals, read by the Heat-map accuracy page."""
         return self.directory / f"localization_{_checked(dataset)}.json"
+
+    @property
+    def trust_rows(self) -> Path:
+        """Per-image sanity checks and faithfulness of each CAM method and layer (core.trust), kept to resume."""
+        return self.directory / TRUST_ROWS_FILE
+
+    @property
+    def trust_summary(self) -> Path:
+        """The summary of :attr:`trust_rows` with CIs, verdicts and rankings, read by the dashboard."""
+        return self.directory / TRUST_SUMMARY_FILE
 
     @property
     def scope_head(self) -> Path:

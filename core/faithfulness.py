@@ -18,7 +18,7 @@ from core.models import LoadedModel
 from core.overlay import resize_heatmap
 from core.preprocess import letterbox, to_model_input
 
-__all__ = ["faithfulness"]
+__all__ = ["faithfulness", "ranks"]
 
 # Percentiles of the image's pixels that ROAD keeps; each costs two imputations.
 _ROAD_PERCENTILES = (20, 40, 60, 80)
@@ -57,7 +57,7 @@ def faithfulness(
         canvas, placement = letterbox(pixels, loaded.input_size)
         model_input = to_model_input(canvas, loaded.config.mean, loaded.config.std).unsqueeze(0)
         model_input = model_input.to(next(loaded.model.parameters()).device)
-    image_ranks = _ranks(resize_heatmap(explanation.heatmap, placement.height, placement.width))
+    image_ranks = ranks(resize_heatmap(explanation.heatmap, placement.height, placement.width))
     image_region = (slice(placement.top, placement.top + placement.height),
                     slice(placement.left, placement.left + placement.width))
     # MoRF keeps map < threshold: padding at 0 is always kept. LeRF keeps 1 - map < threshold:
@@ -84,7 +84,7 @@ def faithfulness(
     return float(np.mean(changes) / 2.0)
 
 
-def _ranks(heatmap: np.ndarray) -> np.ndarray:
+def ranks(heatmap: np.ndarray) -> np.ndarray:
     """Heat values replaced by their ranks, scaled into (0, 1), ties broken at random (seeded)."""
     flat = heatmap.ravel()
     tie_breaker = np.random.default_rng(0).random(flat.size)

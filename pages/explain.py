@@ -19,6 +19,7 @@ from core.overlay import threshold_mask
 from core.scope import study_scope
 from dashboard import data_map, evaluation, scope_view, slow_runs, state, studies, uploads, views
 from dashboard import localization as accuracy
+from dashboard import trust as trust_view
 from dashboard.charts import group_label
 from dashboard.views import CamSettings
 
@@ -334,6 +335,8 @@ loaded = state.current_model()
 st.title("Explain")
 accept_handoff()
 settings = views.cam_controls(loaded)
+if (trust_line := trust_view.scorecard_line(loaded.name, settings.method)) is not None:
+    st.sidebar.caption(trust_line)
 images, known_body_part, study_id = chosen_images()
 if not images:
     st.info("Upload a radiograph (PNG, JPEG or DICOM), or pick one of the samples, to see what the model says.")

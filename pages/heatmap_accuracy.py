@@ -1,4 +1,5 @@
-"""Heat-map accuracy: do the CAMs point at the fracture? Methods x layers ranked against FracAtlas's
+"""Heat-map accuracy: can the CAMs be trusted (sanity checks and faithfulness per method, from the cache
+core.trust wrote), and do they point at the fracture? Methods x layers ranked against FracAtlas's
 expert outlines beside two chance levels, localisation against the model's confidence, and a
 gallery with the outline drawn over the CAM. Scores come from the cache core.localize wrote."""
 
@@ -12,11 +13,14 @@ from core.localization import TOLERANCE_PX
 from core.localize import LocalizationCacheError
 from dashboard import localization as accuracy
 from dashboard import state, views
+from dashboard import trust as trust_view
 
 GALLERY_PAGE_SIZE = 6
 
 model = state.current_model_name()
 st.title("Heat-map accuracy")
+trust_view.show_scorecard(model)
+st.subheader("Do the heat maps point at the fracture?")
 st.caption(
     "Does the heat map point at the fracture? Each CAM method and layer explains P(abnormal) on the "
     "upper-limb FracAtlas radiographs with an expert fracture outline; a map **hits** when its maximum "
