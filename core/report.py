@@ -35,7 +35,7 @@ from typing import Any
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from core import fracatlas, metrics
+from core import fracatlas, metrics, trust
 from core.artifacts import (
     EvaluationMismatchError,
     ModelArtifacts,
@@ -71,6 +71,7 @@ SECTIONS = (
     "Confusion matrices at the chosen thresholds",
     "External check on FracAtlas",
     "Do the heat maps point at the fracture?",
+    "Can the heat maps be trusted?",
     "Does an image belong to the model?",
     "Limitations",
     "Data and credits",
@@ -97,6 +98,8 @@ class ReportInputs:
     valid_metrics: dict | None
     fracatlas_metrics: dict | None
     localization: dict | None
+    #: core.trust's one-sentence headline; None before the trust cache exists.
+    trust: str | None
     scope: dict | None
     model_version: str
     code_version: str
@@ -162,7 +165,8 @@ def gather(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None
         model=model, card=card, thresholds=chosen,
         valid=None if valid is None else valid.predictions, valid_metrics=None if valid is None else valid.metrics,
         fracatlas_metrics=None if external is None else external.metrics,
-        localization=_json(files.localization_summary(FRACATLAS)), scope=_json(files.scope_metrics),
+        localization=_json(files.localization_summary(FRACATLAS)), trust=trust.headline(files),
+        scope=_json(files.scope_metrics),
         model_version=model_version(files), code_version=code_version(),
         date=date or dt.datetime.now(dt.UTC).date(),
     )
@@ -386,8 +390,17 @@ def _localization(out: _Writer, inputs: ReportInputs) -> None:
              "fracture, so a heat map shows where the model looked, not where the fracture is.", size=8.5)
 
 
-def _scope(out: _Writer, inputs: ReportInputs) -> None:
+def _trust(out: _Writer, inputs: ReportInputs) -> None:
     out.heading(SECTIONS[5])
+    if inputs.trust is None:
+        out.text(_MISSING.format(command="python -m core.trust --mura-root PATH --fracatlas-root DIR"))
+        return
+    out.text(inputs.trust + " Sanity checks (Adebayo et al. 2018): a map that barely changes when the model's upper "
+             "layers are randomised, or when the other class is explained, is not reading the model.", size=8.5)
+
+
+def _scope(out: _Writer, inputs: ReportInputs) -> None:
+    out.heading(SECTIONS[6])
     summary = (inputs.scope or {}).get("summary")
     if not summary:
         out.text(_MISSING.format(command="python -m core.scope"))
@@ -403,7 +416,7 @@ def _scope(out: _Writer, inputs: ReportInputs) -> None:
 
 
 def _limitations(out: _Writer, inputs: ReportInputs) -> None:
-    out.heading(SECTIONS[6])
+    out.heading(SECTIONS[7])
     out.bullets([*inputs.card.get("limitations", []),
                  "FracAtlas's label is fracture, MURA's is abnormal (hardware, arthritis, lesions): external figures "
                  "mix a shift of hospitals with a shift of label.",
@@ -411,12 +424,12 @@ def _limitations(out: _Writer, inputs: ReportInputs) -> None:
 
 
 def _credits(out: _Writer) -> None:
-    out.heading(SECTIONS[7])
+    out.heading(SECTIONS[8])
     out.bullets([MURA_CREDIT, fracatlas.CREDIT])
 
 
 def _versions(out: _Writer, inputs: ReportInputs) -> None:
-    out.heading(SECTIONS[8])
+    out.heading(SECTIONS[9])
     out.bullets([f"Model: {inputs.model} ({inputs.model_version})", f"Code: MURA Lens {inputs.code_version}",
                  f"Report date: {inputs.date.isoformat()} (UTC)"])
 
@@ -438,6 +451,7 @@ def render_pdf(inputs: ReportInputs) -> bytes:
     _confusions(out, inputs)
     _external(out, inputs)
     _localization(out, inputs)
+    _trust(out, inputs)
     _scope(out, inputs)
     _limitations(out, inputs)
     _credits(out)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from core import metrics, report
+from core import metrics, report, trust
 from core.artifacts import ModelArtifacts, read_evaluation
 from core.models import DEFAULT_MODEL
 from dashboard import evaluation
@@ -47,6 +47,8 @@ def test_shipped_report_quotes_the_caches(shipped_text: str) -> None:
     assert "0.639 (0.600-0.674)" in shipped_text  # FracAtlas, all upper limb
     assert "GradCAMElementWise - block 11 (112 ch, stride 16) 0.396 (0.348-0.447)" in shipped_text
     assert "uniform map (chance)" in shipped_text and "17 of 18" in shipped_text
+    trust_headline = trust.headline(ModelArtifacts.of(DEFAULT_MODEL))
+    assert trust_headline and " ".join(trust_headline.split()) in " ".join(shipped_text.split())
     assert "not a medical device" in shipped_text
     assert "CC BY 4.0" in shipped_text and "arXiv:1712.06957" in shipped_text and "doi:10.1038" in shipped_text
     checkpoint = ModelArtifacts.of(DEFAULT_MODEL).checkpoint.read_bytes()
