@@ -33,8 +33,6 @@ import argparse
 import copy
 import dataclasses
 import functools
-import hashlib
-import json
 import sys
 import time
 import warnings
@@ -55,7 +53,7 @@ from torch import nn
 from tqdm import tqdm
 
 from core import atomic, fracatlas, metrics, mura
-from core.artifacts import ModelArtifacts
+from core.artifacts import CachePairError, ModelArtifacts, read_pair, write_pair
 from core.card import trained_study_types
 from core.explain import METHODS, ClassProbability, Target, explain_grid
 from core.faithfulness import faithfulness, ranks
@@ -458,7 +456,11 @@ def _rows_text(rows: pd.DataFrame, n_stages: int) -> str:
     return ordered.to_csv(index=False, float_format="%.6g")
 
 
-class TrustCacheError(ValueError):
+#: The summary key that holds the SHA-256 of the rows it summarises.
+_ROWS_HASH_KEY = "rows_sha256"
+
+
+class TrustCacheError(CachePairError):
     """The cached rows and summary are unreadable or come from different runs (one sentence)."""
 
 
@@ -477,22 +479,16 @@ def read_cache(files: ModelArtifacts) -> TrustCache | None:
         TrustCacheError: unreadable files, or rows that are not the ones summarised.
     """
     rows_path, summary_path = files.trust_rows, files.trust_summary
-    if not rows_path.is_file() or not summary_path.is_file():
+    pair = read_pair(rows_path, summary_path, hash_key=_ROWS_HASH_KEY, remedy="re-run python -m core.trust",
+                     mismatch=f"{rows_path.name} is not the table {summary_path.name} summarises (a run still going "
+                              "or stopped early); finish it with python -m core.trust.",
+                     parse=lambda text: _parse_rows(text, rows_path.name), error=TrustCacheError)
+    if pair is None:
         return None
-    try:
-        text = rows_path.read_text()
-        summary = json.loads(summary_path.read_text())
-        rows = _parse_rows(StringIO(text), rows_path.name)
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise TrustCacheError(f"The cached sanity checks {rows_path.name} / {summary_path.name} cannot be read "
-                              f"({type(exc).__name__}); re-run python -m core.trust.") from exc
-    if isinstance(summary, dict) and summary.get("version") != SUMMARY_VERSION:
+    if pair.summary.get("version") != SUMMARY_VERSION:
         raise TrustCacheError(f"{summary_path.name} is from another version of core.trust; re-run "
                               "python -m core.trust with the same arguments to rewrite it.")
-    if not isinstance(summary, dict) or summary.get("rows_sha256") != hashlib.sha256(text.encode()).hexdigest():
-        raise TrustCacheError(f"{rows_path.name} is not the table {summary_path.name} summarises (a run still "
-                              "going or stopped early); finish it with python -m core.trust.")
-    return TrustCache(rows, summary)
+    return TrustCache(pair.table, pair.summary)
 
 
 # --- the summary ----------------------------------------------------------------------------------
@@ -692,12 +688,13 @@ def _write(files: ModelArtifacts, rows: pd.DataFrame, stages: Sequence[str], *, 
            n_boot: int | None = None, seed: int = 0) -> None:
     """Write the rows; with ``n_boot``, then the summary of the rows as written and their hash."""
     text = _rows_text(rows, len(stages))
-    atomic.write_text(files.trust_rows, text)
-    if n_boot is not None:
-        summary = {**summary_of(_parse_rows(StringIO(text), files.trust_rows.name), stages=stages,
-                                layer_order=layer_order, n_boot=n_boot, seed=seed, files=files),
-                   "rows_sha256": hashlib.sha256(text.encode()).hexdigest()}
-        atomic.write_text(files.trust_summary, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    if n_boot is None:
+        atomic.write_text(files.trust_rows, text)
+    else:
+        write_pair(files.trust_rows, files.trust_summary, text,
+                   summary_of(_parse_rows(StringIO(text), files.trust_rows.name), stages=stages,
+                              layer_order=layer_order, n_boot=n_boot, seed=seed, files=files),
+                   hash_key=_ROWS_HASH_KEY)
 
 
 def _checked_names(kind: str, names: Sequence[str], known: Sequence[str]) -> list[str]:
