@@ -23,8 +23,11 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# Two workers, one test file each (module fixtures such as a running server stay in one process):
+# the browser, CLI and AppTest files spend much of their time waiting, so two cores finish in about
+# two thirds of the serial time.
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) bench/bench_predict.py

@@ -33,7 +33,7 @@ async def capture(base_url: str) -> list[bytes]:
         page = await browser.new_page(viewport=VIEWPORT)
         await page.goto(page_url(base_url, "explain.py"))
         await wait_for_script_run(page, timeout_ms=120_000)
-        await page.get_by_text("Sample or MURA study").click()
+        await page.get_by_text("Sample or MURA study", exact=True).click()
         await wait_for_script_run(page, timeout_ms=120_000)
         await page.get_by_text("One view in detail").wait_for(timeout=120_000)
         explain = await page.screenshot()

@@ -44,13 +44,13 @@ def test_scorecard_and_scorecard_line_render(trusted_server: RunningDashboard) -
     async def render() -> tuple[str, str, list[str]]:
         async with launch_chromium() as browser:
             page = await browser.new_page(viewport=VIEWPORT)
-            await open_page(page, trusted_server.base_url, "pages/heatmap_accuracy.py")
+            await open_page(page, trusted_server.base_url, "heatmap_accuracy.py")
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             heading = page.get_by_text("Can the heat maps be trusted?")
             await heading.scroll_into_view_if_needed()
             await page.screenshot(path=SCREENSHOTS / "trust_scorecard.png", full_page=True)
             accuracy_text, errors = await page.inner_text("body"), await visible_errors(page)
-            await open_page(page, trusted_server.base_url, "pages/explain.py")
+            await open_page(page, trusted_server.base_url, "explain.py")
             await page.screenshot(path=SCREENSHOTS / "trust_explain_line.png", full_page=True)
             return accuracy_text, await page.inner_text("body"), errors + await visible_errors(page)
 
