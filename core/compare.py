@@ -28,6 +28,7 @@ from core.metrics import (
     OVERALL,
     BootstrapInterval,
     MetricsInputError,
+    add_n_boot_argument,
     auroc,
     study_table,
 )
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs=2, required=True, metavar=("A", "B"), help="two folders under weights/")
     parser.add_argument("--split", default="valid", help="valid (core.evaluate) or train_holdout (core.train)")
-    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples for the intervals")
+    add_n_boot_argument(parser)
     args = parser.parse_args(argv)
     try:
         report = compare_models(*args.models, args.split, n_boot=args.n_boot)

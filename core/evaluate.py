@@ -36,7 +36,7 @@ from core import fracatlas, mura
 from core.artifacts import ModelArtifacts, check_replacement, write_evaluation
 from core.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
 from core.devices import DeviceError, autocast, on_device
-from core.metrics import DEFAULT_N_BOOT, LEVELS, OVERALL, summarise
+from core.metrics import DEFAULT_N_BOOT, LEVELS, OVERALL, add_n_boot_argument, summarise
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, predict_batch
 from core.scale import (
@@ -313,9 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=mura.SPLITS, default="valid")
     parser.add_argument("--root", help="a FracAtlas folder holding labels.csv (for --dataset fracatlas)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
-    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples for the intervals")
-    parser.add_argument("--bootstrap", dest="n_boot", type=int, default=argparse.SUPPRESS,
-                        help=argparse.SUPPRESS)  # the name --n-boot had before, still accepted
+    add_n_boot_argument(parser)
     parser.add_argument("--force", action="store_true",
                         help="replace a cached evaluation even when it covers more images than this one")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)

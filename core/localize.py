@@ -43,6 +43,7 @@ from core.devices import DeviceError, on_device, resolve_device
 from core.evaluate import REGION_THRESHOLDS
 from core.explain import METHODS, Target, explain_grid, shares_a_pass
 from core.imaging import RadiographDecodeError, load_radiograph
+from core.metrics import add_n_boot_argument
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from core.predict import configure_threads, predict_images
 from core.scale import LOCAL, Engine, ScaleError, add_engine_arguments, engine_from_args, ray_map, received
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"CAM methods (default: every fast one); any of: {', '.join(METHODS)}")
     parser.add_argument("--layers", nargs="+", metavar="LAYER", help="layer names (default: every named layer)")
     parser.add_argument("--limit", type=int, help="only the first N outlined images (a quick check)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    add_n_boot_argument(parser)
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (1 stays fast when other work shares the machine)")
     add_engine_arguments(parser, precision=False, workers=False)
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         root = fracatlas.resolve_root(args.root)
         with threadpool_limits(args.threads):  # numpy's SVDs (EigenCAM) stall when over-threaded
             paths = sweep(args.model, root, methods=args.methods, layers=args.layers, limit=args.limit,
-                          n_boot=args.bootstrap, engine=engine)
+                          n_boot=args.n_boot, engine=engine)
     except (fracatlas.FracAtlasError, ModelLoadError, DeviceError, ScaleError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

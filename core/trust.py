@@ -798,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--road", action="store_true",
                         help="also ROAD per map (8 noisy linear imputations each: several times the run's time)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the sample and the randomised weights")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    metrics.add_n_boot_argument(parser)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 leaves the machine to others)")
     args = parser.parse_args(argv)
     configure_threads(args.threads)
@@ -808,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
         with threadpool_limits(args.threads):
             paths = sweep(args.model, mura_root=mura_root, fracatlas_root=fracatlas_root, per_part=args.per_part,
                           fracatlas_n=args.fracatlas_n, methods=args.methods, layers=args.layers,
-                          faithfulness_layers=args.faithfulness_layers, road=args.road, n_boot=args.bootstrap,
+                          faithfulness_layers=args.faithfulness_layers, road=args.road, n_boot=args.n_boot,
                           seed=args.seed)
     except (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

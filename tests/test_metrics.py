@@ -342,3 +342,18 @@ def test_summarise_trained_pools_only_the_body_parts_the_card_names() -> None:
     assert pooled["study"] == expected["study"]["overall"] and pooled["image"] == expected["image"]["overall"]
     assert pooled["study"]["n"] < metrics.summarise(images, thresholds, n_boot=20)["study"]["overall"]["n"]
     assert summarise_trained(images[images["study_type"] == "XR_ELBOW"], thresholds, card) is None
+
+
+def test_one_n_boot_flag_for_every_bootstrapping_cli() -> None:
+    """--n-boot everywhere (evaluate, compare, localize, trust), --bootstrap still read as the same value."""
+    import argparse
+    import inspect
+
+    from core import compare, evaluate, localize, trust
+
+    parser = argparse.ArgumentParser()
+    metrics.add_n_boot_argument(parser)
+    assert parser.parse_args([]).n_boot == metrics.DEFAULT_N_BOOT
+    assert parser.parse_args(["--n-boot", "7"]).n_boot == 7 == parser.parse_args(["--bootstrap", "7"]).n_boot
+    for module in (compare, evaluate, localize, trust):
+        assert "add_n_boot_argument(parser)" in inspect.getsource(module.main), module.__name__
