@@ -167,6 +167,10 @@ def ray_session(engine: Engine) -> Iterator[Any]:
         except Exception as exc:  # noqa: BLE001
             raise ScaleError(f"Ray could not start or reach {engine.ray_address or 'a local instance'}: "
                              f"{str(exc).splitlines()[0]}") from exc
+    # Quiet Ray Data's own progress output: the callers draw one tqdm bar of their own.
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     try:
         yield ray
     finally:
@@ -215,9 +219,6 @@ def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *
         ScaleError: Ray is missing or unreachable, or a task failed (the first line of its error).
     """
     with ray_session(engine) as ray:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
         actors, cpus, gpus = _actors(ray, engine)
         chunks = [{"start": i, "files": files[i : i + batch_size]} for i in range(0, len(files), batch_size)]
 
@@ -257,9 +258,6 @@ def ray_map(engine: Engine, items: list[dict[str, Any]], actor: type,
         ScaleError: Ray is missing or unreachable, or a task failed (the first line of its error).
     """
     with ray_session(engine) as ray:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
         actors, cpus, gpus = _actors(ray, engine)
         kwargs = {key: ray.put(on_device(value, torch.device("cpu"))) if isinstance(value, LoadedModel) else value
                   for key, value in constructor_kwargs.items()}
