@@ -15,9 +15,9 @@ from torch import nn
 
 import core.localize as localize_module
 from core import localization
-from core.artifacts import SHIPPED_WEIGHTS_DIR, ModelArtifacts
+from core.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
 from core.explain import METHODS, explain, explain_grid, shares_a_pass
-from core.localize import DATASET, LocalizationCacheError, main, read_cache, read_rows, summary_of
+from core.localize import DATASET, main, read_cache, read_rows, summary_of
 from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, create_model, get_config
 from tests.outlined_fracatlas import make_outlined_fracatlas
 
@@ -91,7 +91,7 @@ def test_cli_on_a_tiny_root_writes_rows_and_summary(tmp_path: Path, model_folder
     assert rows.set_index("image")["region"].to_dict()["images/IMG0000002.jpg"] == "shoulder"
     cache = read_cache(model_folder)
     assert cache is not None
-    recomputed = summary_of(cache.rows, n_boot=cache.summary["n_boot"], seed=cache.summary["seed"])
+    recomputed = summary_of(cache.table, n_boot=cache.summary["n_boot"], seed=cache.summary["seed"])
     assert {k: v for k, v in cache.summary.items() if k != "rows_sha256"} == json.loads(json.dumps(recomputed))
 
 
@@ -122,7 +122,7 @@ def test_a_changed_table_is_refused(tmp_path: Path, model_folder: ModelArtifacts
     assert main(["--root", str(root), "--methods", "GradCAM", "--layers", SCRATCH_LAYER, "--bootstrap", "20"]) == 0
     path = model_folder.localization(DATASET)
     path.write_text(path.read_text().replace("images/IMG0000001.jpg", "images/IMG0000009.jpg"))
-    with pytest.raises(LocalizationCacheError, match="not the table"):
+    with pytest.raises(CachePairError, match="not the table"):
         read_cache(model_folder)
 
 
@@ -151,14 +151,14 @@ def test_cli_on_real_fracatlas_images(tmp_path: Path, monkeypatch: pytest.Monkey
                  "--layers", "block 11 (112 ch, stride 16)", "--bootstrap", "20"]) == 0
     cache = read_cache(ModelArtifacts.of(DEFAULT_MODEL, weights))
     assert cache is not None and cache.summary["n_images"] == 2
-    assert len(cache.rows) == 2 * 3 and cache.rows["probability"].between(0, 1).all()
-    assert set(cache.rows["region"]) <= {"hand", "shoulder", "hand+shoulder"}
+    assert len(cache.table) == 2 * 3 and cache.table["probability"].between(0, 1).all()
+    assert set(cache.table["region"]) <= {"hand", "shoulder", "hand+shoulder"}
 
 
 def test_committed_cache_matches_its_summary() -> None:
     files = ModelArtifacts.of(DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR)
     cache = read_cache(files)
     assert cache is not None, f"{files.localization(DATASET)} is not committed"
-    recomputed = summary_of(cache.rows, n_boot=cache.summary["n_boot"], seed=cache.summary["seed"])
+    recomputed = summary_of(cache.table, n_boot=cache.summary["n_boot"], seed=cache.summary["seed"])
     assert {k: v for k, v in cache.summary.items() if k != "rows_sha256"} == json.loads(json.dumps(recomputed))
     assert {g["method"] for g in cache.summary["groups"]} >= {"GradCAM", *localization.BASELINES}
