@@ -10,38 +10,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 import core.localize as localize_module
 from core import localization
 from core.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
 from core.explain import METHODS, explain, explain_grid, shares_a_pass
 from core.localize import DATASET, main, read_cache, read_rows, summary_of
-from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, create_model, get_config
+from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, get_config
 from tests.outlined_fracatlas import make_outlined_fracatlas
+from tests.synthetic import calibrated_mobilenet
 
 SHARED_FRACATLAS = Path(os.environ.get("FRACATLAS_ROOT")
                         or Path(__file__).resolve().parents[2] / "shared" / "fracatlas")
 SCRATCH_LAYER = "stage 5 (96 ch, stride 16)"
 
 
-def _calibrated(seed: int) -> nn.Module:
-    """A random MobileNetV2 whose batch-norm statistics come from random images (so CAMs vary)."""
-    torch.manual_seed(seed)
-    model = create_model("mobilenet_v2")
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, 64, 64))
-    return model.eval().requires_grad_(False)
-
-
 def test_explain_grid_gives_explains_maps_for_an_ensemble() -> None:
     # Two members: each layer choice averages two member layers, as explain() does.
-    ensemble = MeanProbabilityEnsemble([_calibrated(0), _calibrated(1)]).eval()
+    ensemble = MeanProbabilityEnsemble([calibrated_mobilenet(0), calibrated_mobilenet(1)]).eval()
     loaded = LoadedModel("grid_test", ensemble, get_config("mobilenet_v2"), 64, {}, Path("."))
     pixels = np.random.default_rng(0).integers(0, 256, size=(70, 50), dtype=np.uint8)
     methods = [m for m in METHODS if shares_a_pass(m)]
@@ -56,7 +42,7 @@ def test_explain_grid_gives_explains_maps_for_an_ensemble() -> None:
 
 
 def test_methods_that_cannot_share_the_pass_run_alone() -> None:
-    loaded = LoadedModel("grid_test", _calibrated(0), get_config("mobilenet_v2"), 64, {}, Path("."))
+    loaded = LoadedModel("grid_test", calibrated_mobilenet(0), get_config("mobilenet_v2"), 64, {}, Path("."))
     pixels = np.random.default_rng(1).integers(0, 256, size=(40, 40), dtype=np.uint8)
     grid = explain_grid(loaded, pixels, methods=["FullGrad", "GradCAM"], layers=[SCRATCH_LAYER])
     assert set(grid) == {("FullGrad", ""), ("GradCAM", SCRATCH_LAYER)}

@@ -14,9 +14,10 @@ from torch import nn
 import core.trust as trust
 from core.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
 from core.explain import explain
-from core.models import DEFAULT_MODEL, LoadedModel, ModelConfig, create_model, get_config
+from core.models import DEFAULT_MODEL, LoadedModel, ModelConfig, get_config
 from core.preprocess import letterbox, to_model_input
 from tests.fake_mura import make_fake_mura
+from tests.synthetic import calibrated_mobilenet
 
 SIZE = 16
 LAYER = "grey level"
@@ -128,16 +129,7 @@ def test_the_true_evidence_passes_and_a_map_that_ignores_the_model_fails() -> No
 
 def _calibrated_mobilenet() -> LoadedModel:
     """A random MobileNetV2 whose batch-norm statistics come from random images (so CAMs vary)."""
-    torch.manual_seed(0)
-    model = create_model("mobilenet_v2")
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, 64, 64))
-    return LoadedModel("mobilenet_test", model.eval().requires_grad_(False), get_config("mobilenet_v2"), 64, {},
-                       Path("."))
+    return LoadedModel("mobilenet_test", calibrated_mobilenet(), get_config("mobilenet_v2"), 64, {}, Path("."))
 
 
 def test_a_class_agnostic_method_fails_the_logit_check() -> None:
