@@ -26,7 +26,6 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from core import atomic, fracatlas, localization
-from core.artifacts import CachePairError, ModelArtifacts, read_pair, write_pair
+from core.artifacts import CachedPair, ModelArtifacts, read_pair, write_pair
 from core.card import card_thresholds, threshold_for
 from core.devices import DeviceError, on_device, resolve_device
 from core.evaluate import REGION_THRESHOLDS
@@ -56,8 +55,6 @@ __all__ = [
     "fractured_images",
     "image_rows",
     "read_rows",
-    "LocalizationCache",
-    "LocalizationCacheError",
     "read_cache",
     "summary_of",
     "sweep",
@@ -160,31 +157,19 @@ def _parse_rows(source: Path | StringIO, name: str) -> pd.DataFrame:
     return rows[ROW_COLUMNS]
 
 
-class LocalizationCacheError(CachePairError):
-    """The cached rows and summary are unreadable or come from different runs (one sentence)."""
-
-
-@dataclass(frozen=True)
-class LocalizationCache:
-    """A model's cached localisation rows and the summary computed from exactly those rows."""
-
-    rows: pd.DataFrame
-    summary: dict
-
-
-def read_cache(files: ModelArtifacts) -> LocalizationCache | None:
-    """The cached sweep of ``files``' model, or None before the first finished sweep.
+def read_cache(files: ModelArtifacts) -> CachedPair | None:
+    """The cached sweep of ``files``' model (rows as ``table``, and their summary), or None before the
+    first finished sweep.
 
     Raises:
-        LocalizationCacheError: unreadable files, or rows that are not the ones summarised (a sweep
+        CachePairError: unreadable files, or rows that are not the ones summarised (a sweep
         stopped between its periodic saves and its final summary, a hand edit).
     """
     rows_path, summary_path = files.localization(DATASET), files.localization_summary(DATASET)
-    pair = read_pair(rows_path, summary_path, hash_key=_ROWS_HASH_KEY, remedy="re-run python -m core.localize",
+    return read_pair(rows_path, summary_path, hash_key=_ROWS_HASH_KEY, remedy="re-run python -m core.localize",
                      mismatch=f"{rows_path.name} is not the table {summary_path.name} summarises (a sweep still "
                               "running or stopped early); finish it with python -m core.localize.",
-                     parse=lambda text: _parse_rows(text, rows_path.name), error=LocalizationCacheError)
-    return None if pair is None else LocalizationCache(pair.table, pair.summary)
+                     parse=lambda text: _parse_rows(text, rows_path.name))
 
 
 def _rows_text(rows: pd.DataFrame) -> str:

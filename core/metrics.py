@@ -23,6 +23,7 @@ import argparse
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,7 @@ __all__ = [
     "PrCurve",
     "Confusion",
     "BootstrapInterval",
+    "format_interval",
     "study_table",
     "row_thresholds",
     "roc_curve_points",
@@ -153,6 +155,18 @@ class BootstrapInterval:
     def as_json(self) -> dict[str, float | int | None]:
         """The interval for a metrics file, with ``n_skipped`` so readers see how many resamples were dropped."""
         return {"point": self.point, "low": self.low, "high": self.high, "n_skipped": self.n_skipped}
+
+
+def format_interval(interval: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """An interval as :meth:`BootstrapInterval.as_json` stores it, as text: '0.812 (0.751–0.866)'; the
+    point alone when the interval is undefined; '—' without a point. (The dashboard's tables and the PDF
+    report both write intervals so; the report folds the dashes to Latin-1 hyphens.)"""
+    if not interval or interval.get("point") is None:
+        return "—"
+    text = f"{interval['point']:.{digits}f}"
+    if interval.get("low") is not None and interval.get("high") is not None:
+        text += f" ({interval['low']:.{digits}f}–{interval['high']:.{digits}f})"
+    return text
 
 
 # --- input checks -------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from core.atomic import AtomicWriteError, write_bytes
 from core.card import DEFAULT_THRESHOLD_KEY, ModelCardError, card_thresholds, read_card, trained_study_types
 from core.evaluate import FRACATLAS, REGION_LABELS
 from core.localization import BASELINES, BRIGHT_BONE, UNIFORM
+from core.metrics import format_interval
 from core.models import DEFAULT_MODEL, ModelLoadError, get_config
 
 __all__ = [
@@ -180,15 +181,6 @@ def _label(group: str) -> str:
     return REGION_LABELS.get(group, group.removeprefix("XR_").replace("_", " ").lower()).capitalize()
 
 
-def _interval(value: Mapping | None, digits: int = 3) -> str:
-    if not value or value.get("point") is None:
-        return "-"
-    text = f"{value['point']:.{digits}f}"
-    if value.get("low") is not None and value.get("high") is not None:
-        text += f" ({value['low']:.{digits}f}-{value['high']:.{digits}f})"
-    return text
-
-
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
@@ -297,9 +289,9 @@ def _results(out: _Writer, inputs: ReportInputs) -> None:
     trained = [g for g in trained_study_types(inputs.card) if g in study]
     groups = trained + [metrics.OVERALL]
     rows = [("Body part", "Studies (abnormal)", "AUROC", "Kappa", "Sensitivity", "Specificity")]
-    rows += [(_label(g), f"{study[g]['n']} ({study[g]['n_abnormal']})", _interval(study[g].get("auroc")),
-              _interval(study[g].get("kappa")), _interval(study[g].get("sensitivity")),
-              _interval(study[g].get("specificity"))) for g in groups]
+    rows += [(_label(g), f"{study[g]['n']} ({study[g]['n_abnormal']})", format_interval(study[g].get("auroc")),
+              format_interval(study[g].get("kappa")), format_interval(study[g].get("sensitivity")),
+              format_interval(study[g].get("specificity"))) for g in groups]
     out.table(rows, widths=(26, 24, 30, 30, 30, 30))
     n_boot = inputs.valid_metrics.get("n_boot", "?")
     out.text(f"Study level, each body part at the model card's threshold; 95% bootstrap intervals over studies "
@@ -351,8 +343,8 @@ def _external(out: _Writer, inputs: ReportInputs) -> None:
             if stratum != "all" and group != metrics.OVERALL:
                 continue
             name = ("All " + title) if group == metrics.OVERALL else _label(group)
-            rows.append((name, f"{summary['n']} ({summary['n_abnormal']})", _interval(summary.get("auroc")),
-                         _interval(summary.get("sensitivity")), _interval(summary.get("specificity"))))
+            rows.append((name, f"{summary['n']} ({summary['n_abnormal']})", format_interval(summary.get("auroc")),
+                         format_interval(summary.get("sensitivity")), format_interval(summary.get("specificity"))))
     out.table(rows, widths=(46, 26, 36, 36, 36))
     auroc = ((cached["all"].get(metrics.OVERALL) or {}).get("auroc") or {}).get("point")
     reading = (f" On another hospital group's radiographs the model ranks a fractured image above an unfractured "
@@ -381,7 +373,7 @@ def _localization(out: _Writer, inputs: ReportInputs) -> None:
         name = f"{group['method']} - {group['layer']}" if group["layer"] else f"{group['method']} map (chance)"
         if group["method"] == "GradCAM" and group["layer"] == default_layer:
             name += " (the app's default)"
-        rows.append((name, _interval(group["hit"]), _interval(group["energy"]), _interval(group["iou"])))
+        rows.append((name, *(format_interval(group[key]) for key in ("hit", "energy", "iou"))))
     out.table(rows, widths=(82, 36, 36, 36))
     best = maps[0]
     out.text(f"Scored against FracAtlas's expert fracture outlines on {summary.get('n_images', '?')} radiographs. "

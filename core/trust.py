@@ -53,12 +53,11 @@ from torch import nn
 from tqdm import tqdm
 
 from core import atomic, fracatlas, metrics, mura
-from core.artifacts import CachePairError, ModelArtifacts, read_pair, write_pair
+from core.artifacts import CachedPair, CachePairError, ModelArtifacts, read_pair, write_pair
 from core.card import trained_study_types
 from core.explain import METHODS, ClassProbability, Target, explain_grid
 from core.faithfulness import faithfulness, ranks
 from core.imaging import RadiographDecodeError, load_radiograph
-from core.localize import LocalizationCacheError
 from core.localize import default_methods as localize_default_methods
 from core.localize import read_cache as read_localization
 from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, ModelLoadError, load_model
@@ -80,8 +79,6 @@ __all__ = [
     "sample_images",
     "image_rows",
     "summary_of",
-    "TrustCacheError",
-    "TrustCache",
     "read_cache",
     "rank_of",
     "method_verdicts",
@@ -460,35 +457,25 @@ def _rows_text(rows: pd.DataFrame, n_stages: int) -> str:
 _ROWS_HASH_KEY = "rows_sha256"
 
 
-class TrustCacheError(CachePairError):
-    """The cached rows and summary are unreadable or come from different runs (one sentence)."""
-
-
-@dataclass(frozen=True)
-class TrustCache:
-    """A model's cached trust rows and the summary computed from exactly those rows."""
-
-    rows: pd.DataFrame
-    summary: dict
-
-
-def read_cache(files: ModelArtifacts) -> TrustCache | None:
-    """The cached sweep of ``files``' model, or None before the first finished one.
+def read_cache(files: ModelArtifacts) -> CachedPair | None:
+    """The cached sweep of ``files``' model (rows as ``table``, and their summary), or None before the
+    first finished one.
 
     Raises:
-        TrustCacheError: unreadable files, or rows that are not the ones summarised.
+        CachePairError: unreadable files, rows that are not the ones summarised, or a summary of
+        another version.
     """
     rows_path, summary_path = files.trust_rows, files.trust_summary
     pair = read_pair(rows_path, summary_path, hash_key=_ROWS_HASH_KEY, remedy="re-run python -m core.trust",
                      mismatch=f"{rows_path.name} is not the table {summary_path.name} summarises (a run still going "
                               "or stopped early); finish it with python -m core.trust.",
-                     parse=lambda text: _parse_rows(text, rows_path.name), error=TrustCacheError)
+                     parse=lambda text: _parse_rows(text, rows_path.name))
     if pair is None:
         return None
     if pair.summary.get("version") != SUMMARY_VERSION:
-        raise TrustCacheError(f"{summary_path.name} is from another version of core.trust; re-run "
-                              "python -m core.trust with the same arguments to rewrite it.")
-    return TrustCache(pair.table, pair.summary)
+        raise CachePairError(f"{summary_path.name} is from another version of core.trust; re-run "
+                             "python -m core.trust with the same arguments to rewrite it.")
+    return pair
 
 
 # --- the summary ----------------------------------------------------------------------------------
@@ -517,7 +504,7 @@ def _localisation_hits(files: ModelArtifacts | None, layer: str) -> dict[str, fl
         return {}
     try:
         cache = read_localization(files)
-    except LocalizationCacheError:
+    except CachePairError:
         return {}
     if cache is None:
         return {}
@@ -663,7 +650,7 @@ def headline(files: ModelArtifacts) -> str | None:
     """
     try:
         cache = read_cache(files)
-    except TrustCacheError:
+    except CachePairError:
         return None
     if cache is None:
         return None

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from core.evaluate import REGION_LABELS
-from core.metrics import Confusion, PrCurve, RocCurve
+from core.metrics import Confusion, PrCurve, RocCurve, format_interval
 
 __all__ = [
     "OVERALL",
@@ -68,16 +68,6 @@ def group_label(group: str) -> str:
     if group in REGION_LABELS:
         return REGION_LABELS[group].capitalize()
     return group.removeprefix("XR_").replace("_", " ").capitalize()
-
-
-def format_interval(interval: Interval | None, digits: int = 3) -> str:
-    """'0.812 (0.751–0.866)'; the point alone when the interval is undefined; '—' without a point."""
-    if not interval or interval.get("point") is None:
-        return "—"
-    text = f"{interval['point']:.{digits}f}"
-    if interval.get("low") is not None and interval.get("high") is not None:
-        text += f" ({interval['low']:.{digits}f}–{interval['high']:.{digits}f})"
-    return text
 
 
 #: Below these counts (cases at the level shown; cases of the rarer class) a rate or its bootstrap

@@ -19,10 +19,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import fracatlas, localization
-from core.artifacts import ModelArtifacts, file_version
+from core.artifacts import CachedPair, ModelArtifacts, file_version
 from core.imaging import RadiographDecodeError, load_radiograph
 from core.localization import BRIGHT_BONE, UNIFORM
-from core.localize import DATASET, LocalizationCache, read_cache
+from core.localize import DATASET, read_cache
 from dashboard.charts import format_interval
 
 __all__ = [
@@ -56,15 +56,15 @@ _OUTLINE_COLOUR = (0, 255, 255)  # cyan: visible on the jet colour map's red and
 
 
 @st.cache_data(show_spinner=False)
-def _read_cache(directory: str, rows_version: int, summary_version: int) -> LocalizationCache | None:
+def _read_cache(directory: str, rows_version: int, summary_version: int) -> CachedPair | None:
     return read_cache(ModelArtifacts(Path(directory)))
 
 
-def cached_sweep(model: str) -> LocalizationCache | None:
+def cached_sweep(model: str) -> CachedPair | None:
     """The model's cached sweep, re-read when either file changes; None before the first sweep.
 
     Raises:
-        LocalizationCacheError: the files are unreadable or do not belong together.
+        CachePairError: the files are unreadable or do not belong together.
     """
     files = ModelArtifacts.of(model)
     return _read_cache(str(files.directory), file_version(files.localization(DATASET)),

@@ -27,12 +27,11 @@ import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
 from core import fracatlas, metrics, quiz
-from core.artifacts import EvaluationMismatchError, file_version
+from core.artifacts import CachePairError, EvaluationMismatchError, file_version
 from core.card import card_thresholds, trained_study_types
 from core.evaluate import FRACATLAS, REGION_LABELS, region_thresholds
 from core.explain import DEFAULT_METHOD, METHODS
 from core.localization import TOLERANCE_PX
-from core.localize import LocalizationCacheError
 from core.models import LoadedModel
 from core.overlay import overlay
 from dashboard import localization as accuracy
@@ -126,7 +125,7 @@ def quiz_map(model: str, loaded: LoadedModel) -> tuple[str, str | None]:
     on the default layer. The quiz shows the model at its best at pointing, not at its most common."""
     try:
         sweep = accuracy.cached_sweep(model)
-    except LocalizationCacheError:
+    except CachePairError:
         sweep = None
     if sweep is not None:
         table = accuracy.ranking(sweep.summary, "hit")

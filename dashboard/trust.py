@@ -14,8 +14,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import trust
-from core.artifacts import ModelArtifacts, file_version
-from core.trust import METRICS, TrustCache, TrustCacheError, method_verdicts, rank_of
+from core.artifacts import CachedPair, CachePairError, ModelArtifacts, file_version
+from core.trust import METRICS, method_verdicts, rank_of
 from dashboard.charts import format_interval
 
 __all__ = ["cached_trust", "scorecard", "scorecard_line", "cascade_figure", "agreement_figure", "layers_table",
@@ -26,15 +26,15 @@ _STATUS = {"passes": "passes", "fails": "FAILS", "unclear": "unclear"}
 
 
 @st.cache_data(show_spinner=False)
-def _read(directory: str, rows_version: int, summary_version: int) -> TrustCache | None:
+def _read(directory: str, rows_version: int, summary_version: int) -> CachedPair | None:
     return trust.read_cache(ModelArtifacts(Path(directory)))
 
 
-def cached_trust(model: str) -> TrustCache | None:
+def cached_trust(model: str) -> CachedPair | None:
     """The model's cached sanity checks, re-read when either file changes; None before the first run.
 
     Raises:
-        TrustCacheError: the files are unreadable or do not belong together.
+        CachePairError: the files are unreadable or do not belong together.
     """
     files = ModelArtifacts.of(model)
     return _read(str(files.directory), file_version(files.trust_rows), file_version(files.trust_summary))
@@ -69,7 +69,7 @@ def scorecard_line(model: str, method: str) -> str | None:
     """A short line on ``method`` for the Explain page's method picker; None without a readable cache."""
     try:
         cache = cached_trust(model)
-    except TrustCacheError:
+    except CachePairError:
         return None
     if cache is None:
         return None
@@ -129,7 +129,7 @@ def show_scorecard(model: str) -> None:
     st.subheader("Can the heat maps be trusted?")
     try:
         cache = cached_trust(model)
-    except TrustCacheError as exc:
+    except CachePairError as exc:
         st.error(str(exc))
         return
     if cache is None:

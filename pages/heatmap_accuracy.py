@@ -9,8 +9,8 @@ import streamlit as st
 from scipy.stats import spearmanr
 
 from core import fracatlas
+from core.artifacts import CachePairError
 from core.localization import TOLERANCE_PX
-from core.localize import LocalizationCacheError
 from dashboard import localization as accuracy
 from dashboard import state, views
 from dashboard import trust as trust_view
@@ -32,7 +32,7 @@ st.caption(
 )
 try:
     sweep = accuracy.cached_sweep(model)
-except LocalizationCacheError as exc:
+except CachePairError as exc:
     st.error(str(exc))
     st.stop()
 if sweep is None:
@@ -40,7 +40,7 @@ if sweep is None:
             f"../shared/fracatlas --model {model}` (a FracAtlas folder) and reload.")
     st.stop()
 
-summary, rows = sweep.summary, accuracy.with_outcomes(sweep.rows)
+summary, rows = sweep.summary, accuracy.with_outcomes(sweep.table)
 minutes = summary.get("sweep_seconds", 0) / 60
 st.caption(f"{summary['n_images']} outlined fractures; 95% bootstrap intervals over images "
            f"({summary['n_boot']} resamples); the sweep's images took {minutes:.0f} minutes in all.")

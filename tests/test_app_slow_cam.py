@@ -3,7 +3,6 @@ appears within seconds (before: B waited for A's whole run behind one lock per m
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +13,7 @@ from core.explain import explain
 from core.models import DEFAULT_MODEL
 from dashboard import state
 from tests.app_pages import assert_clean, study_probability
-from tests.synthetic import synthetic_radiograph, synthetic_radiograph_png
+from tests.synthetic import HeldRun, synthetic_radiograph, synthetic_radiograph_png
 from tests.test_app_explain import open_explain
 
 # B's whole page run (upload, prediction, GradCAM at 96 px) takes seconds; A is held for longer.
@@ -23,22 +22,13 @@ B_LATENCY_LIMIT_S = 60.0
 
 def test_a_fast_cam_in_one_session_does_not_wait_for_a_slow_cam_in_another(use_scratch_weights: Path) -> None:
     shared = state.get_model(DEFAULT_MODEL)  # the object every session of this process shares
-    a_running, b_finished = threading.Event(), threading.Event()
-
-    class Stopped(Exception):
-        pass
-
-    def hold_midway(fraction: float) -> None:
-        """Hold A's ScoreCAM at its first batch until B is done, then stop it as its Stop button would."""
-        if 0.0 < fraction < 1.0:
-            a_running.set()
-            b_finished.wait(timeout=B_LATENCY_LIMIT_S + 30)
-            raise Stopped
+    # Hold A's ScoreCAM at its first batch until B is done, then stop it as its Stop button would.
+    held = HeldRun(timeout_s=B_LATENCY_LIMIT_S + 30)
 
     with ThreadPoolExecutor(max_workers=1) as session_a:
-        slow = session_a.submit(explain, shared, synthetic_radiograph(3), method="ScoreCAM", progress=hold_midway)
+        slow = session_a.submit(explain, shared, synthetic_radiograph(3), method="ScoreCAM", progress=held)
         try:
-            assert a_running.wait(timeout=60), "ScoreCAM never started"
+            assert held.running.wait(timeout=60), "ScoreCAM never started"
             at = open_explain()
             assert state.get_model(DEFAULT_MODEL) is shared
             started = time.perf_counter()
@@ -47,10 +37,10 @@ def test_a_fast_cam_in_one_session_does_not_wait_for_a_slow_cam_in_another(use_s
             latency = time.perf_counter() - started
             a_still_running = not slow.done()
         finally:
-            b_finished.set()
+            held.released.set()
         assert_clean(at)
         assert study_probability(at)
         assert any("GradCAM" in caption for image in at.image for caption in image.captions)
         assert a_still_running and latency < B_LATENCY_LIMIT_S
-        with pytest.raises(Stopped):
+        with pytest.raises(HeldRun.Stopped):
             slow.result()

@@ -21,6 +21,7 @@ from core.faithfulness import faithfulness
 from core.models import LoadedModel, ModelConfig, create_model, get_config
 from core.overlay import COLORMAPS, overlay, threshold_mask
 from core.preprocess import letterbox, to_model_input
+from tests.synthetic import HeldRun, calibrated_mobilenet
 
 FAST_METHODS = [name for name, info in METHODS.items() if not info.slow]
 SLOW_METHODS = [name for name, info in METHODS.items() if info.slow]
@@ -29,30 +30,10 @@ STAGE_3 = "stage 3 (32 ch, stride 8)"
 TOY_SIZE = 32
 
 
-def _calibrated_mobilenet() -> nn.Module:
-    """Seeded random MobileNetV2 whose batch-norm statistics come from random images.
-
-    With torchvision's initial running statistics (mean 0, variance 1) a random network
-    saturates and its output does not depend on the input, so every CAM would be flat.
-    """
-    torch.manual_seed(0)
-    model = create_model("mobilenet_v2")
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(8, 3, 96, 96))
-    model.eval()
-    model.requires_grad_(False)
-    return model
-
-
 @pytest.fixture(scope="module")
 def mobilenet() -> LoadedModel:
     config = get_config("mobilenet_v2")
-    return LoadedModel("mobilenet_test", _calibrated_mobilenet(), config, 96, {}, Path("."))
+    return LoadedModel("mobilenet_test", calibrated_mobilenet(size=96), config, 96, {}, Path("."))
 
 
 @pytest.fixture(scope="module")
@@ -444,28 +425,19 @@ def test_fast_method_does_not_wait_behind_a_slow_one(tiny_mobilenet: LoadedModel
     """Session A's slow CAM is held mid-run (its progress callback blocks, then cancels it as the
     Stop button does); session B's GradCAM on the same model must finish meanwhile."""
     pixels = _radiograph_like(40, 56)
-    a_running, b_finished = threading.Event(), threading.Event()
-
-    class Stopped(Exception):
-        pass
-
-    def hold_midway(fraction: float) -> None:
-        if 0.0 < fraction < 1.0:
-            a_running.set()
-            b_finished.wait(timeout=60)
-            raise Stopped
+    held = HeldRun(timeout_s=60)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        slow = pool.submit(explain, tiny_mobilenet, pixels, method=slow_method, progress=hold_midway)
-        assert a_running.wait(timeout=60), f"{slow_method} never reported progress"
+        slow = pool.submit(explain, tiny_mobilenet, pixels, method=slow_method, progress=held)
+        assert held.running.wait(timeout=60), f"{slow_method} never reported progress"
         fast = pool.submit(explain, tiny_mobilenet, pixels, method="GradCAM")
         _done, not_done = wait([fast], timeout=20)
         slow_still_held = not slow.done()
-        b_finished.set()  # release A whatever happened, so a failure does not hang the suite
+        held.released.set()  # release A whatever happened, so a failure does not hang the suite
         assert not not_done, f"GradCAM waited behind {slow_method}"
         assert slow_still_held, f"{slow_method} was not running while GradCAM ran"
         assert fast.result().heatmap.shape == pixels.shape
-        with pytest.raises(Stopped):
+        with pytest.raises(HeldRun.Stopped):
             slow.result()
 
 

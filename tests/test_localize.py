@@ -10,38 +10,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 import core.localize as localize_module
 from core import localization
-from core.artifacts import SHIPPED_WEIGHTS_DIR, ModelArtifacts
+from core.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
 from core.explain import METHODS, explain, explain_grid, shares_a_pass
-from core.localize import DATASET, LocalizationCacheError, main, read_cache, read_rows, summary_of
-from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, create_model, get_config
+from core.localize import DATASET, main, read_cache, read_rows, summary_of
+from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, get_config
 from tests.outlined_fracatlas import make_outlined_fracatlas
+from tests.synthetic import calibrated_mobilenet
 
 SHARED_FRACATLAS = Path(os.environ.get("FRACATLAS_ROOT")
                         or Path(__file__).resolve().parents[2] / "shared" / "fracatlas")
 SCRATCH_LAYER = "stage 5 (96 ch, stride 16)"
 
 
-def _calibrated(seed: int) -> nn.Module:
-    """A random MobileNetV2 whose batch-norm statistics come from random images (so CAMs vary)."""
-    torch.manual_seed(seed)
-    model = create_model("mobilenet_v2")
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, 64, 64))
-    return model.eval().requires_grad_(False)
-
-
 def test_explain_grid_gives_explains_maps_for_an_ensemble() -> None:
     # Two members: each layer choice averages two member layers, as explain() does.
-    ensemble = MeanProbabilityEnsemble([_calibrated(0), _calibrated(1)]).eval()
+    ensemble = MeanProbabilityEnsemble([calibrated_mobilenet(0), calibrated_mobilenet(1)]).eval()
     loaded = LoadedModel("grid_test", ensemble, get_config("mobilenet_v2"), 64, {}, Path("."))
     pixels = np.random.default_rng(0).integers(0, 256, size=(70, 50), dtype=np.uint8)
     methods = [m for m in METHODS if shares_a_pass(m)]
@@ -56,7 +42,7 @@ def test_explain_grid_gives_explains_maps_for_an_ensemble() -> None:
 
 
 def test_methods_that_cannot_share_the_pass_run_alone() -> None:
-    loaded = LoadedModel("grid_test", _calibrated(0), get_config("mobilenet_v2"), 64, {}, Path("."))
+    loaded = LoadedModel("grid_test", calibrated_mobilenet(0), get_config("mobilenet_v2"), 64, {}, Path("."))
     pixels = np.random.default_rng(1).integers(0, 256, size=(40, 40), dtype=np.uint8)
     grid = explain_grid(loaded, pixels, methods=["FullGrad", "GradCAM"], layers=[SCRATCH_LAYER])
     assert set(grid) == {("FullGrad", ""), ("GradCAM", SCRATCH_LAYER)}
@@ -91,7 +77,7 @@ def test_cli_on_a_tiny_root_writes_rows_and_summary(tmp_path: Path, model_folder
     assert rows.set_index("image")["region"].to_dict()["images/IMG0000002.jpg"] == "shoulder"
     cache = read_cache(model_folder)
     assert cache is not None
-    recomputed = summary_of(cache.rows, n_boot=cache.summary["n_boot"], seed=cache.summary["seed"])
+    recomputed = summary_of(cache.table, n_boot=cache.summary["n_boot"], seed=cache.summary["seed"])
     assert {k: v for k, v in cache.summary.items() if k != "rows_sha256"} == json.loads(json.dumps(recomputed))
 
 
@@ -122,7 +108,7 @@ def test_a_changed_table_is_refused(tmp_path: Path, model_folder: ModelArtifacts
     assert main(["--root", str(root), "--methods", "GradCAM", "--layers", SCRATCH_LAYER, "--bootstrap", "20"]) == 0
     path = model_folder.localization(DATASET)
     path.write_text(path.read_text().replace("images/IMG0000001.jpg", "images/IMG0000009.jpg"))
-    with pytest.raises(LocalizationCacheError, match="not the table"):
+    with pytest.raises(CachePairError, match="not the table"):
         read_cache(model_folder)
 
 
@@ -151,14 +137,14 @@ def test_cli_on_real_fracatlas_images(tmp_path: Path, monkeypatch: pytest.Monkey
                  "--layers", "block 11 (112 ch, stride 16)", "--bootstrap", "20"]) == 0
     cache = read_cache(ModelArtifacts.of(DEFAULT_MODEL, weights))
     assert cache is not None and cache.summary["n_images"] == 2
-    assert len(cache.rows) == 2 * 3 and cache.rows["probability"].between(0, 1).all()
-    assert set(cache.rows["region"]) <= {"hand", "shoulder", "hand+shoulder"}
+    assert len(cache.table) == 2 * 3 and cache.table["probability"].between(0, 1).all()
+    assert set(cache.table["region"]) <= {"hand", "shoulder", "hand+shoulder"}
 
 
 def test_committed_cache_matches_its_summary() -> None:
     files = ModelArtifacts.of(DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR)
     cache = read_cache(files)
     assert cache is not None, f"{files.localization(DATASET)} is not committed"
-    recomputed = summary_of(cache.rows, n_boot=cache.summary["n_boot"], seed=cache.summary["seed"])
+    recomputed = summary_of(cache.table, n_boot=cache.summary["n_boot"], seed=cache.summary["seed"])
     assert {k: v for k, v in cache.summary.items() if k != "rows_sha256"} == json.loads(json.dumps(recomputed))
     assert {g["method"] for g in cache.summary["groups"]} >= {"GradCAM", *localization.BASELINES}

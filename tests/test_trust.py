@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 import core.trust as trust
-from core.artifacts import SHIPPED_WEIGHTS_DIR, ModelArtifacts
+from core.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
 from core.explain import explain
-from core.models import DEFAULT_MODEL, LoadedModel, ModelConfig, create_model, get_config
+from core.models import DEFAULT_MODEL, LoadedModel, ModelConfig, get_config
 from core.preprocess import letterbox, to_model_input
 from tests.fake_mura import make_fake_mura
+from tests.synthetic import calibrated_mobilenet
 
 SIZE = 16
 LAYER = "grey level"
@@ -128,16 +129,7 @@ def test_the_true_evidence_passes_and_a_map_that_ignores_the_model_fails() -> No
 
 def _calibrated_mobilenet() -> LoadedModel:
     """A random MobileNetV2 whose batch-norm statistics come from random images (so CAMs vary)."""
-    torch.manual_seed(0)
-    model = create_model("mobilenet_v2")
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, 64, 64))
-    return LoadedModel("mobilenet_test", model.eval().requires_grad_(False), get_config("mobilenet_v2"), 64, {},
-                       Path("."))
+    return LoadedModel("mobilenet_test", calibrated_mobilenet(), get_config("mobilenet_v2"), 64, {}, Path("."))
 
 
 def test_a_class_agnostic_method_fails_the_logit_check() -> None:
@@ -232,10 +224,10 @@ def test_cli_writes_resumes_and_guards_its_cache(tmp_path: Path, model_folder: M
     assert trust.main(args) == 0
     cache = trust.read_cache(model_folder)
     assert cache is not None
-    assert set(cache.rows["part"]) == {"XR_HUMERUS", "XR_FOREARM"} and cache.rows["image"].nunique() == 4
-    assert len(cache.rows) == 4 * 2 * 2
-    assert cache.rows["image"].str.startswith("MURA-v1.1/valid/").all()  # official paths, no pixels
-    judged = cache.rows.dropna(subset=["deletion_auc"])
+    assert set(cache.table["part"]) == {"XR_HUMERUS", "XR_FOREARM"} and cache.table["image"].nunique() == 4
+    assert len(cache.table) == 4 * 2 * 2
+    assert cache.table["image"].str.startswith("MURA-v1.1/valid/").all()  # official paths, no pixels
+    judged = cache.table.dropna(subset=["deletion_auc"])
     assert set(judged["layer"]) == {"last conv (1280 ch, stride 32)"}  # the default layer only
     summary = cache.summary
     assert summary["n_images"] == 4 and summary["stages"][0] == "output layer"
@@ -251,11 +243,11 @@ def test_cli_writes_resumes_and_guards_its_cache(tmp_path: Path, model_folder: M
     monkeypatch.undo()
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(model_folder.directory.parent))
     bigger = trust.sample_images(root, None, study_types=["XR_FOREARM", "XR_HUMERUS"], per_part=3, fracatlas_n=0)
-    assert set(cache.rows["image"]) <= {s.image for s in bigger}
+    assert set(cache.table["image"]) <= {s.image for s in bigger}
 
     # Rows that are not the ones summarised are refused, in one sentence.
     model_folder.trust_rows.write_text(model_folder.trust_rows.read_text() + "\n")
-    with pytest.raises(trust.TrustCacheError, match="is not the table"):
+    with pytest.raises(CachePairError, match="is not the table"):
         trust.read_cache(model_folder)
     assert trust.headline(model_folder) is None
 
@@ -280,6 +272,6 @@ def test_the_shipped_models_cache_is_whole_and_judges_every_default_method() -> 
     assert cache is not None
     assert set(trust.method_verdicts(cache.summary)) == set(trust.default_methods())
     assert cache.summary["sources"].keys() == {"MURA", "FracAtlas"}
-    assert cache.rows.groupby("image").size().eq(len(trust.default_methods()) * 2).all()  # every method x layer
+    assert cache.table.groupby("image").size().eq(len(trust.default_methods()) * 2).all()  # every method x layer
     tau = cache.summary["agreement"]["kendall_tau"]
     assert all(line[i] == 1.0 for i, line in enumerate(tau) if line[i] is not None)
