@@ -188,6 +188,20 @@ def _printable(file: str) -> str:
     return file.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
 
 
+def _scope_fields(scopes: Sequence[ScopeAssessment]) -> dict[str, object]:
+    """The fields every JSON line carries: the predicted body part, whether it is out of scope, and the
+    scope score (higher = further out of scope; >= 0.5 flagged). For a study, the views' most probable
+    body part (mean of their probabilities), flagged if any view is, scored by its furthest view.
+    All three are null for a model without a scope head."""
+    if not scopes:
+        return {"body_part": None, "out_of_scope": None, "scope_score": None}
+    parts = scopes[0].probabilities
+    mean = {part: sum(scope.probabilities[part] for scope in scopes) / len(scopes) for part in parts}
+    return {"body_part": max(mean, key=mean.__getitem__),
+            "out_of_scope": any(scope.out_of_scope for scope in scopes),
+            "scope_score": round(max(scope.scope_score for scope in scopes), 4)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m core.predict``: one JSON line per file (and per study); exit status 2 if a file failed."""
     from core.devices import DeviceError, add_device_arguments, autocast, on_device, resolve_device
@@ -237,8 +251,11 @@ def main(argv: list[str] | None = None) -> int:
                 scope = assessed[0]
                 if not radiograph.looks_like_radiograph:
                     scope = replace(scope, colour_image=True)
+                record |= _scope_fields([scope])
                 record["scope"] = scope.as_json()
                 scopes.append(scope)
+            else:
+                record |= _scope_fields([])
             if args.cam:
                 paths, described = _write_cam(loaded, pixels, file, args.cam, args.layer, args.out)
                 record |= paths
@@ -268,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             "verdict": None if scope_reason and not args.study_type else study.verdict,
             "in_scope": scope_reason is None,
             "suggested_study_type": suggested,
-        } | ({"scope_reason": scope_reason} if scope_reason else {})), flush=True)
+        } | _scope_fields(scopes) | ({"scope_reason": scope_reason} if scope_reason else {})), flush=True)
     return 2 if failed else 0
 
 

@@ -1,7 +1,8 @@
 """What the scope head says of uploaded views, cached, and shown before any verdict.
 
 The head (core.scope) recognises the body part and flags images unlike the model's training
-radiographs; Explain pre-selects the body part from it and gives no verdict outside the scope.
+radiographs; Explain suggests (or, where the head earned it, pre-selects) the body part from it and
+gives no verdict outside the scope.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import numpy as np
 import streamlit as st
 
 from core.models import LoadedModel
-from core.scope import ScopeAssessment, ScopeHeadError, assess_images
+from core.scope import ScopeAssessment, ScopeHeadError, assess_images, head_for
 from dashboard import views
 
-__all__ = ["cached_scopes", "show_scopes"]
+__all__ = ["cached_scopes", "preselects", "show_scopes"]
 
 
 @st.cache_data(show_spinner="Recognising the body part…", max_entries=256)
@@ -49,3 +50,12 @@ def show_scopes(names: Sequence[str], scopes: Sequence[ScopeAssessment]) -> None
             st.caption(f"`{name}`: {scope.reason()}")
         else:
             st.error(f"`{name}`: {scope.reason()}", icon=":material/block:")
+
+
+def preselects(loaded: LoadedModel) -> bool:
+    """Whether the model's scope head may pre-select the body part (it met its rule on MURA valid/)."""
+    try:
+        head = head_for(loaded)
+    except ScopeHeadError:
+        return False
+    return head is not None and head.preselect

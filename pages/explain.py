@@ -105,12 +105,12 @@ def study_images(ref: str) -> tuple[list[tuple[str, np.ndarray]], str | None, st
 
 
 def recognised_body_part(images: list[tuple[str, np.ndarray]], colour: list[bool] | None = None) -> str:
-    """What the scope head makes of each view, shown; the body part stays Unknown for the user to pick.
+    """What the scope head makes of each view, shown; the body part it recognises, or Unknown.
 
     A view flagged out of scope (another body part, not a radiograph, unlike anything the model was
-    trained on) stands out. A humerus or forearm look is only suggested: the head calls most of
-    MURA's own wrist, hand and elbow views "forearm" (weights/<model>/scope_metrics.json), so
-    adopting it would judge a wrist at the forearm's threshold.
+    trained on) stands out and the study stays Unknown. When every view confidently shows one trained
+    body part, it is pre-selected only if the head met its pre-registered rule on MURA valid/ (its
+    ``preselect`` flag, docs/experiments.md); otherwise it is only suggested and the user picks.
     """
     if not images:
         return UNKNOWN_BODY_PART
@@ -123,9 +123,15 @@ def recognised_body_part(images: list[tuple[str, np.ndarray]], colour: list[bool
         return UNKNOWN_BODY_PART
     scope_view.show_scopes(names, scopes)
     suggested, _reason = study_scope(scopes)
-    if suggested:
-        st.caption(f"Suggested body part: {group_label(suggested).lower()}. Recognition cannot yet tell MURA's wrist, "
-                   "hand or elbow views from a forearm, so choose the body part below to get a verdict.")
+    if not suggested:
+        return UNKNOWN_BODY_PART
+    if scope_view.preselects(loaded):
+        st.caption(f"Body part pre-selected from what the views look like: {group_label(suggested).lower()}. "
+                   "Change it below if you know better.")
+        return suggested
+    st.caption(f"Suggested body part: {group_label(suggested).lower()}. Recognition is not reliable enough to "
+               "choose it for you (weights/<model>/scope_metrics.json), so choose the body part below to get a "
+               "verdict.")
     return UNKNOWN_BODY_PART
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import scope
+from core import scope, scope_fit
 from core.artifacts import SCOPE_HEAD_FILE
 from core.models import DEFAULT_MODEL, load_model
-from core.scope import SCOPE_CLASSES, ScopeAssessment, ScopeHeadError, fit_head, load_head
+from core.scope import SCOPE_CLASSES, ScopeAssessment, ScopeHeadError, load_head
+from core.scope_fit import fit_head
 
 
 def _clusters(n_per_class: int = 40, dims: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -42,7 +43,7 @@ def test_separable_classes_are_recovered_out_of_fold(fitted):
 def test_head_matches_scikit_learn(fitted):
     """The stored arrays reproduce the scikit-learn objects they were taken from."""
     head, features, labels, *_ = fitted
-    scaler, classifier, pca, covariance = scope._fit_parts(features, labels)
+    scaler, classifier, pca, covariance = scope_fit._fit_parts(features, labels)
     standardised = scaler.transform(features)
     np.testing.assert_allclose(head.probabilities(features), classifier.predict_proba(standardised), atol=1e-6)
     expected = np.sqrt(covariance.mahalanobis(pca.transform(standardised)))
@@ -94,6 +95,50 @@ def test_assessment_decides_scope_and_says_why(probabilities, distance, study_ty
     assert assessment.study_type == study_type
     assert assessment.out_of_scope == flagged and assessment.in_scope == (not flagged)
     assert words in assessment.reason()
+
+
+@pytest.mark.parametrize(("probabilities", "distance", "colour", "score"), [
+    ({"humerus": 0.7, "forearm": 0.2, "other": 0.1}, 1.0, False, 0.1),   # P(outside) decides
+    ({"humerus": 0.2, "forearm": 0.2, "other": 0.6}, 1.0, False, 0.6),
+    ({"humerus": 0.9, "forearm": 0.1, "other": 0.0}, 10.0, False, 1.5),  # distance / threshold - 0.5
+    ({"humerus": 0.9, "forearm": 0.1, "other": 0.0}, 1.0, True, 1.0),    # colour: at least 1
+])
+def test_scope_score_is_the_flag_as_a_number(probabilities, distance, colour, score):
+    assessment = ScopeAssessment(probabilities, distance, distance_threshold=5.0, colour_image=colour)
+    assert assessment.scope_score == pytest.approx(score)
+    assert assessment.out_of_scope == (score >= scope.OUT_OF_SCOPE_SCORE)
+    assert assessment.as_json()["scope_score"] == pytest.approx(score)
+
+
+def test_end_crops_take_both_ends_of_the_long_side():
+    tall = np.arange(100 * 40, dtype=np.uint16).reshape(100, 40)
+    top, bottom = scope_fit.end_crops(tall, 0.4)
+    np.testing.assert_array_equal(top, tall[:40])
+    np.testing.assert_array_equal(bottom, tall[60:])
+    left, right = scope_fit.end_crops(tall.T, 0.25)
+    assert left.shape == right.shape == (40, 25)
+    np.testing.assert_array_equal(right, tall.T[:, 75:])
+
+
+def test_non_radiograph_probes_are_offline_grey_and_repeatable():
+    probes = scope_fit.non_radiograph_probes()
+    again = scope_fit.non_radiograph_probes()
+    assert len(probes) == 105 and list(probes) == list(again)
+    for name, image in probes.items():
+        assert image.dtype == np.uint8 and image.ndim == 2 and min(image.shape) >= 32, name
+        np.testing.assert_array_equal(image, again[name])
+
+
+def test_preselect_flag_survives_saving_and_defaults_to_off(fitted, tmp_path):
+    from dataclasses import replace
+
+    head, *_ = fitted
+    path = tmp_path / SCOPE_HEAD_FILE
+    replace(head, preselect=True).save(path)
+    assert load_head(path).preselect
+    with np.load(path) as data:  # a head written before the flag existed
+        np.savez(path.with_name("old.npz"), **{k: data[k] for k in data.files if k != "preselect"})
+    assert not load_head(path.with_name("old.npz")).preselect
 
 
 def test_fit_refuses_a_missing_class():
@@ -177,6 +222,8 @@ def test_predict_cli_gives_no_verdict_for_a_leg(capsys):
     assert main(["--study", str(_first_leg())]) == 0
     image, study = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert image["scope"]["body_part"] == "other" and not image["scope"]["in_scope"]
+    for line in (image, study):  # every line carries the three fields the issue asks for
+        assert line["body_part"] == "other" and line["out_of_scope"] is True and line["scope_score"] >= 0.5
     assert study["verdict"] is None and not study["in_scope"] and "other than the arm" in study["scope_reason"]
     assert main(["--study", "--study-type", "XR_FOREARM", str(_first_leg())]) == 0
     _image, study = (json.loads(line) for line in capsys.readouterr().out.splitlines())
@@ -195,3 +242,26 @@ def test_explain_flags_an_uploaded_leg_and_gives_no_verdict():
     assert any("other than the arm" in e.value for e in at.error)
     assert not any(m.label == "Verdict" for m in at.metric)
     assert float(study_probability(at)) >= 0
+    # The user overrides: naming a trained body part gets the verdict at that part's threshold.
+    at.selectbox(key="explain_body_part_upload").set_value("XR_FOREARM").run(timeout=300)
+    assert_clean(at)
+    assert any(m.label == "Verdict" for m in at.metric)
+
+
+def test_predict_cli_keeps_a_mura_humerus_in_scope(capsys, mura_root):
+    """A MURA valid/ humerus study (the first, by path) is recognised and judged: not flagged, with a verdict."""
+    import json
+
+    from core import mura
+    from core.predict import main
+
+    valid = mura.read_images(mura_root, "valid")
+    first = valid[valid["study_type"] == "XR_HUMERUS"].sort_values("path").iloc[0]
+    files = [str(mura.image_file(mura_root, p)) for p in valid.loc[valid["path"].str.startswith(
+        first["path"].rsplit("/", 1)[0] + "/"), "path"]]
+    assert main(["--study", *files]) == 0
+    *images, study = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert len(images) == len(files)
+    for line in [*images, study]:
+        assert line["body_part"] == "humerus" and line["out_of_scope"] is False and line["scope_score"] < 0.5
+    assert study["in_scope"] and study["suggested_study_type"] == "XR_HUMERUS"
