@@ -30,9 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import sys
 import time
+import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +81,8 @@ _STUDY_TYPES = ("XR_HUMERUS", "XR_FOREARM")
 _CHUNK = 64
 _PCA_DIMENSIONS = 50
 _HASH_BITS = 64
+#: umap-learn's own cut-over from exact to approximate (pynndescent) neighbours.
+_UMAP_EXACT_BELOW = 4096
 
 
 @dataclass(frozen=True)
@@ -116,42 +122,84 @@ def _chunk_path(cache: Path, name: str, index: int) -> Path:
     return cache / f"{name}_{index:04d}.npz"
 
 
-def extract(loaded: LoadedModel, image_sets: Sequence[ImageSet], cache: Path) -> dict[str, dict[str, np.ndarray]]:
+def _prepare(loaded: LoadedModel, files: Sequence[Path]) -> tuple[torch.Tensor, np.ndarray]:
+    """One chunk's model inputs (N, 3, S, S) and perceptual-hash bits (N, 64): each file decoded once."""
+    from core.imaging import load_radiograph
+
+    pixels = [load_radiograph(f).pixels for f in files]
+    return model_inputs(loaded, pixels), np.stack([_phash(p) for p in pixels])
+
+
+def extract(loaded: LoadedModel, image_sets: Sequence[ImageSet], cache: Path, *,
+            batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 1,
+            prefetch: bool = True) -> dict[str, dict[str, np.ndarray]]:
     """Per image set: keys, (N, members, D) float16 features and (N, 64) perceptual-hash bits.
 
     Resumable: each chunk of images is written to ``cache`` as it is done and read back on a rerun
     (only when it holds the same keys), so a killed run loses at most one chunk.
-    """
-    from core.imaging import load_radiograph
 
+    Speed (the forwards are nearly all of the time): with ``prefetch`` one background thread decodes,
+    hashes and letterboxes the next chunk while the members run on this one; ``workers`` threads run
+    batches of a chunk at once, each on its own copy of the members (core.scope.network_features hooks
+    the module it is given, so two threads must not share one) and one torch thread. On two cores two
+    single-thread workers beat one two-thread forward, and far more so when other processes share the
+    cores (torch's intra-op threads then wait on each other). Batches and their order are the same
+    whatever ``workers`` is, so the features are identical.
+    """
     cache.mkdir(parents=True, exist_ok=True)
     members = _members(loaded)
-    out: dict[str, dict[str, np.ndarray]] = {}
+    done: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+    todo: list[tuple[ImageSet, int, int]] = []
     for image_set in image_sets:
-        features, hashes = [], []
-        starts = range(0, len(image_set.keys), _CHUNK)
-        for index, start in enumerate(tqdm(starts, desc=image_set.name, unit="chunk")):
-            keys = image_set.keys[start : start + _CHUNK]
+        for index, start in enumerate(range(0, len(image_set.keys), _CHUNK)):
             path = _chunk_path(cache, image_set.name, index)
             if path.is_file():
                 with np.load(path, allow_pickle=False) as data:
-                    if data["keys"].tolist() == keys:
-                        features.append(data["features"])
-                        hashes.append(data["phash"])
+                    if data["keys"].tolist() == image_set.keys[start : start + _CHUNK]:
+                        done[(image_set.name, index)] = (data["features"], data["phash"])
                         continue
-            pixels = [load_radiograph(f).pixels for f in image_set.files[start : start + _CHUNK]]
-            chunk = np.concatenate([
-                np.stack([network_features(members[m], batch) for m in image_set.members], axis=1)
-                for batch in (model_inputs(loaded, pixels[i : i + DEFAULT_BATCH_SIZE])
-                              for i in range(0, len(pixels), DEFAULT_BATCH_SIZE))])
-            bits = np.stack([_phash(p) for p in pixels])
+            todo.append((image_set, index, start))
+
+    def prepare(job: tuple[ImageSet, int, int]) -> tuple[torch.Tensor, np.ndarray]:
+        image_set, _, start = job
+        return _prepare(loaded, image_set.files[start : start + _CHUNK])
+
+    workers = max(1, workers)
+    copies: queue.SimpleQueue[list[torch.nn.Module]] = queue.SimpleQueue()
+    for copy in [members, *(deepcopy(members) for _ in range(workers - 1))]:
+        copies.put(copy)
+
+    def forward(batch: torch.Tensor, which: tuple[int, ...]) -> np.ndarray:
+        own = copies.get()
+        try:
+            return np.stack([network_features(own[m], batch) for m in which], axis=1)
+        finally:
+            copies.put(own)
+
+    with ThreadPoolExecutor(max_workers=1) as loader, ThreadPoolExecutor(max_workers=workers) as runner:
+        pending = loader.submit(prepare, todo[0]) if prefetch and todo else None
+        for position, job in enumerate(tqdm(todo, desc="embedding", unit="chunk")):
+            image_set, index, start = job
+            if pending is not None:
+                batch, bits = pending.result()
+                pending = loader.submit(prepare, todo[position + 1]) if position + 1 < len(todo) else None
+            else:
+                batch, bits = prepare(job)
+            batches = [batch[i : i + batch_size] for i in range(0, len(batch), batch_size)]
+            chunk = np.concatenate(list(runner.map(forward, batches, [image_set.members] * len(batches))))
+            chunk = chunk.astype(np.float16)
+            path = _chunk_path(cache, image_set.name, index)
+            keys = image_set.keys[start : start + _CHUNK]
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # two runs never share a temporary
-            np.savez(tmp, keys=np.array(keys), features=chunk.astype(np.float16), phash=bits)
+            np.savez(tmp, keys=np.array(keys), features=chunk, phash=bits)
             tmp.replace(path)
-            features.append(chunk.astype(np.float16))
-            hashes.append(bits)
-        out[image_set.name] = {"keys": np.array(image_set.keys), "features": np.concatenate(features),
-                               "phash": np.concatenate(hashes)}
+            done[(image_set.name, index)] = (chunk, bits)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for image_set in image_sets:
+        parts = [done[(image_set.name, i)] for i in range(len(range(0, len(image_set.keys), _CHUNK)))]
+        out[image_set.name] = {"keys": np.array(image_set.keys),
+                               "features": np.concatenate([f for f, _ in parts]),
+                               "phash": np.concatenate([b for _, b in parts])}
     return out
 
 
@@ -273,6 +321,7 @@ def project(features: np.ndarray, *, seed: int = 0, method: str = "umap") -> np.
 
     PCA is the fast fallback (no numba compilation, a second for thousands of points) for tests and
     quick looks; UMAP keeps local neighbourhoods, which is what a map of "looks alike" should show.
+    UMAP's neighbour graph is exact at every size (cosine, scikit-learn above umap-learn's own cut-over).
     """
     if method == "pca":
         from sklearn.decomposition import PCA
@@ -282,9 +331,24 @@ def project(features: np.ndarray, *, seed: int = 0, method: str = "umap") -> np.
         raise ValueError(f"unknown projection {method!r}; use umap or pca")
     import umap
 
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(features) - 1), min_dist=0.1, metric="cosine",
-                        random_state=seed, n_jobs=1)
-    return reducer.fit_transform(features).astype(np.float32)
+    neighbours = min(15, len(features) - 1)
+    known = (None, None, None)
+    if len(features) >= _UMAP_EXACT_BELOW:
+        # umap-learn finds exact neighbours itself below 4,096 points and switches to pynndescent's
+        # approximate ones above; compiling pynndescent (numba) took 60 of UMAP's 90 CPU seconds on
+        # ~4,800 points. scikit-learn's exact brute-force search takes about a second and agrees with
+        # pynndescent on 99.8% of the neighbours there, so a large map keeps the small maps' exact graph.
+        from sklearn.neighbors import NearestNeighbors
+
+        index = NearestNeighbors(n_neighbors=neighbours, metric="cosine", algorithm="brute").fit(features)
+        distances, indices = index.kneighbors(features)
+        known = (indices, distances.astype(np.float32), None)
+    reducer = umap.UMAP(n_components=2, n_neighbors=neighbours, min_dist=0.1, metric="cosine",
+                        random_state=seed, n_jobs=1, precomputed_knn=known)
+    with warnings.catch_warnings():
+        # without pynndescent's search index the reducer cannot place new points; the cache never asks it to
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        return reducer.fit_transform(features).astype(np.float32)
 
 
 def study_table(rows: pd.DataFrame) -> pd.Series:
@@ -448,6 +512,22 @@ def write_cache(files: ModelArtifacts, embeddings: Embeddings, raw: np.ndarray, 
     return summary
 
 
+def _known_copies(files: ModelArtifacts, atlas_root: Path, keys: list[str], *, subset: bool) -> pd.Series:
+    """FracAtlas's own copy groups (file -> first file of its copies) of the embedded images.
+
+    core.evaluate already grouped every scored image (``duplicate_of``), so the whole set reuses
+    that column instead of decoding every image again; a subset (``--fracatlas-files``) is regrouped
+    on its own, since dropping images can split a chain of near-copies.
+    """
+    from core import fracatlas
+
+    if not subset:
+        predictions = pd.read_csv(files.predictions("fracatlas"), usecols=lambda c: c in ("file", "duplicate_of"))
+        if "duplicate_of" in predictions.columns:
+            return predictions.set_index("file")["duplicate_of"].reindex(keys)
+    return pd.Series(fracatlas.duplicate_groups(atlas_root, keys), index=keys)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m core.embeddings``: extract, project, find neighbours, audit labels and duplicates."""
     parser = argparse.ArgumentParser(prog="python -m core.embeddings", description=__doc__.split("\n\n")[0])
@@ -460,24 +540,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for the resumable per-member feature chunks (no pixels)")
     parser.add_argument("--fracatlas-files", type=Path,
                         help="a text file naming the FracAtlas files to embed, one a line (default: every scored one)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves the other core free)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="forward passes run at once, each on one torch thread (default: one per core)")
     args = parser.parse_args(argv)
     from core import fracatlas, mura
     from core.models import load_model
     from core.predict import configure_threads
 
-    configure_threads(args.threads)
+    configure_threads(1)  # parallel single-thread workers instead (see extract)
     loaded = load_model(args.model)
     files = ModelArtifacts(loaded.directory)
     atlas_root = fracatlas.resolve_root(args.fracatlas_root)
     atlas_files = set(args.fracatlas_files.read_text().split()) if args.fracatlas_files else None
     sets, rows = image_sets(loaded, mura.resolve_root(args.mura_root), atlas_root, atlas_files)
     started = time.perf_counter()
-    extracted = extract(loaded, sets, args.cache / loaded.name)
+    extracted = extract(loaded, sets, args.cache / loaded.name, workers=args.threads)
     extract_seconds = time.perf_counter() - started
     embeddings, raw = build(extracted, rows, method=args.projection, seed=args.seed)
     atlas_keys = embeddings.images.loc[embeddings.images["dataset"] == "fracatlas", "key"].tolist()
-    known = pd.Series(fracatlas.duplicate_groups(atlas_root, atlas_keys), index=atlas_keys)
+    known = _known_copies(files, atlas_root, atlas_keys, subset=atlas_files is not None)
     summary = write_cache(files, embeddings, raw, known, extract_seconds=extract_seconds)
     print(json.dumps(summary, indent=2))
     return 0

@@ -4,9 +4,13 @@ the duplicate audit finds planted copies (and nothing else)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from torch import nn
 
 from core import data_audit, embeddings
 
@@ -169,3 +173,57 @@ def test_training_split_keeps_patients_with_copies_together() -> None:
     plain = [patient_split(images, 0, 0, folds=4, fold=f)[1].tolist() for f in range(4)]
     assert plain == [patient_split(images, 0, 0, folds=4, fold=f, groups=split_groups(images, duplicates.iloc[:0]))[1]
                      .tolist() for f in range(4)]
+
+
+def _tiny_ensemble(members: int = 2) -> SimpleNamespace:
+    """A LoadedModel stand-in: seeded two-layer members (pooled conv features, then one linear)."""
+    from core.models import MeanProbabilityEnsemble
+
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 1)).eval()
+            for _ in range(members)]
+    config = SimpleNamespace(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    return SimpleNamespace(model=MeanProbabilityEnsemble(nets), input_size=32, config=config)
+
+
+def test_extract_is_the_same_with_parallel_workers_and_resumes_from_its_chunks(tmp_path, monkeypatch) -> None:
+    from tests.synthetic import synthetic_radiograph_png
+
+    monkeypatch.setattr(embeddings, "_CHUNK", 4)
+    files = []
+    for seed in range(10):
+        files.append(tmp_path / f"image{seed}.png")
+        files[-1].write_bytes(synthetic_radiograph_png(seed, size=48 + 4 * seed))
+    sets = [embeddings.ImageSet("mura_valid", [f"k{i}" for i in range(7)], files[:7], (0, 1)),
+            embeddings.ImageSet("fracatlas", [f"f{i}" for i in range(3)], files[7:], (0,))]
+    loaded = _tiny_ensemble()
+    one = embeddings.extract(loaded, sets, tmp_path / "one", batch_size=2, workers=1, prefetch=False)
+    two = embeddings.extract(loaded, sets, tmp_path / "two", batch_size=2, workers=2)
+    for name in ("mura_valid", "fracatlas"):
+        np.testing.assert_array_equal(one[name]["features"], two[name]["features"])
+        np.testing.assert_array_equal(one[name]["phash"], two[name]["phash"])
+    assert one["mura_valid"]["features"].shape == (7, 2, 6) and one["fracatlas"]["phash"].shape == (3, 64)
+    assert not np.array_equal(one["mura_valid"]["features"][:, 0], one["mura_valid"]["features"][:, 1])
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a cached chunk was decoded again")
+
+    monkeypatch.setattr(embeddings, "_prepare", refuse)
+    again = embeddings.extract(loaded, sets, tmp_path / "two", batch_size=2, workers=2)
+    np.testing.assert_array_equal(again["mura_valid"]["features"], two["mura_valid"]["features"])
+
+
+def test_large_maps_use_exact_neighbours_and_stay_deterministic(monkeypatch) -> None:
+    """Above umap-learn's cut-over the neighbour graph comes from scikit-learn (exact), not pynndescent."""
+    features, labels = _clusters()
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("pynndescent was asked for neighbours")
+
+    monkeypatch.setattr(embeddings, "_UMAP_EXACT_BELOW", 50)
+    monkeypatch.setattr("umap.umap_.nearest_neighbors", refuse)
+    first = embeddings.project(features, seed=3)
+    np.testing.assert_array_equal(first, embeddings.project(features, seed=3))
+    centres = np.stack([first[labels == c].mean(axis=0) for c in range(3)])
+    spread = max(np.linalg.norm(first[labels == c] - centres[c], axis=1).mean() for c in range(3))
+    assert min(np.linalg.norm(centres[a] - centres[b]) for a in range(3) for b in range(a + 1, 3)) > 2 * spread
