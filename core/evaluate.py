@@ -3,7 +3,7 @@ results for the dashboard.
 
     python -m core.evaluate --mura-root PATH --split valid [--model NAME] [--n-boot 1000] [--force]
     python -m core.evaluate --dataset fracatlas --root PATH [--model NAME] [--n-boot 1000] [--force]
-    ... [--device cuda] [--precision bf16] [--workers 6] [--ray | --ray-address ADDR]
+    ... [--backend onnx|torch] [--device cuda] [--precision bf16] [--workers 6] [--ray | --ray-address ADDR]
 
 writes, as one pair (core.artifacts.write_evaluation), ``weights/<model>/predictions_<split>.csv``
 (one row per present image, keyed by its official path) and ``metrics_<split>.json`` (image and
@@ -15,7 +15,9 @@ metrics file also pools the body parts the model was trained on (``"trained"``, 
 The dashboard only reads these files. Whatever part of the data is present is evaluated; the
 JSON records the coverage. A cached evaluation of more images is not replaced by one of fewer
 (a partial copy) without ``--force``. ``--device``, ``--workers`` and ``--ray`` choose where it runs
-(core.scale); every choice writes the same files, through the same writer.
+(core.scale); every choice writes the same files, through the same writer. ``--backend`` chooses
+what runs the forward passes (core.backends): ONNX Runtime by default on a CPU (about 3x faster,
+probabilities within 1e-5 of torch's), eager torch with ``--backend torch`` or on a GPU.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from tqdm import tqdm
 
 from core import fracatlas, mura
 from core.artifacts import ModelArtifacts, check_replacement, write_evaluation
+from core.backends import add_backend_argument, batch_predictor, onnx_model_path, resolve_backend
 from core.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
 from core.devices import DeviceError, autocast, on_device
 from core.metrics import DEFAULT_N_BOOT, LEVELS, OVERALL, add_n_boot_argument, summarise
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
-from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, predict_batch
+from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads
 from core.scale import (
     LOCAL,
     Decoder,
@@ -133,19 +136,31 @@ def predict_split(loaded: LoadedModel, root: Path, split: str, *, batch_size: in
 def _predict_files(loaded: LoadedModel, root: Path, files: list[str], locate: Callable[[Path, str], Path],
                    *, batch_size: int, progress: bool, description: str, engine: Engine = LOCAL) -> np.ndarray:
     """P(abnormal) of each file, rounded once here so the cached CSV and every metric from it agree;
-    on ``engine``'s device, or on Ray, where the batches and so the numbers are the same."""
+    on ``engine``'s device and backend, or on Ray, where the batches and so the numbers are the same."""
+    backend = _backend(engine)
     if engine.ray and files:
+        onnx_model = onnx_model_path(loaded) if backend == "onnx" else None
         return np.round(ray_probabilities(loaded, Decoder.of(loaded, root, locate), files, batch_size=batch_size,
-                                          engine=engine, progress=progress, description=description), 6)
+                                          engine=engine, progress=progress, description=description,
+                                          onnx_model=onnx_model), 6)
     device = engine.torch_device
     loaded = on_device(loaded, device)
+    predict = batch_predictor(loaded, backend) if files else None
     probabilities = []
     with tqdm(total=len(files), desc=description, unit="img", disable=not progress) as bar, \
             autocast(device, engine.precision):
         for batch in _batches(root, files, loaded, batch_size, locate, engine.workers):
-            probabilities.append(predict_batch(loaded, batch))
+            probabilities.append(predict(batch))
             bar.update(len(batch))
     return np.round(np.concatenate(probabilities), 6) if probabilities else np.empty(0)
+
+
+def _backend(engine: Engine) -> str:
+    """The backend ``engine`` asks for where it applies, else torch, with one line on stderr saying why."""
+    backend, reason = resolve_backend(engine.backend, engine.device)
+    if reason:
+        print(f"note: {reason}", file=sys.stderr, flush=True)
+    return backend
 
 
 def predict_fracatlas(loaded: LoadedModel, root: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -255,6 +270,7 @@ def evaluate_fracatlas(model_name: str, root: Path, *, n_boot: int = DEFAULT_N_B
         "seconds": round(seconds, 1),
         "images_per_second": round(len(predictions) / seconds, 2) if seconds else None,
         "torch_threads": torch.get_num_threads(),
+        "backend": resolve_backend(engine.backend, engine.device)[0],
     }
     return write_evaluation(ModelArtifacts(loaded.directory), FRACATLAS, predictions, metrics, force=force)
 
@@ -300,6 +316,7 @@ def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = DEFAULT_N
         "seconds": round(seconds, 1),
         "images_per_second": round(len(predictions) / seconds, 2) if seconds else None,
         "torch_threads": torch.get_num_threads(),
+        "backend": resolve_backend(engine.backend, engine.device)[0],
     }
     return write_evaluation(files, split, predictions, metrics, force=force)
 
@@ -318,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace a cached evaluation even when it covers more images than this one")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    add_backend_argument(parser)
     add_engine_arguments(parser)
     args = parser.parse_args(argv)
     if args.dataset == FRACATLAS and not args.root:

@@ -4,11 +4,13 @@ Study probability = mean of its views' probabilities (MURA paper); the verdict c
 with the model card's threshold for the body part (chosen on train's holdout patients).
 
     python -m core.predict [--model NAME] [--study] [--study-type XR_HUMERUS]
-                           [--cam METHOD --layer NAME --out DIR] [--device cuda] FILE...
+                           [--cam METHOD --layer NAME --out DIR] [--device cuda] [--backend onnx] FILE...
 
 prints one JSON object per input file (and, with --study, one for the study). A file that
 cannot be read prints ``error: FILE: reason`` on stderr; the others are still processed and
-the exit status is 2.
+the exit status is 2. ``--backend onnx`` computes the probabilities on ONNX Runtime (core.backends):
+worth it for many files, since the first run exports the model (about 20 s) and each run starts a
+session; the default, torch, suits a few files.
 """
 
 from __future__ import annotations
@@ -204,6 +206,7 @@ def _scope_fields(scopes: Sequence[ScopeAssessment]) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m core.predict``: one JSON line per file (and per study); exit status 2 if a file failed."""
+    from core.backends import add_backend_argument, batch_predictor, resolve_backend
     from core.devices import DeviceError, add_device_arguments, autocast, on_device, resolve_device
     from core.imaging import RadiographDecodeError, load_radiograph
     from core.scope import ScopeHeadError, assess_images, head_for, study_scope
@@ -218,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path,
                         help="folder for CAM overlays (.png), heat maps (.npy) and manifest.json (what made them)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    add_backend_argument(parser, default="torch")
     add_device_arguments(parser)
     args = parser.parse_args(argv)
     if args.cam and not args.out:
@@ -230,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, ScopeHeadError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    backend, reason = resolve_backend(args.backend, device)
+    if reason:
+        print(f"note: {reason}", file=sys.stderr, flush=True)
+    predict = batch_predictor(loaded, backend)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
 
@@ -244,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             radiograph = load_radiograph(Path(file))
             pixels = radiograph.pixels
             with autocast(device, args.precision):  # the CAM below keeps fp32 gradients
-                probability = float(predict_images(loaded, [pixels])[0])
+                probability = float(predict(model_inputs(loaded, [pixels]))[0])
             record: dict[str, object] = {"file": _printable(file), "probability": round(probability, 6)}
             assessed = assess_images(loaded, [pixels])
             if assessed is not None:

@@ -4,10 +4,11 @@ where the model runs (``--device``, ``--workers``, ``--ray``, ``--ray-address``)
 Locally, decoding and letterboxing run in torch DataLoader worker processes (``--workers N``) or,
 by default, in one prefetch thread. With ``--ray``, Ray Data reads and decodes the images in
 parallel tasks and scores them in an actor pool (``map_batches`` with a class): each actor
-receives the model once, through Ray's object store, so a cluster's nodes need the code and the
-data but not the weights folder. Batches are formed exactly as in the single-process path (the
-same files, in the same groups of ``batch_size``), so the probabilities are the same numbers and
-the caller writes the same files through the same atomic writer.
+receives the model once, through Ray's object store (with the onnx backend, its exported graph's
+bytes), so a cluster's nodes need the code and the data but not the weights folder. Batches are
+formed exactly as in the single-process path (the same files, in the same groups of
+``batch_size``), so the probabilities are the same numbers and the caller writes the same files
+through the same atomic writer.
 
 Ray is optional (``pip install .[scale]`` or ``requirements-scale.txt``): it is imported only
 when ``--ray`` or ``--ray-address`` is given, and a missing install is one sentence.
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from core.backends import DEFAULT_BACKEND, OnnxPredictor
 from core.devices import add_device_arguments, autocast, on_device, resolve_device
 from core.imaging import load_radiograph
 from core.models import LoadedModel
@@ -54,6 +56,8 @@ class Engine:
     ray_address: str | None = None
     #: Scoring actors (None: one per GPU with --device cuda, else one per two CPUs of the cluster).
     actors: int | None = None
+    #: What runs the forward passes (core.backends): onnx (ONNX Runtime, on a CPU) or torch.
+    backend: str = DEFAULT_BACKEND
 
     @property
     def torch_device(self) -> torch.device:
@@ -84,7 +88,8 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
     """The Engine the parsed flags ask for, its device checked (raises core.devices.DeviceError)."""
     engine = Engine(device=args.device, precision=getattr(args, "precision", "fp32"),
                     workers=getattr(args, "workers", 0), ray=args.ray or bool(args.ray_address),
-                    ray_address=args.ray_address, actors=args.ray_actors)
+                    ray_address=args.ray_address, actors=args.ray_actors,
+                    backend=getattr(args, "backend", DEFAULT_BACKEND))
     resolve_device(engine.device, engine.precision)
     return engine
 
@@ -191,29 +196,36 @@ def _actors(ray: Any, engine: Engine) -> tuple[int, float, float]:
 
 
 class _Scorer:
-    """A Ray Data actor: the model arrives once (object store), then scores one batch per call."""
+    """A Ray Data actor: the model (or, with the onnx backend, its exported graph's bytes) arrives
+    once through the object store, then scores one batch per call."""
 
-    def __init__(self, loaded: Any, decoder: Decoder, device: str, precision: str, threads: int) -> None:
+    def __init__(self, loaded: Any, decoder: Decoder, device: str, precision: str, threads: int,
+                 onnx_model: Any = None) -> None:
+        from functools import partial
+
         from core.predict import predict_batch
 
-        loaded = received(loaded)
         torch.set_num_threads(threads)
         self.device = resolve_device(device, precision)
-        self.loaded, self.decoder, self.precision = on_device(loaded, self.device), decoder, precision
-        self.predict = predict_batch
+        self.decoder, self.precision = decoder, precision
+        if onnx_model is not None:
+            self.predict = OnnxPredictor(_fetched(onnx_model), threads)
+        else:
+            self.predict = partial(predict_batch, on_device(received(loaded), self.device))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One row in (a batch's first index and its canvases), one row per image out."""
         canvases = torch.from_numpy(np.asarray(batch["canvases"][0], dtype=np.uint8))
         with autocast(self.device, self.precision):
-            probability = self.predict(self.loaded, self.decoder.inputs(canvases))
+            probability = self.predict(self.decoder.inputs(canvases))
         start = int(batch["start"][0])
         return {"index": np.arange(start, start + len(probability)), "probability": probability}
 
 
 def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *, batch_size: int,
-                      engine: Engine, progress: bool, description: str) -> np.ndarray:
-    """P(abnormal) of each file, in order, computed on Ray Data (see the module's docstring).
+                      engine: Engine, progress: bool, description: str, onnx_model: Path | None = None) -> np.ndarray:
+    """P(abnormal) of each file, in order, computed on Ray Data (see the module's docstring); with
+    ``onnx_model`` (an exported graph, core.backends) the actors run it on ONNX Runtime.
 
     Raises:
         ScaleError: Ray is missing or unreachable, or a task failed (the first line of its error).
@@ -232,9 +244,11 @@ def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *
             .map(decode, num_cpus=0.5)
             .map_batches(_Scorer, batch_size=1, batch_format="numpy", concurrency=actors, num_cpus=cpus,
                          num_gpus=gpus, fn_constructor_kwargs={
-                             "loaded": ray.put(on_device(loaded, torch.device("cpu"))), "decoder": decoder,
+                             "loaded": None if onnx_model else ray.put(on_device(loaded, torch.device("cpu"))),
+                             "decoder": decoder,
                              "device": engine.device, "precision": engine.precision,
-                             "threads": max(1, int(cpus))})
+                             "threads": max(1, int(cpus)),
+                             "onnx_model": ray.put(onnx_model.read_bytes()) if onnx_model else None})
         )
         probability = np.full(len(files), np.nan)
         try:
@@ -275,6 +289,13 @@ def received(loaded: Any) -> LoadedModel:
     import ray
 
     return ray.get(loaded) if isinstance(loaded, ray.ObjectRef) else loaded
+
+
+def _fetched(value: Any) -> Any:
+    """A value handed to a Ray actor, fetched from the object store when it came as a reference."""
+    import ray
+
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
 def _first_line(exc: BaseException) -> str:
