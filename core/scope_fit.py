@@ -163,7 +163,8 @@ def non_radiograph_probes() -> dict[str, np.ndarray]:
     for name in ("astronaut", "camera", "cat", "coffee", "coins", "colorwheel", "grass", "gravel", "brick", "horse",
                  "hubble_deep_field", "immunohistochemistry", "logo", "moon", "page", "rocket", "text", "clock",
                  "cell", "binary_blobs", "checkerboard", "retina", "shepp_logan_phantom"):
-        bases[f"{name} (scikit-image)"] = _grey(getattr(skimage.data, name)())
+        picture = skimage.data.binary_blobs(rng=0) if name == "binary_blobs" else getattr(skimage.data, name)()
+        bases[f"{name} (scikit-image)"] = _grey(picture)
     for i, photo in enumerate(load_sample_images().images):
         bases[f"photo {i + 1} (scikit-learn)"] = _grey(photo)
     rng = np.random.default_rng(0)
@@ -347,7 +348,9 @@ class _Scored:
 def _auroc_ci(scores: np.ndarray, outside: np.ndarray, groups: Sequence[str], n_boot: int) -> dict:
     """Out-of-scope AUROC (higher score = further out) with a bootstrap interval resampling groups
     (a MURA study, a FracAtlas duplicate group, one probe picture and its variants)."""
-    table = pd.DataFrame({"study_path": list(groups), "label": outside.astype(int), "probability": scores,
+    # The AUROC only ranks: s / (1 + s) maps scores (>= 0, unbounded) into [0, 1) for the metrics module.
+    table = pd.DataFrame({"study_path": list(groups), "label": outside.astype(int),
+                          "probability": scores / (1 + scores),
                           "study_type": "-", "patient": list(groups), "study": list(groups)})
     interval = bootstrap_ci(table, lambda t: auroc(t["label"], t["probability"]), n_boot=n_boot, level="image")
     return interval.as_json() | {"inside": int((~outside).sum()), "outside": int(outside.sum())}
