@@ -397,13 +397,19 @@ def _scope(out: _Writer, inputs: ReportInputs) -> None:
     if not summary:
         out.text(_MISSING.format(command="python -m core.scope"))
         return
-    recall = summary.get("out_of_fold_recall") or {}
-    in_scope, others = (summary.get(k, "?") for k in ("mura_valid_other_parts_called_in_scope",
-                                                       "mura_valid_other_parts"))
+    flagged = summary.get("mura_valid_other_parts_flagged") or {}
+    auroc = summary.get("out_of_scope_auroc") or {}
+    accuracy = summary.get("body_part_accuracy_humerus_vs_forearm_study") or {}
+    kept = summary.get("mura_valid_humerus_forearm_kept_in_scope") or {}
     out.bullets([
-        "Out-of-fold recall of the body-part head: " + ", ".join(f"{k} {v:.2f}" for k, v in recall.items()) + ".",
-        f"MURA valid/ views of other body parts called humerus or forearm: {in_scope} of {others}: "
-        "the head largely tells datasets apart, so the app uses it only to flag, and the user names the body part.",
+        f"Out-of-scope AUROC (MURA valid/ humerus and forearm against other MURA parts, FracAtlas hand, shoulder "
+        f"and leg/hip, non-radiographs): {format_interval(auroc)}.",
+        f"MURA valid/ views of other body parts flagged: {flagged.get('hits', '?')} of {flagged.get('of', '?')}; "
+        f"humerus and forearm views kept in scope: "
+        f"{format_interval(kept)}.",
+        "Humerus vs forearm, per study: "
+        f"{format_interval(accuracy)}: below the 0.98 the "
+        "project set, so the app suggests the body part and the user names it; a flagged image gets no verdict.",
     ])
 
 

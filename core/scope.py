@@ -4,9 +4,11 @@ The classifier was trained on MURA humerus and forearm radiographs only; anythin
 a knee, a phone photo) gets a number that means little. A small companion model on the
 classifier's own pooled features answers two questions before any verdict is shown:
 
-* **Which body part?** A multinomial logistic regression over five classes: ``humerus`` and
-  ``forearm`` (MURA train), ``hand/wrist`` and ``shoulder`` (FracAtlas regions), ``other``
-  (FracAtlas leg/hip). Only the first two are in the model's scope.
+* **Which body part?** A multinomial logistic regression over six classes: ``humerus`` and
+  ``forearm`` (MURA train), ``joint close-up`` (the two ends of the same MURA train radiographs:
+  wrist, elbow or shoulder in MURA's own look, so that "MURA-looking" does not mean "in scope"),
+  ``hand/wrist`` and ``shoulder`` (FracAtlas regions), ``other`` (FracAtlas leg/hip). Only the first
+  two are in the model's scope.
 * **Is it a radiograph like those?** The Mahalanobis distance of the features (in a PCA space,
   Ledoit-Wolf covariance) to all training radiographs; above the 99th percentile of out-of-fold
   training distances the image is called unusual (photos, documents, drawings, other modalities).
@@ -88,9 +90,9 @@ def study_scope(scopes: Sequence[ScopeAssessment]) -> tuple[str | None, str | No
     """The study type the views suggest, and, when the study should not be judged, why not (one sentence).
 
     A study is not judged when any view is flagged out of scope. The suggestion (every view a
-    confident humerus, or every view a confident forearm) is only a suggestion: measured on MURA's
-    own wrist, hand, elbow and finger views, the head calls most of them forearm (see
-    scope_metrics.json), so callers let the user choose the body part rather than adopting it.
+    confident humerus, or every view a confident forearm) is adopted by callers only when the head's
+    ``preselect`` flag says it met its rule on MURA valid/ (scope_metrics.json); otherwise the user
+    chooses the body part.
     """
     flagged = [scope for scope in scopes if scope.out_of_scope]
     if flagged:
