@@ -49,20 +49,45 @@ def chromium_present() -> None:
     require_chromium()
 
 
-@pytest.mark.parametrize("page_file", PAGE_FILES)
-def test_page_renders_without_errors(dashboard_server: RunningDashboard, page_file: str) -> None:
-    async def render() -> tuple[str | None, list[str]]:
-        async with launch_chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
-            await page.goto(page_url(dashboard_server.base_url, page_file))
-            await wait_for_script_run(page, timeout_ms=120_000)
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=SCREENSHOTS / f"{Path(page_file).stem}.png", full_page=True)
-            return await current_page_url(page), await visible_errors(page)
+#: Pages rendered at once in one Chromium (each in its own tab, so its own Streamlit session).
+CONCURRENT_PAGES = 3
 
-    shown_page, errors = asyncio.run(render())
-    assert shown_page == page_url(dashboard_server.base_url, page_file), "another page was shown"
+
+@pytest.fixture(scope="module")
+def rendered_pages(dashboard_server: RunningDashboard) -> dict[str, tuple[str | None, list[str]]]:
+    """Every page opened in its own tab of one Chromium (a few at a time): page file -> (the page
+    the sidebar marks as current, the errors shown). A page that fails to render records why."""
+    require_chromium()
+
+    async def render_all() -> dict[str, tuple[str | None, list[str]]]:
+        slots = asyncio.Semaphore(CONCURRENT_PAGES)
+        async with launch_chromium() as browser:
+
+            async def render(page_file: str) -> tuple[str | None, list[str]]:
+                async with slots:
+                    page = await browser.new_page(viewport=VIEWPORT)
+                    try:
+                        await page.goto(page_url(dashboard_server.base_url, page_file))
+                        await wait_for_script_run(page, timeout_ms=120_000)
+                        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                        await page.screenshot(path=SCREENSHOTS / f"{Path(page_file).stem}.png", full_page=True)
+                        return await current_page_url(page), await visible_errors(page)
+                    except Exception as exc:  # noqa: BLE001 - reported by that page's test
+                        return None, [f"the page did not render: {exc!r}"]
+                    finally:
+                        await page.close()
+
+            results = await asyncio.gather(*(render(page_file) for page_file in PAGE_FILES))
+        return dict(zip(PAGE_FILES, results, strict=True))
+
+    return asyncio.run(render_all())
+
+
+@pytest.mark.parametrize("page_file", PAGE_FILES)
+def test_page_renders_without_errors(dashboard_server: RunningDashboard, rendered_pages, page_file: str) -> None:
+    shown_page, errors = rendered_pages[page_file]
     assert errors == [], server_log_tail(dashboard_server)
+    assert shown_page == page_url(dashboard_server.base_url, page_file), "another page was shown"
 
 
 def test_upload_on_explain_shows_the_models_probability(
