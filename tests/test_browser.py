@@ -50,7 +50,7 @@ def chromium_present() -> None:
 
 
 #: Pages rendered at once in one Chromium (each in its own tab, so its own Streamlit session).
-CONCURRENT_PAGES = 3
+CONCURRENT_PAGES = 2
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,8 @@ def rendered_pages(dashboard_server: RunningDashboard) -> dict[str, tuple[str | 
                         await page.goto(page_url(dashboard_server.base_url, page_file))
                         await wait_for_script_run(page, timeout_ms=120_000)
                         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-                        await page.screenshot(path=SCREENSHOTS / f"{Path(page_file).stem}.png", full_page=True)
+                        await page.screenshot(path=SCREENSHOTS / f"{Path(page_file).stem}.png", full_page=True,
+                                              timeout=120_000)
                         return await current_page_url(page), await visible_errors(page)
                     except Exception as exc:  # noqa: BLE001 - reported by that page's test
                         return None, [f"the page did not render: {exc!r}"]
