@@ -49,37 +49,30 @@ def chromium_present() -> None:
     require_chromium()
 
 
-#: Pages rendered at once in one Chromium (each in its own tab, so its own Streamlit session).
-CONCURRENT_PAGES = 2
-
-
 @pytest.fixture(scope="module")
 def rendered_pages(dashboard_server: RunningDashboard) -> dict[str, tuple[str | None, list[str]]]:
-    """Every page opened in its own tab of one Chromium (a few at a time): page file -> (the page
-    the sidebar marks as current, the errors shown). A page that fails to render records why."""
+    """Every page opened in turn, each in a new tab (its own Streamlit session) of one Chromium:
+    page file -> (the page the sidebar marks as current, the errors shown). A page that fails to
+    render records why. One at a time, as the separate tests did: a fresh server that imports
+    pytorch_grad_cam for two sessions at once can hit an import deadlock (reported separately)."""
     require_chromium()
 
     async def render_all() -> dict[str, tuple[str | None, list[str]]]:
-        slots = asyncio.Semaphore(CONCURRENT_PAGES)
+        results = {}
         async with launch_chromium() as browser:
-
-            async def render(page_file: str) -> tuple[str | None, list[str]]:
-                async with slots:
-                    page = await browser.new_page(viewport=VIEWPORT)
-                    try:
-                        await page.goto(page_url(dashboard_server.base_url, page_file))
-                        await wait_for_script_run(page, timeout_ms=120_000)
-                        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-                        await page.screenshot(path=SCREENSHOTS / f"{Path(page_file).stem}.png", full_page=True,
-                                              timeout=120_000)
-                        return await current_page_url(page), await visible_errors(page)
-                    except Exception as exc:  # noqa: BLE001 - reported by that page's test
-                        return None, [f"the page did not render: {exc!r}"]
-                    finally:
-                        await page.close()
-
-            results = await asyncio.gather(*(render(page_file) for page_file in PAGE_FILES))
-        return dict(zip(PAGE_FILES, results, strict=True))
+            for page_file in PAGE_FILES:
+                page = await browser.new_page(viewport=VIEWPORT)
+                try:
+                    await page.goto(page_url(dashboard_server.base_url, page_file))
+                    await wait_for_script_run(page, timeout_ms=120_000)
+                    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                    await page.screenshot(path=SCREENSHOTS / f"{Path(page_file).stem}.png", full_page=True)
+                    results[page_file] = await current_page_url(page), await visible_errors(page)
+                except Exception as exc:  # noqa: BLE001 - reported by that page's test
+                    results[page_file] = None, [f"the page did not render: {exc!r}"]
+                finally:
+                    await page.close()
+        return results
 
     return asyncio.run(render_all())
 
