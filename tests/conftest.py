@@ -155,3 +155,42 @@ def dashboard_server(scratch_weights: Path) -> Iterator[RunningDashboard]:
     folder; one server for the whole session, stopped (process group) at its end."""
     with running_dashboard({"MURA_LENS_WEIGHTS_DIR": str(scratch_weights)}) as server:
         yield server
+
+
+# --- test-file order for `make test` (pytest -n 2 --dist loadfile) --------------------------------
+
+#: The longest test files, longest first (each ~1-4 min on two shared cores). `--dist loadfile` runs a
+#: whole file on one worker, and pytest-xdist by default queues files by test count, which put these
+#: files (few tests, each slow) last, where one of them ran alone while the other worker sat idle.
+#: Queued first instead, the many short files fill in behind them and both workers end together.
+#: Only an ordering hint: a file not listed runs after these, in collection order.
+LONGEST_FILES_FIRST = (
+    "test_train_evaluate_predict.py",
+    "test_browser.py",
+    "test_app_explain.py",
+    "test_hardening.py",
+    "test_scale.py",
+    "test_scope.py",
+    "test_embeddings.py",
+    "test_browser_data_map.py",
+    "test_app_error_card.py",
+    "test_security.py",
+    "test_browser_trust.py",
+    "test_deploy.py",
+    "test_shipped_model.py",
+    "test_app_data_folder.py",
+    "test_load.py",
+    "test_localize.py",
+    "test_app_trust.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Keep the order below when xdist distributes files (its default reorders them by test count).
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order

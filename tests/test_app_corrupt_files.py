@@ -38,8 +38,8 @@ def _errors(app: AppTest) -> list[str]:
     return [error.value for error in app.error]
 
 
-def _assert_every_page_says_only(app: AppTest, file_name: str) -> None:
-    for page in PAGES:
+def _assert_pages_say_only(app: AppTest, file_name: str, pages: tuple[str, ...]) -> None:
+    for page in pages:
         app.switch_page(page).run()
         errors = _errors(app)
         assert len(errors) == 1 and f"{DEFAULT_MODEL}/{file_name}" in errors[0], (page, errors)
@@ -47,16 +47,34 @@ def _assert_every_page_says_only(app: AppTest, file_name: str) -> None:
         assert not app.dataframe, page  # the page stopped at the sentence
 
 
+#: Pages reach the model one of two ways (dashboard/state.py): checked_model_name, a cheap check that
+#: never builds the network (Overview, Performance, Model card, Error analysis, Quiz), and
+#: current_model, a full load (Explain, Browse). Every kind of damage goes through both on one page
+#: each; every page then meets one damaged card and one damaged checkpoint.
+ONE_PAGE_PER_LOADER = ("../pages/overview.py", "../pages/explain.py")
+EVERY_PAGE_CARD, EVERY_PAGE_CHECKPOINT = "truncated", "wrong shape"
+
+
 @pytest.mark.parametrize("content", DAMAGED_CARDS.values(), ids=DAMAGED_CARDS.keys())
-def test_a_damaged_card_is_one_sentence_on_every_page(model_files: ModelArtifacts, content: bytes) -> None:
+def test_a_damaged_card_is_one_sentence_through_both_loaders(model_files: ModelArtifacts, content: bytes) -> None:
     model_files.card.write_bytes(content)
-    _assert_every_page_says_only(start_app(), "model_card.json")
+    _assert_pages_say_only(start_app(), "model_card.json", ONE_PAGE_PER_LOADER)
 
 
 @pytest.mark.parametrize("damage", APP_CHECKPOINTS)
-def test_a_damaged_checkpoint_is_one_sentence_on_every_page(model_files: ModelArtifacts, damage: str) -> None:
+def test_a_damaged_checkpoint_is_one_sentence_through_both_loaders(model_files: ModelArtifacts, damage: str) -> None:
     DAMAGED_CHECKPOINTS[damage](model_files.checkpoint)
-    _assert_every_page_says_only(start_app(), "checkpoint.pt")
+    _assert_pages_say_only(start_app(), "checkpoint.pt", ONE_PAGE_PER_LOADER)
+
+
+def test_a_damaged_card_is_one_sentence_on_every_page(model_files: ModelArtifacts) -> None:
+    model_files.card.write_bytes(DAMAGED_CARDS[EVERY_PAGE_CARD])
+    _assert_pages_say_only(start_app(), "model_card.json", PAGES)
+
+
+def test_a_damaged_checkpoint_is_one_sentence_on_every_page(model_files: ModelArtifacts) -> None:
+    DAMAGED_CHECKPOINTS[EVERY_PAGE_CHECKPOINT](model_files.checkpoint)
+    _assert_pages_say_only(start_app(), "checkpoint.pt", PAGES)
 
 
 def test_a_damaged_card_beside_no_checkpoint_is_one_sentence_on_the_cache_pages(model_files: ModelArtifacts) -> None:

@@ -17,6 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import mura
+from dashboard import state
 from tests.app_pages import assert_clean, start_app
 from tests.test_app_browse_overview import set_mura_root
 from tests.test_imaging import assert_one_sentence
@@ -101,21 +102,50 @@ def bad_folders(tmp_path: Path, scratch_mura_root: Path, unreadable_folder: Path
     }
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_every_bad_folder_is_one_sentence_on_every_page(use_scratch_weights: Path, bad_folders: dict[str, str],
-                                                         page: str) -> None:
-    at = start_app().switch_page(f"../pages/{page}").run()
+#: The folder box and its check live in dashboard/app.py's sidebar, before any page runs, so every
+#: bad folder goes through the same code on every page: the whole list is typed on one page, and on
+#: each page the cases whose text could leak through that page's own content (a typed name with
+#: markdown, the home folder, a file's secret rows), each after the page first rendered cleanly.
+FULL_GRID_PAGE = "overview.py"
+PER_PAGE_CASES = ("markdown in the name", "home", "bad rows")
+
+
+def _assert_bad_folder_is_one_sentence(at: AppTest, case: str, typed: str) -> None:
+    set_mura_root(at, typed)
+    assert_clean(at)
+    errors = [e.value for e in at.sidebar.error]
+    assert len(errors) == 1, (case, errors)
+    assert_one_sentence(unescaped(errors[0]))
+    assert at.session_state["mura_root"] is None, case
+    text = "\n".join(shown_text(at))
+    assert SECRET not in text and "](https://evil" not in text, case
+    assert str(Path.home()) + "/" not in text and f" {Path.home()} " not in text, case
+
+
+def test_every_bad_folder_is_one_sentence(use_scratch_weights: Path, bad_folders: dict[str, str]) -> None:
+    at = start_app().switch_page(f"../pages/{FULL_GRID_PAGE}").run()
     assert_clean(at)
     for case, typed in bad_folders.items():
-        set_mura_root(at, typed)
-        assert_clean(at)
-        errors = [e.value for e in at.sidebar.error]
-        assert len(errors) == 1, (case, errors)
-        assert_one_sentence(unescaped(errors[0]))
-        assert at.session_state["mura_root"] is None, case
-        text = "\n".join(shown_text(at))
-        assert SECRET not in text and "](https://evil" not in text, case
-        assert str(Path.home()) + "/" not in text and f" {Path.home()} " not in text, case
+        _assert_bad_folder_is_one_sentence(at, case, typed)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_bad_folders_are_one_sentence_on_every_page(use_scratch_weights: Path, bad_folders: dict[str, str],
+                                                    page: str) -> None:
+    at = start_app().switch_page(f"../pages/{page}").run()
+    assert_clean(at)
+    for case in PER_PAGE_CASES:
+        _assert_bad_folder_is_one_sentence(at, case, bad_folders[case])
+
+
+def test_the_sidebar_check_refuses_every_bad_folder_in_one_sentence(bad_folders: dict[str, str]) -> None:
+    """The shared check itself (dashboard.state.resolve_mura_root), for every bad folder."""
+    for case, typed in bad_folders.items():
+        root, reason = state.resolve_mura_root(typed)
+        assert root is None and reason, case
+        assert_one_sentence(reason)
+        assert SECRET not in reason and "](https://evil" not in reason, case
+        assert str(Path.home()) + "/" not in reason and f" {Path.home()} " not in reason, case
 
 
 def test_a_good_folder_after_bad_ones_is_used(use_scratch_weights: Path, bad_folders: dict[str, str],

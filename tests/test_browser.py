@@ -49,20 +49,39 @@ def chromium_present() -> None:
     require_chromium()
 
 
-@pytest.mark.parametrize("page_file", PAGE_FILES)
-def test_page_renders_without_errors(dashboard_server: RunningDashboard, page_file: str) -> None:
-    async def render() -> tuple[str | None, list[str]]:
-        async with launch_chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
-            await page.goto(page_url(dashboard_server.base_url, page_file))
-            await wait_for_script_run(page, timeout_ms=120_000)
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=SCREENSHOTS / f"{Path(page_file).stem}.png", full_page=True)
-            return await current_page_url(page), await visible_errors(page)
+@pytest.fixture(scope="module")
+def rendered_pages(dashboard_server: RunningDashboard) -> dict[str, tuple[str | None, list[str]]]:
+    """Every page opened in turn, each in a new tab (its own Streamlit session) of one Chromium:
+    page file -> (the page the sidebar marks as current, the errors shown). A page that fails to
+    render records why. One at a time, as the separate tests did: a fresh server that imports
+    pytorch_grad_cam for two sessions at once can hit an import deadlock (reported separately)."""
+    require_chromium()
 
-    shown_page, errors = asyncio.run(render())
-    assert shown_page == page_url(dashboard_server.base_url, page_file), "another page was shown"
+    async def render_all() -> dict[str, tuple[str | None, list[str]]]:
+        results = {}
+        async with launch_chromium() as browser:
+            for page_file in PAGE_FILES:
+                page = await browser.new_page(viewport=VIEWPORT)
+                try:
+                    await page.goto(page_url(dashboard_server.base_url, page_file))
+                    await wait_for_script_run(page, timeout_ms=120_000)
+                    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                    await page.screenshot(path=SCREENSHOTS / f"{Path(page_file).stem}.png", full_page=True)
+                    results[page_file] = await current_page_url(page), await visible_errors(page)
+                except Exception as exc:  # noqa: BLE001 - reported by that page's test
+                    results[page_file] = None, [f"the page did not render: {exc!r}"]
+                finally:
+                    await page.close()
+        return results
+
+    return asyncio.run(render_all())
+
+
+@pytest.mark.parametrize("page_file", PAGE_FILES)
+def test_page_renders_without_errors(dashboard_server: RunningDashboard, rendered_pages, page_file: str) -> None:
+    shown_page, errors = rendered_pages[page_file]
     assert errors == [], server_log_tail(dashboard_server)
+    assert shown_page == page_url(dashboard_server.base_url, page_file), "another page was shown"
 
 
 def test_upload_on_explain_shows_the_models_probability(

@@ -54,10 +54,6 @@ def weights(tmp_path_factory: pytest.TempPathFactory, fake_root: Path) -> Path:
     return directory
 
 
-def _env(weights: Path) -> dict[str, str]:
-    return os.environ | {"MURA_LENS_WEIGHTS_DIR": str(weights), "PYTHONPATH": str(PROJECT_ROOT)}
-
-
 def test_training_writes_checkpoint_card_and_log(weights: Path) -> None:
     out = weights / "tiny"
     log = pd.read_csv(out / TRAINING_LOG_FILE)
@@ -200,12 +196,13 @@ def test_threshold_maximises_kappa() -> None:
     assert 0.3 < choose_threshold(labels, separable) <= 0.6
 
 
-def test_interrupted_training_resumes_from_its_last_epoch(tmp_path: Path, fake_root: Path) -> None:
+def test_interrupted_training_resumes_from_its_last_epoch(tmp_path: Path, fake_root: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "core.train", "--mura-root", str(fake_root), "--out", str(out),
-               "--epochs", "3", *TINY]
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    arguments = ["--mura-root", str(fake_root), "--out", str(out), "--epochs", "3", *TINY]
+    # The kill needs a real process; the resumed run goes in-process (main(argv), one torch import less).
+    process = subprocess.Popen([sys.executable, "-m", "core.train", *arguments], cwd=PROJECT_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     state = out / TRAIN_STATE_FILE
     deadline = time.time() + 240
     while not state.exists() and time.time() < deadline and process.poll() is None:
@@ -215,9 +212,9 @@ def test_interrupted_training_resumes_from_its_last_epoch(tmp_path: Path, fake_r
     assert state.exists(), "no state was written before the kill"
     finished_epochs = len(pd.read_csv(out / TRAINING_LOG_FILE))
     assert not list(out.glob("*.tmp")) or all(p.stat().st_size >= 0 for p in out.glob("*.tmp"))
-    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "resuming after epoch" in result.stdout
+    capsys.readouterr()
+    assert train_cli.main(arguments) == 0
+    assert "resuming after epoch" in capsys.readouterr().out
     log = pd.read_csv(out / TRAINING_LOG_FILE)
     assert list(log["epoch"]) == [1, 2, 3]
     assert finished_epochs >= 1
@@ -346,18 +343,33 @@ def test_study_probability_is_the_mean_of_views(weights: Path) -> None:
         study_probability([])
 
 
-def _run_predict(weights: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "core.predict", "--model", "tiny", "--threads", "1", *args],
-                          cwd=PROJECT_ROOT, env=_env(weights), capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def run_predict(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``python -m core.predict`` in this process (main(argv)): its exit status, stdout and stderr.
+
+    The real subprocess, exit status and byte-level stdio of the same entry point are checked by
+    tests/test_hardening.py (the whole bad-input corpus in one `python -m core.predict` run);
+    here each call saves a torch import (~10 s on two busy cores).
+    """
+
+    def run(weights: Path, *args: str, model: str = "tiny") -> subprocess.CompletedProcess[str]:
+        monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
+        capsys.readouterr()
+        argv = ["--model", model, "--threads", "1", *args]
+        code = predict_cli.main(argv)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["core.predict", *argv], code, out, err)
+
+    return run
 
 
-def test_predict_cli_prints_json_per_file_and_study(weights: Path, tmp_path: Path) -> None:
+def test_predict_cli_prints_json_per_file_and_study(weights: Path, tmp_path: Path, run_predict) -> None:
     files = []
     for i in range(2):
         path = tmp_path / f"view{i}.png"
         Image.fromarray(np.full((40, 40), 60 + 50 * i, np.uint8)).save(path)
         files.append(str(path))
-    result = _run_predict(weights, "--study", "--study-type", "XR_FOREARM", *files)
+    result = run_predict(weights, "--study", "--study-type", "XR_FOREARM", *files)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["file"] for line in lines[:2]] == files
@@ -366,13 +378,13 @@ def test_predict_cli_prints_json_per_file_and_study(weights: Path, tmp_path: Pat
     assert study["verdict"] in {"abnormal", "normal"}
 
 
-def test_predict_cli_reports_bad_files_and_goes_on(weights: Path, tmp_path: Path) -> None:
+def test_predict_cli_reports_bad_files_and_goes_on(weights: Path, tmp_path: Path, run_predict) -> None:
     good = tmp_path / "good.png"
     Image.fromarray(np.full((40, 40), 90, np.uint8)).save(good)
     bad = tmp_path / "notes.png"
     bad.write_text("this is not an image")
     missing = tmp_path / "missing.png"
-    result = _run_predict(weights, str(bad), str(good), str(missing))
+    result = run_predict(weights, str(bad), str(good), str(missing))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     errors = result.stderr.strip().splitlines()
@@ -380,11 +392,11 @@ def test_predict_cli_reports_bad_files_and_goes_on(weights: Path, tmp_path: Path
     assert [json.loads(line)["file"] for line in result.stdout.splitlines()] == [str(good)]
 
 
-def test_predict_cli_writes_cams(weights: Path, tmp_path: Path) -> None:
+def test_predict_cli_writes_cams(weights: Path, tmp_path: Path, run_predict) -> None:
     image = tmp_path / "view.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 40), dtype=np.uint8)).save(image)
     out = tmp_path / "cams"
-    result = _run_predict(weights, "--cam", "GradCAM", "--out", str(out), str(image))
+    result = run_predict(weights, "--cam", "GradCAM", "--out", str(out), str(image))
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     heatmap = np.load(record["heatmap"])
@@ -392,9 +404,8 @@ def test_predict_cli_writes_cams(weights: Path, tmp_path: Path) -> None:
     assert Image.open(record["overlay"]).size == (40, 50)
 
 
-def test_predict_cli_unknown_model_is_one_line(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "core.predict", "--model", "nope", "x.png"], cwd=PROJECT_ROOT,
-                            env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+def test_predict_cli_unknown_model_is_one_line(tmp_path: Path, run_predict) -> None:
+    result = run_predict(tmp_path, "x.png", model="nope")
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
 
 
@@ -477,12 +488,12 @@ def test_ensemble_cams_reach_every_member(tmp_path: Path) -> None:
         assert explanation.probability == pytest.approx(expected, abs=1e-4), method
 
 
-def test_predict_cli_cams_come_with_a_manifest(weights: Path, tmp_path: Path) -> None:
+def test_predict_cli_cams_come_with_a_manifest(weights: Path, tmp_path: Path, run_predict) -> None:
     """A folder of heat maps says what made them (before: bare .npy/.png files)."""
     image = tmp_path / "view.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (50, 40), dtype=np.uint8)).save(image)
     out = tmp_path / "cams"
-    result = _run_predict(weights, "--cam", "LayerCAM", "--out", str(out), str(image))
+    result = run_predict(weights, "--cam", "LayerCAM", "--out", str(out), str(image))
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"] == "tiny" and manifest["method"] == "LayerCAM" and manifest["target"] == "abnormal"
