@@ -21,6 +21,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
+# The CAM stack is imported here, before any page: two sessions of a fresh server importing pytorch_grad_cam
+# through different pages at the same moment deadlocked on its circular imports (two browser tabs at once).
+import core.explain  # noqa: E402, F401
 from core import mura  # noqa: E402 - needs the path set above
 from core.models import DEFAULT_MODEL  # noqa: E402
 from core.predict import configure_threads  # noqa: E402
