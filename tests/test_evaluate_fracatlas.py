@@ -51,11 +51,12 @@ def test_fracatlas_evaluation_on_a_synthetic_root(tmp_path: Path, model_weights:
     by_region = predictions.groupby("region")["threshold"].first()
     assert by_region["hand"] == card["XR_FOREARM"] and by_region["shoulder"] == card["XR_HUMERUS"]
     assert by_region["hand+shoulder"] == card["default"] and np.isnan(by_region["leg/hip"])
-    # The cached probability is what the model gives for that file.
+    # The cached probability is what the model gives for that file (evaluate runs ONNX Runtime, which matches
+    # torch within 1e-4: the rule core.backends was adopted under).
     loaded = load_model(DEFAULT_MODEL)
     first = predictions.iloc[0]
     pixels = load_radiograph(fracatlas.image_file(root, first["file"])).pixels
-    assert predict_images(loaded, [pixels])[0] == pytest.approx(first["probability"], abs=1e-5)
+    assert predict_images(loaded, [pixels])[0] == pytest.approx(first["probability"], abs=1e-4)
     # Upper limb only, hardware apart, copies of one radiograph resampled as one.
     upper = predictions[predictions["region"] != "leg/hip"]
     overall = metrics["all"]["overall"]

@@ -252,14 +252,15 @@ def test_evaluate_writes_predictions_and_metrics(weights: Path, fake_root: Path,
     metrics = json.loads((weights / "tiny" / "metrics_valid.json").read_text())
     assert metrics["evaluation"]["images"] == len(predictions)
     assert metrics["n_boot"] == 50
-    # The cached probabilities are what the model gives for those files.
+    # The cached probabilities are what the model gives for those files (within 1e-4: evaluate runs ONNX
+    # Runtime, predict_images torch; core.backends was adopted under that rule).
     loaded = load_model("tiny", directory=weights)
     first = predictions.iloc[0]
     from core.imaging import load_radiograph
     from core.mura import image_file
 
     pixels = load_radiograph(image_file(fake_root, first["path"])).pixels
-    assert predict_images(loaded, [pixels])[0] == pytest.approx(first["probability"], abs=1e-5)
+    assert predict_images(loaded, [pixels])[0] == pytest.approx(first["probability"], abs=1e-4)
     if predictions["label"].nunique() == 2:
         auroc = roc_auc_score(predictions["label"], predictions["probability"])
         assert metrics["image"]["overall"]["auroc"]["point"] == pytest.approx(auroc, abs=1e-4)
