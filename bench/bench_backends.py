@@ -14,14 +14,11 @@ and export times are printed apart: they are paid once per run.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import os
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,32 +27,14 @@ import torch
 from torch import nn
 
 from core import mura
+from core.backends import FusedProbability, OnnxPredictor, onnx_model_path
 from core.imaging import load_radiograph
-from core.models import DEFAULT_MODEL, MeanProbabilityEnsemble, load_model
-from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, model_inputs, predict_batch
+from core.models import LoadedModel, load_model
+from core.predict import configure_threads, model_inputs, predict_batch
 
-from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
+from setup_line import model_bench_parser, setup_line  # bench/ is on sys.path when a bench script runs
 
 Runner = Callable[[torch.Tensor], np.ndarray]
-
-
-def _members(model: nn.Module) -> list[nn.Module]:
-    return list(model.members) if isinstance(model, MeanProbabilityEnsemble) else [model]
-
-
-class _TtaMean(nn.Module):
-    """The flip-TTA mean probability as one module (what ONNX export and compile see): each member
-    runs once on the batch and its mirror stacked together, so 8 forwards of N become 4 of 2N."""
-
-    def __init__(self, members: list[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        both = torch.cat([x, torch.flip(x, dims=[-1])])
-        mean = torch.stack([torch.sigmoid(m(both).squeeze(1).float()) for m in self.members]).mean(0)
-        n = x.shape[0]
-        return (mean[:n] + mean[n:]) / 2
 
 
 def _vmapped(members: list[nn.Module]) -> Runner:
@@ -79,36 +58,16 @@ def _vmapped(members: list[nn.Module]) -> Runner:
     return run
 
 
-def _onnx(module: nn.Module, example: torch.Tensor, threads: int) -> tuple[Runner, float]:
-    import onnxruntime as ort
-
+def _onnx(loaded: LoadedModel, threads: int) -> tuple[Runner, float]:
+    """core.backends' own path: the fused graph exported (into a fresh folder, so the export is timed) and
+    an ONNX Runtime session on it."""
     started = time.perf_counter()
-    path = Path(tempfile.mkdtemp()) / "model.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), input_names=["x"], output_names=["p"],
-                          dynamic_axes={"x": {0: "n"}, "p": {0: "n"}}, opset_version=17, dynamo=False)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    seconds = time.perf_counter() - started
-
-    def run(x: torch.Tensor) -> np.ndarray:
-        return session.run(None, {"x": x.numpy()})[0].astype(np.float64)
-
-    return run, seconds
+    predictor = OnnxPredictor(onnx_model_path(loaded, Path(tempfile.mkdtemp())), threads)
+    return predictor, time.perf_counter() - started
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mura-root", default=os.environ.get("MURA_ROOT"), required=not os.environ.get("MURA_ROOT"))
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--split", default="valid")
-    parser.add_argument("--limit", type=int, default=48, help="images per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser = model_bench_parser(__doc__, limit=48, limit_help="images per round")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (minutes to compile)")
     args = parser.parse_args()
     configure_threads(args.threads)
@@ -117,16 +76,17 @@ def main() -> int:
     paths = mura.read_images(root, args.split)["path"].iloc[: args.limit]
     decoded = [load_radiograph(mura.image_file(root, p)).pixels for p in paths]
     batches = [model_inputs(loaded, decoded[i : i + args.batch_size]) for i in range(0, len(decoded), args.batch_size)]
-    members = _members(loaded.model)
+    fused = FusedProbability.of(loaded)
+    members = list(fused.members)
 
     runners: dict[str, Runner] = {"eager (today)": lambda x: predict_batch(loaded, x)}
     cl_model = copy.deepcopy(loaded.model).to(memory_format=torch.channels_last)
     cl_loaded = copy.copy(loaded)
     cl_loaded.model = cl_model
     runners["channels_last"] = lambda x: predict_batch(cl_loaded, x.contiguous(memory_format=torch.channels_last))
-    fused = _TtaMean(members).eval()
     runners["fused flip (4 fwd of 2N)"] = torch.inference_mode()(lambda x: fused(x).double().numpy())
-    fused_cl = _TtaMean([copy.deepcopy(m).to(memory_format=torch.channels_last) for m in members]).eval()
+    fused_cl = FusedProbability([copy.deepcopy(m).to(memory_format=torch.channels_last) for m in members],
+                                flip_tta=fused.flip_tta).eval()
     runners["fused flip + channels_last"] = torch.inference_mode()(
         lambda x: fused_cl(x.contiguous(memory_format=torch.channels_last)).double().numpy())
     runners["vmap members (torch.func)"] = _vmapped(members)
@@ -136,7 +96,7 @@ def main() -> int:
             return predict_batch(loaded, x)
 
     runners["bf16 autocast (CPU)"] = bf16
-    onnx_run, onnx_seconds = _onnx(fused, batches[0], args.threads)
+    onnx_run, onnx_seconds = _onnx(loaded, args.threads)
     runners["ONNX Runtime CPU (fused)"] = onnx_run
     print(f"ONNX export + session: {onnx_seconds:.1f} s (once)")
     if not args.no_compile:

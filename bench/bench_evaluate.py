@@ -15,7 +15,6 @@ and how many written (6-decimal) probabilities differ, the load average and peak
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import statistics
@@ -31,24 +30,17 @@ from core.artifacts import ModelArtifacts, write_evaluation
 from core.backends import batch_predictor, onnx_model_path
 from core.evaluate import predict_split
 from core.imaging import load_radiograph
-from core.models import DEFAULT_MODEL, load_model
-from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads, model_inputs
+from core.models import load_model
+from core.predict import configure_threads, model_inputs
 from core.scale import Engine
 
-from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
+from setup_line import model_bench_parser, setup_line  # bench/ is on sys.path when a bench script runs
 
 BACKENDS = ("torch", "onnx")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mura-root", default=os.environ.get("MURA_ROOT"), required=not os.environ.get("MURA_ROOT"))
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--split", default="valid")
-    parser.add_argument("--limit", type=int, default=96, help="images per measurement (0 = the whole split)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser = model_bench_parser(__doc__, limit=96, limit_help="images per measurement (0 = the whole split)")
     args = parser.parse_args()
     configure_threads(args.threads)
     root = mura.resolve_root(args.mura_root)

@@ -11,8 +11,6 @@ same command spreads decoding over every core and scoring over every GPU.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 
@@ -21,21 +19,15 @@ import numpy as np
 from core import mura
 from core.devices import on_device, resolve_device
 from core.evaluate import predict_split
-from core.models import DEFAULT_MODEL, load_model
-from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads
+from core.models import load_model
+from core.predict import configure_threads
 from core.scale import Engine, import_ray
 
-from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
+from setup_line import model_bench_parser, setup_line  # bench/ is on sys.path when a bench script runs
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mura-root", default=os.environ.get("MURA_ROOT"), required=not os.environ.get("MURA_ROOT"))
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--split", default="valid")
-    parser.add_argument("--limit", type=int, default=64, help="images per path (0 = the whole split)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser = model_bench_parser(__doc__, limit=64, limit_help="images per path (0 = the whole split)", rounds=False)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader processes of the second path")
     parser.add_argument("--ray-actors", type=int, help="scoring actors (default: core.scale's choice)")
