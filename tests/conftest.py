@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,6 +130,16 @@ def scratch_weights(tmp_path_factory: pytest.TempPathFactory, scratch_mura_root:
         "seconds": [10.0, 10.0, 10.0],
     }).to_csv(model_dir / "training_log.csv", index=False)
     return directory
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path, scratch_weights: Path) -> Path:
+    """The scratch model's checkpoint and card alone (no cached evaluation) in a fresh weights folder."""
+    model = tmp_path / "weights" / DEFAULT_MODEL
+    model.mkdir(parents=True)
+    for name in ("checkpoint.pt", "model_card.json"):
+        shutil.copyfile(scratch_weights / DEFAULT_MODEL / name, model / name)
+    return model.parent
 
 
 @pytest.fixture(scope="session")

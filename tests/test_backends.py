@@ -5,7 +5,6 @@ torch with one line saying why."""
 from __future__ import annotations
 
 import io
-import shutil
 import sys
 from pathlib import Path
 
@@ -75,15 +74,6 @@ def test_missing_onnxruntime_or_a_gpu_falls_back_to_torch(monkeypatch: pytest.Mo
     assert backend == "torch" and "onnxruntime is not installed" in reason and "\n" not in reason
     with pytest.raises(ValueError, match="Unknown backend"):
         resolve_backend("tensorrt")
-
-
-@pytest.fixture
-def tiny_weights(tmp_path: Path, scratch_weights: Path) -> Path:
-    model = tmp_path / "weights" / DEFAULT_MODEL
-    model.mkdir(parents=True)
-    for name in ("checkpoint.pt", "model_card.json"):
-        shutil.copyfile(scratch_weights / DEFAULT_MODEL / name, model / name)
-    return model.parent
 
 
 def test_evaluate_on_either_backend_and_the_fallback_line(tiny_weights: Path, tmp_path: Path,

@@ -5,7 +5,6 @@ the single process writes."""
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import sys
 from pathlib import Path
 
@@ -22,16 +21,6 @@ from core.models import DEFAULT_MODEL
 from core.scale import ScaleError, import_ray
 from tests.fake_mura import make_fake_mura
 from tests.outlined_fracatlas import make_outlined_fracatlas
-
-
-@pytest.fixture
-def tiny_weights(tmp_path: Path, scratch_weights: Path) -> Path:
-    """The scratch model's checkpoint and card alone (no cached evaluation) in a fresh weights folder."""
-    model = tmp_path / "weights" / DEFAULT_MODEL
-    model.mkdir(parents=True)
-    for name in ("checkpoint.pt", "model_card.json"):
-        shutil.copyfile(scratch_weights / DEFAULT_MODEL / name, model / name)
-    return model.parent
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present, so --device cuda is not absent")
