@@ -44,8 +44,8 @@ _PCA_COMPONENTS = 64
 _TYPICAL_QUANTILE = 0.99
 _C = 0.05  # L2 strength: chosen for stable out-of-fold recall on train/ (not tuned on valid/)
 END_CROP_FRACTION = 0.4
-#: FracAtlas regions and the class each trains (None: held out, measured only).
-ATLAS_CLASSES: dict[str, str | None] = {"hand": "hand/wrist", "shoulder": "shoulder", "leg/hip": "other"}
+#: FracAtlas regions and the class each trains.
+ATLAS_CLASSES = {"hand": "hand/wrist", "shoulder": "shoulder", "leg/hip": "other"}
 #: The pre-registered rule for pre-selecting the body part (docs/experiments.md, "Scope head v2").
 PRESELECT_MIN_STUDY_ACCURACY = 0.98
 PRESELECT_MAX_OTHER_IN = 3
@@ -67,34 +67,34 @@ def _fit_parts(features: np.ndarray, labels: np.ndarray) -> tuple[StandardScaler
 
 
 def _as_head(parts: tuple[StandardScaler, LogisticRegression, PCA, LedoitWolf], threshold: float,
-             source: str = "model", classes: Sequence[str] = SCOPE_CLASSES) -> ScopeHead:
+             source: str = "model") -> ScopeHead:
     scaler, classifier, pca, covariance = parts
-    order = [list(classifier.classes_).index(c) for c in range(len(classes))]
-    return ScopeHead(tuple(classes), scaler.mean_, scaler.scale_, classifier.coef_[order], classifier.intercept_[order],
+    order = [list(classifier.classes_).index(c) for c in range(len(SCOPE_CLASSES))]
+    return ScopeHead(SCOPE_CLASSES, scaler.mean_, scaler.scale_, classifier.coef_[order], classifier.intercept_[order],
                      pca.mean_, pca.components_, covariance.location_, covariance.precision_, threshold, source)
 
 
-def fit_head(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, classes: Sequence[str] = SCOPE_CLASSES,
+def fit_head(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *,
              n_splits: int = 5, seed: int = 0, source: str = "model") -> tuple[ScopeHead, np.ndarray, np.ndarray]:
     """Fit on everything; return it with out-of-fold probabilities and distances.
 
-    ``labels`` index ``classes``; ``groups`` keep a patient (MURA) or a duplicate group
+    ``labels`` index :data:`SCOPE_CLASSES`; ``groups`` keep a patient (MURA) or a duplicate group
     (FracAtlas) in one fold. The distance threshold is the 99th percentile of out-of-fold
     distances, so it is not fitted to the very images that set it.
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
-    if set(np.unique(labels)) != set(range(len(classes))):
+    if set(np.unique(labels)) != set(range(len(SCOPE_CLASSES))):
         raise ValueError("every scope class needs training images")
-    oof_probabilities = np.zeros((len(labels), len(classes)))
+    oof_probabilities = np.zeros((len(labels), len(SCOPE_CLASSES)))
     oof_distances = np.zeros(len(labels))
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     for train_index, test_index in folds.split(features, labels, groups):
-        fold_head = _as_head(_fit_parts(features[train_index], labels[train_index]), np.inf, source, classes)
+        fold_head = _as_head(_fit_parts(features[train_index], labels[train_index]), np.inf, source)
         oof_probabilities[test_index] = fold_head.probabilities(features[test_index])
         oof_distances[test_index] = fold_head.distances(features[test_index])
     threshold = float(np.quantile(oof_distances, _TYPICAL_QUANTILE))
-    return _as_head(_fit_parts(features, labels), threshold, source, classes), oof_probabilities, oof_distances
+    return _as_head(_fit_parts(features, labels), threshold, source), oof_probabilities, oof_distances
 
 
 def _load_pixels(paths: Sequence[Path]) -> list[np.ndarray]:
@@ -253,26 +253,20 @@ def main(argv: list[str] | None = None) -> int:
                                     "region", args.per_class)
     atlas_files = [fracatlas.image_file(atlas_root, f) for f in atlas_train["file"]]
     atlas_groups = [f"atlas:{g}" for g in fracatlas.duplicate_groups(atlas_root, atlas_train["file"].tolist())]
-    trained_atlas = atlas_train["region"].isin([r for r, c in ATLAS_CLASSES.items() if c is not None]).to_numpy()
 
     mura_features = features(mura_files, "mura_train", "MURA train")
     crop_features = features(mura_files, "mura_train_end_crops", "MURA train end crops", crops=True)
     atlas_features = features(atlas_files, "fracatlas", "FracAtlas")
-    classes = tuple(c for c in SCOPE_CLASSES if c in {"humerus", "forearm", JOINT_CLOSE_UP}
-                    | {c for c in ATLAS_CLASSES.values() if c})
     mura_labels = [t.removeprefix("XR_").lower() for t in mura_train["study_type"]]
     truth = np.array(mura_labels + [JOINT_CLOSE_UP] * len(crop_features)
-                     + [ATLAS_CLASSES[r] for r in atlas_train.loc[trained_atlas, "region"]])
+                     + [ATLAS_CLASSES[r] for r in atlas_train["region"]])
     patients = [f"mura:{p}" for p in mura_train["patient"]]
-    groups = np.array(patients + [g for g in patients for _ in "ab"]
-                      + [g for g, keep in zip(atlas_groups, trained_atlas, strict=True) if keep])
+    groups = np.array(patients + [g for g in patients for _ in "ab"] + atlas_groups)
     head, oof_probabilities, oof_distances = fit_head(
-        np.concatenate([mura_features, crop_features, atlas_features[trained_atlas]]),
-        np.array([classes.index(t) for t in truth]), groups, classes=classes, source=source)
+        np.concatenate([mura_features, crop_features, atlas_features]),
+        np.array([SCOPE_CLASSES.index(t) for t in truth]), groups, source=source)
     oof = _Scored.of(head, oof_probabilities, oof_distances)
-    # FracAtlas images the head does not train on are held out as a whole: the full head scores them.
-    atlas_scored = _Scored.merge(len(atlas_train), (trained_atlas, oof.tail(int(trained_atlas.sum()))),
-                                 (~trained_atlas, _Scored.apply(head, atlas_features[~trained_atlas])))
+    atlas_scored = oof.tail(len(atlas_train))  # FracAtlas comes last: its out-of-fold rows are held out
 
     valid = mura.read_images(mura_root, "valid")
     valid_scored = _Scored.apply(head, features([mura.image_file(mura_root, p) for p in valid["path"]],
@@ -284,10 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                        list(probes), probe_scored, args.n_boot)
     head = replace(head, preselect=metrics["rule"]["preselect"])
     metrics["fitted_on"] = {
-        "features": source, "classes": list(classes), "mura_train_images": len(mura_train),
+        "features": source, "classes": list(SCOPE_CLASSES), "mura_train_images": len(mura_train),
         "mura_train_end_crops": len(crop_features), "end_crop_fraction": END_CROP_FRACTION,
-        "fracatlas_images": int(trained_atlas.sum()),
-        "fracatlas_regions_held_out": [r for r, c in ATLAS_CLASSES.items() if c is None],
+        "fracatlas_images": len(atlas_train),
     }
     files = ModelArtifacts(loaded.directory)
     head.save(files.scope_head)
@@ -322,22 +315,8 @@ class _Scored:
         return cls.of(head, head.probabilities(features), head.distances(features))
 
     def tail(self, n: int) -> _Scored:
-        return self.take(np.arange(len(self.calls) - n, len(self.calls)))
-
-    def take(self, index: np.ndarray) -> _Scored:
-        return _Scored(self.probabilities[index], self.calls[index], self.flagged[index], self.scores[index],
-                       self.classes)
-
-    @staticmethod
-    def merge(n: int, *parts: tuple[np.ndarray, _Scored]) -> _Scored:
-        """One table of ``n`` rows from parts placed at boolean masks."""
-        first = parts[0][1]
-        merged = _Scored(np.zeros((n, first.probabilities.shape[1])), np.empty(n, dtype=object),
-                         np.zeros(n, dtype=bool), np.zeros(n), first.classes)
-        for mask, part in parts:
-            merged.probabilities[mask], merged.calls[mask] = part.probabilities, part.calls
-            merged.flagged[mask], merged.scores[mask] = part.flagged, part.scores
-        return merged
+        """The last ``n`` rows."""
+        return _Scored(self.probabilities[-n:], self.calls[-n:], self.flagged[-n:], self.scores[-n:], self.classes)
 
     def humerus_over_forearm(self) -> np.ndarray:
         """P(humerus) / (P(humerus) + P(forearm)): the body-part call between the two trained parts."""
