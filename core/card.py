@@ -170,9 +170,13 @@ def _machine_description(config: TrainConfig) -> str:
 def training_card(config: TrainConfig, architecture: ModelConfig, *, name: str, images: pd.DataFrame,
                   fit: pd.DataFrame, holdout: pd.DataFrame, class_weights: dict[str, tuple[float, float]],
                   elapsed: float, best_epoch: int, thresholds: dict[str, float],
-                  holdout_metrics: dict[str, dict]) -> dict[str, Any]:
-    """The card of one core.train run at its best epoch: data, recipe, holdout metrics and thresholds."""
-    return {
+                  holdout_metrics: dict[str, dict], fracture_fit: pd.DataFrame | None = None,
+                  fracture_holdout: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The card of one core.train run at its best epoch: data, recipe, holdout metrics and thresholds.
+
+    ``fracture_fit``/``fracture_holdout``: a joint run's FracAtlas rows (its second, unshipped output).
+    """
+    card = {
         "name": name,
         "architecture": config.arch,
         "description": architecture.description,
@@ -187,7 +191,7 @@ def training_card(config: TrainConfig, architecture: ModelConfig, *, name: str, 
             "holdout": subset_counts(holdout),
             "split": split_description(config),
         },
-        "recipe": {k: v for k, v in asdict(config).items() if k not in ("mura_root", "out")} | {
+        "recipe": {k: v for k, v in asdict(config).items() if k not in ("mura_root", "out", "fracatlas")} | {
             "optimizer": "AdamW", "schedule": "one-cycle",
             "loss": ("BCE on each study's mean view probability" if config.study_loss else "BCE on each image")
                     + ", weighted per study type (MURA paper)",
@@ -212,6 +216,15 @@ def training_card(config: TrainConfig, architecture: ModelConfig, *, name: str, 
             "Research and teaching tool; not a medical device and not for diagnosis.",
         ],
     }
+    if fracture_fit is not None and fracture_holdout is not None:
+        card["training_data"]["fracatlas"] = {
+            "source": "FracAtlas upper-limb radiographs (CC BY 4.0), fracture label, on a second output that "
+                      "the checkpoint does not keep",
+            "fit_images": int(len(fracture_fit)), "fit_fractured": int(fracture_fit["label"].sum()),
+            "holdout_images": int(len(fracture_holdout)),
+            "split": "copy groups kept whole, same folds and seed as the MURA split",
+        }
+    return card
 
 
 def ensemble_card(name: str, arch: str, cards: list[dict[str, Any]], *, cross_validated: bool,

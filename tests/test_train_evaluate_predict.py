@@ -30,10 +30,11 @@ from core import predict as predict_cli
 from core import train as train_cli
 from core.artifacts import TRAIN_STATE_FILE, TRAINING_LOG_FILE, ModelArtifacts, read_evaluation
 from core.card import read_card, subset_counts
-from core.models import CARD_FILE, CHECKPOINT_FILE, load_model
+from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, load_model
 from core.predict import predict_images, predict_study, study_probability
 from core.splits import patient_split, patient_subset
 from core.thresholds import choose_threshold, holdout_summary
+from tests.fake_fracatlas import FAKE_ROWS, make_fake_fracatlas
 from tests.fake_mura import make_fake_mura
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -502,3 +503,43 @@ def test_predict_cli_cams_come_with_a_manifest(weights: Path, tmp_path: Path, ru
     assert {"torch", "grad-cam", "numpy"} <= set(manifest["versions"])
     [entry] = manifest["files"]
     assert entry["file"] == str(image) and Path(entry["heatmap"]).is_file() and entry["raw_peak"] >= 0
+
+
+def test_a_fracture_output_leaves_the_mura_output_as_it_was() -> None:
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2").eval()
+    batch = torch.rand(3, 3, 32, 32)
+    before = model(batch)
+    joint = train_cli._with_fracture_output(model)
+    both = joint(batch)
+    assert both.shape == (3, 2)
+    torch.testing.assert_close(both[:, :1], before)
+    torch.testing.assert_close(train_cli._mura_model(joint, "mobilenet_v2").eval()(batch), before)
+
+
+def test_joint_training_with_fracatlas(fake_root: Path, tmp_path: Path) -> None:
+    """FracAtlas upper-limb images train a second output; the checkpoint ships the MURA output only."""
+    atlas = make_fake_fracatlas(tmp_path / "fracatlas")
+    out = tmp_path / "joint"
+    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "2", *TINY,
+                           "--fracatlas", str(atlas), "--channels-last"]) == 0
+    assert "holdout_fracture_auroc" in pd.read_csv(out / TRAINING_LOG_FILE).columns
+    loaded = load_model("joint", directory=tmp_path)
+    assert loaded.model(torch.rand(2, 3, 32, 32)).shape == (2, 1)
+    held = pd.read_csv(ModelArtifacts(out).predictions(train_cli.FRACTURE_HOLDOUT))
+    assert not held["region"].eq("leg/hip").any() and held["probability"].between(0, 1).all()
+    # The one radiograph FracAtlas stores twice (the last two rows) is held out together or fitted together.
+    copies = [f"images/IMG{i:07d}.jpg" for i in (len(FAKE_ROWS) - 1, len(FAKE_ROWS))]
+    assert held["file"].isin(copies).sum() in (0, 2)
+    card = json.loads((out / CARD_FILE).read_text())
+    fitted = card["training_data"]["fracatlas"]
+    assert fitted["fit_images"] + fitted["holdout_images"] == sum(region != "leg/hip" for region, *_ in FAKE_ROWS)
+    assert "fracatlas" not in card["recipe"] and set(card["training_data"]["all"]) == {"XR_HUMERUS", "XR_FOREARM"}
+
+
+def test_joint_training_refuses_the_study_loss(fake_root: Path, tmp_path: Path) -> None:
+    atlas = make_fake_fracatlas(tmp_path / "fracatlas")
+    config = train_cli.TrainConfig(mura_root=str(fake_root), arch="mobilenet_v2", out=str(tmp_path / "x"),
+                                   fracatlas=str(atlas), study_loss=True)
+    with pytest.raises(train_cli.TrainingError, match="study-loss"):
+        train_cli.train(config)
