@@ -43,7 +43,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -53,6 +54,7 @@ import pandas as pd
 from core import atomic
 
 __all__ = [
+    "report_written",
     "CachePairError",
     "CachedPair",
     "SHIPPED_WEIGHTS_DIR",
@@ -359,3 +361,16 @@ def read_evaluation(files: ModelArtifacts, dataset: str) -> Evaluation | None:
                               "re-run the evaluation.",
                      hash_required=False, error=EvaluationMismatchError)
     return None if pair is None else Evaluation(pair.table, pair.summary)
+
+
+def report_written(write: Callable[[], Iterable[Path]], errors: tuple[type[Exception], ...]) -> int:
+    """End of a CLI that writes artefacts: run ``write``, print ``wrote PATH`` for each file it returns
+    and exit 0, or print one of ``errors`` as one line (never a traceback) and exit 2."""
+    try:
+        paths = list(write())
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(f"wrote {path}")
+    return 0

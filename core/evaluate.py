@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from core import fracatlas, mura
-from core.artifacts import ModelArtifacts, check_replacement, write_evaluation
+from core.artifacts import ModelArtifacts, check_replacement, report_written, write_evaluation
 from core.backends import add_backend_argument, batch_predictor, onnx_model_path, resolve_backend
 from core.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
 from core.devices import DeviceError, autocast, on_device
@@ -343,23 +343,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset == "mura" and not args.mura_root:
         parser.error("--mura-root is required (or use --dataset fracatlas --root DIR)")
     configure_threads(args.threads)
-    try:
+
+    def write() -> list[Path]:
         engine = engine_from_args(args)
         if args.dataset == FRACATLAS:
-            paths = evaluate_fracatlas(args.model, fracatlas.resolve_root(args.root), n_boot=args.n_boot,
-                                       batch_size=args.batch_size, force=args.force, engine=engine)
-        else:
-            root = mura.resolve_root(args.mura_root)
-            paths = evaluate(args.model, root, args.split, n_boot=args.n_boot, batch_size=args.batch_size,
-                             force=args.force, engine=engine)
-    except (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, DeviceError, ScaleError, OSError,
-            ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(f"wrote {path}")
-    return 0
+            return evaluate_fracatlas(args.model, fracatlas.resolve_root(args.root), n_boot=args.n_boot,
+                                      batch_size=args.batch_size, force=args.force, engine=engine)
+        return evaluate(args.model, mura.resolve_root(args.mura_root), args.split, n_boot=args.n_boot,
+                        batch_size=args.batch_size, force=args.force, engine=engine)
 
+    return report_written(write, (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, DeviceError,
+                                  ScaleError, OSError, ValueError))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from core import atomic, fracatlas, localization
-from core.artifacts import CachedPair, ModelArtifacts, read_pair, write_pair
+from core.artifacts import CachedPair, ModelArtifacts, read_pair, report_written, write_pair
 from core.card import card_thresholds, threshold_for
 from core.devices import DeviceError, on_device, resolve_device
 from core.evaluate import REGION_THRESHOLDS
@@ -347,19 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     add_engine_arguments(parser, precision=False, workers=False)
     args = parser.parse_args(argv)
     configure_threads(args.threads)
-    try:
+    def write() -> list[Path]:
         engine = engine_from_args(args)
         root = fracatlas.resolve_root(args.root)
         with threadpool_limits(args.threads):  # numpy's SVDs (EigenCAM) stall when over-threaded
-            paths = sweep(args.model, root, methods=args.methods, layers=args.layers, limit=args.limit,
-                          n_boot=args.n_boot, engine=engine)
-    except (fracatlas.FracAtlasError, ModelLoadError, DeviceError, ScaleError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(f"wrote {path}")
-    return 0
+            return sweep(args.model, root, methods=args.methods, layers=args.layers, limit=args.limit,
+                         n_boot=args.n_boot, engine=engine)
 
+    return report_written(write, (fracatlas.FracAtlasError, ModelLoadError, DeviceError, ScaleError, OSError,
+                                  ValueError))
 
 if __name__ == "__main__":
     sys.exit(main())

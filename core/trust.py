@@ -53,7 +53,7 @@ from torch import nn
 from tqdm import tqdm
 
 from core import atomic, fracatlas, metrics, mura
-from core.artifacts import CachedPair, CachePairError, ModelArtifacts, read_pair, write_pair
+from core.artifacts import CachedPair, CachePairError, ModelArtifacts, read_pair, report_written, write_pair
 from core.card import trained_study_types
 from core.explain import METHODS, ClassProbability, Target, explain_grid
 from core.faithfulness import faithfulness, ranks
@@ -789,21 +789,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 leaves the machine to others)")
     args = parser.parse_args(argv)
     configure_threads(args.threads)
-    try:
+    def write() -> list[Path]:
         mura_root = mura.resolve_root(args.mura_root) if args.mura_root else None
         fracatlas_root = fracatlas.resolve_root(args.fracatlas_root) if args.fracatlas_root else None
         with threadpool_limits(args.threads):
-            paths = sweep(args.model, mura_root=mura_root, fracatlas_root=fracatlas_root, per_part=args.per_part,
-                          fracatlas_n=args.fracatlas_n, methods=args.methods, layers=args.layers,
-                          faithfulness_layers=args.faithfulness_layers, road=args.road, n_boot=args.n_boot,
-                          seed=args.seed)
-    except (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(f"wrote {path}")
-    return 0
+            return sweep(args.model, mura_root=mura_root, fracatlas_root=fracatlas_root, per_part=args.per_part,
+                         fracatlas_n=args.fracatlas_n, methods=args.methods, layers=args.layers,
+                         faithfulness_layers=args.faithfulness_layers, road=args.road, n_boot=args.n_boot,
+                         seed=args.seed)
 
+    return report_written(write, (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, OSError, ValueError))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,6 +17,7 @@ from core.artifacts import (
     check_replacement,
     file_version,
     read_evaluation,
+    report_written,
     write_evaluation,
 )
 
@@ -148,3 +149,18 @@ def test_a_smaller_evaluation_does_not_replace_a_larger_one_unless_forced(tmp_pa
     write_evaluation(files, "valid", _predictions(7), {"images": 7}, force=True)
     assert read_evaluation(files, "valid").metrics["images"] == 7
     check_replacement(files, "other", 1)  # nothing cached: nothing to protect
+
+
+def test_report_written_prints_each_file_or_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    written = [tmp_path / "a.csv", tmp_path / "a.json"]
+    assert report_written(lambda: written, (ValueError,)) == 0
+    assert capsys.readouterr().out.splitlines() == [f"wrote {path}" for path in written]
+
+    def fails() -> list[Path]:
+        raise ValueError("the folder holds no images")
+
+    assert report_written(fails, (ValueError,)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "error: the folder holds no images\n"
+    with pytest.raises(KeyError):  # anything else is a bug, not a user's error: it is not swallowed
+        report_written(lambda: {}["missing"], (ValueError,))
