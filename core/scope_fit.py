@@ -120,22 +120,33 @@ def _features_of(loaded: LoadedModel, paths: Sequence[Path], cache: Path | None,
     """Features of image files (or, with ``crops``, of both end crops of each, in that order), cached
     (features and names only, never pixels) in ``cache`` when given."""
     names = [f"{p}#{end}" for p in paths for end in "ab"] if crops else [str(p) for p in paths]
-    if cache is not None and cache.is_file():
-        with np.load(cache, allow_pickle=False) as data:
-            if data["paths"].tolist() == names:
-                return data["features"]
-    chunks = []
+    known = _cached_rows(cache.parent) if cache is not None else {}
+    # Rows any cache of this folder (same model and feature source) already holds are not recomputed.
+    missing = [p for p in paths if (f"{p}#a" if crops else str(p)) not in known]
     step = 32
-    for start in tqdm(range(0, len(paths), step), desc=desc, unit="batch"):
-        images = _load_pixels(paths[start : start + step])
+    for start in tqdm(range(0, len(missing), step), desc=desc, unit="batch", disable=not missing):
+        chunk = missing[start : start + step]
+        images = _load_pixels(chunk)
         if crops:
             images = [crop for image in images for crop in end_crops(image)]
-        chunks.append(image_features(loaded, images, source=source))
-    features = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+        rows = image_features(loaded, images, source=source)
+        chunk_names = [f"{p}#{end}" for p in chunk for end in "ab"] if crops else [str(p) for p in chunk]
+        known.update(zip(chunk_names, rows, strict=True))
+    features = np.stack([known[name] for name in names]) if names else np.zeros((0, 0), np.float32)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, paths=np.array(names), features=features)
     return features
+
+
+def _cached_rows(folder: Path) -> dict[str, np.ndarray]:
+    """Every feature row cached in ``folder``, by image (or crop) name."""
+    rows: dict[str, np.ndarray] = {}
+    for cache in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+        with np.load(cache, allow_pickle=False) as data:
+            if {"paths", "features"} <= set(data.files):
+                rows.update(zip(data["paths"].tolist(), data["features"], strict=True))
+    return rows
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
