@@ -265,3 +265,22 @@ def test_predict_cli_keeps_a_mura_humerus_in_scope(capsys, mura_root):
     for line in [*images, study]:
         assert line["body_part"] == "humerus" and line["out_of_scope"] is False and line["scope_score"] < 0.5
     assert study["in_scope"] and study["suggested_study_type"] == "XR_HUMERUS"
+
+
+def test_feature_caches_only_compute_rows_not_cached_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refit on more images (or another cache of the same model) pays forwards for the new ones only."""
+    computed: list[int] = []
+
+    def fake_features(loaded: object, images: list[np.ndarray], *, source: str) -> np.ndarray:
+        computed.extend(int(image[0, 0]) for image in images)
+        return np.array([[float(image[0, 0]), float(image.shape[0])] for image in images], np.float32)
+
+    monkeypatch.setattr(scope_fit, "image_features", fake_features)
+    monkeypatch.setattr(scope_fit, "_load_pixels", lambda paths: [np.full((10, 4), int(p.stem)) for p in paths])
+    paths = [tmp_path / f"{i}.png" for i in range(5)]
+    first = scope_fit._features_of(None, paths[:3], tmp_path / "cache" / "some.npz", "x")
+    assert computed == [0, 1, 2] and first[:, 0].tolist() == [0, 1, 2]
+    more = scope_fit._features_of(None, paths[::-1], tmp_path / "cache" / "all.npz", "x")
+    assert computed == [0, 1, 2, 4, 3] and more[:, 0].tolist() == [4, 3, 2, 1, 0]
+    crops = scope_fit._features_of(None, paths[:2], tmp_path / "cache" / "crops.npz", "x", crops=True)
+    assert crops[:, 1].tolist() == [4, 4, 4, 4]  # end crops (40% of 10 rows), not the cached whole images
