@@ -33,7 +33,8 @@ from core.metrics import (
     study_table,
 )
 
-__all__ = ["paired_studies", "paired_auroc_difference", "compare_tables", "compare_models", "main"]
+__all__ = ["paired_studies", "paired_auroc_difference", "paired_mean_difference", "compare_tables",
+           "compare_models", "main"]
 
 
 def paired_studies(studies_a: pd.DataFrame, studies_b: pd.DataFrame) -> pd.DataFrame:
@@ -66,30 +67,54 @@ def _resampled_aurocs(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return (positive_rank_sums - positives * (positives + 1) / 2) / (positives * negatives)
 
 
-def _bootstrap_difference(paired: pd.DataFrame, n_boot: int, seed: int) -> BootstrapInterval:
-    """AUROC(A) - AUROC(B) with a percentile interval over resamples of the paired studies.
+def _difference_draws(paired: pd.DataFrame, n_boot: int, seed: int) -> np.ndarray:
+    """AUROC(A) - AUROC(B) on each bootstrap resample of the paired studies (one-class resamples dropped).
 
     Studies are drawn like core.metrics.bootstrap_ci draws them (one seeded generator, every index
-    up front, resamples with one class skipped and counted), but every resample's two AUROCs are
-    computed at once: a thousand resamples take milliseconds, so the dashboard can afford them.
+    up front), but every resample's two AUROCs are computed at once: a thousand resamples take
+    milliseconds, so the dashboard can afford them.
     """
     if n_boot < 1:
         raise MetricsInputError("n_boot must be at least 1.")
-    point = _difference(paired)
-    differences = np.empty(0)
-    if point is not None:
-        labels = paired["label"].to_numpy(dtype=np.int64)
-        draws = np.random.default_rng(seed).integers(0, len(labels), size=(n_boot, len(labels)))
-        abnormal_drawn = labels[draws].sum(axis=1)
-        draws = draws[(abnormal_drawn > 0) & (abnormal_drawn < len(labels))]
-        drawn_labels = labels[draws]
-        differences = (_resampled_aurocs(drawn_labels, paired["probability"].to_numpy(dtype=float)[draws])
-                       - _resampled_aurocs(drawn_labels, paired["probability_b"].to_numpy(dtype=float)[draws]))
+    labels = paired["label"].to_numpy(dtype=np.int64)
+    draws = np.random.default_rng(seed).integers(0, len(labels), size=(n_boot, len(labels)))
+    abnormal_drawn = labels[draws].sum(axis=1)
+    draws = draws[(abnormal_drawn > 0) & (abnormal_drawn < len(labels))]
+    drawn_labels = labels[draws]
+    return (_resampled_aurocs(drawn_labels, paired["probability"].to_numpy(dtype=float)[draws])
+            - _resampled_aurocs(drawn_labels, paired["probability_b"].to_numpy(dtype=float)[draws]))
+
+
+def _interval(point: float | None, differences: np.ndarray, n_boot: int) -> BootstrapInterval:
     low = high = None
-    if differences.size:
+    if point is not None and differences.size:
         tail = (1.0 - CONFIDENCE) / 2.0 * 100.0
         low, high = (float(v) for v in np.percentile(differences, [tail, 100.0 - tail]))
     return BootstrapInterval(point=point, low=low, high=high, n_boot=n_boot, n_skipped=n_boot - differences.size)
+
+
+def _bootstrap_difference(paired: pd.DataFrame, n_boot: int, seed: int) -> BootstrapInterval:
+    """AUROC(A) - AUROC(B) with a percentile interval over resamples of the paired studies."""
+    point = _difference(paired)
+    return _interval(point, _difference_draws(paired, n_boot, seed) if point is not None else np.empty(0), n_boot)
+
+
+def paired_mean_difference(studies_a: pd.DataFrame, studies_b: pd.DataFrame, *, n_boot: int = DEFAULT_N_BOOT,
+                           seed: int = 0) -> BootstrapInterval:
+    """The mean over body parts of AUROC(A) - AUROC(B), with a paired percentile interval.
+
+    The statistic of this project's adoption rules (docs/experiments.md: "mean of humerus and forearm
+    study AUROC"): each part's studies are resampled within the part, and each resample's per-part
+    differences are averaged.
+    """
+    paired = paired_studies(studies_a, studies_b)
+    parts = [rows for _, rows in paired.groupby("study_type")]
+    points = [_difference(rows) for rows in parts]
+    if any(point is None for point in points):
+        return _interval(None, np.empty(0), n_boot)
+    draws = [_difference_draws(rows, n_boot, seed + index) for index, rows in enumerate(parts)]
+    kept = min(map(len, draws))
+    return _interval(float(np.mean(points)), np.mean([d[:kept] for d in draws], axis=0), n_boot)
 
 
 def paired_auroc_difference(

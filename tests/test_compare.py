@@ -88,3 +88,18 @@ def test_the_vectorised_bootstrap_draws_and_scores_like_core_metrics(two_models:
     vectorised = compare.paired_auroc_difference(a, b, n_boot=200)
     assert vectorised.n_skipped == expected.n_skipped
     assert tuple(vectorised) == pytest.approx(tuple(expected), abs=1e-12)
+
+
+def test_the_mean_over_body_parts_is_the_adoption_rules_statistic() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 160)
+    a = study_table(_predictions(np.clip(labels * 0.5 + rng.uniform(0, 0.5, labels.size), 0, 1), labels))
+    b = study_table(_predictions(rng.uniform(0, 1, labels.size), labels))
+    result = compare.paired_mean_difference(a, b, n_boot=300)
+    per_part = [roc_auc_score(a.loc[a.study_type == t, "label"], a.loc[a.study_type == t, "probability"])
+                - roc_auc_score(b.loc[b.study_type == t, "label"], b.loc[b.study_type == t, "probability"])
+                for t in ("XR_HUMERUS", "XR_FOREARM")]
+    assert result.point == pytest.approx(np.mean(per_part))
+    assert 0 < result.low < result.point < result.high
+    same = compare.paired_mean_difference(a, a, n_boot=50)
+    assert (same.point, same.low, same.high) == (0.0, 0.0, 0.0)
