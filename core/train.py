@@ -106,6 +106,8 @@ RUNTIME_FIELDS = ("threads", "device", "workers", "channels_last")
 
 #: The dataset name of a joint run's FracAtlas holdout predictions (``predictions_fracatlas_holdout.csv``).
 FRACTURE_HOLDOUT = "fracatlas_holdout"
+#: Its columns besides ``probability`` (the fracture output's).
+FRACTURE_COLUMNS = ("file", "region", "fractured", "hardware", "duplicate_of")
 
 
 def seed_everything(seed: int) -> None:
@@ -255,7 +257,7 @@ def train(config: TrainConfig) -> Path:
             "holdout_study_auroc": round(study_auroc, 5),
         }
         if heads is not None:
-            fracture = data.fracture_holdout.assign(
+            fracture = data.fracture_holdout[list(FRACTURE_COLUMNS)].assign(
                 probability=predict_canvases(_Output(model, 1), data.fracture_holdout_canvases, config.arch,
                                              bf16=config.bf16))
             # A tiny holdout may hold one class only: no AUROC then, rather than a failed run.
