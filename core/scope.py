@@ -49,6 +49,8 @@ __all__ = [
     "head_for",
     "assess_images",
     "study_scope",
+    "SCOPE_TARGETS",
+    "target_rows",
     "main",
 ]
 
@@ -311,6 +313,44 @@ def load_head(path: Path) -> ScopeHead:
     if source not in FEATURE_SOURCES:
         raise ScopeHeadError(f"The scope head {path.name} reads an unknown feature source.")
     return ScopeHead(classes, distance_threshold=threshold, feature_source=source, preselect=preselect, **fields)
+
+
+#: Issue 14's targets for the head, as scope_metrics.json's summary keys: (measure, key, target or None).
+SCOPE_TARGETS: tuple[tuple[str, str, float | None], ...] = (
+    ("Out-of-scope AUROC: in = MURA valid/ humerus and forearm; out = MURA's other body parts, held-out "
+     "FracAtlas images, non-radiographs", "out_of_scope_auroc", 0.95),
+    ("The same with FracAtlas hand and shoulder counted in scope (the issue's second wording)",
+     "out_of_scope_auroc_issue_definition", 0.95),
+    ("Humerus vs forearm, per MURA valid/ study", "body_part_accuracy_humerus_vs_forearm_study", 0.98),
+    ("MURA valid/ humerus and forearm views kept in scope", "mura_valid_humerus_forearm_kept_in_scope", None),
+    ("MURA valid/ views of other body parts flagged", "mura_valid_other_parts_flagged", None),
+    ("Held-out FracAtlas leg/hip flagged", "fracatlas_leg_hip_flagged_held_out", None),
+    ("Non-radiograph pictures flagged", "non_radiograph_probes_flagged", None),
+)
+
+
+def target_rows(summary: dict) -> list[dict[str, str]]:
+    """The head's measured figures against issue 14's targets, as rows of text (Model card page).
+
+    ``summary`` is scope_metrics.json's; a measure it lacks reads "not measured" rather than failing.
+    """
+    from core.metrics import format_interval  # here: core.predict imports this module, not scikit-learn
+
+    rows = []
+    for measure, key, target in SCOPE_TARGETS:
+        value = summary.get(key)
+        if not isinstance(value, dict):
+            result, point = "not measured", None
+        elif value.get("point") is None and "hits" in value:
+            result, point = f"{value['hits']} of {value['of']}", None
+        else:
+            result, point = format_interval(value), value.get("point")
+            if "hits" in value:
+                result += f"; {value['hits']} of {value['of']}"
+        met = "" if target is None else "not measured" if point is None else "yes" if point >= target else "no"
+        rows.append({"Measure": measure, "Result (95% CI)": result,
+                     "Target": "" if target is None else f"≥ {target:g}", "Met": met})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

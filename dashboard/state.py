@@ -14,6 +14,7 @@ predictions and metrics from different runs stop the pages that would show their
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 from pathlib import Path
@@ -47,6 +48,7 @@ __all__ = [
     "read_predictions",
     "read_metrics",
     "read_training_log",
+    "read_scope_metrics",
     "read_card",
     "available_models",
     "resolve_mura_root",
@@ -185,6 +187,20 @@ def read_card(model: str) -> dict | None:
     """
     path = _files(model).card
     return _read_card(str(path), file_version(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _read_json(path: str, version: int) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text()) if version else None
+    except (OSError, ValueError):
+        return None
+
+
+def read_scope_metrics(model: str) -> dict | None:
+    """core.scope's measurement of the model's scope head, or None without a readable one."""
+    path = _files(model).scope_metrics
+    return _read_json(str(path), file_version(path))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core.artifacts import CARD_FILE, EvaluationMismatchError
 from core.card import DEFAULT_THRESHOLD_KEY
+from core.scope import target_rows
 from dashboard import charts, state
 from dashboard.charts import INTERVAL_WIDTH, OVERALL, format_estimate, group_label
 from dashboard.report import report_button
@@ -223,6 +224,18 @@ def show_cached_results(cached: dict | None) -> None:
     )
 
 
+def show_scope(scope_metrics: dict | None) -> None:
+    """How well the companion head tells the trained body parts from anything else (issue 14's targets)."""
+    st.subheader("Does an image belong to the model? (scope head)")
+    summary = (scope_metrics or {}).get("summary")
+    if not summary:
+        st.caption("No scope head measurement (scope_metrics.json): `python -m core.scope` fits and measures it.")
+        return
+    st.dataframe(pd.DataFrame(target_rows(summary)), hide_index=True, width="stretch")
+    st.caption("An image it flags gets no verdict until the user names the body part (Explain); the body part is "
+               "suggested, not pre-selected, while the per-study accuracy is under its 0.98 target.")
+
+
 def show_recipe_and_extras(card: dict, model: str) -> None:
     """The training recipe, any card field not laid out above, and the card as a download."""
     if card.get("recipe"):
@@ -255,5 +268,6 @@ try:
     show_cached_results(state.read_metrics(model))
 except EvaluationMismatchError as exc:
     st.error(str(exc))
+show_scope(state.read_scope_metrics(model))
 show_recipe_and_extras(card, model)
 report_button(model, key="card_report")

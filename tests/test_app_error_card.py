@@ -16,7 +16,9 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from core import metrics
+from core.artifacts import SCOPE_METRICS_FILE, SHIPPED_WEIGHTS_DIR
 from core.models import DEFAULT_MODEL
+from core.scope import target_rows
 from dashboard.charts import CELLS, OVERALL, format_estimate, group_label
 from tests.app_pages import open_page
 from tests.browser import launch_chromium, page_url, require_chromium, visible_errors, wait_for_script_run
@@ -185,3 +187,24 @@ def test_model_card_without_log_or_metrics_still_renders(use_scratch_weights, tm
     app.switch_page(ERROR_PAGE).run()
     assert not app.exception
     assert any("make evaluate" in info.value for info in app.info)
+
+
+def test_model_card_shows_the_scope_heads_figures_against_their_targets(use_scratch_weights, tmp_path,
+                                                                        monkeypatch) -> None:
+    weights = tmp_path / "weights"
+    shutil.copytree(use_scratch_weights, weights)
+    shipped = json.loads((SHIPPED_WEIGHTS_DIR / DEFAULT_MODEL / SCOPE_METRICS_FILE).read_text())
+    (weights / DEFAULT_MODEL / SCOPE_METRICS_FILE).write_text(json.dumps(shipped))
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
+    app = open_page(CARD_PAGE)
+    assert not app.exception
+    table = [frame.value for frame in app.dataframe if "Target" in frame.value.columns][0]
+    assert table.to_dict("records") == target_rows(shipped["summary"])
+    accuracy = table.set_index("Measure").loc["Humerus vs forearm, per MURA valid/ study"]
+    assert accuracy["Target"] == "≥ 0.98" and accuracy["Met"] == "no"  # 0.970: reported, not hidden
+    assert accuracy["Result (95% CI)"].startswith("0.970 (0.951")
+
+
+def test_model_card_without_a_scope_head_says_how_to_make_one(use_scratch_weights) -> None:
+    app = open_page(CARD_PAGE)
+    assert any("python -m core.scope" in caption.value for caption in app.caption)
