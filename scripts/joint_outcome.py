@@ -37,6 +37,18 @@ def _finished_folds(runs: Path, prefix: str) -> dict[int, ModelArtifacts]:
     return {k: files for k, files in folds.items() if files.holdout_predictions.is_file()}
 
 
+def _difference(table: pd.DataFrame) -> float | None:
+    joint, shipped = auroc(table["label"], table["probability"]), auroc(table["label"], table["probability_shipped"])
+    return None if joint is None or shipped is None else joint - shipped
+
+
+_FRACTURE_STATISTICS = {
+    "joint": lambda t: auroc(t["label"], t["probability"]),
+    "shipped": lambda t: auroc(t["label"], t["probability_shipped"]),
+    "difference": _difference,
+}
+
+
 def _fracture_rows(joint: pd.DataFrame, shipped: pd.DataFrame, n_boot: int) -> dict[str, dict]:
     """Fracture AUROC per region: the joint model's fracture output vs the shipped P(abnormal), paired
     on the same held-out images, resampling FracAtlas copy groups (a radiograph stored twice counts once)."""
@@ -48,17 +60,11 @@ def _fracture_rows(joint: pd.DataFrame, shipped: pd.DataFrame, n_boot: int) -> d
     rows = {"upper limb": table} | dict(iter(table.groupby("study_type")))
     result = {}
     for region, rows_of in rows.items():
-        statistics = {
-            "joint": lambda t: auroc(t["label"], t["probability"]),
-            "shipped": lambda t: auroc(t["label"], t["probability_shipped"]),
-        }
         intervals = {name: bootstrap_ci(rows_of, statistic, n_boot=n_boot, level="image").as_json()
-                     for name, statistic in statistics.items()}
-        difference = bootstrap_ci(rows_of, lambda t: (auroc(t["label"], t["probability"]) or 0)
-                                  - (auroc(t["label"], t["probability_shipped"]) or 0), n_boot=n_boot, level="image")
+                     for name, statistic in _FRACTURE_STATISTICS.items()}
         result[region] = {"images": int(len(rows_of)), "fractured": int(rows_of["label"].sum()),
                           "joint_fracture_output": intervals["joint"], "shipped_abnormal": intervals["shipped"],
-                          "joint_minus_shipped": difference.as_json()}
+                          "joint_minus_shipped": intervals["difference"]}
     return result
 
 
