@@ -55,6 +55,7 @@ from core import atomic
 
 __all__ = [
     "report_written",
+    "read_json_object",
     "CachePairError",
     "CachedPair",
     "SHIPPED_WEIGHTS_DIR",
@@ -374,3 +375,12 @@ def report_written(write: Callable[[], Iterable[Path]], errors: tuple[type[Excep
     for path in paths:
         print(f"wrote {path}")
     return 0
+
+
+def read_json_object(path: Path) -> dict | None:
+    """An optional cache's JSON object; None when it is absent or unreadable (readers say so)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None

@@ -28,6 +28,7 @@ from core.artifacts import CARD_FILE, CHECKPOINT_FILE, SHIPPED_WEIGHTS_DIR, Mode
 from core.card import ModelCardError, card_thresholds, read_card, threshold_for
 
 __all__ = [
+    "final_linear_name",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "SHIPPED_WEIGHTS_DIR",
@@ -288,6 +289,12 @@ def get_config(arch: str) -> ModelConfig:
 def create_model(arch: str, *, pretrained: bool = False) -> nn.Module:
     """Build a single-logit model; ``pretrained`` loads ImageNet weights via torchvision."""
     return get_config(arch).builder(pretrained)
+
+
+def final_linear_name(model: nn.Module) -> str | None:
+    """Dotted name of the model's last Linear layer (every registered classifier ends in one), or None."""
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    return names[-1] if names else None
 
 
 def resolve_layer(model: nn.Module, dotted_path: str) -> nn.Module:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import json
 import subprocess
 import sys
 import tomllib
@@ -40,6 +39,7 @@ from core.artifacts import (
     EvaluationMismatchError,
     ModelArtifacts,
     read_evaluation,
+    read_json_object,
 )
 from core.atomic import AtomicWriteError, write_bytes
 from core.card import DEFAULT_THRESHOLD_KEY, ModelCardError, card_thresholds, read_card, trained_study_types
@@ -134,15 +134,6 @@ def model_version(files: ModelArtifacts) -> str:
     return f"checkpoint sha256 {digest.hexdigest()[:12]}"
 
 
-def _json(path: Path) -> dict | None:
-    """An optional cache's JSON object; None when it is absent or unreadable (its section says so)."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def gather(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None = None,
            weights_root: Path | None = None, date: dt.date | None = None) -> ReportInputs:
     """Read what the report needs from ``model``'s folder.
@@ -166,8 +157,8 @@ def gather(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None
         model=model, card=card, thresholds=chosen,
         valid=None if valid is None else valid.predictions, valid_metrics=None if valid is None else valid.metrics,
         fracatlas_metrics=None if external is None else external.metrics,
-        localization=_json(files.localization_summary(FRACATLAS)), trust=trust.headline(files),
-        scope=_json(files.scope_metrics),
+        localization=read_json_object(files.localization_summary(FRACATLAS)), trust=trust.headline(files),
+        scope=read_json_object(files.scope_metrics),
         model_version=model_version(files), code_version=code_version(),
         date=date or dt.datetime.now(dt.UTC).date(),
     )

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from core.artifacts import ModelArtifacts, file_version
-from core.models import LoadedModel, MeanProbabilityEnsemble
+from core.models import LoadedModel, MeanProbabilityEnsemble, final_linear_name
 from core.predict import DEFAULT_BATCH_SIZE, model_inputs
 
 __all__ = [
@@ -128,10 +128,10 @@ def _imagenet_network(arch: str) -> nn.Module:
 
 
 def _last_linear(network: nn.Module) -> nn.Linear:
-    linears = [module for module in network.modules() if isinstance(module, nn.Linear)]
-    if not linears:
+    name = final_linear_name(network)
+    if name is None:
         raise ScopeHeadError("the model has no final linear layer to read features from")
-    return linears[-1]
+    return network.get_submodule(name)
 
 
 @torch.inference_mode()

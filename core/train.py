@@ -36,7 +36,7 @@ from core.artifacts import ModelArtifacts
 from core.augment import AugmentedCanvases, draw_augmentation, load_canvases
 from core.card import training_card, write_card
 from core.metrics import study_table
-from core.models import create_model, get_config, save_checkpoint
+from core.models import create_model, final_linear_name, get_config, save_checkpoint
 from core.preprocess import to_model_input
 from core.splits import patient_split, patient_subset, split_groups
 from core.thresholds import holdout_summary
@@ -338,11 +338,10 @@ class _Output(torch.nn.Module):
 
 
 def _final_linear(model: torch.nn.Module) -> str:
-    """Dotted name of the model's last Linear layer (the registered classifiers end in one)."""
-    names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
-    if not names:
+    name = final_linear_name(model)
+    if name is None:
         raise TrainingError("joint training needs a model whose classifier ends in a Linear layer")
-    return names[-1]
+    return name
 
 
 def _with_fracture_output(model: torch.nn.Module) -> torch.nn.Module:

@@ -14,7 +14,6 @@ predictions and metrics from different runs stop the pages that would show their
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from pathlib import Path
@@ -24,7 +23,14 @@ import streamlit as st
 
 from core import card as model_card
 from core import mura
-from core.artifacts import Evaluation, EvaluationMismatchError, ModelArtifacts, file_version, read_evaluation
+from core.artifacts import (
+    Evaluation,
+    EvaluationMismatchError,
+    ModelArtifacts,
+    file_version,
+    read_evaluation,
+    read_json_object,
+)
 from core.models import (
     DEFAULT_MODEL,
     LoadedModel,
@@ -191,10 +197,7 @@ def read_card(model: str) -> dict | None:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _read_json(path: str, version: int) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text()) if version else None
-    except (OSError, ValueError):
-        return None
+    return read_json_object(Path(path)) if version else None
 
 
 def read_scope_metrics(model: str) -> dict | None:
