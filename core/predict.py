@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.backends import add_backend_argument, batch_predictor, resolve_backend
     from core.devices import DeviceError, add_device_arguments, autocast, on_device, resolve_device
     from core.imaging import RadiographDecodeError, load_radiograph
-    from core.scope import ScopeHeadError, assess_images, head_for, study_scope
+    from core.scope import ScopeHeadError, assess_images, head_for, study_scope, views_in_study_mean
 
     parser = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", metavar="FILE")
@@ -281,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         _write_manifest(loaded, args.out, cam_settings, maps)
     if args.study and view_probabilities:
         suggested, scope_reason = study_scope(scopes)
-        study = StudyPrediction(tuple(view_probabilities), study_probability(view_probabilities),
+        # A flagged view leaves the study's mean (all stay when every view is flagged).
+        kept = views_in_study_mean(scopes) if scopes else range(len(view_probabilities))
+        mean_of = [view_probabilities[index] for index in kept]
+        study = StudyPrediction(tuple(view_probabilities), study_probability(mean_of),
                                 loaded.threshold_for(args.study_type), args.study_type)
         print(json.dumps({
             "study": good_files,
@@ -292,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             # unless the user named the body part.
             "verdict": None if scope_reason and not args.study_type else study.verdict,
             "in_scope": scope_reason is None,
+            "verdict_against_scope_flag": bool(scope_reason and args.study_type and len(kept) == len(scopes)),
+            "left_out_of_mean": [good_files[index] for index in range(len(good_files)) if index not in kept],
             "suggested_study_type": suggested,
         } | _scope_fields(scopes) | ({"scope_reason": scope_reason} if scope_reason else {})), flush=True)
     return 2 if failed else 0

@@ -301,13 +301,25 @@ def study_verdict(loaded: LoadedModel, probabilities: Sequence[float], study_typ
     return StudyPrediction(tuple(probabilities), study_probability(probabilities), threshold, study_type)
 
 
-def show_verdict(prediction: StudyPrediction, card_threshold: float | None = None) -> None:
-    """Study probability, verdict and the threshold it was judged at, as three metrics; with
-    ``card_threshold`` (the card's, when the user's threshold differs) the threshold says whose it is."""
-    probability, verdict, threshold = st.columns(3)
+def show_verdict(prediction: StudyPrediction, card_threshold: float | None = None,
+                 against_flag: str | None = None) -> None:
+    """Study probability, verdict and the threshold it was judged at, as metrics; with ``card_threshold``
+    (the card's, when the user's threshold differs) the threshold says whose it is.
+
+    ``against_flag`` (why the scope head flagged the views) marks a verdict the user asked for by naming
+    the body part of flagged views: a fourth metric in the same row, as large as the verdict, says it is
+    given against the flag, and one sentence below says why the flag was raised.
+    """
+    columns = st.columns(4 if against_flag else 3)
+    probability, verdict, threshold = columns[0], columns[1], columns[-1]
     probability.metric("Study P(abnormal)", f"{prediction.probability:.3f}",
                        help="Mean of the views' probabilities, as in the MURA paper.")
     verdict.metric("Verdict", prediction.verdict)
+    if against_flag:
+        columns[2].metric("Scope flag", "overridden", help="You named the body part of views the scope head "
+                          "flags as outside what the model was trained on; the verdict is given against that flag.")
+        st.error(f"This verdict is given **against the scope flag**: {against_flag} You chose the body part; the "
+                 "model's output on images like this has not been validated.", icon=":material/flag:")
     body_part = group_label(prediction.study_type).lower() if prediction.study_type else "unknown body parts"
     if card_threshold is None:
         threshold.metric("Threshold", f"{prediction.threshold:.3f}",
@@ -319,7 +331,7 @@ def show_verdict(prediction: StudyPrediction, card_threshold: float | None = Non
                          delta=f"{prediction.threshold - card_threshold:+.3f} vs the card's", delta_color="off",
                          help=f"The threshold you set for {body_part} on the Performance or Error analysis page.")
         st.caption(f"Judged at **your** threshold for {body_part} from the Performance page "
-                   f"({prediction.threshold:.2f}; the model card's is {card_threshold:.2f}). Its Reset button "
+                   f"({prediction.threshold:.3f}; the model card's is {card_threshold:.3f}). Its Reset button "
                    "returns to the card's.")
 
 
@@ -332,6 +344,8 @@ def show_study_views(
     no_verdict: str | None = None,
     columns: int = 4,
     thresholds: Mapping[str, float] | None = None,
+    left_out: Sequence[int] = (),
+    against_flag: str | None = None,
 ) -> StudyPrediction:
     """Show a study: its verdict, then each view with P(abnormal) and its CAM overlay under one colour bar.
 
@@ -339,13 +353,22 @@ def show_study_views(
     ``no_verdict`` (one sentence) replaces the verdict for a study the model should not judge
     (unknown or untrained body part, not a radiograph): the probability stays, in small type.
     ``thresholds`` (the user's, from Performance) judge the study instead of the card's.
+    ``left_out`` are views flagged out of scope (core.scope.views_in_study_mean): shown, but not in the
+    study's mean, which says so. ``against_flag`` marks a verdict given against the scope flag (show_verdict).
     Returns the study prediction so callers can reuse the probabilities.
     """
     probabilities = cached_probabilities(loaded, [pixels for _, pixels in images])
-    prediction = study_verdict(loaded, probabilities, study_type, thresholds)
+    kept = [p for index, p in enumerate(probabilities) if index not in left_out]
+    prediction = study_verdict(loaded, kept, study_type, thresholds)
+    if left_out:
+        names = ", ".join(f"`{images[index][0]}`" for index in left_out)
+        st.warning(f"Left out of the study's mean: {names}, flagged out of scope below. The study probability"
+                   + ("" if no_verdict else " and the verdict")
+                   + f" use the other {len(kept)} view(s) only.", icon=":material/filter_alt:")
     if no_verdict is None:
         card_threshold = loaded.threshold_for(study_type)
-        show_verdict(prediction, None if np.isclose(prediction.threshold, card_threshold) else card_threshold)
+        show_verdict(prediction, None if np.isclose(prediction.threshold, card_threshold) else card_threshold,
+                     against_flag)
     else:
         st.warning(no_verdict, icon=":material/help:")
         st.caption(f"Study P(abnormal) = {prediction.probability:.3f}, shown for reference only.")
@@ -358,7 +381,8 @@ def show_study_views(
     for index, ((name, pixels), probability, explanation) in enumerate(
             zip(images, probabilities, explanations, strict=True)):
         with grid[index % len(grid)]:
-            caption = f"{name} · P(abnormal) = {probability:.3f}"
+            caption = f"{name} · P(abnormal) = {probability:.3f}" + (
+                " · left out of the study's mean (flagged)" if index in left_out else "")
             if settings is None or explanation is None:
                 st.image(pixels, caption=caption, width="stretch")
                 continue
