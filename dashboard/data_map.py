@@ -20,7 +20,7 @@ import streamlit as st
 from core import embeddings as core_embeddings
 from core import fracatlas
 from core.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
-from core.card import card_thresholds, threshold_for
+from core.card import FRACATLAS_LABEL, MURA_LABEL, card_thresholds, out_of_scope_reason, threshold_for
 from core.evaluate import REGION_LABELS
 from dashboard import localization, state, studies, views
 
@@ -56,6 +56,9 @@ _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#
 _FIXED_COLOURS = {"TP": "#2ca02c", "TN": "#1f77b4", "FP": "#ff7f0e", "FN": "#d62728", "abnormal": "#d62728",
                   "normal": "#1f77b4", "fracture": "#ff7f0e", "no fracture": "#17becf",
                   "called abnormal": "#d62728", "called normal": "#1f77b4", "n/a": "#c7c7c7"}
+#: The call and error type of an image the model is not scored on (core.card.out_of_scope_reason).
+NOT_SCORED = "out of scope (not scored)"
+_FIXED_COLOURS[NOT_SCORED] = "#c7c7c7"
 
 
 class CacheMissing(LookupError):
@@ -127,7 +130,8 @@ def _mura_rows(predictions: pd.DataFrame, thresholds: dict[str, float], dataset:
     return pd.DataFrame({
         "dataset": dataset, "key": predictions["path"], "study": predictions["study_path"],
         "body_part": predictions["study_type"].str.removeprefix("XR_").str.lower(),
-        "study_type": predictions["study_type"], "label": predictions["label"].astype(int),
+        "study_type": predictions["study_type"], "scope_part": predictions["study_type"], "scope_label": MURA_LABEL,
+        "label": predictions["label"].astype(int),
         "label_text": np.where(predictions["label"] == 1, "abnormal", "normal"),
         "probability": predictions["probability"], "study_probability": study_probability,
         "threshold": [threshold_for(thresholds, t) for t in predictions["study_type"]], "hardware": "n/a"})
@@ -138,7 +142,8 @@ def _fracatlas_rows(predictions: pd.DataFrame, thresholds: dict[str, float]) -> 
     return pd.DataFrame({
         "dataset": "fracatlas", "key": predictions["file"], "study": predictions["file"],
         "body_part": predictions["region"].map(REGION_LABELS).fillna(predictions["region"]),
-        "study_type": None, "label": predictions["fractured"].astype(int),
+        "study_type": None, "scope_part": predictions["region"], "scope_label": FRACATLAS_LABEL,
+        "label": predictions["fractured"].astype(int),
         "label_text": np.where(predictions["fractured"] == 1, "fracture", "no fracture"),
         "probability": predictions["probability"], "study_probability": predictions["probability"],
         "threshold": threshold, "hardware": np.where(predictions["hardware"] == 1, "hardware", "no hardware")})
@@ -147,7 +152,8 @@ def _fracatlas_rows(predictions: pd.DataFrame, thresholds: dict[str, float]) -> 
 @st.cache_data(show_spinner="Joining the map with the cached predictions…", max_entries=4)
 def _map_table(model: str, versions: tuple[int, ...]) -> pd.DataFrame:
     files = ModelArtifacts.of(model)
-    thresholds = card_thresholds(state.read_card(model))
+    card = state.read_card(model) or {}
+    thresholds = card_thresholds(card)
     parts = []
     for dataset, name in (("mura_train", TRAIN_HOLDOUT), ("mura_valid", "valid")):
         if files.predictions(name).is_file():
@@ -162,6 +168,16 @@ def _map_table(model: str, versions: tuple[int, ...]) -> pd.DataFrame:
     table["prediction"] = np.where(called, "called abnormal", "called normal")
     table["error"] = np.select([called & positive, called & ~positive, ~called & positive], ["TP", "FP", "FN"], "TN")
     table.loc[table["probability"].isna(), ["prediction", "error"]] = "n/a"
+    # One rule (issue 27): no call and no error type where the model was not trained on the body part or the
+    # label (FracAtlas's fracture is not MURA's abnormal; leg/hip and wrist never); a scored fracture label
+    # keeps its own error types, apart from MURA's.
+    scored = pd.Series([out_of_scope_reason(card, None if pd.isna(part) else str(part), str(label)) is None
+                        for part, label in zip(table["scope_part"], table["scope_label"], strict=True)],
+                       index=table.index, dtype=bool)
+    fracture = scored & (table["scope_label"] == FRACATLAS_LABEL) & (table["error"] != "n/a")
+    table.loc[fracture, "error"] = table.loc[fracture, "error"] + " (fracture)"
+    table.loc[~scored & table["probability"].notna(), ["prediction", "error"]] = NOT_SCORED
+    table.loc[~scored, "threshold"] = np.nan  # no threshold judges them
     table["dataset_label"] = table["dataset"].map(DATASET_LABELS)
     issues = read_label_issues(model)
     flagged = set() if issues is None else set(issues.loc[issues["label_issue"], "study_path"])

@@ -50,7 +50,8 @@ with map_tab:
                      f"({len(picked)} images)")
         counts = selected["error"].value_counts()
         st.caption(" · ".join(f"{name} {int(counts.get(name, 0))}" for name in ("TP", "TN", "FP", "FN")) +
-                   " — most confidently wrong first.")
+                   (f" · {data_map.NOT_SCORED} {int(counts[data_map.NOT_SCORED])}"
+                    if data_map.NOT_SCORED in counts else "") + " — most confidently wrong first.")
         st.dataframe(selected.assign(dataset=selected["dataset"].map(data_map.DATASET_LABELS)), hide_index=True,
                      width="stretch", key="data_map_selected",
                      column_config={"study": st.column_config.TextColumn("Study", width="large"),

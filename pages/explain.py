@@ -10,7 +10,7 @@ import numpy as np
 import streamlit as st
 
 from core import fracatlas
-from core.card import trained_study_types
+from core.card import out_of_scope_reason, trained_study_types
 from core.explain import METHODS, Explanation
 from core.figures import MapScale, caption_fields, comparison_figure, explanation_figure, figure_png
 from core.localization import TOLERANCE_PX
@@ -177,13 +177,13 @@ def body_part_selector(card: dict, known: str | None, study_id: str) -> tuple[st
                              help="Pre-selected from what the views look like (or the study's own label); "
                                   "change it if you know better.")
     trained_words = ", ".join(group_label(t).lower() for t in trained)
+    if out_of_scope_reason(card, None if body_part == UNKNOWN_BODY_PART else body_part) is None:
+        return body_part, None
     if body_part == UNKNOWN_BODY_PART:
         return None, (f"No verdict: the body part is unknown. The model was trained on {trained_words} radiographs "
                       "only; pick the body part above if it is one of them.")
-    if body_part not in trained:
-        return body_part, (f"No verdict: the model was trained on {trained_words} radiographs only, so for "
-                           f"{group_label(body_part).lower()} its output is out of distribution.")
-    return body_part, None
+    return body_part, (f"No verdict: the model was trained on {trained_words} radiographs only, so for "
+                       f"{group_label(body_part).lower()} its output is out of distribution.")
 
 
 def run_key(images: list[tuple[str, np.ndarray]], settings: CamSettings) -> str:

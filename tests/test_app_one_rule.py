@@ -1,0 +1,91 @@
+"""Issue 27, items 4 and 5: one rule on every page (a verdict only for a body part and a label the model
+was trained on) and one pooled definition for headlines (the trained body parts), on a scratch model whose
+cached MURA valid/ predictions also hold two wrist studies (out of scope)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.card import FRACATLAS_LABEL, out_of_scope_reason
+from core.evaluate import summarise_trained
+from core.metrics import summarise
+from core.models import DEFAULT_MODEL
+from tests.app_pages import open_page
+
+WRIST_STUDIES = ["MURA-v1.1/valid/XR_WRIST/patient99001/study1_positive/",
+                 "MURA-v1.1/valid/XR_WRIST/patient99002/study1_negative/"]
+CARD = {"training_data": {"all": {"XR_FOREARM": {}, "XR_HUMERUS": {}}}}
+
+
+@pytest.fixture
+def with_wrists(tmp_path: Path, scratch_weights: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """scratch_weights plus two confidently called wrist studies in its cached evaluation."""
+    directory = tmp_path / "weights"
+    shutil.copytree(scratch_weights, directory)
+    model_dir = directory / DEFAULT_MODEL
+    predictions = pd.read_csv(model_dir / "predictions_valid.csv")
+    wrists = pd.DataFrame({
+        "path": [study + "image1.png" for study in WRIST_STUDIES], "study_type": "XR_WRIST",
+        "patient": ["patient99001", "patient99002"], "study": "study1", "study_path": WRIST_STUDIES,
+        "label": [1, 0], "probability": [0.97, 0.96]})
+    predictions = pd.concat([predictions, wrists], ignore_index=True)
+    predictions.to_csv(model_dir / "predictions_valid.csv", index=False)
+    card = json.loads((model_dir / "model_card.json").read_text())
+    thresholds = {t: v for t, v in card["thresholds"].items() if t != "default"} | {"default": 0.5}
+    metrics = summarise(predictions, thresholds, n_boot=50, seed=0)
+    metrics["trained"] = summarise_trained(predictions, thresholds, card, n_boot=50)
+    (model_dir / "metrics_valid.json").write_text(json.dumps(metrics, allow_nan=False))
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(directory))
+    monkeypatch.delenv("MURA_ROOT", raising=False)
+    return directory
+
+
+@pytest.mark.parametrize(("body_part", "label", "outputs", "scored"), [
+    ("XR_HUMERUS", "abnormal", None, True),
+    ("XR_FOREARM", "abnormal", None, True),
+    ("XR_WRIST", "abnormal", None, False),
+    ("XR_SHOULDER", "abnormal", None, False),
+    (None, "abnormal", None, False),
+    ("hand", FRACATLAS_LABEL, None, False),           # MURA's abnormal is not FracAtlas's fracture
+    ("leg/hip", FRACATLAS_LABEL, None, False),
+    ("hand", FRACATLAS_LABEL, ("abnormal", "fracture"), True),  # a fracture output (issue 28)
+    ("shoulder", FRACATLAS_LABEL, ("abnormal", "fracture"), True),
+    ("leg/hip", FRACATLAS_LABEL, ("abnormal", "fracture"), False),
+    ("XR_WRIST", "abnormal", ("abnormal", "fracture"), False),
+])
+def test_one_rule_decides_what_is_scored(body_part, label, outputs, scored) -> None:
+    reason = out_of_scope_reason(CARD, body_part, label, outputs=outputs)
+    assert (reason is None) == scored
+    assert reason is None or reason.startswith("Not scored")
+
+
+def test_error_analysis_puts_no_wrist_study_in_a_cell(with_wrists: Path) -> None:
+    app = open_page("../pages/error_analysis.py")
+    assert "XR_WRIST" not in app.selectbox(key="error_body_part").options
+    for cell in ("TN", "FP", "FN", "TP"):
+        app.radio(key="error_cell").set_value(cell).run()
+        assert not app.exception
+        listed = [f.value for f in app.dataframe if "study_path" in f.value.columns and "threshold" in f.value.columns]
+        assert listed and not set(WRIST_STUDIES) & set(listed[0]["study_path"])
+    (out_of_scope,) = [f.value for f in app.dataframe
+                       if "study_path" in f.value.columns and "threshold" not in f.value.columns]
+    assert set(out_of_scope["study_path"]) == set(WRIST_STUDIES)
+    assert any("Out of scope, not scored: 2 studies" in e.label for e in app.expander)
+
+
+def test_data_map_scores_no_fracatlas_image_against_the_abnormal_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped model's map: FracAtlas leg/hip is no false positive, and MURA's abnormal and FracAtlas's
+    fracture never share one error colouring (the model has no fracture output)."""
+    from dashboard import data_map
+
+    monkeypatch.delenv("MURA_LENS_WEIGHTS_DIR", raising=False)
+    table = data_map.map_table(DEFAULT_MODEL)
+    atlas = table[(table["dataset"] == "fracatlas") & table["probability"].notna()]
+    assert len(atlas) and set(atlas["error"]) == {data_map.NOT_SCORED} and atlas["threshold"].isna().all()
+    mura = table[table["dataset"] != "fracatlas"]
+    assert set(mura["error"]) <= {"TP", "TN", "FP", "FN", "n/a"}
