@@ -166,9 +166,13 @@ def gather(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None
 
 # --- wording ------------------------------------------------------------------------------------
 
+#: The one pooled headline (issue 27): the body parts the model was trained on, as on every app page.
+TRAINED_POOL = "All trained body parts"
+
+
 def _label(group: str) -> str:
     if group == metrics.OVERALL:
-        return "All body parts"
+        return TRAINED_POOL
     return REGION_LABELS.get(group, group.removeprefix("XR_").replace("_", " ").lower()).capitalize()
 
 
@@ -278,17 +282,23 @@ def _results(out: _Writer, inputs: ReportInputs) -> None:
         out.text(_MISSING.format(command="python -m core.evaluate --mura-root PATH --split valid"))
         return
     trained = [g for g in trained_study_types(inputs.card) if g in study]
-    groups = trained + [metrics.OVERALL]
+    others = [g for g in study if g != metrics.OVERALL and g not in trained]
+    # The pool of the trained parts: cached apart when the folder holds other parts, else "overall" is it.
+    pooled = ((inputs.valid_metrics.get("trained") or {}).get("study")
+              or (None if others else study.get(metrics.OVERALL)))
+    summaries = [(g, study[g]) for g in trained] + ([(metrics.OVERALL, pooled)] if pooled else [])
     rows = [("Body part", "Studies (abnormal)", "AUROC", "Kappa", "Sensitivity", "Specificity")]
-    rows += [(_label(g), f"{study[g]['n']} ({study[g]['n_abnormal']})", format_interval(study[g].get("auroc")),
-              format_interval(study[g].get("kappa")), format_interval(study[g].get("sensitivity")),
-              format_interval(study[g].get("specificity"))) for g in groups]
+    rows += [(_label(g), f"{s['n']} ({s['n_abnormal']})", format_interval(s.get("auroc")),
+              format_interval(s.get("kappa")), format_interval(s.get("sensitivity")),
+              format_interval(s.get("specificity"))) for g, s in summaries]
     out.table(rows, widths=(26, 24, 30, 30, 30, 30))
     n_boot = inputs.valid_metrics.get("n_boot", "?")
+    untrained = sum(int(study[g]["n"]) for g in others)
     out.text(f"Study level, each body part at the model card's threshold; 95% bootstrap intervals over studies "
-             f"({n_boot} resamples). MURA valid/ was never used for training or for choosing thresholds."
-             + (" 'All body parts' includes the few studies of other parts in the evaluated folder."
-                if len(study) > len(groups) else ""), size=8)
+             f"({n_boot} resamples). MURA valid/ was never used for training or for choosing thresholds. "
+             f"'{TRAINED_POOL}' pools the body parts above, as every page of the app does."
+             + (f" Out of scope, not scored: {untrained} studies of other body parts in the evaluated folder."
+                if others else ""), size=8)
     out.text("Plain-language reading", style="B")
     out.bullets([_reading(g, study[g]) for g in trained])
 

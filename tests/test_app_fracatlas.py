@@ -102,17 +102,17 @@ def test_performance_switches_to_fracatlas_and_says_what_the_label_is(use_fracat
     live = at.dataframe[0].value.set_index("Body part")
     # The live table counts every upper-limb image, each at its region's threshold.
     predicted = upper["probability"] >= upper["threshold"]
-    assert live.at["All body parts", "TP"] == int((predicted & (upper["fractured"] == 1)).sum())
-    assert live.at["All body parts", "Images"] == len(upper)
+    assert live.at["All upper-limb images", "TP"] == int((predicted & (upper["fractured"] == 1)).sum())
+    assert live.at["All upper-limb images", "Images"] == len(upper)
     cached = at.dataframe[1].value.set_index("Body part")
     # The shipped samples are a dozen upper-limb images: too few for an AUROC (issue 13.7).
-    assert cached.at["All body parts", "AUROC"] == format_estimate(evaluation.metrics["all"]["overall"], "auroc")
-    assert set(live.index) == {"All body parts", "Hand/wrist/forearm", "Shoulder", "Whole arm"}
+    assert cached.at["All upper-limb images", "AUROC"] == format_estimate(evaluation.metrics["all"]["overall"], "auroc")
+    assert set(live.index) == {"All upper-limb images", "Hand/wrist/forearm", "Shoulder", "Whole arm"}
     # Hardware apart: its table holds only the hardware images.
     at.radio(key="performance_stratum").set_value("hardware").run()
     assert_clean(at)
     live = at.dataframe[0].value.set_index("Body part")
-    assert live.at["All body parts", "Images"] == int(upper["hardware"].sum())
+    assert live.at["All upper-limb images", "Images"] == int(upper["hardware"].sum())
     # Leg/hip is described, not scored.
     assert any("leg/hip images" in c.value and "no AUROC" in c.value for c in at.caption)
     at.radio(key="performance_dataset").set_value("valid").run()

@@ -44,6 +44,12 @@ def test_shipped_report_quotes_the_caches(shipped_text: str) -> None:
     assert "of 67 abnormal studies the model flagged 61" in shipped_text  # the plain-language reading
     assert "Humerus 0.332 Normal 58 10" in shipped_text  # confusion at the card's humerus threshold
     assert "At the model card's thresholds." in shipped_text
+    # One pooled headline (issue 27): the trained parts', the figure Overview shows; never the all-parts pool.
+    trained = read_evaluation(ModelArtifacts.of(DEFAULT_MODEL), "valid").metrics["trained"]["study"]
+    pooled = f"All trained body parts {trained['n']} ({trained['n_abnormal']}) {trained['auroc']['point']:.3f} ("
+    flat = " ".join(shipped_text.split())  # the PDF wraps table cells and lines
+    assert pooled in flat and "All body parts" not in flat
+    assert "Out of scope, not scored: 18 studies" in flat
     assert "0.639 (0.600-0.674)" in shipped_text  # FracAtlas, all upper limb
     assert "GradCAMElementWise - block 11 (112 ch, stride 16) 0.396 (0.348-0.447)" in shipped_text
     assert "uniform map (chance)" in shipped_text and "flagged: 11 of 18" in shipped_text
