@@ -61,6 +61,7 @@ from torch import nn
 
 from core.models import LoadedModel, resolve_layer
 from core.overlay import resize_heatmap
+from core.predict import predict_images
 from core.preprocess import Letterbox, letterbox, to_model_input
 
 __all__ = [
@@ -453,7 +454,7 @@ def explain(
     with _cam_pass(loaded, pixels, slow=info.slow) as (network, model_input, placement):
         if cancel is not None and cancel.is_set():  # cancelled while waiting for the lock
             raise CamCancelled("the CAM run was cancelled")
-        canvas_map, raw_canvas, logit = _run_cam(
+        canvas_map, raw_canvas = _run_cam(
             network, method, info, [path for name in layer_names for path in loaded.layer_paths(name)],
             model_input, target, aug_smooth, eigen_smooth, report, cancel,
         )
@@ -461,7 +462,7 @@ def explain(
     report(1.0)
     return Explanation(
         heatmap=heatmap,
-        probability=float(torch.sigmoid(torch.tensor(logit))),
+        probability=model_probability(loaded, pixels),
         method=method,
         layers=layer_names if info.uses_layers else (),
         target=target,
@@ -470,6 +471,13 @@ def explain(
         model=loaded.name,
         raw_map=None if raw_canvas is None else placement.crop(raw_canvas),
     )
+
+
+def model_probability(loaded: LoadedModel, pixels: np.ndarray) -> float:
+    """P(abnormal) of the image as core.predict computes it everywhere (letterbox, the card's flip TTA):
+    one image, one probability, whichever page, figure or grid shows it. The CAM's own forward pass
+    gives the unmirrored image's alone: 0.993 on the downloaded figure where Explain showed 0.988."""
+    return float(predict_images(loaded, [pixels])[0])
 
 
 def shares_a_pass(method: str) -> bool:
@@ -519,8 +527,8 @@ def explain_grid(
     if not shared:
         return results
     with _cam_pass(loaded, pixels, slow=False) as (network, model_input, placement):  # fast methods only
-        canvas_maps, logit = _shared_pass(network, loaded, shared, layer_names, model_input, target)
-    probability = float(torch.sigmoid(torch.tensor(logit)))
+        canvas_maps = _shared_pass(network, loaded, shared, layer_names, model_input, target)
+    probability = model_probability(loaded, pixels)
     for (method, name), (canvas_map, raw_canvas) in canvas_maps.items():
         results[(method, name)] = Explanation(
             heatmap=_image_heatmap(canvas_map, placement), probability=probability,
@@ -536,7 +544,7 @@ def _shared_pass(
     layer_names: tuple[str, ...],
     model_input: torch.Tensor,
     target: Target,
-) -> tuple[dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], float]:
+) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """Canvas-sized (scaled, raw) maps of each (method, layer name) from one forward and one backward pass."""
     module_order = {path: index for index, (path, _module) in enumerate(network.named_modules())}
     paths = sorted({p for name in layer_names for p in loaded.layer_paths(name)}, key=module_order.__getitem__)
@@ -566,7 +574,7 @@ def _shared_pass(
                 chosen = [paths.index(p) for p in loaded.layer_paths(name)]
                 raw = raws[method].canvas(model_input.shape[-1], chosen, [lambda canvas: canvas])
                 maps[(method, name)] = (cam.aggregate_multi_layers([per_layer[i] for i in chosen])[0], raw)
-        return maps, float(output.detach().reshape(-1)[0])
+        return maps
     finally:
         for method, cam in cams.items():
             cam.activations_and_grads.release()
@@ -612,9 +620,8 @@ def _run_cam(
     eigen_smooth: bool,
     report: Callable[[float], None],
     cancel: threading.Event | None = None,
-) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """The canvas-sized (S, S) map, its raw counterpart (see :class:`Explanation`) and the
-    logit of the unaugmented input."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The canvas-sized (S, S) map and its raw counterpart (see :class:`Explanation`)."""
     if info.gradients == "second_order" and len(layer_paths) > 1:
         # ShapleyCAM's Hessian-vector product frees the graph after the first target layer
         # (pytorch_grad_cam passes retain_graph=False), so several layers (the ones a user
@@ -625,9 +632,9 @@ def _run_cam(
             _run_cam(network, method, info, [path], model_input, target, aug_smooth, eigen_smooth, report, cancel)
             for path in layer_paths
         ]
-        raws = [raw for _, raw, _ in runs]
-        return (np.mean([canvas for canvas, _, _ in runs], axis=0),
-                None if any(raw is None for raw in raws) else np.mean(raws, axis=0), runs[0][2])
+        raws = [raw for _, raw in runs]
+        return (np.mean([canvas for canvas, _ in runs], axis=0),
+                None if any(raw is None for raw in raws) else np.mean(raws, axis=0))
     # pytorch_grad_cam pairs the i-th target layer with the i-th activation it recorded,
     # and records them in execution order: list the layers in that order (AblationCAM
     # swaps out the layer it is given). Module order is execution order in these networks.
@@ -676,18 +683,12 @@ def _run_cam(
                 raw.release()
             raw_canvas = raw.canvas(model_input.shape[-1], range(len(modules)),
                                     [_undo_augmentation(t) for t in passes] or [lambda canvas: canvas])
-            # The CAM's own forward pass gives the probability for free, unless its last
-            # pass was an augmented copy.
-            logit = None if aug_smooth else float(cam.outputs.detach().reshape(-1)[0])
     finally:
         for handle in handles:
             handle.remove()
         if info.gradients == "second_order":
             network.requires_grad_(False)
-    if logit is None:
-        with torch.inference_mode():
-            logit = float(network(model_input).reshape(-1)[0])
-    return maps[0], raw_canvas, logit
+    return maps[0], raw_canvas
 
 
 def _ablation_ratio(channels: Sequence[int]) -> float:

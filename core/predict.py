@@ -267,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.cam:
                 paths, described = _write_cam(loaded, pixels, file, args.cam, args.layer, args.out)
                 record |= paths
-                maps.append({"file": record["file"], **paths, "probability": described.pop("probability"),
+                maps.append({"file": record["file"], **paths, "probability": record["probability"],
                              "raw_peak": described.pop("raw_peak")})
+                described.pop("probability")  # the line's own, from the chosen backend: one number per file
                 cam_settings = described
         except (RadiographDecodeError, OSError, ValueError) as exc:
             print(f"error: {_printable(file)}: {exc}", file=sys.stderr)

@@ -36,6 +36,7 @@ from core.models import LoadedModel
 from core.overlay import overlay
 from dashboard import localization as accuracy
 from dashboard import state, studies, views
+from dashboard import trust as trust_view
 from dashboard.charts import group_label
 
 __all__ = [
@@ -121,16 +122,21 @@ def _body_part(case: quiz.QuizCase) -> str:
 
 
 def quiz_map(model: str, loaded: LoadedModel) -> tuple[str, str | None]:
-    """(method, layer) of the model's map: the cached sweep's best fast map by hit rate, else GradCAM
-    on the default layer. The quiz shows the model at its best at pointing, not at its most common."""
+    """(method, layer) of the model's map: the cached sweep's best fast map by hit rate among those that
+    pass the sanity checks, else GradCAM on the default layer. The quiz shows the model at its best at
+    pointing with a map that reads the model, not at its most common."""
     try:
         sweep = accuracy.cached_sweep(model)
     except CachePairError:
         sweep = None
     if sweep is not None:
-        table = accuracy.ranking(sweep.summary, "hit")
+        try:
+            checked = trust_view.cached_trust(model)
+        except CachePairError:
+            checked = None
+        table = accuracy.ranking(sweep.summary, "hit", sanity=accuracy.sanity_results(checked and checked.summary))
         usable = table[~table["chance"] & table["method"].map(lambda m: m in METHODS and not METHODS[m].slow)
-                       & table["layer"].isin(list(loaded.cam_layers))]
+                       & table["layer"].isin(list(loaded.cam_layers)) & (table["sanity"] == "passes")]
         if not usable.empty:
             return str(usable["method"].iloc[0]), str(usable["layer"].iloc[0])
     return DEFAULT_METHOD, loaded.config.default_cam_layer

@@ -48,7 +48,13 @@ st.caption(f"{summary['n_images']} outlined fractures; 95% bootstrap intervals o
 # --- ranking -------------------------------------------------------------------------------------
 metric = st.radio("Rank by", list(accuracy.METRICS), format_func=accuracy.METRICS.get, horizontal=True,
                   key="accuracy_metric")
-table = accuracy.ranking(summary, metric)
+try:
+    trust_cache = trust_view.cached_trust(model)
+except CachePairError:
+    trust_cache = None  # the scorecard above already said why
+same = accuracy.coinciding(model)
+table = accuracy.ranking(summary, metric, sanity=accuracy.sanity_results(trust_cache and trust_cache.summary),
+                         same=same)
 beats, sentence = accuracy.verdict(table, metric)
 (st.success if beats else st.warning)(sentence)
 uniform, bright = (table[table["method"] == name] for name in ("uniform", "bright bone"))
@@ -59,13 +65,16 @@ for column, name, level in ((chance[0], "Uniform map (chance)", uniform), (chanc
 st.plotly_chart(accuracy.ranking_figure(table, metric), key="accuracy_ranking")
 shown = table.assign(
     value=[accuracy.interval_text(*v) for v in zip(table["point"], table["low"], table["high"], strict=True)],
-    vs_bright_bone=[accuracy.interval_text(*v)
-                    for v in zip(table["diff"], table["diff_low"], table["diff_high"], strict=True)],
+    vs_uniform=[accuracy.interval_text(*v)
+                for v in zip(table["diff"], table["diff_low"], table["diff_high"], strict=True)],
 )
-st.dataframe(shown[["map", "n_images", "value", "vs_bright_bone", "beats_bright_bone"]]
-             .rename(columns={"value": f"{accuracy.METRICS[metric]} (95% CI)",
-                              "vs_bright_bone": "minus bright bone (95% CI)"}),
+st.dataframe(shown[["map", "sanity", "n_images", "value", "vs_uniform", "beats_uniform"]]
+             .rename(columns={"value": f"{accuracy.METRICS[metric]} (95% CI)", "sanity": "Sanity checks",
+                              "vs_uniform": "minus uniform map (95% CI)", "beats_uniform": "beats chance"}),
              hide_index=True, key="accuracy_table")
+if same:
+    st.caption("Counted once: " + "; ".join(f"{' = '.join(methods)} at {layer}" for layer, methods in same)
+               + f" give identical scores on every image. {accuracy.COINCIDING_WHY}")
 with st.expander("mIoU over heat thresholds"):
     best_maps = table[~table["chance"]]["map"].head(5).tolist()
     st.plotly_chart(accuracy.grid_figure(summary, best_maps), key="accuracy_grid")
