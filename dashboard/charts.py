@@ -124,7 +124,7 @@ def _colours(groups: list[str]) -> dict[str, str]:
 
 def _threshold_text(thresholds: Mapping[str, float | None], group: str) -> str:
     value = thresholds.get(group)
-    return "each body part at its own threshold" if value is None else f"threshold {value:.2f}"
+    return "each body part at its own threshold" if value is None else f"threshold {value:.3f}"
 
 
 def _operating_point_traces(

@@ -238,7 +238,7 @@ def threshold_controls(model: str, card: Mapping | None, *, scope: str,
     thresholds = {_OTHER: defaults[_OTHER]}
     for column, (group, label, default) in zip(st.columns(len(sliders)), sliders, strict=True):
         key = _threshold_key(model, group)
-        value = float(column.slider(label, 0.0, 1.0, step=0.01,
+        value = float(column.slider(label, 0.0, 1.0, step=0.01, format="%.3f",
                                     **navigation.kept_widget(f"{scope}:{key}", _kept_key(key), default)))
         thresholds[_OTHER if group == GLOBAL else group] = value
     st.button("Reset to the model card's thresholds", on_click=_reset, args=(model, defaults),

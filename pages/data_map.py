@@ -56,7 +56,7 @@ with map_tab:
                      width="stretch", key="data_map_selected",
                      column_config={"study": st.column_config.TextColumn("Study", width="large"),
                                     "study_probability": st.column_config.NumberColumn("P(abnormal)", format="%.3f"),
-                                    "threshold": st.column_config.NumberColumn("Threshold", format="%.2f")})
+                                    "threshold": st.column_config.NumberColumn("Threshold", format="%.3f")})
         st.download_button("Download the selection (CSV)", selected.to_csv(index=False).encode(), mime="text/csv",
                            file_name=f"{model}_map_selection.csv", key="data_map_export")
         cams = st.toggle(f"Show the top {min(len(selected), data_map.MAX_GALLERY)} with their CAMs",

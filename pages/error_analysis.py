@@ -125,7 +125,7 @@ def show_views(in_cell: pd.DataFrame, thresholds: Mapping[str, float]) -> None:
     loaded = state.current_model()
     for row in in_cell.head(shown).itertuples():
         st.markdown(f"**{row.study_path}** · label {'abnormal' if row.label else 'normal'} · "
-                    f"cached P(abnormal) {row.probability:.3f} at threshold {row.threshold:.2f}")
+                    f"cached P(abnormal) {row.probability:.3f} at threshold {row.threshold:.3f}")
         try:
             study = load_study(row.study_path, mura_root)
         except StudyLoadError as exc:

@@ -102,7 +102,12 @@ def chosen_images() -> ChosenStudy:
         st.info(f"Nothing uploaded yet, so here is a real radiograph to start with ({studies.study_title(ref)}). "
                 "Upload your own above, or pick another under “Sample or MURA study”.")
         return study_images(ref)
-    ref = st.selectbox("Study", study_choices(), key="explain_study_choice", format_func=studies.study_title,
+    refs = study_choices()
+    mura_count = sum(studies.is_mura_ref(ref) for ref in refs)
+    label = (f"Study: {len(refs) - mura_count} samples, then the {mura_count} MURA studies of your folder (type to "
+             "search them)" if mura_count else
+             "Study: the app's samples (set your MURA folder in the sidebar to list its studies here too)")
+    ref = st.selectbox(label, refs, key="explain_study_choice", format_func=studies.study_title,
                        help="Type to search: the samples, then every study of your MURA folder "
                             "(curated ones first).")
     if studies.is_mura_ref(ref):
@@ -157,9 +162,13 @@ def recognised(images: list[tuple[str, np.ndarray]], study_id: str, colour: list
         st.caption(f"Body part pre-selected from what the views look like: {group_label(suggested).lower()}. "
                    "Change it below if you know better.")
         return replace(chosen, body_part=suggested)
-    st.caption(f"Suggested body part: {group_label(suggested).lower()}. Recognition is not reliable enough to "
-               "choose it for you (weights/<model>/scope_metrics.json), so choose the body part below to get a "
-               "verdict.")
+    words = group_label(suggested).lower()
+    st.info(f"Suggested body part: **{words}**. Not pre-selected: body-part recognition has not met its "
+            "pre-registered rule on MURA valid/ (humerus vs forearm right in at least 98% of studies, with few "
+            "other body parts passing as either; figures on the Model card page). Choose the body part below, or "
+            "use the suggestion, to get a verdict.", icon=":material/lightbulb:")
+    st.button(f"Use the suggestion: {words}", key=f"explain_use_suggestion_{study_id}",
+              on_click=st.session_state.update, args=({f"explain_body_part_{study_id}": suggested},))
     return chosen
 
 

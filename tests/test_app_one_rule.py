@@ -89,3 +89,27 @@ def test_data_map_scores_no_fracatlas_image_against_the_abnormal_label(monkeypat
     assert len(atlas) and set(atlas["error"]) == {data_map.NOT_SCORED} and atlas["threshold"].isna().all()
     mura = table[table["dataset"] != "fracatlas"]
     assert set(mura["error"]) <= {"TP", "TN", "FP", "FN", "n/a"}
+
+
+def test_browse_follows_the_users_thresholds_and_scores_no_fracatlas_image(use_scratch_weights: Path,
+                                                                          scratch_mura_root: Path) -> None:
+    """Issue 27, item 10: Browse judges at the thresholds set on Performance, as every other page does, and
+    says so; FracAtlas's fracture label is never scored against an abnormal-only model (item 4)."""
+    from tests.test_app_browse_overview import match_count, scratch_studies, set_mura_root
+
+    at = set_mura_root(open_page("../pages/performance.py"), scratch_mura_root)
+    at.radio(key=f"performance:threshold_mode:{DEFAULT_MODEL}").set_value("global").run()
+    at.slider(key=f"performance:threshold:{DEFAULT_MODEL}:global").set_value(0.3).run()
+    at.switch_page("../pages/browse.py").run()
+    assert not at.exception
+    assert any(c.value.startswith("Verdicts at **your** thresholds") for c in at.caption)
+    studies = scratch_studies(use_scratch_weights)
+    at.radio(key="browse_outcome").set_value("Wrong").run()
+    wrong = (studies["probability"] >= 0.3) != studies["label"].astype(bool)
+    assert match_count(at) == int(wrong.sum())
+    assert all("at threshold 0.300" in m.value for m in at.markdown if m.value.startswith("P(abnormal)"))
+    at.radio(key="browse_dataset").set_value("fracatlas").run()
+    assert not at.exception
+    cards = [m.value for m in at.markdown if m.value.startswith("P(abnormal)")]
+    assert cards and all(card.endswith("no verdict.") for card in cards)
+    assert any("not fracture" in c.value for c in at.caption)

@@ -7,6 +7,7 @@ returns the assessments the test chooses, in upload order.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,32 @@ def test_a_study_whose_views_are_all_flagged_gets_no_verdict(use_scratch_weights
     assert_clean(at)
     assert "Verdict" not in metrics(at)
     assert any(w.value.startswith("No verdict") for w in at.warning)
+
+
+def test_a_sure_suggestion_not_preselected_says_why_visibly_and_can_be_taken(use_scratch_weights: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27, item 10: the head is sure, its preselect flag (issue 14's rule) is off: an info box says so,
+    with no internal file path, and one click takes the suggestion."""
+    stand_in_head(monkeypatch, [HUMERUS])
+    monkeypatch.setattr(scope_view, "preselects", lambda _loaded: False)
+    at = upload(VIEWS[:1])
+    assert_clean(at)
+    (box,) = [i.value for i in at.info if i.value.startswith("Suggested body part")]
+    assert "Not pre-selected" in box and "weights/" not in box and ".json" not in box
+    assert not any("weights/" in c.value for c in at.caption)
+    at.button(key="explain_use_suggestion_upload").click().run()
+    assert_clean(at)
+    assert at.selectbox(key="explain_body_part_upload").value == "XR_HUMERUS"
+    assert "Verdict" in metrics(at)
+
+
+def test_the_study_list_says_where_the_mura_studies_are(use_scratch_weights: Path, scratch_mura_root: Path) -> None:
+    from tests.test_app_browse_overview import set_mura_root
+
+    at = start_app().switch_page("../pages/explain.py").run()
+    at.radio(key="explain_source").set_value("Sample or MURA study").run()
+    assert "set your MURA folder in the sidebar" in at.selectbox(key="explain_study_choice").label
+    at = set_mura_root(at, scratch_mura_root).run()
+    box = at.selectbox(key="explain_study_choice")
+    counts = re.match(r"Study: (\d+) samples, then the (\d+) MURA studies of your folder", box.label)
+    assert counts and int(counts[2]) > 0 and int(counts[1]) + int(counts[2]) == len(box.options)
