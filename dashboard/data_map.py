@@ -18,7 +18,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import embeddings as core_embeddings
-from core import fracatlas
 from core.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
 from core.card import FRACATLAS_LABEL, MURA_LABEL, card_thresholds, out_of_scope_reason, threshold_for
 from core.evaluate import REGION_LABELS
@@ -312,16 +311,16 @@ def show_similar_studies(model: str, study_ref: str | None, *, key: str, k: int 
                                                                                                format="%.3f")})
 
 
-def _views(study: str, dataset: str, mura_root: Path | None,
-           atlas_root: Path | None) -> tuple[list[tuple[str, np.ndarray]], str | None, str | None]:
-    """(views, study type, why not) of a map study, read from the user's data folders."""
+def _views(study: str, dataset: str, mura_root: Path | None) -> tuple[list[tuple[str, np.ndarray]], str | None,
+                                                                     str | None]:
+    """(views, study type, why not) of a map study, read from the user's data folders (FracAtlas: the
+    folder the other pages use, else the app's shipped samples)."""
     if dataset == "fracatlas":
-        if atlas_root is None:
-            return [], None, "FracAtlas images need a FracAtlas folder (FRACATLAS_ROOT)."
-        pixels = localization.image_pixels(atlas_root, study) if fracatlas.image_file(atlas_root, study).is_file() \
-            else None
+        atlas_root = localization.image_root(study)
+        pixels = None if atlas_root is None else localization.image_pixels(atlas_root, study)
         if pixels is None:
-            return [], None, f"{study} is not in the FracAtlas folder {atlas_root.name}."
+            return [], None, (f"{Path(study).name} is not among the FracAtlas radiographs shipped with the app: "
+                              "name the full FracAtlas folder (the box above, or on Heat-map accuracy) to see it.")
         return [(Path(study).name, pixels)], None, None
     if mura_root is None:
         return [], None, "MURA images are read from your own copy: set the MURA folder in the sidebar."
@@ -336,7 +335,6 @@ def show_studies(rows: pd.DataFrame, *, key: str, cams: bool, limit: int = MAX_G
     """Draw the first ``limit`` studies of ``rows`` (columns ``study``, ``dataset``, and optionally
     ``label_text``/``study_probability``) with their views, and CAMs when ``cams``."""
     mura_root = state.current_mura_root()
-    atlas_root, _ = localization.fracatlas_root()
     loaded = state.current_model() if cams else None
     for row in rows.head(limit).itertuples():
         facts = [DATASET_LABELS.get(row.dataset, row.dataset)]
@@ -345,7 +343,7 @@ def show_studies(rows: pd.DataFrame, *, key: str, cams: bool, limit: int = MAX_G
         if hasattr(row, "study_probability"):
             facts.append(f"cached P(abnormal) {row.study_probability:.3f}")
         st.markdown(f"**{row.study}** · " + " · ".join(facts))
-        pictures, study_type, problem = _views(row.study, row.dataset, mura_root, atlas_root)
+        pictures, study_type, problem = _views(row.study, row.dataset, mura_root)
         if problem:
             st.caption(problem)
             continue

@@ -42,7 +42,10 @@ __all__ = [
     "interval_text",
     "with_outcomes",
     "confidence_table",
+    "FOLDER_KEY",
     "fracatlas_root",
+    "folder_input",
+    "image_root",
     "read_outlines",
     "expert_outline",
     "draw_outline",
@@ -243,10 +246,17 @@ def confidence_table(rows: pd.DataFrame, *, bins: int = 4) -> pd.DataFrame:
     return table.reset_index()
 
 
+#: Where the FracAtlas folder a user names on any page is kept for this session, so every page that
+#: draws FracAtlas pictures (Heat-map accuracy, Data map, the quiz) reads the same folder.
+FOLDER_KEY = "fracatlas_folder"
+
+
 def fracatlas_root(text: str | None = None) -> tuple[Path | None, str | None]:
-    """The FracAtlas folder to draw images from: ``text`` if given, else FRACATLAS_ROOT, else the
-    shipped samples; (root, None), or (None, one-sentence reason), or (None, None) when none is set."""
-    candidate = (text or "").strip() or os.environ.get("FRACATLAS_ROOT", "").strip()
+    """The FracAtlas folder to draw images from: ``text`` if given, else the one named on any page this
+    session, else FRACATLAS_ROOT, else the shipped samples; (root, None), or (None, one-sentence reason),
+    or (None, None) when none is set."""
+    candidate = ((text or "").strip() or str(st.session_state.get(FOLDER_KEY) or "").strip()
+                 or os.environ.get("FRACATLAS_ROOT", "").strip())
     if not candidate:
         if (SAMPLES_ROOT / fracatlas.LABELS_FILE).is_file():
             return SAMPLES_ROOT.resolve(), None
@@ -255,6 +265,28 @@ def fracatlas_root(text: str | None = None) -> tuple[Path | None, str | None]:
         return fracatlas.resolve_root(candidate), None
     except fracatlas.FracAtlasError as exc:
         return None, str(exc)
+
+
+def folder_input(key: str) -> tuple[Path | None, str | None]:
+    """The "FracAtlas folder" box: what the user types on one page is the folder of every page this session."""
+    if key not in st.session_state:
+        st.session_state[key] = str(st.session_state.get(FOLDER_KEY) or "")
+    text = st.text_input("FracAtlas folder for the pictures", key=key, placeholder="../shared/fracatlas",
+                         on_change=lambda: st.session_state.__setitem__(FOLDER_KEY, st.session_state[key]),
+                         help="The full FracAtlas download (labels.csv and images/). Empty: FRACATLAS_ROOT, else "
+                              "the few FracAtlas radiographs shipped with the app.")
+    return fracatlas_root(text)
+
+
+def image_root(file: str) -> Path | None:
+    """The folder that holds a FracAtlas image: the user's FracAtlas folder (fracatlas_root), else the
+    app's shipped samples; None when neither has it."""
+    root, _ = fracatlas_root()
+    samples = SAMPLES_ROOT if (SAMPLES_ROOT / fracatlas.LABELS_FILE).is_file() else None
+    for candidate in (root, samples):
+        if candidate is not None and fracatlas.image_file(candidate, file).is_file():
+            return candidate
+    return None
 
 
 @st.cache_data(show_spinner=False)

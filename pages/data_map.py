@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data_map, state
+from dashboard import data_map, localization, state
 
 MAP_KEY = "data_map_scatter"
 
@@ -39,7 +39,10 @@ with map_tab:
                             on_select="rerun", selection_mode=("box", "lasso", "points"),
                             config={"displayModeBar": True, "displaylogo": False})
     st.caption("Draw a box or a lasso (toolbar), or click a point, to list its studies below; double-click clears. "
-               "Hover names the study; its pictures are drawn below from your own data folder.")
+               "Hover names the study; its pictures are drawn below from your own data folders.")
+    _atlas_root, atlas_problem = localization.folder_input("data_map_fracatlas_root")
+    if atlas_problem:
+        st.error(atlas_problem)
     picked = table.iloc[data_map.selected_rows(event)]
     picked = picked[picked["dataset"].isin(datasets)]
     if picked.empty:

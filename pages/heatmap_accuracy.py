@@ -106,10 +106,7 @@ listed = chosen[chosen["outcome"].isin(outcome) & chosen["region"].isin(regions)
                 & chosen["hardware"].map({1: "with", 0: "without"}).isin(hardware) & chosen["model"].isin(model_call)]
 st.caption(f"{len(listed)} of {len(chosen)} images match.")
 
-folder_text = st.text_input("FracAtlas folder for the pictures", key="accuracy_root",
-                            placeholder="../shared/fracatlas",
-                            help="Where the images are read from; empty: FRACATLAS_ROOT or the app's samples.")
-root, reason = accuracy.fracatlas_root(folder_text)
+root, reason = accuracy.folder_input("accuracy_root")
 if reason:
     st.error(reason)
 available = [image for image in listed["image"] if fracatlas.image_file(root, image).is_file()] if root else []
