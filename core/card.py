@@ -152,9 +152,10 @@ _REGION_WORDS = {"hand": "hand/wrist/forearm", "hand+shoulder": "hand and should
 
 
 def model_outputs(card: Mapping[str, Any]) -> tuple[str, ...]:
-    """The labels the model's outputs predict (the card's ``outputs``; a card without one: ``abnormal``)."""
+    """The labels the model's outputs predict: the keys (or items) of the card's ``outputs``, as
+    core.fracture_model writes them ({"abnormal": {...}, "fracture": {...}}); without one, ``abnormal``."""
     outputs = card.get("outputs")
-    return tuple(outputs) if isinstance(outputs, list) and outputs else (MURA_LABEL,)
+    return tuple(outputs) if isinstance(outputs, (list, dict)) and outputs else (MURA_LABEL,)
 
 
 def out_of_scope_reason(card: Mapping[str, Any], body_part: str | None, label: str = MURA_LABEL, *,

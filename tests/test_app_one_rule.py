@@ -64,6 +64,14 @@ def test_one_rule_decides_what_is_scored(body_part, label, outputs, scored) -> N
     assert reason is None or reason.startswith("Not scored")
 
 
+def test_a_two_output_card_puts_fracatlas_upper_limb_in_scope_for_fracture() -> None:
+    """The fracture-aware model's card (core.fracture_model.fracture_card) names its outputs by label."""
+    card = CARD | {"outputs": {"abnormal": {}, "fracture": {"threshold": 0.4}}}
+    assert out_of_scope_reason(card, "hand", FRACATLAS_LABEL) is None
+    assert out_of_scope_reason(card, "leg/hip", FRACATLAS_LABEL) is not None
+    assert out_of_scope_reason(CARD, "hand", FRACATLAS_LABEL) is not None
+
+
 def test_error_analysis_puts_no_wrist_study_in_a_cell(with_wrists: Path) -> None:
     app = open_page("../pages/error_analysis.py")
     assert "XR_WRIST" not in app.selectbox(key="error_body_part").options
