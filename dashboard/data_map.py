@@ -357,6 +357,45 @@ def show_studies(rows: pd.DataFrame, *, key: str, cams: bool, limit: int = MAX_G
             views.open_in_explain(_study_ref(row.study, row.dataset))
 
 
+def group_members(model: str, group_rows: pd.DataFrame) -> pd.DataFrame:
+    """The images of one near-duplicate group (rows of the duplicates table) with their labels."""
+    labels = map_table(model)[["dataset", "key", "label_text"]]
+    return group_rows.merge(labels, on=["dataset", "key"], how="left")
+
+
+def label_conflict(members: pd.DataFrame) -> str | None:
+    """One sentence when copies of one radiograph carry different labels of one dataset family (MURA's
+    normal/abnormal, FracAtlas's fracture/no fracture); None when they agree."""
+    family = np.where(members["dataset"] == "fracatlas", "FracAtlas", "MURA")
+    for name, rows in members.groupby(family):
+        labels = rows["label_text"].dropna()
+        if labels.nunique() > 1:
+            said = "; ".join(f"{label} in {', '.join(DATASET_LABELS.get(d, d) for d in sorted(set(part['dataset'])))}"
+                             for label, part in rows.groupby("label_text"))
+            return (f"Label conflict: these near-copies carry different {name} labels ({said}). One of the labels "
+                    "is probably wrong, or the copies are not the same radiograph.")
+    return None
+
+
+def show_group(members: pd.DataFrame) -> None:
+    """A near-duplicate group side by side, each image with its dataset and label; a conflict stands out."""
+    conflict = label_conflict(members)
+    if conflict:
+        st.error(conflict, icon=":material/compare:")
+    mura_root = state.current_mura_root()
+    for start in range(0, len(members), 4):
+        chunk = members.iloc[start:start + 4]
+        for column, row in zip(st.columns(4), chunk.itertuples(), strict=False):
+            pictures, _type, problem = _views(row.study, row.dataset, mura_root)
+            name = Path(row.key).name
+            picture = next((pixels for view, pixels in pictures if view == name), None)
+            caption = f"{DATASET_LABELS.get(row.dataset, row.dataset)} · label {row.label_text} · {row.study}"
+            if picture is None:
+                column.caption(f"{caption}: {problem or 'not in your folder'}")
+            else:
+                column.image(picture, caption=caption, width="stretch")
+
+
 def similar_picker(model: str, refs: pd.Series, *, key: str, k: int = 6) -> None:
     """For a page listing many studies (Browse, Error analysis): pick one of ``refs`` and see its
     :func:`show_similar_studies`; silent when the model has no cache or none of them is in it."""

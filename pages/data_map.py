@@ -128,5 +128,4 @@ with duplicates_tab:
                            file_name=f"{model}_duplicates.csv", key="duplicates_export")
         if not rows.empty:
             group = st.selectbox("Look at group", sorted(rows["group"].unique()), key="duplicates_group")
-            members = rows[rows["group"] == group].drop_duplicates("study")
-            data_map.show_studies(members, key="duplicates", cams=False)
+            data_map.show_group(data_map.group_members(model, rows[rows["group"] == group]))
