@@ -34,7 +34,6 @@ __all__ = [
     "coinciding",
     "COINCIDING_WHY",
     "NOT_CHECKED",
-    "sanity_results",
     "ranking",
     "ranking_figure",
     "grid_figure",
@@ -111,26 +110,15 @@ def _label(method: str, layer: str) -> str:
 NOT_CHECKED = "not checked"
 
 
-def sanity_results(trust_summary: dict | None) -> dict[tuple[str, str], str]:
-    """(method, layer) -> "passes" when both sanity checks of core.trust pass (randomisation and logit),
-    "fails" when either fails, "unclear" otherwise; maps the trust sweep did not cover are absent."""
-    results = {}
-    for group in (trust_summary or {}).get("groups", []):
-        checks = {group.get("randomisation"), group.get("logit_check")}
-        results[(group["method"], group["layer"])] = ("passes" if checks == {"passes"} else
-                                                      "fails" if "fails" in checks else "unclear")
-    return results
-
-
 def ranking(summary: dict, metric: str, *, sanity: Mapping[tuple[str, str], str] | None = None,
             same: Sequence[tuple[str, Sequence[str]]] = ()) -> pd.DataFrame:
     """One row per distinct map (method x layer), best ``metric`` first, then the two chance levels.
 
     Columns: map, method, layer, n_images, the metric's point/low/high, its paired difference from the
     uniform map (diff, diff_low, diff_high; the chance level a map must beat) and beats_uniform, the same
-    against the bright-bone map (bright_diff..., beats_bright_bone), and ``sanity`` (core.trust's checks:
-    passes / fails / unclear / NOT_CHECKED). Methods in one set of ``same`` (core.localization.coinciding_maps)
-    are one map: a single row named "A = B = C · layer".
+    against the bright-bone map (bright_diff..., beats_bright_bone), and ``sanity`` (core.trust.sanity_by_map:
+    passes / fails / unclear / NOT_CHECKED). Methods in one set of ``same``
+    (core.localization.coinciding_maps) are one map: a single row named "A = B = C · layer".
     """
     merged = {(layer, method): methods for layer, methods in same for method in methods}
     records = []

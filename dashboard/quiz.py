@@ -26,7 +26,7 @@ import pandas as pd
 import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
-from core import fracatlas, metrics, quiz
+from core import fracatlas, metrics, quiz, trust
 from core.artifacts import CachePairError, EvaluationMismatchError, file_version
 from core.card import card_thresholds, trained_study_types
 from core.evaluate import FRACATLAS, REGION_LABELS, region_thresholds
@@ -134,7 +134,7 @@ def quiz_map(model: str, loaded: LoadedModel) -> tuple[str, str | None]:
             checked = trust_view.cached_trust(model)
         except CachePairError:
             checked = None
-        table = accuracy.ranking(sweep.summary, "hit", sanity=accuracy.sanity_results(checked and checked.summary))
+        table = accuracy.ranking(sweep.summary, "hit", sanity=trust.sanity_by_map(checked and checked.summary))
         usable = table[~table["chance"] & table["method"].map(lambda m: m in METHODS and not METHODS[m].slow)
                        & table["layer"].isin(list(loaded.cam_layers)) & (table["sanity"] == "passes")]
         if not usable.empty:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 from scipy.stats import spearmanr
 
-from core import fracatlas
+from core import fracatlas, trust
 from core.artifacts import CachePairError
 from core.localization import TOLERANCE_PX
 from dashboard import localization as accuracy
@@ -53,7 +53,7 @@ try:
 except CachePairError:
     trust_cache = None  # the scorecard above already said why
 same = accuracy.coinciding(model)
-table = accuracy.ranking(summary, metric, sanity=accuracy.sanity_results(trust_cache and trust_cache.summary),
+table = accuracy.ranking(summary, metric, sanity=trust.sanity_by_map(trust_cache and trust_cache.summary),
                          same=same)
 beats, sentence = accuracy.verdict(table, metric)
 (st.success if beats else st.warning)(sentence)

@@ -110,7 +110,7 @@ def test_the_shipped_recommendation_passes_the_sanity_checks_and_beats_the_unifo
     same = localization.coinciding_maps(sweep.table)
     head = "head conv (1280 ch, stride 32)"
     assert (head, ("GradCAM", "HiResCAM", "XGradCAM")) in same and (head, ("GradCAMElementWise", "LayerCAM")) in same
-    table = accuracy.ranking(sweep.summary, "hit", sanity=accuracy.sanity_results(trust.read_cache(files).summary),
+    table = accuracy.ranking(sweep.summary, "hit", sanity=trust.sanity_by_map(trust.read_cache(files).summary),
                              same=same)
     assert f"GradCAM = HiResCAM = XGradCAM · {head}" in set(table["map"])
     assert f"HiResCAM · {head}" not in set(table["map"])  # counted once
