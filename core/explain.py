@@ -600,11 +600,11 @@ def _layer_names(loaded: LoadedModel, layers: Sequence[str] | str | None) -> tup
     names = tuple(dict.fromkeys([layers] if isinstance(layers, str) else layers))
     if not names:
         raise ValueError("Choose at least one CAM layer.")
-    unknown = [name for name in names if name not in available]
+    unknown = [name for name in names if not loaded.is_layer(name)]
     if unknown:
         raise ValueError(
             f"Unknown CAM layer(s) {', '.join(map(repr, unknown))} for model {loaded.name!r}; "
-            f"choose from: {', '.join(map(repr, available))}."
+            f"choose from: {', '.join(map(repr, available))}, or a convolution's module path."
         )
     return names
 

@@ -335,9 +335,21 @@ class LoadedModel:
         """Layer choices offered to users: a readable name -> dotted path in the architecture."""
         return self.config.cam_layers
 
+    @property
+    def named_layers(self) -> tuple[str, ...]:
+        """Every convolution of the network by its module path (an ensemble's first member's, which all
+        members share): the layers a user may name beyond the :attr:`cam_layers` presets."""
+        network = self.model.members[0] if isinstance(self.model, MeanProbabilityEnsemble) else self.model
+        return tuple(name for name, module in network.named_modules() if isinstance(module, nn.Conv2d))
+
+    def is_layer(self, name: str) -> bool:
+        """Whether ``name`` is a preset (:attr:`cam_layers`) or a convolution's path (:attr:`named_layers`)."""
+        return name in self.cam_layers or name in self.named_layers
+
     def layer_paths(self, name: str) -> tuple[str, ...]:
-        """Module paths in ``self.model`` behind a layer choice: one per ensemble member."""
-        path = self.cam_layers[name]
+        """Module paths in ``self.model`` behind a layer choice (a preset name or a convolution's path):
+        one per ensemble member."""
+        path = self.cam_layers.get(name, name)
         if isinstance(self.model, MeanProbabilityEnsemble):
             return tuple(f"members.{i}.{path}" for i in range(len(self.model.members)))
         return (path,)

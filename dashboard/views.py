@@ -108,6 +108,11 @@ def cam_controls(loaded: LoadedModel, *, key_prefix: str = "cam") -> CamSettings
                                   "Several layers are averaged.\n\n"
                                   + "\n".join(f"- **{short_layer_name(name)}**: {name}"
                                               for name in loaded.cam_layers)) or default_layer
+    named = bar.selectbox("Or any convolution, by name", loaded.named_layers, index=None, key=f"{key_prefix}_named",
+                          disabled=not METHODS[method].uses_layers, placeholder="Type to search the network's layers",
+                          help="Every convolution of the network by its module path (the presets above are a few of "
+                               "them, named in words). Chosen, it replaces the layers above.")
+    layers = [named] if named else layers
     target = bar.radio("Explain the class", ("abnormal", "normal"), horizontal=True, key=f"{key_prefix}_target")
     aug_smooth = bar.checkbox("Augmentation smoothing", key=f"{key_prefix}_aug_smooth",
                               help="Average the map over flips and brightness changes (6 passes).")
