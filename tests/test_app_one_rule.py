@@ -121,3 +121,18 @@ def test_browse_follows_the_users_thresholds_and_scores_no_fracatlas_image(use_s
     cards = [m.value for m in at.markdown if m.value.startswith("P(abnormal)")]
     assert cards and all(card.endswith("no verdict.") for card in cards)
     assert any("not fracture" in c.value for c in at.caption)
+
+
+def test_overview_speaks_plainly_before_the_technical_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27: squeeze-excitation, logit and letterboxed wait in an expander; AUROC and kappa are explained
+    before the table that uses them."""
+    monkeypatch.delenv("MURA_LENS_WEIGHTS_DIR", raising=False)
+    app = open_page("../pages/overview.py")
+    technical = ("squeeze-excitation", "logit", "letterboxed")
+    (details,) = [e for e in app.expander if e.label.startswith("Technical details")]
+    inside = " ".join(m.value for m in details.markdown)
+    assert all(word in inside for word in technical)
+    plain = [m.value for m in app.markdown if m.value.startswith("Looks at one arm radiograph")]
+    assert plain and not any(word in plain[0] for word in technical)
+    assert any("**AUROC**, how often the model ranks" in c.value and "**Cohen's kappa**" in c.value
+               for c in app.caption)
