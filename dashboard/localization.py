@@ -21,6 +21,7 @@ import streamlit as st
 
 from core import fracatlas, localization
 from core.artifacts import CachedPair, ModelArtifacts, file_version
+from core.card import FRACATLAS_LABEL, out_of_scope_reason
 from core.imaging import RadiographDecodeError, load_radiograph
 from core.localization import BRIGHT_BONE, UNIFORM
 from core.localize import DATASET, read_cache
@@ -218,10 +219,18 @@ def verdict(table: pd.DataFrame, metric: str) -> tuple[bool, str]:
     return beats, sentence
 
 
-def with_outcomes(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows with ``outcome`` (hit/miss) and ``model`` (right/wrong: P(abnormal) >= the card's threshold)."""
+#: ``model`` of a row the model is not scored on (core.card.out_of_scope_reason).
+NOT_SCORED = "not scored"
+
+
+def with_outcomes(rows: pd.DataFrame, card: Mapping | None = None) -> pd.DataFrame:
+    """Rows with ``outcome`` (hit/miss) and ``model``: right/wrong (P >= the card's threshold against the
+    fracture label) where core.card.out_of_scope_reason scores the model on FracAtlas's fracture label,
+    else NOT_SCORED (a model without a fracture output is never right or wrong about a fracture)."""
+    scored = rows["region"].map(lambda region: out_of_scope_reason(card or {}, str(region), FRACATLAS_LABEL) is None)
+    call = np.where(rows["probability"] >= rows["threshold"], "right", "wrong")  # every row is a fracture
     return rows.assign(outcome=np.where(rows["hit"] >= 0.5, "hit", "miss"),
-                       model=np.where(rows["probability"] >= rows["threshold"], "right", "wrong"))
+                       model=np.where(scored.astype(bool), call, NOT_SCORED))
 
 
 def confidence_table(rows: pd.DataFrame, *, bins: int = 4) -> pd.DataFrame:

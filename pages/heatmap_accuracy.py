@@ -40,7 +40,7 @@ if sweep is None:
             f"../shared/fracatlas --model {model}` (a FracAtlas folder) and reload.")
     st.stop()
 
-summary, rows = sweep.summary, accuracy.with_outcomes(sweep.table)
+summary, rows = sweep.summary, accuracy.with_outcomes(sweep.table, state.read_card(model))
 minutes = summary.get("sweep_seconds", 0) / 60
 st.caption(f"{summary['n_images']} outlined fractures; 95% bootstrap intervals over images "
            f"({summary['n_boot']} resamples); the sweep's images took {minutes:.0f} minutes in all.")
@@ -101,7 +101,10 @@ outcome = filters[0].multiselect("Outcome", ["hit", "miss"], default=["hit", "mi
 regions = filters[1].multiselect("Region", sorted(chosen["region"].unique()), default=sorted(chosen["region"].unique()),
                                  key="accuracy_region")
 hardware = filters[2].multiselect("Hardware", ["with", "without"], default=["with", "without"], key="accuracy_hardware")
-model_call = filters[3].multiselect("Model", ["right", "wrong"], default=["right", "wrong"], key="accuracy_model")
+calls = sorted(rows["model"].unique())
+model_call = filters[3].multiselect("Model", calls, default=calls, key="accuracy_model",
+                                    help="Right or wrong only where the model is scored on the fracture label "
+                                         "(a fracture output); otherwise 'not scored'.")
 listed = chosen[chosen["outcome"].isin(outcome) & chosen["region"].isin(regions)
                 & chosen["hardware"].map({1: "with", 0: "without"}).isin(hardware) & chosen["model"].isin(model_call)]
 st.caption(f"{len(listed)} of {len(chosen)} images match.")

@@ -120,3 +120,14 @@ def test_the_shipped_recommendation_passes_the_sanity_checks_and_beats_the_unifo
     assert "among the maps that pass the sanity checks" in sentence
     assert "uniform map" in sentence and beats == bool(recommended["beats_uniform"])
     assert "GradCAMElementWise · block 11 (112 ch, stride 16) (0.396), is not recommended: it fails" in sentence
+
+
+def test_the_model_is_not_scored_on_fractures_without_a_fracture_output(monkeypatch: pytest.MonkeyPatch,
+                                                                       swept: tuple[Path, Path]) -> None:
+    """Issue 27, item 4: the 'Model right/wrong' filter says 'not scored' for an abnormal-only model."""
+    weights, root = swept
+    at = _open(monkeypatch, weights, root)
+    assert at.multiselect(key="accuracy_model").options == ["not scored"]
+    rows = read_cache(ModelArtifacts.of(DEFAULT_MODEL, weights)).table
+    two_outputs = {"training_data": {"all": {"XR_HUMERUS": {}}}, "outputs": {"abnormal": {}, "fracture": {}}}
+    assert set(accuracy.with_outcomes(rows, two_outputs)["model"]) <= {"right", "wrong"}
