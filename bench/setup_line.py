@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from core.models import DEFAULT_MODEL, LoadedModel
+from core.model.registry import DEFAULT_MODEL, LoadedModel
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, uses_flip_tta
 
 

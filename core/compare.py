@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from core.artifacts import ModelArtifacts
-from core.metrics import (
+from core.eval.metrics import (
     CONFIDENCE,
     DEFAULT_N_BOOT,
     OVERALL,
@@ -32,6 +31,7 @@ from core.metrics import (
     auroc,
     study_table,
 )
+from core.store.artifacts import ModelArtifacts
 
 __all__ = ["paired_studies", "paired_auroc_difference", "paired_mean_difference", "compare_tables",
            "compare_models", "main"]
@@ -70,7 +70,7 @@ def _resampled_aurocs(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
 def _difference_draws(paired: pd.DataFrame, n_boot: int, seed: int) -> np.ndarray:
     """AUROC(A) - AUROC(B) on each bootstrap resample of the paired studies (one-class resamples dropped).
 
-    Studies are drawn like core.metrics.bootstrap_ci draws them (one seeded generator, every index
+    Studies are drawn like core.eval.metrics.bootstrap_ci draws them (one seeded generator, every index
     up front), but every resample's two AUROCs are computed at once: a thousand resamples take
     milliseconds, so the dashboard can afford them.
     """
@@ -122,7 +122,7 @@ def paired_auroc_difference(
 ) -> BootstrapInterval:
     """AUROC(A) - AUROC(B) with a percentile interval over resamples of the studies both share.
 
-    Both tables are study tables (:func:`core.metrics.study_table`); studies present in only one
+    Both tables are study tables (:func:`core.eval.metrics.study_table`); studies present in only one
     are left out, and a study's label must agree between them.
     """
     return _bootstrap_difference(paired_studies(studies_a, studies_b), n_boot, seed)

@@ -19,7 +19,7 @@ rotation fitted on ``valid/``, which no member saw); a held-out image is placed 
 ``train/`` image by its own member, rotated. ``alignment_r2`` in the cache says how much of member
 0's variance the rotation reproduces (1 = members agree exactly).
 
-Files (names in :class:`core.artifacts.ModelArtifacts`): ``embeddings.npz`` in the model folder,
+Files (names in :class:`core.store.artifacts.ModelArtifacts`): ``embeddings.npz`` in the model folder,
 float16 features and float32 map coordinates keyed by official path / FracAtlas file, with
 precomputed study neighbours; no pixels. The raw per-member features are resumable chunks under
 ``runs/embeddings/<model>/`` (git-ignored).
@@ -45,11 +45,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from core import atomic
-from core.artifacts import TRAIN_HOLDOUT, ModelArtifacts
-from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble
+from core.model.registry import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble
 from core.predict import DEFAULT_BATCH_SIZE, model_inputs
 from core.scope import network_features
+from core.store import atomic
+from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts
 
 __all__ = [
     "DATASETS",
@@ -97,7 +97,7 @@ class ImageSet:
 
 def train_folds(images: pd.DataFrame, folds: int, split_seed: int) -> np.ndarray:
     """The cross-validation fold of each ``train/`` image, as core.train split them (patient level)."""
-    from core.splits import patient_split
+    from core.data.splits import patient_split
 
     fold_of = np.full(len(images), -1)
     for fold in range(folds):
@@ -124,7 +124,7 @@ def _chunk_path(cache: Path, name: str, index: int) -> Path:
 
 def _prepare(loaded: LoadedModel, files: Sequence[Path]) -> tuple[torch.Tensor, np.ndarray]:
     """One chunk's model inputs (N, 3, S, S) and perceptual-hash bits (N, 64): each file decoded once."""
-    from core.imaging import load_radiograph
+    from core.data.imaging import load_radiograph
 
     pixels = [load_radiograph(f).pixels for f in files]
     return model_inputs(loaded, pixels), np.stack([_phash(p) for p in pixels])
@@ -211,7 +211,7 @@ def image_sets(loaded: LoadedModel, mura_root: Path | None, atlas_root: Path | N
     every point on the map has a probability; a dataset whose folder is not given is left out, and
     ``atlas_files`` (when given) keeps only those FracAtlas files.
     """
-    from core import fracatlas, mura
+    from core.data import fracatlas, mura
 
     files = ModelArtifacts(loaded.directory)
     members = len(_members(loaded))
@@ -467,7 +467,7 @@ def _patients(images: pd.DataFrame) -> pd.Series:
 
 def label_issue_table(files: ModelArtifacts) -> pd.DataFrame:
     """cleanlab's study ranking on the cached out-of-fold train/ and valid/ predictions (those present)."""
-    from core.data_audit import label_issues, study_predictions
+    from core.datamap.audit import label_issues, study_predictions
 
     parts = []
     for dataset, name in (("mura_train", TRAIN_HOLDOUT), ("mura_valid", "valid")):
@@ -487,7 +487,7 @@ def write_cache(files: ModelArtifacts, embeddings: Embeddings, raw: np.ndarray, 
     ``raw`` is the (N, D) out-of-fold penultimate features in ``embeddings.images`` order;
     ``known_groups`` FracAtlas's own copy groups (file -> first file), to measure the duplicate check.
     """
-    from core.data_audit import audit_duplicates
+    from core.datamap.audit import audit_duplicates
 
     started = time.perf_counter()
     images = embeddings.images.assign(patient=_patients(embeddings.images))
@@ -519,7 +519,7 @@ def _known_copies(files: ModelArtifacts, atlas_root: Path, keys: list[str], *, s
     that column instead of decoding every image again; a subset (``--fracatlas-files``) is regrouped
     on its own, since dropping images can split a chain of near-copies.
     """
-    from core import fracatlas
+    from core.data import fracatlas
 
     if not subset:
         predictions = pd.read_csv(files.predictions("fracatlas"), usecols=lambda c: c in ("file", "duplicate_of"))
@@ -543,8 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="forward passes run at once, each on one torch thread (default: one per core)")
     args = parser.parse_args(argv)
-    from core import fracatlas, mura
-    from core.models import load_model
+    from core.data import fracatlas, mura
+    from core.model.registry import load_model
     from core.predict import configure_threads
 
     configure_threads(1)  # parallel single-thread workers instead (see extract)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import atomic
-from core.artifacts import ModelArtifacts
-from core.card import ensemble_card, write_card
-from core.models import ModelLoadError, load_model, save_ensemble_checkpoint
-from core.thresholds import holdout_summary
+from core.model.card import ensemble_card, write_card
+from core.model.registry import ModelLoadError, load_model, save_ensemble_checkpoint
+from core.model.thresholds import holdout_summary
+from core.store import atomic
+from core.store.artifacts import ModelArtifacts
 
 __all__ = ["combine", "is_cross_validation", "out_of_fold", "main"]
 

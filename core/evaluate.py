@@ -5,7 +5,7 @@ results for the dashboard.
     python -m core.evaluate --dataset fracatlas --root PATH [--model NAME] [--n-boot 1000] [--force]
     ... [--backend onnx|torch] [--device cuda] [--precision bf16] [--workers 6] [--ray | --ray-address ADDR]
 
-writes, as one pair (core.artifacts.write_evaluation), ``weights/<model>/predictions_<split>.csv``
+writes, as one pair (core.store.artifacts.write_evaluation), ``weights/<model>/predictions_<split>.csv``
 (one row per present image, keyed by its official path) and ``metrics_<split>.json`` (image and
 study level, overall and per body part, with bootstrap CIs); for FracAtlas,
 ``predictions_fracatlas.csv`` (one row per image, keyed by its file in the root) and
@@ -15,8 +15,8 @@ metrics file also pools the body parts the model was trained on (``"trained"``, 
 The dashboard only reads these files. Whatever part of the data is present is evaluated; the
 JSON records the coverage. A cached evaluation of more images is not replaced by one of fewer
 (a partial copy) without ``--force``. ``--device``, ``--workers`` and ``--ray`` choose where it runs
-(core.scale); every choice writes the same files, through the same writer. ``--backend`` chooses
-what runs the forward passes (core.backends): ONNX Runtime by default on a CPU (about 3x faster,
+(core.model.scale); every choice writes the same files, through the same writer. ``--backend`` chooses
+what runs the forward passes (core.model.backends): ONNX Runtime by default on a CPU (about 3x faster,
 probabilities within 1e-5 of torch's), eager torch with ``--backend torch`` or on a GPU.
 """
 
@@ -34,15 +34,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from core import fracatlas, mura
-from core.artifacts import ModelArtifacts, check_replacement, report_written, write_evaluation
-from core.backends import add_backend_argument, batch_predictor, onnx_model_path, resolve_backend
-from core.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
-from core.devices import DeviceError, autocast, on_device
-from core.metrics import DEFAULT_N_BOOT, LEVELS, OVERALL, add_n_boot_argument, summarise
-from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
-from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads
-from core.scale import (
+from core.data import fracatlas, mura
+from core.eval.metrics import DEFAULT_N_BOOT, LEVELS, OVERALL, add_n_boot_argument, summarise
+from core.model.backends import add_backend_argument, batch_predictor, onnx_model_path, resolve_backend
+from core.model.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
+from core.model.devices import DeviceError, autocast, on_device
+from core.model.registry import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
+from core.model.scale import (
     LOCAL,
     Decoder,
     Engine,
@@ -52,6 +50,8 @@ from core.scale import (
     local_batches,
     ray_probabilities,
 )
+from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads
+from core.store.artifacts import ModelArtifacts, check_replacement, report_written, write_evaluation
 
 __all__ = [
     "PREDICTION_COLUMNS",
@@ -186,7 +186,7 @@ def predict_fracatlas(loaded: LoadedModel, root: Path, *, batch_size: int = DEFA
 
 
 def fracatlas_stratum(predictions: pd.DataFrame, stratum: str = "all") -> pd.DataFrame:
-    """The upper-limb rows of one of FRACATLAS_STRATA in core.metrics' shape, every column kept:
+    """The upper-limb rows of one of FRACATLAS_STRATA in core.eval.metrics' shape, every column kept:
     region as ``study_type``, fracture as ``label``, and the copies of one radiograph as one
     ``study_path``, so a bootstrap resamples radiographs, not files."""
     if stratum not in FRACATLAS_STRATA:
@@ -219,7 +219,7 @@ def summarise_fracatlas(predictions: pd.DataFrame, thresholds: dict[str, float],
                         seed: int = 0) -> dict[str, object]:
     """Image-level metrics of a FracAtlas prediction table against its *fracture* label.
 
-    Keys ``all``, ``without_hardware`` and ``hardware`` hold core.metrics.summarise's image level
+    Keys ``all``, ``without_hardware`` and ``hardware`` hold core.eval.metrics.summarise's image level
     for the upper-limb images of that stratum: ``overall`` (every upper-limb image, each at its
     region's threshold) and one entry per region, with bootstrap CIs over radiographs (copies
     resampled together). MURA calls hardware abnormal and FracAtlas does not call it a fracture, so
@@ -278,7 +278,7 @@ def evaluate_fracatlas(model_name: str, root: Path, *, n_boot: int = DEFAULT_N_B
 def summarise_trained(predictions: pd.DataFrame, thresholds: dict[str, float], card: dict, *,
                       n_boot: int = DEFAULT_N_BOOT) -> dict[str, object] | None:
     """The body parts the model was trained on, pooled: {"study_types", "image", "study"}, each level
-    in :func:`core.metrics.summarise`'s "overall" shape (same resamples and seed); None when the card
+    in :func:`core.eval.metrics.summarise`'s "overall" shape (same resamples and seed); None when the card
     names no trained part present in ``predictions``."""
     trained = [t for t in trained_study_types(card) if t in set(predictions["study_type"])]
     if not trained:

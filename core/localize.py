@@ -3,7 +3,7 @@ map points at them (``python -m core.localize --root DIR``).
 
 For every upper-limb image with an expert fracture outline, every chosen method at every chosen
 layer explains P(abnormal) (the fracture is the abnormal finding), the map is scored against
-the union of the image's outlines by :mod:`core.localization`, and so are the two chance-level
+the union of the image's outlines by :mod:`core.eval.localization`, and so are the two chance-level
 maps (rows with method "uniform" and "bright bone" and no layer). Rows go to
 ``localization_fracatlas.csv`` in the model's folder (which honours ``MURA_LENS_WEIGHTS_DIR``)
 and the summary to ``localization_fracatlas.json``, both written atomically; a rerun skips the
@@ -11,11 +11,11 @@ rows already there, so a killed sweep resumes. Leg/hip images are out of the mod
 left out.
 
 ``--device cuda`` runs it on a GPU; ``--ray`` (an embedded local Ray) or ``--ray-address ADDR``
-(a cluster) spreads the images over an actor pool of Ray Data (core.scale), each actor holding the
+(a cluster) spreads the images over an actor pool of Ray Data (core.model.scale), each actor holding the
 model once; the driver writes the same files, saving as results arrive, so it resumes the same way.
 
 Default sweep: the fast methods that share one forward/backward pass
-(:func:`core.explain.explain_grid`, which costs about as much as one CAM) on each named layer of
+(:func:`core.cam.explain.explain_grid`, which costs about as much as one CAM) on each named layer of
 the model. EigenCAM and EigenGradCAM (an SVD per layer and member that doubles the sweep's time),
 ShapleyCAM (second-order gradients) and the slow methods are opt-in (``--methods``).
 """
@@ -35,17 +35,19 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from core import atomic, fracatlas, localization
-from core.artifacts import CachedPair, ModelArtifacts, read_pair, report_written, write_pair
-from core.card import card_thresholds, threshold_for
-from core.devices import DeviceError, on_device, resolve_device
+from core.cam.explain import METHODS, Target, explain_grid, shares_a_pass
+from core.data import fracatlas
+from core.data.imaging import RadiographDecodeError, load_radiograph
+from core.eval import localization
+from core.eval.metrics import add_n_boot_argument
 from core.evaluate import REGION_THRESHOLDS
-from core.explain import METHODS, Target, explain_grid, shares_a_pass
-from core.imaging import RadiographDecodeError, load_radiograph
-from core.metrics import add_n_boot_argument
-from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
+from core.model.card import card_thresholds, threshold_for
+from core.model.devices import DeviceError, on_device, resolve_device
+from core.model.registry import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
+from core.model.scale import LOCAL, Engine, ScaleError, add_engine_arguments, engine_from_args, ray_map, received
 from core.predict import configure_threads, predict_images
-from core.scale import LOCAL, Engine, ScaleError, add_engine_arguments, engine_from_args, ray_map, received
+from core.store import atomic
+from core.store.artifacts import CachedPair, ModelArtifacts, read_pair, report_written, write_pair
 
 __all__ = [
     "DATASET",

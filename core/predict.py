@@ -8,7 +8,7 @@ with the model card's threshold for the body part (chosen on train's holdout pat
 
 prints one JSON object per input file (and, with --study, one for the study). A file that
 cannot be read prints ``error: FILE: reason`` on stderr; the others are still processed and
-the exit status is 2. ``--backend onnx`` computes the probabilities on ONNX Runtime (core.backends):
+the exit status is 2. ``--backend onnx`` computes the probabilities on ONNX Runtime (core.model.backends):
 worth it for many files, since the first run exports the model (about 20 s) and each run starts a
 session; the default, torch, suits a few files.
 """
@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
-from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
-from core.preprocess import letterbox, to_model_input
+from core.data.preprocess import letterbox, to_model_input
+from core.model.registry import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 
 if TYPE_CHECKING:
     from core.scope import ScopeAssessment
@@ -138,8 +138,8 @@ def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
     """Write one file's heat map and overlay; return the JSON record's paths and the map's settings."""
     from PIL import Image
 
-    from core.explain import explain
-    from core.overlay import overlay
+    from core.cam.explain import explain
+    from core.cam.overlay import overlay
 
     explanation = explain(loaded, pixels, method=method, layers=[layer] if layer else None)
     stem = Path(file).stem or "image"
@@ -158,9 +158,9 @@ def _write_manifest(loaded: LoadedModel, out_dir: Path, settings: dict[str, obje
     import importlib.metadata
     import platform
 
-    from core.artifacts import ModelArtifacts
-    from core.atomic import write_text
-    from core.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY
+    from core.cam.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY
+    from core.store.artifacts import ModelArtifacts
+    from core.store.atomic import write_text
 
     checkpoint = ModelArtifacts(loaded.directory).checkpoint
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest() if checkpoint.is_file() else None
@@ -206,9 +206,9 @@ def _scope_fields(scopes: Sequence[ScopeAssessment]) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m core.predict``: one JSON line per file (and per study); exit status 2 if a file failed."""
-    from core.backends import add_backend_argument, batch_predictor, resolve_backend
-    from core.devices import DeviceError, add_device_arguments, autocast, on_device, resolve_device
-    from core.imaging import RadiographDecodeError, load_radiograph
+    from core.data.imaging import RadiographDecodeError, load_radiograph
+    from core.model.backends import add_backend_argument, batch_predictor, resolve_backend
+    from core.model.devices import DeviceError, add_device_arguments, autocast, on_device, resolve_device
     from core.scope import ScopeHeadError, assess_images, head_for, study_scope
 
     parser = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])

@@ -34,19 +34,21 @@ from typing import Any
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from core import fracatlas, metrics, trust
-from core.artifacts import (
+from core import trust
+from core.data import fracatlas
+from core.eval import metrics
+from core.eval.localization import BASELINES, BRIGHT_BONE, UNIFORM
+from core.eval.metrics import format_interval
+from core.evaluate import FRACATLAS, REGION_LABELS
+from core.model.card import DEFAULT_THRESHOLD_KEY, ModelCardError, card_thresholds, read_card, trained_study_types
+from core.model.registry import DEFAULT_MODEL, ModelLoadError, get_config
+from core.store.artifacts import (
     EvaluationMismatchError,
     ModelArtifacts,
     read_evaluation,
     read_json_object,
 )
-from core.atomic import AtomicWriteError, write_bytes
-from core.card import DEFAULT_THRESHOLD_KEY, ModelCardError, card_thresholds, read_card, trained_study_types
-from core.evaluate import FRACATLAS, REGION_LABELS
-from core.localization import BASELINES, BRIGHT_BONE, UNIFORM
-from core.metrics import format_interval
-from core.models import DEFAULT_MODEL, ModelLoadError, get_config
+from core.store.atomic import AtomicWriteError, write_bytes
 
 __all__ = [
     "MURA_CREDIT",

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.artifacts import ModelArtifacts, file_version
-from core.models import LoadedModel, MeanProbabilityEnsemble, final_linear_name
+from core.model.registry import LoadedModel, MeanProbabilityEnsemble, final_linear_name
 from core.predict import DEFAULT_BATCH_SIZE, model_inputs
+from core.store.artifacts import ModelArtifacts, file_version
 
 __all__ = [
     "SCOPE_CLASSES",
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 #: A close view of the end of an arm bone: what a wrist, elbow or shoulder radiograph shows, in MURA's own look
-#: (core.scope_fit makes these examples from end crops of MURA train/ radiographs).
+#: (core.scoping.fit makes these examples from end crops of MURA train/ radiographs).
 JOINT_CLOSE_UP = "joint close-up"
 SCOPE_CLASSES = ("humerus", "forearm", "hand/wrist", "shoulder", JOINT_CLOSE_UP, "other")
 #: Body parts the classifier was trained on, and the MURA study type whose threshold they use.
@@ -119,7 +119,7 @@ def _feature_network(loaded: LoadedModel, source: str = "model") -> nn.Module:
 
 @functools.lru_cache(maxsize=2)
 def _imagenet_network(arch: str) -> nn.Module:
-    from core.models import create_model
+    from core.model.registry import create_model
 
     network = create_model(arch, pretrained=True).eval()
     for parameter in network.parameters():
@@ -256,7 +256,7 @@ class ScopeHead:
     distance_threshold: float
     feature_source: str = "model"
     preselect: bool = False
-    """Whether apps may pre-select the body part from this head: set by core.scope_fit only when the head
+    """Whether apps may pre-select the body part from this head: set by core.scoping.fit only when the head
     met the pre-registered rule on MURA valid/ (docs/experiments.md); otherwise they only suggest."""
 
     def _standardised(self, features: np.ndarray) -> np.ndarray:
@@ -334,7 +334,7 @@ def target_rows(summary: dict) -> list[dict[str, str]]:
 
     ``summary`` is scope_metrics.json's; a measure it lacks reads "not measured" rather than failing.
     """
-    from core.metrics import format_interval  # here: core.predict imports this module, not scikit-learn
+    from core.eval.metrics import format_interval  # here: core.predict imports this module, not scikit-learn
 
     rows = []
     for measure, key, target in SCOPE_TARGETS:
@@ -354,8 +354,8 @@ def target_rows(summary: dict) -> list[dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m core.scope``: fit the head and measure it (core.scope_fit, which needs scikit-learn)."""
-    from core.scope_fit import main as fit_main
+    """``python -m core.scope``: fit the head and measure it (core.scoping.fit, which needs scikit-learn)."""
+    from core.scoping.fit import main as fit_main
 
     return fit_main(argv)
 

@@ -31,15 +31,17 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from core import atomic, fracatlas, mura, predict
-from core.artifacts import ModelArtifacts
-from core.augment import AugmentedCanvases, draw_augmentation, load_canvases
-from core.card import training_card, write_card
-from core.metrics import study_table
-from core.models import create_model, final_linear_name, get_config, save_checkpoint
-from core.preprocess import to_model_input
-from core.splits import patient_split, patient_subset, split_groups
-from core.thresholds import holdout_summary
+from core import predict
+from core.data import fracatlas, mura
+from core.data.augment import AugmentedCanvases, draw_augmentation, load_canvases
+from core.data.preprocess import to_model_input
+from core.data.splits import patient_split, patient_subset, split_groups
+from core.eval.metrics import study_table
+from core.model.card import training_card, write_card
+from core.model.registry import create_model, final_linear_name, get_config, save_checkpoint
+from core.model.thresholds import holdout_summary
+from core.store import atomic
+from core.store.artifacts import ModelArtifacts
 
 __all__ = ["FRACTURE_HOLDOUT", "RUNTIME_FIELDS", "TrainConfig", "TrainingError", "main", "predict_canvases",
            "study_batches", "study_type_weights", "train"]

@@ -14,7 +14,7 @@ Per image, every chosen CAM method at every chosen layer is measured three ways:
   evidence, so a map that does not change does not know which class it explains.
 - **Faithfulness**, at the default layer and a middle one: deletion and insertion AUC (RISE,
   Petsiuk et al., 2018), Average Drop and Increase in Confidence (Chattopadhyay et al., 2018,
-  through pytorch_grad_cam's PerturbationConfidenceMetric) and ROAD (:mod:`core.faithfulness`).
+  through pytorch_grad_cam's PerturbationConfidenceMetric) and ROAD (:mod:`core.cam.faithfulness`).
 
 Rows (one per image, method and layer; numbers and paths only, never pixels) go to
 ``trust_metrics.csv`` in the model folder, the summary with bootstrap CIs over images, each
@@ -52,18 +52,20 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 from tqdm import tqdm
 
-from core import atomic, fracatlas, metrics, mura
-from core.artifacts import CachedPair, CachePairError, ModelArtifacts, read_pair, report_written, write_pair
-from core.card import trained_study_types
-from core.explain import METHODS, ClassProbability, Target, explain_grid
-from core.faithfulness import faithfulness, ranks
-from core.imaging import RadiographDecodeError, load_radiograph
+from core.cam.explain import METHODS, ClassProbability, Target, explain_grid
+from core.cam.faithfulness import faithfulness, ranks
+from core.cam.overlay import resize_heatmap
+from core.data import fracatlas, mura
+from core.data.imaging import RadiographDecodeError, load_radiograph
+from core.data.preprocess import Letterbox, letterbox, to_model_input
+from core.eval import metrics
 from core.localize import default_methods as localize_default_methods
 from core.localize import read_cache as read_localization
-from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, ModelLoadError, load_model
-from core.overlay import resize_heatmap
+from core.model.card import trained_study_types
+from core.model.registry import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, ModelLoadError, load_model
 from core.predict import configure_threads
-from core.preprocess import Letterbox, letterbox, to_model_input
+from core.store import atomic
+from core.store.artifacts import CachedPair, CachePairError, ModelArtifacts, read_pair, report_written, write_pair
 
 __all__ = [
     "SANITY_THRESHOLD",

@@ -18,10 +18,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import embeddings as core_embeddings
-from core import fracatlas
-from core.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
-from core.card import card_thresholds, threshold_for
+from core.data import fracatlas
 from core.evaluate import REGION_LABELS
+from core.model.card import card_thresholds, threshold_for
+from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
 from dashboard import localization, state, studies, views
 
 __all__ = [

@@ -18,11 +18,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import fracatlas, localization
-from core.artifacts import CachedPair, ModelArtifacts, file_version
-from core.imaging import RadiographDecodeError, load_radiograph
-from core.localization import BRIGHT_BONE, UNIFORM
+from core.data import fracatlas
+from core.data.imaging import RadiographDecodeError, load_radiograph
+from core.eval import localization
+from core.eval.localization import BRIGHT_BONE, UNIFORM
 from core.localize import DATASET, read_cache
+from core.store.artifacts import CachedPair, ModelArtifacts, file_version
 from dashboard.charts import format_interval
 
 __all__ = [

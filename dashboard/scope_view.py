@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import streamlit as st
 
-from core.models import LoadedModel
+from core.model.registry import LoadedModel
 from core.scope import ScopeAssessment, ScopeHeadError, assess_images, head_for
 from dashboard import views
 

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import trust
-from core.artifacts import CachedPair, CachePairError, ModelArtifacts, file_version
+from core.store.artifacts import CachedPair, CachePairError, ModelArtifacts, file_version
 from core.trust import METRICS, method_verdicts, rank_of
 from dashboard.charts import format_interval
 

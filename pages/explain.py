@@ -9,13 +9,13 @@ from pathlib import PurePosixPath
 import numpy as np
 import streamlit as st
 
-from core import fracatlas
-from core.card import trained_study_types
-from core.explain import METHODS, Explanation
-from core.figures import MapScale, caption_fields, comparison_figure, explanation_figure, figure_png
-from core.localization import TOLERANCE_PX
-from core.models import LoadedModel
-from core.overlay import threshold_mask
+from core.cam.explain import METHODS, Explanation
+from core.cam.figures import MapScale, caption_fields, comparison_figure, explanation_figure, figure_png
+from core.cam.overlay import threshold_mask
+from core.data import fracatlas
+from core.eval.localization import TOLERANCE_PX
+from core.model.card import trained_study_types
+from core.model.registry import LoadedModel
 from core.scope import study_scope
 from dashboard import data_map, evaluation, scope_view, slow_runs, state, studies, uploads, views
 from dashboard import localization as accuracy

@@ -8,9 +8,9 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core.artifacts import CARD_FILE, EvaluationMismatchError
-from core.card import DEFAULT_THRESHOLD_KEY
+from core.model.card import DEFAULT_THRESHOLD_KEY
 from core.scope import target_rows
+from core.store.artifacts import CARD_FILE, EvaluationMismatchError
 from dashboard import charts, state
 from dashboard.charts import INTERVAL_WIDTH, OVERALL, format_estimate, group_label
 from dashboard.report import report_button

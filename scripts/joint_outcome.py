@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.artifacts import ModelArtifacts
 from core.compare import compare_tables, paired_mean_difference
-from core.metrics import DEFAULT_N_BOOT, auroc, bootstrap_ci, study_table
-from core.models import DEFAULT_MODEL
+from core.eval.metrics import DEFAULT_N_BOOT, auroc, bootstrap_ci, study_table
+from core.model.registry import DEFAULT_MODEL
+from core.store.artifacts import ModelArtifacts
 from core.train import FRACTURE_HOLDOUT
 
 FOLDS = 4

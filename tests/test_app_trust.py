@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import core.trust as trust
-from core.artifacts import ModelArtifacts
-from core.models import DEFAULT_MODEL
+from core.model.registry import DEFAULT_MODEL
+from core.store.artifacts import ModelArtifacts
 from tests.app_pages import assert_clean, open_page
 from tests.fake_mura import make_fake_mura
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from core.imaging import load_radiograph
-from core.models import DEFAULT_MODEL, load_model
+from core.data.imaging import load_radiograph
+from core.model.registry import DEFAULT_MODEL, load_model
 from core.predict import predict_images
 from tests.browser import (
     PAGE_FILES,

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from core import compare
-from core.metrics import MetricsInputError, bootstrap_ci, study_table
+from core.eval.metrics import MetricsInputError, bootstrap_ci, study_table
 
 
 def _predictions(probabilities: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
@@ -75,7 +75,7 @@ def test_cli_missing_predictions_is_one_line(tmp_path: Path, monkeypatch: pytest
 
 
 def test_the_vectorised_bootstrap_draws_and_scores_like_core_metrics(two_models: Path) -> None:
-    """Every resample's two AUROCs at once (ranks) give the interval of core.metrics' one-resample-at-a-time loop,
+    """Every resample's two AUROCs at once (ranks) give the interval of core.eval.metrics' one-resample-at-a-time loop,
     ties included (rounded probabilities make many: where a rank formula could part from sklearn)."""
     a, b = (study_table(pd.read_csv(two_models / name / "predictions_valid.csv")).round({"probability": 1})
             for name in ("sharp", "vague"))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from core.models import DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR, list_shipped_models, load_model
+from core.model.registry import DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR, list_shipped_models, load_model
 from tests.browser import PAGE_FILES, launch_chromium, open_page, require_chromium, visible_errors
 from tests.server import (
     REPO_ROOT,

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from core import evaluate as evaluate_cli
-from core import fracatlas
-from core.artifacts import ModelArtifacts, read_evaluation
-from core.imaging import load_radiograph
-from core.models import DEFAULT_MODEL, load_model
+from core.data import fracatlas
+from core.data.imaging import load_radiograph
+from core.model.registry import DEFAULT_MODEL, load_model
 from core.predict import predict_images
+from core.store.artifacts import ModelArtifacts, read_evaluation
 from tests.fake_fracatlas import FAKE_ROWS, make_fake_fracatlas
 
 SHARED_FRACATLAS = Path(__file__).resolve().parents[2] / "shared" / "fracatlas"
@@ -52,7 +52,7 @@ def test_fracatlas_evaluation_on_a_synthetic_root(tmp_path: Path, model_weights:
     assert by_region["hand"] == card["XR_FOREARM"] and by_region["shoulder"] == card["XR_HUMERUS"]
     assert by_region["hand+shoulder"] == card["default"] and np.isnan(by_region["leg/hip"])
     # The cached probability is what the model gives for that file (evaluate runs ONNX Runtime, which matches
-    # torch within 1e-4: the rule core.backends was adopted under).
+    # torch within 1e-4: the rule core.model.backends was adopted under).
     loaded = load_model(DEFAULT_MODEL)
     first = predictions.iloc[0]
     pixels = load_radiograph(fracatlas.image_file(root, first["file"])).pixels
@@ -138,7 +138,7 @@ def test_shipped_fracatlas_caches_agree_with_their_rows() -> None:
     judged at the card's threshold for it, and it covers the shipped samples (Browse reads them there)."""
     from sklearn.metrics import roc_auc_score
 
-    from core.artifacts import SHIPPED_WEIGHTS_DIR
+    from core.store.artifacts import SHIPPED_WEIGHTS_DIR
     from dashboard.studies import FRACATLAS_SAMPLES_DIR
 
     shipped = [ModelArtifacts(d) for d in sorted(SHIPPED_WEIGHTS_DIR.iterdir())

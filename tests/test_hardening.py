@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.explain import explain
-from core.imaging import load_radiograph
-from core.models import CARD_FILE, CHECKPOINT_FILE, DEFAULT_MODEL, load_model
+from core.cam.explain import explain
+from core.data.imaging import load_radiograph
+from core.model.registry import CARD_FILE, CHECKPOINT_FILE, DEFAULT_MODEL, load_model
 from core.predict import predict_images
 from tests.app_pages import study_probability
 from tests.bad_inputs import BadInput, corpus, phantom

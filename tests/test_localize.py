@@ -1,4 +1,4 @@
-"""core.localize and core.explain.explain_grid: the sweep CLI on a tiny root and on real FracAtlas
+"""core.localize and core.cam.explain.explain_grid: the sweep CLI on a tiny root and on real FracAtlas
 images, resuming, the cache's integrity, and the committed cache of the shipped model."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import core.localize as localize_module
-from core import localization
-from core.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
-from core.explain import METHODS, explain, explain_grid, shares_a_pass
+from core.cam.explain import METHODS, explain, explain_grid, shares_a_pass
+from core.eval import localization
 from core.localize import DATASET, main, read_cache, read_rows, summary_of
-from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, get_config
+from core.model.registry import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, get_config
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
 from tests.outlined_fracatlas import make_outlined_fracatlas
 from tests.synthetic import calibrated_mobilenet
 

@@ -1,4 +1,4 @@
-"""core.metrics on small synthetic prediction tables whose answers can be checked by hand."""
+"""core.eval.metrics on small synthetic prediction tables whose answers can be checked by hand."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from core import metrics
+from core.eval import metrics
+from core.eval.metrics import MetricsInputError
 from core.evaluate import summarise_trained
-from core.metrics import MetricsInputError
 
 
 def predictions(studies: list[tuple[str, int, list[float]]]) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""core.models and core.preprocess: registry, checkpoints with cards, letterbox geometry."""
+"""core.model.registry and core.data.preprocess: registry, checkpoints with cards, letterbox geometry."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from core import models
-from core.preprocess import border_fill_value, letterbox, to_model_input
+from core.data.preprocess import border_fill_value, letterbox, to_model_input
+from core.model import registry as models
 
 
 def test_registry_has_the_papers_network_and_a_cpu_one() -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from core import metrics, report, trust
-from core.artifacts import ModelArtifacts, read_evaluation
-from core.models import DEFAULT_MODEL
+from core import report, trust
+from core.eval import metrics
+from core.model.registry import DEFAULT_MODEL
+from core.store.artifacts import ModelArtifacts, read_evaluation
 from dashboard import evaluation
 from tests.app_pages import open_page
 

@@ -15,10 +15,10 @@ import torch
 from core import evaluate as evaluate_cli
 from core import localize as localize_cli
 from core import predict as predict_cli
-from core.artifacts import ModelArtifacts
-from core.devices import DeviceError, resolve_device
-from core.models import DEFAULT_MODEL
-from core.scale import ScaleError, import_ray
+from core.model.devices import DeviceError, resolve_device
+from core.model.registry import DEFAULT_MODEL
+from core.model.scale import ScaleError, import_ray
+from core.store.artifacts import ModelArtifacts
 from tests.fake_mura import make_fake_mura
 from tests.outlined_fracatlas import make_outlined_fracatlas
 

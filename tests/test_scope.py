@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import scope, scope_fit
-from core.artifacts import SCOPE_HEAD_FILE
-from core.models import DEFAULT_MODEL, load_model
+from core import scope
+from core.model.registry import DEFAULT_MODEL, load_model
 from core.scope import SCOPE_CLASSES, ScopeAssessment, ScopeHeadError, load_head
-from core.scope_fit import fit_head
+from core.scoping import fit as scope_fit
+from core.scoping.fit import fit_head
+from core.store.artifacts import SCOPE_HEAD_FILE
 
 
 def _clusters(n_per_class: int = 40, dims: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -252,7 +253,7 @@ def test_predict_cli_keeps_a_mura_humerus_in_scope(capsys, mura_root):
     """A MURA valid/ humerus study (the first, by path) is recognised and judged: not flagged, with a verdict."""
     import json
 
-    from core import mura
+    from core.data import mura
     from core.predict import main
 
     valid = mura.read_images(mura_root, "valid")

@@ -25,15 +25,15 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from core import evaluate as evaluate_cli
-from core import mura
 from core import predict as predict_cli
 from core import train as train_cli
-from core.artifacts import TRAIN_STATE_FILE, TRAINING_LOG_FILE, ModelArtifacts, read_evaluation
-from core.card import read_card, subset_counts
-from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, load_model
+from core.data import mura
+from core.data.splits import patient_split, patient_subset
+from core.model.card import read_card, subset_counts
+from core.model.registry import CARD_FILE, CHECKPOINT_FILE, create_model, load_model
+from core.model.thresholds import choose_threshold, holdout_summary
 from core.predict import predict_images, predict_study, study_probability
-from core.splits import patient_split, patient_subset
-from core.thresholds import choose_threshold, holdout_summary
+from core.store.artifacts import TRAIN_STATE_FILE, TRAINING_LOG_FILE, ModelArtifacts, read_evaluation
 from tests.fake_fracatlas import FAKE_ROWS, make_fake_fracatlas
 from tests.fake_mura import make_fake_mura
 
@@ -72,7 +72,7 @@ def test_training_writes_checkpoint_card_and_log(weights: Path) -> None:
 
 
 def test_patient_split_never_shares_a_patient(fake_root: Path) -> None:
-    from core import mura
+    from core.data import mura
 
     images = mura.read_images(fake_root, "train")
     fit, holdout = patient_split(images, 0.3, seed=0)
@@ -82,7 +82,7 @@ def test_patient_split_never_shares_a_patient(fake_root: Path) -> None:
 
 
 def test_k_fold_split_covers_every_patient_once(fake_root: Path) -> None:
-    from core import mura
+    from core.data import mura
 
     images = mura.read_images(fake_root, "train")
     holdouts = [patient_split(images, 0.3, seed=3, folds=4, fold=k)[1] for k in range(4)]
@@ -96,7 +96,7 @@ def test_k_fold_split_covers_every_patient_once(fake_root: Path) -> None:
 
 
 def test_patient_subset_keeps_patients_whole_and_nests(fake_root: Path) -> None:
-    from core import mura
+    from core.data import mura
 
     images = mura.read_images(fake_root, "train")
     fit, _ = patient_split(images, 0.3, seed=0)
@@ -254,11 +254,11 @@ def test_evaluate_writes_predictions_and_metrics(weights: Path, fake_root: Path,
     assert metrics["evaluation"]["images"] == len(predictions)
     assert metrics["n_boot"] == 50
     # The cached probabilities are what the model gives for those files (within 1e-4: evaluate runs ONNX
-    # Runtime, predict_images torch; core.backends was adopted under that rule).
+    # Runtime, predict_images torch; core.model.backends was adopted under that rule).
     loaded = load_model("tiny", directory=weights)
     first = predictions.iloc[0]
-    from core.imaging import load_radiograph
-    from core.mura import image_file
+    from core.data.imaging import load_radiograph
+    from core.data.mura import image_file
 
     pixels = load_radiograph(image_file(fake_root, first["path"])).pixels
     assert predict_images(loaded, [pixels])[0] == pytest.approx(first["probability"], abs=1e-4)
@@ -450,7 +450,7 @@ def test_cross_validated_ensemble_chooses_thresholds_out_of_fold(fake_root: Path
     out_of_fold = pd.read_csv(ModelArtifacts(tmp_path / "cv").holdout_predictions)
     member_rows = pd.concat([pd.read_csv(ModelArtifacts(f).holdout_predictions) for f in folds])
     # Every train image once, with the probability of the member that held its fold out.
-    from core import mura
+    from core.data import mura
 
     assert sorted(out_of_fold["path"]) == sorted(mura.read_images(fake_root, "train")["path"])
     merged = out_of_fold.merge(member_rows, on="path", suffixes=("", "_member"))
@@ -469,8 +469,8 @@ def test_ensemble_cams_reach_every_member(tmp_path: Path) -> None:
 
     import torch
 
-    from core.explain import METHODS, explain
-    from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, save_ensemble_checkpoint
+    from core.cam.explain import METHODS, explain
+    from core.model.registry import CARD_FILE, CHECKPOINT_FILE, create_model, save_ensemble_checkpoint
 
     torch.manual_seed(0)
     members = [create_model("mobilenet_v2") for _ in range(2)]

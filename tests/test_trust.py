@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 import core.trust as trust
-from core.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
-from core.explain import explain
-from core.models import DEFAULT_MODEL, LoadedModel, ModelConfig, get_config
-from core.preprocess import letterbox, to_model_input
+from core.cam.explain import explain
+from core.data.preprocess import letterbox, to_model_input
+from core.model.registry import DEFAULT_MODEL, LoadedModel, ModelConfig, get_config
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
 from tests.fake_mura import make_fake_mura
 from tests.synthetic import calibrated_mobilenet
 

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.backends import DEFAULT_BACKEND, OnnxPredictor
-from core.devices import add_device_arguments, autocast, on_device, resolve_device
-from core.imaging import load_radiograph
-from core.models import LoadedModel
-from core.preprocess import letterbox, to_model_input
+from core.data.imaging import load_radiograph
+from core.data.preprocess import letterbox, to_model_input
+from core.model.backends import DEFAULT_BACKEND, OnnxPredictor
+from core.model.devices import add_device_arguments, autocast, on_device, resolve_device
+from core.model.registry import LoadedModel
 
 __all__ = ["Engine", "LOCAL", "ScaleError", "Decoder", "add_engine_arguments", "engine_from_args", "local_batches",
            "import_ray", "ray_session", "ray_probabilities", "ray_map", "received"]
@@ -56,12 +56,12 @@ class Engine:
     ray_address: str | None = None
     #: Scoring actors (None: one per GPU with --device cuda, else one per two CPUs of the cluster).
     actors: int | None = None
-    #: What runs the forward passes (core.backends): onnx (ONNX Runtime, on a CPU) or torch.
+    #: What runs the forward passes (core.model.backends): onnx (ONNX Runtime, on a CPU) or torch.
     backend: str = DEFAULT_BACKEND
 
     @property
     def torch_device(self) -> torch.device:
-        """The checked torch device (raises core.devices.DeviceError when absent)."""
+        """The checked torch device (raises core.model.devices.DeviceError when absent)."""
         return resolve_device(self.device, self.precision)
 
 
@@ -85,7 +85,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, precision: bool = T
 
 
 def engine_from_args(args: argparse.Namespace) -> Engine:
-    """The Engine the parsed flags ask for, its device checked (raises core.devices.DeviceError)."""
+    """The Engine the parsed flags ask for, its device checked (raises core.model.devices.DeviceError)."""
     engine = Engine(device=args.device, precision=getattr(args, "precision", "fp32"),
                     workers=getattr(args, "workers", 0), ray=args.ray or bool(args.ray_address),
                     ray_address=args.ray_address, actors=args.ray_actors,
@@ -225,7 +225,7 @@ class _Scorer:
 def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *, batch_size: int,
                       engine: Engine, progress: bool, description: str, onnx_model: Path | None = None) -> np.ndarray:
     """P(abnormal) of each file, in order, computed on Ray Data (see the module's docstring); with
-    ``onnx_model`` (an exported graph, core.backends) the actors run it on ONNX Runtime.
+    ``onnx_model`` (an exported graph, core.model.backends) the actors run it on ONNX Runtime.
 
     Raises:
         ScaleError: Ray is missing or unreachable, or a task failed (the first line of its error).

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from core.models import LoadedModel
+from core.model.registry import LoadedModel
 
 __all__ = ["DEVICES", "PRECISIONS", "DeviceError", "add_device_arguments", "resolve_device", "on_device",
            "model_device", "autocast"]

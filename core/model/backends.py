@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.models import LoadedModel, MeanProbabilityEnsemble
+from core.model.registry import LoadedModel, MeanProbabilityEnsemble
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "ONNX_OPSET", "FusedProbability", "add_backend_argument",
            "resolve_backend", "onnx_cache_dir", "onnx_model_path", "OnnxPredictor", "batch_predictor"]

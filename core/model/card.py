@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from core import atomic
-from core.artifacts import display_name
+from core.store import atomic
+from core.store.artifacts import display_name
 
-if TYPE_CHECKING:  # type hints only: core.train and core.models import this module
-    from core.models import ModelConfig
+if TYPE_CHECKING:  # type hints only: core.train and core.model.registry import this module
+    from core.model.registry import ModelConfig
     from core.train import TrainConfig
 
 __all__ = [

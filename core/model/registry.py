@@ -23,9 +23,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tv_models
 
-from core import atomic
-from core.artifacts import CARD_FILE, CHECKPOINT_FILE, SHIPPED_WEIGHTS_DIR, ModelArtifacts, display_name, weights_dir
-from core.card import ModelCardError, card_thresholds, read_card, threshold_for
+from core.model.card import ModelCardError, card_thresholds, read_card, threshold_for
+from core.store import atomic
+from core.store.artifacts import (
+    CARD_FILE,
+    CHECKPOINT_FILE,
+    SHIPPED_WEIGHTS_DIR,
+    ModelArtifacts,
+    display_name,
+    weights_dir,
+)
 
 __all__ = [
     "final_linear_name",

@@ -37,7 +37,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from core.card import DEFAULT_THRESHOLD_KEY
+from core.model.card import DEFAULT_THRESHOLD_KEY
 
 __all__ = [
     "add_n_boot_argument",

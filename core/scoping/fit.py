@@ -18,10 +18,8 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from core import atomic
-from core.artifacts import ModelArtifacts
-from core.metrics import add_n_boot_argument, auroc, bootstrap_ci, bootstrap_means
-from core.models import DEFAULT_MODEL, LoadedModel
+from core.eval.metrics import add_n_boot_argument, auroc, bootstrap_ci, bootstrap_means
+from core.model.registry import DEFAULT_MODEL, LoadedModel
 from core.scope import (
     FEATURE_SOURCES,
     IN_SCOPE_STUDY_TYPES,
@@ -31,6 +29,8 @@ from core.scope import (
     ScopeHead,
     image_features,
 )
+from core.store import atomic
+from core.store.artifacts import ModelArtifacts
 
 if TYPE_CHECKING:
     from sklearn.covariance import LedoitWolf
@@ -98,7 +98,7 @@ def fit_head(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *,
 
 
 def _load_pixels(paths: Sequence[Path]) -> list[np.ndarray]:
-    from core.imaging import load_radiograph
+    from core.data.imaging import load_radiograph
 
     return [load_radiograph(path).pixels for path in paths]
 
@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for cached features (no pixels), so a refit skips the forwards")
     add_n_boot_argument(parser)
     args = parser.parse_args(argv)
-    from core import fracatlas, mura
-    from core.models import load_model
+    from core.data import fracatlas, mura
+    from core.model.registry import load_model
     from core.predict import configure_threads
 
     configure_threads()
