@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core import embeddings
 from core.data import fracatlas, mura
 from core.data.imaging import load_radiograph
+from core.datamap import embeddings
+from core.model.prediction import configure_threads, model_inputs
 from core.model.registry import DEFAULT_MODEL, load_model
-from core.predict import configure_threads, model_inputs
-from core.scope import network_features
+from core.scoping.head import network_features
 
 from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
 

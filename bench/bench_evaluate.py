@@ -27,11 +27,11 @@ import numpy as np
 
 from core.data import mura
 from core.data.imaging import load_radiograph
-from core.evaluate import predict_split
+from core.eval.evaluation import predict_split
 from core.model.backends import batch_predictor, onnx_model_path
+from core.model.prediction import configure_threads, model_inputs
 from core.model.registry import load_model
 from core.model.scale import Engine
-from core.predict import configure_threads, model_inputs
 from core.store.artifacts import ModelArtifacts, write_evaluation
 
 from setup_line import model_bench_parser, setup_line  # bench/ is on sys.path when a bench script runs

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from core.data import fracatlas, mura
-from core.evaluate import predict_split
-from core.localize import fractured_images, sweep
+from core.eval.evaluation import predict_split
+from core.eval.localization_sweep import fractured_images, sweep
+from core.model.prediction import DEFAULT_BATCH_SIZE
 from core.model.registry import DEFAULT_MODEL, load_model
 from core.model.scale import Engine
-from core.predict import DEFAULT_BATCH_SIZE
 from core.store.artifacts import CARD_FILE, CHECKPOINT_FILE
 
 from setup_line import setup_line  # bench/ is on sys.path when a bench script runs

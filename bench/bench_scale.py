@@ -17,11 +17,11 @@ import time
 import numpy as np
 
 from core.data import mura
-from core.evaluate import predict_split
+from core.eval.evaluation import predict_split
 from core.model.devices import on_device, resolve_device
+from core.model.prediction import configure_threads
 from core.model.registry import load_model
 from core.model.scale import Engine, import_ray
-from core.predict import configure_threads
 
 from setup_line import model_bench_parser, setup_line  # bench/ is on sys.path when a bench script runs
 

@@ -16,8 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from core.eval.evaluation import REGION_LABELS
 from core.eval.metrics import Confusion, PrCurve, RocCurve, format_interval
-from core.evaluate import REGION_LABELS
 
 __all__ = [
     "OVERALL",

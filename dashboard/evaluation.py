@@ -24,8 +24,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.eval import metrics
+from core.eval.evaluation import FRACATLAS, fracatlas_stratum, region_thresholds
 from core.eval.metrics import BootstrapInterval, Confusion, PrCurve, RocCurve
-from core.evaluate import FRACATLAS, fracatlas_stratum, region_thresholds
 from core.model.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for
 from core.store.artifacts import ModelArtifacts
 from dashboard import charts, navigation, state

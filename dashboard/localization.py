@@ -22,7 +22,7 @@ from core.data import fracatlas
 from core.data.imaging import RadiographDecodeError, load_radiograph
 from core.eval import localization
 from core.eval.localization import BRIGHT_BONE, UNIFORM
-from core.localize import DATASET, read_cache
+from core.eval.localization_sweep import DATASET, read_cache
 from core.store.artifacts import CachedPair, ModelArtifacts, file_version
 from dashboard.charts import format_interval
 

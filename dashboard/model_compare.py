@@ -18,7 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import compare
+from core.eval import comparison as compare
 from core.eval import metrics
 from core.eval.metrics import MetricsInputError, RocCurve
 from core.model.card import ModelCardError, card_thresholds, trained_study_types

@@ -30,8 +30,8 @@ from core.cam.explain import DEFAULT_METHOD, METHODS
 from core.cam.overlay import overlay
 from core.data import fracatlas
 from core.eval import metrics, quiz
+from core.eval.evaluation import FRACATLAS, REGION_LABELS, region_thresholds
 from core.eval.localization import TOLERANCE_PX
-from core.evaluate import FRACATLAS, REGION_LABELS, region_thresholds
 from core.model.card import card_thresholds, trained_study_types
 from core.model.registry import LoadedModel
 from core.store.artifacts import CachePairError, EvaluationMismatchError, file_version

@@ -11,7 +11,7 @@ import datetime as dt
 
 import streamlit as st
 
-from core.report import build_report
+from core.eval.report import build_report
 from core.store.artifacts import EvaluationMismatchError
 from dashboard import evaluation, state
 

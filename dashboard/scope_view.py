@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from core.model.registry import LoadedModel
-from core.scope import ScopeAssessment, ScopeHeadError, assess_images, head_for
+from core.scoping.head import ScopeAssessment, ScopeHeadError, assess_images, head_for
 from dashboard import views
 
 __all__ = ["cached_scopes", "preselects", "show_scopes"]

@@ -22,7 +22,7 @@ import streamlit as st
 
 from core.data import fracatlas, mura
 from core.data.imaging import RadiographDecodeError, downsized, load_radiograph
-from core.evaluate import REGION_LABELS, REGION_THRESHOLDS
+from core.eval.evaluation import REGION_LABELS, REGION_THRESHOLDS
 from dashboard import state
 
 __all__ = [

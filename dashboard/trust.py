@@ -13,9 +13,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import trust
+from core.eval import trust
+from core.eval.trust import METRICS, method_verdicts, rank_of
 from core.store.artifacts import CachedPair, CachePairError, ModelArtifacts, file_version
-from core.trust import METRICS, method_verdicts, rank_of
 from dashboard.charts import format_interval
 
 __all__ = ["cached_trust", "scorecard", "scorecard_line", "cascade_figure", "agreement_figure", "layers_table",

@@ -13,8 +13,8 @@ import streamlit as st
 from PIL import Image
 
 from core.data import fracatlas
+from core.eval.evaluation import FRACATLAS, region_thresholds
 from core.eval.metrics import study_table
-from core.evaluate import FRACATLAS, region_thresholds
 from core.model.registry import LoadedModel
 from core.store.artifacts import EvaluationMismatchError
 from dashboard import data_map, state, studies, views

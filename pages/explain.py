@@ -16,7 +16,7 @@ from core.data import fracatlas
 from core.eval.localization import TOLERANCE_PX
 from core.model.card import trained_study_types
 from core.model.registry import LoadedModel
-from core.scope import study_scope
+from core.scoping.head import study_scope
 from dashboard import data_map, evaluation, scope_view, slow_runs, state, studies, uploads, views
 from dashboard import localization as accuracy
 from dashboard import trust as trust_view

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.model.card import DEFAULT_THRESHOLD_KEY
-from core.scope import target_rows
+from core.scoping.head import target_rows
 from core.store.artifacts import CARD_FILE, EvaluationMismatchError
 from dashboard import charts, state
 from dashboard.charts import INTERVAL_WIDTH, OVERALL, format_estimate, group_label

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data import fracatlas
-from core.evaluate import FRACATLAS
+from core.eval.evaluation import FRACATLAS
 from core.model.card import DEFAULT_THRESHOLD_KEY, trained_study_types
 from core.store.artifacts import EvaluationMismatchError
 from dashboard import navigation, state

@@ -11,8 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from core.eval import metrics
+from core.eval.evaluation import FRACATLAS_STRATA
 from core.eval.metrics import BootstrapInterval, Confusion
-from core.evaluate import FRACATLAS_STRATA
 from core.model.card import trained_study_types
 from dashboard import charts, evaluation, model_compare, state
 from dashboard.charts import INTERVAL_WIDTH, OVERALL, TOO_FEW, format_estimate, format_interval, group_label, too_few

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import embeddings
-from core.evaluate import PREDICTION_COLUMNS
+from core.datamap import embeddings
+from core.eval.evaluation import PREDICTION_COLUMNS
 from core.model.registry import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import evaluate
 from core.data import fracatlas
+from core.eval import evaluation as evaluate
 from core.model.registry import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts, read_evaluation, write_evaluation
 from dashboard import state, studies

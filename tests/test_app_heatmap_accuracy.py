@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.localize import DATASET, main, read_cache
+from core.eval.localization_sweep import DATASET, read_cache
+from core.localize import main
 from core.model.registry import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts
 from dashboard import localization as accuracy

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import compare
+from core.eval import comparison as compare
 from core.eval import metrics
 from core.eval.metrics import summarise
 from core.model.card import card_thresholds

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from core import compare
+from core import compare as compare_cli
+from core.eval import comparison as compare
 from core.eval.metrics import MetricsInputError, bootstrap_ci, study_table
 
 
@@ -69,7 +70,7 @@ def test_disagreeing_labels_are_refused(two_models: Path) -> None:
 def test_cli_missing_predictions_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tmp_path))
-    assert compare.main(["--models", "a", "b"]) == 2
+    assert compare_cli.main(["--models", "a", "b"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no cached predictions") and err.count("\n") == 1
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from core import embeddings
 from core.datamap import audit as data_audit
+from core.datamap import embeddings
 
 
 def _clusters(seed: int = 0, per_cluster: int = 30, dimensions: int = 24) -> tuple[np.ndarray, np.ndarray]:

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import core.localize as localize_module
+import core.eval.localization_sweep as localize_module
 from core.cam.explain import METHODS, explain, explain_grid, shares_a_pass
 from core.eval import localization
-from core.localize import DATASET, main, read_cache, read_rows, summary_of
+from core.eval.localization_sweep import DATASET, read_cache, read_rows, summary_of
+from core.localize import main
 from core.model.registry import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, get_config
 from core.store.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
 from tests.outlined_fracatlas import make_outlined_fracatlas

@@ -11,7 +11,7 @@ import pytest
 
 from core.data import fracatlas
 from core.eval import localization, quiz
-from core.evaluate import FRACATLAS, region_thresholds
+from core.eval.evaluation import FRACATLAS, region_thresholds
 from core.model.card import read_card
 from core.model.registry import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts, read_evaluation

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import scope
 from core.model.registry import DEFAULT_MODEL, load_model
-from core.scope import SCOPE_CLASSES, ScopeAssessment, ScopeHeadError, load_head
 from core.scoping import fit as scope_fit
+from core.scoping import head as scope
 from core.scoping.fit import fit_head
+from core.scoping.head import SCOPE_CLASSES, ScopeAssessment, ScopeHeadError, load_head
 from core.store.artifacts import SCOPE_HEAD_FILE
 
 
@@ -160,7 +160,7 @@ def test_image_features_are_the_final_layer_input():
     assert features.shape == (3, 1280)
     network = scope._feature_network(loaded)
     logits = scope._last_linear(network)(torch.from_numpy(features))
-    from core.predict import model_inputs
+    from core.model.prediction import model_inputs
 
     with torch.inference_mode():
         expected = network(model_inputs(loaded, images))

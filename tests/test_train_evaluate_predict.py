@@ -26,13 +26,14 @@ from sklearn.metrics import roc_auc_score
 
 from core import evaluate as evaluate_cli
 from core import predict as predict_cli
-from core import train as train_cli
 from core.data import mura
 from core.data.splits import patient_split, patient_subset
+from core.eval import evaluation
+from core.model import training as train_cli
 from core.model.card import read_card, subset_counts
+from core.model.prediction import predict_images, predict_study, study_probability
 from core.model.registry import CARD_FILE, CHECKPOINT_FILE, create_model, load_model
 from core.model.thresholds import choose_threshold, holdout_summary
-from core.predict import predict_images, predict_study, study_probability
 from core.store.artifacts import TRAIN_STATE_FILE, TRAINING_LOG_FILE, ModelArtifacts, read_evaluation
 from tests.fake_fracatlas import FAKE_ROWS, make_fake_fracatlas
 from tests.fake_mura import make_fake_mura
@@ -248,7 +249,7 @@ def test_evaluate_writes_predictions_and_metrics(weights: Path, fake_root: Path,
                               "--n-boot", "50", "--threads", "1"])
     assert code == 0
     predictions = pd.read_csv(weights / "tiny" / "predictions_valid.csv")
-    assert set(evaluate_cli.PREDICTION_COLUMNS) <= set(predictions.columns)
+    assert set(evaluation.PREDICTION_COLUMNS) <= set(predictions.columns)
     assert predictions["path"].str.startswith("MURA-v1.1/valid/").all()
     metrics = json.loads((weights / "tiny" / "metrics_valid.json").read_text())
     assert metrics["evaluation"]["images"] == len(predictions)
@@ -419,7 +420,7 @@ def test_main_entry_points_have_help() -> None:
 
 
 def test_ensemble_averages_member_probabilities(weights: Path, fake_root: Path, tmp_path: Path) -> None:
-    from core import ensemble
+    from core.model import ensemble
 
     second = tmp_path / "second"
     assert train_cli.main(["--mura-root", str(fake_root), "--out", str(second), "--epochs", "1",
@@ -438,7 +439,7 @@ def test_ensemble_averages_member_probabilities(weights: Path, fake_root: Path, 
 
 
 def test_cross_validated_ensemble_chooses_thresholds_out_of_fold(fake_root: Path, tmp_path: Path) -> None:
-    from core import ensemble
+    from core.model import ensemble
 
     folds = []
     for fold in range(2):

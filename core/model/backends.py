@@ -14,7 +14,6 @@ gradients and always run on torch.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import os
@@ -29,7 +28,7 @@ from torch import nn
 
 from core.model.registry import LoadedModel, MeanProbabilityEnsemble
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "ONNX_OPSET", "FusedProbability", "add_backend_argument",
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "ONNX_OPSET", "FusedProbability",
            "resolve_backend", "onnx_cache_dir", "onnx_model_path", "OnnxPredictor", "batch_predictor"]
 
 BACKENDS = ("onnx", "torch")
@@ -56,7 +55,7 @@ class FusedProbability(nn.Module):
     @classmethod
     def of(cls, loaded: LoadedModel) -> FusedProbability:
         """The fused module of a loaded model (its members, the card's TTA), in eval mode."""
-        from core.predict import uses_flip_tta
+        from core.model.prediction import uses_flip_tta
 
         model = loaded.model
         members = list(model.members) if isinstance(model, MeanProbabilityEnsemble) else [model]
@@ -70,14 +69,6 @@ class FusedProbability(nn.Module):
             return mean
         n = x.shape[0]
         return (mean[:n] + mean[n:]) / 2
-
-
-def add_backend_argument(parser: argparse.ArgumentParser, *, default: str = DEFAULT_BACKEND) -> None:
-    """The ``--backend`` flag of the command lines that compute probabilities."""
-    parser.add_argument("--backend", choices=BACKENDS, default=default,
-                        help=f"what runs the forward passes (default {default}): onnx = ONNX Runtime on the CPU "
-                             "(the ensemble exported once, cached; ~3x faster), torch = eager PyTorch; onnx falls "
-                             "back to torch, saying why, without onnxruntime or on a GPU")
 
 
 def resolve_backend(requested: str, device: str | torch.device = "cpu") -> tuple[str, str | None]:
@@ -168,7 +159,7 @@ def batch_predictor(loaded: LoadedModel, backend: str) -> BatchPredictor:
     """The function that turns a prepared batch into probabilities on ``backend`` (already resolved:
     see :func:`resolve_backend`); for onnx, exports the graph if no cached export fits."""
     if backend == "torch":
-        from core.predict import predict_batch
+        from core.model.prediction import predict_batch
 
         return functools.partial(predict_batch, loaded)
     if backend != "onnx":

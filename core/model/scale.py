@@ -16,7 +16,6 @@ when ``--ray`` or ``--ray-address`` is given, and a missing install is one sente
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,10 +29,10 @@ from tqdm import tqdm
 from core.data.imaging import load_radiograph
 from core.data.preprocess import letterbox, to_model_input
 from core.model.backends import DEFAULT_BACKEND, OnnxPredictor
-from core.model.devices import add_device_arguments, autocast, on_device, resolve_device
+from core.model.devices import autocast, on_device, resolve_device
 from core.model.registry import LoadedModel
 
-__all__ = ["Engine", "LOCAL", "ScaleError", "Decoder", "add_engine_arguments", "engine_from_args", "local_batches",
+__all__ = ["Engine", "LOCAL", "ScaleError", "Decoder", "local_batches",
            "import_ray", "ray_session", "ray_probabilities", "ray_map", "received"]
 
 Locate = Callable[[Path, str], Path]
@@ -67,31 +66,6 @@ class Engine:
 
 #: The default: this process, on the CPU, one prefetch thread (what core.evaluate always did).
 LOCAL = Engine()
-
-
-def add_engine_arguments(parser: argparse.ArgumentParser, *, precision: bool = True, workers: bool = True) -> None:
-    """Device, DataLoader and Ray flags, shared by core.evaluate and core.localize (which has no
-    precision, its gradients stay fp32, and no DataLoader: a CAM costs far more than decoding)."""
-    add_device_arguments(parser, precision=precision)
-    if workers:
-        parser.add_argument("--workers", type=int, default=0,
-                            help="DataLoader processes that decode images (default 0: one background thread)")
-    parser.add_argument("--ray", action="store_true",
-                        help="run on Ray Data: an embedded local Ray unless --ray-address names a cluster")
-    parser.add_argument("--ray-address", metavar="ADDR",
-                        help="an existing Ray cluster (e.g. ray://head:10001 or auto); implies --ray")
-    parser.add_argument("--ray-actors", type=int, metavar="N",
-                        help="scoring actors (default: one per GPU with --device cuda, else one per 2 CPUs)")
-
-
-def engine_from_args(args: argparse.Namespace) -> Engine:
-    """The Engine the parsed flags ask for, its device checked (raises core.model.devices.DeviceError)."""
-    engine = Engine(device=args.device, precision=getattr(args, "precision", "fp32"),
-                    workers=getattr(args, "workers", 0), ray=args.ray or bool(args.ray_address),
-                    ray_address=args.ray_address, actors=args.ray_actors,
-                    backend=getattr(args, "backend", DEFAULT_BACKEND))
-    resolve_device(engine.device, engine.precision)
-    return engine
 
 
 @dataclass(frozen=True)
@@ -203,7 +177,7 @@ class _Scorer:
                  onnx_model: Any = None) -> None:
         from functools import partial
 
-        from core.predict import predict_batch
+        from core.model.prediction import predict_batch
 
         torch.set_num_threads(threads)
         self.device = resolve_device(device, precision)

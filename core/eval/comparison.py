@@ -12,9 +12,6 @@ core.ensemble wrote (compared on the training studies both held out). No model r
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +24,13 @@ from core.eval.metrics import (
     OVERALL,
     BootstrapInterval,
     MetricsInputError,
-    add_n_boot_argument,
     auroc,
     study_table,
 )
 from core.store.artifacts import ModelArtifacts
 
 __all__ = ["paired_studies", "paired_auroc_difference", "paired_mean_difference", "compare_tables",
-           "compare_models", "main"]
+           "compare_models"]
 
 
 def paired_studies(studies_a: pd.DataFrame, studies_b: pd.DataFrame) -> pd.DataFrame:
@@ -155,23 +151,3 @@ def compare_models(model_a: str, model_b: str, split: str = "valid", *, n_boot: 
             raise FileNotFoundError(f"no cached predictions at {path}")
         tables.append(study_table(pd.read_csv(path)))
     return compare_tables(*tables, n_boot=n_boot)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m core.compare`` and print its report; returns the exit status (2 on bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m core.compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs=2, required=True, metavar=("A", "B"), help="two folders under weights/")
-    parser.add_argument("--split", default="valid", help="valid (core.evaluate) or train_holdout (core.train)")
-    add_n_boot_argument(parser)
-    args = parser.parse_args(argv)
-    try:
-        report = compare_models(*args.models, args.split, n_boot=args.n_boot)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(report, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

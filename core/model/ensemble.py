@@ -15,20 +15,18 @@ MURA ``valid/``.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from core.model.card import ensemble_card, write_card
-from core.model.registry import ModelLoadError, load_model, save_ensemble_checkpoint
+from core.model.card import NEVER_VALID, kfold_description, subset_counts, write_card
+from core.model.registry import load_model, save_ensemble_checkpoint
 from core.model.thresholds import holdout_summary
 from core.store import atomic
 from core.store.artifacts import ModelArtifacts
 
-__all__ = ["combine", "is_cross_validation", "out_of_fold", "main"]
+__all__ = ["combine", "ensemble_card", "is_cross_validation", "out_of_fold"]
 
 
 def combine(member_dirs: list[Path], out: Path) -> dict:
@@ -89,20 +87,39 @@ def _shared_holdout(members: list, holdouts: list[pd.DataFrame]) -> pd.DataFrame
     return indexed[0].assign(probability=sum(h["probability"] for h in indexed) / len(indexed)).reset_index()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m core.ensemble`` and print the holdout metrics; returns the exit status (2 on bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m core.ensemble", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--members", nargs="+", type=Path, required=True, help="core.train output folders")
-    parser.add_argument("--out", type=Path, required=True, help="e.g. weights/mura_efficientnet_lite0")
-    args = parser.parse_args(argv)
-    try:
-        card = combine(args.members, args.out)
-    except (OSError, ValueError, KeyError, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(card["holdout_metrics"], indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def ensemble_card(name: str, arch: str, cards: list[dict[str, Any]], *, cross_validated: bool,
+                  holdout: pd.DataFrame, thresholds: dict[str, float],
+                  holdout_metrics: dict[str, dict]) -> dict[str, Any]:
+    """The card of a mean-probability ensemble of ``arch`` members whose cards are ``cards`` (core.ensemble)."""
+    base = cards[0]
+    card = base | {
+        "name": name,
+        "description": f"Mean-probability ensemble of {len(cards)} {arch} models "
+                       + ("(one per fold of a patient-level cross-validation of train/). " if cross_validated
+                          else "(different seeds). ")
+                       + base["description"],
+        "members": [
+            {"seed": member["recipe"]["seed"], **({"fold": member["recipe"]["fold"]} if cross_validated else {}),
+             "best_epoch": member["best_epoch"], "training_time_seconds": member["training_time_seconds"],
+             "holdout_metrics": member["holdout_metrics"]}
+            for member in cards
+        ],
+        "training_time_seconds": sum(member["training_time_seconds"] for member in cards),
+        "holdout_metrics": holdout_metrics,
+        "thresholds": thresholds,
+    }
+    del card["best_epoch"]
+    # The members' own settings where they differ; everything else is the same for every member.
+    card["recipe"] = base["recipe"] | {"seed": [member["recipe"]["seed"] for member in cards]}
+    if cross_validated:
+        recipe = card["recipe"]
+        recipe["fold"] = [member["recipe"]["fold"] for member in cards]
+        training_data = {k: v for k, v in base["training_data"].items() if k != "fit"}
+        card["training_data"] = training_data | {
+            "holdout": subset_counts(holdout),
+            "split": f"{kfold_description(recipe['folds'], recipe['split_seed'])}; one member per fold, each "
+                     f"trained on the other folds; holdout = out-of-fold predictions; {NEVER_VALID}",
+        }
+        card["threshold_rule"] = ("maximise study-level Cohen's kappa on the out-of-fold predictions of train/ "
+                                  "(each study predicted by the member that never saw its patient)")
+    return card

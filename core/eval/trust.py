@@ -29,7 +29,6 @@ the cascade below re-initialises per named layer, and deletion/insertion AUC is 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import functools
@@ -48,7 +47,6 @@ import torch
 from pytorch_grad_cam.metrics.perturbation_confidence import PerturbationConfidenceMetric
 from scipy import stats
 from skimage.metrics import structural_similarity
-from threadpoolctl import threadpool_limits
 from torch import nn
 from tqdm import tqdm
 
@@ -59,13 +57,12 @@ from core.data import fracatlas, mura
 from core.data.imaging import RadiographDecodeError, load_radiograph
 from core.data.preprocess import Letterbox, letterbox, to_model_input
 from core.eval import metrics
-from core.localize import default_methods as localize_default_methods
-from core.localize import read_cache as read_localization
+from core.eval.localization_sweep import default_methods as localize_default_methods
+from core.eval.localization_sweep import read_cache as read_localization
 from core.model.card import trained_study_types
-from core.model.registry import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, ModelLoadError, load_model
-from core.predict import configure_threads
+from core.model.registry import LoadedModel, MeanProbabilityEnsemble, load_model
 from core.store import atomic
-from core.store.artifacts import CachedPair, CachePairError, ModelArtifacts, read_pair, report_written, write_pair
+from core.store.artifacts import CachedPair, CachePairError, ModelArtifacts, read_pair, write_pair
 
 __all__ = [
     "SANITY_THRESHOLD",
@@ -86,7 +83,6 @@ __all__ = [
     "method_verdicts",
     "headline",
     "sweep",
-    "main",
 ]
 
 #: A method whose trained and randomised maps keep a mean rank correlation above this fails the
@@ -767,40 +763,3 @@ def sweep(
     _write(files, rows[rows["image"].isin(wanted)], stages, layer_order=list(loaded.cam_layers), n_boot=n_boot,
            seed=seed)
     return files.trust_rows, files.trust_summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m core.trust``; returns the exit status (2 on bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m core.trust", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mura-root", help="a MURA-v1.1 folder (valid/ is sampled)")
-    parser.add_argument("--fracatlas-root", help="a FracAtlas folder (upper-limb images are sampled)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
-    parser.add_argument("--per-part", type=int, default=DEFAULT_PER_PART,
-                        help="MURA valid/ studies per trained body part, one view each")
-    parser.add_argument("--fracatlas-n", type=int, default=DEFAULT_FRACATLAS_N, help="FracAtlas upper-limb images")
-    parser.add_argument("--methods", nargs="+", metavar="METHOD",
-                        help="CAM methods with a layer (default: core.localize's default sweep less KPCA-CAM)")
-    parser.add_argument("--layers", nargs="+", metavar="LAYER",
-                        help="layers compared (default: the default layer and the middle named one)")
-    parser.add_argument("--faithfulness-layers", nargs="+", metavar="LAYER",
-                        help="layers whose maps are also scored for faithfulness (default: the default layer)")
-    parser.add_argument("--road", action="store_true",
-                        help="also ROAD per map (8 noisy linear imputations each: several times the run's time)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the sample and the randomised weights")
-    metrics.add_n_boot_argument(parser)
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 leaves the machine to others)")
-    args = parser.parse_args(argv)
-    configure_threads(args.threads)
-    def write() -> list[Path]:
-        mura_root = mura.resolve_root(args.mura_root) if args.mura_root else None
-        fracatlas_root = fracatlas.resolve_root(args.fracatlas_root) if args.fracatlas_root else None
-        with threadpool_limits(args.threads):
-            return sweep(args.model, mura_root=mura_root, fracatlas_root=fracatlas_root, per_part=args.per_part,
-                         fracatlas_n=args.fracatlas_n, methods=args.methods, layers=args.layers,
-                         faithfulness_layers=args.faithfulness_layers, road=args.road, n_boot=args.n_boot,
-                         seed=args.seed)
-
-    return report_written(write, (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, OSError, ValueError))
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,11 +20,9 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import subprocess
-import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,12 +32,11 @@ from typing import Any
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from core import trust
 from core.data import fracatlas
-from core.eval import metrics
+from core.eval import metrics, trust
+from core.eval.evaluation import FRACATLAS, REGION_LABELS
 from core.eval.localization import BASELINES, BRIGHT_BONE, UNIFORM
 from core.eval.metrics import format_interval
-from core.evaluate import FRACATLAS, REGION_LABELS
 from core.model.card import DEFAULT_THRESHOLD_KEY, ModelCardError, card_thresholds, read_card, trained_study_types
 from core.model.registry import DEFAULT_MODEL, ModelLoadError, get_config
 from core.store.artifacts import (
@@ -48,7 +45,6 @@ from core.store.artifacts import (
     read_evaluation,
     read_json_object,
 )
-from core.store.atomic import AtomicWriteError, write_bytes
 
 __all__ = [
     "MURA_CREDIT",
@@ -60,7 +56,6 @@ __all__ = [
     "gather",
     "render_pdf",
     "build_report",
-    "main",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -458,36 +453,3 @@ def build_report(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] 
         ReportError: see :func:`gather`.
     """
     return render_pdf(gather(model, thresholds=thresholds, weights_root=weights_root, date=date))
-
-
-def _threshold(text: str) -> tuple[str, float]:
-    name, _, value = text.partition("=")
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not TYPE=VALUE, e.g. XR_HUMERUS=0.4") from None
-    if not name or not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a body part and a threshold between 0 and 1")
-    return name, number
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m core.report --model NAME --out FILE [--threshold XR_TYPE=VALUE ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m core.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/ (default %(default)s)")
-    parser.add_argument("--out", type=Path, required=True, help="the PDF to write")
-    parser.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="XR_TYPE=VALUE",
-                        help="draw the confusion matrices at this threshold instead of the card's (repeatable)")
-    args = parser.parse_args(argv)
-    try:
-        pdf = build_report(args.model, thresholds=dict(args.threshold))
-        write_bytes(args.out, pdf)
-    except (ReportError, AtomicWriteError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out} ({len(pdf) // 1024} KB)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

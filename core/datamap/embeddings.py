@@ -27,11 +27,9 @@ precomputed study neighbours; no pixels. The raw per-member features are resumab
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import queue
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -45,15 +43,16 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from core.model.registry import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble
-from core.predict import DEFAULT_BATCH_SIZE, model_inputs
-from core.scope import network_features
+from core.model.prediction import DEFAULT_BATCH_SIZE, model_inputs
+from core.model.registry import LoadedModel, MeanProbabilityEnsemble
+from core.scoping.head import network_features
 from core.store import atomic
 from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts
 
 __all__ = [
     "DATASETS",
     "NEIGHBOURS",
+    "known_copies",
     "ImageSet",
     "Embeddings",
     "train_folds",
@@ -70,7 +69,6 @@ __all__ = [
     "write_cache",
     "save",
     "load",
-    "main",
 ]
 
 #: Dataset names as the cache spells them, in the order images are stored.
@@ -512,7 +510,7 @@ def write_cache(files: ModelArtifacts, embeddings: Embeddings, raw: np.ndarray, 
     return summary
 
 
-def _known_copies(files: ModelArtifacts, atlas_root: Path, keys: list[str], *, subset: bool) -> pd.Series:
+def known_copies(files: ModelArtifacts, atlas_root: Path, keys: list[str], *, subset: bool) -> pd.Series:
     """FracAtlas's own copy groups (file -> first file of its copies) of the embedded images.
 
     core.evaluate already grouped every scored image (``duplicate_of``), so the whole set reuses
@@ -526,43 +524,3 @@ def _known_copies(files: ModelArtifacts, atlas_root: Path, keys: list[str], *, s
         if "duplicate_of" in predictions.columns:
             return predictions.set_index("file")["duplicate_of"].reindex(keys)
     return pd.Series(fracatlas.duplicate_groups(atlas_root, keys), index=keys)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m core.embeddings``: extract, project, find neighbours, audit labels and duplicates."""
-    parser = argparse.ArgumentParser(prog="python -m core.embeddings", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mura-root", required=True, help="the MURA-v1.1 folder (train/ and valid/)")
-    parser.add_argument("--fracatlas-root", required=True, help="the FracAtlas folder core.evaluate scored")
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--projection", choices=("umap", "pca"), default="umap")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=Path("runs/embeddings"),
-                        help="folder for the resumable per-member feature chunks (no pixels)")
-    parser.add_argument("--fracatlas-files", type=Path,
-                        help="a text file naming the FracAtlas files to embed, one a line (default: every scored one)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="forward passes run at once, each on one torch thread (default: one per core)")
-    args = parser.parse_args(argv)
-    from core.data import fracatlas, mura
-    from core.model.registry import load_model
-    from core.predict import configure_threads
-
-    configure_threads(1)  # parallel single-thread workers instead (see extract)
-    loaded = load_model(args.model)
-    files = ModelArtifacts(loaded.directory)
-    atlas_root = fracatlas.resolve_root(args.fracatlas_root)
-    atlas_files = set(args.fracatlas_files.read_text().split()) if args.fracatlas_files else None
-    sets, rows = image_sets(loaded, mura.resolve_root(args.mura_root), atlas_root, atlas_files)
-    started = time.perf_counter()
-    extracted = extract(loaded, sets, args.cache / loaded.name, workers=args.threads)
-    extract_seconds = time.perf_counter() - started
-    embeddings, raw = build(extracted, rows, method=args.projection, seed=args.seed)
-    atlas_keys = embeddings.images.loc[embeddings.images["dataset"] == "fracatlas", "key"].tolist()
-    known = _known_copies(files, atlas_root, atlas_keys, subset=atlas_files is not None)
-    summary = write_cache(files, embeddings, raw, known, extract_seconds=extract_seconds)
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,7 +22,6 @@ ShapleyCAM (second-order gradients) and the slow methods are opt-in (``--methods
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -32,22 +31,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from core.cam.explain import METHODS, Target, explain_grid, shares_a_pass
 from core.data import fracatlas
 from core.data.imaging import RadiographDecodeError, load_radiograph
 from core.eval import localization
-from core.eval.metrics import add_n_boot_argument
-from core.evaluate import REGION_THRESHOLDS
+from core.eval.evaluation import REGION_THRESHOLDS
 from core.model.card import card_thresholds, threshold_for
-from core.model.devices import DeviceError, on_device, resolve_device
-from core.model.registry import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
-from core.model.scale import LOCAL, Engine, ScaleError, add_engine_arguments, engine_from_args, ray_map, received
-from core.predict import configure_threads, predict_images
+from core.model.devices import on_device, resolve_device
+from core.model.prediction import configure_threads, predict_images
+from core.model.registry import LoadedModel, load_model
+from core.model.scale import LOCAL, Engine, ray_map, received
 from core.store import atomic
-from core.store.artifacts import CachedPair, ModelArtifacts, read_pair, report_written, write_pair
+from core.store.artifacts import CachedPair, ModelArtifacts, read_pair, write_pair
 
 __all__ = [
     "DATASET",
@@ -60,7 +57,6 @@ __all__ = [
     "read_cache",
     "summary_of",
     "sweep",
-    "main",
 ]
 
 DATASET = "fracatlas"
@@ -332,32 +328,3 @@ class _SweepActor:
             except (RadiographDecodeError, OSError, ValueError) as exc:
                 out.append({"image": item["file"], "error": str(exc) or type(exc).__name__})
         return pd.DataFrame(out, columns=[*ROW_COLUMNS, "error"])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m core.localize``; returns the exit status (2 on bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m core.localize", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", required=True, help="a FracAtlas folder (the one holding labels.csv)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
-    parser.add_argument("--methods", nargs="+", metavar="METHOD",
-                        help=f"CAM methods (default: every fast one); any of: {', '.join(METHODS)}")
-    parser.add_argument("--layers", nargs="+", metavar="LAYER", help="layer names (default: every named layer)")
-    parser.add_argument("--limit", type=int, help="only the first N outlined images (a quick check)")
-    add_n_boot_argument(parser)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads (1 stays fast when other work shares the machine)")
-    add_engine_arguments(parser, precision=False, workers=False)
-    args = parser.parse_args(argv)
-    configure_threads(args.threads)
-    def write() -> list[Path]:
-        engine = engine_from_args(args)
-        root = fracatlas.resolve_root(args.root)
-        with threadpool_limits(args.threads):  # numpy's SVDs (EigenCAM) stall when over-threaded
-            return sweep(args.model, root, methods=args.methods, layers=args.layers, limit=args.limit,
-                         n_boot=args.n_boot, engine=engine)
-
-    return report_written(write, (fracatlas.FracAtlasError, ModelLoadError, DeviceError, ScaleError, OSError,
-                                  ValueError))
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,7 +22,6 @@ probabilities within 1e-5 of torch's), eager torch with ``--backend torch`` or o
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,23 +34,14 @@ import torch
 from tqdm import tqdm
 
 from core.data import fracatlas, mura
-from core.eval.metrics import DEFAULT_N_BOOT, LEVELS, OVERALL, add_n_boot_argument, summarise
-from core.model.backends import add_backend_argument, batch_predictor, onnx_model_path, resolve_backend
+from core.eval.metrics import DEFAULT_N_BOOT, LEVELS, OVERALL, summarise
+from core.model.backends import batch_predictor, onnx_model_path, resolve_backend
 from core.model.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
-from core.model.devices import DeviceError, autocast, on_device
-from core.model.registry import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
-from core.model.scale import (
-    LOCAL,
-    Decoder,
-    Engine,
-    ScaleError,
-    add_engine_arguments,
-    engine_from_args,
-    local_batches,
-    ray_probabilities,
-)
-from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads
-from core.store.artifacts import ModelArtifacts, check_replacement, report_written, write_evaluation
+from core.model.devices import autocast, on_device
+from core.model.prediction import DEFAULT_BATCH_SIZE
+from core.model.registry import LoadedModel, load_model
+from core.model.scale import LOCAL, Decoder, Engine, local_batches, ray_probabilities
+from core.store.artifacts import ModelArtifacts, check_replacement, write_evaluation
 
 __all__ = [
     "PREDICTION_COLUMNS",
@@ -68,7 +58,6 @@ __all__ = [
     "summarise_trained",
     "evaluate",
     "evaluate_fracatlas",
-    "main",
 ]
 
 PREDICTION_COLUMNS = ["path", "study_type", "patient", "study", "study_path", "label", "probability"]
@@ -319,41 +308,3 @@ def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = DEFAULT_N
         "backend": resolve_backend(engine.backend, engine.device)[0],
     }
     return write_evaluation(files, split, predictions, metrics, force=force)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m core.evaluate``; returns the exit status (2 when the evaluation cannot be written)."""
-    parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=("mura", FRACATLAS), default="mura",
-                        help="mura (default): a split of --mura-root; fracatlas: every image of --root")
-    parser.add_argument("--mura-root", help="the MURA-v1.1 folder (for --dataset mura)")
-    parser.add_argument("--split", choices=mura.SPLITS, default="valid")
-    parser.add_argument("--root", help="a FracAtlas folder holding labels.csv (for --dataset fracatlas)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
-    add_n_boot_argument(parser)
-    parser.add_argument("--force", action="store_true",
-                        help="replace a cached evaluation even when it covers more images than this one")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
-    add_backend_argument(parser)
-    add_engine_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.dataset == FRACATLAS and not args.root:
-        parser.error("--dataset fracatlas needs --root DIR (the folder holding labels.csv)")
-    if args.dataset == "mura" and not args.mura_root:
-        parser.error("--mura-root is required (or use --dataset fracatlas --root DIR)")
-    configure_threads(args.threads)
-
-    def write() -> list[Path]:
-        engine = engine_from_args(args)
-        if args.dataset == FRACATLAS:
-            return evaluate_fracatlas(args.model, fracatlas.resolve_root(args.root), n_boot=args.n_boot,
-                                      batch_size=args.batch_size, force=args.force, engine=engine)
-        return evaluate(args.model, mura.resolve_root(args.mura_root), args.split, n_boot=args.n_boot,
-                        batch_size=args.batch_size, force=args.force, engine=engine)
-
-    return report_written(write, (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, DeviceError,
-                                  ScaleError, OSError, ValueError))
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,7 +23,6 @@ Fitting and its out-of-fold measurement: ``python -m core.scope --mura-root DIR 
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.model.prediction import DEFAULT_BATCH_SIZE, model_inputs
 from core.model.registry import LoadedModel, MeanProbabilityEnsemble, final_linear_name
-from core.predict import DEFAULT_BATCH_SIZE, model_inputs
 from core.store.artifacts import ModelArtifacts, file_version
 
 __all__ = [
@@ -51,7 +50,6 @@ __all__ = [
     "study_scope",
     "SCOPE_TARGETS",
     "target_rows",
-    "main",
 ]
 
 #: A close view of the end of an arm bone: what a wrist, elbow or shoulder radiograph shows, in MURA's own look
@@ -351,14 +349,3 @@ def target_rows(summary: dict) -> list[dict[str, str]]:
         rows.append({"Measure": measure, "Result (95% CI)": result,
                      "Target": "" if target is None else f"≥ {target:g}", "Met": met})
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m core.scope``: fit the head and measure it (core.scoping.fit, which needs scikit-learn)."""
-    from core.scoping.fit import main as fit_main
-
-    return fit_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

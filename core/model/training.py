@@ -14,15 +14,15 @@ and worker count change the speed, not the augmentation drawn.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
+import platform
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,20 +31,20 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from core import predict
 from core.data import fracatlas, mura
 from core.data.augment import AugmentedCanvases, draw_augmentation, load_canvases
 from core.data.preprocess import to_model_input
 from core.data.splits import patient_split, patient_subset, split_groups
 from core.eval.metrics import study_table
-from core.model.card import training_card, write_card
-from core.model.registry import create_model, final_linear_name, get_config, save_checkpoint
+from core.model import prediction as predict
+from core.model.card import NEVER_VALID, kfold_description, subset_counts, write_card
+from core.model.registry import ModelConfig, create_model, final_linear_name, get_config, save_checkpoint
 from core.model.thresholds import holdout_summary
 from core.store import atomic
 from core.store.artifacts import ModelArtifacts
 
-__all__ = ["FRACTURE_HOLDOUT", "RUNTIME_FIELDS", "TrainConfig", "TrainingError", "main", "predict_canvases",
-           "study_batches", "study_type_weights", "train"]
+__all__ = ["FRACTURE_HOLDOUT", "RUNTIME_FIELDS", "TrainConfig", "TrainingError", "predict_canvases",
+           "split_description", "study_batches", "study_type_weights", "train", "training_card"]
 
 
 class TrainingError(Exception):
@@ -521,38 +521,79 @@ def _append_log(path: Path, row: dict, restart: bool) -> None:
         writer.writerow(row)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m core.train``; returns the exit status (2 on bad settings or data)."""
-    parser = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mura-root", required=True)
-    parser.add_argument("--arch", required=True)
-    parser.add_argument("--out", required=True, help="output folder, e.g. runs/fold0")
-    parser.add_argument("--study-types", nargs="+", default=list(TrainConfig.study_types))
-    parser.add_argument("--device", default=TrainConfig.device, help="cpu (default) or a CUDA device, e.g. cuda")
-    for name in ("input_size", "epochs", "batch_size", "seed", "split_seed", "folds", "fold", "threads", "workers"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainConfig, name))
-    for name in ("max_lr", "weight_decay", "label_smoothing", "rotation", "holdout_fraction", "train_fraction"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainConfig, name))
-    parser.add_argument("--duplicates", help="core.embeddings' duplicates.csv: keep patients sharing copies together")
-    parser.add_argument("--fracatlas", help="FracAtlas root: joint training with its upper-limb fracture labels")
-    parser.add_argument("--study-loss", action="store_true",
-                        help="batches of whole studies, loss on each study's mean view probability")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="NHWC tensors: the same training, about 1.45x faster on CPU")
-    parser.add_argument("--no-bf16", dest="bf16", action="store_false",
-                        help="train in fp32 (bf16 autocast is the default: about 3x faster on AVX512-BF16 CPUs)")
-    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
-                        help="random initialisation instead of torchvision's ImageNet weights")
-    args = vars(parser.parse_args(argv))
-    args["study_types"] = tuple(args["study_types"])
-    try:
-        get_config(args["arch"])
-        train(TrainConfig(**args))
-    except Exception as exc:  # noqa: BLE001 - a CLI prints one line, never a traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+def split_description(config: TrainConfig) -> str:
+    """How the holdout was drawn, in the words the model card uses."""
+    if config.folds > 1:
+        split = f"{kfold_description(config.folds, config.split_seed)}, fold {config.fold} held out"
+    else:
+        split = (f"patient-level GroupShuffleSplit, {config.holdout_fraction:.0%} of patients held out, "
+                 f"seed {config.split_seed}")
+    if config.train_fraction < 1:
+        split += f"; fitted on {config.train_fraction:.0%} of the other patients (seeded shuffle)"
+    return f"{split}; {NEVER_VALID}"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _machine_description(config: TrainConfig) -> str:
+    if torch.device(config.device).type == "cuda":
+        return f"{torch.cuda.get_device_name(config.device)} GPU, torch {torch.__version__}"
+    return f"{platform.machine()} CPU, {config.threads} threads, torch {torch.__version__}"
+
+
+def training_card(config: TrainConfig, architecture: ModelConfig, *, name: str, images: pd.DataFrame,
+                  fit: pd.DataFrame, holdout: pd.DataFrame, class_weights: dict[str, tuple[float, float]],
+                  elapsed: float, best_epoch: int, thresholds: dict[str, float],
+                  holdout_metrics: dict[str, dict], fracture_fit: pd.DataFrame | None = None,
+                  fracture_holdout: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The card of one core.train run at its best epoch: data, recipe, holdout metrics and thresholds.
+
+    ``fracture_fit``/``fracture_holdout``: a joint run's FracAtlas rows (its second, unshipped output).
+    """
+    card = {
+        "name": name,
+        "architecture": config.arch,
+        "description": architecture.description,
+        "initialisation": architecture.initialisation if config.pretrained else "random",
+        "input": f"{config.input_size}x{config.input_size} greyscale letterboxed (padding = median border value), "
+                 "copied to 3 channels, normalised as the pretrained weights expect",
+        "output": "one logit; sigmoid = probability the radiograph is abnormal; study = mean of its views",
+        "training_data": {
+            "source": "MURA v1.1 train/ (Stanford AIMI), study types " + ", ".join(config.study_types),
+            "all": subset_counts(images),
+            "fit": subset_counts(fit),
+            "holdout": subset_counts(holdout),
+            "split": split_description(config),
+        },
+        "recipe": {k: v for k, v in asdict(config).items() if k not in ("mura_root", "out", "fracatlas")} | {
+            "optimizer": "AdamW", "schedule": "one-cycle",
+            "loss": ("BCE on each study's mean view probability" if config.study_loss else "BCE on each image")
+                    + ", weighted per study type (MURA paper)",
+            "class_weights": {t: {"abnormal": round(a, 4), "normal": round(n, 4)}
+                              for t, (a, n) in class_weights.items()},
+            "augmentation": f"lateral flip, rotation up to ±{config.rotation:g}°, scale 0.9-1.15, shift ±6%, "
+                            "brightness/contrast ±20%",
+            "test_time_augmentation": "mean of the image and its lateral flip",
+            "selection": "epoch with the best holdout study AUROC",
+        },
+        "training_time_seconds": round(elapsed),
+        "training_machine": _machine_description(config),
+        "best_epoch": best_epoch,
+        "holdout_metrics": holdout_metrics,
+        "thresholds": thresholds,
+        "threshold_rule": "maximise study-level Cohen's kappa on the holdout patients of train/",
+        "tta": True,
+        "limitations": [
+            "Trained only on " + " and ".join(t.removeprefix("XR_").lower() for t in config.study_types)
+            + " radiographs; other body parts are out of distribution.",
+            "MURA's 'abnormal' label includes metal hardware; the model leans on it.",
+            "Research and teaching tool; not a medical device and not for diagnosis.",
+        ],
+    }
+    if fracture_fit is not None and fracture_holdout is not None:
+        card["training_data"]["fracatlas"] = {
+            "source": "FracAtlas upper-limb radiographs (CC BY 4.0), fracture label, on a second output that "
+                      "the checkpoint does not keep",
+            "fit_images": int(len(fracture_fit)), "fit_fractured": int(fracture_fit["label"].sum()),
+            "holdout_images": int(len(fracture_holdout)),
+            "split": "copy groups kept whole, same folds and seed as the MURA split",
+        }
+    return card
