@@ -29,8 +29,8 @@ from torch import nn
 from core.data import mura
 from core.data.imaging import load_radiograph
 from core.model.backends import FusedProbability, OnnxPredictor, onnx_model_path
+from core.model.checkpoint import LoadedModel, load_model
 from core.model.prediction import configure_threads, model_inputs, predict_batch
-from core.model.registry import LoadedModel, load_model
 
 from setup_line import model_bench_parser, setup_line  # bench/ is on sys.path when a bench script runs
 

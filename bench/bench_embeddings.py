@@ -23,8 +23,8 @@ import torch
 from core.data import fracatlas, mura
 from core.data.imaging import load_radiograph
 from core.datamap import embeddings
+from core.model.checkpoint import DEFAULT_MODEL, load_model
 from core.model.prediction import configure_threads, model_inputs
-from core.model.registry import DEFAULT_MODEL, load_model
 from core.scoping.head import network_features
 
 from setup_line import setup_line  # bench/ is on sys.path when a bench script runs

@@ -29,8 +29,8 @@ from core.data import mura
 from core.data.imaging import load_radiograph
 from core.eval.evaluation import predict_split
 from core.model.backends import batch_predictor, onnx_model_path
+from core.model.checkpoint import load_model
 from core.model.prediction import configure_threads, model_inputs
-from core.model.registry import load_model
 from core.model.scale import Engine
 from core.store.artifacts import ModelArtifacts, write_evaluation
 

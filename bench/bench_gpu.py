@@ -25,8 +25,8 @@ import torch
 from core.data import fracatlas, mura
 from core.eval.evaluation import predict_split
 from core.eval.localization_sweep import fractured_images, sweep
+from core.model.checkpoint import DEFAULT_MODEL, load_model
 from core.model.prediction import DEFAULT_BATCH_SIZE
-from core.model.registry import DEFAULT_MODEL, load_model
 from core.model.scale import Engine
 from core.store.artifacts import CARD_FILE, CHECKPOINT_FILE
 

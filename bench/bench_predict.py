@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from core.cam.explain import explain
+from core.model.checkpoint import DEFAULT_MODEL, load_model
 from core.model.prediction import DEFAULT_THREADS, configure_threads, model_inputs, predict_images
-from core.model.registry import DEFAULT_MODEL, load_model
 
 from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
 

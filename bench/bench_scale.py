@@ -18,9 +18,9 @@ import numpy as np
 
 from core.data import mura
 from core.eval.evaluation import predict_split
+from core.model.checkpoint import load_model
 from core.model.devices import on_device, resolve_device
 from core.model.prediction import configure_threads
-from core.model.registry import load_model
 from core.model.scale import Engine, import_ray
 
 from setup_line import model_bench_parser, setup_line  # bench/ is on sys.path when a bench script runs

@@ -30,8 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from core.data.imaging import load_radiograph  # noqa: E402
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel, load_model  # noqa: E402
 from core.model.prediction import predict_images  # noqa: E402
-from core.model.registry import DEFAULT_MODEL, LoadedModel, load_model, weights_dir  # noqa: E402
+from core.store.artifacts import weights_dir  # noqa: E402
 from tests.browser import (  # noqa: E402
     CHROMIUM,
     launch_chromium,

@@ -8,8 +8,8 @@ import os
 
 import torch
 
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel
 from core.model.prediction import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, uses_flip_tta
-from core.model.registry import DEFAULT_MODEL, LoadedModel
 
 
 def setup_line(loaded: LoadedModel) -> str:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from core.datamap.embeddings import build, extract, image_sets, known_copies, write_cache
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts
 
 
@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="forward passes run at once, each on one torch thread (default: one per core)")
     args = parser.parse_args(argv)
     from core.data import fracatlas, mura
+    from core.model.checkpoint import load_model
     from core.model.prediction import configure_threads
-    from core.model.registry import load_model
 
     configure_threads(1)  # parallel single-thread workers instead (see extract)
     loaded = load_model(args.model)

@@ -13,9 +13,10 @@ from pathlib import Path
 from core.cli import add_backend_argument, add_engine_arguments, add_n_boot_argument, engine_from_args
 from core.data import fracatlas, mura
 from core.eval.evaluation import FRACATLAS, evaluate, evaluate_fracatlas
+from core.model.checkpoint import DEFAULT_MODEL
 from core.model.devices import DeviceError
 from core.model.prediction import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, configure_threads
-from core.model.registry import DEFAULT_MODEL, ModelLoadError
+from core.model.registry import ModelLoadError
 from core.model.scale import ScaleError
 from core.store.artifacts import report_written
 

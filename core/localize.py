@@ -16,9 +16,10 @@ from core.cam.explain import METHODS
 from core.cli import add_engine_arguments, add_n_boot_argument, engine_from_args
 from core.data import fracatlas
 from core.eval.localization_sweep import sweep
+from core.model.checkpoint import DEFAULT_MODEL
 from core.model.devices import DeviceError
 from core.model.prediction import configure_threads
-from core.model.registry import DEFAULT_MODEL, ModelLoadError
+from core.model.registry import ModelLoadError
 from core.model.scale import ScaleError
 from core.store.artifacts import report_written
 

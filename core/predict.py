@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.model.registry import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel, load_model
+from core.model.registry import ModelLoadError
 
 if TYPE_CHECKING:
     from core.scoping.head import ScopeAssessment

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from core.eval.report import ReportError, build_report
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from core.store.atomic import AtomicWriteError, write_bytes
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from core.cli import add_n_boot_argument
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from core.scoping.fit import fit_and_measure
 from core.scoping.head import FEATURE_SOURCES
 

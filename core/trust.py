@@ -15,8 +15,9 @@ from threadpoolctl import threadpool_limits
 from core.cli import add_n_boot_argument
 from core.data import fracatlas, mura
 from core.eval.trust import DEFAULT_FRACATLAS_N, DEFAULT_PER_PART, sweep
+from core.model.checkpoint import DEFAULT_MODEL
 from core.model.prediction import configure_threads
-from core.model.registry import DEFAULT_MODEL, ModelLoadError
+from core.model.registry import ModelLoadError
 from core.store.artifacts import report_written
 
 

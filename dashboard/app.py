@@ -25,8 +25,8 @@ if str(PROJECT_ROOT) not in sys.path:
 # through different pages at the same moment deadlocked on its circular imports (two browser tabs at once).
 import core.cam.explain  # noqa: E402, F401
 from core.data import mura  # noqa: E402 - needs the path set above
+from core.model.checkpoint import DEFAULT_MODEL  # noqa: E402
 from core.model.prediction import configure_threads  # noqa: E402
-from core.model.registry import DEFAULT_MODEL  # noqa: E402
 from dashboard import navigation, state  # noqa: E402
 from dashboard.markup import escape_markdown  # noqa: E402
 

@@ -33,7 +33,7 @@ from core.eval import metrics, quiz
 from core.eval.evaluation import FRACATLAS, REGION_LABELS, region_thresholds
 from core.eval.localization import TOLERANCE_PX
 from core.model.card import card_thresholds, trained_study_types
-from core.model.registry import LoadedModel
+from core.model.checkpoint import LoadedModel
 from core.store.artifacts import CachePairError, EvaluationMismatchError, file_version
 from dashboard import localization as accuracy
 from dashboard import state, studies, views

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import streamlit as st
 
-from core.model.registry import LoadedModel
+from core.model.checkpoint import LoadedModel
 from core.scoping.head import ScopeAssessment, ScopeHeadError, assess_images, head_for
 from dashboard import views
 

@@ -26,7 +26,7 @@ import numpy as np
 import streamlit as st
 
 from core.cam.explain import CamCancelled, Explanation, explain, forward_seconds_per_image, images_per_run
-from core.model.registry import LoadedModel
+from core.model.checkpoint import LoadedModel
 
 __all__ = ["SlowRun", "cancel", "estimate_text", "result", "run", "start"]
 

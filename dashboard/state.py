@@ -23,14 +23,8 @@ import streamlit as st
 
 from core.data import mura
 from core.model import card as model_card
-from core.model.registry import (
-    DEFAULT_MODEL,
-    LoadedModel,
-    ModelLoadError,
-    check_model,
-    list_shipped_models,
-    load_model,
-)
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel, check_model, list_shipped_models, load_model
+from core.model.registry import ModelLoadError
 from core.store.artifacts import (
     Evaluation,
     EvaluationMismatchError,

@@ -22,8 +22,8 @@ from core.cam.faithfulness import faithfulness
 from core.cam.figures import MapScale
 from core.cam.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY, colormap_colours, overlay, threshold_mask
 from core.model.card import threshold_for
+from core.model.checkpoint import LoadedModel
 from core.model.prediction import StudyPrediction, predict_images, study_probability
-from core.model.registry import LoadedModel
 from core.store.artifacts import ModelArtifacts, file_version
 from dashboard import navigation, slow_runs, state
 from dashboard.charts import group_label

@@ -15,7 +15,7 @@ from PIL import Image
 from core.data import fracatlas
 from core.eval.evaluation import FRACATLAS, region_thresholds
 from core.eval.metrics import study_table
-from core.model.registry import LoadedModel
+from core.model.checkpoint import LoadedModel
 from core.store.artifacts import EvaluationMismatchError
 from dashboard import data_map, state, studies, views
 from dashboard.charts import group_label

@@ -15,7 +15,7 @@ from core.cam.overlay import threshold_mask
 from core.data import fracatlas
 from core.eval.localization import TOLERANCE_PX
 from core.model.card import trained_study_types
-from core.model.registry import LoadedModel
+from core.model.checkpoint import LoadedModel
 from core.scoping.head import study_scope
 from dashboard import data_map, evaluation, scope_view, slow_runs, state, studies, uploads, views
 from dashboard import localization as accuracy

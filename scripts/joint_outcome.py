@@ -22,7 +22,7 @@ import pandas as pd
 
 from core.eval.comparison import compare_tables, paired_mean_difference
 from core.eval.metrics import DEFAULT_N_BOOT, auroc, bootstrap_ci, study_table
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from core.model.training import FRACTURE_HOLDOUT
 from core.store.artifacts import ModelArtifacts
 

@@ -108,8 +108,8 @@ def main() -> None:
 def _cache_all_mura_train(mura_root: str) -> None:
     """Member-0 features of every MURA train/ humerus and forearm view (D), beside the others."""
     from core.data import mura
+    from core.model.checkpoint import load_model
     from core.model.prediction import configure_threads
-    from core.model.registry import load_model
     from core.scoping.fit import _features_of
 
     root = mura.resolve_root(mura_root)

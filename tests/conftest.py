@@ -20,7 +20,8 @@ from core.data.imaging import load_radiograph
 from core.data.preprocess import letterbox, to_model_input
 from core.eval.evaluation import PREDICTION_COLUMNS
 from core.eval.metrics import summarise
-from core.model.registry import DEFAULT_MODEL, create_model, save_checkpoint
+from core.model.checkpoint import DEFAULT_MODEL, save_checkpoint
+from core.model.registry import create_model
 from tests.fake_mura import make_fake_mura
 from tests.server import RunningDashboard, running_dashboard
 

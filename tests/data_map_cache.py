@@ -13,7 +13,7 @@ import pytest
 
 from core.datamap import embeddings
 from core.eval.evaluation import PREDICTION_COLUMNS
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts
 
 

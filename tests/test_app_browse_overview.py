@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.data import mura
 from core.eval.metrics import study_table
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from dashboard import state
 from dashboard.markup import escape_markdown
 from data_samples import make_mura_index, make_synthetic

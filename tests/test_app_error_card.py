@@ -16,7 +16,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from core.eval import metrics
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from core.scoping.head import target_rows
 from core.store.artifacts import SCOPE_METRICS_FILE, SHIPPED_WEIGHTS_DIR
 from dashboard.charts import CELLS, OVERALL, format_estimate, group_label

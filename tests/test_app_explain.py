@@ -19,8 +19,8 @@ from core.cam.explain import explain
 from core.cam.overlay import threshold_mask
 from core.data import mura
 from core.data.imaging import load_radiograph
+from core.model.checkpoint import DEFAULT_MODEL, load_model
 from core.model.prediction import predict_images
-from core.model.registry import DEFAULT_MODEL, load_model
 from dashboard.uploads import safe_display_name
 from tests.app_pages import assert_clean, start_app, study_probability
 

@@ -12,7 +12,7 @@ import pytest
 
 from core.data import fracatlas
 from core.eval import evaluation as evaluate
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts, read_evaluation, write_evaluation
 from dashboard import state, studies
 from dashboard.charts import TOO_FEW, format_estimate

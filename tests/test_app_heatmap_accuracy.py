@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.eval.localization_sweep import DATASET, read_cache
 from core.localize import main
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts
 from dashboard import localization as accuracy
 from tests.app_pages import assert_clean, open_page

@@ -20,7 +20,7 @@ from core.eval import comparison as compare
 from core.eval import metrics
 from core.eval.metrics import summarise
 from core.model.card import card_thresholds
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from dashboard import model_compare
 from dashboard.charts import group_label
 from dashboard.markup import escape_markdown

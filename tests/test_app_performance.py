@@ -12,7 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.eval import metrics
-from core.model.registry import DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR
 from dashboard.charts import OVERALL, TOO_FEW, group_label, too_few
 from tests.app_pages import open_page
 

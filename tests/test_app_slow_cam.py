@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.cam.explain import explain
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from dashboard import state
 from tests.app_pages import assert_clean, study_probability
 from tests.synthetic import HeldRun, synthetic_radiograph, synthetic_radiograph_png

@@ -10,7 +10,7 @@ import pytest
 
 import core.eval.trust as trust
 from core import trust as trust_cli
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts
 from tests.app_pages import assert_clean, open_page
 from tests.fake_mura import make_fake_mura

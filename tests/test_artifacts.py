@@ -98,7 +98,7 @@ def test_unreadable_metrics_is_one_sentence(tmp_path, metrics_text):
 
 
 def test_shipped_evaluations_are_consistent_pairs():
-    from core.model.registry import list_shipped_models
+    from core.model.checkpoint import list_shipped_models
 
     for model in list_shipped_models():
         evaluation = read_evaluation(ModelArtifacts.of(model), "valid")

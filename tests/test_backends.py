@@ -15,8 +15,9 @@ import pytest
 from core import evaluate as evaluate_cli
 from core.model import backends
 from core.model.backends import batch_predictor, onnx_model_path, resolve_backend
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel
 from core.model.prediction import model_inputs, predict_batch
-from core.model.registry import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, get_config
+from core.model.registry import MeanProbabilityEnsemble, get_config
 from tests.fake_mura import make_fake_mura
 from tests.synthetic import calibrated_mobilenet, synthetic_radiograph
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from core.data.imaging import load_radiograph
+from core.model.checkpoint import DEFAULT_MODEL, load_model
 from core.model.prediction import predict_images
-from core.model.registry import DEFAULT_MODEL, load_model
 from tests.browser import (
     PAGE_FILES,
     current_page_url,

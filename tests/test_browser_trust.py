@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core import trust as trust_cli
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from tests.browser import launch_chromium, open_page, require_chromium, visible_errors
 from tests.fake_mura import make_fake_mura
 from tests.server import REPO_ROOT, RunningDashboard, running_dashboard

@@ -16,7 +16,7 @@ import pytest
 
 from core.eval.metrics import study_table
 from core.model.card import card_thresholds, threshold_for
-from core.model.registry import SHIPPED_WEIGHTS_DIR
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR
 from data_samples import make_mura_index
 
 #: A note's claim about a model's call: "(abnormal|normal) study <model> calls (normal|abnormal)" or

@@ -15,8 +15,8 @@ from core import evaluate as evaluate_cli
 from core.data import fracatlas
 from core.data.imaging import load_radiograph
 from core.eval import evaluation
+from core.model.checkpoint import DEFAULT_MODEL, load_model
 from core.model.prediction import predict_images
-from core.model.registry import DEFAULT_MODEL, load_model
 from core.store.artifacts import ModelArtifacts, read_evaluation
 from tests.fake_fracatlas import FAKE_ROWS, make_fake_fracatlas
 

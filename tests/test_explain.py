@@ -20,7 +20,8 @@ from core.cam.explain import METHODS, explain
 from core.cam.faithfulness import faithfulness
 from core.cam.overlay import COLORMAPS, overlay, threshold_mask
 from core.data.preprocess import letterbox, to_model_input
-from core.model.registry import LoadedModel, ModelConfig, create_model, get_config
+from core.model.checkpoint import LoadedModel
+from core.model.registry import ModelConfig, create_model, get_config
 from tests.synthetic import HeldRun, calibrated_mobilenet
 
 FAST_METHODS = [name for name, info in METHODS.items() if not info.slow]

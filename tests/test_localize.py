@@ -16,7 +16,8 @@ from core.cam.explain import METHODS, explain, explain_grid, shares_a_pass
 from core.eval import localization
 from core.eval.localization_sweep import DATASET, read_cache, read_rows, summary_of
 from core.localize import main
-from core.model.registry import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, get_config
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel
+from core.model.registry import MeanProbabilityEnsemble, get_config
 from core.store.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
 from tests.outlined_fracatlas import make_outlined_fracatlas
 from tests.synthetic import calibrated_mobilenet

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from core.data.imaging import DISPLAY_MAX_SIDE, downsized, load_radiograph
-from core.model.registry import DEFAULT_MODEL, load_model
+from core.model.checkpoint import DEFAULT_MODEL, load_model
 from dashboard import uploads, views
 from tests.app_pages import assert_clean
 from tests.synthetic import png_bytes, synthetic_radiograph

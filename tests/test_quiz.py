@@ -13,7 +13,7 @@ from core.data import fracatlas
 from core.eval import localization, quiz
 from core.eval.evaluation import FRACATLAS, region_thresholds
 from core.model.card import read_card
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts, read_evaluation
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data_samples" / "fracatlas"

@@ -13,7 +13,7 @@ from pypdf import PdfReader
 
 from core import report as report_cli
 from core.eval import metrics, report, trust
-from core.model.registry import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts, read_evaluation
 from dashboard import evaluation
 from tests.app_pages import open_page

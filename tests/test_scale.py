@@ -16,8 +16,8 @@ from core import evaluate as evaluate_cli
 from core import localize as localize_cli
 from core import predict as predict_cli
 from core.eval import localization_sweep
+from core.model.checkpoint import DEFAULT_MODEL
 from core.model.devices import DeviceError, resolve_device
-from core.model.registry import DEFAULT_MODEL
 from core.model.scale import ScaleError, import_ray
 from core.store.artifacts import ModelArtifacts
 from tests.fake_mura import make_fake_mura

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.model.registry import DEFAULT_MODEL, load_model
+from core.model.checkpoint import DEFAULT_MODEL, load_model
 from core.scoping import fit as scope_fit
 from core.scoping import head as scope
 from core.scoping.fit import fit_head

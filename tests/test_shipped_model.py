@@ -17,8 +17,10 @@ from sklearn.metrics import roc_auc_score
 from core.data import mura
 from core.data.imaging import load_radiograph
 from core.eval.metrics import study_table
+from core.model.checkpoint import DEFAULT_MODEL, list_shipped_models, load_model
 from core.model.prediction import predict_images
-from core.model.registry import CARD_FILE, DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR, list_shipped_models, load_model
+from core.model.registry import CARD_FILE
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR
 
 SHIPPED = list_shipped_models(SHIPPED_WEIGHTS_DIR)
 

@@ -15,7 +15,8 @@ import core.eval.trust as trust
 from core import trust as trust_cli
 from core.cam.explain import explain
 from core.data.preprocess import letterbox, to_model_input
-from core.model.registry import DEFAULT_MODEL, LoadedModel, ModelConfig, get_config
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel
+from core.model.registry import ModelConfig, get_config
 from core.store.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
 from tests.fake_mura import make_fake_mura
 from tests.synthetic import calibrated_mobilenet

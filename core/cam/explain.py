@@ -61,7 +61,8 @@ from torch import nn
 
 from core.cam.overlay import resize_heatmap
 from core.data.preprocess import Letterbox, letterbox, to_model_input
-from core.model.registry import LoadedModel, resolve_layer
+from core.model.checkpoint import LoadedModel
+from core.model.registry import resolve_layer
 
 __all__ = [
     "DEFAULT_METHOD",

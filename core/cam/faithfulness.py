@@ -16,7 +16,7 @@ from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostReleva
 from core.cam.explain import ClassProbability, Explanation
 from core.cam.overlay import resize_heatmap
 from core.data.preprocess import letterbox, to_model_input
-from core.model.registry import LoadedModel
+from core.model.checkpoint import LoadedModel
 
 __all__ = ["faithfulness", "ranks"]
 

@@ -43,8 +43,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from core.model.checkpoint import LoadedModel
 from core.model.prediction import DEFAULT_BATCH_SIZE, model_inputs
-from core.model.registry import LoadedModel, MeanProbabilityEnsemble
+from core.model.registry import MeanProbabilityEnsemble
 from core.scoping.head import network_features
 from core.store import atomic
 from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts

@@ -37,9 +37,9 @@ from core.data import fracatlas, mura
 from core.eval.metrics import DEFAULT_N_BOOT, LEVELS, OVERALL, summarise
 from core.model.backends import batch_predictor, onnx_model_path, resolve_backend
 from core.model.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
+from core.model.checkpoint import LoadedModel, load_model
 from core.model.devices import autocast, on_device
 from core.model.prediction import DEFAULT_BATCH_SIZE
-from core.model.registry import LoadedModel, load_model
 from core.model.scale import LOCAL, Decoder, Engine, local_batches, ray_probabilities
 from core.store.artifacts import ModelArtifacts, check_replacement, write_evaluation
 

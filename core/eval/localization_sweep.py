@@ -39,9 +39,9 @@ from core.data.imaging import RadiographDecodeError, load_radiograph
 from core.eval import localization
 from core.eval.evaluation import REGION_THRESHOLDS
 from core.model.card import card_thresholds, threshold_for
+from core.model.checkpoint import LoadedModel, load_model
 from core.model.devices import on_device, resolve_device
 from core.model.prediction import configure_threads, predict_images
-from core.model.registry import LoadedModel, load_model
 from core.model.scale import LOCAL, Engine, ray_map, received
 from core.store import atomic
 from core.store.artifacts import CachedPair, ModelArtifacts, read_pair, write_pair

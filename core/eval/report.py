@@ -38,7 +38,8 @@ from core.eval.evaluation import FRACATLAS, REGION_LABELS
 from core.eval.localization import BASELINES, BRIGHT_BONE, UNIFORM
 from core.eval.metrics import format_interval
 from core.model.card import DEFAULT_THRESHOLD_KEY, ModelCardError, card_thresholds, read_card, trained_study_types
-from core.model.registry import DEFAULT_MODEL, ModelLoadError, get_config
+from core.model.checkpoint import DEFAULT_MODEL
+from core.model.registry import ModelLoadError, get_config
 from core.store.artifacts import (
     EvaluationMismatchError,
     ModelArtifacts,

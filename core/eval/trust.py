@@ -60,7 +60,8 @@ from core.eval import metrics
 from core.eval.localization_sweep import default_methods as localize_default_methods
 from core.eval.localization_sweep import read_cache as read_localization
 from core.model.card import trained_study_types
-from core.model.registry import LoadedModel, MeanProbabilityEnsemble, load_model
+from core.model.checkpoint import LoadedModel, load_model
+from core.model.registry import MeanProbabilityEnsemble
 from core.store import atomic
 from core.store.artifacts import CachedPair, CachePairError, ModelArtifacts, read_pair, write_pair
 

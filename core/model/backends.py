@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.model.registry import LoadedModel, MeanProbabilityEnsemble
+from core.model.checkpoint import LoadedModel
+from core.model.registry import MeanProbabilityEnsemble
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "ONNX_OPSET", "FusedProbability",
            "resolve_backend", "onnx_cache_dir", "onnx_model_path", "OnnxPredictor", "batch_predictor"]

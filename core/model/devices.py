@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import torch
 
-from core.model.registry import LoadedModel
+from core.model.checkpoint import LoadedModel
 
 __all__ = ["DEVICES", "PRECISIONS", "DeviceError", "resolve_device", "on_device",
            "model_device", "autocast"]

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from core.model.card import NEVER_VALID, kfold_description, subset_counts, write_card
-from core.model.registry import load_model, save_ensemble_checkpoint
+from core.model.checkpoint import load_model, save_ensemble_checkpoint
 from core.model.thresholds import holdout_summary
 from core.store import atomic
 from core.store.artifacts import ModelArtifacts

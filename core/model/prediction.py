@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from core.data.preprocess import letterbox, to_model_input
-from core.model.registry import LoadedModel
+from core.model.checkpoint import LoadedModel
 
 if TYPE_CHECKING:
     pass

@@ -29,8 +29,8 @@ from tqdm import tqdm
 from core.data.imaging import load_radiograph
 from core.data.preprocess import letterbox, to_model_input
 from core.model.backends import DEFAULT_BACKEND, OnnxPredictor
+from core.model.checkpoint import LoadedModel
 from core.model.devices import autocast, on_device, resolve_device
-from core.model.registry import LoadedModel
 
 __all__ = ["Engine", "LOCAL", "ScaleError", "Decoder", "local_batches",
            "import_ray", "ray_session", "ray_probabilities", "ray_map", "received"]

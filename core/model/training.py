@@ -38,7 +38,8 @@ from core.data.splits import patient_split, patient_subset, split_groups
 from core.eval.metrics import study_table
 from core.model import prediction as predict
 from core.model.card import NEVER_VALID, kfold_description, subset_counts, write_card
-from core.model.registry import ModelConfig, create_model, final_linear_name, get_config, save_checkpoint
+from core.model.checkpoint import save_checkpoint
+from core.model.registry import ModelConfig, create_model, final_linear_name, get_config
 from core.model.thresholds import holdout_summary
 from core.store import atomic
 from core.store.artifacts import ModelArtifacts

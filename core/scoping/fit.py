@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from core.eval.metrics import auroc, bootstrap_ci, bootstrap_means
-from core.model.registry import LoadedModel
+from core.model.checkpoint import LoadedModel
 from core.scoping.head import (
     IN_SCOPE_STUDY_TYPES,
     JOINT_CLOSE_UP,
@@ -227,8 +227,8 @@ def fit_and_measure(model: str, mura_root: str | Path, fracatlas_root: str | Pat
                     features: str, feature_cache: Path, n_boot: int) -> tuple[dict, ModelArtifacts]:
     """Fit the head, measure it, and write both to the model's folder: (the measurements, the folder's files)."""
     from core.data import fracatlas, mura
+    from core.model.checkpoint import load_model
     from core.model.prediction import configure_threads
-    from core.model.registry import load_model
 
     configure_threads()
     loaded = load_model(model)

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.model.checkpoint import LoadedModel
 from core.model.prediction import DEFAULT_BATCH_SIZE, model_inputs
-from core.model.registry import LoadedModel, MeanProbabilityEnsemble, final_linear_name
+from core.model.registry import MeanProbabilityEnsemble, final_linear_name
 from core.store.artifacts import ModelArtifacts, file_version
 
 __all__ = [
