@@ -11,16 +11,17 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.cli import add_backend_argument, add_device_arguments
+from core.data.imaging import RadiographDecodeError, load_radiograph
+from core.model.backends import batch_predictor, resolve_backend
 from core.model.checkpoint import DEFAULT_MODEL, LoadedModel, load_model
-from core.model.registry import ModelLoadError
-
-if TYPE_CHECKING:
-    from core.scoping.head import ScopeAssessment
+from core.model.devices import DeviceError, autocast, on_device, resolve_device
 from core.model.prediction import DEFAULT_THREADS, StudyPrediction, configure_threads, model_inputs, study_probability
+from core.model.registry import ModelLoadError
+from core.scoping.head import ScopeAssessment, ScopeHeadError, assess_images, head_for, study_scope
 
 
 def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
@@ -96,12 +97,6 @@ def _scope_fields(scopes: Sequence[ScopeAssessment]) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m core.predict``: one JSON line per file (and per study); exit status 2 if a file failed."""
-    from core.cli import add_backend_argument, add_device_arguments
-    from core.data.imaging import RadiographDecodeError, load_radiograph
-    from core.model.backends import batch_predictor, resolve_backend
-    from core.model.devices import DeviceError, autocast, on_device, resolve_device
-    from core.scoping.head import ScopeHeadError, assess_images, head_for, study_scope
-
     parser = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")

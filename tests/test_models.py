@@ -92,9 +92,9 @@ def _write_model(directory: Path, *, thresholds: dict[str, float] | None = None)
     directory.mkdir(parents=True)
     torch.manual_seed(0)
     model = models.create_model("mobilenet_v2")
-    checkpoint.save_checkpoint(directory / models.CHECKPOINT_FILE, model, "mobilenet_v2", 64)
+    checkpoint.save_checkpoint(directory / artifacts.CHECKPOINT_FILE, model, "mobilenet_v2", 64)
     card = {"architecture": "mobilenet_v2", "thresholds": thresholds or {"default": 0.4, "XR_HUMERUS": 0.6}}
-    (directory / models.CARD_FILE).write_text(json.dumps(card))
+    (directory / artifacts.CARD_FILE).write_text(json.dumps(card))
     return model
 
 
@@ -114,7 +114,7 @@ def test_checkpoint_round_trip_with_card(tmp_path: Path) -> None:
 
 def test_missing_card_or_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     _write_model(tmp_path / "tiny")
-    (tmp_path / "tiny" / models.CARD_FILE).unlink()
+    (tmp_path / "tiny" / artifacts.CARD_FILE).unlink()
     with pytest.raises(models.ModelLoadError, match="model card"):
         checkpoint.load_model("tiny", directory=tmp_path)
     with pytest.raises(models.ModelLoadError, match="No checkpoint"):
@@ -188,7 +188,7 @@ DAMAGED_CHECKPOINTS: dict[str, Callable[[Path], None]] = {
 @pytest.mark.parametrize("reader", [checkpoint.load_model, checkpoint.check_model], ids=["load", "check"])
 def test_a_damaged_checkpoint_is_one_sentence_naming_the_file(tmp_path: Path, damage, reader) -> None:
     _write_model(tmp_path / "tiny")
-    damage(tmp_path / "tiny" / models.CHECKPOINT_FILE)
+    damage(tmp_path / "tiny" / artifacts.CHECKPOINT_FILE)
     with pytest.raises(models.ModelLoadError) as raised:
         reader("tiny", directory=tmp_path)
     message = str(raised.value)
@@ -199,7 +199,7 @@ def test_a_damaged_checkpoint_is_one_sentence_naming_the_file(tmp_path: Path, da
 @pytest.mark.parametrize("content", [b"{", b"", b"[]", b"\xff\xfe{}"], ids=["truncated", "empty", "list", "not UTF-8"])
 def test_a_damaged_card_stops_loading_with_its_name(tmp_path: Path, content: bytes) -> None:
     _write_model(tmp_path / "tiny")
-    (tmp_path / "tiny" / models.CARD_FILE).write_bytes(content)
+    (tmp_path / "tiny" / artifacts.CARD_FILE).write_bytes(content)
     for reader in (checkpoint.load_model, checkpoint.check_model):
         with pytest.raises(models.ModelLoadError, match="tiny/model_card.json"):
             reader("tiny", directory=tmp_path)

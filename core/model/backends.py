@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from core.model.checkpoint import LoadedModel
+from core.model.prediction import predict_batch, uses_flip_tta
 from core.model.registry import MeanProbabilityEnsemble
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "ONNX_OPSET", "FusedProbability",
@@ -56,8 +57,6 @@ class FusedProbability(nn.Module):
     @classmethod
     def of(cls, loaded: LoadedModel) -> FusedProbability:
         """The fused module of a loaded model (its members, the card's TTA), in eval mode."""
-        from core.model.prediction import uses_flip_tta
-
         model = loaded.model
         members = list(model.members) if isinstance(model, MeanProbabilityEnsemble) else [model]
         return cls(members, flip_tta=uses_flip_tta(loaded)).eval()
@@ -160,8 +159,6 @@ def batch_predictor(loaded: LoadedModel, backend: str) -> BatchPredictor:
     """The function that turns a prepared batch into probabilities on ``backend`` (already resolved:
     see :func:`resolve_backend`); for onnx, exports the graph if no cached export fits."""
     if backend == "torch":
-        from core.model.prediction import predict_batch
-
         return functools.partial(predict_batch, loaded)
     if backend != "onnx":
         raise ValueError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")

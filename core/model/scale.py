@@ -31,6 +31,7 @@ from core.data.preprocess import letterbox, to_model_input
 from core.model.backends import DEFAULT_BACKEND, OnnxPredictor
 from core.model.checkpoint import LoadedModel
 from core.model.devices import autocast, on_device, resolve_device
+from core.model.prediction import predict_batch
 
 __all__ = ["Engine", "LOCAL", "ScaleError", "Decoder", "local_batches",
            "import_ray", "ray_session", "ray_probabilities", "ray_map", "received"]
@@ -176,8 +177,6 @@ class _Scorer:
     def __init__(self, loaded: Any, decoder: Decoder, device: str, precision: str, threads: int,
                  onnx_model: Any = None) -> None:
         from functools import partial
-
-        from core.model.prediction import predict_batch
 
         torch.set_num_threads(threads)
         self.device = resolve_device(device, precision)
