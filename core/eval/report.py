@@ -59,7 +59,7 @@ __all__ = [
     "build_report",
 ]
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MURA_CREDIT = ("MURA v1.1: Rajpurkar P, Irvin J, Bagul A, et al. MURA: Large Dataset for Abnormality Detection in "
                "Musculoskeletal Radiographs. arXiv:1712.06957 (2017). Stanford AIMI, research use under its own "
                "licence; no MURA image is in this report or the project.")

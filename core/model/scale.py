@@ -139,7 +139,7 @@ def ray_session(engine: Engine) -> Iterator[Any]:
     started = not ray.is_initialized()
     if started:
         # Workers import this package: ship it to a cluster (a local Ray imports it in place).
-        runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]} if engine.ray_address else None
+        runtime_env = {"py_modules": [str(Path(__file__).resolve().parents[1])]} if engine.ray_address else None
         try:
             ray.init(address=engine.ray_address, runtime_env=runtime_env, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)

@@ -87,7 +87,7 @@ __all__ = [
     "write_pair",
 ]
 
-SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 CHECKPOINT_FILE = "checkpoint.pt"
 CARD_FILE = "model_card.json"
 TRAINING_LOG_FILE = "training_log.csv"
