@@ -9,12 +9,10 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
-from core.datamap.embeddings import build, extract, image_sets, known_copies, write_cache
+from core.datamap.embeddings import build_data_map
 from core.model.checkpoint import DEFAULT_MODEL
-from core.store.artifacts import ModelArtifacts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,23 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="forward passes run at once, each on one torch thread (default: one per core)")
     args = parser.parse_args(argv)
-    from core.data import fracatlas, mura
-    from core.model.checkpoint import load_model
-    from core.model.prediction import configure_threads
-
-    configure_threads(1)  # parallel single-thread workers instead (see extract)
-    loaded = load_model(args.model)
-    files = ModelArtifacts(loaded.directory)
-    atlas_root = fracatlas.resolve_root(args.fracatlas_root)
-    atlas_files = set(args.fracatlas_files.read_text().split()) if args.fracatlas_files else None
-    sets, rows = image_sets(loaded, mura.resolve_root(args.mura_root), atlas_root, atlas_files)
-    started = time.perf_counter()
-    extracted = extract(loaded, sets, args.cache / loaded.name, workers=args.threads)
-    extract_seconds = time.perf_counter() - started
-    embeddings, raw = build(extracted, rows, method=args.projection, seed=args.seed)
-    atlas_keys = embeddings.images.loc[embeddings.images["dataset"] == "fracatlas", "key"].tolist()
-    known = known_copies(files, atlas_root, atlas_keys, subset=atlas_files is not None)
-    summary = write_cache(files, embeddings, raw, known, extract_seconds=extract_seconds)
+    summary = build_data_map(args.model, args.mura_root, args.fracatlas_root, projection=args.projection,
+                             seed=args.seed, cache=args.cache, fracatlas_files=args.fracatlas_files,
+                             workers=args.threads)
     print(json.dumps(summary, indent=2))
     return 0
 

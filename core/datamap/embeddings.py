@@ -53,7 +53,6 @@ from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts
 __all__ = [
     "DATASETS",
     "NEIGHBOURS",
-    "known_copies",
     "ImageSet",
     "Embeddings",
     "train_folds",
@@ -66,6 +65,7 @@ __all__ = [
     "study_table",
     "nearest_studies",
     "build",
+    "build_data_map",
     "label_issue_table",
     "write_cache",
     "save",
@@ -511,7 +511,7 @@ def write_cache(files: ModelArtifacts, embeddings: Embeddings, raw: np.ndarray, 
     return summary
 
 
-def known_copies(files: ModelArtifacts, atlas_root: Path, keys: list[str], *, subset: bool) -> pd.Series:
+def _known_copies(files: ModelArtifacts, atlas_root: Path, keys: list[str], *, subset: bool) -> pd.Series:
     """FracAtlas's own copy groups (file -> first file of its copies) of the embedded images.
 
     core.evaluate already grouped every scored image (``duplicate_of``), so the whole set reuses
@@ -525,3 +525,26 @@ def known_copies(files: ModelArtifacts, atlas_root: Path, keys: list[str], *, su
         if "duplicate_of" in predictions.columns:
             return predictions.set_index("file")["duplicate_of"].reindex(keys)
     return pd.Series(fracatlas.duplicate_groups(atlas_root, keys), index=keys)
+
+
+def build_data_map(model: str, mura_root: str | Path, fracatlas_root: str | Path, *, projection: str, seed: int,
+                   cache: Path, fracatlas_files: Path | None, workers: int) -> dict:
+    """Extract, project, find neighbours, audit labels and duplicates, and write the model's data-map
+    cache; returns its summary."""
+    from core.data import fracatlas, mura
+    from core.model.checkpoint import load_model
+    from core.model.prediction import configure_threads
+
+    configure_threads(1)  # parallel single-thread workers instead (see extract)
+    loaded = load_model(model)
+    files = ModelArtifacts(loaded.directory)
+    atlas_root = fracatlas.resolve_root(fracatlas_root)
+    atlas_files = set(fracatlas_files.read_text().split()) if fracatlas_files else None
+    sets, rows = image_sets(loaded, mura.resolve_root(mura_root), atlas_root, atlas_files)
+    started = time.perf_counter()
+    extracted = extract(loaded, sets, cache / loaded.name, workers=workers)
+    extract_seconds = time.perf_counter() - started
+    embeddings, raw = build(extracted, rows, method=projection, seed=seed)
+    atlas_keys = embeddings.images.loc[embeddings.images["dataset"] == "fracatlas", "key"].tolist()
+    known = _known_copies(files, atlas_root, atlas_keys, subset=atlas_files is not None)
+    return write_cache(files, embeddings, raw, known, extract_seconds=extract_seconds)
