@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from core.data.preprocess import border_fill_value, letterbox
 
-__all__ = ["Augmentation", "AugmentedCanvases", "augment", "draw_augmentation", "load_canvases"]
+__all__ = ["Augmentation", "AugmentedCanvases", "augment", "draw_augmentation", "load_canvases", "warp"]
 
 
 def load_canvases(files: list[Path], size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,11 +56,12 @@ def draw_augmentation(rng: random.Random, rotation: float, size: int) -> Augment
     return Augmentation(flip, angle, translate, scale, rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2))
 
 
-def augment(canvas: torch.Tensor, fill: float, draw: Augmentation) -> torch.Tensor:
-    """Apply one draw to a uint8 canvas; the rotated-in corners take the letterbox fill value."""
+def warp(canvas: torch.Tensor, fill: float, draw: Augmentation) -> torch.Tensor:
+    """The geometric part of one draw (flip, rotation, shift, scale): what an outline mask of the
+    image must follow too. Rotated-in corners take ``fill``."""
     if draw.flip:
         canvas = TF.horizontal_flip(canvas)
-    canvas = TF.affine(
+    return TF.affine(
         canvas,
         angle=draw.angle,
         translate=list(draw.translate),
@@ -69,7 +70,11 @@ def augment(canvas: torch.Tensor, fill: float, draw: Augmentation) -> torch.Tens
         interpolation=TF.InterpolationMode.BILINEAR,
         fill=[fill],
     )
-    canvas = TF.adjust_brightness(canvas, draw.brightness)
+
+
+def augment(canvas: torch.Tensor, fill: float, draw: Augmentation) -> torch.Tensor:
+    """Apply one draw to a uint8 canvas; the rotated-in corners take the letterbox fill value."""
+    canvas = TF.adjust_brightness(warp(canvas, fill, draw), draw.brightness)
     return TF.adjust_contrast(canvas, draw.contrast)
 
 
