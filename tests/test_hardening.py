@@ -28,7 +28,7 @@ from core.cam.explain import explain
 from core.data.imaging import load_radiograph
 from core.model.checkpoint import DEFAULT_MODEL, load_model
 from core.model.prediction import predict_images
-from core.model.registry import CARD_FILE, CHECKPOINT_FILE
+from core.store.artifacts import CARD_FILE, CHECKPOINT_FILE
 from tests.app_pages import study_probability
 from tests.bad_inputs import BadInput, corpus, phantom
 from tests.fake_mura import make_fake_mura

@@ -19,8 +19,7 @@ from core.data.imaging import load_radiograph
 from core.eval.metrics import study_table
 from core.model.checkpoint import DEFAULT_MODEL, list_shipped_models, load_model
 from core.model.prediction import predict_images
-from core.model.registry import CARD_FILE
-from core.store.artifacts import SHIPPED_WEIGHTS_DIR
+from core.store.artifacts import CARD_FILE, SHIPPED_WEIGHTS_DIR
 
 SHIPPED = list_shipped_models(SHIPPED_WEIGHTS_DIR)
 

@@ -33,9 +33,16 @@ from core.model import training as train_cli
 from core.model.card import read_card, subset_counts
 from core.model.checkpoint import load_model
 from core.model.prediction import predict_images, predict_study, study_probability
-from core.model.registry import CARD_FILE, CHECKPOINT_FILE, create_model
+from core.model.registry import create_model
 from core.model.thresholds import choose_threshold, holdout_summary
-from core.store.artifacts import TRAIN_STATE_FILE, TRAINING_LOG_FILE, ModelArtifacts, read_evaluation
+from core.store.artifacts import (
+    CARD_FILE,
+    CHECKPOINT_FILE,
+    TRAIN_STATE_FILE,
+    TRAINING_LOG_FILE,
+    ModelArtifacts,
+    read_evaluation,
+)
 from tests.fake_fracatlas import FAKE_ROWS, make_fake_fracatlas
 from tests.fake_mura import make_fake_mura
 
@@ -473,7 +480,8 @@ def test_ensemble_cams_reach_every_member(tmp_path: Path) -> None:
 
     from core.cam.explain import METHODS, explain
     from core.model.checkpoint import save_ensemble_checkpoint
-    from core.model.registry import CARD_FILE, CHECKPOINT_FILE, create_model
+    from core.model.registry import create_model
+    from core.store.artifacts import CARD_FILE, CHECKPOINT_FILE
 
     torch.manual_seed(0)
     members = [create_model("mobilenet_v2") for _ in range(2)]
