@@ -14,7 +14,7 @@ import pytest
 from core import evaluate as evaluate_cli
 from core.data import fracatlas
 from core.data.imaging import load_radiograph
-from core.eval import evaluation
+from core.eval import evaluation as evaluation_lib
 from core.model.checkpoint import DEFAULT_MODEL, load_model
 from core.model.prediction import predict_images
 from core.store.artifacts import ModelArtifacts, read_evaluation
@@ -45,7 +45,7 @@ def test_fracatlas_evaluation_on_a_synthetic_root(tmp_path: Path, model_weights:
     files = ModelArtifacts.of(DEFAULT_MODEL)
     evaluation = read_evaluation(files, "fracatlas")
     predictions, metrics = evaluation.predictions, evaluation.metrics
-    assert list(predictions.columns) == evaluation.FRACATLAS_COLUMNS
+    assert list(predictions.columns) == evaluation_lib.FRACATLAS_COLUMNS
     assert len(predictions) == len(FAKE_ROWS)
     # Each region is judged at the card's threshold named for it; leg/hip at none.
     card = json.loads(files.card.read_text())["thresholds"]
@@ -101,7 +101,7 @@ def test_summary_keeps_hardware_apart_and_leg_out_of_scope() -> None:
         "probability": [0.9, 0.7, 0.2, 0.6, 0.95, 0.8, 0.5, 0.1],
     })
     rows["duplicate_of"] = rows["file"]
-    summary = evaluation.summarise_fracatlas(rows, {"hand": 0.5, "shoulder": 0.5, "hand+shoulder": 0.5},
+    summary = evaluation_lib.summarise_fracatlas(rows, {"hand": 0.5, "shoulder": 0.5, "hand+shoulder": 0.5},
                                                n_boot=20)
     assert summary["label"] == "fracture"
     # Without hardware: fractures 0.9, 0.7 above every non-fracture (0.2, 0.6): AUROC 1.
@@ -152,6 +152,6 @@ def test_shipped_fracatlas_caches_agree_with_their_rows() -> None:
         upper = predictions[predictions["upper_limb"].astype(bool)]
         assert metrics["all"]["overall"]["auroc"]["point"] == pytest.approx(
             roc_auc_score(upper["fractured"], upper["probability"]))
-        expected = upper["region"].map(evaluation.region_thresholds(json.loads(files.card.read_text())))
+        expected = upper["region"].map(evaluation_lib.region_thresholds(json.loads(files.card.read_text())))
         assert np.allclose(upper["threshold"], expected)
         assert samples <= set(predictions["file"])

@@ -26,10 +26,11 @@ from sklearn.metrics import roc_auc_score
 
 from core import evaluate as evaluate_cli
 from core import predict as predict_cli
+from core import train as train_cli
 from core.data import mura
 from core.data.splits import patient_split, patient_subset
 from core.eval import evaluation
-from core.model import training as train_cli
+from core.model import training
 from core.model.card import read_card, subset_counts
 from core.model.checkpoint import load_model
 from core.model.prediction import predict_images, predict_study, study_probability
@@ -153,10 +154,10 @@ def test_resuming_with_another_recipe_is_one_line_and_status_2(fake_root: Path, 
     out = tmp_path / "changed"
     assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY]) == 0
     capsys.readouterr()
-    config = train_cli.TrainConfig(mura_root=str(fake_root), arch="mobilenet_v2", out=str(out), epochs=1,
+    config = training.TrainConfig(mura_root=str(fake_root), arch="mobilenet_v2", out=str(out), epochs=1,
                                    input_size=32, max_lr=0.5, pretrained=False, bf16=False, threads=1)
-    with pytest.raises(train_cli.TrainingError, match="other settings"):
-        train_cli.train(config)
+    with pytest.raises(training.TrainingError, match="other settings"):
+        training.train(config)
     assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY,
                            "--max-lr", "0.5"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
@@ -165,7 +166,7 @@ def test_resuming_with_another_recipe_is_one_line_and_status_2(fake_root: Path, 
 
 def test_study_batches_keep_every_study_whole() -> None:
     studies = [f"s{i // 3 if i < 30 else i}" for i in range(45)]  # 10 studies of 3 views, 15 of 1
-    batches = train_cli.study_batches(studies, 8, torch.Generator().manual_seed(0))
+    batches = training.study_batches(studies, 8, torch.Generator().manual_seed(0))
     rows = [row for batch in batches for row in batch]
     assert sorted(rows) == list(range(45))
     for batch in batches:
@@ -173,7 +174,7 @@ def test_study_batches_keep_every_study_whole() -> None:
         for row in batch:
             assert all(other in batch for other in range(45) if studies[other] == studies[row])
     # The plan depends on the generator alone, so a resumed run draws the same one.
-    assert batches == train_cli.study_batches(studies, 8, torch.Generator().manual_seed(0))
+    assert batches == training.study_batches(studies, 8, torch.Generator().manual_seed(0))
 
 
 def test_study_loss_is_weighted_bce_on_mean_view_probabilities() -> None:
@@ -184,7 +185,7 @@ def test_study_loss_is_weighted_bce_on_mean_view_probabilities() -> None:
     p7 = torch.sigmoid(logits[[0, 1, 3]]).mean()
     p3 = torch.sigmoid(logits[2])
     expected = -(0.4 * torch.log(p7) + 0.6 * torch.log(1 - p3)) / 2
-    torch.testing.assert_close(train_cli._study_loss(logits, targets, weights, codes), expected)
+    torch.testing.assert_close(training._study_loss(logits, targets, weights, codes), expected)
 
 
 def test_training_with_the_study_loss(fake_root: Path, tmp_path: Path) -> None:
@@ -521,11 +522,11 @@ def test_a_fracture_output_leaves_the_mura_output_as_it_was() -> None:
     model = create_model("mobilenet_v2").eval()
     batch = torch.rand(3, 3, 32, 32)
     before = model(batch)
-    joint = train_cli._with_fracture_output(model)
+    joint = training._with_fracture_output(model)
     both = joint(batch)
     assert both.shape == (3, 2)
     torch.testing.assert_close(both[:, :1], before)
-    torch.testing.assert_close(train_cli._mura_model(joint, "mobilenet_v2").eval()(batch), before)
+    torch.testing.assert_close(training._mura_model(joint, "mobilenet_v2").eval()(batch), before)
 
 
 def test_joint_training_with_fracatlas(fake_root: Path, tmp_path: Path) -> None:
@@ -537,7 +538,7 @@ def test_joint_training_with_fracatlas(fake_root: Path, tmp_path: Path) -> None:
     assert "holdout_fracture_auroc" in pd.read_csv(out / TRAINING_LOG_FILE).columns
     loaded = load_model("joint", directory=tmp_path)
     assert loaded.model(torch.rand(2, 3, 32, 32)).shape == (2, 1)
-    held = pd.read_csv(ModelArtifacts(out).predictions(train_cli.FRACTURE_HOLDOUT))
+    held = pd.read_csv(ModelArtifacts(out).predictions(training.FRACTURE_HOLDOUT))
     assert not held["region"].eq("leg/hip").any() and held["probability"].between(0, 1).all()
     # The one radiograph FracAtlas stores twice (the last two rows) is held out together or fitted together.
     copies = [f"images/IMG{i:07d}.jpg" for i in (len(FAKE_ROWS) - 1, len(FAKE_ROWS))]
@@ -550,7 +551,7 @@ def test_joint_training_with_fracatlas(fake_root: Path, tmp_path: Path) -> None:
 
 def test_joint_training_refuses_the_study_loss(fake_root: Path, tmp_path: Path) -> None:
     atlas = make_fake_fracatlas(tmp_path / "fracatlas")
-    config = train_cli.TrainConfig(mura_root=str(fake_root), arch="mobilenet_v2", out=str(tmp_path / "x"),
+    config = training.TrainConfig(mura_root=str(fake_root), arch="mobilenet_v2", out=str(tmp_path / "x"),
                                    fracatlas=str(atlas), study_loss=True)
-    with pytest.raises(train_cli.TrainingError, match="study-loss"):
-        train_cli.train(config)
+    with pytest.raises(training.TrainingError, match="study-loss"):
+        training.train(config)
