@@ -3,7 +3,7 @@ batching, torch.compile and ONNX Runtime, on the same decoded images in one run.
 
     python bench/bench_backends.py --mura-root PATH [--model NAME] [--limit 48] [--rounds 3]
 
-Every variant computes what core.predict.predict_batch computes (flip TTA, mean of the members'
+Every variant computes what core.model.prediction.predict_batch computes (flip TTA, mean of the members'
 probabilities) on the same batches of pre-decoded images at the same batch size and thread count.
 The variants run in interleaved rounds (A B C ... A B C ...) so that load from other work on the
 machine falls on all of them alike; each variant's figure is its median round. Prints images/s,

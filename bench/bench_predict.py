@@ -4,7 +4,7 @@
 
 The floor is one forward and one backward pass of the same network with the input requiring a
 gradient and the weights frozen (what any gradient CAM must at least do). The measured path is
-what the Explain page runs for a new upload: core.predict.predict_images (with the model card's
+what the Explain page runs for a new upload: core.model.prediction.predict_images (with the model card's
 flip TTA) then core.cam.explain.explain with GradCAM on the default layer, each including letterbox
 and normalisation. Runs alternate so both see the same machine load; medians are printed.
 """

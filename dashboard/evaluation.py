@@ -2,7 +2,7 @@
 and the operating-point controls (thresholds) that both pages read.
 
 An evaluation is named by its dataset: MURA ``valid`` (core.evaluate's default) or ``fracatlas``
-(external; its upper-limb images in one of core.evaluate.FRACATLAS_STRATA, in core.eval.metrics' shape:
+(external; its upper-limb images in one of core.eval.evaluation.FRACATLAS_STRATA, in core.eval.metrics' shape:
 region as the group, fracture as the label, copies of one radiograph as one "study").
 
 Everything here works on the predictions core.evaluate cached: no model runs. What does not depend
@@ -113,7 +113,7 @@ def cached_metrics(model: str, dataset: str = MURA_VALID, stratum: str = "all") 
 
 
 def fracatlas_threshold_defaults(card: Mapping | None) -> dict[str, float]:
-    """The card's threshold for each FracAtlas region (core.evaluate.REGION_THRESHOLDS), plus "default"."""
+    """The card's threshold for each FracAtlas region (core.eval.evaluation.REGION_THRESHOLDS), plus "default"."""
     return region_thresholds(dict(card or {})) | {_OTHER: card_thresholds(card)[_OTHER]}
 
 

@@ -2,7 +2,7 @@
 outlines drawn over a CAM, and one view's scores computed live.
 
 The ranking, chance levels and per-image scores come from the cache that ``python -m
-core.localize`` wrote (:func:`core.localize.read_cache`); nothing here recomputes them. Images
+core.localize`` wrote (:func:`core.eval.localization_sweep.read_cache`); nothing here recomputes them. Images
 are read from a FracAtlas folder: ``data_samples/fracatlas`` when the project ships samples, or
 a folder the user names (``FRACATLAS_ROOT`` by default).
 """

@@ -99,7 +99,7 @@ def _fracatlas_title(row: object) -> str:
 
 
 def region_study_type(region: str) -> str | None:
-    """The MURA body part whose threshold judges a FracAtlas region (core.evaluate.REGION_THRESHOLDS);
+    """The MURA body part whose threshold judges a FracAtlas region (core.eval.evaluation.REGION_THRESHOLDS);
     None for the card's default threshold (whole arm) or no trained part at all (leg/hip)."""
     key = REGION_THRESHOLDS.get(region)
     return key if key and key.startswith("XR_") else None

@@ -1,7 +1,7 @@
 """Can the heat maps be trusted? The cached sanity checks and faithfulness of each CAM method as a
 scorecard with a plain verdict, the randomisation cascade, and how far the metrics' rankings agree.
 
-Everything comes from the cache ``python -m core.trust`` wrote (:func:`core.trust.read_cache`);
+Everything comes from the cache ``python -m core.trust`` wrote (:func:`core.eval.trust.read_cache`);
 nothing here runs a model.
 """
 

@@ -29,7 +29,7 @@ PAPER_KAPPA = {
     "XR_FOREARM": {"radiologists": (0.796, 0.802, 0.798), "model": 0.737},
     "XR_HUMERUS": {"radiologists": (0.867, 0.733, 0.933), "model": 0.600},
 }
-#: The pooled row: the body parts the model was trained on (core.evaluate.summarise_trained).
+#: The pooled row: the body parts the model was trained on (core.eval.evaluation.summarise_trained).
 TRAINED_POOL = "All trained body parts"
 HELP = {
     "P(abnormal)": "The model's probability that a radiograph is abnormal (fracture, hardware, arthritis, lesion...). "

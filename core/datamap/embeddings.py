@@ -139,7 +139,7 @@ def extract(loaded: LoadedModel, image_sets: Sequence[ImageSet], cache: Path, *,
 
     Speed (the forwards are nearly all of the time): with ``prefetch`` one background thread decodes,
     hashes and letterboxes the next chunk while the members run on this one; ``workers`` threads run
-    batches of a chunk at once, each on its own copy of the members (core.scope.network_features hooks
+    batches of a chunk at once, each on its own copy of the members (core.scoping.head.network_features hooks
     the module it is given, so two threads must not share one) and one torch thread. On two cores two
     single-thread workers beat one two-thread forward, and far more so when other processes share the
     cores (torch's intra-op threads then wait on each other). Batches and their order are the same

@@ -158,7 +158,7 @@ def fracatlas_cases(images: pd.DataFrame, outline_shares: Mapping[str, float], t
 
     ``outline_shares`` maps an outlined file to the share of its pixels inside the expert outlines
     (:func:`outline_share`); ``thresholds`` the card's
-    threshold per region (core.evaluate.region_thresholds); ``cached`` the model's cached FracAtlas
+    threshold per region (core.eval.evaluation.region_thresholds); ``cached`` the model's cached FracAtlas
     predictions (``file``, ``probability``), whose rows give ``probability`` and the ``model wrong`` tag.
     Leg/hip is left out: the model has no threshold there, so it can be neither right nor wrong.
     """

@@ -47,7 +47,7 @@ class FusedProbability(nn.Module):
     """P(abnormal) as one module, what the ONNX export sees: each member runs once on the batch and
     (with flip TTA) its mirror stacked together, 4 forwards of 2N instead of 8 of N; the result is
     the mean of the members' sigmoids, averaged over each image and its mirror (what
-    core.predict.probabilities computes, without the ensemble's logit round trip)."""
+    core.model.prediction.probabilities computes, without the ensemble's logit round trip)."""
 
     def __init__(self, members: list[nn.Module], *, flip_tta: bool) -> None:
         super().__init__()
@@ -132,7 +132,7 @@ def onnx_model_path(loaded: LoadedModel, cache_dir: Path | None = None) -> Path:
 
 class OnnxPredictor:
     """An ONNX Runtime session (CPU provider) of a fused probability graph, called like
-    core.predict.predict_batch: a prepared (N, 3, S, S) batch in, (N,) float64 probabilities out."""
+    core.model.prediction.predict_batch: a prepared (N, 3, S, S) batch in, (N,) float64 probabilities out."""
 
     def __init__(self, model: Path | bytes, threads: int | None = None) -> None:
         import onnxruntime as ort

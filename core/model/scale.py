@@ -71,7 +71,7 @@ LOCAL = Engine()
 
 @dataclass(frozen=True)
 class Decoder:
-    """Files -> letterboxed uint8 canvases -> the model's input: core.predict.model_inputs for
+    """Files -> letterboxed uint8 canvases -> the model's input: core.model.prediction.model_inputs for
     files, picklable so DataLoader workers and Ray tasks run the very same steps."""
 
     root: Path
