@@ -16,13 +16,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from core import atomic, fracture_split
-from core.artifacts import ModelArtifacts
-from core.card import read_card, write_card
+from core import fracture_split
+from core.eval.metrics import auroc
 from core.fracture_net import BRANCH_FIRST_BLOCK, BRANCH_LAST_BLOCK, TwoOutputNet
-from core.metrics import auroc
-from core.models import save_ensemble_checkpoint
-from core.thresholds import choose_threshold
+from core.model.card import read_card, write_card
+from core.model.checkpoint import save_ensemble_checkpoint
+from core.model.thresholds import choose_threshold
+from core.store import atomic
+from core.store.artifacts import ModelArtifacts
 from core.train_fracture import FractureConfig, branch_file, load_member, oof_file
 
 __all__ = ["FRACTURE_ARCH", "FRACTURE_OOF", "assemble", "fracture_card"]

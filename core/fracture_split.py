@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from core import fracatlas
+from core.data import fracatlas
 
 __all__ = ["SPLIT_FILE", "TEST", "OUT_OF_SCOPE", "SplitError", "fold_name", "make_split", "read_split",
            "trained_on", "training_rows"]

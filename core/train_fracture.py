@@ -29,11 +29,15 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from core import atomic, fracatlas, fracture_split
-from core.augment import augment, draw_augmentation, warp
+from core import fracture_split
+from core.data import fracatlas
+from core.data.augment import augment, draw_augmentation, warp
+from core.data.preprocess import border_fill_value, letterbox, to_model_input
 from core.fracture_net import TwoOutputNet, lse_pool, outline_loss
-from core.models import DEFAULT_MODEL, create_model, get_config, weights_dir
-from core.preprocess import border_fill_value, letterbox, to_model_input
+from core.model.checkpoint import DEFAULT_MODEL
+from core.model.registry import create_model, get_config
+from core.store import atomic
+from core.store.artifacts import weights_dir
 
 __all__ = ["CANDIDATES", "FractureConfig", "branch_file", "load_member", "main", "oof_file", "train_fold"]
 

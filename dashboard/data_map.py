@@ -17,10 +17,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import embeddings as core_embeddings
-from core.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
-from core.card import FRACATLAS_LABEL, MURA_LABEL, card_thresholds, out_of_scope_reason, threshold_for
-from core.evaluate import REGION_LABELS
+from core.datamap import embeddings as core_embeddings
+from core.eval.evaluation import REGION_LABELS
+from core.model.card import FRACATLAS_LABEL, MURA_LABEL, card_thresholds, out_of_scope_reason, threshold_for
+from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
 from dashboard import localization, state, studies, views
 
 __all__ = [
@@ -55,7 +55,7 @@ _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#
 _FIXED_COLOURS = {"TP": "#2ca02c", "TN": "#1f77b4", "FP": "#ff7f0e", "FN": "#d62728", "abnormal": "#d62728",
                   "normal": "#1f77b4", "fracture": "#ff7f0e", "no fracture": "#17becf",
                   "called abnormal": "#d62728", "called normal": "#1f77b4", "n/a": "#c7c7c7"}
-#: The call and error type of an image the model is not scored on (core.card.out_of_scope_reason).
+#: The call and error type of an image the model is not scored on (core.model.card.out_of_scope_reason).
 NOT_SCORED = "out of scope (not scored)"
 _FIXED_COLOURS[NOT_SCORED] = "#c7c7c7"
 

@@ -2,7 +2,7 @@
 outlines drawn over a CAM, and one view's scores computed live.
 
 The ranking, chance levels and per-image scores come from the cache that ``python -m
-core.localize`` wrote (:func:`core.localize.read_cache`); nothing here recomputes them. Images
+core.localize`` wrote (:func:`core.eval.localization_sweep.read_cache`); nothing here recomputes them. Images
 are read from a FracAtlas folder: ``data_samples/fracatlas`` when the project ships samples, or
 a folder the user names (``FRACATLAS_ROOT`` by default).
 """
@@ -19,12 +19,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import fracatlas, localization
-from core.artifacts import CachedPair, ModelArtifacts, file_version
-from core.card import FRACATLAS_LABEL, out_of_scope_reason
-from core.imaging import RadiographDecodeError, load_radiograph
-from core.localization import BRIGHT_BONE, UNIFORM
-from core.localize import DATASET, read_cache
+from core.data import fracatlas
+from core.data.imaging import RadiographDecodeError, load_radiograph
+from core.eval import localization
+from core.eval.localization import BRIGHT_BONE, UNIFORM
+from core.eval.localization_sweep import DATASET, read_cache
+from core.model.card import FRACATLAS_LABEL, out_of_scope_reason
+from core.store.artifacts import CachedPair, ModelArtifacts, file_version
 from dashboard.charts import format_interval
 
 __all__ = [
@@ -75,13 +76,13 @@ def _coinciding(directory: str, rows_version: int, summary_version: int) -> list
 
 
 def coinciding(model: str) -> list[tuple[str, tuple[str, ...]]]:
-    """core.localization.coinciding_maps of the model's cached sweep (once per cache version)."""
+    """core.eval.localization.coinciding_maps of the model's cached sweep (once per cache version)."""
     files = ModelArtifacts.of(model)
     return _coinciding(str(files.directory), file_version(files.localization(DATASET)),
                        file_version(files.localization_summary(DATASET)))
 
 
-#: Why coinciding methods give one map (core.localization.coinciding_maps), in words for the page.
+#: Why coinciding methods give one map (core.eval.localization.coinciding_maps), in words for the page.
 COINCIDING_WHY = (
     "At a layer followed only by global average pooling and a linear layer (the head conv here), the "
     "logit's gradient is the same at every position of a channel (its weight over the number of positions). "
@@ -117,9 +118,9 @@ def ranking(summary: dict, metric: str, *, sanity: Mapping[tuple[str, str], str]
 
     Columns: map, method, layer, n_images, the metric's point/low/high, its paired difference from the
     uniform map (diff, diff_low, diff_high; the chance level a map must beat) and beats_uniform, the same
-    against the bright-bone map (bright_diff..., beats_bright_bone), and ``sanity`` (core.trust.sanity_by_map:
+    against the bright-bone map (bright_diff..., beats_bright_bone), and ``sanity`` (core.eval.trust.sanity_by_map:
     passes / fails / unclear / NOT_CHECKED). Methods in one set of ``same``
-    (core.localization.coinciding_maps) are one map: a single row named "A = B = C · layer".
+    (core.eval.localization.coinciding_maps) are one map: a single row named "A = B = C · layer".
     """
     merged = {(layer, method): methods for layer, methods in same for method in methods}
     records = []
@@ -219,13 +220,13 @@ def verdict(table: pd.DataFrame, metric: str) -> tuple[bool, str]:
     return beats, sentence
 
 
-#: ``model`` of a row the model is not scored on (core.card.out_of_scope_reason).
+#: ``model`` of a row the model is not scored on (core.model.card.out_of_scope_reason).
 NOT_SCORED = "not scored"
 
 
 def with_outcomes(rows: pd.DataFrame, card: Mapping | None = None) -> pd.DataFrame:
     """Rows with ``outcome`` (hit/miss) and ``model``: right/wrong (P >= the card's threshold against the
-    fracture label) where core.card.out_of_scope_reason scores the model on FracAtlas's fracture label,
+    fracture label) where core.model.card.out_of_scope_reason scores the model on FracAtlas's fracture label,
     else NOT_SCORED (a model without a fracture output is never right or wrong about a fracture)."""
     scored = rows["region"].map(lambda region: out_of_scope_reason(card or {}, str(region), FRACATLAS_LABEL) is None)
     call = np.where(rows["probability"] >= rows["threshold"], "right", "wrong")  # every row is a fracture

@@ -12,12 +12,12 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core import fracatlas
-from core.artifacts import EvaluationMismatchError
-from core.card import FRACATLAS_LABEL, MURA_LABEL, out_of_scope_reason, threshold_for
-from core.evaluate import FRACATLAS, region_thresholds
-from core.metrics import study_table
-from core.models import LoadedModel
+from core.data import fracatlas
+from core.eval.evaluation import FRACATLAS, region_thresholds
+from core.eval.metrics import study_table
+from core.model.card import FRACATLAS_LABEL, MURA_LABEL, out_of_scope_reason, threshold_for
+from core.model.checkpoint import LoadedModel
+from core.store.artifacts import EvaluationMismatchError
 from dashboard import data_map, evaluation, state, studies, views
 from dashboard.charts import group_label
 
@@ -106,7 +106,7 @@ def with_outcomes(table: pd.DataFrame, loaded: LoadedModel, label: str = MURA_LA
     """Add the verdict at each body part's threshold, whether it is right, and how wrong it is.
 
     The thresholds are the user's (set on Performance or Error analysis; the card's until moved), as on
-    every other page; a FracAtlas table brings its own per region. Where core.card.out_of_scope_reason
+    every other page; a FracAtlas table brings its own per region. Where core.model.card.out_of_scope_reason
     says the model is not scored (a body part or a label it was not trained on) there is no threshold and
     ``not_scored`` says why.
     """

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 import pandas as pd
 import streamlit as st
 
-from core import metrics
-from core.card import out_of_scope_reason
+from core.eval import metrics
+from core.model.card import out_of_scope_reason
 from dashboard import charts, data_map, evaluation, state, views
 from dashboard.charts import CELL_NAMES, CELLS, OVERALL, group_label
 from dashboard.studies import StudyLoadError, load_study
@@ -43,7 +43,7 @@ TRAINED_POOL = "All trained body parts"
 
 
 def split_by_scope(table: pd.DataFrame, card: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The studies the model is scored on (core.card.out_of_scope_reason: trained body parts, MURA's
+    """The studies the model is scored on (core.model.card.out_of_scope_reason: trained body parts, MURA's
     abnormal label), and the others, which are listed but never put in a confusion cell."""
     scored = table["study_type"].map(lambda t: out_of_scope_reason(card, str(t)) is None).astype(bool)
     return table[scored], table[~scored]

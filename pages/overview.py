@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import fracatlas
-from core.artifacts import EvaluationMismatchError
-from core.card import DEFAULT_THRESHOLD_KEY, trained_study_types
-from core.evaluate import FRACATLAS
+from core.data import fracatlas
+from core.eval.evaluation import FRACATLAS
+from core.model.card import DEFAULT_THRESHOLD_KEY, trained_study_types
+from core.store.artifacts import EvaluationMismatchError
 from dashboard import navigation, state
 from dashboard.charts import (
     INTERVAL_WIDTH,
@@ -212,7 +212,7 @@ def show_results(model: str, card: dict) -> None:
 
 
 def valid_split_table(present: pd.DataFrame) -> pd.DataFrame:
-    """Studies (abnormal among them) and images per body part, from core.mura's table of present images."""
+    """Studies (abnormal among them) and images per body part, from core.data.mura's table of present images."""
     studies = present.drop_duplicates("study_path").groupby("study_type")
     table = pd.DataFrame({
         "Studies": studies.size(),

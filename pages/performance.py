@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from core import metrics
-from core.card import trained_study_types
-from core.evaluate import FRACATLAS_STRATA
-from core.metrics import BootstrapInterval, Confusion
+from core.eval import metrics
+from core.eval.evaluation import FRACATLAS_STRATA
+from core.eval.metrics import BootstrapInterval, Confusion
+from core.model.card import trained_study_types
 from dashboard import charts, evaluation, model_compare, state
 from dashboard.charts import (
     INTERVAL_WIDTH,
@@ -103,7 +103,7 @@ def load_scope(model: str, card: dict | None, dataset: str, stratum: str) -> Sco
                 f"{'for these images ' if external else ''}yet. Run `{command}` and reload.")
         st.stop()
     # MURA: only the body parts the model was trained on, and their pool (the TRAINED stratum); the other
-    # parts are counted apart, not scored (core.card.out_of_scope_reason).
+    # parts are counted apart, not scored (core.model.card.out_of_scope_reason).
     trained = (set(evaluated.groups) - {OVERALL} if external
                else set(trained_study_types(card or {})) or set(evaluated.groups))
     return Scope(model, card, dataset, stratum, level, evaluated, trained)

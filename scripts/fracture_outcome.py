@@ -6,7 +6,7 @@
 For candidates J (image label) and G (label + outline loss), on the four held-out folds: fracture AUROC
 (copy groups resampled) and, on the held-out outlined fractures, Grad-CAM at the fracture map's hidden
 layer (target P(fracture), each image scored by its own fold's member, no flip) against the expert
-outline (core.localization: hit within 15 px, energy inside). Paired bootstrap of G minus J, the
+outline (core.eval.localization: hit within 15 px, energy inside). Paired bootstrap of G minus J, the
 decision the rule fixed before any result, and the folds' predictions and logs copied beside it.
 """
 
@@ -25,12 +25,13 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from tqdm import tqdm
 
-from core import fracatlas, localization
+from core.data import fracatlas
+from core.data.imaging import load_radiograph
+from core.data.preprocess import letterbox, to_model_input
+from core.eval import localization
+from core.eval.metrics import DEFAULT_N_BOOT, auroc, bootstrap_cis, bootstrap_means
 from core.fracture_net import TwoOutputNet
-from core.imaging import load_radiograph
-from core.metrics import DEFAULT_N_BOOT, auroc, bootstrap_cis, bootstrap_means
-from core.models import get_config
-from core.preprocess import letterbox, to_model_input
+from core.model.registry import get_config
 from core.train_fracture import branch_file, load_member, oof_file
 
 FOLDS = 4

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.artifacts import ModelArtifacts
-from core.localize import DATASET, main, read_cache
-from core.models import DEFAULT_MODEL
+from core.eval.localization_sweep import DATASET, read_cache
+from core.localize import main
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import ModelArtifacts
 from dashboard import localization as accuracy
 from tests.app_pages import assert_clean, open_page
 from tests.outlined_fracatlas import make_outlined_fracatlas
@@ -103,7 +104,7 @@ def test_committed_cache_of_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -
 def test_the_shipped_recommendation_passes_the_sanity_checks_and_beats_the_uniform_map() -> None:
     """Issue 27, item 7: never crown a map that fails the checks shown above it; chance is the uniform map;
     maps that coincide at the head layer are one row, with the reason said."""
-    from core import localization, trust
+    from core.eval import localization, trust
 
     files = ModelArtifacts.of(DEFAULT_MODEL)
     sweep = read_cache(files)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.card import FRACATLAS_LABEL, out_of_scope_reason
-from core.evaluate import summarise_trained
-from core.metrics import summarise
-from core.models import DEFAULT_MODEL
+from core.eval.evaluation import summarise_trained
+from core.eval.metrics import summarise
+from core.model.card import FRACATLAS_LABEL, out_of_scope_reason
+from core.model.checkpoint import DEFAULT_MODEL
 from tests.app_pages import open_page
 
 WRIST_STUDIES = ["MURA-v1.1/valid/XR_WRIST/patient99001/study1_positive/",

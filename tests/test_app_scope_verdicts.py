@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.imaging import load_radiograph
-from core.models import DEFAULT_MODEL, load_model
-from core.predict import predict_images
-from core.scope import ScopeAssessment
+from core.data.imaging import load_radiograph
+from core.model.checkpoint import DEFAULT_MODEL, load_model
+from core.model.prediction import predict_images
+from core.scoping.head import ScopeAssessment
 from dashboard import scope_view
 from tests.app_pages import assert_clean, start_app, study_probability
 

@@ -1,4 +1,4 @@
-"""core.backends: the ONNX Runtime graph gives torch's probabilities (within 1e-4) at any batch
+"""core.model.backends: the ONNX Runtime graph gives torch's probabilities (within 1e-4) at any batch
 size, is exported once per set of weights, and a missing onnxruntime (or a GPU) falls back to
 torch with one line saying why."""
 
@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import backends
 from core import evaluate as evaluate_cli
-from core.backends import batch_predictor, onnx_model_path, resolve_backend
-from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, get_config
-from core.predict import model_inputs, predict_batch
+from core.model import backends
+from core.model.backends import batch_predictor, onnx_model_path, resolve_backend
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel
+from core.model.prediction import model_inputs, predict_batch
+from core.model.registry import MeanProbabilityEnsemble, get_config
 from tests.fake_mura import make_fake_mura
 from tests.synthetic import calibrated_mobilenet, synthetic_radiograph
 

@@ -9,7 +9,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from core.fracture_net import TwoOutputNet, lse_pool, outline_loss, outline_targets
-from core.models import create_model
+from core.model.registry import create_model
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from core.explain import explain
-from core.imaging import load_radiograph
-from core.models import DEFAULT_MODEL, load_model
+from core.cam.explain import explain
+from core.data.imaging import load_radiograph
+from core.model.checkpoint import DEFAULT_MODEL, load_model
 from tests.app_pages import assert_clean, start_app
 
 VIEW = Path(__file__).resolve().parent.parent / "data_samples" / "synthetic" / "humerus_fracture" / "view1.png"

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.explain import explain, explain_grid
-from core.figures import MapScale, caption_fields
-from core.imaging import load_radiograph
-from core.models import DEFAULT_MODEL, load_model
-from core.predict import predict_images
+from core.cam.explain import explain, explain_grid
+from core.cam.figures import MapScale, caption_fields
+from core.data.imaging import load_radiograph
+from core.model.checkpoint import DEFAULT_MODEL, load_model
+from core.model.prediction import predict_images
 
 VIEW = Path(__file__).resolve().parent.parent / "data_samples" / "synthetic" / "humerus_fracture" / "view1.png"
 

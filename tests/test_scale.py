@@ -15,10 +15,11 @@ import torch
 from core import evaluate as evaluate_cli
 from core import localize as localize_cli
 from core import predict as predict_cli
-from core.artifacts import ModelArtifacts
-from core.devices import DeviceError, resolve_device
-from core.models import DEFAULT_MODEL
-from core.scale import ScaleError, import_ray
+from core.eval import localization_sweep
+from core.model.checkpoint import DEFAULT_MODEL
+from core.model.devices import DeviceError, resolve_device
+from core.model.scale import ScaleError, import_ray
+from core.store.artifacts import ModelArtifacts
 from tests.fake_mura import make_fake_mura
 from tests.outlined_fracatlas import make_outlined_fracatlas
 
@@ -66,8 +67,8 @@ def test_workers_and_local_ray_write_the_single_process_files(tiny_weights: Path
     sweep = ["--root", str(make_outlined_fracatlas(tmp_path / "fracatlas")), "--methods", "GradCAM", "HiResCAM",
              "--layers", "stage 5 (96 ch, stride 16)", "--bootstrap", "20"]
     assert localize_cli.main(sweep) == 0
-    swept = localize_cli.read_rows(files.localization(localize_cli.DATASET))
-    files.localization(localize_cli.DATASET).unlink()
+    swept = localization_sweep.read_rows(files.localization(localization_sweep.DATASET))
+    files.localization(localization_sweep.DATASET).unlink()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
     try:
         assert evaluate_cli.main([*args, "--ray"]) == 0
@@ -76,7 +77,7 @@ def test_workers_and_local_ray_write_the_single_process_files(tiny_weights: Path
         ray.shutdown()
     assert (model / "predictions_valid.csv").read_bytes() == single
     assert len(single.splitlines()) > 4  # a few images, in more than one batch
-    on_ray = localize_cli.read_rows(files.localization(localize_cli.DATASET))
+    on_ray = localization_sweep.read_rows(files.localization(localization_sweep.DATASET))
     assert len(swept) == 3 * 4  # three outlined fractures x (two maps + two chance maps)
-    pd.testing.assert_frame_equal(*(rows.drop(columns="seconds").sort_values(localize_cli.KEY_COLUMNS)
+    pd.testing.assert_frame_equal(*(rows.drop(columns="seconds").sort_values(localization_sweep.KEY_COLUMNS)
                                     .reset_index(drop=True) for rows in (on_ray, swept)))

@@ -1,12 +1,8 @@
-"""Model registry (timm-style) and checkpoint loading.
+"""Model registry (timm-style): the architectures and their configs (core.model.checkpoint reads and writes them).
 
 Every architecture is registered with a :class:`ModelConfig` that knows its input size,
 normalisation and the named layers a user may choose as CAM targets. All models end in a
 single logit: ``sigmoid(logit)`` is the probability that the radiograph is abnormal.
-
-Checkpoints are read with ``torch.load(weights_only=True)`` (a pickle cannot run code) and checked
-against the architecture before use, so a corrupt or foreign file is one :class:`ModelLoadError`
-sentence naming it, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,45 +11,29 @@ import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tv_models
 
-from core import atomic
-from core.artifacts import CARD_FILE, CHECKPOINT_FILE, SHIPPED_WEIGHTS_DIR, ModelArtifacts, display_name, weights_dir
-from core.card import ModelCardError, card_thresholds, read_card, threshold_for
-
 __all__ = [
     "final_linear_name",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "SHIPPED_WEIGHTS_DIR",
-    "weights_dir",
-    "DEFAULT_MODEL",
     "ModelConfig",
-    "LoadedModel",
     "ModelLoadError",
     "register_model",
     "list_architectures",
     "get_config",
     "create_model",
     "resolve_layer",
-    "list_shipped_models",
-    "check_model",
-    "load_model",
-    "save_checkpoint",
-    "save_ensemble_checkpoint",
     "MeanProbabilityEnsemble",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The model the dashboard and CLIs use when none is named (a folder under weights/).
-DEFAULT_MODEL = "mura_efficientnet_lite0"
 
 
 class ModelLoadError(RuntimeError):
@@ -317,184 +297,3 @@ class MeanProbabilityEnsemble(nn.Module):
         """Logits of the members' mean probability for the batch ``x``."""
         mean = torch.stack([torch.sigmoid(member(x)) for member in self.members]).mean(0)
         return torch.logit(mean, eps=1e-6)
-
-
-@dataclass
-class LoadedModel:
-    """A ready-to-run model in eval mode with its config, input size and model card."""
-
-    name: str
-    model: nn.Module
-    config: ModelConfig
-    input_size: int
-    card: dict[str, Any]
-    directory: Path
-
-    @property
-    def cam_layers(self) -> dict[str, str]:
-        """Layer choices offered to users: a readable name -> dotted path in the architecture."""
-        return self.config.cam_layers
-
-    @property
-    def named_layers(self) -> tuple[str, ...]:
-        """Every convolution of the network by its module path (an ensemble's first member's, which all
-        members share): the layers a user may name beyond the :attr:`cam_layers` presets."""
-        network = self.model.members[0] if isinstance(self.model, MeanProbabilityEnsemble) else self.model
-        return tuple(name for name, module in network.named_modules() if isinstance(module, nn.Conv2d))
-
-    def is_layer(self, name: str) -> bool:
-        """Whether ``name`` is a preset (:attr:`cam_layers`) or a convolution's path (:attr:`named_layers`)."""
-        return name in self.cam_layers or name in self.named_layers
-
-    def layer_paths(self, name: str) -> tuple[str, ...]:
-        """Module paths in ``self.model`` behind a layer choice (a preset name or a convolution's path):
-        one per ensemble member."""
-        path = self.cam_layers.get(name, name)
-        if isinstance(self.model, MeanProbabilityEnsemble):
-            return tuple(f"members.{i}.{path}" for i in range(len(self.model.members)))
-        return (path,)
-
-    def threshold_for(self, study_type: str | None) -> float:
-        """Operating threshold for a body part, chosen on train's patient-level validation split."""
-        return threshold_for(card_thresholds(self.card), study_type)
-
-
-def list_shipped_models(directory: Path | None = None) -> list[str]:
-    """Model folders that hold both a checkpoint and a card."""
-    directory = directory or weights_dir()
-    if not directory.is_dir():
-        return []
-    return sorted(
-        d.name
-        for d in directory.iterdir()
-        if (d / CHECKPOINT_FILE).is_file() and (d / CARD_FILE).is_file()
-    )
-
-
-def _model_files(name: str, directory: Path | None) -> ModelArtifacts:
-    if "/" in name or "\\" in name or name.startswith("."):
-        raise ModelLoadError(f"{name!r} is not a model name.")
-    files = ModelArtifacts.of(name, directory)
-    if not files.checkpoint.is_file():
-        raise ModelLoadError(f"No checkpoint at {files.checkpoint}.")
-    return files
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    """A weights-only checkpoint with its tensors, checked for the layout save_checkpoint writes."""
-    name = display_name(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    # Any exception: on arbitrary bytes torch's weights-only unpickler raises whatever it meets
-    # (UnpicklingError, EOFError, IndexError, KeyError, ...); none of them runs code from the file.
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"The checkpoint {name} cannot be read ({type(exc).__name__}); it is damaged or "
-                             "not a PyTorch weights file.") from exc
-    if not isinstance(checkpoint, dict):
-        raise ModelLoadError(f"The checkpoint {name} holds a {type(checkpoint).__name__}, not the weights "
-                             "dictionary core.train writes.")
-    states = checkpoint.get("members", [checkpoint.get("state_dict")])
-    if not isinstance(states, list) or not states or not all(
-        isinstance(state, dict) and state and all(isinstance(key, str) and isinstance(value, torch.Tensor)
-                                                  for key, value in state.items())
-        for state in states
-    ):
-        raise ModelLoadError(f"The checkpoint {name} has no state_dict (or members) of named tensors.")
-    if not isinstance(checkpoint.get("input_size", 1), int):
-        raise ModelLoadError(f"The checkpoint {name} gives an input size that is not a whole number.")
-    return checkpoint
-
-
-def _architecture(checkpoint: dict[str, Any], card: dict[str, Any], files: ModelArtifacts) -> ModelConfig:
-    arch = checkpoint.get("arch") or card.get("architecture")
-    if not isinstance(arch, str):
-        raise ModelLoadError(f"Neither {display_name(files.checkpoint)} nor {display_name(files.card)} names "
-                             "an architecture.")
-    if arch not in _REGISTRY:
-        raise ModelLoadError(f"The checkpoint {display_name(files.checkpoint)} is for the architecture {arch!r}, "
-                             f"which is not one of {', '.join(list_architectures())}.")
-    return get_config(arch)
-
-
-def _check_fits(expected: dict[str, torch.Tensor], states: list[dict[str, torch.Tensor]], path: Path,
-                arch: str) -> None:
-    """Every member's tensors have the names and shapes of the architecture's (what load_state_dict needs)."""
-    for state in states:
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        reshaped = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-        if missing or unexpected or reshaped:
-            example = (missing or unexpected or reshaped)[0]
-            raise ModelLoadError(
-                f"The checkpoint {display_name(path)} does not fit the {arch} architecture ({len(missing)} "
-                f"missing, {len(unexpected)} unexpected and {len(reshaped)} wrongly shaped tensors, "
-                f"first {example!r})."
-            )
-
-
-def _read_model_files(name: str, directory: Path | None) -> tuple[ModelArtifacts, dict, dict, ModelConfig]:
-    files = _model_files(name, directory)
-    try:
-        card = read_card(files.card)
-    except ModelCardError as exc:
-        raise ModelLoadError(str(exc)) from exc
-    checkpoint = _read_checkpoint(files.checkpoint)
-    return files, card, checkpoint, _architecture(checkpoint, card, files)
-
-
-def _states(checkpoint: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
-    return checkpoint["members"] if "members" in checkpoint else [checkpoint["state_dict"]]
-
-
-def check_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> None:
-    """Everything :func:`load_model` checks, without building the network (its shapes come from
-    the meta device), so pages that only read caches can refuse a broken model cheaply.
-
-    Raises:
-        ModelLoadError: one sentence naming the file at fault.
-    """
-    files, _card, checkpoint, config = _read_model_files(name, directory)
-    with torch.device("meta"):
-        expected = create_model(config.name, pretrained=False).state_dict()
-    _check_fits(expected, _states(checkpoint), files.checkpoint, config.name)
-
-
-def load_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> LoadedModel:
-    """Load ``<weights dir>/name/checkpoint.pt`` and the model card beside it, in eval mode.
-
-    Raises:
-        ModelLoadError: a file is missing, damaged or does not fit the architecture (one sentence).
-    """
-    files, card, checkpoint, config = _read_model_files(name, directory)
-    members = []
-    for state in _states(checkpoint):
-        member = create_model(config.name, pretrained=False)
-        _check_fits(member.state_dict(), [state], files.checkpoint, config.name)
-        member.load_state_dict({k: v.float() for k, v in state.items()})
-        members.append(member)
-    model = members[0] if len(members) == 1 else MeanProbabilityEnsemble(members)
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    input_size = int(checkpoint.get("input_size", config.input_size))
-    return LoadedModel(name, model, config, input_size, card, files.directory)
-
-
-def _storable(model: nn.Module, half: bool) -> dict[str, torch.Tensor]:
-    # On the CPU, so a checkpoint written on a GPU loads anywhere.
-    return {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}
-
-
-def save_checkpoint(
-    path: Path, model: nn.Module, arch: str, input_size: int, *, half: bool = True
-) -> None:
-    """Write a weights-only checkpoint atomically (fp16 storage keeps it small)."""
-    atomic.save_torch({"arch": arch, "input_size": input_size, "state_dict": _storable(model, half)}, path)
-
-
-def save_ensemble_checkpoint(
-    path: Path, members: list[nn.Module], arch: str, input_size: int, *, half: bool = True
-) -> None:
-    """Write several members of one architecture as one checkpoint, loaded as an ensemble."""
-    states = [_storable(member, half) for member in members]
-    atomic.save_torch({"arch": arch, "input_size": input_size, "members": states}, path)

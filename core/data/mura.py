@@ -21,6 +21,7 @@ import pandas as pd
 
 __all__ = [
     "SPLITS",
+    "STUDY_TYPES",
     "LOCK_ENV",
     "MAX_CSV_BYTES",
     "MuraRootError",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 SPLITS = ("train", "valid")
+#: MURA's seven body parts, as its folders name them.
+STUDY_TYPES = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
 #: Environment variable a deployer sets to 1 to lock the dashboard's data folder to MURA_ROOT.
 LOCK_ENV = "MURA_LENS_LOCK_DATA"
 #: Largest CSV read: the official train_image_paths.csv is about 3 MB.

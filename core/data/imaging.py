@@ -114,7 +114,7 @@ class RadiographDecodeError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class Radiograph:
-    """A decoded radiograph ready for :func:`core.preprocess.letterbox`.
+    """A decoded radiograph ready for :func:`core.data.preprocess.letterbox`.
 
     ``eq=False``: comparing two images means comparing arrays, which the caller should do
     explicitly; identity equality keeps the object hashable (usable as a cache key).

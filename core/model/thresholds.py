@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from core.card import DEFAULT_THRESHOLD_KEY
-from core.metrics import study_table
+from core.eval.metrics import study_table
+from core.model.card import DEFAULT_THRESHOLD_KEY
 
 __all__ = ["choose_threshold", "holdout_summary"]
 

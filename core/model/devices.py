@@ -8,16 +8,15 @@ with one sentence naming what to use instead, never a CUDA traceback halfway thr
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
 
 import torch
 
-from core.models import LoadedModel
+from core.model.checkpoint import LoadedModel
 
-__all__ = ["DEVICES", "PRECISIONS", "DeviceError", "add_device_arguments", "resolve_device", "on_device",
+__all__ = ["DEVICES", "PRECISIONS", "DeviceError", "resolve_device", "on_device",
            "model_device", "autocast"]
 
 DEVICES = ("cpu", "cuda", "mps")
@@ -28,16 +27,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 class DeviceError(RuntimeError):
     """The requested device or precision is not available here (one sentence)."""
-
-
-def add_device_arguments(parser: argparse.ArgumentParser, *, precision: bool = True) -> None:
-    """The ``--device`` (and ``--precision``) flags the inference command lines share; CAM sweeps
-    take no precision (their gradients stay in fp32)."""
-    parser.add_argument("--device", default="cpu", choices=DEVICES,
-                        help="where the model runs (default cpu; cuda takes the first GPU CUDA_VISIBLE_DEVICES shows)")
-    if precision:
-        parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                            help="autocast on a GPU: bf16 or fp16 (default fp32, the only choice on a CPU)")
 
 
 def resolve_device(name: str, precision: str = "fp32") -> torch.device:

@@ -3,7 +3,7 @@ that says what the map is (model, method, layer, target, P(abnormal), threshold,
 
 Drawn with matplotlib's object API (``Figure``, never pyplot), which keeps no global state, so two
 dashboard sessions can draw at once. The colour bar uses the overlay's own OpenCV colours
-(:func:`core.overlay.colormap_colours`), so bar and picture always agree.
+(:func:`core.cam.overlay.colormap_colours`), so bar and picture always agree.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 
-from core.explain import Explanation
-from core.overlay import DEFAULT_COLORMAP, colormap_colours
+from core.cam.explain import Explanation
+from core.cam.overlay import DEFAULT_COLORMAP, colormap_colours
 
 __all__ = ["MapScale", "caption_fields", "caption_text", "comparison_figure", "explanation_figure", "figure_png"]
 

@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-from core.preprocess import border_fill_value, letterbox
+from core.data.preprocess import border_fill_value, letterbox
 
 __all__ = ["Augmentation", "AugmentedCanvases", "augment", "draw_augmentation", "load_canvases", "warp"]
 

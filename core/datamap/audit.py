@@ -140,7 +140,7 @@ def audit_duplicates(images: pd.DataFrame, phash: np.ndarray, features: np.ndarr
                      known_groups: pd.Series | None = None) -> DuplicateAudit:
     """Near-duplicate groups over ``images`` (columns ``dataset``, ``key``, ``study``, ``patient``) and counts.
 
-    ``known_groups`` (FracAtlas file -> first file of its copies, from core.fracatlas.duplicate_groups)
+    ``known_groups`` (FracAtlas file -> first file of its copies, from core.data.fracatlas.duplicate_groups)
     measures how many of the dataset's own duplicate groups the checks recover.
     """
     pairs = duplicate_pairs(phash, features)

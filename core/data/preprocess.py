@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.models import IMAGENET_MEAN, IMAGENET_STD
+from core.model.registry import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["Letterbox", "letterbox", "to_model_input", "border_fill_value"]
 

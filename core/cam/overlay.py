@@ -1,6 +1,6 @@
 """Heat maps drawn for people: resizing, colour overlays and thresholded regions.
 
-Kept apart from :mod:`core.explain` (which computes the maps) as pytorch_grad_cam keeps
+Kept apart from :mod:`core.cam.explain` (which computes the maps) as pytorch_grad_cam keeps
 ``utils/image.py`` apart from its CAM classes: nothing here touches a model.
 """
 

@@ -1,8 +1,8 @@
 """Does a heat map point at the lesion? Scores of one map against expert outlines, and summaries.
 
-A map here is a float (H, W) array at the radiograph's own pixels (``core.explain`` maps CAMs back
+A map here is a float (H, W) array at the radiograph's own pixels (``core.cam.explain`` maps CAMs back
 through the letterbox crop before normalising), scored against the boolean union of the image's
-expert outlines (``core.fracatlas.Outlines.mask``). Every score first min-max normalises the map
+expert outlines (``core.data.fracatlas.Outlines.mask``). Every score first min-max normalises the map
 over the image; a flat map (no maximum, nothing to point at) is scored as the uniform map.
 
 - **hit** (pointing game, Zhang et al. 2016): the map's maximum lies within ``TOLERANCE_PX`` pixels
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from core import metrics
+from core.eval import metrics
 
 __all__ = [
     "TOLERANCE_PX",

@@ -10,7 +10,7 @@ and the model's verdict and heat map are revealed. This module is that logic wit
   than ``SUBTLE_AREA_SHARE`` of the image);
 - :func:`sequence`: a seeded order, so a teacher who gives a class one seed gives it one sequence;
 - :func:`judge`: the learner's point and the model's map are held to the same hit rule as the
-  localisation metrics (:mod:`core.localization`: within ``TOLERANCE_PX`` of the outline);
+  localisation metrics (:mod:`core.eval.localization`: within ``TOLERANCE_PX`` of the outline);
 - :func:`score`: learner against model over a session. Nothing here stores anything about a person.
 
 Example:
@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from core import localization
-from core.card import FRACATLAS_LABEL, MURA_LABEL, out_of_scope_reason, threshold_for
+from core.eval import localization
+from core.model.card import FRACATLAS_LABEL, MURA_LABEL, out_of_scope_reason, threshold_for
 
 __all__ = [
     "SUBTLE_AREA_SHARE",
@@ -77,7 +77,7 @@ class QuizCase:
 
     ``abnormal`` is the reference label (FracAtlas: fracture); ``probability`` the model's cached
     P(abnormal), None when no cache covers it; ``threshold`` the card's threshold for its body part, None
-    when the model is not scored on the case: ``not_scored`` then says why (core.card.out_of_scope_reason:
+    when the model is not scored on the case: ``not_scored`` then says why (core.model.card.out_of_scope_reason:
     a body part or a label the model was not trained on).
     """
 
@@ -170,14 +170,14 @@ def outline_share(mask: np.ndarray) -> float:
 
 def fracatlas_cases(images: pd.DataFrame, outline_shares: Mapping[str, float], thresholds: Mapping[str, float],
                     cached: pd.DataFrame | None = None, *, card: Mapping[str, object]) -> list[QuizCase]:
-    """Cases from a FracAtlas table (core.fracatlas.read_images): its upper-limb images only.
+    """Cases from a FracAtlas table (core.data.fracatlas.read_images): its upper-limb images only.
 
     ``outline_shares`` maps an outlined file to the share of its pixels inside the expert outlines
     (:func:`outline_share`); ``thresholds`` the card's
-    threshold per region (core.evaluate.region_thresholds); ``cached`` the model's cached FracAtlas
+    threshold per region (core.eval.evaluation.region_thresholds); ``cached`` the model's cached FracAtlas
     predictions (``file``, ``probability``), whose rows give ``probability`` and the ``model wrong`` tag.
-    Leg/hip is left out. ``card`` decides (core.card.out_of_scope_reason) whether the model is scored on
-    FracAtlas's *fracture* label: only a model with a fracture output is; the others are shown, not scored.
+    Leg/hip is left out. ``card`` decides (core.model.card.out_of_scope_reason) whether the model is scored
+    on FracAtlas's *fracture* label: only a model with a fracture output is; the others are shown, not scored.
     """
     probabilities = {} if cached is None else dict(zip(cached["file"].astype(str), cached["probability"],
                                                        strict=True))
@@ -204,8 +204,8 @@ def fracatlas_cases(images: pd.DataFrame, outline_shares: Mapping[str, float], t
 def mura_cases(studies: pd.DataFrame, thresholds: Mapping[str, float], *,
                card: Mapping[str, object]) -> list[QuizCase]:
     """Cases from MURA studies (``study_path``, ``study_type``, ``label`` and, where cached, the study's
-    ``probability``: core.metrics.study_table of the cached predictions). MURA has no outlines. The model
-    is scored only on the body parts ``card`` says it was trained on (core.card.out_of_scope_reason)."""
+    ``probability``: core.eval.metrics.study_table of the cached predictions). MURA has no outlines. The
+    model is scored only on the body parts ``card`` says it was trained on (core.model.card.out_of_scope_reason)."""
     cases = []
     for row in studies.itertuples():
         not_scored = out_of_scope_reason(card, str(row.study_type), MURA_LABEL)
@@ -236,7 +236,7 @@ def sequence(cases: Iterable[QuizCase], *, difficulty: str = EVERY_CASE, seed: i
 def outline_distance(mask: np.ndarray, point: tuple[int, int]) -> float:
     """Pixels (Euclidean) from ``point`` (x, y) to the nearest outlined pixel; 0 inside the outline.
 
-    The same distance that :func:`core.localization.tolerance_region` thresholds, so a point is a hit
+    The same distance that :func:`core.eval.localization.tolerance_region` thresholds, so a point is a hit
     exactly when a map's peak at that pixel would be.
     """
     x, y = point

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,10 +36,9 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from core.card import DEFAULT_THRESHOLD_KEY
+from core.model.card import DEFAULT_THRESHOLD_KEY
 
 __all__ = [
-    "add_n_boot_argument",
     "LEVELS",
     "CONFIDENCE",
     "DEFAULT_N_BOOT",
@@ -74,10 +72,6 @@ CONFIDENCE = 0.95
 DEFAULT_N_BOOT = 1000
 
 
-def add_n_boot_argument(parser: argparse.ArgumentParser) -> None:
-    """The one ``--n-boot`` flag of every CLI that bootstraps (``--bootstrap``, its older name, still accepted)."""
-    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples for the intervals")
-    parser.add_argument("--bootstrap", dest="n_boot", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 _IMAGE_COLUMNS = ("study_type", "patient", "study", "label", "probability")
 _STUDY_COLUMNS = ["study_path", "study_type", "patient", "study", "label", "probability", "n_views"]
 

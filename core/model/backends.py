@@ -14,7 +14,6 @@ gradients and always run on torch.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import os
@@ -27,9 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.models import LoadedModel, MeanProbabilityEnsemble
+from core.model.checkpoint import LoadedModel
+from core.model.prediction import predict_batch, uses_flip_tta
+from core.model.registry import MeanProbabilityEnsemble
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "ONNX_OPSET", "FusedProbability", "add_backend_argument",
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "ONNX_OPSET", "FusedProbability",
            "resolve_backend", "onnx_cache_dir", "onnx_model_path", "OnnxPredictor", "batch_predictor"]
 
 BACKENDS = ("onnx", "torch")
@@ -46,7 +47,7 @@ class FusedProbability(nn.Module):
     """P(abnormal) as one module, what the ONNX export sees: each member runs once on the batch and
     (with flip TTA) its mirror stacked together, 4 forwards of 2N instead of 8 of N; the result is
     the mean of the members' sigmoids, averaged over each image and its mirror (what
-    core.predict.probabilities computes, without the ensemble's logit round trip)."""
+    core.model.prediction.probabilities computes, without the ensemble's logit round trip)."""
 
     def __init__(self, members: list[nn.Module], *, flip_tta: bool) -> None:
         super().__init__()
@@ -56,8 +57,6 @@ class FusedProbability(nn.Module):
     @classmethod
     def of(cls, loaded: LoadedModel) -> FusedProbability:
         """The fused module of a loaded model (its members, the card's TTA), in eval mode."""
-        from core.predict import uses_flip_tta
-
         model = loaded.model
         members = list(model.members) if isinstance(model, MeanProbabilityEnsemble) else [model]
         return cls(members, flip_tta=uses_flip_tta(loaded)).eval()
@@ -70,14 +69,6 @@ class FusedProbability(nn.Module):
             return mean
         n = x.shape[0]
         return (mean[:n] + mean[n:]) / 2
-
-
-def add_backend_argument(parser: argparse.ArgumentParser, *, default: str = DEFAULT_BACKEND) -> None:
-    """The ``--backend`` flag of the command lines that compute probabilities."""
-    parser.add_argument("--backend", choices=BACKENDS, default=default,
-                        help=f"what runs the forward passes (default {default}): onnx = ONNX Runtime on the CPU "
-                             "(the ensemble exported once, cached; ~3x faster), torch = eager PyTorch; onnx falls "
-                             "back to torch, saying why, without onnxruntime or on a GPU")
 
 
 def resolve_backend(requested: str, device: str | torch.device = "cpu") -> tuple[str, str | None]:
@@ -141,7 +132,7 @@ def onnx_model_path(loaded: LoadedModel, cache_dir: Path | None = None) -> Path:
 
 class OnnxPredictor:
     """An ONNX Runtime session (CPU provider) of a fused probability graph, called like
-    core.predict.predict_batch: a prepared (N, 3, S, S) batch in, (N,) float64 probabilities out."""
+    core.model.prediction.predict_batch: a prepared (N, 3, S, S) batch in, (N,) float64 probabilities out."""
 
     def __init__(self, model: Path | bytes, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -168,8 +159,6 @@ def batch_predictor(loaded: LoadedModel, backend: str) -> BatchPredictor:
     """The function that turns a prepared batch into probabilities on ``backend`` (already resolved:
     see :func:`resolve_backend`); for onnx, exports the graph if no cached export fits."""
     if backend == "torch":
-        from core.predict import predict_batch
-
         return functools.partial(predict_batch, loaded)
     if backend != "onnx":
         raise ValueError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")

@@ -1,6 +1,6 @@
 """How faithful a heat map is to the model: the ROAD score (Rong et al., 2022).
 
-Kept apart from :mod:`core.explain` as pytorch_grad_cam keeps its ``metrics/`` apart from
+Kept apart from :mod:`core.cam.explain` as pytorch_grad_cam keeps its ``metrics/`` apart from
 the CAM classes: a faithfulness metric judges an explanation, it does not make one.
 """
 
@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 
-from core.explain import ClassProbability, Explanation
-from core.models import LoadedModel
-from core.overlay import resize_heatmap
-from core.preprocess import letterbox, to_model_input
+from core.cam.explain import ClassProbability, Explanation
+from core.cam.overlay import resize_heatmap
+from core.data.preprocess import letterbox, to_model_input
+from core.model.checkpoint import LoadedModel
 
 __all__ = ["faithfulness", "ranks"]
 

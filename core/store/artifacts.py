@@ -3,8 +3,8 @@ evaluation is written and read as one consistent pair.
 
 A model folder (``weights/<model>/``, or under ``MURA_LENS_WEIGHTS_DIR``) holds::
 
-    checkpoint.pt                 weights (core.models)
-    model_card.json               the card (core.card)
+    checkpoint.pt                 weights (core.model.registry)
+    model_card.json               the card (core.model.card)
     training_log.csv              one row per epoch (core.train)
     train_state.pt                resumable training state (core.train; run folders only)
     predictions_train_holdout.csv predictions on train/'s held-out patients (core.train, core.ensemble)
@@ -51,7 +51,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import atomic
+from core.store import atomic
 
 __all__ = [
     "report_written",
@@ -87,7 +87,7 @@ __all__ = [
     "write_pair",
 ]
 
-SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 CHECKPOINT_FILE = "checkpoint.pt"
 CARD_FILE = "model_card.json"
 TRAINING_LOG_FILE = "training_log.csv"
@@ -146,7 +146,7 @@ class ModelArtifacts:
 
     @property
     def checkpoint(self) -> Path:
-        """The weights (``checkpoint.pt``) that core.models loads; core.train and core.ensemble write it."""
+        """The weights (``checkpoint.pt``) that core.model.registry loads; core.train and core.ensemble write it."""
         return self.directory / CHECKPOINT_FILE
 
     @property

@@ -6,7 +6,7 @@ normalised there, so padding never wins the colour scale), the sign of a single-
 target, thread safety on a model shared between sessions, progress, a cost count and a cancel
 for the slow methods, and an :class:`Explanation` that names its settings and keeps the raw
 CAM range that per-image normalisation discards (for an absolute colour scale). Drawing the
-maps is :mod:`core.overlay`'s job, judging them :mod:`core.faithfulness`'s.
+maps is :mod:`core.cam.overlay`'s job, judging them :mod:`core.cam.faithfulness`'s.
 
 CAMs run on explain's own copies of each model (made on first use, refreshed when the
 model's weights change), never on the model that prediction shares: pytorch_grad_cam
@@ -20,7 +20,7 @@ most one slow run per model takes the CPU at a time.
 Example:
     >>> loaded = load_model()
     >>> result = explain(loaded, pixels, method="GradCAM++", layers=["stage 5 (96 ch, stride 16)"])
-    >>> picture = core.overlay.overlay(pixels, result.heatmap)
+    >>> picture = core.cam.overlay.overlay(pixels, result.heatmap)
 """
 
 from __future__ import annotations
@@ -59,10 +59,11 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
-from core.models import LoadedModel, resolve_layer
-from core.overlay import resize_heatmap
-from core.predict import predict_images
-from core.preprocess import Letterbox, letterbox, to_model_input
+from core.cam.overlay import resize_heatmap
+from core.data.preprocess import Letterbox, letterbox, to_model_input
+from core.model.checkpoint import LoadedModel
+from core.model.prediction import predict_images
+from core.model.registry import resolve_layer
 
 __all__ = [
     "DEFAULT_METHOD",

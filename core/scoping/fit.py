@@ -1,12 +1,11 @@
 """Fitting the scope head (core.scope) and measuring it: out of fold on train/, then on MURA valid/,
 FracAtlas and images that are not radiographs.
 
-``python -m core.scope --mura-root DIR --fracatlas-root DIR`` runs :func:`main`.
+``python -m core.scope --mura-root DIR --fracatlas-root DIR`` runs :func:`fit_and_measure`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -18,12 +17,9 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from core import atomic
-from core.artifacts import ModelArtifacts
-from core.metrics import add_n_boot_argument, auroc, bootstrap_ci, bootstrap_means
-from core.models import DEFAULT_MODEL, LoadedModel
-from core.scope import (
-    FEATURE_SOURCES,
+from core.eval.metrics import auroc, bootstrap_ci, bootstrap_means
+from core.model.checkpoint import LoadedModel
+from core.scoping.head import (
     IN_SCOPE_STUDY_TYPES,
     JOINT_CLOSE_UP,
     SCOPE_CLASSES,
@@ -31,6 +27,8 @@ from core.scope import (
     ScopeHead,
     image_features,
 )
+from core.store import atomic
+from core.store.artifacts import ModelArtifacts
 
 if TYPE_CHECKING:
     from sklearn.covariance import LedoitWolf
@@ -38,7 +36,7 @@ if TYPE_CHECKING:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-__all__ = ["end_crops", "fit_head", "non_radiograph_probes", "main"]
+__all__ = ["end_crops", "fit_head", "fit_and_measure", "non_radiograph_probes"]
 
 _PCA_COMPONENTS = 64
 _TYPICAL_QUANTILE = 0.99
@@ -98,7 +96,7 @@ def fit_head(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *,
 
 
 def _load_pixels(paths: Sequence[Path]) -> list[np.ndarray]:
-    from core.imaging import load_radiograph
+    from core.data.imaging import load_radiograph
 
     return [load_radiograph(path).pixels for path in paths]
 
@@ -225,49 +223,36 @@ def _sample_per_class(table: pd.DataFrame, column: str, per_class: int) -> pd.Da
     return table.loc[sorted(sampled.index)].reset_index(drop=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m core.scope``: fit the head, measure it, and write both to the model's folder."""
-    parser = argparse.ArgumentParser(prog="python -m core.scope", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mura-root", required=True, help="the MURA-v1.1 folder (train/ fits; valid/ is measured)")
-    parser.add_argument("--fracatlas-root", required=True, help="a FracAtlas folder (hand, shoulder, leg/hip)")
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--per-class", type=int, default=500,
-                        help="at most this many training images per class (seeded sample): a linear head on "
-                             "1280 features needs no more, and every image costs a forward")
-    parser.add_argument("--features", choices=FEATURE_SOURCES, default="model",
-                        help="model: the classifier's own pooled features; imagenet: the same architecture's "
-                             "ImageNet features (not tuned to MURA's look)")
-    parser.add_argument("--feature-cache", type=Path, default=Path("runs/scope_features"),
-                        help="folder for cached features (no pixels), so a refit skips the forwards")
-    add_n_boot_argument(parser)
-    args = parser.parse_args(argv)
-    from core import fracatlas, mura
-    from core.models import load_model
-    from core.predict import configure_threads
+def fit_and_measure(model: str, mura_root: str | Path, fracatlas_root: str | Path, *, per_class: int,
+                    features: str, feature_cache: Path, n_boot: int) -> tuple[dict, ModelArtifacts]:
+    """Fit the head, measure it, and write both to the model's folder: (the measurements, the folder's files)."""
+    from core.data import fracatlas, mura
+    from core.model.checkpoint import load_model
+    from core.model.prediction import configure_threads
 
     configure_threads()
-    loaded = load_model(args.model)
-    cache = args.feature_cache / loaded.name / args.features
-    source = args.features
-    mura_root = mura.resolve_root(args.mura_root)
-    atlas_root = fracatlas.resolve_root(args.fracatlas_root)
+    loaded = load_model(model)
+    cache = feature_cache / loaded.name / features
+    source = features
+    mura_root = mura.resolve_root(mura_root)
+    atlas_root = fracatlas.resolve_root(fracatlas_root)
 
-    def features(paths: Sequence[Path], name: str, desc: str, crops: bool = False) -> np.ndarray:
+    def cached(paths: Sequence[Path], name: str, desc: str, crops: bool = False) -> np.ndarray:
         return _features_of(loaded, paths, cache / f"{name}.npz", desc, source=source, crops=crops)
 
     mura_train = mura.read_images(mura_root, "train")
     mura_train = _sample_per_class(mura_train[mura_train["study_type"].isin(["XR_HUMERUS", "XR_FOREARM"])],
-                                   "study_type", args.per_class)
+                                   "study_type", per_class)
     mura_files = [mura.image_file(mura_root, p) for p in mura_train["path"]]
     atlas = fracatlas.read_images(atlas_root)
     atlas_train = _sample_per_class(atlas[atlas["region"].isin(list(ATLAS_CLASSES))].reset_index(drop=True),
-                                    "region", args.per_class)
+                                    "region", per_class)
     atlas_files = [fracatlas.image_file(atlas_root, f) for f in atlas_train["file"]]
     atlas_groups = [f"atlas:{g}" for g in fracatlas.duplicate_groups(atlas_root, atlas_train["file"].tolist())]
 
-    mura_features = features(mura_files, "mura_train", "MURA train")
-    crop_features = features(mura_files, "mura_train_end_crops", "MURA train end crops", crops=True)
-    atlas_features = features(atlas_files, "fracatlas", "FracAtlas")
+    mura_features = cached(mura_files, "mura_train", "MURA train")
+    crop_features = cached(mura_files, "mura_train_end_crops", "MURA train end crops", crops=True)
+    atlas_features = cached(atlas_files, "fracatlas", "FracAtlas")
     mura_labels = [t.removeprefix("XR_").lower() for t in mura_train["study_type"]]
     truth = np.array(mura_labels + [JOINT_CLOSE_UP] * len(crop_features)
                      + [ATLAS_CLASSES[r] for r in atlas_train["region"]])
@@ -280,13 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     atlas_scored = oof.tail(len(atlas_train))  # FracAtlas comes last: its out-of-fold rows are held out
 
     valid = mura.read_images(mura_root, "valid")
-    valid_scored = _Scored.apply(head, features([mura.image_file(mura_root, p) for p in valid["path"]],
+    valid_scored = _Scored.apply(head, cached([mura.image_file(mura_root, p) for p in valid["path"]],
                                                 "mura_valid", "MURA valid (measured only)"))
     probes = non_radiograph_probes()
     probe_scored = _Scored.apply(head, image_features(loaded, list(probes.values()), source=source))
 
     metrics = _measure(head, truth, oof, valid, valid_scored, atlas_train, atlas_scored, atlas_groups,
-                       list(probes), probe_scored, args.n_boot)
+                       list(probes), probe_scored, n_boot)
     head = replace(head, preselect=metrics["rule"]["preselect"])
     metrics["fitted_on"] = {
         "features": source, "classes": list(SCOPE_CLASSES), "mura_train_images": len(mura_train),
@@ -296,9 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     files = ModelArtifacts(loaded.directory)
     head.save(files.scope_head)
     atomic.write_text(files.scope_metrics, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    print(json.dumps(metrics["summary"], indent=2))
-    print(f"wrote {files.scope_head} and {files.scope_metrics}")
-    return 0
+    return metrics, files
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ when ``--ray`` or ``--ray-address`` is given, and a missing install is one sente
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,13 +26,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.backends import DEFAULT_BACKEND, OnnxPredictor
-from core.devices import add_device_arguments, autocast, on_device, resolve_device
-from core.imaging import load_radiograph
-from core.models import LoadedModel
-from core.preprocess import letterbox, to_model_input
+from core.data.imaging import load_radiograph
+from core.data.preprocess import letterbox, to_model_input
+from core.model.backends import DEFAULT_BACKEND, OnnxPredictor
+from core.model.checkpoint import LoadedModel
+from core.model.devices import autocast, on_device, resolve_device
+from core.model.prediction import predict_batch
 
-__all__ = ["Engine", "LOCAL", "ScaleError", "Decoder", "add_engine_arguments", "engine_from_args", "local_batches",
+__all__ = ["Engine", "LOCAL", "ScaleError", "Decoder", "local_batches",
            "import_ray", "ray_session", "ray_probabilities", "ray_map", "received"]
 
 Locate = Callable[[Path, str], Path]
@@ -56,12 +56,12 @@ class Engine:
     ray_address: str | None = None
     #: Scoring actors (None: one per GPU with --device cuda, else one per two CPUs of the cluster).
     actors: int | None = None
-    #: What runs the forward passes (core.backends): onnx (ONNX Runtime, on a CPU) or torch.
+    #: What runs the forward passes (core.model.backends): onnx (ONNX Runtime, on a CPU) or torch.
     backend: str = DEFAULT_BACKEND
 
     @property
     def torch_device(self) -> torch.device:
-        """The checked torch device (raises core.devices.DeviceError when absent)."""
+        """The checked torch device (raises core.model.devices.DeviceError when absent)."""
         return resolve_device(self.device, self.precision)
 
 
@@ -69,34 +69,9 @@ class Engine:
 LOCAL = Engine()
 
 
-def add_engine_arguments(parser: argparse.ArgumentParser, *, precision: bool = True, workers: bool = True) -> None:
-    """Device, DataLoader and Ray flags, shared by core.evaluate and core.localize (which has no
-    precision, its gradients stay fp32, and no DataLoader: a CAM costs far more than decoding)."""
-    add_device_arguments(parser, precision=precision)
-    if workers:
-        parser.add_argument("--workers", type=int, default=0,
-                            help="DataLoader processes that decode images (default 0: one background thread)")
-    parser.add_argument("--ray", action="store_true",
-                        help="run on Ray Data: an embedded local Ray unless --ray-address names a cluster")
-    parser.add_argument("--ray-address", metavar="ADDR",
-                        help="an existing Ray cluster (e.g. ray://head:10001 or auto); implies --ray")
-    parser.add_argument("--ray-actors", type=int, metavar="N",
-                        help="scoring actors (default: one per GPU with --device cuda, else one per 2 CPUs)")
-
-
-def engine_from_args(args: argparse.Namespace) -> Engine:
-    """The Engine the parsed flags ask for, its device checked (raises core.devices.DeviceError)."""
-    engine = Engine(device=args.device, precision=getattr(args, "precision", "fp32"),
-                    workers=getattr(args, "workers", 0), ray=args.ray or bool(args.ray_address),
-                    ray_address=args.ray_address, actors=args.ray_actors,
-                    backend=getattr(args, "backend", DEFAULT_BACKEND))
-    resolve_device(engine.device, engine.precision)
-    return engine
-
-
 @dataclass(frozen=True)
 class Decoder:
-    """Files -> letterboxed uint8 canvases -> the model's input: core.predict.model_inputs for
+    """Files -> letterboxed uint8 canvases -> the model's input: core.model.prediction.model_inputs for
     files, picklable so DataLoader workers and Ray tasks run the very same steps."""
 
     root: Path
@@ -164,7 +139,7 @@ def ray_session(engine: Engine) -> Iterator[Any]:
     started = not ray.is_initialized()
     if started:
         # Workers import this package: ship it to a cluster (a local Ray imports it in place).
-        runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]} if engine.ray_address else None
+        runtime_env = {"py_modules": [str(Path(__file__).resolve().parents[1])]} if engine.ray_address else None
         try:
             ray.init(address=engine.ray_address, runtime_env=runtime_env, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
@@ -203,8 +178,6 @@ class _Scorer:
                  onnx_model: Any = None) -> None:
         from functools import partial
 
-        from core.predict import predict_batch
-
         torch.set_num_threads(threads)
         self.device = resolve_device(device, precision)
         self.decoder, self.precision = decoder, precision
@@ -225,7 +198,7 @@ class _Scorer:
 def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *, batch_size: int,
                       engine: Engine, progress: bool, description: str, onnx_model: Path | None = None) -> np.ndarray:
     """P(abnormal) of each file, in order, computed on Ray Data (see the module's docstring); with
-    ``onnx_model`` (an exported graph, core.backends) the actors run it on ONNX Runtime.
+    ``onnx_model`` (an exported graph, core.model.backends) the actors run it on ONNX Runtime.
 
     Raises:
         ScaleError: Ray is missing or unreachable, or a task failed (the first line of its error).
