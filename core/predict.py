@@ -20,7 +20,7 @@ from core.model.backends import batch_predictor, resolve_backend
 from core.model.checkpoint import DEFAULT_MODEL, LoadedModel, load_model
 from core.model.devices import DeviceError, autocast, on_device, resolve_device
 from core.model.prediction import DEFAULT_THREADS, StudyPrediction, configure_threads, model_inputs, study_probability
-from core.model.registry import ModelLoadError
+from core.model.registry import FRACTURE, ModelLoadError
 from core.scoping.head import (
     ScopeAssessment,
     ScopeHeadError,
@@ -102,6 +102,11 @@ def _scope_fields(scopes: Sequence[ScopeAssessment]) -> dict[str, object]:
             "scope_score": round(max(scope.scope_score for scope in scopes), 4)}
 
 
+def _fracture(loaded: LoadedModel, outputs: np.ndarray) -> float | None:
+    """P(fracture) from one image's output probabilities, rounded as P(abnormal); None without that output."""
+    return round(float(outputs[loaded.outputs.index(FRACTURE)]), 6) if FRACTURE in loaded.outputs else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m core.predict``: one JSON line per file (and per study); exit status 2 if a file failed."""
     parser = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])
@@ -136,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = False
     view_probabilities: list[float] = []
+    view_fractures: list[float] = []
     good_files: list[str] = []
     maps: list[dict[str, object]] = []
     cam_settings: dict[str, object] = {}
@@ -145,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             radiograph = load_radiograph(Path(file))
             pixels = radiograph.pixels
             with autocast(device, args.precision):  # the CAM below keeps fp32 gradients
-                probability = float(predict(model_inputs(loaded, [pixels]))[0])
-            record: dict[str, object] = {"file": _printable(file), "probability": round(probability, 6)}
+                outputs = predict(model_inputs(loaded, [pixels]))[0]
+            record: dict[str, object] = {"file": _printable(file), "probability": round(float(outputs[0]), 6),
+                                         "fracture_probability": _fracture(loaded, outputs)}
             assessed = assess_images(loaded, [pixels])
             if assessed is not None:
                 scope = assessed[0]
@@ -169,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             continue
         view_probabilities.append(float(record["probability"]))
+        if record["fracture_probability"] is not None:
+            view_fractures.append(float(record["fracture_probability"]))
         good_files.append(_printable(file))
         print(json.dumps(record), flush=True)
     if maps:
@@ -192,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             "verdict_against_scope_flag": bool(scope_reason and args.study_type and len(kept) == len(scopes)),
             "left_out_of_mean": [good_files[index] for index in range(len(good_files)) if index not in kept],
             "suggested_study_type": suggested,
+            # The fracture output (FracAtlas's label, a model that has it): the mean of the views, as for P(abnormal).
+            "fracture_probability": round(float(np.mean(view_fractures)), 6) if view_fractures else None,
+            "fracture_threshold": loaded.fracture_threshold,
         } | _scope_fields(scopes) | ({"scope_reason": scope_reason} if scope_reason else {})), flush=True)
     return 2 if failed else 0
 

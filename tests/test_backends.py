@@ -16,7 +16,7 @@ from core import evaluate as evaluate_cli
 from core.model import backends
 from core.model.backends import batch_predictor, onnx_model_path, resolve_backend
 from core.model.checkpoint import DEFAULT_MODEL, LoadedModel
-from core.model.prediction import model_inputs, predict_batch
+from core.model.prediction import model_inputs, predict_batch, predict_batch_outputs
 from core.model.registry import MeanProbabilityEnsemble, get_config
 from tests.fake_mura import make_fake_mura
 from tests.synthetic import calibrated_mobilenet, synthetic_radiograph
@@ -46,7 +46,7 @@ def test_onnx_matches_torch_within_1e_4(tmp_path: Path, members: int, tta: bool)
     onnx = batch_predictor(loaded, "onnx")
     for batch in (images[:1], images[1:4], images[4:]):  # batch sizes 1, 3, 2: the batch axis is dynamic
         inputs = model_inputs(loaded, batch)
-        expected = predict_batch(loaded, inputs)
+        expected = predict_batch_outputs(loaded, inputs)
         got = onnx(inputs)
         assert got.shape == expected.shape and got.dtype == np.float64
         assert np.abs(got - expected).max() < 1e-4

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from core import fracture_split
-from core.fracture_split import TEST, make_split, read_split, trained_on, training_rows
+from core.data import fracture_split
+from core.data.fracture_split import TEST, make_split, read_split, trained_on, training_rows
 from core.model.checkpoint import save_ensemble_checkpoint
+from core.model.fracture_training import FractureConfig, branch_file, oof_file, train_fold
 from core.model.registry import create_model
-from core.train_fracture import FractureConfig, branch_file, oof_file, train_fold
 from tests.fake_fracatlas import make_fake_fracatlas
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -56,20 +56,22 @@ from pytorch_grad_cam import (
 )
 from pytorch_grad_cam.ablation_layer import AblationLayer
 from pytorch_grad_cam.base_cam import BaseCAM
-from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
 from core.cam.overlay import resize_heatmap
 from core.data.preprocess import Letterbox, letterbox, to_model_input
 from core.model.checkpoint import LoadedModel
-from core.model.prediction import predict_images
-from core.model.registry import resolve_layer
+from core.model.prediction import predict_image_outputs
+from core.model.registry import FRACTURE, resolve_layer
 
 __all__ = [
     "DEFAULT_METHOD",
     "METHODS",
     "CamCancelled",
     "ClassProbability",
+    "OutputLogit",
+    "check_target",
+    "output_column",
     "Explanation",
     "MethodInfo",
     "Target",
@@ -80,7 +82,7 @@ __all__ = [
     "shares_a_pass",
 ]
 
-Target = Literal["abnormal", "normal"]
+Target = Literal["abnormal", "normal", "fracture"]
 #: Which gradients a method needs: none; at its target layers; at the input (FullGrad);
 #: or the gradient's own graph (ShapleyCAM's Hessian-vector product).
 GradientUse = Literal["none", "layer", "input", "second_order"]
@@ -376,6 +378,36 @@ def _undo_augmentation(transform: object) -> Callable[[np.ndarray], np.ndarray]:
     return undo
 
 
+class OutputLogit:
+    """The signed logit of one output, as pytorch_grad_cam targets return it (a 1-element row).
+
+    For a single-logit model this is exactly BinaryClassifierOutputTarget(1) ("abnormal") or (0)
+    ("normal", minus the logit); that class reads the whole row, so a two-output model (abnormal,
+    fracture) needs the column picked: "fracture" explains output 1.
+    """
+
+    def __init__(self, target: Target) -> None:
+        self.column = output_column(target)
+        self.sign = -1.0 if target == "normal" else 1.0
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        """sign * the target's logit, shaped (1,) per row as the library's binary target."""
+        return self.sign * model_output[..., self.column : self.column + 1]
+
+
+def output_column(target: Target) -> int:
+    """Which output column a target explains: 1 for "fracture", else 0 (abnormal, or minus it)."""
+    return 1 if target == FRACTURE else 0
+
+
+def check_target(loaded: LoadedModel, target: str) -> None:
+    """Raise ValueError unless ``loaded`` has the output ``target`` explains."""
+    allowed = ("abnormal", "normal", *(o for o in loaded.outputs if o != "abnormal"))
+    if target not in allowed:
+        raise ValueError(f"target must be one of {', '.join(map(repr, allowed))} for model {loaded.name!r}, "
+                         f"not {target!r}")
+
+
 class ClassProbability:
     """Score = P(target class) = sigmoid(+-logit): positive, in [0, 1].
 
@@ -385,7 +417,7 @@ class ClassProbability:
     """
 
     def __init__(self, target: Target) -> None:
-        self.logit_target = BinaryClassifierOutputTarget(1 if target == "abnormal" else 0)
+        self.logit_target = OutputLogit(target)
 
     def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
         """sigmoid(+-logit) of each output row."""
@@ -433,7 +465,9 @@ def explain(
         layers: names from ``loaded.cam_layers`` (default: its first, the last stage);
             several layers are averaged by pytorch_grad_cam.
         target: "abnormal" explains the logit, "normal" explains minus the logit
-            (pytorch_grad_cam's BinaryClassifierOutputTarget with category 1 or 0).
+            (pytorch_grad_cam's BinaryClassifierOutputTarget with category 1 or 0), "fracture" a
+            fracture-aware model's second output (:class:`OutputLogit`). Without ``layers``, the
+            model's default layer for that output.
         aug_smooth: average over flips and brightness changes (6 passes).
         eigen_smooth: keep the first principal component of the weighted activations.
         progress: called with a fraction in [0, 1]; ScoreCAM and AblationCAM report per
@@ -447,9 +481,8 @@ def explain(
         CamCancelled: ``cancel`` was set before the run finished.
     """
     info = _method_info(method)
-    layer_names = _layer_names(loaded, layers)
-    if target not in ("abnormal", "normal"):
-        raise ValueError(f"target must be 'abnormal' or 'normal', not {target!r}")
+    check_target(loaded, target)
+    layer_names = _layer_names(loaded, layers, target)
     report = progress or (lambda _fraction: None)
     report(0.0)
     with _cam_pass(loaded, pixels, slow=info.slow) as (network, model_input, placement):
@@ -463,7 +496,7 @@ def explain(
     report(1.0)
     return Explanation(
         heatmap=heatmap,
-        probability=model_probability(loaded, pixels),
+        probability=model_probability(loaded, pixels, target),
         method=method,
         layers=layer_names if info.uses_layers else (),
         target=target,
@@ -474,11 +507,12 @@ def explain(
     )
 
 
-def model_probability(loaded: LoadedModel, pixels: np.ndarray) -> float:
-    """P(abnormal) of the image as core.predict computes it everywhere (letterbox, the card's flip TTA):
+def model_probability(loaded: LoadedModel, pixels: np.ndarray, target: Target = "abnormal") -> float:
+    """The probability of the target's output (P(abnormal) for "abnormal" and "normal", P(fracture) for
+    "fracture") as core.predict computes it everywhere (letterbox, the card's flip TTA):
     one image, one probability, whichever page, figure or grid shows it. The CAM's own forward pass
     gives the unmirrored image's alone: 0.993 on the downloaded figure where Explain showed 0.988."""
-    return float(predict_images(loaded, [pixels])[0])
+    return float(predict_image_outputs(loaded, [pixels])[0, output_column(target)])
 
 
 def shares_a_pass(method: str) -> bool:
@@ -512,9 +546,8 @@ def explain_grid(
     """
     for method in methods:
         _method_info(method)
-    layer_names = _layer_names(loaded, layers)
-    if target not in ("abnormal", "normal"):
-        raise ValueError(f"target must be 'abnormal' or 'normal', not {target!r}")
+    check_target(loaded, target)
+    layer_names = _layer_names(loaded, layers, target)
     results: dict[tuple[str, str], Explanation] = {}
     shared = [m for m in dict.fromkeys(methods) if shares_a_pass(m)]
     for method in dict.fromkeys(methods):
@@ -529,7 +562,7 @@ def explain_grid(
         return results
     with _cam_pass(loaded, pixels, slow=False) as (network, model_input, placement):  # fast methods only
         canvas_maps = _shared_pass(network, loaded, shared, layer_names, model_input, target)
-    probability = model_probability(loaded, pixels)
+    probability = model_probability(loaded, pixels, target)
     for (method, name), (canvas_map, raw_canvas) in canvas_maps.items():
         results[(method, name)] = Explanation(
             heatmap=_image_heatmap(canvas_map, placement), probability=probability,
@@ -550,7 +583,7 @@ def _shared_pass(
     module_order = {path: index for index, (path, _module) in enumerate(network.named_modules())}
     paths = sorted({p for name in layer_names for p in loaded.layer_paths(name)}, key=module_order.__getitem__)
     modules = [resolve_layer(network, path) for path in paths]
-    targets = [BinaryClassifierOutputTarget(1 if target == "abnormal" else 0)]
+    targets = [OutputLogit(target)]
     backward = any(METHODS[m].gradients != "none" for m in methods)
     handles = [m.register_forward_hook(_graph_starts_here, prepend=True) for m in modules] if backward else []
     cams: dict[str, BaseCAM] = {}
@@ -592,12 +625,13 @@ def _method_info(method: str) -> MethodInfo:
         raise ValueError(f"Unknown CAM method {method!r}; choose from: {', '.join(METHODS)}.") from None
 
 
-def _layer_names(loaded: LoadedModel, layers: Sequence[str] | str | None) -> tuple[str, ...]:
+def _layer_names(loaded: LoadedModel, layers: Sequence[str] | str | None, target: Target = "abnormal"
+                 ) -> tuple[str, ...]:
     available = loaded.cam_layers
     if not available:
         raise ValueError(f"Model {loaded.name!r} names no CAM layers.")
     if layers is None:
-        return (loaded.config.default_cam_layer,)
+        return (loaded.config.cam_layer_for(target),)
     names = tuple(dict.fromkeys([layers] if isinstance(layers, str) else layers))
     if not names:
         raise ValueError("Choose at least one CAM layer.")
@@ -642,9 +676,7 @@ def _run_cam(
     module_order = {path: index for index, (path, _module) in enumerate(network.named_modules())}
     layer_paths = sorted(layer_paths, key=module_order.__getitem__)
     modules = [resolve_layer(network, path) for path in layer_paths] if info.uses_layers else []
-    targets: list[Callable[[torch.Tensor], torch.Tensor]] = [
-        BinaryClassifierOutputTarget(1 if target == "abnormal" else 0)
-    ]
+    targets: list[Callable[[torch.Tensor], torch.Tensor]] = [OutputLogit(target)]
     options: dict[str, object] = {}
     images_per_pass = 0  # images one unaugmented CAM pushes through the network, when counted
     if info.cam_class in (ScoreCAM, AblationCAM):

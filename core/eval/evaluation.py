@@ -40,10 +40,12 @@ from core.model.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_fo
 from core.model.checkpoint import LoadedModel, load_model
 from core.model.devices import autocast, on_device
 from core.model.prediction import DEFAULT_BATCH_SIZE
+from core.model.registry import FRACTURE
 from core.model.scale import LOCAL, Decoder, Engine, local_batches, ray_probabilities
 from core.store.artifacts import ModelArtifacts, check_replacement, write_evaluation
 
 __all__ = [
+    "FRACTURE_COLUMN",
     "PREDICTION_COLUMNS",
     "FRACATLAS",
     "FRACATLAS_COLUMNS",
@@ -60,6 +62,8 @@ __all__ = [
     "evaluate_fracatlas",
 ]
 
+#: A fracture-aware model's P(fracture) beside ``probability`` (P(abnormal)) in its prediction tables.
+FRACTURE_COLUMN = "fracture_probability"
 PREDICTION_COLUMNS = ["path", "study_type", "patient", "study", "study_path", "label", "probability"]
 #: The dataset name of the FracAtlas evaluation (its files are ``*_fracatlas.*``).
 FRACATLAS = "fracatlas"
@@ -119,12 +123,26 @@ def predict_split(loaded: LoadedModel, root: Path, split: str, *, batch_size: in
     images = mura.read_images(root, split).iloc[:limit]
     probability = _predict_files(loaded, root, images["path"].tolist(), mura.image_file, batch_size=batch_size,
                                  progress=progress, description=f"{loaded.name} on {split}", engine=engine)
-    return images.assign(probability=probability)[PREDICTION_COLUMNS]
+    return _with_probabilities(images, probability)[[*PREDICTION_COLUMNS, *_fracture_column(loaded)]]
+
+
+def _fracture_column(loaded: LoadedModel) -> list[str]:
+    """The prediction tables' extra column for a model with a fracture output."""
+    return [FRACTURE_COLUMN] if FRACTURE in loaded.outputs else []
+
+
+def _with_probabilities(images: pd.DataFrame, probability: np.ndarray) -> pd.DataFrame:
+    """``images`` with ``probability`` (P(abnormal)) and, from a second output, ``fracture_probability``."""
+    images = images.assign(probability=probability[:, 0])
+    if probability.shape[1] > 1:
+        images[FRACTURE_COLUMN] = probability[:, 1]
+    return images
 
 
 def _predict_files(loaded: LoadedModel, root: Path, files: list[str], locate: Callable[[Path, str], Path],
                    *, batch_size: int, progress: bool, description: str, engine: Engine = LOCAL) -> np.ndarray:
-    """P(abnormal) of each file, rounded once here so the cached CSV and every metric from it agree;
+    """(files, outputs) probabilities (column 0 P(abnormal)), rounded once here so the cached CSV and every
+    metric from it agree;
     on ``engine``'s device and backend, or on Ray, where the batches and so the numbers are the same."""
     backend = _backend(engine)
     if engine.ray and files:
@@ -141,7 +159,7 @@ def _predict_files(loaded: LoadedModel, root: Path, files: list[str], locate: Ca
         for batch in _batches(root, files, loaded, batch_size, locate, engine.workers):
             probabilities.append(predict(batch))
             bar.update(len(batch))
-    return np.round(np.concatenate(probabilities), 6) if probabilities else np.empty(0)
+    return np.round(np.concatenate(probabilities), 6) if probabilities else np.empty((0, len(loaded.outputs)))
 
 
 def _backend(engine: Engine) -> str:
@@ -169,9 +187,8 @@ def predict_fracatlas(loaded: LoadedModel, root: Path, *, batch_size: int = DEFA
     images = images.assign(
         duplicate_of=fracatlas.duplicate_groups(root, files),
         threshold=images["region"].map(region_thresholds(loaded.card)),
-        probability=probability,
     )
-    return images[FRACATLAS_COLUMNS]
+    return _with_probabilities(images, probability)[[*FRACATLAS_COLUMNS, *_fracture_column(loaded)]]
 
 
 def fracatlas_stratum(predictions: pd.DataFrame, stratum: str = "all") -> pd.DataFrame:

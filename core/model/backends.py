@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from core.model.checkpoint import LoadedModel
-from core.model.prediction import predict_batch, uses_flip_tta
+from core.model.prediction import predict_batch_outputs, uses_flip_tta
 from core.model.registry import MeanProbabilityEnsemble
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "ONNX_OPSET", "FusedProbability",
@@ -38,13 +38,14 @@ BACKENDS = ("onnx", "torch")
 DEFAULT_BACKEND = "onnx"
 ONNX_OPSET = 17
 #: Bump when the exported graph changes, so cached exports of the old graph are not reused.
-_EXPORT_VERSION = 1
+_EXPORT_VERSION = 2
 
 BatchPredictor = Callable[[torch.Tensor], np.ndarray]
 
 
 class FusedProbability(nn.Module):
-    """P(abnormal) as one module, what the ONNX export sees: each member runs once on the batch and
+    """The model's output probabilities (P(abnormal), and P(fracture) where it has it) as one module,
+    what the ONNX export sees: each member runs once on the batch and
     (with flip TTA) its mirror stacked together, 4 forwards of 2N instead of 8 of N; the result is
     the mean of the members' sigmoids, averaged over each image and its mirror (what
     core.model.prediction.probabilities computes, without the ensemble's logit round trip)."""
@@ -62,9 +63,9 @@ class FusedProbability(nn.Module):
         return cls(members, flip_tta=uses_flip_tta(loaded)).eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N,) float32 probabilities of a prepared (N, 3, S, S) batch."""
+        """(N, outputs) float32 probabilities of a prepared (N, 3, S, S) batch."""
         both = torch.cat([x, torch.flip(x, dims=[-1])]) if self.flip_tta else x
-        mean = torch.stack([torch.sigmoid(m(both).squeeze(1).float()) for m in self.members]).mean(0)
+        mean = torch.stack([torch.sigmoid(m(both).float()) for m in self.members]).mean(0)
         if not self.flip_tta:
             return mean
         n = x.shape[0]
@@ -132,7 +133,8 @@ def onnx_model_path(loaded: LoadedModel, cache_dir: Path | None = None) -> Path:
 
 class OnnxPredictor:
     """An ONNX Runtime session (CPU provider) of a fused probability graph, called like
-    core.model.prediction.predict_batch: a prepared (N, 3, S, S) batch in, (N,) float64 probabilities out."""
+    core.model.prediction.predict_batch_outputs: a prepared (N, 3, S, S) batch in, (N, outputs) float64
+    probabilities out."""
 
     def __init__(self, model: Path | bytes, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -145,7 +147,7 @@ class OnnxPredictor:
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
-        """P(abnormal) of each image of the batch."""
+        """Each image's output probabilities (column 0: P(abnormal))."""
         x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
         return self.session.run(["p"], {"x": x})[0].astype(np.float64)
 
@@ -159,7 +161,7 @@ def batch_predictor(loaded: LoadedModel, backend: str) -> BatchPredictor:
     """The function that turns a prepared batch into probabilities on ``backend`` (already resolved:
     see :func:`resolve_backend`); for onnx, exports the graph if no cached export fits."""
     if backend == "torch":
-        return functools.partial(predict_batch, loaded)
+        return functools.partial(predict_batch_outputs, loaded)
     if backend != "onnx":
         raise ValueError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
     return _cached_predictor(onnx_model_path(loaded), torch.get_num_threads())

@@ -31,7 +31,7 @@ from core.data.preprocess import letterbox, to_model_input
 from core.model.backends import DEFAULT_BACKEND, OnnxPredictor
 from core.model.checkpoint import LoadedModel
 from core.model.devices import autocast, on_device, resolve_device
-from core.model.prediction import predict_batch
+from core.model.prediction import predict_batch_outputs
 
 __all__ = ["Engine", "LOCAL", "ScaleError", "Decoder", "local_batches",
            "import_ray", "ray_session", "ray_probabilities", "ray_map", "received"]
@@ -184,7 +184,7 @@ class _Scorer:
         if onnx_model is not None:
             self.predict = OnnxPredictor(_fetched(onnx_model), threads)
         else:
-            self.predict = partial(predict_batch, on_device(received(loaded), self.device))
+            self.predict = partial(predict_batch_outputs, on_device(received(loaded), self.device))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One row in (a batch's first index and its canvases), one row per image out."""
@@ -197,7 +197,7 @@ class _Scorer:
 
 def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *, batch_size: int,
                       engine: Engine, progress: bool, description: str, onnx_model: Path | None = None) -> np.ndarray:
-    """P(abnormal) of each file, in order, computed on Ray Data (see the module's docstring); with
+    """(files, outputs) probabilities, in file order, computed on Ray Data (see the module's docstring); with
     ``onnx_model`` (an exported graph, core.model.backends) the actors run it on ONNX Runtime.
 
     Raises:
@@ -223,7 +223,7 @@ def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *
                              "threads": max(1, int(cpus)),
                              "onnx_model": ray.put(onnx_model.read_bytes()) if onnx_model else None})
         )
-        probability = np.full(len(files), np.nan)
+        probability = np.full((len(files), len(loaded.outputs)), np.nan)
         try:
             with tqdm(total=len(files), desc=f"{description} (Ray, {actors} actors)", unit="img",
                       disable=not progress) as bar:
