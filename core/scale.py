@@ -223,9 +223,9 @@ class _Scorer:
 
 
 def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *, batch_size: int,
-                      engine: Engine, progress: bool, description: str, onnx_model: Path | None = None) -> np.ndarray:
+                      engine: Engine, progress: bool, description: str, onnx_model: bytes | None = None) -> np.ndarray:
     """P(abnormal) of each file, in order, computed on Ray Data (see the module's docstring); with
-    ``onnx_model`` (an exported graph, core.backends) the actors run it on ONNX Runtime.
+    ``onnx_model`` (an exported graph's verified bytes, core.backends) the actors run it on ONNX Runtime.
 
     Raises:
         ScaleError: Ray is missing or unreachable, or a task failed (the first line of its error).
@@ -248,7 +248,7 @@ def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *
                              "decoder": decoder,
                              "device": engine.device, "precision": engine.precision,
                              "threads": max(1, int(cpus)),
-                             "onnx_model": ray.put(onnx_model.read_bytes()) if onnx_model else None})
+                             "onnx_model": ray.put(onnx_model) if onnx_model else None})
         )
         probability = np.full(len(files), np.nan)
         try:
