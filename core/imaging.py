@@ -89,6 +89,7 @@ _JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
 _RLE_MAX_EXPANSION = 64  # two RLE bytes decode to at most 128
 _RLE_PADDING = 128  # decoded bytes past the image tolerated, as pydicom does (it warns)
 _J2K_SOC_SIZ = b"\xff\x4f\xff\x51"  # start of codestream, then the SIZ marker that holds the image size
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"  # the first box of a JP2 file
 
 # Display name, file extensions and Pillow's format id for every format sniffed from bytes.
 _DISPLAY_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "DICOM": "DICOM", "TIFF": "TIFF", "GIF": "GIF",
@@ -508,17 +509,66 @@ def _check_rle_segments(frame: bytes, segment_bytes: int) -> None:
 
 
 def _j2k_size(frame: bytes) -> tuple[int, int, int] | None:
-    """(width, height, components) from a JPEG 2000 codestream's SIZ marker (also inside a JP2 wrapper).
+    """(width, height, components) of the JPEG 2000 codestream the decoder reads: a bare codestream
+    (the SIZ marker right after its start), or a JP2 file, whose boxes are walked; None when unreadable.
 
-    Hand-read: Pillow takes a JP2 file's size from its header box, not from the codestream
-    the decoder allocates for.
+    Hand-read: Pillow takes a JP2 file's size from its header box, not from the codestream the
+    decoder allocates for. A JP2 file must hold one header (``jp2h``/``ihdr``) and one codestream
+    (``jp2c``) of the same size, and no codestream start in any other box: a small decoy SIZ in an
+    ``xml `` box ahead of a large codestream is refused.
     """
-    start = frame.find(_J2K_SOC_SIZ)
-    fields = frame[start + 4:start + 42]
-    if start < 0 or len(fields) < 38:
+    if frame.startswith(_J2K_SOC_SIZ):
+        return _siz_size(frame)
+    if not frame.startswith(_JP2_SIGNATURE):
+        return None
+    boxes = _jp2_boxes(frame, 0, len(frame))
+    if boxes is None:
+        return None
+    headers = [(start, end) for kind, start, end in boxes if kind == b"jp2h"]
+    streams = [(start, end) for kind, start, end in boxes if kind == b"jp2c"]
+    if len(headers) != 1 or len(streams) != 1:
+        return None
+    header_boxes = _jp2_boxes(frame, *headers[0]) or []
+    image_headers = [frame[start:end] for kind, start, end in header_boxes if kind == b"ihdr"]
+    stream_start, stream_end = streams[0]
+    outside = frame[:stream_start] + b"\0" + frame[stream_end:]
+    size = _siz_size(frame[stream_start:stream_end])
+    if len(image_headers) != 1 or len(image_headers[0]) < 10 or _J2K_SOC_SIZ in outside or size is None:
+        return None
+    height, width, components = struct.unpack(">IIH", image_headers[0][:10])
+    return size if (width, height, components) == size else None
+
+
+def _siz_size(codestream: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) from the SIZ marker that must follow a codestream's start."""
+    fields = codestream[4:42]
+    if not codestream.startswith(_J2K_SOC_SIZ) or len(fields) < 38:
         return None
     _lsiz, _rsiz, xsiz, ysiz, x_offset, y_offset, *_tiles, components = struct.unpack(">HHIIIIIIIIH", fields)
     return xsiz - x_offset, ysiz - y_offset, components
+
+
+def _jp2_boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]] | None:
+    """(type, content start, content end) of the JP2 boxes in ``data[start:end]``; None when a box's
+    length runs past the end or is too short to hold its own header."""
+    boxes = []
+    position = start
+    while position < end:
+        if position + 8 > end:
+            return None
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        header = 8
+        if length == 1:  # the length follows as 64 bits
+            if position + 16 > end:
+                return None
+            length, header = struct.unpack(">Q", data[position + 8:position + 16])[0], 16
+        elif length == 0:  # the last box runs to the end
+            length = end - position
+        if length < header or position + length > end:
+            return None
+        boxes.append((kind, position + header, position + length))
+        position += length
+    return boxes
 
 
 def _jpeg_size(frame: bytes) -> tuple[int, int, int] | None:

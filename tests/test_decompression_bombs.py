@@ -98,6 +98,27 @@ def j2k_claiming(side: int) -> bytes:
     return encode_dicom(grey(), transfer_syntax=JPEG2000Lossless, frames=[bytes(frame)])
 
 
+def _box(kind: bytes, content: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(content), kind) + content
+
+
+def jp2_with_decoy(stream_side: int, header_side: int, decoy: bool = True) -> bytes:
+    """A 64 x 64 DICOM whose JPEG 2000 frame is a JP2 file: an ``ihdr`` of ``header_side``, then
+    (with ``decoy``) an ``xml `` box holding a 64 x 64 codestream start, then the ``jp2c``
+    codestream whose SIZ says ``stream_side``; the headers are crafted, nothing that large is encoded."""
+    small = encode_image(Image.fromarray(grey()), "JPEG2000", no_jp2=True, irreversible=False)
+    large = bytearray(small)
+    large[8:16] = struct.pack(">II", stream_side, stream_side)  # Xsiz, Ysiz (SIZ follows the 4-byte start)
+    large[24:32] = struct.pack(">II", stream_side, stream_side)  # one tile of that size
+    ihdr = struct.pack(">IIHBBBB", header_side, header_side, 1, 7, 7, 0, 0)
+    boxes = [b"\x00\x00\x00\x0cjP  \r\n\x87\n", _box(b"ftyp", b"jp2 \0\0\0\0jp2 "),
+             _box(b"jp2h", _box(b"ihdr", ihdr) + _box(b"colr", b"\x01\0\0\0\0\0\x11"))]
+    if decoy:
+        boxes.append(_box(b"xml ", small[:64]))
+    boxes.append(_box(b"jp2c", bytes(large)))
+    return encode_dicom(grey(), transfer_syntax=JPEG2000Lossless, frames=[b"".join(boxes)])
+
+
 def jpeg_claiming(side: int) -> bytes:
     """A 64 x 64 DICOM whose baseline JPEG frame header (SOF0) says ``side`` x ``side``."""
     frame = bytearray(encode_image(Image.fromarray(grey()), "JPEG", quality=90))
@@ -140,6 +161,25 @@ def test_jpeg2000_stream_larger_than_its_header_is_refused_before_decoding(tmp_p
     assert measured["peak_growth"] < PEAK_GROWTH_LIMIT, measured
 
 
+@pytest.mark.parametrize("header_side", [64, 13_377])
+def test_jp2_decoy_size_ahead_of_a_large_codestream_is_refused_before_decoding(tmp_path: Path,
+                                                                              header_side: int) -> None:
+    """The size checked is the one of the codestream the decoder reads (the jp2c box's SIZ), and a
+    codestream start in any other box, or an ihdr that disagrees with it, refuses the file."""
+    measured = decode_in_child(jp2_with_decoy(13_377, header_side), tmp_path)
+    # Refused by the size check, before any decoder runs (a decoder's failure reads "truncated or corrupt").
+    assert "compressed image has no readable size" in measured["outcome"], measured
+    assert_one_sentence(measured["outcome"])
+    assert measured["peak_growth"] < PEAK_GROWTH_LIMIT, measured
+
+
+def test_jp2_header_that_disagrees_with_its_codestream_is_refused() -> None:
+    for data in (jp2_with_decoy(64, 13_377, decoy=False), jp2_with_decoy(64, 64, decoy=True)):
+        with pytest.raises(RadiographDecodeError, match="no readable size") as caught:
+            load_radiograph(data)
+        assert_one_sentence(str(caught.value))
+
+
 def test_rle_segment_longer_than_its_header_is_refused_before_decoding(tmp_path: Path) -> None:
     measured = decode_in_child(rle_bomb(8 * 2**20), tmp_path)  # 8 MB of runs: 512 MB decoded
     assert "RLE" in measured["outcome"]
@@ -171,6 +211,9 @@ def test_inflate_bound_follows_the_callers_pixel_cap() -> None:
 def test_compressed_streams_that_agree_with_the_header_still_decode() -> None:
     j2k = encode_image(Image.fromarray(grey()), "JPEG2000", no_jp2=True, irreversible=False)
     decoded = load_radiograph(encode_dicom(grey(), transfer_syntax=JPEG2000Lossless, frames=[j2k]))
+    np.testing.assert_array_equal(decoded.pixels, grey())
+    jp2 = encode_image(Image.fromarray(grey()), "JPEG2000", irreversible=False)  # a JP2 file, boxes and all
+    decoded = load_radiograph(encode_dicom(grey(), transfer_syntax=JPEG2000Lossless, frames=[jp2]))
     np.testing.assert_array_equal(decoded.pixels, grey())
     rle = load_radiograph(encode_dicom(grey(), transfer_syntax=RLELossless))
     np.testing.assert_array_equal(rle.pixels, grey())
