@@ -339,7 +339,7 @@ def read_pair(table_path: Path, summary_path: Path, *, hash_key: str, remedy: st
         text = table_path.read_text()
         summary = json.loads(summary_path.read_text())
         table = parse(StringIO(text))
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, pd.errors.ParserError) as exc:
         raise error(f"The cached {summary_path.name} / {table_path.name} cannot be read "
                     f"({type(exc).__name__}); {remedy}.") from exc
     if not isinstance(summary, dict):
@@ -381,6 +381,6 @@ def read_json_object(path: Path) -> dict | None:
     """An optional cache's JSON object; None when it is absent or unreadable (readers say so)."""
     try:
         value = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
     return value if isinstance(value, dict) else None

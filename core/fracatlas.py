@@ -167,7 +167,7 @@ def read_outlines(root: Path) -> Outlines:
         coco = json.loads(path.read_text())
         images = {int(image["id"]): image for image in coco["images"]}
         annotations = coco["annotations"]
-    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as exc:
         raise FracAtlasError(
             f"{COCO_FILE} is not a COCO file with images and annotations ({type(exc).__name__})."
         ) from exc
