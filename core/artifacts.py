@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ import pandas as pd
 from core import atomic
 
 __all__ = [
+    "printable",
     "report_written",
     "read_json_object",
     "CachePairError",
@@ -364,16 +366,27 @@ def read_evaluation(files: ModelArtifacts, dataset: str) -> Evaluation | None:
     return None if pair is None else Evaluation(pair.table, pair.summary)
 
 
+#: What a terminal acts on: C0 controls (ESC, CR, LF, ...), DEL, C1 controls; and lone surrogates
+#: (the undecodable bytes of a file name), which are not text.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: object) -> str:
+    """``text`` as one inert terminal line: control characters shown escaped (``\\x1b``), undecodable
+    bytes as U+FFFD, so a file name or a CSV cell on stderr cannot recolour, erase or forge lines."""
+    return _UNPRINTABLE.sub(lambda m: "\ufffd" if m.group() >= "\ud800" else f"\\x{ord(m.group()):02x}", str(text))
+
+
 def report_written(write: Callable[[], Iterable[Path]], errors: tuple[type[Exception], ...]) -> int:
     """End of a CLI that writes artefacts: run ``write``, print ``wrote PATH`` for each file it returns
     and exit 0, or print one of ``errors`` as one line (never a traceback) and exit 2."""
     try:
         paths = list(write())
     except errors as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     for path in paths:
-        print(f"wrote {path}")
+        print(f"wrote {printable(path)}")
     return 0
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from core.artifacts import printable
 from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from core.preprocess import letterbox, to_model_input
 
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = on_device(load_model(args.model), device)
         head_for(loaded)
     except (ModelLoadError, ScopeHeadError, DeviceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     backend, reason = resolve_backend(args.backend, device)
     if reason:
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                              "raw_peak": described.pop("raw_peak")})
                 cam_settings = described
         except (RadiographDecodeError, OSError, ValueError) as exc:
-            print(f"error: {_printable(file)}: {exc}", file=sys.stderr)
+            print(f"error: {printable(file)}: {printable(exc)}", file=sys.stderr)
             failed = True
             continue
         view_probabilities.append(float(record["probability"]))
