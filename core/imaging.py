@@ -83,6 +83,7 @@ _CHROMA_THRESHOLD = 32  # max-min over R, G, B above this is a visibly coloured 
 _COLOURFUL_FRACTION = 0.05  # coloured pixels needed to call it a photograph (annotations stay below)
 # A deflated DICOM may inflate to a 16-bit image at the pixel cap plus this much for its other elements.
 _DICOM_HEADER_ALLOWANCE = 16 * 2**20
+_INFLATE_STEP = 8 * 2**20  # bytes inflated at a time while a deflated DICOM's size is counted
 # Start-of-frame markers of JPEG (all processes but the differential ones) and JPEG-LS (SOF55).
 _JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
 _JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
@@ -199,6 +200,9 @@ def downsized(radiograph: Radiograph, max_side: int = DISPLAY_MAX_SIDE) -> Radio
 
 def _read_source(source: bytes | str | os.PathLike[str], filename: str | None) -> tuple[bytes, str | None]:
     """The bytes to decode and the label for them; paths are read here and nowhere else."""
+    too_large = RadiographDecodeError(
+        f"The file is larger than {MAX_FILE_BYTES // 2**20} MB, too large to be one radiograph."
+    )
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
@@ -208,13 +212,15 @@ def _read_source(source: bytes | str | os.PathLike[str], filename: str | None) -
             raise RadiographDecodeError("The file does not exist or is not a regular file.")
         try:
             with path.open("rb") as handle:
+                # The size first: a 10 GB sparse file is refused at once, not after 512 MB are read. The
+                # bounded read still holds for a file whose size says nothing (/proc) or that grows.
+                if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+                    raise too_large
                 data = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             raise RadiographDecodeError("The file could not be read.") from exc
     if len(data) > MAX_FILE_BYTES:
-        raise RadiographDecodeError(
-            f"The file is larger than {MAX_FILE_BYTES // 2**20} MB, too large to be one radiograph."
-        )
+        raise too_large
     return data, filename
 
 
@@ -436,17 +442,37 @@ def _read_dicom(data: bytes, limit: int) -> pydicom.Dataset:
     if file_meta.get("TransferSyntaxUID") != uid.DeflatedExplicitVRLittleEndian:
         return pydicom.dcmread(io.BytesIO(data))
     max_bytes = 2 * limit + _DICOM_HEADER_ALLOWANCE
-    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[stream.tell():], max_bytes + 1)
-    if len(inflated) > max_bytes:
+    payload = memoryview(data)[stream.tell():]
+    size, complete = _inflated_size(payload, max_bytes)
+    if size > max_bytes:
         raise RadiographDecodeError(
             f"The deflated DICOM file expands to more than {max_bytes // 2**20} MB, more than one "
             "radiograph within the pixel limit can hold."
         )
+    if not complete:
+        raise RadiographDecodeError("The deflated DICOM file is truncated or corrupt and could not be decoded.")
+    # Its size known, the dataset is inflated into one buffer of exactly that size (a growing
+    # buffer would hold it twice at the end).
+    inflated = zlib.decompress(payload, -zlib.MAX_WBITS, max(size, 1))
     dataset = read_dataset(DicomBytesIO(inflated), is_implicit_VR=False, is_little_endian=True)
     file_dataset = pydicom.FileDataset("upload", dataset, preamble=preamble, file_meta=file_meta,
                                        is_implicit_VR=False, is_little_endian=True)
     file_dataset.set_original_encoding(False, True, dataset._character_set)
     return file_dataset
+
+
+def _inflated_size(payload: memoryview, max_bytes: int) -> tuple[int, bool]:
+    """(bytes a raw deflate stream inflates to, counted up to just past ``max_bytes``; whether the
+    stream ends): inflated 8 MB at a time and thrown away, so a bomb costs 8 MB, not its size."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    size, pending = 0, payload
+    while not inflater.eof and size <= max_bytes:
+        inflated = len(inflater.decompress(pending, _INFLATE_STEP))
+        pending = inflater.unconsumed_tail
+        if not inflated and not pending:
+            break  # the input ended before the stream did
+        size += inflated
+    return size, inflater.eof
 
 
 def _check_compressed_size(dataset: pydicom.Dataset) -> None:

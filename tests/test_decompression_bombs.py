@@ -1,6 +1,6 @@
 """core.imaging against DICOM files whose pixels, once decompressed, would dwarf the upload.
 
-Each bomb is decoded in a child Python whose peak resident memory (ru_maxrss) is measured
+Each bomb is decoded in a child Python whose peak resident memory (VmHWM) is measured
 around the one load_radiograph call. The child also runs under an address-space limit, so a
 regression fails the test (too much memory, or a MemoryError that reads as "corrupt") instead of
 taking the machine's memory.
@@ -28,7 +28,7 @@ from core.imaging import RadiographDecodeError, load_radiograph
 from tests.bad_inputs import encode_dicom, encode_image, phantom
 from tests.test_imaging import assert_one_sentence
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="peak memory is read the Linux way (ru_maxrss in KiB)")
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="peak memory is read the Linux way (/proc/self/status)")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIDE = 64
@@ -42,18 +42,20 @@ _CHILD = r"""
 import json, resource, sys
 from core.imaging import RadiographDecodeError, load_radiograph
 
-with open("/proc/self/status") as status:
-    vm_size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
-resource.setrlimit(resource.RLIMIT_AS, (vm_size + int(sys.argv[2]), resource.RLIM_INFINITY))
-data = open(sys.argv[1], "rb").read()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status(field):
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent (pytest, large) through exec.
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field + ":"))
+
+resource.setrlimit(resource.RLIMIT_AS, (status("VmSize") + int(sys.argv[2]), resource.RLIM_INFINITY))
+data = open(sys.argv[1], "rb").read() if sys.argv[3:] != ["path"] else sys.argv[1]  # a str is read as a path
+before = status("VmHWM")
 try:
     load_radiograph(data)
     outcome = "accepted"
 except RadiographDecodeError as exc:
     outcome = str(exc)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"outcome": outcome, "peak_growth": (after - before) * 1024}))
+print(json.dumps({"outcome": outcome, "peak_growth": status("VmHWM") - before}))
 """
 
 
@@ -134,12 +136,15 @@ def rle_bomb(segment_bytes: int) -> bytes:
     return encode_dicom(grey(), transfer_syntax=RLELossless, frames=[frame])
 
 
-def decode_in_child(data: bytes, tmp_path: Path) -> dict:
-    """load_radiograph in a fresh Python: its outcome and the growth of its peak RSS during the call."""
-    path = tmp_path / "upload.dcm"
-    path.write_bytes(data)
+def decode_in_child(data: bytes | Path, tmp_path: Path) -> dict:
+    """load_radiograph in a fresh Python (of the bytes, or of a path it reads itself): its outcome and
+    the growth of its peak RSS during the call."""
+    path = data if isinstance(data, Path) else tmp_path / "upload.dcm"
+    if not isinstance(data, Path):
+        path.write_bytes(data)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(CHILD_EXTRA_ADDRESS_SPACE)],
+    mode = ["path"] if isinstance(data, Path) else []
+    result = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(CHILD_EXTRA_ADDRESS_SPACE), *mode],
                             capture_output=True, text=True, env=env, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
@@ -185,6 +190,17 @@ def test_rle_segment_longer_than_its_header_is_refused_before_decoding(tmp_path:
     assert "RLE" in measured["outcome"]
     assert_one_sentence(measured["outcome"])
     assert measured["peak_growth"] < PEAK_GROWTH_LIMIT, measured
+
+
+def test_a_huge_sparse_file_is_refused_by_its_size_before_any_byte_is_read(tmp_path: Path) -> None:
+    """10 GB of holes on disk: the size says no at once (it read 512 MB before refusing)."""
+    path = tmp_path / "huge.dcm"
+    with path.open("wb") as handle:
+        handle.truncate(10 * 2**30)
+    measured = decode_in_child(path, tmp_path)
+    assert "larger than 512 MB" in measured["outcome"]
+    assert_one_sentence(measured["outcome"])
+    assert measured["peak_growth"] < 16 * 2**20, measured
 
 
 def test_jpeg_frame_larger_than_its_header_is_refused() -> None:
