@@ -7,6 +7,11 @@ bytes and pixels:
 * the declared pixel count is checked against a cap before anything is decompressed; for DICOM
   also the compressed stream's own size (JPEG SOF, JPEG 2000 SIZ, the RLE runs), and a deflated
   dataset is inflated only up to a bound tied to that cap;
+* bytes are counted too: the memory a decode will add (bits per sample, the decoder's own buffers,
+  the conversion's copies) is estimated from the header and refused above DECODE_BUDGET_BYTES
+  (300 MB), and all decodes of the process share TOTAL_DECODE_BYTES (720 MB: a decode waits for
+  its share); high-bit-depth values go through the LUTs and the 8-bit window a strip at a time, so
+  a 40 MP 16-bit DICOM with rescale and window adds about 150 MiB, not 1.1 GB;
 * the image is fully decoded (truncated or corrupt files fail here, not later in the model);
 * every failure becomes :class:`RadiographDecodeError` whose message is one user-facing sentence.
 
@@ -26,7 +31,8 @@ Decisions worth knowing:
   filters (process-global, and not thread-safe in Python 3.11): any image above
   ``PIL.Image.MAX_IMAGE_PIXELS`` is over the effective pixel cap and refused from its header.
 
-The function keeps no state between calls and changes no global setting, so it is thread-safe.
+The function keeps no state between calls and changes no global setting, so it is thread-safe;
+the one thing decodes share is the process's memory budget (a lock-guarded count).
 
 Example:
     >>> radiograph = load_radiograph(uploaded.getvalue(), filename=uploaded.name)  # doctest: +SKIP
@@ -35,10 +41,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
+import threading
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
@@ -76,6 +85,17 @@ MIN_SIDE = 32
 MAX_FILE_BYTES = 512 * 1024 * 1024
 """Largest file read from disk; bounds memory before any format is even known."""
 
+DECODE_BUDGET_BYTES = 300 * 2**20
+"""Memory one decode may add, estimated from the header (bits per sample, samples, the decoder's own
+buffers and the conversion's copies) before any pixel is decoded; above it the file is refused."""
+
+TOTAL_DECODE_BYTES = 720 * 2**20
+"""Memory all decodes of the process may add together: a decode waits until its estimate fits, so
+four large uploads at once stay under 1 GiB."""
+
+_DECODE_WAIT_SECONDS = 120.0  # how long a decode waits for the others before saying the server is busy
+_STRIP_PIXELS = 1 << 20  # pixels converted at a time: float copies of a few MB, never of the whole image
+_CONVERSION_BYTES = 24 * 2**20  # what the strip-wise conversion itself holds (float copies, samples)
 _WINDOW_PERCENTILES = (0.5, 99.5)
 _PERCENTILE_SAMPLE = 1_000_000  # pixels: enough for stable percentiles, cheap on 40 MP images
 _COLOUR_SAMPLE = 65_536  # pixels looked at by the saturation test
@@ -112,6 +132,41 @@ _SUPPORTED_SENTENCE = "upload a PNG, JPEG or DICOM radiograph"
 
 class RadiographDecodeError(ValueError):
     """The upload cannot be turned into a radiograph; ``str(error)`` is one user-facing sentence."""
+
+
+class _DecodeBudget:
+    """The bytes decodes in flight may add together: each waits until its estimate fits (a server's
+    four sessions decoding at once share it rather than each taking the most one may)."""
+
+    def __init__(self, total: int) -> None:
+        self._free = total
+        self._condition = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, amount: int) -> Iterator[None]:
+        with self._condition:
+            if not self._condition.wait_for(lambda: self._free >= amount, _DECODE_WAIT_SECONDS):
+                raise RadiographDecodeError("The server is busy decoding other large images; try again in a minute.")
+            self._free -= amount
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._free += amount
+                self._condition.notify_all()
+
+
+_BUDGET = _DecodeBudget(TOTAL_DECODE_BYTES)
+
+
+def _reserve(estimate: int) -> contextlib.AbstractContextManager[None]:
+    """Refuse a decode whose estimated memory is over the per-image budget; else wait for its share."""
+    if estimate > DECODE_BUDGET_BYTES:
+        raise RadiographDecodeError(
+            f"Decoding this image would take about {estimate / 2**20:,.0f} MB of memory, more than the "
+            f"{DECODE_BUDGET_BYTES // 2**20} MB this server allows one image (fewer pixels or bits per pixel fit)."
+        )
+    return _BUDGET.reserve(estimate)
 
 
 @dataclass(frozen=True, eq=False)
@@ -297,18 +352,48 @@ def _check_declared_size(width: int, height: int, limit: int, min_side: int) -> 
 
 
 def _decode_with_pillow(data: bytes, source_format: str, limit: int, min_side: int) -> Radiograph:
-    """PNG, JPEG, TIFF, GIF, BMP, WebP: header check, full decode, orientation, greyscale."""
+    """PNG, JPEG, TIFF, GIF, BMP, WebP: header and memory checks, full decode, orientation, greyscale."""
     notes: list[str] = []
     # formats=[...]: only the sniffed format's plugin may parse the bytes (no format confusion).
     with Image.open(io.BytesIO(data), formats=[source_format]) as image:
         _check_declared_size(image.width, image.height, limit, min_side)
         if getattr(image, "is_animated", False):
             notes.append(f"{_DISPLAY_NAMES[source_format]} has several frames; only the first is used")
-        image.load()  # full decode now: a truncated file fails here, not in the model
-        notes.extend(_apply_exif_orientation(image))
-        pixels, bit_depth, looks_like_radiograph, conversion_notes = _pillow_to_grey(image)
+        with _reserve(_pillow_estimate(image)):
+            image.load()  # full decode now: a truncated file fails here, not in the model
+            notes.extend(_apply_exif_orientation(image))
+            pixels, bit_depth, looks_like_radiograph, conversion_notes = _pillow_to_grey(image)
     notes.extend(conversion_notes)
     return _radiograph(pixels, bit_depth, source_format, looks_like_radiograph, notes)
+
+
+def _pillow_bytes_per_pixel(mode: str) -> int:
+    """What Pillow holds per pixel in ``mode``: one byte for 1/L/P, two for I;16, four for the rest
+    (every multi-band mode is stored as four bytes, RGB included)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _pillow_estimate(image: Image.Image) -> int:
+    """Memory the decode of ``image`` adds, from its header: the decoded image, a transposed copy when
+    EXIF says to rotate, a palette expanded to RGB(A), a progressive JPEG's coefficient buffers
+    (two bytes per sample), the greyscale result and its array copy, and the strip-wise conversion.
+    Measured at 40 MP: 16-bit PNG +129 MiB, float TIFF +209, RGB PNG +266 (estimates 175, 250, 291)."""
+    pixels = image.width * image.height
+    stored = _pillow_bytes_per_pixel(image.mode)
+    # Colour is converted once more on the way to grey (RGB -> L, then the array).
+    total = pixels * (stored + (3 if len(image.getbands()) > 1 else 2)) + _CONVERSION_BYTES
+    if image.mode in ("P", "PA"):
+        total += 4 * pixels
+    if image.format == "JPEG" and image.info.get("progressive"):
+        total += 2 * len(image.getbands()) * pixels
+    try:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
+            total += stored * pixels
+    except Exception:  # noqa: BLE001 - broken EXIF is ignored when the image is decoded, too
+        pass
+    return total
 
 
 def _apply_exif_orientation(image: Image.Image) -> list[str]:
@@ -327,7 +412,9 @@ def _pillow_to_grey(image: Image.Image) -> tuple[np.ndarray, int, bool, list[str
     """uint8 greyscale pixels, source bit depth, the radiograph flag and notes, for any Pillow mode."""
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         bit_depth = 16 if image.mode.startswith("I;16") else 32
-        return (_window_to_uint8(np.asarray(image)), bit_depth, True,
+        read = _pillow_strips(image)
+        low, high = _percentile_window(read, image.height, image.width)
+        return (_scaled_uint8(read, image.height, image.width, low, high), bit_depth, True,
                 [f"{bit_depth}-bit image windowed to 8-bit (0.5-99.5 percentiles)"])
     bit_depth = 1 if image.mode == "1" else 8
     notes: list[str] = []
@@ -341,49 +428,90 @@ def _pillow_to_grey(image: Image.Image) -> tuple[np.ndarray, int, bool, list[str
         image = image.convert("L" if image.mode in ("LA", "La") else "RGB")
     if image.mode in ("1", "L"):
         return np.array(image.convert("L")), bit_depth, True, notes
-    rgb = image.convert("RGB")  # also CMYK, YCbCr, LAB, HSV
-    looks_like_radiograph = not _is_visibly_coloured(np.asarray(rgb))
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # also CMYK, YCbCr, LAB, HSV
+    looks_like_radiograph = not _is_visibly_coloured(_sample(_pillow_strips(rgb), rgb.height, rgb.width,
+                                                             _COLOUR_SAMPLE))
     if not looks_like_radiograph:
         notes.append("colour image converted to greyscale")
     return np.array(rgb.convert("L")), bit_depth, looks_like_radiograph, notes
 
 
-def _is_visibly_coloured(rgb: np.ndarray) -> bool:
-    """Cheap saturation test: enough sampled pixels whose channels differ clearly.
+def _is_visibly_coloured(sample: np.ndarray) -> bool:
+    """Cheap saturation test on a sample of an RGB image's pixels: enough of them whose channels
+    differ clearly.
 
     Equal channels (a radiograph saved as RGB) give zero chroma; JPEG chroma noise and thin
     coloured annotations stay under the thresholds; skin, clothes and scenery do not.
     """
-    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / _COLOUR_SAMPLE)))
-    sample = rgb[::step, ::step].astype(np.int16)
-    chroma = sample.max(axis=2) - sample.min(axis=2)
+    sample = sample.astype(np.int16)
+    chroma = sample.max(axis=-1) - sample.min(axis=-1)
     return bool(np.mean(chroma > _CHROMA_THRESHOLD) >= _COLOURFUL_FRACTION)
 
 
-def _window_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Map the 0.5-99.5 percentile range linearly onto 0..255 and clip the tails.
+# --- strip-wise conversion: a 40 MP image never gets a float copy of its own ----------------------
+
+#: Rows [start, stop) of an image's values, in any numeric dtype (already through the LUTs for DICOM).
+StripReader = Callable[[int, int], np.ndarray]
+
+
+def _pillow_strips(image: Image.Image) -> StripReader:
+    """Rows of a decoded Pillow image as arrays, copied a strip at a time."""
+    return lambda start, stop: np.asarray(image.crop((0, start, image.width, stop)))
+
+
+def _strips(height: int, width: int, step: int = 1) -> Iterator[tuple[int, int]]:
+    """Row ranges of about _STRIP_PIXELS pixels each, starting on multiples of ``step``."""
+    rows = max(step, _STRIP_PIXELS // max(width, 1) // step * step)
+    for start in range(0, height, rows):
+        yield start, min(start + rows, height)
+
+
+def _sample(read: StripReader, height: int, width: int, target: int) -> np.ndarray:
+    """Every n-th row and column (about ``target`` values), read strip by strip."""
+    step = max(1, int(np.sqrt(height * width / target)))
+    # A copy of each strip's sample: a view would keep the whole strip alive until the end.
+    return np.concatenate([read(start, stop)[::step, ::step].copy() for start, stop in _strips(height, width, step)])
+
+
+def _percentile_window(read: StripReader, height: int, width: int) -> tuple[float, float]:
+    """The 0.5-99.5 percentile range of the finite values, from a sample.
 
     Percentiles, not min/max: one hot pixel or a burned-in label at full scale would otherwise
-    squeeze the anatomy into a few grey levels. Non-finite values (float TIFF) are ignored.
+    squeeze the anatomy into a few grey levels. Non-finite values (float TIFF) are ignored; a
+    nearly constant image falls back to its full range.
     """
-    step = max(1, int(np.sqrt(values.size / _PERCENTILE_SAMPLE)))
-    sample = values[::step, ::step].astype(np.float64)
+    sample = _sample(read, height, width, _PERCENTILE_SAMPLE).astype(np.float64)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
-        return np.zeros(values.shape, dtype=np.uint8)
+        return 0.0, 0.0
     low, high = np.percentile(sample, _WINDOW_PERCENTILES)
-    if high <= low:  # nearly constant image: fall back to the full range
+    if high <= low:
         low, high = sample.min(), sample.max()
-    return _linear_to_uint8(values, float(low), float(high))
+    return float(low), float(high)
+
+
+def _value_range(read: StripReader, height: int, width: int) -> tuple[float, float]:
+    """The smallest and largest finite value, strip by strip."""
+    low, high = np.inf, -np.inf
+    for start, stop in _strips(height, width):
+        values = np.asarray(read(start, stop), dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    return (low, high) if low <= high else (0.0, 0.0)
+
+
+def _scaled_uint8(read: StripReader, height: int, width: int, low: float, high: float) -> np.ndarray:
+    """Every value mapped linearly from [low, high] onto 0..255, clipped; a constant image is black."""
+    pixels = np.zeros((height, width), dtype=np.uint8)
+    if high > low:
+        for start, stop in _strips(height, width):
+            pixels[start:stop] = _linear_to_uint8(read(start, stop), low, high)
+    return pixels
 
 
 def _linear_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """values in [low, high] -> 0..255, clipped; a constant image becomes black.
-
-    Works in place on one float32 copy: a 40-megapixel image costs 160 MB here, not four times that.
-    """
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
+    """values (a strip) in [low, high] -> 0..255, clipped, on one float32 copy; ``high > low``."""
     scaled = np.array(values, dtype=np.float32)
     np.nan_to_num(scaled, copy=False, nan=low, posinf=high, neginf=low)
     scaled -= low
@@ -412,18 +540,12 @@ def _decode_dicom(data: bytes, limit: int, min_side: int) -> Radiograph:
     _require_decoder(dataset.file_meta.TransferSyntaxUID)
     _check_compressed_size(dataset)
 
-    notes: list[str] = []
-    values = apply_modality_lut(dataset.pixel_array, dataset)
-    if dataset.get("VOILUTSequence") or ("WindowCenter" in dataset and "WindowWidth" in dataset):
-        pixels, voi_note = _apply_dicom_window(values, dataset)
-        notes.append(voi_note)
-    elif int(dataset.BitsStored) == 8 and values.min() >= 0 and values.max() <= 255:
-        pixels = np.rint(values).astype(np.uint8)  # 8-bit data is shown as stored, like an 8-bit PNG
-    else:
-        pixels = _window_to_uint8(values)
-        notes.append(f"{int(dataset.BitsStored)}-bit image windowed to 8-bit (0.5-99.5 percentiles)")
+    with _reserve(_dicom_estimate(dataset)):
+        raw = dataset.pixel_array
+        del dataset.PixelData  # the stored bytes are no longer needed: free them before converting
+        pixels, notes = _dicom_to_uint8(raw, dataset)
     if photometric == "MONOCHROME1":
-        pixels = 255 - pixels  # MONOCHROME1 shows its lowest value white; invert so bone is bright
+        np.subtract(255, pixels, out=pixels)  # MONOCHROME1 shows its lowest value white; invert so bone is bright
         notes.append("MONOCHROME1 inverted")
     return _radiograph(pixels, int(dataset.BitsAllocated), "DICOM", True, notes)
 
@@ -642,14 +764,49 @@ def _require_decoder(transfer_syntax: pydicom.uid.UID) -> None:
         )
 
 
-def _apply_dicom_window(values: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, str]:
-    """The file's own VOI LUT or window, scaled to 0..255; a malformed one falls back to percentiles."""
-    try:
-        windowed = apply_voi_lut(values, dataset)
-    except Exception:  # noqa: BLE001 - an invalid window (e.g. width 0) should not cost the image
-        return _window_to_uint8(values), "DICOM window invalid; 0.5-99.5 percentile window used instead"
-    # The window already clipped the tails, so its output range maps straight onto 0..255.
-    return _linear_to_uint8(windowed, float(windowed.min()), float(windowed.max())), "DICOM window (VOI LUT) applied"
+def _within(value_range: tuple[float, float], low: float, high: float) -> bool:
+    return low <= value_range[0] and value_range[1] <= high
+
+
+def _dicom_estimate(dataset: pydicom.Dataset) -> int:
+    """Memory the pixel decode and conversion add, from the header: the decoded array and one
+    transient copy of it (pydicom's decoders, Pillow's image for JPEG), OpenJPEG's 32-bit buffer for
+    JPEG 2000, the uint8 result and the strip-wise conversion (never a float copy of the image)."""
+    pixels = int(dataset.Rows) * int(dataset.Columns)
+    decoded = pixels * max(1, (int(dataset.BitsAllocated) + 7) // 8)
+    total = 2 * decoded + pixels + _CONVERSION_BYTES
+    if dataset.file_meta.TransferSyntaxUID in uid.JPEG2000TransferSyntaxes:
+        total += 4 * pixels
+    return total
+
+
+def _dicom_to_uint8(raw: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, list[str]]:
+    """The stored values through the modality LUT (rescale) and the file's own VOI LUT or window,
+    scaled to 0..255, with notes. Both LUTs are pointwise, so pydicom's functions run a strip at a
+    time: their float64 copies are of a strip, not of a 40 MP image (+1.1 GB before)."""
+    height, width = raw.shape
+
+    def modality(start: int, stop: int) -> np.ndarray:
+        return apply_modality_lut(raw[start:stop], dataset)
+
+    if dataset.get("VOILUTSequence") or ("WindowCenter" in dataset and "WindowWidth" in dataset):
+        def windowed(start: int, stop: int) -> np.ndarray:
+            return apply_voi_lut(modality(start, stop), dataset)
+
+        try:
+            # The window already clipped the tails, so its output range maps straight onto 0..255.
+            low, high = _value_range(windowed, height, width)
+        except Exception:  # noqa: BLE001 - an invalid window (e.g. width 0) should not cost the image
+            low, high = _percentile_window(modality, height, width)
+            return (_scaled_uint8(modality, height, width, low, high),
+                    ["DICOM window invalid; 0.5-99.5 percentile window used instead"])
+        return _scaled_uint8(windowed, height, width, low, high), ["DICOM window (VOI LUT) applied"]
+    if int(dataset.BitsStored) == 8 and _within(_value_range(modality, height, width), 0.0, 255.0):
+        # 8-bit data is shown as stored, like an 8-bit PNG (0..255 onto 0..255 is the identity).
+        return _scaled_uint8(modality, height, width, 0.0, 255.0), []
+    low, high = _percentile_window(modality, height, width)
+    return (_scaled_uint8(modality, height, width, low, high),
+            [f"{int(dataset.BitsStored)}-bit image windowed to 8-bit (0.5-99.5 percentiles)"])
 
 
 def _radiograph(pixels: np.ndarray, bit_depth: int, source_format: str, looks_like_radiograph: bool,
