@@ -526,6 +526,10 @@ def _decode_dicom(data: bytes, limit: int, min_side: int) -> Radiograph:
     dataset = _read_dicom(data, limit)
     if "PixelData" not in dataset:
         raise RadiographDecodeError("The DICOM file contains no image (it has no Pixel Data).")
+    if any(keyword not in dataset for keyword in ("Rows", "Columns", "PhotometricInterpretation")):
+        raise RadiographDecodeError(
+            "The DICOM file's pixel data comes without its size or photometric interpretation, so it cannot be shown."
+        )
     photometric = str(dataset.get("PhotometricInterpretation", "")).strip().upper()
     if int(dataset.get("SamplesPerPixel", 1)) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise RadiographDecodeError(
