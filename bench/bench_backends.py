@@ -3,7 +3,7 @@ batching, torch.compile and ONNX Runtime, on the same decoded images in one run.
 
     python bench/bench_backends.py --mura-root PATH [--model NAME] [--limit 48] [--rounds 3]
 
-Every variant computes what core.predict.predict_batch computes (flip TTA, mean of the members'
+Every variant computes what core.model.prediction.predict_batch computes (flip TTA, mean of the members'
 probabilities) on the same batches of pre-decoded images at the same batch size and thread count.
 The variants run in interleaved rounds (A B C ... A B C ...) so that load from other work on the
 machine falls on all of them alike; each variant's figure is its median round. Prints images/s,
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from core import mura
-from core.backends import FusedProbability, OnnxPredictor, onnx_model_path
-from core.imaging import load_radiograph
-from core.models import LoadedModel, load_model
-from core.predict import configure_threads, model_inputs, predict_batch
+from core.data import mura
+from core.data.imaging import load_radiograph
+from core.model.backends import FusedProbability, OnnxPredictor, onnx_model_path
+from core.model.checkpoint import LoadedModel, load_model
+from core.model.prediction import configure_threads, model_inputs, predict_batch
 
 from setup_line import model_bench_parser, setup_line  # bench/ is on sys.path when a bench script runs
 
@@ -59,7 +59,7 @@ def _vmapped(members: list[nn.Module]) -> Runner:
 
 
 def _onnx(loaded: LoadedModel, threads: int) -> tuple[Runner, float]:
-    """core.backends' own path: the fused graph exported (into a fresh folder, so the export is timed) and
+    """core.model.backends' own path: the fused graph exported (into a fresh folder, so the export is timed) and
     an ONNX Runtime session on it."""
     started = time.perf_counter()
     predictor = OnnxPredictor(onnx_model_path(loaded, Path(tempfile.mkdtemp())), threads)

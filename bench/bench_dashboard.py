@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO_ROOT))
 from streamlit.runtime.scriptrunner import script_runner  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from core.models import DEFAULT_MODEL, weights_dir  # noqa: E402
+from core.model.checkpoint import DEFAULT_MODEL  # noqa: E402
+from core.store.artifacts import weights_dir  # noqa: E402
 from tests.browser import CHROMIUM, launch_chromium, open_page, visible_errors  # noqa: E402
 from tests.server import running_dashboard  # noqa: E402
 from tests.synthetic import synthetic_radiograph_png  # noqa: E402

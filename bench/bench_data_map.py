@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from core.models import DEFAULT_MODEL  # noqa: E402
+from core.model.checkpoint import DEFAULT_MODEL
 from dashboard import data_map  # noqa: E402
 from tests.app_pages import APP  # noqa: E402
 

@@ -2,8 +2,8 @@
 
     python bench/bench_embeddings.py --mura-root PATH --fracatlas-root PATH [--limit 64] [--points 4800]
 
-Per image: decode (core.imaging), perceptual hash, letterbox + normalise, one member's forward at
-each thread count and batch size asked for, and FracAtlas's copy thumbnails (core.fracatlas);
+Per image: decode (core.data.imaging), perceptual hash, letterbox + normalise, one member's forward at
+each thread count and batch size asked for, and FracAtlas's copy thumbnails (core.data.fracatlas);
 then the build stages on ``--points`` synthetic 50-d vectors: UMAP (first call, with numba
 compilation, and a second), PCA, nearest studies and the duplicate audit. Prints wall and process
 CPU seconds for each, so a figure taken on a shared machine can be read as CPU time.
@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core import embeddings, fracatlas, mura
-from core.imaging import load_radiograph
-from core.models import DEFAULT_MODEL, load_model
-from core.predict import configure_threads, model_inputs
-from core.scope import network_features
+from core.data import fracatlas, mura
+from core.data.imaging import load_radiograph
+from core.datamap import embeddings
+from core.model.checkpoint import DEFAULT_MODEL, load_model
+from core.model.prediction import configure_threads, model_inputs
+from core.scoping.head import network_features
 
 from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
 
@@ -96,7 +97,7 @@ def main() -> int:
             embeddings.project(features, method="pca")
         with Stage("nearest studies"):
             embeddings.nearest_studies(features, studies)
-        from core.data_audit import audit_duplicates
+        from core.datamap.audit import audit_duplicates
 
         images = pd.DataFrame({"dataset": "mura_train", "key": [f"k{i}" for i in range(args.points)],
                                "study": studies, "patient": [f"p{i}" for i in range(args.points)]})

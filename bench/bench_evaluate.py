@@ -1,10 +1,10 @@
-"""Evaluation throughput end to end, torch against ONNX Runtime (core.backends), and each against
+"""Evaluation throughput end to end, torch against ONNX Runtime (core.model.backends), and each against
 its bare batched inference (target >= 0.75x).
 
     python bench/bench_evaluate.py --mura-root PATH [--model NAME] [--split valid] [--limit N] [--rounds 3]
 
 End to end is what core.evaluate does before its bootstrap: decode, letterbox, the forward passes
-and writing the predictions CSV (core.artifacts.write_evaluation, into a temporary folder). The
+and writing the predictions CSV (core.store.artifacts.write_evaluation, into a temporary folder). The
 bare path gets its inputs already decoded, so pipeline / bare is the cost of decoding and
 bookkeeping. Both backends run the same images at the same batch size and thread count, in
 interleaved rounds (torch, onnx, torch, onnx ...) so that load from other work falls on both alike;
@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from core import mura
-from core.artifacts import ModelArtifacts, write_evaluation
-from core.backends import batch_predictor, onnx_model_path
-from core.evaluate import predict_split
-from core.imaging import load_radiograph
-from core.models import load_model
-from core.predict import configure_threads, model_inputs
-from core.scale import Engine
+from core.data import mura
+from core.data.imaging import load_radiograph
+from core.eval.evaluation import predict_split
+from core.model.backends import batch_predictor, onnx_model_path
+from core.model.checkpoint import load_model
+from core.model.prediction import configure_threads, model_inputs
+from core.model.scale import Engine
+from core.store.artifacts import ModelArtifacts, write_evaluation
 
 from setup_line import model_bench_parser, setup_line  # bench/ is on sys.path when a bench script runs
 

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import fracatlas, mura
-from core.artifacts import CARD_FILE, CHECKPOINT_FILE
-from core.evaluate import predict_split
-from core.localize import fractured_images, sweep
-from core.models import DEFAULT_MODEL, load_model
-from core.predict import DEFAULT_BATCH_SIZE
-from core.scale import Engine
+from core.data import fracatlas, mura
+from core.eval.evaluation import predict_split
+from core.eval.localization_sweep import fractured_images, sweep
+from core.model.checkpoint import DEFAULT_MODEL, load_model
+from core.model.prediction import DEFAULT_BATCH_SIZE
+from core.model.scale import Engine
+from core.store.artifacts import CARD_FILE, CHECKPOINT_FILE
 
 from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
 

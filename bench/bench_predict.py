@@ -4,8 +4,8 @@
 
 The floor is one forward and one backward pass of the same network with the input requiring a
 gradient and the weights frozen (what any gradient CAM must at least do). The measured path is
-what the Explain page runs for a new upload: core.predict.predict_images (with the model card's
-flip TTA) then core.explain.explain with GradCAM on the default layer, each including letterbox
+what the Explain page runs for a new upload: core.model.prediction.predict_images (with the model card's
+flip TTA) then core.cam.explain.explain with GradCAM on the default layer, each including letterbox
 and normalisation. Runs alternate so both see the same machine load; medians are printed.
 """
 
@@ -19,9 +19,9 @@ import time
 import numpy as np
 import torch
 
-from core.explain import explain
-from core.models import DEFAULT_MODEL, load_model
-from core.predict import DEFAULT_THREADS, configure_threads, model_inputs, predict_images
+from core.cam.explain import explain
+from core.model.checkpoint import DEFAULT_MODEL, load_model
+from core.model.prediction import DEFAULT_THREADS, configure_threads, model_inputs, predict_images
 
 from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
 

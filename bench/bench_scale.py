@@ -16,12 +16,12 @@ import time
 
 import numpy as np
 
-from core import mura
-from core.devices import on_device, resolve_device
-from core.evaluate import predict_split
-from core.models import load_model
-from core.predict import configure_threads
-from core.scale import Engine, import_ray
+from core.data import mura
+from core.eval.evaluation import predict_split
+from core.model.checkpoint import load_model
+from core.model.devices import on_device, resolve_device
+from core.model.prediction import configure_threads
+from core.model.scale import Engine, import_ray
 
 from setup_line import model_bench_parser, setup_line  # bench/ is on sys.path when a bench script runs
 
@@ -30,7 +30,7 @@ def main() -> int:
     parser = model_bench_parser(__doc__, limit=64, limit_help="images per path (0 = the whole split)", rounds=False)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader processes of the second path")
-    parser.add_argument("--ray-actors", type=int, help="scoring actors (default: core.scale's choice)")
+    parser.add_argument("--ray-actors", type=int, help="scoring actors (default: core.model.scale's choice)")
     args = parser.parse_args()
     configure_threads(args.threads)
     root = mura.resolve_root(args.mura_root)

@@ -24,8 +24,8 @@ if [ "${1:-run}" = prepare ]; then
     PYTHONPATH=. $PY -c "
 import shutil, sys
 from pathlib import Path
-from core import fracatlas
-from core.localize import fractured_images
+from core.data import fracatlas
+from core.eval.localization_sweep import fractured_images
 root = Path(sys.argv[1])
 for f in fractured_images(root)[0]['file']:
     shutil.copyfile(fracatlas.image_file(root, f), fracatlas.image_file(Path('.gpu/fracatlas'), f))

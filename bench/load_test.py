@@ -29,9 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # The server and browser helpers live with the tests, which drive the app the same way.
 sys.path.insert(0, str(REPO_ROOT))
 
-from core.imaging import load_radiograph  # noqa: E402
-from core.models import DEFAULT_MODEL, LoadedModel, load_model, weights_dir  # noqa: E402
-from core.predict import predict_images  # noqa: E402
+from core.data.imaging import load_radiograph  # noqa: E402
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel, load_model  # noqa: E402
+from core.model.prediction import predict_images  # noqa: E402
+from core.store.artifacts import weights_dir  # noqa: E402
 from tests.browser import (  # noqa: E402
     CHROMIUM,
     launch_chromium,

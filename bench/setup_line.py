@@ -8,8 +8,8 @@ import os
 
 import torch
 
-from core.models import DEFAULT_MODEL, LoadedModel
-from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, uses_flip_tta
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel
+from core.model.prediction import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, uses_flip_tta
 
 
 def setup_line(loaded: LoadedModel) -> str:

@@ -1,16 +1,6 @@
 """Image and study prediction, and the ``python -m core.predict`` command line.
 
-Study probability = mean of its views' probabilities (MURA paper); the verdict compares it
-with the model card's threshold for the body part (chosen on train's holdout patients).
-
-    python -m core.predict [--model NAME] [--study] [--study-type XR_HUMERUS]
-                           [--cam METHOD --layer NAME --out DIR] [--device cuda] [--backend onnx] FILE...
-
-prints one JSON object per input file (and, with --study, one for the study). A file that
-cannot be read prints ``error: FILE: reason`` on stderr; the others are still processed and
-the exit status is 2. ``--backend onnx`` computes the probabilities on ONNX Runtime (core.backends):
-worth it for many files, since the first run exports the model (about 20 s) and each run starts a
-session; the default, torch, suits a few files.
+The command line only; the library is :mod:`core.model.prediction`.
 """
 
 from __future__ import annotations
@@ -19,119 +9,20 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
-from core.artifacts import printable
-from core.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
-from core.preprocess import letterbox, to_model_input
-
-if TYPE_CHECKING:
-    from core.scope import ScopeAssessment
-
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "DEFAULT_THREADS",
-    "StudyPrediction",
-    "configure_threads",
-    "model_inputs",
-    "probabilities",
-    "predict_batch",
-    "predict_images",
-    "study_probability",
-    "predict_study",
-    "main",
-]
-
-#: Inference uses a fixed thread count so latency is predictable; 2 = this project's reference laptop.
-DEFAULT_THREADS = 2
-#: Images per forward pass. Small batches stay in the CPU's cache: on the reference laptop batch 4
-#: ran the shipped ensemble 1.4x faster per image than batch 16 (bench/bench_evaluate.py).
-DEFAULT_BATCH_SIZE = 4
-
-
-def configure_threads(threads: int = DEFAULT_THREADS) -> None:
-    """Fix torch's intra-op threads once per process (call at start-up, not per request)."""
-    torch.set_num_threads(max(1, threads))
-
-
-def model_inputs(loaded: LoadedModel, images: Sequence[np.ndarray]) -> torch.Tensor:
-    """Letterbox and normalise greyscale uint8 arrays into one (N, 3, S, S) batch."""
-    canvases = torch.stack([letterbox(pixels, loaded.input_size)[0] for pixels in images])
-    return to_model_input(canvases, loaded.config.mean, loaded.config.std)
-
-
-def uses_flip_tta(loaded: LoadedModel) -> bool:
-    """Whether the model card asks for lateral-flip test-time augmentation."""
-    return bool(loaded.card.get("tta", False))
-
-
-def probabilities(model: torch.nn.Module, batch: torch.Tensor, *, flip_tta: bool) -> torch.Tensor:
-    """P(abnormal) (float32) of a prepared batch; with flip TTA, the mean over each image and its
-    mirror. Training's holdout predictions and every inference path share this one definition."""
-    result = torch.sigmoid(model(batch).squeeze(1).float())
-    if flip_tta:
-        mirrored = torch.sigmoid(model(torch.flip(batch, dims=[-1])).squeeze(1).float())
-        result = (result + mirrored) / 2
-    return result
-
-
-@torch.inference_mode()
-def predict_batch(loaded: LoadedModel, batch: torch.Tensor) -> np.ndarray:
-    """P(abnormal) for a prepared (CPU) batch, with the flip TTA the model card asks for; the batch
-    moves to the model's device here, so callers decode on CPU cores whatever the device."""
-    batch = batch.to(next(loaded.model.parameters()).device, non_blocking=True)
-    return probabilities(loaded.model, batch, flip_tta=uses_flip_tta(loaded)).double().cpu().numpy()
-
-
-def predict_images(
-    loaded: LoadedModel, images: Sequence[np.ndarray], *, batch_size: int = DEFAULT_BATCH_SIZE
-) -> np.ndarray:
-    """P(abnormal) for each greyscale uint8 image, in batches."""
-    out = [
-        predict_batch(loaded, model_inputs(loaded, images[start : start + batch_size]))
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(out) if out else np.empty(0)
-
-
-def study_probability(view_probabilities: Sequence[float]) -> float:
-    """The MURA paper's study probability: the mean of its views' probabilities."""
-    if len(view_probabilities) == 0:
-        raise ValueError("a study needs at least one view")
-    return float(np.mean(view_probabilities))
-
-
-@dataclass(frozen=True)
-class StudyPrediction:
-    """One study's view probabilities, their mean, and the threshold it is judged at."""
-
-    view_probabilities: tuple[float, ...]
-    probability: float
-    threshold: float
-    study_type: str | None
-
-    @property
-    def verdict(self) -> Literal["abnormal", "normal"]:
-        """``"abnormal"`` when the study probability reaches the threshold, else ``"normal"``."""
-        return "abnormal" if self.probability >= self.threshold else "normal"
-
-
-def predict_study(
-    loaded: LoadedModel, images: Sequence[np.ndarray], *, study_type: str | None = None
-) -> StudyPrediction:
-    """Predict every view of one study and combine them as the MURA paper does."""
-    views = predict_images(loaded, images)
-    return StudyPrediction(
-        view_probabilities=tuple(float(p) for p in views),
-        probability=study_probability(views),
-        threshold=loaded.threshold_for(study_type),
-        study_type=study_type,
-    )
+from core.cli import add_backend_argument, add_device_arguments
+from core.data.imaging import RadiographDecodeError, load_radiograph
+from core.model.backends import batch_predictor, resolve_backend
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel, load_model
+from core.model.devices import DeviceError, autocast, on_device, resolve_device
+from core.model.prediction import DEFAULT_THREADS, StudyPrediction, configure_threads, model_inputs, study_probability
+from core.model.registry import FRACTURE, ModelLoadError
+from core.scoping.head import ScopeAssessment, ScopeHeadError, assess_images, head_for, study_scope
+from core.store.artifacts import printable
 
 
 def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
@@ -139,8 +30,8 @@ def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
     """Write one file's heat map and overlay; return the JSON record's paths and the map's settings."""
     from PIL import Image
 
-    from core.explain import explain
-    from core.overlay import overlay
+    from core.cam.explain import explain
+    from core.cam.overlay import overlay
 
     explanation = explain(loaded, pixels, method=method, layers=[layer] if layer else None)
     stem = Path(file).stem or "image"
@@ -159,9 +50,9 @@ def _write_manifest(loaded: LoadedModel, out_dir: Path, settings: dict[str, obje
     import importlib.metadata
     import platform
 
-    from core.artifacts import ModelArtifacts
-    from core.atomic import write_text
-    from core.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY
+    from core.cam.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY
+    from core.store.artifacts import ModelArtifacts
+    from core.store.atomic import write_text
 
     checkpoint = ModelArtifacts(loaded.directory).checkpoint
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest() if checkpoint.is_file() else None
@@ -205,13 +96,13 @@ def _scope_fields(scopes: Sequence[ScopeAssessment]) -> dict[str, object]:
             "scope_score": round(max(scope.scope_score for scope in scopes), 4)}
 
 
+def _fracture(loaded: LoadedModel, outputs: np.ndarray) -> float | None:
+    """P(fracture) from one image's output probabilities, rounded as P(abnormal); None without that output."""
+    return round(float(outputs[loaded.outputs.index(FRACTURE)]), 6) if FRACTURE in loaded.outputs else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m core.predict``: one JSON line per file (and per study); exit status 2 if a file failed."""
-    from core.backends import add_backend_argument, batch_predictor, resolve_backend
-    from core.devices import DeviceError, add_device_arguments, autocast, on_device, resolve_device
-    from core.imaging import RadiographDecodeError, load_radiograph
-    from core.scope import ScopeHeadError, assess_images, head_for, study_scope
-
     parser = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
@@ -244,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = False
     view_probabilities: list[float] = []
+    view_fractures: list[float] = []
     good_files: list[str] = []
     maps: list[dict[str, object]] = []
     cam_settings: dict[str, object] = {}
@@ -253,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             radiograph = load_radiograph(Path(file))
             pixels = radiograph.pixels
             with autocast(device, args.precision):  # the CAM below keeps fp32 gradients
-                probability = float(predict(model_inputs(loaded, [pixels]))[0])
-            record: dict[str, object] = {"file": _printable(file), "probability": round(probability, 6)}
+                outputs = predict(model_inputs(loaded, [pixels]))[0]
+            record: dict[str, object] = {"file": _printable(file), "probability": round(float(outputs[0]), 6),
+                                         "fracture_probability": _fracture(loaded, outputs)}
             assessed = assess_images(loaded, [pixels])
             if assessed is not None:
                 scope = assessed[0]
@@ -276,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             continue
         view_probabilities.append(float(record["probability"]))
+        if record["fracture_probability"] is not None:
+            view_fractures.append(float(record["fracture_probability"]))
         good_files.append(_printable(file))
         print(json.dumps(record), flush=True)
     if maps:
@@ -294,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             "verdict": None if scope_reason and not args.study_type else study.verdict,
             "in_scope": scope_reason is None,
             "suggested_study_type": suggested,
+            # The fracture output (FracAtlas's label, a model that has it): the mean of the views, as for P(abnormal).
+            "fracture_probability": round(float(np.mean(view_fractures)), 6) if view_fractures else None,
+            "fracture_threshold": loaded.fracture_threshold,
         } | _scope_fields(scopes) | ({"scope_reason": scope_reason} if scope_reason else {})), flush=True)
     return 2 if failed else 0
 

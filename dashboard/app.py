@@ -23,10 +23,10 @@ if str(PROJECT_ROOT) not in sys.path:
 
 # The CAM stack is imported here, before any page: two sessions of a fresh server importing pytorch_grad_cam
 # through different pages at the same moment deadlocked on its circular imports (two browser tabs at once).
-import core.explain  # noqa: E402, F401
-from core import mura  # noqa: E402 - needs the path set above
-from core.models import DEFAULT_MODEL  # noqa: E402
-from core.predict import configure_threads  # noqa: E402
+import core.cam.explain  # noqa: E402, F401
+from core.data import mura  # noqa: E402 - needs the path set above
+from core.model.checkpoint import DEFAULT_MODEL  # noqa: E402
+from core.model.prediction import configure_threads  # noqa: E402
 from dashboard import navigation, state  # noqa: E402
 from dashboard.markup import escape_markdown  # noqa: E402
 

@@ -16,8 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from core.evaluate import REGION_LABELS
-from core.metrics import Confusion, PrCurve, RocCurve, format_interval
+from core.eval.evaluation import REGION_LABELS
+from core.eval.metrics import Confusion, PrCurve, RocCurve, format_interval
 
 __all__ = [
     "OVERALL",
@@ -43,7 +43,7 @@ __all__ = [
     "training_curves_figure",
 ]
 
-#: The group that pools every body part, as core.metrics and metrics_valid.json name it.
+#: The group that pools every body part, as core.eval.metrics and metrics_valid.json name it.
 OVERALL = "overall"
 #: Confusion-matrix cells in reading order of the matrix (actual normal row first).
 CELLS = ("TN", "FP", "FN", "TP")

@@ -17,11 +17,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import embeddings as core_embeddings
-from core import fracatlas
-from core.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
-from core.card import card_thresholds, threshold_for
-from core.evaluate import REGION_LABELS
+from core.data import fracatlas
+from core.datamap import embeddings as core_embeddings
+from core.eval.evaluation import REGION_LABELS
+from core.model.card import card_thresholds, threshold_for
+from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
 from dashboard import localization, state, studies, views
 
 __all__ = [

@@ -2,14 +2,14 @@
 and the operating-point controls (thresholds) that both pages read.
 
 An evaluation is named by its dataset: MURA ``valid`` (core.evaluate's default) or ``fracatlas``
-(external; its upper-limb images in one of core.evaluate.FRACATLAS_STRATA, in core.metrics' shape:
+(external; its upper-limb images in one of core.eval.evaluation.FRACATLAS_STRATA, in core.eval.metrics' shape:
 region as the group, fracture as the label, copies of one radiograph as one "study").
 
 Everything here works on the predictions core.evaluate cached: no model runs. What does not depend
 on a threshold (tables, ROC/PR curves, calibration) is computed once per predictions file and level
 (st.cache_data, keyed by the evaluation's file versions), and CIs that core.evaluate cached are read from
 metrics_valid.json; what a threshold changes (confusion counts, kappa, sensitivity, specificity) is recomputed
-per rerun, vectorised, by core.metrics. Pages read the pair through state.evaluation_or_stop first, so
+per rerun, vectorised, by core.eval.metrics. Pages read the pair through state.evaluation_or_stop first, so
 predictions and metrics from different runs never get here.
 """
 
@@ -23,11 +23,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import metrics
-from core.artifacts import ModelArtifacts
-from core.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for
-from core.evaluate import FRACATLAS, fracatlas_stratum, region_thresholds
-from core.metrics import BootstrapInterval, Confusion, PrCurve, RocCurve
+from core.eval import metrics
+from core.eval.evaluation import FRACATLAS, fracatlas_stratum, region_thresholds
+from core.eval.metrics import BootstrapInterval, Confusion, PrCurve, RocCurve
+from core.model.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for
+from core.store.artifacts import ModelArtifacts
 from dashboard import charts, navigation, state
 from dashboard.charts import CELLS, OVERALL, group_label
 
@@ -80,7 +80,7 @@ class LevelEvaluation:
 
 
 def _group_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """"overall" and one table per study type present (sorted), as core.metrics groups them."""
+    """"overall" and one table per study type present (sorted), as core.eval.metrics groups them."""
     groups = {OVERALL: table}
     for study_type in sorted(table["study_type"].unique()):
         groups[study_type] = table[table["study_type"] == study_type]
@@ -94,7 +94,7 @@ def _predictions_version(model: str, dataset: str = MURA_VALID) -> tuple[str, in
 
 
 def evaluation_table(model: str, dataset: str = MURA_VALID, stratum: str = "all") -> pd.DataFrame | None:
-    """The cached per-image predictions of ``dataset`` in core.metrics' shape (FracAtlas: the upper-limb
+    """The cached per-image predictions of ``dataset`` in core.eval.metrics' shape (FracAtlas: the upper-limb
     images of ``stratum``), or None when the evaluation has not been run."""
     predictions = state.read_predictions(model, dataset)
     if predictions is None or dataset != FRACATLAS:
@@ -113,7 +113,7 @@ def cached_metrics(model: str, dataset: str = MURA_VALID, stratum: str = "all") 
 
 
 def fracatlas_threshold_defaults(card: Mapping | None) -> dict[str, float]:
-    """The card's threshold for each FracAtlas region (core.evaluate.REGION_THRESHOLDS), plus "default"."""
+    """The card's threshold for each FracAtlas region (core.eval.evaluation.REGION_THRESHOLDS), plus "default"."""
     return region_thresholds(dict(card or {})) | {_OTHER: card_thresholds(card)[_OTHER]}
 
 
@@ -184,7 +184,7 @@ def _reset(model: str, defaults: Mapping[str, float]) -> None:
 def threshold_controls(model: str, card: Mapping | None, *, scope: str,
                        defaults: Mapping[str, float] | None = None) -> dict[str, float]:
     """Mode (per body part or one global) and threshold sliders, kept across pages; returns the
-    thresholds as core.metrics takes them: study type -> threshold, plus "default".
+    thresholds as core.eval.metrics takes them: study type -> threshold, plus "default".
 
     ``scope`` names the calling page: widget keys are ``<scope>:threshold_mode:<model>`` and
     ``<scope>:threshold:<model>:<XR_TYPE | default | global>``. ``defaults`` replaces the card's

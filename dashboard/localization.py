@@ -2,7 +2,7 @@
 outlines drawn over a CAM, and one view's scores computed live.
 
 The ranking, chance levels and per-image scores come from the cache that ``python -m
-core.localize`` wrote (:func:`core.localize.read_cache`); nothing here recomputes them. Images
+core.localize`` wrote (:func:`core.eval.localization_sweep.read_cache`); nothing here recomputes them. Images
 are read from a FracAtlas folder: ``data_samples/fracatlas`` when the project ships samples, or
 a folder the user names (``FRACATLAS_ROOT`` by default).
 """
@@ -18,11 +18,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import fracatlas, localization
-from core.artifacts import CachedPair, ModelArtifacts, file_version
-from core.imaging import RadiographDecodeError, load_radiograph
-from core.localization import BRIGHT_BONE, UNIFORM
-from core.localize import DATASET, read_cache
+from core.data import fracatlas
+from core.data.imaging import RadiographDecodeError, load_radiograph
+from core.eval import localization
+from core.eval.localization import BRIGHT_BONE, UNIFORM
+from core.eval.localization_sweep import DATASET, read_cache
+from core.store.artifacts import CachedPair, ModelArtifacts, file_version
 from dashboard.charts import format_interval
 
 __all__ = [

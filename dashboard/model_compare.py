@@ -18,10 +18,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import compare, metrics
-from core.artifacts import EvaluationMismatchError, ModelArtifacts
-from core.card import ModelCardError, card_thresholds, trained_study_types
-from core.metrics import MetricsInputError, RocCurve
+from core.eval import comparison as compare
+from core.eval import metrics
+from core.eval.metrics import MetricsInputError, RocCurve
+from core.model.card import ModelCardError, card_thresholds, trained_study_types
+from core.store.artifacts import EvaluationMismatchError, ModelArtifacts
 from dashboard import navigation, state, studies, views
 from dashboard.charts import OVERALL, group_label
 from dashboard.markup import escape_markdown

@@ -10,7 +10,7 @@ click a custom component).
 
 The model's side reads caches first: the cached P(abnormal) of the case (core.evaluate's FracAtlas or
 MURA predictions) and, for its heat map, the map that localised fractures best in the cached sweep
-(core.localize), computed for the shown image with core.explain through the cached helpers of
+(core.localize), computed for the shown image with core.cam.explain through the cached helpers of
 dashboard.views. Without a sweep it is the app's default GradCAM; without a cached probability the
 model is run once for the case (cached).
 """
@@ -27,14 +27,15 @@ import pandas as pd
 import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
-from core import fracatlas, metrics, quiz
-from core.artifacts import CachePairError, EvaluationMismatchError, file_version
-from core.card import card_thresholds, trained_study_types
-from core.evaluate import FRACATLAS, REGION_LABELS, region_thresholds
-from core.explain import DEFAULT_METHOD, METHODS
-from core.localization import TOLERANCE_PX
-from core.models import LoadedModel
-from core.overlay import overlay
+from core.cam.explain import DEFAULT_METHOD, METHODS
+from core.cam.overlay import overlay
+from core.data import fracatlas
+from core.eval import metrics, quiz
+from core.eval.evaluation import FRACATLAS, REGION_LABELS, region_thresholds
+from core.eval.localization import TOLERANCE_PX
+from core.model.card import card_thresholds, trained_study_types
+from core.model.checkpoint import LoadedModel
+from core.store.artifacts import CachePairError, EvaluationMismatchError, file_version
 from dashboard import localization as accuracy
 from dashboard import state, studies, views
 from dashboard.charts import group_label

@@ -11,8 +11,8 @@ import datetime as dt
 
 import streamlit as st
 
-from core.artifacts import EvaluationMismatchError
-from core.report import build_report
+from core.eval.report import build_report
+from core.store.artifacts import EvaluationMismatchError
 from dashboard import evaluation, state
 
 __all__ = ["report_button"]

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import streamlit as st
 
-from core.models import LoadedModel
-from core.scope import ScopeAssessment, ScopeHeadError, assess_images, head_for
+from core.model.checkpoint import LoadedModel
+from core.scoping.head import ScopeAssessment, ScopeHeadError, assess_images, head_for
 from dashboard import views
 
 __all__ = ["cached_scopes", "preselects", "show_scopes"]

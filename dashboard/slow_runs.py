@@ -4,13 +4,13 @@ A slow run takes minutes, so it runs in a background thread of its own, not in t
 Streamlit rerun (any widget touched, the opacity slider say) stops the script, and with it any
 work the script was doing. The script only waits for the thread, redrawing a full-width progress
 bar; a rerun stops the wait, not the run, and the next script run waits again. Cancel sets the
-run's own ``threading.Event``, which core.explain checks after every forward pass. Runs, their
+run's own ``threading.Event``, which core.cam.explain checks after every forward pass. Runs, their
 events and their results live in this session's ``st.session_state``, so no session can see,
-cancel or reuse another's (each pays for its own; the per-model lock in core.explain lets at
+cancel or reuse another's (each pays for its own; the per-model lock in core.cam.explain lets at
 most one slow run per model use the CPU at a time).
 
 Estimates are measured, never guessed: ScoreCAM and AblationCAM cost one forward pass per image
-core.explain.images_per_run counts, timed per image on this machine (core.explain's
+core.cam.explain.images_per_run counts, timed per image on this machine (core.cam.explain's
 forward_seconds_per_image, replaced by the rate of the last finished run of that model); FullGrad
 gets the duration of its last run on the model, and none before its first.
 """
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import streamlit as st
 
-from core.explain import CamCancelled, Explanation, explain, forward_seconds_per_image, images_per_run
-from core.models import LoadedModel
+from core.cam.explain import CamCancelled, Explanation, explain, forward_seconds_per_image, images_per_run
+from core.model.checkpoint import LoadedModel
 
 __all__ = ["SlowRun", "cancel", "estimate_text", "result", "run", "start"]
 

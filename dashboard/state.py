@@ -1,8 +1,8 @@
 """Cached resources shared by every page: the model, the cached evaluation, the MURA root.
 
 Models load once per process (st.cache_resource) and tables once per file version
-(st.cache_data), keyed by core.artifacts.file_version of the files they come from. Sessions
-share one model object: core.explain runs CAMs on its own private copies (one for the fast
+(st.cache_data), keyed by core.store.artifacts.file_version of the files they come from. Sessions
+share one model object: core.cam.explain runs CAMs on its own private copies (one for the fast
 methods, one for the slow), each under its own lock, so pytorch_grad_cam's hooks never touch the
 shared model and a slow CAM never holds up a fast one.
 
@@ -21,23 +21,17 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import card as model_card
-from core import mura
-from core.artifacts import (
+from core.data import mura
+from core.model import card as model_card
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel, check_model, list_shipped_models, load_model
+from core.model.registry import ModelLoadError
+from core.store.artifacts import (
     Evaluation,
     EvaluationMismatchError,
     ModelArtifacts,
     file_version,
     read_evaluation,
     read_json_object,
-)
-from core.models import (
-    DEFAULT_MODEL,
-    LoadedModel,
-    ModelLoadError,
-    check_model,
-    list_shipped_models,
-    load_model,
 )
 
 __all__ = [
@@ -189,7 +183,7 @@ def read_card(model: str) -> dict | None:
     """The model's card, or None without one.
 
     Raises:
-        core.card.ModelCardError: the card is damaged (pages call :func:`checked_model_name` first).
+        core.model.card.ModelCardError: the card is damaged (pages call :func:`checked_model_name` first).
     """
     path = _files(model).card
     return _read_card(str(path), file_version(path))
@@ -257,6 +251,6 @@ def _read_mura_images(root: str, split: str, csv_version: int) -> pd.DataFrame:
 
 
 def read_mura_images(root: Path, split: str = "valid") -> pd.DataFrame:
-    """Present images of a split (core.mura.read_images), cached per root and CSV version."""
+    """Present images of a split (core.data.mura.read_images), cached per root and CSV version."""
     return _read_mura_images(str(root), split, file_version(root / f"{split}_image_paths.csv"))
 

@@ -6,8 +6,8 @@ A study is named by a reference string: an official MURA study path
 user configured; ``fracatlas/<file>`` (``fracatlas/images/IMG0002313.jpg``), one real radiograph
 of the FracAtlas root shipped in ``data_samples/fracatlas`` (CC BY 4.0, credited wherever shown);
 or ``synthetic/<name>``, read from ``data_samples/synthetic``. References are looked up, never
-joined onto a folder as given: MURA paths go through :func:`core.mura.image_file` and FracAtlas
-files through :func:`core.fracatlas.image_file` (both refuse anything outside their root, symlinks
+joined onto a folder as given: MURA paths go through :func:`core.data.mura.image_file` and FracAtlas
+files through :func:`core.data.fracatlas.image_file` (both refuse anything outside their root, symlinks
 included), and FracAtlas and synthetic ones must be listed in their sample index.
 """
 
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import fracatlas, mura
-from core.evaluate import REGION_LABELS, REGION_THRESHOLDS
-from core.imaging import RadiographDecodeError, downsized, load_radiograph
+from core.data import fracatlas, mura
+from core.data.imaging import RadiographDecodeError, downsized, load_radiograph
+from core.eval.evaluation import REGION_LABELS, REGION_THRESHOLDS
 from dashboard import state
 
 __all__ = [
@@ -80,7 +80,7 @@ def is_fracatlas_ref(ref: str) -> bool:
 
 @st.cache_data(show_spinner=False)
 def fracatlas_samples() -> pd.DataFrame:
-    """The real radiographs of data_samples/fracatlas (core.fracatlas.read_images) with their ``ref``
+    """The real radiographs of data_samples/fracatlas (core.data.fracatlas.read_images) with their ``ref``
     and ``title``, in the order of its labels.csv (fractures first); empty if the folder is absent."""
     try:
         images = fracatlas.read_images(fracatlas.resolve_root(FRACATLAS_SAMPLES_DIR))
@@ -99,7 +99,7 @@ def _fracatlas_title(row: object) -> str:
 
 
 def region_study_type(region: str) -> str | None:
-    """The MURA body part whose threshold judges a FracAtlas region (core.evaluate.REGION_THRESHOLDS);
+    """The MURA body part whose threshold judges a FracAtlas region (core.eval.evaluation.REGION_THRESHOLDS);
     None for the card's default threshold (whole arm) or no trained part at all (leg/hip)."""
     key = REGION_THRESHOLDS.get(region)
     return key if key and key.startswith("XR_") else None

@@ -1,7 +1,7 @@
 """Can the heat maps be trusted? The cached sanity checks and faithfulness of each CAM method as a
 scorecard with a plain verdict, the randomisation cascade, and how far the metrics' rankings agree.
 
-Everything comes from the cache ``python -m core.trust`` wrote (:func:`core.trust.read_cache`);
+Everything comes from the cache ``python -m core.trust`` wrote (:func:`core.eval.trust.read_cache`);
 nothing here runs a model.
 """
 
@@ -13,9 +13,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import trust
-from core.artifacts import CachedPair, CachePairError, ModelArtifacts, file_version
-from core.trust import METRICS, method_verdicts, rank_of
+from core.eval import trust
+from core.eval.trust import METRICS, method_verdicts, rank_of
+from core.store.artifacts import CachedPair, CachePairError, ModelArtifacts, file_version
 from dashboard.charts import format_interval
 
 __all__ = ["cached_trust", "scorecard", "scorecard_line", "cascade_figure", "agreement_figure", "layers_table",

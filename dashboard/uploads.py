@@ -2,11 +2,11 @@
 
 Uploads are untrusted: the widget is capped (per file, tighter than or equal to
 ``server.maxUploadSize``; per study, in views and in bytes), the bytes go straight to
-:func:`core.imaging.load_radiograph` (which
+:func:`core.data.imaging.load_radiograph` (which
 sniffs the format from the content, so the widget does not filter by extension: DICOM files
 often have none, and a wrong extension is reported by the decoder, not by a Streamlit
 exception), nothing is written to disk, and the file name is only ever shown after sanitising.
-What is cached is display-sized (:func:`core.imaging.downsized`), so the process-wide decode cache
+What is cached is display-sized (:func:`core.data.imaging.downsized`), so the process-wide decode cache
 holds at most ``16 x 1024 x 1024`` bytes, whatever was uploaded.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from core.imaging import Radiograph, RadiographDecodeError, downsized, load_radiograph
+from core.data.imaging import Radiograph, RadiographDecodeError, downsized, load_radiograph
 
 __all__ = [
     "MAX_UPLOAD_MB",

@@ -17,14 +17,14 @@ import numpy as np
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from core.artifacts import ModelArtifacts, file_version
-from core.card import threshold_for
-from core.explain import DEFAULT_METHOD, METHODS, Explanation, Target, explain
-from core.faithfulness import faithfulness
-from core.figures import MapScale
-from core.models import LoadedModel
-from core.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY, colormap_colours, overlay, threshold_mask
-from core.predict import StudyPrediction, predict_images, study_probability
+from core.cam.explain import DEFAULT_METHOD, METHODS, Explanation, Target, explain
+from core.cam.faithfulness import faithfulness
+from core.cam.figures import MapScale
+from core.cam.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY, colormap_colours, overlay, threshold_mask
+from core.model.card import threshold_for
+from core.model.checkpoint import LoadedModel
+from core.model.prediction import StudyPrediction, predict_images, study_probability
+from core.store.artifacts import ModelArtifacts, file_version
 from dashboard import navigation, slow_runs, state
 from dashboard.charts import group_label
 
@@ -76,7 +76,7 @@ class CamSettings:
 
     @property
     def map_key(self) -> tuple[str, tuple[str, ...], Target, bool, bool]:
-        """The choices that shape the map, in core.explain.Explanation.key's order."""
+        """The choices that shape the map, in core.cam.explain.Explanation.key's order."""
         return self.method, self.layers, self.target, self.aug_smooth, self.eigen_smooth
 
     def resolved(self, loaded: LoadedModel) -> CamSettings:
@@ -152,7 +152,7 @@ def cached_probabilities(loaded: LoadedModel, images: Sequence[np.ndarray]) -> l
 
 
 # A heat map is float32 at the image's size, which uploads.py and studies.py keep within
-# core.imaging.DISPLAY_MAX_SIDE: at most 4 MB each, so this cache holds at most 128 MB.
+# core.data.imaging.DISPLAY_MAX_SIDE: at most 4 MB each, so this cache holds at most 128 MB.
 @st.cache_data(show_spinner=False, max_entries=32, ttl=3600)
 def _explanation(model: str, image: str, key: tuple, _loaded: LoadedModel, _pixels: np.ndarray) -> Explanation:
     method, layers, target, aug_smooth, eigen_smooth = key
@@ -161,7 +161,7 @@ def _explanation(model: str, image: str, key: tuple, _loaded: LoadedModel, _pixe
 
 
 def cached_explanation(loaded: LoadedModel, pixels: np.ndarray, settings: CamSettings = CamSettings()) -> Explanation:
-    """core.explain.explain with these settings, cached; a slow method's map comes from this
+    """core.cam.explain.explain with these settings, cached; a slow method's map comes from this
     session's finished run (dashboard.slow_runs), which the page starts after the user confirms.
 
     Raises:
@@ -194,7 +194,7 @@ def _faithfulness(model: str, image: str, key: tuple, _loaded: LoadedModel, _pix
 
 
 def cached_faithfulness(loaded: LoadedModel, pixels: np.ndarray, explanation: Explanation) -> float:
-    """core.faithfulness.faithfulness (ROAD) of a cached explanation, cached under the explanation's own key."""
+    """core.cam.faithfulness.faithfulness (ROAD) of a cached explanation, cached under the explanation's own key."""
     return _faithfulness(model_key(loaded), image_key(pixels), explanation.key, loaded, pixels, explanation)
 
 
@@ -266,7 +266,7 @@ def map_picture(pixels: np.ndarray, explanation: Explanation, settings: CamSetti
 
 def overlay_with_boxes(pixels: np.ndarray, heatmap: np.ndarray, *, colormap: str = DEFAULT_COLORMAP,
                        opacity: float = DEFAULT_OPACITY, heat_threshold: float | None = None) -> np.ndarray:
-    """core.overlay.overlay, plus the boxes of the regions hotter than ``heat_threshold``."""
+    """core.cam.overlay.overlay, plus the boxes of the regions hotter than ``heat_threshold``."""
     blended = overlay(pixels, heatmap, colormap=colormap, opacity=opacity)
     if heat_threshold is None:
         return blended
@@ -296,7 +296,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 def study_verdict(loaded: LoadedModel, probabilities: Sequence[float], study_type: str | None,
                   thresholds: Mapping[str, float] | None = None) -> StudyPrediction:
     """The MURA study verdict from view probabilities, at the body part's threshold in ``thresholds``
-    (core.metrics' shape: the ones the user set on Performance), else the card's."""
+    (core.eval.metrics' shape: the ones the user set on Performance), else the card's."""
     threshold = loaded.threshold_for(study_type) if thresholds is None else threshold_for(thresholds, study_type)
     return StudyPrediction(tuple(probabilities), study_probability(probabilities), threshold, study_type)
 

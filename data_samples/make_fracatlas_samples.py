@@ -2,13 +2,13 @@
 
     python data_samples/make_fracatlas_samples.py [--source ../shared/fracatlas] [--out data_samples/fracatlas]
 
-The output is itself a FracAtlas root (core.fracatlas reads it unchanged): ``labels.csv`` (the
+The output is itself a FracAtlas root (core.data.fracatlas reads it unchanged): ``labels.csv`` (the
 source's columns, only the chosen rows), ``fractures_coco.json`` (the COCO subset of those images,
 same coordinates), ``images/`` (the files copied as they are, already resized to 512 px) and a
 README with the credit. FracAtlas is CC BY 4.0, so these images may ship with attribution.
 
 The rule is fixed and blind to any model: leave out every image that has a copy under another
-name (core.fracatlas.duplicate_groups), then draw, with one seeded generator, the number of images
+name (core.data.fracatlas.duplicate_groups), then draw, with one seeded generator, the number of images
 CATEGORIES asks for from each category, in file order. Rerunning on the same source gives the
 same set; a source missing some images gives another draw, never an error.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import fracatlas
+from core.data import fracatlas
 
 __all__ = ["CATEGORIES", "SEED", "choose", "write_samples", "main"]
 

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import mura
-from core.imaging import load_radiograph
-from core.metrics import study_table
-from core.models import DEFAULT_MODEL, weights_dir
+from core.data import mura
+from core.data.imaging import load_radiograph
+from core.eval.metrics import study_table
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import weights_dir
 
 __all__ = ["INDEX_FILE", "HARDWARE_STUDIES", "CONFIDENTLY_WRONG", "build_index", "main"]
 

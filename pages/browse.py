@@ -12,11 +12,11 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core import fracatlas
-from core.artifacts import EvaluationMismatchError
-from core.evaluate import FRACATLAS, region_thresholds
-from core.metrics import study_table
-from core.models import LoadedModel
+from core.data import fracatlas
+from core.eval.evaluation import FRACATLAS, region_thresholds
+from core.eval.metrics import study_table
+from core.model.checkpoint import LoadedModel
+from core.store.artifacts import EvaluationMismatchError
 from dashboard import data_map, state, studies, views
 from dashboard.charts import group_label
 

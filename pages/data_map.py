@@ -108,7 +108,8 @@ with duplicates_tab:
         cells[2].metric("Patients in train and valid", summary["train_valid_shared_patients"])
         known = summary.get("fracatlas_known", {})
         cells[3].metric("FracAtlas copy groups recovered", f"{known.get('recovered', 0)} of {known.get('groups', 0)}",
-                        help="FracAtlas's own copy groups (core.fracatlas.duplicate_groups) found by these checks.")
+                        help="FracAtlas's own copy groups (core.data.fracatlas.duplicate_groups) found by these "
+                             "checks.")
         st.caption(f"Pairs within {summary['thresholds']['phash_bits']} of 64 perceptual-hash bits, or with embedding "
                    f"cosine ≥ {summary['thresholds']['cosine']}, joined into groups. By scope: "
                    + (", ".join(f"{k} {v}" for k, v in scopes.items()) or "none") +

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import pandas as pd
 import streamlit as st
 
-from core import metrics
+from core.eval import metrics
 from dashboard import charts, data_map, evaluation, state, views
 from dashboard.charts import CELL_NAMES, CELLS, OVERALL, group_label
 from dashboard.studies import StudyLoadError, load_study

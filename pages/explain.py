@@ -9,14 +9,14 @@ from pathlib import PurePosixPath
 import numpy as np
 import streamlit as st
 
-from core import fracatlas
-from core.card import trained_study_types
-from core.explain import METHODS, Explanation
-from core.figures import MapScale, caption_fields, comparison_figure, explanation_figure, figure_png
-from core.localization import TOLERANCE_PX
-from core.models import LoadedModel
-from core.overlay import threshold_mask
-from core.scope import study_scope
+from core.cam.explain import METHODS, Explanation
+from core.cam.figures import MapScale, caption_fields, comparison_figure, explanation_figure, figure_png
+from core.cam.overlay import threshold_mask
+from core.data import fracatlas, mura
+from core.eval.localization import TOLERANCE_PX
+from core.model.card import trained_study_types
+from core.model.checkpoint import LoadedModel
+from core.scoping.head import study_scope
 from dashboard import data_map, evaluation, scope_view, slow_runs, state, studies, uploads, views
 from dashboard import localization as accuracy
 from dashboard import trust as trust_view
@@ -24,8 +24,6 @@ from dashboard.charts import group_label
 from dashboard.views import CamSettings
 
 SOURCES = ("Upload", "Sample or MURA study")
-#: MURA's seven study types; the model card says which of them the model was trained on.
-MURA_STUDY_TYPES = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
 UNKNOWN_BODY_PART = "unknown"
 CONFIRMED_KEY = "explain_confirmed_slow_runs"
 FAITHFULNESS_KEY = "explain_faithfulness_requests"
@@ -142,7 +140,7 @@ def body_part_selector(card: dict, known: str | None, study_id: str) -> tuple[st
     probability but no verdict, since a threshold chosen on humerus and forearm says nothing there.
     """
     trained = trained_study_types(card)
-    options = trained + [t for t in MURA_STUDY_TYPES if t not in trained] + [UNKNOWN_BODY_PART]
+    options = trained + [t for t in mura.STUDY_TYPES if t not in trained] + [UNKNOWN_BODY_PART]
     default = known if known in options else UNKNOWN_BODY_PART
     body_part = st.selectbox("Body part", options, index=options.index(default), key=f"explain_body_part_{study_id}",
                              format_func=lambda t: "Unknown / other" if t == UNKNOWN_BODY_PART else group_label(t),

@@ -8,9 +8,9 @@ from __future__ import annotations
 import streamlit as st
 from scipy.stats import spearmanr
 
-from core import fracatlas
-from core.artifacts import CachePairError
-from core.localization import TOLERANCE_PX
+from core.data import fracatlas
+from core.eval.localization import TOLERANCE_PX
+from core.store.artifacts import CachePairError
 from dashboard import localization as accuracy
 from dashboard import state, views
 from dashboard import trust as trust_view

@@ -8,9 +8,9 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core.artifacts import CARD_FILE, EvaluationMismatchError
-from core.card import DEFAULT_THRESHOLD_KEY
-from core.scope import target_rows
+from core.model.card import DEFAULT_THRESHOLD_KEY
+from core.scoping.head import target_rows
+from core.store.artifacts import CARD_FILE, EvaluationMismatchError
 from dashboard import charts, state
 from dashboard.charts import INTERVAL_WIDTH, OVERALL, format_estimate, group_label
 from dashboard.report import report_button
@@ -24,7 +24,7 @@ _RENDERED = {
 _HOLDOUT_NAMES = {"study_auroc": "Holdout study AUROC", "study_kappa_at_threshold": "Holdout study kappa",
                   "studies": "Holdout studies"}
 _COUNT_NAMES = {"images": "Images", "studies": "Studies", "patients": "Patients", "abnormal_images": "Abnormal images"}
-#: The pool of trained body parts in metrics_valid.json (core.evaluate.summarise_trained).
+#: The pool of trained body parts in metrics_valid.json (core.eval.evaluation.summarise_trained).
 _TRAINED_POOL = "All trained body parts"
 _MISSING = "—"
 
@@ -194,7 +194,7 @@ def show_cached_results(cached: dict | None) -> None:
         return
     evaluation_info = cached.get("evaluation") or {}
     study = cached["study"]
-    trained = cached.get("trained") or {}  # core.evaluate.summarise_trained's pool, when cached
+    trained = cached.get("trained") or {}  # core.eval.evaluation.summarise_trained's pool, when cached
     pooled, trained_types = trained.get("study"), set(trained.get("study_types") or [])
     others = [group for group in study if group != OVERALL and trained_types and group not in trained_types]
     rows = [

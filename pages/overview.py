@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import fracatlas
-from core.artifacts import EvaluationMismatchError
-from core.card import DEFAULT_THRESHOLD_KEY, trained_study_types
-from core.evaluate import FRACATLAS
+from core.data import fracatlas
+from core.eval.evaluation import FRACATLAS
+from core.model.card import DEFAULT_THRESHOLD_KEY, trained_study_types
+from core.store.artifacts import EvaluationMismatchError
 from dashboard import navigation, state
 from dashboard.charts import (
     INTERVAL_WIDTH,
@@ -29,7 +29,7 @@ PAPER_KAPPA = {
     "XR_FOREARM": {"radiologists": (0.796, 0.802, 0.798), "model": 0.737},
     "XR_HUMERUS": {"radiologists": (0.867, 0.733, 0.933), "model": 0.600},
 }
-#: The pooled row: the body parts the model was trained on (core.evaluate.summarise_trained).
+#: The pooled row: the body parts the model was trained on (core.eval.evaluation.summarise_trained).
 TRAINED_POOL = "All trained body parts"
 HELP = {
     "P(abnormal)": "The model's probability that a radiograph is abnormal (fracture, hardware, arthritis, lesion...). "
@@ -205,7 +205,7 @@ def show_results(model: str, card: dict) -> None:
 
 
 def valid_split_table(present: pd.DataFrame) -> pd.DataFrame:
-    """Studies (abnormal among them) and images per body part, from core.mura's table of present images."""
+    """Studies (abnormal among them) and images per body part, from core.data.mura's table of present images."""
     studies = present.drop_duplicates("study_path").groupby("study_type")
     table = pd.DataFrame({
         "Studies": studies.size(),

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from core import metrics
-from core.card import trained_study_types
-from core.evaluate import FRACATLAS_STRATA
-from core.metrics import BootstrapInterval, Confusion
+from core.eval import metrics
+from core.eval.evaluation import FRACATLAS_STRATA
+from core.eval.metrics import BootstrapInterval, Confusion
+from core.model.card import trained_study_types
 from dashboard import charts, evaluation, model_compare, state
 from dashboard.charts import INTERVAL_WIDTH, OVERALL, TOO_FEW, format_estimate, format_interval, group_label, too_few
 

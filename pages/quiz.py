@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import quiz
+from core.eval import quiz
 from dashboard import quiz as view
 from dashboard import state, studies
 

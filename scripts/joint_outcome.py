@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.artifacts import ModelArtifacts
-from core.compare import compare_tables, paired_mean_difference
-from core.metrics import DEFAULT_N_BOOT, auroc, bootstrap_ci, study_table
-from core.models import DEFAULT_MODEL
-from core.train import FRACTURE_HOLDOUT
+from core.eval.comparison import compare_tables, paired_mean_difference
+from core.eval.metrics import DEFAULT_N_BOOT, auroc, bootstrap_ci, study_table
+from core.model.checkpoint import DEFAULT_MODEL
+from core.model.training import FRACTURE_HOLDOUT
+from core.store.artifacts import ModelArtifacts
 
 FOLDS = 4
 #: The staged rule (docs/experiments.md), fixed before any result.

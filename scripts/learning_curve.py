@@ -25,11 +25,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.artifacts import ModelArtifacts  # noqa: E402
-from core.card import ModelCardError, read_card  # noqa: E402
-from core.compare import paired_auroc_difference  # noqa: E402
-from core.ensemble import is_cross_validation, out_of_fold  # noqa: E402
-from core.metrics import DEFAULT_N_BOOT, auroc, bootstrap_ci, study_table  # noqa: E402
+from core.eval.comparison import paired_auroc_difference  # noqa: E402
+from core.eval.metrics import DEFAULT_N_BOOT, auroc, bootstrap_ci, study_table  # noqa: E402
+from core.model.card import ModelCardError, read_card  # noqa: E402
+from core.model.ensemble import is_cross_validation, out_of_fold  # noqa: E402
+from core.store.artifacts import ModelArtifacts  # noqa: E402
 
 
 def cross_validation(runs: Path, name: str) -> tuple[pd.DataFrame, dict[str, float], list[str]]:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import mura  # noqa: E402
+from core.data import mura  # noqa: E402
 
 
 def pack(root: Path, out: Path, study_types: list[str], quality: int, split: str = "train") -> int:

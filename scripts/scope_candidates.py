@@ -24,8 +24,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
-from core import fracatlas
-from core.scope_fit import _C
+from core.data import fracatlas
+from core.scoping.fit import _C
 
 FEATURES = "runs/scope_features/mura_efficientnet_lite0/model/"
 ALL_MURA = "mura_train_all.npz"
@@ -107,10 +107,10 @@ def main() -> None:
 
 def _cache_all_mura_train(mura_root: str) -> None:
     """Member-0 features of every MURA train/ humerus and forearm view (D), beside the others."""
-    from core import mura
-    from core.models import load_model
-    from core.predict import configure_threads
-    from core.scope_fit import _features_of
+    from core.data import mura
+    from core.model.checkpoint import load_model
+    from core.model.prediction import configure_threads
+    from core.scoping.fit import _features_of
 
     root = mura.resolve_root(mura_root)
     images = mura.read_images(root, "train")

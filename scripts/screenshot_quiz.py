@@ -20,7 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import fracatlas  # noqa: E402
+from core.data import fracatlas  # noqa: E402
 from tests.browser import (  # noqa: E402
     launch_chromium,
     open_page,

@@ -39,11 +39,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import mura  # noqa: E402
-from core.artifacts import TRAIN_STATE_FILE, ModelArtifacts  # noqa: E402
-from core.ensemble import out_of_fold  # noqa: E402
-from core.splits import patient_split  # noqa: E402
-from core.thresholds import holdout_summary  # noqa: E402
+from core.data import mura  # noqa: E402
+from core.data.splits import patient_split  # noqa: E402
+from core.model.ensemble import out_of_fold  # noqa: E402
+from core.model.thresholds import holdout_summary  # noqa: E402
+from core.store.artifacts import TRAIN_STATE_FILE, ModelArtifacts  # noqa: E402
 
 FOLDS = 4
 SPLIT_SEED = 0

@@ -15,12 +15,13 @@ import pytest
 import torch
 from torch import nn
 
-from core import mura
-from core.evaluate import PREDICTION_COLUMNS
-from core.imaging import load_radiograph
-from core.metrics import summarise
-from core.models import DEFAULT_MODEL, create_model, save_checkpoint
-from core.preprocess import letterbox, to_model_input
+from core.data import mura
+from core.data.imaging import load_radiograph
+from core.data.preprocess import letterbox, to_model_input
+from core.eval.evaluation import PREDICTION_COLUMNS
+from core.eval.metrics import summarise
+from core.model.checkpoint import DEFAULT_MODEL, save_checkpoint
+from core.model.registry import create_model
 from tests.fake_mura import make_fake_mura
 from tests.server import RunningDashboard, running_dashboard
 
@@ -88,7 +89,7 @@ def _calibrated_random_model(images: list[np.ndarray]) -> nn.Module:
 def scratch_weights(tmp_path_factory: pytest.TempPathFactory, scratch_mura_root: Path) -> Path:
     """A weights folder holding one random-init (calibrated) mobilenet_v2 (96 px) named like the shipped model,
     with a model card, predictions_valid.csv (official paths of scratch_mura_root), metrics_valid.json
-    (core.metrics.summarise) and training_log.csv. Point MURA_LENS_WEIGHTS_DIR at it."""
+    (core.eval.metrics.summarise) and training_log.csv. Point MURA_LENS_WEIGHTS_DIR at it."""
     directory = tmp_path_factory.mktemp("scratch_weights")
     model_dir = directory / DEFAULT_MODEL
     model_dir.mkdir()

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import embeddings
-from core.artifacts import ModelArtifacts
-from core.evaluate import PREDICTION_COLUMNS
-from core.models import DEFAULT_MODEL
+from core.datamap import embeddings
+from core.eval.evaluation import PREDICTION_COLUMNS
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import ModelArtifacts
 
 
 def write_data_map_cache(model_dir: Path, mura_root: Path) -> tuple[dict, str]:
@@ -22,7 +22,7 @@ def write_data_map_cache(model_dir: Path, mura_root: Path) -> tuple[dict, str]:
 
     Returns the summary and the train/ study whose label the planted probabilities contradict.
     """
-    from core import mura
+    from core.data import mura
 
     files = ModelArtifacts(model_dir)
     valid = pd.read_csv(files.predictions("valid"))

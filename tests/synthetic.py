@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core.models import create_model
+from core.model.registry import create_model
 
 __all__ = ["synthetic_radiograph", "png_bytes", "synthetic_radiograph_png", "calibrated_mobilenet", "HeldRun"]
 

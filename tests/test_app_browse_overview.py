@@ -15,9 +15,9 @@ import pandas as pd
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import mura
-from core.metrics import study_table
-from core.models import DEFAULT_MODEL
+from core.data import mura
+from core.eval.metrics import study_table
+from core.model.checkpoint import DEFAULT_MODEL
 from dashboard import state
 from dashboard.markup import escape_markdown
 from data_samples import make_mura_index, make_synthetic

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.artifacts import ModelArtifacts, read_evaluation, write_evaluation
-from core.models import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import ModelArtifacts, read_evaluation, write_evaluation
 from tests.app_pages import start_app
 from tests.test_models import DAMAGED_CHECKPOINTS
 

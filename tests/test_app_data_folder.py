@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import mura
+from core.data import mura
 from dashboard import state
 from tests.app_pages import assert_clean, start_app
 from tests.test_app_browse_overview import set_mura_root

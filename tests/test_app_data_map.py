@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.models import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL
 from dashboard import data_map
 from tests.app_pages import assert_clean, start_app
 from tests.data_map_cache import map_weights  # noqa: F401 - a fixture

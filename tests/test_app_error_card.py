@@ -1,4 +1,4 @@
-"""Error analysis and Model card pages (AppTest): the cell lists exactly the studies core.metrics
+"""Error analysis and Model card pages (AppTest): the cell lists exactly the studies core.eval.metrics
 puts in it, the CSV export is that list, CAMs appear with a MURA root, and the card is rendered."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from core import metrics
-from core.artifacts import SCOPE_METRICS_FILE, SHIPPED_WEIGHTS_DIR
-from core.models import DEFAULT_MODEL
-from core.scope import target_rows
+from core.eval import metrics
+from core.model.checkpoint import DEFAULT_MODEL
+from core.scoping.head import target_rows
+from core.store.artifacts import SCOPE_METRICS_FILE, SHIPPED_WEIGHTS_DIR
 from dashboard.charts import CELLS, OVERALL, format_estimate, group_label
 from tests.app_pages import open_page
 from tests.browser import launch_chromium, page_url, require_chromium, visible_errors, wait_for_script_run
@@ -34,7 +34,7 @@ def _listed(app: AppTest) -> pd.DataFrame:
 
 
 def _expected_cell(studies: pd.DataFrame, thresholds: dict[str, float], cell: str) -> set[str]:
-    """The studies core.metrics puts in ``cell``: called abnormal when probability >= threshold."""
+    """The studies core.eval.metrics puts in ``cell``: called abnormal when probability >= threshold."""
     called = studies["probability"].to_numpy() >= metrics.row_thresholds(studies, thresholds)
     truth = studies["label"].to_numpy() == 1
     wanted = {"TN": (~truth) & ~called, "FP": (~truth) & called, "FN": truth & ~called, "TP": truth & called}

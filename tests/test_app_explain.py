@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import mura
-from core.explain import explain
-from core.imaging import load_radiograph
-from core.models import DEFAULT_MODEL, load_model
-from core.overlay import threshold_mask
-from core.predict import predict_images
+from core.cam.explain import explain
+from core.cam.overlay import threshold_mask
+from core.data import mura
+from core.data.imaging import load_radiograph
+from core.model.checkpoint import DEFAULT_MODEL, load_model
+from core.model.prediction import predict_images
 from dashboard.uploads import safe_display_name
 from tests.app_pages import assert_clean, start_app, study_probability
 

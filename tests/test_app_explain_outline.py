@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import fracatlas
-from core.imaging import load_radiograph
+from core.data import fracatlas
+from core.data.imaging import load_radiograph
 from dashboard import localization as accuracy
 from dashboard import state, studies
 from tests.app_pages import assert_clean, start_app

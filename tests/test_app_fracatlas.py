@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import evaluate, fracatlas
-from core.artifacts import ModelArtifacts, read_evaluation, write_evaluation
-from core.models import DEFAULT_MODEL
+from core.data import fracatlas
+from core.eval import evaluation as evaluate
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import ModelArtifacts, read_evaluation, write_evaluation
 from dashboard import state, studies
 from dashboard.charts import TOO_FEW, format_estimate
 from tests.app_pages import assert_clean, start_app

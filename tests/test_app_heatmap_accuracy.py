@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.artifacts import ModelArtifacts
-from core.localize import DATASET, main, read_cache
-from core.models import DEFAULT_MODEL
+from core.eval.localization_sweep import DATASET, read_cache
+from core.localize import main
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import ModelArtifacts
 from dashboard import localization as accuracy
 from tests.app_pages import assert_clean, open_page
 from tests.outlined_fracatlas import make_outlined_fracatlas

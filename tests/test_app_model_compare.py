@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import compare, metrics
-from core.card import card_thresholds
-from core.metrics import summarise
-from core.models import DEFAULT_MODEL
+from core.eval import comparison as compare
+from core.eval import metrics
+from core.eval.metrics import summarise
+from core.model.card import card_thresholds
+from core.model.checkpoint import DEFAULT_MODEL
 from dashboard import model_compare
 from dashboard.charts import group_label
 from dashboard.markup import escape_markdown

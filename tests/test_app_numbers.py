@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.models import DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR
 from dashboard.charts import INTERVAL_WIDTH, TOO_FEW
 from tests.app_pages import assert_clean, start_app
 

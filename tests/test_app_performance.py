@@ -1,5 +1,5 @@
 """Performance page (AppTest): it runs, and every control changes the counts to exactly what
-core.metrics computes from the cached predictions."""
+core.eval.metrics computes from the cached predictions."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import metrics
-from core.models import DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR
+from core.eval import metrics
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR
 from dashboard.charts import OVERALL, TOO_FEW, group_label, too_few
 from tests.app_pages import open_page
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import fracatlas, quiz
+from core.data import fracatlas
+from core.eval import quiz
 from dashboard import localization as accuracy
 from dashboard import quiz as page
 from tests.app_pages import assert_clean, open_page

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.explain import explain
-from core.models import DEFAULT_MODEL
+from core.cam.explain import explain
+from core.model.checkpoint import DEFAULT_MODEL
 from dashboard import state
 from tests.app_pages import assert_clean, study_probability
 from tests.synthetic import HeldRun, synthetic_radiograph, synthetic_radiograph_png

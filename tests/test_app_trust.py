@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import core.trust as trust
-from core.artifacts import ModelArtifacts
-from core.models import DEFAULT_MODEL
+import core.eval.trust as trust
+from core import trust as trust_cli
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import ModelArtifacts
 from tests.app_pages import assert_clean, open_page
 from tests.fake_mura import make_fake_mura
 
@@ -27,7 +28,7 @@ def trusted(tmp_path_factory: pytest.TempPathFactory, scratch_weights: Path) -> 
     root = make_fake_mura(tmp_path_factory.mktemp("trust_mura"), patients_per_type=2)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
-        assert trust.main(["--mura-root", str(root), "--per-part", "2", "--fracatlas-n", "0", "--methods", *METHODS,
+        assert trust_cli.main(["--mura-root", str(root), "--per-part", "2", "--fracatlas-n", "0", "--methods", *METHODS,
                            "--layers", "last conv (1280 ch, stride 32)", "stage 5 (96 ch, stride 16)",
                            "--bootstrap", "50"]) == 0
     return weights

@@ -1,4 +1,4 @@
-"""core.artifacts: one place for a model folder's file names, and evaluation pairs that never mix."""
+"""core.store.artifacts: one place for a model folder's file names, and evaluation pairs that never mix."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import atomic
-from core.artifacts import (
+from core.store import atomic
+from core.store.artifacts import (
     EvaluationMismatchError,
     ModelArtifacts,
     SmallerEvaluationError,
@@ -99,7 +99,7 @@ def test_unreadable_metrics_is_one_sentence(tmp_path, metrics_text):
 
 
 def test_shipped_evaluations_are_consistent_pairs():
-    from core.models import list_shipped_models
+    from core.model.checkpoint import list_shipped_models
 
     for model in list_shipped_models():
         evaluation = read_evaluation(ModelArtifacts.of(model), "valid")

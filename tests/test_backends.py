@@ -1,4 +1,4 @@
-"""core.backends: the ONNX Runtime graph gives torch's probabilities (within 1e-4) at any batch
+"""core.model.backends: the ONNX Runtime graph gives torch's probabilities (within 1e-4) at any batch
 size, is exported once per set of weights, and a missing onnxruntime (or a GPU) falls back to
 torch with one line saying why."""
 
@@ -19,11 +19,12 @@ import pandas as pd
 import pytest
 import torch
 
-from core import backends
 from core import evaluate as evaluate_cli
-from core.backends import batch_predictor, onnx_model_path, resolve_backend
-from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, get_config
-from core.predict import model_inputs, predict_batch
+from core.model import backends
+from core.model.backends import batch_predictor, onnx_model_path, resolve_backend
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel
+from core.model.prediction import model_inputs, predict_batch, predict_batch_outputs
+from core.model.registry import MeanProbabilityEnsemble, get_config
 from tests.fake_mura import make_fake_mura
 from tests.synthetic import calibrated_mobilenet, synthetic_radiograph
 
@@ -52,7 +53,7 @@ def test_onnx_matches_torch_within_1e_4(tmp_path: Path, members: int, tta: bool)
     onnx = batch_predictor(loaded, "onnx")
     for batch in (images[:1], images[1:4], images[4:]):  # batch sizes 1, 3, 2: the batch axis is dynamic
         inputs = model_inputs(loaded, batch)
-        expected = predict_batch(loaded, inputs)
+        expected = predict_batch_outputs(loaded, inputs)
         got = onnx(inputs)
         assert got.shape == expected.shape and got.dtype == np.float64
         assert np.abs(got - expected).max() < 1e-4
@@ -79,7 +80,7 @@ def _constant_graph(path: Path) -> None:
     """What another local user could plant: a graph that answers 0.987654 whatever the image."""
     class Constant(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x.mean(dim=(1, 2, 3)) * 0 + 0.987654
+            return x.mean(dim=(1, 2, 3)).unsqueeze(1) * 0 + 0.987654  # (N, outputs), as the real graph
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
@@ -131,7 +132,7 @@ def test_a_planted_graph_is_never_run(tmp_path: Path, monkeypatch: pytest.Monkey
                 pytest.skip("making a file another user's needs root")
             os.chown(graph if planting == "another user's file" else folder, 65534, 65534)
             os.chmod(folder, 0o700 if planting == "another user's file" else 0o755)
-    got = batch_predictor(loaded, "onnx")(inputs)
+    got = batch_predictor(loaded, "onnx")(inputs)[:, 0]
     assert np.abs(got - predict_batch(loaded, inputs)).max() < 1e-4
     assert not np.allclose(got, 0.987654)
     err = capsys.readouterr().err

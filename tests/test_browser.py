@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from core.imaging import load_radiograph
-from core.models import DEFAULT_MODEL, load_model
-from core.predict import predict_images
+from core.data.imaging import load_radiograph
+from core.model.checkpoint import DEFAULT_MODEL, load_model
+from core.model.prediction import predict_images
 from tests.browser import (
     PAGE_FILES,
     current_page_url,

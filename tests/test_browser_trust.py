@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import core.trust as trust
-from core.models import DEFAULT_MODEL
+from core import trust as trust_cli
+from core.model.checkpoint import DEFAULT_MODEL
 from tests.browser import launch_chromium, open_page, require_chromium, visible_errors
 from tests.fake_mura import make_fake_mura
 from tests.server import REPO_ROOT, RunningDashboard, running_dashboard
@@ -34,7 +34,7 @@ def trusted_server(tmp_path_factory: pytest.TempPathFactory, scratch_weights: Pa
     root = make_fake_mura(tmp_path_factory.mktemp("browser_trust_mura"), patients_per_type=2)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
-        assert trust.main(["--mura-root", str(root), "--per-part", "2", "--fracatlas-n", "0",
+        assert trust_cli.main(["--mura-root", str(root), "--per-part", "2", "--fracatlas-n", "0",
                            "--methods", "GradCAM", "LayerCAM", "FEM", "--bootstrap", "50"]) == 0
     with running_dashboard({"MURA_LENS_WEIGHTS_DIR": str(weights), "MURA_ROOT": None}) as server:
         yield server

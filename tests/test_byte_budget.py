@@ -1,4 +1,4 @@
-"""core.imaging counts bytes, not only pixels: a legal-size upload adds at most DECODE_BUDGET_BYTES
+"""core.data.imaging counts bytes, not only pixels: a legal-size upload adds at most DECODE_BUDGET_BYTES
 while it decodes, one whose decode would need more is refused from its header in one sentence, and
 the decodes of a process share TOTAL_DECODE_BYTES (issue 25, item 2).
 
@@ -24,8 +24,8 @@ from PIL import Image
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless
 
-from core import imaging
-from core.imaging import DECODE_BUDGET_BYTES, RadiographDecodeError, load_radiograph
+from core.data import imaging
+from core.data.imaging import DECODE_BUDGET_BYTES, RadiographDecodeError, load_radiograph
 from tests.bad_inputs import encode_dicom, encode_image
 from tests.test_imaging import assert_one_sentence
 
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="peak memory is 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _CHILD = r"""
 import json, sys, threading
-from core.imaging import RadiographDecodeError, load_radiograph
+from core.data.imaging import RadiographDecodeError, load_radiograph
 
 def peak():
     with open("/proc/self/status") as lines:

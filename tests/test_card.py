@@ -1,4 +1,4 @@
-"""core.card: the model card read and written in one place, thresholds with their default."""
+"""core.model.card: the model card read and written in one place, thresholds with their default."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.card import (
+from core.model.card import (
     CARD_SCHEMA_VERSION,
     DEFAULT_THRESHOLD_KEY,
     PAPER_THRESHOLD,

@@ -1,4 +1,4 @@
-"""dashboard.charts: the figures show exactly the numbers core.metrics computes."""
+"""dashboard.charts: the figures show exactly the numbers core.eval.metrics computes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from core.metrics import calibration, confusion_at, pr_curve_points, roc_curve_points
+from core.eval.metrics import calibration, confusion_at, pr_curve_points, roc_curve_points
 from dashboard import charts
 
 

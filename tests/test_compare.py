@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from core import compare
-from core.metrics import MetricsInputError, bootstrap_ci, study_table
+from core import compare as compare_cli
+from core.eval import comparison as compare
+from core.eval.metrics import MetricsInputError, bootstrap_ci, study_table
 
 
 def _predictions(probabilities: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
@@ -69,13 +70,13 @@ def test_disagreeing_labels_are_refused(two_models: Path) -> None:
 def test_cli_missing_predictions_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tmp_path))
-    assert compare.main(["--models", "a", "b"]) == 2
+    assert compare_cli.main(["--models", "a", "b"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no cached predictions") and err.count("\n") == 1
 
 
 def test_the_vectorised_bootstrap_draws_and_scores_like_core_metrics(two_models: Path) -> None:
-    """Every resample's two AUROCs at once (ranks) give the interval of core.metrics' one-resample-at-a-time loop,
+    """Every resample's two AUROCs at once (ranks) give the interval of core.eval.metrics' one-resample-at-a-time loop,
     ties included (rounded probabilities make many: where a rank formula could part from sklearn)."""
     a, b = (study_table(pd.read_csv(two_models / name / "predictions_valid.csv")).round({"probability": 1})
             for name in ("sharp", "vague"))

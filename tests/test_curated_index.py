@@ -14,9 +14,9 @@ import re
 import pandas as pd
 import pytest
 
-from core.card import card_thresholds, threshold_for
-from core.metrics import study_table
-from core.models import SHIPPED_WEIGHTS_DIR
+from core.eval.metrics import study_table
+from core.model.card import card_thresholds, threshold_for
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR
 from data_samples import make_mura_index
 
 #: A note's claim about a model's call: "(abnormal|normal) study <model> calls (normal|abnormal)" or

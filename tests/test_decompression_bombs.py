@@ -1,4 +1,4 @@
-"""core.imaging against DICOM files whose pixels, once decompressed, would dwarf the upload.
+"""core.data.imaging against DICOM files whose pixels, once decompressed, would dwarf the upload.
 
 Each bomb is decoded in a child Python whose peak resident memory (VmHWM) is measured
 around the one load_radiograph call. The child also runs under an address-space limit, so a
@@ -24,7 +24,7 @@ from PIL import Image
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
-from core.imaging import RadiographDecodeError, load_radiograph
+from core.data.imaging import RadiographDecodeError, load_radiograph
 from tests.bad_inputs import encode_dicom, encode_image, phantom
 from tests.test_imaging import assert_one_sentence
 
@@ -40,7 +40,7 @@ PEAK_GROWTH_LIMIT = 160 * 2**20
 CHILD_EXTRA_ADDRESS_SPACE = 1024 * 2**20
 _CHILD = r"""
 import json, resource, sys
-from core.imaging import RadiographDecodeError, load_radiograph
+from core.data.imaging import RadiographDecodeError, load_radiograph
 
 def status(field):
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent (pytest, large) through exec.

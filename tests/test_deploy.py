@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from core.models import DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR, list_shipped_models, load_model
+from core.model.checkpoint import DEFAULT_MODEL, list_shipped_models, load_model
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR
 from tests.browser import PAGE_FILES, launch_chromium, open_page, require_chromium, visible_errors
 from tests.server import (
     REPO_ROOT,

@@ -1,5 +1,5 @@
 """DICOM as hospitals and toolkits write it: every top-level .dcm file of the test corpus shipped in
-the installed pydicom wheel through core.imaging, with the outcome each one must have. A
+the installed pydicom wheel through core.data.imaging, with the outcome each one must have. A
 single-frame greyscale image with pixel data decodes (JPEG baseline/extended, JPEG-LS and JPEG 2000
 through the pylibjpeg plugins, RLE and deflate through pydicom), and every other file is refused for
 its true reason in one sentence (issue 25)."""
@@ -13,7 +13,7 @@ import numpy as np
 import pydicom.data
 import pytest
 
-from core.imaging import RadiographDecodeError, load_radiograph
+from core.data.imaging import RadiographDecodeError, load_radiograph
 from tests.test_imaging import assert_one_sentence
 
 CORPUS = Path(pydicom.data.__file__).parent / "test_files"

@@ -1,4 +1,4 @@
-"""core.embeddings and core.data_audit on seeded synthetic sets: projections and neighbours are
+"""core.embeddings and core.datamap.audit on seeded synthetic sets: projections and neighbours are
 deterministic, member alignment undoes a planted rotation, cleanlab finds a planted label flip and
 the duplicate audit finds planted copies (and nothing else)."""
 
@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from core import data_audit, embeddings
+from core.datamap import audit as data_audit
+from core.datamap import embeddings
 
 
 def _clusters(seed: int = 0, per_cluster: int = 30, dimensions: int = 24) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +159,7 @@ def test_cache_round_trip_keeps_everything(tmp_path) -> None:
 
 
 def test_training_split_keeps_patients_with_copies_together() -> None:
-    from core.splits import patient_split, split_groups
+    from core.data.splits import patient_split, split_groups
 
     images = pd.DataFrame({"path": [f"p{i}/image1.png" for i in range(40)],
                            "patient": [f"p{i:02d}" for i in range(40)]})
@@ -177,7 +178,7 @@ def test_training_split_keeps_patients_with_copies_together() -> None:
 
 def _tiny_ensemble(members: int = 2) -> SimpleNamespace:
     """A LoadedModel stand-in: seeded two-layer members (pooled conv features, then one linear)."""
-    from core.models import MeanProbabilityEnsemble
+    from core.model.registry import MeanProbabilityEnsemble
 
     torch.manual_seed(0)
     nets = [nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 1)).eval()

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 
 from core import evaluate as evaluate_cli
-from core import fracatlas
-from core.artifacts import ModelArtifacts, read_evaluation
-from core.imaging import load_radiograph
-from core.models import DEFAULT_MODEL, load_model
-from core.predict import predict_images
+from core.data import fracatlas
+from core.data.imaging import load_radiograph
+from core.eval import evaluation as evaluation_lib
+from core.model.checkpoint import DEFAULT_MODEL, load_model
+from core.model.prediction import predict_images
+from core.store.artifacts import ModelArtifacts, read_evaluation
 from tests.fake_fracatlas import FAKE_ROWS, make_fake_fracatlas
 
 SHARED_FRACATLAS = Path(__file__).resolve().parents[2] / "shared" / "fracatlas"
@@ -44,7 +45,7 @@ def test_fracatlas_evaluation_on_a_synthetic_root(tmp_path: Path, model_weights:
     files = ModelArtifacts.of(DEFAULT_MODEL)
     evaluation = read_evaluation(files, "fracatlas")
     predictions, metrics = evaluation.predictions, evaluation.metrics
-    assert list(predictions.columns) == evaluate_cli.FRACATLAS_COLUMNS
+    assert list(predictions.columns) == evaluation_lib.FRACATLAS_COLUMNS
     assert len(predictions) == len(FAKE_ROWS)
     # Each region is judged at the card's threshold named for it; leg/hip at none.
     card = json.loads(files.card.read_text())["thresholds"]
@@ -52,7 +53,7 @@ def test_fracatlas_evaluation_on_a_synthetic_root(tmp_path: Path, model_weights:
     assert by_region["hand"] == card["XR_FOREARM"] and by_region["shoulder"] == card["XR_HUMERUS"]
     assert by_region["hand+shoulder"] == card["default"] and np.isnan(by_region["leg/hip"])
     # The cached probability is what the model gives for that file (evaluate runs ONNX Runtime, which matches
-    # torch within 1e-4: the rule core.backends was adopted under).
+    # torch within 1e-4: the rule core.model.backends was adopted under).
     loaded = load_model(DEFAULT_MODEL)
     first = predictions.iloc[0]
     pixels = load_radiograph(fracatlas.image_file(root, first["file"])).pixels
@@ -100,7 +101,7 @@ def test_summary_keeps_hardware_apart_and_leg_out_of_scope() -> None:
         "probability": [0.9, 0.7, 0.2, 0.6, 0.95, 0.8, 0.5, 0.1],
     })
     rows["duplicate_of"] = rows["file"]
-    summary = evaluate_cli.summarise_fracatlas(rows, {"hand": 0.5, "shoulder": 0.5, "hand+shoulder": 0.5},
+    summary = evaluation_lib.summarise_fracatlas(rows, {"hand": 0.5, "shoulder": 0.5, "hand+shoulder": 0.5},
                                                n_boot=20)
     assert summary["label"] == "fracture"
     # Without hardware: fractures 0.9, 0.7 above every non-fracture (0.2, 0.6): AUROC 1.
@@ -138,7 +139,7 @@ def test_shipped_fracatlas_caches_agree_with_their_rows() -> None:
     judged at the card's threshold for it, and it covers the shipped samples (Browse reads them there)."""
     from sklearn.metrics import roc_auc_score
 
-    from core.artifacts import SHIPPED_WEIGHTS_DIR
+    from core.store.artifacts import SHIPPED_WEIGHTS_DIR
     from dashboard.studies import FRACATLAS_SAMPLES_DIR
 
     shipped = [ModelArtifacts(d) for d in sorted(SHIPPED_WEIGHTS_DIR.iterdir())
@@ -151,6 +152,6 @@ def test_shipped_fracatlas_caches_agree_with_their_rows() -> None:
         upper = predictions[predictions["upper_limb"].astype(bool)]
         assert metrics["all"]["overall"]["auroc"]["point"] == pytest.approx(
             roc_auc_score(upper["fractured"], upper["probability"]))
-        expected = upper["region"].map(evaluate_cli.region_thresholds(json.loads(files.card.read_text())))
+        expected = upper["region"].map(evaluation_lib.region_thresholds(json.loads(files.card.read_text())))
         assert np.allclose(upper["threshold"], expected)
         assert samples <= set(predictions["file"])

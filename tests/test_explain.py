@@ -1,4 +1,4 @@
-"""Tests for core.explain: maps, targets, padding, progress, thread safety and no leaked state."""
+"""Tests for core.cam.explain: maps, targets, padding, progress, thread safety and no leaked state."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
-import core.explain as explain_module
-from core.explain import METHODS, explain
-from core.faithfulness import faithfulness
-from core.models import LoadedModel, ModelConfig, create_model, get_config
-from core.overlay import COLORMAPS, overlay, threshold_mask
-from core.preprocess import letterbox, to_model_input
+import core.cam.explain as explain_module
+from core.cam.explain import METHODS, explain
+from core.cam.faithfulness import faithfulness
+from core.cam.overlay import COLORMAPS, overlay, threshold_mask
+from core.data.preprocess import letterbox, to_model_input
+from core.model.checkpoint import LoadedModel
+from core.model.registry import ModelConfig, create_model, get_config
 from tests.synthetic import HeldRun, calibrated_mobilenet
 
 FAST_METHODS = [name for name, info in METHODS.items() if not info.slow]
@@ -147,7 +148,7 @@ def _no_hooks_at_all(model: nn.Module) -> bool:
 
 
 def _cam_copies(loaded: LoadedModel) -> list[nn.Module]:
-    """White-box: explain's private copies of the model, fast and slow (see core.explain._CamNetwork)."""
+    """White-box: explain's private copies of the model, fast and slow (see core.cam.explain._CamNetwork)."""
     copies = [network._network for network in explain_module._CAM_NETWORKS[loaded.model].values()]
     return [network for network in copies if network is not None]
 
@@ -298,7 +299,7 @@ def test_several_layers_and_layer_name_forms(mobilenet: LoadedModel) -> None:
 
 
 def test_shapleycam_on_several_layers_is_the_mean_of_single_layer_maps(mobilenet: LoadedModel) -> None:
-    # The library frees the graph after one layer's Hessian-vector product; core.explain runs the
+    # The library frees the graph after one layer's Hessian-vector product; core.cam.explain runs the
     # layers one at a time and combines them as the library combines layers.
     pixels = _radiograph_like(90, 70)
     both = explain(mobilenet, pixels, method="ShapleyCAM", layers=[STAGE_5, STAGE_3])

@@ -1,4 +1,4 @@
-"""Slide figures (core.figures): the caption names what a map is, and the PNGs decode with it inside."""
+"""Slide figures (core.cam.figures): the caption names what a map is, and the PNGs decode with it inside."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.explain import Explanation
-from core.figures import MapScale, caption_fields, comparison_figure, explanation_figure, figure_png
-from core.overlay import colormap_colours, overlay
+from core.cam.explain import Explanation
+from core.cam.figures import MapScale, caption_fields, comparison_figure, explanation_figure, figure_png
+from core.cam.overlay import colormap_colours, overlay
 
 PIXELS = np.tile(np.linspace(0, 255, 60).astype(np.uint8), (40, 1))
 HEATMAP = np.tile(np.linspace(0, 1, 60, dtype=np.float32), (40, 1))

@@ -1,4 +1,4 @@
-"""core.fracatlas: the FracAtlas reader, on tiny hand-made folders and on ../shared/fracatlas."""
+"""core.data.fracatlas: the FracAtlas reader, on tiny hand-made folders and on ../shared/fracatlas."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import fracatlas
+from core.data import fracatlas
 
 SHARED_FRACATLAS = Path(os.environ.get("FRACATLAS_ROOT")
                         or Path(__file__).resolve().parents[2] / "shared" / "fracatlas")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import fracatlas
+from core.data import fracatlas
 from data_samples import make_fracatlas_samples as samples
 from tests.fake_fracatlas import make_fake_fracatlas
 

@@ -26,10 +26,11 @@ from PIL import Image
 
 from core import evaluate as evaluate_cli
 from core import predict as predict_cli
-from core.explain import explain
-from core.imaging import load_radiograph
-from core.models import CARD_FILE, CHECKPOINT_FILE, DEFAULT_MODEL, load_model
-from core.predict import predict_images
+from core.cam.explain import explain
+from core.data.imaging import load_radiograph
+from core.model.checkpoint import DEFAULT_MODEL, load_model
+from core.model.prediction import predict_images
+from core.store.artifacts import CARD_FILE, CHECKPOINT_FILE
 from tests.app_pages import study_probability
 from tests.bad_inputs import BadInput, corpus, phantom
 from tests.fake_fracatlas import make_fake_fracatlas

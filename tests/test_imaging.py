@@ -1,4 +1,4 @@
-"""core.imaging: every accepted format, every refusal, and the promises behind them.
+"""core.data.imaging: every accepted format, every refusal, and the promises behind them.
 
 Inputs are tiny synthetic images from tests.bad_inputs; a few real MURA PNGs run when present.
 """
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from PIL import ExifTags, Image, ImageFile
 from pydicom.pixels import get_decoder
 
-from core.imaging import MAX_PIXELS, Radiograph, RadiographDecodeError, load_radiograph
+from core.data.imaging import MAX_PIXELS, Radiograph, RadiographDecodeError, load_radiograph
 from tests import bad_inputs
 from tests.bad_inputs import (
     NO_CODEC_TRANSFER_SYNTAX,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.artifacts import CARD_FILE, ModelArtifacts
+from core.store.artifacts import CARD_FILE, ModelArtifacts
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "learning_curve.py"
 spec = importlib.util.spec_from_file_location("learning_curve", SCRIPT)

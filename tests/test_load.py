@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import load_test
-from core.models import DEFAULT_MODEL, load_model
+from core.model.checkpoint import DEFAULT_MODEL, load_model
 from tests.browser import require_chromium
 from tests.server import RunningDashboard
 

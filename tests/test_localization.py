@@ -1,4 +1,4 @@
-"""core.localization: hit, energy, IoU/Dice and Otsu on hand-made maps and masks with known answers."""
+"""core.eval.localization: hit, energy, IoU/Dice and Otsu on hand-made maps and masks with known answers."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import localization
-from core.localization import BRIGHT_BONE, THRESHOLD_GRID, UNIFORM, grid_column, score_map
-from core.metrics import bootstrap_means
+from core.eval import localization
+from core.eval.localization import BRIGHT_BONE, THRESHOLD_GRID, UNIFORM, grid_column, score_map
+from core.eval.metrics import bootstrap_means
 
 
 def _mask(shape: tuple[int, int] = (100, 100), rows: slice = slice(40, 60), cols: slice = slice(40, 60)) -> np.ndarray:
@@ -111,7 +111,7 @@ def test_bad_input_is_one_sentence(heat: np.ndarray, mask: np.ndarray, message: 
 
 
 def test_bootstrap_means_on_one_class_data() -> None:
-    # core.metrics' other bootstraps skip resamples without both labels; every localisation row
+    # core.eval.metrics' other bootstraps skip resamples without both labels; every localisation row
     # is a fracture, so this one must not need labels.
     values = np.c_[np.r_[np.ones(30), np.zeros(70)], np.full(100, 0.25)]
     intervals = bootstrap_means(values, names=["hit", "energy"], n_boot=200, seed=0)

@@ -1,4 +1,4 @@
-"""core.localize and core.explain.explain_grid: the sweep CLI on a tiny root and on real FracAtlas
+"""core.localize and core.cam.explain.explain_grid: the sweep CLI on a tiny root and on real FracAtlas
 images, resuming, the cache's integrity, and the committed cache of the shipped model."""
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import core.localize as localize_module
-from core import localization
-from core.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
-from core.explain import METHODS, explain, explain_grid, shares_a_pass
-from core.localize import DATASET, main, read_cache, read_rows, summary_of
-from core.models import DEFAULT_MODEL, LoadedModel, MeanProbabilityEnsemble, get_config
+import core.eval.localization_sweep as localize_module
+from core.cam.explain import METHODS, explain, explain_grid, shares_a_pass
+from core.eval import localization
+from core.eval.localization_sweep import DATASET, read_cache, read_rows, summary_of
+from core.localize import main
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel
+from core.model.registry import MeanProbabilityEnsemble, get_config
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
 from tests.outlined_fracatlas import make_outlined_fracatlas
 from tests.synthetic import calibrated_mobilenet
 

@@ -1,7 +1,7 @@
 """What the server holds on to per upload: display-sized decodes and heat maps, and capped studies.
 
 The decode and CAM caches are shared by every session, so their entries are kept to the
-display size (core.imaging.DISPLAY_MAX_SIDE) whatever was uploaded, and one study's uploads
+display size (core.data.imaging.DISPLAY_MAX_SIDE) whatever was uploaded, and one study's uploads
 are capped in views and in bytes.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.imaging import DISPLAY_MAX_SIDE, downsized, load_radiograph
-from core.models import DEFAULT_MODEL, load_model
+from core.data.imaging import DISPLAY_MAX_SIDE, downsized, load_radiograph
+from core.model.checkpoint import DEFAULT_MODEL, load_model
 from dashboard import uploads, views
 from tests.app_pages import assert_clean
 from tests.synthetic import png_bytes, synthetic_radiograph

@@ -1,4 +1,4 @@
-"""core.metrics on small synthetic prediction tables whose answers can be checked by hand."""
+"""core.eval.metrics on small synthetic prediction tables whose answers can be checked by hand."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from core import metrics
-from core.evaluate import summarise_trained
-from core.metrics import MetricsInputError
+from core.eval import metrics
+from core.eval.evaluation import summarise_trained
+from core.eval.metrics import MetricsInputError
 
 
 def predictions(studies: list[tuple[str, int, list[float]]]) -> pd.DataFrame:
@@ -350,9 +350,10 @@ def test_one_n_boot_flag_for_every_bootstrapping_cli() -> None:
     import inspect
 
     from core import compare, evaluate, localize, trust
+    from core.cli import add_n_boot_argument
 
     parser = argparse.ArgumentParser()
-    metrics.add_n_boot_argument(parser)
+    add_n_boot_argument(parser)
     assert parser.parse_args([]).n_boot == metrics.DEFAULT_N_BOOT
     assert parser.parse_args(["--n-boot", "7"]).n_boot == 7 == parser.parse_args(["--bootstrap", "7"]).n_boot
     for module in (compare, evaluate, localize, trust):

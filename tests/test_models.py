@@ -1,4 +1,4 @@
-"""core.models and core.preprocess: registry, checkpoints with cards, letterbox geometry."""
+"""core.model.registry and core.data.preprocess: registry, checkpoints with cards, letterbox geometry."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from core import models
-from core.preprocess import border_fill_value, letterbox, to_model_input
+from core.data.preprocess import border_fill_value, letterbox, to_model_input
+from core.model import checkpoint
+from core.model import registry as models
+from core.store import artifacts
 
 
 def test_registry_has_the_papers_network_and_a_cpu_one() -> None:
@@ -90,15 +92,15 @@ def _write_model(directory: Path, *, thresholds: dict[str, float] | None = None)
     directory.mkdir(parents=True)
     torch.manual_seed(0)
     model = models.create_model("mobilenet_v2")
-    models.save_checkpoint(directory / models.CHECKPOINT_FILE, model, "mobilenet_v2", 64)
+    checkpoint.save_checkpoint(directory / artifacts.CHECKPOINT_FILE, model, "mobilenet_v2", 64)
     card = {"architecture": "mobilenet_v2", "thresholds": thresholds or {"default": 0.4, "XR_HUMERUS": 0.6}}
-    (directory / models.CARD_FILE).write_text(json.dumps(card))
+    (directory / artifacts.CARD_FILE).write_text(json.dumps(card))
     return model
 
 
 def test_checkpoint_round_trip_with_card(tmp_path: Path) -> None:
     original = _write_model(tmp_path / "tiny")
-    loaded = models.load_model("tiny", directory=tmp_path)
+    loaded = checkpoint.load_model("tiny", directory=tmp_path)
     assert loaded.input_size == 64 and loaded.config.name == "mobilenet_v2"
     assert not loaded.model.training
     assert not any(p.requires_grad for p in loaded.model.parameters())
@@ -107,18 +109,18 @@ def test_checkpoint_round_trip_with_card(tmp_path: Path) -> None:
             torch.testing.assert_close(loaded.model.state_dict()[key], value.half().float())
     assert loaded.threshold_for("XR_HUMERUS") == 0.6
     assert loaded.threshold_for("XR_WRIST") == 0.4
-    assert models.list_shipped_models(tmp_path) == ["tiny"]
+    assert checkpoint.list_shipped_models(tmp_path) == ["tiny"]
 
 
 def test_missing_card_or_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     _write_model(tmp_path / "tiny")
-    (tmp_path / "tiny" / models.CARD_FILE).unlink()
+    (tmp_path / "tiny" / artifacts.CARD_FILE).unlink()
     with pytest.raises(models.ModelLoadError, match="model card"):
-        models.load_model("tiny", directory=tmp_path)
+        checkpoint.load_model("tiny", directory=tmp_path)
     with pytest.raises(models.ModelLoadError, match="No checkpoint"):
-        models.load_model("absent", directory=tmp_path)
+        checkpoint.load_model("absent", directory=tmp_path)
     with pytest.raises(models.ModelLoadError, match="not a model name"):
-        models.load_model("../tiny", directory=tmp_path)
+        checkpoint.load_model("../tiny", directory=tmp_path)
 
 
 def _random_bytes(path: Path) -> None:
@@ -183,10 +185,10 @@ DAMAGED_CHECKPOINTS: dict[str, Callable[[Path], None]] = {
 
 
 @pytest.mark.parametrize("damage", DAMAGED_CHECKPOINTS.values(), ids=DAMAGED_CHECKPOINTS.keys())
-@pytest.mark.parametrize("reader", [models.load_model, models.check_model], ids=["load", "check"])
+@pytest.mark.parametrize("reader", [checkpoint.load_model, checkpoint.check_model], ids=["load", "check"])
 def test_a_damaged_checkpoint_is_one_sentence_naming_the_file(tmp_path: Path, damage, reader) -> None:
     _write_model(tmp_path / "tiny")
-    damage(tmp_path / "tiny" / models.CHECKPOINT_FILE)
+    damage(tmp_path / "tiny" / artifacts.CHECKPOINT_FILE)
     with pytest.raises(models.ModelLoadError) as raised:
         reader("tiny", directory=tmp_path)
     message = str(raised.value)
@@ -197,16 +199,16 @@ def test_a_damaged_checkpoint_is_one_sentence_naming_the_file(tmp_path: Path, da
 @pytest.mark.parametrize("content", [b"{", b"", b"[]", b"\xff\xfe{}"], ids=["truncated", "empty", "list", "not UTF-8"])
 def test_a_damaged_card_stops_loading_with_its_name(tmp_path: Path, content: bytes) -> None:
     _write_model(tmp_path / "tiny")
-    (tmp_path / "tiny" / models.CARD_FILE).write_bytes(content)
-    for reader in (models.load_model, models.check_model):
+    (tmp_path / "tiny" / artifacts.CARD_FILE).write_bytes(content)
+    for reader in (checkpoint.load_model, checkpoint.check_model):
         with pytest.raises(models.ModelLoadError, match="tiny/model_card.json"):
             reader("tiny", directory=tmp_path)
 
 
 def test_check_model_accepts_what_load_model_loads(tmp_path: Path) -> None:
     _write_model(tmp_path / "tiny")
-    models.check_model("tiny", directory=tmp_path)
-    models.load_model("tiny", directory=tmp_path)
+    checkpoint.check_model("tiny", directory=tmp_path)
+    checkpoint.load_model("tiny", directory=tmp_path)
 
 
 _LABEL = re.compile(r"\((?:(?P<channels>\d+) ch, )?(?:[^,]*, )?stride (?P<stride>\d+)\)$")
@@ -240,9 +242,9 @@ def test_layer_labels_match_a_probe_forward_pass(arch: str) -> None:
 
 def test_weights_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tmp_path))
-    assert models.weights_dir() == tmp_path
+    assert artifacts.weights_dir() == tmp_path
     monkeypatch.delenv("MURA_LENS_WEIGHTS_DIR")
-    assert models.weights_dir() == models.SHIPPED_WEIGHTS_DIR
+    assert artifacts.weights_dir() == artifacts.SHIPPED_WEIGHTS_DIR
 
 
 @pytest.mark.parametrize("shape", [(60, 30), (30, 60), (50, 50), (7, 300)])

@@ -1,4 +1,4 @@
-"""core.mura: official layout, partial copies, and roots that try to escape."""
+"""core.data.mura: official layout, partial copies, and roots that try to escape."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core import mura
+from core.data import mura
 from tests.fake_mura import make_fake_mura
 
 

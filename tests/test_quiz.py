@@ -1,4 +1,4 @@
-"""core.quiz: difficulty tags from cached data, a seeded case order, answers judged by the localisation
+"""core.eval.quiz: difficulty tags from cached data, a seeded case order, answers judged by the localisation
 hit rule, and the session score."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import fracatlas, localization, quiz
-from core.artifacts import ModelArtifacts, read_evaluation
-from core.card import read_card
-from core.evaluate import FRACATLAS, region_thresholds
-from core.models import DEFAULT_MODEL
+from core.data import fracatlas
+from core.eval import localization, quiz
+from core.eval.evaluation import FRACATLAS, region_thresholds
+from core.model.card import read_card
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import ModelArtifacts, read_evaluation
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data_samples" / "fracatlas"
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from core import metrics, report, trust
-from core.artifacts import ModelArtifacts, read_evaluation
-from core.models import DEFAULT_MODEL
+from core import report as report_cli
+from core.eval import metrics, report, trust
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import ModelArtifacts, read_evaluation
 from dashboard import evaluation
 from tests.app_pages import open_page
 
@@ -85,12 +86,12 @@ def test_a_model_without_external_caches_says_so(scratch_weights: Path) -> None:
 
 def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report.pdf"
-    assert report.main(["--out", str(out), "--threshold", "XR_FOREARM=0.5"]) == 0
+    assert report_cli.main(["--out", str(out), "--threshold", "XR_FOREARM=0.5"]) == 0
     assert "Forearm 0.500" in "\n".join(p.extract_text() for p in PdfReader(out).pages)
-    assert report.main(["--model", "no_such_model", "--out", str(tmp_path / "x.pdf")]) == 2
+    assert report_cli.main(["--model", "no_such_model", "--out", str(tmp_path / "x.pdf")]) == 2
     assert "no_such_model/model_card.json" in capsys.readouterr().err and not (tmp_path / "x.pdf").exists()
     with pytest.raises(SystemExit):
-        report.main(["--out", str(out), "--threshold", "XR_FOREARM=2"])
+        report_cli.main(["--out", str(out), "--threshold", "XR_FOREARM=2"])
 
 
 @pytest.mark.parametrize("page_file, key", [("../pages/overview.py", "overview_report"),

@@ -23,10 +23,11 @@ import torch
 from core import evaluate as evaluate_cli
 from core import localize as localize_cli
 from core import predict as predict_cli
-from core.artifacts import ModelArtifacts
-from core.devices import DeviceError, resolve_device
-from core.models import DEFAULT_MODEL
-from core.scale import Engine, ScaleError, import_ray, ray_session
+from core.eval import localization_sweep
+from core.model.checkpoint import DEFAULT_MODEL
+from core.model.devices import DeviceError, resolve_device
+from core.model.scale import Engine, ScaleError, import_ray, ray_session
+from core.store.artifacts import ModelArtifacts
 from tests.fake_mura import make_fake_mura
 from tests.outlined_fracatlas import make_outlined_fracatlas
 
@@ -78,8 +79,8 @@ def test_workers_and_local_ray_write_the_single_process_files(tiny_weights: Path
     sweep = ["--root", str(make_outlined_fracatlas(tmp_path / "fracatlas")), "--methods", "GradCAM", "HiResCAM",
              "--layers", "stage 5 (96 ch, stride 16)", "--bootstrap", "20"]
     assert localize_cli.main(sweep) == 0
-    swept = localize_cli.read_rows(files.localization(localize_cli.DATASET))
-    files.localization(localize_cli.DATASET).unlink()
+    swept = localization_sweep.read_rows(files.localization(localization_sweep.DATASET))
+    files.localization(localization_sweep.DATASET).unlink()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
     try:
         assert evaluate_cli.main([*args, "--ray"]) == 0
@@ -88,9 +89,9 @@ def test_workers_and_local_ray_write_the_single_process_files(tiny_weights: Path
         ray.shutdown()
     assert (model / "predictions_valid.csv").read_bytes() == single
     assert len(single.splitlines()) > 4  # a few images, in more than one batch
-    on_ray = localize_cli.read_rows(files.localization(localize_cli.DATASET))
+    on_ray = localization_sweep.read_rows(files.localization(localization_sweep.DATASET))
     assert len(swept) == 3 * 4  # three outlined fractures x (two maps + two chance maps)
-    pd.testing.assert_frame_equal(*(rows.drop(columns="seconds").sort_values(localize_cli.KEY_COLUMNS)
+    pd.testing.assert_frame_equal(*(rows.drop(columns="seconds").sort_values(localization_sweep.KEY_COLUMNS)
                                     .reset_index(drop=True) for rows in (on_ray, swept)))
 
 
@@ -103,7 +104,7 @@ def test_a_wrong_ray_address_is_one_sentence_within_seconds(tiny_weights: Path, 
     from ray._private import ray_constants
 
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tiny_weights))
-    # core.scale keeps a loopback address on loopback by setting these: restored afterwards.
+    # core.model.scale keeps a loopback address on loopback by setting these: restored afterwards.
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", ray_constants.ENABLE_RAY_CLUSTER)
     root = make_fake_mura(tmp_path / "mura", patients_per_type=1)
@@ -197,8 +198,8 @@ def test_a_two_node_ray_cluster_on_loopback_writes_the_single_process_files(
     sweep = ["--root", str(make_outlined_fracatlas(tmp_path / "fracatlas")), "--methods", "GradCAM",
              "--layers", "stage 5 (96 ch, stride 16)", "--bootstrap", "20"]
     assert localize_cli.main(sweep) == 0
-    swept = localize_cli.read_rows(files.localization(localize_cli.DATASET))
-    files.localization(localize_cli.DATASET).unlink()
+    swept = localization_sweep.read_rows(files.localization(localization_sweep.DATASET))
+    files.localization(localization_sweep.DATASET).unlink()
 
     temp = tempfile.mkdtemp(prefix="mura_lens_ray_", dir="/tmp")  # short: Ray's socket paths have a limit
     port = _free_port()
@@ -221,6 +222,6 @@ def test_a_two_node_ray_cluster_on_loopback_writes_the_single_process_files(
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
     assert (model / "predictions_valid.csv").read_bytes() == single
-    on_ray = localize_cli.read_rows(files.localization(localize_cli.DATASET))
-    pd.testing.assert_frame_equal(*(rows.drop(columns="seconds").sort_values(localize_cli.KEY_COLUMNS)
+    on_ray = localization_sweep.read_rows(files.localization(localization_sweep.DATASET))
+    pd.testing.assert_frame_equal(*(rows.drop(columns="seconds").sort_values(localization_sweep.KEY_COLUMNS)
                                     .reset_index(drop=True) for rows in (on_ray, swept)))

@@ -135,15 +135,15 @@ TRAVERSAL_PATHS = (
     "/%2e%2e/weights/{model}/model_card.json",
     "/..%2fweights/{model}/model_card.json",
     "/app/static/../../weights/{model}/model_card.json",
-    "/app/static/%2e%2e/%2e%2e/core/models.py",
-    "/app/static/core/models.py",
-    "/media/../core/models.py",
+    "/app/static/%2e%2e/%2e%2e/core/model/registry.py",
+    "/app/static/core/model/registry.py",
+    "/media/../core/model/registry.py",
     "/media/%2e%2e/weights/{model}/checkpoint.pt",
-    "/component/..%2f..%2fcore/models.py",
-    "/static/../../core/models.py",
-    "/_stcore/static/%2e%2e/%2e%2e/core/models.py",
+    "/component/..%2f..%2fcore/model/registry.py",
+    "/static/../../core/model/registry.py",
+    "/_stcore/static/%2e%2e/%2e%2e/core/model/registry.py",
     "//etc/passwd",
-    "/core/models.py",
+    "/core/model/registry.py",
     "/weights/{model}/model_card.json",
     "/.streamlit/config.toml",
 )
@@ -155,7 +155,7 @@ def test_repository_files_are_not_served(dashboard_server: RunningDashboard, scr
     _, index_page = _raw_request(dashboard_server, "GET", "/")
     model = next(path.name for path in scratch_weights_dir.iterdir() if path.is_dir())
     secrets = [
-        (REPO_ROOT / "core" / "models.py").read_bytes()[:200],
+        (REPO_ROOT / "core" / "model" / "registry.py").read_bytes()[:200],
         (scratch_weights_dir / model / "model_card.json").read_bytes()[:40],
         (REPO_ROOT / ".streamlit" / "config.toml").read_bytes()[:60],
     ]

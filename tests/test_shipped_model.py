@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from core import mura
-from core.imaging import load_radiograph
-from core.metrics import study_table
-from core.models import CARD_FILE, DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR, list_shipped_models, load_model
-from core.predict import predict_images
+from core.data import mura
+from core.data.imaging import load_radiograph
+from core.eval.metrics import study_table
+from core.model.checkpoint import DEFAULT_MODEL, list_shipped_models, load_model
+from core.model.prediction import predict_images
+from core.store.artifacts import CARD_FILE, SHIPPED_WEIGHTS_DIR
 
 SHIPPED = list_shipped_models(SHIPPED_WEIGHTS_DIR)
 

@@ -25,15 +25,25 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from core import evaluate as evaluate_cli
-from core import mura
 from core import predict as predict_cli
 from core import train as train_cli
-from core.artifacts import TRAIN_STATE_FILE, TRAINING_LOG_FILE, ModelArtifacts, read_evaluation
-from core.card import read_card, subset_counts
-from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, load_model
-from core.predict import predict_images, predict_study, study_probability
-from core.splits import patient_split, patient_subset
-from core.thresholds import choose_threshold, holdout_summary
+from core.data import mura
+from core.data.splits import patient_split, patient_subset
+from core.eval import evaluation
+from core.model import training
+from core.model.card import read_card, subset_counts
+from core.model.checkpoint import load_model
+from core.model.prediction import predict_images, predict_study, study_probability
+from core.model.registry import create_model
+from core.model.thresholds import choose_threshold, holdout_summary
+from core.store.artifacts import (
+    CARD_FILE,
+    CHECKPOINT_FILE,
+    TRAIN_STATE_FILE,
+    TRAINING_LOG_FILE,
+    ModelArtifacts,
+    read_evaluation,
+)
 from tests.fake_fracatlas import FAKE_ROWS, make_fake_fracatlas
 from tests.fake_mura import make_fake_mura
 
@@ -72,7 +82,7 @@ def test_training_writes_checkpoint_card_and_log(weights: Path) -> None:
 
 
 def test_patient_split_never_shares_a_patient(fake_root: Path) -> None:
-    from core import mura
+    from core.data import mura
 
     images = mura.read_images(fake_root, "train")
     fit, holdout = patient_split(images, 0.3, seed=0)
@@ -82,7 +92,7 @@ def test_patient_split_never_shares_a_patient(fake_root: Path) -> None:
 
 
 def test_k_fold_split_covers_every_patient_once(fake_root: Path) -> None:
-    from core import mura
+    from core.data import mura
 
     images = mura.read_images(fake_root, "train")
     holdouts = [patient_split(images, 0.3, seed=3, folds=4, fold=k)[1] for k in range(4)]
@@ -96,7 +106,7 @@ def test_k_fold_split_covers_every_patient_once(fake_root: Path) -> None:
 
 
 def test_patient_subset_keeps_patients_whole_and_nests(fake_root: Path) -> None:
-    from core import mura
+    from core.data import mura
 
     images = mura.read_images(fake_root, "train")
     fit, _ = patient_split(images, 0.3, seed=0)
@@ -174,10 +184,10 @@ def test_resuming_with_another_recipe_is_one_line_and_status_2(fake_root: Path, 
     out = tmp_path / "changed"
     assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY]) == 0
     capsys.readouterr()
-    config = train_cli.TrainConfig(mura_root=str(fake_root), arch="mobilenet_v2", out=str(out), epochs=1,
+    config = training.TrainConfig(mura_root=str(fake_root), arch="mobilenet_v2", out=str(out), epochs=1,
                                    input_size=32, max_lr=0.5, pretrained=False, bf16=False, threads=1)
-    with pytest.raises(train_cli.TrainingError, match="other settings"):
-        train_cli.train(config)
+    with pytest.raises(training.TrainingError, match="other settings"):
+        training.train(config)
     assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY,
                            "--max-lr", "0.5"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
@@ -186,7 +196,7 @@ def test_resuming_with_another_recipe_is_one_line_and_status_2(fake_root: Path, 
 
 def test_study_batches_keep_every_study_whole() -> None:
     studies = [f"s{i // 3 if i < 30 else i}" for i in range(45)]  # 10 studies of 3 views, 15 of 1
-    batches = train_cli.study_batches(studies, 8, torch.Generator().manual_seed(0))
+    batches = training.study_batches(studies, 8, torch.Generator().manual_seed(0))
     rows = [row for batch in batches for row in batch]
     assert sorted(rows) == list(range(45))
     for batch in batches:
@@ -194,7 +204,7 @@ def test_study_batches_keep_every_study_whole() -> None:
         for row in batch:
             assert all(other in batch for other in range(45) if studies[other] == studies[row])
     # The plan depends on the generator alone, so a resumed run draws the same one.
-    assert batches == train_cli.study_batches(studies, 8, torch.Generator().manual_seed(0))
+    assert batches == training.study_batches(studies, 8, torch.Generator().manual_seed(0))
 
 
 def test_study_loss_is_weighted_bce_on_mean_view_probabilities() -> None:
@@ -205,7 +215,7 @@ def test_study_loss_is_weighted_bce_on_mean_view_probabilities() -> None:
     p7 = torch.sigmoid(logits[[0, 1, 3]]).mean()
     p3 = torch.sigmoid(logits[2])
     expected = -(0.4 * torch.log(p7) + 0.6 * torch.log(1 - p3)) / 2
-    torch.testing.assert_close(train_cli._study_loss(logits, targets, weights, codes), expected)
+    torch.testing.assert_close(training._study_loss(logits, targets, weights, codes), expected)
 
 
 def test_training_with_the_study_loss(fake_root: Path, tmp_path: Path) -> None:
@@ -278,17 +288,17 @@ def test_evaluate_writes_predictions_and_metrics(weights: Path, fake_root: Path,
                               "--n-boot", "50", "--threads", "1"])
     assert code == 0
     predictions = pd.read_csv(weights / "tiny" / "predictions_valid.csv")
-    assert set(evaluate_cli.PREDICTION_COLUMNS) <= set(predictions.columns)
+    assert set(evaluation.PREDICTION_COLUMNS) <= set(predictions.columns)
     assert predictions["path"].str.startswith("MURA-v1.1/valid/").all()
     metrics = json.loads((weights / "tiny" / "metrics_valid.json").read_text())
     assert metrics["evaluation"]["images"] == len(predictions)
     assert metrics["n_boot"] == 50
     # The cached probabilities are what the model gives for those files (within 1e-4: evaluate runs ONNX
-    # Runtime, predict_images torch; core.backends was adopted under that rule).
+    # Runtime, predict_images torch; core.model.backends was adopted under that rule).
     loaded = load_model("tiny", directory=weights)
     first = predictions.iloc[0]
-    from core.imaging import load_radiograph
-    from core.mura import image_file
+    from core.data.imaging import load_radiograph
+    from core.data.mura import image_file
 
     pixels = load_radiograph(image_file(fake_root, first["path"])).pixels
     assert predict_images(loaded, [pixels])[0] == pytest.approx(first["probability"], abs=1e-4)
@@ -449,7 +459,7 @@ def test_main_entry_points_have_help() -> None:
 
 
 def test_ensemble_averages_member_probabilities(weights: Path, fake_root: Path, tmp_path: Path) -> None:
-    from core import ensemble
+    from core.model import ensemble
 
     second = tmp_path / "second"
     assert train_cli.main(["--mura-root", str(fake_root), "--out", str(second), "--epochs", "1",
@@ -468,7 +478,7 @@ def test_ensemble_averages_member_probabilities(weights: Path, fake_root: Path, 
 
 
 def test_cross_validated_ensemble_chooses_thresholds_out_of_fold(fake_root: Path, tmp_path: Path) -> None:
-    from core import ensemble
+    from core.model import ensemble
 
     folds = []
     for fold in range(2):
@@ -480,7 +490,7 @@ def test_cross_validated_ensemble_chooses_thresholds_out_of_fold(fake_root: Path
     out_of_fold = pd.read_csv(ModelArtifacts(tmp_path / "cv").holdout_predictions)
     member_rows = pd.concat([pd.read_csv(ModelArtifacts(f).holdout_predictions) for f in folds])
     # Every train image once, with the probability of the member that held its fold out.
-    from core import mura
+    from core.data import mura
 
     assert sorted(out_of_fold["path"]) == sorted(mura.read_images(fake_root, "train")["path"])
     merged = out_of_fold.merge(member_rows, on="path", suffixes=("", "_member"))
@@ -499,8 +509,10 @@ def test_ensemble_cams_reach_every_member(tmp_path: Path) -> None:
 
     import torch
 
-    from core.explain import METHODS, explain
-    from core.models import CARD_FILE, CHECKPOINT_FILE, create_model, save_ensemble_checkpoint
+    from core.cam.explain import METHODS, explain
+    from core.model.checkpoint import save_ensemble_checkpoint
+    from core.model.registry import create_model
+    from core.store.artifacts import CARD_FILE, CHECKPOINT_FILE
 
     torch.manual_seed(0)
     members = [create_model("mobilenet_v2") for _ in range(2)]
@@ -540,11 +552,11 @@ def test_a_fracture_output_leaves_the_mura_output_as_it_was() -> None:
     model = create_model("mobilenet_v2").eval()
     batch = torch.rand(3, 3, 32, 32)
     before = model(batch)
-    joint = train_cli._with_fracture_output(model)
+    joint = training._with_fracture_output(model)
     both = joint(batch)
     assert both.shape == (3, 2)
     torch.testing.assert_close(both[:, :1], before)
-    torch.testing.assert_close(train_cli._mura_model(joint, "mobilenet_v2").eval()(batch), before)
+    torch.testing.assert_close(training._mura_model(joint, "mobilenet_v2").eval()(batch), before)
 
 
 def test_joint_training_with_fracatlas(fake_root: Path, tmp_path: Path) -> None:
@@ -556,7 +568,7 @@ def test_joint_training_with_fracatlas(fake_root: Path, tmp_path: Path) -> None:
     assert "holdout_fracture_auroc" in pd.read_csv(out / TRAINING_LOG_FILE).columns
     loaded = load_model("joint", directory=tmp_path)
     assert loaded.model(torch.rand(2, 3, 32, 32)).shape == (2, 1)
-    held = pd.read_csv(ModelArtifacts(out).predictions(train_cli.FRACTURE_HOLDOUT))
+    held = pd.read_csv(ModelArtifacts(out).predictions(training.FRACTURE_HOLDOUT))
     assert not held["region"].eq("leg/hip").any() and held["probability"].between(0, 1).all()
     # The one radiograph FracAtlas stores twice (the last two rows) is held out together or fitted together.
     copies = [f"images/IMG{i:07d}.jpg" for i in (len(FAKE_ROWS) - 1, len(FAKE_ROWS))]
@@ -569,7 +581,7 @@ def test_joint_training_with_fracatlas(fake_root: Path, tmp_path: Path) -> None:
 
 def test_joint_training_refuses_the_study_loss(fake_root: Path, tmp_path: Path) -> None:
     atlas = make_fake_fracatlas(tmp_path / "fracatlas")
-    config = train_cli.TrainConfig(mura_root=str(fake_root), arch="mobilenet_v2", out=str(tmp_path / "x"),
+    config = training.TrainConfig(mura_root=str(fake_root), arch="mobilenet_v2", out=str(tmp_path / "x"),
                                    fracatlas=str(atlas), study_loss=True)
-    with pytest.raises(train_cli.TrainingError, match="study-loss"):
-        train_cli.train(config)
+    with pytest.raises(training.TrainingError, match="study-loss"):
+        training.train(config)

@@ -11,11 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-import core.trust as trust
-from core.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
-from core.explain import explain
-from core.models import DEFAULT_MODEL, LoadedModel, ModelConfig, get_config
-from core.preprocess import letterbox, to_model_input
+import core.eval.trust as trust
+from core import trust as trust_cli
+from core.cam.explain import explain
+from core.data.preprocess import letterbox, to_model_input
+from core.model.checkpoint import DEFAULT_MODEL, LoadedModel
+from core.model.registry import ModelConfig, get_config
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtifacts
 from tests.fake_mura import make_fake_mura
 from tests.synthetic import calibrated_mobilenet
 
@@ -221,7 +223,7 @@ def test_cli_writes_resumes_and_guards_its_cache(tmp_path: Path, model_folder: M
     root = make_fake_mura(tmp_path / "mura", patients_per_type=3)
     args = ["--mura-root", str(root), "--per-part", "2", "--fracatlas-n", "0", "--methods", "GradCAM", "LayerCAM",
             "--layers", "last conv (1280 ch, stride 32)", "stage 5 (96 ch, stride 16)", "--bootstrap", "50"]
-    assert trust.main(args) == 0
+    assert trust_cli.main(args) == 0
     cache = trust.read_cache(model_folder)
     assert cache is not None
     assert set(cache.table["part"]) == {"XR_HUMERUS", "XR_FOREARM"} and cache.table["image"].nunique() == 4
@@ -239,7 +241,7 @@ def test_cli_writes_resumes_and_guards_its_cache(tmp_path: Path, model_folder: M
         raise AssertionError("a finished image was measured again")
 
     monkeypatch.setattr(trust, "image_rows", refuse)
-    assert trust.main(args) == 0
+    assert trust_cli.main(args) == 0
     monkeypatch.undo()
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(model_folder.directory.parent))
     bigger = trust.sample_images(root, None, study_types=["XR_FOREARM", "XR_HUMERUS"], per_part=3, fracatlas_n=0)
@@ -255,9 +257,9 @@ def test_cli_writes_resumes_and_guards_its_cache(tmp_path: Path, model_folder: M
 def test_cli_refuses_slow_methods_and_unknown_layers(tmp_path: Path, model_folder: ModelArtifacts,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     root = make_fake_mura(tmp_path / "mura", patients_per_type=1)
-    assert trust.main(["--mura-root", str(root), "--methods", "ScoreCAM"]) == 2
+    assert trust_cli.main(["--mura-root", str(root), "--methods", "ScoreCAM"]) == 2
     assert "slow" in capsys.readouterr().err
-    assert trust.main(["--mura-root", str(root), "--layers", "no such layer"]) == 2
+    assert trust_cli.main(["--mura-root", str(root), "--layers", "no such layer"]) == 2
     assert "Unknown layer" in capsys.readouterr().err
 
 

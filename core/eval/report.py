@@ -1,0 +1,456 @@
+"""A self-contained PDF report of one model for people who will not open the app: from its caches only.
+
+What a hospital manager or a release reviewer asks for, on a few pages: the model card's headline,
+per-body-part results on MURA valid/ with 95% CIs and a plain-language reading, the confusion
+matrices at the chosen thresholds, the external FracAtlas check, heat-map localisation and the
+scope head's measurement where their caches exist, the limitations, the data credits, and the
+model, code and date it describes. Nothing is recomputed but the confusion counts at the chosen
+thresholds (from the cached predictions); no model is loaded.
+
+The PDF is drawn with fpdf2 (pure Python, no browser or system library), in its core Helvetica font:
+text is folded to Latin-1 first (en dashes become hyphens, >= for the sign), so any reader opens it.
+
+Command line (CI, a release): ``python -m core.report --model mura_efficientnet_lite0 --out report.pdf``
+with ``--threshold XR_HUMERUS=0.4`` to report other operating points than the card's.
+
+Example:
+    >>> pdf = build_report("mura_efficientnet_lite0")  # doctest: +SKIP
+    >>> Path("report.pdf").write_bytes(pdf)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import subprocess
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fpdf import FPDF
+from fpdf.fonts import FontFace
+
+from core.data import fracatlas
+from core.eval import metrics, trust
+from core.eval.evaluation import FRACATLAS, REGION_LABELS
+from core.eval.localization import BASELINES, BRIGHT_BONE, UNIFORM
+from core.eval.metrics import format_interval
+from core.model.card import DEFAULT_THRESHOLD_KEY, ModelCardError, card_thresholds, read_card, trained_study_types
+from core.model.checkpoint import DEFAULT_MODEL
+from core.model.registry import ModelLoadError, get_config
+from core.store.artifacts import (
+    EvaluationMismatchError,
+    ModelArtifacts,
+    read_evaluation,
+    read_json_object,
+)
+
+__all__ = [
+    "MURA_CREDIT",
+    "SECTIONS",
+    "ReportError",
+    "ReportInputs",
+    "code_version",
+    "model_version",
+    "gather",
+    "render_pdf",
+    "build_report",
+]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MURA_CREDIT = ("MURA v1.1: Rajpurkar P, Irvin J, Bagul A, et al. MURA: Large Dataset for Abnormality Detection in "
+               "Musculoskeletal Radiographs. arXiv:1712.06957 (2017). Stanford AIMI, research use under its own "
+               "licence; no MURA image is in this report or the project.")
+#: Section headings in the order the report prints them; tests and readers look for these.
+SECTIONS = (
+    "Summary",
+    "Results on MURA valid/ (the test set)",
+    "Confusion matrices at the chosen thresholds",
+    "External check on FracAtlas",
+    "Do the heat maps point at the fracture?",
+    "Can the heat maps be trusted?",
+    "Does an image belong to the model?",
+    "Limitations",
+    "Data and credits",
+    "Versions",
+)
+_LATIN1 = str.maketrans({"–": "-", "—": "-", "−": "-", "≥": ">=", "≤": "<=", "’": "'", "‘": "'", "“": '"',
+                         "”": '"', "…": "...", "→": "->", "≈": "~"})
+_MISSING = "Absent or unreadable in this model's folder: run {command} to make it."
+
+
+class ReportError(ValueError):
+    """The report cannot be made (a missing or damaged card or cache); one sentence naming the file."""
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report shows, read from a model folder; ``thresholds``: what the confusion
+    matrices are drawn at (the card's unless someone chose others)."""
+
+    model: str
+    card: dict[str, Any]
+    thresholds: dict[str, float]
+    valid: metrics.pd.DataFrame | None
+    valid_metrics: dict | None
+    fracatlas_metrics: dict | None
+    localization: dict | None
+    #: core.trust's one-sentence headline; None before the trust cache exists.
+    trust: str | None
+    scope: dict | None
+    model_version: str
+    code_version: str
+    date: dt.date
+
+
+def code_version() -> str:
+    """The project's version and git commit ("0.1.0, git 7556e81"; "+ local changes" when dirty)."""
+    try:
+        version = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        version = "unknown version"
+    try:
+        described = subprocess.run(["git", "describe", "--always", "--dirty=+"], cwd=PROJECT_ROOT, text=True,
+                                   capture_output=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    commit = described.removesuffix("+")
+    return f"{version}, git {commit}" + (" + local changes" if described.endswith("+") else "")
+
+
+def model_version(files: ModelArtifacts) -> str:
+    """The checkpoint's SHA-256 (first 12 hex digits): which weights the numbers come from."""
+    digest = hashlib.sha256()
+    try:
+        with files.checkpoint.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return "no checkpoint in the folder"
+    return f"checkpoint sha256 {digest.hexdigest()[:12]}"
+
+
+def gather(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None = None,
+           weights_root: Path | None = None, date: dt.date | None = None) -> ReportInputs:
+    """Read what the report needs from ``model``'s folder.
+
+    Raises:
+        ReportError: no or a damaged card, or a cached valid/ evaluation whose two files disagree (the
+        optional caches, FracAtlas, localisation and scope, only leave their section saying so).
+    """
+    files = ModelArtifacts.of(model, weights_root)
+    try:
+        card = read_card(files.card)
+        valid = read_evaluation(files, "valid")
+    except (ModelCardError, EvaluationMismatchError) as exc:
+        raise ReportError(str(exc)) from exc
+    try:
+        external = read_evaluation(files, FRACATLAS)
+    except EvaluationMismatchError:
+        external = None  # an optional section: it says the cache is absent or unreadable
+    chosen = card_thresholds(card) | dict(thresholds or {})
+    return ReportInputs(
+        model=model, card=card, thresholds=chosen,
+        valid=None if valid is None else valid.predictions, valid_metrics=None if valid is None else valid.metrics,
+        fracatlas_metrics=None if external is None else external.metrics,
+        localization=read_json_object(files.localization_summary(FRACATLAS)), trust=trust.headline(files),
+        scope=read_json_object(files.scope_metrics),
+        model_version=model_version(files), code_version=code_version(),
+        date=date or dt.datetime.now(dt.UTC).date(),
+    )
+
+
+# --- wording ------------------------------------------------------------------------------------
+
+def _label(group: str) -> str:
+    if group == metrics.OVERALL:
+        return "All body parts"
+    return REGION_LABELS.get(group, group.removeprefix("XR_").replace("_", " ").lower()).capitalize()
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _reading(group: str, summary: Mapping) -> str:
+    """One body part's results in words a non-statistician can check against the table."""
+    confusion = summary.get("confusion") or {}
+    tp, fn, tn, fp = (int(confusion.get(k, 0)) for k in ("tp", "fn", "tn", "fp"))
+    auroc = (summary.get("auroc") or {}).get("point")
+    kappa = (summary.get("kappa") or {}).get("point")
+    parts = [f"{_label(group)}: of {tp + fn} abnormal studies the model flagged {tp} ({_share(_ratio(tp, tp + fn))}), "
+             f"and of {tn + fp} normal studies it cleared {tn} ({_share(_ratio(tn, tn + fp))})."]
+    if auroc is not None:
+        parts.append(f"An AUROC of {auroc:.2f} means a randomly chosen abnormal study scores higher than a randomly "
+                     f"chosen normal one {auroc:.0%} of the time.")
+    if kappa is not None:
+        strength = ("almost perfect" if kappa > 0.8 else "substantial" if kappa > 0.6 else "moderate" if kappa > 0.4
+                    else "fair" if kappa > 0.2 else "slight")
+        parts.append(f"Kappa {kappa:.2f} is {strength} agreement with the radiologists' label beyond chance "
+                     "(Landis and Koch).")
+    return " ".join(parts)
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+# --- drawing ------------------------------------------------------------------------------------
+
+class _Report(FPDF):
+    """An A4 page with the report's running footer."""
+
+    footer_text = ""
+
+    def footer(self) -> None:
+        """Model, date and page on every page, so a printed page still says what it describes."""
+        self.set_y(-12)
+        self.set_font("Helvetica", size=7)
+        self.set_text_color(110)
+        self.cell(0, 5, _latin1(f"{self.footer_text} - page {self.page_no()}/{{nb}}"), align="C")
+
+
+def _latin1(text: str) -> str:
+    return str(text).translate(_LATIN1).encode("latin-1", "replace").decode("latin-1")
+
+
+class _Writer:
+    """Headings, paragraphs, bullets and tables on a _Report."""
+
+    def __init__(self, pdf: _Report) -> None:
+        self.pdf = pdf
+
+    def heading(self, text: str, size: int = 13) -> None:
+        pdf = self.pdf
+        pdf.ln(3)
+        pdf.set_font("Helvetica", "B", size)
+        pdf.set_text_color(20, 60, 110)
+        pdf.multi_cell(0, size * 0.5, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_text_color(0)
+        pdf.ln(1)
+
+    def text(self, text: str, *, size: float = 9.5, style: str = "") -> None:
+        self.pdf.set_font("Helvetica", style, size)
+        self.pdf.multi_cell(0, size * 0.5, _latin1(text), align="L", new_x="LMARGIN", new_y="NEXT")
+        self.pdf.ln(1)
+
+    def bullets(self, items: Sequence[str]) -> None:
+        for item in items:
+            self.text(f"- {item}")
+
+    def table(self, rows: Sequence[Sequence[object]], widths: Sequence[int] | None = None) -> None:
+        pdf = self.pdf
+        pdf.set_font("Helvetica", size=8.5)
+        with pdf.table(col_widths=widths, text_align="LEFT", line_height=4.6,
+                       headings_style=FontFace(emphasis="BOLD", fill_color=(225, 232, 242))) as table:
+            for row in rows:
+                cells = table.row()
+                for value in row:
+                    cells.cell(_latin1(str(value)))
+        pdf.ln(2)
+
+
+def _summary(out: _Writer, inputs: ReportInputs) -> None:
+    card = inputs.card
+    trained = ", ".join(_label(t).lower() for t in trained_study_types(card)) or "unknown body parts"
+    out.heading(SECTIONS[0])
+    out.text(f"{card.get('description', card.get('architecture', 'A radiograph classifier'))}", style="")
+    out.bullets([
+        f"Reads one upper-limb radiograph at a time and gives the probability it is abnormal; a study's probability "
+        f"is the mean of its views', as in the MURA paper. Trained on {trained} radiographs only.",
+        f"Input: {card.get('input', 'not stated')}.",
+        "Operating thresholds (a study is called abnormal at or above): "
+        + ", ".join(f"{_label(k) if k != DEFAULT_THRESHOLD_KEY else 'any other body part'} {v:.3f}"
+                    for k, v in sorted(card_thresholds(card).items(), key=lambda kv: kv[0] == DEFAULT_THRESHOLD_KEY))
+        + (f"; chosen to {card['threshold_rule']}." if card.get("threshold_rule") else "."),
+        "A research and teaching tool: not a medical device, not for diagnosis.",
+    ])
+
+
+def _results(out: _Writer, inputs: ReportInputs) -> None:
+    out.heading(SECTIONS[1])
+    study = (inputs.valid_metrics or {}).get("study")
+    if not study:
+        out.text(_MISSING.format(command="python -m core.evaluate --mura-root PATH --split valid"))
+        return
+    trained = [g for g in trained_study_types(inputs.card) if g in study]
+    groups = trained + [metrics.OVERALL]
+    rows = [("Body part", "Studies (abnormal)", "AUROC", "Kappa", "Sensitivity", "Specificity")]
+    rows += [(_label(g), f"{study[g]['n']} ({study[g]['n_abnormal']})", format_interval(study[g].get("auroc")),
+              format_interval(study[g].get("kappa")), format_interval(study[g].get("sensitivity")),
+              format_interval(study[g].get("specificity"))) for g in groups]
+    out.table(rows, widths=(26, 24, 30, 30, 30, 30))
+    n_boot = inputs.valid_metrics.get("n_boot", "?")
+    out.text(f"Study level, each body part at the model card's threshold; 95% bootstrap intervals over studies "
+             f"({n_boot} resamples). MURA valid/ was never used for training or for choosing thresholds."
+             + (" 'All body parts' includes the few studies of other parts in the evaluated folder."
+                if len(study) > len(groups) else ""), size=8)
+    out.text("Plain-language reading", style="B")
+    out.bullets([_reading(g, study[g]) for g in trained])
+
+
+def _confusions(out: _Writer, inputs: ReportInputs) -> None:
+    out.heading(SECTIONS[2])
+    if inputs.valid is None:
+        out.text(_MISSING.format(command="python -m core.evaluate --mura-root PATH --split valid"))
+        return
+    table = metrics.study_table(inputs.valid)
+    card = card_thresholds(inputs.card)
+    trained = [g for g in trained_study_types(inputs.card) if g in set(table["study_type"])]
+    chosen = {g: metrics.row_thresholds(table[table["study_type"] == g].head(1), inputs.thresholds)[0]
+              for g in trained}
+    moved = any(abs(chosen[g] - metrics.row_thresholds(table[table["study_type"] == g].head(1), card)[0]) > 1e-9
+                for g in trained)
+    out.text("At the thresholds chosen in the app (the intervals above are at the card's)." if moved else
+             "At the model card's thresholds.", size=8.5)
+    rows = [("Body part", "Threshold", "Label", "Called normal", "Called abnormal", "Sensitivity", "Specificity",
+             "Kappa")]
+    for group in trained:
+        studies = table[table["study_type"] == group]
+        confusion = metrics.confusion_at(studies["label"], studies["probability"], chosen[group])
+        kappa = "-" if confusion.kappa is None else f"{confusion.kappa:.3f}"
+        rows.append((_label(group), f"{chosen[group]:.3f}", "Normal", confusion.tn, confusion.fp,
+                     _share(confusion.sensitivity), _share(confusion.specificity), kappa))
+        rows.append(("", "", "Abnormal", confusion.fn, confusion.tp, "", "", ""))
+    out.table(rows, widths=(24, 18, 18, 24, 26, 22, 22, 16))
+    out.text("Rows: the radiologists' label; columns: the model's call. False negatives (abnormal, called normal) "
+             "are missed findings; false positives (normal, called abnormal) are extra reads.", size=8)
+
+
+def _external(out: _Writer, inputs: ReportInputs) -> None:
+    out.heading(SECTIONS[3])
+    cached = inputs.fracatlas_metrics
+    if not cached or not cached.get("all"):
+        out.text(_MISSING.format(command="python -m core.evaluate --dataset fracatlas --root DIR"))
+        return
+    rows = [("Images", "n (fractured)", "AUROC", "Sensitivity", "Specificity")]
+    for stratum, title in (("all", "upper limb"), ("without_hardware", "without hardware"),
+                           ("hardware", "with hardware")):
+        for group, summary in (cached.get(stratum) or {}).items():
+            if stratum != "all" and group != metrics.OVERALL:
+                continue
+            name = ("All " + title) if group == metrics.OVERALL else _label(group)
+            rows.append((name, f"{summary['n']} ({summary['n_abnormal']})", format_interval(summary.get("auroc")),
+                         format_interval(summary.get("sensitivity")), format_interval(summary.get("specificity"))))
+    out.table(rows, widths=(46, 26, 36, 36, 36))
+    auroc = ((cached["all"].get(metrics.OVERALL) or {}).get("auroc") or {}).get("point")
+    reading = (f" On another hospital group's radiographs the model ranks a fractured image above an unfractured "
+               f"one {auroc:.0%} of the time." if auroc is not None else "")
+    out.text("FracAtlas (CC BY 4.0): another group's radiographs, image level, label fracture rather than MURA's "
+             "broader abnormal; each region judged at the card's threshold of the nearest trained part." + reading,
+             size=8.5)
+
+
+def _localization(out: _Writer, inputs: ReportInputs) -> None:
+    out.heading(SECTIONS[4])
+    summary = inputs.localization
+    groups = (summary or {}).get("groups") or []
+    if not groups:
+        out.text(_MISSING.format(command="python -m core.localize --root DIR"))
+        return
+    maps = sorted((g for g in groups if g["method"] not in BASELINES), key=lambda g: -(g["hit"]["point"] or 0.0))
+    try:
+        default_layer = get_config(str(inputs.card.get("architecture"))).default_cam_layer
+    except (KeyError, ValueError, ModelLoadError):
+        default_layer = None
+    shown = maps[:3] + [g for g in maps if g["method"] == "GradCAM" and g["layer"] == default_layer][:1]
+    shown += [g for name in (UNIFORM, BRIGHT_BONE) for g in groups if g["method"] == name]
+    rows = [("Map", "Hit rate", "Energy inside", "mIoU at Otsu")]
+    for group in shown:
+        name = f"{group['method']} - {group['layer']}" if group["layer"] else f"{group['method']} map (chance)"
+        if group["method"] == "GradCAM" and group["layer"] == default_layer:
+            name += " (the app's default)"
+        rows.append((name, *(format_interval(group[key]) for key in ("hit", "energy", "iou"))))
+    out.table(rows, widths=(82, 36, 36, 36))
+    best = maps[0]
+    out.text(f"Scored against FracAtlas's expert fracture outlines on {summary.get('n_images', '?')} radiographs. "
+             f"Hit: the map's peak within {summary.get('tolerance_px', '?')} px of an outline. The best map points at "
+             f"the fracture in {best['hit']['point']:.0%} of radiographs; its heat is spread far wider than the "
+             "fracture, so a heat map shows where the model looked, not where the fracture is.", size=8.5)
+
+
+def _trust(out: _Writer, inputs: ReportInputs) -> None:
+    out.heading(SECTIONS[5])
+    if inputs.trust is None:
+        out.text(_MISSING.format(command="python -m core.trust --mura-root PATH --fracatlas-root DIR"))
+        return
+    out.text(inputs.trust + " Sanity checks (Adebayo et al. 2018): a map that barely changes when the model's upper "
+             "layers are randomised, or when the other class is explained, is not reading the model.", size=8.5)
+
+
+def _scope(out: _Writer, inputs: ReportInputs) -> None:
+    out.heading(SECTIONS[6])
+    summary = (inputs.scope or {}).get("summary")
+    if not summary:
+        out.text(_MISSING.format(command="python -m core.scope"))
+        return
+    flagged = summary.get("mura_valid_other_parts_flagged") or {}
+    auroc = summary.get("out_of_scope_auroc") or {}
+    accuracy = summary.get("body_part_accuracy_humerus_vs_forearm_study") or {}
+    kept = summary.get("mura_valid_humerus_forearm_kept_in_scope") or {}
+    out.bullets([
+        f"Out-of-scope AUROC (MURA valid/ humerus and forearm against other MURA parts, FracAtlas hand, shoulder "
+        f"and leg/hip, non-radiographs): {format_interval(auroc)}.",
+        f"MURA valid/ views of other body parts flagged: {flagged.get('hits', '?')} of {flagged.get('of', '?')}; "
+        f"humerus and forearm views kept in scope: "
+        f"{format_interval(kept)}.",
+        "Humerus vs forearm, per study: "
+        f"{format_interval(accuracy)}: below the 0.98 the "
+        "project set, so the app suggests the body part and the user names it; a flagged image gets no verdict.",
+    ])
+
+
+def _limitations(out: _Writer, inputs: ReportInputs) -> None:
+    out.heading(SECTIONS[7])
+    out.bullets([*inputs.card.get("limitations", []),
+                 "FracAtlas's label is fracture, MURA's is abnormal (hardware, arthritis, lesions): external figures "
+                 "mix a shift of hospitals with a shift of label.",
+                 "Heat maps (CAMs) are a summary of the model's evidence, not a segmentation of the lesion."])
+
+
+def _credits(out: _Writer) -> None:
+    out.heading(SECTIONS[8])
+    out.bullets([MURA_CREDIT, fracatlas.CREDIT])
+
+
+def _versions(out: _Writer, inputs: ReportInputs) -> None:
+    out.heading(SECTIONS[9])
+    out.bullets([f"Model: {inputs.model} ({inputs.model_version})", f"Code: MURA Lens {inputs.code_version}",
+                 f"Report date: {inputs.date.isoformat()} (UTC)"])
+
+
+def render_pdf(inputs: ReportInputs) -> bytes:
+    """The report as PDF bytes."""
+    pdf = _Report(format="A4")
+    pdf.footer_text = f"MURA Lens report - {inputs.model} - {inputs.date.isoformat()}"
+    pdf.set_title(_latin1(f"MURA Lens model report: {inputs.model}"))
+    pdf.set_author("MURA Lens")
+    pdf.set_creation_date(dt.datetime.combine(inputs.date, dt.time(), dt.UTC))
+    pdf.set_auto_page_break(auto=True, margin=16)
+    pdf.add_page()
+    out = _Writer(pdf)
+    out.heading(f"MURA Lens model report: {inputs.card.get('name', inputs.model)}", size=17)
+    out.text(f"{inputs.date.isoformat()} - {inputs.model_version} - code {inputs.code_version}", size=8.5)
+    _summary(out, inputs)
+    _results(out, inputs)
+    _confusions(out, inputs)
+    _external(out, inputs)
+    _localization(out, inputs)
+    _trust(out, inputs)
+    _scope(out, inputs)
+    _limitations(out, inputs)
+    _credits(out)
+    _versions(out, inputs)
+    return bytes(pdf.output())
+
+
+def build_report(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None = None,
+                 weights_root: Path | None = None, date: dt.date | None = None) -> bytes:
+    """:func:`gather` then :func:`render_pdf`: the PDF of ``model``'s folder.
+
+    Raises:
+        ReportError: see :func:`gather`.
+    """
+    return render_pdf(gather(model, thresholds=thresholds, weights_root=weights_root, date=date))

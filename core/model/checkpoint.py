@@ -1,0 +1,234 @@
+"""Checkpoints of the registered architectures: read, checked and written.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` (a pickle cannot run code) and checked
+against the architecture before use, so a corrupt or foreign file is one :class:`ModelLoadError`
+sentence naming it, never a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.model.card import ModelCardError, card_thresholds, read_card, threshold_for
+from core.model.registry import (
+    FRACTURE,
+    MeanProbabilityEnsemble,
+    ModelConfig,
+    ModelLoadError,
+    create_model,
+    get_config,
+    list_architectures,
+)
+from core.store import atomic
+from core.store.artifacts import (
+    CARD_FILE,
+    CHECKPOINT_FILE,
+    ModelArtifacts,
+    display_name,
+    weights_dir,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "LoadedModel",
+    "list_shipped_models",
+    "check_model",
+    "load_model",
+    "save_checkpoint",
+    "save_ensemble_checkpoint",
+]
+
+
+DEFAULT_MODEL = "mura_efficientnet_lite0"
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run model in eval mode with its config, input size and model card."""
+
+    name: str
+    model: nn.Module
+    config: ModelConfig
+    input_size: int
+    card: dict[str, Any]
+    directory: Path
+
+    @property
+    def cam_layers(self) -> dict[str, str]:
+        """Layer choices offered to users: a readable name -> dotted path in the architecture."""
+        return self.config.cam_layers
+
+    def layer_paths(self, name: str) -> tuple[str, ...]:
+        """Module paths in ``self.model`` behind a layer choice: one per ensemble member."""
+        path = self.cam_layers[name]
+        if isinstance(self.model, MeanProbabilityEnsemble):
+            return tuple(f"members.{i}.{path}" for i in range(len(self.model.members)))
+        return (path,)
+
+    def threshold_for(self, study_type: str | None) -> float:
+        """Operating threshold for a body part, chosen on train's patient-level validation split."""
+        return threshold_for(card_thresholds(self.card), study_type)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What each output column means: ("abnormal",) or ("abnormal", "fracture")."""
+        return self.config.outputs
+
+    @property
+    def fracture_threshold(self) -> float | None:
+        """The fracture output's threshold (chosen on FracAtlas training folds), None without that output."""
+        return float(self.card["fracture_threshold"]) if FRACTURE in self.outputs else None
+
+
+def list_shipped_models(directory: Path | None = None) -> list[str]:
+    """Model folders that hold both a checkpoint and a card."""
+    directory = directory or weights_dir()
+    if not directory.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in directory.iterdir()
+        if (d / CHECKPOINT_FILE).is_file() and (d / CARD_FILE).is_file()
+    )
+
+
+def _model_files(name: str, directory: Path | None) -> ModelArtifacts:
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ModelLoadError(f"{name!r} is not a model name.")
+    files = ModelArtifacts.of(name, directory)
+    if not files.checkpoint.is_file():
+        raise ModelLoadError(f"No checkpoint at {files.checkpoint}.")
+    return files
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """A weights-only checkpoint with its tensors, checked for the layout save_checkpoint writes."""
+    name = display_name(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    # Any exception: on arbitrary bytes torch's weights-only unpickler raises whatever it meets
+    # (UnpicklingError, EOFError, IndexError, KeyError, ...); none of them runs code from the file.
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"The checkpoint {name} cannot be read ({type(exc).__name__}); it is damaged or "
+                             "not a PyTorch weights file.") from exc
+    if not isinstance(checkpoint, dict):
+        raise ModelLoadError(f"The checkpoint {name} holds a {type(checkpoint).__name__}, not the weights "
+                             "dictionary core.train writes.")
+    states = checkpoint.get("members", [checkpoint.get("state_dict")])
+    if not isinstance(states, list) or not states or not all(
+        isinstance(state, dict) and state and all(isinstance(key, str) and isinstance(value, torch.Tensor)
+                                                  for key, value in state.items())
+        for state in states
+    ):
+        raise ModelLoadError(f"The checkpoint {name} has no state_dict (or members) of named tensors.")
+    if not isinstance(checkpoint.get("input_size", 1), int):
+        raise ModelLoadError(f"The checkpoint {name} gives an input size that is not a whole number.")
+    return checkpoint
+
+
+def _architecture(checkpoint: dict[str, Any], card: dict[str, Any], files: ModelArtifacts) -> ModelConfig:
+    arch = checkpoint.get("arch") or card.get("architecture")
+    if not isinstance(arch, str):
+        raise ModelLoadError(f"Neither {display_name(files.checkpoint)} nor {display_name(files.card)} names "
+                             "an architecture.")
+    if arch not in list_architectures():
+        raise ModelLoadError(f"The checkpoint {display_name(files.checkpoint)} is for the architecture {arch!r}, "
+                             f"which is not one of {', '.join(list_architectures())}.")
+    return get_config(arch)
+
+
+def _check_fits(expected: dict[str, torch.Tensor], states: list[dict[str, torch.Tensor]], path: Path,
+                arch: str) -> None:
+    """Every member's tensors have the names and shapes of the architecture's (what load_state_dict needs)."""
+    for state in states:
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        reshaped = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+        if missing or unexpected or reshaped:
+            example = (missing or unexpected or reshaped)[0]
+            raise ModelLoadError(
+                f"The checkpoint {display_name(path)} does not fit the {arch} architecture ({len(missing)} "
+                f"missing, {len(unexpected)} unexpected and {len(reshaped)} wrongly shaped tensors, "
+                f"first {example!r})."
+            )
+
+
+def _read_model_files(name: str, directory: Path | None) -> tuple[ModelArtifacts, dict, dict, ModelConfig]:
+    files = _model_files(name, directory)
+    try:
+        card = read_card(files.card)
+    except ModelCardError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    checkpoint = _read_checkpoint(files.checkpoint)
+    config = _architecture(checkpoint, card, files)
+    if FRACTURE in config.outputs and not _is_probability(card.get("fracture_threshold")):
+        raise ModelLoadError(f"The model card {display_name(files.card)} gives no fracture_threshold between 0 "
+                             f"and 1, which the {config.name} architecture's fracture output needs.")
+    return files, card, checkpoint, config
+
+
+def _is_probability(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0
+
+
+def _states(checkpoint: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+    return checkpoint["members"] if "members" in checkpoint else [checkpoint["state_dict"]]
+
+
+def check_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> None:
+    """Everything :func:`load_model` checks, without building the network (its shapes come from
+    the meta device), so pages that only read caches can refuse a broken model cheaply.
+
+    Raises:
+        ModelLoadError: one sentence naming the file at fault.
+    """
+    files, _card, checkpoint, config = _read_model_files(name, directory)
+    with torch.device("meta"):
+        expected = create_model(config.name, pretrained=False).state_dict()
+    _check_fits(expected, _states(checkpoint), files.checkpoint, config.name)
+
+
+def load_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> LoadedModel:
+    """Load ``<weights dir>/name/checkpoint.pt`` and the model card beside it, in eval mode.
+
+    Raises:
+        ModelLoadError: a file is missing, damaged or does not fit the architecture (one sentence).
+    """
+    files, card, checkpoint, config = _read_model_files(name, directory)
+    members = []
+    for state in _states(checkpoint):
+        member = create_model(config.name, pretrained=False)
+        _check_fits(member.state_dict(), [state], files.checkpoint, config.name)
+        member.load_state_dict({k: v.float() for k, v in state.items()})
+        members.append(member)
+    model = members[0] if len(members) == 1 else MeanProbabilityEnsemble(members)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    input_size = int(checkpoint.get("input_size", config.input_size))
+    return LoadedModel(name, model, config, input_size, card, files.directory)
+
+
+def _storable(model: nn.Module, half: bool) -> dict[str, torch.Tensor]:
+    # On the CPU, so a checkpoint written on a GPU loads anywhere.
+    return {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, arch: str, input_size: int, *, half: bool = True
+) -> None:
+    """Write a weights-only checkpoint atomically (fp16 storage keeps it small)."""
+    atomic.save_torch({"arch": arch, "input_size": input_size, "state_dict": _storable(model, half)}, path)
+
+
+def save_ensemble_checkpoint(
+    path: Path, members: list[nn.Module], arch: str, input_size: int, *, half: bool = True
+) -> None:
+    """Write several members of one architecture as one checkpoint, loaded as an ensemble."""
+    states = [_storable(member, half) for member in members]
+    atomic.save_torch({"arch": arch, "input_size": input_size, "members": states}, path)

@@ -1,0 +1,96 @@
+"""Assemble the fracture-aware model from a shipped ensemble and its trained fracture branches.
+
+Member *k* of the base ensemble gets the branch trained with fold *k* held out (core.model.fracture_training),
+so the checkpoint is an ensemble of four two-output networks: P(abnormal) is the base ensemble's own,
+P(fracture) the mean of the four branches. The card keeps the base card's MURA sections and adds the
+fracture output's: what it was trained on, its threshold (chosen on the out-of-fold predictions of
+the training folds, never the test part) and its out-of-fold figures.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from core.data import fracture_split
+from core.eval.metrics import auroc
+from core.model.card import read_card, write_card
+from core.model.checkpoint import save_ensemble_checkpoint
+from core.model.fracture_net import BRANCH_FIRST_BLOCK, BRANCH_LAST_BLOCK, TwoOutputNet
+from core.model.fracture_training import FractureConfig, branch_file, load_member, oof_file
+from core.model.thresholds import choose_threshold
+from core.store import atomic
+from core.store.artifacts import ModelArtifacts
+
+__all__ = ["FRACTURE_ARCH", "FRACTURE_OOF", "assemble", "fracture_card"]
+
+FRACTURE_ARCH = "efficientnet_lite0_fracture"
+#: The dataset name of the out-of-fold fracture predictions (``predictions_fracatlas_oof.csv``).
+FRACTURE_OOF = "fracatlas_oof"
+
+
+def assemble(base: ModelArtifacts, runs: list[Path], candidate: str, out: ModelArtifacts,
+             outcome: dict[str, Any]) -> dict[str, Any]:
+    """Write checkpoint, card, MURA holdout and fracture out-of-fold predictions of the model to ``out``."""
+    nets = []
+    for fold, run in enumerate(runs):
+        net = TwoOutputNet(load_member(base.name, fold, base.directory.parent))
+        state = torch.load(branch_file(run, candidate), map_location="cpu", weights_only=True)
+        net.fracture.load_state_dict({k: v.float() for k, v in state.items()})
+        nets.append(net)
+    out.directory.mkdir(parents=True, exist_ok=True)
+    save_ensemble_checkpoint(out.checkpoint, nets, FRACTURE_ARCH, 224)
+    shutil.copyfile(base.holdout_predictions, out.holdout_predictions)
+    oof = pd.concat([pd.read_csv(oof_file(run, candidate)) for run in runs], ignore_index=True)
+    atomic.write_text(out.predictions(FRACTURE_OOF), oof.to_csv(index=False))
+    split = fracture_split.read_split(out.directory / fracture_split.SPLIT_FILE)
+    card = fracture_card(read_card(base.card), oof, split, candidate, outcome)
+    write_card(out.card, card | {"name": out.name})
+    return card
+
+
+def fracture_card(base: dict[str, Any], oof: pd.DataFrame, split: pd.DataFrame, candidate: str,
+                  outcome: dict[str, Any]) -> dict[str, Any]:
+    """The base card plus the fracture output's training data, threshold and out-of-fold figures."""
+    threshold = choose_threshold(oof["fractured"].to_numpy(), oof["probability"].to_numpy())
+    counts = split.groupby("part").agg(images=("file", "size"), fractured=("fractured", "sum"))
+    recipe = FractureConfig(fracatlas="", fold=0, out="", split="")
+    return base | {
+        "architecture": FRACTURE_ARCH,
+        "description": "Two outputs: the shipped 4-fold EfficientNet-Lite0 ensemble's P(abnormal), unchanged, and "
+                       f"P(fracture) from a branch on each member's stride-8 features (a trained copy of blocks "
+                       f"{BRANCH_FIRST_BLOCK + 1}-{BRANCH_LAST_BLOCK + 1}, a 1x1 map at stride 16, log-sum-exp "
+                       "pooled) whose own map is its Grad-CAM.",
+        "output": "two logits: [0] abnormal (MURA: sigmoid = P(abnormal), study = mean of its views); "
+                  "[1] fracture (sigmoid = P(fracture) of the radiograph, FracAtlas's label)",
+        "outputs": {
+            "abnormal": {"trained_on": base["training_data"]["source"],
+                         "threshold": "per study type, in this card's thresholds (the base model's own)"},
+            "fracture": {
+                "trained_on": "FracAtlas (CC BY 4.0) upper-limb radiographs (hand, shoulder, whole arm) outside "
+                              "the fixed test part, 4 folds by copy group; member k's branch trained with fold k "
+                              "held out; leg/hip never trained on",
+                "candidate": candidate,
+                "outline_loss_weight": recipe.outline_weights[candidate],
+                "parts": {part: {"images": int(row.images), "fractured": int(row.fractured)}
+                          for part, row in counts.iterrows()},
+                "threshold": round(threshold, 4),
+                "threshold_rule": "maximise Cohen's kappa on the out-of-fold predictions of the training folds "
+                                  "(each image predicted by the branch that never saw it); the test part unused",
+                "out_of_fold_auroc": round(float(auroc(oof["fractured"], oof["probability"])), 4),
+                "recipe": {k: v for k, v in vars(recipe).items()
+                           if k not in ("fracatlas", "fold", "out", "split", "threads")},
+                "rule_outcome": outcome,
+            },
+        },
+        "fracture_threshold": round(threshold, 4),
+        "limitations": [
+            *base.get("limitations", []),
+            "The fracture output was trained on FracAtlas (three Bangladeshi hospitals); MURA radiographs are "
+            "outside its training data, and its label is fracture, not MURA's abnormal.",
+        ],
+    }
