@@ -22,6 +22,7 @@ from core.model.devices import DeviceError, autocast, on_device, resolve_device
 from core.model.prediction import DEFAULT_THREADS, StudyPrediction, configure_threads, model_inputs, study_probability
 from core.model.registry import FRACTURE, ModelLoadError
 from core.scoping.head import ScopeAssessment, ScopeHeadError, assess_images, head_for, study_scope
+from core.store.artifacts import printable
 
 
 def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = on_device(load_model(args.model), device)
         head_for(loaded)
     except (ModelLoadError, ScopeHeadError, DeviceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     backend, reason = resolve_backend(args.backend, device)
     if reason:
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                              "raw_peak": described.pop("raw_peak")})
                 cam_settings = described
         except (RadiographDecodeError, OSError, ValueError) as exc:
-            print(f"error: {_printable(file)}: {exc}", file=sys.stderr)
+            print(f"error: {printable(file)}: {printable(exc)}", file=sys.stderr)
             failed = True
             continue
         view_probabilities.append(float(record["probability"]))

@@ -40,7 +40,7 @@ with map_tab:
                             config={"displayModeBar": True, "displaylogo": False})
     st.caption("Draw a box or a lasso (toolbar), or click a point, to list its studies below; double-click clears. "
                "Hover names the study; its pictures are drawn below from your own data folder.")
-    picked = table.iloc[data_map.selected_rows(event)]
+    picked = table.iloc[data_map.selected_rows(event, len(table))]
     picked = picked[picked["dataset"].isin(datasets)]
     if picked.empty:
         st.info("Nothing selected yet: select a region of the map.")

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from core.data import fracatlas, mura
 from core.eval.metrics import DEFAULT_N_BOOT, LEVELS, OVERALL, summarise
-from core.model.backends import batch_predictor, onnx_model_path, resolve_backend
+from core.model.backends import batch_predictor, onnx_graph, resolve_backend
 from core.model.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
 from core.model.checkpoint import LoadedModel, load_model
 from core.model.devices import autocast, on_device
@@ -146,7 +146,7 @@ def _predict_files(loaded: LoadedModel, root: Path, files: list[str], locate: Ca
     on ``engine``'s device and backend, or on Ray, where the batches and so the numbers are the same."""
     backend = _backend(engine)
     if engine.ray and files:
-        onnx_model = onnx_model_path(loaded) if backend == "onnx" else None
+        onnx_model = onnx_graph(loaded)[1] if backend == "onnx" else None
         return np.round(ray_probabilities(loaded, Decoder.of(loaded, root, locate), files, batch_size=batch_size,
                                           engine=engine, progress=progress, description=description,
                                           onnx_model=onnx_model), 6)
