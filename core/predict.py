@@ -29,6 +29,7 @@ from core.scoping.head import (
     study_scope,
     views_in_study_mean,
 )
+from core.store.artifacts import printable
 
 
 def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = on_device(load_model(args.model), device)
         head_for(loaded)
     except (ModelLoadError, ScopeHeadError, DeviceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     backend, reason = resolve_backend(args.backend, device)
     if reason:
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 described.pop("probability")  # the line's own, from the chosen backend: one number per file
                 cam_settings = described
         except (RadiographDecodeError, OSError, ValueError) as exc:
-            print(f"error: {_printable(file)}: {exc}", file=sys.stderr)
+            print(f"error: {printable(file)}: {printable(exc)}", file=sys.stderr)
             failed = True
             continue
         view_probabilities.append(float(record["probability"]))

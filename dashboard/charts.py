@@ -276,14 +276,13 @@ def confusion_figure(confusion: Confusion, *, title: str = "", selected: str | N
 
 def selected_cell(event: Mapping[str, Any] | None) -> str | None:
     """The cell a Streamlit plotly selection event picked on a :func:`confusion_figure`, if any."""
-    if not event:
-        return None
-    selection = event.get("selection") or {}
-    for point in selection.get("points") or []:
-        cell = point.get("customdata")
+    selection = event.get("selection") if isinstance(event, Mapping) else None
+    points = selection.get("points") if isinstance(selection, Mapping) else None
+    for point in points if isinstance(points, list) else []:  # from the browser: anything may come
+        cell = point.get("customdata") if isinstance(point, Mapping) else None
         if isinstance(cell, list):
             cell = cell[0] if cell else None
-        if cell in CELLS:
+        if isinstance(cell, str) and cell in CELLS:
             return cell
     return None
 

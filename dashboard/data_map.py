@@ -255,18 +255,26 @@ def map_figure(model: str, colour: str, projection: str = "umap") -> go.Figure:
     return _figure(model, versions, colour, projection)
 
 
-def selected_rows(event: Any) -> list[int]:
-    """Row numbers of :func:`map_table` picked by a box, lasso or click on :func:`map_figure`."""
+def selected_rows(event: Any, rows: int) -> list[int]:
+    """Row numbers of :func:`map_table` (of ``rows`` rows) picked by a box, lasso or click on
+    :func:`map_figure`. The event comes from the browser, so anything but a whole row number in
+    range is ignored (a crafted -1 must not pick the last row, nor text stop the page)."""
     try:
         points = event["selection"]["points"]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, IndexError):
         return []
-    rows = []
-    for point in points:
+    picked = set()
+    for point in points if isinstance(points, list) else []:
         data = point.get("customdata") if isinstance(point, dict) else None
-        if data:
-            rows.append(int(float(data[0])))
-    return sorted(set(rows))
+        if not isinstance(data, list) or not data or isinstance(data[0], bool):
+            continue
+        try:
+            value = float(data[0])
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if value.is_integer() and 0 <= value < rows:
+            picked.add(int(value))
+    return sorted(picked)
 
 
 def similar_table(model: str, study: str, k: int = 6) -> pd.DataFrame | None:

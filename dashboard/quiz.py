@@ -17,6 +17,7 @@ model is run once for the case (cached).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -57,6 +58,7 @@ __all__ = [
     "current_run",
     "start_run",
     "set_point",
+    "click_point",
     "show_score",
     "show_question",
     "agreement_table",
@@ -255,12 +257,26 @@ def set_point(x: float | None, y: float | None, shape: tuple[int, int]) -> None:
     st.session_state[X_KEY], st.session_state[Y_KEY] = point
 
 
+def click_point(value: object, shape: tuple[int, int]) -> tuple[float, float] | None:
+    """The image pixel of the component's click (its value is in displayed pixels), or None when the
+    value is not a click inside the picture: it comes from the browser, and a crafted one (text,
+    NaN, infinity, a zero width) must be ignored, not stop the page."""
+    if not isinstance(value, dict):
+        return None
+    numbers = [value.get(key) for key in ("x", "y", "width", "height")]
+    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in numbers):
+        return None
+    x, y, shown_width, shown_height = numbers
+    if shown_width <= 0 or shown_height <= 0 or not (0 <= x <= shown_width and 0 <= y <= shown_height):
+        return None
+    height, width = shape
+    return x * width / shown_width, y * height / shown_height
+
+
 def _on_click(shape: tuple[int, int]) -> None:
-    """The component's value is in displayed pixels: scale it to the image's."""
-    value = st.session_state.get(_CLICK_KEY)
-    if value and value.get("width") and value.get("height"):
-        height, width = shape
-        set_point(value["x"] * width / value["width"], value["y"] * height / value["height"], shape)
+    point = click_point(st.session_state.get(_CLICK_KEY), shape)
+    if point is not None:
+        set_point(*point, shape)
 
 
 def _on_typed(shape: tuple[int, int]) -> None:

@@ -100,9 +100,16 @@ def cam_controls(loaded: LoadedModel, *, key_prefix: str = "cam") -> CamSettings
     method = bar.selectbox("CAM method", list(METHODS), key=f"{key_prefix}_method",
                            format_func=lambda m: f"{m} (slow)" if METHODS[m].slow else m,
                            help="\n\n".join(f"**{name}**: {info.help}" for name, info in METHODS.items()))
-    default_layer = [loaded.config.default_cam_layer]
+    # A fracture-aware model opens on its fracture output, the one whose map is trained to find the lesion.
+    targets = (*(o for o in loaded.outputs if o != "abnormal"), "abnormal", "normal")
+    target = bar.radio("Explain the class", targets, horizontal=True, key=f"{key_prefix}_target",
+                       help="abnormal / normal: MURA's label (P(abnormal) or its complement). fracture: "
+                            "FracAtlas's label, for a model with a fracture output.")
+    default_layer = [loaded.config.cam_layer_for(target)]
+    # One layer choice per target: a layer off an output's path would give an empty map.
     layers = bar.multiselect("Target layer(s)", list(loaded.cam_layers), default=default_layer,
-                             key=f"{key_prefix}_layers", disabled=not METHODS[method].uses_layers,
+                             key=f"{key_prefix}_layers" + ("" if len(targets) == 2 else f"_{target}"),
+                             disabled=not METHODS[method].uses_layers,
                              format_func=short_layer_name,
                              help="Later layers give coarse, class-specific maps; earlier ones are sharper. "
                                   "Several layers are averaged.\n\n"
@@ -113,7 +120,6 @@ def cam_controls(loaded: LoadedModel, *, key_prefix: str = "cam") -> CamSettings
                           help="Every convolution of the network by its module path (the presets above are a few of "
                                "them, named in words). Chosen, it replaces the layers above.")
     layers = [named] if named else layers
-    target = bar.radio("Explain the class", ("abnormal", "normal"), horizontal=True, key=f"{key_prefix}_target")
     aug_smooth = bar.checkbox("Augmentation smoothing", key=f"{key_prefix}_aug_smooth",
                               help="Average the map over flips and brightness changes (6 passes).")
     eigen_smooth = bar.checkbox("Eigen smoothing", key=f"{key_prefix}_eigen_smooth",
@@ -217,7 +223,7 @@ def map_scale(loaded: LoadedModel, shown: Sequence[tuple[np.ndarray, CamSettings
         if explanation.raw_peak is None:
             continue
         peaks.append(explanation.raw_peak)
-        if not settings.is_slow:
+        if not settings.is_slow and settings.target in ("abnormal", "normal"):
             other = replace(settings, target="normal" if settings.target == "abnormal" else "abnormal")
             peaks.append(cached_explanation(loaded, pixels, other).raw_peak or 0.0)
     return MapScale(max(peaks)) if peaks and max(peaks) > 0 else MapScale()

@@ -43,7 +43,7 @@ with map_tab:
     _atlas_root, atlas_problem = localization.folder_input("data_map_fracatlas_root")
     if atlas_problem:
         st.error(atlas_problem)
-    picked = table.iloc[data_map.selected_rows(event)]
+    picked = table.iloc[data_map.selected_rows(event, len(table))]
     picked = picked[picked["dataset"].isin(datasets)]
     if picked.empty:
         st.info("Nothing selected yet: select a region of the map.")

@@ -109,3 +109,21 @@ def test_a_mura_study_to_the_end_of_a_run(use_scratch_weights: Path, scratch_mur
     assert_clean(at)
     assert any(s.value == "Done" for s in at.subheader)
     assert any("seed **1**" in m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("value", [None, "click", [1, 2], {"x": 5, "y": 5},
+                                   {"x": "5", "y": 5, "width": 10, "height": 10},
+                                   {"x": float("nan"), "y": 5, "width": 10, "height": 10},
+                                   {"x": 5, "y": float("inf"), "width": 10, "height": 10},
+                                   {"x": 5, "y": 5, "width": 0, "height": 10},
+                                   {"x": 5, "y": 5, "width": -10, "height": -10},
+                                   {"x": 11, "y": 5, "width": 10, "height": 10},
+                                   {"x": 5, "y": -1, "width": 10, "height": 10},
+                                   {"x": True, "y": 5, "width": 10, "height": 10}])
+def test_a_crafted_click_is_ignored(value: object) -> None:
+    """The click component's value comes from the browser; only a click inside the picture counts."""
+    assert page.click_point(value, (200, 100)) is None
+
+
+def test_a_click_is_scaled_from_displayed_to_image_pixels() -> None:
+    assert page.click_point({"x": 5, "y": 2.5, "width": 10, "height": 10}, (200, 100)) == (50.0, 50.0)

@@ -119,6 +119,12 @@ def test_confusion_figure_cells_and_selection_marker(groups) -> None:
         ({"selection": {"points": [{"customdata": "nonsense"}, {"customdata": "TP"}]}}, "TP"),
         ({"selection": {"points": [], "box": [], "lasso": []}}, None),
         (None, None),
+        # Crafted by the browser: nothing of this may stop the page.
+        ({"selection": {"points": [{"customdata": {"a": 1}}, {"customdata": [["TP"]]}, "TP", 7]}}, None),
+        ({"selection": {"points": {"customdata": "TP"}}}, None),
+        ({"selection": ["TP"]}, None),
+        (["selection"], None),
+        ("TP", None),
     ],
 )
 def test_selected_cell_reads_plotly_events(event, expected) -> None:

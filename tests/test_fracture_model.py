@@ -127,3 +127,23 @@ def test_evaluate_tables_gain_a_fracture_column(two_output: Path, tmp_path: Path
     assert FRACTURE_COLUMN in two.columns and FRACTURE_COLUMN not in one.columns
     assert two[FRACTURE_COLUMN].between(0, 1).all()
     np.testing.assert_array_equal(two["probability"], one["probability"])
+
+
+def test_fracture_metrics_come_from_the_test_part_only() -> None:
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from core.eval.evaluation import summarise_fracture_output
+
+    rng = np.random.default_rng(0)
+    n = 80
+    predictions = pd.DataFrame({
+        "file": [f"images/{i}.jpg" for i in range(n)], "region": "hand", "upper_limb": True,
+        "fractured": np.arange(n) % 2, "hardware": 0, "duplicate_of": [f"images/{i}.jpg" for i in range(n)],
+        "probability": rng.random(n), FRACTURE_COLUMN: rng.random(n)})
+    split = pd.DataFrame({"file": predictions["file"], "part": ["test" if i < 40 else "fold0" for i in range(n)]})
+    summary = summarise_fracture_output(predictions, split, 0.5, n_boot=50)
+    test = predictions.head(40)
+    assert summary["images"] == 40
+    assert summary["all"]["overall"]["auroc"]["point"] == pytest.approx(
+        roc_auc_score(test["fractured"], test[FRACTURE_COLUMN]))

@@ -86,3 +86,20 @@ def test_a_fold_trains_both_candidates_and_resumes(tmp_path: Path, monkeypatch: 
     first = pd.read_csv(oof_file(out, "G"))
     train_fold(config)  # resumes after the last epoch: nothing retrained, same predictions
     pd.testing.assert_frame_equal(pd.read_csv(oof_file(out, "G")), first)
+
+
+def test_localisation_leaves_out_what_the_fracture_output_trained_on(tmp_path: Path,
+                                                                      committed: pd.DataFrame) -> None:
+    from types import SimpleNamespace
+
+    from core.eval.localization_sweep import untrained
+
+    (tmp_path / fracture_split.SPLIT_FILE).write_bytes(COMMITTED.read_bytes())
+    loaded = SimpleNamespace(directory=tmp_path)
+    images = pd.DataFrame({"file": [*committed["file"].head(40), "images/withheld.jpg"]})
+    kept = set(untrained(loaded, images)["file"])
+    parts = committed.set_index("file")["part"]
+    assert "images/withheld.jpg" in kept
+    assert all(not parts[f].startswith("fold") for f in kept if f in parts.index)
+    assert len(kept) < len(images)
+    assert len(untrained(SimpleNamespace(directory=tmp_path / "none"), images)) == len(images)

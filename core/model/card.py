@@ -76,6 +76,8 @@ def read_card(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ModelCardError(f"The model card {name} is not valid JSON (line {exc.lineno}, column {exc.colno}); "
                              f"{_RESTORE}.") from None
+    except RecursionError:  # e.g. 100,000 nested brackets: deeper than Python's JSON reader goes
+        raise ModelCardError(f"The model card {name} nests its values too deeply to be a card; {_RESTORE}.") from None
     if not isinstance(card, dict):
         raise ModelCardError(f"The model card {name} holds a JSON {_json_type(card)}, not an object; {_RESTORE}.")
     version = card.get("schema_version", 1)
