@@ -26,6 +26,7 @@ from core.scoping.head import (
     ScopeHeadError,
     assess_images,
     head_for,
+    study_ambiguity,
     study_scope,
     views_in_study_mean,
 )
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         _write_manifest(loaded, args.out, cam_settings, maps)
     if args.study and view_probabilities:
         suggested, scope_reason = study_scope(scopes)
+        # Not flagged, but a forearm call that may be a wrist: judged only at a body part the user names.
+        ambiguity = None if scope_reason else study_ambiguity(scopes)
         # A flagged view leaves the study's mean (all stay when every view is flagged).
         kept = views_in_study_mean(scopes) if scopes else range(len(view_probabilities))
         mean_of = [view_probabilities[index] for index in kept]
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             "threshold": study.threshold,
             # No verdict for a study the scope head flags outside the model's training (say why instead),
             # unless the user named the body part.
-            "verdict": None if scope_reason and not args.study_type else study.verdict,
+            "verdict": None if (scope_reason or ambiguity) and not args.study_type else study.verdict,
             "in_scope": scope_reason is None,
             "verdict_against_scope_flag": bool(scope_reason and args.study_type and len(kept) == len(scopes)),
             "left_out_of_mean": [good_files[index] for index in range(len(good_files)) if index not in kept],
@@ -205,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             # The fracture output (FracAtlas's label, a model that has it): the mean of the views, as for P(abnormal).
             "fracture_probability": round(float(np.mean(view_fractures)), 6) if view_fractures else None,
             "fracture_threshold": loaded.fracture_threshold,
-        } | _scope_fields(scopes) | ({"scope_reason": scope_reason} if scope_reason else {})), flush=True)
+        } | _scope_fields(scopes) | ({"scope_reason": scope_reason} if scope_reason else {})
+          | ({"scope_ambiguity": ambiguity} if ambiguity else {})), flush=True)
     return 2 if failed else 0
 
 

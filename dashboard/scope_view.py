@@ -44,9 +44,12 @@ def cached_scopes(loaded: LoadedModel, images: Sequence[np.ndarray],
 
 
 def show_scopes(names: Sequence[str], scopes: Sequence[ScopeAssessment]) -> None:
-    """Each view's recognised body part in one line; views outside the scope stand out."""
+    """Each view's recognised body part in one line; views outside the scope, and forearm calls that may be
+    a wrist, stand out."""
     for name, scope in zip(names, scopes, strict=True):
-        if not scope.out_of_scope:
+        if scope.forearm_or_wrist:  # not flagged, but no suggestion: the user names the body part
+            st.warning(f"`{name}`: {scope.reason()}", icon=":material/help:")
+        elif not scope.out_of_scope:
             st.caption(f"`{name}`: {scope.reason()}")
         else:
             st.error(f"`{name}`: {scope.reason()}", icon=":material/block:")

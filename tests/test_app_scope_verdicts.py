@@ -28,6 +28,10 @@ HUMERUS = ScopeAssessment({"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, 
 HAND = ScopeAssessment({"humerus": 0.02, "forearm": 0.03, "hand/wrist": 0.93, "shoulder": 0.01, "other": 0.01},
                        1.0, 5.0)
 
+#: A MURA valid/ wrist view as the shipped head saw it: an unflagged forearm call with a joint end in doubt.
+WRIST = ScopeAssessment({"humerus": 0.001, "forearm": 0.783, "hand/wrist": 0.007, "shoulder": 0.0,
+                         "joint close-up": 0.157, "other": 0.051}, 1.0, 5.0)
+
 
 def stand_in_head(monkeypatch: pytest.MonkeyPatch, scopes: list[ScopeAssessment]) -> None:
     monkeypatch.setattr(scope_view, "cached_scopes", lambda _loaded, images, _colour=(): scopes[:len(images)])
@@ -111,6 +115,23 @@ def test_a_sure_suggestion_not_preselected_says_why_visibly_and_can_be_taken(use
     assert_clean(at)
     assert at.selectbox(key="explain_body_part_upload").value == "XR_HUMERUS"
     assert "Verdict" in metrics(at)
+
+
+def test_a_wrist_called_forearm_is_neither_suggested_nor_judged_until_named(use_scratch_weights: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27, item 2: a forearm call that may be a wrist says so visibly, offers no suggestion and gets no
+    verdict until the user names the body part, even where the head may pre-select."""
+    stand_in_head(monkeypatch, [WRIST])
+    monkeypatch.setattr(scope_view, "preselects", lambda _loaded: True)
+    at = upload(VIEWS[:1])
+    assert_clean(at)
+    assert any("forearm or wrist: the scope head cannot tell these apart" in w.value.lower() for w in at.warning)
+    assert not any(i.value.startswith("Suggested body part") for i in at.info)
+    assert at.selectbox(key="explain_body_part_upload").value != "XR_FOREARM"
+    assert "Verdict" not in metrics(at)
+    at.selectbox(key="explain_body_part_upload").set_value("XR_FOREARM").run()
+    assert_clean(at)
+    assert "Verdict" in metrics(at) and "Scope flag" not in metrics(at)
 
 
 def test_the_study_list_says_where_the_mura_studies_are(use_scratch_weights: Path, scratch_mura_root: Path) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "assess_images",
     "study_scope",
     "views_in_study_mean",
+    "study_ambiguity",
     "SCOPE_TARGETS",
     "target_rows",
 ]
@@ -64,6 +65,13 @@ IN_SCOPE_STUDY_TYPES = {"humerus": "XR_HUMERUS", "forearm": "XR_FOREARM"}
 CONFIDENT_PROBABILITY = 0.6
 #: ``scope_score`` at or above which an image is flagged out of scope (see ScopeAssessment.scope_score).
 OUT_OF_SCOPE_SCORE = 0.5
+#: The classes that are a joint end of the forearm (a wrist, an elbow, a hand): what a forearm call may really be.
+JOINT_END_CLASSES = (JOINT_CLOSE_UP, "hand/wrist")
+#: A forearm call is read as "forearm or wrist" when the joint-end classes get at least this share (declared
+#: conservative rule, docs/experiments.md "Scope head: wrists that pass as forearm"): on MURA valid/, 3 of 4
+#: wrist views are unflagged forearm calls at 78-88%, so the forearm share alone cannot tell them apart.
+JOINT_END_SHARE = 0.02
+FOREARM_OR_WRIST = "forearm or wrist"
 
 
 class ScopeHeadError(RuntimeError):
@@ -101,6 +109,14 @@ def study_scope(scopes: Sequence[ScopeAssessment]) -> tuple[str | None, str | No
         return None, flagged[0].reason()
     types = {scope.study_type for scope in scopes}
     return (types.pop() if len(types) == 1 else None), None
+
+
+def study_ambiguity(scopes: Sequence[ScopeAssessment]) -> str | None:
+    """Why the head cannot name the study's body part although no view is flagged (a view that may be a
+    wrist as well as a forearm), in one sentence; None when it can. Such a study gets no verdict until the
+    user names the body part."""
+    doubtful = [scope for scope in scopes if scope.forearm_or_wrist]
+    return doubtful[0].reason() if doubtful else None
 
 
 def views_in_study_mean(scopes: Sequence[ScopeAssessment]) -> list[int]:
@@ -196,9 +212,22 @@ class ScopeAssessment:
         return not self.colour_image and self.distance <= self.distance_threshold
 
     @property
+    def joint_end_share(self) -> float:
+        """P(a joint end of the forearm: joint close-up or hand/wrist), the head's doubt about a forearm call."""
+        return sum(self.probabilities.get(part, 0.0) for part in JOINT_END_CLASSES)
+
+    @property
+    def forearm_or_wrist(self) -> bool:
+        """A forearm call the head cannot tell from a wrist (JOINT_END_SHARE): no suggestion, no verdict
+        until the user names the body part."""
+        return (self.in_scope and self.body_part == "forearm"
+                and self.joint_end_share >= JOINT_END_SHARE)
+
+    @property
     def study_type(self) -> str | None:
-        """The MURA study type the image looks like, when it confidently looks like a trained body part."""
-        if not self.typical or not self.confident:
+        """The MURA study type the image looks like, when it confidently looks like a trained body part
+        (never for a forearm call that may be a wrist)."""
+        if not self.typical or not self.confident or self.forearm_or_wrist:
             return None
         return IN_SCOPE_STUDY_TYPES.get(self.body_part)
 
@@ -227,6 +256,7 @@ class ScopeAssessment:
     def as_json(self) -> dict[str, object]:
         """The assessment, rounded and with its :meth:`reason`, for core.predict's JSON output."""
         return {"body_part": self.body_part, "out_of_scope": self.out_of_scope,
+                "forearm_or_wrist": self.forearm_or_wrist, "joint_end_share": round(self.joint_end_share, 4),
                 "scope_score": round(self.scope_score, 4), "in_scope": self.in_scope, "study_type": self.study_type,
                 "typical": self.typical, "distance": round(self.distance, 3),
                 "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()}, "reason": self.reason()}
@@ -243,6 +273,9 @@ class ScopeAssessment:
         if self.out_of_scope and not self.confident:
             return (f"Probably not a humerus or forearm radiograph ({self.scope_score:.0%}; most likely {part}, "
                     f"{share:.0%}); the model was trained on humerus and forearm radiographs only.")
+        if self.forearm_or_wrist:
+            return (f"{FOREARM_OR_WRIST.capitalize()}: the scope head cannot tell these apart (forearm {share:.0%}, "
+                    f"joint end {self.joint_end_share:.0%}); name the body part to get a verdict.")
         if not self.confident:
             return f"The body part is uncertain (most likely {part}, {share:.0%}): pick it yourself if you know it."
         if part in IN_SCOPE_STUDY_TYPES:
