@@ -27,7 +27,7 @@ import core.cam.explain  # noqa: E402, F401
 from core.data import mura  # noqa: E402 - needs the path set above
 from core.model.checkpoint import DEFAULT_MODEL  # noqa: E402
 from core.model.prediction import configure_threads  # noqa: E402
-from dashboard import navigation, state  # noqa: E402
+from dashboard import navigation, state, warmup  # noqa: E402
 from dashboard.markup import escape_markdown  # noqa: E402
 
 # Widget keys. The chosen values live under plain keys (state.MODEL_KEY, MURA_TEXT_KEY): see
@@ -89,7 +89,10 @@ def main() -> None:
     st.sidebar.title("MURA Lens")
     model_selector()
     mura_root_input()
-    chosen.run()
+    try:
+        chosen.run()
+    finally:  # after the first page is drawn (or stopped): warm the slow pages' caches in the background, once
+        warmup.start()
 
 
 main()

@@ -13,10 +13,10 @@ from core.eval import trust
 from core.eval.localization import TOLERANCE_PX
 from core.store.artifacts import CachePairError
 from dashboard import localization as accuracy
-from dashboard import state, views
+from dashboard import state, views, warmup
 from dashboard import trust as trust_view
 
-GALLERY_PAGE_SIZE = 6
+GALLERY_PAGE_SIZE = warmup.GALLERY_PAGE_SIZE
 
 model = state.current_model_name()
 st.title("Heat-map accuracy")

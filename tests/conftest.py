@@ -27,6 +27,8 @@ from tests.server import RunningDashboard, running_dashboard
 
 # Tests share two cores with whatever else runs; one thread each keeps them predictable.
 torch.set_num_threads(1)
+# No start-up cache warm-up thread in tests (or in the servers they start): tests/test_warmup.py turns it on.
+os.environ.setdefault("MURA_LENS_WARMUP", "0")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MURA = PROJECT_ROOT.parent / "shared" / "mura" / "MURA-v1.1"
