@@ -46,3 +46,12 @@ def test_explain_opens_on_the_fracture_reading_and_map(fracture_default: Path) -
     assert labels["Study P(fracture)"] == f"{expected:.3f}"
     assert any("FracAtlas's label" in c.value for c in at.caption)
     assert any("→ fracture" in "".join(image.captions) for image in at.image)
+
+
+def test_model_card_says_what_each_output_was_trained_on(fracture_default: Path) -> None:
+    at = start_app().switch_page("../pages/model_card.py").run()
+    assert_clean(at)
+    assert any(h.value == "Two outputs: what each one was trained on" for h in at.subheader)
+    table = next(df.value for df in at.dataframe if "Output" in df.value.columns)
+    fracture = table.set_index("Output").loc["fracture (FracAtlas)"]
+    assert fracture["Threshold"] == "0.300" and fracture["Trained on"] == "test"
