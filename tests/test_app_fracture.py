@@ -55,3 +55,9 @@ def test_model_card_says_what_each_output_was_trained_on(fracture_default: Path)
     table = next(df.value for df in at.dataframe if "Output" in df.value.columns)
     fracture = table.set_index("Output").loc["fracture (FracAtlas)"]
     assert fracture["Threshold"] == "0.300" and fracture["Trained on"] == "test"
+
+
+def test_overview_says_which_model_to_use_for_what(fracture_default: Path) -> None:
+    at = start_app()
+    assert_clean(at)
+    assert any("Which model for what" in box.value and DEFAULT_MODEL in box.value for box in at.info)
