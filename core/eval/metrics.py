@@ -36,8 +36,6 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from core.model.card import DEFAULT_THRESHOLD_KEY
-
 __all__ = [
     "LEVELS",
     "CONFIDENCE",
@@ -76,6 +74,8 @@ _IMAGE_COLUMNS = ("study_type", "patient", "study", "label", "probability")
 _STUDY_COLUMNS = ["study_path", "study_type", "patient", "study", "label", "probability", "n_views"]
 
 Thresholds = Mapping[str, float] | float
+#: The thresholds entry for study types a mapping does not name (a model card's ``thresholds`` carry one).
+DEFAULT_THRESHOLD_KEY = "default"
 Statistic = Callable[[pd.DataFrame], float | None]
 """A statistic of a (resampled) image or study table; ``None`` where it is undefined."""
 _Measure = Callable[[np.ndarray], Mapping[str, float | None]]

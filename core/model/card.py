@@ -41,7 +41,8 @@ __all__ = [
 
 #: Version of the card's layout; cards written before versioning count as version 1.
 CARD_SCHEMA_VERSION = 1
-#: The thresholds entry for study types a card does not name.
+#: The thresholds entry for study types a card does not name; the same key core.eval.metrics falls back to
+#: (it does not import this module, which brings torch; tests/test_metrics.py pins the two equal).
 DEFAULT_THRESHOLD_KEY = "default"
 #: The MURA paper's operating point, used when a card names no threshold at all.
 PAPER_THRESHOLD = 0.5
