@@ -119,7 +119,7 @@ def read_audit(model: str) -> dict | None:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _read_json(path: str, version: int) -> dict:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def _mura_rows(predictions: pd.DataFrame, thresholds: dict[str, float], dataset: str) -> pd.DataFrame:

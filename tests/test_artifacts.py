@@ -181,6 +181,18 @@ def test_text_is_written_as_utf8_whatever_the_locale(tmp_path, monkeypatch):
     assert target.read_bytes() == "Ulna – Röntgen".encode()
 
 
+def test_a_cached_pair_with_non_ascii_paths_reads_back_under_a_latin1_locale(tmp_path, monkeypatch):
+    """The hash is over the UTF-8 text; a read in the locale's encoding would see other text and
+    call a good pair torn."""
+    latin1_locale(monkeypatch)
+    files = ModelArtifacts(tmp_path)
+    predictions = _predictions(4).assign(path=lambda t: "Röntgen/" + t["path"])
+    write_evaluation(files, "valid", predictions, {"images": 4, "note": "ulna – radius"})
+    evaluation = read_evaluation(files, "valid")
+    assert evaluation.metrics["note"] == "ulna – radius"
+    assert evaluation.predictions["path"].iloc[0] == "Röntgen/img0.png"
+
+
 def test_written_files_get_the_usual_mode(tmp_path):
     target = tmp_path / "metrics_valid.json"
     atomic.write_text(target, "{}")

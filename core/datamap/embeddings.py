@@ -539,7 +539,7 @@ def build_data_map(model: str, mura_root: str | Path, fracatlas_root: str | Path
     loaded = load_model(model)
     files = ModelArtifacts(loaded.directory)
     atlas_root = fracatlas.resolve_root(fracatlas_root)
-    atlas_files = set(fracatlas_files.read_text().split()) if fracatlas_files else None
+    atlas_files = set(fracatlas_files.read_text(encoding="utf-8").split()) if fracatlas_files else None
     sets, rows = image_sets(loaded, mura.resolve_root(mura_root), atlas_root, atlas_files)
     started = time.perf_counter()
     extracted = extract(loaded, sets, cache / loaded.name, workers=workers)

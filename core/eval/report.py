@@ -108,7 +108,7 @@ class ReportInputs:
 def code_version() -> str:
     """The project's version and git commit ("0.1.0, git 7556e81"; "+ local changes" when dirty)."""
     try:
-        version = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
+        version = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
     except (OSError, KeyError, tomllib.TOMLDecodeError):
         version = "unknown version"
     try:

@@ -515,7 +515,7 @@ def _study_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tens
 
 def _append_log(path: Path, row: dict, restart: bool) -> None:
     mode = "w" if restart or not path.exists() else "a"
-    with path.open(mode, newline="") as handle:
+    with path.open(mode, newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(row))
         if mode == "w":
             writer.writeheader()

@@ -336,8 +336,8 @@ def read_pair(table_path: Path, summary_path: Path, *, hash_key: str, remedy: st
     if not table_path.is_file() or not summary_path.is_file():
         return None
     try:
-        text = table_path.read_text()
-        summary = json.loads(summary_path.read_text())
+        text = table_path.read_text(encoding="utf-8")
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
         table = parse(StringIO(text))
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise error(f"The cached {summary_path.name} / {table_path.name} cannot be read "
@@ -380,7 +380,7 @@ def report_written(write: Callable[[], Iterable[Path]], errors: tuple[type[Excep
 def read_json_object(path: Path) -> dict | None:
     """An optional cache's JSON object; None when it is absent or unreadable (readers say so)."""
     try:
-        value = json.loads(path.read_text())
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     return value if isinstance(value, dict) else None
