@@ -61,6 +61,9 @@ MODEL_KEY = "model_name"
 MURA_ROOT_KEY = "mura_root"
 #: A study handed to the Explain page: an official MURA study path or a synthetic sample id.
 EXPLAIN_STUDY_KEY = "explain_study"
+#: Models held in memory at once: the shipped ones side by side on the comparison pages, plus one
+#: retrained; the oldest goes when a rewritten checkpoint (a new file version) is loaded beyond that.
+MODEL_CACHE_ENTRIES = 4
 
 
 def _files(model: str) -> ModelArtifacts:
@@ -71,7 +74,7 @@ def _model_version(files: ModelArtifacts) -> tuple[int, int]:
     return file_version(files.checkpoint), file_version(files.card)
 
 
-@st.cache_resource(show_spinner="Loading the model…")
+@st.cache_resource(show_spinner="Loading the model…", max_entries=MODEL_CACHE_ENTRIES)
 def _get_model(name: str, directory: str, version: tuple[int, int]) -> LoadedModel:
     return load_model(name, directory=Path(directory))
 
