@@ -15,6 +15,8 @@ from dashboard import state, studies
 from tests.app_pages import assert_clean, start_app
 from tests.outlined_fracatlas import make_outlined_fracatlas
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 FILE = "images/IMG0000001.jpg"
 REF = accuracy.FRACATLAS_PREFIX + FILE
 

@@ -17,6 +17,8 @@ from dashboard import localization as accuracy
 from tests.app_pages import assert_clean, open_page
 from tests.outlined_fracatlas import make_outlined_fracatlas
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 PAGE = "../pages/heatmap_accuracy.py"
 LAYER = "stage 5 (96 ch, stride 16)"
 

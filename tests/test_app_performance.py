@@ -17,6 +17,8 @@ from core.store.artifacts import SHIPPED_WEIGHTS_DIR
 from dashboard.charts import OVERALL, TOO_FEW, group_label, too_few
 from tests.app_pages import open_page
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 PAGE = "../pages/performance.py"
 MODE_KEY = f"performance:threshold_mode:{DEFAULT_MODEL}"
 

@@ -17,6 +17,8 @@ from dashboard import localization as accuracy
 from dashboard import quiz as page
 from tests.app_pages import assert_clean, open_page
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 
 def _metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)

@@ -77,6 +77,7 @@ def test_missing_onnxruntime_or_a_gpu_falls_back_to_torch(monkeypatch: pytest.Mo
         resolve_backend("tensorrt")
 
 
+@pytest.mark.slow  # an ONNX export and two evaluations
 def test_evaluate_on_either_backend_and_the_fallback_line(tiny_weights: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,7 +24,7 @@ def _clusters(seed: int = 0, per_cluster: int = 30, dimensions: int = 24) -> tup
     return np.abs(centres[labels] + rng.normal(0, 0.3, (len(labels), dimensions))).astype(np.float32), labels
 
 
-@pytest.mark.parametrize("method", ["pca", "umap"])
+@pytest.mark.parametrize("method", ["pca", pytest.param("umap", marks=pytest.mark.slow)])  # UMAP compiles with numba
 def test_projection_is_deterministic_and_keeps_clusters_apart(method: str) -> None:
     features, labels = _clusters()
     first = embeddings.project(features, seed=3, method=method)

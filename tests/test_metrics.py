@@ -364,6 +364,7 @@ def test_one_n_boot_flag_for_every_bootstrapping_cli() -> None:
         assert "add_n_boot_argument(parser)" in inspect.getsource(module.main), module.__name__
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_metrics_loads_neither_the_card_module_nor_torch():
     """The metrics library is numpy/pandas/sklearn only; the card module brings torch with it."""
     code = "import sys, core.eval.metrics; print(sorted({'torch', 'core.model.card'} & set(sys.modules)))"

@@ -213,6 +213,7 @@ def _first_leg() -> Path:
     return SHARED_FRACATLAS / labels.loc[labels["region"] == "leg/hip", "file"].iloc[0]
 
 
+@pytest.mark.slow  # the shipped model and its scope head end to end
 @needs_fracatlas
 def test_predict_cli_gives_no_verdict_for_a_leg(capsys):
     """core.predict --study on a leg radiograph: the head flags it, the study gets no verdict and a reason."""
@@ -231,6 +232,7 @@ def test_predict_cli_gives_no_verdict_for_a_leg(capsys):
     assert study["verdict"] in ("normal", "abnormal")  # the user named the body part: judged as asked
 
 
+@pytest.mark.slow  # the shipped model and its scope head end to end
 @needs_fracatlas
 def test_explain_flags_an_uploaded_leg_and_gives_no_verdict():
     """The shipped model on Explain: a leg upload is flagged out of scope, with no verdict."""
@@ -249,6 +251,7 @@ def test_explain_flags_an_uploaded_leg_and_gives_no_verdict():
     assert any(m.label == "Verdict" for m in at.metric)
 
 
+@pytest.mark.slow  # the shipped model and its scope head end to end
 def test_predict_cli_keeps_a_mura_humerus_in_scope(capsys, mura_root):
     """A MURA valid/ humerus study (the first, by path) is recognised and judged: not flagged, with a verdict."""
     import json
