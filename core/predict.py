@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             pixels = radiograph.pixels
             with autocast(device, args.precision):  # the CAM below keeps fp32 gradients
                 probability = float(predict(model_inputs(loaded, [pixels]))[0])
-            record: dict[str, object] = {"file": _printable(file), "probability": round(probability, 6)}
+            record: dict[str, Any] = {"file": _printable(file), "probability": round(probability, 6)}
             assessed = assess_images(loaded, [pixels])
             if assessed is not None:
                 scope = assessed[0]

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from core import evaluate as evaluate_cli
+from core.data import mura
+from core.eval import evaluation
 from core.model import backends
 from core.model.backends import batch_predictor, onnx_model_path, resolve_backend
 from core.model.checkpoint import DEFAULT_MODEL, LoadedModel
@@ -102,3 +104,12 @@ def test_evaluate_on_either_backend_and_the_fallback_line(tiny_weights: Path, tm
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "onnxruntime is not installed" in notes[0]
     assert csv.read_bytes() == on_torch
+
+
+def test_no_files_give_no_probabilities_and_no_batches(tmp_path: Path) -> None:
+    """An empty list (a filtered-out split) is an empty answer, not a prefetch of nothing."""
+    loaded = _loaded(tmp_path, members=1, tta=False)
+    assert list(evaluation._batches(tmp_path, [], loaded, batch_size=4)) == []
+    probabilities = evaluation._predict_files(loaded, tmp_path, [], mura.image_file, batch_size=4, progress=False,
+                                              description="none")
+    assert probabilities.shape == (0,)

@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -367,7 +367,14 @@ class _RawCams:
         return np.mean(canvases, axis=0).astype(np.float32)
 
 
-def _undo_augmentation(transform: object) -> Callable[[np.ndarray], np.ndarray]:
+
+class _Deaugment(Protocol):
+    """One of pytorch_grad_cam's test-time augmentations (ttach transforms): maps a mask back."""
+
+    def deaugment_mask(self, mask: torch.Tensor) -> torch.Tensor: ...
+
+
+def _undo_augmentation(transform: _Deaugment) -> Callable[[np.ndarray], np.ndarray]:
     """What pytorch_grad_cam's forward_augmentation_smoothing does to each pass's map, for a raw map."""
     def undo(canvas: np.ndarray) -> np.ndarray:
         return transform.deaugment_mask(torch.from_numpy(canvas[None, None])).numpy()[0, 0]
@@ -525,7 +532,8 @@ def explain_grid(
     for (method, name), (canvas_map, raw_canvas) in canvas_maps.items():
         results[(method, name)] = Explanation(
             heatmap=_image_heatmap(canvas_map, placement), probability=probability,
-            method=method, layers=(name,), target=target, model=loaded.name, raw_map=placement.crop(raw_canvas),
+            method=method, layers=(name,), target=target, model=loaded.name,
+            raw_map=None if raw_canvas is None else placement.crop(raw_canvas),
         )
     return results
 
@@ -537,7 +545,7 @@ def _shared_pass(
     layer_names: tuple[str, ...],
     model_input: torch.Tensor,
     target: Target,
-) -> tuple[dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], float]:
+) -> tuple[dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]], float]:
     """Canvas-sized (scaled, raw) maps of each (method, layer name) from one forward and one backward pass."""
     module_order = {path: index for index, (path, _module) in enumerate(network.named_modules())}
     paths = sorted({p for name in layer_names for p in loaded.layer_paths(name)}, key=module_order.__getitem__)
@@ -557,7 +565,7 @@ def _shared_pass(
         if backward:
             network.zero_grad()
             sum(t(o) for t, o in zip(targets, output, strict=True)).backward()
-        maps: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        maps: dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]] = {}
         for method, cam in cams.items():
             try:
                 per_layer = cam.compute_cam_per_layer(model_input, targets, False)
@@ -626,9 +634,9 @@ def _run_cam(
             _run_cam(network, method, info, [path], model_input, target, aug_smooth, eigen_smooth, report, cancel)
             for path in layer_paths
         ]
-        raws = [raw for _, raw, _ in runs]
+        raws = [raw for _, raw, _ in runs if raw is not None]
         return (np.mean([canvas for canvas, _, _ in runs], axis=0),
-                None if any(raw is None for raw in raws) else np.mean(raws, axis=0), runs[0][2])
+                np.mean(raws, axis=0) if len(raws) == len(runs) else None, runs[0][2])
     # pytorch_grad_cam pairs the i-th target layer with the i-th activation it recorded,
     # and records them in execution order: list the layers in that order (AblationCAM
     # swaps out the layer it is given). Module order is execution order in these networks.

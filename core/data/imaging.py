@@ -329,7 +329,7 @@ def _pillow_to_grey(image: Image.Image) -> tuple[np.ndarray, int, bool, list[str
         image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
     if "A" in image.getbands() or "a" in image.getbands():
         alpha = image.getchannel("A" if "A" in image.getbands() else "a")
-        if alpha.getextrema()[0] < 255:
+        if alpha.getextrema()[0] < 255:  # type: ignore[operator]  # one band: (min, max); Pillow types every mode
             notes.append("transparency ignored")
         image = image.convert("L" if image.mode in ("LA", "La") else "RGB")
     if image.mode in ("1", "L"):
@@ -441,7 +441,8 @@ def _read_dicom(data: bytes, limit: int) -> pydicom.Dataset:
             f"The deflated DICOM file expands to more than {max_bytes // 2**20} MB, more than one "
             "radiograph within the pixel limit can hold."
         )
-    dataset = read_dataset(DicomBytesIO(inflated), is_implicit_VR=False, is_little_endian=True)
+    # pydicom's own dcmread hands read_dataset a DicomBytesIO; its annotation says BinaryIO.
+    dataset = read_dataset(DicomBytesIO(inflated), is_implicit_VR=False, is_little_endian=True)  # type: ignore[arg-type]
     file_dataset = pydicom.FileDataset("upload", dataset, preamble=preamble, file_meta=file_meta,
                                        is_implicit_VR=False, is_little_endian=True)
     file_dataset.set_original_encoding(False, True, dataset._character_set)

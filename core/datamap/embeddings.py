@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,9 @@ from core.model.registry import MeanProbabilityEnsemble
 from core.scoping.head import network_features
 from core.store import atomic
 from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts
+
+if TYPE_CHECKING:  # for the annotation only; the functions import sklearn where they use it
+    from sklearn.decomposition import PCA
 
 __all__ = [
     "DATASETS",
@@ -286,7 +290,7 @@ def align_members(held_out: np.ndarray, dimensions: int = _PCA_DIMENSIONS) -> tu
 
 @dataclass(frozen=True)
 class _Projector:
-    pca: object
+    pca: PCA
     rotation: np.ndarray
 
     def __call__(self, features: np.ndarray) -> np.ndarray:

@@ -590,7 +590,7 @@ def _group_summary(
 def summarise(
     images: pd.DataFrame, thresholds: Thresholds, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, n_bins: int = 10,
     levels: tuple[str, ...] = LEVELS,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """JSON-ready metrics: for each of ``levels`` ("image", "study") and group ("overall", then each
     study type): counts, AUROC, average precision, kappa, sensitivity and specificity with 95% bootstrap intervals
     (resampling studies), average precision, accuracy, confusion counts and ECE.

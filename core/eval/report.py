@@ -271,7 +271,8 @@ def _summary(out: _Writer, inputs: ReportInputs) -> None:
 
 def _results(out: _Writer, inputs: ReportInputs) -> None:
     out.heading(SECTIONS[1])
-    study = (inputs.valid_metrics or {}).get("study")
+    valid_metrics = inputs.valid_metrics or {}
+    study = valid_metrics.get("study")
     if not study:
         out.text(_MISSING.format(command="python -m core.evaluate --mura-root PATH --split valid"))
         return
@@ -282,7 +283,7 @@ def _results(out: _Writer, inputs: ReportInputs) -> None:
               format_interval(study[g].get("kappa")), format_interval(study[g].get("sensitivity")),
               format_interval(study[g].get("specificity"))) for g in groups]
     out.table(rows, widths=(26, 24, 30, 30, 30, 30))
-    n_boot = inputs.valid_metrics.get("n_boot", "?")
+    n_boot = valid_metrics.get("n_boot", "?")
     out.text(f"Study level, each body part at the model card's threshold; 95% bootstrap intervals over studies "
              f"({n_boot} resamples). MURA valid/ was never used for training or for choosing thresholds."
              + (" 'All body parts' includes the few studies of other parts in the evaluated folder."
@@ -305,8 +306,8 @@ def _confusions(out: _Writer, inputs: ReportInputs) -> None:
                 for g in trained)
     out.text("At the thresholds chosen in the app (the intervals above are at the card's)." if moved else
              "At the model card's thresholds.", size=8.5)
-    rows = [("Body part", "Threshold", "Label", "Called normal", "Called abnormal", "Sensitivity", "Specificity",
-             "Kappa")]
+    rows: list[tuple[object, ...]] = [("Body part", "Threshold", "Label", "Called normal", "Called abnormal",
+                                       "Sensitivity", "Specificity", "Kappa")]
     for group in trained:
         studies = table[table["study_type"] == group]
         confusion = metrics.confusion_at(studies["label"], studies["probability"], chosen[group])
@@ -345,8 +346,8 @@ def _external(out: _Writer, inputs: ReportInputs) -> None:
 
 def _localization(out: _Writer, inputs: ReportInputs) -> None:
     out.heading(SECTIONS[4])
-    summary = inputs.localization
-    groups = (summary or {}).get("groups") or []
+    summary = inputs.localization or {}
+    groups = summary.get("groups") or []
     if not groups:
         out.text(_MISSING.format(command="python -m core.localize --root DIR"))
         return
@@ -357,7 +358,7 @@ def _localization(out: _Writer, inputs: ReportInputs) -> None:
         default_layer = None
     shown = maps[:3] + [g for g in maps if g["method"] == "GradCAM" and g["layer"] == default_layer][:1]
     shown += [g for name in (UNIFORM, BRIGHT_BONE) for g in groups if g["method"] == name]
-    rows = [("Map", "Hit rate", "Energy inside", "mIoU at Otsu")]
+    rows: list[tuple[str, ...]] = [("Map", "Hit rate", "Energy inside", "mIoU at Otsu")]
     for group in shown:
         name = f"{group['method']} - {group['layer']}" if group["layer"] else f"{group['method']} map (chance)"
         if group["method"] == "GradCAM" and group["layer"] == default_layer:

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -195,10 +196,10 @@ def randomised_models(loaded: LoadedModel, *, seed: int = 0) -> list[tuple[str, 
         for label, paths in cascade_cuts(loaded):
             for path in [p for p in reversed(paths) if p not in done]:  # top down
                 for member in members:
-                    module = member.get_submodule(path)
-                    if not hasattr(module, "reset_parameters"):
+                    reset = getattr(member.get_submodule(path), "reset_parameters", None)
+                    if not callable(reset):
                         raise ValueError(f"{path} has weights but no reset_parameters; it cannot be randomised.")
-                    module.reset_parameters()
+                    reset()
                 done.add(path)
             stages.append((label, dataclasses.replace(loaded, model=copy.deepcopy(network).eval())))
     return stages
@@ -527,7 +528,7 @@ def summary_of(rows: pd.DataFrame, *, stages: Sequence[str], layer_order: Sequen
     default_layer = layer_order[0]
     groups = []
     for (method, layer), group in rows.groupby(["method", "layer"], sort=True):
-        entry: dict[str, object] = {"method": method, "layer": layer, "n_images": int(len(group))}
+        entry: dict[str, Any] = {"method": method, "layer": layer, "n_images": int(len(group))}
         entry["logit"] = {kind: _interval(group[f"logit_{kind}"].to_numpy(float), n_boot, seed)
                           for kind in ("spearman", "ssim")}
         entry["cascade"] = [

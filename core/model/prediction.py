@@ -93,7 +93,7 @@ def predict_images(
     return np.concatenate(out) if out else np.empty(0)
 
 
-def study_probability(view_probabilities: Sequence[float]) -> float:
+def study_probability(view_probabilities: Sequence[float] | np.ndarray) -> float:
     """The MURA paper's study probability: the mean of its views' probabilities."""
     if len(view_probabilities) == 0:
         raise ValueError("a study needs at least one view")

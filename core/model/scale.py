@@ -181,6 +181,7 @@ class _Scorer:
         torch.set_num_threads(threads)
         self.device = resolve_device(device, precision)
         self.decoder, self.precision = decoder, precision
+        self.predict: Callable[[torch.Tensor], np.ndarray]
         if onnx_model is not None:
             self.predict = OnnxPredictor(_fetched(onnx_model), threads)
         else:

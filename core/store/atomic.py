@@ -29,7 +29,7 @@ class AtomicWriteError(OSError):
     """A file could not be written; the message names it, and the previous file is untouched."""
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     tmp: Path | None = None
     try:
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
