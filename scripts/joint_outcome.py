@@ -1,4 +1,4 @@
-"""Issue 14, item 2: measure the joint-training cross-validation against the shipped one, by the rule
+"""Measure the joint-training cross-validation against the shipped one, by the rule
 fixed in docs/experiments.md ("Joint training with FracAtlas"), from cached predictions only.
 
     python scripts/joint_outcome.py [--runs runs] [--out docs/joint_training/outcome.json]
