@@ -1,32 +1,6 @@
 """Safe decoding of an uploaded radiograph (PNG, JPEG, DICOM, ...) into a greyscale uint8 array.
 
-Everything a user can upload is untrusted, so :func:`load_radiograph` is the one door between
-bytes and pixels:
-
-* the format is sniffed from the magic bytes; a file name is only a label and a hint, never a path;
-* the declared pixel count is checked against a cap before anything is decompressed; for DICOM
-  also the compressed stream's own size (JPEG SOF, JPEG 2000 SIZ, the RLE runs), and a deflated
-  dataset is inflated only up to a bound tied to that cap;
-* the image is fully decoded (truncated or corrupt files fail here, not later in the model);
-* every failure becomes :class:`RadiographDecodeError` whose message is one user-facing sentence.
-
-Decisions worth knowing:
-
-* Images deeper than 8 bits are mapped to 8-bit by a robust window (0.5-99.5 percentiles), so
-  a few hot pixels or burned-in labels do not flatten the contrast, and nothing is truncated.
-* DICOM: rescale slope/intercept (or a Modality LUT) and the VOI LUT / window are applied with
-  pydicom's own functions; MONOCHROME1 is inverted so bone is bright as in MONOCHROME2. Multi-frame
-  and colour DICOM are refused: neither is a single plain radiograph.
-* Multi-frame Pillow formats (animated GIF, multi-page TIFF, APNG) give their first frame and a
-  note, because their first frame is a complete picture, unlike a DICOM cine or tomosynthesis stack.
-* Colour images are accepted, converted to greyscale (ITU-R 601 luma) and flagged with
-  ``looks_like_radiograph=False`` when they are visibly coloured; an RGB file whose three
-  channels are equal is a radiograph saved as RGB and is not flagged.
-* Pillow's ``DecompressionBombWarning`` is treated as an error without touching the warnings
-  filters (process-global, and not thread-safe in Python 3.11): any image above
-  ``PIL.Image.MAX_IMAGE_PIXELS`` is over the effective pixel cap and refused from its header.
-
-The function keeps no state between calls and changes no global setting, so it is thread-safe.
+Design notes: docs/architecture.md, "Decoding uploads safely".
 
 Example:
     >>> radiograph = load_radiograph(uploaded.getvalue(), filename=uploaded.name)  # doctest: +SKIP
