@@ -18,11 +18,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data import fracatlas
-from core.datamap import embeddings as core_embeddings
+from core.datamap import embeddings
 from core.eval.evaluation import REGION_LABELS
 from core.model.card import card_thresholds, threshold_for
 from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
-from dashboard import localization, state, studies, views
+from dashboard import accuracy, state, studies, views
 
 __all__ = [
     "COLOUR_OPTIONS",
@@ -69,11 +69,11 @@ def missing_cache_message(model: str) -> str:
 
 
 @st.cache_data(show_spinner="Reading the embeddings…", max_entries=4)
-def _read_embeddings(path: str, version: int) -> core_embeddings.Embeddings:
-    return core_embeddings.load(Path(path))
+def _read_embeddings(path: str, version: int) -> embeddings.Embeddings:
+    return embeddings.load(Path(path))
 
 
-def read_embeddings(model: str) -> core_embeddings.Embeddings:
+def read_embeddings(model: str) -> embeddings.Embeddings:
     """The model's embeddings cache (st.cache_data per file version).
 
     Raises:
@@ -302,7 +302,7 @@ def _views(study: str, dataset: str, mura_root: Path | None,
     if dataset == "fracatlas":
         if atlas_root is None:
             return [], None, "FracAtlas images need a FracAtlas folder (FRACATLAS_ROOT)."
-        pixels = localization.image_pixels(atlas_root, study) if fracatlas.image_file(atlas_root, study).is_file() \
+        pixels = accuracy.image_pixels(atlas_root, study) if fracatlas.image_file(atlas_root, study).is_file() \
             else None
         if pixels is None:
             return [], None, f"{study} is not in the FracAtlas folder {atlas_root.name}."
@@ -320,7 +320,7 @@ def show_studies(rows: pd.DataFrame, *, key: str, cams: bool, limit: int = MAX_G
     """Draw the first ``limit`` studies of ``rows`` (columns ``study``, ``dataset``, and optionally
     ``label_text``/``study_probability``) with their views, and CAMs when ``cams``."""
     mura_root = state.current_mura_root()
-    atlas_root, _ = localization.fracatlas_root()
+    atlas_root, _ = accuracy.fracatlas_root()
     loaded = state.current_model() if cams else None
     for row in rows.head(limit).itertuples():
         facts = [DATASET_LABELS.get(row.dataset, row.dataset)]

@@ -22,7 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data import mura
-from core.model import card as model_card
+from core.model import card
 from core.model.checkpoint import DEFAULT_MODEL, LoadedModel, check_model, list_shipped_models, load_model
 from core.model.registry import ModelLoadError
 from core.store.artifacts import (
@@ -126,7 +126,7 @@ def checked_model_name() -> str:
         else:  # a missing model is each page's own message, but a card beside it can still be damaged
             read_card(name)
             problem = None
-    except model_card.ModelCardError as exc:
+    except card.ModelCardError as exc:
         problem = str(exc)
     if problem:
         st.error(problem)
@@ -179,7 +179,7 @@ def read_metrics(model: str, dataset: str = "valid") -> dict | None:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _read_card(path: str, version: int) -> dict | None:
-    return model_card.read_card(Path(path)) if version else None
+    return card.read_card(Path(path)) if version else None
 
 
 def read_card(model: str) -> dict | None:

@@ -17,9 +17,7 @@ from core.eval.localization import TOLERANCE_PX
 from core.model.card import trained_study_types
 from core.model.checkpoint import LoadedModel
 from core.scoping.head import study_scope
-from dashboard import data_map, evaluation, scope_view, slow_runs, state, studies, uploads, views
-from dashboard import localization as accuracy
-from dashboard import trust as trust_view
+from dashboard import accuracy, data_map, evaluation, scope_view, slow_runs, state, studies, trust_view, uploads, views
 from dashboard.charts import group_label
 from dashboard.views import CamSettings
 

@@ -11,9 +11,7 @@ from scipy.stats import spearmanr
 from core.data import fracatlas
 from core.eval.localization import TOLERANCE_PX
 from core.store.artifacts import CachePairError
-from dashboard import localization as accuracy
-from dashboard import state, views
-from dashboard import trust as trust_view
+from dashboard import accuracy, state, trust_view, views
 
 GALLERY_PAGE_SIZE = 6
 

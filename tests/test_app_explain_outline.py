@@ -10,8 +10,7 @@ import pytest
 
 from core.data import fracatlas
 from core.data.imaging import load_radiograph
-from dashboard import localization as accuracy
-from dashboard import state, studies
+from dashboard import accuracy, state, studies
 from tests.app_pages import assert_clean, start_app
 from tests.outlined_fracatlas import make_outlined_fracatlas
 
