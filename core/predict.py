@@ -21,8 +21,16 @@ from core.model.backends import batch_predictor, resolve_backend
 from core.model.checkpoint import DEFAULT_MODEL, LoadedModel, load_model
 from core.model.devices import DeviceError, autocast, on_device, resolve_device
 from core.model.prediction import DEFAULT_THREADS, StudyPrediction, configure_threads, model_inputs, study_probability
-from core.model.registry import ModelLoadError
-from core.scoping.head import ScopeAssessment, ScopeHeadError, assess_images, head_for, study_scope
+from core.model.registry import FRACTURE, ModelLoadError
+from core.scoping.head import (
+    ScopeAssessment,
+    ScopeHeadError,
+    assess_images,
+    head_for,
+    study_scope,
+    views_in_study_mean,
+)
+from core.store.artifacts import printable
 
 
 def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
@@ -96,6 +104,11 @@ def _scope_fields(scopes: Sequence[ScopeAssessment]) -> dict[str, object]:
             "scope_score": round(max(scope.scope_score for scope in scopes), 4)}
 
 
+def _fracture(loaded: LoadedModel, outputs: np.ndarray) -> float | None:
+    """P(fracture) from one image's output probabilities, rounded as P(abnormal); None without that output."""
+    return round(float(outputs[loaded.outputs.index(FRACTURE)]), 6) if FRACTURE in loaded.outputs else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m core.predict``: one JSON line per file (and per study); exit status 2 if a file failed."""
     parser = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])
@@ -119,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = on_device(load_model(args.model), device)
         head_for(loaded)
     except (ModelLoadError, ScopeHeadError, DeviceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     backend, reason = resolve_backend(args.backend, device)
     if reason:
@@ -130,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = False
     view_probabilities: list[float] = []
+    view_fractures: list[float] = []
     good_files: list[str] = []
     maps: list[dict[str, object]] = []
     cam_settings: dict[str, object] = {}
@@ -139,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             radiograph = load_radiograph(Path(file))
             pixels = radiograph.pixels
             with autocast(device, args.precision):  # the CAM below keeps fp32 gradients
-                probability = float(predict(model_inputs(loaded, [pixels]))[0])
-            record: dict[str, Any] = {"file": _printable(file), "probability": round(probability, 6)}
+                outputs = predict(model_inputs(loaded, [pixels]))[0]
+            record: dict[str, Any] = {"file": _printable(file), "probability": round(float(outputs[0]), 6),
+                                      "fracture_probability": _fracture(loaded, outputs)}
             assessed = assess_images(loaded, [pixels])
             if assessed is not None:
                 scope = assessed[0]
@@ -154,21 +169,27 @@ def main(argv: list[str] | None = None) -> int:
             if args.cam:
                 paths, described = _write_cam(loaded, pixels, file, args.cam, args.layer, args.out)
                 record |= paths
-                maps.append({"file": record["file"], **paths, "probability": described.pop("probability"),
+                maps.append({"file": record["file"], **paths, "probability": record["probability"],
                              "raw_peak": described.pop("raw_peak")})
+                described.pop("probability")  # the line's own, from the chosen backend: one number per file
                 cam_settings = described
         except (RadiographDecodeError, OSError, ValueError) as exc:
-            print(f"error: {_printable(file)}: {exc}", file=sys.stderr)
+            print(f"error: {printable(file)}: {printable(exc)}", file=sys.stderr)
             failed = True
             continue
         view_probabilities.append(float(record["probability"]))
+        if record["fracture_probability"] is not None:
+            view_fractures.append(float(record["fracture_probability"]))
         good_files.append(_printable(file))
         print(json.dumps(record), flush=True)
     if maps:
         _write_manifest(loaded, args.out, cam_settings, maps)
     if args.study and view_probabilities:
         suggested, scope_reason = study_scope(scopes)
-        study = StudyPrediction(tuple(view_probabilities), study_probability(view_probabilities),
+        # A flagged view leaves the study's mean (all stay when every view is flagged).
+        kept = views_in_study_mean(scopes) if scopes else range(len(view_probabilities))
+        mean_of = [view_probabilities[index] for index in kept]
+        study = StudyPrediction(tuple(view_probabilities), study_probability(mean_of),
                                 loaded.threshold_for(args.study_type), args.study_type)
         print(json.dumps({
             "study": good_files,
@@ -179,7 +200,12 @@ def main(argv: list[str] | None = None) -> int:
             # unless the user named the body part.
             "verdict": None if scope_reason and not args.study_type else study.verdict,
             "in_scope": scope_reason is None,
+            "verdict_against_scope_flag": bool(scope_reason and args.study_type and len(kept) == len(scopes)),
+            "left_out_of_mean": [good_files[index] for index in range(len(good_files)) if index not in kept],
             "suggested_study_type": suggested,
+            # The fracture output (FracAtlas's label, a model that has it): the mean of the views, as for P(abnormal).
+            "fracture_probability": round(float(np.mean(view_fractures)), 6) if view_fractures else None,
+            "fracture_threshold": loaded.fracture_threshold,
         } | _scope_fields(scopes) | ({"scope_reason": scope_reason} if scope_reason else {})), flush=True)
     return 2 if failed else 0
 

@@ -10,6 +10,7 @@ a folder the user names (``FRACATLAS_ROOT`` by default).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,7 @@ from core.data.imaging import RadiographDecodeError, load_radiograph
 from core.eval import localization
 from core.eval.localization import BRIGHT_BONE, UNIFORM
 from core.eval.localization_sweep import DATASET, read_cache
+from core.model.card import FRACATLAS_LABEL, out_of_scope_reason
 from core.store.artifacts import CachedPair, ModelArtifacts, file_version
 from dashboard.charts import format_interval
 
@@ -31,6 +33,9 @@ __all__ = [
     "SAMPLES_ROOT",
     "METRICS",
     "cached_sweep",
+    "coinciding",
+    "COINCIDING_WHY",
+    "NOT_CHECKED",
     "ranking",
     "ranking_figure",
     "grid_figure",
@@ -38,7 +43,10 @@ __all__ = [
     "interval_text",
     "with_outcomes",
     "confidence_table",
+    "FOLDER_KEY",
     "fracatlas_root",
+    "folder_input",
+    "image_root",
     "read_outlines",
     "expert_outline",
     "draw_outline",
@@ -61,6 +69,30 @@ def _read_cache(directory: str, rows_version: int, summary_version: int) -> Cach
     return read_cache(ModelArtifacts(Path(directory)))
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _coinciding(directory: str, rows_version: int, summary_version: int) -> list[tuple[str, tuple[str, ...]]]:
+    cached = _read_cache(directory, rows_version, summary_version)
+    return [] if cached is None else localization.coinciding_maps(cached.table)
+
+
+def coinciding(model: str) -> list[tuple[str, tuple[str, ...]]]:
+    """core.eval.localization.coinciding_maps of the model's cached sweep (once per cache version)."""
+    files = ModelArtifacts.of(model)
+    return _coinciding(str(files.directory), file_version(files.localization(DATASET)),
+                       file_version(files.localization_summary(DATASET)))
+
+
+#: Why coinciding methods give one map (core.eval.localization.coinciding_maps), in words for the page.
+COINCIDING_WHY = (
+    "At a layer followed only by global average pooling and a linear layer (the head conv here), the "
+    "logit's gradient is the same at every position of a channel (its weight over the number of positions). "
+    "GradCAM's channel weights (the mean gradient), HiResCAM's gradient × activation and XGradCAM's "
+    "normalised weights then all reduce to Σ w·A, the original CAM; LayerCAM (positive gradient × activation) "
+    "and GradCAMElementWise (the ReLU of gradient × activation, summed) reduce to one map for the same reason. "
+    "Each such set is one map, counted once, not several passes."
+)
+
+
 def cached_sweep(model: str) -> CachedPair | None:
     """The model's cached sweep, re-read when either file changes; None before the first sweep.
 
@@ -76,23 +108,41 @@ def _label(method: str, layer: str) -> str:
     return f"{method} · {layer}" if layer else method
 
 
-def ranking(summary: dict, metric: str) -> pd.DataFrame:
-    """One row per method x layer, best ``metric`` first, then the two chance levels.
+#: What the sanity column says of a map the trust sweep did not check (core.trust covers fewer layers).
+NOT_CHECKED = "not checked"
 
-    Columns: map, method, layer, n_images, the metric's point/low/high, its paired difference
-    from the bright-bone map (diff, diff_low, diff_high) and beats_bright_bone.
+
+def ranking(summary: dict, metric: str, *, sanity: Mapping[tuple[str, str], str] | None = None,
+            same: Sequence[tuple[str, Sequence[str]]] = ()) -> pd.DataFrame:
+    """One row per distinct map (method x layer), best ``metric`` first, then the two chance levels.
+
+    Columns: map, method, layer, n_images, the metric's point/low/high, its paired difference from the
+    uniform map (diff, diff_low, diff_high; the chance level a map must beat) and beats_uniform, the same
+    against the bright-bone map (bright_diff..., beats_bright_bone), and ``sanity`` (core.eval.trust.sanity_by_map:
+    passes / fails / unclear / NOT_CHECKED). Methods in one set of ``same``
+    (core.eval.localization.coinciding_maps) are one map: a single row named "A = B = C · layer".
     """
+    merged = {(layer, method): methods for layer, methods in same for method in methods}
     records = []
     for group in summary["groups"]:
+        methods = merged.get((group["layer"], group["method"]))
+        if methods and group["method"] != methods[0]:
+            continue  # counted once, under the set's first method
         interval = group[metric]
-        difference = group.get("vs_bright_bone", {}).get(metric, {})
+        uniform = group.get("vs_uniform", {}).get(metric, {})
+        bright = group.get("vs_bright_bone", {}).get(metric, {})
+        name = " = ".join(methods) if methods else group["method"]
         records.append({
-            "map": _label(group["method"], group["layer"]), "method": group["method"], "layer": group["layer"],
+            "map": _label(name, group["layer"]), "method": group["method"], "layer": group["layer"],
             "n_images": group["n_images"], "point": interval["point"], "low": interval["low"],
-            "high": interval["high"], "diff": difference.get("point"), "diff_low": difference.get("low"),
-            "diff_high": difference.get("high"),
+            "high": interval["high"], "diff": uniform.get("point"), "diff_low": uniform.get("low"),
+            "diff_high": uniform.get("high"), "beats_uniform": group.get("beats_uniform", {}).get(metric),
+            "bright_diff": bright.get("point"), "bright_diff_low": bright.get("low"),
+            "bright_diff_high": bright.get("high"),
             "beats_bright_bone": group.get("beats_bright_bone", {}).get(metric),
             "chance": group["method"] in localization.BASELINES,
+            "sanity": "" if group["method"] in localization.BASELINES
+            else (sanity or {}).get((group["method"], group["layer"]), NOT_CHECKED),
         })
     table = pd.DataFrame(records)
     return table.sort_values(["chance", "point"], ascending=[True, False], kind="stable").reset_index(drop=True)
@@ -141,28 +191,47 @@ def interval_text(point: float | None, low: float | None, high: float | None) ->
 
 
 def verdict(table: pd.DataFrame, metric: str) -> tuple[bool, str]:
-    """Whether the best map beats the bright-bone map on ``metric`` (paired 95% CI above 0), in words."""
+    """The map to recommend: the best on ``metric`` among those that pass the sanity checks, and whether
+    it beats the uniform map (pointing anywhere: chance) by a paired 95% CI above 0, in words.
+
+    A map that fails the checks is not reading the model, however well it scores here, so it is never
+    recommended; the best map overall is named too when it is not the recommended one.
+    """
     maps = table[~table["chance"]]
-    bright = table[table["method"] == BRIGHT_BONE]
-    if maps.empty or bright.empty:
-        return False, "The cache holds no CAM and bright-bone pair to compare."
-    best = maps.iloc[0]
-    name, figure = METRICS[metric][0].lower() + METRICS[metric][1:], float(bright["point"].iloc[0])
+    uniform = table[table["method"] == UNIFORM]
+    if maps.empty or uniform.empty:
+        return False, "The cache holds no CAM and uniform-map pair to compare."
+    name, chance = METRICS[metric][0].lower() + METRICS[metric][1:], float(uniform["point"].iloc[0])
+    passing = maps[maps["sanity"] == "passes"]
+    top = maps.iloc[0]
+    if passing.empty:
+        return False, (f"No map passes the sanity checks above, so none is recommended. The highest {name}, "
+                       f"{top['map']} ({top['point']:.3f}), is {top['sanity']} on them.")
+    best = passing.iloc[0]
     difference = (f"{best['diff']:+.3f} (95% CI {best['diff_low']:+.3f} to {best['diff_high']:+.3f})"
                   if best["diff"] is not None and pd.notna(best["diff_low"]) else "an undefined difference")
-    if bool(best["beats_bright_bone"]):
-        return True, (f"The best map, {best['map']}, beats the bright-bone baseline on {name}: "
-                      f"{best['point']:.3f} against {figure:.3f}, a paired difference of {difference}.")
-    return False, (f"The best map, {best['map']}, does not beat the bright-bone baseline on {name}: "
-                   f"{best['point']:.3f} against {figure:.3f} for the image's own brightness, a paired "
-                   f"difference of {difference}. On this measure the heat maps find the fracture no better "
-                   "than a map of dense bone would.")
+    beats = bool(best["beats_uniform"])
+    sentence = (f"Recommended: {best['map']}, the best {name} among the maps that pass the sanity checks "
+                f"({best['point']:.3f}); it {'beats' if beats else 'does not beat'} chance (the uniform map, "
+                f"{chance:.3f}) by a paired difference of {difference}.")
+    if top["map"] != best["map"]:
+        sentence += (f" The highest {name}, {top['map']} ({top['point']:.3f}), is not recommended: it "
+                     f"{'fails' if top['sanity'] == 'fails' else 'is ' + top['sanity'] + ' on'} the sanity checks.")
+    return beats, sentence
 
 
-def with_outcomes(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows with ``outcome`` (hit/miss) and ``model`` (right/wrong: P(abnormal) >= the card's threshold)."""
+#: ``model`` of a row the model is not scored on (core.model.card.out_of_scope_reason).
+NOT_SCORED = "not scored"
+
+
+def with_outcomes(rows: pd.DataFrame, card: Mapping | None = None) -> pd.DataFrame:
+    """Rows with ``outcome`` (hit/miss) and ``model``: right/wrong (P >= the card's threshold against the
+    fracture label) where core.model.card.out_of_scope_reason scores the model on FracAtlas's fracture label,
+    else NOT_SCORED (a model without a fracture output is never right or wrong about a fracture)."""
+    scored = rows["region"].map(lambda region: out_of_scope_reason(card or {}, str(region), FRACATLAS_LABEL) is None)
+    call = np.where(rows["probability"] >= rows["threshold"], "right", "wrong")  # every row is a fracture
     return rows.assign(outcome=np.where(rows["hit"] >= 0.5, "hit", "miss"),
-                       model=np.where(rows["probability"] >= rows["threshold"], "right", "wrong"))
+                       model=np.where(scored.astype(bool), call, NOT_SCORED))
 
 
 def confidence_table(rows: pd.DataFrame, *, bins: int = 4) -> pd.DataFrame:
@@ -175,10 +244,17 @@ def confidence_table(rows: pd.DataFrame, *, bins: int = 4) -> pd.DataFrame:
     return table.reset_index()
 
 
+#: Where the FracAtlas folder a user names on any page is kept for this session, so every page that
+#: draws FracAtlas pictures (Heat-map accuracy, Data map, the quiz) reads the same folder.
+FOLDER_KEY = "fracatlas_folder"
+
+
 def fracatlas_root(text: str | None = None) -> tuple[Path | None, str | None]:
-    """The FracAtlas folder to draw images from: ``text`` if given, else FRACATLAS_ROOT, else the
-    shipped samples; (root, None), or (None, one-sentence reason), or (None, None) when none is set."""
-    candidate = (text or "").strip() or os.environ.get("FRACATLAS_ROOT", "").strip()
+    """The FracAtlas folder to draw images from: ``text`` if given, else the one named on any page this
+    session, else FRACATLAS_ROOT, else the shipped samples; (root, None), or (None, one-sentence reason),
+    or (None, None) when none is set."""
+    candidate = ((text or "").strip() or str(st.session_state.get(FOLDER_KEY) or "").strip()
+                 or os.environ.get("FRACATLAS_ROOT", "").strip())
     if not candidate:
         if (SAMPLES_ROOT / fracatlas.LABELS_FILE).is_file():
             return SAMPLES_ROOT.resolve(), None
@@ -187,6 +263,28 @@ def fracatlas_root(text: str | None = None) -> tuple[Path | None, str | None]:
         return fracatlas.resolve_root(candidate), None
     except fracatlas.FracAtlasError as exc:
         return None, str(exc)
+
+
+def folder_input(key: str) -> tuple[Path | None, str | None]:
+    """The "FracAtlas folder" box: what the user types on one page is the folder of every page this session."""
+    if key not in st.session_state:
+        st.session_state[key] = str(st.session_state.get(FOLDER_KEY) or "")
+    text = st.text_input("FracAtlas folder for the pictures", key=key, placeholder="../shared/fracatlas",
+                         on_change=lambda: st.session_state.__setitem__(FOLDER_KEY, st.session_state[key]),
+                         help="The full FracAtlas download (labels.csv and images/). Empty: FRACATLAS_ROOT, else "
+                              "the few FracAtlas radiographs shipped with the app.")
+    return fracatlas_root(text)
+
+
+def image_root(file: str) -> Path | None:
+    """The folder that holds a FracAtlas image: the user's FracAtlas folder (fracatlas_root), else the
+    app's shipped samples; None when neither has it."""
+    root, _ = fracatlas_root()
+    samples = SAMPLES_ROOT if (SAMPLES_ROOT / fracatlas.LABELS_FILE).is_file() else None
+    for candidate in (root, samples):
+        if candidate is not None and fracatlas.image_file(candidate, file).is_file():
+            return candidate
+    return None
 
 
 @st.cache_data(show_spinner=False)

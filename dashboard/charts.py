@@ -25,6 +25,8 @@ __all__ = [
     "CELL_NAMES",
     "Interval",
     "group_label",
+    "TRAINED_POOL",
+    "UPPER_LIMB_POOL",
     "format_interval",
     "MIN_CASES",
     "MIN_PER_CLASS",
@@ -61,10 +63,18 @@ _CLASSES = ["Normal", "Abnormal"]
 _DASHES = ("solid", "dash", "dot", "dashdot")
 
 
-def group_label(group: str) -> str:
-    """'XR_HUMERUS' -> 'Humerus', 'overall' -> 'All body parts', FracAtlas 'hand' -> 'Hand/wrist/forearm'."""
+#: What "overall" pools on MURA pages: the body parts the model was trained on, the one headline definition
+#: on every page and in the report (issue 27). Pages showing another pool pass its own words as ``pool``.
+TRAINED_POOL = "All trained body parts"
+#: FracAtlas's pool: every upper-limb image (no FracAtlas region is a trained body part).
+UPPER_LIMB_POOL = "All upper-limb images"
+
+
+def group_label(group: str, pool: str = TRAINED_POOL) -> str:
+    """'XR_HUMERUS' -> 'Humerus', 'overall' -> ``pool`` (the trained body parts unless said otherwise),
+    FracAtlas 'hand' -> 'Hand/wrist/forearm'."""
     if group == OVERALL:
-        return "All body parts"
+        return pool
     if group in REGION_LABELS:
         return REGION_LABELS[group].capitalize()
     return group.removeprefix("XR_").replace("_", " ").capitalize()
@@ -114,12 +124,12 @@ def _colours(groups: list[str]) -> dict[str, str]:
 
 def _threshold_text(thresholds: Mapping[str, float | None], group: str) -> str:
     value = thresholds.get(group)
-    return "each body part at its own threshold" if value is None else f"threshold {value:.2f}"
+    return "each body part at its own threshold" if value is None else f"threshold {value:.3f}"
 
 
 def _operating_point_traces(
     colours: Mapping[str, str], confusions: Mapping[str, Confusion], thresholds: Mapping[str, float | None],
-    x_key: str, y_key: str, drawn: set[str],
+    x_key: str, y_key: str, drawn: set[str], pool: str = TRAINED_POOL,
 ) -> list[dict]:
     """One diamond per drawn curve at its group's current operating point, in the curve's legend group."""
     traces = []
@@ -133,9 +143,9 @@ def _operating_point_traces(
             "type": "scatter", "x": [point[x_key]], "y": [point[y_key]], "mode": "markers",
             "marker": {"symbol": "diamond", "size": 12, "color": colours[group],
                        "line": {"width": 1.5, "color": "white"}},
-            "legendgroup": group, "showlegend": False, "name": f"{group_label(group)} operating point",
+            "legendgroup": group, "showlegend": False, "name": f"{group_label(group, pool)} operating point",
             "hovertemplate": (
-                f"{group_label(group)}, {_threshold_text(thresholds, group)}<br>"
+                f"{group_label(group, pool)}, {_threshold_text(thresholds, group)}<br>"
                 f"sensitivity {confusion.sensitivity:.3f}<br>"
                 + ("" if confusion.specificity is None else f"specificity {confusion.specificity:.3f}<br>")
                 + f"TP {confusion.tp} · FP {confusion.fp} · FN {confusion.fn} · TN {confusion.tn}<extra></extra>"
@@ -162,6 +172,7 @@ def roc_figure(
     auc_intervals: Mapping[str, Interval | None] | None = None,
     *,
     title: str = "ROC",
+    pool: str = TRAINED_POOL,
 ) -> go.Figure:
     """ROC curve per group with its AUC (and 95% CI when given) in the legend, and a diamond at
     each group's operating point; ``thresholds`` label the diamonds (None: per body part)."""
@@ -175,11 +186,11 @@ def roc_figure(
         traces.append({
             "type": "scatter", "x": curve.fpr, "y": curve.tpr, "mode": "lines",
             "line": {"color": colours[group], "width": 2}, "legendgroup": group,
-            "name": f"{group_label(group)} · AUC {format_interval(interval)}", "customdata": curve.thresholds,
+            "name": f"{group_label(group, pool)} · AUC {format_interval(interval)}", "customdata": curve.thresholds,
             "hovertemplate": "threshold %{customdata:.3f}<br>FPR %{x:.3f} · TPR %{y:.3f}<extra></extra>",
         })
     drawn = {group for group, curve in curves.items() if curve.auc is not None}
-    traces += _operating_point_traces(colours, confusions, thresholds, "fpr", "tpr", drawn)
+    traces += _operating_point_traces(colours, confusions, thresholds, "fpr", "tpr", drawn, pool)
     return _square_figure(traces, title, "1 − specificity (false-positive rate)", "Sensitivity")
 
 
@@ -190,6 +201,7 @@ def pr_figure(
     ap_intervals: Mapping[str, Interval | None] | None = None,
     *,
     title: str = "Precision–recall",
+    pool: str = TRAINED_POOL,
 ) -> go.Figure:
     """Precision–recall curve per group with its average precision (and CI when given) in the
     legend, the abnormal prevalence as a dotted baseline, and each group's operating point."""
@@ -202,7 +214,7 @@ def pr_figure(
         traces.append({
             "type": "scatter", "x": curve.recall, "y": curve.precision, "mode": "lines", "line_shape": "hv",
             "line": {"color": colours[group], "width": 2}, "legendgroup": group,
-            "name": f"{group_label(group)} · AP {format_interval(interval)}",
+            "name": f"{group_label(group, pool)} · AP {format_interval(interval)}",
             # sklearn's curve ends at recall 0 with precision 1 and no threshold: pad to align.
             "customdata": np.append(curve.thresholds, np.nan),
             "hovertemplate": "threshold %{customdata:.3f}<br>recall %{x:.3f} · precision %{y:.3f}<extra></extra>",
@@ -212,11 +224,11 @@ def pr_figure(
             traces.append({
                 "type": "scatter", "x": [0, 1], "y": [prevalence, prevalence], "mode": "lines",
                 "legendgroup": group, "line": {"dash": "dot", "color": colours[group], "width": 1},
-                "showlegend": False, "name": f"{group_label(group)} prevalence",
-                "hovertemplate": f"{group_label(group)}: share abnormal {prevalence:.3f}<extra></extra>",
+                "showlegend": False, "name": f"{group_label(group, pool)} prevalence",
+                "hovertemplate": f"{group_label(group, pool)}: share abnormal {prevalence:.3f}<extra></extra>",
             })
     drawn = {group for group, curve in curves.items() if curve.average_precision is not None}
-    traces += _operating_point_traces(colours, confusions, thresholds, "tpr", "precision", drawn)
+    traces += _operating_point_traces(colours, confusions, thresholds, "tpr", "precision", drawn, pool)
     return _square_figure(traces, title, "Recall (sensitivity)", "Precision (PPV)")
 
 
@@ -264,20 +276,19 @@ def confusion_figure(confusion: Confusion, *, title: str = "", selected: str | N
 
 def selected_cell(event: Mapping[str, Any] | None) -> str | None:
     """The cell a Streamlit plotly selection event picked on a :func:`confusion_figure`, if any."""
-    if not event:
-        return None
-    selection = event.get("selection") or {}
-    for point in selection.get("points") or []:
-        cell = point.get("customdata")
+    selection = event.get("selection") if isinstance(event, Mapping) else None
+    points = selection.get("points") if isinstance(selection, Mapping) else None
+    for point in points if isinstance(points, list) else []:  # from the browser: anything may come
+        cell = point.get("customdata") if isinstance(point, Mapping) else None
         if isinstance(cell, list):
             cell = cell[0] if cell else None
-        if cell in CELLS:
+        if isinstance(cell, str) and cell in CELLS:
             return cell
     return None
 
 
 def reliability_figure(bins: Mapping[str, tuple[pd.DataFrame, float | None]], *,
-                       title: str = "Calibration") -> go.Figure:
+                       title: str = "Calibration", pool: str = TRAINED_POOL) -> go.Figure:
     """Reliability diagram: observed share abnormal against mean predicted probability per bin,
     with each group's ECE in the legend, above a bar chart of how many cases fall in each bin."""
     colours = _colours(list(bins))
@@ -290,13 +301,13 @@ def reliability_figure(bins: Mapping[str, tuple[pd.DataFrame, float | None]], *,
         traces.append({
             "type": "scatter", "x": table["mean_predicted"], "y": table["fraction_positive"],
             "mode": "lines+markers", "line": {"color": colours[group]}, "legendgroup": group,
-            "name": f"{group_label(group)} · ECE {ece_text}", "customdata": table["count"],
+            "name": f"{group_label(group, pool)} · ECE {ece_text}", "customdata": table["count"],
             "hovertemplate": "mean predicted %{x:.3f}<br>share abnormal %{y:.3f}<br>%{customdata} cases<extra></extra>",
         })
         traces.append({
             "type": "bar", "x": (table["bin_low"] + table["bin_high"]) / 2, "y": table["count"],
             "width": (table["bin_high"] - table["bin_low"]) * 0.9, "marker": {"color": colours[group]},
-            "opacity": 0.45, "legendgroup": group, "showlegend": False, "name": f"{group_label(group)} count",
+            "opacity": 0.45, "legendgroup": group, "showlegend": False, "name": f"{group_label(group, pool)} count",
             "hovertemplate": "%{y} cases<extra></extra>", "xaxis": "x2", "yaxis": "y2",
         })
     return go.Figure(data=traces, layout={

@@ -17,10 +17,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.data import fracatlas
 from core.datamap import embeddings
 from core.eval.evaluation import REGION_LABELS
-from core.model.card import card_thresholds, threshold_for
+from core.model.card import FRACATLAS_LABEL, MURA_LABEL, card_thresholds, out_of_scope_reason, threshold_for
 from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
 from dashboard import accuracy, state, studies, views
 
@@ -56,6 +55,9 @@ _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#
 _FIXED_COLOURS = {"TP": "#2ca02c", "TN": "#1f77b4", "FP": "#ff7f0e", "FN": "#d62728", "abnormal": "#d62728",
                   "normal": "#1f77b4", "fracture": "#ff7f0e", "no fracture": "#17becf",
                   "called abnormal": "#d62728", "called normal": "#1f77b4", "n/a": "#c7c7c7"}
+#: The call and error type of an image the model is not scored on (core.model.card.out_of_scope_reason).
+NOT_SCORED = "out of scope (not scored)"
+_FIXED_COLOURS[NOT_SCORED] = "#c7c7c7"
 
 
 class CacheMissing(LookupError):
@@ -127,7 +129,8 @@ def _mura_rows(predictions: pd.DataFrame, thresholds: dict[str, float], dataset:
     return pd.DataFrame({
         "dataset": dataset, "key": predictions["path"], "study": predictions["study_path"],
         "body_part": predictions["study_type"].str.removeprefix("XR_").str.lower(),
-        "study_type": predictions["study_type"], "label": predictions["label"].astype(int),
+        "study_type": predictions["study_type"], "scope_part": predictions["study_type"], "scope_label": MURA_LABEL,
+        "label": predictions["label"].astype(int),
         "label_text": np.where(predictions["label"] == 1, "abnormal", "normal"),
         "probability": predictions["probability"], "study_probability": study_probability,
         "threshold": [threshold_for(thresholds, t) for t in predictions["study_type"]], "hardware": "n/a"})
@@ -138,7 +141,8 @@ def _fracatlas_rows(predictions: pd.DataFrame, thresholds: dict[str, float]) -> 
     return pd.DataFrame({
         "dataset": "fracatlas", "key": predictions["file"], "study": predictions["file"],
         "body_part": predictions["region"].map(REGION_LABELS).fillna(predictions["region"]),
-        "study_type": None, "label": predictions["fractured"].astype(int),
+        "study_type": None, "scope_part": predictions["region"], "scope_label": FRACATLAS_LABEL,
+        "label": predictions["fractured"].astype(int),
         "label_text": np.where(predictions["fractured"] == 1, "fracture", "no fracture"),
         "probability": predictions["probability"], "study_probability": predictions["probability"],
         "threshold": threshold, "hardware": np.where(predictions["hardware"] == 1, "hardware", "no hardware")})
@@ -147,7 +151,8 @@ def _fracatlas_rows(predictions: pd.DataFrame, thresholds: dict[str, float]) -> 
 @st.cache_data(show_spinner="Joining the map with the cached predictions…", max_entries=4)
 def _map_table(model: str, versions: tuple[int, ...]) -> pd.DataFrame:
     files = ModelArtifacts.of(model)
-    thresholds = card_thresholds(state.read_card(model))
+    card = state.read_card(model) or {}
+    thresholds = card_thresholds(card)
     parts = []
     for dataset, name in (("mura_train", TRAIN_HOLDOUT), ("mura_valid", "valid")):
         if files.predictions(name).is_file():
@@ -162,6 +167,16 @@ def _map_table(model: str, versions: tuple[int, ...]) -> pd.DataFrame:
     table["prediction"] = np.where(called, "called abnormal", "called normal")
     table["error"] = np.select([called & positive, called & ~positive, ~called & positive], ["TP", "FP", "FN"], "TN")
     table.loc[table["probability"].isna(), ["prediction", "error"]] = "n/a"
+    # One rule (issue 27): no call and no error type where the model was not trained on the body part or the
+    # label (FracAtlas's fracture is not MURA's abnormal; leg/hip and wrist never); a scored fracture label
+    # keeps its own error types, apart from MURA's.
+    scored = pd.Series([out_of_scope_reason(card, None if pd.isna(part) else str(part), str(label)) is None
+                        for part, label in zip(table["scope_part"], table["scope_label"], strict=True)],
+                       index=table.index, dtype=bool)
+    fracture = scored & (table["scope_label"] == FRACATLAS_LABEL) & (table["error"] != "n/a")
+    table.loc[fracture, "error"] = table.loc[fracture, "error"] + " (fracture)"
+    table.loc[~scored & table["probability"].notna(), ["prediction", "error"]] = NOT_SCORED
+    table.loc[~scored, "threshold"] = np.nan  # no threshold judges them
     table["dataset_label"] = table["dataset"].map(DATASET_LABELS)
     issues = read_label_issues(model)
     flagged = set() if issues is None else set(issues.loc[issues["label_issue"], "study_path"])
@@ -240,18 +255,26 @@ def map_figure(model: str, colour: str, projection: str = "umap") -> go.Figure:
     return _figure(model, versions, colour, projection)
 
 
-def selected_rows(event: Any) -> list[int]:
-    """Row numbers of :func:`map_table` picked by a box, lasso or click on :func:`map_figure`."""
+def selected_rows(event: Any, rows: int) -> list[int]:
+    """Row numbers of :func:`map_table` (of ``rows`` rows) picked by a box, lasso or click on
+    :func:`map_figure`. The event comes from the browser, so anything but a whole row number in
+    range is ignored (a crafted -1 must not pick the last row, nor text stop the page)."""
     try:
         points = event["selection"]["points"]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, IndexError):
         return []
-    rows = []
-    for point in points:
+    picked = set()
+    for point in points if isinstance(points, list) else []:
         data = point.get("customdata") if isinstance(point, dict) else None
-        if data:
-            rows.append(int(float(data[0])))
-    return sorted(set(rows))
+        if not isinstance(data, list) or not data or isinstance(data[0], bool):
+            continue
+        try:
+            value = float(data[0])
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if value.is_integer() and 0 <= value < rows:
+            picked.add(int(value))
+    return sorted(picked)
 
 
 def similar_table(model: str, study: str, k: int = 6) -> pd.DataFrame | None:
@@ -296,16 +319,16 @@ def show_similar_studies(model: str, study_ref: str | None, *, key: str, k: int 
                                                                                                format="%.3f")})
 
 
-def _views(study: str, dataset: str, mura_root: Path | None,
-           atlas_root: Path | None) -> tuple[list[tuple[str, np.ndarray]], str | None, str | None]:
-    """(views, study type, why not) of a map study, read from the user's data folders."""
+def _views(study: str, dataset: str, mura_root: Path | None) -> tuple[list[tuple[str, np.ndarray]], str | None,
+                                                                     str | None]:
+    """(views, study type, why not) of a map study, read from the user's data folders (FracAtlas: the
+    folder the other pages use, else the app's shipped samples)."""
     if dataset == "fracatlas":
-        if atlas_root is None:
-            return [], None, "FracAtlas images need a FracAtlas folder (FRACATLAS_ROOT)."
-        pixels = accuracy.image_pixels(atlas_root, study) if fracatlas.image_file(atlas_root, study).is_file() \
-            else None
+        atlas_root = accuracy.image_root(study)
+        pixels = None if atlas_root is None else accuracy.image_pixels(atlas_root, study)
         if pixels is None:
-            return [], None, f"{study} is not in the FracAtlas folder {atlas_root.name}."
+            return [], None, (f"{Path(study).name} is not among the FracAtlas radiographs shipped with the app: "
+                              "name the full FracAtlas folder (the box above, or on Heat-map accuracy) to see it.")
         return [(Path(study).name, pixels)], None, None
     if mura_root is None:
         return [], None, "MURA images are read from your own copy: set the MURA folder in the sidebar."
@@ -320,7 +343,6 @@ def show_studies(rows: pd.DataFrame, *, key: str, cams: bool, limit: int = MAX_G
     """Draw the first ``limit`` studies of ``rows`` (columns ``study``, ``dataset``, and optionally
     ``label_text``/``study_probability``) with their views, and CAMs when ``cams``."""
     mura_root = state.current_mura_root()
-    atlas_root, _ = accuracy.fracatlas_root()
     loaded = state.current_model() if cams else None
     for row in rows.head(limit).itertuples():
         facts = [DATASET_LABELS.get(row.dataset, row.dataset)]
@@ -329,7 +351,7 @@ def show_studies(rows: pd.DataFrame, *, key: str, cams: bool, limit: int = MAX_G
         if hasattr(row, "study_probability"):
             facts.append(f"cached P(abnormal) {row.study_probability:.3f}")
         st.markdown(f"**{row.study}** · " + " · ".join(facts))
-        pictures, study_type, problem = _views(row.study, row.dataset, mura_root, atlas_root)
+        pictures, study_type, problem = _views(row.study, row.dataset, mura_root)
         if problem:
             st.caption(problem)
             continue
@@ -341,6 +363,45 @@ def show_studies(rows: pd.DataFrame, *, key: str, cams: bool, limit: int = MAX_G
             views.show_study_views(loaded, pictures, study_type=study_type)
         if st.button("Open in Explain", key=f"{key}_open_{row.study}"):
             views.open_in_explain(_study_ref(row.study, row.dataset))
+
+
+def group_members(model: str, group_rows: pd.DataFrame) -> pd.DataFrame:
+    """The images of one near-duplicate group (rows of the duplicates table) with their labels."""
+    labels = map_table(model)[["dataset", "key", "label_text"]]
+    return group_rows.merge(labels, on=["dataset", "key"], how="left")
+
+
+def label_conflict(members: pd.DataFrame) -> str | None:
+    """One sentence when copies of one radiograph carry different labels of one dataset family (MURA's
+    normal/abnormal, FracAtlas's fracture/no fracture); None when they agree."""
+    family = np.where(members["dataset"] == "fracatlas", "FracAtlas", "MURA")
+    for name, rows in members.groupby(family):
+        labels = rows["label_text"].dropna()
+        if labels.nunique() > 1:
+            said = "; ".join(f"{label} in {', '.join(DATASET_LABELS.get(d, d) for d in sorted(set(part['dataset'])))}"
+                             for label, part in rows.groupby("label_text"))
+            return (f"Label conflict: these near-copies carry different {name} labels ({said}). One of the labels "
+                    "is probably wrong, or the copies are not the same radiograph.")
+    return None
+
+
+def show_group(members: pd.DataFrame) -> None:
+    """A near-duplicate group side by side, each image with its dataset and label; a conflict stands out."""
+    conflict = label_conflict(members)
+    if conflict:
+        st.error(conflict, icon=":material/compare:")
+    mura_root = state.current_mura_root()
+    for start in range(0, len(members), 4):
+        chunk = members.iloc[start:start + 4]
+        for column, row in zip(st.columns(4), chunk.itertuples(), strict=False):
+            pictures, _type, problem = _views(row.study, row.dataset, mura_root)
+            name = Path(row.key).name
+            picture = next((pixels for view, pixels in pictures if view == name), None)
+            caption = f"{DATASET_LABELS.get(row.dataset, row.dataset)} · label {row.label_text} · {row.study}"
+            if picture is None:
+                column.caption(f"{caption}: {problem or 'not in your folder'}")
+            else:
+                column.image(picture, caption=caption, width="stretch")
 
 
 def similar_picker(model: str, refs: pd.Series, *, key: str, k: int = 6) -> None:

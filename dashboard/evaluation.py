@@ -26,7 +26,7 @@ import streamlit as st
 from core.eval import metrics
 from core.eval.evaluation import FRACATLAS, fracatlas_stratum, region_thresholds
 from core.eval.metrics import BootstrapInterval, Confusion, PrCurve, RocCurve
-from core.model.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for
+from core.model.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
 from core.store.artifacts import ModelArtifacts
 from dashboard import charts, navigation, state
 from dashboard.charts import CELLS, OVERALL, group_label
@@ -57,6 +57,9 @@ __all__ = [
 ]
 
 MURA_VALID = "valid"
+#: MURA's stratum of the body parts the model was trained on: the pool every page's headline uses (issue 27);
+#: "all" keeps every evaluated body part (Error analysis lists the others apart).
+TRAINED = "trained"
 DATASET_LABELS = {MURA_VALID: "MURA valid/ (the test set)", FRACATLAS: "FracAtlas (external, fracture label)"}
 LEVEL_LABELS = {"study": "Study (mean of its views, as in MURA)", "image": "Image (each view alone)"}
 PER_BODY_PART = "per body part"
@@ -97,19 +100,45 @@ def evaluation_table(model: str, dataset: str = MURA_VALID, stratum: str = "all"
     """The cached per-image predictions of ``dataset`` in core.eval.metrics' shape (FracAtlas: the upper-limb
     images of ``stratum``), or None when the evaluation has not been run."""
     predictions = state.read_predictions(model, dataset)
-    if predictions is None or dataset != FRACATLAS:
-        return predictions
-    return fracatlas_stratum(predictions, stratum)
+    if predictions is None:
+        return None
+    if dataset == FRACATLAS:
+        return fracatlas_stratum(predictions, stratum)
+    trained = trained_study_types(state.read_card(model) or {}) if stratum == TRAINED else []
+    return predictions[predictions["study_type"].isin(trained)] if trained else predictions
 
 
 def cached_metrics(model: str, dataset: str = MURA_VALID, stratum: str = "all") -> dict | None:
     """The cached metrics in metrics_valid.json's shape (levels -> groups); for FracAtlas the image
     level of ``stratum`` with the file's thresholds and resample count."""
     cached = state.read_metrics(model, dataset)
-    if cached is None or dataset != FRACATLAS:
-        return cached
+    if cached is None:
+        return None
+    if dataset != FRACATLAS:
+        return trained_pool_metrics(cached, trained_study_types(state.read_card(model) or {})) \
+            if stratum == TRAINED else cached
     return {"image": cached.get(stratum) or {}, "thresholds": cached.get("thresholds", {}),
             "n_boot": cached.get("n_boot")}
+
+
+def trained_pool_metrics(cached: Mapping, trained: list[str]) -> dict:
+    """metrics_valid.json narrowed to the trained body parts: their groups, and their pool (the file's
+    ``"trained"`` entry) as "overall"; with no pool cached, "overall" stays only if it holds no other part."""
+    if not trained:
+        return dict(cached)
+    pool = cached.get("trained") or {}
+    narrowed = dict(cached)
+    for level in metrics.LEVELS:
+        groups = cached.get(level)
+        if not isinstance(groups, Mapping):
+            continue
+        kept = {group: summary for group, summary in groups.items() if group in trained}
+        if pool.get(level):
+            kept = {OVERALL: pool[level]} | kept
+        elif OVERALL in groups and set(groups) - {OVERALL} <= set(trained):
+            kept = {OVERALL: groups[OVERALL]} | kept
+        narrowed[level] = kept
+    return narrowed
 
 
 def fracatlas_threshold_defaults(card: Mapping | None) -> dict[str, float]:
@@ -155,7 +184,8 @@ def _reliability_chart(model: str, level: str, groups: tuple[str, ...], version:
                        dataset: str = MURA_VALID, stratum: str = "all") -> go.Figure:
     evaluated = _level_evaluation(model, level, version, dataset, stratum)
     return charts.reliability_figure({group: evaluated.calibration[group] for group in groups},
-                                     title=f"Reliability diagram ({level} level, 10 equal-width bins)")
+                                     title=f"Reliability diagram ({level} level, 10 equal-width bins)",
+                                     pool=charts.UPPER_LIMB_POOL if dataset == FRACATLAS else charts.TRAINED_POOL)
 
 
 def reliability_chart(model: str, level: str, groups: list[str], dataset: str = MURA_VALID,
@@ -208,7 +238,7 @@ def threshold_controls(model: str, card: Mapping | None, *, scope: str,
     thresholds = {_OTHER: defaults[_OTHER]}
     for column, (group, label, default) in zip(st.columns(len(sliders)), sliders, strict=True):
         key = _threshold_key(model, group)
-        value = float(column.slider(label, 0.0, 1.0, step=0.01,
+        value = float(column.slider(label, 0.0, 1.0, step=0.01, format="%.3f",
                                     **navigation.kept_widget(f"{scope}:{key}", _kept_key(key), default)))
         thresholds[_OTHER if group == GLOBAL else group] = value
     st.button("Reset to the model card's thresholds", on_click=_reset, args=(model, defaults),

@@ -24,7 +24,7 @@ from core.eval.metrics import MetricsInputError, RocCurve
 from core.model.card import ModelCardError, card_thresholds, trained_study_types
 from core.store.artifacts import EvaluationMismatchError, ModelArtifacts
 from dashboard import navigation, state, studies, views
-from dashboard.charts import OVERALL, group_label
+from dashboard.charts import OVERALL, TOO_FEW, group_label, too_few
 from dashboard.markup import escape_markdown
 
 __all__ = [
@@ -61,7 +61,12 @@ def _comparison(model_a: str, model_b: str,
     tables = [state.read_predictions(model, _DATASET) for model in (model_a, model_b)]
     if any(table is None for table in tables):
         return None
+    # One rule (issue 27): only the body parts the page's model was trained on are compared, and "overall"
+    # is their pool, the figure Overview and the report give.
+    trained = trained_study_types(state.read_card(model_a) or {})
     studies_a, studies_b = (metrics.study_table(table) for table in tables)
+    if trained:
+        studies_a, studies_b = (t[t["study_type"].isin(trained)] for t in (studies_a, studies_b))
     paired = compare.paired_studies(studies_a, studies_b)
     groups = {OVERALL: paired} | dict(iter(paired.groupby("study_type")))
     roc = {group: (metrics.roc_curve_points(rows["label"], rows["probability"]),
@@ -83,22 +88,31 @@ def comparison(model_a: str, model_b: str) -> Comparison | None:
     return _comparison(model_a, model_b, versions)
 
 
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def difference_table(report: dict[str, dict], model_a: str, model_b: str) -> pd.DataFrame:
-    """core.compare's report as the page shows it: one row per body part, all body parts first."""
+    """core.compare's report as the page shows it: one row per body part, the pool first, as text.
+
+    The rule of every table (dashboard.charts.too_few): a group with too few studies, or too few of
+    either class, shows TOO_FEW instead of an AUROC, a difference or an interval ("0.000 (0.000-0.000)"
+    from four studies says nothing).
+    """
     groups = [OVERALL] + sorted(group for group in report if group != OVERALL)
     rows = []
     for group in groups:
         entry, difference = report[group], report[group]["difference"]
         low, high = difference["low"], difference["high"]
+        few = too_few(entry["studies"], entry.get("abnormal"))
         rows.append({
             "Body part": group_label(group),
             "Studies": entry["studies"],
-            f"AUROC {model_a}": entry["auroc_a"],
-            f"AUROC {model_b}": entry["auroc_b"],
-            "Difference (A − B)": difference["point"],
-            "95% CI low": low,
-            "95% CI high": high,
-            "CI excludes 0": "—" if low is None or high is None else ("yes" if low > 0 or high < 0 else "no"),
+            f"AUROC {model_a}": TOO_FEW if few else _number(entry["auroc_a"]),
+            f"AUROC {model_b}": TOO_FEW if few else _number(entry["auroc_b"]),
+            "Difference (A − B)": TOO_FEW if few else _number(difference["point"]),
+            "95% CI": TOO_FEW if few else ("—" if low is None or high is None else f"{low:.3f} to {high:.3f}"),
+            "CI excludes 0": "—" if few or low is None or high is None else ("yes" if low > 0 or high < 0 else "no"),
         })
     return pd.DataFrame(rows)
 
@@ -229,8 +243,6 @@ def compare_section(model: str, dataset: str) -> None:
     st.markdown(f"**AUROC difference per body part** (A − B, with a paired bootstrap 95% CI: "
                 f"{metrics.DEFAULT_N_BOOT} resamples of the studies both evaluated, as `python -m core.compare` "
                 "computes it; a CI that excludes 0 is a difference the resampling does not explain away)")
-    number = st.column_config.NumberColumn(format="%.3f")
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={name: number for name in table.columns[2:7]})
+    st.dataframe(table, hide_index=True, width="stretch")
     table = disagreements(paired, card_thresholds(card_a), card_thresholds(card_b), model, other)
     _show_disagreements(table, model, other, len(paired))

@@ -17,6 +17,7 @@ model is run once for the case (cached).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -29,13 +30,13 @@ from streamlit_image_coordinates import streamlit_image_coordinates
 from core.cam.explain import DEFAULT_METHOD, METHODS
 from core.cam.overlay import overlay
 from core.data import fracatlas
-from core.eval import metrics, quiz
+from core.eval import metrics, quiz, trust
 from core.eval.evaluation import FRACATLAS, REGION_LABELS, region_thresholds
 from core.eval.localization import TOLERANCE_PX
 from core.model.card import card_thresholds, trained_study_types
 from core.model.checkpoint import LoadedModel
 from core.store.artifacts import CachePairError, EvaluationMismatchError, file_version
-from dashboard import accuracy, state, studies, views
+from dashboard import accuracy, state, studies, trust_view, views
 from dashboard.charts import group_label
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "current_run",
     "start_run",
     "set_point",
+    "click_point",
     "show_score",
     "show_question",
     "agreement_table",
@@ -121,16 +123,21 @@ def _body_part(case: quiz.QuizCase) -> str:
 
 
 def quiz_map(model: str, loaded: LoadedModel) -> tuple[str, str | None]:
-    """(method, layer) of the model's map: the cached sweep's best fast map by hit rate, else GradCAM
-    on the default layer. The quiz shows the model at its best at pointing, not at its most common."""
+    """(method, layer) of the model's map: the cached sweep's best fast map by hit rate among those that
+    pass the sanity checks, else GradCAM on the default layer. The quiz shows the model at its best at
+    pointing with a map that reads the model, not at its most common."""
     try:
         sweep = accuracy.cached_sweep(model)
     except CachePairError:
         sweep = None
     if sweep is not None:
-        table = accuracy.ranking(sweep.summary, "hit")
+        try:
+            checked = trust_view.cached_trust(model)
+        except CachePairError:
+            checked = None
+        table = accuracy.ranking(sweep.summary, "hit", sanity=trust.sanity_by_map(checked and checked.summary))
         usable = table[~table["chance"] & table["method"].map(lambda m: m in METHODS and not METHODS[m].slow)
-                       & table["layer"].isin(list(loaded.cam_layers))]
+                       & table["layer"].isin(list(loaded.cam_layers)) & (table["sanity"] == "passes")]
         if not usable.empty:
             return str(usable["method"].iloc[0]), str(usable["layer"].iloc[0])
     return DEFAULT_METHOD, loaded.config.default_cam_layer
@@ -165,7 +172,8 @@ def _fracatlas_pool(model: str, card: dict) -> tuple[list[quiz.QuizCase], str | 
         shares = _outline_shares(str(root), file_version(root / fracatlas.COCO_FILE))
     except fracatlas.FracAtlasError as exc:
         return [], str(exc)
-    return quiz.fracatlas_cases(images, shares, region_thresholds(card), _cached_predictions(model, FRACATLAS)), None
+    return quiz.fracatlas_cases(images, shares, region_thresholds(card), _cached_predictions(model, FRACATLAS),
+                                card=card), None
 
 
 def _mura_pool(model: str, card: dict) -> tuple[list[quiz.QuizCase], str | None]:
@@ -183,7 +191,7 @@ def _mura_pool(model: str, card: dict) -> tuple[list[quiz.QuizCase], str | None]
     table = table[table["study_type"].isin(trained)]
     if table.empty:
         return [], "The MURA folder holds no valid/ study of the body parts the model was trained on."
-    return quiz.mura_cases(table, card_thresholds(card)), None
+    return quiz.mura_cases(table, card_thresholds(card), card=card), None
 
 
 def case_pool(model: str, card: dict, source: str) -> tuple[list[quiz.QuizCase], str | None]:
@@ -247,12 +255,26 @@ def set_point(x: float | None, y: float | None, shape: tuple[int, int]) -> None:
     st.session_state[X_KEY], st.session_state[Y_KEY] = point
 
 
+def click_point(value: object, shape: tuple[int, int]) -> tuple[float, float] | None:
+    """The image pixel of the component's click (its value is in displayed pixels), or None when the
+    value is not a click inside the picture: it comes from the browser, and a crafted one (text,
+    NaN, infinity, a zero width) must be ignored, not stop the page."""
+    if not isinstance(value, dict):
+        return None
+    numbers = [value.get(key) for key in ("x", "y", "width", "height")]
+    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in numbers):
+        return None
+    x, y, shown_width, shown_height = numbers
+    if shown_width <= 0 or shown_height <= 0 or not (0 <= x <= shown_width and 0 <= y <= shown_height):
+        return None
+    height, width = shape
+    return x * width / shown_width, y * height / shown_height
+
+
 def _on_click(shape: tuple[int, int]) -> None:
-    """The component's value is in displayed pixels: scale it to the image's."""
-    value = st.session_state.get(_CLICK_KEY)
-    if value and value.get("width") and value.get("height"):
-        height, width = shape
-        set_point(value["x"] * width / value["width"], value["y"] * height / value["height"], shape)
+    point = click_point(st.session_state.get(_CLICK_KEY), shape)
+    if point is not None:
+        set_point(*point, shape)
 
 
 def _on_typed(shape: tuple[int, int]) -> None:
@@ -288,10 +310,14 @@ def show_score(run: QuizRun) -> None:
         return "—" if value is None else f"{part}/{whole} ({value:.0%})"
 
     columns[0].metric("Your calls right", share(totals.learner_right, totals.cases))
-    columns[1].metric("Model's calls right", share(totals.model_right, totals.cases))
+    columns[1].metric("Model's calls right", share(totals.model_right, totals.model_cases) if totals.model_cases
+                      or not totals.cases else "not scored",
+                      help="Only on cases of a body part and label the model was trained on; the others show its "
+                           "output for reference, not scored.")
     columns[2].metric("You found the fracture", share(totals.learner_found, totals.outlined),
                       help=f"Called it and pointed within {TOLERANCE_PX} px of the expert outline.")
-    columns[3].metric("Model found the fracture", share(totals.model_found, totals.outlined),
+    columns[3].metric("Model found the fracture", share(totals.model_found, totals.model_outlined)
+                      if totals.model_outlined or not totals.outlined else "not scored",
                       help=f"Called it, and its heat map's peak lies within {TOLERANCE_PX} px of the outline "
                            "(the pointing game of the Heat-map accuracy page).")
 
@@ -314,11 +340,11 @@ def show_question(run: QuizRun, view: CaseView) -> None:
             streamlit_image_coordinates(_mark(_rgb(pixels), point, _LEARNER_COLOUR), key=_CLICK_KEY,
                                         width="stretch", cursor="crosshair",
                                         on_click=lambda: _on_click(pixels.shape))
-            st.caption(f"{name}. {fracatlas.CREDIT}")
+            st.caption(fracatlas.CREDIT)  # no file name before the reveal: the Explain samples pair names with labels
         else:
             grid = st.columns(min(3, len(view.views)))
-            for index, (name, pixels) in enumerate(view.views):
-                grid[index % len(grid)].image(pixels, caption=name, width="stretch")
+            for index, (_name, pixels) in enumerate(view.views):
+                grid[index % len(grid)].image(pixels, caption=f"View {index + 1}", width="stretch")
             st.caption("MURA has no expert outlines, so only your call is scored on a MURA study.")
     with answer_column:
         reading = st.radio("Your reading", list(words), format_func=words.get, index=None, key=READING_KEY,
@@ -358,7 +384,7 @@ def _model_side(view: CaseView) -> tuple[float, list[np.ndarray | None], str, st
 def _answer(run: QuizRun, view: CaseView, learner_abnormal: bool, point: tuple[int, int] | None) -> None:
     probability, maps, _method, _layer = _model_side(view)
     result = quiz.judge(view.case, learner_abnormal=learner_abnormal, point=point, mask=view.mask,
-                        model_abnormal=probability >= view.case.threshold, heatmap=maps[0] if view.mask is not None
+                        model_abnormal=view.case.model_call(probability), heatmap=maps[0] if view.mask is not None
                         else None)
     run.results.append(result)
 
@@ -382,9 +408,9 @@ def agreement_table(result: quiz.CaseResult, words: dict[bool, str]) -> pd.DataF
                                                                   if result.learner_distance else ""))
          if result.outlined else "—",
          "Call right": _yes_no(result.learner_right)},
-        {"Reader": "Model", "Call": words[result.model_abnormal],
+        {"Reader": "Model", "Call": "not scored" if not result.model_scored else words[result.model_abnormal],
          "Pointed at the lesion": f"{_yes_no(result.map_hit)} (map's peak)" if result.outlined else "—",
-         "Call right": _yes_no(result.model_right)},
+         "Call right": _yes_no(result.model_right if result.model_scored else None)},
     ]
     return pd.DataFrame(rows)
 
@@ -418,8 +444,12 @@ def show_reveal(run: QuizRun, view: CaseView) -> None:
         legend += f"Magenta diamond: the map's peak. A point counts within {TOLERANCE_PX} px of the outline."
     if legend:
         st.caption(legend)
-    st.markdown(f"**Model:** P(abnormal) = {probability:.3f} against its threshold {case.threshold:.3f} for "
-                f"{_body_part(case)}: **{words[probability >= case.threshold].lower()}**.")
+    if case.threshold is None:
+        st.markdown(f"**Model:** P(abnormal) = {probability:.3f}, shown for reference; **not scored**. "
+                    f"{case.not_scored}")
+    else:
+        st.markdown(f"**Model:** P(abnormal) = {probability:.3f} against its threshold {case.threshold:.3f} for "
+                    f"{_body_part(case)}: **{words[probability >= case.threshold].lower()}**.")
     st.dataframe(agreement_table(result, words), hide_index=True, width="stretch")
     if case.source == "FracAtlas":
         st.caption("FracAtlas's label is *fracture*; the model was trained on MURA's broader *abnormal* "
@@ -432,6 +462,8 @@ def show_finished(run: QuizRun) -> None:
     """The end of a run: what the score means, and how to repeat it."""
     totals = quiz.score(run.results)
     st.subheader("Done")
-    st.markdown(f"You read {totals.cases} case(s) and called {totals.learner_right} right; the model "
-                f"{totals.model_right}. Another class can read the same sequence with **{run.source}**, difficulty "
-                f"**{run.difficulty}** and seed **{run.seed}**.")
+    model = (f"the model {totals.model_right} of the {totals.model_cases} it is scored on"
+             if totals.model_cases else "the model is not scored on these cases")
+    st.markdown(f"You read {totals.cases} case(s) and called {totals.learner_right} right; {model}. Another class "
+                f"can read the same sequence with **{run.source}**, difficulty **{run.difficulty}** and seed "
+                f"**{run.seed}**.")

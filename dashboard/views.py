@@ -100,15 +100,26 @@ def cam_controls(loaded: LoadedModel, *, key_prefix: str = "cam") -> CamSettings
     method = bar.selectbox("CAM method", list(METHODS), key=f"{key_prefix}_method",
                            format_func=lambda m: f"{m} (slow)" if METHODS[m].slow else m,
                            help="\n\n".join(f"**{name}**: {info.help}" for name, info in METHODS.items()))
-    default_layer = [loaded.config.default_cam_layer]
+    # A fracture-aware model opens on its fracture output, the one whose map is trained to find the lesion.
+    targets = (*(o for o in loaded.outputs if o != "abnormal"), "abnormal", "normal")
+    target = bar.radio("Explain the class", targets, horizontal=True, key=f"{key_prefix}_target",
+                       help="abnormal / normal: MURA's label (P(abnormal) or its complement). fracture: "
+                            "FracAtlas's label, for a model with a fracture output.")
+    default_layer = [loaded.config.cam_layer_for(target)]
+    # One layer choice per target: a layer off an output's path would give an empty map.
     layers = bar.multiselect("Target layer(s)", list(loaded.cam_layers), default=default_layer,
-                             key=f"{key_prefix}_layers", disabled=not METHODS[method].uses_layers,
+                             key=f"{key_prefix}_layers" + ("" if len(targets) == 2 else f"_{target}"),
+                             disabled=not METHODS[method].uses_layers,
                              format_func=short_layer_name,
                              help="Later layers give coarse, class-specific maps; earlier ones are sharper. "
                                   "Several layers are averaged.\n\n"
                                   + "\n".join(f"- **{short_layer_name(name)}**: {name}"
                                               for name in loaded.cam_layers)) or default_layer
-    target = bar.radio("Explain the class", ("abnormal", "normal"), horizontal=True, key=f"{key_prefix}_target")
+    named = bar.selectbox("Or any convolution, by name", loaded.named_layers, index=None, key=f"{key_prefix}_named",
+                          disabled=not METHODS[method].uses_layers, placeholder="Type to search the network's layers",
+                          help="Every convolution of the network by its module path (the presets above are a few of "
+                               "them, named in words). Chosen, it replaces the layers above.")
+    layers = [named] if named else layers
     aug_smooth = bar.checkbox("Augmentation smoothing", key=f"{key_prefix}_aug_smooth",
                               help="Average the map over flips and brightness changes (6 passes).")
     eigen_smooth = bar.checkbox("Eigen smoothing", key=f"{key_prefix}_eigen_smooth",
@@ -212,7 +223,7 @@ def map_scale(loaded: LoadedModel, shown: Sequence[tuple[np.ndarray, CamSettings
         if explanation.raw_peak is None:
             continue
         peaks.append(explanation.raw_peak)
-        if not settings.is_slow:
+        if not settings.is_slow and settings.target in ("abnormal", "normal"):
             other = replace(settings, target="normal" if settings.target == "abnormal" else "abnormal")
             peaks.append(cached_explanation(loaded, pixels, other).raw_peak or 0.0)
     return MapScale(max(peaks)) if peaks and max(peaks) > 0 else MapScale()
@@ -301,13 +312,25 @@ def study_verdict(loaded: LoadedModel, probabilities: Sequence[float], study_typ
     return StudyPrediction(tuple(probabilities), study_probability(probabilities), threshold, study_type)
 
 
-def show_verdict(prediction: StudyPrediction, card_threshold: float | None = None) -> None:
-    """Study probability, verdict and the threshold it was judged at, as three metrics; with
-    ``card_threshold`` (the card's, when the user's threshold differs) the threshold says whose it is."""
-    probability, verdict, threshold = st.columns(3)
+def show_verdict(prediction: StudyPrediction, card_threshold: float | None = None,
+                 against_flag: str | None = None) -> None:
+    """Study probability, verdict and the threshold it was judged at, as metrics; with ``card_threshold``
+    (the card's, when the user's threshold differs) the threshold says whose it is.
+
+    ``against_flag`` (why the scope head flagged the views) marks a verdict the user asked for by naming
+    the body part of flagged views: a fourth metric in the same row, as large as the verdict, says it is
+    given against the flag, and one sentence below says why the flag was raised.
+    """
+    columns = st.columns(4 if against_flag else 3)
+    probability, verdict, threshold = columns[0], columns[1], columns[-1]
     probability.metric("Study P(abnormal)", f"{prediction.probability:.3f}",
                        help="Mean of the views' probabilities, as in the MURA paper.")
     verdict.metric("Verdict", prediction.verdict)
+    if against_flag:
+        columns[2].metric("Scope flag", "overridden", help="You named the body part of views the scope head "
+                          "flags as outside what the model was trained on; the verdict is given against that flag.")
+        st.error(f"This verdict is given **against the scope flag**: {against_flag} You chose the body part; the "
+                 "model's output on images like this has not been validated.", icon=":material/flag:")
     body_part = group_label(prediction.study_type).lower() if prediction.study_type else "unknown body parts"
     if card_threshold is None:
         threshold.metric("Threshold", f"{prediction.threshold:.3f}",
@@ -319,7 +342,7 @@ def show_verdict(prediction: StudyPrediction, card_threshold: float | None = Non
                          delta=f"{prediction.threshold - card_threshold:+.3f} vs the card's", delta_color="off",
                          help=f"The threshold you set for {body_part} on the Performance or Error analysis page.")
         st.caption(f"Judged at **your** threshold for {body_part} from the Performance page "
-                   f"({prediction.threshold:.2f}; the model card's is {card_threshold:.2f}). Its Reset button "
+                   f"({prediction.threshold:.3f}; the model card's is {card_threshold:.3f}). Its Reset button "
                    "returns to the card's.")
 
 
@@ -332,6 +355,8 @@ def show_study_views(
     no_verdict: str | None = None,
     columns: int = 4,
     thresholds: Mapping[str, float] | None = None,
+    left_out: Sequence[int] = (),
+    against_flag: str | None = None,
 ) -> StudyPrediction:
     """Show a study: its verdict, then each view with P(abnormal) and its CAM overlay under one colour bar.
 
@@ -339,13 +364,22 @@ def show_study_views(
     ``no_verdict`` (one sentence) replaces the verdict for a study the model should not judge
     (unknown or untrained body part, not a radiograph): the probability stays, in small type.
     ``thresholds`` (the user's, from Performance) judge the study instead of the card's.
+    ``left_out`` are views flagged out of scope (core.scope.views_in_study_mean): shown, but not in the
+    study's mean, which says so. ``against_flag`` marks a verdict given against the scope flag (show_verdict).
     Returns the study prediction so callers can reuse the probabilities.
     """
     probabilities = cached_probabilities(loaded, [pixels for _, pixels in images])
-    prediction = study_verdict(loaded, probabilities, study_type, thresholds)
+    kept = [p for index, p in enumerate(probabilities) if index not in left_out]
+    prediction = study_verdict(loaded, kept, study_type, thresholds)
+    if left_out:
+        names = ", ".join(f"`{images[index][0]}`" for index in left_out)
+        st.warning(f"Left out of the study's mean: {names}, flagged out of scope below. The study probability"
+                   + ("" if no_verdict else " and the verdict")
+                   + f" use the other {len(kept)} view(s) only.", icon=":material/filter_alt:")
     if no_verdict is None:
         card_threshold = loaded.threshold_for(study_type)
-        show_verdict(prediction, None if np.isclose(prediction.threshold, card_threshold) else card_threshold)
+        show_verdict(prediction, None if np.isclose(prediction.threshold, card_threshold) else card_threshold,
+                     against_flag)
     else:
         st.warning(no_verdict, icon=":material/help:")
         st.caption(f"Study P(abnormal) = {prediction.probability:.3f}, shown for reference only.")
@@ -358,7 +392,8 @@ def show_study_views(
     for index, ((name, pixels), probability, explanation) in enumerate(
             zip(images, probabilities, explanations, strict=True)):
         with grid[index % len(grid)]:
-            caption = f"{name} · P(abnormal) = {probability:.3f}"
+            caption = f"{name} · P(abnormal) = {probability:.3f}" + (
+                " · left out of the study's mean (flagged)" if index in left_out else "")
             if settings is None or explanation is None:
                 st.image(pixels, caption=caption, width="stretch")
                 continue

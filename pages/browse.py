@@ -15,9 +15,10 @@ from PIL import Image
 from core.data import fracatlas
 from core.eval.evaluation import FRACATLAS, region_thresholds
 from core.eval.metrics import study_table
+from core.model.card import FRACATLAS_LABEL, MURA_LABEL, out_of_scope_reason, threshold_for
 from core.model.checkpoint import LoadedModel
 from core.store.artifacts import EvaluationMismatchError
-from dashboard import data_map, state, studies, views
+from dashboard import data_map, evaluation, state, studies, views
 from dashboard.charts import group_label
 
 PAGE_SIZE = 12
@@ -101,14 +102,23 @@ def fracatlas_gallery(loaded: LoadedModel) -> pd.DataFrame:
                          "threshold": samples["region"].map(thresholds)})
 
 
-def with_outcomes(table: pd.DataFrame, loaded: LoadedModel) -> pd.DataFrame:
-    """Add the verdict at each body part's threshold (a FracAtlas table brings its own per region;
-    none for a body part out of scope), whether it is right, and how wrong it is."""
-    thresholds = table["threshold"] if "threshold" in table else table["study_type"].map(loaded.threshold_for)
+def with_outcomes(table: pd.DataFrame, loaded: LoadedModel, label: str = MURA_LABEL) -> pd.DataFrame:
+    """Add the verdict at each body part's threshold, whether it is right, and how wrong it is.
+
+    The thresholds are the user's (set on Performance or Error analysis; the card's until moved), as on
+    every other page; a FracAtlas table brings its own per region. Where core.model.card.out_of_scope_reason
+    says the model is not scored (a body part or a label it was not trained on) there is no threshold and
+    ``not_scored`` says why.
+    """
+    reasons = table["study_type"].map(lambda part: out_of_scope_reason(loaded.card, str(part), label))
+    chosen = evaluation.chosen_thresholds(loaded.name, loaded.card)
+    thresholds = table["threshold"] if "threshold" in table else table["study_type"].map(
+        lambda part: threshold_for(chosen, str(part)))
+    thresholds = thresholds.where(reasons.isna())
     called_abnormal = table["probability"] >= thresholds
     judged = table["probability"].notna() & thresholds.notna()
     return table.assign(
-        threshold=thresholds,
+        threshold=thresholds, not_scored=reasons,
         correct=np.where(judged, called_abnormal == table["label"].astype(bool), np.nan),
         error=np.where(judged, np.where(table["label"] == 1, 1 - table["probability"], table["probability"]), np.nan),
     )
@@ -125,7 +135,9 @@ def filtered(table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str
     labels = label.multiselect("Label", words, default=words, key="browse_labels")
     outcome_choice = outcome.radio("Model", OUTCOMES, horizontal=True, key="browse_outcome",
                                    disabled=not has_probabilities,
-                                   help="At the model card's threshold for each body part.")
+                                   help="At your threshold for each body part (Performance page; the model "
+                                        "card's until you move them). Out-of-scope studies are never right "
+                                        "or wrong.")
     low, high = confidence.slider("P(abnormal) between", 0.0, 1.0, (0.0, 1.0), 0.01, key="browse_confidence",
                                   disabled=not has_probabilities)
     keep = table["study_type"].isin(chosen_types) & table["label"].map(dict(enumerate(words))).isin(labels)
@@ -135,7 +147,7 @@ def filtered(table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str
             keep &= table["correct"] == (outcome_choice == "Correct")
     if curated_filter and st.checkbox(
             "Only the curated studies", key="browse_curated",
-            help="Studies picked for teaching (data_samples/mura_index.csv): confidently wrong ones, metal "
+            help="Studies the project picked for teaching: confidently wrong ones, metal "
                  "hardware, other body parts."):
         keep &= table["note"].notna()
     return table[keep]
@@ -167,10 +179,12 @@ def study_card(row: pd.Series, root: Path | None, words: tuple[str, str]) -> Non
         if studies.is_fracatlas_ref(row["ref"]):
             st.caption("FracAtlas, CC BY 4.0, resized (credit below)")
         if not math.isnan(row["probability"]) and math.isnan(row["threshold"]):
-            st.markdown(f"P(abnormal) = **{row['probability']:.3f}**: no verdict outside the model's scope")
+            st.markdown(f"P(abnormal) = **{row['probability']:.3f}**: no verdict.")
+            if isinstance(row["not_scored"], str):
+                st.caption(row["not_scored"])
         elif not math.isnan(row["probability"]):
             verdict = "right" if row["correct"] else "wrong"
-            st.markdown(f"P(abnormal) = **{row['probability']:.3f}** at threshold {row['threshold']:.2f}: {verdict}")
+            st.markdown(f"P(abnormal) = **{row['probability']:.3f}** at threshold {row['threshold']:.3f}: {verdict}")
         if isinstance(row["note"], str):
             st.caption(row["note"])
         if st.button("Open in Explain", key=f"browse_open_{row['ref']}", icon=":material/visibility:"):
@@ -190,10 +204,9 @@ if dataset == MURA:
     gallery = mura_gallery(loaded, root)
 elif dataset == FRACATLAS:
     st.caption("Real radiographs from FracAtlas shipped with the app, one view each. The label is **fracture** "
-               "(expert-drawn), not MURA's **abnormal**: metal hardware without a fracture is *no fracture* here. "
-               "Hand/wrist/forearm views are judged at the forearm's threshold, shoulders at the humerus', a whole "
-               "arm at the default; leg/hip is outside the model's scope. Set a MURA folder in the sidebar to "
-               "browse MURA studies.")
+               "(expert-drawn), not MURA's **abnormal**, the label the model was trained on, so the model's "
+               "probability is shown for reference and never scored right or wrong here. Set a MURA folder in "
+               "the sidebar to browse MURA studies.")
     gallery = fracatlas_gallery(loaded)
 else:
     st.caption("Showing the app's synthetic samples (not X-rays). Set a MURA folder in the sidebar to browse real "
@@ -203,7 +216,11 @@ if gallery.empty:
     st.info("There is no study to show: the MURA folder has none of the studies this model's cached predictions "
             "cover.")
     st.stop()
-gallery = with_outcomes(gallery, loaded)
+gallery = with_outcomes(gallery, loaded, FRACATLAS_LABEL if dataset == FRACATLAS else MURA_LABEL)
+moved = evaluation.user_thresholds(loaded.name, loaded.card) is not None
+st.caption("Verdicts at **your** thresholds from the Performance page (its Reset button returns to the model "
+           "card's)." if moved else "Verdicts at the model card's thresholds; thresholds you set on the Performance "
+           "page apply here too.")
 shown = filtered(gallery, curated_filter=dataset == MURA and gallery["note"].notna().any(), words=words)
 sort_by, ascending = SORTS[st.selectbox("Sort", list(SORTS), key="browse_sort")]
 shown = shown.sort_values([sort_by, "ref"], ascending=[ascending, True], na_position="last")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data_map, state
+from dashboard import accuracy, data_map, state
 
 MAP_KEY = "data_map_scatter"
 
@@ -39,8 +39,11 @@ with map_tab:
                             on_select="rerun", selection_mode=("box", "lasso", "points"),
                             config={"displayModeBar": True, "displaylogo": False})
     st.caption("Draw a box or a lasso (toolbar), or click a point, to list its studies below; double-click clears. "
-               "Hover names the study; its pictures are drawn below from your own data folder.")
-    picked = table.iloc[data_map.selected_rows(event)]
+               "Hover names the study; its pictures are drawn below from your own data folders.")
+    _atlas_root, atlas_problem = accuracy.folder_input("data_map_fracatlas_root")
+    if atlas_problem:
+        st.error(atlas_problem)
+    picked = table.iloc[data_map.selected_rows(event, len(table))]
     picked = picked[picked["dataset"].isin(datasets)]
     if picked.empty:
         st.info("Nothing selected yet: select a region of the map.")
@@ -50,12 +53,13 @@ with map_tab:
                      f"({len(picked)} images)")
         counts = selected["error"].value_counts()
         st.caption(" · ".join(f"{name} {int(counts.get(name, 0))}" for name in ("TP", "TN", "FP", "FN")) +
-                   " — most confidently wrong first.")
+                   (f" · {data_map.NOT_SCORED} {int(counts[data_map.NOT_SCORED])}"
+                    if data_map.NOT_SCORED in counts else "") + " — most confidently wrong first.")
         st.dataframe(selected.assign(dataset=selected["dataset"].map(data_map.DATASET_LABELS)), hide_index=True,
                      width="stretch", key="data_map_selected",
                      column_config={"study": st.column_config.TextColumn("Study", width="large"),
                                     "study_probability": st.column_config.NumberColumn("P(abnormal)", format="%.3f"),
-                                    "threshold": st.column_config.NumberColumn("Threshold", format="%.2f")})
+                                    "threshold": st.column_config.NumberColumn("Threshold", format="%.3f")})
         st.download_button("Download the selection (CSV)", selected.to_csv(index=False).encode(), mime="text/csv",
                            file_name=f"{model}_map_selection.csv", key="data_map_export")
         cams = st.toggle(f"Show the top {min(len(selected), data_map.MAX_GALLERY)} with their CAMs",
@@ -125,5 +129,4 @@ with duplicates_tab:
                            file_name=f"{model}_duplicates.csv", key="duplicates_export")
         if not rows.empty:
             group = st.selectbox("Look at group", sorted(rows["group"].unique()), key="duplicates_group")
-            members = rows[rows["group"] == group].drop_duplicates("study")
-            data_map.show_studies(members, key="duplicates", cams=False)
+            data_map.show_group(data_map.group_members(model, rows[rows["group"] == group]))

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.eval import metrics
+from core.model.card import out_of_scope_reason
 from dashboard import charts, data_map, evaluation, state, views
 from dashboard.charts import CELL_NAMES, CELLS, OVERALL, group_label
 from dashboard.studies import StudyLoadError, load_study
@@ -37,9 +38,34 @@ _LIST_COLUMNS = {
 }
 
 
+#: The pool of the body parts the model was trained on: the only studies it is scored on (issue 27).
+TRAINED_POOL = "All trained body parts"
+
+
+def split_by_scope(table: pd.DataFrame, card: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The studies the model is scored on (core.model.card.out_of_scope_reason: trained body parts, MURA's
+    abnormal label), and the others, which are listed but never put in a confusion cell."""
+    scored = table["study_type"].map(lambda t: out_of_scope_reason(card, str(t)) is None).astype(bool)
+    return table[scored], table[~scored]
+
+
+def show_out_of_scope(others: pd.DataFrame, card: dict) -> None:
+    """The studies of body parts the model was not trained on: their probability, no verdict, no cell."""
+    if others.empty:
+        return
+    reasons = sorted({out_of_scope_reason(card, str(t)) or "" for t in others["study_type"].unique()})
+    with st.expander(f"Out of scope, not scored: {len(others)} studies of body parts the model was not "
+                     "trained on"):
+        st.caption(" ".join(reasons) + " Their probabilities are shown for reference; they get no verdict and "
+                   "are in no cell above.")
+        st.dataframe(others[["study_path", "study_type", "label", "probability", "n_views"]], hide_index=True,
+                     width="stretch", column_config=_LIST_COLUMNS, key="error_out_of_scope")
+
+
 def choose_cell(table: pd.DataFrame, thresholds: Mapping[str, float]) -> tuple[str, pd.DataFrame, str]:
     """Body part and confusion cell (by click or radio); returns the body part, its rows and the cell."""
-    body_part = st.selectbox("Body part", [OVERALL, *sorted(table["study_type"].unique())], format_func=group_label,
+    body_part = st.selectbox("Body part", [OVERALL, *sorted(table["study_type"].unique())],
+                             format_func=lambda g: TRAINED_POOL if g == OVERALL else group_label(g),
                              key="error_body_part")
     subset = table if body_part == OVERALL else table[table["study_type"] == body_part]
     confusion = metrics.confusion_at(subset["label"], subset["probability"],
@@ -60,7 +86,8 @@ def choose_cell(table: pd.DataFrame, thresholds: Mapping[str, float]) -> tuple[s
                         format_func=lambda name: f"{name} · {counts[name]} — {CELL_NAMES[name]}")
         st.caption("Or click a cell of the matrix.")
     with matrix_column:
-        st.plotly_chart(charts.confusion_figure(confusion, title=group_label(body_part), selected=cell),
+        st.plotly_chart(charts.confusion_figure(confusion, selected=cell,
+                                                title=TRAINED_POOL if body_part == OVERALL else group_label(body_part)),
                         key=CHART_KEY, on_select="rerun", selection_mode="points",
                         config={"displayModeBar": False})
     return body_part, subset, cell
@@ -98,7 +125,7 @@ def show_views(in_cell: pd.DataFrame, thresholds: Mapping[str, float]) -> None:
     loaded = state.current_model()
     for row in in_cell.head(shown).itertuples():
         st.markdown(f"**{row.study_path}** · label {'abnormal' if row.label else 'normal'} · "
-                    f"cached P(abnormal) {row.probability:.3f} at threshold {row.threshold:.2f}")
+                    f"cached P(abnormal) {row.probability:.3f} at threshold {row.threshold:.3f}")
         try:
             study = load_study(row.study_path, mura_root)
         except StudyLoadError as exc:
@@ -122,8 +149,10 @@ if evaluated is None:
 st.caption(f"Studies of MURA valid/ as {model} called them in the cached evaluation (study = mean of its "
            "views' probabilities). Thresholds are shared with the Performance page.")
 thresholds = evaluation.threshold_controls(model, card, scope="error")
-body_part, subset, cell = choose_cell(evaluated.table, thresholds)
+scored, out_of_scope = split_by_scope(evaluated.table, card)
+body_part, subset, cell = choose_cell(scored, thresholds)
 in_cell = evaluation.cell_studies(subset, thresholds, cell)
 show_listing(model, body_part, cell, in_cell)
 data_map.similar_picker(model, in_cell["study_path"], key="error")
 show_views(in_cell, thresholds)
+show_out_of_scope(out_of_scope, card)

@@ -3,7 +3,7 @@ the study verdict at the body part's threshold, and CAM heat maps with their con
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -14,9 +14,9 @@ from core.cam.figures import MapScale, caption_fields, comparison_figure, explan
 from core.cam.overlay import threshold_mask
 from core.data import fracatlas, mura
 from core.eval.localization import TOLERANCE_PX
-from core.model.card import trained_study_types
+from core.model.card import out_of_scope_reason, trained_study_types
 from core.model.checkpoint import LoadedModel
-from core.scoping.head import study_scope
+from core.scoping.head import ScopeAssessment, study_scope, views_in_study_mean
 from dashboard import accuracy, data_map, evaluation, scope_view, slow_runs, state, studies, trust_view, uploads, views
 from dashboard.charts import group_label
 from dashboard.views import CamSettings
@@ -26,6 +26,30 @@ UNKNOWN_BODY_PART = "unknown"
 CONFIRMED_KEY = "explain_confirmed_slow_runs"
 FAITHFULNESS_KEY = "explain_faithfulness_requests"
 OPENED_KEY = "explain_opened_study"
+
+
+@dataclass(frozen=True)
+class ChosenStudy:
+    """The views to explain, the body part they are known to show, an id for the study's widgets, and
+    what the scope head says of each view (empty when it was not asked, or the model has none)."""
+
+    views: list[tuple[str, np.ndarray]]
+    body_part: str | None
+    study_id: str
+    scopes: tuple[ScopeAssessment, ...] = ()
+
+    @property
+    def left_out(self) -> list[int]:
+        """Views that leave the study's mean: the flagged ones, unless every view is flagged."""
+        kept = views_in_study_mean(self.scopes) if self.scopes else range(len(self.views))
+        return [index for index in range(len(self.views)) if index not in kept]
+
+    @property
+    def flag_reason(self) -> str | None:
+        """Why the views are flagged out of scope, when every view is (a verdict then goes against the flag)."""
+        if self.scopes and all(scope.out_of_scope for scope in self.scopes):
+            return self.scopes[0].reason()
+        return None
 
 
 def accept_handoff() -> None:
@@ -54,8 +78,9 @@ def study_choices() -> list[str]:
     return refs
 
 
-def chosen_images() -> tuple[list[tuple[str, np.ndarray]], str | None, str]:
-    """The views to explain, the body part they are known to show, and an id for the study's widgets."""
+def chosen_images() -> ChosenStudy:
+    """The views to explain, the body part they are known to show, an id for the study's widgets, and
+    what the scope head says of them."""
     source = st.radio("Images", SOURCES, horizontal=True, key="explain_source")
     if source == SOURCES[0]:
         files = uploads.upload_widget("Upload one radiograph, or several views of one study", key="explain_upload")
@@ -67,13 +92,18 @@ def chosen_images() -> tuple[list[tuple[str, np.ndarray]], str | None, str]:
         if files or studies.fracatlas_samples().empty:
             pairs = [(view.name, view.radiograph.pixels) for view in uploaded]
             colour = [not view.radiograph.looks_like_radiograph for view in uploaded]
-            return pairs, recognised_body_part(pairs, colour), "upload"
+            return recognised(pairs, "upload", colour)
         # An empty page teaches nothing: until something is uploaded, show the first real radiograph.
         ref = studies.fracatlas_samples()["ref"].iloc[0]
         st.info(f"Nothing uploaded yet, so here is a real radiograph to start with ({studies.study_title(ref)}). "
                 "Upload your own above, or pick another under “Sample or MURA study”.")
         return study_images(ref)
-    ref = st.selectbox("Study", study_choices(), key="explain_study_choice", format_func=studies.study_title,
+    refs = study_choices()
+    mura_count = sum(studies.is_mura_ref(ref) for ref in refs)
+    label = (f"Study: {len(refs) - mura_count} samples, then the {mura_count} MURA studies of your folder (type to "
+             "search them)" if mura_count else
+             "Study: the app's samples (set your MURA folder in the sidebar to list its studies here too)")
+    ref = st.selectbox(label, refs, key="explain_study_choice", format_func=studies.study_title,
                        help="Type to search: the samples, then every study of your MURA folder "
                             "(curated ones first).")
     if studies.is_mura_ref(ref):
@@ -83,25 +113,26 @@ def chosen_images() -> tuple[list[tuple[str, np.ndarray]], str | None, str]:
     return study_images(ref)
 
 
-def study_images(ref: str) -> tuple[list[tuple[str, np.ndarray]], str | None, str]:
+def study_images(ref: str) -> ChosenStudy:
     """The views of a referenced study, its body part (Unknown for a FracAtlas region no MURA part
     matches), and the study id; its label and, for FracAtlas, the credit, as captions."""
     try:
         study = studies.load_study(ref, state.current_mura_root())
     except studies.StudyLoadError as exc:
         st.error(str(exc))
-        return [], None, ref
+        return ChosenStudy([], None, ref)
     if study.label is not None:
         st.caption(studies.label_caption(study))
     if studies.is_fracatlas_ref(ref):
         st.caption(f"Image: {fracatlas.CREDIT}")
         # FracAtlas "hand" mixes hand, wrist and forearm views: the scope head says which this one looks like.
-        return study.views, recognised_body_part(study.views), ref
-    return study.views, study.study_type, ref
+        return recognised(study.views, ref)
+    return ChosenStudy(study.views, study.study_type, ref)
 
 
-def recognised_body_part(images: list[tuple[str, np.ndarray]], colour: list[bool] | None = None) -> str:
-    """What the scope head makes of each view, shown; the body part it recognises, or Unknown.
+def recognised(images: list[tuple[str, np.ndarray]], study_id: str, colour: list[bool] | None = None) -> ChosenStudy:
+    """What the scope head makes of each view, shown; the study with the body part it recognises (or
+    Unknown) and each view's assessment.
 
     A view flagged out of scope (another body part, not a radiograph, unlike anything the model was
     trained on) stands out and the study stays Unknown. When every view confidently shows one trained
@@ -109,26 +140,32 @@ def recognised_body_part(images: list[tuple[str, np.ndarray]], colour: list[bool
     ``preselect`` flag, docs/experiments.md); otherwise it is only suggested and the user picks.
     """
     if not images:
-        return UNKNOWN_BODY_PART
+        return ChosenStudy(images, UNKNOWN_BODY_PART, study_id)
     names, pixels = [name for name, _ in images], [p for _, p in images]
     scopes = scope_view.cached_scopes(loaded, pixels, colour or [])
     if scopes is None:  # a model without a scope head: the user says what the views show
         for name, is_colour in zip(names, colour or [], strict=False):
             if is_colour:
                 st.warning(f"`{name}` is a colour image, not a radiograph: the model reads X-rays only.")
-        return UNKNOWN_BODY_PART
+        return ChosenStudy(images, UNKNOWN_BODY_PART, study_id)
     scope_view.show_scopes(names, scopes)
-    suggested, _reason = study_scope(scopes)
+    chosen = ChosenStudy(images, UNKNOWN_BODY_PART, study_id, tuple(scopes))
+    in_scope = [scopes[index] for index in range(len(scopes)) if index not in chosen.left_out]
+    suggested, _reason = study_scope(in_scope)
     if not suggested:
-        return UNKNOWN_BODY_PART
+        return chosen
     if scope_view.preselects(loaded):
         st.caption(f"Body part pre-selected from what the views look like: {group_label(suggested).lower()}. "
                    "Change it below if you know better.")
-        return suggested
-    st.caption(f"Suggested body part: {group_label(suggested).lower()}. Recognition is not reliable enough to "
-               "choose it for you (weights/<model>/scope_metrics.json), so choose the body part below to get a "
-               "verdict.")
-    return UNKNOWN_BODY_PART
+        return replace(chosen, body_part=suggested)
+    words = group_label(suggested).lower()
+    st.info(f"Suggested body part: **{words}**. Not pre-selected: body-part recognition has not met its "
+            "pre-registered rule on MURA valid/ (humerus vs forearm right in at least 98% of studies, with few "
+            "other body parts passing as either; figures on the Model card page). Choose the body part below, or "
+            "use the suggestion, to get a verdict.", icon=":material/lightbulb:")
+    st.button(f"Use the suggestion: {words}", key=f"explain_use_suggestion_{study_id}",
+              on_click=st.session_state.update, args=({f"explain_body_part_{study_id}": suggested},))
+    return chosen
 
 
 def body_part_selector(card: dict, known: str | None, study_id: str) -> tuple[str | None, str | None]:
@@ -145,13 +182,13 @@ def body_part_selector(card: dict, known: str | None, study_id: str) -> tuple[st
                              help="Pre-selected from what the views look like (or the study's own label); "
                                   "change it if you know better.")
     trained_words = ", ".join(group_label(t).lower() for t in trained)
+    if out_of_scope_reason(card, None if body_part == UNKNOWN_BODY_PART else body_part) is None:
+        return body_part, None
     if body_part == UNKNOWN_BODY_PART:
         return None, (f"No verdict: the body part is unknown. The model was trained on {trained_words} radiographs "
                       "only; pick the body part above if it is one of them.")
-    if body_part not in trained:
-        return body_part, (f"No verdict: the model was trained on {trained_words} radiographs only, so for "
-                           f"{group_label(body_part).lower()} its output is out of distribution.")
-    return body_part, None
+    return body_part, (f"No verdict: the model was trained on {trained_words} radiographs only, so for "
+                       f"{group_label(body_part).lower()} its output is out of distribution.")
 
 
 def run_key(images: list[tuple[str, np.ndarray]], settings: CamSettings) -> str:
@@ -339,15 +376,17 @@ accept_handoff()
 settings = views.cam_controls(loaded)
 if (trust_line := trust_view.scorecard_line(loaded.name, settings.method)) is not None:
     st.sidebar.caption(trust_line)
-images, known_body_part, study_id = chosen_images()
+chosen = chosen_images()
+images, study_id = chosen.views, chosen.study_id
 if not images:
     st.info("Upload a radiograph (PNG, JPEG or DICOM), or pick one of the samples, to see what the model says.")
     st.stop()
-study_type, no_verdict = body_part_selector(loaded.card, known_body_part, study_id)
+study_type, no_verdict = body_part_selector(loaded.card, chosen.body_part, study_id)
 method = confirmed_method(images, settings)
 prediction = views.show_study_views(loaded, images, settings=None if method is None else settings,
                                     study_type=study_type, no_verdict=no_verdict,
-                                    thresholds=evaluation.user_thresholds(loaded.name, loaded.card))
+                                    thresholds=evaluation.user_thresholds(loaded.name, loaded.card),
+                                    left_out=chosen.left_out, against_flag=chosen.flag_reason)
 verdict_threshold = None if no_verdict else prediction.threshold  # the one the verdict used, whoever set it
 if method is not None:
     view_details(loaded, images, settings, verdict_threshold, study_id)

@@ -9,6 +9,7 @@ import streamlit as st
 from scipy.stats import spearmanr
 
 from core.data import fracatlas
+from core.eval import trust
 from core.eval.localization import TOLERANCE_PX
 from core.store.artifacts import CachePairError
 from dashboard import accuracy, state, trust_view, views
@@ -38,7 +39,7 @@ if sweep is None:
             f"../shared/fracatlas --model {model}` (a FracAtlas folder) and reload.")
     st.stop()
 
-summary, rows = sweep.summary, accuracy.with_outcomes(sweep.table)
+summary, rows = sweep.summary, accuracy.with_outcomes(sweep.table, state.read_card(model))
 minutes = summary.get("sweep_seconds", 0) / 60
 st.caption(f"{summary['n_images']} outlined fractures; 95% bootstrap intervals over images "
            f"({summary['n_boot']} resamples); the sweep's images took {minutes:.0f} minutes in all.")
@@ -46,7 +47,13 @@ st.caption(f"{summary['n_images']} outlined fractures; 95% bootstrap intervals o
 # --- ranking -------------------------------------------------------------------------------------
 metric = st.radio("Rank by", list(accuracy.METRICS), format_func=accuracy.METRICS.get, horizontal=True,
                   key="accuracy_metric")
-table = accuracy.ranking(summary, metric)
+try:
+    trust_cache = trust_view.cached_trust(model)
+except CachePairError:
+    trust_cache = None  # the scorecard above already said why
+same = accuracy.coinciding(model)
+table = accuracy.ranking(summary, metric, sanity=trust.sanity_by_map(trust_cache and trust_cache.summary),
+                         same=same)
 beats, sentence = accuracy.verdict(table, metric)
 (st.success if beats else st.warning)(sentence)
 uniform, bright = (table[table["method"] == name] for name in ("uniform", "bright bone"))
@@ -57,13 +64,16 @@ for column, name, level in ((chance[0], "Uniform map (chance)", uniform), (chanc
 st.plotly_chart(accuracy.ranking_figure(table, metric), key="accuracy_ranking")
 shown = table.assign(
     value=[accuracy.interval_text(*v) for v in zip(table["point"], table["low"], table["high"], strict=True)],
-    vs_bright_bone=[accuracy.interval_text(*v)
-                    for v in zip(table["diff"], table["diff_low"], table["diff_high"], strict=True)],
+    vs_uniform=[accuracy.interval_text(*v)
+                for v in zip(table["diff"], table["diff_low"], table["diff_high"], strict=True)],
 )
-st.dataframe(shown[["map", "n_images", "value", "vs_bright_bone", "beats_bright_bone"]]
-             .rename(columns={"value": f"{accuracy.METRICS[metric]} (95% CI)",
-                              "vs_bright_bone": "minus bright bone (95% CI)"}),
+st.dataframe(shown[["map", "sanity", "n_images", "value", "vs_uniform", "beats_uniform"]]
+             .rename(columns={"value": f"{accuracy.METRICS[metric]} (95% CI)", "sanity": "Sanity checks",
+                              "vs_uniform": "minus uniform map (95% CI)", "beats_uniform": "beats chance"}),
              hide_index=True, key="accuracy_table")
+if same:
+    st.caption("Counted once: " + "; ".join(f"{' = '.join(methods)} at {layer}" for layer, methods in same)
+               + f" give identical scores on every image. {accuracy.COINCIDING_WHY}")
 with st.expander("mIoU over heat thresholds"):
     best_maps = table[~table["chance"]]["map"].head(5).tolist()
     st.plotly_chart(accuracy.grid_figure(summary, best_maps), key="accuracy_grid")
@@ -90,15 +100,15 @@ outcome = filters[0].multiselect("Outcome", ["hit", "miss"], default=["hit", "mi
 regions = filters[1].multiselect("Region", sorted(chosen["region"].unique()), default=sorted(chosen["region"].unique()),
                                  key="accuracy_region")
 hardware = filters[2].multiselect("Hardware", ["with", "without"], default=["with", "without"], key="accuracy_hardware")
-model_call = filters[3].multiselect("Model", ["right", "wrong"], default=["right", "wrong"], key="accuracy_model")
+calls = sorted(rows["model"].unique())
+model_call = filters[3].multiselect("Model", calls, default=calls, key="accuracy_model",
+                                    help="Right or wrong only where the model is scored on the fracture label "
+                                         "(a fracture output); otherwise 'not scored'.")
 listed = chosen[chosen["outcome"].isin(outcome) & chosen["region"].isin(regions)
                 & chosen["hardware"].map({1: "with", 0: "without"}).isin(hardware) & chosen["model"].isin(model_call)]
 st.caption(f"{len(listed)} of {len(chosen)} images match.")
 
-folder_text = st.text_input("FracAtlas folder for the pictures", key="accuracy_root",
-                            placeholder="../shared/fracatlas",
-                            help="Where the images are read from; empty: FRACATLAS_ROOT or the app's samples.")
-root, reason = accuracy.fracatlas_root(folder_text)
+root, reason = accuracy.folder_input("accuracy_root")
 if reason:
     st.error(reason)
 available = [image for image in listed["image"] if fracatlas.image_file(root, image).is_file()] if root else []

@@ -12,7 +12,7 @@ from core.model.card import DEFAULT_THRESHOLD_KEY
 from core.scoping.head import target_rows
 from core.store.artifacts import CARD_FILE, EvaluationMismatchError
 from dashboard import charts, state
-from dashboard.charts import INTERVAL_WIDTH, OVERALL, format_estimate, group_label
+from dashboard.charts import INTERVAL_WIDTH, OVERALL, TRAINED_POOL, format_estimate, group_label
 from dashboard.report import report_button
 
 #: Card fields this page lays out; any other field is still shown, as JSON, at the end.
@@ -24,8 +24,7 @@ _RENDERED = {
 _HOLDOUT_NAMES = {"study_auroc": "Holdout study AUROC", "study_kappa_at_threshold": "Holdout study kappa",
                   "studies": "Holdout studies"}
 _COUNT_NAMES = {"images": "Images", "studies": "Studies", "patients": "Patients", "abnormal_images": "Abnormal images"}
-#: The pool of trained body parts in metrics_valid.json (core.eval.evaluation.summarise_trained).
-_TRAINED_POOL = "All trained body parts"
+#: The pool of trained body parts in metrics_valid.json (core.evaluate.summarise_trained).
 _MISSING = "—"
 
 
@@ -200,16 +199,16 @@ def show_cached_results(cached: dict | None) -> None:
     rows = [
         {
             "Body part": label, "Studies": summary.get("n"),
-            "Threshold": "per part" if summary.get("threshold") is None else f"{summary['threshold']:.2f}",
+            "Threshold": "per part" if summary.get("threshold") is None else f"{summary['threshold']:.3f}",
             "AUROC": format_estimate(summary, "auroc"), "Kappa": format_estimate(summary, "kappa"),
             "Sensitivity": format_estimate(summary, "sensitivity"),
             "Specificity": format_estimate(summary, "specificity"),
         }
-        for label, summary in ([(_TRAINED_POOL, pooled)] if pooled and others else [])
-        + [(group_label(group), summary) for group, summary in study.items()]
+        for label, summary in ([(TRAINED_POOL, pooled or study[OVERALL])] if pooled or not others else [])
+        + [(group_label(group), summary) for group, summary in study.items()
+           if group != OVERALL and group not in others]
     ]
-    first = {_TRAINED_POOL, group_label(OVERALL)}
-    rows.sort(key=lambda row: row["Body part"] not in first)
+    rows.sort(key=lambda row: row["Body part"] != TRAINED_POOL)
     interval = st.column_config.TextColumn(width=INTERVAL_WIDTH)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={"Threshold": st.column_config.TextColumn(
@@ -218,8 +217,8 @@ def show_cached_results(cached: dict | None) -> None:
     st.caption(
         f"Study level, 95% bootstrap CIs from {cached.get('n_boot', '?')} resamples of studies. "
         f"{evaluation_info.get('images', '?')} images of {evaluation_info.get('studies', '?')} studies evaluated. "
-        + (f"{', '.join(group_label(g) for g in others)}: not trained on, and mostly too few studies to estimate; "
-           f"'{_TRAINED_POOL}' leaves them out, 'All body parts' does not. " if others else "")
+        + ("Out of scope, not scored: " + ", ".join(f"{group_label(g).lower()} {study[g].get('n')}" for g in others)
+           + " studies of body parts the model was not trained on. " if others else "")
         + "More on the Performance page."
     )
 

@@ -16,6 +16,7 @@ from dashboard.charts import (
     MIN_PER_CLASS,
     OVERALL,
     TOO_FEW,
+    TRAINED_POOL,
     format_estimate,
     group_label,
     too_few,
@@ -29,8 +30,6 @@ PAPER_KAPPA = {
     "XR_FOREARM": {"radiologists": (0.796, 0.802, 0.798), "model": 0.737},
     "XR_HUMERUS": {"radiologists": (0.867, 0.733, 0.933), "model": 0.600},
 }
-#: The pooled row: the body parts the model was trained on (core.eval.evaluation.summarise_trained).
-TRAINED_POOL = "All trained body parts"
 HELP = {
     "P(abnormal)": "The model's probability that a radiograph is abnormal (fracture, hardware, arthritis, lesion...). "
                    "A study's is the mean of its views'; it is called abnormal at or above its body part's threshold.",
@@ -132,13 +131,16 @@ def show_model(card: dict) -> None:
     """What the model reads and says, what it was trained on, and what it is not."""
     trained = ", ".join(group_label(t).lower() for t in trained_study_types(card)) or "unknown"
     st.subheader("The model")
+    # Plain words first; the architecture's own vocabulary waits in the expander (issue 27).
     st.markdown(
-        f"**{card.get('architecture', 'unknown architecture')}**: {card.get('description', '')}  \n"
-        f"Reads one upper-limb radiograph at a time and gives P(abnormal); a study's probability is the "
-        f"mean of its views', as in the [MURA paper]({PAPER}). Trained on **{trained}** radiographs.",
+        f"Looks at one arm radiograph at a time and says how likely it is to be abnormal (a fracture, metal "
+        f"hardware, arthritis or another lesion): P(abnormal), from 0 to 1. A study of several views gets the "
+        f"average of its views, as in the [MURA paper]({PAPER}). It learnt from **{trained}** radiographs only, "
+        "so it gives no verdict on other body parts.",
         help=HELP["P(abnormal)"],
     )
-    with st.expander("Input, output and thresholds"):
+    with st.expander("Technical details: architecture, input, output and thresholds"):
+        st.markdown(f"**{card.get('architecture', 'unknown architecture')}**: {card.get('description', '')}")
         st.markdown(f"- Input: {card.get('input', 'not stated')}\n- Output: {card.get('output', 'not stated')}")
         thresholds = card.get("thresholds", {})
         if thresholds:
@@ -177,11 +179,16 @@ def show_results(model: str, card: dict) -> None:
         rows[TRAINED_POOL] = pooled
     elif not others:  # every evaluated body part is a trained one: "overall" is their pool
         rows[TRAINED_POOL] = study[OVERALL]
-    st.dataframe(results_table(rows), hide_index=True, column_config=RESULTS_COLUMNS)
     readings = [plain_reading(group, study[group]) for group in trained]
     if any(readings):
         st.markdown("**In plain words**, at the model card's thresholds:\n"
                     + "\n".join(f"- {line}" for line in readings if line))
+    st.caption("The table's words: **AUROC**, how often the model ranks an abnormal study above a normal one "
+               "(0.5 a coin toss, 1 perfect); **Cohen's kappa**, how far its calls agree with the radiologists' "
+               "beyond chance (0 chance, 1 perfect); **sensitivity**, the share of abnormal studies it flags; "
+               "**specificity**, the share of normal ones it leaves alone. In brackets, the 95% range the figure "
+               "would plausibly take on other studies like these.")
+    st.dataframe(results_table(rows), hide_index=True, column_config=RESULTS_COLUMNS)
     show_context(model, card, study)
     try:
         external = (state.read_metrics(model, FRACATLAS) or {}).get("all") or {}

@@ -15,7 +15,17 @@ from core.eval.evaluation import FRACATLAS_STRATA
 from core.eval.metrics import BootstrapInterval, Confusion
 from core.model.card import trained_study_types
 from dashboard import charts, evaluation, model_compare, state
-from dashboard.charts import INTERVAL_WIDTH, OVERALL, TOO_FEW, format_estimate, format_interval, group_label, too_few
+from dashboard.charts import (
+    INTERVAL_WIDTH,
+    OVERALL,
+    TOO_FEW,
+    TRAINED_POOL,
+    UPPER_LIMB_POOL,
+    format_estimate,
+    format_interval,
+    group_label,
+    too_few,
+)
 
 _INTERVAL_COLUMN = st.column_config.TextColumn(width=INTERVAL_WIDTH)
 _THRESHOLD_HELP = "'per part': each body part at its own threshold."
@@ -44,6 +54,15 @@ class Scope:
         return ("No fracture", "Fracture") if self.external else ("Normal", "Abnormal")
 
     @property
+    def pool(self) -> str:
+        """What "overall" pools here: MURA's trained body parts, or every FracAtlas upper-limb image."""
+        return UPPER_LIMB_POOL if self.external else TRAINED_POOL
+
+    def label(self, group: str) -> str:
+        """A group's name in this page's tables and charts."""
+        return group_label(group, self.pool)
+
+    @property
     def resampled(self) -> str:
         """What the bootstrap resamples."""
         return "radiographs" if self.external else "studies"
@@ -57,12 +76,12 @@ def choose_dataset() -> tuple[str, str]:
                             "another hospital group's radiographs with expert fracture labels, never seen in "
                             "training.")
     if dataset != evaluation.FRACATLAS:
-        return dataset, "all"
+        return dataset, evaluation.TRAINED
     st.info("**External validation on FracAtlas.** The label here is **fracture**, not MURA's broader "
             "**abnormal**: a radiograph with metal hardware, arthritis or another lesion but no fracture counts as "
             "*no fracture*, so the model can be 'wrong' here while right on MURA's terms. Hardware images are "
             "therefore shown apart (choose the stratum below). Image level only (FracAtlas has no studies; copies of "
-            "one radiograph are resampled together). 'All body parts' means every upper-limb image; leg/hip, which "
+            f"one radiograph are resampled together). '{UPPER_LIMB_POOL}' means every upper-limb image; leg/hip, which "
             "the model never saw, is described at the bottom, not scored. Each region is judged at the model "
             "card's threshold of the nearest trained part: hand/wrist/forearm at the forearm's, shoulder at the "
             "humerus', whole arm at the card's default.")
@@ -83,8 +102,8 @@ def load_scope(model: str, card: dict | None, dataset: str, stratum: str) -> Sco
         st.info(f"No cached evaluation of **{model}** on {evaluation.DATASET_LABELS[dataset]} "
                 f"{'for these images ' if external else ''}yet. Run `{command}` and reload.")
         st.stop()
-    # Charts show the pool and the body parts the model was trained on; the few studies of other body
-    # parts in MURA valid/ would draw curves from a handful of points, so they stay in the tables.
+    # MURA: only the body parts the model was trained on, and their pool (the TRAINED stratum); the other
+    # parts are counted apart, not scored (core.model.card.out_of_scope_reason).
     trained = (set(evaluated.groups) - {OVERALL} if external
                else set(trained_study_types(card or {})) or set(evaluated.groups))
     return Scope(model, card, dataset, stratum, level, evaluated, trained)
@@ -103,19 +122,23 @@ def describe(scope: Scope, cached: dict | None) -> None:
                        "sensitivity/specificity are undefined here: read the confusion counts.")
         return
     split = ((cached or {}).get("evaluation") or {}).get("split", "valid")
-    others = sorted(set(scope.evaluated.groups) - scope.trained - {OVERALL})
     st.caption(
-        f"{scope.model} on MURA {split}/: {len(table)} {'studies' if scope.level == 'study' else 'images'}, "
-        f"{table['study_type'].nunique()} body part(s), "
-        "from the cached predictions (no model runs on this page)."
-        + (f" Not trained on {', '.join(group_label(g) for g in others)}: those appear in the tables and in "
-           "'All body parts', not in the charts." if others else "")
+        f"{scope.model} on MURA {split}/, the body parts it was trained on: {len(table)} "
+        f"{'studies' if scope.level == 'study' else 'images'}, {table['study_type'].nunique()} body part(s); "
+        f"'{TRAINED_POOL}' pools them, as on the Overview page and in the report. From the cached predictions "
+        "(no model runs on this page)."
     )
+    everything = evaluation.evaluation_table(scope.model, scope.dataset, "all")
+    others = everything[~everything["study_type"].isin(scope.trained)] if everything is not None else None
+    if others is not None and not others.empty:
+        counts = others.drop_duplicates("study_path")["study_type"].value_counts().sort_index()
+        st.caption("Out of scope, not scored: " + ", ".join(f"{group_label(t).lower()} {n}" for t, n in counts.items())
+                   + " studies of body parts the model was not trained on are in no table or chart here.")
 
 
 def threshold_text(threshold: float | None) -> str:
     """A group's threshold; "per part" for a pool judged at each body part's own."""
-    return "per part" if threshold is None else f"{threshold:.2f}"
+    return "per part" if threshold is None else f"{threshold:.3f}"
 
 
 def rate_text(point: float | None, confusion: Confusion, interval: BootstrapInterval | None = None) -> str:
@@ -135,7 +158,7 @@ def show_confusions(scope: Scope, confusions: Mapping[str, Confusion], threshold
     # One column even when nothing can be plotted (st.columns needs at least one), so zip may stop short.
     for column, group in zip(st.columns(len(plotted) or 1), plotted, strict=False):
         threshold = thresholds[group]
-        title = group_label(group) + ("" if threshold is None else f" · ≥ {threshold:.2f}")
+        title = scope.label(group) + ("" if threshold is None else f" · ≥ {threshold:.3f}")
         column.plotly_chart(charts.confusion_figure(confusions[group], title=title, height=280,
                                                     classes=scope.classes),
                             key=f"performance_confusion_{group}", config={"displayModeBar": False})
@@ -149,7 +172,7 @@ def show_live_table(scope: Scope, confusions: Mapping[str, Confusion], threshold
 
     live = pd.DataFrame([
         {
-            "Body part": group_label(group),
+            "Body part": scope.label(group),
             "Threshold": threshold_text(thresholds[group]),
             "Studies" if scope.level == "study" else "Images": c.n,
             "TP": c.tp, "FP": c.fp, "FN": c.fn, "TN": c.tn,
@@ -186,7 +209,7 @@ def show_cached_table(scope: Scope, cached: dict | None, thresholds: Mapping[str
         ece = TOO_FEW if too_few(summary.get("n"), summary.get("n_abnormal")) else format_interval(
             {"point": summary.get("ece")})
         rows.append({
-            "Body part": group_label(group),
+            "Body part": scope.label(group),
             "Threshold": threshold_text(summary.get("threshold")),
             "AUROC": format_estimate(summary, "auroc"),
             "Kappa": format_estimate(summary, "kappa"),
@@ -216,13 +239,13 @@ def show_curves(scope: Scope, confusions: Mapping[str, Confusion], thresholds: M
     roc_column, pr_column = st.columns(2)
     roc_column.plotly_chart(
         charts.roc_figure({g: evaluated.roc[g] for g in plotted}, confusions, thresholds, auc_intervals,
-                          title=f"ROC ({scope.level} level)"),
+                          title=f"ROC ({scope.level} level)", pool=scope.pool),
         key="performance_roc",
     )
     pr_column.plotly_chart(
         charts.pr_figure({g: evaluated.pr[g] for g in plotted}, confusions, thresholds,
                          evaluation.ap_intervals(scope.model, scope.level, plotted, scope.dataset, scope.stratum),
-                         title=f"Precision–recall ({scope.level} level)"),
+                         title=f"Precision–recall ({scope.level} level)", pool=scope.pool),
         key="performance_pr",
     )
     st.caption(
@@ -257,7 +280,7 @@ def show_out_of_scope(scope: Scope, thresholds: Mapping[str, float]) -> None:
     share = float((legs["probability"] >= default).mean())
     st.caption(f"{len(legs)} leg/hip images ({int(legs['fractured'].sum())} fractured). The model was trained on "
                f"humerus and forearm only, so no AUROC is given: scores here show how it behaves on a body part "
-               f"it never saw. At the default threshold ({default:.2f}) it calls {share:.0%} of them abnormal.")
+               f"it never saw. At the default threshold ({default:.3f}) it calls {share:.0%} of them abnormal.")
 
 
 model = state.checked_model_name()

@@ -30,9 +30,9 @@ from core.data.imaging import load_radiograph
 from core.data.preprocess import letterbox, to_model_input
 from core.eval import localization
 from core.eval.metrics import DEFAULT_N_BOOT, auroc, bootstrap_cis, bootstrap_means
-from core.fracture_net import TwoOutputNet
+from core.model.fracture_net import TwoOutputNet
+from core.model.fracture_training import branch_file, load_member, oof_file
 from core.model.registry import get_config
-from core.train_fracture import branch_file, load_member, oof_file
 
 FOLDS = 4
 CANDIDATES = ("J", "G")

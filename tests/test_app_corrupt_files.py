@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
 
 PAGES = ("../pages/overview.py", "../pages/performance.py", "../pages/model_card.py", "../pages/explain.py",
          "../pages/browse.py", "../pages/error_analysis.py", "../pages/quiz.py")
-DAMAGED_CARDS = {"truncated": b'{"name": "mura_eff', "empty": b"", "list": b"[]", "not UTF-8": b'{"name": "\xff"}'}
+DAMAGED_CARDS = {"truncated": b'{"name": "mura_eff', "empty": b"", "list": b"[]", "not UTF-8": b'{"name": "\xff"}',
+                 "100,000 nested brackets": b"[" * 100_000 + b"]" * 100_000}
 #: The damaged checkpoints of issue 19: unreadable, not a weights dictionary, and not fitting the architecture.
 APP_CHECKPOINTS = ("random bytes", "truncated", "empty", "bare tensor", "wrong keys", "wrong shape")
 

@@ -90,8 +90,21 @@ def test_similar_studies_show_neighbours_with_labels(use_map_weights: tuple[Path
 
 def test_selected_rows_reads_customdata() -> None:
     event = {"selection": {"points": [{"customdata": [3, "s"]}, {"customdata": ["7.0"]}, {"x": 1}]}}
-    assert data_map.selected_rows(event) == [3, 7]
-    assert data_map.selected_rows(None) == []
+    assert data_map.selected_rows(event, 10) == [3, 7]
+    assert data_map.selected_rows(None, 10) == []
+
+
+@pytest.mark.parametrize("customdata", [[-1], [10], [1e300], ["nan"], ["inf"], ["abc"], [2.5], [True], [None],
+                                        [[3]], [{"row": 3}], "3", 3, []])
+def test_crafted_customdata_selects_nothing(customdata: object) -> None:
+    """The selection event comes from the browser: -1 must not pick the last row, nor text stop the page."""
+    event = {"selection": {"points": [{"customdata": customdata}, {"customdata": [4]}]}}
+    assert data_map.selected_rows(event, 10) == [4]
+
+
+@pytest.mark.parametrize("event", [{"selection": {"points": "abc"}}, {"selection": []}, [], "x", 5])
+def test_crafted_events_select_nothing(event: object) -> None:
+    assert data_map.selected_rows(event, 10) == []
 
 
 def test_study_summary_puts_confident_errors_first() -> None:

@@ -53,7 +53,8 @@ def test_ranking_verdict_and_gallery(monkeypatch: pytest.MonkeyPatch, swept: tup
     assert ranked["map"].tolist() == table["map"].tolist()
     assert set(ranked["map"]) >= {f"GradCAM · {LAYER}", f"LayerCAM · {LAYER}", "uniform", "bright bone"}
     sentences = [m.value for m in [*at.success, *at.warning]]
-    assert any("bright-bone baseline on hit rate" in s for s in sentences)
+    # No trust cache here: no map is known to pass the sanity checks, so none is recommended (issue 27).
+    assert any(s.startswith("No map passes the sanity checks above, so none is recommended.") for s in sentences)
     assert len(at.get("plotly_chart")) >= 1
     # Three outlined fractures, each drawn with its outline; none listed without a picture.
     assert len(at.image) == 3
@@ -100,3 +101,36 @@ def test_committed_cache_of_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -
     (ranked,) = [frame.value for frame in at.dataframe if "map" in frame.value.columns]
     assert {"uniform", "bright bone"} <= set(ranked["map"]) and len(ranked) > 10
     assert len([*at.success, *at.warning]) >= 1
+
+
+def test_the_shipped_recommendation_passes_the_sanity_checks_and_beats_the_uniform_map() -> None:
+    """Issue 27, item 7: never crown a map that fails the checks shown above it; chance is the uniform map;
+    maps that coincide at the head layer are one row, with the reason said."""
+    from core.eval import localization, trust
+
+    files = ModelArtifacts.of(DEFAULT_MODEL)
+    sweep = read_cache(files)
+    same = localization.coinciding_maps(sweep.table)
+    head = "head conv (1280 ch, stride 32)"
+    assert (head, ("GradCAM", "HiResCAM", "XGradCAM")) in same and (head, ("GradCAMElementWise", "LayerCAM")) in same
+    table = accuracy.ranking(sweep.summary, "hit", sanity=trust.sanity_by_map(trust.read_cache(files).summary),
+                             same=same)
+    assert f"GradCAM = HiResCAM = XGradCAM · {head}" in set(table["map"])
+    assert f"HiResCAM · {head}" not in set(table["map"])  # counted once
+    beats, sentence = accuracy.verdict(table, "hit")
+    recommended = table[(table["sanity"] == "passes") & ~table["chance"]].iloc[0]
+    assert sentence.startswith(f"Recommended: {recommended['map']}, the best hit rate")
+    assert "among the maps that pass the sanity checks" in sentence
+    assert "uniform map" in sentence and beats == bool(recommended["beats_uniform"])
+    assert "GradCAMElementWise · block 11 (112 ch, stride 16) (0.396), is not recommended: it fails" in sentence
+
+
+def test_the_model_is_not_scored_on_fractures_without_a_fracture_output(monkeypatch: pytest.MonkeyPatch,
+                                                                       swept: tuple[Path, Path]) -> None:
+    """Issue 27, item 4: the 'Model right/wrong' filter says 'not scored' for an abnormal-only model."""
+    weights, root = swept
+    at = _open(monkeypatch, weights, root)
+    assert at.multiselect(key="accuracy_model").options == ["not scored"]
+    rows = read_cache(ModelArtifacts.of(DEFAULT_MODEL, weights)).table
+    two_outputs = {"training_data": {"all": {"XR_HUMERUS": {}}}, "outputs": {"abnormal": {}, "fracture": {}}}
+    assert set(accuracy.with_outcomes(rows, two_outputs)["model"]) <= {"right", "wrong"}

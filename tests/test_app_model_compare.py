@@ -22,7 +22,7 @@ from core.eval.metrics import summarise
 from core.model.card import card_thresholds
 from core.model.checkpoint import DEFAULT_MODEL
 from dashboard import model_compare
-from dashboard.charts import group_label
+from dashboard.charts import TOO_FEW, group_label
 from dashboard.markup import escape_markdown
 from tests.app_pages import assert_clean, start_app
 
@@ -96,10 +96,11 @@ def test_second_model_shows_both_rocs_the_paired_differences_and_the_disagreemen
     for group, entry in report.items():
         row = shown.loc[group_label(group)]
         assert row["Studies"] == entry["studies"]
-        assert (row[f"AUROC {DEFAULT_MODEL}"], row[f"AUROC {RIVAL}"]) == (entry["auroc_a"], entry["auroc_b"])
+        assert (row[f"AUROC {DEFAULT_MODEL}"], row[f"AUROC {RIVAL}"]) == (f"{entry['auroc_a']:.3f}",
+                                                                          f"{entry['auroc_b']:.3f}")
         difference = entry["difference"]
-        assert (row["Difference (A − B)"], row["95% CI low"], row["95% CI high"]) == (
-            difference["point"], difference["low"], difference["high"])
+        assert (row["Difference (A − B)"], row["95% CI"]) == (
+            f"{difference['point']:.3f}", f"{difference['low']:.3f} to {difference['high']:.3f}")
         assert difference["low"] < difference["point"] < difference["high"]
 
     listed = _table(at, f"P {RIVAL}")
@@ -129,3 +130,41 @@ def test_tables_that_disagree_on_a_label_are_one_sentence(two_models: Path) -> N
     reason = escape_markdown("the two prediction tables disagree on a study's label")
     assert [e.value for e in at.error] == [
         f"{escape_markdown(DEFAULT_MODEL)} and {escape_markdown(RIVAL)} cannot be compared: {reason}"]
+
+
+def test_every_comparison_row_follows_the_too_few_rule() -> None:
+    """Issue 27, item 9: no "AUROC 0.000 (0.000-0.000)", no CI -1 to 1, no "None" for a tiny group."""
+    report = {
+        "overall": {"studies": 200, "abnormal": 90, "auroc_a": 0.91, "auroc_b": 0.9,
+                    "difference": {"point": 0.01, "low": -0.02, "high": 0.04}},
+        "XR_FINGER": {"studies": 3, "abnormal": 1, "auroc_a": 0.0, "auroc_b": 0.0,
+                      "difference": {"point": 0.0, "low": 0.0, "high": 0.0}},
+        "XR_SHOULDER": {"studies": 4, "abnormal": 2, "auroc_a": 0.5, "auroc_b": 1.0,
+                        "difference": {"point": -0.5, "low": -1.0, "high": 1.0}},
+        "XR_HAND": {"studies": 2, "abnormal": 0, "auroc_a": None, "auroc_b": None,
+                    "difference": {"point": None, "low": None, "high": None}},
+    }
+    table = model_compare.difference_table(report, "a", "b").set_index("Body part")
+    for part in ("Finger", "Shoulder", "Hand"):
+        assert set(table.loc[part, ["AUROC a", "AUROC b", "Difference (A − B)", "95% CI"]]) == {TOO_FEW}
+        assert table.loc[part, "CI excludes 0"] == "—"
+    assert table.loc["All trained body parts", "95% CI"] == "-0.020 to 0.040"
+    assert "None" not in table.astype(str).to_numpy().ravel().tolist()
+
+
+def test_only_the_trained_parts_are_compared(two_models: Path) -> None:
+    """Issue 27, item 5: the pool compared is the trained body parts', as on Overview and in the report."""
+    for model in (DEFAULT_MODEL, RIVAL):
+        path = two_models / model / "predictions_valid.csv"
+        predictions = pd.read_csv(path)
+        wrist = predictions.iloc[:1].assign(study_type="XR_WRIST", path="MURA-v1.1/valid/XR_WRIST/p1/s1/image1.png",
+                                            study_path="MURA-v1.1/valid/XR_WRIST/p1/s1/")
+        pd.concat([predictions, wrist]).to_csv(path, index=False)
+        (two_models / model / "metrics_valid.json").unlink()
+        per_type = {"XR_HUMERUS": 0.5, "XR_FOREARM": 0.5, "default": 0.5}
+        (two_models / model / "metrics_valid.json").write_text(
+            json.dumps(summarise(pd.concat([predictions, wrist]), per_type, n_boot=20, seed=0)))
+    at = _compared(start_app().switch_page(PAGE).run())
+    shown = _table(at, "Difference (A − B)")
+    assert list(shown["Body part"]) == ["All trained body parts", "Forearm", "Humerus"]
+    assert shown["Studies"].iloc[0] == shown["Studies"].iloc[1] + shown["Studies"].iloc[2]

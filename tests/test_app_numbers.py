@@ -68,18 +68,20 @@ def test_overview_pools_only_trained_parts_reads_in_plain_words_and_sets_context
     _assert_no_none(app)
 
 
-def test_performance_shows_too_few_for_tiny_groups_and_never_none(shipped: dict) -> None:
+def test_performance_scores_only_trained_parts_and_never_prints_none(shipped: dict) -> None:
+    """Issue 27: the tiny groups of untrained parts are counted apart, not scored; the pool is the trained
+    parts', with the figures Overview and the report show."""
     app = start_app().switch_page("../pages/performance.py").run()
     assert_clean(app)
     live = _table_with(app, "TP").set_index("Body part")
     cached = _table_with(app, "AUROC").set_index("Body part")
-    for part in TINY:
-        label = part.removeprefix("XR_").capitalize()
-        assert (live.loc[label, ["Sensitivity", "Specificity", "Kappa", "Accuracy"]] == TOO_FEW).all()
-        assert (cached.loc[label, ["AUROC", "Kappa", "Sensitivity", "Specificity", "ECE"]] == TOO_FEW).all()
-        assert live.loc[label, "TP"] + live.loc[label, "FN"] == shipped["study"][part]["n_abnormal"]
+    assert set(live.index) == set(cached.index) == {"All trained body parts", "Forearm", "Humerus"}
+    assert any(c.value.startswith("Out of scope, not scored: ") and "wrist" in c.value for c in app.caption)
+    pooled = shipped["trained"]["study"]
+    assert cached.loc["All trained body parts", "AUROC"].startswith(f"{pooled['auroc']['point']:.3f} (")
+    assert live.loc["All trained body parts", "TP"] == pooled["confusion"]["tp"]
     assert cached.loc["Forearm", "AUROC"].startswith(f"{shipped['study']['XR_FOREARM']['auroc']['point']:.3f} (")
-    assert live.loc["All body parts", "Threshold"] == "per part"
+    assert live.loc["All trained body parts", "Threshold"] == "per part"
     _assert_no_none(app)
 
 
@@ -95,8 +97,8 @@ def test_model_card_labels_its_rows_keeps_the_legend_short_and_never_prints_none
     figure = json.loads(chart.proto.spec)
     assert len([trace for trace in figure["data"] if trace.get("showlegend", True)]) == 3  # was 12
     results = _table_with(app, "Kappa").set_index("Body part")
-    assert results.index[0] == "All trained body parts"
-    assert (results.loc["Elbow", ["AUROC", "Kappa"]] == TOO_FEW).all()
+    assert list(results.index) == ["All trained body parts", "Forearm", "Humerus"]  # the others: not scored
+    assert "Out of scope, not scored: elbow 5" in captions
     _assert_no_none(app)
 
 
@@ -122,7 +124,7 @@ def test_interval_columns_are_wide_enough_for_every_value(shipped: dict) -> None
 def test_error_analysis_list_gives_the_study_path_the_room(shipped: dict) -> None:
     app = start_app().switch_page("../pages/error_analysis.py").run()
     assert_clean(app)
-    (frame,) = [frame for frame in app.dataframe if "study_path" in frame.value.columns]
+    (frame,) = [frame for frame in app.dataframe if {"study_path", "threshold"} <= set(frame.value.columns)]
     shown = list(frame.proto.column_order)
     assert shown[0] == "study_path" and "patient" not in shown and "study" not in shown  # both are in the path
     # About 7 px a character in the table font: the longest path fits whole.

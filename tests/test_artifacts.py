@@ -96,7 +96,8 @@ def test_pair_without_hash_is_read_as_written_by_older_versions(tmp_path):
     assert read_evaluation(files, "valid").metrics == {"images": 3}
 
 
-@pytest.mark.parametrize("metrics_text", ["", "[]", "{not json", b"\xff\xfe".decode("latin-1")])
+@pytest.mark.parametrize("metrics_text", ["", "[]", "{not json", b"\xff\xfe".decode("latin-1"),
+                                          "[" * 100_000 + "]" * 100_000])
 def test_unreadable_metrics_is_one_sentence(tmp_path, metrics_text):
     files = ModelArtifacts(tmp_path)
     _predictions(3).to_csv(files.predictions("valid"), index=False)

@@ -29,6 +29,7 @@ DAMAGED_CARDS = {
     "threshold text": b'{"thresholds": {"XR_HUMERUS": "high"}}',
     "threshold above 1": b'{"thresholds": {"default": 7}}',
     "newer schema": json.dumps({"schema_version": CARD_SCHEMA_VERSION + 1}).encode(),
+    "100,000 nested brackets": b'{"thresholds": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
 }
 
 

@@ -30,7 +30,8 @@ def _traces(figure, name_part: str) -> list:
 
 def test_group_label_and_interval_text() -> None:
     assert charts.group_label("XR_HUMERUS") == "Humerus"
-    assert charts.group_label(charts.OVERALL) == "All body parts"
+    assert charts.group_label(charts.OVERALL) == "All trained body parts"  # one headline pool (issue 27)
+    assert charts.group_label(charts.OVERALL, charts.UPPER_LIMB_POOL) == "All upper-limb images"
     assert charts.format_interval({"point": 0.81234, "low": 0.75, "high": 0.866}) == "0.812 (0.750–0.866)"
     assert charts.format_interval({"point": 0.5, "low": None, "high": None}, digits=2) == "0.50"
     assert charts.format_interval(None) == "—"
@@ -64,14 +65,14 @@ def test_pr_figure_average_precision_and_operating_point(groups) -> None:
     confusions = {g: confusion_at(*groups[g], 0.6) for g in groups}
     figure = charts.pr_figure(curves, confusions, {g: None for g in groups})
 
-    (overall,) = _traces(figure, "All body parts · AP")
+    (overall,) = _traces(figure, "All trained body parts · AP")
     assert overall.name.endswith(f"{average_precision_score(*groups[charts.OVERALL]):.3f}")
-    (marker,) = _traces(figure, "All body parts operating point")
+    (marker,) = _traces(figure, "All trained body parts operating point")
     confusion = confusions[charts.OVERALL]
     assert marker.x[0] == pytest.approx(confusion.sensitivity)
     assert marker.y[0] == pytest.approx(confusion.tp / (confusion.tp + confusion.fp))
     assert "each body part at its own threshold" in marker.hovertemplate
-    (prevalence,) = _traces(figure, "All body parts prevalence")
+    (prevalence,) = _traces(figure, "All trained body parts prevalence")
     assert prevalence.y[0] == pytest.approx(groups[charts.OVERALL][0].mean())
 
 
@@ -118,6 +119,12 @@ def test_confusion_figure_cells_and_selection_marker(groups) -> None:
         ({"selection": {"points": [{"customdata": "nonsense"}, {"customdata": "TP"}]}}, "TP"),
         ({"selection": {"points": [], "box": [], "lasso": []}}, None),
         (None, None),
+        # Crafted by the browser: nothing of this may stop the page.
+        ({"selection": {"points": [{"customdata": {"a": 1}}, {"customdata": [["TP"]]}, "TP", 7]}}, None),
+        ({"selection": {"points": {"customdata": "TP"}}}, None),
+        ({"selection": ["TP"]}, None),
+        (["selection"], None),
+        ("TP", None),
     ],
 )
 def test_selected_cell_reads_plotly_events(event, expected) -> None:

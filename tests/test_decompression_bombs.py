@@ -1,6 +1,6 @@
 """core.data.imaging against DICOM files whose pixels, once decompressed, would dwarf the upload.
 
-Each bomb is decoded in a child Python whose peak resident memory (ru_maxrss) is measured
+Each bomb is decoded in a child Python whose peak resident memory (VmHWM) is measured
 around the one load_radiograph call. The child also runs under an address-space limit, so a
 regression fails the test (too much memory, or a MemoryError that reads as "corrupt") instead of
 taking the machine's memory.
@@ -28,7 +28,7 @@ from core.data.imaging import RadiographDecodeError, load_radiograph
 from tests.bad_inputs import encode_dicom, encode_image, phantom
 from tests.test_imaging import assert_one_sentence
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="peak memory is read the Linux way (ru_maxrss in KiB)")
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="peak memory is read the Linux way (/proc/self/status)")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIDE = 64
@@ -42,18 +42,20 @@ _CHILD = r"""
 import json, resource, sys
 from core.data.imaging import RadiographDecodeError, load_radiograph
 
-with open("/proc/self/status") as status:
-    vm_size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
-resource.setrlimit(resource.RLIMIT_AS, (vm_size + int(sys.argv[2]), resource.RLIM_INFINITY))
-data = open(sys.argv[1], "rb").read()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status(field):
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent (pytest, large) through exec.
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field + ":"))
+
+resource.setrlimit(resource.RLIMIT_AS, (status("VmSize") + int(sys.argv[2]), resource.RLIM_INFINITY))
+data = open(sys.argv[1], "rb").read() if sys.argv[3:] != ["path"] else sys.argv[1]  # a str is read as a path
+before = status("VmHWM")
 try:
     load_radiograph(data)
     outcome = "accepted"
 except RadiographDecodeError as exc:
     outcome = str(exc)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"outcome": outcome, "peak_growth": (after - before) * 1024}))
+print(json.dumps({"outcome": outcome, "peak_growth": status("VmHWM") - before}))
 """
 
 
@@ -98,6 +100,27 @@ def j2k_claiming(side: int) -> bytes:
     return encode_dicom(grey(), transfer_syntax=JPEG2000Lossless, frames=[bytes(frame)])
 
 
+def _box(kind: bytes, content: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(content), kind) + content
+
+
+def jp2_with_decoy(stream_side: int, header_side: int, decoy: bool = True) -> bytes:
+    """A 64 x 64 DICOM whose JPEG 2000 frame is a JP2 file: an ``ihdr`` of ``header_side``, then
+    (with ``decoy``) an ``xml `` box holding a 64 x 64 codestream start, then the ``jp2c``
+    codestream whose SIZ says ``stream_side``; the headers are crafted, nothing that large is encoded."""
+    small = encode_image(Image.fromarray(grey()), "JPEG2000", no_jp2=True, irreversible=False)
+    large = bytearray(small)
+    large[8:16] = struct.pack(">II", stream_side, stream_side)  # Xsiz, Ysiz (SIZ follows the 4-byte start)
+    large[24:32] = struct.pack(">II", stream_side, stream_side)  # one tile of that size
+    ihdr = struct.pack(">IIHBBBB", header_side, header_side, 1, 7, 7, 0, 0)
+    boxes = [b"\x00\x00\x00\x0cjP  \r\n\x87\n", _box(b"ftyp", b"jp2 \0\0\0\0jp2 "),
+             _box(b"jp2h", _box(b"ihdr", ihdr) + _box(b"colr", b"\x01\0\0\0\0\0\x11"))]
+    if decoy:
+        boxes.append(_box(b"xml ", small[:64]))
+    boxes.append(_box(b"jp2c", bytes(large)))
+    return encode_dicom(grey(), transfer_syntax=JPEG2000Lossless, frames=[b"".join(boxes)])
+
+
 def jpeg_claiming(side: int) -> bytes:
     """A 64 x 64 DICOM whose baseline JPEG frame header (SOF0) says ``side`` x ``side``."""
     frame = bytearray(encode_image(Image.fromarray(grey()), "JPEG", quality=90))
@@ -113,12 +136,15 @@ def rle_bomb(segment_bytes: int) -> bytes:
     return encode_dicom(grey(), transfer_syntax=RLELossless, frames=[frame])
 
 
-def decode_in_child(data: bytes, tmp_path: Path) -> dict:
-    """load_radiograph in a fresh Python: its outcome and the growth of its peak RSS during the call."""
-    path = tmp_path / "upload.dcm"
-    path.write_bytes(data)
+def decode_in_child(data: bytes | Path, tmp_path: Path) -> dict:
+    """load_radiograph in a fresh Python (of the bytes, or of a path it reads itself): its outcome and
+    the growth of its peak RSS during the call."""
+    path = data if isinstance(data, Path) else tmp_path / "upload.dcm"
+    if not isinstance(data, Path):
+        path.write_bytes(data)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(CHILD_EXTRA_ADDRESS_SPACE)],
+    mode = ["path"] if isinstance(data, Path) else []
+    result = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(CHILD_EXTRA_ADDRESS_SPACE), *mode],
                             capture_output=True, text=True, env=env, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
@@ -140,11 +166,41 @@ def test_jpeg2000_stream_larger_than_its_header_is_refused_before_decoding(tmp_p
     assert measured["peak_growth"] < PEAK_GROWTH_LIMIT, measured
 
 
+@pytest.mark.parametrize("header_side", [64, 13_377])
+def test_jp2_decoy_size_ahead_of_a_large_codestream_is_refused_before_decoding(tmp_path: Path,
+                                                                              header_side: int) -> None:
+    """The size checked is the one of the codestream the decoder reads (the jp2c box's SIZ), and a
+    codestream start in any other box, or an ihdr that disagrees with it, refuses the file."""
+    measured = decode_in_child(jp2_with_decoy(13_377, header_side), tmp_path)
+    # Refused by the size check, before any decoder runs (a decoder's failure reads "truncated or corrupt").
+    assert "compressed image has no readable size" in measured["outcome"], measured
+    assert_one_sentence(measured["outcome"])
+    assert measured["peak_growth"] < PEAK_GROWTH_LIMIT, measured
+
+
+def test_jp2_header_that_disagrees_with_its_codestream_is_refused() -> None:
+    for data in (jp2_with_decoy(64, 13_377, decoy=False), jp2_with_decoy(64, 64, decoy=True)):
+        with pytest.raises(RadiographDecodeError, match="no readable size") as caught:
+            load_radiograph(data)
+        assert_one_sentence(str(caught.value))
+
+
 def test_rle_segment_longer_than_its_header_is_refused_before_decoding(tmp_path: Path) -> None:
     measured = decode_in_child(rle_bomb(8 * 2**20), tmp_path)  # 8 MB of runs: 512 MB decoded
     assert "RLE" in measured["outcome"]
     assert_one_sentence(measured["outcome"])
     assert measured["peak_growth"] < PEAK_GROWTH_LIMIT, measured
+
+
+def test_a_huge_sparse_file_is_refused_by_its_size_before_any_byte_is_read(tmp_path: Path) -> None:
+    """10 GB of holes on disk: the size says no at once (it read 512 MB before refusing)."""
+    path = tmp_path / "huge.dcm"
+    with path.open("wb") as handle:
+        handle.truncate(10 * 2**30)
+    measured = decode_in_child(path, tmp_path)
+    assert "larger than 512 MB" in measured["outcome"]
+    assert_one_sentence(measured["outcome"])
+    assert measured["peak_growth"] < 16 * 2**20, measured
 
 
 def test_jpeg_frame_larger_than_its_header_is_refused() -> None:
@@ -171,6 +227,9 @@ def test_inflate_bound_follows_the_callers_pixel_cap() -> None:
 def test_compressed_streams_that_agree_with_the_header_still_decode() -> None:
     j2k = encode_image(Image.fromarray(grey()), "JPEG2000", no_jp2=True, irreversible=False)
     decoded = load_radiograph(encode_dicom(grey(), transfer_syntax=JPEG2000Lossless, frames=[j2k]))
+    np.testing.assert_array_equal(decoded.pixels, grey())
+    jp2 = encode_image(Image.fromarray(grey()), "JPEG2000", irreversible=False)  # a JP2 file, boxes and all
+    decoded = load_radiograph(encode_dicom(grey(), transfer_syntax=JPEG2000Lossless, frames=[jp2]))
     np.testing.assert_array_equal(decoded.pixels, grey())
     rle = load_radiograph(encode_dicom(grey(), transfer_syntax=RLELossless))
     np.testing.assert_array_equal(rle.pixels, grey())

@@ -9,8 +9,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CHECKED = ("core", "dashboard", "pages", "scripts", "bench")
 _TEXT_METHODS = {"read_text", "write_text"}
-# Receivers whose ``open`` is not a text file: images, archives, and the project's own UTF-8 writer.
-_NOT_TEXT_FILES = {"Image", "tarfile", "zipfile", "atomic", "webbrowser"}
+# Receivers whose ``open`` is not a text file: images, archives, file descriptors (os.open), the UTF-8 writer.
+_NOT_TEXT_FILES = {"Image", "tarfile", "zipfile", "atomic", "webbrowser", "os"}
 
 
 def _mode(call: ast.Call, position: int) -> str:

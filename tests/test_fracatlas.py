@@ -95,6 +95,20 @@ def test_malformed_labels_are_one_sentence(tmp_path, labels):
         fracatlas.read_images(root)
 
 
+@pytest.mark.parametrize("character", ["\r", "\n", "\x1b"])
+def test_a_file_name_with_a_control_character_is_refused(tmp_path, character):
+    """A CR in a name would split its row in every CSV written from it (pandas quotes only LF), and
+    the rows that follow would not parse as numbers: refuse the folder in one sentence instead."""
+    name = f"images/A{character}B.jpg"
+    labels = _HEADER + f'"{name}",A.jpg,hand,1,1,1,0,40,30\n'
+    root = _tiny_root(tmp_path, labels=labels)
+    Image.new("L", (40, 30), 128).save(root / name, format="JPEG")
+    with pytest.raises(fracatlas.FracAtlasError, match="control character") as raised:
+        fracatlas.read_images(root)
+    message = str(raised.value)
+    assert "\n" not in message and "\r" not in message and "\x1b" not in message
+
+
 def test_missing_root_and_labels(tmp_path):
     with pytest.raises(fracatlas.FracAtlasError, match="does not exist"):
         fracatlas.resolve_root(tmp_path / "nowhere")

@@ -8,7 +8,7 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from core.fracture_net import TwoOutputNet, lse_pool, outline_loss, outline_targets
+from core.model.fracture_net import TwoOutputNet, lse_pool, outline_loss, outline_targets
 from core.model.registry import create_model
 
 

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from core import fracture_split
-from core.fracture_split import TEST, make_split, read_split, trained_on, training_rows
+from core.data import fracture_split
+from core.data.fracture_split import TEST, make_split, read_split, trained_on, training_rows
 from core.model.checkpoint import save_ensemble_checkpoint
+from core.model.fracture_training import FractureConfig, branch_file, oof_file, train_fold
 from core.model.registry import create_model
-from core.train_fracture import FractureConfig, branch_file, oof_file, train_fold
 from tests.fake_fracatlas import make_fake_fracatlas
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -86,3 +86,20 @@ def test_a_fold_trains_both_candidates_and_resumes(tmp_path: Path, monkeypatch: 
     first = pd.read_csv(oof_file(out, "G"))
     train_fold(config)  # resumes after the last epoch: nothing retrained, same predictions
     pd.testing.assert_frame_equal(pd.read_csv(oof_file(out, "G")), first)
+
+
+def test_localisation_leaves_out_what_the_fracture_output_trained_on(tmp_path: Path,
+                                                                      committed: pd.DataFrame) -> None:
+    from types import SimpleNamespace
+
+    from core.eval.localization_sweep import untrained
+
+    (tmp_path / fracture_split.SPLIT_FILE).write_bytes(COMMITTED.read_bytes())
+    loaded = SimpleNamespace(directory=tmp_path)
+    images = pd.DataFrame({"file": [*committed["file"].head(40), "images/withheld.jpg"]})
+    kept = set(untrained(loaded, images)["file"])
+    parts = committed.set_index("file")["part"]
+    assert "images/withheld.jpg" in kept
+    assert all(not parts[f].startswith("fold") for f in kept if f in parts.index)
+    assert len(kept) < len(images)
+    assert len(untrained(SimpleNamespace(directory=tmp_path / "none"), images)) == len(images)

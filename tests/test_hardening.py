@@ -25,6 +25,8 @@ import pytest
 import torch
 from PIL import Image
 
+from core import evaluate as evaluate_cli
+from core import predict as predict_cli
 from core.cam.explain import explain
 from core.data.imaging import load_radiograph
 from core.model.checkpoint import DEFAULT_MODEL, load_model
@@ -32,6 +34,7 @@ from core.model.prediction import predict_images
 from core.store.artifacts import CARD_FILE, CHECKPOINT_FILE
 from tests.app_pages import study_probability
 from tests.bad_inputs import BadInput, corpus, phantom
+from tests.fake_fracatlas import make_fake_fracatlas
 from tests.fake_mura import make_fake_mura
 from tests.test_app_explain import FRACTURE_VIEWS, assert_clean, open_explain
 
@@ -261,3 +264,35 @@ def test_evaluate_killed_mid_run_leaves_previous_results_intact(scratch_weights:
     assert process.returncode == -signal.SIGKILL
     for path, content in previous.items():
         assert path.read_bytes() == content, path.name
+
+
+# --- 5. what the command lines print: no terminal control from file names or CSV cells ----------
+
+_FORGED = "\x1b[2J\r\nerror: forged\x07"
+
+
+def _error_lines(err: str) -> list[str]:
+    assert not set(err) & {"\x1b", "\r", "\x07"}, repr(err)
+    return [line for line in err.splitlines() if line.startswith("error")]
+
+
+def test_predict_escapes_control_characters_of_file_names(tiny_weights: Path, tmp_path: Path,
+                                                          monkeypatch: Any, capsys: Any) -> None:
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tiny_weights))
+    bad = tmp_path / f"x{_FORGED}.png"
+    bad.write_bytes(b"not an image")
+    assert predict_cli.main([str(bad), "--threads", "1"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "x\\x1b[2J\\x0d\\x0aerror: forged\\x07.png" in line
+
+
+def test_evaluate_escapes_control_characters_of_labels_csv(tiny_weights: Path, tmp_path: Path,
+                                                           monkeypatch: Any, capsys: Any) -> None:
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tiny_weights))
+    root = make_fake_fracatlas(tmp_path / "fracatlas")
+    labels = root / "labels.csv"
+    labels.write_text(labels.read_text().replace(".jpg,hand,", f'.jpg,"hand{_FORGED}",', 1))
+    assert evaluate_cli.main(["--dataset", "fracatlas", "--root", str(root), "--n-boot", "5", "--threads", "1",
+                              "--backend", "torch"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "unknown region" in line

@@ -121,6 +121,15 @@ def test_csv_larger_than_the_cap_is_refused_unread(fake_root: Path) -> None:
         mura.read_images(fake_root, "valid")
 
 
+def test_csv_of_more_rows_than_mura_holds_is_refused(fake_root: Path) -> None:
+    """Rows are capped too: short rows under the byte cap would still be costly to check one by one."""
+    row = "MURA-v1.1/valid/XR_HUMERUS/patient11185/study1_positive/image1.png\n"
+    (fake_root / "valid_image_paths.csv").write_text(row * (mura.MAX_CSV_ROWS + 1))
+    assert len(row) * (mura.MAX_CSV_ROWS + 1) < mura.MAX_CSV_BYTES
+    with pytest.raises(mura.MuraRootError, match="more than 50,000 rows"):
+        mura.read_images(fake_root, "valid")
+
+
 @pytest.mark.parametrize(
     ("typed", "words"),
     [

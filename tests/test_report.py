@@ -40,13 +40,21 @@ def test_shipped_report_has_every_section_in_order(shipped_text: str) -> None:
 
 
 def test_shipped_report_quotes_the_caches(shipped_text: str) -> None:
+    flat = " ".join(shipped_text.split())  # the PDF wraps table cells and lines
     # docs/results.md's model-card table: humerus AUROC and forearm kappa with their 95% CIs.
     assert "0.919 (0.867-0.962)" in shipped_text and "0.681 (0.553-0.802)" in shipped_text
     assert "of 67 abnormal studies the model flagged 61" in shipped_text  # the plain-language reading
     assert "Humerus 0.332 Normal 58 10" in shipped_text  # confusion at the card's humerus threshold
     assert "At the model card's thresholds." in shipped_text
+    # One pooled headline (issue 27): the trained parts', the figure Overview shows; never the all-parts pool.
+    trained = read_evaluation(ModelArtifacts.of(DEFAULT_MODEL), "valid").metrics["trained"]["study"]
+    pooled = f"All trained body parts {trained['n']} ({trained['n_abnormal']}) {trained['auroc']['point']:.3f} ("
+    assert pooled in flat and "All body parts" not in flat
+    assert "Out of scope, not scored: 18 studies" in flat
     assert "0.639 (0.600-0.674)" in shipped_text  # FracAtlas, all upper limb
-    assert "GradCAMElementWise - block 11 (112 ch, stride 16) 0.396 (0.348-0.447)" in shipped_text
+    # Issue 27, item 7: the top scorer is marked as failing the sanity checks; the recommended map passes them.
+    assert "GradCAMElementWise - block 11 (112 ch, stride 16) (fails the sanity checks) 0.396 (0.348-0.447)" in flat
+    assert "The best map that passes the sanity checks, LayerCAM - block 11 (112 ch, stride 16)" in flat
     assert "uniform map (chance)" in shipped_text and "flagged: 11 of 18" in shipped_text
     assert "0.986 (0.980-0.992)" in shipped_text  # out-of-scope AUROC, as in docs/results.md
     trust_headline = trust.headline(ModelArtifacts.of(DEFAULT_MODEL))

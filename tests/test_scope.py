@@ -201,6 +201,13 @@ def test_study_scope_flags_out_of_scope_and_colour_views():
     assert "colour image" in colour.reason()
 
 
+def test_flagged_views_leave_the_study_mean_unless_every_view_is_flagged():
+    forearm, other = _assessment("forearm"), _assessment("other")
+    assert scope.views_in_study_mean([forearm, other, forearm]) == [0, 2]
+    assert scope.views_in_study_mean([other, other]) == [0, 1]
+    assert scope.views_in_study_mean([]) == []
+
+
 SHARED_FRACATLAS = Path(__file__).resolve().parents[2] / "shared" / "fracatlas"
 needs_fracatlas = pytest.mark.skipif(not (SHARED_FRACATLAS / "labels.csv").is_file(),
                                      reason="no FracAtlas copy at ../shared/fracatlas")
@@ -230,6 +237,26 @@ def test_predict_cli_gives_no_verdict_for_a_leg(capsys):
     assert main(["--study", "--study-type", "XR_FOREARM", str(_first_leg())]) == 0
     _image, study = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert study["verdict"] in ("normal", "abnormal")  # the user named the body part: judged as asked
+    assert study["verdict_against_scope_flag"] is True and study["left_out_of_mean"] == []
+
+
+def test_predict_cli_leaves_a_flagged_view_out_of_the_study_mean(capsys, mura_root):
+    """A MURA humerus view plus a leg: the leg is flagged and leaves the study's mean (issue 27, item 3)."""
+    import json
+
+    from core.data import mura
+    from core.predict import main
+
+    if not (SHARED_FRACATLAS / "labels.csv").is_file():
+        pytest.skip("no FracAtlas copy at ../shared/fracatlas")
+    valid = mura.read_images(mura_root, "valid")
+    humerus = str(mura.image_file(mura_root, valid[valid["study_type"] == "XR_HUMERUS"].sort_values("path")
+                                  .iloc[0]["path"]))
+    assert main(["--study", "--study-type", "XR_HUMERUS", humerus, str(_first_leg())]) == 0
+    kept, leg, study = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert leg["out_of_scope"] and not kept["out_of_scope"]
+    assert study["probability"] == pytest.approx(kept["probability"], abs=1e-6)
+    assert study["left_out_of_mean"] == [leg["file"]] and study["verdict_against_scope_flag"] is False
 
 
 @pytest.mark.slow  # the shipped model and its scope head end to end

@@ -142,12 +142,42 @@ def test_a_state_saved_before_a_setting_existed_still_resumes(fake_root: Path, t
     arguments = ["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY]
     assert train_cli.main(arguments) == 0
     state_path = out / TRAIN_STATE_FILE
-    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state["config"] = json.loads(state["config"])  # a plain dict, as states were written before
     del state["config"]["train_fraction"]  # as written before --train-fraction existed
     torch.save(state, state_path)
     capsys.readouterr()
     assert train_cli.main(arguments) == 0
     assert "resuming after epoch 1" in capsys.readouterr().out
+
+
+class _Payload:
+    """What a planted state could carry: unpickling it calls os.mkdir (any code could run there)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_planted_state_with_a_pickle_payload_is_one_sentence_and_never_runs(
+        fake_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Resume is automatic, so a train_state.pt planted in --out is read with weights_only=True."""
+    out = tmp_path / "planted"
+    arguments = ["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY]
+    assert train_cli.main(arguments) == 0
+    state_path = out / TRAIN_STATE_FILE
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    assert isinstance(state["config"], str) and isinstance(state["python_rng"][1], list)  # plain values only
+    marker = tmp_path / "payload_ran"
+    torch.save({**state, "elapsed": _Payload(marker)}, state_path)
+    capsys.readouterr()
+    assert train_cli.main(arguments) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {state_path} is not a training state")
+    assert errors[0].endswith("use a new --out")
+    assert not marker.exists()
 
 
 def test_resuming_with_another_recipe_is_one_line_and_status_2(fake_root: Path, tmp_path: Path,
@@ -239,7 +269,7 @@ def test_interrupted_training_resumes_from_its_last_epoch(tmp_path: Path, fake_r
 
 
 def _assert_same_weights(first: Path, second: Path, key: str) -> None:
-    a, b = (torch.load(path, map_location="cpu", weights_only=False)[key] for path in (first, second))
+    a, b = (torch.load(path, map_location="cpu", weights_only=True)[key] for path in (first, second))
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=0, rtol=0, msg=name)

@@ -56,19 +56,22 @@ from pytorch_grad_cam import (
 )
 from pytorch_grad_cam.ablation_layer import AblationLayer
 from pytorch_grad_cam.base_cam import BaseCAM
-from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
 from core.cam.overlay import resize_heatmap
 from core.data.preprocess import Letterbox, letterbox, to_model_input
 from core.model.checkpoint import LoadedModel
-from core.model.registry import resolve_layer
+from core.model.prediction import predict_image_outputs
+from core.model.registry import FRACTURE, resolve_layer
 
 __all__ = [
     "DEFAULT_METHOD",
     "METHODS",
     "CamCancelled",
     "ClassProbability",
+    "OutputLogit",
+    "check_target",
+    "output_column",
     "Explanation",
     "MethodInfo",
     "Target",
@@ -79,7 +82,7 @@ __all__ = [
     "shares_a_pass",
 ]
 
-Target = Literal["abnormal", "normal"]
+Target = Literal["abnormal", "normal", "fracture"]
 #: Which gradients a method needs: none; at its target layers; at the input (FullGrad);
 #: or the gradient's own graph (ShapleyCAM's Hessian-vector product).
 GradientUse = Literal["none", "layer", "input", "second_order"]
@@ -382,6 +385,36 @@ def _undo_augmentation(transform: _Deaugment) -> Callable[[np.ndarray], np.ndarr
     return undo
 
 
+class OutputLogit:
+    """The signed logit of one output, as pytorch_grad_cam targets return it (a 1-element row).
+
+    For a single-logit model this is exactly BinaryClassifierOutputTarget(1) ("abnormal") or (0)
+    ("normal", minus the logit); that class reads the whole row, so a two-output model (abnormal,
+    fracture) needs the column picked: "fracture" explains output 1.
+    """
+
+    def __init__(self, target: Target) -> None:
+        self.column = output_column(target)
+        self.sign = -1.0 if target == "normal" else 1.0
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        """sign * the target's logit, shaped (1,) per row as the library's binary target."""
+        return self.sign * model_output[..., self.column : self.column + 1]
+
+
+def output_column(target: Target) -> int:
+    """Which output column a target explains: 1 for "fracture", else 0 (abnormal, or minus it)."""
+    return 1 if target == FRACTURE else 0
+
+
+def check_target(loaded: LoadedModel, target: str) -> None:
+    """Raise ValueError unless ``loaded`` has the output ``target`` explains."""
+    allowed = ("abnormal", "normal", *(o for o in loaded.outputs if o != "abnormal"))
+    if target not in allowed:
+        raise ValueError(f"target must be one of {', '.join(map(repr, allowed))} for model {loaded.name!r}, "
+                         f"not {target!r}")
+
+
 class ClassProbability:
     """Score = P(target class) = sigmoid(+-logit): positive, in [0, 1].
 
@@ -391,7 +424,7 @@ class ClassProbability:
     """
 
     def __init__(self, target: Target) -> None:
-        self.logit_target = BinaryClassifierOutputTarget(1 if target == "abnormal" else 0)
+        self.logit_target = OutputLogit(target)
 
     def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
         """sigmoid(+-logit) of each output row."""
@@ -439,7 +472,9 @@ def explain(
         layers: names from ``loaded.cam_layers`` (default: its first, the last stage);
             several layers are averaged by pytorch_grad_cam.
         target: "abnormal" explains the logit, "normal" explains minus the logit
-            (pytorch_grad_cam's BinaryClassifierOutputTarget with category 1 or 0).
+            (pytorch_grad_cam's BinaryClassifierOutputTarget with category 1 or 0), "fracture" a
+            fracture-aware model's second output (:class:`OutputLogit`). Without ``layers``, the
+            model's default layer for that output.
         aug_smooth: average over flips and brightness changes (6 passes).
         eigen_smooth: keep the first principal component of the weighted activations.
         progress: called with a fraction in [0, 1]; ScoreCAM and AblationCAM report per
@@ -453,15 +488,14 @@ def explain(
         CamCancelled: ``cancel`` was set before the run finished.
     """
     info = _method_info(method)
-    layer_names = _layer_names(loaded, layers)
-    if target not in ("abnormal", "normal"):
-        raise ValueError(f"target must be 'abnormal' or 'normal', not {target!r}")
+    check_target(loaded, target)
+    layer_names = _layer_names(loaded, layers, target)
     report = progress or (lambda _fraction: None)
     report(0.0)
     with _cam_pass(loaded, pixels, slow=info.slow) as (network, model_input, placement):
         if cancel is not None and cancel.is_set():  # cancelled while waiting for the lock
             raise CamCancelled("the CAM run was cancelled")
-        canvas_map, raw_canvas, logit = _run_cam(
+        canvas_map, raw_canvas = _run_cam(
             network, method, info, [path for name in layer_names for path in loaded.layer_paths(name)],
             model_input, target, aug_smooth, eigen_smooth, report, cancel,
         )
@@ -469,7 +503,7 @@ def explain(
     report(1.0)
     return Explanation(
         heatmap=heatmap,
-        probability=float(torch.sigmoid(torch.tensor(logit))),
+        probability=model_probability(loaded, pixels, target),
         method=method,
         layers=layer_names if info.uses_layers else (),
         target=target,
@@ -478,6 +512,14 @@ def explain(
         model=loaded.name,
         raw_map=None if raw_canvas is None else placement.crop(raw_canvas),
     )
+
+
+def model_probability(loaded: LoadedModel, pixels: np.ndarray, target: Target = "abnormal") -> float:
+    """The probability of the target's output (P(abnormal) for "abnormal" and "normal", P(fracture) for
+    "fracture") as core.predict computes it everywhere (letterbox, the card's flip TTA):
+    one image, one probability, whichever page, figure or grid shows it. The CAM's own forward pass
+    gives the unmirrored image's alone: 0.993 on the downloaded figure where Explain showed 0.988."""
+    return float(predict_image_outputs(loaded, [pixels])[0, output_column(target)])
 
 
 def shares_a_pass(method: str) -> bool:
@@ -511,9 +553,8 @@ def explain_grid(
     """
     for method in methods:
         _method_info(method)
-    layer_names = _layer_names(loaded, layers)
-    if target not in ("abnormal", "normal"):
-        raise ValueError(f"target must be 'abnormal' or 'normal', not {target!r}")
+    check_target(loaded, target)
+    layer_names = _layer_names(loaded, layers, target)
     results: dict[tuple[str, str], Explanation] = {}
     shared = [m for m in dict.fromkeys(methods) if shares_a_pass(m)]
     for method in dict.fromkeys(methods):
@@ -527,8 +568,8 @@ def explain_grid(
     if not shared:
         return results
     with _cam_pass(loaded, pixels, slow=False) as (network, model_input, placement):  # fast methods only
-        canvas_maps, logit = _shared_pass(network, loaded, shared, layer_names, model_input, target)
-    probability = float(torch.sigmoid(torch.tensor(logit)))
+        canvas_maps = _shared_pass(network, loaded, shared, layer_names, model_input, target)
+    probability = model_probability(loaded, pixels, target)
     for (method, name), (canvas_map, raw_canvas) in canvas_maps.items():
         results[(method, name)] = Explanation(
             heatmap=_image_heatmap(canvas_map, placement), probability=probability,
@@ -545,12 +586,12 @@ def _shared_pass(
     layer_names: tuple[str, ...],
     model_input: torch.Tensor,
     target: Target,
-) -> tuple[dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]], float]:
+) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]]:
     """Canvas-sized (scaled, raw) maps of each (method, layer name) from one forward and one backward pass."""
     module_order = {path: index for index, (path, _module) in enumerate(network.named_modules())}
     paths = sorted({p for name in layer_names for p in loaded.layer_paths(name)}, key=module_order.__getitem__)
     modules = [resolve_layer(network, path) for path in paths]
-    targets = [BinaryClassifierOutputTarget(1 if target == "abnormal" else 0)]
+    targets = [OutputLogit(target)]
     backward = any(METHODS[m].gradients != "none" for m in methods)
     handles = [m.register_forward_hook(_graph_starts_here, prepend=True) for m in modules] if backward else []
     cams: dict[str, BaseCAM] = {}
@@ -564,7 +605,7 @@ def _shared_pass(
         output = network(model_input)
         if backward:
             network.zero_grad()
-            sum(t(o) for t, o in zip(targets, output, strict=True)).backward()
+            torch.stack([t(o) for t, o in zip(targets, output, strict=True)]).sum().backward()
         maps: dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]] = {}
         for method, cam in cams.items():
             try:
@@ -575,7 +616,7 @@ def _shared_pass(
                 chosen = [paths.index(p) for p in loaded.layer_paths(name)]
                 raw = raws[method].canvas(model_input.shape[-1], chosen, [lambda canvas: canvas])
                 maps[(method, name)] = (cam.aggregate_multi_layers([per_layer[i] for i in chosen])[0], raw)
-        return maps, float(output.detach().reshape(-1)[0])
+        return maps
     finally:
         for method, cam in cams.items():
             cam.activations_and_grads.release()
@@ -592,20 +633,21 @@ def _method_info(method: str) -> MethodInfo:
         raise ValueError(f"Unknown CAM method {method!r}; choose from: {', '.join(METHODS)}.") from None
 
 
-def _layer_names(loaded: LoadedModel, layers: Sequence[str] | str | None) -> tuple[str, ...]:
+def _layer_names(loaded: LoadedModel, layers: Sequence[str] | str | None, target: Target = "abnormal"
+                 ) -> tuple[str, ...]:
     available = loaded.cam_layers
     if not available:
         raise ValueError(f"Model {loaded.name!r} names no CAM layers.")
     if layers is None:
-        return (loaded.config.default_cam_layer,)
+        return (loaded.config.cam_layer_for(target),)
     names = tuple(dict.fromkeys([layers] if isinstance(layers, str) else layers))
     if not names:
         raise ValueError("Choose at least one CAM layer.")
-    unknown = [name for name in names if name not in available]
+    unknown = [name for name in names if not loaded.is_layer(name)]
     if unknown:
         raise ValueError(
             f"Unknown CAM layer(s) {', '.join(map(repr, unknown))} for model {loaded.name!r}; "
-            f"choose from: {', '.join(map(repr, available))}."
+            f"choose from: {', '.join(map(repr, available))}, or a convolution's module path."
         )
     return names
 
@@ -621,9 +663,8 @@ def _run_cam(
     eigen_smooth: bool,
     report: Callable[[float], None],
     cancel: threading.Event | None = None,
-) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """The canvas-sized (S, S) map, its raw counterpart (see :class:`Explanation`) and the
-    logit of the unaugmented input."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The canvas-sized (S, S) map and its raw counterpart (see :class:`Explanation`)."""
     if info.gradients == "second_order" and len(layer_paths) > 1:
         # ShapleyCAM's Hessian-vector product frees the graph after the first target layer
         # (pytorch_grad_cam passes retain_graph=False), so several layers (the ones a user
@@ -634,18 +675,16 @@ def _run_cam(
             _run_cam(network, method, info, [path], model_input, target, aug_smooth, eigen_smooth, report, cancel)
             for path in layer_paths
         ]
-        raws = [raw for _, raw, _ in runs if raw is not None]
-        return (np.mean([canvas for canvas, _, _ in runs], axis=0),
-                np.mean(raws, axis=0) if len(raws) == len(runs) else None, runs[0][2])
+        raws = [raw for _, raw in runs if raw is not None]
+        return (np.mean([canvas for canvas, _ in runs], axis=0),
+                np.mean(raws, axis=0) if len(raws) == len(runs) else None)
     # pytorch_grad_cam pairs the i-th target layer with the i-th activation it recorded,
     # and records them in execution order: list the layers in that order (AblationCAM
     # swaps out the layer it is given). Module order is execution order in these networks.
     module_order = {path: index for index, (path, _module) in enumerate(network.named_modules())}
     layer_paths = sorted(layer_paths, key=module_order.__getitem__)
     modules = [resolve_layer(network, path) for path in layer_paths] if info.uses_layers else []
-    targets: list[Callable[[torch.Tensor], torch.Tensor]] = [
-        BinaryClassifierOutputTarget(1 if target == "abnormal" else 0)
-    ]
+    targets: list[Callable[[torch.Tensor], torch.Tensor]] = [OutputLogit(target)]
     options: dict[str, object] = {}
     images_per_pass = 0  # images one unaugmented CAM pushes through the network, when counted
     if info.cam_class in (ScoreCAM, AblationCAM):
@@ -685,18 +724,12 @@ def _run_cam(
                 raw.release()
             raw_canvas = raw.canvas(model_input.shape[-1], range(len(modules)),
                                     [_undo_augmentation(t) for t in passes] or [lambda canvas: canvas])
-            # The CAM's own forward pass gives the probability for free, unless its last
-            # pass was an augmented copy.
-            logit = None if aug_smooth else float(cam.outputs.detach().reshape(-1)[0])
     finally:
         for handle in handles:
             handle.remove()
         if info.gradients == "second_order":
             network.requires_grad_(False)
-    if logit is None:
-        with torch.inference_mode():
-            logit = float(network(model_input).reshape(-1)[0])
-    return maps[0], raw_canvas, logit
+    return maps[0], raw_canvas
 
 
 def _ablation_ratio(channels: Sequence[int]) -> float:

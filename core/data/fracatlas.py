@@ -86,6 +86,10 @@ def resolve_root(path: str | os.PathLike[str]) -> Path:
 
 def image_file(root: Path, relative: str) -> Path:
     """The file of an image named relative to ``root``; refuses names that leave the root."""
+    if any(ord(character) < 32 or character == "\x7f" for character in relative):
+        # A CR or LF would split the name's row in every CSV written from it (pandas quotes only LF).
+        raise FracAtlasError(f"The FracAtlas folder names a file with a control character (a line break or an "
+                             f"escape) in it, {relative!r}; rename it.")
     pure = PurePosixPath(relative)
     if pure.is_absolute() or ".." in pure.parts or not pure.parts:
         raise FracAtlasError(f"{relative!r} is not a path inside the FracAtlas folder.")
@@ -116,7 +120,7 @@ def read_images(root: Path) -> pd.DataFrame:
         raise FracAtlasError(f"{LABELS_FILE} has a non-numeric value in {', '.join(_INT_COLUMNS)}.") from exc
     unknown = sorted(set(table["region"].astype(str)) - set(REGIONS))
     if unknown:
-        raise FracAtlasError(f"{LABELS_FILE} has unknown region(s) {', '.join(unknown[:3])}; "
+        raise FracAtlasError(f"{LABELS_FILE} has unknown region(s) {', '.join(map(repr, unknown[:3]))}; "
                              f"expected {', '.join(REGIONS)}.")
     if not table["fractured"].isin((0, 1)).all() or not table["hardware"].isin((0, 1)).all():
         raise FracAtlasError(f"{LABELS_FILE}: fractured and hardware must be 0 or 1.")
@@ -167,7 +171,7 @@ def read_outlines(root: Path) -> Outlines:
         coco = json.loads(path.read_text(encoding="utf-8"))
         images = {int(image["id"]): image for image in coco["images"]}
         annotations = coco["annotations"]
-    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as exc:
         raise FracAtlasError(
             f"{COCO_FILE} is not a COCO file with images and annotations ({type(exc).__name__})."
         ) from exc

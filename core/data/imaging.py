@@ -9,10 +9,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
+import threading
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
@@ -50,6 +53,17 @@ MIN_SIDE = 32
 MAX_FILE_BYTES = 512 * 1024 * 1024
 """Largest file read from disk; bounds memory before any format is even known."""
 
+DECODE_BUDGET_BYTES = 300 * 2**20
+"""Memory one decode may add, estimated from the header (bits per sample, samples, the decoder's own
+buffers and the conversion's copies) before any pixel is decoded; above it the file is refused."""
+
+TOTAL_DECODE_BYTES = 720 * 2**20
+"""Memory all decodes of the process may add together: a decode waits until its estimate fits, so
+four large uploads at once stay under 1 GiB."""
+
+_DECODE_WAIT_SECONDS = 120.0  # how long a decode waits for the others before saying the server is busy
+_STRIP_PIXELS = 1 << 20  # pixels converted at a time: float copies of a few MB, never of the whole image
+_CONVERSION_BYTES = 24 * 2**20  # what the strip-wise conversion itself holds (float copies, samples)
 _WINDOW_PERCENTILES = (0.5, 99.5)
 _PERCENTILE_SAMPLE = 1_000_000  # pixels: enough for stable percentiles, cheap on 40 MP images
 _COLOUR_SAMPLE = 65_536  # pixels looked at by the saturation test
@@ -57,12 +71,14 @@ _CHROMA_THRESHOLD = 32  # max-min over R, G, B above this is a visibly coloured 
 _COLOURFUL_FRACTION = 0.05  # coloured pixels needed to call it a photograph (annotations stay below)
 # A deflated DICOM may inflate to a 16-bit image at the pixel cap plus this much for its other elements.
 _DICOM_HEADER_ALLOWANCE = 16 * 2**20
+_INFLATE_STEP = 8 * 2**20  # bytes inflated at a time while a deflated DICOM's size is counted
 # Start-of-frame markers of JPEG (all processes but the differential ones) and JPEG-LS (SOF55).
 _JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
 _JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
 _RLE_MAX_EXPANSION = 64  # two RLE bytes decode to at most 128
 _RLE_PADDING = 128  # decoded bytes past the image tolerated, as pydicom does (it warns)
 _J2K_SOC_SIZ = b"\xff\x4f\xff\x51"  # start of codestream, then the SIZ marker that holds the image size
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"  # the first box of a JP2 file
 
 # Display name, file extensions and Pillow's format id for every format sniffed from bytes.
 _DISPLAY_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "DICOM": "DICOM", "TIFF": "TIFF", "GIF": "GIF",
@@ -84,6 +100,41 @@ _SUPPORTED_SENTENCE = "upload a PNG, JPEG or DICOM radiograph"
 
 class RadiographDecodeError(ValueError):
     """The upload cannot be turned into a radiograph; ``str(error)`` is one user-facing sentence."""
+
+
+class _DecodeBudget:
+    """The bytes decodes in flight may add together: each waits until its estimate fits (a server's
+    four sessions decoding at once share it rather than each taking the most one may)."""
+
+    def __init__(self, total: int) -> None:
+        self._free = total
+        self._condition = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, amount: int) -> Iterator[None]:
+        with self._condition:
+            if not self._condition.wait_for(lambda: self._free >= amount, _DECODE_WAIT_SECONDS):
+                raise RadiographDecodeError("The server is busy decoding other large images; try again in a minute.")
+            self._free -= amount
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._free += amount
+                self._condition.notify_all()
+
+
+_BUDGET = _DecodeBudget(TOTAL_DECODE_BYTES)
+
+
+def _reserve(estimate: int) -> contextlib.AbstractContextManager[None]:
+    """Refuse a decode whose estimated memory is over the per-image budget; else wait for its share."""
+    if estimate > DECODE_BUDGET_BYTES:
+        raise RadiographDecodeError(
+            f"Decoding this image would take about {estimate / 2**20:,.0f} MB of memory, more than the "
+            f"{DECODE_BUDGET_BYTES // 2**20} MB this server allows one image (fewer pixels or bits per pixel fit)."
+        )
+    return _BUDGET.reserve(estimate)
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,6 +223,9 @@ def downsized(radiograph: Radiograph, max_side: int = DISPLAY_MAX_SIDE) -> Radio
 
 def _read_source(source: bytes | str | os.PathLike[str], filename: str | None) -> tuple[bytes, str | None]:
     """The bytes to decode and the label for them; paths are read here and nowhere else."""
+    too_large = RadiographDecodeError(
+        f"The file is larger than {MAX_FILE_BYTES // 2**20} MB, too large to be one radiograph."
+    )
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
@@ -181,13 +235,15 @@ def _read_source(source: bytes | str | os.PathLike[str], filename: str | None) -
             raise RadiographDecodeError("The file does not exist or is not a regular file.")
         try:
             with path.open("rb") as handle:
+                # The size first: a 10 GB sparse file is refused at once, not after 512 MB are read. The
+                # bounded read still holds for a file whose size says nothing (/proc) or that grows.
+                if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+                    raise too_large
                 data = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             raise RadiographDecodeError("The file could not be read.") from exc
     if len(data) > MAX_FILE_BYTES:
-        raise RadiographDecodeError(
-            f"The file is larger than {MAX_FILE_BYTES // 2**20} MB, too large to be one radiograph."
-        )
+        raise too_large
     return data, filename
 
 
@@ -264,18 +320,48 @@ def _check_declared_size(width: int, height: int, limit: int, min_side: int) -> 
 
 
 def _decode_with_pillow(data: bytes, source_format: str, limit: int, min_side: int) -> Radiograph:
-    """PNG, JPEG, TIFF, GIF, BMP, WebP: header check, full decode, orientation, greyscale."""
+    """PNG, JPEG, TIFF, GIF, BMP, WebP: header and memory checks, full decode, orientation, greyscale."""
     notes: list[str] = []
     # formats=[...]: only the sniffed format's plugin may parse the bytes (no format confusion).
     with Image.open(io.BytesIO(data), formats=[source_format]) as image:
         _check_declared_size(image.width, image.height, limit, min_side)
         if getattr(image, "is_animated", False):
             notes.append(f"{_DISPLAY_NAMES[source_format]} has several frames; only the first is used")
-        image.load()  # full decode now: a truncated file fails here, not in the model
-        notes.extend(_apply_exif_orientation(image))
-        pixels, bit_depth, looks_like_radiograph, conversion_notes = _pillow_to_grey(image)
+        with _reserve(_pillow_estimate(image)):
+            image.load()  # full decode now: a truncated file fails here, not in the model
+            notes.extend(_apply_exif_orientation(image))
+            pixels, bit_depth, looks_like_radiograph, conversion_notes = _pillow_to_grey(image)
     notes.extend(conversion_notes)
     return _radiograph(pixels, bit_depth, source_format, looks_like_radiograph, notes)
+
+
+def _pillow_bytes_per_pixel(mode: str) -> int:
+    """What Pillow holds per pixel in ``mode``: one byte for 1/L/P, two for I;16, four for the rest
+    (every multi-band mode is stored as four bytes, RGB included)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _pillow_estimate(image: Image.Image) -> int:
+    """Memory the decode of ``image`` adds, from its header: the decoded image, a transposed copy when
+    EXIF says to rotate, a palette expanded to RGB(A), a progressive JPEG's coefficient buffers
+    (two bytes per sample), the greyscale result and its array copy, and the strip-wise conversion.
+    Measured at 40 MP: 16-bit PNG +129 MiB, float TIFF +209, RGB PNG +266 (estimates 175, 250, 291)."""
+    pixels = image.width * image.height
+    stored = _pillow_bytes_per_pixel(image.mode)
+    # Colour is converted once more on the way to grey (RGB -> L, then the array).
+    total = pixels * (stored + (3 if len(image.getbands()) > 1 else 2)) + _CONVERSION_BYTES
+    if image.mode in ("P", "PA"):
+        total += 4 * pixels
+    if image.format == "JPEG" and image.info.get("progressive"):
+        total += 2 * len(image.getbands()) * pixels
+    try:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
+            total += stored * pixels
+    except Exception:  # noqa: BLE001 - broken EXIF is ignored when the image is decoded, too
+        pass
+    return total
 
 
 def _apply_exif_orientation(image: Image.Image) -> list[str]:
@@ -294,7 +380,9 @@ def _pillow_to_grey(image: Image.Image) -> tuple[np.ndarray, int, bool, list[str
     """uint8 greyscale pixels, source bit depth, the radiograph flag and notes, for any Pillow mode."""
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         bit_depth = 16 if image.mode.startswith("I;16") else 32
-        return (_window_to_uint8(np.asarray(image)), bit_depth, True,
+        read = _pillow_strips(image)
+        low, high = _percentile_window(read, image.height, image.width)
+        return (_scaled_uint8(read, image.height, image.width, low, high), bit_depth, True,
                 [f"{bit_depth}-bit image windowed to 8-bit (0.5-99.5 percentiles)"])
     bit_depth = 1 if image.mode == "1" else 8
     notes: list[str] = []
@@ -308,49 +396,90 @@ def _pillow_to_grey(image: Image.Image) -> tuple[np.ndarray, int, bool, list[str
         image = image.convert("L" if image.mode in ("LA", "La") else "RGB")
     if image.mode in ("1", "L"):
         return np.array(image.convert("L")), bit_depth, True, notes
-    rgb = image.convert("RGB")  # also CMYK, YCbCr, LAB, HSV
-    looks_like_radiograph = not _is_visibly_coloured(np.asarray(rgb))
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # also CMYK, YCbCr, LAB, HSV
+    looks_like_radiograph = not _is_visibly_coloured(_sample(_pillow_strips(rgb), rgb.height, rgb.width,
+                                                             _COLOUR_SAMPLE))
     if not looks_like_radiograph:
         notes.append("colour image converted to greyscale")
     return np.array(rgb.convert("L")), bit_depth, looks_like_radiograph, notes
 
 
-def _is_visibly_coloured(rgb: np.ndarray) -> bool:
-    """Cheap saturation test: enough sampled pixels whose channels differ clearly.
+def _is_visibly_coloured(sample: np.ndarray) -> bool:
+    """Cheap saturation test on a sample of an RGB image's pixels: enough of them whose channels
+    differ clearly.
 
     Equal channels (a radiograph saved as RGB) give zero chroma; JPEG chroma noise and thin
     coloured annotations stay under the thresholds; skin, clothes and scenery do not.
     """
-    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / _COLOUR_SAMPLE)))
-    sample = rgb[::step, ::step].astype(np.int16)
-    chroma = sample.max(axis=2) - sample.min(axis=2)
+    sample = sample.astype(np.int16)
+    chroma = sample.max(axis=-1) - sample.min(axis=-1)
     return bool(np.mean(chroma > _CHROMA_THRESHOLD) >= _COLOURFUL_FRACTION)
 
 
-def _window_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Map the 0.5-99.5 percentile range linearly onto 0..255 and clip the tails.
+# --- strip-wise conversion: a 40 MP image never gets a float copy of its own ----------------------
+
+#: Rows [start, stop) of an image's values, in any numeric dtype (already through the LUTs for DICOM).
+StripReader = Callable[[int, int], np.ndarray]
+
+
+def _pillow_strips(image: Image.Image) -> StripReader:
+    """Rows of a decoded Pillow image as arrays, copied a strip at a time."""
+    return lambda start, stop: np.asarray(image.crop((0, start, image.width, stop)))
+
+
+def _strips(height: int, width: int, step: int = 1) -> Iterator[tuple[int, int]]:
+    """Row ranges of about _STRIP_PIXELS pixels each, starting on multiples of ``step``."""
+    rows = max(step, _STRIP_PIXELS // max(width, 1) // step * step)
+    for start in range(0, height, rows):
+        yield start, min(start + rows, height)
+
+
+def _sample(read: StripReader, height: int, width: int, target: int) -> np.ndarray:
+    """Every n-th row and column (about ``target`` values), read strip by strip."""
+    step = max(1, int(np.sqrt(height * width / target)))
+    # A copy of each strip's sample: a view would keep the whole strip alive until the end.
+    return np.concatenate([read(start, stop)[::step, ::step].copy() for start, stop in _strips(height, width, step)])
+
+
+def _percentile_window(read: StripReader, height: int, width: int) -> tuple[float, float]:
+    """The 0.5-99.5 percentile range of the finite values, from a sample.
 
     Percentiles, not min/max: one hot pixel or a burned-in label at full scale would otherwise
-    squeeze the anatomy into a few grey levels. Non-finite values (float TIFF) are ignored.
+    squeeze the anatomy into a few grey levels. Non-finite values (float TIFF) are ignored; a
+    nearly constant image falls back to its full range.
     """
-    step = max(1, int(np.sqrt(values.size / _PERCENTILE_SAMPLE)))
-    sample = values[::step, ::step].astype(np.float64)
+    sample = _sample(read, height, width, _PERCENTILE_SAMPLE).astype(np.float64)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
-        return np.zeros(values.shape, dtype=np.uint8)
+        return 0.0, 0.0
     low, high = np.percentile(sample, _WINDOW_PERCENTILES)
-    if high <= low:  # nearly constant image: fall back to the full range
+    if high <= low:
         low, high = sample.min(), sample.max()
-    return _linear_to_uint8(values, float(low), float(high))
+    return float(low), float(high)
+
+
+def _value_range(read: StripReader, height: int, width: int) -> tuple[float, float]:
+    """The smallest and largest finite value, strip by strip."""
+    low, high = np.inf, -np.inf
+    for start, stop in _strips(height, width):
+        values = np.asarray(read(start, stop), dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    return (low, high) if low <= high else (0.0, 0.0)
+
+
+def _scaled_uint8(read: StripReader, height: int, width: int, low: float, high: float) -> np.ndarray:
+    """Every value mapped linearly from [low, high] onto 0..255, clipped; a constant image is black."""
+    pixels = np.zeros((height, width), dtype=np.uint8)
+    if high > low:
+        for start, stop in _strips(height, width):
+            pixels[start:stop] = _linear_to_uint8(read(start, stop), low, high)
+    return pixels
 
 
 def _linear_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """values in [low, high] -> 0..255, clipped; a constant image becomes black.
-
-    Works in place on one float32 copy: a 40-megapixel image costs 160 MB here, not four times that.
-    """
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
+    """values (a strip) in [low, high] -> 0..255, clipped, on one float32 copy; ``high > low``."""
     scaled = np.array(values, dtype=np.float32)
     np.nan_to_num(scaled, copy=False, nan=low, posinf=high, neginf=low)
     scaled -= low
@@ -365,6 +494,10 @@ def _decode_dicom(data: bytes, limit: int, min_side: int) -> Radiograph:
     dataset = _read_dicom(data, limit)
     if "PixelData" not in dataset:
         raise RadiographDecodeError("The DICOM file contains no image (it has no Pixel Data).")
+    if any(keyword not in dataset for keyword in ("Rows", "Columns", "PhotometricInterpretation")):
+        raise RadiographDecodeError(
+            "The DICOM file's pixel data comes without its size or photometric interpretation, so it cannot be shown."
+        )
     photometric = str(dataset.get("PhotometricInterpretation", "")).strip().upper()
     if int(dataset.get("SamplesPerPixel", 1)) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise RadiographDecodeError(
@@ -379,18 +512,12 @@ def _decode_dicom(data: bytes, limit: int, min_side: int) -> Radiograph:
     _require_decoder(dataset.file_meta.TransferSyntaxUID)
     _check_compressed_size(dataset)
 
-    notes: list[str] = []
-    values = apply_modality_lut(dataset.pixel_array, dataset)
-    if dataset.get("VOILUTSequence") or ("WindowCenter" in dataset and "WindowWidth" in dataset):
-        pixels, voi_note = _apply_dicom_window(values, dataset)
-        notes.append(voi_note)
-    elif int(dataset.BitsStored) == 8 and values.min() >= 0 and values.max() <= 255:
-        pixels = np.rint(values).astype(np.uint8)  # 8-bit data is shown as stored, like an 8-bit PNG
-    else:
-        pixels = _window_to_uint8(values)
-        notes.append(f"{int(dataset.BitsStored)}-bit image windowed to 8-bit (0.5-99.5 percentiles)")
+    with _reserve(_dicom_estimate(dataset)):
+        raw = dataset.pixel_array
+        del dataset.PixelData  # the stored bytes are no longer needed: free them before converting
+        pixels, notes = _dicom_to_uint8(raw, dataset)
     if photometric == "MONOCHROME1":
-        pixels = 255 - pixels  # MONOCHROME1 shows its lowest value white; invert so bone is bright
+        np.subtract(255, pixels, out=pixels)  # MONOCHROME1 shows its lowest value white; invert so bone is bright
         notes.append("MONOCHROME1 inverted")
     return _radiograph(pixels, int(dataset.BitsAllocated), "DICOM", True, notes)
 
@@ -409,18 +536,39 @@ def _read_dicom(data: bytes, limit: int) -> pydicom.Dataset:
     if file_meta.get("TransferSyntaxUID") != uid.DeflatedExplicitVRLittleEndian:
         return pydicom.dcmread(io.BytesIO(data))
     max_bytes = 2 * limit + _DICOM_HEADER_ALLOWANCE
-    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[stream.tell():], max_bytes + 1)
-    if len(inflated) > max_bytes:
+    payload = memoryview(data)[stream.tell():]
+    size, complete = _inflated_size(payload, max_bytes)
+    if size > max_bytes:
         raise RadiographDecodeError(
             f"The deflated DICOM file expands to more than {max_bytes // 2**20} MB, more than one "
             "radiograph within the pixel limit can hold."
         )
+    if not complete:
+        raise RadiographDecodeError("The deflated DICOM file is truncated or corrupt and could not be decoded.")
+    # Its size known, the dataset is inflated into one buffer of exactly that size (a growing
+    # buffer would hold it twice at the end).
+    inflated = zlib.decompress(payload, -zlib.MAX_WBITS, max(size, 1))
     # pydicom's own dcmread hands read_dataset a DicomBytesIO; its annotation says BinaryIO.
     dataset = read_dataset(DicomBytesIO(inflated), is_implicit_VR=False, is_little_endian=True)  # type: ignore[arg-type]
     file_dataset = pydicom.FileDataset("upload", dataset, preamble=preamble, file_meta=file_meta,
                                        is_implicit_VR=False, is_little_endian=True)
     file_dataset.set_original_encoding(False, True, dataset._character_set)
     return file_dataset
+
+
+def _inflated_size(payload: memoryview, max_bytes: int) -> tuple[int, bool]:
+    """(bytes a raw deflate stream inflates to, counted up to just past ``max_bytes``; whether the
+    stream ends): inflated 8 MB at a time and thrown away, so a bomb costs 8 MB, not its size."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    size = 0
+    pending: bytes | memoryview = payload
+    while not inflater.eof and size <= max_bytes:
+        inflated = len(inflater.decompress(pending, _INFLATE_STEP))
+        pending = inflater.unconsumed_tail
+        if not inflated and not pending:
+            break  # the input ended before the stream did
+        size += inflated
+    return size, inflater.eof
 
 
 def _check_compressed_size(dataset: pydicom.Dataset) -> None:
@@ -483,17 +631,66 @@ def _check_rle_segments(frame: bytes, segment_bytes: int) -> None:
 
 
 def _j2k_size(frame: bytes) -> tuple[int, int, int] | None:
-    """(width, height, components) from a JPEG 2000 codestream's SIZ marker (also inside a JP2 wrapper).
+    """(width, height, components) of the JPEG 2000 codestream the decoder reads: a bare codestream
+    (the SIZ marker right after its start), or a JP2 file, whose boxes are walked; None when unreadable.
 
-    Hand-read: Pillow takes a JP2 file's size from its header box, not from the codestream
-    the decoder allocates for.
+    Hand-read: Pillow takes a JP2 file's size from its header box, not from the codestream the
+    decoder allocates for. A JP2 file must hold one header (``jp2h``/``ihdr``) and one codestream
+    (``jp2c``) of the same size, and no codestream start in any other box: a small decoy SIZ in an
+    ``xml `` box ahead of a large codestream is refused.
     """
-    start = frame.find(_J2K_SOC_SIZ)
-    fields = frame[start + 4:start + 42]
-    if start < 0 or len(fields) < 38:
+    if frame.startswith(_J2K_SOC_SIZ):
+        return _siz_size(frame)
+    if not frame.startswith(_JP2_SIGNATURE):
+        return None
+    boxes = _jp2_boxes(frame, 0, len(frame))
+    if boxes is None:
+        return None
+    headers = [(start, end) for kind, start, end in boxes if kind == b"jp2h"]
+    streams = [(start, end) for kind, start, end in boxes if kind == b"jp2c"]
+    if len(headers) != 1 or len(streams) != 1:
+        return None
+    header_boxes = _jp2_boxes(frame, *headers[0]) or []
+    image_headers = [frame[start:end] for kind, start, end in header_boxes if kind == b"ihdr"]
+    stream_start, stream_end = streams[0]
+    outside = frame[:stream_start] + b"\0" + frame[stream_end:]
+    size = _siz_size(frame[stream_start:stream_end])
+    if len(image_headers) != 1 or len(image_headers[0]) < 10 or _J2K_SOC_SIZ in outside or size is None:
+        return None
+    height, width, components = struct.unpack(">IIH", image_headers[0][:10])
+    return size if (width, height, components) == size else None
+
+
+def _siz_size(codestream: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) from the SIZ marker that must follow a codestream's start."""
+    fields = codestream[4:42]
+    if not codestream.startswith(_J2K_SOC_SIZ) or len(fields) < 38:
         return None
     _lsiz, _rsiz, xsiz, ysiz, x_offset, y_offset, *_tiles, components = struct.unpack(">HHIIIIIIIIH", fields)
     return xsiz - x_offset, ysiz - y_offset, components
+
+
+def _jp2_boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]] | None:
+    """(type, content start, content end) of the JP2 boxes in ``data[start:end]``; None when a box's
+    length runs past the end or is too short to hold its own header."""
+    boxes = []
+    position = start
+    while position < end:
+        if position + 8 > end:
+            return None
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        header = 8
+        if length == 1:  # the length follows as 64 bits
+            if position + 16 > end:
+                return None
+            length, header = struct.unpack(">Q", data[position + 8:position + 16])[0], 16
+        elif length == 0:  # the last box runs to the end
+            length = end - position
+        if length < header or position + length > end:
+            return None
+        boxes.append((kind, position + header, position + length))
+        position += length
+    return boxes
 
 
 def _jpeg_size(frame: bytes) -> tuple[int, int, int] | None:
@@ -541,14 +738,49 @@ def _require_decoder(transfer_syntax: pydicom.uid.UID) -> None:
         )
 
 
-def _apply_dicom_window(values: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, str]:
-    """The file's own VOI LUT or window, scaled to 0..255; a malformed one falls back to percentiles."""
-    try:
-        windowed = apply_voi_lut(values, dataset)
-    except Exception:  # noqa: BLE001 - an invalid window (e.g. width 0) should not cost the image
-        return _window_to_uint8(values), "DICOM window invalid; 0.5-99.5 percentile window used instead"
-    # The window already clipped the tails, so its output range maps straight onto 0..255.
-    return _linear_to_uint8(windowed, float(windowed.min()), float(windowed.max())), "DICOM window (VOI LUT) applied"
+def _within(value_range: tuple[float, float], low: float, high: float) -> bool:
+    return low <= value_range[0] and value_range[1] <= high
+
+
+def _dicom_estimate(dataset: pydicom.Dataset) -> int:
+    """Memory the pixel decode and conversion add, from the header: the decoded array and one
+    transient copy of it (pydicom's decoders, Pillow's image for JPEG), OpenJPEG's 32-bit buffer for
+    JPEG 2000, the uint8 result and the strip-wise conversion (never a float copy of the image)."""
+    pixels = int(dataset.Rows) * int(dataset.Columns)
+    decoded = pixels * max(1, (int(dataset.BitsAllocated) + 7) // 8)
+    total = 2 * decoded + pixels + _CONVERSION_BYTES
+    if dataset.file_meta.TransferSyntaxUID in uid.JPEG2000TransferSyntaxes:
+        total += 4 * pixels
+    return total
+
+
+def _dicom_to_uint8(raw: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, list[str]]:
+    """The stored values through the modality LUT (rescale) and the file's own VOI LUT or window,
+    scaled to 0..255, with notes. Both LUTs are pointwise, so pydicom's functions run a strip at a
+    time: their float64 copies are of a strip, not of a 40 MP image (+1.1 GB before)."""
+    height, width = raw.shape
+
+    def modality(start: int, stop: int) -> np.ndarray:
+        return apply_modality_lut(raw[start:stop], dataset)
+
+    if dataset.get("VOILUTSequence") or ("WindowCenter" in dataset and "WindowWidth" in dataset):
+        def windowed(start: int, stop: int) -> np.ndarray:
+            return apply_voi_lut(modality(start, stop), dataset)
+
+        try:
+            # The window already clipped the tails, so its output range maps straight onto 0..255.
+            low, high = _value_range(windowed, height, width)
+        except Exception:  # noqa: BLE001 - an invalid window (e.g. width 0) should not cost the image
+            low, high = _percentile_window(modality, height, width)
+            return (_scaled_uint8(modality, height, width, low, high),
+                    ["DICOM window invalid; 0.5-99.5 percentile window used instead"])
+        return _scaled_uint8(windowed, height, width, low, high), ["DICOM window (VOI LUT) applied"]
+    if int(dataset.BitsStored) == 8 and _within(_value_range(modality, height, width), 0.0, 255.0):
+        # 8-bit data is shown as stored, like an 8-bit PNG (0..255 onto 0..255 is the identity).
+        return _scaled_uint8(modality, height, width, 0.0, 255.0), []
+    low, high = _percentile_window(modality, height, width)
+    return (_scaled_uint8(modality, height, width, low, high),
+            [f"{int(dataset.BitsStored)}-bit image windowed to 8-bit (0.5-99.5 percentiles)"])
 
 
 def _radiograph(pixels: np.ndarray, bit_depth: int, source_format: str, looks_like_radiograph: bool,

@@ -24,6 +24,7 @@ __all__ = [
     "STUDY_TYPES",
     "LOCK_ENV",
     "MAX_CSV_BYTES",
+    "MAX_CSV_ROWS",
     "MuraRootError",
     "data_folder_locked",
     "resolve_root",
@@ -39,8 +40,10 @@ SPLITS = ("train", "valid")
 STUDY_TYPES = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
 #: Environment variable a deployer sets to 1 to lock the dashboard's data folder to MURA_ROOT.
 LOCK_ENV = "MURA_LENS_LOCK_DATA"
-#: Largest CSV read: the official train_image_paths.csv is about 3 MB.
-MAX_CSV_BYTES = 64 * 2**20
+#: Largest CSV read, in bytes and rows: the official train_image_paths.csv is 2.4 MB of 36,808 rows. A
+#: folder box that took any CSV was made to hold 911,806 rows (+704 MiB, 126 s of checks).
+MAX_CSV_BYTES = 8 * 2**20
+MAX_CSV_ROWS = 50_000
 _SHOWN_PATH_LIMIT = 80
 _PATH_PATTERN = re.compile(
     r"^MURA-v1\.1/(?P<split>train|valid)/(?P<study_type>XR_[A-Z]+)/(?P<patient>patient\d+)/"
@@ -118,7 +121,10 @@ def _read_csv(root: Path, name: str, columns: list[str]) -> pd.DataFrame:
             raise MuraRootError(f"{name} leads outside the MURA folder; refused.")
         if path.stat().st_size > MAX_CSV_BYTES:
             raise MuraRootError(f"{name} is larger than {MAX_CSV_BYTES // 2**20} MB, too large to be a MURA CSV.")
-        return pd.read_csv(path, header=None, names=columns, dtype=str, encoding="utf-8")
+        table = pd.read_csv(path, header=None, names=columns, dtype=str, encoding="utf-8", nrows=MAX_CSV_ROWS + 1)
+        if len(table) > MAX_CSV_ROWS:
+            raise MuraRootError(f"{name} has more than {MAX_CSV_ROWS:,} rows, more than a MURA CSV holds.")
+        return table
     except MuraRootError:
         raise
     except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not CSV (pandas' ParserError is a ValueError)

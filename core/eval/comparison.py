@@ -133,6 +133,7 @@ def compare_tables(studies_a: pd.DataFrame, studies_b: pd.DataFrame, *,
     return {
         group: {
             "studies": int(len(rows)),
+            "abnormal": int(rows["label"].sum()),
             "auroc_a": auroc(rows["label"], rows["probability"]),
             "auroc_b": auroc(rows["label"], rows["probability_b"]),
             "difference": _bootstrap_difference(rows, n_boot, seed=0).as_json(),

@@ -33,17 +33,20 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from core.data import fracatlas, mura
+from core.data import fracatlas, fracture_split, mura
 from core.eval.metrics import DEFAULT_N_BOOT, LEVELS, OVERALL, summarise
-from core.model.backends import batch_predictor, onnx_model_path, resolve_backend
+from core.model.backends import batch_predictor, onnx_graph, resolve_backend
 from core.model.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
 from core.model.checkpoint import LoadedModel, load_model
 from core.model.devices import autocast, on_device
 from core.model.prediction import DEFAULT_BATCH_SIZE
+from core.model.registry import FRACTURE
 from core.model.scale import LOCAL, Decoder, Engine, local_batches, ray_probabilities
 from core.store.artifacts import ModelArtifacts, check_replacement, write_evaluation
 
 __all__ = [
+    "FRACTURE_COLUMN",
+    "summarise_fracture_output",
     "PREDICTION_COLUMNS",
     "FRACATLAS",
     "FRACATLAS_COLUMNS",
@@ -60,6 +63,8 @@ __all__ = [
     "evaluate_fracatlas",
 ]
 
+#: A fracture-aware model's P(fracture) beside ``probability`` (P(abnormal)) in its prediction tables.
+FRACTURE_COLUMN = "fracture_probability"
 PREDICTION_COLUMNS = ["path", "study_type", "patient", "study", "study_path", "label", "probability"]
 #: The dataset name of the FracAtlas evaluation (its files are ``*_fracatlas.*``).
 FRACATLAS = "fracatlas"
@@ -122,18 +127,32 @@ def predict_split(loaded: LoadedModel, root: Path, split: str, *, batch_size: in
     images = mura.read_images(root, split).iloc[:limit]
     probability = _predict_files(loaded, root, images["path"].tolist(), mura.image_file, batch_size=batch_size,
                                  progress=progress, description=f"{loaded.name} on {split}", engine=engine)
-    return images.assign(probability=probability)[PREDICTION_COLUMNS]
+    return _with_probabilities(images, probability)[[*PREDICTION_COLUMNS, *_fracture_column(loaded)]]
+
+
+def _fracture_column(loaded: LoadedModel) -> list[str]:
+    """The prediction tables' extra column for a model with a fracture output."""
+    return [FRACTURE_COLUMN] if FRACTURE in loaded.outputs else []
+
+
+def _with_probabilities(images: pd.DataFrame, probability: np.ndarray) -> pd.DataFrame:
+    """``images`` with ``probability`` (P(abnormal)) and, from a second output, ``fracture_probability``."""
+    images = images.assign(probability=probability[:, 0])
+    if probability.shape[1] > 1:
+        images[FRACTURE_COLUMN] = probability[:, 1]
+    return images
 
 
 def _predict_files(loaded: LoadedModel, root: Path, files: list[str], locate: Callable[[Path, str], Path],
                    *, batch_size: int, progress: bool, description: str, engine: Engine = LOCAL) -> np.ndarray:
-    """P(abnormal) of each file, rounded once here so the cached CSV and every metric from it agree;
+    """(files, outputs) probabilities (column 0 P(abnormal)), rounded once here so the cached CSV and every
+    metric from it agree;
     on ``engine``'s device and backend, or on Ray, where the batches and so the numbers are the same."""
     backend = _backend(engine)
     if not files:
-        return np.empty(0)
+        return np.empty((0, len(loaded.outputs)))
     if engine.ray:
-        onnx_model = onnx_model_path(loaded) if backend == "onnx" else None
+        onnx_model = onnx_graph(loaded)[1] if backend == "onnx" else None
         return np.round(ray_probabilities(loaded, Decoder.of(loaded, root, locate), files, batch_size=batch_size,
                                           engine=engine, progress=progress, description=description,
                                           onnx_model=onnx_model), 6)
@@ -174,9 +193,8 @@ def predict_fracatlas(loaded: LoadedModel, root: Path, *, batch_size: int = DEFA
     images = images.assign(
         duplicate_of=fracatlas.duplicate_groups(root, files),
         threshold=images["region"].map(region_thresholds(loaded.card)),
-        probability=probability,
     )
-    return images[FRACATLAS_COLUMNS]
+    return _with_probabilities(images, probability)[[*FRACATLAS_COLUMNS, *_fracture_column(loaded)]]
 
 
 def fracatlas_stratum(predictions: pd.DataFrame, stratum: str = "all") -> pd.DataFrame:
@@ -252,6 +270,10 @@ def evaluate_fracatlas(model_name: str, root: Path, *, n_boot: int = DEFAULT_N_B
     predictions = predict_fracatlas(loaded, root, batch_size=batch_size, limit=limit, engine=engine)
     seconds = time.perf_counter() - started
     metrics = summarise_fracatlas(predictions, region_thresholds(loaded.card), n_boot=n_boot)
+    split_file = loaded.directory / fracture_split.SPLIT_FILE
+    if FRACTURE in loaded.outputs and split_file.is_file():
+        metrics["fracture_output"] = summarise_fracture_output(
+            predictions, fracture_split.read_split(split_file), float(loaded.card["fracture_threshold"]), n_boot=n_boot)
     copies = predictions["duplicate_of"] != predictions["file"]
     metrics["evaluation"] = {
         "model": model_name,
@@ -267,6 +289,23 @@ def evaluate_fracatlas(model_name: str, root: Path, *, n_boot: int = DEFAULT_N_B
         "backend": resolve_backend(engine.backend, engine.device)[0],
     }
     return write_evaluation(ModelArtifacts(loaded.directory), FRACATLAS, predictions, metrics, force=force)
+
+
+def summarise_fracture_output(predictions: pd.DataFrame, split: pd.DataFrame, threshold: float, *,
+                              n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> dict[str, object]:
+    """The fracture output's image-level metrics on the FracAtlas test part only (never trained or
+    tuned on), per stratum as :func:`summarise_fracatlas`, each region at the output's one threshold."""
+    test = set(split.loc[split["part"] == fracture_split.TEST, "file"])
+    rows = predictions[predictions["file"].isin(test)].assign(probability=predictions[FRACTURE_COLUMN])
+    thresholds = dict.fromkeys(fracatlas.UPPER_LIMB_REGIONS, threshold) | {DEFAULT_THRESHOLD_KEY: threshold}
+    summary: dict[str, object] = {"label": "fracture", "output": FRACTURE, "part": "FracAtlas test part",
+                                  "images": int(rows["upper_limb"].astype(bool).sum()), "threshold": threshold,
+                                  "n_boot": n_boot, "seed": seed}
+    for name in FRACATLAS_STRATA:
+        stratum = fracatlas_stratum(rows, name)
+        summary[name] = None if stratum.empty else summarise(stratum, thresholds, n_boot=n_boot, seed=seed,
+                                                             levels=("image",))["image"]
+    return summary
 
 
 def summarise_trained(predictions: pd.DataFrame, thresholds: dict[str, float], card: dict, *,

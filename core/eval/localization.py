@@ -53,6 +53,7 @@ __all__ = [
     "baseline_maps",
     "grid_column",
     "summarise",
+    "coinciding_maps",
 ]
 
 TOLERANCE_PX = 15
@@ -195,12 +196,14 @@ def summarise(
     BRIGHT_BONE and an empty layer). Every group is resampled with the same draws of images, so
     groups scored on the same images are compared on the same resamples; ``vs_bright_bone`` is
     the paired difference (map minus bright-bone map on the same images) with its interval, and
-    ``beats_bright_bone`` says whether that interval lies above 0.
+    ``beats_bright_bone`` says whether that interval lies above 0; ``vs_uniform`` / ``beats_uniform``
+    the same against the uniform map, the chance level a map must beat to point better than chance.
     """
     columns = _score_columns()
     rows = rows.assign(layer=rows["layer"].fillna("").astype(str))
     images = sorted(rows["image"].unique())
-    bright = rows[rows["method"] == BRIGHT_BONE].set_index("image")[columns]
+    baselines = {name: rows[rows["method"] == method].set_index("image")[columns]
+                 for name, method in (("bright_bone", BRIGHT_BONE), ("uniform", UNIFORM))}
     groups: list[dict[str, object]] = []
     for key, group in rows.groupby(list(group_by), sort=True):
         group = group.set_index("image").reindex(images).dropna(subset=list(SCORE_COLUMNS))
@@ -211,13 +214,14 @@ def summarise(
         entry.update({name: _interval_json(statistics[name]) for name in SCORE_COLUMNS})
         entry["iou_grid"] = {f"{t:g}": round(float(statistics[grid_column(t)].point or 0.0), 6)
                              for t in THRESHOLD_GRID}
-        if entry["method"] not in BASELINES and not bright.empty:
-            paired = bright.reindex(group.index)[list(SCORE_COLUMNS)].to_numpy(dtype=float)
+        for name, baseline in baselines.items():
+            if entry["method"] in BASELINES or baseline.empty:
+                continue
+            paired = baseline.reindex(group.index)[list(SCORE_COLUMNS)].to_numpy(dtype=float)
             differences = metrics.bootstrap_means(values[:, : len(SCORE_COLUMNS)] - paired, n_boot=n_boot,
                                                   seed=seed, names=list(SCORE_COLUMNS))
-            entry["vs_bright_bone"] = {name: _interval_json(differences[name]) for name in SCORE_COLUMNS}
-            entry["beats_bright_bone"] = {name: bool((differences[name].low or 0.0) > 0.0)
-                                          for name in SCORE_COLUMNS}
+            entry[f"vs_{name}"] = {score: _interval_json(differences[score]) for score in SCORE_COLUMNS}
+            entry[f"beats_{name}"] = {score: bool((differences[score].low or 0.0) > 0.0) for score in SCORE_COLUMNS}
         groups.append(entry)
     return {
         "n_images": len(images),
@@ -228,3 +232,31 @@ def summarise(
         "confidence": metrics.CONFIDENCE,
         "groups": groups,
     }
+
+
+def coinciding_maps(rows: pd.DataFrame, *, atol: float = 1e-6) -> list[tuple[str, tuple[str, ...]]]:
+    """(layer, methods) for every set of two or more methods whose scores agree on every image at that layer.
+
+    They are one map, not several: at a layer followed only by global average pooling and a linear layer
+    (a network's last convolution), the logit's gradient is the same at every position of a channel, so
+    GradCAM (mean gradient as weight), HiResCAM (gradient times activation) and XGradCAM (activation-
+    normalised weights) all give sum_c w_c A_c, the original CAM; LayerCAM (positive gradient times
+    activation) and GradCAMElementWise (ReLU of gradient times activation, summed) likewise coincide.
+    A ranking should count such a set once.
+    """
+    maps = rows[~rows["method"].isin(BASELINES)].assign(layer=lambda r: r["layer"].fillna("").astype(str))
+    found = []
+    for layer, at_layer in maps.groupby("layer", sort=True):
+        wide = at_layer.pivot_table(index="image", columns="method", values=list(SCORE_COLUMNS))
+        methods = sorted(at_layer["method"].unique())
+        left = set(methods)
+        for method in methods:
+            if method not in left:
+                continue
+            same = [other for other in methods if other in left and np.allclose(
+                wide.xs(method, axis=1, level="method").to_numpy(), wide.xs(other, axis=1, level="method").to_numpy(),
+                atol=atol, equal_nan=True)]
+            left -= set(same)
+            if len(same) > 1:
+                found.append((str(layer), tuple(same)))
+    return found

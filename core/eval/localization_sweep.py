@@ -2,13 +2,15 @@
 map points at them (``python -m core.localize --root DIR``).
 
 For every upper-limb image with an expert fracture outline, every chosen method at every chosen
-layer explains P(abnormal) (the fracture is the abnormal finding), the map is scored against
+layer explains the target output (``target`` column: P(fracture) for a model that has that
+output, else P(abnormal), for which the fracture is the abnormal finding), the map is scored against
 the union of the image's outlines by :mod:`core.eval.localization`, and so are the two chance-level
 maps (rows with method "uniform" and "bright bone" and no layer). Rows go to
 ``localization_fracatlas.csv`` in the model's folder (which honours ``MURA_LENS_WEIGHTS_DIR``)
 and the summary to ``localization_fracatlas.json``, both written atomically; a rerun skips the
 rows already there, so a killed sweep resumes. Leg/hip images are out of the model's scope and
-left out.
+left out, and so are images a model's fracture output was trained on (its ``fracatlas_split.csv``:
+every figure of such a model comes from its FracAtlas test part, or from images it never had).
 
 ``--device cuda`` runs it on a GPU; ``--ray`` (an embedded local Ray) or ``--ray-address ADDR``
 (a cluster) spreads the images over an actor pool of Ray Data (core.model.scale), each actor holding the
@@ -33,15 +35,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from core.cam.explain import METHODS, Target, explain_grid, shares_a_pass
-from core.data import fracatlas
+from core.cam.explain import METHODS, Target, check_target, explain_grid, output_column, shares_a_pass
+from core.data import fracatlas, fracture_split
 from core.data.imaging import RadiographDecodeError, load_radiograph
 from core.eval import localization
 from core.eval.evaluation import REGION_THRESHOLDS
 from core.model.card import card_thresholds, threshold_for
 from core.model.checkpoint import LoadedModel, load_model
 from core.model.devices import on_device, resolve_device
-from core.model.prediction import configure_threads, predict_images
+from core.model.prediction import configure_threads, predict_image_outputs
+from core.model.registry import FRACTURE
 from core.model.scale import LOCAL, Engine, ray_map, received
 from core.store import atomic
 from core.store.artifacts import CachedPair, ModelArtifacts, read_pair, write_pair
@@ -51,6 +54,8 @@ __all__ = [
     "ROW_COLUMNS",
     "KEY_COLUMNS",
     "default_methods",
+    "default_target",
+    "untrained",
     "fractured_images",
     "image_rows",
     "read_rows",
@@ -98,10 +103,27 @@ def fractured_images(root: Path) -> tuple[pd.DataFrame, fracatlas.Outlines]:
     return chosen.reset_index(drop=True), outlines
 
 
-def _threshold(card: dict, region: str) -> float:
-    """The threshold that judges "model right" on a region: core.evaluate's table, as the external evaluation."""
-    thresholds = card_thresholds(card)
-    return threshold_for(thresholds, REGION_THRESHOLDS.get(region))
+def _threshold(loaded: LoadedModel, region: str, target: Target) -> float:
+    """The threshold that judges "model right" on a region: the fracture output's own, else
+    core.evaluate's table for P(abnormal), as the external evaluation."""
+    if target == FRACTURE:
+        return float(loaded.card["fracture_threshold"])
+    return threshold_for(card_thresholds(loaded.card), REGION_THRESHOLDS.get(region))
+
+
+def default_target(loaded: LoadedModel) -> Target:
+    """What a sweep explains when none is named: the fracture output where the model has one."""
+    return FRACTURE if FRACTURE in loaded.outputs else "abnormal"
+
+
+def untrained(loaded: LoadedModel, images: pd.DataFrame) -> pd.DataFrame:
+    """``images`` less those the model's fracture output was trained on (its split file's folds)."""
+    path = loaded.directory / fracture_split.SPLIT_FILE
+    if not path.is_file():
+        return images
+    split = fracture_split.read_split(path)
+    trained = set(split.loc[split["part"].str.fullmatch(r"fold\d+"), "file"])
+    return images[~images["file"].isin(trained)].reset_index(drop=True)
 
 
 def image_rows(
@@ -200,18 +222,21 @@ def sweep(
     *,
     methods: Sequence[str] | None = None,
     layers: Sequence[str] | None = None,
-    target: Target = "abnormal",
+    target: Target | None = None,
     limit: int | None = None,
     n_boot: int = 1000,
     progress: bool = True,
     engine: Engine = LOCAL,
 ) -> tuple[Path, Path]:
     """Score the missing (image, method, layer) rows of ``root``'s outlined fractures; write both files.
+    ``target`` None explains :func:`default_target`.
 
     Raises:
         fracatlas.FracAtlasError, ModelLoadError, ValueError: one-sentence reasons.
     """
     loaded = load_model(model_name)
+    target = target or default_target(loaded)
+    check_target(loaded, target)
     methods = list(dict.fromkeys(methods or default_methods()))
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -222,6 +247,7 @@ def sweep(
         raise ValueError(f"Unknown layer(s) {', '.join(map(repr, unknown))} for {model_name}; "
                          f"choose from: {', '.join(map(repr, loaded.cam_layers))}.")
     images, outlines = fractured_images(root)
+    images = untrained(loaded, images)
     if limit is not None:
         images = images.head(limit)
     if images.empty:
@@ -273,13 +299,13 @@ def _image_work(loaded: LoadedModel, root: Path, outlines: fracatlas.Outlines, i
     todo = [m for m in methods if any(pair[0] == m for pair in missing)]
     scored = image_rows(loaded, pixels, mask, methods=todo, layers=layers, target=target,
                         with_baselines=bool(item["with_baselines"]))
-    probability = float(predict_images(loaded, [pixels])[0])
+    probability = float(predict_image_outputs(loaded, [pixels])[0, output_column(target)])
     kept = [row for row in scored
             if row["method"] in localization.BASELINES or (row["method"], row["layer"]) in missing]
     # The image's time, shared among the rows it produced: their sum is the sweep's time.
     seconds = (time.perf_counter() - started) / max(1, len(kept))
     return [{"image": item["file"], "region": item["region"], "hardware": int(item["hardware"]), **row,
-             "probability": probability, "threshold": _threshold(loaded.card, item["region"]),
+             "probability": probability, "threshold": _threshold(loaded, item["region"], target),
              "seconds": seconds} for row in kept]
 
 

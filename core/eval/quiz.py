@@ -29,7 +29,7 @@ import pandas as pd
 from scipy import ndimage
 
 from core.eval import localization
-from core.model.card import threshold_for
+from core.model.card import FRACATLAS_LABEL, MURA_LABEL, out_of_scope_reason, threshold_for
 
 __all__ = [
     "SUBTLE_AREA_SHARE",
@@ -76,17 +76,24 @@ class QuizCase:
     """One case: a FracAtlas radiograph (``ref`` ``fracatlas/<file>``) or a MURA study (official path).
 
     ``abnormal`` is the reference label (FracAtlas: fracture); ``probability`` the model's cached
-    P(abnormal), None when no cache covers it; ``threshold`` the card's threshold for its body part.
+    P(abnormal), None when no cache covers it; ``threshold`` the card's threshold for its body part, None
+    when the model is not scored on the case: ``not_scored`` then says why (core.model.card.out_of_scope_reason:
+    a body part or a label the model was not trained on).
     """
 
     ref: str
     source: str
     abnormal: bool
     body_part: str
-    threshold: float
+    threshold: float | None
     probability: float | None = None
     tags: frozenset[str] = frozenset()
     outlined: bool = False
+    not_scored: str | None = None
+
+    def model_call(self, probability: float) -> bool | None:
+        """The model's call (abnormal?) at the case's threshold; None where it is not scored."""
+        return None if self.threshold is None else probability >= self.threshold
 
 
 @dataclass(frozen=True)
@@ -95,13 +102,14 @@ class CaseResult:
 
     ``learner_hit`` / ``map_hit``: whether the learner's point / the map's peak lies within the
     tolerance of the outline; None where the case has no outline (or the learner gave no point).
+    ``model_abnormal`` is None where the model is not scored (QuizCase.not_scored).
     ``learner_distance``: pixels from the learner's point to the outline (0 inside it).
     """
 
     ref: str
     abnormal: bool
     learner_abnormal: bool
-    model_abnormal: bool
+    model_abnormal: bool | None
     outlined: bool
     learner_point: tuple[int, int] | None = None
     learner_distance: float | None = None
@@ -115,9 +123,14 @@ class CaseResult:
         return self.learner_abnormal == self.abnormal
 
     @property
+    def model_scored(self) -> bool:
+        """Whether the model is scored on this case (a body part and label it was trained on)."""
+        return self.model_abnormal is not None
+
+    @property
     def model_right(self) -> bool:
-        """The model's call at its threshold matches the reference label."""
-        return self.model_abnormal == self.abnormal
+        """The model's call at its threshold matches the reference label (never, where it is not scored)."""
+        return self.model_scored and self.model_abnormal == self.abnormal
 
     @property
     def learner_found(self) -> bool:
@@ -127,12 +140,13 @@ class CaseResult:
     @property
     def model_found(self) -> bool:
         """Called it abnormal and its map's peak lies within the tolerance of the outline."""
-        return self.model_abnormal and bool(self.map_hit)
+        return bool(self.model_abnormal) and bool(self.map_hit)
 
 
 @dataclass(frozen=True)
 class Score:
-    """A session's running score: calls right out of ``cases``, fractures found out of ``outlined``."""
+    """A session's running score: the learner's calls right out of ``cases`` and fractures found out of
+    ``outlined``; the model's out of the cases it is scored on (``model_cases``, ``model_outlined``)."""
 
     cases: int
     learner_right: int
@@ -140,6 +154,8 @@ class Score:
     outlined: int
     learner_found: int
     model_found: int
+    model_cases: int
+    model_outlined: int
 
     @staticmethod
     def share(part: int, whole: int) -> float | None:
@@ -153,48 +169,53 @@ def outline_share(mask: np.ndarray) -> float:
 
 
 def fracatlas_cases(images: pd.DataFrame, outline_shares: Mapping[str, float], thresholds: Mapping[str, float],
-                    cached: pd.DataFrame | None = None) -> list[QuizCase]:
+                    cached: pd.DataFrame | None = None, *, card: Mapping[str, object]) -> list[QuizCase]:
     """Cases from a FracAtlas table (core.data.fracatlas.read_images): its upper-limb images only.
 
     ``outline_shares`` maps an outlined file to the share of its pixels inside the expert outlines
     (:func:`outline_share`); ``thresholds`` the card's
     threshold per region (core.eval.evaluation.region_thresholds); ``cached`` the model's cached FracAtlas
     predictions (``file``, ``probability``), whose rows give ``probability`` and the ``model wrong`` tag.
-    Leg/hip is left out: the model has no threshold there, so it can be neither right nor wrong.
+    Leg/hip is left out. ``card`` decides (core.model.card.out_of_scope_reason) whether the model is scored
+    on FracAtlas's *fracture* label: only a model with a fracture output is; the others are shown, not scored.
     """
     probabilities = {} if cached is None else dict(zip(cached["file"].astype(str), cached["probability"],
                                                        strict=True))
     cases = []
     for row in images[images["upper_limb"].astype(bool)].itertuples():
         file, region = str(row.file), str(row.region)
-        abnormal, threshold = bool(row.fractured), float(thresholds[region])
+        not_scored = out_of_scope_reason(card, region, FRACATLAS_LABEL)
+        abnormal, threshold = bool(row.fractured), None if not_scored else float(thresholds[region])
         probability = probabilities.get(file)
         probability = None if probability is None or pd.isna(probability) else float(probability)
         share = float(outline_shares.get(file, 0.0))
         tags = set()
-        if probability is not None and (probability >= threshold) != abnormal:
+        if probability is not None and threshold is not None and (probability >= threshold) != abnormal:
             tags.add(MODEL_WRONG)
         if int(row.hardware):
             tags.add(HARDWARE)
         if abnormal and 0.0 < share < SUBTLE_AREA_SHARE:
             tags.add(SUBTLE)
         cases.append(QuizCase(f"fracatlas/{file}", "FracAtlas", abnormal, region, threshold, probability,
-                              frozenset(tags), share > 0.0))
+                              frozenset(tags), share > 0.0, not_scored))
     return cases
 
 
-def mura_cases(studies: pd.DataFrame, thresholds: Mapping[str, float]) -> list[QuizCase]:
+def mura_cases(studies: pd.DataFrame, thresholds: Mapping[str, float], *,
+               card: Mapping[str, object]) -> list[QuizCase]:
     """Cases from MURA studies (``study_path``, ``study_type``, ``label`` and, where cached, the study's
-    ``probability``: core.eval.metrics.study_table of the cached predictions). MURA has no outlines."""
+    ``probability``: core.eval.metrics.study_table of the cached predictions). MURA has no outlines. The
+    model is scored only on the body parts ``card`` says it was trained on (core.model.card.out_of_scope_reason)."""
     cases = []
     for row in studies.itertuples():
-        threshold = threshold_for(thresholds, str(row.study_type))
+        not_scored = out_of_scope_reason(card, str(row.study_type), MURA_LABEL)
+        threshold = None if not_scored else threshold_for(thresholds, str(row.study_type))
         probability = getattr(row, "probability", None)
         probability = None if probability is None or pd.isna(probability) else float(probability)
         abnormal = bool(row.label)
-        wrong = probability is not None and (probability >= threshold) != abnormal
+        wrong = probability is not None and threshold is not None and (probability >= threshold) != abnormal
         cases.append(QuizCase(str(row.study_path), "MURA", abnormal, str(row.study_type), threshold, probability,
-                              frozenset({MODEL_WRONG} if wrong else set())))
+                              frozenset({MODEL_WRONG} if wrong else set()), not_scored=not_scored))
     return cases
 
 
@@ -232,13 +253,14 @@ def map_peak(heatmap: np.ndarray) -> tuple[int, int]:
 
 
 def judge(case: QuizCase, *, learner_abnormal: bool, point: tuple[int, int] | None, mask: np.ndarray | None,
-          model_abnormal: bool, heatmap: np.ndarray | None = None,
+          model_abnormal: bool | None, heatmap: np.ndarray | None = None,
           tolerance: float = localization.TOLERANCE_PX) -> CaseResult:
     """Judge one answer against the truth and the model.
 
     The learner's point counts only with an "abnormal" call. With an outline, the point is a hit
     within ``tolerance`` pixels of it, and the map by the pointing game of the localisation metrics
     (its maximum within the same tolerance; a tie counts as a hit when most of the tied pixels are in).
+    ``model_abnormal`` is None where the model is not scored on the case (its map is still judged).
     """
     point = point if learner_abnormal else None
     if mask is None or not mask.any():
@@ -266,4 +288,6 @@ def score(results: Sequence[CaseResult]) -> Score:
         outlined=len(outlined),
         learner_found=sum(r.learner_found for r in outlined),
         model_found=sum(r.model_found for r in outlined),
+        model_cases=sum(r.model_scored for r in results),
+        model_outlined=sum(r.model_scored for r in outlined),
     )

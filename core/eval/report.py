@@ -99,6 +99,8 @@ class ReportInputs:
     localization: dict | None
     #: core.trust's one-sentence headline; None before the trust cache exists.
     trust: str | None
+    #: (method, layer) -> core.eval.trust.sanity_by_map's result; empty before the trust cache exists.
+    sanity: dict[tuple[str, str], str]
     scope: dict | None
     model_version: str
     code_version: str
@@ -156,6 +158,7 @@ def gather(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None
         valid=None if valid is None else valid.predictions, valid_metrics=None if valid is None else valid.metrics,
         fracatlas_metrics=None if external is None else external.metrics,
         localization=read_json_object(files.localization_summary(FRACATLAS)), trust=trust.headline(files),
+        sanity=trust.sanity_by_map(read_json_object(files.trust_summary)),
         scope=read_json_object(files.scope_metrics),
         model_version=model_version(files), code_version=code_version(),
         date=date or dt.datetime.now(dt.UTC).date(),
@@ -164,9 +167,13 @@ def gather(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None
 
 # --- wording ------------------------------------------------------------------------------------
 
+#: The one pooled headline: the body parts the model was trained on, as on every app page.
+TRAINED_POOL = "All trained body parts"
+
+
 def _label(group: str) -> str:
     if group == metrics.OVERALL:
-        return "All body parts"
+        return TRAINED_POOL
     return REGION_LABELS.get(group, group.removeprefix("XR_").replace("_", " ").lower()).capitalize()
 
 
@@ -277,17 +284,23 @@ def _results(out: _Writer, inputs: ReportInputs) -> None:
         out.text(_MISSING.format(command="python -m core.evaluate --mura-root PATH --split valid"))
         return
     trained = [g for g in trained_study_types(inputs.card) if g in study]
-    groups = trained + [metrics.OVERALL]
+    others = [g for g in study if g != metrics.OVERALL and g not in trained]
+    # The pool of the trained parts: cached apart when the folder holds other parts, else "overall" is it.
+    pooled = ((valid_metrics.get("trained") or {}).get("study")
+              or (None if others else study.get(metrics.OVERALL)))
+    summaries = [(g, study[g]) for g in trained] + ([(metrics.OVERALL, pooled)] if pooled else [])
     rows = [("Body part", "Studies (abnormal)", "AUROC", "Kappa", "Sensitivity", "Specificity")]
-    rows += [(_label(g), f"{study[g]['n']} ({study[g]['n_abnormal']})", format_interval(study[g].get("auroc")),
-              format_interval(study[g].get("kappa")), format_interval(study[g].get("sensitivity")),
-              format_interval(study[g].get("specificity"))) for g in groups]
+    rows += [(_label(g), f"{s['n']} ({s['n_abnormal']})", format_interval(s.get("auroc")),
+              format_interval(s.get("kappa")), format_interval(s.get("sensitivity")),
+              format_interval(s.get("specificity"))) for g, s in summaries]
     out.table(rows, widths=(26, 24, 30, 30, 30, 30))
     n_boot = valid_metrics.get("n_boot", "?")
+    untrained = sum(int(study[g]["n"]) for g in others)
     out.text(f"Study level, each body part at the model card's threshold; 95% bootstrap intervals over studies "
-             f"({n_boot} resamples). MURA valid/ was never used for training or for choosing thresholds."
-             + (" 'All body parts' includes the few studies of other parts in the evaluated folder."
-                if len(study) > len(groups) else ""), size=8)
+             f"({n_boot} resamples). MURA valid/ was never used for training or for choosing thresholds. "
+             f"'{TRAINED_POOL}' pools the body parts above, as every page of the app does."
+             + (f" Out of scope, not scored: {untrained} studies of other body parts in the evaluated folder."
+                if others else ""), size=8)
     out.text("Plain-language reading", style="B")
     out.bullets([_reading(g, study[g]) for g in trained])
 
@@ -356,20 +369,29 @@ def _localization(out: _Writer, inputs: ReportInputs) -> None:
         default_layer = get_config(str(inputs.card.get("architecture"))).default_cam_layer
     except (KeyError, ValueError, ModelLoadError):
         default_layer = None
-    shown = maps[:3] + [g for g in maps if g["method"] == "GradCAM" and g["layer"] == default_layer][:1]
+    # Only a map that passes the sanity checks is recommended: one that fails is not reading the model.
+    passing = [g for g in maps if inputs.sanity.get((g["method"], g["layer"])) == "passes"]
+    shown = maps[:3] + [g for g in passing[:1] if g not in maps[:3]]
+    shown += [g for g in maps if g["method"] == "GradCAM" and g["layer"] == default_layer and g not in shown][:1]
     shown += [g for name in (UNIFORM, BRIGHT_BONE) for g in groups if g["method"] == name]
     rows: list[tuple[str, ...]] = [("Map", "Hit rate", "Energy inside", "mIoU at Otsu")]
     for group in shown:
         name = f"{group['method']} - {group['layer']}" if group["layer"] else f"{group['method']} map (chance)"
         if group["method"] == "GradCAM" and group["layer"] == default_layer:
             name += " (the app's default)"
+        if inputs.sanity.get((group["method"], group["layer"])) == "fails":
+            name += " (fails the sanity checks)"
         rows.append((name, *(format_interval(group[key]) for key in ("hit", "energy", "iou"))))
     out.table(rows, widths=(82, 36, 36, 36))
-    best = maps[0]
+    uniform = next((g for g in groups if g["method"] == UNIFORM), None)
+    chance = "" if uniform is None else f" (a uniform map, chance: {uniform['hit']['point']:.0%})"
+    best = (f"The best map that passes the sanity checks, {passing[0]['method']} - {passing[0]['layer']}, points at "
+            f"the fracture in {passing[0]['hit']['point']:.0%} of radiographs{chance}"
+            if passing else "No map has passed the sanity checks yet, so none is recommended")
     out.text(f"Scored against FracAtlas's expert fracture outlines on {summary.get('n_images', '?')} radiographs. "
-             f"Hit: the map's peak within {summary.get('tolerance_px', '?')} px of an outline. The best map points at "
-             f"the fracture in {best['hit']['point']:.0%} of radiographs; its heat is spread far wider than the "
-             "fracture, so a heat map shows where the model looked, not where the fracture is.", size=8.5)
+             f"Hit: the map's peak within {summary.get('tolerance_px', '?')} px of an outline. {best}; heat is "
+             "spread far wider than the fracture, so a heat map shows where the model looked, not where the "
+             "fracture is.", size=8.5)
 
 
 def _trust(out: _Writer, inputs: ReportInputs) -> None:

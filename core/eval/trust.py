@@ -59,6 +59,7 @@ __all__ = [
     "summary_of",
     "read_cache",
     "rank_of",
+    "sanity_by_map",
     "method_verdicts",
     "headline",
     "sweep",
@@ -582,6 +583,18 @@ def rank_of(agreement: dict, metric: str, method: str) -> int:
 
 def _ordinal(n: int) -> str:
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def sanity_by_map(summary: dict | None) -> dict[tuple[str, str], str]:
+    """(method, layer) -> "passes" when both sanity checks pass (randomisation and logit), "fails" when
+    either fails, "unclear" otherwise; maps the sweep did not cover are absent. What every ranking of maps
+    (Heat-map accuracy, the quiz, the report) consults before it recommends one."""
+    results = {}
+    for group in (summary or {}).get("groups", []):
+        checks = {group.get("randomisation"), group.get("logit_check")}
+        results[(group["method"], group["layer"])] = ("passes" if checks == {"passes"} else
+                                                      "fails" if "fails" in checks else "unclear")
+    return results
 
 
 def method_verdicts(summary: dict) -> dict[str, str]:

@@ -35,6 +35,11 @@ __all__ = [
     "card_thresholds",
     "threshold_for",
     "trained_study_types",
+    "MURA_LABEL",
+    "FRACATLAS_LABEL",
+    "FRACTURE_REGIONS",
+    "model_outputs",
+    "out_of_scope_reason",
     "subset_counts",
     "kfold_description",
 ]
@@ -72,6 +77,8 @@ def read_card(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ModelCardError(f"The model card {name} is not valid JSON (line {exc.lineno}, column {exc.colno}); "
                              f"{_RESTORE}.") from None
+    except RecursionError:  # e.g. 100,000 nested brackets: deeper than Python's JSON reader goes
+        raise ModelCardError(f"The model card {name} nests its values too deeply to be a card; {_RESTORE}.") from None
     if not isinstance(card, dict):
         raise ModelCardError(f"The model card {name} holds a JSON {_json_type(card)}, not an object; {_RESTORE}.")
     version = card.get("schema_version", 1)
@@ -122,6 +129,60 @@ def trained_study_types(card: Mapping[str, Any]) -> list[str]:
     if isinstance(trained, dict) and trained:
         return sorted(trained)
     return sorted(key for key in card.get("thresholds") or {} if key != DEFAULT_THRESHOLD_KEY)
+
+
+# --- the one rule for verdicts ----------------------------------------------------------------------------------
+
+#: The label of each dataset, and the model output that predicts it: MURA's studies are labelled
+#: abnormal or normal, FracAtlas's images fractured or not. A model is scored only against a label one of
+#: its outputs was trained on.
+MURA_LABEL = "abnormal"
+FRACATLAS_LABEL = "fracture"
+#: FracAtlas regions a fracture output is trained on (its "hand" region holds hand, wrist and forearm views);
+#: leg/hip never is.
+FRACTURE_REGIONS = ("hand", "shoulder", "hand+shoulder")
+_REGION_WORDS = {"hand": "hand/wrist/forearm", "hand+shoulder": "hand and shoulder", "leg/hip": "leg/hip"}
+
+
+def model_outputs(card: Mapping[str, Any]) -> tuple[str, ...]:
+    """The labels the model's outputs predict: the keys (or items) of the card's ``outputs``, as
+    core.fracture_model writes them ({"abnormal": {...}, "fracture": {...}}); without one, ``abnormal``."""
+    outputs = card.get("outputs")
+    return tuple(outputs) if isinstance(outputs, (list, dict)) and outputs else (MURA_LABEL,)
+
+
+def out_of_scope_reason(card: Mapping[str, Any], body_part: str | None, label: str = MURA_LABEL, *,
+                        outputs: tuple[str, ...] | None = None) -> str | None:
+    """None when the model may be scored on this body part for this label; otherwise why not, one sentence.
+
+    Every page applies this one rule before a verdict, a confusion cell or a right/wrong mark: a
+    verdict only for a body part and a label the model was trained on. Anything else is shown as out of
+    scope, not scored: a threshold chosen on humerus and forearm "abnormal" says nothing about a wrist,
+    and a MURA "abnormal" call is not a FracAtlas "fracture" call.
+
+    Args:
+        body_part: a MURA study type ("XR_WRIST"), a FracAtlas region ("hand", "leg/hip"), or None (unknown).
+        label: what the case is labelled for: ``MURA_LABEL`` or ``FRACATLAS_LABEL``.
+        outputs: the labels the model predicts (default: :func:`model_outputs` of the card); a model with a
+            fracture output is scored on FracAtlas's upper-limb regions (:data:`FRACTURE_REGIONS`).
+    """
+    outputs = model_outputs(card) if outputs is None else outputs
+    trained = trained_study_types(card)
+    trained_words = " and ".join(t.removeprefix("XR_").lower() for t in trained) or "its training body parts"
+    if label not in outputs:
+        return (f"Not scored: the model predicts {' and '.join(outputs)}, not {label}, so it cannot be right or wrong "
+                f"about a {label} label.")
+    if body_part is None:
+        return f"Not scored: the body part is unknown, and the model was trained on {trained_words} only."
+    if label == FRACATLAS_LABEL:
+        if body_part in FRACTURE_REGIONS:
+            return None
+        return (f"Not scored: the fracture output was trained on upper-limb radiographs, not "
+                f"{_REGION_WORDS.get(body_part, body_part)}.")
+    if body_part in trained:
+        return None
+    return (f"Not scored: the model was trained on {trained_words} radiographs only, so "
+            f"{_REGION_WORDS.get(body_part, body_part.removeprefix('XR_').lower())} is out of scope.")
 
 
 # --- what core.train and core.ensemble write ---------------------------------------------------------

@@ -16,6 +16,7 @@ from torch import nn
 
 from core.model.card import ModelCardError, card_thresholds, read_card, threshold_for
 from core.model.registry import (
+    FRACTURE,
     MeanProbabilityEnsemble,
     ModelConfig,
     ModelLoadError,
@@ -62,9 +63,21 @@ class LoadedModel:
         """Layer choices offered to users: a readable name -> dotted path in the architecture."""
         return self.config.cam_layers
 
+    @property
+    def named_layers(self) -> tuple[str, ...]:
+        """Every convolution of the network by its module path (an ensemble's first member's, which all
+        members share): the layers a user may name beyond the :attr:`cam_layers` presets."""
+        network = self.model.members[0] if isinstance(self.model, MeanProbabilityEnsemble) else self.model
+        return tuple(name for name, module in network.named_modules() if isinstance(module, nn.Conv2d))
+
+    def is_layer(self, name: str) -> bool:
+        """Whether ``name`` is a preset (:attr:`cam_layers`) or a convolution's path (:attr:`named_layers`)."""
+        return name in self.cam_layers or name in self.named_layers
+
     def layer_paths(self, name: str) -> tuple[str, ...]:
-        """Module paths in ``self.model`` behind a layer choice: one per ensemble member."""
-        path = self.cam_layers[name]
+        """Module paths in ``self.model`` behind a layer choice (a preset name or a convolution's path):
+        one per ensemble member."""
+        path = self.cam_layers.get(name, name)
         if isinstance(self.model, MeanProbabilityEnsemble):
             return tuple(f"members.{i}.{path}" for i in range(len(self.model.members)))
         return (path,)
@@ -72,6 +85,16 @@ class LoadedModel:
     def threshold_for(self, study_type: str | None) -> float:
         """Operating threshold for a body part, chosen on train's patient-level validation split."""
         return threshold_for(card_thresholds(self.card), study_type)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What each output column means: ("abnormal",) or ("abnormal", "fracture")."""
+        return self.config.outputs
+
+    @property
+    def fracture_threshold(self) -> float | None:
+        """The fracture output's threshold (chosen on FracAtlas training folds), None without that output."""
+        return float(self.card["fracture_threshold"]) if FRACTURE in self.outputs else None
 
 
 def list_shipped_models(directory: Path | None = None) -> list[str]:
@@ -154,7 +177,15 @@ def _read_model_files(name: str, directory: Path | None) -> tuple[ModelArtifacts
     except ModelCardError as exc:
         raise ModelLoadError(str(exc)) from exc
     checkpoint = _read_checkpoint(files.checkpoint)
-    return files, card, checkpoint, _architecture(checkpoint, card, files)
+    config = _architecture(checkpoint, card, files)
+    if FRACTURE in config.outputs and not _is_probability(card.get("fracture_threshold")):
+        raise ModelLoadError(f"The model card {display_name(files.card)} gives no fracture_threshold between 0 "
+                             f"and 1, which the {config.name} architecture's fracture output needs.")
+    return files, card, checkpoint, config
+
+
+def _is_probability(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0
 
 
 def _states(checkpoint: dict[str, Any]) -> list[dict[str, torch.Tensor]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,17 +25,17 @@ import torch
 from core.data.preprocess import letterbox, to_model_input
 from core.model.checkpoint import LoadedModel
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_THREADS",
     "StudyPrediction",
     "configure_threads",
     "model_inputs",
+    "output_probabilities",
     "probabilities",
     "predict_batch",
+    "predict_batch_outputs",
+    "predict_image_outputs",
     "predict_images",
     "study_probability",
     "predict_study",
@@ -64,33 +64,51 @@ def uses_flip_tta(loaded: LoadedModel) -> bool:
     return bool(loaded.card.get("tta", False))
 
 
-def probabilities(model: torch.nn.Module, batch: torch.Tensor, *, flip_tta: bool) -> torch.Tensor:
-    """P(abnormal) (float32) of a prepared batch; with flip TTA, the mean over each image and its
-    mirror. Training's holdout predictions and every inference path share this one definition."""
-    result = torch.sigmoid(model(batch).squeeze(1).float())
+def output_probabilities(model: torch.nn.Module, batch: torch.Tensor, *, flip_tta: bool) -> torch.Tensor:
+    """(N, outputs) float32 probabilities of a prepared batch (column 0 P(abnormal), column 1
+    P(fracture) where the model has it); with flip TTA, the mean over each image and its mirror.
+    Training's holdout predictions and every inference path share this one definition."""
+    result = torch.sigmoid(model(batch).float())
     if flip_tta:
-        mirrored = torch.sigmoid(model(torch.flip(batch, dims=[-1])).squeeze(1).float())
+        mirrored = torch.sigmoid(model(torch.flip(batch, dims=[-1])).float())
         result = (result + mirrored) / 2
     return result
 
 
+def probabilities(model: torch.nn.Module, batch: torch.Tensor, *, flip_tta: bool) -> torch.Tensor:
+    """P(abnormal) (float32, (N,)) of a prepared batch: column 0 of :func:`output_probabilities`."""
+    return output_probabilities(model, batch, flip_tta=flip_tta)[:, 0]
+
+
 @torch.inference_mode()
-def predict_batch(loaded: LoadedModel, batch: torch.Tensor) -> np.ndarray:
-    """P(abnormal) for a prepared (CPU) batch, with the flip TTA the model card asks for; the batch
-    moves to the model's device here, so callers decode on CPU cores whatever the device."""
+def predict_batch_outputs(loaded: LoadedModel, batch: torch.Tensor) -> np.ndarray:
+    """(N, outputs) probabilities of a prepared (CPU) batch, with the flip TTA the model card asks
+    for; the batch moves to the model's device here, so callers decode on CPU cores whatever the device."""
     batch = batch.to(next(loaded.model.parameters()).device, non_blocking=True)
-    return probabilities(loaded.model, batch, flip_tta=uses_flip_tta(loaded)).double().cpu().numpy()
+    return output_probabilities(loaded.model, batch, flip_tta=uses_flip_tta(loaded)).double().cpu().numpy()
+
+
+def predict_batch(loaded: LoadedModel, batch: torch.Tensor) -> np.ndarray:
+    """P(abnormal) for a prepared (CPU) batch: column 0 of :func:`predict_batch_outputs`."""
+    return predict_batch_outputs(loaded, batch)[:, 0]
+
+
+def predict_image_outputs(
+    loaded: LoadedModel, images: Sequence[np.ndarray], *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> np.ndarray:
+    """(N, outputs) probabilities of greyscale uint8 images, in batches (one forward serves every output)."""
+    out = [
+        predict_batch_outputs(loaded, model_inputs(loaded, images[start : start + batch_size]))
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out) if out else np.empty((0, len(loaded.outputs)))
 
 
 def predict_images(
     loaded: LoadedModel, images: Sequence[np.ndarray], *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> np.ndarray:
     """P(abnormal) for each greyscale uint8 image, in batches."""
-    out = [
-        predict_batch(loaded, model_inputs(loaded, images[start : start + batch_size]))
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(out) if out else np.empty(0)
+    return predict_image_outputs(loaded, images, batch_size=batch_size)[:, 0]
 
 
 def study_probability(view_probabilities: Sequence[float] | np.ndarray) -> float:

@@ -1,8 +1,9 @@
 """Model registry (timm-style): the architectures and their configs (core.model.checkpoint reads and writes them).
 
 Every architecture is registered with a :class:`ModelConfig` that knows its input size,
-normalisation and the named layers a user may choose as CAM targets. All models end in a
-single logit: ``sigmoid(logit)`` is the probability that the radiograph is abnormal.
+normalisation, the named layers a user may choose as CAM targets and its outputs. Output 0 of
+every model is one logit, ``sigmoid`` of which is the probability that the radiograph is abnormal;
+a fracture-aware model adds output 1, P(fracture) (core.model.fracture_net).
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tv_models
 
+from core.model.fracture_net import TwoOutputNet
+
 __all__ = [
+    "ABNORMAL",
+    "FRACTURE",
     "final_linear_name",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -41,6 +46,11 @@ class ModelLoadError(RuntimeError):
     """A checkpoint or model card is missing or unusable; the message says which and why."""
 
 
+#: Output names: MURA's study label, and FracAtlas's fracture label (models with a second output).
+ABNORMAL = "abnormal"
+FRACTURE: Final = "fracture"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """What a caller needs to know about an architecture besides its weights.
@@ -58,11 +68,20 @@ class ModelConfig:
     cam_layers: dict[str, str] = field(default_factory=dict)
     description: str = ""
     initialisation: str = "ImageNet"
+    #: What each output column (logit) means, in order; every model's first is "abnormal".
+    outputs: tuple[str, ...] = (ABNORMAL,)
+    #: The CAM layer a user starts from per output, where it is not the first of ``cam_layers``
+    #: (a layer off an output's path has no gradient for it: an empty map).
+    output_cam_layers: dict[str, str] = field(default_factory=dict)
 
     @property
     def default_cam_layer(self) -> str:
         """The name of the first CAM layer: the one used when a caller names none."""
         return next(iter(self.cam_layers))
+
+    def cam_layer_for(self, output: str) -> str:
+        """The default CAM layer for explaining ``output`` ("normal" explains the abnormal output)."""
+        return self.output_cam_layers.get(ABNORMAL if output == "normal" else output, self.default_cam_layer)
 
 
 _REGISTRY: dict[str, ModelConfig] = {}
@@ -77,6 +96,8 @@ def register_model(
     std: tuple[float, float, float] = IMAGENET_STD,
     description: str = "",
     initialisation: str = "ImageNet",
+    outputs: tuple[str, ...] = (ABNORMAL,),
+    output_cam_layers: dict[str, str] | None = None,
 ) -> Callable[[Callable[[bool], nn.Module]], Callable[[bool], nn.Module]]:
     """Decorator: register ``builder(pretrained) -> nn.Module`` under ``name``.
 
@@ -96,6 +117,8 @@ def register_model(
             cam_layers=cam_layers,
             description=description,
             initialisation=initialisation,
+            outputs=outputs,
+            output_cam_layers=dict(output_cam_layers or {}),
         )
         return builder
 
@@ -250,6 +273,33 @@ _register_efficientnet_lite(
     description="EfficientNet-Lite2: Lite0 scaled up (wider, deeper; 77.6% vs 75.1% ImageNet top-1), "
     "about twice its compute at the same input size.",
 )
+
+
+_LITE0_FRACTURE_MAP = "fracture map (128 ch, stride 16)"
+_LITE0_HEAD = "head conv (1280 ch, stride 32)"
+
+
+@register_model(
+    "efficientnet_lite0_fracture",
+    cam_layers={
+        _LITE0_FRACTURE_MAP: "fracture.act",
+        "fracture block 11 (112 ch, stride 16)": "fracture._blocks.5",
+        _LITE0_HEAD: "mura._head_act",
+        "block 16 (320 ch, stride 32)": "mura._blocks.15",
+        "block 11 (112 ch, stride 16)": "mura._blocks.10",
+        "block 5 (40 ch, stride 8)": "mura._blocks.4",
+    },
+    input_size=224,
+    mean=_TFLITE_MEAN,
+    std=_TFLITE_STD,
+    description="EfficientNet-Lite0 with two outputs: P(abnormal) from the MURA network unchanged, and "
+    "P(fracture) from a branch on its stride-8 features whose own stride-16 map is its Grad-CAM.",
+    initialisation="a trained efficientnet_lite0 member (MURA), its fracture branch copied from that member",
+    outputs=(ABNORMAL, FRACTURE),
+    output_cam_layers={ABNORMAL: _LITE0_HEAD, FRACTURE: _LITE0_FRACTURE_MAP},
+)
+def _efficientnet_lite0_fracture(pretrained: bool) -> nn.Module:
+    return TwoOutputNet(_efficientnet_lite(0, pretrained))
 
 
 def list_architectures() -> list[str]:

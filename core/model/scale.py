@@ -17,6 +17,9 @@ when ``--ray`` or ``--ray-address`` is given, and a missing install is one sente
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +34,7 @@ from core.data.preprocess import letterbox, to_model_input
 from core.model.backends import DEFAULT_BACKEND, OnnxPredictor
 from core.model.checkpoint import LoadedModel
 from core.model.devices import autocast, on_device, resolve_device
-from core.model.prediction import predict_batch
+from core.model.prediction import predict_batch_outputs
 
 __all__ = ["Engine", "LOCAL", "ScaleError", "Decoder", "local_batches",
            "import_ray", "ray_session", "ray_probabilities", "ray_map", "received"]
@@ -131,12 +134,60 @@ def import_ray() -> Any:
     return ray
 
 
+#: Seconds to wait for a --ray-address to answer before saying it does not (Ray itself retries forever).
+_REACH_TIMEOUT_S = 10.0
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _address_host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a ``host:port`` or ``ray://host:port`` Ray address; None for one Ray resolves
+    itself (``auto``, other schemes)."""
+    address = address.removeprefix("ray://")
+    if address == "auto" or "://" in address:
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ScaleError(f"--ray-address {address!r} is not host:port (e.g. 127.0.0.1:6379).")
+    return host.strip("[]"), int(port)
+
+
+def _check_reachable(address: str) -> None:
+    """A TCP connection to the address first: against a wrong or dead one, ray.init retries without end."""
+    target = _address_host_port(address)
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=_REACH_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise ScaleError(f"No Ray cluster answers at {address} ({exc.strerror or type(exc).__name__}); start one "
+                         "with `ray start --head`, or fix --ray-address.") from exc
+
+
+def _keep_to_loopback(address: str | None) -> None:
+    """An embedded Ray, or a cluster at a loopback address, stays on 127.0.0.1: by default Ray swaps
+    127.0.0.1 for the host's other address and its servers listen on every interface. Ray's switch
+    for a single-machine setup is read from the environment when Ray is imported (set here first) and
+    kept as a module constant (set too when Ray is already imported)."""
+    target = _address_host_port(address) if address else None
+    if address and (target is None or target[0] not in _LOOPBACK_HOSTS):
+        return
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False  # type: ignore[attr-defined]  # read from sys.modules: a ModuleType
+
+
 @contextlib.contextmanager
 def ray_session(engine: Engine) -> Iterator[Any]:
     """Ray, connected to ``engine.ray_address`` or to an embedded local instance started here (and
-    shut down on leaving, unless Ray was already running in this process)."""
+    shut down on leaving, unless Ray was already running in this process); on 127.0.0.1 unless the
+    address names another host. A wrong or unreachable address is one sentence within seconds."""
+    _keep_to_loopback(engine.ray_address)
     ray = import_ray()
     started = not ray.is_initialized()
+    if started and engine.ray_address:
+        _check_reachable(engine.ray_address)
     if started:
         # Workers import this package: ship it to a cluster (a local Ray imports it in place).
         runtime_env = {"py_modules": [str(Path(__file__).resolve().parents[1])]} if engine.ray_address else None
@@ -185,7 +236,7 @@ class _Scorer:
         if onnx_model is not None:
             self.predict = OnnxPredictor(_fetched(onnx_model), threads)
         else:
-            self.predict = partial(predict_batch, on_device(received(loaded), self.device))
+            self.predict = partial(predict_batch_outputs, on_device(received(loaded), self.device))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One row in (a batch's first index and its canvases), one row per image out."""
@@ -197,9 +248,9 @@ class _Scorer:
 
 
 def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *, batch_size: int,
-                      engine: Engine, progress: bool, description: str, onnx_model: Path | None = None) -> np.ndarray:
-    """P(abnormal) of each file, in order, computed on Ray Data (see the module's docstring); with
-    ``onnx_model`` (an exported graph, core.model.backends) the actors run it on ONNX Runtime.
+                      engine: Engine, progress: bool, description: str, onnx_model: bytes | None = None) -> np.ndarray:
+    """(files, outputs) probabilities, in file order, computed on Ray Data (see the module's docstring); with
+    ``onnx_model`` (an exported graph's verified bytes, core.model.backends) the actors run it on ONNX Runtime.
 
     Raises:
         ScaleError: Ray is missing or unreachable, or a task failed (the first line of its error).
@@ -222,9 +273,9 @@ def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *
                              "decoder": decoder,
                              "device": engine.device, "precision": engine.precision,
                              "threads": max(1, int(cpus)),
-                             "onnx_model": ray.put(onnx_model.read_bytes()) if onnx_model else None})
+                             "onnx_model": ray.put(onnx_model) if onnx_model else None})
         )
-        probability = np.full(len(files), np.nan)
+        probability = np.full((len(files), len(loaded.outputs)), np.nan)
         try:
             with tqdm(total=len(files), desc=f"{description} (Ray, {actors} actors)", unit="img",
                       disable=not progress) as bar:

@@ -398,19 +398,35 @@ def _study_plan(config: TrainConfig, fit: pd.DataFrame) -> list[list[list[int]]]
 
 def _resume(config: TrainConfig, state_path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scheduler: torch.optim.lr_scheduler.LRScheduler, rng: random.Random) -> _Progress:
-    """Restore model, optimiser, schedule and generators from the folder's state, if it has one."""
+    """Restore model, optimiser, schedule and generators from the folder's state, if it has one.
+
+    The state is read with ``weights_only=True`` (tensors and plain values only): a planted
+    ``train_state.pt`` whose pickle would run code is refused in one sentence, never run.
+    """
     if not state_path.is_file():
         return _Progress()
-    state = torch.load(state_path, map_location="cpu", weights_only=False)
-    # Through TrainConfig, so a state saved before a setting existed reads it at its default.
-    if _recipe(asdict(TrainConfig(**state["config"]))) != _recipe(asdict(config)):
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        saved = state["config"]
+        # A JSON string since states were loaded weights-only; a plain dict in states written before.
+        saved = json.loads(saved) if isinstance(saved, str) else saved
+        # Through TrainConfig, so a state saved before a setting existed reads it at its default.
+        recipe = _recipe(json.loads(json.dumps(asdict(TrainConfig(**saved)))))
+    except Exception as exc:  # noqa: BLE001 - whatever the file holds, the run stops with one sentence
+        raise TrainingError(f"{state_path} is not a training state this version can resume (it holds more than "
+                            f"tensors and plain values, or is damaged: {type(exc).__name__}); use a new --out") from exc
+    if recipe != _recipe(json.loads(json.dumps(asdict(config)))):
         raise TrainingError(f"{state_path} was written with other settings; use a new --out")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    rng.setstate(state["python_rng"])
-    torch.set_rng_state(state["torch_rng"])
-    progress = _Progress(state["epoch"] + 1, state["best_auroc"], state["elapsed"])
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        version, internal, gauss = state["python_rng"]
+        rng.setstate((version, tuple(internal), gauss))
+        torch.set_rng_state(state["torch_rng"])
+        progress = _Progress(int(state["epoch"]) + 1, float(state["best_auroc"]), float(state["elapsed"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise TrainingError(f"{state_path} is damaged ({type(exc).__name__}); use a new --out") from exc
     print(f"resuming after epoch {progress.start_epoch} (best holdout study AUROC {progress.best_auroc:.4f})")
     return progress
 
@@ -460,18 +476,24 @@ def _save_state(path: Path, config: TrainConfig, model: torch.nn.Module, optimiz
     """Everything a rerun needs to continue after ``epoch`` as if never stopped, written atomically."""
     atomic.save_torch(
         {
-            "config": asdict(config),
+            "config": json.dumps(asdict(config)),  # plain text: the state loads with weights_only=True
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "epoch": epoch,
             "best_auroc": progress.best_auroc,
             "elapsed": progress.elapsed,
-            "python_rng": rng.getstate(),
+            "python_rng": _plain_rng_state(rng),
             "torch_rng": torch.get_rng_state(),
         },
         path,
     )
+
+
+def _plain_rng_state(rng: random.Random) -> tuple[int, list[int], float | None]:
+    """A Python generator's state as plain values (its version, 625 ints, the cached gauss draw)."""
+    version, internal, gauss = rng.getstate()
+    return version, list(internal), gauss
 
 
 def _write_holdout_and_card(config: TrainConfig, files: ModelArtifacts, model: torch.nn.Module, data: _Data,

@@ -49,6 +49,7 @@ __all__ = [
     "head_for",
     "assess_images",
     "study_scope",
+    "views_in_study_mean",
     "SCOPE_TARGETS",
     "target_rows",
 ]
@@ -100,6 +101,18 @@ def study_scope(scopes: Sequence[ScopeAssessment]) -> tuple[str | None, str | No
         return None, flagged[0].reason()
     types = {scope.study_type for scope in scopes}
     return (types.pop() if len(types) == 1 else None), None
+
+
+def views_in_study_mean(scopes: Sequence[ScopeAssessment]) -> list[int]:
+    """Indices of the views whose probabilities make the study's: the ones not flagged out of scope.
+
+    A flagged view (another body part, not a radiograph) would pull the study's mean towards a number
+    the model cannot stand behind, so it leaves the mean and callers say so. When every view is
+    flagged all of them stay: the study then gets no verdict unless the user names its body part, and
+    that verdict is marked as given against the flag.
+    """
+    kept = [index for index, scope in enumerate(scopes) if not scope.out_of_scope]
+    return kept or list(range(len(scopes)))
 
 
 FEATURE_SOURCES = ("model", "imagenet")

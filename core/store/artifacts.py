@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import pandas as pd
 from core.store import atomic
 
 __all__ = [
+    "printable",
     "report_written",
     "read_json_object",
     "CachePairError",
@@ -309,7 +311,7 @@ def read_pair(table_path: Path, summary_path: Path, *, hash_key: str, remedy: st
         text = table_path.read_text(encoding="utf-8")
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         table = parse(StringIO(text))
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, pd.errors.ParserError) as exc:
         raise error(f"The cached {summary_path.name} / {table_path.name} cannot be read "
                     f"({type(exc).__name__}); {remedy}.") from exc
     if not isinstance(summary, dict):
@@ -334,16 +336,27 @@ def read_evaluation(files: ModelArtifacts, dataset: str) -> Evaluation | None:
     return None if pair is None else Evaluation(pair.table, pair.summary)
 
 
+#: What a terminal acts on: C0 controls (ESC, CR, LF, ...), DEL, C1 controls; and lone surrogates
+#: (the undecodable bytes of a file name), which are not text.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: object) -> str:
+    """``text`` as one inert terminal line: control characters shown escaped (``\\x1b``), undecodable
+    bytes as U+FFFD, so a file name or a CSV cell on stderr cannot recolour, erase or forge lines."""
+    return _UNPRINTABLE.sub(lambda m: "\ufffd" if m.group() >= "\ud800" else f"\\x{ord(m.group()):02x}", str(text))
+
+
 def report_written(write: Callable[[], Iterable[Path]], errors: tuple[type[Exception], ...]) -> int:
     """End of a CLI that writes artefacts: run ``write``, print ``wrote PATH`` for each file it returns
     and exit 0, or print one of ``errors`` as one line (never a traceback) and exit 2."""
     try:
         paths = list(write())
     except errors as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     for path in paths:
-        print(f"wrote {path}")
+        print(f"wrote {printable(path)}")
     return 0
 
 
@@ -351,6 +364,6 @@ def read_json_object(path: Path) -> dict | None:
     """An optional cache's JSON object; None when it is absent or unreadable (readers say so)."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
     return value if isinstance(value, dict) else None

@@ -1,6 +1,6 @@
 """Assemble the fracture-aware model from a shipped ensemble and its trained fracture branches.
 
-Member *k* of the base ensemble gets the branch trained with fold *k* held out (core.train_fracture),
+Member *k* of the base ensemble gets the branch trained with fold *k* held out (core.model.fracture_training),
 so the checkpoint is an ensemble of four two-output networks: P(abnormal) is the base ensemble's own,
 P(fracture) the mean of the four branches. The card keeps the base card's MURA sections and adds the
 fracture output's: what it was trained on, its threshold (chosen on the out-of-fold predictions of
@@ -16,15 +16,15 @@ from typing import Any
 import pandas as pd
 import torch
 
-from core import fracture_split
+from core.data import fracture_split
 from core.eval.metrics import auroc
-from core.fracture_net import BRANCH_FIRST_BLOCK, BRANCH_LAST_BLOCK, TwoOutputNet
 from core.model.card import read_card, write_card
 from core.model.checkpoint import save_ensemble_checkpoint
+from core.model.fracture_net import BRANCH_FIRST_BLOCK, BRANCH_LAST_BLOCK, TwoOutputNet
+from core.model.fracture_training import FractureConfig, branch_file, load_member, oof_file
 from core.model.thresholds import choose_threshold
 from core.store import atomic
 from core.store.artifacts import ModelArtifacts
-from core.train_fracture import FractureConfig, branch_file, load_member, oof_file
 
 __all__ = ["FRACTURE_ARCH", "FRACTURE_OOF", "assemble", "fracture_card"]
 

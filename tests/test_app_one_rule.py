@@ -1,0 +1,138 @@
+"""Issue 27, items 4 and 5: one rule on every page (a verdict only for a body part and a label the model
+was trained on) and one pooled definition for headlines (the trained body parts), on a scratch model whose
+cached MURA valid/ predictions also hold two wrist studies (out of scope)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.eval.evaluation import summarise_trained
+from core.eval.metrics import summarise
+from core.model.card import FRACATLAS_LABEL, out_of_scope_reason
+from core.model.checkpoint import DEFAULT_MODEL
+from tests.app_pages import open_page
+
+WRIST_STUDIES = ["MURA-v1.1/valid/XR_WRIST/patient99001/study1_positive/",
+                 "MURA-v1.1/valid/XR_WRIST/patient99002/study1_negative/"]
+CARD = {"training_data": {"all": {"XR_FOREARM": {}, "XR_HUMERUS": {}}}}
+
+
+@pytest.fixture
+def with_wrists(tmp_path: Path, scratch_weights: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """scratch_weights plus two confidently called wrist studies in its cached evaluation."""
+    directory = tmp_path / "weights"
+    shutil.copytree(scratch_weights, directory)
+    model_dir = directory / DEFAULT_MODEL
+    predictions = pd.read_csv(model_dir / "predictions_valid.csv")
+    wrists = pd.DataFrame({
+        "path": [study + "image1.png" for study in WRIST_STUDIES], "study_type": "XR_WRIST",
+        "patient": ["patient99001", "patient99002"], "study": "study1", "study_path": WRIST_STUDIES,
+        "label": [1, 0], "probability": [0.97, 0.96]})
+    predictions = pd.concat([predictions, wrists], ignore_index=True)
+    predictions.to_csv(model_dir / "predictions_valid.csv", index=False)
+    card = json.loads((model_dir / "model_card.json").read_text())
+    thresholds = {t: v for t, v in card["thresholds"].items() if t != "default"} | {"default": 0.5}
+    metrics = summarise(predictions, thresholds, n_boot=50, seed=0)
+    metrics["trained"] = summarise_trained(predictions, thresholds, card, n_boot=50)
+    (model_dir / "metrics_valid.json").write_text(json.dumps(metrics, allow_nan=False))
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(directory))
+    monkeypatch.delenv("MURA_ROOT", raising=False)
+    return directory
+
+
+@pytest.mark.parametrize(("body_part", "label", "outputs", "scored"), [
+    ("XR_HUMERUS", "abnormal", None, True),
+    ("XR_FOREARM", "abnormal", None, True),
+    ("XR_WRIST", "abnormal", None, False),
+    ("XR_SHOULDER", "abnormal", None, False),
+    (None, "abnormal", None, False),
+    ("hand", FRACATLAS_LABEL, None, False),           # MURA's abnormal is not FracAtlas's fracture
+    ("leg/hip", FRACATLAS_LABEL, None, False),
+    ("hand", FRACATLAS_LABEL, ("abnormal", "fracture"), True),  # a fracture output (issue 28)
+    ("shoulder", FRACATLAS_LABEL, ("abnormal", "fracture"), True),
+    ("leg/hip", FRACATLAS_LABEL, ("abnormal", "fracture"), False),
+    ("XR_WRIST", "abnormal", ("abnormal", "fracture"), False),
+])
+def test_one_rule_decides_what_is_scored(body_part, label, outputs, scored) -> None:
+    reason = out_of_scope_reason(CARD, body_part, label, outputs=outputs)
+    assert (reason is None) == scored
+    assert reason is None or reason.startswith("Not scored")
+
+
+def test_a_two_output_card_puts_fracatlas_upper_limb_in_scope_for_fracture() -> None:
+    """The fracture-aware model's card (core.fracture_model.fracture_card) names its outputs by label."""
+    card = CARD | {"outputs": {"abnormal": {}, "fracture": {"threshold": 0.4}}}
+    assert out_of_scope_reason(card, "hand", FRACATLAS_LABEL) is None
+    assert out_of_scope_reason(card, "leg/hip", FRACATLAS_LABEL) is not None
+    assert out_of_scope_reason(CARD, "hand", FRACATLAS_LABEL) is not None
+
+
+def test_error_analysis_puts_no_wrist_study_in_a_cell(with_wrists: Path) -> None:
+    app = open_page("../pages/error_analysis.py")
+    assert "XR_WRIST" not in app.selectbox(key="error_body_part").options
+    for cell in ("TN", "FP", "FN", "TP"):
+        app.radio(key="error_cell").set_value(cell).run()
+        assert not app.exception
+        listed = [f.value for f in app.dataframe if "study_path" in f.value.columns and "threshold" in f.value.columns]
+        assert listed and not set(WRIST_STUDIES) & set(listed[0]["study_path"])
+    (out_of_scope,) = [f.value for f in app.dataframe
+                       if "study_path" in f.value.columns and "threshold" not in f.value.columns]
+    assert set(out_of_scope["study_path"]) == set(WRIST_STUDIES)
+    assert any("Out of scope, not scored: 2 studies" in e.label for e in app.expander)
+
+
+def test_data_map_scores_no_fracatlas_image_against_the_abnormal_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped model's map: FracAtlas leg/hip is no false positive, and MURA's abnormal and FracAtlas's
+    fracture never share one error colouring (the model has no fracture output)."""
+    from dashboard import data_map
+
+    monkeypatch.delenv("MURA_LENS_WEIGHTS_DIR", raising=False)
+    table = data_map.map_table(DEFAULT_MODEL)
+    atlas = table[(table["dataset"] == "fracatlas") & table["probability"].notna()]
+    assert len(atlas) and set(atlas["error"]) == {data_map.NOT_SCORED} and atlas["threshold"].isna().all()
+    mura = table[table["dataset"] != "fracatlas"]
+    assert set(mura["error"]) <= {"TP", "TN", "FP", "FN", "n/a"}
+
+
+def test_browse_follows_the_users_thresholds_and_scores_no_fracatlas_image(use_scratch_weights: Path,
+                                                                          scratch_mura_root: Path) -> None:
+    """Issue 27, item 10: Browse judges at the thresholds set on Performance, as every other page does, and
+    says so; FracAtlas's fracture label is never scored against an abnormal-only model (item 4)."""
+    from tests.test_app_browse_overview import match_count, scratch_studies, set_mura_root
+
+    at = set_mura_root(open_page("../pages/performance.py"), scratch_mura_root)
+    at.radio(key=f"performance:threshold_mode:{DEFAULT_MODEL}").set_value("global").run()
+    at.slider(key=f"performance:threshold:{DEFAULT_MODEL}:global").set_value(0.3).run()
+    at.switch_page("../pages/browse.py").run()
+    assert not at.exception
+    assert any(c.value.startswith("Verdicts at **your** thresholds") for c in at.caption)
+    studies = scratch_studies(use_scratch_weights)
+    at.radio(key="browse_outcome").set_value("Wrong").run()
+    wrong = (studies["probability"] >= 0.3) != studies["label"].astype(bool)
+    assert match_count(at) == int(wrong.sum())
+    assert all("at threshold 0.300" in m.value for m in at.markdown if m.value.startswith("P(abnormal)"))
+    at.radio(key="browse_dataset").set_value("fracatlas").run()
+    assert not at.exception
+    cards = [m.value for m in at.markdown if m.value.startswith("P(abnormal)")]
+    assert cards and all(card.endswith("no verdict.") for card in cards)
+    assert any("not fracture" in c.value for c in at.caption)
+
+
+def test_overview_speaks_plainly_before_the_technical_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27: squeeze-excitation, logit and letterboxed wait in an expander; AUROC and kappa are explained
+    before the table that uses them."""
+    monkeypatch.delenv("MURA_LENS_WEIGHTS_DIR", raising=False)
+    app = open_page("../pages/overview.py")
+    technical = ("squeeze-excitation", "logit", "letterboxed")
+    (details,) = [e for e in app.expander if e.label.startswith("Technical details")]
+    inside = " ".join(m.value for m in details.markdown)
+    assert all(word in inside for word in technical)
+    plain = [m.value for m in app.markdown if m.value.startswith("Looks at one arm radiograph")]
+    assert plain and not any(word in plain[0] for word in technical)
+    assert any("**AUROC**, how often the model ranks" in c.value and "**Cohen's kappa**" in c.value
+               for c in app.caption)
