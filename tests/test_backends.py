@@ -47,6 +47,7 @@ def onnx_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
+@pytest.mark.slow  # an ONNX export per case
 @pytest.mark.parametrize(("members", "tta"), [(1, False), (2, True)])
 def test_onnx_matches_torch_within_1e_4(tmp_path: Path, members: int, tta: bool) -> None:
     pytest.importorskip("onnxruntime")
@@ -62,6 +63,7 @@ def test_onnx_matches_torch_within_1e_4(tmp_path: Path, members: int, tta: bool)
     assert np.ptp(predict_batch(loaded, model_inputs(loaded, images))) > 1e-3  # the images are told apart
 
 
+@pytest.mark.slow  # two ONNX exports
 def test_the_export_is_cached_per_weights(tmp_path: Path, onnx_cache: Path) -> None:
     pytest.importorskip("onnxruntime")
     loaded = _loaded(tmp_path, members=1, tta=True)
@@ -97,6 +99,7 @@ def _plant(graph: Path, source: Path) -> None:
     graph.with_name(graph.name + ".sha256").write_text(hashlib.sha256(graph.read_bytes()).hexdigest())
 
 
+@pytest.mark.slow  # an ONNX export per case
 @pytest.mark.parametrize("planting", ["no digest", "another user's folder", "a folder others may write",
                                       "another user's file", "a link"])
 def test_a_planted_graph_is_never_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

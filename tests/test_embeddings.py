@@ -214,6 +214,7 @@ def test_extract_is_the_same_with_parallel_workers_and_resumes_from_its_chunks(t
     np.testing.assert_array_equal(again["mura_valid"]["features"], two["mura_valid"]["features"])
 
 
+@pytest.mark.slow  # a large map, twice
 def test_large_maps_use_exact_neighbours_and_stay_deterministic(monkeypatch) -> None:
     """Above umap-learn's cut-over the neighbour graph comes from scikit-learn (exact), not pynndescent."""
     features, labels = _clusters()

@@ -240,6 +240,7 @@ def test_predict_cli_gives_no_verdict_for_a_leg(capsys):
     assert study["verdict_against_scope_flag"] is True and study["left_out_of_mean"] == []
 
 
+@pytest.mark.slow  # the shipped model and its scope head end to end
 def test_predict_cli_leaves_a_flagged_view_out_of_the_study_mean(capsys, mura_root):
     """A MURA humerus view plus a leg: the leg is flagged and leaves the study's mean (issue 27, item 3)."""
     import json
