@@ -9,6 +9,12 @@ events and their results live in this session's ``st.session_state``, so no sess
 cancel or reuse another's (each pays for its own; the per-model lock in core.cam.explain lets at
 most one slow run per model use the CPU at a time).
 
+Two limits guard a shared server. A watcher thread cancels a run whose Streamlit session has been
+gone (tab closed, browser quit) for longer than a reconnect grace: nobody can see its result, and
+before, an AblationCAM ran on for minutes at full CPU. And each model takes at most
+MAX_RUNS_PER_MODEL slow runs at a time, running or queued on its lock, from all sessions together:
+one more is refused with one sentence, so tabs cannot stack hours of work.
+
 Estimates are measured, never guessed: ScoreCAM and AblationCAM cost one forward pass per image
 core.cam.explain.images_per_run counts, timed per image on this machine (core.cam.explain's
 forward_seconds_per_image, replaced by the rate of the last finished run of that model); FullGrad
@@ -24,15 +30,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import streamlit as st
+from streamlit import runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.cam.explain import CamCancelled, Explanation, explain, forward_seconds_per_image, images_per_run
 from core.model.checkpoint import LoadedModel
 
-__all__ = ["SlowRun", "cancel", "estimate_text", "result", "run", "start"]
+__all__ = ["MAX_RUNS_PER_MODEL", "SlowRun", "SlowRunsFull", "cancel", "estimate_text", "result", "run",
+           "session_alive", "start"]
 
 RUNS_KEY = "slow_cam_runs"
 _KEEP_RUNS = 8  # finished runs a session keeps (their maps are the only copy)
 _POLL_S = 0.3
+MAX_RUNS_PER_MODEL = 2  # one running on the model's slow lock, one waiting for it
+# A session whose websocket drops is kept a while for a reconnect (Streamlit's session storage);
+# a run survives a gap this long, then stops. The watcher looks every _WATCH_S seconds.
+_GONE_GRACE_S = 20.0
+_WATCH_S = 1.0
 
 # Measured costs, shared by all sessions of this process: per (model, method, aug_smooth),
 # seconds per forward image (counted methods) or per view (the others).
@@ -56,6 +70,75 @@ class SlowRun:
     results: dict[str, Explanation] = field(default_factory=dict)
     error: str | None = None
     cancelled: bool = False
+    session_id: str | None = None  # the Streamlit session that started it; None outside a server
+    orphaned: bool = False  # cancelled by the watcher: its session was gone
+
+
+class SlowRunsFull(RuntimeError):
+    """A model already has MAX_RUNS_PER_MODEL slow runs running or queued on this server."""
+
+
+# Every unfinished run of this process, per model, and the one watcher thread over them.
+_ACTIVE: dict[str, list[SlowRun]] = {}
+_ACTIVE_LOCK = threading.Lock()
+_watcher: threading.Thread | None = None
+
+
+def session_alive(session_id: str) -> bool:
+    """Whether this Streamlit session still has a browser connected (Runtime.is_active_session, which
+    Streamlit documents as safe from any thread). True where that cannot be told: no runtime (a bare
+    script, AppTest) or a Streamlit without that call, since a run is never stopped on a guess."""
+    if not runtime.exists():
+        return True
+    try:
+        return bool(runtime.get_instance().is_active_session(session_id))
+    except AttributeError:
+        return True
+
+
+def _current_session() -> str | None:
+    ctx = get_script_run_ctx(suppress_warning=True)
+    return ctx.session_id if ctx is not None else None
+
+
+def _watch() -> None:
+    """The watcher thread: cancel each run whose session has been gone longer than the grace;
+    ends when no run is left (the next :func:`start` starts another)."""
+    global _watcher
+    gone_since: dict[SlowRun, float] = {}
+    while True:
+        with _ACTIVE_LOCK:
+            watched = [r for runs in _ACTIVE.values() for r in runs if not r.done.is_set()]
+            if not watched:
+                _watcher = None
+                return
+        now = time.monotonic()
+        gone_since = {r: since for r, since in gone_since.items() if r in watched}
+        for r in watched:
+            if r.session_id is None or r.cancel.is_set() or session_alive(r.session_id):
+                gone_since.pop(r, None)
+            elif now - gone_since.setdefault(r, now) >= _GONE_GRACE_S:
+                r.orphaned = True
+                r.cancel.set()
+        time.sleep(_WATCH_S)
+
+
+def _admit(run: SlowRun) -> None:
+    """Count ``run`` against its model's cap (raising :class:`SlowRunsFull` when it is reached) and
+    make sure the watcher is looking."""
+    global _watcher
+    with _ACTIVE_LOCK:
+        for model in list(_ACTIVE):
+            _ACTIVE[model] = [r for r in _ACTIVE[model] if not r.done.is_set()]
+        others = _ACTIVE.setdefault(run.model, [])
+        if len(others) >= MAX_RUNS_PER_MODEL:
+            raise SlowRunsFull(
+                f"This server is already running or queuing {len(others)} slow heat maps on this model, the most "
+                "it takes at once; try again when one finishes, or pick a fast method.")
+        others.append(run)
+        if _watcher is None:
+            _watcher = threading.Thread(target=_watch, name="slow-cam-watcher", daemon=True)
+            _watcher.start()
 
 
 def _runs() -> dict[str, SlowRun]:
@@ -144,14 +227,20 @@ def result(model: str, image: str, key: tuple) -> Explanation | None:
 
 def start(loaded: LoadedModel, model: str, run_key: str, images: Sequence[tuple[str, np.ndarray]], *,
           method: str, layers: tuple[str, ...], target: str, aug_smooth: bool, eigen_smooth: bool) -> SlowRun:
-    """This session's run for ``run_key``: the one already started, else a new one on its own thread.
-    ``images`` are (image key, pixels)."""
+    """This session's run for ``run_key``: the one already started, else a new one on its own thread
+    (a session back after the watcher stopped its run gets a new one). ``images`` are (image key, pixels).
+
+    Raises:
+        SlowRunsFull: the model has MAX_RUNS_PER_MODEL slow runs on this server already.
+    """
     runs = _runs()
     current = runs.get(run_key)
-    if current is not None:
+    if current is not None and not current.orphaned:
         return current
     current = SlowRun(model, f"{method} → {target}", len(images),
-                      estimate_text(loaded, model, method, layers, aug_smooth, len(images)))
+                      estimate_text(loaded, model, method, layers, aug_smooth, len(images)),
+                      session_id=_current_session())
+    _admit(current)
     finished = [key for key, r in runs.items() if r.done.is_set()]
     for key in finished[: max(0, len(finished) - _KEEP_RUNS + 1)]:
         del runs[key]
@@ -167,9 +256,17 @@ def run(loaded: LoadedModel, model: str, run_key: str, images: Sequence[tuple[st
         button_key: str, on_cancel: Callable[[str], None] = cancel) -> SlowRun:
     """:func:`start`, then wait for the run below a full-width progress bar with a cancel button
     (``on_cancel(run_key)``, which must call :func:`cancel`); returns the finished, failed or
-    cancelled run."""
-    current = start(loaded, model, run_key, images, method=method, layers=layers, target=target,
-                    aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+    cancelled run. A run the server has no room for is refused in one sentence (an unstarted run with
+    that ``error``), and ``on_cancel`` drops the user's confirmation so the Run button returns."""
+    try:
+        current = start(loaded, model, run_key, images, method=method, layers=layers, target=target,
+                        aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+    except SlowRunsFull as full:
+        on_cancel(run_key)
+        st.warning(str(full))
+        refused = SlowRun(model, method, len(images), "", error=str(full))
+        refused.done.set()
+        return refused
     if not current.done.is_set():
         area = st.empty()
         with area.container(border=True):

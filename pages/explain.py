@@ -17,7 +17,19 @@ from core.eval.localization import TOLERANCE_PX
 from core.model.card import out_of_scope_reason, trained_study_types
 from core.model.checkpoint import LoadedModel
 from core.scoping.head import ScopeAssessment, study_scope, views_in_study_mean
-from dashboard import accuracy, data_map, evaluation, scope_view, slow_runs, state, studies, trust_view, uploads, views
+from dashboard import (
+    accuracy,
+    data_map,
+    evaluation,
+    fracture_view,
+    scope_view,
+    slow_runs,
+    state,
+    studies,
+    trust_view,
+    uploads,
+    views,
+)
 from dashboard.charts import group_label
 from dashboard.views import CamSettings
 
@@ -388,6 +400,11 @@ prediction = views.show_study_views(loaded, images, settings=None if method is N
                                     thresholds=evaluation.user_thresholds(loaded.name, loaded.card),
                                     left_out=chosen.left_out, against_flag=chosen.flag_reason)
 verdict_threshold = None if no_verdict else prediction.threshold  # the one the verdict used, whoever set it
+fracture_view.show_fracture_reading(loaded, images)
+if studies.is_fracatlas_ref(study_id) and fracture_view.trained_on(loaded, study_id.removeprefix(
+        studies.FRACATLAS_PREFIX)):
+    st.info("This model's fracture output was trained on this image: its score and map here are not a test.",
+            icon=":material/school:")
 if method is not None:
     view_details(loaded, images, settings, verdict_threshold, study_id)
 comparison(loaded, images, settings, verdict_threshold, study_id)

@@ -19,7 +19,7 @@ from dashboard.report import report_button
 _RENDERED = {
     "name", "architecture", "description", "initialisation", "input", "output", "training_data", "recipe",
     "training_time_seconds", "training_machine", "best_epoch", "holdout_metrics", "thresholds",
-    "threshold_rule", "limitations", "members", "schema_version",
+    "threshold_rule", "limitations", "members", "schema_version", "outputs", "fracture_threshold",
 }
 _HOLDOUT_NAMES = {"study_auroc": "Holdout study AUROC", "study_kappa_at_threshold": "Holdout study kappa",
                   "studies": "Holdout studies"}
@@ -124,6 +124,31 @@ def show_training_data(card: dict) -> None:
     else:
         st.caption("Fit: what the weights were trained on; holdout: train/ patients kept aside to pick the epoch "
                    "and the thresholds. MURA valid/ (the test set) was never used.")
+
+
+def show_outputs(card: dict) -> None:
+    """For a model with more than one output: what each was trained on, its threshold and its
+    out-of-fold figures (the test-part figures are on Heat-map accuracy and in the README)."""
+    outputs = card.get("outputs")
+    if not isinstance(outputs, dict) or "fracture" not in outputs:
+        return
+    fracture = outputs["fracture"] if isinstance(outputs["fracture"], dict) else {}
+    maps = ((fracture.get("rule_outcome") or {}).get("grad_cam_fracture_map_out_of_fold") or {})
+    chosen = fracture.get("candidate", "")
+    hit = (maps.get(f"hit_{chosen}") or {}).get("point")
+    st.subheader("Two outputs: what each one was trained on")
+    st.dataframe(pd.DataFrame([
+        {"Output": "abnormal (MURA)", "Trained on": (outputs.get("abnormal") or {}).get("trained_on", _MISSING),
+         "Threshold": "per body part (below)", "Out-of-fold AUROC": "as the base model (below)",
+         "Map hits the outline (out of fold)": _MISSING},
+        {"Output": "fracture (FracAtlas)", "Trained on": fracture.get("trained_on", _MISSING),
+         "Threshold": _text(card.get("fracture_threshold")),
+         "Out-of-fold AUROC": _text(fracture.get("out_of_fold_auroc")),
+         "Map hits the outline (out of fold)": _text(hit)},
+    ]), hide_index=True, width="stretch")
+    if fracture.get("threshold_rule"):
+        st.caption(f"Fracture threshold: {fracture['threshold_rule']}. Candidate {chosen} was chosen by a rule "
+                   "written before any result (docs/experiments.md).")
 
 
 def show_thresholds(card: dict) -> None:
@@ -259,6 +284,7 @@ if card is None:
 
 kept = show_header(card, model)
 show_training_data(card)
+show_outputs(card)
 show_thresholds(card)
 show_members(card)
 show_training_curves(model, kept)

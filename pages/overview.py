@@ -249,6 +249,13 @@ start = st.columns(3)
 start[0].page_link(navigation.page(navigation.EXPLAIN), label="Explain a radiograph")
 start[1].page_link(navigation.page(navigation.BROWSE), label="Browse studies")
 start[2].page_link(navigation.page(navigation.PERFORMANCE), label="See performance")
+fracture_models = [m for m in state.available_models()
+                   if "fracture" in ((state.read_card(m) or {}).get("outputs") or {})]
+if fracture_models:
+    st.info(f"**Which model for what:** every model reads MURA's *abnormal*; **{fracture_models[0]}** (chosen in the "
+            "sidebar) adds *fracture*, trained on FracAtlas with the experts' outlines, so its heat map is trained "
+            "to point at the break. Use it to teach fractures and what a faithful map looks like; its *abnormal* "
+            "output is the default model's own.", icon=":material/compare_arrows:")
 if card is None:
     st.error(f"The model {model_name!r} has no model card in the weights folder.")
 else:

@@ -163,6 +163,7 @@ METHODS: dict[str, MethodInfo] = {
 # on a 2-core CPU the time per image grows with the batch (cache misses), and the progress
 # bar moves more often.
 _SLOW_METHOD_BATCH = 4
+_LOCK_POLL_S = 0.2  # how often a CAM waiting for its lock checks its cancel event
 # AblationCAM ablates every channel of a layer up to this many, else this many channels
 # chosen by pytorch_grad_cam's ratio_channels_to_ablate (half most, half least salient).
 _MAX_ABLATED_CHANNELS = 256
@@ -432,25 +433,33 @@ class ClassProbability:
 
 
 @contextmanager
-def _cam_pass(loaded: LoadedModel, pixels: np.ndarray, *, slow: bool
+def _cam_pass(loaded: LoadedModel, pixels: np.ndarray, *, slow: bool, cancel: threading.Event | None = None
               ) -> Iterator[tuple[nn.Module, torch.Tensor, Letterbox]]:
     """The private network for a CAM run (under its lock, gradients on) and the prepared input.
 
     A caller inside torch.inference_mode (e.g. a prediction page) would otherwise hand the CAM
     inference tensors, which cannot take part in a backward pass. A run that fails discards the
-    copy, since a hook or grad state may be left half set.
+    copy, since a hook or grad state may be left half set. A run cancelled while it waits for the
+    lock stops waiting at once (a queued slow run whose user left must not hold a thread and its
+    images until the run ahead of it ends).
     """
     cam_network = _cam_network(loaded.model, slow)
     with torch.inference_mode(False):
         canvas, placement = letterbox(pixels, loaded.input_size)
         model_input = to_model_input(canvas, loaded.config.mean, loaded.config.std).unsqueeze(0)
-        with cam_network.lock, torch.enable_grad():
-            network = cam_network.network_for(loaded.model)
-            try:
-                yield network, model_input.to(next(network.parameters()).device), placement
-            except BaseException:
-                cam_network.discard()
-                raise
+        while not cam_network.lock.acquire(timeout=_LOCK_POLL_S):
+            if cancel is not None and cancel.is_set():
+                raise CamCancelled("the CAM run was cancelled")
+        try:
+            with torch.enable_grad():
+                network = cam_network.network_for(loaded.model)
+                try:
+                    yield network, model_input.to(next(network.parameters()).device), placement
+                except BaseException:
+                    cam_network.discard()
+                    raise
+        finally:
+            cam_network.lock.release()
 
 
 def explain(
@@ -492,8 +501,8 @@ def explain(
     layer_names = _layer_names(loaded, layers, target)
     report = progress or (lambda _fraction: None)
     report(0.0)
-    with _cam_pass(loaded, pixels, slow=info.slow) as (network, model_input, placement):
-        if cancel is not None and cancel.is_set():  # cancelled while waiting for the lock
+    with _cam_pass(loaded, pixels, slow=info.slow, cancel=cancel) as (network, model_input, placement):
+        if cancel is not None and cancel.is_set():  # cancelled as the lock came free
             raise CamCancelled("the CAM run was cancelled")
         canvas_map, raw_canvas = _run_cam(
             network, method, info, [path for name in layer_names for path in loaded.layer_paths(name)],

@@ -38,6 +38,7 @@ from core.store.artifacts import ModelArtifacts, file_version
 
 __all__ = [
     "SCOPE_CLASSES",
+    "fracture_scope_reason",
     "JOINT_CLOSE_UP",
     "IN_SCOPE_STUDY_TYPES",
     "ScopeAssessment",
@@ -169,6 +170,20 @@ def network_features(network: nn.Module, batch: torch.Tensor) -> np.ndarray:
     finally:
         handle.remove()
     return captured[0].float().cpu().numpy()
+
+
+def fracture_scope_reason(scope: ScopeAssessment) -> str | None:
+    """Why a fracture output should give this view no verdict (one phrase), or None when it may.
+
+    The fracture output was trained on FracAtlas upper-limb radiographs (hand, wrist, forearm, elbow,
+    shoulder, whole arm), so every body part the head knows but "other" is in its scope; a colour
+    picture or an "other" view (leg, hip, not a radiograph) is not.
+    """
+    if scope.colour_image:
+        return "it is a colour picture, not a radiograph"
+    if scope.body_part == "other":
+        return "the scope head sees no upper-limb radiograph in it (another body part, or not a radiograph)"
+    return None
 
 
 @dataclass(frozen=True)
