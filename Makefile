@@ -1,4 +1,5 @@
-# `make run` starts the dashboard; `make test` runs `make lint` (ruff) and then every test.
+# `make run` starts the dashboard; `make test` runs `make lint` (ruff, mypy on core/) and then every test;
+# `make test-fast` (the inner loop) runs lint and every test not marked slow.
 # Both set up .venv first when needed.
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ PORT ?= 8501
 MURA_ROOT ?= $(abspath ../shared/mura/MURA-v1.1)
 export MURA_ROOT
 
-.PHONY: run lint test bench evaluate imagenet-weights clean
+.PHONY: run lint test test-fast bench evaluate imagenet-weights clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-scale.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +23,17 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # Two workers, one test file each (module fixtures such as a running server stay in one process):
 # the browser, CLI and AppTest files spend much of their time waiting, so two cores finish in about
 # two thirds of the serial time.
 test: lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# Everything but the tests marked slow (browser, AppTest, subprocess, server, Ray, over ~5 s).
+test-fast: lint
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(PY) bench/bench_predict.py

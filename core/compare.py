@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     add_n_boot_argument(parser)
     args = parser.parse_args(argv)
     try:
-        report = compare_models(*args.models, args.split, n_boot=args.n_boot)
+        first, second = args.models
+        report = compare_models(first, second, args.split, n_boot=args.n_boot)
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from core.cli import add_backend_argument, add_engine_arguments, add_n_boot_argument, engine_from_args
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--mura-root is required (or use --dataset fracatlas --root DIR)")
     configure_threads(args.threads)
 
-    def write() -> list[Path]:
+    def write() -> Sequence[Path]:
         engine = engine_from_args(args)
         if args.dataset == FRACATLAS:
             return evaluate_fracatlas(args.model, fracatlas.resolve_root(args.root), n_boot=args.n_boot,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from threadpoolctl import threadpool_limits
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     add_engine_arguments(parser, precision=False, workers=False)
     args = parser.parse_args(argv)
     configure_threads(args.threads)
-    def write() -> list[Path]:
+    def write() -> Sequence[Path]:
         engine = engine_from_args(args)
         root = fracatlas.resolve_root(args.root)
         with threadpool_limits(args.threads):  # numpy's SVDs (EigenCAM) stall when over-threaded

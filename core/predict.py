@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -154,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             pixels = radiograph.pixels
             with autocast(device, args.precision):  # the CAM below keeps fp32 gradients
                 outputs = predict(model_inputs(loaded, [pixels]))[0]
-            record: dict[str, object] = {"file": _printable(file), "probability": round(float(outputs[0]), 6),
-                                         "fracture_probability": _fracture(loaded, outputs)}
+            record: dict[str, Any] = {"file": _printable(file), "probability": round(float(outputs[0]), 6),
+                                      "fracture_probability": _fracture(loaded, outputs)}
             assessed = assess_images(loaded, [pixels])
             if assessed is not None:
                 scope = assessed[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from threadpoolctl import threadpool_limits
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 leaves the machine to others)")
     args = parser.parse_args(argv)
     configure_threads(args.threads)
-    def write() -> list[Path]:
+    def write() -> Sequence[Path]:
         mura_root = mura.resolve_root(args.mura_root) if args.mura_root else None
         fracatlas_root = fracatlas.resolve_root(args.fracatlas_root) if args.fracatlas_root else None
         with threadpool_limits(args.threads):

@@ -17,11 +17,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.datamap import embeddings as core_embeddings
+from core.datamap import embeddings
 from core.eval.evaluation import REGION_LABELS
 from core.model.card import FRACATLAS_LABEL, MURA_LABEL, card_thresholds, out_of_scope_reason, threshold_for
 from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
-from dashboard import localization, state, studies, views
+from dashboard import accuracy, state, studies, views
 
 __all__ = [
     "COLOUR_OPTIONS",
@@ -71,11 +71,11 @@ def missing_cache_message(model: str) -> str:
 
 
 @st.cache_data(show_spinner="Reading the embeddings…", max_entries=4)
-def _read_embeddings(path: str, version: int) -> core_embeddings.Embeddings:
-    return core_embeddings.load(Path(path))
+def _read_embeddings(path: str, version: int) -> embeddings.Embeddings:
+    return embeddings.load(Path(path))
 
 
-def read_embeddings(model: str) -> core_embeddings.Embeddings:
+def read_embeddings(model: str) -> embeddings.Embeddings:
     """The model's embeddings cache (st.cache_data per file version).
 
     Raises:
@@ -121,7 +121,7 @@ def read_audit(model: str) -> dict | None:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _read_json(path: str, version: int) -> dict:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def _mura_rows(predictions: pd.DataFrame, thresholds: dict[str, float], dataset: str) -> pd.DataFrame:
@@ -324,8 +324,8 @@ def _views(study: str, dataset: str, mura_root: Path | None) -> tuple[list[tuple
     """(views, study type, why not) of a map study, read from the user's data folders (FracAtlas: the
     folder the other pages use, else the app's shipped samples)."""
     if dataset == "fracatlas":
-        atlas_root = localization.image_root(study)
-        pixels = None if atlas_root is None else localization.image_pixels(atlas_root, study)
+        atlas_root = accuracy.image_root(study)
+        pixels = None if atlas_root is None else accuracy.image_pixels(atlas_root, study)
         if pixels is None:
             return [], None, (f"{Path(study).name} is not among the FracAtlas radiographs shipped with the app: "
                               "name the full FracAtlas folder (the box above, or on Heat-map accuracy) to see it.")

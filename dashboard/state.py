@@ -22,7 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data import mura
-from core.model import card as model_card
+from core.model import card
 from core.model.checkpoint import DEFAULT_MODEL, LoadedModel, check_model, list_shipped_models, load_model
 from core.model.registry import ModelLoadError
 from core.store.artifacts import (
@@ -61,6 +61,9 @@ MODEL_KEY = "model_name"
 MURA_ROOT_KEY = "mura_root"
 #: A study handed to the Explain page: an official MURA study path or a synthetic sample id.
 EXPLAIN_STUDY_KEY = "explain_study"
+#: Models held in memory at once: the shipped ones side by side on the comparison pages, plus one
+#: retrained; the oldest goes when a rewritten checkpoint (a new file version) is loaded beyond that.
+MODEL_CACHE_ENTRIES = 4
 
 
 def _files(model: str) -> ModelArtifacts:
@@ -71,7 +74,7 @@ def _model_version(files: ModelArtifacts) -> tuple[int, int]:
     return file_version(files.checkpoint), file_version(files.card)
 
 
-@st.cache_resource(show_spinner="Loading the model…")
+@st.cache_resource(show_spinner="Loading the model…", max_entries=MODEL_CACHE_ENTRIES)
 def _get_model(name: str, directory: str, version: tuple[int, int]) -> LoadedModel:
     return load_model(name, directory=Path(directory))
 
@@ -123,7 +126,7 @@ def checked_model_name() -> str:
         else:  # a missing model is each page's own message, but a card beside it can still be damaged
             read_card(name)
             problem = None
-    except model_card.ModelCardError as exc:
+    except card.ModelCardError as exc:
         problem = str(exc)
     if problem:
         st.error(problem)
@@ -176,7 +179,7 @@ def read_metrics(model: str, dataset: str = "valid") -> dict | None:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _read_card(path: str, version: int) -> dict | None:
-    return model_card.read_card(Path(path)) if version else None
+    return card.read_card(Path(path)) if version else None
 
 
 def read_card(model: str) -> dict | None:

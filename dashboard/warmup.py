@@ -32,29 +32,28 @@ def _heatmap_accuracy(model: str) -> None:
     """The page's caches and its default gallery: the model, and the CAMs of the first GALLERY_PAGE_SIZE
     images of the best-ranked map (what the page draws before the user touches a control)."""
     from core.eval import trust
-    from dashboard import localization, state, views
-    from dashboard import trust as trust_view
+    from dashboard import accuracy, state, trust_view, views
 
-    sweep = localization.cached_sweep(model)
+    sweep = accuracy.cached_sweep(model)
     trust_cache = trust_view.cached_trust(model)
     if sweep is None:
         return
-    rows = localization.with_outcomes(sweep.table, state.read_card(model))
-    table = localization.ranking(sweep.summary, next(iter(localization.METRICS)),
+    rows = accuracy.with_outcomes(sweep.table, state.read_card(model))
+    table = accuracy.ranking(sweep.summary, next(iter(accuracy.METRICS)),
                                  sanity=trust.sanity_by_map(trust_cache and trust_cache.summary),
-                                 same=localization.coinciding(model))
+                                 same=accuracy.coinciding(model))
     maps = table[~table["chance"]]
     # The page's folder before anyone names one: FRACATLAS_ROOT, else the shipped samples.
-    root, _reason = localization.fracatlas_root(os.environ.get("FRACATLAS_ROOT") or str(localization.SAMPLES_ROOT))
+    root, _reason = accuracy.fracatlas_root(os.environ.get("FRACATLAS_ROOT") or str(accuracy.SAMPLES_ROOT))
     if maps.empty or root is None:
         return
     method, layer = maps.iloc[0]["method"], maps.iloc[0]["layer"]
     chosen = rows[(rows["method"] == method) & (rows["layer"] == layer)]
     shown = [image for image in chosen["image"] if fracatlas.image_file(root, image).is_file()][:GALLERY_PAGE_SIZE]
     loaded = state.get_model(model)
-    localization.read_outlines(root)
+    accuracy.read_outlines(root)
     for image in shown:
-        pixels = localization.image_pixels(root, image)
+        pixels = accuracy.image_pixels(root, image)
         if pixels is not None:
             views.explanation_or_error(loaded, pixels, image, views.CamSettings(method=method, layers=(layer,)))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data_map, localization, state
+from dashboard import accuracy, data_map, state
 
 MAP_KEY = "data_map_scatter"
 
@@ -40,7 +40,7 @@ with map_tab:
                             config={"displayModeBar": True, "displaylogo": False})
     st.caption("Draw a box or a lasso (toolbar), or click a point, to list its studies below; double-click clears. "
                "Hover names the study; its pictures are drawn below from your own data folders.")
-    _atlas_root, atlas_problem = localization.folder_input("data_map_fracatlas_root")
+    _atlas_root, atlas_problem = accuracy.folder_input("data_map_fracatlas_root")
     if atlas_problem:
         st.error(atlas_problem)
     picked = table.iloc[data_map.selected_rows(event, len(table))]

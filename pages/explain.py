@@ -17,9 +17,19 @@ from core.eval.localization import TOLERANCE_PX
 from core.model.card import out_of_scope_reason, trained_study_types
 from core.model.checkpoint import LoadedModel
 from core.scoping.head import ScopeAssessment, study_scope, views_in_study_mean
-from dashboard import data_map, evaluation, fracture_view, scope_view, slow_runs, state, studies, uploads, views
-from dashboard import localization as accuracy
-from dashboard import trust as trust_view
+from dashboard import (
+    accuracy,
+    data_map,
+    evaluation,
+    fracture_view,
+    scope_view,
+    slow_runs,
+    state,
+    studies,
+    trust_view,
+    uploads,
+    views,
+)
 from dashboard.charts import group_label
 from dashboard.views import CamSettings
 

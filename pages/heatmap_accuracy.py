@@ -12,9 +12,7 @@ from core.data import fracatlas
 from core.eval import trust
 from core.eval.localization import TOLERANCE_PX
 from core.store.artifacts import CachePairError
-from dashboard import localization as accuracy
-from dashboard import state, views, warmup
-from dashboard import trust as trust_view
+from dashboard import accuracy, state, trust_view, views, warmup
 
 GALLERY_PAGE_SIZE = warmup.GALLERY_PAGE_SIZE
 

@@ -249,7 +249,7 @@ def show_cached_results(cached: dict | None) -> None:
 
 
 def show_scope(scope_metrics: dict | None) -> None:
-    """How well the companion head tells the trained body parts from anything else (issue 14's targets)."""
+    """How well the companion head tells the trained body parts from anything else (against its targets)."""
     st.subheader("Does an image belong to the model? (scope head)")
     summary = (scope_metrics or {}).get("summary")
     if not summary:

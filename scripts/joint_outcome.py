@@ -1,4 +1,4 @@
-"""Issue 14, item 2: measure the joint-training cross-validation against the shipped one, by the rule
+"""Measure the joint-training cross-validation against the shipped one, by the rule
 fixed in docs/experiments.md ("Joint training with FracAtlas"), from cached predictions only.
 
     python scripts/joint_outcome.py [--runs runs] [--out docs/joint_training/outcome.json]
@@ -106,10 +106,10 @@ def main() -> None:
         "rule": {"adoption_margin": ADOPTION_MARGIN, "futility_below_after_folds_0_1": FUTILITY_BELOW,
                  "decision": decision},
         "fracatlas_fracture_auroc_held_out": fracture,
-        "best_epoch": {k: int(json.loads(f.card.read_text())["best_epoch"]) for k, f in folds.items()},
+        "best_epoch": {k: int(json.loads(f.card.read_text(encoding="utf-8"))["best_epoch"]) for k, f in folds.items()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(outcome, indent=2) + "\n")
+    args.out.write_text(json.dumps(outcome, indent=2) + "\n", encoding="utf-8")
     for k, files in folds.items():
         for source in (files.holdout_predictions, files.predictions(FRACTURE_HOLDOUT), files.training_log):
             shutil.copyfile(source, args.out.parent / f"fold{k}_{source.name}")

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
               f"about {part['images_for_target']:,} images for study AUROC {args.target}")
         print(pd.DataFrame(part["points"]).to_string(index=False))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -90,7 +90,7 @@ def launch(name: str, candidate: Candidate, fold: int, args: argparse.Namespace)
         "--folds", str(FOLDS), "--fold", str(fold), "--seed", str(fold), "--split-seed", str(SPLIT_SEED),
         "--threads", "1", "--workers", str(args.workers), "--device", args.device, "--out", str(out),
     ]
-    log = (runs / f"{name}_f{fold}.log").open("w")
+    log = (runs / f"{name}_f{fold}.log").open("w", encoding="utf-8")
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                             cwd=Path(__file__).resolve().parent.parent)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     selection = {"chosen": chosen, "scores": scores, "returncodes": returncodes, "wall_seconds": round(wall),
                  "rule": __doc__.split("\n\n")[3].replace("\n", " "), "split_fingerprint": fingerprint,
                  "candidates": {n: CANDIDATES[n].__dict__ for n in args.candidates}}
-    (out / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
+    (out / "selection.json").write_text(json.dumps(selection, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(selection, indent=2))
 
     with tarfile.open(out / "runs.tar.gz", "w:gz") as archive:

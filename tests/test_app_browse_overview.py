@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -22,6 +23,8 @@ from dashboard import state
 from dashboard.markup import escape_markdown
 from data_samples import make_mura_index, make_synthetic
 from tests.app_pages import assert_clean, start_app
+
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
 
 THRESHOLDS_BY_TYPE = ("XR_HUMERUS", "XR_FOREARM")
 

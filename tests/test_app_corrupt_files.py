@@ -16,6 +16,8 @@ from core.store.artifacts import ModelArtifacts, read_evaluation, write_evaluati
 from tests.app_pages import start_app
 from tests.test_models import DAMAGED_CHECKPOINTS
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 PAGES = ("../pages/overview.py", "../pages/performance.py", "../pages/model_card.py", "../pages/explain.py",
          "../pages/browse.py", "../pages/error_analysis.py", "../pages/quiz.py")
 DAMAGED_CARDS = {"truncated": b'{"name": "mura_eff', "empty": b"", "list": b"[]", "not UTF-8": b'{"name": "\xff"}',

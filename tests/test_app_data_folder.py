@@ -22,6 +22,8 @@ from tests.app_pages import assert_clean, start_app
 from tests.test_app_browse_overview import set_mura_root
 from tests.test_imaging import assert_one_sentence
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 PAGES = ("overview.py", "explain.py", "browse.py", "performance.py", "error_analysis.py", "model_card.py", "quiz.py")
 SECRET = "TOKEN_hunter2"
 LINK = "[click me](https://evil.example)"

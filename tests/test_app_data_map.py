@@ -16,6 +16,8 @@ from dashboard import data_map
 from tests.app_pages import assert_clean, start_app
 from tests.data_map_cache import map_weights  # noqa: F401 - a fixture
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 PAGE = "../pages/data_map.py"
 MAP_KEY = "data_map_scatter"  # the chart's key in pages/data_map.py
 

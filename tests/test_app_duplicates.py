@@ -9,6 +9,8 @@ import pytest
 from dashboard import data_map
 from tests.app_pages import open_page
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 
 def test_label_conflict_is_said_within_one_dataset_family() -> None:
     members = pd.DataFrame({"dataset": ["mura_train", "mura_valid"], "label_text": ["normal", "abnormal"]})

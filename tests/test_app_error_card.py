@@ -24,6 +24,8 @@ from tests.app_pages import open_page
 from tests.browser import launch_chromium, page_url, require_chromium, visible_errors, wait_for_script_run
 from tests.server import RunningDashboard
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 ERROR_PAGE = "../pages/error_analysis.py"
 CARD_PAGE = "../pages/model_card.py"
 

@@ -24,6 +24,8 @@ from core.model.prediction import predict_images
 from dashboard.uploads import safe_display_name
 from tests.app_pages import assert_clean, start_app, study_probability
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 SAMPLES = Path(__file__).resolve().parent.parent / "data_samples" / "synthetic"
 FRACTURE_VIEWS = [SAMPLES / "humerus_fracture" / "view1.png", SAMPLES / "humerus_fracture" / "view2.png"]
 SMALL_LAYER = "stage 3 (32 ch, stride 8)"  # 32 channels: ScoreCAM needs 33 forward passes

@@ -10,10 +10,11 @@ import pytest
 
 from core.data import fracatlas
 from core.data.imaging import load_radiograph
-from dashboard import localization as accuracy
-from dashboard import state, studies
+from dashboard import accuracy, state, studies
 from tests.app_pages import assert_clean, start_app
 from tests.outlined_fracatlas import make_outlined_fracatlas
+
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
 
 FILE = "images/IMG0000001.jpg"
 REF = accuracy.FRACATLAS_PREFIX + FILE

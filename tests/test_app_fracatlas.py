@@ -18,6 +18,8 @@ from dashboard import state, studies
 from dashboard.charts import TOO_FEW, format_estimate
 from tests.app_pages import assert_clean, start_app
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 EXPLAIN = "../pages/explain.py"
 PERFORMANCE = "../pages/performance.py"
 BROWSE = "../pages/browse.py"

@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dashboard import data_map
-from dashboard import localization as accuracy
+from dashboard import accuracy, data_map
 from tests.app_pages import open_page
+
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "fracatlas"
 SAMPLE = "images/IMG0002334.jpg"  # one of the radiographs shipped in data_samples/fracatlas

@@ -13,9 +13,11 @@ from core.eval.localization_sweep import DATASET, read_cache
 from core.localize import main
 from core.model.checkpoint import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts
-from dashboard import localization as accuracy
+from dashboard import accuracy
 from tests.app_pages import assert_clean, open_page
 from tests.outlined_fracatlas import make_outlined_fracatlas
+
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
 
 PAGE = "../pages/heatmap_accuracy.py"
 LAYER = "stage 5 (96 ch, stride 16)"

@@ -12,6 +12,8 @@ from dashboard import slow_runs
 from tests.app_pages import assert_clean
 from tests.test_app_explain import FRACTURE_VIEWS, SMALL_LAYER, open_explain, overlay_urls, upload
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 
 def captions(at: AppTest) -> list[str]:
     return [c.value for c in at.caption]

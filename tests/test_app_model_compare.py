@@ -26,6 +26,8 @@ from dashboard.charts import TOO_FEW, group_label
 from dashboard.markup import escape_markdown
 from tests.app_pages import assert_clean, start_app
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 PAGE = "../pages/performance.py"
 RIVAL = "scratch_rival"
 

@@ -16,6 +16,8 @@ from core.store.artifacts import SHIPPED_WEIGHTS_DIR
 from dashboard.charts import INTERVAL_WIDTH, TOO_FEW
 from tests.app_pages import assert_clean, start_app
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 SHIPPED = SHIPPED_WEIGHTS_DIR / DEFAULT_MODEL
 TINY = ("XR_ELBOW", "XR_FINGER", "XR_HAND", "XR_SHOULDER", "XR_WRIST")  # 2-5 studies each in the shipped copy
 

@@ -17,6 +17,8 @@ from core.model.card import FRACATLAS_LABEL, out_of_scope_reason
 from core.model.checkpoint import DEFAULT_MODEL
 from tests.app_pages import open_page
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 WRIST_STUDIES = ["MURA-v1.1/valid/XR_WRIST/patient99001/study1_positive/",
                  "MURA-v1.1/valid/XR_WRIST/patient99002/study1_negative/"]
 CARD = {"training_data": {"all": {"XR_FOREARM": {}, "XR_HUMERUS": {}}}}

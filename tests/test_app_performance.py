@@ -18,6 +18,8 @@ from dashboard.charts import OVERALL, TOO_FEW, group_label, too_few
 from dashboard.evaluation import trained_pool_metrics
 from tests.app_pages import open_page
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 PAGE = "../pages/performance.py"
 MODE_KEY = f"performance:threshold_mode:{DEFAULT_MODEL}"
 

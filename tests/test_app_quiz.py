@@ -13,9 +13,10 @@ from streamlit.testing.v1 import AppTest
 
 from core.data import fracatlas
 from core.eval import quiz
-from dashboard import localization as accuracy
-from dashboard import quiz as page
+from dashboard import accuracy, quiz_view
 from tests.app_pages import assert_clean, open_page
+
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
 
 
 def _metric(at: AppTest, label: str) -> str:
@@ -31,14 +32,14 @@ def _inside_point(case: quiz.QuizCase) -> tuple[int, int]:
 
 
 def _answer(at: AppTest, abnormal: bool, point: tuple[int, int] | None) -> AppTest:
-    at.radio(key=page.READING_KEY).set_value(abnormal)
+    at.radio(key=quiz_view.READING_KEY).set_value(abnormal)
     if point is not None:
-        at.number_input(key=page.X_KEY).set_value(point[0])
-        at.number_input(key=page.Y_KEY).set_value(point[1])
+        at.number_input(key=quiz_view.X_KEY).set_value(point[0])
+        at.number_input(key=quiz_view.Y_KEY).set_value(point[1])
     at.run()
     assert_clean(at)
-    assert not at.button(key=page.CHECK_KEY).disabled
-    at.button(key=page.CHECK_KEY).click().run()
+    assert not at.button(key=quiz_view.CHECK_KEY).disabled
+    at.button(key=quiz_view.CHECK_KEY).click().run()
     assert_clean(at)
     return at
 
@@ -51,8 +52,9 @@ def _reader_row(at: AppTest, reader: str) -> pd.Series:
 
 def test_one_case_wrong_one_right(use_scratch_weights: Path) -> None:
     at = open_page("../pages/quiz.py")
-    run: page.QuizRun = at.session_state[page.RUN_KEY]
-    assert (run.source, run.difficulty, run.seed, len(run.cases)) == (page.FRACATLAS_SOURCE, quiz.EVERY_CASE, 1, 10)
+    run: quiz_view.QuizRun = at.session_state[quiz_view.RUN_KEY]
+    assert (run.source, run.difficulty, run.seed, len(run.cases)) == (
+        quiz_view.FRACATLAS_SOURCE, quiz.EVERY_CASE, 1, 10)
     assert _metric(at, "Your calls right") == "—"
     assert not at.dataframe and not at.success and not at.error  # nothing is revealed before the learner commits
     file_name = run.current.ref.rsplit("/", 1)[-1]  # the Explain samples pair file names with labels
@@ -61,16 +63,16 @@ def test_one_case_wrong_one_right(use_scratch_weights: Path) -> None:
     # Case 1, answered wrong: the opposite call (with a point far from any outline when it is "fracture").
     first = run.current
     at = _answer(at, not first.abnormal, None if first.abnormal else (0, 0))
-    assert at.session_state[page.RUN_KEY].revealed
+    assert at.session_state[quiz_view.RUN_KEY].revealed
     assert _metric(at, "Your calls right") == "0/1 (0%)"
     assert any(e.value.startswith("Truth:") for e in at.error)
     assert _reader_row(at, "You")["Call right"] == "no"
 
     # Case 2, answered right: seed 1 puts a fracture here, pointed at inside its expert outline.
-    at.button(key=page.NEXT_KEY).click().run()
+    at.button(key=quiz_view.NEXT_KEY).click().run()
     assert_clean(at)
-    second = at.session_state[page.RUN_KEY].current
-    assert second.ref != first.ref and not at.session_state[page.RUN_KEY].revealed
+    second = at.session_state[quiz_view.RUN_KEY].current
+    assert second.ref != first.ref and not at.session_state[quiz_view.RUN_KEY].revealed
     assert second.abnormal and second.outlined, "seed 1 no longer puts an outlined fracture second"
     at = _answer(at, True, _inside_point(second))
     assert _metric(at, "Your calls right") == "1/2 (50%)"
@@ -79,8 +81,8 @@ def test_one_case_wrong_one_right(use_scratch_weights: Path) -> None:
     you = _reader_row(at, "You")
     assert (you["Call right"], you["Pointed at the lesion"]) == ("yes", "yes")
     assert any("expert outline in cyan" in caption for image in at.get("image") for caption in image.captions)
-    results = at.session_state[page.RUN_KEY].results
-    # FracAtlas's label is fracture, the model's abnormal: shown for reference, never scored (issue 27, item 4).
+    results = at.session_state[quiz_view.RUN_KEY].results
+    # FracAtlas's label is fracture, the model's abnormal: shown for reference, never scored .
     assert _metric(at, "Model's calls right") == "not scored"
     assert _metric(at, "Model found the fracture") == "not scored"
     assert _reader_row(at, "Model")["Call"] == "not scored"
@@ -92,20 +94,20 @@ def test_a_mura_study_to_the_end_of_a_run(use_scratch_weights: Path, scratch_mur
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MURA_ROOT", str(scratch_mura_root))
     at = open_page("../pages/quiz.py")
-    at.selectbox(key="quiz_source").set_value(page.MURA_SOURCE)
+    at.selectbox(key="quiz_source").set_value(quiz_view.MURA_SOURCE)
     at.number_input(key="quiz_length").set_value(1)
     at.run()
     at.button(key="quiz_start").click().run()
     assert_clean(at)
-    run: page.QuizRun = at.session_state[page.RUN_KEY]
+    run: quiz_view.QuizRun = at.session_state[quiz_view.RUN_KEY]
     (case,) = run.cases
     assert case.source == "MURA" and case.ref.startswith("MURA-v1.1/valid/") and case.probability is not None
-    assert page.X_KEY not in [n.key for n in at.number_input]  # nothing to point at without an outline
+    assert quiz_view.X_KEY not in [n.key for n in at.number_input]  # nothing to point at without an outline
     at = _answer(at, case.abnormal, None)  # MURA has no outline: the call alone is scored
     assert _metric(at, "Your calls right") == "1/1 (100%)" and _metric(at, "You found the fracture") == "—"
     assert _reader_row(at, "You")["Pointed at the lesion"] == "—"
     assert all("heat map" in image.captions[0] for image in at.get("image")[1::2])
-    at.button(key=page.NEXT_KEY).click().run()
+    at.button(key=quiz_view.NEXT_KEY).click().run()
     assert_clean(at)
     assert any(s.value == "Done" for s in at.subheader)
     assert any("seed **1**" in m.value for m in at.markdown)
@@ -122,8 +124,8 @@ def test_a_mura_study_to_the_end_of_a_run(use_scratch_weights: Path, scratch_mur
                                    {"x": True, "y": 5, "width": 10, "height": 10}])
 def test_a_crafted_click_is_ignored(value: object) -> None:
     """The click component's value comes from the browser; only a click inside the picture counts."""
-    assert page.click_point(value, (200, 100)) is None
+    assert quiz_view.click_point(value, (200, 100)) is None
 
 
 def test_a_click_is_scaled_from_displayed_to_image_pixels() -> None:
-    assert page.click_point({"x": 5, "y": 2.5, "width": 10, "height": 10}, (200, 100)) == (50.0, 50.0)
+    assert quiz_view.click_point({"x": 5, "y": 2.5, "width": 10, "height": 10}, (200, 100)) == (50.0, 50.0)

@@ -21,6 +21,8 @@ from core.scoping.head import ScopeAssessment
 from dashboard import scope_view
 from tests.app_pages import assert_clean, start_app, study_probability
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 SAMPLES = Path(__file__).resolve().parent.parent / "data_samples" / "synthetic"
 VIEWS = [SAMPLES / "humerus_fracture" / "view1.png", SAMPLES / "humerus_fracture" / "view2.png"]
 HUMERUS = ScopeAssessment({"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01},

@@ -16,6 +16,8 @@ from tests.app_pages import assert_clean, study_probability
 from tests.synthetic import HeldRun, synthetic_radiograph, synthetic_radiograph_png
 from tests.test_app_explain import open_explain
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 # B's whole page run (upload, prediction, GradCAM at 96 px) takes seconds; A is held for longer.
 B_LATENCY_LIMIT_S = 60.0
 

@@ -15,6 +15,8 @@ from core.store.artifacts import ModelArtifacts
 from tests.app_pages import assert_clean, open_page
 from tests.fake_mura import make_fake_mura
 
+pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
+
 ACCURACY = "../pages/heatmap_accuracy.py"
 EXPLAIN = "../pages/explain.py"
 METHODS = ["GradCAM", "LayerCAM", "FEM"]

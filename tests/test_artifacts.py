@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +22,12 @@ from core.store.artifacts import (
     report_written,
     write_evaluation,
 )
+
+
+def latin1_locale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text reads and writes that name no encoding (pathlib asks io.text_encoding) get Latin-1, as
+    under a Latin-1 locale; the test machine has only UTF-8 locales."""
+    monkeypatch.setattr(io, "text_encoding", lambda encoding, stacklevel=2: encoding or "latin-1")
 
 
 def _predictions(n: int) -> pd.DataFrame:
@@ -125,6 +133,73 @@ def test_disk_full_leaves_no_temporary_file_and_names_the_file(tmp_path, monkeyp
         atomic.write_text(target, "new")
     assert [p.name for p in tmp_path.iterdir()] == ["metrics_valid.json"]
     assert target.read_bytes() == b"previous"
+
+
+def test_two_writers_of_one_file_never_rename_each_others_half_file(tmp_path, monkeypatch):
+    """Writer A is paused halfway through its temporary file while writer B writes the same target:
+    B's file lands whole, and A's later bytes land in A's own file, never in B's or the target."""
+    target = tmp_path / "metrics_valid.json"
+    first, second = "A" * 1000, "B" * 1000
+    halfway, resume = threading.Event(), threading.Event()
+    real_write_text = Path.write_text
+
+    def paused_write_text(self, text, *args, **kwargs):
+        if text != first:
+            return real_write_text(self, text, *args, **kwargs)
+        with open(self, "w", encoding="utf-8") as handle:
+            handle.write(text[:500])
+            handle.flush()
+            halfway.set()
+            resume.wait(timeout=10)
+            handle.write(text[500:])
+        return len(text)
+
+    monkeypatch.setattr(Path, "write_text", paused_write_text)
+    errors: list[BaseException] = []
+
+    def write_first():
+        try:
+            atomic.write_text(target, first)
+        except atomic.AtomicWriteError as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=write_first)
+    writer.start()
+    assert halfway.wait(timeout=10)
+    atomic.write_text(target, second)
+    resume.set()
+    writer.join(timeout=10)
+    assert errors == []
+    assert target.read_text(encoding="utf-8") == first
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics_valid.json"]
+
+
+def test_text_is_written_as_utf8_whatever_the_locale(tmp_path, monkeypatch):
+    """Hashes are taken over UTF-8, so the file must be UTF-8 even under a Latin-1 locale."""
+    latin1_locale(monkeypatch)
+    target = tmp_path / "card.json"
+    atomic.write_text(target, "Ulna – Röntgen")
+    assert target.read_bytes() == "Ulna – Röntgen".encode()
+
+
+def test_a_cached_pair_with_non_ascii_paths_reads_back_under_a_latin1_locale(tmp_path, monkeypatch):
+    """The hash is over the UTF-8 text; a read in the locale's encoding would see other text and
+    call a good pair torn."""
+    latin1_locale(monkeypatch)
+    files = ModelArtifacts(tmp_path)
+    predictions = _predictions(4).assign(path=lambda t: "Röntgen/" + t["path"])
+    write_evaluation(files, "valid", predictions, {"images": 4, "note": "ulna – radius"})
+    evaluation = read_evaluation(files, "valid")
+    assert evaluation.metrics["note"] == "ulna – radius"
+    assert evaluation.predictions["path"].iloc[0] == "Röntgen/img0.png"
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    target = tmp_path / "metrics_valid.json"
+    atomic.write_text(target, "{}")
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}", encoding="utf-8")
+    assert target.stat().st_mode == plain.stat().st_mode
 
 
 def test_failed_torch_save_leaves_no_temporary_file(tmp_path, monkeypatch):

@@ -20,6 +20,8 @@ import pytest
 import torch
 
 from core import evaluate as evaluate_cli
+from core.data import mura
+from core.eval import evaluation
 from core.model import backends
 from core.model.backends import batch_predictor, onnx_model_path, resolve_backend
 from core.model.checkpoint import DEFAULT_MODEL, LoadedModel
@@ -45,6 +47,7 @@ def onnx_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
+@pytest.mark.slow  # an ONNX export per case
 @pytest.mark.parametrize(("members", "tta"), [(1, False), (2, True)])
 def test_onnx_matches_torch_within_1e_4(tmp_path: Path, members: int, tta: bool) -> None:
     pytest.importorskip("onnxruntime")
@@ -60,6 +63,7 @@ def test_onnx_matches_torch_within_1e_4(tmp_path: Path, members: int, tta: bool)
     assert np.ptp(predict_batch(loaded, model_inputs(loaded, images))) > 1e-3  # the images are told apart
 
 
+@pytest.mark.slow  # two ONNX exports
 def test_the_export_is_cached_per_weights(tmp_path: Path, onnx_cache: Path) -> None:
     pytest.importorskip("onnxruntime")
     loaded = _loaded(tmp_path, members=1, tta=True)
@@ -95,6 +99,7 @@ def _plant(graph: Path, source: Path) -> None:
     graph.with_name(graph.name + ".sha256").write_text(hashlib.sha256(graph.read_bytes()).hexdigest())
 
 
+@pytest.mark.slow  # an ONNX export per case
 @pytest.mark.parametrize("planting", ["no digest", "another user's folder", "a folder others may write",
                                       "another user's file", "a link"])
 def test_a_planted_graph_is_never_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -151,6 +156,7 @@ def test_missing_onnxruntime_or_a_gpu_falls_back_to_torch(monkeypatch: pytest.Mo
         resolve_backend("tensorrt")
 
 
+@pytest.mark.slow  # an ONNX export and two evaluations
 def test_evaluate_on_either_backend_and_the_fallback_line(tiny_weights: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -175,3 +181,12 @@ def test_evaluate_on_either_backend_and_the_fallback_line(tiny_weights: Path, tm
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "onnxruntime is not installed" in notes[0]
     assert csv.read_bytes() == on_torch
+
+
+def test_no_files_give_no_probabilities_and_no_batches(tmp_path: Path) -> None:
+    """An empty list (a filtered-out split) is an empty answer, not a prefetch of nothing."""
+    loaded = _loaded(tmp_path, members=1, tta=False)
+    assert list(evaluation._batches(tmp_path, [], loaded, batch_size=4)) == []
+    probabilities = evaluation._predict_files(loaded, tmp_path, [], mura.image_file, batch_size=4, progress=False,
+                                              description="none")
+    assert probabilities.shape == (0, len(loaded.outputs))

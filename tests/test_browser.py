@@ -31,7 +31,7 @@ from tests.browser import (
 from tests.server import REPO_ROOT, RunningDashboard
 from tests.synthetic import synthetic_radiograph_png
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
 
 SCREENSHOTS = REPO_ROOT / "test-artefacts" / "browser"
 VIEWPORT = {"width": 1400, "height": 1000}

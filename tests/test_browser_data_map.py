@@ -15,7 +15,7 @@ from tests.browser import launch_chromium, open_page, require_chromium, visible_
 from tests.data_map_cache import map_weights  # noqa: F401 - a fixture
 from tests.server import REPO_ROOT, running_dashboard
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
 
 SCREENSHOTS = REPO_ROOT / "test-artefacts" / "browser"
 

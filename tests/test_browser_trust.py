@@ -20,7 +20,7 @@ from tests.browser import launch_chromium, open_page, require_chromium, visible_
 from tests.fake_mura import make_fake_mura
 from tests.server import REPO_ROOT, RunningDashboard, running_dashboard
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
 
 SCREENSHOTS = REPO_ROOT / "test-artefacts" / "browser"
 VIEWPORT = {"width": 1400, "height": 1000}

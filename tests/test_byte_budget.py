@@ -88,6 +88,7 @@ def large_dicom() -> bytes:
     return rescaled_windowed_dicom(5000, 4000)  # 20 MP, 16 bits: 40 MB of samples in a file of 0.3 MB
 
 
+@pytest.mark.slow  # measures peak memory in a fresh interpreter
 def test_a_rescaled_windowed_16_bit_dicom_stays_within_a_few_bytes_per_pixel(large_dicom: bytes,
                                                                              tmp_path: Path) -> None:
     measured = decode_in_child(large_dicom, tmp_path)
@@ -96,6 +97,7 @@ def test_a_rescaled_windowed_16_bit_dicom_stays_within_a_few_bytes_per_pixel(lar
     assert measured["peak_growth"] < 6 * 20_000_000, measured
 
 
+@pytest.mark.slow  # measures peak memory in a fresh interpreter
 def test_four_large_decodes_at_once_share_the_process_budget(large_dicom: bytes, tmp_path: Path) -> None:
     measured = decode_in_child(large_dicom, tmp_path, copies=4)
     assert measured["outcomes"] == [[5000, 4000]] * 4
@@ -138,6 +140,7 @@ def j2k_dicom_claiming(width: int, height: int) -> bytes:
     return encode_dicom(stored, transfer_syntax=JPEG2000Lossless, frames=[bytes(frame)], Rows=height, Columns=width)
 
 
+@pytest.mark.slow  # measures peak memory in a fresh interpreter
 @pytest.mark.parametrize("data", [progressive_jpeg_claiming(6000, 6600), j2k_dicom_claiming(6000, 6600)],
                          ids=["40 MP progressive colour JPEG", "40 MP 16-bit JPEG 2000 DICOM"])
 def test_a_decode_over_the_byte_budget_is_refused_from_its_header(data: bytes, tmp_path: Path) -> None:

@@ -150,6 +150,7 @@ def decode_in_child(data: bytes | Path, tmp_path: Path) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow  # measures peak memory in a fresh interpreter
 def test_deflated_dicom_bomb_is_refused_before_it_inflates(tmp_path: Path) -> None:
     bomb = deflated_dicom(grey(), trailing_zeros=BOMB_BYTES)
     assert len(bomb) < 1_000_000, "the bomb is a small upload"
@@ -159,6 +160,7 @@ def test_deflated_dicom_bomb_is_refused_before_it_inflates(tmp_path: Path) -> No
     assert measured["peak_growth"] < PEAK_GROWTH_LIMIT, measured
 
 
+@pytest.mark.slow  # measures peak memory in a fresh interpreter
 def test_jpeg2000_stream_larger_than_its_header_is_refused_before_decoding(tmp_path: Path) -> None:
     measured = decode_in_child(j2k_claiming(13_000), tmp_path)
     assert "13000 x 13000" in measured["outcome"] and "64 x 64" in measured["outcome"]
@@ -166,6 +168,7 @@ def test_jpeg2000_stream_larger_than_its_header_is_refused_before_decoding(tmp_p
     assert measured["peak_growth"] < PEAK_GROWTH_LIMIT, measured
 
 
+@pytest.mark.slow  # measures peak memory in a fresh interpreter
 @pytest.mark.parametrize("header_side", [64, 13_377])
 def test_jp2_decoy_size_ahead_of_a_large_codestream_is_refused_before_decoding(tmp_path: Path,
                                                                               header_side: int) -> None:
@@ -185,6 +188,7 @@ def test_jp2_header_that_disagrees_with_its_codestream_is_refused() -> None:
         assert_one_sentence(str(caught.value))
 
 
+@pytest.mark.slow  # measures peak memory in a fresh interpreter
 def test_rle_segment_longer_than_its_header_is_refused_before_decoding(tmp_path: Path) -> None:
     measured = decode_in_child(rle_bomb(8 * 2**20), tmp_path)  # 8 MB of runs: 512 MB decoded
     assert "RLE" in measured["outcome"]
@@ -192,6 +196,7 @@ def test_rle_segment_longer_than_its_header_is_refused_before_decoding(tmp_path:
     assert measured["peak_growth"] < PEAK_GROWTH_LIMIT, measured
 
 
+@pytest.mark.slow  # measures peak memory in a fresh interpreter
 def test_a_huge_sparse_file_is_refused_by_its_size_before_any_byte_is_read(tmp_path: Path) -> None:
     """10 GB of holes on disk: the size says no at once (it read 512 MB before refusing)."""
     path = tmp_path / "huge.dcm"

@@ -137,6 +137,7 @@ def deployed_server() -> Iterator[RunningDashboard]:
         yield server
 
 
+@pytest.mark.slow  # starts the deployed server
 @pytest.mark.timeout(180)
 def test_deployed_command_serves_health_and_the_first_page(deployed_server: RunningDashboard) -> None:
     with urllib.request.urlopen(deployed_server.base_url + "/_stcore/health", timeout=10) as reply:
@@ -152,6 +153,7 @@ def test_deployed_command_serves_health_and_the_first_page(deployed_server: Runn
     assert health.returncode == 0, "the Docker HEALTHCHECK command fails against a live server"
 
 
+@pytest.mark.slow  # starts the deployed server
 @pytest.mark.browser
 @pytest.mark.timeout(180)
 def test_deployed_first_page_renders_without_errors(deployed_server: RunningDashboard) -> None:

@@ -24,7 +24,7 @@ def _clusters(seed: int = 0, per_cluster: int = 30, dimensions: int = 24) -> tup
     return np.abs(centres[labels] + rng.normal(0, 0.3, (len(labels), dimensions))).astype(np.float32), labels
 
 
-@pytest.mark.parametrize("method", ["pca", "umap"])
+@pytest.mark.parametrize("method", ["pca", pytest.param("umap", marks=pytest.mark.slow)])  # UMAP compiles with numba
 def test_projection_is_deterministic_and_keeps_clusters_apart(method: str) -> None:
     features, labels = _clusters()
     first = embeddings.project(features, seed=3, method=method)
@@ -214,6 +214,7 @@ def test_extract_is_the_same_with_parallel_workers_and_resumes_from_its_chunks(t
     np.testing.assert_array_equal(again["mura_valid"]["features"], two["mura_valid"]["features"])
 
 
+@pytest.mark.slow  # a large map, twice
 def test_large_maps_use_exact_neighbours_and_stay_deterministic(monkeypatch) -> None:
     """Above umap-learn's cut-over the neighbour graph comes from scikit-learn (exact), not pynndescent."""
     features, labels = _clusters()

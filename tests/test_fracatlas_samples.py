@@ -47,6 +47,7 @@ def test_committed_samples_are_a_credited_fracatlas_root() -> None:
         assert credit in readme
 
 
+@pytest.mark.slow  # redraws the samples from the real FracAtlas copy
 @pytest.mark.skipif(not (SHARED_FRACATLAS / "labels.csv").is_file(),
                     reason="no FracAtlas copy at ../shared/fracatlas to redraw the samples from")
 def test_committed_samples_are_what_the_rule_draws(tmp_path: Path) -> None:

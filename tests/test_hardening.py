@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -36,6 +37,8 @@ from tests.bad_inputs import BadInput, corpus, phantom
 from tests.fake_fracatlas import make_fake_fracatlas
 from tests.fake_mura import make_fake_mura
 from tests.test_app_explain import FRACTURE_VIEWS, assert_clean, open_explain
+
+pytestmark = pytest.mark.slow  # runs the CLIs in subprocesses and the app on a whole corpus
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ACCEPTED = [item for item in corpus() if item.expect == "accept"]

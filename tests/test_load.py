@@ -22,6 +22,7 @@ def test_chosen_uploads_cannot_be_confused(scratch_weights: Path) -> None:
     assert min(b - a for a, b in pairwise(expected)) >= load_test.MIN_SEPARATION
 
 
+@pytest.mark.slow  # a running server and browser sessions
 @pytest.mark.browser
 @pytest.mark.timeout(420)
 def test_concurrent_sessions_each_get_their_own_answer(

@@ -27,6 +27,7 @@ SHARED_FRACATLAS = Path(os.environ.get("FRACATLAS_ROOT")
 SCRATCH_LAYER = "stage 5 (96 ch, stride 16)"
 
 
+@pytest.mark.slow  # every CAM method and layer on a two-member ensemble
 def test_explain_grid_gives_explains_maps_for_an_ensemble() -> None:
     # Two members: each layer choice averages two member layers, as explain() does.
     ensemble = MeanProbabilityEnsemble([calibrated_mobilenet(0), calibrated_mobilenet(1)]).eval()
@@ -43,6 +44,7 @@ def test_explain_grid_gives_explains_maps_for_an_ensemble() -> None:
     assert not any(m._forward_hooks or m._backward_hooks for m in ensemble.modules())
 
 
+@pytest.mark.slow  # every CAM method, one pass each
 def test_methods_that_cannot_share_the_pass_run_alone() -> None:
     loaded = LoadedModel("grid_test", calibrated_mobilenet(0), get_config("mobilenet_v2"), 64, {}, Path("."))
     pixels = np.random.default_rng(1).integers(0, 256, size=(40, 40), dtype=np.uint8)
@@ -127,6 +129,7 @@ def test_bad_arguments_are_one_line(tmp_path: Path, model_folder: ModelArtifacts
     assert error.startswith("error: ") and message in error and "\n" not in error
 
 
+@pytest.mark.slow  # the shipped model's CAMs on real images
 def test_cli_on_real_fracatlas_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not (SHARED_FRACATLAS / "fractures_coco.json").is_file():
         pytest.skip(f"FracAtlas copy not found at {SHARED_FRACATLAS} (set FRACATLAS_ROOT to run on real images)")
@@ -143,6 +146,7 @@ def test_cli_on_real_fracatlas_images(tmp_path: Path, monkeypatch: pytest.Monkey
     assert set(cache.table["region"]) <= {"hand", "shoulder", "hand+shoulder"}
 
 
+@pytest.mark.slow  # the shipped model's CAMs on real images
 def test_committed_cache_matches_its_summary() -> None:
     files = ModelArtifacts.of(DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR)
     cache = read_cache(files)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +15,7 @@ from sklearn.metrics import cohen_kappa_score, roc_auc_score
 from core.eval import metrics
 from core.eval.evaluation import summarise_trained
 from core.eval.metrics import MetricsInputError
+from core.model import card
 
 
 def predictions(studies: list[tuple[str, int, list[float]]]) -> pd.DataFrame:
@@ -358,3 +362,16 @@ def test_one_n_boot_flag_for_every_bootstrapping_cli() -> None:
     assert parser.parse_args(["--n-boot", "7"]).n_boot == 7 == parser.parse_args(["--bootstrap", "7"]).n_boot
     for module in (compare, evaluate, localize, trust):
         assert "add_n_boot_argument(parser)" in inspect.getsource(module.main), module.__name__
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_metrics_loads_neither_the_card_module_nor_torch():
+    """The metrics library is numpy/pandas/sklearn only; the card module brings torch with it."""
+    code = "import sys, core.eval.metrics; print(sorted({'torch', 'core.model.card'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_default_threshold_key_is_the_cards():
+    assert metrics.DEFAULT_THRESHOLD_KEY == card.DEFAULT_THRESHOLD_KEY

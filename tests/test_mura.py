@@ -159,6 +159,7 @@ def test_lock_switch(monkeypatch: pytest.MonkeyPatch, value: str, locked: bool) 
     assert mura.data_folder_locked() is locked
 
 
+@pytest.mark.slow  # reads every row of the real copy
 @pytest.mark.mura
 def test_real_copy_matches_its_readme(mura_root: Path) -> None:
     images = mura.read_images(mura_root, "valid")

@@ -30,6 +30,7 @@ def flip_tta_model(tmp_path_factory: pytest.TempPathFactory, scratch_weights: Pa
     return load_model(DEFAULT_MODEL, directory=directory)
 
 
+@pytest.mark.slow  # every inference path on the shipped model
 def test_every_path_gives_the_same_probability(flip_tta_model) -> None:
     pixels = load_radiograph(VIEW.read_bytes()).pixels
     # An asymmetric image, so a mirror changes the output and the test can tell the paths apart.

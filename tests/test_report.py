@@ -41,7 +41,7 @@ def test_shipped_report_has_every_section_in_order(shipped_text: str) -> None:
 
 def test_shipped_report_quotes_the_caches(shipped_text: str) -> None:
     flat = " ".join(shipped_text.split())  # the PDF wraps table cells and lines
-    # README's model-card table: humerus AUROC and forearm kappa with their 95% CIs.
+    # docs/results.md's model-card table: humerus AUROC and forearm kappa with their 95% CIs.
     assert "0.919 (0.867-0.962)" in shipped_text and "0.681 (0.553-0.802)" in shipped_text
     assert "of 67 abnormal studies the model flagged 61" in shipped_text  # the plain-language reading
     assert "Humerus 0.332 Normal 58 10" in shipped_text  # confusion at the card's humerus threshold
@@ -56,7 +56,7 @@ def test_shipped_report_quotes_the_caches(shipped_text: str) -> None:
     assert "GradCAMElementWise - block 11 (112 ch, stride 16) (fails the sanity checks) 0.396 (0.348-0.447)" in flat
     assert "The best map that passes the sanity checks, LayerCAM - block 11 (112 ch, stride 16)" in flat
     assert "uniform map (chance)" in shipped_text and "flagged: 11 of 18" in shipped_text
-    assert "0.986 (0.980-0.992)" in shipped_text  # out-of-scope AUROC, as in the README
+    assert "0.986 (0.980-0.992)" in shipped_text  # out-of-scope AUROC, as in docs/results.md
     trust_headline = trust.headline(ModelArtifacts.of(DEFAULT_MODEL))
     assert trust_headline and " ".join(trust_headline.split()) in " ".join(shipped_text.split())
     assert "not a medical device" in shipped_text

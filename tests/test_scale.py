@@ -31,6 +31,8 @@ from core.store.artifacts import ModelArtifacts
 from tests.fake_mura import make_fake_mura
 from tests.outlined_fracatlas import make_outlined_fracatlas
 
+pytestmark = pytest.mark.slow  # starts a local Ray cluster
+
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present, so --device cuda is not absent")
 def test_an_absent_device_is_one_line_and_status_2(tiny_weights: Path, tmp_path: Path,

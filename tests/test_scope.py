@@ -257,6 +257,7 @@ def _first_leg() -> Path:
     return SHARED_FRACATLAS / labels.loc[labels["region"] == "leg/hip", "file"].iloc[0]
 
 
+@pytest.mark.slow  # the shipped model and its scope head end to end
 @needs_fracatlas
 def test_predict_cli_gives_no_verdict_for_a_leg(capsys):
     """core.predict --study on a leg radiograph: the head flags it, the study gets no verdict and a reason."""
@@ -276,6 +277,7 @@ def test_predict_cli_gives_no_verdict_for_a_leg(capsys):
     assert study["verdict_against_scope_flag"] is True and study["left_out_of_mean"] == []
 
 
+@pytest.mark.slow  # the shipped model and its scope head end to end
 def test_predict_cli_leaves_a_flagged_view_out_of_the_study_mean(capsys, mura_root):
     """A MURA humerus view plus a leg: the leg is flagged and leaves the study's mean (issue 27, item 3)."""
     import json
@@ -295,6 +297,7 @@ def test_predict_cli_leaves_a_flagged_view_out_of_the_study_mean(capsys, mura_ro
     assert study["left_out_of_mean"] == [leg["file"]] and study["verdict_against_scope_flag"] is False
 
 
+@pytest.mark.slow  # the shipped model and its scope head end to end
 @needs_fracatlas
 def test_explain_flags_an_uploaded_leg_and_gives_no_verdict():
     """The shipped model on Explain: a leg upload is flagged out of scope, with no verdict."""
@@ -313,6 +316,7 @@ def test_explain_flags_an_uploaded_leg_and_gives_no_verdict():
     assert any(m.label == "Verdict" for m in at.metric)
 
 
+@pytest.mark.slow  # the shipped model and its scope head end to end
 def test_predict_cli_keeps_a_mura_humerus_in_scope(capsys, mura_root):
     """A MURA valid/ humerus study (the first, by path) is recognised and judged: not flagged, with a verdict."""
     import json

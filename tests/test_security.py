@@ -102,6 +102,7 @@ def _multipart(file_name: str, data: bytes) -> tuple[str, bytes]:
     return f"multipart/form-data; boundary={boundary}", body
 
 
+@pytest.mark.slow  # a running server
 @pytest.mark.timeout(120)
 def test_upload_without_the_xsrf_token_is_refused(dashboard_server: RunningDashboard) -> None:
     # The frontend gets its XSRF cookie from the health route, as a browser would.
@@ -149,6 +150,7 @@ TRAVERSAL_PATHS = (
 )
 
 
+@pytest.mark.slow  # a running server
 @pytest.mark.timeout(120)
 def test_repository_files_are_not_served(dashboard_server: RunningDashboard, scratch_weights_dir: Path) -> None:
     """Traversal is refused; an unknown path gets the app's own page (client-side routing), never a file."""
@@ -166,6 +168,7 @@ def test_repository_files_are_not_served(dashboard_server: RunningDashboard, scr
         assert not any(secret in body for secret in secrets), f"{path} leaked a repository file"
 
 
+@pytest.mark.slow  # a running server
 @pytest.mark.browser
 @pytest.mark.timeout(180)
 def test_exception_details_never_reach_the_browser(tmp_path: Path) -> None:
@@ -214,6 +217,7 @@ def _files_holding(roots: list[Path], needle: bytes, name: str) -> list[Path]:
     return hits
 
 
+@pytest.mark.slow  # a running server
 @pytest.mark.browser
 @pytest.mark.timeout(240)
 def test_an_upload_is_neither_written_to_disk_nor_served_back(

@@ -61,6 +61,7 @@ def test_cached_predictions_cover_the_valid_split_present(cached: pd.DataFrame, 
     assert (merged["study_type"] == merged["study_type_official"]).all()
 
 
+@pytest.mark.slow  # both shipped models over real valid/ images
 @pytest.mark.mura
 def test_checkpoint_reproduces_cached_probabilities(model_name: str, cached: pd.DataFrame, mura_root: Path) -> None:
     loaded = load_model(model_name, directory=SHIPPED_WEIGHTS_DIR)

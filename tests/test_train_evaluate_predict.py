@@ -47,6 +47,8 @@ from core.store.artifacts import (
 from tests.fake_fracatlas import FAKE_ROWS, make_fake_fracatlas
 from tests.fake_mura import make_fake_mura
 
+pytestmark = pytest.mark.slow  # trains, evaluates and predicts through the CLIs, some in subprocesses
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--arch", "mobilenet_v2", "--input-size", "32", "--batch-size", "8", "--no-pretrained",
         "--no-bf16", "--threads", "1", "--holdout-fraction", "0.3"]

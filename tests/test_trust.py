@@ -218,6 +218,7 @@ def model_folder(tmp_path: Path, scratch_weights: Path, monkeypatch: pytest.Monk
     return ModelArtifacts.of(DEFAULT_MODEL, weights)
 
 
+@pytest.mark.slow  # the trust CLI end to end, twice
 def test_cli_writes_resumes_and_guards_its_cache(tmp_path: Path, model_folder: ModelArtifacts,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_fake_mura(tmp_path / "mura", patients_per_type=3)

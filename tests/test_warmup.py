@@ -6,8 +6,7 @@ import pytest
 import streamlit as st
 
 from core.eval import trust as core_trust
-from dashboard import data_map, state, views, warmup
-from dashboard import trust as trust_view
+from dashboard import data_map, state, trust_view, views, warmup
 from tests.app_pages import assert_clean, open_page, start_app
 
 
@@ -47,7 +46,7 @@ def test_after_the_warm_up_the_slow_pages_read_nothing_from_disk(fresh_warmup, m
         return reader
 
     monkeypatch.setattr(data_map.core_embeddings, "load", miss("embeddings"))
-    monkeypatch.setattr("dashboard.localization.read_cache", miss("localization sweep"))
+    monkeypatch.setattr("dashboard.accuracy.read_cache", miss("localization sweep"))
     # Only the page's cached loader is watched (core.eval.trust.headline reads the file uncached, by design).
     monkeypatch.setattr(trust_view, "trust", _Watched(core_trust, read_cache=miss("sanity checks")))
     monkeypatch.setattr(views, "explain", miss("gallery CAM"))

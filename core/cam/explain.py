@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -371,7 +371,14 @@ class _RawCams:
         return np.mean(canvases, axis=0).astype(np.float32)
 
 
-def _undo_augmentation(transform: object) -> Callable[[np.ndarray], np.ndarray]:
+
+class _Deaugment(Protocol):
+    """One of pytorch_grad_cam's test-time augmentations (ttach transforms): maps a mask back."""
+
+    def deaugment_mask(self, mask: torch.Tensor) -> torch.Tensor: ...
+
+
+def _undo_augmentation(transform: _Deaugment) -> Callable[[np.ndarray], np.ndarray]:
     """What pytorch_grad_cam's forward_augmentation_smoothing does to each pass's map, for a raw map."""
     def undo(canvas: np.ndarray) -> np.ndarray:
         return transform.deaugment_mask(torch.from_numpy(canvas[None, None])).numpy()[0, 0]
@@ -575,7 +582,8 @@ def explain_grid(
     for (method, name), (canvas_map, raw_canvas) in canvas_maps.items():
         results[(method, name)] = Explanation(
             heatmap=_image_heatmap(canvas_map, placement), probability=probability,
-            method=method, layers=(name,), target=target, model=loaded.name, raw_map=placement.crop(raw_canvas),
+            method=method, layers=(name,), target=target, model=loaded.name,
+            raw_map=None if raw_canvas is None else placement.crop(raw_canvas),
         )
     return results
 
@@ -587,7 +595,7 @@ def _shared_pass(
     layer_names: tuple[str, ...],
     model_input: torch.Tensor,
     target: Target,
-) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]]:
     """Canvas-sized (scaled, raw) maps of each (method, layer name) from one forward and one backward pass."""
     module_order = {path: index for index, (path, _module) in enumerate(network.named_modules())}
     paths = sorted({p for name in layer_names for p in loaded.layer_paths(name)}, key=module_order.__getitem__)
@@ -606,8 +614,8 @@ def _shared_pass(
         output = network(model_input)
         if backward:
             network.zero_grad()
-            sum(t(o) for t, o in zip(targets, output, strict=True)).backward()
-        maps: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+            torch.stack([t(o) for t, o in zip(targets, output, strict=True)]).sum().backward()
+        maps: dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]] = {}
         for method, cam in cams.items():
             try:
                 per_layer = cam.compute_cam_per_layer(model_input, targets, False)
@@ -676,9 +684,9 @@ def _run_cam(
             _run_cam(network, method, info, [path], model_input, target, aug_smooth, eigen_smooth, report, cancel)
             for path in layer_paths
         ]
-        raws = [raw for _, raw in runs]
+        raws = [raw for _, raw in runs if raw is not None]
         return (np.mean([canvas for canvas, _ in runs], axis=0),
-                None if any(raw is None for raw in raws) else np.mean(raws, axis=0))
+                np.mean(raws, axis=0) if len(raws) == len(runs) else None)
     # pytorch_grad_cam pairs the i-th target layer with the i-th activation it recorded,
     # and records them in execution order: list the layers in that order (AblationCAM
     # swaps out the layer it is given). Module order is execution order in these networks.

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import io
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
@@ -79,7 +80,7 @@ def _colour_map(colormap: str) -> ListedColormap:
     return ListedColormap(colormap_colours(colormap) / 255.0, name=colormap)
 
 
-def _add_colorbar(figure: Figure, axes: object, colormap: str, scale: MapScale, *,
+def _add_colorbar(figure: Figure, axes: Axes | Iterable[Axes], colormap: str, scale: MapScale, *,
                   orientation: str = "vertical") -> None:
     mappable = ScalarMappable(norm=Normalize(0.0, scale.top), cmap=_colour_map(colormap))
     bar = figure.colorbar(mappable, ax=axes, orientation=orientation, fraction=0.05, pad=0.02)

@@ -168,7 +168,7 @@ def read_outlines(root: Path) -> Outlines:
     if not path.is_file():
         raise FracAtlasError(f"{root} has no {COCO_FILE}, so it has no fracture outlines.")
     try:
-        coco = json.loads(path.read_text())
+        coco = json.loads(path.read_text(encoding="utf-8"))
         images = {int(image["id"]): image for image in coco["images"]}
         annotations = coco["annotations"]
     except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as exc:

@@ -1,38 +1,6 @@
 """Safe decoding of an uploaded radiograph (PNG, JPEG, DICOM, ...) into a greyscale uint8 array.
 
-Everything a user can upload is untrusted, so :func:`load_radiograph` is the one door between
-bytes and pixels:
-
-* the format is sniffed from the magic bytes; a file name is only a label and a hint, never a path;
-* the declared pixel count is checked against a cap before anything is decompressed; for DICOM
-  also the compressed stream's own size (JPEG SOF, JPEG 2000 SIZ, the RLE runs), and a deflated
-  dataset is inflated only up to a bound tied to that cap;
-* bytes are counted too: the memory a decode will add (bits per sample, the decoder's own buffers,
-  the conversion's copies) is estimated from the header and refused above DECODE_BUDGET_BYTES
-  (300 MB), and all decodes of the process share TOTAL_DECODE_BYTES (720 MB: a decode waits for
-  its share); high-bit-depth values go through the LUTs and the 8-bit window a strip at a time, so
-  a 40 MP 16-bit DICOM with rescale and window adds about 150 MiB, not 1.1 GB;
-* the image is fully decoded (truncated or corrupt files fail here, not later in the model);
-* every failure becomes :class:`RadiographDecodeError` whose message is one user-facing sentence.
-
-Decisions worth knowing:
-
-* Images deeper than 8 bits are mapped to 8-bit by a robust window (0.5-99.5 percentiles), so
-  a few hot pixels or burned-in labels do not flatten the contrast, and nothing is truncated.
-* DICOM: rescale slope/intercept (or a Modality LUT) and the VOI LUT / window are applied with
-  pydicom's own functions; MONOCHROME1 is inverted so bone is bright as in MONOCHROME2. Multi-frame
-  and colour DICOM are refused: neither is a single plain radiograph.
-* Multi-frame Pillow formats (animated GIF, multi-page TIFF, APNG) give their first frame and a
-  note, because their first frame is a complete picture, unlike a DICOM cine or tomosynthesis stack.
-* Colour images are accepted, converted to greyscale (ITU-R 601 luma) and flagged with
-  ``looks_like_radiograph=False`` when they are visibly coloured; an RGB file whose three
-  channels are equal is a radiograph saved as RGB and is not flagged.
-* Pillow's ``DecompressionBombWarning`` is treated as an error without touching the warnings
-  filters (process-global, and not thread-safe in Python 3.11): any image above
-  ``PIL.Image.MAX_IMAGE_PIXELS`` is over the effective pixel cap and refused from its header.
-
-The function keeps no state between calls and changes no global setting, so it is thread-safe;
-the one thing decodes share is the process's memory budget (a lock-guarded count).
+Design notes: docs/architecture.md, "Decoding uploads safely".
 
 Example:
     >>> radiograph = load_radiograph(uploaded.getvalue(), filename=uploaded.name)  # doctest: +SKIP
@@ -423,7 +391,7 @@ def _pillow_to_grey(image: Image.Image) -> tuple[np.ndarray, int, bool, list[str
         image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
     if "A" in image.getbands() or "a" in image.getbands():
         alpha = image.getchannel("A" if "A" in image.getbands() else "a")
-        if alpha.getextrema()[0] < 255:
+        if alpha.getextrema()[0] < 255:  # type: ignore[operator]  # one band: (min, max); Pillow types every mode
             notes.append("transparency ignored")
         image = image.convert("L" if image.mode in ("LA", "La") else "RGB")
     if image.mode in ("1", "L"):
@@ -580,7 +548,8 @@ def _read_dicom(data: bytes, limit: int) -> pydicom.Dataset:
     # Its size known, the dataset is inflated into one buffer of exactly that size (a growing
     # buffer would hold it twice at the end).
     inflated = zlib.decompress(payload, -zlib.MAX_WBITS, max(size, 1))
-    dataset = read_dataset(DicomBytesIO(inflated), is_implicit_VR=False, is_little_endian=True)
+    # pydicom's own dcmread hands read_dataset a DicomBytesIO; its annotation says BinaryIO.
+    dataset = read_dataset(DicomBytesIO(inflated), is_implicit_VR=False, is_little_endian=True)  # type: ignore[arg-type]
     file_dataset = pydicom.FileDataset("upload", dataset, preamble=preamble, file_meta=file_meta,
                                        is_implicit_VR=False, is_little_endian=True)
     file_dataset.set_original_encoding(False, True, dataset._character_set)
@@ -591,7 +560,8 @@ def _inflated_size(payload: memoryview, max_bytes: int) -> tuple[int, bool]:
     """(bytes a raw deflate stream inflates to, counted up to just past ``max_bytes``; whether the
     stream ends): inflated 8 MB at a time and thrown away, so a bomb costs 8 MB, not its size."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    size, pending = 0, payload
+    size = 0
+    pending: bytes | memoryview = payload
     while not inflater.eof and size <= max_bytes:
         inflated = len(inflater.decompress(pending, _INFLATE_STEP))
         pending = inflater.unconsumed_tail

@@ -33,7 +33,8 @@ def split_groups(images: pd.DataFrame, duplicates: pd.DataFrame | None = None) -
     linked = duplicates[duplicates["key"].isin(patient_of)]
     first = linked.groupby("group")["key"].transform("first")
     edges = [(node[patient_of[a]], node[patient_of[b]]) for a, b in zip(linked["key"], first, strict=True)]
-    rows, columns = (np.array(side, dtype=int) for side in zip(*edges, strict=True)) if edges else ([], [])
+    pairs = np.array(edges, dtype=int).reshape(-1, 2)
+    rows, columns = pairs[:, 0], pairs[:, 1]
     graph = coo_matrix((np.ones(len(rows)), (rows, columns)), shape=(len(names), len(names)))
     _, component = connected_components(graph, directed=False)
     leader = pd.Series(names).groupby(component).transform("first").to_numpy()  # names are sorted

@@ -145,7 +145,7 @@ def audit_duplicates(images: pd.DataFrame, phash: np.ndarray, features: np.ndarr
     """
     pairs = duplicate_pairs(phash, features)
     group = duplicate_groups(len(images), pairs)
-    found_by = {}
+    found_by: dict[int, set[str]] = {}
     for row in pairs.itertuples():
         found_by[row.a] = found_by[row.b] = found_by.get(row.a, set()) | {row.found_by}
     members = images.assign(group=group)[group >= 0].copy()

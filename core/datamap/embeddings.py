@@ -1,28 +1,6 @@
 """Embeddings of every evaluated radiograph: features, a 2-D map and nearest neighbours, cached offline.
 
-Why: "where is the model wrong?" is followed by "why, and is it the model or the data?". The answer
-needs each image's place in the model's own feature space (which cases it thinks look alike), its
-perceptual hash (copies across splits), and a map of all of them. Computing those takes minutes, so
-``python -m core.embeddings`` does it once and the dashboard only reads the result.
-
-What is embedded: MURA ``train/`` and ``valid/`` humerus and forearm images and the FracAtlas images
-that ``core.evaluate`` scored. The shipped model is a 4-member ensemble, member *k* trained on every
-fold of a patient-level split of ``train/`` except fold *k*:
-
-* a ``train/`` image of fold *k* is embedded by member *k* only, the one member that never saw it
-  (out of fold; features from the members that trained on it would put it where training pulled it);
-* ``valid/`` images are embedded by all four members (to fit the alignment below), FracAtlas by member 0.
-
-The four members share an ImageNet start but not their feature coordinates, so each member's
-features are mapped into member 0's principal space (per-member PCA, then an orthogonal Procrustes
-rotation fitted on ``valid/``, which no member saw); a held-out image is placed by member 0 and a
-``train/`` image by its own member, rotated. ``alignment_r2`` in the cache says how much of member
-0's variance the rotation reproduces (1 = members agree exactly).
-
-Files (names in :class:`core.store.artifacts.ModelArtifacts`): ``embeddings.npz`` in the model folder,
-float16 features and float32 map coordinates keyed by official path / FracAtlas file, with
-precomputed study neighbours; no pixels. The raw per-member features are resumable chunks under
-``runs/embeddings/<model>/`` (git-ignored).
+Design notes: docs/architecture.md, "Embeddings and the data map".
 """
 
 from __future__ import annotations
@@ -37,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -49,6 +28,9 @@ from core.model.registry import MeanProbabilityEnsemble
 from core.scoping.head import network_features
 from core.store import atomic
 from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts
+
+if TYPE_CHECKING:  # for the annotation only; the functions import sklearn where they use it
+    from sklearn.decomposition import PCA
 
 __all__ = [
     "DATASETS",
@@ -286,7 +268,7 @@ def align_members(held_out: np.ndarray, dimensions: int = _PCA_DIMENSIONS) -> tu
 
 @dataclass(frozen=True)
 class _Projector:
-    pca: object
+    pca: PCA
     rotation: np.ndarray
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
@@ -539,7 +521,7 @@ def build_data_map(model: str, mura_root: str | Path, fracatlas_root: str | Path
     loaded = load_model(model)
     files = ModelArtifacts(loaded.directory)
     atlas_root = fracatlas.resolve_root(fracatlas_root)
-    atlas_files = set(fracatlas_files.read_text().split()) if fracatlas_files else None
+    atlas_files = set(fracatlas_files.read_text(encoding="utf-8").split()) if fracatlas_files else None
     sets, rows = image_sets(loaded, mura.resolve_root(mura_root), atlas_root, atlas_files)
     started = time.perf_counter()
     extracted = extract(loaded, sets, cache / loaded.name, workers=workers)

@@ -105,8 +105,8 @@ def paired_mean_difference(studies_a: pd.DataFrame, studies_b: pd.DataFrame, *, 
     """
     paired = paired_studies(studies_a, studies_b)
     parts = [rows for _, rows in paired.groupby("study_type")]
-    points = [_difference(rows) for rows in parts]
-    if any(point is None for point in points):
+    points = [point for rows in parts if (point := _difference(rows)) is not None]
+    if len(points) < len(parts):
         return _interval(None, np.empty(0), n_boot)
     draws = [_difference_draws(rows, n_boot, seed + index) for index, rows in enumerate(parts)]
     kept = min(map(len, draws))

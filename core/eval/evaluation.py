@@ -104,12 +104,15 @@ def _batches(root: Path, paths: list[str], loaded: LoadedModel, batch_size: int,
     if workers:
         yield from local_batches(prepare, chunks, workers, pin_memory=_on_gpu(loaded))
         return
+    if not chunks:
+        return
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(prepare, chunks[0]) if chunks else None
-        for next_chunk in chunks[1:] + [None]:
+        pending = pool.submit(prepare, chunks[0])
+        for next_chunk in chunks[1:]:
             batch = pending.result()
-            pending = pool.submit(prepare, next_chunk) if next_chunk else None
+            pending = pool.submit(prepare, next_chunk)
             yield batch
+        yield pending.result()
 
 
 def _on_gpu(loaded: LoadedModel) -> bool:
@@ -146,21 +149,23 @@ def _predict_files(loaded: LoadedModel, root: Path, files: list[str], locate: Ca
     metric from it agree;
     on ``engine``'s device and backend, or on Ray, where the batches and so the numbers are the same."""
     backend = _backend(engine)
-    if engine.ray and files:
+    if not files:
+        return np.empty((0, len(loaded.outputs)))
+    if engine.ray:
         onnx_model = onnx_graph(loaded)[1] if backend == "onnx" else None
         return np.round(ray_probabilities(loaded, Decoder.of(loaded, root, locate), files, batch_size=batch_size,
                                           engine=engine, progress=progress, description=description,
                                           onnx_model=onnx_model), 6)
     device = engine.torch_device
     loaded = on_device(loaded, device)
-    predict = batch_predictor(loaded, backend) if files else None
+    predict = batch_predictor(loaded, backend)
     probabilities = []
     with tqdm(total=len(files), desc=description, unit="img", disable=not progress) as bar, \
             autocast(device, engine.precision):
         for batch in _batches(root, files, loaded, batch_size, locate, engine.workers):
             probabilities.append(predict(batch))
             bar.update(len(batch))
-    return np.round(np.concatenate(probabilities), 6) if probabilities else np.empty((0, len(loaded.outputs)))
+    return np.round(np.concatenate(probabilities), 6)
 
 
 def _backend(engine: Engine) -> str:

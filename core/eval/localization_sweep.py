@@ -342,7 +342,7 @@ class _SweepActor:
         configure_threads(1)
         self.loaded = on_device(received(loaded), resolve_device(device))
         self.root, self.outlines = root, fracatlas.read_outlines(root)
-        self.options = {"methods": methods, "layers": layers, "target": target}
+        self.methods, self.layers, self.target = methods, layers, target
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         """One work item in; its rows out, or one row whose ``error`` says why it was skipped."""
@@ -350,7 +350,8 @@ class _SweepActor:
         for item in batch.to_dict(orient="records"):
             try:
                 out += [row | {"error": ""} for row in _image_work(self.loaded, self.root, self.outlines, item,
-                                                                    **self.options)]
+                                                                    methods=self.methods, layers=self.layers,
+                                                                    target=self.target)]
             except (RadiographDecodeError, OSError, ValueError) as exc:
                 out.append({"image": item["file"], "error": str(exc) or type(exc).__name__})
         return pd.DataFrame(out, columns=[*ROW_COLUMNS, "error"])

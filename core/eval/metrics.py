@@ -36,8 +36,6 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from core.model.card import DEFAULT_THRESHOLD_KEY
-
 __all__ = [
     "LEVELS",
     "CONFIDENCE",
@@ -76,6 +74,8 @@ _IMAGE_COLUMNS = ("study_type", "patient", "study", "label", "probability")
 _STUDY_COLUMNS = ["study_path", "study_type", "patient", "study", "label", "probability", "n_views"]
 
 Thresholds = Mapping[str, float] | float
+#: The thresholds entry for study types a mapping does not name (a model card's ``thresholds`` carry one).
+DEFAULT_THRESHOLD_KEY = "default"
 Statistic = Callable[[pd.DataFrame], float | None]
 """A statistic of a (resampled) image or study table; ``None`` where it is undefined."""
 _Measure = Callable[[np.ndarray], Mapping[str, float | None]]
@@ -590,7 +590,7 @@ def _group_summary(
 def summarise(
     images: pd.DataFrame, thresholds: Thresholds, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, n_bins: int = 10,
     levels: tuple[str, ...] = LEVELS,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """JSON-ready metrics: for each of ``levels`` ("image", "study") and group ("overall", then each
     study type): counts, AUROC, average precision, kappa, sensitivity and specificity with 95% bootstrap intervals
     (resampling studies), average precision, accuracy, confusion counts and ECE.

@@ -110,7 +110,7 @@ class ReportInputs:
 def code_version() -> str:
     """The project's version and git commit ("0.1.0, git 7556e81"; "+ local changes" when dirty)."""
     try:
-        version = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
+        version = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
     except (OSError, KeyError, tomllib.TOMLDecodeError):
         version = "unknown version"
     try:
@@ -167,7 +167,7 @@ def gather(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None
 
 # --- wording ------------------------------------------------------------------------------------
 
-#: The one pooled headline (issue 27): the body parts the model was trained on, as on every app page.
+#: The one pooled headline: the body parts the model was trained on, as on every app page.
 TRAINED_POOL = "All trained body parts"
 
 
@@ -278,14 +278,15 @@ def _summary(out: _Writer, inputs: ReportInputs) -> None:
 
 def _results(out: _Writer, inputs: ReportInputs) -> None:
     out.heading(SECTIONS[1])
-    study = (inputs.valid_metrics or {}).get("study")
+    valid_metrics = inputs.valid_metrics or {}
+    study = valid_metrics.get("study")
     if not study:
         out.text(_MISSING.format(command="python -m core.evaluate --mura-root PATH --split valid"))
         return
     trained = [g for g in trained_study_types(inputs.card) if g in study]
     others = [g for g in study if g != metrics.OVERALL and g not in trained]
     # The pool of the trained parts: cached apart when the folder holds other parts, else "overall" is it.
-    pooled = ((inputs.valid_metrics.get("trained") or {}).get("study")
+    pooled = ((valid_metrics.get("trained") or {}).get("study")
               or (None if others else study.get(metrics.OVERALL)))
     summaries = [(g, study[g]) for g in trained] + ([(metrics.OVERALL, pooled)] if pooled else [])
     rows = [("Body part", "Studies (abnormal)", "AUROC", "Kappa", "Sensitivity", "Specificity")]
@@ -293,7 +294,7 @@ def _results(out: _Writer, inputs: ReportInputs) -> None:
               format_interval(s.get("kappa")), format_interval(s.get("sensitivity")),
               format_interval(s.get("specificity"))) for g, s in summaries]
     out.table(rows, widths=(26, 24, 30, 30, 30, 30))
-    n_boot = inputs.valid_metrics.get("n_boot", "?")
+    n_boot = valid_metrics.get("n_boot", "?")
     untrained = sum(int(study[g]["n"]) for g in others)
     out.text(f"Study level, each body part at the model card's threshold; 95% bootstrap intervals over studies "
              f"({n_boot} resamples). MURA valid/ was never used for training or for choosing thresholds. "
@@ -318,8 +319,8 @@ def _confusions(out: _Writer, inputs: ReportInputs) -> None:
                 for g in trained)
     out.text("At the thresholds chosen in the app (the intervals above are at the card's)." if moved else
              "At the model card's thresholds.", size=8.5)
-    rows = [("Body part", "Threshold", "Label", "Called normal", "Called abnormal", "Sensitivity", "Specificity",
-             "Kappa")]
+    rows: list[tuple[object, ...]] = [("Body part", "Threshold", "Label", "Called normal", "Called abnormal",
+                                       "Sensitivity", "Specificity", "Kappa")]
     for group in trained:
         studies = table[table["study_type"] == group]
         confusion = metrics.confusion_at(studies["label"], studies["probability"], chosen[group])
@@ -358,8 +359,8 @@ def _external(out: _Writer, inputs: ReportInputs) -> None:
 
 def _localization(out: _Writer, inputs: ReportInputs) -> None:
     out.heading(SECTIONS[4])
-    summary = inputs.localization
-    groups = (summary or {}).get("groups") or []
+    summary = inputs.localization or {}
+    groups = summary.get("groups") or []
     if not groups:
         out.text(_MISSING.format(command="python -m core.localize --root DIR"))
         return
@@ -368,12 +369,12 @@ def _localization(out: _Writer, inputs: ReportInputs) -> None:
         default_layer = get_config(str(inputs.card.get("architecture"))).default_cam_layer
     except (KeyError, ValueError, ModelLoadError):
         default_layer = None
-    # Only a map that passes the sanity checks is recommended (issue 27): one that fails is not reading the model.
+    # Only a map that passes the sanity checks is recommended: one that fails is not reading the model.
     passing = [g for g in maps if inputs.sanity.get((g["method"], g["layer"])) == "passes"]
     shown = maps[:3] + [g for g in passing[:1] if g not in maps[:3]]
     shown += [g for g in maps if g["method"] == "GradCAM" and g["layer"] == default_layer and g not in shown][:1]
     shown += [g for name in (UNIFORM, BRIGHT_BONE) for g in groups if g["method"] == name]
-    rows = [("Map", "Hit rate", "Energy inside", "mIoU at Otsu")]
+    rows: list[tuple[str, ...]] = [("Map", "Hit rate", "Energy inside", "mIoU at Otsu")]
     for group in shown:
         name = f"{group['method']} - {group['layer']}" if group["layer"] else f"{group['method']} map (chance)"
         if group["method"] == "GradCAM" and group["layer"] == default_layer:

@@ -1,30 +1,7 @@
 """Can the heat maps be trusted? Sanity checks, faithfulness and how far the metrics agree, over a
 fixed sample of radiographs (``python -m core.trust --mura-root PATH [--fracatlas-root DIR]``).
 
-Per image, every chosen CAM method at every chosen layer is measured three ways:
-
-- **Model randomisation** (Adebayo et al., 2018, cascading): the weights are re-initialised from the
-  output layer down, one named layer at a time, and each randomised model's map is compared with the
-  trained model's by Spearman rank correlation and SSIM. The verdict is read at the stage where every
-  layer *above* the explained one is noise and the layer itself is intact: a map that stays the same
-  then shows the layer's activations, not what the model makes of them. (Once the layer's own
-  weights are random any map changes, a mere edge detector's included, so later stages say little.)
-- **Logit check** (Sixt et al., 2020, the binary form of Adebayo's label check): the map of
-  P(normal) against the map of P(abnormal). A single-logit model's two targets are opposite
-  evidence, so a map that does not change does not know which class it explains.
-- **Faithfulness**, at the default layer and a middle one: deletion and insertion AUC (RISE,
-  Petsiuk et al., 2018), Average Drop and Increase in Confidence (Chattopadhyay et al., 2018,
-  through pytorch_grad_cam's PerturbationConfidenceMetric) and ROAD (:mod:`core.cam.faithfulness`).
-
-Rows (one per image, method and layer; numbers and paths only, never pixels) go to
-``trust_metrics.csv`` in the model folder, the summary with bootstrap CIs over images, each
-method's verdict and the rankings' agreement (Kendall's tau, with the FracAtlas localisation
-ranking when core.localize has cached one) to ``trust_metrics.json``. Both are written atomically;
-a rerun resumes. The dashboard reads them; :func:`headline` gives the one-line answer.
-
-Why not Quantus 0.6: it would add matplotlib and cachetools for metrics written for multi-class
-models, and its MPRT re-runs the explainer once per parameterised layer (over a hundred here);
-the cascade below re-initialises per named layer, and deletion/insertion AUC is a few lines.
+Design notes: docs/architecture.md, "Can the heat maps be trusted?".
 """
 
 from __future__ import annotations
@@ -39,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -196,10 +174,10 @@ def randomised_models(loaded: LoadedModel, *, seed: int = 0) -> list[tuple[str, 
         for label, paths in cascade_cuts(loaded):
             for path in [p for p in reversed(paths) if p not in done]:  # top down
                 for member in members:
-                    module = member.get_submodule(path)
-                    if not hasattr(module, "reset_parameters"):
+                    reset = getattr(member.get_submodule(path), "reset_parameters", None)
+                    if not callable(reset):
                         raise ValueError(f"{path} has weights but no reset_parameters; it cannot be randomised.")
-                    module.reset_parameters()
+                    reset()
                 done.add(path)
             stages.append((label, dataclasses.replace(loaded, model=copy.deepcopy(network).eval())))
     return stages
@@ -528,7 +506,7 @@ def summary_of(rows: pd.DataFrame, *, stages: Sequence[str], layer_order: Sequen
     default_layer = layer_order[0]
     groups = []
     for (method, layer), group in rows.groupby(["method", "layer"], sort=True):
-        entry: dict[str, object] = {"method": method, "layer": layer, "n_images": int(len(group))}
+        entry: dict[str, Any] = {"method": method, "layer": layer, "n_images": int(len(group))}
         entry["logit"] = {kind: _interval(group[f"logit_{kind}"].to_numpy(float), n_boot, seed)
                           for kind in ("spearman", "ssim")}
         entry["cascade"] = [

@@ -4,7 +4,7 @@ probability): eager torch, or ONNX Runtime on the CPU (``--backend torch|onnx``)
 ONNX Runtime is the default on a CPU: the whole ensemble, every member on each image and its
 mirror (flip TTA), is exported once as one graph (:class:`FusedProbability`, batch axis dynamic)
 and runs about 3x faster than eager torch on the project's two-core machine, with probabilities
-within 1e-5 of torch's (tests/test_backends.py checks 1e-4; README, *Speed*). The export takes
+within 1e-5 of torch's (tests/test_backends.py checks 1e-4; docs/results.md, *Speed*). The export takes
 about 20 s and is cached in a folder of the user's own (0700) under a digest of the weights, the
 input size, the TTA setting and the torch version, so a new checkpoint exports again and an
 unchanged one does not; a cached graph is loaded only when it is the user's own, in a folder no

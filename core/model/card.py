@@ -46,7 +46,8 @@ __all__ = [
 
 #: Version of the card's layout; cards written before versioning count as version 1.
 CARD_SCHEMA_VERSION = 1
-#: The thresholds entry for study types a card does not name.
+#: The thresholds entry for study types a card does not name; the same key core.eval.metrics falls back to
+#: (it does not import this module, which brings torch; tests/test_metrics.py pins the two equal).
 DEFAULT_THRESHOLD_KEY = "default"
 #: The MURA paper's operating point, used when a card names no threshold at all.
 PAPER_THRESHOLD = 0.5
@@ -130,7 +131,7 @@ def trained_study_types(card: Mapping[str, Any]) -> list[str]:
     return sorted(key for key in card.get("thresholds") or {} if key != DEFAULT_THRESHOLD_KEY)
 
 
-# --- the one rule for verdicts (issue 27) --------------------------------------------------------------
+# --- the one rule for verdicts ----------------------------------------------------------------------------------
 
 #: The label of each dataset, and the model output that predicts it: MURA's studies are labelled
 #: abnormal or normal, FracAtlas's images fractured or not. A model is scored only against a label one of

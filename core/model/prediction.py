@@ -111,7 +111,7 @@ def predict_images(
     return predict_image_outputs(loaded, images, batch_size=batch_size)[:, 0]
 
 
-def study_probability(view_probabilities: Sequence[float]) -> float:
+def study_probability(view_probabilities: Sequence[float] | np.ndarray) -> float:
     """The MURA paper's study probability: the mean of its views' probabilities."""
     if len(view_probabilities) == 0:
         raise ValueError("a study needs at least one view")

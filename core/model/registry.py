@@ -12,6 +12,7 @@ import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,7 @@ class ModelLoadError(RuntimeError):
 
 #: Output names: MURA's study label, and FracAtlas's fracture label (models with a second output).
 ABNORMAL = "abnormal"
-FRACTURE = "fracture"
+FRACTURE: Final = "fracture"
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ class _EfficientNetLite(nn.Module):
     with separate stem and head activations, which makes the head a clean CAM target.
     """
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: Any) -> None:  # efficientnet_lite_pytorch.EfficientNet; the package has no types
         super().__init__()
         self._conv_stem, self._bn0, self._blocks = net._conv_stem, net._bn0, net._blocks
         self._conv_head, self._bn1 = net._conv_head, net._bn1
@@ -206,7 +207,7 @@ def _fold_symmetric_padding(conv: nn.Module) -> None:
     faster here). Asymmetric paddings (stride-2 convs) keep the package's explicit pad.
     """
     pad = getattr(conv, "static_padding", None)
-    if isinstance(pad, nn.ZeroPad2d):
+    if isinstance(conv, nn.Conv2d) and isinstance(pad, nn.ZeroPad2d):
         left, right, top, bottom = pad.padding
         if left == right and top == bottom:
             conv.padding = (top, left)

@@ -175,7 +175,7 @@ def _keep_to_loopback(address: str | None) -> None:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None:
-        constants.ENABLE_RAY_CLUSTER = False
+        constants.ENABLE_RAY_CLUSTER = False  # type: ignore[attr-defined]  # read from sys.modules: a ModuleType
 
 
 @contextlib.contextmanager
@@ -232,6 +232,7 @@ class _Scorer:
         torch.set_num_threads(threads)
         self.device = resolve_device(device, precision)
         self.decoder, self.precision = decoder, precision
+        self.predict: Callable[[torch.Tensor], np.ndarray]
         if onnx_model is not None:
             self.predict = OnnxPredictor(_fetched(onnx_model), threads)
         else:

@@ -96,7 +96,7 @@ class TrainConfig:
     #: each other are kept on one side of the split, so a copy cannot leak into the holdout.
     #: None splits by patient alone (how the shipped model was split).
     duplicates: str | None = None
-    #: Joint training (issue 14): a FracAtlas root whose upper-limb images join the fitted data with
+    #: Joint training: a FracAtlas root whose upper-limb images join the fitted data with
     #: their fracture label on a second output. Its folds keep copy groups whole and follow
     #: ``folds``/``fold``/``split_seed``; the checkpoint keeps the MURA output only, so the model
     #: ships and ensembles as any other. Leg/hip stays out: it is the scope head's held-out set.
@@ -221,7 +221,8 @@ def train(config: TrainConfig) -> Path:
     model = create_model(config.arch, pretrained=config.pretrained)
     if config.fracatlas:
         model = _with_fracture_output(model)
-    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
+    # Module.to takes a device and a memory_format together; torch's overloads list them apart.
+    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)  # type: ignore[call-overload]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
     study_plan = _study_plan(config, data.fit)
     steps_per_epoch = _steps_per_epoch(len(fitted), config.batch_size)
@@ -259,7 +260,7 @@ def train(config: TrainConfig) -> Path:
             "holdout_image_auroc": round(roc_auc_score(data.holdout["label"], holdout_prob), 5),
             "holdout_study_auroc": round(study_auroc, 5),
         }
-        if heads is not None:
+        if heads is not None and data.fracture_holdout is not None and data.fracture_holdout_canvases is not None:
             fracture = data.fracture_holdout[list(FRACTURE_COLUMNS)].assign(
                 probability=predict_canvases(_Output(model, 1), data.fracture_holdout_canvases, config.arch,
                                              bf16=config.bf16))
@@ -302,12 +303,12 @@ def _load_data(config: TrainConfig, device: torch.device) -> _Data:
     data = _Data(images=images, fit=images.iloc[fit_idx], holdout=images.iloc[holdout_idx],
                  fit_canvases=canvases[: len(fit_idx)], fit_fills=fills[: len(fit_idx)],
                  holdout_canvases=canvases[len(fit_idx):].to(device))
-    return _add_fracatlas(config, data, device) if config.fracatlas else data
+    return _add_fracatlas(config, data, device, config.fracatlas) if config.fracatlas else data
 
 
-def _add_fracatlas(config: TrainConfig, data: _Data, device: torch.device) -> _Data:
-    """Append FracAtlas's upper-limb images of the fitted folds to ``data``; hold out the others."""
-    root = fracatlas.resolve_root(config.fracatlas)
+def _add_fracatlas(config: TrainConfig, data: _Data, device: torch.device, folder: str) -> _Data:
+    """Append FracAtlas's upper-limb images (in ``folder``) of the fitted folds to ``data``; hold out the others."""
+    root = fracatlas.resolve_root(folder)
     images = fracatlas.read_images(root)
     images = images[images["upper_limb"]].reset_index(drop=True)
     if images.empty:
@@ -351,6 +352,7 @@ def _with_fracture_output(model: torch.nn.Module) -> torch.nn.Module:
     """The model with a second output (fracture) beside its first (MURA abnormal, unchanged)."""
     name = _final_linear(model)
     old = model.get_submodule(name)
+    assert isinstance(old, torch.nn.Linear), "final_linear_name names a Linear layer"
     new = torch.nn.Linear(old.in_features, 2)
     with torch.no_grad():
         new.weight[0], new.bias[0] = old.weight[0], old.bias[0]
@@ -537,7 +539,7 @@ def _study_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tens
 
 def _append_log(path: Path, row: dict, restart: bool) -> None:
     mode = "w" if restart or not path.exists() else "a"
-    with path.open(mode, newline="") as handle:
+    with path.open(mode, newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(row))
         if mode == "w":
             writer.writeheader()
@@ -571,7 +573,7 @@ def training_card(config: TrainConfig, architecture: ModelConfig, *, name: str, 
 
     ``fracture_fit``/``fracture_holdout``: a joint run's FracAtlas rows (its second, unshipped output).
     """
-    card = {
+    card: dict[str, Any] = {
         "name": name,
         "architecture": config.arch,
         "description": architecture.description,

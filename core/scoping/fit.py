@@ -7,7 +7,7 @@ FracAtlas and images that are not radiographs.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -204,7 +204,7 @@ def non_radiograph_probes() -> dict[str, np.ndarray]:
     bases["screenshot"] = np.asarray(ui)
     bases["uniform noise"] = rng.integers(0, 256, (320, 320), dtype=np.uint8)
     coarse = Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8))
-    bases["smooth noise"] = np.asarray(coarse.resize((320, 320), Image.BICUBIC))
+    bases["smooth noise"] = np.asarray(coarse.resize((320, 320), Image.Resampling.BICUBIC))
     bases["gradient"] = np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (320, 1))
     bases["blank page"] = np.full((320, 320), 255, dtype=np.uint8)
     probes = {}
@@ -334,7 +334,7 @@ def _share_ci(hits: np.ndarray, n_boot: int) -> dict:
     return interval.as_json() | {"hits": int(hits.sum()), "of": int(hits.size)}
 
 
-def _counts(truth: Sequence[str], calls: Sequence[str]) -> dict[str, dict[str, int]]:
+def _counts(truth: Iterable[str], calls: Iterable[str]) -> dict[str, dict[str, int]]:
     table = pd.crosstab(pd.Series(list(truth), name="truth"), pd.Series(list(calls), name="call"))
     return {str(t): {str(k): int(v) for k, v in row.items() if v} for t, row in table.iterrows()}
 
@@ -343,7 +343,7 @@ def _measure(head: ScopeHead, truth: np.ndarray, oof: _Scored, valid: pd.DataFra
              atlas: pd.DataFrame, atlas_scored: _Scored, atlas_groups: Sequence[str], probe_names: Sequence[str],
              probe_scored: _Scored, n_boot: int) -> dict:
     """Everything scope_metrics.json reports: out of fold on train/, on MURA valid/ (measured once per
-    head), on held-out FracAtlas and on the non-radiograph probes; the targets of issue 14 with bootstrap
+    head), on held-out FracAtlas and on the non-radiograph probes; the scope targets (SCOPE_TARGETS) with bootstrap
     intervals; and the pre-registered rule's outcome (docs/experiments.md)."""
     trained_types = valid["study_type"].isin(list(IN_SCOPE_STUDY_TYPES.values())).to_numpy()
     other = ~trained_types
@@ -363,7 +363,7 @@ def _measure(head: ScopeHead, truth: np.ndarray, oof: _Scored, valid: pd.DataFra
     strict_scores = np.concatenate([valid_scored.scores, atlas_scored.scores, probe_scored.scores])
     strict_outside = np.concatenate([other, np.ones(len(atlas), bool), np.ones(len(probe_names), bool)])
     strict_groups = valid_groups + list(atlas_groups) + probe_groups
-    # As issue 14 wrote it: held-out FracAtlas upper limb (hand, shoulder) counted in scope too.
+    # The original target's reading: held-out FracAtlas upper limb (hand, shoulder) counted in scope too.
     issue_outside = np.concatenate([other, leg, np.ones(len(probe_names), bool)])
 
     kept = ~valid_scored.flagged[trained_types]

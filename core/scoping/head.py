@@ -160,7 +160,9 @@ def _last_linear(network: nn.Module) -> nn.Linear:
     name = final_linear_name(network)
     if name is None:
         raise ScopeHeadError("the model has no final linear layer to read features from")
-    return network.get_submodule(name)
+    layer = network.get_submodule(name)
+    assert isinstance(layer, nn.Linear), "final_linear_name names a Linear layer"
+    return layer
 
 
 @torch.inference_mode()
@@ -375,7 +377,7 @@ def load_head(path: Path) -> ScopeHead:
     return ScopeHead(classes, distance_threshold=threshold, feature_source=source, preselect=preselect, **fields)
 
 
-#: Issue 14's targets for the head, as scope_metrics.json's summary keys: (measure, key, target or None).
+#: The head's targets, as scope_metrics.json's summary keys: (measure, key, target or None).
 SCOPE_TARGETS: tuple[tuple[str, str, float | None], ...] = (
     ("Out-of-scope AUROC: in = MURA valid/ humerus and forearm; out = MURA's other body parts, held-out "
      "FracAtlas images, non-radiographs", "out_of_scope_auroc", 0.95),
@@ -390,7 +392,7 @@ SCOPE_TARGETS: tuple[tuple[str, str, float | None], ...] = (
 
 
 def target_rows(summary: dict) -> list[dict[str, str]]:
-    """The head's measured figures against issue 14's targets, as rows of text (Model card page).
+    """The head's measured figures against its targets (SCOPE_TARGETS), as rows of text (Model card page).
 
     ``summary`` is scope_metrics.json's; a measure it lacks reads "not measured" rather than failing.
     """

@@ -1,37 +1,7 @@
 """One home for the files of a model folder: where each artefact lives and how a cached
 evaluation is written and read as one consistent pair.
 
-A model folder (``weights/<model>/``, or under ``MURA_LENS_WEIGHTS_DIR``) holds::
-
-    checkpoint.pt                 weights (core.model.registry)
-    model_card.json               the card (core.model.card)
-    training_log.csv              one row per epoch (core.train)
-    train_state.pt                resumable training state (core.train; run folders only)
-    predictions_train_holdout.csv predictions on train/'s held-out patients (core.train, core.ensemble)
-    predictions_<dataset>.csv     one row per image, written by an evaluation CLI
-    metrics_<dataset>.json        its metrics; records the SHA-256 of the predictions it was computed from
-    localization_<dataset>.csv    per-image CAM localisation rows (core.localize)
-    localization_<dataset>.json   their summary
-    trust_metrics.csv             per-image sanity checks and faithfulness of each CAM (core.trust)
-    trust_metrics.json            their summary, verdicts and the metrics' agreement
-    scope_head.npz                the body-part / out-of-scope head (core.scope)
-    scope_metrics.json            its out-of-fold measurement
-    embeddings.npz                map coordinates, shared-space vectors, hashes, study neighbours (core.embeddings)
-    embedding_features.npz        per-image out-of-fold penultimate features, float16 (core.embeddings)
-    label_issues.csv              studies ranked by cleanlab label quality (core.embeddings)
-    duplicates.csv                near-duplicate image groups (core.embeddings)
-    data_audit.json               counts of both, and how the embeddings were made
-
-``<dataset>`` is a MURA split (``valid``, ``train_holdout``) or an external dataset (``fracatlas``).
-
-Why a hash and not a rename: the two files of an evaluation cannot be replaced in one atomic
-step, so the metrics file (written last) names the exact predictions it summarises; a reader that
-finds a different predictions file (a run killed between the two writes, a hand edit) refuses the
-pair instead of showing numbers that describe other data.
-
-An evaluation never silently shrinks: :func:`write_evaluation` refuses to replace cached
-predictions of more images with fewer (an evaluation on a partial MURA copy would otherwise
-replace the shipped full one) unless forced.
+Design notes: docs/architecture.md, "Model folder files".
 
 Example:
     >>> files = ModelArtifacts.of("mura_efficientnet_lite0")  # doctest: +SKIP
@@ -338,8 +308,8 @@ def read_pair(table_path: Path, summary_path: Path, *, hash_key: str, remedy: st
     if not table_path.is_file() or not summary_path.is_file():
         return None
     try:
-        text = table_path.read_text()
-        summary = json.loads(summary_path.read_text())
+        text = table_path.read_text(encoding="utf-8")
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
         table = parse(StringIO(text))
     except (OSError, ValueError, UnicodeDecodeError, RecursionError, pd.errors.ParserError) as exc:
         raise error(f"The cached {summary_path.name} / {table_path.name} cannot be read "
@@ -393,7 +363,7 @@ def report_written(write: Callable[[], Iterable[Path]], errors: tuple[type[Excep
 def read_json_object(path: Path) -> dict | None:
     """An optional cache's JSON object; None when it is absent or unreadable (readers say so)."""
     try:
-        value = json.loads(path.read_text())
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
     return value if isinstance(value, dict) else None

@@ -36,9 +36,7 @@ from core.eval.localization import TOLERANCE_PX
 from core.model.card import card_thresholds, trained_study_types
 from core.model.checkpoint import LoadedModel
 from core.store.artifacts import CachePairError, EvaluationMismatchError, file_version
-from dashboard import localization as accuracy
-from dashboard import state, studies, views
-from dashboard import trust as trust_view
+from dashboard import accuracy, state, studies, trust_view, views
 from dashboard.charts import group_label
 
 __all__ = [
