@@ -48,6 +48,7 @@ def test_explain_opens_on_the_fracture_reading_and_map(fracture_default: Path) -
     assert any("→ fracture" in "".join(image.captions) for image in at.image)
 
 
+@pytest.mark.slow
 def test_model_card_says_what_each_output_was_trained_on(fracture_default: Path) -> None:
     at = start_app().switch_page("../pages/model_card.py").run()
     assert_clean(at)
@@ -57,6 +58,7 @@ def test_model_card_says_what_each_output_was_trained_on(fracture_default: Path)
     assert fracture["Threshold"] == "0.300" and fracture["Trained on"] == "test"
 
 
+@pytest.mark.slow
 def test_overview_says_which_model_to_use_for_what(fracture_default: Path) -> None:
     at = start_app()
     assert_clean(at)

@@ -46,6 +46,7 @@ def two_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_loads_with_both_outputs_and_the_fracture_threshold(two_output: Path) -> None:
     loaded = load_model("two", directory=two_output)
     assert loaded.outputs == ("abnormal", "fracture")
@@ -54,6 +55,7 @@ def test_loads_with_both_outputs_and_the_fracture_threshold(two_output: Path) ->
     assert load_model("one", directory=two_output).fracture_threshold is None
 
 
+@pytest.mark.slow
 def test_a_card_without_a_fracture_threshold_is_one_sentence(two_output: Path, tmp_path: Path) -> None:
     shutil.copytree(two_output / "two", tmp_path / "two")
     card = json.loads((tmp_path / "two" / "model_card.json").read_text())
@@ -63,6 +65,7 @@ def test_a_card_without_a_fracture_threshold_is_one_sentence(two_output: Path, t
         load_model("two", directory=tmp_path)
 
 
+@pytest.mark.slow
 def test_abnormal_output_is_the_base_ensembles_own(two_output: Path) -> None:
     images = [synthetic_radiograph(seed, size=64) for seed in range(3)]
     both = predict_image_outputs(load_model("two", directory=two_output), images)
@@ -70,6 +73,7 @@ def test_abnormal_output_is_the_base_ensembles_own(two_output: Path) -> None:
     np.testing.assert_array_equal(both[:, 0], predict_images(load_model("one", directory=two_output), images))
 
 
+@pytest.mark.slow
 def test_onnx_gives_both_outputs_within_1e_4(two_output: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                              ) -> None:
     pytest.importorskip("onnxruntime")
@@ -81,6 +85,7 @@ def test_onnx_gives_both_outputs_within_1e_4(two_output: Path, tmp_path: Path, m
     assert np.abs(onnx - eager).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_predict_json_carries_fracture_probability(two_output: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
@@ -105,6 +110,7 @@ def test_predict_json_carries_fracture_probability(two_output: Path, tmp_path: P
             assert views == [None, None] and lines[2]["fracture_probability"] is None
 
 
+@pytest.mark.slow
 def test_cam_target_fracture_uses_the_fracture_map_by_default(two_output: Path) -> None:
     loaded = load_model("two", directory=two_output)
     pixels = synthetic_radiograph(1, size=64)
@@ -120,6 +126,7 @@ def test_cam_target_fracture_uses_the_fracture_map_by_default(two_output: Path) 
         explain(load_model("one", directory=two_output), pixels, target="fracture")
 
 
+@pytest.mark.slow
 def test_evaluate_tables_gain_a_fracture_column(two_output: Path, tmp_path: Path) -> None:
     root = make_fake_fracatlas(tmp_path / "fracatlas")
     two = predict_fracatlas(load_model("two", directory=two_output), root, progress=False, limit=3)

@@ -55,6 +55,7 @@ def test_read_split_refuses_copies_split_across_parts(tmp_path: Path, committed:
         read_split(tmp_path / "split.csv")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_FRACATLAS.is_dir(), reason="../shared/fracatlas is absent")
 def test_committed_split_is_the_rule_applied_to_the_shared_copy(committed: pd.DataFrame) -> None:
     shipped = pd.read_csv(SAMPLES / "labels.csv")["file"].tolist()
@@ -62,6 +63,7 @@ def test_committed_split_is_the_rule_applied_to_the_shared_copy(committed: pd.Da
     pd.testing.assert_frame_equal(remade.reset_index(drop=True), committed, check_dtype=False)
 
 
+@pytest.mark.slow
 def test_a_fold_trains_both_candidates_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_fake_fracatlas(tmp_path / "fracatlas")
     split = make_split(root, ["images/IMG0000001.jpg"], folds=2)

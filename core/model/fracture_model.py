@@ -36,7 +36,7 @@ FRACTURE_OOF = "fracatlas_oof"
 def assemble(base: ModelArtifacts, runs: list[Path], candidate: str, out: ModelArtifacts,
              outcome: dict[str, Any]) -> dict[str, Any]:
     """Write checkpoint, card, MURA holdout and fracture out-of-fold predictions of the model to ``out``."""
-    nets = []
+    nets: list[torch.nn.Module] = []
     for fold, run in enumerate(runs):
         net = TwoOutputNet(load_member(base.name, fold, base.directory.parent))
         state = torch.load(branch_file(run, candidate), map_location="cpu", weights_only=True)
@@ -57,6 +57,7 @@ def fracture_card(base: dict[str, Any], oof: pd.DataFrame, split: pd.DataFrame, 
                   outcome: dict[str, Any]) -> dict[str, Any]:
     """The base card plus the fracture output's training data, threshold and out-of-fold figures."""
     threshold = choose_threshold(oof["fractured"].to_numpy(), oof["probability"].to_numpy())
+    out_of_fold = auroc(oof["fractured"], oof["probability"])
     counts = split.groupby("part").agg(images=("file", "size"), fractured=("fractured", "sum"))
     recipe = FractureConfig(fracatlas="", fold=0, out="", split="")
     return base | {
@@ -81,7 +82,7 @@ def fracture_card(base: dict[str, Any], oof: pd.DataFrame, split: pd.DataFrame, 
                 "threshold": round(threshold, 4),
                 "threshold_rule": "maximise Cohen's kappa on the out-of-fold predictions of the training folds "
                                   "(each image predicted by the branch that never saw it); the test part unused",
-                "out_of_fold_auroc": round(float(auroc(oof["fractured"], oof["probability"])), 4),
+                "out_of_fold_auroc": None if out_of_fold is None else round(out_of_fold, 4),
                 "recipe": {k: v for k, v in vars(recipe).items()
                            if k not in ("fracatlas", "fold", "out", "split", "threads")},
                 "rule_outcome": outcome,

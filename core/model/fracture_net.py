@@ -17,6 +17,7 @@ gradients.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,12 @@ class FractureBranch(nn.Module):
         return lse_pool(self.score_map(features))
 
 
+def _parts(member: nn.Module) -> Any:
+    """An EfficientNet-Lite member's named parts (core.model.registry's wrapper, which imports this
+    module, so its type cannot be named here)."""
+    return member
+
+
 class TwoOutputNet(nn.Module):
     """An EfficientNet-Lite member (output 0: abnormal, unchanged) plus a fracture branch (output 1).
 
@@ -77,7 +84,7 @@ class TwoOutputNet(nn.Module):
     def __init__(self, mura: nn.Module) -> None:
         super().__init__()
         self.mura = mura
-        blocks = list(mura._blocks)
+        blocks = list(_parts(mura)._blocks)
         in_channels = blocks[BRANCH_LAST_BLOCK]._project_conv.out_channels
         self.fracture = FractureBranch(blocks[BRANCH_FIRST_BLOCK : BRANCH_LAST_BLOCK + 1], in_channels)
         for parameter in self.mura.parameters():
@@ -92,7 +99,7 @@ class TwoOutputNet(nn.Module):
 
     def shared_features(self, x: torch.Tensor) -> torch.Tensor:
         """The member's stride-8 features, the fracture branch's input."""
-        m = self.mura
+        m = _parts(self.mura)
         x = m._stem_act(m._bn0(m._conv_stem(x)))
         for block in m._blocks[:BRANCH_FIRST_BLOCK]:
             x = block(x)
@@ -100,7 +107,7 @@ class TwoOutputNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 2) logits: column 0 abnormal (the member's own), column 1 fracture."""
-        m = self.mura
+        m = _parts(self.mura)
         shared = self.shared_features(x)
         deep = shared
         for block in m._blocks[BRANCH_FIRST_BLOCK:]:
@@ -126,7 +133,7 @@ def outline_loss(score_map: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     pool, and the hit rate is a pointing game (where is the maximum). Images without an outline
     (no fracture, or an unoutlined one) add nothing; with none in the batch the loss is 0.
     """
-    targets, has_outline = outline_targets(masks, tuple(score_map.shape[-2:]))
+    targets, has_outline = outline_targets(masks, (score_map.shape[-2], score_map.shape[-1]))
     if not bool(has_outline.any()):
         return score_map.sum() * 0.0
     log_share = F.log_softmax(score_map.flatten(1)[has_outline], dim=1)
