@@ -1,9 +1,9 @@
-"""Redraw docs/screenshot.png: Explain (on a synthetic sample) beside Performance, default model.
+"""Redraw docs/screenshot.png: the first screens a new user sees, Overview beside Explain as it opens.
 
     .venv/bin/python scripts/screenshot.py
 
 Runs the deployed server with no MURA folder, so the picture holds only what the project
-generates itself (synthetic samples) and charts of the cached evaluation: never a MURA pixel.
+ships (a FracAtlas sample, CC BY 4.0) and the cached evaluation: never a MURA pixel.
 Needs /usr/bin/chromium (see README).
 """
 
@@ -31,23 +31,14 @@ async def capture(base_url: str) -> list[bytes]:
     """One viewport-sized PNG of each page, after its script run has finished."""
     async with launch_chromium() as browser:
         page = await browser.new_page(viewport=VIEWPORT)
-        await page.goto(page_url(base_url, "explain.py"))
+        await page.goto(base_url)
         await wait_for_script_run(page, timeout_ms=120_000)
-        await page.get_by_text("Sample or MURA study", exact=True).click()
+        overview = await page.screenshot()
+        await page.goto(page_url(base_url, "explain.py"))
         await wait_for_script_run(page, timeout_ms=120_000)
         await page.get_by_text("One view in detail").wait_for(timeout=120_000)
         explain = await page.screenshot()
-        await page.goto(page_url(base_url, "performance.py"))
-        await wait_for_script_run(page, timeout_ms=120_000)
-        # Plotly draws after the script run: wait until every chart holds its SVG.
-        await page.wait_for_function(
-            """() => { const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]');
-                       return charts.length > 0 && [...charts].every(c => c.querySelector('.main-svg')); }""",
-            timeout=120_000,
-        )
-        await page.wait_for_timeout(1000)  # plotly's enter transition
-        performance = await page.screenshot()
-        return [explain, performance]
+        return [overview, explain]
 
 
 def main() -> None:

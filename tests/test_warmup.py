@@ -45,7 +45,7 @@ def test_after_the_warm_up_the_slow_pages_read_nothing_from_disk(fresh_warmup, m
             raise AssertionError(f"cache miss: {name}")
         return reader
 
-    monkeypatch.setattr(data_map.core_embeddings, "load", miss("embeddings"))
+    monkeypatch.setattr(data_map.embeddings, "load", miss("embeddings"))
     monkeypatch.setattr("dashboard.accuracy.read_cache", miss("localization sweep"))
     # Only the page's cached loader is watched (core.eval.trust.headline reads the file uncached, by design).
     monkeypatch.setattr(trust_view, "trust", _Watched(core_trust, read_cache=miss("sanity checks")))

@@ -35,7 +35,8 @@ FRACTURE_OOF = "fracatlas_oof"
 
 def assemble(base: ModelArtifacts, runs: list[Path], candidate: str, out: ModelArtifacts,
              outcome: dict[str, Any]) -> dict[str, Any]:
-    """Write checkpoint, card, MURA holdout and fracture out-of-fold predictions of the model to ``out``."""
+    """Write checkpoint, card, MURA holdout predictions and training log (the base's) and the fracture
+    out-of-fold predictions of the model to ``out``."""
     nets: list[torch.nn.Module] = []
     for fold, run in enumerate(runs):
         net = TwoOutputNet(load_member(base.name, fold, base.directory.parent))
@@ -44,7 +45,9 @@ def assemble(base: ModelArtifacts, runs: list[Path], candidate: str, out: ModelA
         nets.append(net)
     out.directory.mkdir(parents=True, exist_ok=True)
     save_ensemble_checkpoint(out.checkpoint, nets, FRACTURE_ARCH, 224)
+    # The abnormal output's training is the base members' own: their predictions and training log.
     shutil.copyfile(base.holdout_predictions, out.holdout_predictions)
+    shutil.copyfile(base.training_log, out.training_log)
     oof = pd.concat([pd.read_csv(oof_file(run, candidate)) for run in runs], ignore_index=True)
     atomic.write_text(out.predictions(FRACTURE_OOF), oof.to_csv(index=False))
     split = fracture_split.read_split(out.directory / fracture_split.SPLIT_FILE)
