@@ -1,4 +1,4 @@
-# `make run` starts the dashboard; `make test` runs `make lint` (ruff, mypy on core/) and then every test;
+# `make run` starts the dashboard; `make test` runs `make lint` (ruff check and format, mypy on core/) and then every test;
 # `make test-fast` (the inner loop) runs lint and every test not marked slow.
 # Both set up .venv first when needed.
 PYTHON ?= python3
@@ -23,6 +23,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 # Two workers, one test file each (module fixtures such as a running server stay in one process):

@@ -85,10 +85,12 @@ def main() -> int:
     cl_loaded.model = cl_model
     runners["channels_last"] = lambda x: predict_batch(cl_loaded, x.contiguous(memory_format=torch.channels_last))
     runners["fused flip (4 fwd of 2N)"] = torch.inference_mode()(lambda x: fused(x).double().numpy())
-    fused_cl = FusedProbability([copy.deepcopy(m).to(memory_format=torch.channels_last) for m in members],
-                                flip_tta=fused.flip_tta).eval()
+    fused_cl = FusedProbability(
+        [copy.deepcopy(m).to(memory_format=torch.channels_last) for m in members], flip_tta=fused.flip_tta
+    ).eval()
     runners["fused flip + channels_last"] = torch.inference_mode()(
-        lambda x: fused_cl(x.contiguous(memory_format=torch.channels_last)).double().numpy())
+        lambda x: fused_cl(x.contiguous(memory_format=torch.channels_last)).double().numpy()
+    )
     runners["vmap members (torch.func)"] = _vmapped(members)
 
     def bf16(x: torch.Tensor) -> np.ndarray:
@@ -120,8 +122,10 @@ def main() -> int:
             times[name].append(time.perf_counter() - started)
 
     print(setup_line(loaded))
-    print(f"load average before/after: see `uptime`; {len(decoded)} images, batch {args.batch_size}, "
-          f"{args.rounds} interleaved rounds, median")
+    print(
+        f"load average before/after: see `uptime`; {len(decoded)} images, batch {args.batch_size}, "
+        f"{args.rounds} interleaved rounds, median"
+    )
     eager = len(decoded) / statistics.median(times["eager (today)"])
     for name in runners:
         rate = len(decoded) / statistics.median(times[name])

@@ -121,8 +121,10 @@ async def _cold_start() -> tuple[float, float, list[str]]:
 def _summary(label: str, seconds: list[float], target_s: float) -> str:
     median = statistics.median(seconds)
     verdict = "meets" if median < target_s else "MISSES"
-    return (f"{label}: median {median:.3f} s, max {max(seconds):.3f} s over {len(seconds)} "
-            f"(target < {target_s:g} s: {verdict}); runs {', '.join(f'{s:.3f}' for s in seconds)}")
+    return (
+        f"{label}: median {median:.3f} s, max {max(seconds):.3f} s over {len(seconds)} "
+        f"(target < {target_s:g} s: {verdict}); runs {', '.join(f'{s:.3f}' for s in seconds)}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,18 +141,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {os.cpu_count()} cores, load average {load}; model {DEFAULT_MODEL} from {weights_dir()}")
 
     with ScriptTimer() as timer:
-        print(_summary("Performance, threshold change (warm cache), server time",
-                       bench_threshold_changes(timer, args.changes), TARGET_THRESHOLD_S))
-        print(_summary(f"Explain, new {args.upload_side}x{args.upload_side} upload + GradCAM, server time",
-                       bench_new_uploads(timer, args.uploads, args.upload_side), TARGET_GRADCAM_S))
+        print(
+            _summary(
+                "Performance, threshold change (warm cache), server time",
+                bench_threshold_changes(timer, args.changes),
+                TARGET_THRESHOLD_S,
+            )
+        )
+        print(
+            _summary(
+                f"Explain, new {args.upload_side}x{args.upload_side} upload + GradCAM, server time",
+                bench_new_uploads(timer, args.uploads, args.upload_side),
+                TARGET_GRADCAM_S,
+            )
+        )
 
     if not CHROMIUM.is_file():
         print(f"Cold start: skipped, {CHROMIUM} not found (apt-get install chromium)")
         return 0
     healthy, rendered, errors = asyncio.run(_cold_start())
     verdict = "meets" if rendered < TARGET_COLD_START_S else "MISSES"
-    print(f"Cold start (scripts/serve.sh to Overview drawn in Chromium): {rendered:.2f} s "
-          f"(healthy after {healthy:.2f} s; target < {TARGET_COLD_START_S:g} s: {verdict})")
+    print(
+        f"Cold start (scripts/serve.sh to Overview drawn in Chromium): {rendered:.2f} s "
+        f"(healthy after {healthy:.2f} s; target < {TARGET_COLD_START_S:g} s: {verdict})"
+    )
     if errors:
         print(f"Cold start: the Overview page showed errors: {errors}")
     return 0

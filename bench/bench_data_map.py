@@ -32,8 +32,9 @@ def main() -> None:
     rows = len(data_map.map_table(DEFAULT_MODEL))
     picked = list(range(0, rows, max(1, rows // args.points)))
     at = AppTest.from_file(str(APP), default_timeout=600).run()
-    at.session_state["data_map_scatter"] = {"selection": {"points": [{"customdata": [i]} for i in picked],
-                                                          "point_indices": picked, "box": [], "lasso": []}}
+    at.session_state["data_map_scatter"] = {
+        "selection": {"points": [{"customdata": [i]} for i in picked], "point_indices": picked, "box": [], "lasso": []}
+    }
     at.switch_page("../pages/data_map.py").run()
     if at.exception:
         raise SystemExit(f"the page failed: {at.exception[0].value}")
@@ -42,8 +43,10 @@ def main() -> None:
         began = time.perf_counter()
         at.run()
         times.append(time.perf_counter() - began)
-    print(f"Data map: selection of {len(picked)} of {rows} images, median rerun {statistics.median(times):.3f} s "
-          f"(target < 0.5 s); runs {[round(t, 3) for t in times]}")
+    print(
+        f"Data map: selection of {len(picked)} of {rows} images, median rerun {statistics.median(times):.3f} s "
+        f"(target < 0.5 s); runs {[round(t, 3) for t in times]}"
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,11 @@ class Stage:
 
     def __exit__(self, *_exc) -> None:
         wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
-        per = f"  ({1000 * wall / self.items:.1f} ms wall, {1000 * cpu / self.items:.1f} ms CPU per item)" \
-            if self.items else ""
+        per = (
+            f"  ({1000 * wall / self.items:.1f} ms wall, {1000 * cpu / self.items:.1f} ms CPU per item)"
+            if self.items
+            else ""
+        )
         print(f"{self.name:<48} {wall:8.2f} s wall {cpu:8.2f} s CPU{per}", flush=True)
 
 
@@ -63,8 +66,10 @@ def main() -> int:
     train = mura.read_images(root, "train")
     train = train[train["study_type"].isin(("XR_HUMERUS", "XR_FOREARM"))].sample(args.limit, random_state=0)
     atlas = fracatlas.read_images(atlas_root).sample(args.limit, random_state=0)
-    sets = {"mura": [mura.image_file(root, p) for p in train["path"]],
-            "fracatlas": [fracatlas.image_file(atlas_root, f) for f in atlas["file"]]}
+    sets = {
+        "mura": [mura.image_file(root, p) for p in train["path"]],
+        "fracatlas": [fracatlas.image_file(atlas_root, f) for f in atlas["file"]],
+    }
     member = embeddings._members(loaded)[0]
     for name, files in sets.items():
         for f in files:  # warm the page cache: the stages below measure decoding, not the disk
@@ -99,8 +104,14 @@ def main() -> int:
             embeddings.nearest_studies(features, studies)
         from core.datamap.audit import audit_duplicates
 
-        images = pd.DataFrame({"dataset": "mura_train", "key": [f"k{i}" for i in range(args.points)],
-                               "study": studies, "patient": [f"p{i}" for i in range(args.points)]})
+        images = pd.DataFrame(
+            {
+                "dataset": "mura_train",
+                "key": [f"k{i}" for i in range(args.points)],
+                "study": studies,
+                "patient": [f"p{i}" for i in range(args.points)],
+            }
+        )
         with Stage("duplicate audit"):
             audit_duplicates(images, rng.integers(0, 2, (args.points, 64)).astype(bool), features)
     print(f"torch {torch.__version__}; load average {os.getloadavg()}")

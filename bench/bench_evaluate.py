@@ -57,8 +57,9 @@ def main() -> int:
 
         images = mura.read_images(root, args.split).iloc[:limit]
         decoded = [load_radiograph(mura.image_file(root, p)).pixels for p in images["path"]]
-        batches = [model_inputs(loaded, decoded[i : i + args.batch_size])
-                   for i in range(0, len(decoded), args.batch_size)]
+        batches = [
+            model_inputs(loaded, decoded[i : i + args.batch_size]) for i in range(0, len(decoded), args.batch_size)
+        ]
         for predict in predictors.values():
             predict(batches[0])  # warm-up
 
@@ -74,29 +75,47 @@ def main() -> int:
                 files = ModelArtifacts(Path(scratch) / backend)
                 files.directory.mkdir(exist_ok=True)
                 started = time.perf_counter()
-                table = predict_split(loaded, root, args.split, batch_size=args.batch_size, progress=False,
-                                      limit=limit, engine=Engine(backend=backend))
+                table = predict_split(
+                    loaded,
+                    root,
+                    args.split,
+                    batch_size=args.batch_size,
+                    progress=False,
+                    limit=limit,
+                    engine=Engine(backend=backend),
+                )
                 write_evaluation(files, args.split, table, {"bench": True}, force=True)
                 pipeline[backend].append(time.perf_counter() - started)
                 written[backend] = table["probability"].to_numpy()
-                print(f"round {len(pipeline[backend])} {backend}: end to end {pipeline[backend][-1]:.1f} s, "
-                      f"bare {bare[backend][-1]:.1f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+                print(
+                    f"round {len(pipeline[backend])} {backend}: end to end {pipeline[backend][-1]:.1f} s, "
+                    f"bare {bare[backend][-1]:.1f} s, load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
 
     n = len(decoded)
     rate = {b: n / statistics.median(pipeline[b]) for b in BACKENDS}
     bare_rate = {b: n / statistics.median(bare[b]) for b in BACKENDS}
     gap = np.abs(written["onnx"] - written["torch"])
     print(setup_line(loaded))
-    print(f"{n} images of {args.split}, batch {args.batch_size}, {args.threads} threads, {args.rounds} interleaved "
-          f"rounds, median; load average before {load_before[0]:.2f} after {os.getloadavg()[0]:.2f}")
+    print(
+        f"{n} images of {args.split}, batch {args.batch_size}, {args.threads} threads, {args.rounds} interleaved "
+        f"rounds, median; load average before {load_before[0]:.2f} after {os.getloadavg()[0]:.2f}"
+    )
     print(f"ONNX export (once per set of weights, then cached): {export_seconds:.1f} s")
     for backend in BACKENDS:
-        print(f"{backend:5s}: end to end {rate[backend]:6.2f} img/s (decode + letterbox + inference + CSV); "
-              f"bare {bare_rate[backend]:6.2f} img/s; ratio {rate[backend] / bare_rate[backend]:4.2f} (>= 0.75)")
-    print(f"onnx / torch end to end: x{rate['onnx'] / rate['torch']:.2f} (adoption needs >= 1.5); "
-          f"bare x{bare_rate['onnx'] / bare_rate['torch']:.2f}")
-    print(f"written probabilities: max |onnx - torch| {gap.max():.1e}; {int((gap > 0).sum())} of {n} differ "
-          "in the 6th decimal")
+        print(
+            f"{backend:5s}: end to end {rate[backend]:6.2f} img/s (decode + letterbox + inference + CSV); "
+            f"bare {bare_rate[backend]:6.2f} img/s; ratio {rate[backend] / bare_rate[backend]:4.2f} (>= 0.75)"
+        )
+    print(
+        f"onnx / torch end to end: x{rate['onnx'] / rate['torch']:.2f} (adoption needs >= 1.5); "
+        f"bare x{bare_rate['onnx'] / bare_rate['torch']:.2f}"
+    )
+    print(
+        f"written probabilities: max |onnx - torch| {gap.max():.1e}; {int((gap > 0).sum())} of {n} differ "
+        "in the 6th decimal"
+    )
     print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     return 0
 

@@ -50,8 +50,11 @@ def _one(page: str, wait: float) -> None:
         _app, first = visit()
         _app, again = visit()
     state = "off" if thread is None else ("done" if not thread.is_alive() else "still running")
-    print(f"{page}: start-up (Overview) {start_up:.2f} s; warm-up {state} after {waited:.2f} s; "
-          f"first visit {first:.2f} s; new session {again:.2f} s", flush=True)
+    print(
+        f"{page}: start-up (Overview) {start_up:.2f} s; warm-up {state} after {waited:.2f} s; "
+        f"first visit {first:.2f} s; new session {again:.2f} s",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,14 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         _one(args.one, args.wait)
         return 0
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    print(f"machine: {os.cpu_count()} cores, load average {load} (target: first visit < {TARGET_FIRST_VISIT_S:g} s "
-          "on two quiet cores)")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load} (target: first visit < {TARGET_FIRST_VISIT_S:g} s "
+        "on two quiet cores)"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("MURA_ROOT", "MURA_LENS_WEIGHTS_DIR")}
     for warm in ("0", "1"):
         print(f"-- warm-up {'on' if warm == '1' else 'off (MURA_LENS_WARMUP=0)'}", flush=True)
         for page in args.pages:
-            subprocess.run([sys.executable, __file__, "--one", page, "--wait", str(args.wait)], check=True,
-                           env=env | {"MURA_LENS_WARMUP": warm})
+            subprocess.run(
+                [sys.executable, __file__, "--one", page, "--wait", str(args.wait)],
+                check=True,
+                env=env | {"MURA_LENS_WARMUP": warm},
+            )
     return 0
 
 

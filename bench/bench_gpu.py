@@ -57,22 +57,29 @@ def main() -> int:
     cpu_loaded = load_model(args.model)
     few = mura.read_images(root, "valid")
     cpu = predict_split(cpu_loaded, root, "valid", batch_size=DEFAULT_BATCH_SIZE, progress=False, limit=16)
-    gpu = predict_split(loaded, root, "valid", batch_size=DEFAULT_BATCH_SIZE, progress=False, limit=16,
-                        engine=Engine(device="cuda"))  # also the warm-up (cuDNN's choice of kernels)
-    print(f"fp32 GPU vs CPU on {len(cpu)} of {len(few)} images: max |dp| "
-          f"{np.abs(gpu['probability'] - cpu['probability']).max():.1e}", flush=True)
+    gpu = predict_split(
+        loaded, root, "valid", batch_size=DEFAULT_BATCH_SIZE, progress=False, limit=16, engine=Engine(device="cuda")
+    )  # also the warm-up (cuDNN's choice of kernels)
+    print(
+        f"fp32 GPU vs CPU on {len(cpu)} of {len(few)} images: max |dp| "
+        f"{np.abs(gpu['probability'] - cpu['probability']).max():.1e}",
+        flush=True,
+    )
 
     rate, _ = _rate(loaded, root, Engine(device="cuda"), DEFAULT_BATCH_SIZE)
     print(f"fp32, batch {DEFAULT_BATCH_SIZE}, one prefetch thread : {rate:7.1f} img/s", flush=True)
     fp32_rate, fp32 = _rate(loaded, root, Engine(device="cuda", workers=args.workers), args.large_batch)
     print(f"fp32, batch {args.large_batch}, {args.workers} DataLoader workers : {fp32_rate:7.1f} img/s", flush=True)
     for precision in ("bf16", "fp16"):
-        rate, probability = _rate(loaded, root, Engine(device="cuda", precision=precision, workers=args.workers),
-                                  args.large_batch)
+        rate, probability = _rate(
+            loaded, root, Engine(device="cuda", precision=precision, workers=args.workers), args.large_batch
+        )
         gap = float(np.abs(probability - fp32).max())
-        print(f"{precision}, batch {args.large_batch}, {args.workers} workers : {rate:7.1f} img/s "
-              f"x{rate / fp32_rate:4.2f}  max |dp| vs fp32 {gap:.1e} ({'within' if gap <= 1e-3 else 'OVER'} 1e-3)",
-              flush=True)
+        print(
+            f"{precision}, batch {args.large_batch}, {args.workers} workers : {rate:7.1f} img/s "
+            f"x{rate / fp32_rate:4.2f}  max |dp| vs fp32 {gap:.1e} ({'within' if gap <= 1e-3 else 'OVER'} 1e-3)",
+            flush=True,
+        )
 
     fracatlas_root = fracatlas.resolve_root(args.fracatlas_root)
     images = len(fractured_images(fracatlas_root)[0])
@@ -83,12 +90,16 @@ def main() -> int:
             shutil.copyfile(loaded.directory / name, Path(weights) / args.model / name)
         os.environ["MURA_LENS_WEIGHTS_DIR"] = weights
         started = time.perf_counter()
-        sweep(args.model, fracatlas_root, limit=args.sweep_limit, n_boot=200, progress=False,
-              engine=Engine(device="cuda"))
+        sweep(
+            args.model, fracatlas_root, limit=args.sweep_limit, n_boot=200, progress=False, engine=Engine(device="cuda")
+        )
         seconds = time.perf_counter() - started
     done = min(images, args.sweep_limit or images)
-    print(f"localisation sweep (default methods x every layer) on {done} outlined images: {seconds:.1f} s, "
-          f"{seconds / done:.3f} s per image", flush=True)
+    print(
+        f"localisation sweep (default methods x every layer) on {done} outlined images: {seconds:.1f} s, "
+        f"{seconds / done:.3f} s per image",
+        flush=True,
+    )
     return 0
 
 

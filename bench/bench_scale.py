@@ -50,20 +50,25 @@ def main() -> int:
     try:
         for name, engine in engines.items():
             started = time.perf_counter()
-            results[name] = predict_split(loaded, root, args.split, batch_size=args.batch_size, progress=False,
-                                          limit=limit, engine=engine)
+            results[name] = predict_split(
+                loaded, root, args.split, batch_size=args.batch_size, progress=False, limit=limit, engine=engine
+            )
             rates[name] = len(results[name]) / (time.perf_counter() - started)
         cpus = int(ray.cluster_resources().get("CPU", 0))
     finally:
         ray.shutdown()
     print(setup_line(loaded))
-    print(f"{len(results['single process'])} images of {args.split}, batch {args.batch_size}, device {args.device}; "
-          f"Ray: {cpus} CPUs, started in {ray_start:.1f} s (once per command, not counted below)")
+    print(
+        f"{len(results['single process'])} images of {args.split}, batch {args.batch_size}, device {args.device}; "
+        f"Ray: {cpus} CPUs, started in {ray_start:.1f} s (once per command, not counted below)"
+    )
     reference = results["single process"]["probability"].to_numpy()
     for name, rate in rates.items():
         same = np.array_equal(results[name]["probability"].to_numpy(), reference)
-        print(f"{name:24s} {rate:6.2f} img/s  x{rate / rates['single process']:4.2f}  "
-              f"{'identical' if same else 'DIFFERENT'} probabilities")
+        print(
+            f"{name:24s} {rate:6.2f} img/s  x{rate / rates['single process']:4.2f}  "
+            f"{'identical' if same else 'DIFFERENT'} probabilities"
+        )
     return 0
 
 

@@ -140,8 +140,9 @@ def distinct_uploads(loaded: LoadedModel, count: int, *, side: int = IMAGE_SIDE)
     raise RuntimeError(f"the model gives fewer than {count} distinguishable probabilities on synthetic images")
 
 
-async def _session(browser: Browser, base_url: str, upload: SessionUpload, start_uploads: asyncio.Barrier,
-                   step_timeout_ms: float) -> SessionResult:
+async def _session(
+    browser: Browser, base_url: str, upload: SessionUpload, start_uploads: asyncio.Barrier, step_timeout_ms: float
+) -> SessionResult:
     """One Streamlit session: load Explain, wait for the others, upload, read the probability."""
     context = await browser.new_context()
     page = await context.new_page()
@@ -186,8 +187,9 @@ def run_load_test(base_url: str, uploads: Sequence[SessionUpload], *, timeout_s:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running dashboard (default: start one on a free loopback port)")
-    parser.add_argument("--sessions", type=int, default=4, choices=range(1, MAX_SESSIONS + 1),
-                        metavar=f"1..{MAX_SESSIONS}")
+    parser.add_argument(
+        "--sessions", type=int, default=4, choices=range(1, MAX_SESSIONS + 1), metavar=f"1..{MAX_SESSIONS}"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the whole run")
     args = parser.parse_args(argv)
     if not CHROMIUM.is_file():

@@ -15,8 +15,10 @@ from core.model.prediction import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, uses_flip
 def setup_line(loaded: LoadedModel) -> str:
     """Cores, torch threads, and the model with its architecture, input size and TTA setting."""
     tta = "on" if uses_flip_tta(loaded) else "off"
-    return (f"machine: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; model {loaded.name} "
-            f"({loaded.config.name}, input {loaded.input_size} px, flip TTA {tta})")
+    return (
+        f"machine: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; model {loaded.name} "
+        f"({loaded.config.name}, input {loaded.input_size} px, flip TTA {tta})"
+    )
 
 
 def model_bench_parser(doc: str | None, *, limit: int, limit_help: str, rounds: bool = True) -> argparse.ArgumentParser:

@@ -25,15 +25,20 @@ from core.store.artifacts import report_written
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m core.evaluate``; returns the exit status (2 when the evaluation cannot be written)."""
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=("mura", FRACATLAS), default="mura",
-                        help="mura (default): a split of --mura-root; fracatlas: every image of --root")
+    parser.add_argument(
+        "--dataset",
+        choices=("mura", FRACATLAS),
+        default="mura",
+        help="mura (default): a split of --mura-root; fracatlas: every image of --root",
+    )
     parser.add_argument("--mura-root", help="the MURA-v1.1 folder (for --dataset mura)")
     parser.add_argument("--split", choices=mura.SPLITS, default="valid")
     parser.add_argument("--root", help="a FracAtlas folder holding labels.csv (for --dataset fracatlas)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
     add_n_boot_argument(parser)
-    parser.add_argument("--force", action="store_true",
-                        help="replace a cached evaluation even when it covers more images than this one")
+    parser.add_argument(
+        "--force", action="store_true", help="replace a cached evaluation even when it covers more images than this one"
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     add_backend_argument(parser)
@@ -48,13 +53,28 @@ def main(argv: list[str] | None = None) -> int:
     def write() -> Sequence[Path]:
         engine = engine_from_args(args)
         if args.dataset == FRACATLAS:
-            return evaluate_fracatlas(args.model, fracatlas.resolve_root(args.root), n_boot=args.n_boot,
-                                      batch_size=args.batch_size, force=args.force, engine=engine)
-        return evaluate(args.model, mura.resolve_root(args.mura_root), args.split, n_boot=args.n_boot,
-                        batch_size=args.batch_size, force=args.force, engine=engine)
+            return evaluate_fracatlas(
+                args.model,
+                fracatlas.resolve_root(args.root),
+                n_boot=args.n_boot,
+                batch_size=args.batch_size,
+                force=args.force,
+                engine=engine,
+            )
+        return evaluate(
+            args.model,
+            mura.resolve_root(args.mura_root),
+            args.split,
+            n_boot=args.n_boot,
+            batch_size=args.batch_size,
+            force=args.force,
+            engine=engine,
+        )
 
-    return report_written(write, (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, DeviceError,
-                                  ScaleError, OSError, ValueError))
+    return report_written(
+        write,
+        (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, DeviceError, ScaleError, OSError, ValueError),
+    )
 
 
 if __name__ == "__main__":

@@ -30,27 +30,45 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.localize", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True, help="a FracAtlas folder (the one holding labels.csv)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
-    parser.add_argument("--methods", nargs="+", metavar="METHOD",
-                        help=f"CAM methods (default: every fast one); any of: {', '.join(METHODS)}")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="METHOD",
+        help=f"CAM methods (default: every fast one); any of: {', '.join(METHODS)}",
+    )
     parser.add_argument("--layers", nargs="+", metavar="LAYER", help="layer names (default: every named layer)")
-    parser.add_argument("--target", choices=("abnormal", "normal", "fracture"),
-                        help="the output to explain (default: fracture for a model with that output, else abnormal)")
+    parser.add_argument(
+        "--target",
+        choices=("abnormal", "normal", "fracture"),
+        help="the output to explain (default: fracture for a model with that output, else abnormal)",
+    )
     parser.add_argument("--limit", type=int, help="only the first N outlined images (a quick check)")
     add_n_boot_argument(parser)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads (1 stays fast when other work shares the machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (1 stays fast when other work shares the machine)"
+    )
     add_engine_arguments(parser, precision=False, workers=False)
     args = parser.parse_args(argv)
     configure_threads(args.threads)
+
     def write() -> Sequence[Path]:
         engine = engine_from_args(args)
         root = fracatlas.resolve_root(args.root)
         with threadpool_limits(args.threads):  # numpy's SVDs (EigenCAM) stall when over-threaded
-            return sweep(args.model, root, methods=args.methods, layers=args.layers, target=args.target,
-                         limit=args.limit, n_boot=args.n_boot, engine=engine)
+            return sweep(
+                args.model,
+                root,
+                methods=args.methods,
+                layers=args.layers,
+                target=args.target,
+                limit=args.limit,
+                n_boot=args.n_boot,
+                engine=engine,
+            )
 
-    return report_written(write, (fracatlas.FracAtlasError, ModelLoadError, DeviceError, ScaleError, OSError,
-                                  ValueError))
+    return report_written(
+        write, (fracatlas.FracAtlasError, ModelLoadError, DeviceError, ScaleError, OSError, ValueError)
+    )
 
 
 if __name__ == "__main__":

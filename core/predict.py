@@ -34,8 +34,9 @@ from core.scoping.head import (
 from core.store.artifacts import printable
 
 
-def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
-               layer: str | None, out_dir: Path) -> tuple[dict[str, str], dict[str, object]]:
+def _write_cam(
+    loaded: LoadedModel, pixels: np.ndarray, file: str, method: str, layer: str | None, out_dir: Path
+) -> tuple[dict[str, str], dict[str, object]]:
     """Write one file's heat map and overlay; return the JSON record's paths and the map's settings."""
     from PIL import Image
 
@@ -51,8 +52,9 @@ def _write_cam(loaded: LoadedModel, pixels: np.ndarray, file: str, method: str,
     return {"heatmap": str(heatmap_path), "overlay": str(overlay_path)}, explanation.describe()
 
 
-def _write_manifest(loaded: LoadedModel, out_dir: Path, settings: dict[str, object],
-                    maps: list[dict[str, object]]) -> None:
+def _write_manifest(
+    loaded: LoadedModel, out_dir: Path, settings: dict[str, object], maps: list[dict[str, object]]
+) -> None:
     """``manifest.json`` beside the maps: what made them (model, weights' SHA-256, method, layers,
     target, library versions), so a folder of heat maps still says what it is when passed on."""
     import hashlib
@@ -73,11 +75,14 @@ def _write_manifest(loaded: LoadedModel, out_dir: Path, settings: dict[str, obje
         except importlib.metadata.PackageNotFoundError:
             continue
     manifest = {
-        "model": loaded.name, "architecture": loaded.config.name, "input_size": loaded.input_size,
-        "checkpoint_sha256": digest, **settings,
+        "model": loaded.name,
+        "architecture": loaded.config.name,
+        "input_size": loaded.input_size,
+        "checkpoint_sha256": digest,
+        **settings,
         "heatmap": "float32 (height, width) in [0, 1] at the image's resolution, min-max normalised per image "
-                   "over the image (never the letterbox padding); raw_peak is the largest raw CAM value before "
-                   "that scaling (null for FullGrad)",
+        "over the image (never the letterbox padding); raw_peak is the largest raw CAM value before "
+        "that scaling (null for FullGrad)",
         "overlay": {"colormap": DEFAULT_COLORMAP, "opacity": DEFAULT_OPACITY},
         "versions": versions,
         "files": maps,
@@ -100,9 +105,11 @@ def _scope_fields(scopes: Sequence[ScopeAssessment]) -> dict[str, object]:
         return {"body_part": None, "out_of_scope": None, "scope_score": None}
     parts = scopes[0].probabilities
     mean = {part: sum(scope.probabilities[part] for scope in scopes) / len(scopes) for part in parts}
-    return {"body_part": max(mean, key=mean.__getitem__),
-            "out_of_scope": any(scope.out_of_scope for scope in scopes),
-            "scope_score": round(max(scope.scope_score for scope in scopes), 4)}
+    return {
+        "body_part": max(mean, key=mean.__getitem__),
+        "out_of_scope": any(scope.out_of_scope for scope in scopes),
+        "scope_score": round(max(scope.scope_score for scope in scopes), 4),
+    }
 
 
 def _fracture(loaded: LoadedModel, outputs: np.ndarray) -> float | None:
@@ -119,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study-type", help="body part for the threshold, e.g. XR_HUMERUS")
     parser.add_argument("--cam", metavar="METHOD", help="also write a CAM (e.g. GradCAM) per file")
     parser.add_argument("--layer", help="CAM target layer (a name from the model's layer list)")
-    parser.add_argument("--out", type=Path,
-                        help="folder for CAM overlays (.png), heat maps (.npy) and manifest.json (what made them)")
+    parser.add_argument(
+        "--out", type=Path, help="folder for CAM overlays (.png), heat maps (.npy) and manifest.json (what made them)"
+    )
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     add_backend_argument(parser, default="torch")
     add_device_arguments(parser)
@@ -155,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             pixels = radiograph.pixels
             with autocast(device, args.precision):  # the CAM below keeps fp32 gradients
                 outputs = predict(model_inputs(loaded, [pixels]))[0]
-            record: dict[str, Any] = {"file": _printable(file), "probability": round(float(outputs[0]), 6),
-                                      "fracture_probability": _fracture(loaded, outputs)}
+            record: dict[str, Any] = {
+                "file": _printable(file),
+                "probability": round(float(outputs[0]), 6),
+                "fracture_probability": _fracture(loaded, outputs),
+            }
             assessed = assess_images(loaded, [pixels])
             if assessed is not None:
                 scope = assessed[0]
@@ -170,8 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.cam:
                 paths, described = _write_cam(loaded, pixels, file, args.cam, args.layer, args.out)
                 record |= paths
-                maps.append({"file": record["file"], **paths, "probability": record["probability"],
-                             "raw_peak": described.pop("raw_peak")})
+                maps.append(
+                    {
+                        "file": record["file"],
+                        **paths,
+                        "probability": record["probability"],
+                        "raw_peak": described.pop("raw_peak"),
+                    }
+                )
                 described.pop("probability")  # the line's own, from the chosen backend: one number per file
                 cam_settings = described
         except (RadiographDecodeError, OSError, ValueError) as exc:
@@ -192,25 +209,37 @@ def main(argv: list[str] | None = None) -> int:
         # A flagged view leaves the study's mean (all stay when every view is flagged).
         kept = views_in_study_mean(scopes) if scopes else range(len(view_probabilities))
         mean_of = [view_probabilities[index] for index in kept]
-        study = StudyPrediction(tuple(view_probabilities), study_probability(mean_of),
-                                loaded.threshold_for(args.study_type), args.study_type)
-        print(json.dumps({
-            "study": good_files,
-            "study_type": study.study_type,
-            "probability": round(study.probability, 6),
-            "threshold": study.threshold,
-            # No verdict for a study the scope head flags outside the model's training (say why instead),
-            # unless the user named the body part.
-            "verdict": None if (scope_reason or ambiguity) and not args.study_type else study.verdict,
-            "in_scope": scope_reason is None,
-            "verdict_against_scope_flag": bool(scope_reason and args.study_type and len(kept) == len(scopes)),
-            "left_out_of_mean": [good_files[index] for index in range(len(good_files)) if index not in kept],
-            "suggested_study_type": suggested,
-            # The fracture output (FracAtlas's label, a model that has it): the mean of the views, as for P(abnormal).
-            "fracture_probability": round(float(np.mean(view_fractures)), 6) if view_fractures else None,
-            "fracture_threshold": loaded.fracture_threshold,
-        } | _scope_fields(scopes) | ({"scope_reason": scope_reason} if scope_reason else {})
-          | ({"scope_ambiguity": ambiguity} if ambiguity else {})), flush=True)
+        study = StudyPrediction(
+            tuple(view_probabilities),
+            study_probability(mean_of),
+            loaded.threshold_for(args.study_type),
+            args.study_type,
+        )
+        print(
+            json.dumps(
+                {
+                    "study": good_files,
+                    "study_type": study.study_type,
+                    "probability": round(study.probability, 6),
+                    "threshold": study.threshold,
+                    # No verdict for a study the scope head flags outside the model's training (say why instead),
+                    # unless the user named the body part.
+                    "verdict": None if (scope_reason or ambiguity) and not args.study_type else study.verdict,
+                    "in_scope": scope_reason is None,
+                    "verdict_against_scope_flag": bool(scope_reason and args.study_type and len(kept) == len(scopes)),
+                    "left_out_of_mean": [good_files[index] for index in range(len(good_files)) if index not in kept],
+                    "suggested_study_type": suggested,
+                    # The fracture output (FracAtlas's label, a model that has it): the mean of the views,
+                    # as for P(abnormal).
+                    "fracture_probability": round(float(np.mean(view_fractures)), 6) if view_fractures else None,
+                    "fracture_threshold": loaded.fracture_threshold,
+                }
+                | _scope_fields(scopes)
+                | ({"scope_reason": scope_reason} if scope_reason else {})
+                | ({"scope_ambiguity": ambiguity} if ambiguity else {})
+            ),
+            flush=True,
+        )
     return 2 if failed else 0
 
 

@@ -30,8 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.report", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/ (default %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="the PDF to write")
-    parser.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="XR_TYPE=VALUE",
-                        help="draw the confusion matrices at this threshold instead of the card's (repeatable)")
+    parser.add_argument(
+        "--threshold",
+        type=_threshold,
+        action="append",
+        default=[],
+        metavar="XR_TYPE=VALUE",
+        help="draw the confusion matrices at this threshold instead of the card's (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
         pdf = build_report(args.model, thresholds=dict(args.threshold))

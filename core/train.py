@@ -26,14 +26,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainConfig, name))
     parser.add_argument("--duplicates", help="core.embeddings' duplicates.csv: keep patients sharing copies together")
     parser.add_argument("--fracatlas", help="FracAtlas root: joint training with its upper-limb fracture labels")
-    parser.add_argument("--study-loss", action="store_true",
-                        help="batches of whole studies, loss on each study's mean view probability")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="NHWC tensors: the same training, about 1.45x faster on CPU")
-    parser.add_argument("--no-bf16", dest="bf16", action="store_false",
-                        help="train in fp32 (bf16 autocast is the default: about 3x faster on AVX512-BF16 CPUs)")
-    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
-                        help="random initialisation instead of torchvision's ImageNet weights")
+    parser.add_argument(
+        "--study-loss", action="store_true", help="batches of whole studies, loss on each study's mean view probability"
+    )
+    parser.add_argument(
+        "--channels-last", action="store_true", help="NHWC tensors: the same training, about 1.45x faster on CPU"
+    )
+    parser.add_argument(
+        "--no-bf16",
+        dest="bf16",
+        action="store_false",
+        help="train in fp32 (bf16 autocast is the default: about 3x faster on AVX512-BF16 CPUs)",
+    )
+    parser.add_argument(
+        "--no-pretrained",
+        dest="pretrained",
+        action="store_false",
+        help="random initialisation instead of torchvision's ImageNet weights",
+    )
     args = vars(parser.parse_args(argv))
     args["study_types"] = tuple(args["study_types"])
     try:

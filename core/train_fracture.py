@@ -1,6 +1,6 @@
 """Train the fracture branch of one member on FracAtlas (core.model.fracture_training), candidates J and G.
 
-    python -m core.train_fracture --fracatlas PATH --fold K --out runs/fracture_fK [--candidates J G]
+python -m core.train_fracture --fracatlas PATH --fold K --out runs/fracture_fK [--candidates J G]
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fracatlas", required=True, help="FracAtlas root (the folder holding labels.csv)")
     parser.add_argument("--fold", type=int, required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--split", default=str(weights_dir() / "mura_efficientnet_lite0_fracture" /
-                                               fracture_split.SPLIT_FILE))
+    parser.add_argument(
+        "--split", default=str(weights_dir() / "mura_efficientnet_lite0_fracture" / fracture_split.SPLIT_FILE)
+    )
     parser.add_argument("--base-model", default=DEFAULT_MODEL)
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     for name in ("epochs", "batch_size", "seed", "threads"):

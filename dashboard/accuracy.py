@@ -59,8 +59,7 @@ __all__ = [
 FRACATLAS_PREFIX = "fracatlas/"
 SAMPLES_ROOT = Path(__file__).resolve().parent.parent / "data_samples" / "fracatlas"
 #: Summary key -> what the page calls it.
-METRICS = {"hit": "Hit rate (pointing game)", "energy": "Energy inside", "iou": "mIoU at Otsu",
-           "dice": "mDice at Otsu"}
+METRICS = {"hit": "Hit rate (pointing game)", "energy": "Energy inside", "iou": "mIoU at Otsu", "dice": "mDice at Otsu"}
 _OUTLINE_COLOUR = (0, 255, 255)  # cyan: visible on the jet colour map's red and blue ends
 
 
@@ -78,8 +77,11 @@ def _coinciding(directory: str, rows_version: int, summary_version: int) -> list
 def coinciding(model: str) -> list[tuple[str, tuple[str, ...]]]:
     """core.eval.localization.coinciding_maps of the model's cached sweep (once per cache version)."""
     files = ModelArtifacts.of(model)
-    return _coinciding(str(files.directory), file_version(files.localization(DATASET)),
-                       file_version(files.localization_summary(DATASET)))
+    return _coinciding(
+        str(files.directory),
+        file_version(files.localization(DATASET)),
+        file_version(files.localization_summary(DATASET)),
+    )
 
 
 #: Why coinciding methods give one map (core.eval.localization.coinciding_maps), in words for the page.
@@ -100,8 +102,11 @@ def cached_sweep(model: str) -> CachedPair | None:
         CachePairError: the files are unreadable or do not belong together.
     """
     files = ModelArtifacts.of(model)
-    return _read_cache(str(files.directory), file_version(files.localization(DATASET)),
-                       file_version(files.localization_summary(DATASET)))
+    return _read_cache(
+        str(files.directory),
+        file_version(files.localization(DATASET)),
+        file_version(files.localization_summary(DATASET)),
+    )
 
 
 def _label(method: str, layer: str) -> str:
@@ -112,8 +117,13 @@ def _label(method: str, layer: str) -> str:
 NOT_CHECKED = "not checked"
 
 
-def ranking(summary: dict, metric: str, *, sanity: Mapping[tuple[str, str], str] | None = None,
-            same: Sequence[tuple[str, Sequence[str]]] = ()) -> pd.DataFrame:
+def ranking(
+    summary: dict,
+    metric: str,
+    *,
+    sanity: Mapping[tuple[str, str], str] | None = None,
+    same: Sequence[tuple[str, Sequence[str]]] = (),
+) -> pd.DataFrame:
     """One row per distinct map (method x layer), best ``metric`` first, then the two chance levels.
 
     Columns: map, method, layer, n_images, the metric's point/low/high, its paired difference from the
@@ -132,18 +142,29 @@ def ranking(summary: dict, metric: str, *, sanity: Mapping[tuple[str, str], str]
         uniform = group.get("vs_uniform", {}).get(metric, {})
         bright = group.get("vs_bright_bone", {}).get(metric, {})
         name = " = ".join(methods) if methods else group["method"]
-        records.append({
-            "map": _label(name, group["layer"]), "method": group["method"], "layer": group["layer"],
-            "n_images": group["n_images"], "point": interval["point"], "low": interval["low"],
-            "high": interval["high"], "diff": uniform.get("point"), "diff_low": uniform.get("low"),
-            "diff_high": uniform.get("high"), "beats_uniform": group.get("beats_uniform", {}).get(metric),
-            "bright_diff": bright.get("point"), "bright_diff_low": bright.get("low"),
-            "bright_diff_high": bright.get("high"),
-            "beats_bright_bone": group.get("beats_bright_bone", {}).get(metric),
-            "chance": group["method"] in localization.BASELINES,
-            "sanity": "" if group["method"] in localization.BASELINES
-            else (sanity or {}).get((group["method"], group["layer"]), NOT_CHECKED),
-        })
+        records.append(
+            {
+                "map": _label(name, group["layer"]),
+                "method": group["method"],
+                "layer": group["layer"],
+                "n_images": group["n_images"],
+                "point": interval["point"],
+                "low": interval["low"],
+                "high": interval["high"],
+                "diff": uniform.get("point"),
+                "diff_low": uniform.get("low"),
+                "diff_high": uniform.get("high"),
+                "beats_uniform": group.get("beats_uniform", {}).get(metric),
+                "bright_diff": bright.get("point"),
+                "bright_diff_low": bright.get("low"),
+                "bright_diff_high": bright.get("high"),
+                "beats_bright_bone": group.get("beats_bright_bone", {}).get(metric),
+                "chance": group["method"] in localization.BASELINES,
+                "sanity": ""
+                if group["method"] in localization.BASELINES
+                else (sanity or {}).get((group["method"], group["layer"]), NOT_CHECKED),
+            }
+        )
     table = pd.DataFrame(records)
     return table.sort_values(["chance", "point"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
@@ -151,19 +172,37 @@ def ranking(summary: dict, metric: str, *, sanity: Mapping[tuple[str, str], str]
 def ranking_figure(table: pd.DataFrame, metric: str, *, top: int = 15) -> go.Figure:
     """The best ``top`` maps as points with 95% CIs, the chance levels as vertical lines."""
     maps = table[~table["chance"]].head(top).iloc[::-1]
-    figure = go.Figure(go.Scatter(
-        x=maps["point"], y=maps["map"], mode="markers", name="CAM",
-        error_x={"type": "data", "symmetric": False, "array": maps["high"] - maps["point"],
-                 "arrayminus": maps["point"] - maps["low"]},
-        hovertemplate="%{y}: %{x:.3f}<extra></extra>",
-    ))
+    figure = go.Figure(
+        go.Scatter(
+            x=maps["point"],
+            y=maps["map"],
+            mode="markers",
+            name="CAM",
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": maps["high"] - maps["point"],
+                "arrayminus": maps["point"] - maps["low"],
+            },
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
+    )
     for name, dash in ((UNIFORM, "dot"), (BRIGHT_BONE, "dash")):
         chance = table[table["method"] == name]
         if not chance.empty:
-            figure.add_vline(x=float(chance["point"].iloc[0]), line_dash=dash,
-                             annotation_text=f"{name} map", annotation_position="top")
-    figure.update_layout(xaxis_title=METRICS[metric], yaxis_title=None, height=max(320, 28 * len(maps) + 120),
-                         margin={"l": 10, "r": 10, "t": 40, "b": 40}, showlegend=False)
+            figure.add_vline(
+                x=float(chance["point"].iloc[0]),
+                line_dash=dash,
+                annotation_text=f"{name} map",
+                annotation_position="top",
+            )
+    figure.update_layout(
+        xaxis_title=METRICS[metric],
+        yaxis_title=None,
+        height=max(320, 28 * len(maps) + 120),
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+        showlegend=False,
+    )
     return figure
 
 
@@ -175,15 +214,27 @@ def grid_figure(summary: dict, maps: list[str]) -> go.Figure:
         if label in maps or group["method"] in localization.BASELINES:
             thresholds = [float(t) for t in group["iou_grid"]]
             dash = "dash" if group["method"] in localization.BASELINES else "solid"
-            figure.add_trace(go.Scatter(x=thresholds, y=list(group["iou_grid"].values()), name=label,
-                                        mode="lines+markers", line={"dash": dash}))
-    figure.update_layout(xaxis_title="heat threshold (share of the map's range)", yaxis_title="mIoU",
-                         height=360, margin={"l": 10, "r": 10, "t": 30, "b": 40})
+            figure.add_trace(
+                go.Scatter(
+                    x=thresholds,
+                    y=list(group["iou_grid"].values()),
+                    name=label,
+                    mode="lines+markers",
+                    line={"dash": dash},
+                )
+            )
+    figure.update_layout(
+        xaxis_title="heat threshold (share of the map's range)",
+        yaxis_title="mIoU",
+        height=360,
+        margin={"l": 10, "r": 10, "t": 30, "b": 40},
+    )
     return figure
 
 
 def interval_text(point: float | None, low: float | None, high: float | None) -> str:
     """'0.412 (0.361–0.467)', the point alone without an interval, '—' without a point (None or NaN)."""
+
     def defined(value: float | None) -> float | None:
         return None if value is None or pd.isna(value) else float(value)
 
@@ -205,18 +256,27 @@ def verdict(table: pd.DataFrame, metric: str) -> tuple[bool, str]:
     passing = maps[maps["sanity"] == "passes"]
     top = maps.iloc[0]
     if passing.empty:
-        return False, (f"No map passes the sanity checks above, so none is recommended. The highest {name}, "
-                       f"{top['map']} ({top['point']:.3f}), is {top['sanity']} on them.")
+        return False, (
+            f"No map passes the sanity checks above, so none is recommended. The highest {name}, "
+            f"{top['map']} ({top['point']:.3f}), is {top['sanity']} on them."
+        )
     best = passing.iloc[0]
-    difference = (f"{best['diff']:+.3f} (95% CI {best['diff_low']:+.3f} to {best['diff_high']:+.3f})"
-                  if best["diff"] is not None and pd.notna(best["diff_low"]) else "an undefined difference")
+    difference = (
+        f"{best['diff']:+.3f} (95% CI {best['diff_low']:+.3f} to {best['diff_high']:+.3f})"
+        if best["diff"] is not None and pd.notna(best["diff_low"])
+        else "an undefined difference"
+    )
     beats = bool(best["beats_uniform"])
-    sentence = (f"Recommended: {best['map']}, the best {name} among the maps that pass the sanity checks "
-                f"({best['point']:.3f}); it {'beats' if beats else 'does not beat'} chance (the uniform map, "
-                f"{chance:.3f}) by a paired difference of {difference}.")
+    sentence = (
+        f"Recommended: {best['map']}, the best {name} among the maps that pass the sanity checks "
+        f"({best['point']:.3f}); it {'beats' if beats else 'does not beat'} chance (the uniform map, "
+        f"{chance:.3f}) by a paired difference of {difference}."
+    )
     if top["map"] != best["map"]:
-        sentence += (f" The highest {name}, {top['map']} ({top['point']:.3f}), is not recommended: it "
-                     f"{'fails' if top['sanity'] == 'fails' else 'is ' + top['sanity'] + ' on'} the sanity checks.")
+        sentence += (
+            f" The highest {name}, {top['map']} ({top['point']:.3f}), is not recommended: it "
+            f"{'fails' if top['sanity'] == 'fails' else 'is ' + top['sanity'] + ' on'} the sanity checks."
+        )
     return beats, sentence
 
 
@@ -230,15 +290,17 @@ def with_outcomes(rows: pd.DataFrame, card: Mapping | None = None) -> pd.DataFra
     else NOT_SCORED (a model without a fracture output is never right or wrong about a fracture)."""
     scored = rows["region"].map(lambda region: out_of_scope_reason(card or {}, str(region), FRACATLAS_LABEL) is None)
     call = np.where(rows["probability"] >= rows["threshold"], "right", "wrong")  # every row is a fracture
-    return rows.assign(outcome=np.where(rows["hit"] >= 0.5, "hit", "miss"),
-                       model=np.where(scored.astype(bool), call, NOT_SCORED))
+    return rows.assign(
+        outcome=np.where(rows["hit"] >= 0.5, "hit", "miss"), model=np.where(scored.astype(bool), call, NOT_SCORED)
+    )
 
 
 def confidence_table(rows: pd.DataFrame, *, bins: int = 4) -> pd.DataFrame:
     """Localisation by model confidence: hit rate, energy and IoU per quantile bin of P(abnormal)."""
     binned = rows.assign(confidence=pd.qcut(rows["probability"], q=bins, duplicates="drop"))
     table = binned.groupby("confidence", observed=True).agg(
-        images=("image", "size"), hit_rate=("hit", "mean"), energy=("energy", "mean"), iou=("iou", "mean"))
+        images=("image", "size"), hit_rate=("hit", "mean"), energy=("energy", "mean"), iou=("iou", "mean")
+    )
     table.index = [f"{interval.left:.2f}–{interval.right:.2f}" for interval in table.index]
     table.index.name = "P(abnormal)"
     return table.reset_index()
@@ -253,8 +315,11 @@ def fracatlas_root(text: str | None = None) -> tuple[Path | None, str | None]:
     """The FracAtlas folder to draw images from: ``text`` if given, else the one named on any page this
     session, else FRACATLAS_ROOT, else the shipped samples; (root, None), or (None, one-sentence reason),
     or (None, None) when none is set."""
-    candidate = ((text or "").strip() or str(st.session_state.get(FOLDER_KEY) or "").strip()
-                 or os.environ.get("FRACATLAS_ROOT", "").strip())
+    candidate = (
+        (text or "").strip()
+        or str(st.session_state.get(FOLDER_KEY) or "").strip()
+        or os.environ.get("FRACATLAS_ROOT", "").strip()
+    )
     if not candidate:
         if (SAMPLES_ROOT / fracatlas.LABELS_FILE).is_file():
             return SAMPLES_ROOT.resolve(), None
@@ -269,10 +334,14 @@ def folder_input(key: str) -> tuple[Path | None, str | None]:
     """The "FracAtlas folder" box: what the user types on one page is the folder of every page this session."""
     if key not in st.session_state:
         st.session_state[key] = str(st.session_state.get(FOLDER_KEY) or "")
-    text = st.text_input("FracAtlas folder for the pictures", key=key, placeholder="../shared/fracatlas",
-                         on_change=lambda: st.session_state.__setitem__(FOLDER_KEY, st.session_state[key]),
-                         help="The full FracAtlas download (labels.csv and images/). Empty: FRACATLAS_ROOT, else "
-                              "the few FracAtlas radiographs shipped with the app.")
+    text = st.text_input(
+        "FracAtlas folder for the pictures",
+        key=key,
+        placeholder="../shared/fracatlas",
+        on_change=lambda: st.session_state.__setitem__(FOLDER_KEY, st.session_state[key]),
+        help="The full FracAtlas download (labels.csv and images/). Empty: FRACATLAS_ROOT, else "
+        "the few FracAtlas radiographs shipped with the app.",
+    )
     return fracatlas_root(text)
 
 
@@ -344,14 +413,21 @@ def outline_scores(heatmap: np.ndarray, pixels: np.ndarray, mask: np.ndarray) ->
     records = []
     for name, heat in maps.items():
         scores = localization.score_map(heat, mask, region=region)
-        records.append({"map": name, "hit": scores.hit, "energy inside": scores.energy,
-                        "IoU at Otsu": scores.iou, "Dice at Otsu": scores.dice})
+        records.append(
+            {
+                "map": name,
+                "hit": scores.hit,
+                "energy inside": scores.energy,
+                "IoU at Otsu": scores.iou,
+                "Dice at Otsu": scores.dice,
+            }
+        )
     return pd.DataFrame(records)
 
 
-
-def outlined_view(ref: str, pixels: np.ndarray, heatmap: np.ndarray,
-                  picture: np.ndarray) -> tuple[np.ndarray, pd.DataFrame | None]:
+def outlined_view(
+    ref: str, pixels: np.ndarray, heatmap: np.ndarray, picture: np.ndarray
+) -> tuple[np.ndarray, pd.DataFrame | None]:
     """For a FracAtlas view with an outline: the picture with the outline drawn and this view's
     scores (:func:`outline_scores`); any other view: the picture unchanged and None."""
     mask = expert_outline(ref)

@@ -47,12 +47,18 @@ def model_selector() -> None:
         return
     if st.session_state.get(state.MODEL_KEY) not in models:
         st.session_state[state.MODEL_KEY] = DEFAULT_MODEL if DEFAULT_MODEL in models else models[0]
-    st.sidebar.selectbox("Model", models, **navigation.kept_widget(MODEL_WIDGET_KEY, state.MODEL_KEY, None),
-                         help="A folder under weights/ with a checkpoint, a model card and cached evaluation.")
+    st.sidebar.selectbox(
+        "Model",
+        models,
+        **navigation.kept_widget(MODEL_WIDGET_KEY, state.MODEL_KEY, None),
+        help="A folder under weights/ with a checkpoint, a model card and cached evaluation.",
+    )
 
 
-NO_MURA_CAPTION = ("Data: real FracAtlas radiographs (CC BY 4.0, resized; Abedeen et al., Scientific Data 2023, "
-                   "doi:10.1038/s41597-023-02432-4) and the app's synthetic samples")
+NO_MURA_CAPTION = (
+    "Data: real FracAtlas radiographs (CC BY 4.0, resized; Abedeen et al., Scientific Data 2023, "
+    "doi:10.1038/s41597-023-02432-4) and the app's synthetic samples"
+)
 
 
 def mura_root_input() -> None:
@@ -66,10 +72,11 @@ def mura_root_input() -> None:
     else:
         kept = navigation.kept_widget(MURA_INPUT_KEY, MURA_TEXT_KEY, os.environ.get("MURA_ROOT", ""))
         text = st.sidebar.text_input(
-            "MURA v1.1 folder", **kept,
+            "MURA v1.1 folder",
+            **kept,
             placeholder="/data/MURA-v1.1",
             help="Your own copy of Stanford's MURA v1.1 (the folder holding valid_image_paths.csv). "
-                 "Leave empty to use the real FracAtlas radiographs and synthetic samples shipped with the app.",
+            "Leave empty to use the real FracAtlas radiographs and synthetic samples shipped with the app.",
         ).strip()
         root, reason = state.resolve_mura_root(text) if text else (None, None)
         if reason:

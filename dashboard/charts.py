@@ -128,8 +128,13 @@ def _threshold_text(thresholds: Mapping[str, float | None], group: str) -> str:
 
 
 def _operating_point_traces(
-    colours: Mapping[str, str], confusions: Mapping[str, Confusion], thresholds: Mapping[str, float | None],
-    x_key: str, y_key: str, drawn: set[str], pool: str = TRAINED_POOL,
+    colours: Mapping[str, str],
+    confusions: Mapping[str, Confusion],
+    thresholds: Mapping[str, float | None],
+    x_key: str,
+    y_key: str,
+    drawn: set[str],
+    pool: str = TRAINED_POOL,
 ) -> list[dict]:
     """One diamond per drawn curve at its group's current operating point, in the curve's legend group."""
     traces = []
@@ -139,30 +144,46 @@ def _operating_point_traces(
         point = operating_point(confusion)
         if point[x_key] is None or point[y_key] is None:
             continue
-        traces.append({
-            "type": "scatter", "x": [point[x_key]], "y": [point[y_key]], "mode": "markers",
-            "marker": {"symbol": "diamond", "size": 12, "color": colours[group],
-                       "line": {"width": 1.5, "color": "white"}},
-            "legendgroup": group, "showlegend": False, "name": f"{group_label(group, pool)} operating point",
-            "hovertemplate": (
-                f"{group_label(group, pool)}, {_threshold_text(thresholds, group)}<br>"
-                f"sensitivity {confusion.sensitivity:.3f}<br>"
-                + ("" if confusion.specificity is None else f"specificity {confusion.specificity:.3f}<br>")
-                + f"TP {confusion.tp} · FP {confusion.fp} · FN {confusion.fn} · TN {confusion.tn}<extra></extra>"
-            ),
-        })
+        traces.append(
+            {
+                "type": "scatter",
+                "x": [point[x_key]],
+                "y": [point[y_key]],
+                "mode": "markers",
+                "marker": {
+                    "symbol": "diamond",
+                    "size": 12,
+                    "color": colours[group],
+                    "line": {"width": 1.5, "color": "white"},
+                },
+                "legendgroup": group,
+                "showlegend": False,
+                "name": f"{group_label(group, pool)} operating point",
+                "hovertemplate": (
+                    f"{group_label(group, pool)}, {_threshold_text(thresholds, group)}<br>"
+                    f"sensitivity {confusion.sensitivity:.3f}<br>"
+                    + ("" if confusion.specificity is None else f"specificity {confusion.specificity:.3f}<br>")
+                    + f"TP {confusion.tp} · FP {confusion.fp} · FN {confusion.fn} · TN {confusion.tn}<extra></extra>"
+                ),
+            }
+        )
     return traces
 
 
 def _square_figure(traces: list[dict], title: str, x_title: str, y_title: str) -> go.Figure:
     # One constructor call validates everything once; incremental update_layout/add_trace calls
     # cost several times more, and these figures are rebuilt whenever a threshold moves.
-    return go.Figure(data=traces, layout={
-        "title": {"text": title}, "height": 430, "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
-        "legend": {"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
-        "xaxis": {"title": {"text": x_title}, "range": [-0.01, 1.01], "constrain": "domain"},
-        "yaxis": {"title": {"text": y_title}, "range": [-0.01, 1.01], "scaleanchor": "x", "scaleratio": 1},
-    })
+    return go.Figure(
+        data=traces,
+        layout={
+            "title": {"text": title},
+            "height": 430,
+            "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
+            "legend": {"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+            "xaxis": {"title": {"text": x_title}, "range": [-0.01, 1.01], "constrain": "domain"},
+            "yaxis": {"title": {"text": y_title}, "range": [-0.01, 1.01], "scaleanchor": "x", "scaleratio": 1},
+        },
+    )
 
 
 def roc_figure(
@@ -177,18 +198,35 @@ def roc_figure(
     """ROC curve per group with its AUC (and 95% CI when given) in the legend, and a diamond at
     each group's operating point; ``thresholds`` label the diamonds (None: per body part)."""
     colours = _colours(list(curves))
-    traces = [{"type": "scatter", "x": [0, 1], "y": [0, 1], "mode": "lines", "name": "chance",
-               "line": {"dash": "dot", "color": "#bbbbbb"}, "hoverinfo": "skip", "showlegend": False}]
+    traces = [
+        {
+            "type": "scatter",
+            "x": [0, 1],
+            "y": [0, 1],
+            "mode": "lines",
+            "name": "chance",
+            "line": {"dash": "dot", "color": "#bbbbbb"},
+            "hoverinfo": "skip",
+            "showlegend": False,
+        }
+    ]
     for group, curve in curves.items():
         if curve.auc is None:
             continue
         interval = (auc_intervals or {}).get(group) or {"point": curve.auc}
-        traces.append({
-            "type": "scatter", "x": curve.fpr, "y": curve.tpr, "mode": "lines",
-            "line": {"color": colours[group], "width": 2}, "legendgroup": group,
-            "name": f"{group_label(group, pool)} · AUC {format_interval(interval)}", "customdata": curve.thresholds,
-            "hovertemplate": "threshold %{customdata:.3f}<br>FPR %{x:.3f} · TPR %{y:.3f}<extra></extra>",
-        })
+        traces.append(
+            {
+                "type": "scatter",
+                "x": curve.fpr,
+                "y": curve.tpr,
+                "mode": "lines",
+                "line": {"color": colours[group], "width": 2},
+                "legendgroup": group,
+                "name": f"{group_label(group, pool)} · AUC {format_interval(interval)}",
+                "customdata": curve.thresholds,
+                "hovertemplate": "threshold %{customdata:.3f}<br>FPR %{x:.3f} · TPR %{y:.3f}<extra></extra>",
+            }
+        )
     drawn = {group for group, curve in curves.items() if curve.auc is not None}
     traces += _operating_point_traces(colours, confusions, thresholds, "fpr", "tpr", drawn, pool)
     return _square_figure(traces, title, "1 − specificity (false-positive rate)", "Sensitivity")
@@ -211,29 +249,49 @@ def pr_figure(
         if curve.average_precision is None:
             continue
         interval = (ap_intervals or {}).get(group) or {"point": curve.average_precision}
-        traces.append({
-            "type": "scatter", "x": curve.recall, "y": curve.precision, "mode": "lines", "line_shape": "hv",
-            "line": {"color": colours[group], "width": 2}, "legendgroup": group,
-            "name": f"{group_label(group, pool)} · AP {format_interval(interval)}",
-            # sklearn's curve ends at recall 0 with precision 1 and no threshold: pad to align.
-            "customdata": np.append(curve.thresholds, np.nan),
-            "hovertemplate": "threshold %{customdata:.3f}<br>recall %{x:.3f} · precision %{y:.3f}<extra></extra>",
-        })
+        traces.append(
+            {
+                "type": "scatter",
+                "x": curve.recall,
+                "y": curve.precision,
+                "mode": "lines",
+                "line_shape": "hv",
+                "line": {"color": colours[group], "width": 2},
+                "legendgroup": group,
+                "name": f"{group_label(group, pool)} · AP {format_interval(interval)}",
+                # sklearn's curve ends at recall 0 with precision 1 and no threshold: pad to align.
+                "customdata": np.append(curve.thresholds, np.nan),
+                "hovertemplate": "threshold %{customdata:.3f}<br>recall %{x:.3f} · precision %{y:.3f}<extra></extra>",
+            }
+        )
         if curve.recall[0] == 1.0:  # sklearn starts at recall 1, where precision is the prevalence
             prevalence = float(curve.precision[0])
-            traces.append({
-                "type": "scatter", "x": [0, 1], "y": [prevalence, prevalence], "mode": "lines",
-                "legendgroup": group, "line": {"dash": "dot", "color": colours[group], "width": 1},
-                "showlegend": False, "name": f"{group_label(group, pool)} prevalence",
-                "hovertemplate": f"{group_label(group, pool)}: share abnormal {prevalence:.3f}<extra></extra>",
-            })
+            traces.append(
+                {
+                    "type": "scatter",
+                    "x": [0, 1],
+                    "y": [prevalence, prevalence],
+                    "mode": "lines",
+                    "legendgroup": group,
+                    "line": {"dash": "dot", "color": colours[group], "width": 1},
+                    "showlegend": False,
+                    "name": f"{group_label(group, pool)} prevalence",
+                    "hovertemplate": f"{group_label(group, pool)}: share abnormal {prevalence:.3f}<extra></extra>",
+                }
+            )
     drawn = {group for group, curve in curves.items() if curve.average_precision is not None}
     traces += _operating_point_traces(colours, confusions, thresholds, "tpr", "precision", drawn, pool)
     return _square_figure(traces, title, "Recall (sensitivity)", "Precision (PPV)")
 
 
-def confusion_figure(confusion: Confusion, *, title: str = "", selected: str | None = None,
-                     height: int = 320, classes: Sequence[str] = _CLASSES) -> go.Figure:
+def confusion_figure(
+    confusion: Confusion,
+    *,
+    title: str = "",
+    selected: str | None = None,
+    height: int = 320,
+    classes: Sequence[str] = _CLASSES,
+) -> go.Figure:
     """2x2 confusion matrix (rows: truth, columns: call) coloured by row share, counts in cells;
     ``classes`` names the negative and positive class (FracAtlas: "No fracture", "Fracture").
 
@@ -245,33 +303,67 @@ def confusion_figure(confusion: Confusion, *, title: str = "", selected: str | N
     row_totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, row_totals, out=np.zeros(counts.shape), where=row_totals > 0)
     names = np.array([["TN", "FP"], ["FN", "TP"]])
-    text = [[f"<b>{names[r, c]}</b><br>{counts[r, c]}<br>{shares[r, c]:.0%} of row" for c in range(2)]
-            for r in range(2)]
-    heatmap = {"type": "heatmap", "z": shares, "x": list(classes), "y": list(classes), "text": text,
-               "texttemplate": "%{text}", "colorscale": "Blues", "zmin": 0, "zmax": 1, "showscale": False,
-               "hoverinfo": "skip"}
+    text = [
+        [f"<b>{names[r, c]}</b><br>{counts[r, c]}<br>{shares[r, c]:.0%} of row" for c in range(2)] for r in range(2)
+    ]
+    heatmap = {
+        "type": "heatmap",
+        "z": shares,
+        "x": list(classes),
+        "y": list(classes),
+        "text": text,
+        "texttemplate": "%{text}",
+        "colorscale": "Blues",
+        "zmin": 0,
+        "zmax": 1,
+        "showscale": False,
+        "hoverinfo": "skip",
+    }
     cells = {
-        "type": "scatter", "mode": "markers", "showlegend": False, "name": "cells",
+        "type": "scatter",
+        "mode": "markers",
+        "showlegend": False,
+        "name": "cells",
         "x": [classes[c] for r in range(2) for c in range(2)],
         "y": [classes[r] for r in range(2) for c in range(2)],
         "customdata": names.ravel().tolist(),
         "marker": {"symbol": "square", "size": 70, "color": "rgba(0,0,0,0)"},
-        "selected": {"marker": {"opacity": 1}}, "unselected": {"marker": {"opacity": 1}},
+        "selected": {"marker": {"opacity": 1}},
+        "unselected": {"marker": {"opacity": 1}},
         "hovertemplate": "%{customdata}: click to list these studies<extra></extra>",
     }
     shapes = []
     if selected in CELLS:
         row, column = divmod(CELLS.index(selected), 2)
-        shapes.append({"type": "rect", "x0": column - 0.48, "x1": column + 0.48, "y0": row - 0.48,
-                       "y1": row + 0.48, "line": {"color": "#d62728", "width": 3}})
-    return go.Figure(data=[heatmap, cells], layout={
-        "title": {"text": title}, "height": height, "shapes": shapes,
-        "margin": {"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-        # Fixed ranges: autorange would pad the axes to fit the large click markers.
-        "xaxis": {"title": {"text": "Called by the model"}, "fixedrange": True, "tickangle": 0, "range": [-0.5, 1.5]},
-        "yaxis": {"title": {"text": "Truth"}, "fixedrange": True, "range": [1.5, -0.5]},
-        "clickmode": "event+select", "dragmode": False,
-    })
+        shapes.append(
+            {
+                "type": "rect",
+                "x0": column - 0.48,
+                "x1": column + 0.48,
+                "y0": row - 0.48,
+                "y1": row + 0.48,
+                "line": {"color": "#d62728", "width": 3},
+            }
+        )
+    return go.Figure(
+        data=[heatmap, cells],
+        layout={
+            "title": {"text": title},
+            "height": height,
+            "shapes": shapes,
+            "margin": {"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+            # Fixed ranges: autorange would pad the axes to fit the large click markers.
+            "xaxis": {
+                "title": {"text": "Called by the model"},
+                "fixedrange": True,
+                "tickangle": 0,
+                "range": [-0.5, 1.5],
+            },
+            "yaxis": {"title": {"text": "Truth"}, "fixedrange": True, "range": [1.5, -0.5]},
+            "clickmode": "event+select",
+            "dragmode": False,
+        },
+    )
 
 
 def selected_cell(event: Mapping[str, Any] | None) -> str | None:
@@ -287,53 +379,99 @@ def selected_cell(event: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def reliability_figure(bins: Mapping[str, tuple[pd.DataFrame, float | None]], *,
-                       title: str = "Calibration", pool: str = TRAINED_POOL) -> go.Figure:
+def reliability_figure(
+    bins: Mapping[str, tuple[pd.DataFrame, float | None]], *, title: str = "Calibration", pool: str = TRAINED_POOL
+) -> go.Figure:
     """Reliability diagram: observed share abnormal against mean predicted probability per bin,
     with each group's ECE in the legend, above a bar chart of how many cases fall in each bin."""
     colours = _colours(list(bins))
-    traces = [{"type": "scatter", "x": [0, 1], "y": [0, 1], "mode": "lines", "name": "perfect calibration",
-               "line": {"dash": "dot", "color": "#bbbbbb"}, "hoverinfo": "skip"}]
+    traces = [
+        {
+            "type": "scatter",
+            "x": [0, 1],
+            "y": [0, 1],
+            "mode": "lines",
+            "name": "perfect calibration",
+            "line": {"dash": "dot", "color": "#bbbbbb"},
+            "hoverinfo": "skip",
+        }
+    ]
     for group, (table, ece) in bins.items():
         if table.empty:
             continue
         ece_text = "—" if ece is None else f"{ece:.3f}"
-        traces.append({
-            "type": "scatter", "x": table["mean_predicted"], "y": table["fraction_positive"],
-            "mode": "lines+markers", "line": {"color": colours[group]}, "legendgroup": group,
-            "name": f"{group_label(group, pool)} · ECE {ece_text}", "customdata": table["count"],
-            "hovertemplate": "mean predicted %{x:.3f}<br>share abnormal %{y:.3f}<br>%{customdata} cases<extra></extra>",
-        })
-        traces.append({
-            "type": "bar", "x": (table["bin_low"] + table["bin_high"]) / 2, "y": table["count"],
-            "width": (table["bin_high"] - table["bin_low"]) * 0.9, "marker": {"color": colours[group]},
-            "opacity": 0.45, "legendgroup": group, "showlegend": False, "name": f"{group_label(group, pool)} count",
-            "hovertemplate": "%{y} cases<extra></extra>", "xaxis": "x2", "yaxis": "y2",
-        })
-    return go.Figure(data=traces, layout={
-        "title": {"text": title}, "height": 480, "barmode": "overlay", "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
-        "legend": {"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
-        "xaxis": {"range": [0, 1], "matches": "x2", "showticklabels": False, "anchor": "y"},
-        "yaxis": {"range": [0, 1], "title": {"text": "Observed share abnormal"}, "domain": [0.3, 1.0]},
-        "xaxis2": {"range": [0, 1], "title": {"text": "Predicted probability of abnormal"}, "anchor": "y2"},
-        "yaxis2": {"title": {"text": "Cases"}, "domain": [0.0, 0.24], "anchor": "x2"},
-    })
+        traces.append(
+            {
+                "type": "scatter",
+                "x": table["mean_predicted"],
+                "y": table["fraction_positive"],
+                "mode": "lines+markers",
+                "line": {"color": colours[group]},
+                "legendgroup": group,
+                "name": f"{group_label(group, pool)} · ECE {ece_text}",
+                "customdata": table["count"],
+                "hovertemplate": (
+                    "mean predicted %{x:.3f}<br>share abnormal %{y:.3f}<br>%{customdata} cases<extra></extra>"
+                ),
+            }
+        )
+        traces.append(
+            {
+                "type": "bar",
+                "x": (table["bin_low"] + table["bin_high"]) / 2,
+                "y": table["count"],
+                "width": (table["bin_high"] - table["bin_low"]) * 0.9,
+                "marker": {"color": colours[group]},
+                "opacity": 0.45,
+                "legendgroup": group,
+                "showlegend": False,
+                "name": f"{group_label(group, pool)} count",
+                "hovertemplate": "%{y} cases<extra></extra>",
+                "xaxis": "x2",
+                "yaxis": "y2",
+            }
+        )
+    return go.Figure(
+        data=traces,
+        layout={
+            "title": {"text": title},
+            "height": 480,
+            "barmode": "overlay",
+            "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
+            "legend": {"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+            "xaxis": {"range": [0, 1], "matches": "x2", "showticklabels": False, "anchor": "y"},
+            "yaxis": {"range": [0, 1], "title": {"text": "Observed share abnormal"}, "domain": [0.3, 1.0]},
+            "xaxis2": {"range": [0, 1], "title": {"text": "Predicted probability of abnormal"}, "anchor": "y2"},
+            "yaxis2": {"title": {"text": "Cases"}, "domain": [0.0, 0.24], "anchor": "x2"},
+        },
+    )
 
 
-def score_histogram(table: pd.DataFrame, *, classes: Sequence[str] = _CLASSES, title: str = "",
-                    bins: int = 20) -> go.Figure:
+def score_histogram(
+    table: pd.DataFrame, *, classes: Sequence[str] = _CLASSES, title: str = "", bins: int = 20
+) -> go.Figure:
     """Overlaid histograms of ``probability`` for label 0 and label 1 (named by ``classes``), on
     [0, 1] in ``bins`` equal bins: the score distribution where no AUROC is meaningful."""
     traces = [
-        go.Histogram(x=table.loc[table["label"] == label, "probability"], name=classes[label], opacity=0.7,
-                     xbins={"start": 0.0, "end": 1.0, "size": 1.0 / bins})
+        go.Histogram(
+            x=table.loc[table["label"] == label, "probability"],
+            name=classes[label],
+            opacity=0.7,
+            xbins={"start": 0.0, "end": 1.0, "size": 1.0 / bins},
+        )
         for label in (0, 1)
     ]
-    return go.Figure(data=traces, layout={
-        "title": {"text": title}, "barmode": "overlay", "height": 320,
-        "xaxis": {"title": {"text": "P(abnormal)"}, "range": [0, 1]}, "yaxis": {"title": {"text": "Images"}},
-        "margin": {"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-    })
+    return go.Figure(
+        data=traces,
+        layout={
+            "title": {"text": title},
+            "barmode": "overlay",
+            "height": 320,
+            "xaxis": {"title": {"text": "P(abnormal)"}, "range": [0, 1]},
+            "yaxis": {"title": {"text": "Images"}},
+            "margin": {"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        },
+    )
 
 
 def member_dash(index: int) -> str:
@@ -362,38 +500,89 @@ def training_curves_figure(log: pd.DataFrame, *, kept_epochs: Sequence[int | Non
         suffix = "" if member is None else f" · member {member}"
         for axis, columns in (("x", losses), ("x2", scores)):
             traces += [
-                {"type": "scatter", "x": epochs, "y": run[column], "mode": "lines+markers",
-                 "name": column.replace("_", " "), "legendgroup": column, "showlegend": index == 0,
-                 "hovertemplate": f"{column.replace('_', ' ')}{suffix}<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>",
-                 "xaxis": axis, "yaxis": axis.replace("x", "y"),
-                 "line": {"color": metric_colours[column], "dash": member_dash(index)}}
+                {
+                    "type": "scatter",
+                    "x": epochs,
+                    "y": run[column],
+                    "mode": "lines+markers",
+                    "name": column.replace("_", " "),
+                    "legendgroup": column,
+                    "showlegend": index == 0,
+                    "hovertemplate": f"{column.replace('_', ' ')}{suffix}<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>",
+                    "xaxis": axis,
+                    "yaxis": axis.replace("x", "y"),
+                    "line": {"color": metric_colours[column], "dash": member_dash(index)},
+                }
                 for column in columns
             ]
     all_epochs = log["epoch"] if "epoch" in log.columns else pd.Series([1, max(1, len(log))])
     first_epoch, last_epoch = float(all_epochs.min()), float(all_epochs.max())
     # Fixed ranges, or plotly's autorange would stretch the axis to fit the annotations.
     epoch_range = [first_epoch - 0.3, last_epoch + 0.3]
-    shapes, annotations = [], [
-        {"text": text, "x": x, "y": 1.0, "xref": "paper", "yref": "paper", "showarrow": False,
-         "xanchor": "center", "yanchor": "bottom", "font": {"size": 13}}
-        for text, x in (("Loss", 0.225), ("Holdout scores", 0.775))
-    ]
+    shapes, annotations = (
+        [],
+        [
+            {
+                "text": text,
+                "x": x,
+                "y": 1.0,
+                "xref": "paper",
+                "yref": "paper",
+                "showarrow": False,
+                "xanchor": "center",
+                "yanchor": "bottom",
+                "font": {"size": 13},
+            }
+            for text, x in (("Loss", 0.225), ("Holdout scores", 0.775))
+        ],
+    )
     for index, epoch in enumerate(kept_epochs):
         if epoch is None:
             continue
         member = "" if len(kept_epochs) == 1 else f" (member {index})"
-        shapes += [{"type": "line", "x0": epoch, "x1": epoch, "y0": 0, "y1": 1, "xref": axis,
-                    "yref": f"{axis.replace('x', 'y')} domain", "line": {"dash": "dot", "color": "#888888"}}
-                   for axis in ("x", "x2")]
+        shapes += [
+            {
+                "type": "line",
+                "x0": epoch,
+                "x1": epoch,
+                "y0": 0,
+                "y1": 1,
+                "xref": axis,
+                "yref": f"{axis.replace('x', 'y')} domain",
+                "line": {"dash": "dot", "color": "#888888"},
+            }
+            for axis in ("x", "x2")
+        ]
         late = epoch > (first_epoch + last_epoch) / 2  # label on the side with room
-        annotations.append({"text": f"kept: epoch {epoch}{member}", "x": epoch, "y": 0.02 + 0.08 * index,
-                            "xref": "x2", "yref": "y2 domain", "showarrow": False,
-                            "xanchor": "right" if late else "left", "font": {"size": 11}})
-    return go.Figure(data=traces, layout={
-        "height": 380, "margin": {"l": 10, "r": 10, "t": 50, "b": 10}, "shapes": shapes, "annotations": annotations,
-        "legend": {"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
-        "xaxis": {"domain": [0, 0.45], "title": {"text": "Epoch"}, "dtick": 1, "anchor": "y", "range": epoch_range},
-        "yaxis": {"anchor": "x"},
-        "xaxis2": {"domain": [0.55, 1], "title": {"text": "Epoch"}, "dtick": 1, "anchor": "y2", "range": epoch_range},
-        "yaxis2": {"anchor": "x2"},
-    })
+        annotations.append(
+            {
+                "text": f"kept: epoch {epoch}{member}",
+                "x": epoch,
+                "y": 0.02 + 0.08 * index,
+                "xref": "x2",
+                "yref": "y2 domain",
+                "showarrow": False,
+                "xanchor": "right" if late else "left",
+                "font": {"size": 11},
+            }
+        )
+    return go.Figure(
+        data=traces,
+        layout={
+            "height": 380,
+            "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
+            "shapes": shapes,
+            "annotations": annotations,
+            "legend": {"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
+            "xaxis": {"domain": [0, 0.45], "title": {"text": "Epoch"}, "dtick": 1, "anchor": "y", "range": epoch_range},
+            "yaxis": {"anchor": "x"},
+            "xaxis2": {
+                "domain": [0.55, 1],
+                "title": {"text": "Epoch"},
+                "dtick": 1,
+                "anchor": "y2",
+                "range": epoch_range,
+            },
+            "yaxis2": {"anchor": "x2"},
+        },
+    )

@@ -45,16 +45,43 @@ __all__ = [
 
 DATASET_LABELS = {"mura_train": "MURA train (out of fold)", "mura_valid": "MURA valid", "fracatlas": "FracAtlas"}
 #: Colour choice shown to the user -> column of :func:`map_table`.
-COLOUR_OPTIONS = {"Error type": "error", "Label": "label_text", "Prediction": "prediction", "Body part": "body_part",
-                  "Dataset": "dataset_label", "Hardware (FracAtlas)": "hardware", "Label issue": "label_issue_text",
-                  "Near-duplicate": "duplicate_text"}
+COLOUR_OPTIONS = {
+    "Error type": "error",
+    "Label": "label_text",
+    "Prediction": "prediction",
+    "Body part": "body_part",
+    "Dataset": "dataset_label",
+    "Hardware (FracAtlas)": "hardware",
+    "Label issue": "label_issue_text",
+    "Near-duplicate": "duplicate_text",
+}
 #: Studies drawn with their views and CAMs at most (each costs a forward and a CAM per view).
 MAX_GALLERY = 8
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-            "#17becf")
-_FIXED_COLOURS = {"TP": "#2ca02c", "TN": "#1f77b4", "FP": "#ff7f0e", "FN": "#d62728", "abnormal": "#d62728",
-                  "normal": "#1f77b4", "fracture": "#ff7f0e", "no fracture": "#17becf",
-                  "called abnormal": "#d62728", "called normal": "#1f77b4", "n/a": "#c7c7c7"}
+_PALETTE = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+_FIXED_COLOURS = {
+    "TP": "#2ca02c",
+    "TN": "#1f77b4",
+    "FP": "#ff7f0e",
+    "FN": "#d62728",
+    "abnormal": "#d62728",
+    "normal": "#1f77b4",
+    "fracture": "#ff7f0e",
+    "no fracture": "#17becf",
+    "called abnormal": "#d62728",
+    "called normal": "#1f77b4",
+    "n/a": "#c7c7c7",
+}
 #: The call and error type of an image the model is not scored on (core.model.card.out_of_scope_reason).
 NOT_SCORED = "out of scope (not scored)"
 _FIXED_COLOURS[NOT_SCORED] = "#c7c7c7"
@@ -66,8 +93,10 @@ class CacheMissing(LookupError):
 
 def missing_cache_message(model: str) -> str:
     """One sentence: how to build the cache this page reads."""
-    return (f"No data-map cache for **{model}** yet. Run `python -m core.embeddings --mura-root PATH "
-            f"--fracatlas-root PATH --model {model}` (about 20 minutes on two cores) and reload.")
+    return (
+        f"No data-map cache for **{model}** yet. Run `python -m core.embeddings --mura-root PATH "
+        f"--fracatlas-root PATH --model {model}` (about 20 minutes on two cores) and reload."
+    )
 
 
 @st.cache_data(show_spinner="Reading the embeddings…", max_entries=4)
@@ -88,8 +117,9 @@ def read_embeddings(model: str) -> embeddings.Embeddings:
     try:
         return _read_embeddings(str(path), version)
     except (OSError, ValueError, KeyError) as exc:
-        raise CacheMissing(f"{path.name} cannot be read ({type(exc).__name__}); rerun python -m core.embeddings.") \
-            from exc
+        raise CacheMissing(
+            f"{path.name} cannot be read ({type(exc).__name__}); rerun python -m core.embeddings."
+        ) from exc
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -126,26 +156,44 @@ def _read_json(path: str, version: int) -> dict:
 
 def _mura_rows(predictions: pd.DataFrame, thresholds: dict[str, float], dataset: str) -> pd.DataFrame:
     study_probability = predictions.groupby("study_path")["probability"].transform("mean")
-    return pd.DataFrame({
-        "dataset": dataset, "key": predictions["path"], "study": predictions["study_path"],
-        "body_part": predictions["study_type"].str.removeprefix("XR_").str.lower(),
-        "study_type": predictions["study_type"], "scope_part": predictions["study_type"], "scope_label": MURA_LABEL,
-        "label": predictions["label"].astype(int),
-        "label_text": np.where(predictions["label"] == 1, "abnormal", "normal"),
-        "probability": predictions["probability"], "study_probability": study_probability,
-        "threshold": [threshold_for(thresholds, t) for t in predictions["study_type"]], "hardware": "n/a"})
+    return pd.DataFrame(
+        {
+            "dataset": dataset,
+            "key": predictions["path"],
+            "study": predictions["study_path"],
+            "body_part": predictions["study_type"].str.removeprefix("XR_").str.lower(),
+            "study_type": predictions["study_type"],
+            "scope_part": predictions["study_type"],
+            "scope_label": MURA_LABEL,
+            "label": predictions["label"].astype(int),
+            "label_text": np.where(predictions["label"] == 1, "abnormal", "normal"),
+            "probability": predictions["probability"],
+            "study_probability": study_probability,
+            "threshold": [threshold_for(thresholds, t) for t in predictions["study_type"]],
+            "hardware": "n/a",
+        }
+    )
 
 
 def _fracatlas_rows(predictions: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
     threshold = predictions["threshold"].fillna(threshold_for(thresholds, None))
-    return pd.DataFrame({
-        "dataset": "fracatlas", "key": predictions["file"], "study": predictions["file"],
-        "body_part": predictions["region"].map(REGION_LABELS).fillna(predictions["region"]),
-        "study_type": None, "scope_part": predictions["region"], "scope_label": FRACATLAS_LABEL,
-        "label": predictions["fractured"].astype(int),
-        "label_text": np.where(predictions["fractured"] == 1, "fracture", "no fracture"),
-        "probability": predictions["probability"], "study_probability": predictions["probability"],
-        "threshold": threshold, "hardware": np.where(predictions["hardware"] == 1, "hardware", "no hardware")})
+    return pd.DataFrame(
+        {
+            "dataset": "fracatlas",
+            "key": predictions["file"],
+            "study": predictions["file"],
+            "body_part": predictions["region"].map(REGION_LABELS).fillna(predictions["region"]),
+            "study_type": None,
+            "scope_part": predictions["region"],
+            "scope_label": FRACATLAS_LABEL,
+            "label": predictions["fractured"].astype(int),
+            "label_text": np.where(predictions["fractured"] == 1, "fracture", "no fracture"),
+            "probability": predictions["probability"],
+            "study_probability": predictions["probability"],
+            "threshold": threshold,
+            "hardware": np.where(predictions["hardware"] == 1, "hardware", "no hardware"),
+        }
+    )
 
 
 @st.cache_data(show_spinner="Joining the map with the cached predictions…", max_entries=4)
@@ -170,9 +218,14 @@ def _map_table(model: str, versions: tuple[int, ...]) -> pd.DataFrame:
     # One rule (issue 27): no call and no error type where the model was not trained on the body part or the
     # label (FracAtlas's fracture is not MURA's abnormal; leg/hip and wrist never); a scored fracture label
     # keeps its own error types, apart from MURA's.
-    scored = pd.Series([out_of_scope_reason(card, None if pd.isna(part) else str(part), str(label)) is None
-                        for part, label in zip(table["scope_part"], table["scope_label"], strict=True)],
-                       index=table.index, dtype=bool)
+    scored = pd.Series(
+        [
+            out_of_scope_reason(card, None if pd.isna(part) else str(part), str(label)) is None
+            for part, label in zip(table["scope_part"], table["scope_label"], strict=True)
+        ],
+        index=table.index,
+        dtype=bool,
+    )
     fracture = scored & (table["scope_label"] == FRACATLAS_LABEL) & (table["error"] != "n/a")
     table.loc[fracture, "error"] = table.loc[fracture, "error"] + " (fracture)"
     table.loc[~scored & table["probability"].notna(), ["prediction", "error"]] = NOT_SCORED
@@ -182,10 +235,14 @@ def _map_table(model: str, versions: tuple[int, ...]) -> pd.DataFrame:
     flagged = set() if issues is None else set(issues.loc[issues["label_issue"], "study_path"])
     table["label_issue_text"] = np.where(table["study"].isin(flagged), "label issue (cleanlab)", "not flagged")
     duplicates = read_duplicates(model)
-    scope = ({} if duplicates is None else
-             dict(zip(zip(duplicates["dataset"], duplicates["key"], strict=True), duplicates["scope"], strict=True)))
-    table["duplicate_text"] = [scope.get(pair, "no copy found") for pair in
-                               zip(table["dataset"], table["key"], strict=True)]
+    scope = (
+        {}
+        if duplicates is None
+        else dict(zip(zip(duplicates["dataset"], duplicates["key"], strict=True), duplicates["scope"], strict=True))
+    )
+    table["duplicate_text"] = [
+        scope.get(pair, "no copy found") for pair in zip(table["dataset"], table["key"], strict=True)
+    ]
     table["confidence"] = np.where(called, table["study_probability"], 1 - table["study_probability"])
     return table
 
@@ -199,24 +256,48 @@ def map_table(model: str) -> pd.DataFrame:
     """
     files = ModelArtifacts.of(model)
     read_embeddings(model)  # raises CacheMissing before the join
-    versions = tuple(file_version(p) for p in (files.embeddings, files.predictions(TRAIN_HOLDOUT),
-                                               files.predictions("valid"), files.predictions("fracatlas"),
-                                               files.label_issues, files.duplicates, files.card))
+    versions = tuple(
+        file_version(p)
+        for p in (
+            files.embeddings,
+            files.predictions(TRAIN_HOLDOUT),
+            files.predictions("valid"),
+            files.predictions("fracatlas"),
+            files.label_issues,
+            files.duplicates,
+            files.card,
+        )
+    )
     return _map_table(model, versions)
 
 
 def study_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per study of ``rows`` (image rows of :func:`map_table`), most confidently wrong first."""
     if rows.empty:
-        return pd.DataFrame(columns=["study", "dataset", "body_part", "label_text", "study_probability", "threshold",
-                                     "error", "views"])
-    grouped = rows.groupby("study", sort=False).agg(
-        dataset=("dataset", "first"), body_part=("body_part", "first"), label_text=("label_text", "first"),
-        study_probability=("study_probability", "first"), threshold=("threshold", "first"),
-        error=("error", "first"), confidence=("confidence", "first"), views=("key", "size")).reset_index()
+        return pd.DataFrame(
+            columns=["study", "dataset", "body_part", "label_text", "study_probability", "threshold", "error", "views"]
+        )
+    grouped = (
+        rows.groupby("study", sort=False)
+        .agg(
+            dataset=("dataset", "first"),
+            body_part=("body_part", "first"),
+            label_text=("label_text", "first"),
+            study_probability=("study_probability", "first"),
+            threshold=("threshold", "first"),
+            error=("error", "first"),
+            confidence=("confidence", "first"),
+            views=("key", "size"),
+        )
+        .reset_index()
+    )
     wrong = grouped["error"].isin(["FP", "FN"])
-    return (grouped.assign(_wrong=wrong).sort_values(["_wrong", "confidence"], ascending=False, kind="stable")
-            .drop(columns=["_wrong", "confidence"]).reset_index(drop=True))
+    return (
+        grouped.assign(_wrong=wrong)
+        .sort_values(["_wrong", "confidence"], ascending=False, kind="stable")
+        .drop(columns=["_wrong", "confidence"])
+        .reset_index(drop=True)
+    )
 
 
 def _colours(values: list[str]) -> dict[str, str]:
@@ -233,15 +314,37 @@ def _figure(model: str, versions: tuple[int, ...], colour: str, projection: str)
     palette = _colours(values)
     for value in values:
         rows = table[table[colour].astype(str) == value]
-        figure.add_trace(go.Scattergl(
-            x=rows[x], y=rows[y], mode="markers", name=f"{value} ({len(rows)})",
-            marker={"size": 5, "color": palette[value], "opacity": 0.75},
-            customdata=np.column_stack([rows.index.to_numpy(), rows["study"], rows["dataset_label"],
-                                        rows["label_text"], rows["probability"].round(3), rows["error"]]),
-            hovertemplate=("%{customdata[1]}<br>%{customdata[2]} · label %{customdata[3]}<br>"
-                           "P(abnormal) %{customdata[4]} · %{customdata[5]}<extra></extra>")))
-    figure.update_layout(height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10}, dragmode="lasso",
-                         legend={"itemsizing": "constant"}, xaxis={"visible": False}, yaxis={"visible": False})
+        figure.add_trace(
+            go.Scattergl(
+                x=rows[x],
+                y=rows[y],
+                mode="markers",
+                name=f"{value} ({len(rows)})",
+                marker={"size": 5, "color": palette[value], "opacity": 0.75},
+                customdata=np.column_stack(
+                    [
+                        rows.index.to_numpy(),
+                        rows["study"],
+                        rows["dataset_label"],
+                        rows["label_text"],
+                        rows["probability"].round(3),
+                        rows["error"],
+                    ]
+                ),
+                hovertemplate=(
+                    "%{customdata[1]}<br>%{customdata[2]} · label %{customdata[3]}<br>"
+                    "P(abnormal) %{customdata[4]} · %{customdata[5]}<extra></extra>"
+                ),
+            )
+        )
+    figure.update_layout(
+        height=620,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        dragmode="lasso",
+        legend={"itemsizing": "constant"},
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+    )
     return figure
 
 
@@ -249,9 +352,18 @@ def map_figure(model: str, colour: str, projection: str = "umap") -> go.Figure:
     """The scatter of every image coloured by ``colour`` (a :func:`map_table` column), one WebGL trace per
     value; each point carries its row number in ``customdata[0]`` for :func:`selected_rows`."""
     files = ModelArtifacts.of(model)
-    versions = tuple(file_version(p) for p in (files.embeddings, files.predictions(TRAIN_HOLDOUT),
-                                               files.predictions("valid"), files.predictions("fracatlas"),
-                                               files.label_issues, files.duplicates, files.card))
+    versions = tuple(
+        file_version(p)
+        for p in (
+            files.embeddings,
+            files.predictions(TRAIN_HOLDOUT),
+            files.predictions("valid"),
+            files.predictions("fracatlas"),
+            files.label_issues,
+            files.duplicates,
+            files.card,
+        )
+    )
     return _figure(model, versions, colour, projection)
 
 
@@ -307,28 +419,45 @@ def show_similar_studies(model: str, study_ref: str | None, *, key: str, k: int 
     if near is None or near.empty:
         return
     with st.expander(f"Similar studies: the {len(near)} the model thinks look most alike", expanded=False):
-        st.caption("Nearest by cosine distance between the studies' mean penultimate features (train/ studies "
-                   "embedded out of fold). Alike to the model is not alike to a radiologist: that is the point.")
+        st.caption(
+            "Nearest by cosine distance between the studies' mean penultimate features (train/ studies "
+            "embedded out of fold). Alike to the model is not alike to a radiologist: that is the point."
+        )
         shown = near.assign(dataset=near["dataset"].map(DATASET_LABELS))
-        st.dataframe(shown[["study", "dataset", "body_part", "label_text", "study_probability", "error", "distance"]],
-                     hide_index=True, width="stretch", key=f"{key}_table",
-                     column_config={"study": st.column_config.TextColumn("Study", width="large"),
-                                    "dataset": "Dataset", "body_part": "Body part", "label_text": "Label",
-                                    "study_probability": st.column_config.NumberColumn("P(abnormal)", format="%.3f"),
-                                    "error": "Call", "distance": st.column_config.NumberColumn("Distance",
-                                                                                               format="%.3f")})
+        st.dataframe(
+            shown[["study", "dataset", "body_part", "label_text", "study_probability", "error", "distance"]],
+            hide_index=True,
+            width="stretch",
+            key=f"{key}_table",
+            column_config={
+                "study": st.column_config.TextColumn("Study", width="large"),
+                "dataset": "Dataset",
+                "body_part": "Body part",
+                "label_text": "Label",
+                "study_probability": st.column_config.NumberColumn("P(abnormal)", format="%.3f"),
+                "error": "Call",
+                "distance": st.column_config.NumberColumn("Distance", format="%.3f"),
+            },
+        )
 
 
-def _views(study: str, dataset: str, mura_root: Path | None) -> tuple[list[tuple[str, np.ndarray]], str | None,
-                                                                     str | None]:
+def _views(
+    study: str, dataset: str, mura_root: Path | None
+) -> tuple[list[tuple[str, np.ndarray]], str | None, str | None]:
     """(views, study type, why not) of a map study, read from the user's data folders (FracAtlas: the
     folder the other pages use, else the app's shipped samples)."""
     if dataset == "fracatlas":
         atlas_root = accuracy.image_root(study)
         pixels = None if atlas_root is None else accuracy.image_pixels(atlas_root, study)
         if pixels is None:
-            return [], None, (f"{Path(study).name} is not among the FracAtlas radiographs shipped with the app: "
-                              "name the full FracAtlas folder (the box above, or on Heat-map accuracy) to see it.")
+            return (
+                [],
+                None,
+                (
+                    f"{Path(study).name} is not among the FracAtlas radiographs shipped with the app: "
+                    "name the full FracAtlas folder (the box above, or on Heat-map accuracy) to see it."
+                ),
+            )
         return [(Path(study).name, pixels)], None, None
     if mura_root is None:
         return [], None, "MURA images are read from your own copy: set the MURA folder in the sidebar."
@@ -378,10 +507,14 @@ def label_conflict(members: pd.DataFrame) -> str | None:
     for name, rows in members.groupby(family):
         labels = rows["label_text"].dropna()
         if labels.nunique() > 1:
-            said = "; ".join(f"{label} in {', '.join(DATASET_LABELS.get(d, d) for d in sorted(set(part['dataset'])))}"
-                             for label, part in rows.groupby("label_text"))
-            return (f"Label conflict: these near-copies carry different {name} labels ({said}). One of the labels "
-                    "is probably wrong, or the copies are not the same radiograph.")
+            said = "; ".join(
+                f"{label} in {', '.join(DATASET_LABELS.get(d, d) for d in sorted(set(part['dataset'])))}"
+                for label, part in rows.groupby("label_text")
+            )
+            return (
+                f"Label conflict: these near-copies carry different {name} labels ({said}). One of the labels "
+                "is probably wrong, or the copies are not the same radiograph."
+            )
     return None
 
 
@@ -392,7 +525,7 @@ def show_group(members: pd.DataFrame) -> None:
         st.error(conflict, icon=":material/compare:")
     mura_root = state.current_mura_root()
     for start in range(0, len(members), 4):
-        chunk = members.iloc[start:start + 4]
+        chunk = members.iloc[start : start + 4]
         for column, row in zip(st.columns(4), chunk.itertuples(), strict=False):
             pictures, _type, problem = _views(row.study, row.dataset, mura_root)
             name = Path(row.key).name
@@ -414,6 +547,11 @@ def similar_picker(model: str, refs: pd.Series, *, key: str, k: int = 6) -> None
     choices = [ref for ref in dict.fromkeys(refs) if ref.removeprefix(studies.FRACATLAS_PREFIX) in known]
     if not choices:
         return
-    ref = st.selectbox("Similar studies of", choices, key=f"{key}_similar_study", format_func=studies.study_title,
-                       help="Its nearest studies in the model's feature space (Data map page).")
+    ref = st.selectbox(
+        "Similar studies of",
+        choices,
+        key=f"{key}_similar_study",
+        format_func=studies.study_title,
+        help="Its nearest studies in the model's feature space (Data map page).",
+    )
     show_similar_studies(model, ref, key=key, k=k)

@@ -83,7 +83,7 @@ class LevelEvaluation:
 
 
 def _group_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """"overall" and one table per study type present (sorted), as core.eval.metrics groups them."""
+    """ "overall" and one table per study type present (sorted), as core.eval.metrics groups them."""
     groups = {OVERALL: table}
     for study_type in sorted(table["study_type"].unique()):
         groups[study_type] = table[table["study_type"] == study_type]
@@ -115,10 +115,16 @@ def cached_metrics(model: str, dataset: str = MURA_VALID, stratum: str = "all") 
     if cached is None:
         return None
     if dataset != FRACATLAS:
-        return trained_pool_metrics(cached, trained_study_types(state.read_card(model) or {})) \
-            if stratum == TRAINED else cached
-    return {"image": cached.get(stratum) or {}, "thresholds": cached.get("thresholds", {}),
-            "n_boot": cached.get("n_boot")}
+        return (
+            trained_pool_metrics(cached, trained_study_types(state.read_card(model) or {}))
+            if stratum == TRAINED
+            else cached
+        )
+    return {
+        "image": cached.get(stratum) or {},
+        "thresholds": cached.get("thresholds", {}),
+        "n_boot": cached.get("n_boot"),
+    }
 
 
 def trained_pool_metrics(cached: Mapping, trained: list[str]) -> dict:
@@ -147,8 +153,9 @@ def fracatlas_threshold_defaults(card: Mapping | None) -> dict[str, float]:
 
 
 @st.cache_data(show_spinner="Preparing the cached evaluation…", max_entries=8)
-def _level_evaluation(model: str, level: str, version: tuple[str, int, int], dataset: str = MURA_VALID,
-                      stratum: str = "all") -> LevelEvaluation | None:
+def _level_evaluation(
+    model: str, level: str, version: tuple[str, int, int], dataset: str = MURA_VALID, stratum: str = "all"
+) -> LevelEvaluation | None:
     predictions = evaluation_table(model, dataset, stratum)
     if predictions is None or predictions.empty:
         return None
@@ -162,34 +169,46 @@ def _level_evaluation(model: str, level: str, version: tuple[str, int, int], dat
     return LevelEvaluation(level, table.reset_index(drop=True), list(roc), roc, pr, bins)
 
 
-def level_evaluation(model: str, level: str, dataset: str = MURA_VALID,
-                     stratum: str = "all") -> LevelEvaluation | None:
+def level_evaluation(model: str, level: str, dataset: str = MURA_VALID, stratum: str = "all") -> LevelEvaluation | None:
     """The cached evaluation of ``model`` at ``level``, or None without cached predictions."""
     return _level_evaluation(model, level, _predictions_version(model, dataset), dataset, stratum)
 
 
-def ap_intervals(model: str, level: str, groups: list[str], dataset: str = MURA_VALID,
-                 stratum: str = "all") -> dict[str, dict[str, float | int | None]]:
+def ap_intervals(
+    model: str, level: str, groups: list[str], dataset: str = MURA_VALID, stratum: str = "all"
+) -> dict[str, dict[str, float | int | None]]:
     """95% CIs of average precision per group, as core.evaluate cached them in metrics_<dataset>.json
     (threshold-free, so computed once offline). Groups the file lacks get no interval."""
     cached = (cached_metrics(model, dataset, stratum) or {}).get(level, {})
-    return {group: cached[group]["average_precision_ci"] for group in groups
-            if "average_precision_ci" in cached.get(group, {})}
+    return {
+        group: cached[group]["average_precision_ci"]
+        for group in groups
+        if "average_precision_ci" in cached.get(group, {})
+    }
 
 
 # cache_resource hands out the same Figure without copying it: st.plotly_chart only reads it, and
 # building this one costs more than everything a threshold change recomputes.
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _reliability_chart(model: str, level: str, groups: tuple[str, ...], version: tuple[str, int, int],
-                       dataset: str = MURA_VALID, stratum: str = "all") -> go.Figure:
+def _reliability_chart(
+    model: str,
+    level: str,
+    groups: tuple[str, ...],
+    version: tuple[str, int, int],
+    dataset: str = MURA_VALID,
+    stratum: str = "all",
+) -> go.Figure:
     evaluated = _level_evaluation(model, level, version, dataset, stratum)
-    return charts.reliability_figure({group: evaluated.calibration[group] for group in groups},
-                                     title=f"Reliability diagram ({level} level, 10 equal-width bins)",
-                                     pool=charts.UPPER_LIMB_POOL if dataset == FRACATLAS else charts.TRAINED_POOL)
+    return charts.reliability_figure(
+        {group: evaluated.calibration[group] for group in groups},
+        title=f"Reliability diagram ({level} level, 10 equal-width bins)",
+        pool=charts.UPPER_LIMB_POOL if dataset == FRACATLAS else charts.TRAINED_POOL,
+    )
 
 
-def reliability_chart(model: str, level: str, groups: list[str], dataset: str = MURA_VALID,
-                      stratum: str = "all") -> go.Figure:
+def reliability_chart(
+    model: str, level: str, groups: list[str], dataset: str = MURA_VALID, stratum: str = "all"
+) -> go.Figure:
     """The (threshold-free) reliability diagram of ``groups``, built once per predictions file."""
     return _reliability_chart(model, level, tuple(groups), _predictions_version(model, dataset), dataset, stratum)
 
@@ -211,8 +230,9 @@ def _reset(model: str, defaults: Mapping[str, float]) -> None:
         st.session_state[_kept_key(_threshold_key(model, group))] = value
 
 
-def threshold_controls(model: str, card: Mapping | None, *, scope: str,
-                       defaults: Mapping[str, float] | None = None) -> dict[str, float]:
+def threshold_controls(
+    model: str, card: Mapping | None, *, scope: str, defaults: Mapping[str, float] | None = None
+) -> dict[str, float]:
     """Mode (per body part or one global) and threshold sliders, kept across pages; returns the
     thresholds as core.eval.metrics takes them: study type -> threshold, plus "default".
 
@@ -224,10 +244,15 @@ def threshold_controls(model: str, card: Mapping | None, *, scope: str,
     named_only = defaults is not None
     defaults = dict(defaults) if named_only else card_thresholds(card)
     mode_key = f"threshold_mode:{model}"
-    mode = st.radio("Operating threshold", list(_MODE_LABELS), format_func=_MODE_LABELS.get, horizontal=True,
-                    **navigation.kept_widget(f"{scope}:{mode_key}", _kept_key(mode_key), PER_BODY_PART),
-                    help="A study (or image) is called abnormal when its probability ≥ the threshold. "
-                         "The model card's thresholds maximise study-level kappa on train's holdout patients.")
+    mode = st.radio(
+        "Operating threshold",
+        list(_MODE_LABELS),
+        format_func=_MODE_LABELS.get,
+        horizontal=True,
+        **navigation.kept_widget(f"{scope}:{mode_key}", _kept_key(mode_key), PER_BODY_PART),
+        help="A study (or image) is called abnormal when its probability ≥ the threshold. "
+        "The model card's thresholds maximise study-level kappa on train's holdout patients.",
+    )
     if mode == GLOBAL:
         sliders = [(GLOBAL, "Threshold for every body part", defaults[_OTHER])]
     else:  # named body parts first, then the slider for every other body part
@@ -238,11 +263,20 @@ def threshold_controls(model: str, card: Mapping | None, *, scope: str,
     thresholds = {_OTHER: defaults[_OTHER]}
     for column, (group, label, default) in zip(st.columns(len(sliders)), sliders, strict=True):
         key = _threshold_key(model, group)
-        value = float(column.slider(label, 0.0, 1.0, step=0.01, format="%.3f",
-                                    **navigation.kept_widget(f"{scope}:{key}", _kept_key(key), default)))
+        value = float(
+            column.slider(
+                label,
+                0.0,
+                1.0,
+                step=0.01,
+                format="%.3f",
+                **navigation.kept_widget(f"{scope}:{key}", _kept_key(key), default),
+            )
+        )
         thresholds[_OTHER if group == GLOBAL else group] = value
-    st.button("Reset to the model card's thresholds", on_click=_reset, args=(model, defaults),
-              key=f"{scope}:threshold_reset")
+    st.button(
+        "Reset to the model card's thresholds", on_click=_reset, args=(model, defaults), key=f"{scope}:threshold_reset"
+    )
     return thresholds
 
 
@@ -257,8 +291,9 @@ def chosen_thresholds(model: str, card: Mapping | None, kept: Mapping[str, objec
     if kept.get(_kept_key(f"threshold_mode:{model}"), PER_BODY_PART) == GLOBAL:
         value = float(kept.get(_kept_key(_threshold_key(model, GLOBAL)), defaults[_OTHER]))
         return dict.fromkeys(defaults, value)
-    return {group: float(kept.get(_kept_key(_threshold_key(model, group)), default))
-            for group, default in defaults.items()}
+    return {
+        group: float(kept.get(_kept_key(_threshold_key(model, group)), default)) for group, default in defaults.items()
+    }
 
 
 def user_thresholds(model: str, card: Mapping | None) -> dict[str, float] | None:
@@ -272,8 +307,13 @@ def user_thresholds(model: str, card: Mapping | None) -> dict[str, float] | None
 
 def level_control(key: str = "evaluation_level") -> str:
     """Study- or image-level evaluation (kept when the user visits other pages and comes back)."""
-    return st.radio("Level", list(LEVEL_LABELS), format_func=LEVEL_LABELS.get, horizontal=True,
-                    **navigation.kept_widget(key, _kept_key(key), "study"))
+    return st.radio(
+        "Level",
+        list(LEVEL_LABELS),
+        format_func=LEVEL_LABELS.get,
+        horizontal=True,
+        **navigation.kept_widget(key, _kept_key(key), "study"),
+    )
 
 
 def group_thresholds(table: pd.DataFrame, thresholds: Mapping[str, float]) -> dict[str, float | None]:
@@ -287,8 +327,9 @@ def group_thresholds(table: pd.DataFrame, thresholds: Mapping[str, float]) -> di
     return result
 
 
-def cached_operating_point(cached: Mapping | None, thresholds: Mapping[str, float],
-                           groups: list[str]) -> dict[str, bool]:
+def cached_operating_point(
+    cached: Mapping | None, thresholds: Mapping[str, float], groups: list[str]
+) -> dict[str, bool]:
     """Per group: are the current thresholds exactly those of the cached evaluation (so its CIs
     apply)? "overall" matches only when every study type does."""
     cached_thresholds = (cached or {}).get("thresholds") or {}
@@ -313,8 +354,9 @@ def _statistics(thresholds: Mapping[str, float] | float) -> dict[str, metrics.St
         if latest.get("table") is not table:
             per_row = thresholds if isinstance(thresholds, float) else metrics.row_thresholds(table, thresholds)
             latest["table"] = table
-            latest["confusion"] = metrics.confusion_at(table["label"].to_numpy(), table["probability"].to_numpy(),
-                                                       per_row)
+            latest["confusion"] = metrics.confusion_at(
+                table["label"].to_numpy(), table["probability"].to_numpy(), per_row
+            )
         return latest["confusion"]
 
     return {
@@ -325,9 +367,15 @@ def _statistics(thresholds: Mapping[str, float] | float) -> dict[str, metrics.St
 
 
 @st.cache_data(show_spinner="Bootstrapping confidence intervals…", max_entries=64)
-def _bootstrap_at(model: str, level: str, thresholds: tuple[tuple[str, float], ...], groups: tuple[str, ...],
-                  version: tuple[str, int, int], dataset: str = MURA_VALID,
-                  stratum: str = "all") -> dict[str, dict[str, BootstrapInterval]]:
+def _bootstrap_at(
+    model: str,
+    level: str,
+    thresholds: tuple[tuple[str, float], ...],
+    groups: tuple[str, ...],
+    version: tuple[str, int, int],
+    dataset: str = MURA_VALID,
+    stratum: str = "all",
+) -> dict[str, dict[str, BootstrapInterval]]:
     predictions = evaluation_table(model, dataset, stratum)
     by_type = dict(thresholds)
     result = {}
@@ -341,12 +389,25 @@ def _bootstrap_at(model: str, level: str, thresholds: tuple[tuple[str, float], .
     return result
 
 
-def bootstrap_at(model: str, level: str, thresholds: Mapping[str, float], groups: list[str],
-                 dataset: str = MURA_VALID, stratum: str = "all") -> dict[str, dict[str, BootstrapInterval]]:
+def bootstrap_at(
+    model: str,
+    level: str,
+    thresholds: Mapping[str, float],
+    groups: list[str],
+    dataset: str = MURA_VALID,
+    stratum: str = "all",
+) -> dict[str, dict[str, BootstrapInterval]]:
     """95% bootstrap CIs (resampling studies, APP_BOOTSTRAP times) of kappa, sensitivity and
     specificity at ``thresholds``, per group; cached per threshold setting."""
-    return _bootstrap_at(model, level, tuple(sorted(thresholds.items())), tuple(groups),
-                         _predictions_version(model, dataset), dataset, stratum)
+    return _bootstrap_at(
+        model,
+        level,
+        tuple(sorted(thresholds.items())),
+        tuple(groups),
+        _predictions_version(model, dataset),
+        dataset,
+        stratum,
+    )
 
 
 def cell_studies(table: pd.DataFrame, thresholds: Mapping[str, float], cell: str) -> pd.DataFrame:

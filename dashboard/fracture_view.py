@@ -15,14 +15,17 @@ from core.model.registry import FRACTURE
 from core.scoping.head import fracture_scope_reason
 from dashboard import scope_view, views
 
-MEANING = ("**Fracture** is FracAtlas's label: an expert saw a broken bone. MURA's **abnormal** (above) is "
-           "broader: fractures, but also metal hardware, arthritis and other findings. The two outputs are "
-           "judged separately, each at its own threshold.")
+MEANING = (
+    "**Fracture** is FracAtlas's label: an expert saw a broken bone. MURA's **abnormal** (above) is "
+    "broader: fractures, but also metal hardware, arthritis and other findings. The two outputs are "
+    "judged separately, each at its own threshold."
+)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _fractures(model: str, images: tuple[str, ...], _loaded: LoadedModel, _pixels: tuple[np.ndarray, ...]
-               ) -> list[float]:
+def _fractures(
+    model: str, images: tuple[str, ...], _loaded: LoadedModel, _pixels: tuple[np.ndarray, ...]
+) -> list[float]:
     column = _loaded.outputs.index(FRACTURE)
     return [float(p) for p in predict_image_outputs(_loaded, list(_pixels))[:, column]]
 
@@ -38,8 +41,9 @@ def trained_on(loaded: LoadedModel, file: str) -> bool:
     return path.is_file() and fracture_split.trained_on(fracture_split.read_split(path), file)
 
 
-def show_fracture_reading(loaded: LoadedModel, images: list[tuple[str, np.ndarray]],
-                          colour: Sequence[bool] = ()) -> None:
+def show_fracture_reading(
+    loaded: LoadedModel, images: list[tuple[str, np.ndarray]], colour: Sequence[bool] = ()
+) -> None:
     """The fracture section of a study: metrics, per-view probabilities, and no verdict for views outside
     the output's scope (a view the scope head sees as another body part, or a colour picture)."""
     if FRACTURE not in loaded.outputs or not images:
@@ -54,19 +58,28 @@ def show_fracture_reading(loaded: LoadedModel, images: list[tuple[str, np.ndarra
     kept = [p for p, reason in zip(fractures, reasons, strict=True) if reason is None]
     if not kept:
         first = next(r for r in reasons if r)
-        st.warning(f"No fracture verdict: {first}; the fracture output was trained on upper-limb radiographs "
-                   "only.", icon=":material/help:")
+        st.warning(
+            f"No fracture verdict: {first}; the fracture output was trained on upper-limb radiographs only.",
+            icon=":material/help:",
+        )
         st.caption(f"P(fracture) = {np.mean(fractures):.3f}, shown for reference only.")
     else:
         probability = float(np.mean(kept))
         probability_col, verdict_col, threshold_col = st.columns(3)
-        probability_col.metric("Study P(fracture)", f"{probability:.3f}",
-                               help="Mean of the in-scope views' P(fracture).")
+        probability_col.metric(
+            "Study P(fracture)", f"{probability:.3f}", help="Mean of the in-scope views' P(fracture)."
+        )
         verdict_col.metric("Fracture verdict", "fracture" if probability >= threshold else "no fracture")
-        threshold_col.metric("Fracture threshold", f"{threshold:.3f}",
-                             help="Chosen on FracAtlas's training folds (maximum Cohen's kappa, out of fold); "
-                                  "the test part was never used.")
+        threshold_col.metric(
+            "Fracture threshold",
+            f"{threshold:.3f}",
+            help="Chosen on FracAtlas's training folds (maximum Cohen's kappa, out of fold); "
+            "the test part was never used.",
+        )
         if len(kept) < len(fractures):
-            st.caption("Views left out of the fracture mean (outside the fracture output's scope): " + ", ".join(
-                f"`{name}` ({reason})" for (name, _), reason in zip(images, reasons, strict=True) if reason) + ".")
+            st.caption(
+                "Views left out of the fracture mean (outside the fracture output's scope): "
+                + ", ".join(f"`{name}` ({reason})" for (name, _), reason in zip(images, reasons, strict=True) if reason)
+                + "."
+            )
     st.caption(" · ".join(f"`{name}`: P(fracture) = {p:.3f}" for (name, _), p in zip(images, fractures, strict=True)))

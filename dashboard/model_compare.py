@@ -56,8 +56,9 @@ class Comparison:
 
 
 @st.cache_data(show_spinner="Comparing the two models' cached predictions…", max_entries=8)
-def _comparison(model_a: str, model_b: str,
-                versions: tuple[tuple[str, int, int], tuple[str, int, int]]) -> Comparison | None:
+def _comparison(
+    model_a: str, model_b: str, versions: tuple[tuple[str, int, int], tuple[str, int, int]]
+) -> Comparison | None:
     tables = [state.read_predictions(model, _DATASET) for model in (model_a, model_b)]
     if any(table is None for table in tables):
         return None
@@ -69,9 +70,13 @@ def _comparison(model_a: str, model_b: str,
         studies_a, studies_b = (t[t["study_type"].isin(trained)] for t in (studies_a, studies_b))
     paired = compare.paired_studies(studies_a, studies_b)
     groups = {OVERALL: paired} | dict(iter(paired.groupby("study_type")))
-    roc = {group: (metrics.roc_curve_points(rows["label"], rows["probability"]),
-                   metrics.roc_curve_points(rows["label"], rows["probability_b"]))
-           for group, rows in groups.items()}
+    roc = {
+        group: (
+            metrics.roc_curve_points(rows["label"], rows["probability"]),
+            metrics.roc_curve_points(rows["label"], rows["probability_b"]),
+        )
+        for group, rows in groups.items()
+    }
     return Comparison(paired, compare.compare_tables(studies_a, studies_b), roc)
 
 
@@ -105,20 +110,25 @@ def difference_table(report: dict[str, dict], model_a: str, model_b: str) -> pd.
         entry, difference = report[group], report[group]["difference"]
         low, high = difference["low"], difference["high"]
         few = too_few(entry["studies"], entry.get("abnormal"))
-        rows.append({
-            "Body part": group_label(group),
-            "Studies": entry["studies"],
-            f"AUROC {model_a}": TOO_FEW if few else _number(entry["auroc_a"]),
-            f"AUROC {model_b}": TOO_FEW if few else _number(entry["auroc_b"]),
-            "Difference (A − B)": TOO_FEW if few else _number(difference["point"]),
-            "95% CI": TOO_FEW if few else ("—" if low is None or high is None else f"{low:.3f} to {high:.3f}"),
-            "CI excludes 0": "—" if few or low is None or high is None else ("yes" if low > 0 or high < 0 else "no"),
-        })
+        rows.append(
+            {
+                "Body part": group_label(group),
+                "Studies": entry["studies"],
+                f"AUROC {model_a}": TOO_FEW if few else _number(entry["auroc_a"]),
+                f"AUROC {model_b}": TOO_FEW if few else _number(entry["auroc_b"]),
+                "Difference (A − B)": TOO_FEW if few else _number(difference["point"]),
+                "95% CI": TOO_FEW if few else ("—" if low is None or high is None else f"{low:.3f} to {high:.3f}"),
+                "CI excludes 0": "—"
+                if few or low is None or high is None
+                else ("yes" if low > 0 or high < 0 else "no"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def disagreements(paired: pd.DataFrame, thresholds_a: dict[str, float], thresholds_b: dict[str, float],
-                  model_a: str, model_b: str) -> pd.DataFrame:
+def disagreements(
+    paired: pd.DataFrame, thresholds_a: dict[str, float], thresholds_b: dict[str, float], model_a: str, model_b: str
+) -> pd.DataFrame:
     """The studies whose verdicts differ, each model at its own thresholds, the widest gap in
     probability first; ``study_path`` is what Explain opens."""
     abnormal_a = paired["probability"].to_numpy() >= metrics.row_thresholds(paired, thresholds_a)
@@ -126,51 +136,82 @@ def disagreements(paired: pd.DataFrame, thresholds_a: dict[str, float], threshol
     rows = paired[abnormal_a != abnormal_b]
     label = rows["label"].astype(bool)
     says_a = abnormal_a[abnormal_a != abnormal_b]
-    table = pd.DataFrame({
-        "study_path": rows["study_path"],
-        "Body part": rows["study_type"].map(group_label),
-        "Label": np.where(label, "Abnormal", "Normal"),
-        f"P {model_a}": rows["probability"],
-        f"P {model_b}": rows["probability_b"],
-        "Right": np.where(says_a == label, model_a, model_b),
-        "gap": (rows["probability"] - rows["probability_b"]).abs(),
-    })
+    table = pd.DataFrame(
+        {
+            "study_path": rows["study_path"],
+            "Body part": rows["study_type"].map(group_label),
+            "Label": np.where(label, "Abnormal", "Normal"),
+            f"P {model_a}": rows["probability"],
+            f"P {model_b}": rows["probability_b"],
+            "Right": np.where(says_a == label, model_a, model_b),
+            "gap": (rows["probability"] - rows["probability_b"]).abs(),
+        }
+    )
     return table.sort_values(["gap", "study_path"], ascending=[False, True]).drop(columns="gap").reset_index(drop=True)
 
 
 def roc_comparison_figure(curves: tuple[RocCurve, RocCurve], models: tuple[str, str], title: str) -> go.Figure:
     """Both models' ROC curves on the same studies, AUROC in the legend."""
-    traces = [go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "#bbbbbb"},
-                         hoverinfo="skip", showlegend=False)]
+    traces = [
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            line={"dash": "dot", "color": "#bbbbbb"},
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    ]
     for curve, model, colour in zip(curves, models, _COLOURS, strict=True):
         if curve.auc is None:
             continue
-        traces.append(go.Scatter(
-            x=curve.fpr, y=curve.tpr, mode="lines", name=f"{model} · AUC {curve.auc:.3f}",
-            line={"color": colour, "width": 2}, customdata=curve.thresholds,
-            hovertemplate="threshold %{customdata:.3f}<br>FPR %{x:.3f} · TPR %{y:.3f}<extra></extra>",
-        ))
-    return go.Figure(data=traces, layout={
-        "title": {"text": title}, "height": 430, "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
-        "legend": {"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
-        "xaxis": {"title": {"text": "1 − specificity (false-positive rate)"}, "range": [-0.01, 1.01],
-                  "constrain": "domain"},
-        "yaxis": {"title": {"text": "Sensitivity"}, "range": [-0.01, 1.01], "scaleanchor": "x", "scaleratio": 1},
-    })
+        traces.append(
+            go.Scatter(
+                x=curve.fpr,
+                y=curve.tpr,
+                mode="lines",
+                name=f"{model} · AUC {curve.auc:.3f}",
+                line={"color": colour, "width": 2},
+                customdata=curve.thresholds,
+                hovertemplate="threshold %{customdata:.3f}<br>FPR %{x:.3f} · TPR %{y:.3f}<extra></extra>",
+            )
+        )
+    return go.Figure(
+        data=traces,
+        layout={
+            "title": {"text": title},
+            "height": 430,
+            "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
+            "legend": {"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+            "xaxis": {
+                "title": {"text": "1 − specificity (false-positive rate)"},
+                "range": [-0.01, 1.01],
+                "constrain": "domain",
+            },
+            "yaxis": {"title": {"text": "Sensitivity"}, "range": [-0.01, 1.01], "scaleanchor": "x", "scaleratio": 1},
+        },
+    )
 
 
 def _other_model(model: str) -> str | None:
     """The second model the user picked (kept across pages), or None; a note when there is none to pick."""
     others = [name for name in state.available_models() if name != model]
     if not others:
-        st.caption("Only one model is installed (a folder under weights/ with a checkpoint and a model card), "
-                   "so there is no second model to compare it with.")
+        st.caption(
+            "Only one model is installed (a folder under weights/ with a checkpoint and a model card), "
+            "so there is no second model to compare it with."
+        )
         return None
     if st.session_state.get(_OTHER_MODEL_KEPT) not in others:
         st.session_state[_OTHER_MODEL_KEPT] = None
-    return st.selectbox("Second model", others, index=None, placeholder="Choose a model to compare with",
-                        **navigation.kept_widget(OTHER_MODEL_KEY, _OTHER_MODEL_KEPT, None),
-                        help="Both models' cached predictions of MURA valid/, compared on the studies both evaluated.")
+    return st.selectbox(
+        "Second model",
+        others,
+        index=None,
+        placeholder="Choose a model to compare with",
+        **navigation.kept_widget(OTHER_MODEL_KEY, _OTHER_MODEL_KEPT, None),
+        help="Both models' cached predictions of MURA valid/, compared on the studies both evaluated.",
+    )
 
 
 def _card(model: str) -> dict | None:
@@ -184,22 +225,30 @@ def _card(model: str) -> dict | None:
 
 def _show_disagreements(table: pd.DataFrame, model_a: str, model_b: str, total: int) -> None:
     """The disagreement list and the control that opens one of its studies in Explain."""
-    st.markdown(f"**Studies where the two models disagree** ({len(table)} of {total}; each model at its own "
-                "model card's thresholds, the widest gap in probability first)")
+    st.markdown(
+        f"**Studies where the two models disagree** ({len(table)} of {total}; each model at its own "
+        "model card's thresholds, the widest gap in probability first)"
+    )
     if table.empty:
         st.caption("The two models call every shared study the same way.")
         return
     probability = st.column_config.NumberColumn(format="%.3f")
-    st.dataframe(table.rename(columns={"study_path": "Study"}), hide_index=True, width="stretch",
-                 column_config={f"P {model_a}": probability, f"P {model_b}": probability})
-    chosen = st.selectbox("Study to open", table["study_path"].tolist(), key=OPEN_STUDY_KEY,
-                          format_func=studies.study_title)
+    st.dataframe(
+        table.rename(columns={"study_path": "Study"}),
+        hide_index=True,
+        width="stretch",
+        column_config={f"P {model_a}": probability, f"P {model_b}": probability},
+    )
+    chosen = st.selectbox(
+        "Study to open", table["study_path"].tolist(), key=OPEN_STUDY_KEY, format_func=studies.study_title
+    )
     no_root = state.current_mura_root() is None
     if st.button("Open in Explain", key="performance_compare_open", icon=":material/visibility:", disabled=no_root):
         views.open_in_explain(chosen)
     if no_root:
-        st.caption("Set your MURA folder in the sidebar to open these studies in Explain (the app ships no MURA "
-                   "images).")
+        st.caption(
+            "Set your MURA folder in the sidebar to open these studies in Explain (the app ships no MURA images)."
+        )
 
 
 def compare_section(model: str, dataset: str) -> None:
@@ -218,31 +267,40 @@ def compare_section(model: str, dataset: str) -> None:
         st.error(f"{names[0]} and {names[1]} cannot be compared: {escape_markdown(str(exc))}")
         return
     if compared is None:
-        st.info(f"{names[0]} or {names[1]} has no cached evaluation of MURA valid/ yet. Run `python -m core.evaluate "
-                "--mura-root PATH --split valid --model NAME` for it and reload.")
+        st.info(
+            f"{names[0]} or {names[1]} has no cached evaluation of MURA valid/ yet. Run `python -m core.evaluate "
+            "--mura-root PATH --split valid --model NAME` for it and reload."
+        )
         return
     card_a, card_b = _card(model), _card(other)
     if card_a is None or card_b is None:
         return
     paired, models = compared.paired, (model, other)
-    st.caption(f"A = {names[0]} (the page's model), B = {names[1]}: {len(paired)} studies both evaluated, study level "
-               "(mean of each study's views), from the cached predictions (no model runs here).")
+    st.caption(
+        f"A = {names[0]} (the page's model), B = {names[1]}: {len(paired)} studies both evaluated, study level "
+        "(mean of each study's views), from the cached predictions (no model runs here)."
+    )
     # Curves for all body parts and those the page's model was trained on, as in the page's own charts.
     trained = set(trained_study_types(card_a)) or set(compared.roc)
-    groups = [group for group, curves in compared.roc.items()
-              if (group == OVERALL or group in trained) and all(curve.auc is not None for curve in curves)]
+    groups = [
+        group
+        for group, curves in compared.roc.items()
+        if (group == OVERALL or group in trained) and all(curve.auc is not None for curve in curves)
+    ]
     if groups:
-        group = st.radio("Body part", groups, format_func=group_label, horizontal=True,
-                         key="performance_compare_group")
-        st.plotly_chart(roc_comparison_figure(compared.roc[group], models,
-                                              f"ROC, {group_label(group).lower()} (study level)"),
-                        key="performance_compare_roc")
+        group = st.radio("Body part", groups, format_func=group_label, horizontal=True, key="performance_compare_group")
+        st.plotly_chart(
+            roc_comparison_figure(compared.roc[group], models, f"ROC, {group_label(group).lower()} (study level)"),
+            key="performance_compare_roc",
+        )
     else:
         st.caption("No ROC curve: the shared studies lack normal or abnormal ones.")
     table = difference_table(compared.report, model, other)
-    st.markdown(f"**AUROC difference per body part** (A − B, with a paired bootstrap 95% CI: "
-                f"{metrics.DEFAULT_N_BOOT} resamples of the studies both evaluated, as `python -m core.compare` "
-                "computes it; a CI that excludes 0 is a difference the resampling does not explain away)")
+    st.markdown(
+        f"**AUROC difference per body part** (A − B, with a paired bootstrap 95% CI: "
+        f"{metrics.DEFAULT_N_BOOT} resamples of the studies both evaluated, as `python -m core.compare` "
+        "computes it; a CI that excludes 0 is a difference the resampling does not explain away)"
+    )
     st.dataframe(table, hide_index=True, width="stretch")
     table = disagreements(paired, card_thresholds(card_a), card_thresholds(card_b), model, other)
     _show_disagreements(table, model, other, len(paired))

@@ -77,8 +77,9 @@ def _built() -> dict[str, StreamlitPage]:
     built = st.session_state.get(_BUILT_KEY)
     if built is None:
         built = {
-            spec.url_path: st.Page(PAGES_DIR / spec.file, title=spec.title, icon=spec.icon, url_path=spec.url_path,
-                                   default=index == 0)
+            spec.url_path: st.Page(
+                PAGES_DIR / spec.file, title=spec.title, icon=spec.icon, url_path=spec.url_path, default=index == 0
+            )
             for index, spec in enumerate(PAGES)
         }
         st.session_state[_BUILT_KEY] = built

@@ -136,8 +136,12 @@ def quiz_map(model: str, loaded: LoadedModel) -> tuple[str, str | None]:
         except CachePairError:
             checked = None
         table = accuracy.ranking(sweep.summary, "hit", sanity=trust.sanity_by_map(checked and checked.summary))
-        usable = table[~table["chance"] & table["method"].map(lambda m: m in METHODS and not METHODS[m].slow)
-                       & table["layer"].isin(list(loaded.cam_layers)) & (table["sanity"] == "passes")]
+        usable = table[
+            ~table["chance"]
+            & table["method"].map(lambda m: m in METHODS and not METHODS[m].slow)
+            & table["layer"].isin(list(loaded.cam_layers))
+            & (table["sanity"] == "passes")
+        ]
         if not usable.empty:
             return str(usable["method"].iloc[0]), str(usable["layer"].iloc[0])
     return DEFAULT_METHOD, loaded.config.default_cam_layer
@@ -172,8 +176,9 @@ def _fracatlas_pool(model: str, card: dict) -> tuple[list[quiz.QuizCase], str | 
         shares = _outline_shares(str(root), file_version(root / fracatlas.COCO_FILE))
     except fracatlas.FracAtlasError as exc:
         return [], str(exc)
-    return quiz.fracatlas_cases(images, shares, region_thresholds(card), _cached_predictions(model, FRACATLAS),
-                                card=card), None
+    return quiz.fracatlas_cases(
+        images, shares, region_thresholds(card), _cached_predictions(model, FRACATLAS), card=card
+    ), None
 
 
 def _mura_pool(model: str, card: dict) -> tuple[list[quiz.QuizCase], str | None]:
@@ -234,11 +239,15 @@ def _clear_answer() -> None:
         st.session_state.pop(key, None)
 
 
-def start_run(model: str, source: str, difficulty: str, seed: int, length: int,
-              pool: list[quiz.QuizCase]) -> QuizRun:
+def start_run(model: str, source: str, difficulty: str, seed: int, length: int, pool: list[quiz.QuizCase]) -> QuizRun:
     """A new run of up to ``length`` cases in the seeded order; the previous run and answer are dropped."""
-    run = QuizRun(model, source, difficulty, int(seed),
-                  quiz.sequence(pool, difficulty=difficulty, seed=int(seed), length=int(length)))
+    run = QuizRun(
+        model,
+        source,
+        difficulty,
+        int(seed),
+        quiz.sequence(pool, difficulty=difficulty, seed=int(seed), length=int(length)),
+    )
     _clear_answer()
     st.session_state[RUN_KEY] = run
     return run
@@ -289,8 +298,9 @@ def _marker_size(shape: tuple[int, ...]) -> int:
     return max(12, round(max(shape[:2]) / 25))
 
 
-def _mark(picture: np.ndarray, point: tuple[int, int] | None, colour: tuple[int, int, int],
-          marker: int = cv2.MARKER_CROSS) -> np.ndarray:
+def _mark(
+    picture: np.ndarray, point: tuple[int, int] | None, colour: tuple[int, int, int], marker: int = cv2.MARKER_CROSS
+) -> np.ndarray:
     if point is None:
         return picture
     picture = np.ascontiguousarray(picture)
@@ -310,16 +320,25 @@ def show_score(run: QuizRun) -> None:
         return "—" if value is None else f"{part}/{whole} ({value:.0%})"
 
     columns[0].metric("Your calls right", share(totals.learner_right, totals.cases))
-    columns[1].metric("Model's calls right", share(totals.model_right, totals.model_cases) if totals.model_cases
-                      or not totals.cases else "not scored",
-                      help="Only on cases of a body part and label the model was trained on; the others show its "
-                           "output for reference, not scored.")
-    columns[2].metric("You found the fracture", share(totals.learner_found, totals.outlined),
-                      help=f"Called it and pointed within {TOLERANCE_PX} px of the expert outline.")
-    columns[3].metric("Model found the fracture", share(totals.model_found, totals.model_outlined)
-                      if totals.model_outlined or not totals.outlined else "not scored",
-                      help=f"Called it, and its heat map's peak lies within {TOLERANCE_PX} px of the outline "
-                           "(the pointing game of the Heat-map accuracy page).")
+    columns[1].metric(
+        "Model's calls right",
+        share(totals.model_right, totals.model_cases) if totals.model_cases or not totals.cases else "not scored",
+        help="Only on cases of a body part and label the model was trained on; the others show its "
+        "output for reference, not scored.",
+    )
+    columns[2].metric(
+        "You found the fracture",
+        share(totals.learner_found, totals.outlined),
+        help=f"Called it and pointed within {TOLERANCE_PX} px of the expert outline.",
+    )
+    columns[3].metric(
+        "Model found the fracture",
+        share(totals.model_found, totals.model_outlined)
+        if totals.model_outlined or not totals.outlined
+        else "not scored",
+        help=f"Called it, and its heat map's peak lies within {TOLERANCE_PX} px of the outline "
+        "(the pointing game of the Heat-map accuracy page).",
+    )
 
 
 def _context(run: QuizRun, case: quiz.QuizCase) -> str:
@@ -337,9 +356,13 @@ def show_question(run: QuizRun, view: CaseView) -> None:
     with picture_column:
         if can_point:
             name, pixels = view.views[0]
-            streamlit_image_coordinates(_mark(_rgb(pixels), point, _LEARNER_COLOUR), key=_CLICK_KEY,
-                                        width="stretch", cursor="crosshair",
-                                        on_click=lambda: _on_click(pixels.shape))
+            streamlit_image_coordinates(
+                _mark(_rgb(pixels), point, _LEARNER_COLOUR),
+                key=_CLICK_KEY,
+                width="stretch",
+                cursor="crosshair",
+                on_click=lambda: _on_click(pixels.shape),
+            )
             st.caption(fracatlas.CREDIT)  # no file name before the reveal: the Explain samples pair names with labels
         else:
             grid = st.columns(min(3, len(view.views)))
@@ -347,20 +370,39 @@ def show_question(run: QuizRun, view: CaseView) -> None:
                 grid[index % len(grid)].image(pixels, caption=f"View {index + 1}", width="stretch")
             st.caption("MURA has no expert outlines, so only your call is scored on a MURA study.")
     with answer_column:
-        reading = st.radio("Your reading", list(words), format_func=words.get, index=None, key=READING_KEY,
-                           horizontal=True)
+        reading = st.radio(
+            "Your reading", list(words), format_func=words.get, index=None, key=READING_KEY, horizontal=True
+        )
         if can_point:
-            st.caption(f"For \"{words[True].lower()}\", click where it is on the radiograph (a green cross marks "
-                       "your point), or type the point below.")
+            st.caption(
+                f'For "{words[True].lower()}", click where it is on the radiograph (a green cross marks '
+                "your point), or type the point below."
+            )
             height, width = view.views[0][1].shape
             x_column, y_column = st.columns(2)
-            x_column.number_input("x (pixels from the left)", 0, width - 1, None, step=1, key=X_KEY,
-                                  on_change=_on_typed, args=((height, width),))
-            y_column.number_input("y (pixels from the top)", 0, height - 1, None, step=1, key=Y_KEY,
-                                  on_change=_on_typed, args=((height, width),))
+            x_column.number_input(
+                "x (pixels from the left)",
+                0,
+                width - 1,
+                None,
+                step=1,
+                key=X_KEY,
+                on_change=_on_typed,
+                args=((height, width),),
+            )
+            y_column.number_input(
+                "y (pixels from the top)",
+                0,
+                height - 1,
+                None,
+                step=1,
+                key=Y_KEY,
+                on_change=_on_typed,
+                args=((height, width),),
+            )
         missing_point = can_point and reading is True and point is None
         if missing_point:
-            st.caption("Point at it first: a call of \"fracture\" is scored with where you saw it.")
+            st.caption('Point at it first: a call of "fracture" is scored with where you saw it.')
         if st.button("Check my reading", type="primary", key=CHECK_KEY, disabled=reading is None or missing_point):
             _answer(run, view, bool(reading), point if can_point else None)
             st.rerun()
@@ -383,9 +425,14 @@ def _model_side(view: CaseView) -> tuple[float, list[np.ndarray | None], str, st
 
 def _answer(run: QuizRun, view: CaseView, learner_abnormal: bool, point: tuple[int, int] | None) -> None:
     probability, maps, _method, _layer = _model_side(view)
-    result = quiz.judge(view.case, learner_abnormal=learner_abnormal, point=point, mask=view.mask,
-                        model_abnormal=view.case.model_call(probability), heatmap=maps[0] if view.mask is not None
-                        else None)
+    result = quiz.judge(
+        view.case,
+        learner_abnormal=learner_abnormal,
+        point=point,
+        mask=view.mask,
+        model_abnormal=view.case.model_call(probability),
+        heatmap=maps[0] if view.mask is not None else None,
+    )
     run.results.append(result)
 
 
@@ -401,16 +448,29 @@ def _yes_no(value: bool | None) -> str:
 def agreement_table(result: quiz.CaseResult, words: dict[bool, str]) -> pd.DataFrame:
     """Who called what, and who pointed within the tolerance of the expert outline."""
     rows = [
-        {"Reader": "Expert (reference)", "Call": words[result.abnormal],
-         "Pointed at the lesion": "outline drawn" if result.outlined else "—", "Call right": "—"},
-        {"Reader": "You", "Call": words[result.learner_abnormal],
-         "Pointed at the lesion": (_yes_no(result.learner_hit) + (f" ({result.learner_distance:.0f} px away)"
-                                                                  if result.learner_distance else ""))
-         if result.outlined else "—",
-         "Call right": _yes_no(result.learner_right)},
-        {"Reader": "Model", "Call": "not scored" if not result.model_scored else words[result.model_abnormal],
-         "Pointed at the lesion": f"{_yes_no(result.map_hit)} (map's peak)" if result.outlined else "—",
-         "Call right": _yes_no(result.model_right if result.model_scored else None)},
+        {
+            "Reader": "Expert (reference)",
+            "Call": words[result.abnormal],
+            "Pointed at the lesion": "outline drawn" if result.outlined else "—",
+            "Call right": "—",
+        },
+        {
+            "Reader": "You",
+            "Call": words[result.learner_abnormal],
+            "Pointed at the lesion": (
+                _yes_no(result.learner_hit)
+                + (f" ({result.learner_distance:.0f} px away)" if result.learner_distance else "")
+            )
+            if result.outlined
+            else "—",
+            "Call right": _yes_no(result.learner_right),
+        },
+        {
+            "Reader": "Model",
+            "Call": "not scored" if not result.model_scored else words[result.model_abnormal],
+            "Pointed at the lesion": f"{_yes_no(result.map_hit)} (map's peak)" if result.outlined else "—",
+            "Call right": _yes_no(result.model_right if result.model_scored else None),
+        },
     ]
     return pd.DataFrame(rows)
 
@@ -423,8 +483,8 @@ def show_reveal(run: QuizRun, view: CaseView) -> None:
     st.subheader(_context(run, case))
     verdict = "right" if result.learner_right else "wrong"
     (st.success if result.learner_right else st.error)(
-        f"Truth: **{words[case.abnormal].lower()}**. "
-        f"Your call, {words[result.learner_abnormal].lower()}, is {verdict}.")
+        f"Truth: **{words[case.abnormal].lower()}**. Your call, {words[result.learner_abnormal].lower()}, is {verdict}."
+    )
     for index, ((name, pixels), heatmap) in enumerate(zip(view.views, maps, strict=True)):
         plain, mapped = _rgb(pixels), _rgb(pixels) if heatmap is None else overlay(pixels, heatmap)
         if index == 0 and view.mask is not None:
@@ -434,36 +494,59 @@ def show_reveal(run: QuizRun, view: CaseView) -> None:
             mapped = _mark(mapped, result.learner_point, _LEARNER_COLOUR)
             mapped = _mark(mapped, result.map_peak, _PEAK_COLOUR, cv2.MARKER_DIAMOND)
         left, right = st.columns(2)
-        left.image(plain, caption=f"{name}: " + ("expert outline in cyan" if index == 0 and view.mask is not None
-                                                 else "the radiograph"), width="stretch")
+        left.image(
+            plain,
+            caption=f"{name}: "
+            + ("expert outline in cyan" if index == 0 and view.mask is not None else "the radiograph"),
+            width="stretch",
+        )
         map_name = method + (f" · {layer}" if layer else "")
-        right.image(mapped, caption=f"{name}: " + (f"the model's heat map ({map_name})" if heatmap is not None
-                                                   else "no heat map (see the message above)"), width="stretch")
+        right.image(
+            mapped,
+            caption=f"{name}: "
+            + (f"the model's heat map ({map_name})" if heatmap is not None else "no heat map (see the message above)"),
+            width="stretch",
+        )
     legend = "Green cross: your point. " if result.learner_point else ""
     if result.outlined:
         legend += f"Magenta diamond: the map's peak. A point counts within {TOLERANCE_PX} px of the outline."
     if legend:
         st.caption(legend)
     if case.threshold is None:
-        st.markdown(f"**Model:** P(abnormal) = {probability:.3f}, shown for reference; **not scored**. "
-                    f"{case.not_scored}")
+        st.markdown(
+            f"**Model:** P(abnormal) = {probability:.3f}, shown for reference; **not scored**. {case.not_scored}"
+        )
     else:
-        st.markdown(f"**Model:** P(abnormal) = {probability:.3f} against its threshold {case.threshold:.3f} for "
-                    f"{_body_part(case)}: **{words[probability >= case.threshold].lower()}**.")
+        st.markdown(
+            f"**Model:** P(abnormal) = {probability:.3f} against its threshold {case.threshold:.3f} for "
+            f"{_body_part(case)}: **{words[probability >= case.threshold].lower()}**."
+        )
     st.dataframe(agreement_table(result, words), hide_index=True, width="stretch")
     if case.source == "FracAtlas":
-        st.caption("FracAtlas's label is *fracture*; the model was trained on MURA's broader *abnormal* "
-                   f"(hardware counts there). {fracatlas.CREDIT}")
-    st.button("Next case" if run.position + 1 < len(run.cases) else "See my score", type="primary",
-              key=NEXT_KEY, on_click=_next_case, args=(run,))
+        st.caption(
+            "FracAtlas's label is *fracture*; the model was trained on MURA's broader *abnormal* "
+            f"(hardware counts there). {fracatlas.CREDIT}"
+        )
+    st.button(
+        "Next case" if run.position + 1 < len(run.cases) else "See my score",
+        type="primary",
+        key=NEXT_KEY,
+        on_click=_next_case,
+        args=(run,),
+    )
 
 
 def show_finished(run: QuizRun) -> None:
     """The end of a run: what the score means, and how to repeat it."""
     totals = quiz.score(run.results)
     st.subheader("Done")
-    model = (f"the model {totals.model_right} of the {totals.model_cases} it is scored on"
-             if totals.model_cases else "the model is not scored on these cases")
-    st.markdown(f"You read {totals.cases} case(s) and called {totals.learner_right} right; {model}. Another class "
-                f"can read the same sequence with **{run.source}**, difficulty **{run.difficulty}** and seed "
-                f"**{run.seed}**.")
+    model = (
+        f"the model {totals.model_right} of the {totals.model_cases} it is scored on"
+        if totals.model_cases
+        else "the model is not scored on these cases"
+    )
+    st.markdown(
+        f"You read {totals.cases} case(s) and called {totals.learner_right} right; {model}. Another class "
+        f"can read the same sequence with **{run.source}**, difficulty **{run.difficulty}** and seed "
+        f"**{run.seed}**."
+    )

@@ -28,10 +28,13 @@ def report_button(model: str, *, key: str) -> None:
     thresholds = evaluation.chosen_thresholds(model, state.read_card(model))
     today = dt.datetime.now(dt.UTC).date()
     st.download_button(
-        "Download a report (PDF)", data=lambda: build_report(model, thresholds=thresholds, date=today),
-        file_name=f"{model}_report_{today.isoformat()}.pdf", mime="application/pdf", key=key,
+        "Download a report (PDF)",
+        data=lambda: build_report(model, thresholds=thresholds, date=today),
+        file_name=f"{model}_report_{today.isoformat()}.pdf",
+        mime="application/pdf",
+        key=key,
         icon=":material/picture_as_pdf:",
         help="For people who will not open the app: the card's headline, per-body-part results with 95% CIs and "
-             "a plain reading, confusion matrices at the thresholds chosen on Performance, the external and "
-             "heat-map checks, limitations, data credits, and the model, code version and date.",
+        "a plain reading, confusion matrices at the thresholds chosen on Performance, the external and "
+        "heat-map checks, limitations, data credits, and the model, code version and date.",
     )

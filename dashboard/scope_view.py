@@ -20,13 +20,15 @@ __all__ = ["cached_scopes", "preselects", "show_scopes"]
 
 
 @st.cache_data(show_spinner="Recognising the body part…", max_entries=256)
-def _scopes(model: str, keys: tuple[str, ...], _loaded: LoadedModel,
-            _images: Sequence[np.ndarray]) -> list[ScopeAssessment] | None:
+def _scopes(
+    model: str, keys: tuple[str, ...], _loaded: LoadedModel, _images: Sequence[np.ndarray]
+) -> list[ScopeAssessment] | None:
     return assess_images(_loaded, list(_images))
 
 
-def cached_scopes(loaded: LoadedModel, images: Sequence[np.ndarray],
-                  colour: Sequence[bool] = ()) -> list[ScopeAssessment] | None:
+def cached_scopes(
+    loaded: LoadedModel, images: Sequence[np.ndarray], colour: Sequence[bool] = ()
+) -> list[ScopeAssessment] | None:
     """One assessment per image (None when the model has no scope head, or its head is unreadable).
 
     ``colour[i]`` marks an image decoded as visibly coloured: never a radiograph, whatever the head says.
@@ -39,8 +41,10 @@ def cached_scopes(loaded: LoadedModel, images: Sequence[np.ndarray],
     if scopes is None:
         return None
     flags = list(colour) + [False] * (len(scopes) - len(colour))
-    return [ScopeAssessment(s.probabilities, s.distance, s.distance_threshold, colour_image=flag)
-            for s, flag in zip(scopes, flags, strict=True)]
+    return [
+        ScopeAssessment(s.probabilities, s.distance, s.distance_threshold, colour_image=flag)
+        for s, flag in zip(scopes, flags, strict=True)
+    ]
 
 
 def show_scopes(names: Sequence[str], scopes: Sequence[ScopeAssessment]) -> None:

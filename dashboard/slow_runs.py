@@ -36,8 +36,17 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from core.cam.explain import CamCancelled, Explanation, explain, forward_seconds_per_image, images_per_run
 from core.model.checkpoint import LoadedModel
 
-__all__ = ["MAX_RUNS_PER_MODEL", "SlowRun", "SlowRunsFull", "cancel", "estimate_text", "result", "run",
-           "session_alive", "start"]
+__all__ = [
+    "MAX_RUNS_PER_MODEL",
+    "SlowRun",
+    "SlowRunsFull",
+    "cancel",
+    "estimate_text",
+    "result",
+    "run",
+    "session_alive",
+    "start",
+]
 
 RUNS_KEY = "slow_cam_runs"
 _KEEP_RUNS = 8  # finished runs a session keeps (their maps are the only copy)
@@ -134,7 +143,8 @@ def _admit(run: SlowRun) -> None:
         if len(others) >= MAX_RUNS_PER_MODEL:
             raise SlowRunsFull(
                 f"This server is already running or queuing {len(others)} slow heat maps on this model, the most "
-                "it takes at once; try again when one finishes, or pick a fast method.")
+                "it takes at once; try again when one finishes, or pick a fast method."
+            )
         others.append(run)
         if _watcher is None:
             _watcher = threading.Thread(target=_watch, name="slow-cam-watcher", daemon=True)
@@ -152,8 +162,9 @@ def _images(loaded: LoadedModel, model: str, method: str, layers: tuple[str, ...
     return _IMAGES[key]
 
 
-def _seconds_per_view(loaded: LoadedModel, model: str, method: str, layers: tuple[str, ...],
-                      aug_smooth: bool) -> tuple[float | None, str]:
+def _seconds_per_view(
+    loaded: LoadedModel, model: str, method: str, layers: tuple[str, ...], aug_smooth: bool
+) -> tuple[float | None, str]:
     """Expected seconds for one view, and how that number was obtained."""
     images = _images(loaded, model, method, layers, aug_smooth)
     measured = _MEASURED.get((model, method, aug_smooth))
@@ -176,8 +187,9 @@ def _duration(seconds: float) -> str:
     return f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {max(1, round(seconds))} s"
 
 
-def estimate_text(loaded: LoadedModel, model: str, method: str, layers: tuple[str, ...], aug_smooth: bool,
-                  views: int) -> str:
+def estimate_text(
+    loaded: LoadedModel, model: str, method: str, layers: tuple[str, ...], aug_smooth: bool, views: int
+) -> str:
     """ "about 6 min for 2 view(s) (97 forward passes per view × ...)": said before the user confirms."""
     seconds, how = _seconds_per_view(loaded, model, method, layers, aug_smooth)
     if seconds is None:
@@ -185,18 +197,36 @@ def estimate_text(loaded: LoadedModel, model: str, method: str, layers: tuple[st
     return f"{_duration(seconds * views)} for {views} view(s) ({how})"
 
 
-def _work(run: SlowRun, loaded: LoadedModel, model: str, images: Sequence[tuple[str, np.ndarray]],
-          method: str, layers: tuple[str, ...], target: str, aug_smooth: bool, eigen_smooth: bool) -> None:
+def _work(
+    run: SlowRun,
+    loaded: LoadedModel,
+    model: str,
+    images: Sequence[tuple[str, np.ndarray]],
+    method: str,
+    layers: tuple[str, ...],
+    target: str,
+    aug_smooth: bool,
+    eigen_smooth: bool,
+) -> None:
     """The thread: each view in turn; record the measured cost when all finished."""
     started = time.perf_counter()
     try:
         for index, (key, pixels) in enumerate(images):
+
             def report(fraction: float, index: int = index) -> None:
                 run.progress = (index + fraction) / len(images)
 
-            run.results[key] = explain(loaded, pixels, method=method, layers=list(layers) or None, target=target,
-                                       aug_smooth=aug_smooth, eigen_smooth=eigen_smooth, progress=report,
-                                       cancel=run.cancel)
+            run.results[key] = explain(
+                loaded,
+                pixels,
+                method=method,
+                layers=list(layers) or None,
+                target=target,
+                aug_smooth=aug_smooth,
+                eigen_smooth=eigen_smooth,
+                progress=report,
+                cancel=run.cancel,
+            )
     except CamCancelled:
         run.cancelled = True
     except (ValueError, RuntimeError) as exc:
@@ -225,8 +255,18 @@ def result(model: str, image: str, key: tuple) -> Explanation | None:
     return None
 
 
-def start(loaded: LoadedModel, model: str, run_key: str, images: Sequence[tuple[str, np.ndarray]], *,
-          method: str, layers: tuple[str, ...], target: str, aug_smooth: bool, eigen_smooth: bool) -> SlowRun:
+def start(
+    loaded: LoadedModel,
+    model: str,
+    run_key: str,
+    images: Sequence[tuple[str, np.ndarray]],
+    *,
+    method: str,
+    layers: tuple[str, ...],
+    target: str,
+    aug_smooth: bool,
+    eigen_smooth: bool,
+) -> SlowRun:
     """This session's run for ``run_key``: the one already started, else a new one on its own thread
     (a session back after the watcher stopped its run gets a new one). ``images`` are (image key, pixels).
 
@@ -237,30 +277,57 @@ def start(loaded: LoadedModel, model: str, run_key: str, images: Sequence[tuple[
     current = runs.get(run_key)
     if current is not None and not current.orphaned:
         return current
-    current = SlowRun(model, f"{method} → {target}", len(images),
-                      estimate_text(loaded, model, method, layers, aug_smooth, len(images)),
-                      session_id=_current_session())
+    current = SlowRun(
+        model,
+        f"{method} → {target}",
+        len(images),
+        estimate_text(loaded, model, method, layers, aug_smooth, len(images)),
+        session_id=_current_session(),
+    )
     _admit(current)
     finished = [key for key, r in runs.items() if r.done.is_set()]
     for key in finished[: max(0, len(finished) - _KEEP_RUNS + 1)]:
         del runs[key]
     runs[run_key] = current
-    threading.Thread(target=_work, name=f"slow-cam-{method}", daemon=True,
-                     args=(current, loaded, model, list(images), method, layers, target, aug_smooth,
-                           eigen_smooth)).start()
+    threading.Thread(
+        target=_work,
+        name=f"slow-cam-{method}",
+        daemon=True,
+        args=(current, loaded, model, list(images), method, layers, target, aug_smooth, eigen_smooth),
+    ).start()
     return current
 
 
-def run(loaded: LoadedModel, model: str, run_key: str, images: Sequence[tuple[str, np.ndarray]], *,
-        method: str, layers: tuple[str, ...], target: str, aug_smooth: bool, eigen_smooth: bool,
-        button_key: str, on_cancel: Callable[[str], None] = cancel) -> SlowRun:
+def run(
+    loaded: LoadedModel,
+    model: str,
+    run_key: str,
+    images: Sequence[tuple[str, np.ndarray]],
+    *,
+    method: str,
+    layers: tuple[str, ...],
+    target: str,
+    aug_smooth: bool,
+    eigen_smooth: bool,
+    button_key: str,
+    on_cancel: Callable[[str], None] = cancel,
+) -> SlowRun:
     """:func:`start`, then wait for the run below a full-width progress bar with a cancel button
     (``on_cancel(run_key)``, which must call :func:`cancel`); returns the finished, failed or
     cancelled run. A run the server has no room for is refused in one sentence (an unstarted run with
     that ``error``), and ``on_cancel`` drops the user's confirmation so the Run button returns."""
     try:
-        current = start(loaded, model, run_key, images, method=method, layers=layers, target=target,
-                        aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+        current = start(
+            loaded,
+            model,
+            run_key,
+            images,
+            method=method,
+            layers=layers,
+            target=target,
+            aug_smooth=aug_smooth,
+            eigen_smooth=eigen_smooth,
+        )
     except SlowRunsFull as full:
         on_cancel(run_key)
         st.warning(str(full))
@@ -272,8 +339,13 @@ def run(loaded: LoadedModel, model: str, run_key: str, images: Sequence[tuple[st
         with area.container(border=True):
             st.markdown(f"**Running {current.label}** on {current.views} view(s): {current.estimate}.")
             bar = st.progress(current.progress)
-            st.button(f"Cancel {method}", key=button_key, on_click=on_cancel, args=(run_key,),
-                      help="Stops the run after the forward pass in progress; other sessions' runs go on.")
+            st.button(
+                f"Cancel {method}",
+                key=button_key,
+                on_click=on_cancel,
+                args=(run_key,),
+                help="Stops the run after the forward pass in progress; other sessions' runs go on.",
+            )
             while not current.done.wait(_POLL_S):
                 elapsed = time.monotonic() - current.started
                 bar.progress(current.progress, text=f"{current.progress:.1%} · {elapsed:.0f} s so far")

@@ -256,4 +256,3 @@ def _read_mura_images(root: str, split: str, csv_version: int) -> pd.DataFrame:
 def read_mura_images(root: Path, split: str = "valid") -> pd.DataFrame:
     """Present images of a split (core.data.mura.read_images), cached per root and CSV version."""
     return _read_mura_images(str(root), split, file_version(root / f"{split}_image_paths.csv"))
-

@@ -49,8 +49,10 @@ FRACATLAS_PREFIX = "fracatlas/"
 FRACATLAS_SAMPLES_DIR = DATA_SAMPLES_DIR / "fracatlas"
 _SYNTHETIC_INDEX = DATA_SAMPLES_DIR / "synthetic" / "index.csv"
 _MURA_INDEX = DATA_SAMPLES_DIR / "mura_index.csv"
-_NO_ROOT = ("MURA studies are read from your own copy of MURA v1.1: set the MURA folder in the sidebar "
-            "(the app ships no MURA images).")
+_NO_ROOT = (
+    "MURA studies are read from your own copy of MURA v1.1: set the MURA folder in the sidebar "
+    "(the app ships no MURA images)."
+)
 
 
 class StudyLoadError(ValueError):
@@ -86,12 +88,13 @@ def fracatlas_samples() -> pd.DataFrame:
         images = fracatlas.read_images(fracatlas.resolve_root(FRACATLAS_SAMPLES_DIR))
     except fracatlas.FracAtlasError:
         return pd.DataFrame(columns=["ref", "title", "file", "region", "fractured", "hardware", "upper_limb"])
-    return images.assign(ref=FRACATLAS_PREFIX + images["file"].astype(str),
-                         title=[_fracatlas_title(row) for row in images.itertuples()])
+    return images.assign(
+        ref=FRACATLAS_PREFIX + images["file"].astype(str), title=[_fracatlas_title(row) for row in images.itertuples()]
+    )
 
 
 def _fracatlas_title(row: object) -> str:
-    """"FracAtlas IMG0002313, hand/wrist/forearm: fracture" (and hardware when present)."""
+    """ "FracAtlas IMG0002313, hand/wrist/forearm: fracture" (and hardware when present)."""
     finding = "fracture" if row.fractured else "no fracture"
     if row.hardware:
         finding += ", metal hardware"
@@ -111,8 +114,10 @@ def label_caption(study: Study) -> str:
         return ""
     if is_fracatlas_ref(study.ref):
         word = "fracture" if study.label else "no fracture"
-        return (f"Reference label: **{word}** (FracAtlas, drawn by radiologists). It is a *fracture* label, not "
-                "MURA's broader *abnormal*: metal hardware or arthritis without a fracture counts as no fracture here.")
+        return (
+            f"Reference label: **{word}** (FracAtlas, drawn by radiologists). It is a *fracture* label, not "
+            "MURA's broader *abnormal*: metal hardware or arthritis without a fracture counts as no fracture here."
+        )
     source = " (MURA)" if is_mura_ref(study.ref) else " (drawn by the sample generator)"
     return f"Reference label: **{'abnormal' if study.label else 'normal'}**{source}"
 
@@ -218,5 +223,10 @@ def _fracatlas_study(ref: str) -> Study:
         pixels = _pixels(path)
     except (fracatlas.FracAtlasError, RadiographDecodeError, OSError) as exc:
         raise StudyLoadError(f"The FracAtlas radiograph {row['file']} cannot be read: {exc}") from exc
-    return Study(ref, str(row["title"]), region_study_type(str(row["region"])), int(row["fractured"]),
-                 [(PurePosixPath(str(row["file"])).name, pixels)])
+    return Study(
+        ref,
+        str(row["title"]),
+        region_study_type(str(row["region"])),
+        int(row["fractured"]),
+        [(PurePosixPath(str(row["file"])).name, pixels)],
+    )

@@ -18,8 +18,15 @@ from core.eval.trust import METRICS, method_verdicts, rank_of
 from core.store.artifacts import CachedPair, CachePairError, ModelArtifacts, file_version
 from dashboard.charts import format_interval
 
-__all__ = ["cached_trust", "scorecard", "scorecard_line", "cascade_figure", "agreement_figure", "layers_table",
-           "show_scorecard"]
+__all__ = [
+    "cached_trust",
+    "scorecard",
+    "scorecard_line",
+    "cascade_figure",
+    "agreement_figure",
+    "layers_table",
+    "show_scorecard",
+]
 
 # Words, not emoji: a browser without an emoji font would show boxes.
 _STATUS = {"passes": "passes", "fails": "FAILS", "unclear": "unclear"}
@@ -57,7 +64,8 @@ def scorecard(summary: dict) -> pd.DataFrame:
         for key in ("deletion_auc", "insertion_auc", "drop", "increase", "road"):
             if key in group:
                 row[f"{METRICS[key][0]} ({'higher' if METRICS[key][1] else 'lower'} is better)"] = format_interval(
-                    group[key], digits=1 if key in ("drop", "increase") else 3)
+                    group[key], digits=1 if key in ("drop", "increase") else 3
+                )
         if hits:
             row["FracAtlas hit rate"] = f"{hits[group['method']]:.3f}" if group["method"] in hits else "—"
         row["verdict"] = verdicts[group["method"]]
@@ -74,17 +82,27 @@ def scorecard_line(model: str, method: str) -> str | None:
     if cache is None:
         return None
     summary = cache.summary
-    group = next((g for g in summary["groups"]
-                  if g["method"] == method and g["layer"] == summary["default_layer"]), None)
+    group = next(
+        (g for g in summary["groups"] if g["method"] == method and g["layer"] == summary["default_layer"]), None
+    )
     if group is None:
         return f"{method} is not in the trust scorecard (slow and layer-free methods are opt-in)."
-    checks = ("passes both sanity checks" if group["randomisation"] == group["logit_check"] == "passes" else
-              f"randomisation check: {group['randomisation']}, logit check: {group['logit_check']}")
+    checks = (
+        "passes both sanity checks"
+        if group["randomisation"] == group["logit_check"] == "passes"
+        else f"randomisation check: {group['randomisation']}, logit check: {group['logit_check']}"
+    )
     agreement = summary["agreement"]
-    ranks = [f"{METRICS[k][0]} {rank_of(agreement, k, method)}/{len(agreement['values'][k])}"
-             for k in ("deletion_auc", "insertion_auc") if method in agreement["values"].get(k, {})]
-    return (f"Trust scorecard ({summary['n_images']} radiographs, default layer): {checks}"
-            + (f"; ranks {', '.join(ranks)}" if ranks else "") + ".")
+    ranks = [
+        f"{METRICS[k][0]} {rank_of(agreement, k, method)}/{len(agreement['values'][k])}"
+        for k in ("deletion_auc", "insertion_auc")
+        if method in agreement["values"].get(k, {})
+    ]
+    return (
+        f"Trust scorecard ({summary['n_images']} radiographs, default layer): {checks}"
+        + (f"; ranks {', '.join(ranks)}" if ranks else "")
+        + "."
+    )
 
 
 def cascade_figure(summary: dict, layer: str) -> go.Figure:
@@ -95,33 +113,60 @@ def cascade_figure(summary: dict, layer: str) -> go.Figure:
         points = [1.0] + [s["spearman"]["point"] for s in group["cascade"]]
         high = [0.0] + [(s["spearman"]["high"] or p) - p for s, p in zip(group["cascade"], points[1:], strict=True)]
         low = [0.0] + [p - (s["spearman"]["low"] or p) for s, p in zip(group["cascade"], points[1:], strict=True)]
-        figure.add_trace(go.Scatter(x=stages, y=points, name=group["method"], mode="lines+markers",
-                                    error_y={"type": "data", "symmetric": False, "array": high, "arrayminus": low}))
+        figure.add_trace(
+            go.Scatter(
+                x=stages,
+                y=points,
+                name=group["method"],
+                mode="lines+markers",
+                error_y={"type": "data", "symmetric": False, "array": high, "arrayminus": low},
+            )
+        )
     figure.add_hline(y=summary["sanity_threshold"], line_dash="dash", annotation_text="sanity threshold")
-    figure.update_layout(xaxis_title="weights re-initialised (top down)", yaxis_title="Spearman vs trained map",
-                         yaxis_range=[-0.5, 1.05], height=420, margin={"l": 10, "r": 10, "t": 30, "b": 40})
+    figure.update_layout(
+        xaxis_title="weights re-initialised (top down)",
+        yaxis_title="Spearman vs trained map",
+        yaxis_range=[-0.5, 1.05],
+        height=420,
+        margin={"l": 10, "r": 10, "t": 30, "b": 40},
+    )
     return figure
 
 
 def agreement_figure(agreement: dict) -> go.Figure:
     """Kendall's tau between every two metrics' rankings of the methods (1: same order, -1: reversed)."""
     names = [METRICS[k][0] for k in agreement["metrics"]]
-    figure = go.Figure(go.Heatmap(z=agreement["kendall_tau"], x=names, y=names, zmin=-1, zmax=1,
-                                  colorscale="RdBu", texttemplate="%{z:.2f}",
-                                  colorbar={"title": "Kendall's tau"}))
+    figure = go.Figure(
+        go.Heatmap(
+            z=agreement["kendall_tau"],
+            x=names,
+            y=names,
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu",
+            texttemplate="%{z:.2f}",
+            colorbar={"title": "Kendall's tau"},
+        )
+    )
     figure.update_layout(height=480, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_autorange="reversed")
     return figure
 
 
 def layers_table(summary: dict) -> pd.DataFrame:
     """Both sanity checks of every method at every layer: does the default layer's verdict hold elsewhere?"""
-    return pd.DataFrame([{
-        "method": g["method"], "layer": g["layer"],
-        "randomisation check": _STATUS[g["randomisation"]],
-        "rank corr., layers above random": format_interval(g["cascade"][g["sanity_stage"]]["spearman"]),
-        "logit check": _STATUS[g["logit_check"]],
-        "rank corr., P(normal) vs P(abnormal)": format_interval(g["logit"]["spearman"]),
-    } for g in summary["groups"]])
+    return pd.DataFrame(
+        [
+            {
+                "method": g["method"],
+                "layer": g["layer"],
+                "randomisation check": _STATUS[g["randomisation"]],
+                "rank corr., layers above random": format_interval(g["cascade"][g["sanity_stage"]]["spearman"]),
+                "logit check": _STATUS[g["logit_check"]],
+                "rank corr., P(normal) vs P(abnormal)": format_interval(g["logit"]["spearman"]),
+            }
+            for g in summary["groups"]
+        ]
+    )
 
 
 def show_scorecard(model: str) -> None:
@@ -133,8 +178,10 @@ def show_scorecard(model: str) -> None:
         st.error(str(exc))
         return
     if cache is None:
-        st.caption(f"No sanity-check cache for **{model}** yet: run `python -m core.trust --mura-root PATH "
-                   f"--fracatlas-root ../shared/fracatlas --model {model}` and reload.")
+        st.caption(
+            f"No sanity-check cache for **{model}** yet: run `python -m core.trust --mura-root PATH "
+            f"--fracatlas-root ../shared/fracatlas --model {model}` and reload."
+        )
         return
     summary = cache.summary
     sources = ", ".join(f"{n} {name}" for name, n in summary["sources"].items())
@@ -157,16 +204,23 @@ def show_scorecard(model: str) -> None:
     for sentence in table["verdict"]:
         st.markdown(f"- {sentence}")
     with st.expander("Randomisation cascade and other layers"):
-        layer = st.selectbox("Layer", sorted({g["layer"] for g in summary["groups"]}),
-                             index=sorted({g["layer"] for g in summary["groups"]}).index(summary["default_layer"]),
-                             key="trust_layer")
+        layer = st.selectbox(
+            "Layer",
+            sorted({g["layer"] for g in summary["groups"]}),
+            index=sorted({g["layer"] for g in summary["groups"]}).index(summary["default_layer"]),
+            key="trust_layer",
+        )
         st.plotly_chart(cascade_figure(summary, layer), key="trust_cascade")
         st.dataframe(layers_table(summary), hide_index=True, key="trust_layers")
     with st.expander("Do the metrics agree? (Kendall's tau between rankings)"):
         agreement = summary["agreement"]
-        st.caption("Each metric ranks the methods at the default layer; tau 1 means the same order, -1 the "
-                   "reverse. Metrics that disagree cannot all be right about which map to believe "
-                   "(MetaQuantus, Hedström et al. 2023).")
+        st.caption(
+            "Each metric ranks the methods at the default layer; tau 1 means the same order, -1 the "
+            "reverse. Metrics that disagree cannot all be right about which map to believe "
+            "(MetaQuantus, Hedström et al. 2023)."
+        )
         st.plotly_chart(agreement_figure(agreement), key="trust_agreement")
-        st.dataframe(pd.DataFrame({METRICS[k][0]: pd.Series(order) for k, order in agreement["rankings"].items()}),
-                     key="trust_rankings")
+        st.dataframe(
+            pd.DataFrame({METRICS[k][0]: pd.Series(order) for k, order in agreement["rankings"].items()}),
+            key="trust_rankings",
+        )

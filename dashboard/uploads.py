@@ -106,8 +106,11 @@ def read_uploads(files: Sequence[UploadedFile]) -> tuple[list[UploadedView], lis
             refusals.append(UploadRefusal(name, f"A study holds at most {MAX_VIEWS} views; this one was skipped."))
             continue
         if uploaded.size > budget:
-            refusals.append(UploadRefusal(
-                name, f"The views of one study may total {MAX_STUDY_MB} MB; this one goes beyond and was skipped."))
+            refusals.append(
+                UploadRefusal(
+                    name, f"The views of one study may total {MAX_STUDY_MB} MB; this one goes beyond and was skipped."
+                )
+            )
             continue
         budget -= uploaded.size
         try:
@@ -124,9 +127,11 @@ def upload_widget(label: str, *, key: str) -> list[UploadedFile]:
         accept_multiple_files=True,
         max_upload_size=MAX_UPLOAD_MB,
         key=key,
-        help=(f"PNG, JPEG or DICOM (also TIFF, GIF, BMP, WebP), up to {MAX_UPLOAD_MB} MB each, "
-              f"{MAX_VIEWS} views and {MAX_STUDY_MB} MB in all. Files stay in memory and are never stored; "
-              "views larger than 1024 pixels are shrunk to that."),
+        help=(
+            f"PNG, JPEG or DICOM (also TIFF, GIF, BMP, WebP), up to {MAX_UPLOAD_MB} MB each, "
+            f"{MAX_VIEWS} views and {MAX_STUDY_MB} MB in all. Files stay in memory and are never stored; "
+            "views larger than 1024 pixels are shrunk to that."
+        ),
     )
 
 

@@ -88,7 +88,7 @@ class CamSettings:
 
 
 def short_layer_name(name: str) -> str:
-    """"head conv (1280 ch, stride 32)" -> "head conv": the sidebar's chips cut the full name off (the
+    """ "head conv (1280 ch, stride 32)" -> "head conv": the sidebar's chips cut the full name off (the
     help lists the full names)."""
     return name.split(" (", 1)[0]
 
@@ -97,45 +97,95 @@ def cam_controls(loaded: LoadedModel, *, key_prefix: str = "cam") -> CamSettings
     """The heat-map controls, in the sidebar; widget keys are ``f"{key_prefix}_<name>"``."""
     bar = st.sidebar
     bar.header("Heat map")
-    method = bar.selectbox("CAM method", list(METHODS), key=f"{key_prefix}_method",
-                           format_func=lambda m: f"{m} (slow)" if METHODS[m].slow else m,
-                           help="\n\n".join(f"**{name}**: {info.help}" for name, info in METHODS.items()))
+    method = bar.selectbox(
+        "CAM method",
+        list(METHODS),
+        key=f"{key_prefix}_method",
+        format_func=lambda m: f"{m} (slow)" if METHODS[m].slow else m,
+        help="\n\n".join(f"**{name}**: {info.help}" for name, info in METHODS.items()),
+    )
     # A fracture-aware model opens on its fracture output, the one whose map is trained to find the lesion.
     targets = (*(o for o in loaded.outputs if o != "abnormal"), "abnormal", "normal")
-    target = bar.radio("Explain the class", targets, horizontal=True, key=f"{key_prefix}_target",
-                       help="abnormal / normal: MURA's label (P(abnormal) or its complement). fracture: "
-                            "FracAtlas's label, for a model with a fracture output.")
+    target = bar.radio(
+        "Explain the class",
+        targets,
+        horizontal=True,
+        key=f"{key_prefix}_target",
+        help="abnormal / normal: MURA's label (P(abnormal) or its complement). fracture: "
+        "FracAtlas's label, for a model with a fracture output.",
+    )
     default_layer = [loaded.config.cam_layer_for(target)]
     # One layer choice per target: a layer off an output's path would give an empty map.
-    layers = bar.multiselect("Target layer(s)", list(loaded.cam_layers), default=default_layer,
-                             key=f"{key_prefix}_layers" + ("" if len(targets) == 2 else f"_{target}"),
-                             disabled=not METHODS[method].uses_layers,
-                             format_func=short_layer_name,
-                             help="Later layers give coarse, class-specific maps; earlier ones are sharper. "
-                                  "Several layers are averaged.\n\n"
-                                  + "\n".join(f"- **{short_layer_name(name)}**: {name}"
-                                              for name in loaded.cam_layers)) or default_layer
-    named = bar.selectbox("Or any convolution, by name", loaded.named_layers, index=None, key=f"{key_prefix}_named",
-                          disabled=not METHODS[method].uses_layers, placeholder="Type to search the network's layers",
-                          help="Every convolution of the network by its module path (the presets above are a few of "
-                               "them, named in words). Chosen, it replaces the layers above.")
+    layers = (
+        bar.multiselect(
+            "Target layer(s)",
+            list(loaded.cam_layers),
+            default=default_layer,
+            key=f"{key_prefix}_layers" + ("" if len(targets) == 2 else f"_{target}"),
+            disabled=not METHODS[method].uses_layers,
+            format_func=short_layer_name,
+            help="Later layers give coarse, class-specific maps; earlier ones are sharper. "
+            "Several layers are averaged.\n\n"
+            + "\n".join(f"- **{short_layer_name(name)}**: {name}" for name in loaded.cam_layers),
+        )
+        or default_layer
+    )
+    named = bar.selectbox(
+        "Or any convolution, by name",
+        loaded.named_layers,
+        index=None,
+        key=f"{key_prefix}_named",
+        disabled=not METHODS[method].uses_layers,
+        placeholder="Type to search the network's layers",
+        help="Every convolution of the network by its module path (the presets above are a few of "
+        "them, named in words). Chosen, it replaces the layers above.",
+    )
     layers = [named] if named else layers
-    aug_smooth = bar.checkbox("Augmentation smoothing", key=f"{key_prefix}_aug_smooth",
-                              help="Average the map over flips and brightness changes (6 passes).")
-    eigen_smooth = bar.checkbox("Eigen smoothing", key=f"{key_prefix}_eigen_smooth",
-                                help="Keep the first principal component of the weighted activations.")
+    aug_smooth = bar.checkbox(
+        "Augmentation smoothing",
+        key=f"{key_prefix}_aug_smooth",
+        help="Average the map over flips and brightness changes (6 passes).",
+    )
+    eigen_smooth = bar.checkbox(
+        "Eigen smoothing",
+        key=f"{key_prefix}_eigen_smooth",
+        help="Keep the first principal component of the weighted activations.",
+    )
     opacity = bar.slider("Opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=f"{key_prefix}_opacity")
-    colormap = bar.selectbox("Colour map", COLORMAPS, index=COLORMAPS.index(DEFAULT_COLORMAP),
-                             key=f"{key_prefix}_colormap")
-    scale = bar.radio("Colour scale", ("per image", "absolute"), horizontal=True, key=f"{key_prefix}_scale",
-                      help="Per image: every map runs from its own lowest to its highest value, so even weak "
-                           "evidence looks red. Absolute: the raw CAM values of all maps shown together on one "
-                           "range from 0, so weak evidence looks weak.")
+    colormap = bar.selectbox(
+        "Colour map", COLORMAPS, index=COLORMAPS.index(DEFAULT_COLORMAP), key=f"{key_prefix}_colormap"
+    )
+    scale = bar.radio(
+        "Colour scale",
+        ("per image", "absolute"),
+        horizontal=True,
+        key=f"{key_prefix}_scale",
+        help="Per image: every map runs from its own lowest to its highest value, so even weak "
+        "evidence looks red. Absolute: the raw CAM values of all maps shown together on one "
+        "range from 0, so weak evidence looks weak.",
+    )
     outline = bar.toggle("Outline hot regions", key=f"{key_prefix}_outline")
-    threshold = bar.slider("Region threshold", 0.05, 0.95, 0.5, 0.05, key=f"{key_prefix}_threshold",
-                           disabled=not outline, help="Boxes around the regions whose heat is at least this.")
-    return CamSettings(method, tuple(layers), target, aug_smooth, eigen_smooth, opacity, colormap,
-                       threshold if outline else None, scale == "absolute")
+    threshold = bar.slider(
+        "Region threshold",
+        0.05,
+        0.95,
+        0.5,
+        0.05,
+        key=f"{key_prefix}_threshold",
+        disabled=not outline,
+        help="Boxes around the regions whose heat is at least this.",
+    )
+    return CamSettings(
+        method,
+        tuple(layers),
+        target,
+        aug_smooth,
+        eigen_smooth,
+        opacity,
+        colormap,
+        threshold if outline else None,
+        scale == "absolute",
+    )
 
 
 def image_key(pixels: np.ndarray) -> str:
@@ -152,8 +202,9 @@ def model_key(loaded: LoadedModel) -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
-def _probabilities(model: str, keys: tuple[str, ...], _loaded: LoadedModel,
-                   _images: Sequence[np.ndarray]) -> list[float]:
+def _probabilities(
+    model: str, keys: tuple[str, ...], _loaded: LoadedModel, _images: Sequence[np.ndarray]
+) -> list[float]:
     return [float(p) for p in predict_images(_loaded, list(_images))]
 
 
@@ -167,8 +218,15 @@ def cached_probabilities(loaded: LoadedModel, images: Sequence[np.ndarray]) -> l
 @st.cache_data(show_spinner=False, max_entries=32, ttl=3600)
 def _explanation(model: str, image: str, key: tuple, _loaded: LoadedModel, _pixels: np.ndarray) -> Explanation:
     method, layers, target, aug_smooth, eigen_smooth = key
-    return explain(_loaded, _pixels, method=method, layers=list(layers) or None, target=target,
-                   aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+    return explain(
+        _loaded,
+        _pixels,
+        method=method,
+        layers=list(layers) or None,
+        target=target,
+        aug_smooth=aug_smooth,
+        eigen_smooth=eigen_smooth,
+    )
 
 
 def cached_explanation(loaded: LoadedModel, pixels: np.ndarray, settings: CamSettings = CamSettings()) -> Explanation:
@@ -188,8 +246,9 @@ def cached_explanation(loaded: LoadedModel, pixels: np.ndarray, settings: CamSet
     return found
 
 
-def explanation_or_error(loaded: LoadedModel, pixels: np.ndarray, name: str,
-                         settings: CamSettings = CamSettings()) -> Explanation | None:
+def explanation_or_error(
+    loaded: LoadedModel, pixels: np.ndarray, name: str, settings: CamSettings = CamSettings()
+) -> Explanation | None:
     """cached_explanation, or None after one st.error sentence when the method fails on this model."""
     try:
         return cached_explanation(loaded, pixels, settings)
@@ -199,8 +258,9 @@ def explanation_or_error(loaded: LoadedModel, pixels: np.ndarray, name: str,
 
 
 @st.cache_data(show_spinner="Measuring faithfulness…", max_entries=256, ttl=3600)
-def _faithfulness(model: str, image: str, key: tuple, _loaded: LoadedModel, _pixels: np.ndarray,
-                  _explanation: Explanation) -> float:
+def _faithfulness(
+    model: str, image: str, key: tuple, _loaded: LoadedModel, _pixels: np.ndarray, _explanation: Explanation
+) -> float:
     return faithfulness(_loaded, _pixels, _explanation)
 
 
@@ -239,12 +299,15 @@ def colour_bar_html(colormap: str, scale: MapScale) -> str:
     (for screen readers and the page's own tests), and a gradient of the overlay's colours is exact.
     """
     colours = colormap_colours(colormap)[np.linspace(0, 255, _COLOUR_BAR_STOPS).round().astype(int)]
-    stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / (_COLOUR_BAR_STOPS - 1):.1f}%"
-                      for i, (r, g, b) in enumerate(colours))
+    stops = ", ".join(
+        f"rgb({r},{g},{b}) {100 * i / (_COLOUR_BAR_STOPS - 1):.1f}%" for i, (r, g, b) in enumerate(colours)
+    )
     ticks = "".join(f"<span>{value:.3g}</span>" for value in (0.0, scale.top / 2, scale.top))
-    return (f'<div style="max-width:480px"><div style="height:14px;border:1px solid #888;'
-            f'background:linear-gradient(to right, {stops})"></div>'
-            f'<div style="display:flex;justify-content:space-between;font-size:0.75rem">{ticks}</div></div>')
+    return (
+        f'<div style="max-width:480px"><div style="height:14px;border:1px solid #888;'
+        f'background:linear-gradient(to right, {stops})"></div>'
+        f'<div style="display:flex;justify-content:space-between;font-size:0.75rem">{ticks}</div></div>'
+    )
 
 
 def show_colour_scale(shown: Sequence[tuple[np.ndarray, CamSettings, Explanation]], scale: MapScale) -> None:
@@ -259,24 +322,34 @@ def show_colour_scale(shown: Sequence[tuple[np.ndarray, CamSettings, Explanation
         notes.append(f"{', '.join(per_image)} has no raw scale, so its maps stay normalised per image")
     if scale.peak is not None:
         fast = any(not s.is_slow for _, s, _ in shown)
-        notes.append(f"0 to {scale.peak:.3g} covers every map here" +
-                     (" and, for fast methods, the same maps for the other target" if fast else ""))
+        notes.append(
+            f"0 to {scale.peak:.3g} covers every map here"
+            + (" and, for fast methods, the same maps for the other target" if fast else "")
+        )
         if len({(s.method, s.layers) for _, s, _ in shown}) > 1:
             notes.append("raw units differ between methods and layers, so compare strength within one of them")
     st.caption(f"Colour scale: {scale.label}" + "".join(f"; {note}" for note in notes) + ".")
 
 
-def map_picture(pixels: np.ndarray, explanation: Explanation, settings: CamSettings,
-                scale: MapScale | None = None) -> np.ndarray:
+def map_picture(
+    pixels: np.ndarray, explanation: Explanation, settings: CamSettings, scale: MapScale | None = None
+) -> np.ndarray:
     """The overlay as the settings and the colour scale ask (absolute: the raw map on the shared range)."""
     peak = None if scale is None or explanation.raw_map is None else scale.peak
     heatmap = explanation.heatmap if peak is None else explanation.absolute_heatmap(peak)
-    return overlay_with_boxes(pixels, heatmap, colormap=settings.colormap, opacity=settings.opacity,
-                              heat_threshold=settings.heat_threshold)
+    return overlay_with_boxes(
+        pixels, heatmap, colormap=settings.colormap, opacity=settings.opacity, heat_threshold=settings.heat_threshold
+    )
 
 
-def overlay_with_boxes(pixels: np.ndarray, heatmap: np.ndarray, *, colormap: str = DEFAULT_COLORMAP,
-                       opacity: float = DEFAULT_OPACITY, heat_threshold: float | None = None) -> np.ndarray:
+def overlay_with_boxes(
+    pixels: np.ndarray,
+    heatmap: np.ndarray,
+    *,
+    colormap: str = DEFAULT_COLORMAP,
+    opacity: float = DEFAULT_OPACITY,
+    heat_threshold: float | None = None,
+) -> np.ndarray:
     """core.cam.overlay.overlay, plus the boxes of the regions hotter than ``heat_threshold``."""
     blended = overlay(pixels, heatmap, colormap=colormap, opacity=opacity)
     if heat_threshold is None:
@@ -304,16 +377,21 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def study_verdict(loaded: LoadedModel, probabilities: Sequence[float], study_type: str | None,
-                  thresholds: Mapping[str, float] | None = None) -> StudyPrediction:
+def study_verdict(
+    loaded: LoadedModel,
+    probabilities: Sequence[float],
+    study_type: str | None,
+    thresholds: Mapping[str, float] | None = None,
+) -> StudyPrediction:
     """The MURA study verdict from view probabilities, at the body part's threshold in ``thresholds``
     (core.eval.metrics' shape: the ones the user set on Performance), else the card's."""
     threshold = loaded.threshold_for(study_type) if thresholds is None else threshold_for(thresholds, study_type)
     return StudyPrediction(tuple(probabilities), study_probability(probabilities), threshold, study_type)
 
 
-def show_verdict(prediction: StudyPrediction, card_threshold: float | None = None,
-                 against_flag: str | None = None) -> None:
+def show_verdict(
+    prediction: StudyPrediction, card_threshold: float | None = None, against_flag: str | None = None
+) -> None:
     """Study probability, verdict and the threshold it was judged at, as metrics; with ``card_threshold``
     (the card's, when the user's threshold differs) the threshold says whose it is.
 
@@ -323,27 +401,46 @@ def show_verdict(prediction: StudyPrediction, card_threshold: float | None = Non
     """
     columns = st.columns(4 if against_flag else 3)
     probability, verdict, threshold = columns[0], columns[1], columns[-1]
-    probability.metric("Study P(abnormal)", f"{prediction.probability:.3f}",
-                       help="Mean of the views' probabilities, as in the MURA paper.")
+    probability.metric(
+        "Study P(abnormal)",
+        f"{prediction.probability:.3f}",
+        help="Mean of the views' probabilities, as in the MURA paper.",
+    )
     verdict.metric("Verdict", prediction.verdict)
     if against_flag:
-        columns[2].metric("Scope flag", "overridden", help="You named the body part of views the scope head "
-                          "flags as outside what the model was trained on; the verdict is given against that flag.")
-        st.error(f"This verdict is given **against the scope flag**: {against_flag} You chose the body part; the "
-                 "model's output on images like this has not been validated.", icon=":material/flag:")
+        columns[2].metric(
+            "Scope flag",
+            "overridden",
+            help="You named the body part of views the scope head "
+            "flags as outside what the model was trained on; the verdict is given against that flag.",
+        )
+        st.error(
+            f"This verdict is given **against the scope flag**: {against_flag} You chose the body part; the "
+            "model's output on images like this has not been validated.",
+            icon=":material/flag:",
+        )
     body_part = group_label(prediction.study_type).lower() if prediction.study_type else "unknown body parts"
     if card_threshold is None:
-        threshold.metric("Threshold", f"{prediction.threshold:.3f}",
-                         help=f"The model card's operating threshold for {body_part}.")
-        st.caption(f"Judged at the model card's threshold for {body_part}. Thresholds you set on the Performance "
-                   "page apply here too.")
+        threshold.metric(
+            "Threshold", f"{prediction.threshold:.3f}", help=f"The model card's operating threshold for {body_part}."
+        )
+        st.caption(
+            f"Judged at the model card's threshold for {body_part}. Thresholds you set on the Performance "
+            "page apply here too."
+        )
     else:
-        threshold.metric("Threshold", f"{prediction.threshold:.3f}",
-                         delta=f"{prediction.threshold - card_threshold:+.3f} vs the card's", delta_color="off",
-                         help=f"The threshold you set for {body_part} on the Performance or Error analysis page.")
-        st.caption(f"Judged at **your** threshold for {body_part} from the Performance page "
-                   f"({prediction.threshold:.3f}; the model card's is {card_threshold:.3f}). Its Reset button "
-                   "returns to the card's.")
+        threshold.metric(
+            "Threshold",
+            f"{prediction.threshold:.3f}",
+            delta=f"{prediction.threshold - card_threshold:+.3f} vs the card's",
+            delta_color="off",
+            help=f"The threshold you set for {body_part} on the Performance or Error analysis page.",
+        )
+        st.caption(
+            f"Judged at **your** threshold for {body_part} from the Performance page "
+            f"({prediction.threshold:.3f}; the model card's is {card_threshold:.3f}). Its Reset button "
+            "returns to the card's."
+        )
 
 
 def show_study_views(
@@ -373,34 +470,42 @@ def show_study_views(
     prediction = study_verdict(loaded, kept, study_type, thresholds)
     if left_out:
         names = ", ".join(f"`{images[index][0]}`" for index in left_out)
-        st.warning(f"Left out of the study's mean: {names}, flagged out of scope below. The study probability"
-                   + ("" if no_verdict else " and the verdict")
-                   + f" use the other {len(kept)} view(s) only.", icon=":material/filter_alt:")
+        st.warning(
+            f"Left out of the study's mean: {names}, flagged out of scope below. The study probability"
+            + ("" if no_verdict else " and the verdict")
+            + f" use the other {len(kept)} view(s) only.",
+            icon=":material/filter_alt:",
+        )
     if no_verdict is None:
         card_threshold = loaded.threshold_for(study_type)
-        show_verdict(prediction, None if np.isclose(prediction.threshold, card_threshold) else card_threshold,
-                     against_flag)
+        show_verdict(
+            prediction, None if np.isclose(prediction.threshold, card_threshold) else card_threshold, against_flag
+        )
     else:
         st.warning(no_verdict, icon=":material/help:")
         st.caption(f"Study P(abnormal) = {prediction.probability:.3f}, shown for reference only.")
-    explanations = [None if settings is None else explanation_or_error(loaded, pixels, name, settings)
-                    for name, pixels in images]
+    explanations = [
+        None if settings is None else explanation_or_error(loaded, pixels, name, settings) for name, pixels in images
+    ]
     shown = [(pixels, settings, e) for (_, pixels), e in zip(images, explanations, strict=True) if e is not None]
     scale = map_scale(loaded, shown)
     show_colour_scale(shown, scale)
     grid = st.columns(max(1, columns))  # a fixed grid: every view at the same size, however many
     for index, ((name, pixels), probability, explanation) in enumerate(
-            zip(images, probabilities, explanations, strict=True)):
+        zip(images, probabilities, explanations, strict=True)
+    ):
         with grid[index % len(grid)]:
             caption = f"{name} · P(abnormal) = {probability:.3f}" + (
-                " · left out of the study's mean (flagged)" if index in left_out else "")
+                " · left out of the study's mean (flagged)" if index in left_out else ""
+            )
             if settings is None or explanation is None:
                 st.image(pixels, caption=caption, width="stretch")
                 continue
             picture = map_picture(pixels, explanation, settings, scale)
             scale_words = "per-image scale" if scale.peak is None or explanation.raw_map is None else "absolute scale"
-            st.image(picture, caption=f"{caption} · {settings.method} → {settings.target} · {scale_words}",
-                     width="stretch")
+            st.image(
+                picture, caption=f"{caption} · {settings.method} → {settings.target} · {scale_words}", width="stretch"
+            )
             if not explanation.heatmap.any():
                 # A gradient CAM keeps only evidence *for* the target; none is an answer, not a bug.
                 st.caption(f"Empty map: nothing in this view pushes the model towards {settings.target}.")

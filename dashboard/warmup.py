@@ -39,9 +39,12 @@ def _heatmap_accuracy(model: str) -> None:
     if sweep is None:
         return
     rows = accuracy.with_outcomes(sweep.table, state.read_card(model))
-    table = accuracy.ranking(sweep.summary, next(iter(accuracy.METRICS)),
-                                 sanity=trust.sanity_by_map(trust_cache and trust_cache.summary),
-                                 same=accuracy.coinciding(model))
+    table = accuracy.ranking(
+        sweep.summary,
+        next(iter(accuracy.METRICS)),
+        sanity=trust.sanity_by_map(trust_cache and trust_cache.summary),
+        same=accuracy.coinciding(model),
+    )
     maps = table[~table["chance"]]
     # The page's folder before anyone names one: FRACATLAS_ROOT, else the shipped samples.
     root, _reason = accuracy.fracatlas_root(os.environ.get("FRACATLAS_ROOT") or str(accuracy.SAMPLES_ROOT))

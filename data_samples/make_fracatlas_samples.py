@@ -113,8 +113,9 @@ def write_samples(source: Path, out: Path, *, seed: int = SEED) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python data_samples/make_fracatlas_samples.py",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python data_samples/make_fracatlas_samples.py", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--source", default=str(DEFAULT_SOURCE), help="a FracAtlas root (holding labels.csv)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="the sample root to (re)write")
     parser.add_argument("--seed", type=int, default=SEED)

@@ -56,8 +56,7 @@ CONFIDENTLY_WRONG = "confidently wrong"
 _BLACK_MEAN = 5.0  # a view whose mean grey level is below this is almost entirely black
 
 
-def _model_picks(predictions: pd.DataFrame, thresholds: dict[str, float], per_kind: int,
-                 model: str) -> dict[str, str]:
+def _model_picks(predictions: pd.DataFrame, thresholds: dict[str, float], per_kind: int, model: str) -> dict[str, str]:
     """Most confidently wrong (both ways) and most confidently right studies per body part, each
     reason naming the model whose cache picked it (another model may call the study otherwise)."""
     picks: dict[str, str] = {}
@@ -66,14 +65,22 @@ def _model_picks(predictions: pd.DataFrame, thresholds: dict[str, float], per_ki
         threshold = thresholds.get(study_type, thresholds.get("default", 0.5))
         called = group["probability"] >= threshold
         kinds = [
-            (group[~called & (group["label"] == 1)].nsmallest(per_kind, "probability"),
-             f"{CONFIDENTLY_WRONG}: abnormal study {model} calls normal"),
-            (group[called & (group["label"] == 0)].nlargest(per_kind, "probability"),
-             f"{CONFIDENTLY_WRONG}: normal study {model} calls abnormal"),
-            (group[called & (group["label"] == 1)].nlargest(1, "probability"),
-             f"{model}'s most confident right call of an abnormal study"),
-            (group[~called & (group["label"] == 0)].nsmallest(1, "probability"),
-             f"{model}'s most confident right call of a normal study"),
+            (
+                group[~called & (group["label"] == 1)].nsmallest(per_kind, "probability"),
+                f"{CONFIDENTLY_WRONG}: abnormal study {model} calls normal",
+            ),
+            (
+                group[called & (group["label"] == 0)].nlargest(per_kind, "probability"),
+                f"{CONFIDENTLY_WRONG}: normal study {model} calls abnormal",
+            ),
+            (
+                group[called & (group["label"] == 1)].nlargest(1, "probability"),
+                f"{model}'s most confident right call of an abnormal study",
+            ),
+            (
+                group[~called & (group["label"] == 0)].nsmallest(1, "probability"),
+                f"{model}'s most confident right call of a normal study",
+            ),
         ]
         for rows, reason in kinds:
             for row in rows.itertuples():
@@ -92,8 +99,9 @@ def build_index(root: Path, model: str = DEFAULT_MODEL, per_kind: int = 3) -> pd
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     predictions_path = model_dir / "predictions_valid.csv"
     if predictions_path.is_file():
-        for path, reason in _model_picks(pd.read_csv(predictions_path), card.get("thresholds", {}), per_kind,
-                                   model).items():
+        for path, reason in _model_picks(
+            pd.read_csv(predictions_path), card.get("thresholds", {}), per_kind, model
+        ).items():
             if path in reasons:
                 reasons[path].append(reason)
     for path, reason in HARDWARE_STUDIES.items():

@@ -26,8 +26,10 @@ __all__ = ["SYNTHETIC_DIR", "INDEX_FILE", "SyntheticStudy", "STUDIES", "draw_vie
 
 SYNTHETIC_DIR = Path(__file__).resolve().parent / "synthetic"
 INDEX_FILE = SYNTHETIC_DIR / "index.csv"
-DESCRIPTION = ("SYNTHETIC radiograph-like image drawn by data_samples/make_synthetic.py "
-               "(MURA Lens demo); not an X-ray of any person.")
+DESCRIPTION = (
+    "SYNTHETIC radiograph-like image drawn by data_samples/make_synthetic.py "
+    "(MURA Lens demo); not an X-ray of any person."
+)
 HEIGHT, WIDTH = 512, 384  # MURA valid/ images have a longest side of 512 px
 
 Finding = Literal["none", "fracture", "plate"]
@@ -52,11 +54,9 @@ class SyntheticStudy:
 
 STUDIES = (
     SyntheticStudy("humerus_normal", "Synthetic humerus, no finding", "XR_HUMERUS", "none", (-4.0, 9.0), 1),
-    SyntheticStudy("humerus_fracture", "Synthetic humerus, shaft fracture", "XR_HUMERUS", "fracture",
-                   (3.0, -8.0), 2),
+    SyntheticStudy("humerus_fracture", "Synthetic humerus, shaft fracture", "XR_HUMERUS", "fracture", (3.0, -8.0), 2),
     SyntheticStudy("forearm_normal", "Synthetic forearm, no finding", "XR_FOREARM", "none", (5.0, -6.0), 3),
-    SyntheticStudy("forearm_plate", "Synthetic forearm, metal plate and screws", "XR_FOREARM", "plate",
-                   (-7.0, 4.0), 4),
+    SyntheticStudy("forearm_plate", "Synthetic forearm, metal plate and screws", "XR_FOREARM", "plate", (-7.0, 4.0), 4),
 )
 
 
@@ -68,8 +68,9 @@ def _limb_coordinates(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray,
     return rows, cols - axis, axis
 
 
-def _bone(across: np.ndarray, rows: np.ndarray, offset: float, half_width: np.ndarray,
-          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _bone(
+    across: np.ndarray, rows: np.ndarray, offset: float, half_width: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Intensity and mask of one long bone: bright cortex, darker canal, textured wide ends."""
     distance = np.abs(across - offset) / half_width
     inside = distance <= 1.0
@@ -115,8 +116,9 @@ def draw_view(study: SyntheticStudy, view_index: int) -> np.ndarray:
 
     image = ndimage.gaussian_filter(image, 1.0) + rng.normal(0, 3.0, image.shape)
     pixels = np.clip(image, 0, 255).astype(np.uint8)
-    picture = Image.fromarray(pixels).rotate(study.view_angles[view_index], resample=Image.BILINEAR,
-                                             fillcolor=int(np.percentile(pixels, 2)))
+    picture = Image.fromarray(pixels).rotate(
+        study.view_angles[view_index], resample=Image.BILINEAR, fillcolor=int(np.percentile(pixels, 2))
+    )
     _burn_in_markers(picture, view_index)
     return np.asarray(picture)
 
@@ -146,10 +148,19 @@ def main() -> None:
         for view_index in range(len(study.view_angles)):
             name = f"view{view_index + 1}.png"
             Image.fromarray(draw_view(study, view_index)).save(
-                folder / name, pnginfo=_png_metadata(study, view_index), optimize=True)
+                folder / name, pnginfo=_png_metadata(study, view_index), optimize=True
+            )
             files.append(name)
-        rows.append({"ref": f"synthetic/{study.name}", "title": study.title, "study_type": study.study_type,
-                     "label": study.label, "finding": study.finding, "files": ";".join(files)})
+        rows.append(
+            {
+                "ref": f"synthetic/{study.name}",
+                "title": study.title,
+                "study_type": study.study_type,
+                "label": study.label,
+                "finding": study.finding,
+                "files": ";".join(files),
+            }
+        )
     with INDEX_FILE.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

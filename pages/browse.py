@@ -33,8 +33,11 @@ SORTS = {
 OUTCOMES = ("All", "Correct", "Wrong")
 FILTER_KEYS = ("browse_types", "browse_labels", "browse_outcome", "browse_confidence", "browse_curated", "browse_page")
 MURA, SYNTHETIC = "mura", "synthetic"
-DATASETS = {MURA: "MURA valid/ (your folder)", FRACATLAS: "FracAtlas (real radiographs, fracture label)",
-            SYNTHETIC: "Synthetic samples (drawn, not X-rays)"}
+DATASETS = {
+    MURA: "MURA valid/ (your folder)",
+    FRACATLAS: "FracAtlas (real radiographs, fracture label)",
+    SYNTHETIC: "Synthetic samples (drawn, not X-rays)",
+}
 LABEL_WORDS = {MURA: ("normal", "abnormal"), FRACATLAS: ("no fracture", "fracture"), SYNTHETIC: ("normal", "abnormal")}
 
 
@@ -51,19 +54,28 @@ def mura_gallery(loaded: LoadedModel, root: Path) -> pd.DataFrame:
             st.caption("This model has no cached predictions (run `make evaluate`): filters by prediction are off.")
     if predictions is None:
         table = present.assign(probability=np.nan)
-        studies_present = table.groupby("study_path", sort=True).agg(
-            study_type=("study_type", "first"), label=("label", "first"), probability=("probability", "first"),
-            n_views=("path", "size")).reset_index()
+        studies_present = (
+            table.groupby("study_path", sort=True)
+            .agg(
+                study_type=("study_type", "first"),
+                label=("label", "first"),
+                probability=("probability", "first"),
+                n_views=("path", "size"),
+            )
+            .reset_index()
+        )
     else:
         studies_present = study_table(predictions)
         missing = ~studies_present["study_path"].isin(present["study_path"])
         if missing.any():
-            st.caption(f"{int(missing.sum())} studies of the cached predictions are not in your MURA folder "
-                       "and are left out.")
+            st.caption(
+                f"{int(missing.sum())} studies of the cached predictions are not in your MURA folder and are left out."
+            )
         studies_present = studies_present[~missing]
     curated = studies.curated_mura_studies().set_index("study_path")["reason"]
-    return studies_present.rename(columns={"study_path": "ref"}).assign(
-        note=lambda t: t["ref"].map(curated))[["ref", "study_type", "label", "probability", "n_views", "note"]]
+    return studies_present.rename(columns={"study_path": "ref"}).assign(note=lambda t: t["ref"].map(curated))[
+        ["ref", "study_type", "label", "probability", "n_views", "note"]
+    ]
 
 
 def sample_gallery(loaded: LoadedModel) -> pd.DataFrame:
@@ -72,8 +84,16 @@ def sample_gallery(loaded: LoadedModel) -> pd.DataFrame:
     for sample in studies.synthetic_studies().itertuples():
         study = studies.load_study(sample.ref, None)
         probability = float(np.mean(views.cached_probabilities(loaded, [p for _, p in study.views])))
-        rows.append({"ref": sample.ref, "study_type": sample.study_type, "label": sample.label,
-                     "probability": probability, "n_views": len(study.views), "note": None})
+        rows.append(
+            {
+                "ref": sample.ref,
+                "study_type": sample.study_type,
+                "label": sample.label,
+                "probability": probability,
+                "n_views": len(study.views),
+                "note": None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -90,16 +110,29 @@ def fracatlas_gallery(loaded: LoadedModel) -> pd.DataFrame:
     probability = samples["file"].map(by_file)
     if probability.isna().any():
         st.caption("Probabilities predicted now: this model has no cached FracAtlas evaluation for these images.")
-        live = [float(views.cached_probabilities(loaded, [p for _, p in studies.load_study(ref, None).views])[0])
-                for ref in samples.loc[probability.isna(), "ref"]]
+        live = [
+            float(views.cached_probabilities(loaded, [p for _, p in studies.load_study(ref, None).views])[0])
+            for ref in samples.loc[probability.isna(), "ref"]
+        ]
         probability = probability.copy()
         probability.loc[probability.isna()] = live
     thresholds = region_thresholds(loaded.card)
-    note = np.where(samples["hardware"] == 1, "Metal hardware: MURA would call it abnormal whatever the fracture.",
-                    np.where(samples["upper_limb"], None, "Leg/hip: outside the model's scope, no verdict."))
-    return pd.DataFrame({"ref": samples["ref"], "study_type": samples["region"], "label": samples["fractured"],
-                         "probability": probability.astype(float), "n_views": 1, "note": note,
-                         "threshold": samples["region"].map(thresholds)})
+    note = np.where(
+        samples["hardware"] == 1,
+        "Metal hardware: MURA would call it abnormal whatever the fracture.",
+        np.where(samples["upper_limb"], None, "Leg/hip: outside the model's scope, no verdict."),
+    )
+    return pd.DataFrame(
+        {
+            "ref": samples["ref"],
+            "study_type": samples["region"],
+            "label": samples["fractured"],
+            "probability": probability.astype(float),
+            "n_views": 1,
+            "note": note,
+            "threshold": samples["region"].map(thresholds),
+        }
+    )
 
 
 def with_outcomes(table: pd.DataFrame, loaded: LoadedModel, label: str = MURA_LABEL) -> pd.DataFrame:
@@ -112,13 +145,17 @@ def with_outcomes(table: pd.DataFrame, loaded: LoadedModel, label: str = MURA_LA
     """
     reasons = table["study_type"].map(lambda part: out_of_scope_reason(loaded.card, str(part), label))
     chosen = evaluation.chosen_thresholds(loaded.name, loaded.card)
-    thresholds = table["threshold"] if "threshold" in table else table["study_type"].map(
-        lambda part: threshold_for(chosen, str(part)))
+    thresholds = (
+        table["threshold"]
+        if "threshold" in table
+        else table["study_type"].map(lambda part: threshold_for(chosen, str(part)))
+    )
     thresholds = thresholds.where(reasons.isna())
     called_abnormal = table["probability"] >= thresholds
     judged = table["probability"].notna() & thresholds.notna()
     return table.assign(
-        threshold=thresholds, not_scored=reasons,
+        threshold=thresholds,
+        not_scored=reasons,
         correct=np.where(judged, called_abnormal == table["label"].astype(bool), np.nan),
         error=np.where(judged, np.where(table["label"] == 1, 1 - table["probability"], table["probability"]), np.nan),
     )
@@ -133,22 +170,29 @@ def filtered(table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str
     chosen_types = st.multiselect("Body part", types, default=types, format_func=group_label, key="browse_types")
     label, outcome, confidence = st.columns([3, 3, 4])
     labels = label.multiselect("Label", words, default=words, key="browse_labels")
-    outcome_choice = outcome.radio("Model", OUTCOMES, horizontal=True, key="browse_outcome",
-                                   disabled=not has_probabilities,
-                                   help="At your threshold for each body part (Performance page; the model "
-                                        "card's until you move them). Out-of-scope studies are never right "
-                                        "or wrong.")
-    low, high = confidence.slider("P(abnormal) between", 0.0, 1.0, (0.0, 1.0), 0.01, key="browse_confidence",
-                                  disabled=not has_probabilities)
+    outcome_choice = outcome.radio(
+        "Model",
+        OUTCOMES,
+        horizontal=True,
+        key="browse_outcome",
+        disabled=not has_probabilities,
+        help="At your threshold for each body part (Performance page; the model "
+        "card's until you move them). Out-of-scope studies are never right "
+        "or wrong.",
+    )
+    low, high = confidence.slider(
+        "P(abnormal) between", 0.0, 1.0, (0.0, 1.0), 0.01, key="browse_confidence", disabled=not has_probabilities
+    )
     keep = table["study_type"].isin(chosen_types) & table["label"].map(dict(enumerate(words))).isin(labels)
     if has_probabilities:
         keep &= table["probability"].between(low, high)
         if outcome_choice != "All":
             keep &= table["correct"] == (outcome_choice == "Correct")
     if curated_filter and st.checkbox(
-            "Only the curated studies", key="browse_curated",
-            help="Studies the project picked for teaching: confidently wrong ones, metal "
-                 "hardware, other body parts."):
+        "Only the curated studies",
+        key="browse_curated",
+        help="Studies the project picked for teaching: confidently wrong ones, metal hardware, other body parts.",
+    ):
         keep &= table["note"].notna()
     return table[keep]
 
@@ -174,8 +218,9 @@ def study_card(row: pd.Series, root: Path | None, words: tuple[str, str]) -> Non
             st.image(_thumbnail(row["ref"], str(root) if root else None), width="stretch")
         except studies.StudyLoadError as exc:
             st.error(str(exc))
-        st.markdown(f"**{studies.study_title(row['ref'])}**  \n{row['n_views']} view(s) · "
-                    f"label **{words[int(row['label'])]}**")
+        st.markdown(
+            f"**{studies.study_title(row['ref'])}**  \n{row['n_views']} view(s) · label **{words[int(row['label'])]}**"
+        )
         if studies.is_fracatlas_ref(row["ref"]):
             st.caption("FracAtlas, CC BY 4.0, resized (credit below)")
         if not math.isnan(row["probability"]) and math.isnan(row["threshold"]):
@@ -195,32 +240,42 @@ loaded = state.current_model()
 root = state.current_mura_root()
 st.title("Browse")
 choices = [MURA] * (root is not None) + [FRACATLAS] * (not studies.fracatlas_samples().empty) + [SYNTHETIC]
-dataset = st.radio("Dataset", choices, format_func=DATASETS.get, horizontal=True, key="browse_dataset",
-                   on_change=forget_filters,
-                   help="Without a MURA folder the app shows real FracAtlas radiographs and its synthetic samples.")
+dataset = st.radio(
+    "Dataset",
+    choices,
+    format_func=DATASETS.get,
+    horizontal=True,
+    key="browse_dataset",
+    on_change=forget_filters,
+    help="Without a MURA folder the app shows real FracAtlas radiographs and its synthetic samples.",
+)
 words = LABEL_WORDS[dataset]
 if dataset == MURA:
     st.caption("Showing the valid/ studies of the MURA folder named in the sidebar.")
     gallery = mura_gallery(loaded, root)
 elif dataset == FRACATLAS:
-    st.caption("Real radiographs from FracAtlas shipped with the app, one view each. The label is **fracture** "
-               "(expert-drawn), not MURA's **abnormal**, the label the model was trained on, so the model's "
-               "probability is shown for reference and never scored right or wrong here. Set a MURA folder in "
-               "the sidebar to browse MURA studies.")
+    st.caption(
+        "Real radiographs from FracAtlas shipped with the app, one view each. The label is **fracture** "
+        "(expert-drawn), not MURA's **abnormal**, the label the model was trained on, so the model's "
+        "probability is shown for reference and never scored right or wrong here. Set a MURA folder in "
+        "the sidebar to browse MURA studies."
+    )
     gallery = fracatlas_gallery(loaded)
 else:
-    st.caption("Showing the app's synthetic samples (not X-rays). Set a MURA folder in the sidebar to browse real "
-               "studies.")
+    st.caption(
+        "Showing the app's synthetic samples (not X-rays). Set a MURA folder in the sidebar to browse real studies."
+    )
     gallery = sample_gallery(loaded)
 if gallery.empty:
-    st.info("There is no study to show: the MURA folder has none of the studies this model's cached predictions "
-            "cover.")
+    st.info("There is no study to show: the MURA folder has none of the studies this model's cached predictions cover.")
     st.stop()
 gallery = with_outcomes(gallery, loaded, FRACATLAS_LABEL if dataset == FRACATLAS else MURA_LABEL)
 moved = evaluation.user_thresholds(loaded.name, loaded.card) is not None
-st.caption("Verdicts at **your** thresholds from the Performance page (its Reset button returns to the model "
-           "card's)." if moved else "Verdicts at the model card's thresholds; thresholds you set on the Performance "
-           "page apply here too.")
+st.caption(
+    "Verdicts at **your** thresholds from the Performance page (its Reset button returns to the model card's)."
+    if moved
+    else "Verdicts at the model card's thresholds; thresholds you set on the Performance page apply here too."
+)
 shown = filtered(gallery, curated_filter=dataset == MURA and gallery["note"].notna().any(), words=words)
 sort_by, ascending = SORTS[st.selectbox("Sort", list(SORTS), key="browse_sort")]
 shown = shown.sort_values([sort_by, "ref"], ascending=[ascending, True], na_position="last")
@@ -233,8 +288,7 @@ st.caption(f"{len(shown)} of {len(gallery)} studies match.")
 page_rows = shown.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
 for start in range(0, len(page_rows), COLUMNS):
     # The last row of cards may be short: its spare columns stay empty.
-    for column, (_, row) in zip(st.columns(COLUMNS), page_rows.iloc[start : start + COLUMNS].iterrows(),
-                                strict=False):
+    for column, (_, row) in zip(st.columns(COLUMNS), page_rows.iloc[start : start + COLUMNS].iterrows(), strict=False):
         with column:
             study_card(row, root, words)
 data_map.similar_picker(loaded.name, page_rows["ref"], key="browse")

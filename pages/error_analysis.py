@@ -20,8 +20,17 @@ from dashboard.studies import StudyLoadError, load_study
 CELL_KEY = "error_cell"
 CHART_KEY = "error_confusion"
 _LAST_CLICK_KEY = "error_last_click"
-EXPORT_COLUMNS = ["study_path", "study_type", "patient", "study", "label", "probability", "threshold",
-                  "confidence", "n_views"]
+EXPORT_COLUMNS = [
+    "study_path",
+    "study_type",
+    "patient",
+    "study",
+    "label",
+    "probability",
+    "threshold",
+    "confidence",
+    "n_views",
+]
 #: Short headers and narrow columns, so the study path gets the room; patient and study number are in the
 #: path, so only the CSV (and the dataframe's data) carries them.
 _LIST_ORDER = ["study_path", "study_type", "label", "probability", "threshold", "confidence", "n_views"]
@@ -30,11 +39,14 @@ _LIST_COLUMNS = {
     "study_type": st.column_config.TextColumn("Body part", width=105),
     "label": st.column_config.NumberColumn("Label", width=60, help="1 = abnormal, 0 = normal (MURA)."),
     "n_views": st.column_config.NumberColumn("Views", width=60),
-    **{name: st.column_config.NumberColumn(title, format="%.3f", width=95, help=help_text)
-       for name, title, help_text in (
-           ("probability", "P(abnormal)", "The study's cached probability: the mean of its views'."),
-           ("threshold", "Threshold", "The threshold it was judged at (yours, shared with Performance)."),
-           ("confidence", "Confidence", "P(abnormal) when called abnormal, else 1 − P(abnormal)."))},
+    **{
+        name: st.column_config.NumberColumn(title, format="%.3f", width=95, help=help_text)
+        for name, title, help_text in (
+            ("probability", "P(abnormal)", "The study's cached probability: the mean of its views'."),
+            ("threshold", "Threshold", "The threshold it was judged at (yours, shared with Performance)."),
+            ("confidence", "Confidence", "P(abnormal) when called abnormal, else 1 − P(abnormal)."),
+        )
+    },
 }
 
 
@@ -54,22 +66,30 @@ def show_out_of_scope(others: pd.DataFrame, card: dict) -> None:
     if others.empty:
         return
     reasons = sorted({out_of_scope_reason(card, str(t)) or "" for t in others["study_type"].unique()})
-    with st.expander(f"Out of scope, not scored: {len(others)} studies of body parts the model was not "
-                     "trained on"):
-        st.caption(" ".join(reasons) + " Their probabilities are shown for reference; they get no verdict and "
-                   "are in no cell above.")
-        st.dataframe(others[["study_path", "study_type", "label", "probability", "n_views"]], hide_index=True,
-                     width="stretch", column_config=_LIST_COLUMNS, key="error_out_of_scope")
+    with st.expander(f"Out of scope, not scored: {len(others)} studies of body parts the model was not trained on"):
+        st.caption(
+            " ".join(reasons) + " Their probabilities are shown for reference; they get no verdict and "
+            "are in no cell above."
+        )
+        st.dataframe(
+            others[["study_path", "study_type", "label", "probability", "n_views"]],
+            hide_index=True,
+            width="stretch",
+            column_config=_LIST_COLUMNS,
+            key="error_out_of_scope",
+        )
 
 
 def choose_cell(table: pd.DataFrame, thresholds: Mapping[str, float]) -> tuple[str, pd.DataFrame, str]:
     """Body part and confusion cell (by click or radio); returns the body part, its rows and the cell."""
-    body_part = st.selectbox("Body part", [OVERALL, *sorted(table["study_type"].unique())],
-                             format_func=lambda g: TRAINED_POOL if g == OVERALL else group_label(g),
-                             key="error_body_part")
+    body_part = st.selectbox(
+        "Body part",
+        [OVERALL, *sorted(table["study_type"].unique())],
+        format_func=lambda g: TRAINED_POOL if g == OVERALL else group_label(g),
+        key="error_body_part",
+    )
     subset = table if body_part == OVERALL else table[table["study_type"] == body_part]
-    confusion = metrics.confusion_at(subset["label"], subset["probability"],
-                                     metrics.row_thresholds(subset, thresholds))
+    confusion = metrics.confusion_at(subset["label"], subset["probability"], metrics.row_thresholds(subset, thresholds))
     counts = {"TN": confusion.tn, "FP": confusion.fp, "FN": confusion.fn, "TP": confusion.tp}
 
     # A click on the matrix picks the cell (plotly selection); the radio does the same by keyboard and
@@ -82,27 +102,39 @@ def choose_cell(table: pd.DataFrame, thresholds: Mapping[str, float]) -> tuple[s
 
     matrix_column, selector_column = st.columns([3, 2])
     with selector_column:
-        cell = st.radio("Cell", CELLS, key=CELL_KEY,
-                        format_func=lambda name: f"{name} · {counts[name]} — {CELL_NAMES[name]}")
+        cell = st.radio(
+            "Cell", CELLS, key=CELL_KEY, format_func=lambda name: f"{name} · {counts[name]} — {CELL_NAMES[name]}"
+        )
         st.caption("Or click a cell of the matrix.")
     with matrix_column:
-        st.plotly_chart(charts.confusion_figure(confusion, selected=cell,
-                                                title=TRAINED_POOL if body_part == OVERALL else group_label(body_part)),
-                        key=CHART_KEY, on_select="rerun", selection_mode="points",
-                        config={"displayModeBar": False})
+        st.plotly_chart(
+            charts.confusion_figure(
+                confusion, selected=cell, title=TRAINED_POOL if body_part == OVERALL else group_label(body_part)
+            ),
+            key=CHART_KEY,
+            on_select="rerun",
+            selection_mode="points",
+            config={"displayModeBar": False},
+        )
     return body_part, subset, cell
 
 
 def show_listing(model: str, body_part: str, cell: str, in_cell: pd.DataFrame) -> None:
     """The studies of the cell, most confident call first, and the same list as CSV."""
     st.subheader(f"{cell}: {len(in_cell)} {'study' if len(in_cell) == 1 else 'studies'} — {CELL_NAMES[cell]}")
-    st.caption("Sorted by the model's confidence in its call (P(abnormal) when called abnormal, else 1 − it): "
-               "in FP and FN, the most confidently wrong come first.")
+    st.caption(
+        "Sorted by the model's confidence in its call (P(abnormal) when called abnormal, else 1 − it): "
+        "in FP and FN, the most confidently wrong come first."
+    )
     export = in_cell[EXPORT_COLUMNS]
     st.dataframe(export, hide_index=True, width="stretch", column_config=_LIST_COLUMNS, column_order=_LIST_ORDER)
     st.download_button(
-        "Download this list (CSV)", data=export.to_csv(index=False).encode(), mime="text/csv",
-        file_name=f"{model}_{body_part}_{cell}.csv", disabled=in_cell.empty, key="error_export",
+        "Download this list (CSV)",
+        data=export.to_csv(index=False).encode(),
+        mime="text/csv",
+        file_name=f"{model}_{body_part}_{cell}.csv",
+        disabled=in_cell.empty,
+        key="error_export",
     )
 
 
@@ -114,18 +146,34 @@ def show_views(in_cell: pd.DataFrame, thresholds: Mapping[str, float]) -> None:
         st.info("No study falls in this cell at these thresholds.")
         return
     if mura_root is None:
-        st.info("The images need a MURA root: set the MURA folder in the sidebar (or MURA_ROOT). "
-                "The list and the CSV above work without it.")
+        st.info(
+            "The images need a MURA root: set the MURA folder in the sidebar (or MURA_ROOT). "
+            "The list and the CSV above work without it."
+        )
         return
-    shown = st.slider("Studies to show (from the top of the list)", 1, min(10, len(in_cell)),
-                      min(3, len(in_cell)), key="error_shown") if len(in_cell) > 1 else 1
-    if not st.toggle(f"Compute Grad-CAM for the top {shown} {'study' if shown == 1 else 'studies'}",
-                     key="error_show_cams", help="Runs the model on these studies' views; a second or so each."):
+    shown = (
+        st.slider(
+            "Studies to show (from the top of the list)",
+            1,
+            min(10, len(in_cell)),
+            min(3, len(in_cell)),
+            key="error_shown",
+        )
+        if len(in_cell) > 1
+        else 1
+    )
+    if not st.toggle(
+        f"Compute Grad-CAM for the top {shown} {'study' if shown == 1 else 'studies'}",
+        key="error_show_cams",
+        help="Runs the model on these studies' views; a second or so each.",
+    ):
         return
     loaded = state.current_model()
     for row in in_cell.head(shown).itertuples():
-        st.markdown(f"**{row.study_path}** · label {'abnormal' if row.label else 'normal'} · "
-                    f"cached P(abnormal) {row.probability:.3f} at threshold {row.threshold:.3f}")
+        st.markdown(
+            f"**{row.study_path}** · label {'abnormal' if row.label else 'normal'} · "
+            f"cached P(abnormal) {row.probability:.3f} at threshold {row.threshold:.3f}"
+        )
         try:
             study = load_study(row.study_path, mura_root)
         except StudyLoadError as exc:
@@ -142,12 +190,16 @@ card = state.read_card(model)
 state.evaluation_or_stop(model)
 evaluated = evaluation.level_evaluation(model, "study")
 if evaluated is None:
-    st.info(f"No cached evaluation for **{model}** yet. Run `make evaluate` "
-            "(python -m core.evaluate --mura-root PATH --split valid) and reload.")
+    st.info(
+        f"No cached evaluation for **{model}** yet. Run `make evaluate` "
+        "(python -m core.evaluate --mura-root PATH --split valid) and reload."
+    )
     st.stop()
 
-st.caption(f"Studies of MURA valid/ as {model} called them in the cached evaluation (study = mean of its "
-           "views' probabilities). Thresholds are shared with the Performance page.")
+st.caption(
+    f"Studies of MURA valid/ as {model} called them in the cached evaluation (study = mean of its "
+    "views' probabilities). Thresholds are shared with the Performance page."
+)
 thresholds = evaluation.threshold_controls(model, card, scope="error")
 scored, out_of_scope = split_by_scope(evaluated.table, card)
 body_part, subset, cell = choose_cell(scored, thresholds)

@@ -107,17 +107,26 @@ def chosen_images() -> ChosenStudy:
             return recognised(pairs, "upload", colour)
         # An empty page teaches nothing: until something is uploaded, show the first real radiograph.
         ref = studies.fracatlas_samples()["ref"].iloc[0]
-        st.info(f"Nothing uploaded yet, so here is a real radiograph to start with ({studies.study_title(ref)}). "
-                "Upload your own above, or pick another under “Sample or MURA study”.")
+        st.info(
+            f"Nothing uploaded yet, so here is a real radiograph to start with ({studies.study_title(ref)}). "
+            "Upload your own above, or pick another under “Sample or MURA study”."
+        )
         return study_images(ref)
     refs = study_choices()
     mura_count = sum(studies.is_mura_ref(ref) for ref in refs)
-    label = (f"Study: {len(refs) - mura_count} samples, then the {mura_count} MURA studies of your folder (type to "
-             "search them)" if mura_count else
-             "Study: the app's samples (set your MURA folder in the sidebar to list its studies here too)")
-    ref = st.selectbox(label, refs, key="explain_study_choice", format_func=studies.study_title,
-                       help="Type to search: the samples, then every study of your MURA folder "
-                            "(curated ones first).")
+    label = (
+        f"Study: {len(refs) - mura_count} samples, then the {mura_count} MURA studies of your folder (type to "
+        "search them)"
+        if mura_count
+        else "Study: the app's samples (set your MURA folder in the sidebar to list its studies here too)"
+    )
+    ref = st.selectbox(
+        label,
+        refs,
+        key="explain_study_choice",
+        format_func=studies.study_title,
+        help="Type to search: the samples, then every study of your MURA folder (curated ones first).",
+    )
     if studies.is_mura_ref(ref):
         reason = studies.curated_mura_studies().set_index("study_path")["reason"].get(ref)
         if reason:
@@ -167,16 +176,25 @@ def recognised(images: list[tuple[str, np.ndarray]], study_id: str, colour: list
     if not suggested:
         return chosen
     if scope_view.preselects(loaded):
-        st.caption(f"Body part pre-selected from what the views look like: {group_label(suggested).lower()}. "
-                   "Change it below if you know better.")
+        st.caption(
+            f"Body part pre-selected from what the views look like: {group_label(suggested).lower()}. "
+            "Change it below if you know better."
+        )
         return replace(chosen, body_part=suggested)
     words = group_label(suggested).lower()
-    st.info(f"Suggested body part: **{words}**. Not pre-selected: body-part recognition has not met its "
-            "pre-registered rule on MURA valid/ (humerus vs forearm right in at least 98% of studies, with few "
-            "other body parts passing as either; figures on the Model card page). Choose the body part below, or "
-            "use the suggestion, to get a verdict.", icon=":material/lightbulb:")
-    st.button(f"Use the suggestion: {words}", key=f"explain_use_suggestion_{study_id}",
-              on_click=st.session_state.update, args=({f"explain_body_part_{study_id}": suggested},))
+    st.info(
+        f"Suggested body part: **{words}**. Not pre-selected: body-part recognition has not met its "
+        "pre-registered rule on MURA valid/ (humerus vs forearm right in at least 98% of studies, with few "
+        "other body parts passing as either; figures on the Model card page). Choose the body part below, or "
+        "use the suggestion, to get a verdict.",
+        icon=":material/lightbulb:",
+    )
+    st.button(
+        f"Use the suggestion: {words}",
+        key=f"explain_use_suggestion_{study_id}",
+        on_click=st.session_state.update,
+        args=({f"explain_body_part_{study_id}": suggested},),
+    )
     return chosen
 
 
@@ -189,18 +207,26 @@ def body_part_selector(card: dict, known: str | None, study_id: str) -> tuple[st
     trained = trained_study_types(card)
     options = trained + [t for t in mura.STUDY_TYPES if t not in trained] + [UNKNOWN_BODY_PART]
     default = known if known in options else UNKNOWN_BODY_PART
-    body_part = st.selectbox("Body part", options, index=options.index(default), key=f"explain_body_part_{study_id}",
-                             format_func=lambda t: "Unknown / other" if t == UNKNOWN_BODY_PART else group_label(t),
-                             help="Pre-selected from what the views look like (or the study's own label); "
-                                  "change it if you know better.")
+    body_part = st.selectbox(
+        "Body part",
+        options,
+        index=options.index(default),
+        key=f"explain_body_part_{study_id}",
+        format_func=lambda t: "Unknown / other" if t == UNKNOWN_BODY_PART else group_label(t),
+        help="Pre-selected from what the views look like (or the study's own label); change it if you know better.",
+    )
     trained_words = ", ".join(group_label(t).lower() for t in trained)
     if out_of_scope_reason(card, None if body_part == UNKNOWN_BODY_PART else body_part) is None:
         return body_part, None
     if body_part == UNKNOWN_BODY_PART:
-        return None, (f"No verdict: the body part is unknown. The model was trained on {trained_words} radiographs "
-                      "only; pick the body part above if it is one of them.")
-    return body_part, (f"No verdict: the model was trained on {trained_words} radiographs only, so for "
-                       f"{group_label(body_part).lower()} its output is out of distribution.")
+        return None, (
+            f"No verdict: the body part is unknown. The model was trained on {trained_words} radiographs "
+            "only; pick the body part above if it is one of them."
+        )
+    return body_part, (
+        f"No verdict: the model was trained on {trained_words} radiographs only, so for "
+        f"{group_label(body_part).lower()} its output is out of distribution."
+    )
 
 
 def run_key(images: list[tuple[str, np.ndarray]], settings: CamSettings) -> str:
@@ -218,19 +244,28 @@ def cancel_slow(key: str) -> None:
 def slow_estimate(images: list[tuple[str, np.ndarray]], settings: CamSettings) -> str:
     """How long a slow method will take on these views, measured on this machine (dashboard.slow_runs)."""
     resolved = settings.resolved(loaded)
-    return slow_runs.estimate_text(loaded, views.model_key(loaded), resolved.method, resolved.layers,
-                                   resolved.aug_smooth, len(images))
+    return slow_runs.estimate_text(
+        loaded, views.model_key(loaded), resolved.method, resolved.layers, resolved.aug_smooth, len(images)
+    )
 
 
 def run_slow(images: list[tuple[str, np.ndarray]], settings: CamSettings, button_key: str) -> bool:
     """Run (or rejoin) a confirmed slow method on these views below a full-width progress bar; True when done."""
     resolved = settings.resolved(loaded)
     key = run_key(images, settings)
-    finished = slow_runs.run(loaded, views.model_key(loaded), key,
-                             [(views.image_key(pixels), pixels) for _, pixels in images],
-                             method=resolved.method, layers=resolved.layers, target=resolved.target,
-                             aug_smooth=resolved.aug_smooth, eigen_smooth=resolved.eigen_smooth,
-                             button_key=button_key, on_cancel=cancel_slow)
+    finished = slow_runs.run(
+        loaded,
+        views.model_key(loaded),
+        key,
+        [(views.image_key(pixels), pixels) for _, pixels in images],
+        method=resolved.method,
+        layers=resolved.layers,
+        target=resolved.target,
+        aug_smooth=resolved.aug_smooth,
+        eigen_smooth=resolved.eigen_smooth,
+        button_key=button_key,
+        on_cancel=cancel_slow,
+    )
     return not (finished.cancelled or finished.error)
 
 
@@ -246,15 +281,23 @@ def confirmed_method(images: list[tuple[str, np.ndarray]], settings: CamSettings
     confirmed: set[str] = st.session_state.setdefault(CONFIRMED_KEY, set())
     key = run_key(images, settings)
     if key not in confirmed:
-        st.warning(f"{settings.method} is slow: {METHODS[settings.method].help} Estimate: "
-                   f"{slow_estimate(images, settings)}. The views are shown without a heat map until you run it.")
-        st.button(f"Run {settings.method}", key="explain_confirm_slow", type="primary", on_click=confirmed.add,
-                  args=(key,))
+        st.warning(
+            f"{settings.method} is slow: {METHODS[settings.method].help} Estimate: "
+            f"{slow_estimate(images, settings)}. The views are shown without a heat map until you run it."
+        )
+        st.button(
+            f"Run {settings.method}", key="explain_confirm_slow", type="primary", on_click=confirmed.add, args=(key,)
+        )
         return None
     if not run_slow(images, settings, "explain_cancel_slow"):
         return None
-    st.button(f"Hide {settings.method}", key="explain_stop_slow", on_click=confirmed.discard, args=(key,),
-              help="Shows the views without this heat map again (the finished maps are kept for this session).")
+    st.button(
+        f"Hide {settings.method}",
+        key="explain_stop_slow",
+        on_click=confirmed.discard,
+        args=(key,),
+        help="Shows the views without this heat map again (the finished maps are kept for this session).",
+    )
     return settings.method
 
 
@@ -269,14 +312,24 @@ def shared_scale(images: list[tuple[str, np.ndarray]], settings: CamSettings) ->
     return views.map_scale(loaded, shown)
 
 
-def view_details(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], settings: CamSettings,
-                 threshold: float | None, study_ref: str) -> None:
+def view_details(
+    loaded: LoadedModel,
+    images: list[tuple[str, np.ndarray]],
+    settings: CamSettings,
+    threshold: float | None,
+    study_ref: str,
+) -> None:
     """For one view: regions, an expert outline with its scores, downloads and faithfulness on request."""
     st.subheader("One view in detail")
     names = [name for name, _ in images]
     # Keyed per study: one key for all would keep the last study's choice (and its file name) showing.
-    index = st.selectbox("View", range(len(images)), format_func=names.__getitem__,
-                         key=f"explain_detail_view_{study_ref}:{names}") if len(images) > 1 else 0
+    index = (
+        st.selectbox(
+            "View", range(len(images)), format_func=names.__getitem__, key=f"explain_detail_view_{study_ref}:{names}"
+        )
+        if len(images) > 1
+        else 0
+    )
     name, pixels = images[index]
     explanation = views.explanation_or_error(loaded, pixels, name, settings)
     if explanation is None:
@@ -287,14 +340,19 @@ def view_details(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], sett
     picture, scores = accuracy.outlined_view(study_ref, pixels, explanation.heatmap, picture)
     original, blended = st.columns(2)
     original.image(pixels, caption=f"{name} (as decoded)", width="stretch")
-    blended.image(picture, caption=f"{method} on {', '.join(explanation.layers) or 'all layers'} → "
-                                   f"{explanation.target} · {scale.short}", width="stretch")
+    blended.image(
+        picture,
+        caption=f"{method} on {', '.join(explanation.layers) or 'all layers'} → {explanation.target} · {scale.short}",
+        width="stretch",
+    )
     if settings.heat_threshold is not None:
         _mask, boxes = threshold_mask(explanation.heatmap, settings.heat_threshold)
         st.caption(f"{len(boxes)} region(s) with heat ≥ {settings.heat_threshold:.2f}, boxed in green.")
     if scores is not None:
-        st.caption("Expert fracture outline in cyan (FracAtlas). How this heat map localises it, beside the "
-                   f"chance maps (hit: maximum within {TOLERANCE_PX} px of the outline):")
+        st.caption(
+            "Expert fracture outline in cyan (FracAtlas). How this heat map localises it, beside the "
+            f"chance maps (hit: maximum within {TOLERANCE_PX} px of the outline):"
+        )
         st.dataframe(scores, hide_index=True, key="explain_outline_scores")
     stem = f"{PurePosixPath(name).stem}_{method}"
     fields = caption_fields(explanation, threshold=threshold, scale=scale, view=name)
@@ -302,28 +360,51 @@ def view_details(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], sett
     # Drawn only when clicked (a callable): a labelled figure takes a second or two to render.
     figure.download_button(
         "Labelled figure (.png)",
-        lambda: figure_png(explanation_figure(pixels, picture, fields, colormap=settings.colormap, scale=scale),
-                           fields),
-        file_name=f"{stem}_figure.png", mime="image/png", on_click="ignore", key="explain_download_figure",
+        lambda: figure_png(
+            explanation_figure(pixels, picture, fields, colormap=settings.colormap, scale=scale), fields
+        ),
+        file_name=f"{stem}_figure.png",
+        mime="image/png",
+        on_click="ignore",
+        key="explain_download_figure",
         help="For slides: the radiograph, the overlay, the colour bar, and a caption with model, method, layer, "
-             "target, P(abnormal), threshold and colour scale.")
-    png.download_button("Overlay (.png)", views.png_bytes(picture), file_name=f"{stem}.png",
-                        mime="image/png", on_click="ignore", key="explain_download_png",
-                        help="The overlay alone, at the image's resolution.")
-    npy.download_button("Raw heat map (.npy)", views.npy_bytes(explanation.heatmap), file_name=f"{stem}.npy",
-                        mime="application/octet-stream", on_click="ignore", key="explain_download_npy",
-                        help="float32 (height, width) in [0, 1] at the image's own resolution.")
+        "target, P(abnormal), threshold and colour scale.",
+    )
+    png.download_button(
+        "Overlay (.png)",
+        views.png_bytes(picture),
+        file_name=f"{stem}.png",
+        mime="image/png",
+        on_click="ignore",
+        key="explain_download_png",
+        help="The overlay alone, at the image's resolution.",
+    )
+    npy.download_button(
+        "Raw heat map (.npy)",
+        views.npy_bytes(explanation.heatmap),
+        file_name=f"{stem}.npy",
+        mime="application/octet-stream",
+        on_click="ignore",
+        key="explain_download_npy",
+        help="float32 (height, width) in [0, 1] at the image's own resolution.",
+    )
     requests: set[str] = st.session_state.setdefault(FAITHFULNESS_KEY, set())
     key = run_key([images[index]], settings)
-    if score.button("Measure faithfulness", key="explain_faithfulness",
-                    help="ROAD (Rong et al., 2022): removes the pixels the map calls most and least relevant "
-                         "and compares how P(class) changes. Several model runs: a few seconds."):
+    if score.button(
+        "Measure faithfulness",
+        key="explain_faithfulness",
+        help="ROAD (Rong et al., 2022): removes the pixels the map calls most and least relevant "
+        "and compares how P(class) changes. Several model runs: a few seconds.",
+    ):
         requests.add(key)
     if key in requests:
         value = views.cached_faithfulness(loaded, pixels, explanation)
-        score.metric("Faithfulness (ROAD)", f"{value:+.3f}",
-                     help="In [-1, 1]: above 0 when removing the 'relevant' pixels hurts the prediction more than "
-                          "removing the rest; about 0 for a map no better than chance.")
+        score.metric(
+            "Faithfulness (ROAD)",
+            f"{value:+.3f}",
+            help="In [-1, 1]: above 0 when removing the 'relevant' pixels hurts the prediction more than "
+            "removing the rest; about 0 for a map no better than chance.",
+        )
 
 
 def compare_panel(view: list[tuple[str, np.ndarray]], panel: CamSettings, number: int) -> Explanation | None:
@@ -338,25 +419,50 @@ def compare_panel(view: list[tuple[str, np.ndarray]], panel: CamSettings, number
             pass
         if key not in confirmed:
             st.warning(f"{panel.method} is slow (estimate: {slow_estimate(view, panel)}).")
-            st.button(f"Run {panel.method} for Compare", key=f"explain_compare_confirm_{number}",
-                      on_click=confirmed.add, args=(key,))
+            st.button(
+                f"Run {panel.method} for Compare",
+                key=f"explain_compare_confirm_{number}",
+                on_click=confirmed.add,
+                args=(key,),
+            )
             return None
         if not run_slow(view, panel, f"explain_compare_cancel_{number}"):
             return None
     return views.explanation_or_error(loaded, pixels, name, panel)
 
 
-def comparison(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], settings: CamSettings,
-               threshold: float | None, study_ref: str) -> None:
+def comparison(
+    loaded: LoadedModel,
+    images: list[tuple[str, np.ndarray]],
+    settings: CamSettings,
+    threshold: float | None,
+    study_ref: str,
+) -> None:
     """Side by side on one view: several methods at the chosen layers, or several layers with the method."""
     st.subheader("Compare")
     names = [name for name, _ in images]
-    index = st.selectbox("View to compare on", range(len(images)), format_func=names.__getitem__,
-                         key=f"explain_compare_view_{study_ref}:{names}") if len(images) > 1 else 0
-    methods = st.multiselect("Methods", list(METHODS), key="explain_compare_methods",
-                             help="Each at the layer(s) chosen in the sidebar. Slow ones ask to be run here.")
-    layers = st.multiselect("Layers", list(loaded.cam_layers), key="explain_compare_layers",
-                            help=f"Each with the sidebar's method ({settings.method}).")
+    index = (
+        st.selectbox(
+            "View to compare on",
+            range(len(images)),
+            format_func=names.__getitem__,
+            key=f"explain_compare_view_{study_ref}:{names}",
+        )
+        if len(images) > 1
+        else 0
+    )
+    methods = st.multiselect(
+        "Methods",
+        list(METHODS),
+        key="explain_compare_methods",
+        help="Each at the layer(s) chosen in the sidebar. Slow ones ask to be run here.",
+    )
+    layers = st.multiselect(
+        "Layers",
+        list(loaded.cam_layers),
+        key="explain_compare_layers",
+        help=f"Each with the sidebar's method ({settings.method}).",
+    )
     panels = [replace(settings, method=m) for m in methods] + [replace(settings, layers=(layer,)) for layer in layers]
     if not panels:
         return
@@ -378,8 +484,12 @@ def comparison(loaded: LoadedModel, images: list[tuple[str, np.ndarray]], settin
     st.download_button(
         "Compare grid (.png)",
         lambda: figure_png(comparison_figure(pictures, fields, colormap=settings.colormap, scale=scale), fields),
-        file_name=f"{PurePosixPath(name).stem}_compare.png", mime="image/png", on_click="ignore",
-        key="explain_download_compare", help="These panels as one figure with a colour bar and a caption, for slides.")
+        file_name=f"{PurePosixPath(name).stem}_compare.png",
+        mime="image/png",
+        on_click="ignore",
+        key="explain_download_compare",
+        help="These panels as one figure with a colour bar and a caption, for slides.",
+    )
 
 
 loaded = state.current_model()
@@ -395,16 +505,25 @@ if not images:
     st.stop()
 study_type, no_verdict = body_part_selector(loaded.card, chosen.body_part, study_id)
 method = confirmed_method(images, settings)
-prediction = views.show_study_views(loaded, images, settings=None if method is None else settings,
-                                    study_type=study_type, no_verdict=no_verdict,
-                                    thresholds=evaluation.user_thresholds(loaded.name, loaded.card),
-                                    left_out=chosen.left_out, against_flag=chosen.flag_reason)
+prediction = views.show_study_views(
+    loaded,
+    images,
+    settings=None if method is None else settings,
+    study_type=study_type,
+    no_verdict=no_verdict,
+    thresholds=evaluation.user_thresholds(loaded.name, loaded.card),
+    left_out=chosen.left_out,
+    against_flag=chosen.flag_reason,
+)
 verdict_threshold = None if no_verdict else prediction.threshold  # the one the verdict used, whoever set it
 fracture_view.show_fracture_reading(loaded, images)
-if studies.is_fracatlas_ref(study_id) and fracture_view.trained_on(loaded, study_id.removeprefix(
-        studies.FRACATLAS_PREFIX)):
-    st.info("This model's fracture output was trained on this image: its score and map here are not a test.",
-            icon=":material/school:")
+if studies.is_fracatlas_ref(study_id) and fracture_view.trained_on(
+    loaded, study_id.removeprefix(studies.FRACATLAS_PREFIX)
+):
+    st.info(
+        "This model's fracture output was trained on this image: its score and map here are not a test.",
+        icon=":material/school:",
+    )
 if method is not None:
     view_details(loaded, images, settings, verdict_threshold, study_id)
 comparison(loaded, images, settings, verdict_threshold, study_id)

@@ -17,12 +17,31 @@ from dashboard.report import report_button
 
 #: Card fields this page lays out; any other field is still shown, as JSON, at the end.
 _RENDERED = {
-    "name", "architecture", "description", "initialisation", "input", "output", "training_data", "recipe",
-    "training_time_seconds", "training_machine", "best_epoch", "holdout_metrics", "thresholds",
-    "threshold_rule", "limitations", "members", "schema_version", "outputs", "fracture_threshold",
+    "name",
+    "architecture",
+    "description",
+    "initialisation",
+    "input",
+    "output",
+    "training_data",
+    "recipe",
+    "training_time_seconds",
+    "training_machine",
+    "best_epoch",
+    "holdout_metrics",
+    "thresholds",
+    "threshold_rule",
+    "limitations",
+    "members",
+    "schema_version",
+    "outputs",
+    "fracture_threshold",
 }
-_HOLDOUT_NAMES = {"study_auroc": "Holdout study AUROC", "study_kappa_at_threshold": "Holdout study kappa",
-                  "studies": "Holdout studies"}
+_HOLDOUT_NAMES = {
+    "study_auroc": "Holdout study AUROC",
+    "study_kappa_at_threshold": "Holdout study kappa",
+    "studies": "Holdout studies",
+}
 _COUNT_NAMES = {"images": "Images", "studies": "Studies", "patients": "Patients", "abnormal_images": "Abnormal images"}
 #: The pool of trained body parts in metrics_valid.json (core.evaluate.summarise_trained).
 _MISSING = "—"
@@ -54,11 +73,16 @@ def subset_names(card: dict) -> dict[str, str]:
     """What each of the card's "all" / "fit" / "holdout" count rows is, in words."""
     if _cross_validated(card):
         folds = len(card["members"])
-        return {"all": "All training studies",
-                "fit": "Fit (weights trained on)",
-                "holdout": f"Holdout: out-of-fold ({folds} folds)"}
-    return {"all": "All training studies", "fit": "Fit (weights trained on)",
-            "holdout": "Holdout (patients kept aside)"}
+        return {
+            "all": "All training studies",
+            "fit": "Fit (weights trained on)",
+            "holdout": f"Holdout: out-of-fold ({folds} folds)",
+        }
+    return {
+        "all": "All training studies",
+        "fit": "Fit (weights trained on)",
+        "holdout": "Holdout (patients kept aside)",
+    }
 
 
 def _counts_table(card: dict) -> pd.DataFrame:
@@ -68,8 +92,13 @@ def _counts_table(card: dict) -> pd.DataFrame:
     rows = []
     for subset in ("all", "fit", "holdout"):
         for study_type, counts in (training_data.get(subset) or {}).items():
-            rows.append({"Subset": names[subset], "Body part": group_label(study_type),
-                         **{_COUNT_NAMES.get(k, k): v for k, v in counts.items()}})
+            rows.append(
+                {
+                    "Subset": names[subset],
+                    "Body part": group_label(study_type),
+                    **{_COUNT_NAMES.get(k, k): v for k, v in counts.items()},
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -87,14 +116,21 @@ def show_header(card: dict, model: str) -> list[int | None]:
     kept_epochs = [member.get("best_epoch") for member in members] if members else [card.get("best_epoch")]
     first, second, third = st.columns(3)
     first.metric("Architecture", card.get("architecture", _MISSING) + (f" × {len(members)}" if members else ""))
-    second.metric("Kept epochs (per member)" if members else "Kept epoch",
-                  ", ".join(_MISSING if epoch is None else str(epoch) for epoch in kept_epochs))
-    third.metric("Training time" + (" (all members)" if members else ""),
-                 _duration(card.get("training_time_seconds")))
-    facts = [(label, card.get(key)) for label, key in (
-        ("Initialisation", "initialisation"), ("Input", "input"), ("Output", "output"),
-        ("Trained on", "training_machine"),
-    ) if card.get(key)]
+    second.metric(
+        "Kept epochs (per member)" if members else "Kept epoch",
+        ", ".join(_MISSING if epoch is None else str(epoch) for epoch in kept_epochs),
+    )
+    third.metric("Training time" + (" (all members)" if members else ""), _duration(card.get("training_time_seconds")))
+    facts = [
+        (label, card.get(key))
+        for label, key in (
+            ("Initialisation", "initialisation"),
+            ("Input", "input"),
+            ("Output", "output"),
+            ("Trained on", "training_machine"),
+        )
+        if card.get(key)
+    ]
     st.markdown("\n".join(f"- **{label}:** {value}" for label, value in facts))
     if card.get("limitations"):
         st.warning("**Limitations**\n\n" + "\n".join(f"- {item}" for item in card["limitations"]))
@@ -114,16 +150,21 @@ def show_training_data(card: dict) -> None:
     counts = _counts_table(card)
     if counts.empty:
         return
-    st.dataframe(counts, hide_index=True, width="stretch",
-                 column_config={"Subset": st.column_config.TextColumn(width=240)})
+    st.dataframe(
+        counts, hide_index=True, width="stretch", column_config={"Subset": st.column_config.TextColumn(width=240)}
+    )
     if _cross_validated(card):
-        st.caption("Cross-validated: every training study is in exactly one holdout fold, so the out-of-fold "
-                   "holdout holds the same studies as the whole training set. That is not leakage: each study's "
-                   "holdout prediction comes from the member that never trained on its patient, and the epoch "
-                   "and thresholds were picked on those predictions. MURA valid/ (the test set) was never used.")
+        st.caption(
+            "Cross-validated: every training study is in exactly one holdout fold, so the out-of-fold "
+            "holdout holds the same studies as the whole training set. That is not leakage: each study's "
+            "holdout prediction comes from the member that never trained on its patient, and the epoch "
+            "and thresholds were picked on those predictions. MURA valid/ (the test set) was never used."
+        )
     else:
-        st.caption("Fit: what the weights were trained on; holdout: train/ patients kept aside to pick the epoch "
-                   "and the thresholds. MURA valid/ (the test set) was never used.")
+        st.caption(
+            "Fit: what the weights were trained on; holdout: train/ patients kept aside to pick the epoch "
+            "and the thresholds. MURA valid/ (the test set) was never used."
+        )
 
 
 def show_outputs(card: dict) -> None:
@@ -133,22 +174,37 @@ def show_outputs(card: dict) -> None:
     if not isinstance(outputs, dict) or "fracture" not in outputs:
         return
     fracture = outputs["fracture"] if isinstance(outputs["fracture"], dict) else {}
-    maps = ((fracture.get("rule_outcome") or {}).get("grad_cam_fracture_map_out_of_fold") or {})
+    maps = (fracture.get("rule_outcome") or {}).get("grad_cam_fracture_map_out_of_fold") or {}
     chosen = fracture.get("candidate", "")
     hit = (maps.get(f"hit_{chosen}") or {}).get("point")
     st.subheader("Two outputs: what each one was trained on")
-    st.dataframe(pd.DataFrame([
-        {"Output": "abnormal (MURA)", "Trained on": (outputs.get("abnormal") or {}).get("trained_on", _MISSING),
-         "Threshold": "per body part (below)", "Out-of-fold AUROC": "as the base model (below)",
-         "Map hits the outline (out of fold)": _MISSING},
-        {"Output": "fracture (FracAtlas)", "Trained on": fracture.get("trained_on", _MISSING),
-         "Threshold": _text(card.get("fracture_threshold")),
-         "Out-of-fold AUROC": _text(fracture.get("out_of_fold_auroc")),
-         "Map hits the outline (out of fold)": _text(hit)},
-    ]), hide_index=True, width="stretch")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "Output": "abnormal (MURA)",
+                    "Trained on": (outputs.get("abnormal") or {}).get("trained_on", _MISSING),
+                    "Threshold": "per body part (below)",
+                    "Out-of-fold AUROC": "as the base model (below)",
+                    "Map hits the outline (out of fold)": _MISSING,
+                },
+                {
+                    "Output": "fracture (FracAtlas)",
+                    "Trained on": fracture.get("trained_on", _MISSING),
+                    "Threshold": _text(card.get("fracture_threshold")),
+                    "Out-of-fold AUROC": _text(fracture.get("out_of_fold_auroc")),
+                    "Map hits the outline (out of fold)": _text(hit),
+                },
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
     if fracture.get("threshold_rule"):
-        st.caption(f"Fracture threshold: {fracture['threshold_rule']}. Candidate {chosen} was chosen by a rule "
-                   "written before any result (docs/experiments.md).")
+        st.caption(
+            f"Fracture threshold: {fracture['threshold_rule']}. Candidate {chosen} was chosen by a rule "
+            "written before any result (docs/experiments.md)."
+        )
 
 
 def show_thresholds(card: dict) -> None:
@@ -162,15 +218,28 @@ def show_thresholds(card: dict) -> None:
         st.caption(f"Thresholds: {card['threshold_rule']}.")
     body_parts = [k for k in thresholds if k != DEFAULT_THRESHOLD_KEY] + [k for k in holdout if k not in thresholds]
     names = list(dict.fromkeys(name for k in body_parts for name in (holdout.get(k) or {})))
-    rows = [{"Body part": group_label(k), "Threshold": thresholds.get(k),
-             **{_HOLDOUT_NAMES.get(name, f"Holdout {name}"): _text((holdout.get(k) or {}).get(name))
-                for name in names}}
-            for k in body_parts]
+    rows = [
+        {
+            "Body part": group_label(k),
+            "Threshold": thresholds.get(k),
+            **{_HOLDOUT_NAMES.get(name, f"Holdout {name}"): _text((holdout.get(k) or {}).get(name)) for name in names},
+        }
+        for k in body_parts
+    ]
     if DEFAULT_THRESHOLD_KEY in thresholds:
-        rows.append({"Body part": "Any other body part", "Threshold": thresholds[DEFAULT_THRESHOLD_KEY],
-                     **{_HOLDOUT_NAMES.get(name, f"Holdout {name}"): _MISSING for name in names}})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
-                 column_config={"Threshold": st.column_config.NumberColumn(format="%.3f")})
+        rows.append(
+            {
+                "Body part": "Any other body part",
+                "Threshold": thresholds[DEFAULT_THRESHOLD_KEY],
+                **{_HOLDOUT_NAMES.get(name, f"Holdout {name}"): _MISSING for name in names},
+            }
+        )
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={"Threshold": st.column_config.NumberColumn(format="%.3f")},
+    )
 
 
 def show_members(card: dict) -> None:
@@ -180,15 +249,26 @@ def show_members(card: dict) -> None:
         return
     st.subheader("Ensemble members")
     st.caption("The shipped probability is the mean of the members' probabilities.")
-    st.dataframe(pd.DataFrame([
-        {"Member": index, "Seed": _text(member.get("seed")),
-         **({"Fold": _text(member["fold"])} if member.get("fold") is not None else {}),
-         "Kept epoch": _text(member.get("best_epoch")),
-         "Training time": _duration(member.get("training_time_seconds")),
-         **{f"{group_label(k)} holdout study AUROC": _text(v.get("study_auroc"))
-            for k, v in (member.get("holdout_metrics") or {}).items()}}
-        for index, member in enumerate(members)
-    ]), hide_index=True, width="stretch")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "Member": index,
+                    "Seed": _text(member.get("seed")),
+                    **({"Fold": _text(member["fold"])} if member.get("fold") is not None else {}),
+                    "Kept epoch": _text(member.get("best_epoch")),
+                    "Training time": _duration(member.get("training_time_seconds")),
+                    **{
+                        f"{group_label(k)} holdout study AUROC": _text(v.get("study_auroc"))
+                        for k, v in (member.get("holdout_metrics") or {}).items()
+                    },
+                }
+                for index, member in enumerate(members)
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
 
 
 def show_training_curves(model: str, kept_epochs: list[int | None]) -> None:
@@ -201,12 +281,16 @@ def show_training_curves(model: str, kept_epochs: list[int | None]) -> None:
     st.plotly_chart(charts.training_curves_figure(log, kept_epochs=kept_epochs), key="card_training")
     notes = []
     if "member" in log.columns:
-        dashes = ", ".join(f"member {member} {charts.member_dash(index)}"
-                           for index, member in enumerate(sorted(log["member"].unique())))
+        dashes = ", ".join(
+            f"member {member} {charts.member_dash(index)}"
+            for index, member in enumerate(sorted(log["member"].unique()))
+        )
         notes.append(f"One line per ensemble member, in the metric's colour ({dashes}); hover for the member.")
     if not any("loss" in column and "holdout" in column for column in log.columns):
-        notes.append("Holdout loss was not logged for this model (the log has the training loss and holdout "
-                     "AUROC), so over-fitting shows only as holdout AUROC levelling off or falling.")
+        notes.append(
+            "Holdout loss was not logged for this model (the log has the training loss and holdout "
+            "AUROC), so over-fitting shows only as holdout AUROC levelling off or falling."
+        )
     if notes:
         st.caption(" ".join(notes))
 
@@ -223,27 +307,42 @@ def show_cached_results(cached: dict | None) -> None:
     others = [group for group in study if group != OVERALL and trained_types and group not in trained_types]
     rows = [
         {
-            "Body part": label, "Studies": summary.get("n"),
+            "Body part": label,
+            "Studies": summary.get("n"),
             "Threshold": "per part" if summary.get("threshold") is None else f"{summary['threshold']:.3f}",
-            "AUROC": format_estimate(summary, "auroc"), "Kappa": format_estimate(summary, "kappa"),
+            "AUROC": format_estimate(summary, "auroc"),
+            "Kappa": format_estimate(summary, "kappa"),
             "Sensitivity": format_estimate(summary, "sensitivity"),
             "Specificity": format_estimate(summary, "specificity"),
         }
         for label, summary in ([(TRAINED_POOL, pooled or study[OVERALL])] if pooled or not others else [])
-        + [(group_label(group), summary) for group, summary in study.items()
-           if group != OVERALL and group not in others]
+        + [
+            (group_label(group), summary)
+            for group, summary in study.items()
+            if group != OVERALL and group not in others
+        ]
     ]
     rows.sort(key=lambda row: row["Body part"] != TRAINED_POOL)
     interval = st.column_config.TextColumn(width=INTERVAL_WIDTH)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
-                 column_config={"Threshold": st.column_config.TextColumn(
-                                    help="'per part': each body part at its own threshold."),
-                                **dict.fromkeys(("AUROC", "Kappa", "Sensitivity", "Specificity"), interval)})
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "Threshold": st.column_config.TextColumn(help="'per part': each body part at its own threshold."),
+            **dict.fromkeys(("AUROC", "Kappa", "Sensitivity", "Specificity"), interval),
+        },
+    )
     st.caption(
         f"Study level, 95% bootstrap CIs from {cached.get('n_boot', '?')} resamples of studies. "
         f"{evaluation_info.get('images', '?')} images of {evaluation_info.get('studies', '?')} studies evaluated. "
-        + ("Out of scope, not scored: " + ", ".join(f"{group_label(g).lower()} {study[g].get('n')}" for g in others)
-           + " studies of body parts the model was not trained on. " if others else "")
+        + (
+            "Out of scope, not scored: "
+            + ", ".join(f"{group_label(g).lower()} {study[g].get('n')}" for g in others)
+            + " studies of body parts the model was not trained on. "
+            if others
+            else ""
+        )
         + "More on the Performance page."
     )
 
@@ -256,23 +355,34 @@ def show_scope(scope_metrics: dict | None) -> None:
         st.caption("No scope head measurement (scope_metrics.json): `python -m core.scope` fits and measures it.")
         return
     st.dataframe(pd.DataFrame(target_rows(summary)), hide_index=True, width="stretch")
-    st.caption("An image it flags gets no verdict until the user names the body part (Explain); the body part is "
-               "suggested, not pre-selected, while the per-study accuracy is under its 0.98 target.")
+    st.caption(
+        "An image it flags gets no verdict until the user names the body part (Explain); the body part is "
+        "suggested, not pre-selected, while the per-study accuracy is under its 0.98 target."
+    )
 
 
 def show_recipe_and_extras(card: dict, model: str) -> None:
     """The training recipe, any card field not laid out above, and the card as a download."""
     if card.get("recipe"):
         with st.expander("Training recipe"):
-            st.dataframe(pd.DataFrame({"Setting": list(card["recipe"]),
-                                       "Value": [_setting_text(v) for v in card["recipe"].values()]}),
-                         hide_index=True, width="stretch")
+            st.dataframe(
+                pd.DataFrame(
+                    {"Setting": list(card["recipe"]), "Value": [_setting_text(v) for v in card["recipe"].values()]}
+                ),
+                hide_index=True,
+                width="stretch",
+            )
     extra = {key: value for key, value in card.items() if key not in _RENDERED}
     if extra:
         with st.expander("Other card fields"):
             st.json(extra)
-    st.download_button(f"Download {CARD_FILE}", data=json.dumps(card, indent=2),
-                       file_name=f"{model}_model_card.json", mime="application/json", key="card_download")
+    st.download_button(
+        f"Download {CARD_FILE}",
+        data=json.dumps(card, indent=2),
+        file_name=f"{model}_model_card.json",
+        mime="application/json",
+        key="card_download",
+    )
 
 
 model = state.checked_model_name()

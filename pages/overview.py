@@ -32,15 +32,15 @@ PAPER_KAPPA = {
 }
 HELP = {
     "P(abnormal)": "The model's probability that a radiograph is abnormal (fracture, hardware, arthritis, lesion...). "
-                   "A study's is the mean of its views'; it is called abnormal at or above its body part's threshold.",
+    "A study's is the mean of its views'; it is called abnormal at or above its body part's threshold.",
     "AUROC": "Area under the ROC curve: the chance that the model ranks a random abnormal study above a random "
-             "normal one. 0.5 is a coin toss, 1.0 perfect. It does not depend on the threshold.",
+    "normal one. 0.5 is a coin toss, 1.0 perfect. It does not depend on the threshold.",
     "kappa": "Cohen's kappa: agreement of the model's calls with the labels beyond what chance would give. 0 is "
-             "chance, 1 perfect agreement; the MURA paper compares models and radiologists on it.",
+    "chance, 1 perfect agreement; the MURA paper compares models and radiologists on it.",
     "sensitivity": "Of the abnormal studies, the share the model flags (at the threshold).",
     "specificity": "Of the normal studies, the share the model leaves unflagged (at the threshold).",
     "CI": "95% CI: the range the value would plausibly take on another sample of studies like these "
-          "(bootstrap: the studies resampled 1000 times).",
+    "(bootstrap: the studies resampled 1000 times).",
 }
 
 
@@ -51,18 +51,20 @@ def _column_help(name: str) -> str:
 def results_table(rows: dict[str, dict]) -> pd.DataFrame:
     """Study-level results, one row per label -> metrics_valid.json group summary; a group with too
     few studies gets its counts and "too few to estimate", never an interval."""
-    return pd.DataFrame([
-        {
-            "Body part": label,
-            "Studies": summary["n"],
-            "Abnormal": summary["n_abnormal"],
-            "AUROC (95% CI)": format_estimate(summary, "auroc"),
-            "Cohen's kappa (95% CI)": format_estimate(summary, "kappa"),
-            "Sensitivity (95% CI)": format_estimate(summary, "sensitivity"),
-            "Specificity (95% CI)": format_estimate(summary, "specificity"),
-        }
-        for label, summary in rows.items()
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "Body part": label,
+                "Studies": summary["n"],
+                "Abnormal": summary["n_abnormal"],
+                "AUROC (95% CI)": format_estimate(summary, "auroc"),
+                "Cohen's kappa (95% CI)": format_estimate(summary, "kappa"),
+                "Sensitivity (95% CI)": format_estimate(summary, "sensitivity"),
+                "Specificity (95% CI)": format_estimate(summary, "specificity"),
+            }
+            for label, summary in rows.items()
+        ]
+    )
 
 
 #: Column widths and tooltips of :func:`results_table` (wide enough for "0.809 (0.739–0.866)").
@@ -75,16 +77,18 @@ RESULTS_COLUMNS = {
 
 
 def plain_reading(group: str, summary: dict) -> str | None:
-    """"Forearm: of 100 abnormal studies it flags about 72; of 100 normal ones it wrongly flags about 4."
+    """ "Forearm: of 100 abnormal studies it flags about 72; of 100 normal ones it wrongly flags about 4."
     (None below the minimum counts, or without both rates)."""
     sensitivity = (summary.get("sensitivity") or {}).get("point")
     specificity = (summary.get("specificity") or {}).get("point")
     if too_few(summary.get("n"), summary.get("n_abnormal")) or sensitivity is None or specificity is None:
         return None
     body_part = group_label(group).lower()
-    return (f"**{group_label(group)}**: of 100 abnormal {body_part} studies it flags about "
-            f"**{round(100 * sensitivity)}**; of 100 normal ones it wrongly flags about "
-            f"**{round(100 * (1 - specificity))}**.")
+    return (
+        f"**{group_label(group)}**: of 100 abnormal {body_part} studies it flags about "
+        f"**{round(100 * sensitivity)}**; of 100 normal ones it wrongly flags about "
+        f"**{round(100 * (1 - specificity))}**."
+    )
 
 
 def paper_context(group: str, summary: dict) -> str | None:
@@ -94,11 +98,17 @@ def paper_context(group: str, summary: dict) -> str | None:
     if paper is None or kappa is None or too_few(summary.get("n"), summary.get("n_abnormal")):
         return None
     low, best = min(paper["radiologists"]), max(paper["radiologists"])
-    standing = ("below every one of the paper's radiologists" if kappa < low
-                else "below the paper's best radiologist" if kappa < best
-                else "at or above the paper's best radiologist")
-    return (f"**{group_label(group)}**: kappa {kappa:.3f} here; in the MURA paper its radiologists scored "
-            f"{low:.3f}–{best:.3f} and its DenseNet-169 {paper['model']:.3f}: {standing}.")
+    standing = (
+        "below every one of the paper's radiologists"
+        if kappa < low
+        else "below the paper's best radiologist"
+        if kappa < best
+        else "at or above the paper's best radiologist"
+    )
+    return (
+        f"**{group_label(group)}**: kappa {kappa:.3f} here; in the MURA paper its radiologists scored "
+        f"{low:.3f}–{best:.3f} and its DenseNet-169 {paper['model']:.3f}: {standing}."
+    )
 
 
 def show_context(model: str, card: dict, rows: dict[str, dict]) -> None:
@@ -113,18 +123,26 @@ def show_context(model: str, card: dict, rows: dict[str, dict]) -> None:
         except EvaluationMismatchError:
             continue
         if pooled and pooled.get("study"):
-            others.append(f"{other}: AUROC {format_estimate(pooled['study'], 'auroc')}, "
-                          f"kappa {format_estimate(pooled['study'], 'kappa')}")
+            others.append(
+                f"{other}: AUROC {format_estimate(pooled['study'], 'auroc')}, "
+                f"kappa {format_estimate(pooled['study'], 'kappa')}"
+            )
     if others:
-        st.markdown("- The project's other shipped model(s), same studies, trained body parts pooled: "
-                    + "; ".join(others) + ". Overlapping intervals: on par, not clearly better "
-                    "(`python -m core.compare` gives a paired test).")
-    for line in filter(None, (paper_context(group, rows[group]) for group in trained_study_types(card)
-                              if group in rows)):
+        st.markdown(
+            "- The project's other shipped model(s), same studies, trained body parts pooled: "
+            + "; ".join(others)
+            + ". Overlapping intervals: on par, not clearly better "
+            "(`python -m core.compare` gives a paired test)."
+        )
+    for line in filter(
+        None, (paper_context(group, rows[group]) for group in trained_study_types(card) if group in rows)
+    ):
         st.markdown(f"- {line}")
-    st.caption(f"The paper's figures ([Rajpurkar et al. 2017]({PAPER}), Table 1) come from its own test set of "
-               "207 studies read by radiologists, not from this valid/ split: a rough guide, not a head-to-head "
-               "comparison.")
+    st.caption(
+        f"The paper's figures ([Rajpurkar et al. 2017]({PAPER}), Table 1) come from its own test set of "
+        "207 studies read by radiologists, not from this valid/ split: a rough guide, not a head-to-head "
+        "comparison."
+    )
 
 
 def show_model(card: dict) -> None:
@@ -144,9 +162,17 @@ def show_model(card: dict) -> None:
         st.markdown(f"- Input: {card.get('input', 'not stated')}\n- Output: {card.get('output', 'not stated')}")
         thresholds = card.get("thresholds", {})
         if thresholds:
-            st.dataframe(pd.DataFrame({"Body part": [group_label(t) if t != DEFAULT_THRESHOLD_KEY else "Any other"
-                                                     for t in thresholds],
-                                       "Threshold": list(thresholds.values())}), hide_index=True)
+            st.dataframe(
+                pd.DataFrame(
+                    {
+                        "Body part": [
+                            group_label(t) if t != DEFAULT_THRESHOLD_KEY else "Any other" for t in thresholds
+                        ],
+                        "Threshold": list(thresholds.values()),
+                    }
+                ),
+                hide_index=True,
+            )
     st.subheader("What it is not")
     for limitation in card.get("limitations", []):
         st.markdown(f"- {limitation}")
@@ -166,9 +192,11 @@ def show_results(model: str, card: dict) -> None:
         return
     evaluation = metrics.get("evaluation", {})
     if evaluation:
-        st.caption(f"MURA v1.1 {evaluation.get('split', 'valid')}/ split, each study judged at its body part's "
-                   "threshold. MURA's valid/ set is this project's test set: it was never used for training or "
-                   "selection.")
+        st.caption(
+            f"MURA v1.1 {evaluation.get('split', 'valid')}/ split, each study judged at its body part's "
+            "threshold. MURA's valid/ set is this project's test set: it was never used for training or "
+            "selection."
+        )
     study = metrics.get("study", {})
     evaluated = [group for group in study if group != OVERALL]
     trained = [group for group in evaluated if group in trained_study_types(card)]
@@ -181,13 +209,17 @@ def show_results(model: str, card: dict) -> None:
         rows[TRAINED_POOL] = study[OVERALL]
     readings = [plain_reading(group, study[group]) for group in trained]
     if any(readings):
-        st.markdown("**In plain words**, at the model card's thresholds:\n"
-                    + "\n".join(f"- {line}" for line in readings if line))
-    st.caption("The table's words: **AUROC**, how often the model ranks an abnormal study above a normal one "
-               "(0.5 a coin toss, 1 perfect); **Cohen's kappa**, how far its calls agree with the radiologists' "
-               "beyond chance (0 chance, 1 perfect); **sensitivity**, the share of abnormal studies it flags; "
-               "**specificity**, the share of normal ones it leaves alone. In brackets, the 95% range the figure "
-               "would plausibly take on other studies like these.")
+        st.markdown(
+            "**In plain words**, at the model card's thresholds:\n"
+            + "\n".join(f"- {line}" for line in readings if line)
+        )
+    st.caption(
+        "The table's words: **AUROC**, how often the model ranks an abnormal study above a normal one "
+        "(0.5 a coin toss, 1 perfect); **Cohen's kappa**, how far its calls agree with the radiologists' "
+        "beyond chance (0 chance, 1 perfect); **sensitivity**, the share of abnormal studies it flags; "
+        "**specificity**, the share of normal ones it leaves alone. In brackets, the 95% range the figure "
+        "would plausibly take on other studies like these."
+    )
     st.dataframe(results_table(rows), hide_index=True, column_config=RESULTS_COLUMNS)
     show_context(model, card, study)
     try:
@@ -198,27 +230,36 @@ def show_results(model: str, card: dict) -> None:
     if external.get(OVERALL):
         upper = external[OVERALL]
         auroc = format_estimate(upper, "auroc")
-        st.caption(f"External check on FracAtlas (another hospital group; label *fracture*, not *abnormal*; image "
-                   f"level, {upper['n']} upper-limb images): "
-                   + ("too few images to estimate an AUROC" if auroc == TOO_FEW else f"AUROC {auroc}")
-                   + ". Details and the hardware stratum on the Performance page.")
+        st.caption(
+            f"External check on FracAtlas (another hospital group; label *fracture*, not *abnormal*; image "
+            f"level, {upper['n']} upper-limb images): "
+            + ("too few images to estimate an AUROC" if auroc == TOO_FEW else f"AUROC {auroc}")
+            + ". Details and the hardware stratum on the Performance page."
+        )
     if others:
         with st.expander(f"Out of scope: body parts the model was not trained on ({len(others)})"):
-            st.caption("Out of distribution for the model, and only a handful of studies each in this copy: the "
-                       f"counts, and no figure below {MIN_CASES} studies (or {MIN_PER_CLASS} of either class). "
-                       f"They are not in “{TRAINED_POOL}” above.")
-            st.dataframe(results_table({group_label(group): study[group] for group in others}), hide_index=True,
-                         column_config=RESULTS_COLUMNS)
+            st.caption(
+                "Out of distribution for the model, and only a handful of studies each in this copy: the "
+                f"counts, and no figure below {MIN_CASES} studies (or {MIN_PER_CLASS} of either class). "
+                f"They are not in “{TRAINED_POOL}” above."
+            )
+            st.dataframe(
+                results_table({group_label(group): study[group] for group in others}),
+                hide_index=True,
+                column_config=RESULTS_COLUMNS,
+            )
 
 
 def valid_split_table(present: pd.DataFrame) -> pd.DataFrame:
     """Studies (abnormal among them) and images per body part, from core.data.mura's table of present images."""
     studies = present.drop_duplicates("study_path").groupby("study_type")
-    table = pd.DataFrame({
-        "Studies": studies.size(),
-        "Abnormal studies": studies["label"].sum(),
-        "Images": present.groupby("study_type").size(),
-    })
+    table = pd.DataFrame(
+        {
+            "Studies": studies.size(),
+            "Abnormal studies": studies["label"].sum(),
+            "Images": present.groupby("study_type").size(),
+        }
+    )
     return table.rename(index=group_label).rename_axis("Body part").reset_index()
 
 
@@ -227,10 +268,12 @@ def show_data_source() -> None:
     st.subheader("Data in use")
     root = state.current_mura_root()
     if root is None:
-        st.markdown("No MURA folder is set, so the app shows 14 **real** radiographs from FracAtlas (CC BY 4.0, "
-                    "resized; labelled *fracture*, not MURA's *abnormal*) and its own **synthetic** radiograph-like "
-                    "samples (drawn by `data_samples/make_synthetic.py`; not X-rays). Set your MURA v1.1 folder in "
-                    "the sidebar to browse MURA studies; MURA's licence forbids shipping its images.")
+        st.markdown(
+            "No MURA folder is set, so the app shows 14 **real** radiographs from FracAtlas (CC BY 4.0, "
+            "resized; labelled *fracture*, not MURA's *abnormal*) and its own **synthetic** radiograph-like "
+            "samples (drawn by `data_samples/make_synthetic.py`; not X-rays). Set your MURA v1.1 folder in "
+            "the sidebar to browse MURA studies; MURA's licence forbids shipping its images."
+        )
         st.caption(f"Images: {fracatlas.CREDIT}")
         return
     st.markdown("What the MURA v1.1 folder's valid/ split (the test set) holds:")
@@ -242,20 +285,26 @@ def show_data_source() -> None:
 model_name = state.checked_model_name()
 card = state.read_card(model_name)
 st.title("MURA Lens")
-st.markdown("Explains a classifier of upper-limb radiographs (Stanford MURA v1.1): which views it calls "
-            "abnormal, and where it looks, with Grad-CAM-family heat maps. "
-            "**A research and teaching tool: not a medical device, not for diagnosis.**")
+st.markdown(
+    "Explains a classifier of upper-limb radiographs (Stanford MURA v1.1): which views it calls "
+    "abnormal, and where it looks, with Grad-CAM-family heat maps. "
+    "**A research and teaching tool: not a medical device, not for diagnosis.**"
+)
 start = st.columns(3)
 start[0].page_link(navigation.page(navigation.EXPLAIN), label="Explain a radiograph")
 start[1].page_link(navigation.page(navigation.BROWSE), label="Browse studies")
 start[2].page_link(navigation.page(navigation.PERFORMANCE), label="See performance")
-fracture_models = [m for m in state.available_models()
-                   if "fracture" in ((state.read_card(m) or {}).get("outputs") or {})]
+fracture_models = [
+    m for m in state.available_models() if "fracture" in ((state.read_card(m) or {}).get("outputs") or {})
+]
 if fracture_models:
-    st.info(f"**Which model for what:** every model reads MURA's *abnormal*; **{fracture_models[0]}** (chosen in the "
-            "sidebar) adds *fracture*, trained on FracAtlas with the experts' outlines, so its heat map is trained "
-            "to point at the break. Use it to teach fractures and what a faithful map looks like; its *abnormal* "
-            "output is the default model's own.", icon=":material/compare_arrows:")
+    st.info(
+        f"**Which model for what:** every model reads MURA's *abnormal*; **{fracture_models[0]}** (chosen in the "
+        "sidebar) adds *fracture*, trained on FracAtlas with the experts' outlines, so its heat map is trained "
+        "to point at the break. Use it to teach fractures and what a faithful map looks like; its *abnormal* "
+        "output is the default model's own.",
+        icon=":material/compare_arrows:",
+    )
 if card is None:
     st.error(f"The model {model_name!r} has no model card in the weights folder.")
 else:

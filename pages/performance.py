@@ -70,23 +70,35 @@ class Scope:
 
 def choose_dataset() -> tuple[str, str]:
     """The dataset radio (and, for FracAtlas, what its label means and the stratum radio)."""
-    dataset = st.radio("Dataset", list(evaluation.DATASET_LABELS), format_func=evaluation.DATASET_LABELS.get,
-                       horizontal=True, key="performance_dataset",
-                       help="MURA valid/ is the test set of the data the model was trained on; FracAtlas is "
-                            "another hospital group's radiographs with expert fracture labels, never seen in "
-                            "training.")
+    dataset = st.radio(
+        "Dataset",
+        list(evaluation.DATASET_LABELS),
+        format_func=evaluation.DATASET_LABELS.get,
+        horizontal=True,
+        key="performance_dataset",
+        help="MURA valid/ is the test set of the data the model was trained on; FracAtlas is "
+        "another hospital group's radiographs with expert fracture labels, never seen in "
+        "training.",
+    )
     if dataset != evaluation.FRACATLAS:
         return dataset, evaluation.TRAINED
-    st.info("**External validation on FracAtlas.** The label here is **fracture**, not MURA's broader "
-            "**abnormal**: a radiograph with metal hardware, arthritis or another lesion but no fracture counts as "
-            "*no fracture*, so the model can be 'wrong' here while right on MURA's terms. Hardware images are "
-            "therefore shown apart (choose the stratum below). Image level only (FracAtlas has no studies; copies of "
-            f"one radiograph are resampled together). '{UPPER_LIMB_POOL}' means every upper-limb image; leg/hip, which "
-            "the model never saw, is described at the bottom, not scored. Each region is judged at the model "
-            "card's threshold of the nearest trained part: hand/wrist/forearm at the forearm's, shoulder at the "
-            "humerus', whole arm at the card's default.")
-    stratum = st.radio("Images", list(FRACATLAS_STRATA), horizontal=True, key="performance_stratum",
-                       format_func=lambda s: FRACATLAS_STRATA[s].capitalize())
+    st.info(
+        "**External validation on FracAtlas.** The label here is **fracture**, not MURA's broader "
+        "**abnormal**: a radiograph with metal hardware, arthritis or another lesion but no fracture counts as "
+        "*no fracture*, so the model can be 'wrong' here while right on MURA's terms. Hardware images are "
+        "therefore shown apart (choose the stratum below). Image level only (FracAtlas has no studies; copies of "
+        f"one radiograph are resampled together). '{UPPER_LIMB_POOL}' means every upper-limb image; leg/hip, which "
+        "the model never saw, is described at the bottom, not scored. Each region is judged at the model "
+        "card's threshold of the nearest trained part: hand/wrist/forearm at the forearm's, shoulder at the "
+        "humerus', whole arm at the card's default."
+    )
+    stratum = st.radio(
+        "Images",
+        list(FRACATLAS_STRATA),
+        horizontal=True,
+        key="performance_stratum",
+        format_func=lambda s: FRACATLAS_STRATA[s].capitalize(),
+    )
     return dataset, stratum
 
 
@@ -97,15 +109,21 @@ def load_scope(model: str, card: dict | None, dataset: str, stratum: str) -> Sco
     level = "image" if external else evaluation.level_control()
     evaluated = evaluation.level_evaluation(model, level, dataset, stratum)
     if evaluated is None:
-        command = (f"python -m core.evaluate --dataset fracatlas --root PATH --model {model}" if external
-                   else "make evaluate (python -m core.evaluate --mura-root PATH --split valid)")
-        st.info(f"No cached evaluation of **{model}** on {evaluation.DATASET_LABELS[dataset]} "
-                f"{'for these images ' if external else ''}yet. Run `{command}` and reload.")
+        command = (
+            f"python -m core.evaluate --dataset fracatlas --root PATH --model {model}"
+            if external
+            else "make evaluate (python -m core.evaluate --mura-root PATH --split valid)"
+        )
+        st.info(
+            f"No cached evaluation of **{model}** on {evaluation.DATASET_LABELS[dataset]} "
+            f"{'for these images ' if external else ''}yet. Run `{command}` and reload."
+        )
         st.stop()
     # MURA: only the body parts the model was trained on, and their pool (the TRAINED stratum); the other
     # parts are counted apart, not scored (core.model.card.out_of_scope_reason).
-    trained = (set(evaluated.groups) - {OVERALL} if external
-               else set(trained_study_types(card or {})) or set(evaluated.groups))
+    trained = (
+        set(evaluated.groups) - {OVERALL} if external else set(trained_study_types(card or {})) or set(evaluated.groups)
+    )
     return Scope(model, card, dataset, stratum, level, evaluated, trained)
 
 
@@ -113,13 +131,17 @@ def describe(scope: Scope, cached: dict | None) -> None:
     """One caption: what was evaluated, and what the charts leave out."""
     table = scope.evaluated.table
     if scope.external:
-        st.caption(f"{scope.model} on FracAtlas, {FRACATLAS_STRATA[scope.stratum]}: {len(table)} images "
-                   f"({int(table['label'].sum())} with a fracture), {table['study_type'].nunique()} region(s), "
-                   "from the cached predictions (no model runs on this page).")
+        st.caption(
+            f"{scope.model} on FracAtlas, {FRACATLAS_STRATA[scope.stratum]}: {len(table)} images "
+            f"({int(table['label'].sum())} with a fracture), {table['study_type'].nunique()} region(s), "
+            "from the cached predictions (no model runs on this page)."
+        )
         if scope.stratum == "hardware" and table["label"].nunique() < 2:
-            st.warning(f"Every one of these {len(table)} hardware images "
-                       f"{'has' if table['label'].all() else 'lacks'} a fracture, so AUROC and one of "
-                       "sensitivity/specificity are undefined here: read the confusion counts.")
+            st.warning(
+                f"Every one of these {len(table)} hardware images "
+                f"{'has' if table['label'].all() else 'lacks'} a fracture, so AUROC and one of "
+                "sensitivity/specificity are undefined here: read the confusion counts."
+            )
         return
     split = ((cached or {}).get("evaluation") or {}).get("split", "valid")
     st.caption(
@@ -132,8 +154,11 @@ def describe(scope: Scope, cached: dict | None) -> None:
     others = everything[~everything["study_type"].isin(scope.trained)] if everything is not None else None
     if others is not None and not others.empty:
         counts = others.drop_duplicates("study_path")["study_type"].value_counts().sort_index()
-        st.caption("Out of scope, not scored: " + ", ".join(f"{group_label(t).lower()} {n}" for t, n in counts.items())
-                   + " studies of body parts the model was not trained on are in no table or chart here.")
+        st.caption(
+            "Out of scope, not scored: "
+            + ", ".join(f"{group_label(t).lower()} {n}" for t, n in counts.items())
+            + " studies of body parts the model was not trained on are in no table or chart here."
+        )
 
 
 def threshold_text(threshold: float | None) -> str:
@@ -151,101 +176,147 @@ def rate_text(point: float | None, confusion: Confusion, interval: BootstrapInte
     return format_interval({"point": point})
 
 
-def show_confusions(scope: Scope, confusions: Mapping[str, Confusion], thresholds: Mapping[str, float | None],
-                    plotted: list[str]) -> None:
+def show_confusions(
+    scope: Scope, confusions: Mapping[str, Confusion], thresholds: Mapping[str, float | None], plotted: list[str]
+) -> None:
     """One confusion matrix per charted group, at the current thresholds."""
     st.subheader("Confusion matrices at your thresholds")
     # One column even when nothing can be plotted (st.columns needs at least one), so zip may stop short.
     for column, group in zip(st.columns(len(plotted) or 1), plotted, strict=False):
         threshold = thresholds[group]
         title = scope.label(group) + ("" if threshold is None else f" · ≥ {threshold:.3f}")
-        column.plotly_chart(charts.confusion_figure(confusions[group], title=title, height=280,
-                                                    classes=scope.classes),
-                            key=f"performance_confusion_{group}", config={"displayModeBar": False})
+        column.plotly_chart(
+            charts.confusion_figure(confusions[group], title=title, height=280, classes=scope.classes),
+            key=f"performance_confusion_{group}",
+            config={"displayModeBar": False},
+        )
 
 
-def show_live_table(scope: Scope, confusions: Mapping[str, Confusion], thresholds: Mapping[str, float | None],
-                    intervals: Mapping[str, Mapping[str, BootstrapInterval]]) -> None:
+def show_live_table(
+    scope: Scope,
+    confusions: Mapping[str, Confusion],
+    thresholds: Mapping[str, float | None],
+    intervals: Mapping[str, Mapping[str, BootstrapInterval]],
+) -> None:
     """Counts and rates at the user's thresholds (bootstrap CIs when asked for)."""
+
     def rate(group: str, name: str, point: float | None) -> str:
         return rate_text(point, confusions[group], (intervals.get(group) or {}).get(name))
 
-    live = pd.DataFrame([
-        {
-            "Body part": scope.label(group),
-            "Threshold": threshold_text(thresholds[group]),
-            "Studies" if scope.level == "study" else "Images": c.n,
-            "TP": c.tp, "FP": c.fp, "FN": c.fn, "TN": c.tn,
-            "Sensitivity": rate(group, "sensitivity", c.sensitivity),
-            "Specificity": rate(group, "specificity", c.specificity),
-            "Kappa": rate(group, "kappa", c.kappa),
-            "Accuracy": rate_text(c.accuracy, c),
-        }
-        for group, c in confusions.items()
-    ])
-    st.markdown(f"**At your thresholds** ({scope.level} level; point values computed now from the cached "
-                "probabilities"
-                + (f", with {evaluation.APP_BOOTSTRAP}-resample bootstrap 95% CIs)" if intervals else ")"))
-    st.dataframe(live, hide_index=True, width="stretch", column_config={
-        "Threshold": st.column_config.TextColumn(help=_THRESHOLD_HELP),
-        **dict.fromkeys(("Sensitivity", "Specificity", "Kappa", "Accuracy"), _INTERVAL_COLUMN),
-    })
+    live = pd.DataFrame(
+        [
+            {
+                "Body part": scope.label(group),
+                "Threshold": threshold_text(thresholds[group]),
+                "Studies" if scope.level == "study" else "Images": c.n,
+                "TP": c.tp,
+                "FP": c.fp,
+                "FN": c.fn,
+                "TN": c.tn,
+                "Sensitivity": rate(group, "sensitivity", c.sensitivity),
+                "Specificity": rate(group, "specificity", c.specificity),
+                "Kappa": rate(group, "kappa", c.kappa),
+                "Accuracy": rate_text(c.accuracy, c),
+            }
+            for group, c in confusions.items()
+        ]
+    )
+    st.markdown(
+        f"**At your thresholds** ({scope.level} level; point values computed now from the cached "
+        "probabilities" + (f", with {evaluation.APP_BOOTSTRAP}-resample bootstrap 95% CIs)" if intervals else ")")
+    )
+    st.dataframe(
+        live,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "Threshold": st.column_config.TextColumn(help=_THRESHOLD_HELP),
+            **dict.fromkeys(("Sensitivity", "Specificity", "Kappa", "Accuracy"), _INTERVAL_COLUMN),
+        },
+    )
 
 
-def show_cached_table(scope: Scope, cached: dict | None, thresholds: Mapping[str, float],
-                      groups: list[str]) -> dict:
+def show_cached_table(scope: Scope, cached: dict | None, thresholds: Mapping[str, float], groups: list[str]) -> dict:
     """The cached evaluation's CIs at the card's thresholds; returns its summaries at this level."""
     matches = evaluation.cached_operating_point(cached, thresholds, groups)
     cached_level = (cached or {}).get(scope.level) or {}
     if not cached_level:
-        st.caption("The cached metrics file is missing, so no confidence intervals from the evaluation run are "
-                   "shown.")
+        st.caption("The cached metrics file is missing, so no confidence intervals from the evaluation run are shown.")
         return cached_level
     rows = []
     for group in groups:
         summary = cached_level.get(group)
         if not summary:
             continue
-        ece = TOO_FEW if too_few(summary.get("n"), summary.get("n_abnormal")) else format_interval(
-            {"point": summary.get("ece")})
-        rows.append({
-            "Body part": scope.label(group),
-            "Threshold": threshold_text(summary.get("threshold")),
-            "AUROC": format_estimate(summary, "auroc"),
-            "Kappa": format_estimate(summary, "kappa"),
-            "Sensitivity": format_estimate(summary, "sensitivity"),
-            "Specificity": format_estimate(summary, "specificity"),
-            "ECE": ece,
-            "Matches yours": "yes" if matches.get(group) else "no",
-        })
+        ece = (
+            TOO_FEW
+            if too_few(summary.get("n"), summary.get("n_abnormal"))
+            else format_interval({"point": summary.get("ece")})
+        )
+        rows.append(
+            {
+                "Body part": scope.label(group),
+                "Threshold": threshold_text(summary.get("threshold")),
+                "AUROC": format_estimate(summary, "auroc"),
+                "Kappa": format_estimate(summary, "kappa"),
+                "Sensitivity": format_estimate(summary, "sensitivity"),
+                "Specificity": format_estimate(summary, "specificity"),
+                "ECE": ece,
+                "Matches yours": "yes" if matches.get(group) else "no",
+            }
+        )
     n_boot = cached.get("n_boot", "")
     resamples = f"from {n_boot} resamples of {scope.resampled}" if n_boot else f"resampling {scope.resampled}"
-    st.markdown(f"**At the model card's thresholds** (the cached evaluation: 95% bootstrap CIs {resamples}; "
-                "AUROC and ECE do not depend on the threshold)")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
-        "Threshold": st.column_config.TextColumn(help=_THRESHOLD_HELP),
-        **dict.fromkeys(("AUROC", "Kappa", "Sensitivity", "Specificity"), _INTERVAL_COLUMN),
-        "Matches yours": st.column_config.TextColumn(
-            help="Are your thresholds the card's for this row (so these CIs apply to the table above)?"),
-    })
+    st.markdown(
+        f"**At the model card's thresholds** (the cached evaluation: 95% bootstrap CIs {resamples}; "
+        "AUROC and ECE do not depend on the threshold)"
+    )
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "Threshold": st.column_config.TextColumn(help=_THRESHOLD_HELP),
+            **dict.fromkeys(("AUROC", "Kappa", "Sensitivity", "Specificity"), _INTERVAL_COLUMN),
+            "Matches yours": st.column_config.TextColumn(
+                help="Are your thresholds the card's for this row (so these CIs apply to the table above)?"
+            ),
+        },
+    )
     return cached_level
 
 
-def show_curves(scope: Scope, confusions: Mapping[str, Confusion], thresholds: Mapping[str, float | None],
-                plotted: list[str], cached_level: dict) -> None:
+def show_curves(
+    scope: Scope,
+    confusions: Mapping[str, Confusion],
+    thresholds: Mapping[str, float | None],
+    plotted: list[str],
+    cached_level: dict,
+) -> None:
     """Threshold-free ROC and PR curves, with the current operating points marked."""
     evaluated = scope.evaluated
     auc_intervals = {group: summary.get("auroc") for group, summary in cached_level.items()}
     roc_column, pr_column = st.columns(2)
     roc_column.plotly_chart(
-        charts.roc_figure({g: evaluated.roc[g] for g in plotted}, confusions, thresholds, auc_intervals,
-                          title=f"ROC ({scope.level} level)", pool=scope.pool),
+        charts.roc_figure(
+            {g: evaluated.roc[g] for g in plotted},
+            confusions,
+            thresholds,
+            auc_intervals,
+            title=f"ROC ({scope.level} level)",
+            pool=scope.pool,
+        ),
         key="performance_roc",
     )
     pr_column.plotly_chart(
-        charts.pr_figure({g: evaluated.pr[g] for g in plotted}, confusions, thresholds,
-                         evaluation.ap_intervals(scope.model, scope.level, plotted, scope.dataset, scope.stratum),
-                         title=f"Precision–recall ({scope.level} level)", pool=scope.pool),
+        charts.pr_figure(
+            {g: evaluated.pr[g] for g in plotted},
+            confusions,
+            thresholds,
+            evaluation.ap_intervals(scope.model, scope.level, plotted, scope.dataset, scope.stratum),
+            title=f"Precision–recall ({scope.level} level)",
+            pool=scope.pool,
+        ),
         key="performance_pr",
     )
     st.caption(
@@ -257,12 +328,20 @@ def show_curves(scope: Scope, confusions: Mapping[str, Confusion], thresholds: M
 def show_calibration(scope: Scope, plotted: list[str]) -> None:
     """The reliability diagram and what ECE means."""
     st.subheader("Calibration")
-    st.plotly_chart(evaluation.reliability_chart(scope.model, scope.level, plotted, scope.dataset, scope.stratum),
-                    key="performance_calibration")
-    st.caption("ECE: expected calibration error, the case-weighted mean gap between predicted probability "
-               f"and observed share {'fractured' if scope.external else 'abnormal'} per bin. 0 is perfect."
-               + (" On FracAtlas the model's probability is of MURA's *abnormal*, so it is not expected to match "
-                  "the share fractured." if scope.external else ""))
+    st.plotly_chart(
+        evaluation.reliability_chart(scope.model, scope.level, plotted, scope.dataset, scope.stratum),
+        key="performance_calibration",
+    )
+    st.caption(
+        "ECE: expected calibration error, the case-weighted mean gap between predicted probability "
+        f"and observed share {'fractured' if scope.external else 'abnormal'} per bin. 0 is perfect."
+        + (
+            " On FracAtlas the model's probability is of MURA's *abnormal*, so it is not expected to match "
+            "the share fractured."
+            if scope.external
+            else ""
+        )
+    )
 
 
 def show_out_of_scope(scope: Scope, thresholds: Mapping[str, float]) -> None:
@@ -273,14 +352,19 @@ def show_out_of_scope(scope: Scope, thresholds: Mapping[str, float]) -> None:
     if legs.empty:
         st.caption("This evaluation has no leg/hip images.")
         return
-    st.plotly_chart(charts.score_histogram(legs.assign(label=legs["fractured"]), classes=scope.classes,
-                                           title="P(abnormal) on leg/hip radiographs"),
-                    key="performance_out_of_scope")
+    st.plotly_chart(
+        charts.score_histogram(
+            legs.assign(label=legs["fractured"]), classes=scope.classes, title="P(abnormal) on leg/hip radiographs"
+        ),
+        key="performance_out_of_scope",
+    )
     default = thresholds[metrics.DEFAULT_THRESHOLD_KEY]
     share = float((legs["probability"] >= default).mean())
-    st.caption(f"{len(legs)} leg/hip images ({int(legs['fractured'].sum())} fractured). The model was trained on "
-               f"humerus and forearm only, so no AUROC is given: scores here show how it behaves on a body part "
-               f"it never saw. At the default threshold ({default:.3f}) it calls {share:.0%} of them abnormal.")
+    st.caption(
+        f"{len(legs)} leg/hip images ({int(legs['fractured'].sum())} fractured). The model was trained on "
+        f"humerus and forearm only, so no AUROC is given: scores here show how it behaves on a body part "
+        f"it never saw. At the default threshold ({default:.3f}) it calls {share:.0%} of them abnormal."
+    )
 
 
 model = state.checked_model_name()
@@ -290,9 +374,13 @@ dataset, stratum = choose_dataset()
 scope = load_scope(model, card, dataset, stratum)
 cached = evaluation.cached_metrics(model, dataset, stratum)
 describe(scope, cached)
-thresholds = (evaluation.threshold_controls(f"{model}:{dataset}", card, scope="performance",
-                                            defaults=evaluation.fracatlas_threshold_defaults(card))
-              if scope.external else evaluation.threshold_controls(model, card, scope="performance"))
+thresholds = (
+    evaluation.threshold_controls(
+        f"{model}:{dataset}", card, scope="performance", defaults=evaluation.fracatlas_threshold_defaults(card)
+    )
+    if scope.external
+    else evaluation.threshold_controls(model, card, scope="performance")
+)
 
 # What the thresholds change is recomputed on every rerun from the cached probabilities.
 confusions = metrics.confusion_by_type(scope.evaluated.table, thresholds)
@@ -305,10 +393,9 @@ show_bootstrap = st.toggle(
     f"Bootstrap 95% CIs at your thresholds ({evaluation.APP_BOOTSTRAP} resamples of {scope.resampled})",
     key="performance_bootstrap",
     help="For all body parts and those the model was trained on; cached per threshold setting. "
-         "The first computation takes a few seconds.",
+    "The first computation takes a few seconds.",
 )
-intervals = (evaluation.bootstrap_at(model, scope.level, thresholds, plotted, dataset, stratum)
-             if show_bootstrap else {})
+intervals = evaluation.bootstrap_at(model, scope.level, thresholds, plotted, dataset, stratum) if show_bootstrap else {}
 show_live_table(scope, confusions, per_group_threshold, intervals)
 cached_level = show_cached_table(scope, cached, thresholds, groups)
 show_curves(scope, confusions, per_group_threshold, plotted, cached_level)

@@ -11,18 +11,28 @@ from dashboard import quiz_view, state, studies
 model = state.checked_model_name()
 card = state.read_card(model) or {}
 st.title("Read it yourself")
-st.markdown("Read each radiograph before anything is shown: call it, and for a fracture click where it is. "
-            "Then compare with the expert's label and outline and with the model's verdict and heat map. "
-            "Your score stays in this browser tab and is gone when you close it; nothing is stored.")
+st.markdown(
+    "Read each radiograph before anything is shown: call it, and for a fracture click where it is. "
+    "Then compare with the expert's label and outline and with the model's verdict and heat map. "
+    "Your score stays in this browser tab and is gone when you close it; nothing is stored."
+)
 
 sources = [quiz_view.FRACATLAS_SOURCE] + ([quiz_view.MURA_SOURCE] if state.current_mura_root() else [])
 with st.expander("Quiz settings", expanded=quiz_view.current_run(model) is None):
     left, middle, right, far = st.columns(4)
     source = left.selectbox("Cases", sources, key="quiz_source")
-    difficulty = middle.selectbox("Difficulty", list(quiz.DIFFICULTIES), format_func=quiz.DIFFICULTIES.get,
-                                  key="quiz_difficulty")
-    seed = right.number_input("Seed", 0, 1_000_000, 1, step=1, key="quiz_seed",
-                              help="Give a class one seed and every learner reads the same cases in the same order.")
+    difficulty = middle.selectbox(
+        "Difficulty", list(quiz.DIFFICULTIES), format_func=quiz.DIFFICULTIES.get, key="quiz_difficulty"
+    )
+    seed = right.number_input(
+        "Seed",
+        0,
+        1_000_000,
+        1,
+        step=1,
+        key="quiz_seed",
+        help="Give a class one seed and every learner reads the same cases in the same order.",
+    )
     length = far.number_input("Cases per quiz", 1, 50, quiz.DEFAULT_LENGTH, step=1, key="quiz_length")
     pool, reason = quiz_view.case_pool(model, card, source)
     start = st.button("Start a new quiz", key="quiz_start", disabled=not pool)

@@ -44,10 +44,17 @@ AUROC_TOLERANCE = 0.02
 def _auroc_rows(oof: dict[str, pd.DataFrame], n_boot: int) -> dict[str, dict]:
     """AUROC of each candidate and G - J, paired on the same images, copy groups resampled."""
     paired = oof["J"].merge(oof["G"][["file", "probability"]], on="file", suffixes=("_J", "_G"), validate="1:1")
-    table = pd.DataFrame({"study_path": paired["copy_group"], "patient": paired["copy_group"],
-                          "study": paired["copy_group"], "study_type": paired["region"],
-                          "label": paired["fractured"], "probability": paired["probability_J"],
-                          "probability_G": paired["probability_G"]})
+    table = pd.DataFrame(
+        {
+            "study_path": paired["copy_group"],
+            "patient": paired["copy_group"],
+            "study": paired["copy_group"],
+            "study_type": paired["region"],
+            "label": paired["fractured"],
+            "probability": paired["probability_J"],
+            "probability_G": paired["probability_G"],
+        }
+    )
 
     def candidate(column: str):  # noqa: ANN202 - a statistic for bootstrap_cis
         return lambda t: auroc(t["label"], t[column])
@@ -57,11 +64,22 @@ def _auroc_rows(oof: dict[str, pd.DataFrame], n_boot: int) -> dict[str, dict]:
         return None if g is None or j is None else g - j
 
     rows = {"upper limb": table} | dict(iter(table.groupby("study_type")))
-    return {region: {"images": int(len(part)), "fractured": int(part["label"].sum()),
-                     **{name: value.as_json() for name, value in bootstrap_cis(
-                         part, {"J": candidate("probability"), "G": candidate("probability_G"),
-                                "G_minus_J": difference}, n_boot=n_boot, level="image").items()}}
-            for region, part in rows.items()}
+    return {
+        region: {
+            "images": int(len(part)),
+            "fractured": int(part["label"].sum()),
+            **{
+                name: value.as_json()
+                for name, value in bootstrap_cis(
+                    part,
+                    {"J": candidate("probability"), "G": candidate("probability_G"), "G_minus_J": difference},
+                    n_boot=n_boot,
+                    level="image",
+                ).items()
+            },
+        }
+        for region, part in rows.items()
+    }
 
 
 def _cam_scores(root: Path, runs: Path, oof: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -89,8 +107,9 @@ def _cam_scores(root: Path, runs: Path, oof: dict[str, pd.DataFrame]) -> pd.Data
             for name, net in nets.items():
                 with GradCAM(model=net, target_layers=[net.fracture.act]) as cam:
                     canvas_map = cam(input_tensor=x, targets=[ClassifierOutputTarget(1)])[0]
-                heat = cv2.resize(placement.crop(canvas_map), (mask.shape[1], mask.shape[0]),
-                                  interpolation=cv2.INTER_LINEAR)
+                heat = cv2.resize(
+                    placement.crop(canvas_map), (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_LINEAR
+                )
                 scores = localization.score_map(heat, mask, region=region)
                 row |= {f"hit_{name}": scores.hit, f"energy_{name}": scores.energy}
             rows.append(row)
@@ -105,15 +124,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/fracture_training/outcome.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    oof = {name: pd.concat([pd.read_csv(oof_file(args.runs / f"fracture_f{k}", name)) for k in range(FOLDS)])
-           for name in CANDIDATES}
+    oof = {
+        name: pd.concat([pd.read_csv(oof_file(args.runs / f"fracture_f{k}", name)) for k in range(FOLDS)])
+        for name in CANDIDATES
+    }
     aurocs = _auroc_rows(oof, args.n_boot)
     cams = _cam_scores(args.fracatlas, args.runs, oof)
     columns = ["hit_J", "hit_G", "energy_J", "energy_G"]
     values = cams[columns].to_numpy()
     values = np.column_stack([values, values[:, 1] - values[:, 0], values[:, 3] - values[:, 2]])
-    maps = {name: value.as_json() for name, value in bootstrap_means(
-        values, names=[*columns, "hit_G_minus_J", "energy_G_minus_J"], n_boot=args.n_boot).items()}
+    maps = {
+        name: value.as_json()
+        for name, value in bootstrap_means(
+            values, names=[*columns, "hit_G_minus_J", "energy_G_minus_J"], n_boot=args.n_boot
+        ).items()
+    }
     hit_gain = maps["hit_G_minus_J"]["point"]
     auroc_change = aurocs["upper limb"]["G_minus_J"]["point"]
     chosen = "G" if hit_gain >= HIT_MARGIN and auroc_change >= -AUROC_TOLERANCE else "J"

@@ -53,18 +53,31 @@ def _fracture_rows(joint: pd.DataFrame, shipped: pd.DataFrame, n_boot: int) -> d
     """Fracture AUROC per region: the joint model's fracture output vs the shipped P(abnormal), paired
     on the same held-out images, resampling FracAtlas copy groups (a radiograph stored twice counts once)."""
     paired = joint.merge(shipped[["file", "probability"]], on="file", suffixes=("", "_shipped"), validate="1:1")
-    table = pd.DataFrame({"study_path": paired["duplicate_of"], "patient": paired["duplicate_of"],
-                          "study": paired["duplicate_of"], "study_type": paired["region"],
-                          "label": paired["fractured"], "probability": paired["probability"],
-                          "probability_shipped": paired["probability_shipped"]})
+    table = pd.DataFrame(
+        {
+            "study_path": paired["duplicate_of"],
+            "patient": paired["duplicate_of"],
+            "study": paired["duplicate_of"],
+            "study_type": paired["region"],
+            "label": paired["fractured"],
+            "probability": paired["probability"],
+            "probability_shipped": paired["probability_shipped"],
+        }
+    )
     rows = {"upper limb": table} | dict(iter(table.groupby("study_type")))
     result = {}
     for region, rows_of in rows.items():
-        intervals = {name: bootstrap_ci(rows_of, statistic, n_boot=n_boot, level="image").as_json()
-                     for name, statistic in _FRACTURE_STATISTICS.items()}
-        result[region] = {"images": int(len(rows_of)), "fractured": int(rows_of["label"].sum()),
-                          "joint_fracture_output": intervals["joint"], "shipped_abnormal": intervals["shipped"],
-                          "joint_minus_shipped": intervals["difference"]}
+        intervals = {
+            name: bootstrap_ci(rows_of, statistic, n_boot=n_boot, level="image").as_json()
+            for name, statistic in _FRACTURE_STATISTICS.items()
+        }
+        result[region] = {
+            "images": int(len(rows_of)),
+            "fractured": int(rows_of["label"].sum()),
+            "joint_fracture_output": intervals["joint"],
+            "shipped_abnormal": intervals["shipped"],
+            "joint_minus_shipped": intervals["difference"],
+        }
     return result
 
 
@@ -95,16 +108,27 @@ def main() -> None:
         decision = "no decision: the rule reads folds 0 and 1, or all four"
     fracture = _fracture_rows(
         pd.concat([pd.read_csv(f.predictions(FRACTURE_HOLDOUT)) for f in folds.values()]),
-        pd.read_csv(shipped_files.predictions("fracatlas")), args.n_boot)
+        pd.read_csv(shipped_files.predictions("fracatlas")),
+        args.n_boot,
+    )
     outcome = {
         "folds": sorted(folds),
         "mura_studies": int(len(joint)),
-        "mura_study_auroc": {part: {"joint": row["auroc_a"], "shipped": row["auroc_b"],
-                                    "studies": row["studies"], "joint_minus_shipped": row["difference"]}
-                             for part, row in per_part.items()},
+        "mura_study_auroc": {
+            part: {
+                "joint": row["auroc_a"],
+                "shipped": row["auroc_b"],
+                "studies": row["studies"],
+                "joint_minus_shipped": row["difference"],
+            }
+            for part, row in per_part.items()
+        },
         "mean_of_humerus_and_forearm_joint_minus_shipped": mean.as_json(),
-        "rule": {"adoption_margin": ADOPTION_MARGIN, "futility_below_after_folds_0_1": FUTILITY_BELOW,
-                 "decision": decision},
+        "rule": {
+            "adoption_margin": ADOPTION_MARGIN,
+            "futility_below_after_folds_0_1": FUTILITY_BELOW,
+            "decision": decision,
+        },
         "fracatlas_fracture_auroc_held_out": fracture,
         "best_epoch": {k: int(json.loads(f.card.read_text(encoding="utf-8"))["best_epoch"]) for k, f in folds.items()},
     }

@@ -38,11 +38,14 @@ def cross_validation(runs: Path, name: str) -> tuple[pd.DataFrame, dict[str, flo
     Every fold of the split must be finished (core.train writes the card last): a partial
     cross-validation would score a fraction on fewer patients than the others.
     """
+
     def finished_card(fold: int) -> dict:
         card = ModelArtifacts(runs / f"{name}_f{fold}").card
         if not card.is_file():
-            raise SystemExit(f"error: fold {fold} of {name} has not finished ({card} is missing); "
-                             "a curve needs finished cross-validations")
+            raise SystemExit(
+                f"error: fold {fold} of {name} has not finished ({card} is missing); "
+                "a curve needs finished cross-validations"
+            )
         try:
             return read_card(card)
         except ModelCardError as exc:
@@ -53,8 +56,10 @@ def cross_validation(runs: Path, name: str) -> tuple[pd.DataFrame, dict[str, flo
     holdouts = [pd.read_csv(ModelArtifacts(runs / f"{name}_f{fold}").holdout_predictions) for fold in range(len(cards))]
     if not is_cross_validation(cards, holdouts):
         raise SystemExit(f"error: {name} is not a K-fold cross-validation (core.train --folds K)")
-    fitted = {t: sum(card["training_data"]["fit"][t]["images"] for card in cards) / len(cards)
-              for t in first["training_data"]["fit"]}
+    fitted = {
+        t: sum(card["training_data"]["fit"][t]["images"] for card in cards) / len(cards)
+        for t in first["training_data"]["fit"]
+    }
     best_epochs = [f"{card['best_epoch']}/{card['recipe']['epochs']}" for card in cards]
     return out_of_fold(holdouts), fitted, best_epochs
 
@@ -86,18 +91,28 @@ def learning_curve(runs: Path, curve: dict[float, str], *, target: float, n_boot
         for fraction, (_, fitted, best_epochs) in loaded.items():
             studies = tables[fraction]
             interval = bootstrap_ci(studies, lambda t: auroc(t["label"], t["probability"]), n_boot=n_boot)
-            row = {"fraction": fraction, "fitted_images": round(fitted[study_type], 1),
-                   "studies": int(len(studies)), "study_auroc": round(interval.point, 4),
-                   "ci95": [round(interval.low, 4), round(interval.high, 4)], "best_epochs": best_epochs}
+            row = {
+                "fraction": fraction,
+                "fitted_images": round(fitted[study_type], 1),
+                "studies": int(len(studies)),
+                "study_auroc": round(interval.point, 4),
+                "ci95": [round(interval.low, 4), round(interval.high, 4)],
+                "best_epochs": best_epochs,
+            }
             if fraction != largest:
                 difference = paired_auroc_difference(tables[largest], studies, n_boot=n_boot)
-                row["largest_minus_this"] = [round(difference.point, 4), round(difference.low, 4),
-                                             round(difference.high, 4)]
+                row["largest_minus_this"] = [
+                    round(difference.point, 4),
+                    round(difference.low, 4),
+                    round(difference.high, 4),
+                ]
             points.append(row)
-        c, alpha = power_law(np.array([p["fitted_images"] for p in points]),
-                             np.array([p["study_auroc"] for p in points]))
+        c, alpha = power_law(
+            np.array([p["fitted_images"] for p in points]), np.array([p["study_auroc"] for p in points])
+        )
         result["body_parts"][study_type] = {
-            "points": points, "power_law": {"c": round(c, 4), "alpha": round(alpha, 4)},
+            "points": points,
+            "power_law": {"c": round(c, 4), "alpha": round(alpha, 4)},
             "images_for_target": round(images_for(target, c, alpha)),
         }
     return result
@@ -112,8 +127,13 @@ def _curve_argument(text: str) -> tuple[float, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("curve", nargs="+", type=_curve_argument, metavar="FRACTION=NAME",
-                        help="a cross-validation's training fraction and run name, e.g. 0.5=curve_p50")
+    parser.add_argument(
+        "curve",
+        nargs="+",
+        type=_curve_argument,
+        metavar="FRACTION=NAME",
+        help="a cross-validation's training fraction and run name, e.g. 0.5=curve_p50",
+    )
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--target", type=float, default=0.95, help="study AUROC to extrapolate to")
     parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT)
@@ -123,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("a curve needs at least two fractions")
     result = learning_curve(args.runs, dict(args.curve), target=args.target, n_boot=args.n_boot)
     for study_type, part in result["body_parts"].items():
-        print(f"\n{study_type}: power law alpha {part['power_law']['alpha']}, "
-              f"about {part['images_for_target']:,} images for study AUROC {args.target}")
+        print(
+            f"\n{study_type}: power law alpha {part['power_law']['alpha']}, "
+            f"about {part['images_for_target']:,} images for study AUROC {args.target}"
+        )
         print(pd.DataFrame(part["points"]).to_string(index=False))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -51,8 +51,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.mura_root:
         _cache_all_mura_train(args.mura_root)
-    mura_sample, crops, atlas_cache = (np.load(FEATURES + f"{name}.npz") for name in
-                                       ("mura_train", "mura_train_end_crops", "fracatlas"))
+    mura_sample, crops, atlas_cache = (
+        np.load(FEATURES + f"{name}.npz") for name in ("mura_train", "mura_train_end_crops", "fracatlas")
+    )
     root = fracatlas.resolve_root(args.fracatlas_root)
     atlas = fracatlas.read_images(root).set_index("file")
     atlas_files = ["images/" + p.split("/")[-1] for p in atlas_cache["paths"]]
@@ -69,14 +70,21 @@ def main() -> None:
         common = np.isin(mura_train["paths"], mura_sample["paths"])  # B's 1,000 views
         keep = region != "hand" if candidate == "C" else np.ones(len(region), bool)
         use_crops = candidate in "BCD"
-        features = np.concatenate([mura_train["features"], *([crops["features"]] if use_crops else []),
-                                   atlas_cache["features"][keep]])
-        labels = np.array(list(mura_part) + ["joint close-up"] * (len(crop_patient) if use_crops else 0)
-                          + [ATLAS_CLASSES[r] for r in region[keep]])
-        groups = np.array([f"m:{p}" for p in mura_patient + (crop_patient if use_crops else [])]
-                          + [f"a:{g}" for g in atlas_groups[keep]])
-        kind = np.array(["mura"] * len(mura_part) + ["crop"] * (len(crop_patient) if use_crops else 0)
-                        + ["atlas"] * int(keep.sum()))
+        features = np.concatenate(
+            [mura_train["features"], *([crops["features"]] if use_crops else []), atlas_cache["features"][keep]]
+        )
+        labels = np.array(
+            list(mura_part)
+            + ["joint close-up"] * (len(crop_patient) if use_crops else 0)
+            + [ATLAS_CLASSES[r] for r in region[keep]]
+        )
+        groups = np.array(
+            [f"m:{p}" for p in mura_patient + (crop_patient if use_crops else [])]
+            + [f"a:{g}" for g in atlas_groups[keep]]
+        )
+        kind = np.array(
+            ["mura"] * len(mura_part) + ["crop"] * (len(crop_patient) if use_crops else 0) + ["atlas"] * int(keep.sum())
+        )
         oof = None
         for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=0).split(features, labels, groups):
             fold = _predictor(features[train], labels[train])(features[test])
@@ -96,9 +104,12 @@ def main() -> None:
             "fracatlas_shoulder_flagged": float((atlas_outside[region == "shoulder"] >= 0.5).mean()),
             "fracatlas_leg_hip_flagged": float((atlas_outside[region == "leg/hip"] >= 0.5).mean()),
         }
-        result = {"selection_score": float(np.mean(list(rates.values()))), **rates,
-                  "fracatlas_hand_flagged": float((atlas_outside[region == "hand"] >= 0.5).mean()),
-                  "mura_humerus_vs_forearm": float(((humerus_share >= 0.5) == (mura_part == "humerus"))[common].mean())}
+        result = {
+            "selection_score": float(np.mean(list(rates.values()))),
+            **rates,
+            "fracatlas_hand_flagged": float((atlas_outside[region == "hand"] >= 0.5).mean()),
+            "mura_humerus_vs_forearm": float(((humerus_share >= 0.5) == (mura_part == "humerus"))[common].mean()),
+        }
         if args.valid:
             result |= _valid_figures(full)
         report[candidate] = result
@@ -116,8 +127,12 @@ def _cache_all_mura_train(mura_root: str) -> None:
     images = mura.read_images(root, "train")
     images = images[images["study_type"].isin(["XR_HUMERUS", "XR_FOREARM"])]
     configure_threads(1)  # one thread: this runs beside trainings
-    _features_of(load_model("mura_efficientnet_lite0"), [mura.image_file(root, p) for p in images["path"]],
-                 Path(FEATURES + ALL_MURA), "MURA train, every humerus and forearm view")
+    _features_of(
+        load_model("mura_efficientnet_lite0"),
+        [mura.image_file(root, p) for p in images["path"]],
+        Path(FEATURES + ALL_MURA),
+        "MURA train, every humerus and forearm view",
+    )
 
 
 def _valid_figures(full) -> dict:

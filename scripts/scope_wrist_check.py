@@ -38,21 +38,29 @@ def main() -> int:
     loaded = load_model(DEFAULT_MODEL)
     valid = mura.read_images(args.mura_root, "valid")
     atlas = fracatlas.read_images(args.fracatlas_root)
-    items = [(row.study_type, row.path.rsplit("/", 1)[0], mura.image_file(args.mura_root, row.path))
-             for row in valid.itertuples()]
-    items += [("FracAtlas hand", file, fracatlas.image_file(args.fracatlas_root, file))
-              for file in atlas.loc[atlas["region"] == "hand", "file"]]
+    items = [
+        (row.study_type, row.path.rsplit("/", 1)[0], mura.image_file(args.mura_root, row.path))
+        for row in valid.itertuples()
+    ]
+    items += [
+        ("FracAtlas hand", file, fracatlas.image_file(args.fracatlas_root, file))
+        for file in atlas.loc[atlas["region"] == "hand", "file"]
+    ]
     scopes = []
     for start in range(0, len(items), BATCH):
-        pixels = [load_radiograph(path).pixels for _, _, path in items[start:start + BATCH]]
+        pixels = [load_radiograph(path).pixels for _, _, path in items[start : start + BATCH]]
         scopes += assess_images(loaded, pixels)
     views = collections.defaultdict(collections.Counter)
     studies = collections.defaultdict(list)
     for (group, study, _path), scope in zip(items, scopes, strict=True):
         unflagged_forearm = scope.in_scope and scope.body_part == "forearm"
-        views[group].update(views=1, unflagged_forearm=unflagged_forearm, forearm_or_wrist=scope.forearm_or_wrist,
-                            suggested_before=unflagged_forearm and scope.confident and scope.typical,
-                            suggested_now=scope.study_type == "XR_FOREARM")
+        views[group].update(
+            views=1,
+            unflagged_forearm=unflagged_forearm,
+            forearm_or_wrist=scope.forearm_or_wrist,
+            suggested_before=unflagged_forearm and scope.confident and scope.typical,
+            suggested_now=scope.study_type == "XR_FOREARM",
+        )
         if group != "FracAtlas hand":
             studies[(group, study)].append(scope)
     print(pd.DataFrame(views).T.fillna(0).astype(int).to_string())
@@ -60,8 +68,12 @@ def main() -> int:
     for (group, _study), study_scopes in studies.items():
         _suggested, flagged = study_scope(study_scopes)
         ambiguous = None if flagged else study_ambiguity(study_scopes)
-        verdicts[group].update(studies=1, verdict_before=flagged is None,
-                               verdict_now=flagged is None and ambiguous is None, forearm_or_wrist=bool(ambiguous))
+        verdicts[group].update(
+            studies=1,
+            verdict_before=flagged is None,
+            verdict_now=flagged is None and ambiguous is None,
+            forearm_or_wrist=bool(ambiguous),
+        )
     print(pd.DataFrame(verdicts).T.fillna(0).astype(int).to_string())
     return 0
 

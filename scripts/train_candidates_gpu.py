@@ -85,15 +85,39 @@ def launch(name: str, candidate: Candidate, fold: int, args: argparse.Namespace)
     out.mkdir(parents=True, exist_ok=True)
     size, epochs = (64, 1) if args.smoke else (candidate.input_size, candidate.epochs)
     command = [
-        sys.executable, "-m", "core.train", "--mura-root", args.mura_root, "--arch", candidate.arch,
-        "--input-size", str(size), "--epochs", str(epochs),
-        "--folds", str(FOLDS), "--fold", str(fold), "--seed", str(fold), "--split-seed", str(SPLIT_SEED),
-        "--threads", "1", "--workers", str(args.workers), "--device", args.device, "--out", str(out),
+        sys.executable,
+        "-m",
+        "core.train",
+        "--mura-root",
+        args.mura_root,
+        "--arch",
+        candidate.arch,
+        "--input-size",
+        str(size),
+        "--epochs",
+        str(epochs),
+        "--folds",
+        str(FOLDS),
+        "--fold",
+        str(fold),
+        "--seed",
+        str(fold),
+        "--split-seed",
+        str(SPLIT_SEED),
+        "--threads",
+        "1",
+        "--workers",
+        str(args.workers),
+        "--device",
+        args.device,
+        "--out",
+        str(out),
     ]
     log = (runs / f"{name}_f{fold}.log").open("w", encoding="utf-8")
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            cwd=Path(__file__).resolve().parent.parent)
+    return subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parent.parent
+    )
 
 
 def out_of_fold_score(runs: Path, name: str) -> dict | None:
@@ -103,8 +127,11 @@ def out_of_fold_score(runs: Path, name: str) -> dict | None:
         return None
     _, metrics = holdout_summary(out_of_fold([pd.read_csv(f) for f in files]))
     per_part = {t: m["study_auroc"] for t, m in metrics.items()}
-    return {"study_auroc": per_part, "score": sum(per_part.values()) / len(per_part),
-            "studies": sum(m["studies"] for m in metrics.values())}
+    return {
+        "study_auroc": per_part,
+        "score": sum(per_part.values()) / len(per_part),
+        "studies": sum(m["studies"] for m in metrics.values()),
+    }
 
 
 def choose(scores: dict[str, dict]) -> str | None:
@@ -167,9 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         if score is not None:
             scores[name] = score
     chosen = choose(scores)
-    selection = {"chosen": chosen, "scores": scores, "returncodes": returncodes, "wall_seconds": round(wall),
-                 "rule": __doc__.split("\n\n")[3].replace("\n", " "), "split_fingerprint": fingerprint,
-                 "candidates": {n: CANDIDATES[n].__dict__ for n in args.candidates}}
+    selection = {
+        "chosen": chosen,
+        "scores": scores,
+        "returncodes": returncodes,
+        "wall_seconds": round(wall),
+        "rule": __doc__.split("\n\n")[3].replace("\n", " "),
+        "split_fingerprint": fingerprint,
+        "candidates": {n: CANDIDATES[n].__dict__ for n in args.candidates},
+    }
     (out / "selection.json").write_text(json.dumps(selection, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(selection, indent=2))
 

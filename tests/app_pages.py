@@ -31,4 +31,4 @@ def study_probability(at: AppTest) -> str:
     if any(m.label == "Study P(abnormal)" for m in at.metric):
         return next(m.value for m in at.metric if m.label == "Study P(abnormal)")
     prefix = "Study P(abnormal) = "
-    return next(c.value[len(prefix):].split(",")[0] for c in at.caption if c.value.startswith(prefix))
+    return next(c.value[len(prefix) :].split(",")[0] for c in at.caption if c.value.startswith(prefix))

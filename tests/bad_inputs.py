@@ -115,8 +115,9 @@ def crafted_png(width: int, height: int) -> bytes:
     """
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
     first_row = zlib.compress(bytes(width + 1))  # filter byte + one row of black
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", first_row)
-            + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", first_row) + _png_chunk(b"IEND", b"")
+    )
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -158,19 +159,25 @@ def _build_corpus() -> tuple[BadInput, ...]:
         "jpeg_grey": ("radiograph.jpg", jpeg),
         "jpeg_cmyk": ("cmyk.jpg", encode_image(grey.convert("CMYK"), "JPEG", quality=90)),
         "jpeg_exif_orientation_6": ("rotated.jpg", encode_image(grey, "JPEG", quality=90, exif=exif)),
-        "jpeg_colour_photo": ("holiday.jpg",
-                              encode_image(Image.fromarray(np.rint(colour * 255).astype(np.uint8)), "JPEG")),
+        "jpeg_colour_photo": (
+            "holiday.jpg",
+            encode_image(Image.fromarray(np.rint(colour * 255).astype(np.uint8)), "JPEG"),
+        ),
         "jpeg_named_png": ("actually-a-jpeg.png", jpeg),
-        "gif_animated": ("cine.gif", encode_image(animated[0], "GIF", save_all=True,
-                                                  append_images=animated[1:], duration=100, loop=0)),
+        "gif_animated": (
+            "cine.gif",
+            encode_image(animated[0], "GIF", save_all=True, append_images=animated[1:], duration=100, loop=0),
+        ),
         "tiff_16bit": ("scan.tif", encode_image(Image.fromarray(wide_16bit), "TIFF")),
         "bmp": ("scan.bmp", encode_image(grey, "BMP")),
         "webp_lossless": ("scan.webp", encode_image(grey.convert("RGB"), "WEBP", lossless=True)),
         "dicom_monochrome2_12bit": ("image.dcm", encode_dicom(dicom_12bit, bits_stored=12)),
         "dicom_monochrome1": ("IM0001", encode_dicom(dicom_12bit, "MONOCHROME1", 12)),
         "dicom_rle_lossless": ("rle.dcm", encode_dicom(dicom_12bit, bits_stored=12, transfer_syntax=RLELossless)),
-        "dicom_jpeg2000_lossless": ("j2k.dcm", encode_dicom(np.asarray(grey), transfer_syntax=JPEG2000Lossless,
-                                                           frames=[j2k_frame])),
+        "dicom_jpeg2000_lossless": (
+            "j2k.dcm",
+            encode_dicom(np.asarray(grey), transfer_syntax=JPEG2000Lossless, frames=[j2k_frame]),
+        ),
         "dicom_zip_polyglot": ("polyglot.dcm", _dicom_zip_polyglot(dicom_12bit, polyglot_zip.getvalue())),
         "non_utf8_name": (non_utf8, png),
         "path_like_name": ("../../etc/passwd.png", png),
@@ -194,9 +201,15 @@ def _build_corpus() -> tuple[BadInput, ...]:
         "png_16x512_too_thin": ("strip.png", encode_image(Image.new("L", (16, 512), 128), "PNG")),
         "dicom_rgb": ("colour.dcm", encode_dicom(np.rint(colour * 255).astype(np.uint8), "RGB")),
         "dicom_multiframe": ("cine.dcm", encode_dicom(np.stack([dicom_12bit] * 3), bits_stored=12)),
-        "dicom_jpegls_no_codec": ("jpegls.dcm", encode_dicom(dicom_12bit, bits_stored=12,
-                                                            transfer_syntax=NO_CODEC_TRANSFER_SYNTAX,
-                                                            frames=[b"\xff\xd8\xff\xf7" + bytes(64)])),
+        "dicom_jpegls_no_codec": (
+            "jpegls.dcm",
+            encode_dicom(
+                dicom_12bit,
+                bits_stored=12,
+                transfer_syntax=NO_CODEC_TRANSFER_SYNTAX,
+                frames=[b"\xff\xd8\xff\xf7" + bytes(64)],
+            ),
+        ),
         "dicom_truncated_pixel_data": ("cut.dcm", encode_dicom(dicom_12bit, bits_stored=12)[:-1000]),
         "dicom_without_pixel_data": ("report.dcm", _dicom_without_pixel_data()),
         "non_utf8_name_text": (non_utf8, b"not an image\n"),
@@ -215,12 +228,22 @@ def _with_transparent_corner(grey: Image.Image) -> Image.Image:
     return rgba
 
 
-def _dicom_dataset(pixels: np.ndarray, photometric: str, bits_stored: int | None, transfer_syntax: UID,
-                   frames: list[bytes] | None, elements: dict[str, Any]) -> Dataset:
-    dataset = _dicom_header(DigitalXRayImageStorageForPresentation, "DX",
-                            entropy=[pixels.tobytes(), photometric, str(sorted(elements.items()))])
-    dataset.set_pixel_data(pixels, photometric, bits_stored or pixels.dtype.itemsize * 8,
-                           generate_instance_uid=False)  # keep the content-derived UID: same bytes each run
+def _dicom_dataset(
+    pixels: np.ndarray,
+    photometric: str,
+    bits_stored: int | None,
+    transfer_syntax: UID,
+    frames: list[bytes] | None,
+    elements: dict[str, Any],
+) -> Dataset:
+    dataset = _dicom_header(
+        DigitalXRayImageStorageForPresentation,
+        "DX",
+        entropy=[pixels.tobytes(), photometric, str(sorted(elements.items()))],
+    )
+    dataset.set_pixel_data(
+        pixels, photometric, bits_stored or pixels.dtype.itemsize * 8, generate_instance_uid=False
+    )  # keep the content-derived UID: same bytes each run
     for keyword, value in elements.items():
         setattr(dataset, keyword, value)
     if frames is not None:

@@ -48,10 +48,7 @@ CHROMIUM_ARGS = [
 ]
 #: Streamlit marks its root element with the connection and script-run state (its own e2e tests
 #: wait on the same attributes): connected and not running = the script run has finished.
-APP_IDLE = (
-    '[data-testid="stApp"][data-test-connection-state="CONNECTED"]'
-    '[data-test-script-state="notRunning"]'
-)
+APP_IDLE = '[data-testid="stApp"][data-test-connection-state="CONNECTED"][data-test-script-state="notRunning"]'
 #: The page files dashboard/app.py registers (dashboard.navigation's table), default page first.
 PAGE_FILES = tuple(spec.file for spec in PAGES)
 #: The quiz's clickable radiograph: the streamlit-image-coordinates component's frame.
@@ -77,9 +74,7 @@ def require_chromium() -> None:
 async def launch_chromium() -> AsyncIterator[Browser]:
     """One headless Chromium for the block; pages and contexts opened on it close with it."""
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:
@@ -123,9 +118,7 @@ async def open_page(page: Page, base_url: str, page_file: str, timeout_ms: float
     await wait_for_script_run(page, timeout_ms)
 
 
-async def upload_and_read_probability(
-    page: Page, file_name: str, data: bytes, timeout_ms: float = 120_000
-) -> str:
+async def upload_and_read_probability(page: Page, file_name: str, data: bytes, timeout_ms: float = 120_000) -> str:
     """On an open Explain page, upload one PNG through the file uploader; return P(abnormal) as shown.
 
     The caption is looked up by the upload's own name: before anything is uploaded Explain already
@@ -144,9 +137,7 @@ async def upload_and_read_probability(
     return match.group(1)
 
 
-async def upload_on_explain(
-    page: Page, base_url: str, file_name: str, data: bytes, timeout_ms: float = 120_000
-) -> str:
+async def upload_on_explain(page: Page, base_url: str, file_name: str, data: bytes, timeout_ms: float = 120_000) -> str:
     """Open Explain, upload one PNG, return P(abnormal) as displayed (three decimals)."""
     await open_page(page, base_url, "explain.py", timeout_ms)
     return await upload_and_read_probability(page, file_name, data, timeout_ms)

@@ -98,8 +98,9 @@ def scratch_weights(tmp_path_factory: pytest.TempPathFactory, scratch_mura_root:
     predictions = _scratch_predictions(scratch_mura_root)
     noise = np.random.default_rng(0).integers(0, 256, size=(8, 80, 64), dtype=np.uint8)
     images = [load_radiograph(mura.image_file(scratch_mura_root, p)).pixels for p in predictions["path"]]
-    save_checkpoint(model_dir / "checkpoint.pt", _calibrated_random_model(images + list(noise)), "mobilenet_v2",
-                    SCRATCH_INPUT_SIZE)
+    save_checkpoint(
+        model_dir / "checkpoint.pt", _calibrated_random_model(images + list(noise)), "mobilenet_v2", SCRATCH_INPUT_SIZE
+    )
     card = {
         "name": DEFAULT_MODEL,
         "architecture": "mobilenet_v2",
@@ -108,8 +109,10 @@ def scratch_weights(tmp_path_factory: pytest.TempPathFactory, scratch_mura_root:
         "output": "one logit; sigmoid = probability the radiograph is abnormal; study = mean of its views",
         "training_data": {
             "source": "none (test fixture); study types XR_HUMERUS, XR_FOREARM",
-            "all": {t: {"images": int(len(g)), "studies": int(g["study_path"].nunique())}
-                    for t, g in predictions.groupby("study_type")},
+            "all": {
+                t: {"images": int(len(g)), "studies": int(g["study_path"].nunique())}
+                for t, g in predictions.groupby("study_type")
+            },
         },
         "thresholds": SCRATCH_THRESHOLDS,
         "tta": False,
@@ -124,14 +127,16 @@ def scratch_weights(tmp_path_factory: pytest.TempPathFactory, scratch_mura_root:
     per_type = {t: v for t, v in SCRATCH_THRESHOLDS.items() if t != "default"}
     metrics = summarise(predictions, per_type, n_boot=50, seed=0)
     (model_dir / "metrics_valid.json").write_text(json.dumps(metrics, allow_nan=False))
-    pd.DataFrame({
-        "epoch": [1, 2, 3],
-        "train_loss": [0.62, 0.55, 0.51],
-        "holdout_image_auroc": [0.70, 0.76, 0.75],
-        "holdout_study_auroc": [0.72, 0.79, 0.78],
-        "lr": [1e-4, 5e-5, 1e-5],
-        "seconds": [10.0, 10.0, 10.0],
-    }).to_csv(model_dir / "training_log.csv", index=False)
+    pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [0.62, 0.55, 0.51],
+            "holdout_image_auroc": [0.70, 0.76, 0.75],
+            "holdout_study_auroc": [0.72, 0.79, 0.78],
+            "lr": [1e-4, 5e-5, 1e-5],
+            "seconds": [10.0, 10.0, 10.0],
+        }
+    ).to_csv(model_dir / "training_log.csv", index=False)
     return directory
 
 

@@ -34,8 +34,13 @@ def write_data_map_cache(model_dir: Path, mura_root: Path) -> tuple[dict, str]:
     probability[planted] = np.where(train["label"].to_numpy()[planted] == 1, 0.002, 0.998)  # sure it is not so
     train = train.assign(probability=probability)[PREDICTION_COLUMNS]
     train.to_csv(files.holdout_predictions, index=False)
-    rows = pd.concat([pd.DataFrame({"dataset": "mura_train", "key": train["path"], "fold": 0}),
-                      pd.DataFrame({"dataset": "mura_valid", "key": valid["path"], "fold": -1})], ignore_index=True)
+    rows = pd.concat(
+        [
+            pd.DataFrame({"dataset": "mura_train", "key": train["path"], "fold": 0}),
+            pd.DataFrame({"dataset": "mura_valid", "key": valid["path"], "fold": -1}),
+        ],
+        ignore_index=True,
+    )
     labels = np.concatenate([train["label"].to_numpy(), valid["label"].to_numpy()])
     rng = np.random.default_rng(0)
     features = (labels[:, None] * 3.0 + rng.normal(0, 1.0, (len(rows), 16))).astype(np.float32)
@@ -45,14 +50,16 @@ def write_data_map_cache(model_dir: Path, mura_root: Path) -> tuple[dict, str]:
     xy = embeddings.project(features, method="pca")
     images = images.assign(x=xy[:, 0], y=xy[:, 1], pca_x=xy[:, 0], pca_y=xy[:, 1])
     studies, neighbours, distances = embeddings.nearest_studies(features, images["study"])
-    cache = embeddings.Embeddings(images, features, phash, studies, neighbours, distances,
-                                  {"projection": "pca", "seed": 0})
+    cache = embeddings.Embeddings(
+        images, features, phash, studies, neighbours, distances, {"projection": "pca", "seed": 0}
+    )
     return embeddings.write_cache(files, cache, features, None), flipped
 
 
 @pytest.fixture(scope="module")
-def map_weights(tmp_path_factory: pytest.TempPathFactory, scratch_weights: Path,
-                scratch_mura_root: Path) -> tuple[Path, dict, str]:
+def map_weights(
+    tmp_path_factory: pytest.TempPathFactory, scratch_weights: Path, scratch_mura_root: Path
+) -> tuple[Path, dict, str]:
     """A copy of scratch_weights with a data-map cache in its model folder: (folder, summary, flipped study)."""
     directory = tmp_path_factory.mktemp("map_weights")
     shutil.copytree(scratch_weights / DEFAULT_MODEL, directory / DEFAULT_MODEL)

@@ -16,14 +16,20 @@ __all__ = ["FAKE_ROWS", "make_fake_fracatlas"]
 
 #: (region, fractured, hardware) per image; the last two rows are one radiograph saved twice.
 FAKE_ROWS = (
-    [("hand", 1, 0)] * 5 + [("hand", 0, 0)] * 5 + [("hand", 0, 1)] * 2 + [("hand", 1, 1)]
-    + [("shoulder", 1, 0)] * 2 + [("shoulder", 0, 0)] * 2
+    [("hand", 1, 0)] * 5
+    + [("hand", 0, 0)] * 5
+    + [("hand", 0, 1)] * 2
+    + [("hand", 1, 1)]
+    + [("shoulder", 1, 0)] * 2
+    + [("shoulder", 0, 0)] * 2
     + [("hand+shoulder", 1, 0), ("hand+shoulder", 0, 0)]
     + [("leg/hip", 1, 0), ("leg/hip", 0, 0), ("leg/hip", 0, 0)]
     + [("hand", 0, 0)] * 2
 )
-_HEADER = ("file,image_id,region,upper_limb,fractured,fracture_count,hardware,hand,shoulder,leg,hip,mixed,"
-           "multiscan,frontal,lateral,oblique,width,height,original_width,original_height,fracture_split\n")
+_HEADER = (
+    "file,image_id,region,upper_limb,fractured,fracture_count,hardware,hand,shoulder,leg,hip,mixed,"
+    "multiscan,frontal,lateral,oblique,width,height,original_width,original_height,fracture_split\n"
+)
 
 
 def _picture(rng: np.random.Generator, fractured: int, hardware: int, size: tuple[int, int]) -> np.ndarray:
@@ -52,14 +58,24 @@ def make_fake_fracatlas(root: Path, *, seed: int = 0, size: tuple[int, int] = (6
         flags = {"hand": "1,0,0,0", "shoulder": "0,1,0,0", "hand+shoulder": "1,1,0,0", "leg/hip": "0,0,1,0"}[region]
         upper = int(region != "leg/hip")
         split = "train" if fractured else ""
-        lines.append(f"images/{name},{name},{region},{upper},{fractured},{fractured},{hardware},{flags},0,0,"
-                     f"1,0,0,{width},{height},{width * 4},{height * 4},{split}\n")
+        lines.append(
+            f"images/{name},{name},{region},{upper},{fractured},{fractured},{hardware},{flags},0,0,"
+            f"1,0,0,{width},{height},{width * 4},{height * 4},{split}\n"
+        )
         if fractured:
             coco_images.append({"id": index, "file_name": f"images/{name}", "width": width, "height": height})
             x, y, w, h = width // 3, height // 2 - 4, width // 3, 8
-            annotations.append({"id": index, "image_id": index, "category_id": 1, "bbox": [x, y, w, h],
-                                "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})
+            annotations.append(
+                {
+                    "id": index,
+                    "image_id": index,
+                    "category_id": 1,
+                    "bbox": [x, y, w, h],
+                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+                }
+            )
     (root / "labels.csv").write_text(_HEADER + "".join(lines))
-    (root / "fractures_coco.json").write_text(json.dumps({"images": coco_images, "annotations": annotations,
-                                                          "categories": [{"id": 1, "name": "fractured"}]}))
+    (root / "fractures_coco.json").write_text(
+        json.dumps({"images": coco_images, "annotations": annotations, "categories": [{"id": 1, "name": "fractured"}]})
+    )
     return root

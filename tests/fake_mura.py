@@ -25,8 +25,9 @@ def _synthetic_radiograph(rng: np.random.Generator, abnormal: bool, size: tuple[
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_fake_mura(root: Path, *, patients_per_type: int = 6, seed: int = 0,
-                   missing: int = 0, size: tuple[int, int] = (48, 40)) -> Path:
+def make_fake_mura(
+    root: Path, *, patients_per_type: int = 6, seed: int = 0, missing: int = 0, size: tuple[int, int] = (48, 40)
+) -> Path:
     """Write ``root/MURA-v1.1`` with humerus and forearm studies in both splits; return that folder.
 
     ``missing`` images are listed in the CSVs but not written, as in a partial copy.

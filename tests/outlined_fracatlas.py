@@ -45,8 +45,14 @@ def make_outlined_fracatlas(root: Path, *, size: tuple[int, int] = (80, 64), see
         if fractured:
             images.append({"id": index, "file_name": file, "width": width, "height": height})
             x0, x1, y0, y1 = width // 3, 2 * width // 3, top, top + 5
-            annotations.append({"id": index, "image_id": index, "bbox": [x0, y0, x1 - x0, y1 - y0],
-                                "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]})
+            annotations.append(
+                {
+                    "id": index,
+                    "image_id": index,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+                }
+            )
     (root / "labels.csv").write_text(_HEADER + "".join(lines))
     (root / "fractures_coco.json").write_text(json.dumps({"images": images, "annotations": annotations}))
     return root

@@ -71,8 +71,10 @@ def test_overview_describes_the_mura_folder_in_use(use_scratch_weights: Path, sc
     present = mura.read_images(scratch_mura_root, "valid")
     assert table["Images"].sum() == len(present)
     assert table["Studies"].sum() == present["study_path"].nunique()
-    assert table.loc["Humerus", "Abnormal studies"] == present.drop_duplicates("study_path").query(
-        "study_type == 'XR_HUMERUS'")["label"].sum()
+    assert (
+        table.loc["Humerus", "Abnormal studies"]
+        == present.drop_duplicates("study_path").query("study_type == 'XR_HUMERUS'")["label"].sum()
+    )
 
 
 def test_sidebar_refuses_a_bad_mura_folder_in_one_sentence(use_scratch_weights: Path, tmp_path: Path) -> None:
@@ -89,8 +91,11 @@ def test_browse_samples_sorted_by_how_confidently_wrong(use_scratch_weights: Pat
     at.radio(key="browse_dataset").set_value("synthetic").run()
     samples = pd.read_csv(make_synthetic.INDEX_FILE)
     assert sorted(card_titles(at)) == sorted(samples["title"])
-    shown = [float(re.search(r"P\(abnormal\) = \*\*([0-9.]+)\*\*", m.value).group(1))
-             for m in at.markdown if m.value.startswith("P(abnormal)")]
+    shown = [
+        float(re.search(r"P\(abnormal\) = \*\*([0-9.]+)\*\*", m.value).group(1))
+        for m in at.markdown
+        if m.value.startswith("P(abnormal)")
+    ]
     labels = samples.set_index("title").loc[card_titles(at), "label"].to_numpy()
     errors = np.where(labels == 1, 1 - np.array(shown), shown)
     assert list(errors) == sorted(errors, reverse=True)
@@ -133,8 +138,10 @@ def test_a_mura_study_without_a_mura_folder_is_refused_in_one_sentence(use_scrat
     at.session_state[state.EXPLAIN_STUDY_KEY] = "MURA-v1.1/valid/XR_HUMERUS/patient00041/study1_negative/"
     at.switch_page("../pages/explain.py").run()
     assert_clean(at)
-    assert [e.value for e in at.error] == ["MURA studies are read from your own copy of MURA v1.1: set the MURA "
-                                           "folder in the sidebar (the app ships no MURA images)."]
+    assert [e.value for e in at.error] == [
+        "MURA studies are read from your own copy of MURA v1.1: set the MURA "
+        "folder in the sidebar (the app ships no MURA images)."
+    ]
 
 
 def test_synthetic_samples_are_reproducible_and_labelled() -> None:
@@ -155,6 +162,8 @@ def test_curated_index_lists_only_present_studies_and_true_picks(
     assert not studies.loc[wrong["study_path"], "correct"].any()
     for study_type in THRESHOLDS_BY_TYPE:
         missed = studies[(studies["study_type"] == study_type) & ~studies["correct"]]
-        expected = (set(missed[missed["label"] == 0].nlargest(2, "probability").index)  # false positives
-                    | set(missed[missed["label"] == 1].nsmallest(2, "probability").index))  # false negatives
+        expected = (
+            set(missed[missed["label"] == 0].nlargest(2, "probability").index)  # false positives
+            | set(missed[missed["label"] == 1].nsmallest(2, "probability").index)
+        )  # false negatives
         assert set(wrong.loc[wrong["study_type"] == study_type, "study_path"]) == expected

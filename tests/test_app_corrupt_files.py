@@ -18,10 +18,22 @@ from tests.test_models import DAMAGED_CHECKPOINTS
 
 pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
 
-PAGES = ("../pages/overview.py", "../pages/performance.py", "../pages/model_card.py", "../pages/explain.py",
-         "../pages/browse.py", "../pages/error_analysis.py", "../pages/quiz.py")
-DAMAGED_CARDS = {"truncated": b'{"name": "mura_eff', "empty": b"", "list": b"[]", "not UTF-8": b'{"name": "\xff"}',
-                 "100,000 nested brackets": b"[" * 100_000 + b"]" * 100_000}
+PAGES = (
+    "../pages/overview.py",
+    "../pages/performance.py",
+    "../pages/model_card.py",
+    "../pages/explain.py",
+    "../pages/browse.py",
+    "../pages/error_analysis.py",
+    "../pages/quiz.py",
+)
+DAMAGED_CARDS = {
+    "truncated": b'{"name": "mura_eff',
+    "empty": b"",
+    "list": b"[]",
+    "not UTF-8": b'{"name": "\xff"}',
+    "100,000 nested brackets": b"[" * 100_000 + b"]" * 100_000,
+}
 #: The damaged checkpoints of issue 19: unreadable, not a weights dictionary, and not fitting the architecture.
 APP_CHECKPOINTS = ("random bytes", "truncated", "empty", "bare tensor", "wrong keys", "wrong shape")
 
@@ -84,8 +96,12 @@ def test_a_damaged_card_beside_no_checkpoint_is_one_sentence_on_the_cache_pages(
     model_files.checkpoint.unlink()
     model_files.card.write_bytes(b"[]")
     app = start_app()
-    for page in ("../pages/overview.py", "../pages/performance.py", "../pages/model_card.py",
-                 "../pages/error_analysis.py"):
+    for page in (
+        "../pages/overview.py",
+        "../pages/performance.py",
+        "../pages/model_card.py",
+        "../pages/error_analysis.py",
+    ):
         app.switch_page(page).run()
         assert any(f"{DEFAULT_MODEL}/model_card.json" in error for error in _errors(app)), page
 
@@ -123,8 +139,9 @@ def test_mismatched_evaluation_shows_no_numbers_on_overview_and_model_card(misma
     assert not any("Kappa" in frame.value.columns for frame in app.dataframe)
 
 
-def test_mismatched_evaluation_leaves_browse_without_probabilities(mismatched: ModelArtifacts,
-                                                                  scratch_mura_root: Path) -> None:
+def test_mismatched_evaluation_leaves_browse_without_probabilities(
+    mismatched: ModelArtifacts, scratch_mura_root: Path
+) -> None:
     app = start_app()
     app.sidebar.text_input(key="mura_root_input").set_value(str(scratch_mura_root)).run()
     app.switch_page("../pages/browse.py").run()

@@ -32,8 +32,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def shown_text(at: AppTest) -> list[str]:
     """Every text element's source on the page and in the sidebar."""
-    kinds = (at.markdown, at.caption, at.error, at.warning, at.info, at.success, at.text, at.code, at.title,
-             at.header, at.subheader)
+    kinds = (
+        at.markdown,
+        at.caption,
+        at.error,
+        at.warning,
+        at.info,
+        at.success,
+        at.text,
+        at.code,
+        at.title,
+        at.header,
+        at.subheader,
+    )
     return [str(element.value) for kind in kinds for element in kind]
 
 
@@ -132,8 +143,9 @@ def test_every_bad_folder_is_one_sentence(use_scratch_weights: Path, bad_folders
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_bad_folders_are_one_sentence_on_every_page(use_scratch_weights: Path, bad_folders: dict[str, str],
-                                                    page: str) -> None:
+def test_bad_folders_are_one_sentence_on_every_page(
+    use_scratch_weights: Path, bad_folders: dict[str, str], page: str
+) -> None:
     at = start_app().switch_page(f"../pages/{page}").run()
     assert_clean(at)
     for case in PER_PAGE_CASES:
@@ -150,16 +162,18 @@ def test_the_sidebar_check_refuses_every_bad_folder_in_one_sentence(bad_folders:
         assert str(Path.home()) + "/" not in reason and f" {Path.home()} " not in reason, case
 
 
-def test_a_good_folder_after_bad_ones_is_used(use_scratch_weights: Path, bad_folders: dict[str, str],
-                                              scratch_mura_root: Path) -> None:
+def test_a_good_folder_after_bad_ones_is_used(
+    use_scratch_weights: Path, bad_folders: dict[str, str], scratch_mura_root: Path
+) -> None:
     at = set_mura_root(start_app(), bad_folders["bad rows"])
     at = set_mura_root(at, scratch_mura_root)
     assert_clean(at)
     assert not at.sidebar.error and at.session_state["mura_root"] == str(scratch_mura_root)
 
 
-def test_lock_hides_the_box_and_keeps_mura_root(use_scratch_weights: Path, scratch_mura_root: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lock_hides_the_box_and_keeps_mura_root(
+    use_scratch_weights: Path, scratch_mura_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(mura.LOCK_ENV, "1")
     monkeypatch.setenv("MURA_ROOT", str(scratch_mura_root))
     at = start_app()
@@ -177,8 +191,9 @@ def test_lock_hides_the_box_and_keeps_mura_root(use_scratch_weights: Path, scrat
     assert at.session_state["mura_root"] == str(scratch_mura_root)
 
 
-def test_lock_with_an_unusable_mura_root_says_so_without_the_path(use_scratch_weights: Path, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lock_with_an_unusable_mura_root_says_so_without_the_path(
+    use_scratch_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(mura.LOCK_ENV, "1")
     monkeypatch.setenv("MURA_ROOT", str(tmp_path / "gone"))
     at = start_app()
@@ -192,12 +207,20 @@ def test_lock_with_an_unusable_mura_root_says_so_without_the_path(use_scratch_we
 def test_deployed_command_locks_the_data_folder_by_default(tmp_path: Path) -> None:
     """scripts/serve.sh (the Dockerfile's CMD and the Procfile's web:) exports the lock unless told otherwise."""
     fake_python = tmp_path / "python"
-    fake_python.write_text("#!/bin/sh\necho \"lock=${MURA_LENS_LOCK_DATA:-unset}\"\n")
+    fake_python.write_text('#!/bin/sh\necho "lock=${MURA_LENS_LOCK_DATA:-unset}"\n')
     fake_python.chmod(0o755)
     env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path)}
-    served = subprocess.run(["sh", "scripts/serve.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                            timeout=30, check=True)
+    served = subprocess.run(
+        ["sh", "scripts/serve.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30, check=True
+    )
     assert served.stdout.strip() == "lock=1"
-    unlocked = subprocess.run(["sh", "scripts/serve.sh"], cwd=REPO_ROOT, env={**env, "MURA_LENS_LOCK_DATA": "0"},
-                              capture_output=True, text=True, timeout=30, check=True)
+    unlocked = subprocess.run(
+        ["sh", "scripts/serve.sh"],
+        cwd=REPO_ROOT,
+        env={**env, "MURA_LENS_LOCK_DATA": "0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     assert unlocked.stdout.strip() == "lock=0"

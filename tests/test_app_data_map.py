@@ -23,8 +23,7 @@ MAP_KEY = "data_map_scatter"  # the chart's key in pages/data_map.py
 
 
 @pytest.fixture
-def use_map_weights(monkeypatch: pytest.MonkeyPatch,
-                    map_weights: tuple[Path, dict, str]) -> tuple[Path, dict, str]:  # noqa: F811
+def use_map_weights(monkeypatch: pytest.MonkeyPatch, map_weights: tuple[Path, dict, str]) -> tuple[Path, dict, str]:  # noqa: F811
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(map_weights[0]))
     monkeypatch.delenv("MURA_ROOT", raising=False)
     return map_weights
@@ -35,8 +34,14 @@ def _open(picked: list[int] | None = None) -> AppTest:
     before the chart is first drawn)."""
     at = start_app()
     if picked is not None:
-        at.session_state[MAP_KEY] = {"selection": {
-            "points": [{"customdata": [i]} for i in picked], "point_indices": picked, "box": [], "lasso": []}}
+        at.session_state[MAP_KEY] = {
+            "selection": {
+                "points": [{"customdata": [i]} for i in picked],
+                "point_indices": picked,
+                "box": [],
+                "lasso": [],
+            }
+        }
     at.switch_page(PAGE).run()
     assert_clean(at)
     return at
@@ -58,8 +63,9 @@ def test_map_lists_selected_studies_and_the_audit(use_map_weights: tuple[Path, d
     issues = next(f.value for f in at.dataframe if "label_quality" in f.value.columns)
     train_queue = issues[issues["dataset"] == data_map.DATASET_LABELS["mura_train"]]
     assert train_queue.iloc[0]["study_path"] == flipped  # the planted flip tops train/'s flagged queue
-    assert any(m.label == "Near-duplicate groups" and m.value == str(summary["duplicates"]["groups"])
-               for m in at.metric)
+    assert any(
+        m.label == "Near-duplicate groups" and m.value == str(summary["duplicates"]["groups"]) for m in at.metric
+    )
     assert any(m.label == "train-valid leaks" and m.value == "1" for m in at.metric)
 
 
@@ -94,8 +100,10 @@ def test_selected_rows_reads_customdata() -> None:
     assert data_map.selected_rows(None, 10) == []
 
 
-@pytest.mark.parametrize("customdata", [[-1], [10], [1e300], ["nan"], ["inf"], ["abc"], [2.5], [True], [None],
-                                        [[3]], [{"row": 3}], "3", 3, []])
+@pytest.mark.parametrize(
+    "customdata",
+    [[-1], [10], [1e300], ["nan"], ["inf"], ["abc"], [2.5], [True], [None], [[3]], [{"row": 3}], "3", 3, []],
+)
 def test_crafted_customdata_selects_nothing(customdata: object) -> None:
     """The selection event comes from the browser: -1 must not pick the last row, nor text stop the page."""
     event = {"selection": {"points": [{"customdata": customdata}, {"customdata": [4]}]}}
@@ -108,8 +116,17 @@ def test_crafted_events_select_nothing(event: object) -> None:
 
 
 def test_study_summary_puts_confident_errors_first() -> None:
-    rows = pd.DataFrame({"study": ["a", "b", "c"], "dataset": "mura_valid", "body_part": "humerus",
-                         "label_text": ["normal", "abnormal", "normal"], "study_probability": [0.6, 0.1, 0.9],
-                         "threshold": 0.5, "error": ["FP", "FN", "FP"], "confidence": [0.6, 0.9, 0.9],
-                         "key": ["a/1", "b/1", "c/1"]})
+    rows = pd.DataFrame(
+        {
+            "study": ["a", "b", "c"],
+            "dataset": "mura_valid",
+            "body_part": "humerus",
+            "label_text": ["normal", "abnormal", "normal"],
+            "study_probability": [0.6, 0.1, 0.9],
+            "threshold": 0.5,
+            "error": ["FP", "FN", "FP"],
+            "confidence": [0.6, 0.9, 0.9],
+            "key": ["a/1", "b/1", "c/1"],
+        }
+    )
     assert data_map.study_summary(rows)["study"].tolist() == ["b", "c", "a"]

@@ -69,8 +69,9 @@ def downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
 def test_each_cell_lists_exactly_its_studies_most_confidently_wrong_first(scratch) -> None:
     studies, thresholds = scratch
     app = open_page(ERROR_PAGE)
-    confusion = metrics.confusion_at(studies["label"], studies["probability"],
-                                     metrics.row_thresholds(studies, thresholds))
+    confusion = metrics.confusion_at(
+        studies["label"], studies["probability"], metrics.row_thresholds(studies, thresholds)
+    )
     counts = {"TN": confusion.tn, "FP": confusion.fp, "FN": confusion.fn, "TP": confusion.tp}
     assert min(counts.values()) > 0  # the scratch predictions fill every cell
     for cell in CELLS:
@@ -172,8 +173,11 @@ def test_model_card_renders_card_log_and_cached_metrics(use_scratch_weights) -> 
         assert row["Kappa"] == format_estimate(summary, "kappa")
         assert row["AUROC"] == format_estimate(summary, "auroc")
     assert results.index[0] == group_label(OVERALL)
-    thresholds = [frame.value for frame in app.dataframe if "Threshold" in frame.value.columns
-                  and "Kappa" not in frame.value.columns][0]
+    thresholds = [
+        frame.value
+        for frame in app.dataframe
+        if "Threshold" in frame.value.columns and "Kappa" not in frame.value.columns
+    ][0]
     assert sorted(thresholds["Threshold"]) == sorted(card["thresholds"].values())
 
 
@@ -191,8 +195,9 @@ def test_model_card_without_log_or_metrics_still_renders(use_scratch_weights, tm
     assert any("make evaluate" in info.value for info in app.info)
 
 
-def test_model_card_shows_the_scope_heads_figures_against_their_targets(use_scratch_weights, tmp_path,
-                                                                        monkeypatch) -> None:
+def test_model_card_shows_the_scope_heads_figures_against_their_targets(
+    use_scratch_weights, tmp_path, monkeypatch
+) -> None:
     weights = tmp_path / "weights"
     shutil.copytree(use_scratch_weights, weights)
     shipped = json.loads((SHIPPED_WEIGHTS_DIR / DEFAULT_MODEL / SCOPE_METRICS_FILE).read_text())

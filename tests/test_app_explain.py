@@ -77,8 +77,9 @@ def test_a_bad_file_gives_one_error_and_the_next_upload_still_works(use_scratch_
     at = open_explain()
     at.file_uploader(key="explain_upload").set_value(("notes.png", b"just some text\n", "image/png")).run()
     assert_clean(at)
-    assert [e.value for e in at.error] == ["`notes.png`: The file is plain text, not an image; "
-                                           "upload a PNG, JPEG or DICOM radiograph."]
+    assert [e.value for e in at.error] == [
+        "`notes.png`: The file is plain text, not an image; upload a PNG, JPEG or DICOM radiograph."
+    ]
     assert not at.metric
     at = upload(at, FRACTURE_VIEWS[:1])
     assert_clean(at)
@@ -89,8 +90,10 @@ def test_a_bad_file_gives_one_error_and_the_next_upload_still_works(use_scratch_
 
 def test_a_bad_file_among_good_views_is_refused_alone(use_scratch_weights: Path) -> None:
     at = open_explain()
-    files = [(FRACTURE_VIEWS[0].name, FRACTURE_VIEWS[0].read_bytes(), "image/png"),
-             ("../../etc/[x](y).png", FRACTURE_VIEWS[1].read_bytes()[:200], "image/png")]
+    files = [
+        (FRACTURE_VIEWS[0].name, FRACTURE_VIEWS[0].read_bytes(), "image/png"),
+        ("../../etc/[x](y).png", FRACTURE_VIEWS[1].read_bytes()[:200], "image/png"),
+    ]
     at.file_uploader(key="explain_upload").set_value(files).run()
     assert_clean(at)
     assert len(at.error) == 1
@@ -108,7 +111,8 @@ def test_a_colour_photo_gets_no_verdict(use_scratch_weights: Path) -> None:
     at.file_uploader(key="explain_upload").set_value(("holiday.png", buffer.getvalue(), "image/png")).run()
     assert_clean(at)
     assert "`holiday.png` is a colour image, not a radiograph: the model reads X-rays only." in [
-        w.value for w in at.warning]
+        w.value for w in at.warning
+    ]
     assert not any(m.label == "Verdict" for m in at.metric)
     assert study_probability(at)
 
@@ -189,26 +193,33 @@ def test_comparison_shows_one_panel_per_method_and_layer(use_scratch_weights: Pa
 def test_faithfulness_on_request_and_downloads(use_scratch_weights: Path) -> None:
     at = upload(open_explain(), FRACTURE_VIEWS[:1])
     assert not [m for m in at.metric if m.label == "Faithfulness (ROAD)"]
-    assert {b.label for b in at.get("download_button")} == {"Labelled figure (.png)", "Overlay (.png)",
-                                                           "Raw heat map (.npy)"}
+    assert {b.label for b in at.get("download_button")} == {
+        "Labelled figure (.png)",
+        "Overlay (.png)",
+        "Raw heat map (.npy)",
+    }
     at.button(key="explain_faithfulness").click().run()
     assert_clean(at)
     assert -1.0 <= float(metric(at, "Faithfulness (ROAD)")) <= 1.0
 
 
-@pytest.mark.parametrize(("raw", "shown"), [
-    ("../../etc/passwd", "passwd"),
-    ("C:\\Users\\me\\x-ray (1).png", "x-ray (1).png"),
-    ("[click](javascript:alert(1)).png", "_click_(javascript_alert(1)).png"),
-    ("a\udcff\x00b.dcm", "a__b.dcm"),
-    ("", "unnamed file"),
-])
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\me\\x-ray (1).png", "x-ray (1).png"),
+        ("[click](javascript:alert(1)).png", "_click_(javascript_alert(1)).png"),
+        ("a\udcff\x00b.dcm", "a__b.dcm"),
+        ("", "unnamed file"),
+    ],
+)
 def test_upload_names_are_shown_only_after_sanitising(raw: str, shown: str) -> None:
     assert safe_display_name(raw) == shown
 
 
-def test_an_empty_map_is_explained_not_shown_as_a_blank(use_scratch_weights: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_empty_map_is_explained_not_shown_as_a_blank(
+    use_scratch_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from dataclasses import replace
 
     from dashboard import views
@@ -254,7 +265,8 @@ def _mura_study(at: AppTest, root: Path) -> AppTest:
 
 
 def test_every_study_of_the_folder_is_offered_and_the_view_picker_follows_the_study(
-    use_scratch_weights: Path, scratch_mura_root: Path,
+    use_scratch_weights: Path,
+    scratch_mura_root: Path,
 ) -> None:
     at = _mura_study(open_explain(), scratch_mura_root)
     at.radio(key="explain_source").set_value("Sample or MURA study").run()

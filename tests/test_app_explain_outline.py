@@ -50,8 +50,9 @@ def test_outline_is_drawn_and_scored(outlined_root: Path) -> None:
     assert none is None and unchanged is picture
 
 
-def test_explain_page_shows_the_outline_scores(outlined_root: Path, use_scratch_weights: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explain_page_shows_the_outline_scores(
+    outlined_root: Path, use_scratch_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pixels = load_radiograph(outlined_root / FILE).pixels
     study = studies.Study(REF, "FracAtlas IMG0000001", None, 1, [("IMG0000001.jpg", pixels)])
     monkeypatch.setattr(studies, "load_study", lambda ref, root: study)

@@ -62,8 +62,9 @@ def test_a_forged_fracatlas_reference_is_one_sentence(use_scratch_weights: Path)
     at.session_state[state.EXPLAIN_STUDY_KEY] = "fracatlas/../labels.csv"
     at.switch_page(EXPLAIN).run()
     assert_clean(at)
-    assert [e.value for e in at.error] == ["'fracatlas/../labels.csv' is not one of the FracAtlas radiographs "
-                                           "shipped with the app."]
+    assert [e.value for e in at.error] == [
+        "'fracatlas/../labels.csv' is not one of the FracAtlas radiographs shipped with the app."
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +78,10 @@ def fracatlas_weights(tmp_path_factory: pytest.TempPathFactory, scratch_weights:
     rng = np.random.default_rng(5)
     logits = 1.5 * (2 * images["fractured"].to_numpy() - 1) + rng.normal(0.0, 1.5, len(images))
     predictions = images.assign(
-        duplicate_of=images["file"], threshold=images["region"].map(evaluate.region_thresholds(card)),
-        probability=np.round(1 / (1 + np.exp(-logits)), 6))
+        duplicate_of=images["file"],
+        threshold=images["region"].map(evaluate.region_thresholds(card)),
+        probability=np.round(1 / (1 + np.exp(-logits)), 6),
+    )
     for column in evaluate.FRACATLAS_COLUMNS:
         predictions[column] = predictions.get(column, 0)
     predictions = predictions[evaluate.FRACATLAS_COLUMNS]
@@ -149,8 +152,9 @@ def test_browse_shows_real_radiographs_with_cached_probabilities(use_fracatlas_w
     assert any(c.value.startswith("Not scored") for c in at.caption)
     at.multiselect(key="browse_types").set_value(sorted(samples["region"].unique())).run()
     at.multiselect(key="browse_labels").set_value(["fracture"]).run()
-    assert sorted(m.value.split("**")[1] for m in at.markdown if m.value.startswith("**FracAtlas")) == \
-        sorted(samples.loc[samples["fractured"] == 1, "title"])
+    assert sorted(m.value.split("**")[1] for m in at.markdown if m.value.startswith("**FracAtlas")) == sorted(
+        samples.loc[samples["fractured"] == 1, "title"]
+    )
     first = next(b for b in at.button if b.label == "Open in Explain")
     first.click().run()
     assert_clean(at)
@@ -163,6 +167,9 @@ def test_overview_credits_the_real_samples_and_quotes_the_external_check(use_fra
     assert f"Images: {fracatlas.CREDIT}" in [c.value for c in at.caption]
     metrics = read_evaluation(ModelArtifacts.of(DEFAULT_MODEL), evaluate.FRACATLAS).metrics
     overall = metrics["all"]["overall"]
-    quoted = ("too few images to estimate an AUROC" if format_estimate(overall, "auroc") == TOO_FEW
-              else f"AUROC {overall['auroc']['point']:.3f}")
+    quoted = (
+        "too few images to estimate an AUROC"
+        if format_estimate(overall, "auroc") == TOO_FEW
+        else f"AUROC {overall['auroc']['point']:.3f}"
+    )
     assert any("External check on FracAtlas" in c.value and quoted in c.value for c in at.caption)

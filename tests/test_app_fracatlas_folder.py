@@ -40,8 +40,7 @@ def test_other_images_come_from_the_folder_the_app_uses(monkeypatch: pytest.Monk
     assert problem is None and pictures
 
 
-def test_a_folder_named_on_heatmap_accuracy_is_the_data_maps(monkeypatch: pytest.MonkeyPatch,
-                                                             tmp_path: Path) -> None:
+def test_a_folder_named_on_heatmap_accuracy_is_the_data_maps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("MURA_LENS_WEIGHTS_DIR", raising=False)
     monkeypatch.delenv("FRACATLAS_ROOT", raising=False)
     at = open_page("../pages/heatmap_accuracy.py")

@@ -23,8 +23,11 @@ def fracture_default(two_output: Path, tmp_path: Path, monkeypatch: pytest.Monke
     shutil.copytree(two_output / "two", tmp_path / DEFAULT_MODEL)
     card_path = tmp_path / DEFAULT_MODEL / "model_card.json"
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    card |= {"name": DEFAULT_MODEL, "training_data": {"source": "test", "all": {"XR_HUMERUS": {}, "XR_FOREARM": {}}},
-             "outputs": {"abnormal": {"trained_on": "test"}, "fracture": {"trained_on": "test"}}}
+    card |= {
+        "name": DEFAULT_MODEL,
+        "training_data": {"source": "test", "all": {"XR_HUMERUS": {}, "XR_FOREARM": {}}},
+        "outputs": {"abnormal": {"trained_on": "test"}, "fracture": {"trained_on": "test"}},
+    }
     card_path.write_text(json.dumps(card), encoding="utf-8")
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.delenv("MURA_ROOT", raising=False)

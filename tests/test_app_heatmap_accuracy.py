@@ -31,8 +31,9 @@ def swept(tmp_path_factory: pytest.TempPathFactory, scratch_weights: Path) -> tu
     root = make_outlined_fracatlas(tmp_path_factory.mktemp("accuracy_fracatlas"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
-        assert main(["--root", str(root), "--methods", "GradCAM", "LayerCAM", "--layers", LAYER,
-                     "--bootstrap", "50"]) == 0
+        assert (
+            main(["--root", str(root), "--methods", "GradCAM", "LayerCAM", "--layers", LAYER, "--bootstrap", "50"]) == 0
+        )
     return weights, root
 
 
@@ -81,8 +82,9 @@ def test_no_cache_is_one_sentence(monkeypatch: pytest.MonkeyPatch, scratch_weigh
     assert "python -m core.localize" in at.info[0].value
 
 
-def test_a_broken_cache_is_one_sentence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                        swept: tuple[Path, Path]) -> None:
+def test_a_broken_cache_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, swept: tuple[Path, Path]
+) -> None:
     weights = tmp_path / "weights"
     shutil.copytree(swept[0], weights)
     rows = ModelArtifacts.of(DEFAULT_MODEL, weights).localization(DATASET)
@@ -113,8 +115,9 @@ def test_the_shipped_recommendation_passes_the_sanity_checks_and_beats_the_unifo
     same = localization.coinciding_maps(sweep.table)
     head = "head conv (1280 ch, stride 32)"
     assert (head, ("GradCAM", "HiResCAM", "XGradCAM")) in same and (head, ("GradCAMElementWise", "LayerCAM")) in same
-    table = accuracy.ranking(sweep.summary, "hit", sanity=trust.sanity_by_map(trust.read_cache(files).summary),
-                             same=same)
+    table = accuracy.ranking(
+        sweep.summary, "hit", sanity=trust.sanity_by_map(trust.read_cache(files).summary), same=same
+    )
     assert f"GradCAM = HiResCAM = XGradCAM · {head}" in set(table["map"])
     assert f"HiResCAM · {head}" not in set(table["map"])  # counted once
     beats, sentence = accuracy.verdict(table, "hit")
@@ -125,8 +128,9 @@ def test_the_shipped_recommendation_passes_the_sanity_checks_and_beats_the_unifo
     assert "GradCAMElementWise · block 11 (112 ch, stride 16) (0.396), is not recommended: it fails" in sentence
 
 
-def test_the_model_is_not_scored_on_fractures_without_a_fracture_output(monkeypatch: pytest.MonkeyPatch,
-                                                                       swept: tuple[Path, Path]) -> None:
+def test_the_model_is_not_scored_on_fractures_without_a_fracture_output(
+    monkeypatch: pytest.MonkeyPatch, swept: tuple[Path, Path]
+) -> None:
     """Issue 27, item 4: the 'Model right/wrong' filter says 'not scored' for an abnormal-only model."""
     weights, root = swept
     at = _open(monkeypatch, weights, root)

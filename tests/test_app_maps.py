@@ -51,8 +51,9 @@ def test_maps_have_a_colour_bar_that_says_per_image_and_an_absolute_scale(use_sc
     assert set(overlay_urls(at)).isdisjoint(per_image)
 
 
-def test_a_slow_method_gives_a_measured_estimate_before_it_runs(use_scratch_weights: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_slow_method_gives_a_measured_estimate_before_it_runs(
+    use_scratch_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(slow_runs, "_MEASURED", {})  # no earlier run's rate: the first estimate, from a timed pass
     at = upload(open_explain(), FRACTURE_VIEWS[:1])
     at.sidebar.multiselect(key="cam_layers").set_value([SMALL_LAYER])

@@ -71,8 +71,12 @@ def _expected_disagreements(weights: Path) -> set[str]:
     for model in (DEFAULT_MODEL, RIVAL):
         studies = metrics.study_table(pd.read_csv(weights / model / "predictions_valid.csv"))
         thresholds = card_thresholds(json.loads((weights / model / "model_card.json").read_text()))
-        verdicts.append(pd.Series(studies["probability"].to_numpy() >= metrics.row_thresholds(studies, thresholds),
-                                  index=studies["study_path"]))
+        verdicts.append(
+            pd.Series(
+                studies["probability"].to_numpy() >= metrics.row_thresholds(studies, thresholds),
+                index=studies["study_path"],
+            )
+        )
     return set(verdicts[0].index[verdicts[0] != verdicts[1]])
 
 
@@ -85,8 +89,10 @@ def test_a_single_model_hides_the_comparison_with_a_note(use_scratch_weights: Pa
 
 def test_second_model_shows_both_rocs_the_paired_differences_and_the_disagreements(two_models: Path) -> None:
     at = _compared(start_app().switch_page(PAGE).run())
-    curves = [[trace.get("name", "").split(" · AUC ")[0] for trace in json.loads(chart.proto.spec)["data"]]
-              for chart in at.get("plotly_chart")]
+    curves = [
+        [trace.get("name", "").split(" · AUC ")[0] for trace in json.loads(chart.proto.spec)["data"]]
+        for chart in at.get("plotly_chart")
+    ]
     assert [DEFAULT_MODEL, RIVAL] in [[name for name in names if name in (DEFAULT_MODEL, RIVAL)] for names in curves]
 
     # The page's table is core.compare's report of the same two files, to the last digit.
@@ -96,11 +102,15 @@ def test_second_model_shows_both_rocs_the_paired_differences_and_the_disagreemen
     for group, entry in report.items():
         row = shown.loc[group_label(group)]
         assert row["Studies"] == entry["studies"]
-        assert (row[f"AUROC {DEFAULT_MODEL}"], row[f"AUROC {RIVAL}"]) == (f"{entry['auroc_a']:.3f}",
-                                                                          f"{entry['auroc_b']:.3f}")
+        assert (row[f"AUROC {DEFAULT_MODEL}"], row[f"AUROC {RIVAL}"]) == (
+            f"{entry['auroc_a']:.3f}",
+            f"{entry['auroc_b']:.3f}",
+        )
         difference = entry["difference"]
         assert (row["Difference (A − B)"], row["95% CI"]) == (
-            f"{difference['point']:.3f}", f"{difference['low']:.3f} to {difference['high']:.3f}")
+            f"{difference['point']:.3f}",
+            f"{difference['low']:.3f} to {difference['high']:.3f}",
+        )
         assert difference["low"] < difference["point"] < difference["high"]
 
     listed = _table(at, f"P {RIVAL}")
@@ -129,20 +139,41 @@ def test_tables_that_disagree_on_a_label_are_one_sentence(two_models: Path) -> N
     at = _compared(start_app().switch_page(PAGE).run())
     reason = escape_markdown("the two prediction tables disagree on a study's label")
     assert [e.value for e in at.error] == [
-        f"{escape_markdown(DEFAULT_MODEL)} and {escape_markdown(RIVAL)} cannot be compared: {reason}"]
+        f"{escape_markdown(DEFAULT_MODEL)} and {escape_markdown(RIVAL)} cannot be compared: {reason}"
+    ]
 
 
 def test_every_comparison_row_follows_the_too_few_rule() -> None:
     """Issue 27, item 9: no "AUROC 0.000 (0.000-0.000)", no CI -1 to 1, no "None" for a tiny group."""
     report = {
-        "overall": {"studies": 200, "abnormal": 90, "auroc_a": 0.91, "auroc_b": 0.9,
-                    "difference": {"point": 0.01, "low": -0.02, "high": 0.04}},
-        "XR_FINGER": {"studies": 3, "abnormal": 1, "auroc_a": 0.0, "auroc_b": 0.0,
-                      "difference": {"point": 0.0, "low": 0.0, "high": 0.0}},
-        "XR_SHOULDER": {"studies": 4, "abnormal": 2, "auroc_a": 0.5, "auroc_b": 1.0,
-                        "difference": {"point": -0.5, "low": -1.0, "high": 1.0}},
-        "XR_HAND": {"studies": 2, "abnormal": 0, "auroc_a": None, "auroc_b": None,
-                    "difference": {"point": None, "low": None, "high": None}},
+        "overall": {
+            "studies": 200,
+            "abnormal": 90,
+            "auroc_a": 0.91,
+            "auroc_b": 0.9,
+            "difference": {"point": 0.01, "low": -0.02, "high": 0.04},
+        },
+        "XR_FINGER": {
+            "studies": 3,
+            "abnormal": 1,
+            "auroc_a": 0.0,
+            "auroc_b": 0.0,
+            "difference": {"point": 0.0, "low": 0.0, "high": 0.0},
+        },
+        "XR_SHOULDER": {
+            "studies": 4,
+            "abnormal": 2,
+            "auroc_a": 0.5,
+            "auroc_b": 1.0,
+            "difference": {"point": -0.5, "low": -1.0, "high": 1.0},
+        },
+        "XR_HAND": {
+            "studies": 2,
+            "abnormal": 0,
+            "auroc_a": None,
+            "auroc_b": None,
+            "difference": {"point": None, "low": None, "high": None},
+        },
     }
     table = model_compare.difference_table(report, "a", "b").set_index("Body part")
     for part in ("Finger", "Shoulder", "Hand"):
@@ -157,13 +188,17 @@ def test_only_the_trained_parts_are_compared(two_models: Path) -> None:
     for model in (DEFAULT_MODEL, RIVAL):
         path = two_models / model / "predictions_valid.csv"
         predictions = pd.read_csv(path)
-        wrist = predictions.iloc[:1].assign(study_type="XR_WRIST", path="MURA-v1.1/valid/XR_WRIST/p1/s1/image1.png",
-                                            study_path="MURA-v1.1/valid/XR_WRIST/p1/s1/")
+        wrist = predictions.iloc[:1].assign(
+            study_type="XR_WRIST",
+            path="MURA-v1.1/valid/XR_WRIST/p1/s1/image1.png",
+            study_path="MURA-v1.1/valid/XR_WRIST/p1/s1/",
+        )
         pd.concat([predictions, wrist]).to_csv(path, index=False)
         (two_models / model / "metrics_valid.json").unlink()
         per_type = {"XR_HUMERUS": 0.5, "XR_FOREARM": 0.5, "default": 0.5}
         (two_models / model / "metrics_valid.json").write_text(
-            json.dumps(summarise(pd.concat([predictions, wrist]), per_type, n_boot=20, seed=0)))
+            json.dumps(summarise(pd.concat([predictions, wrist]), per_type, n_boot=20, seed=0))
+        )
     at = _compared(start_app().switch_page(PAGE).run())
     shown = _table(at, "Difference (A − B)")
     assert list(shown["Body part"]) == ["All trained body parts", "Forearm", "Humerus"]

@@ -60,9 +60,10 @@ def test_overview_pools_only_trained_parts_reads_in_plain_words_and_sets_context
     assert (out_of_scope[["AUROC (95% CI)", "Cohen's kappa (95% CI)"]] == TOO_FEW).all().all()
     forearm = shipped["study"]["XR_FOREARM"]
     text = " ".join(markdown.value for markdown in app.markdown)
-    assert (f"of 100 abnormal forearm studies it flags about **{round(100 * forearm['sensitivity']['point'])}**; "
-            f"of 100 normal ones it wrongly flags about **{round(100 * (1 - forearm['specificity']['point']))}**"
-            in text)
+    assert (
+        f"of 100 abnormal forearm studies it flags about **{round(100 * forearm['sensitivity']['point'])}**; "
+        f"of 100 normal ones it wrongly flags about **{round(100 * (1 - forearm['specificity']['point']))}**" in text
+    )
     assert "below the paper's best radiologist" in text or "below every one of the paper's radiologists" in text
     assert "mura_mobilenet_v2: AUROC" in text  # the other shipped model, as the quick baseline
     _assert_no_none(app)

@@ -19,8 +19,10 @@ from tests.app_pages import open_page
 
 pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
 
-WRIST_STUDIES = ["MURA-v1.1/valid/XR_WRIST/patient99001/study1_positive/",
-                 "MURA-v1.1/valid/XR_WRIST/patient99002/study1_negative/"]
+WRIST_STUDIES = [
+    "MURA-v1.1/valid/XR_WRIST/patient99001/study1_positive/",
+    "MURA-v1.1/valid/XR_WRIST/patient99002/study1_negative/",
+]
 CARD = {"training_data": {"all": {"XR_FOREARM": {}, "XR_HUMERUS": {}}}}
 
 
@@ -31,10 +33,17 @@ def with_wrists(tmp_path: Path, scratch_weights: Path, monkeypatch: pytest.Monke
     shutil.copytree(scratch_weights, directory)
     model_dir = directory / DEFAULT_MODEL
     predictions = pd.read_csv(model_dir / "predictions_valid.csv")
-    wrists = pd.DataFrame({
-        "path": [study + "image1.png" for study in WRIST_STUDIES], "study_type": "XR_WRIST",
-        "patient": ["patient99001", "patient99002"], "study": "study1", "study_path": WRIST_STUDIES,
-        "label": [1, 0], "probability": [0.97, 0.96]})
+    wrists = pd.DataFrame(
+        {
+            "path": [study + "image1.png" for study in WRIST_STUDIES],
+            "study_type": "XR_WRIST",
+            "patient": ["patient99001", "patient99002"],
+            "study": "study1",
+            "study_path": WRIST_STUDIES,
+            "label": [1, 0],
+            "probability": [0.97, 0.96],
+        }
+    )
     predictions = pd.concat([predictions, wrists], ignore_index=True)
     predictions.to_csv(model_dir / "predictions_valid.csv", index=False)
     card = json.loads((model_dir / "model_card.json").read_text())
@@ -47,19 +56,22 @@ def with_wrists(tmp_path: Path, scratch_weights: Path, monkeypatch: pytest.Monke
     return directory
 
 
-@pytest.mark.parametrize(("body_part", "label", "outputs", "scored"), [
-    ("XR_HUMERUS", "abnormal", None, True),
-    ("XR_FOREARM", "abnormal", None, True),
-    ("XR_WRIST", "abnormal", None, False),
-    ("XR_SHOULDER", "abnormal", None, False),
-    (None, "abnormal", None, False),
-    ("hand", FRACATLAS_LABEL, None, False),           # MURA's abnormal is not FracAtlas's fracture
-    ("leg/hip", FRACATLAS_LABEL, None, False),
-    ("hand", FRACATLAS_LABEL, ("abnormal", "fracture"), True),  # a fracture output (issue 28)
-    ("shoulder", FRACATLAS_LABEL, ("abnormal", "fracture"), True),
-    ("leg/hip", FRACATLAS_LABEL, ("abnormal", "fracture"), False),
-    ("XR_WRIST", "abnormal", ("abnormal", "fracture"), False),
-])
+@pytest.mark.parametrize(
+    ("body_part", "label", "outputs", "scored"),
+    [
+        ("XR_HUMERUS", "abnormal", None, True),
+        ("XR_FOREARM", "abnormal", None, True),
+        ("XR_WRIST", "abnormal", None, False),
+        ("XR_SHOULDER", "abnormal", None, False),
+        (None, "abnormal", None, False),
+        ("hand", FRACATLAS_LABEL, None, False),  # MURA's abnormal is not FracAtlas's fracture
+        ("leg/hip", FRACATLAS_LABEL, None, False),
+        ("hand", FRACATLAS_LABEL, ("abnormal", "fracture"), True),  # a fracture output (issue 28)
+        ("shoulder", FRACATLAS_LABEL, ("abnormal", "fracture"), True),
+        ("leg/hip", FRACATLAS_LABEL, ("abnormal", "fracture"), False),
+        ("XR_WRIST", "abnormal", ("abnormal", "fracture"), False),
+    ],
+)
 def test_one_rule_decides_what_is_scored(body_part, label, outputs, scored) -> None:
     reason = out_of_scope_reason(CARD, body_part, label, outputs=outputs)
     assert (reason is None) == scored
@@ -82,8 +94,9 @@ def test_error_analysis_puts_no_wrist_study_in_a_cell(with_wrists: Path) -> None
         assert not app.exception
         listed = [f.value for f in app.dataframe if "study_path" in f.value.columns and "threshold" in f.value.columns]
         assert listed and not set(WRIST_STUDIES) & set(listed[0]["study_path"])
-    (out_of_scope,) = [f.value for f in app.dataframe
-                       if "study_path" in f.value.columns and "threshold" not in f.value.columns]
+    (out_of_scope,) = [
+        f.value for f in app.dataframe if "study_path" in f.value.columns and "threshold" not in f.value.columns
+    ]
     assert set(out_of_scope["study_path"]) == set(WRIST_STUDIES)
     assert any("Out of scope, not scored: 2 studies" in e.label for e in app.expander)
 
@@ -101,8 +114,9 @@ def test_data_map_scores_no_fracatlas_image_against_the_abnormal_label(monkeypat
     assert set(mura["error"]) <= {"TP", "TN", "FP", "FN", "n/a"}
 
 
-def test_browse_follows_the_users_thresholds_and_scores_no_fracatlas_image(use_scratch_weights: Path,
-                                                                          scratch_mura_root: Path) -> None:
+def test_browse_follows_the_users_thresholds_and_scores_no_fracatlas_image(
+    use_scratch_weights: Path, scratch_mura_root: Path
+) -> None:
     """Issue 27, item 10: Browse judges at the thresholds set on Performance, as every other page does, and
     says so; FracAtlas's fracture label is never scored against an abnormal-only model (item 4)."""
     from tests.test_app_browse_overview import match_count, scratch_studies, set_mura_root
@@ -136,5 +150,6 @@ def test_overview_speaks_plainly_before_the_technical_words(monkeypatch: pytest.
     assert all(word in inside for word in technical)
     plain = [m.value for m in app.markdown if m.value.startswith("Looks at one arm radiograph")]
     assert plain and not any(word in plain[0] for word in technical)
-    assert any("**AUROC**, how often the model ranks" in c.value and "**Cohen's kappa**" in c.value
-               for c in app.caption)
+    assert any(
+        "**AUROC**, how often the model ranks" in c.value and "**Cohen's kappa**" in c.value for c in app.caption
+    )

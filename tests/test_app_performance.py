@@ -186,4 +186,3 @@ def test_page_without_cached_evaluation_says_how_to_make_it(use_scratch_weights,
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
     app = open_page(PAGE)
     assert any("make evaluate" in info.value for info in app.info)
-

@@ -54,7 +54,11 @@ def test_one_case_wrong_one_right(use_scratch_weights: Path) -> None:
     at = open_page("../pages/quiz.py")
     run: quiz_view.QuizRun = at.session_state[quiz_view.RUN_KEY]
     assert (run.source, run.difficulty, run.seed, len(run.cases)) == (
-        quiz_view.FRACATLAS_SOURCE, quiz.EVERY_CASE, 1, 10)
+        quiz_view.FRACATLAS_SOURCE,
+        quiz.EVERY_CASE,
+        1,
+        10,
+    )
     assert _metric(at, "Your calls right") == "—"
     assert not at.dataframe and not at.success and not at.error  # nothing is revealed before the learner commits
     file_name = run.current.ref.rsplit("/", 1)[-1]  # the Explain samples pair file names with labels
@@ -90,8 +94,9 @@ def test_one_case_wrong_one_right(use_scratch_weights: Path) -> None:
     assert results[1].map_peak is not None and results[1].map_hit is not None  # the model's map was judged too
 
 
-def test_a_mura_study_to_the_end_of_a_run(use_scratch_weights: Path, scratch_mura_root: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_mura_study_to_the_end_of_a_run(
+    use_scratch_weights: Path, scratch_mura_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MURA_ROOT", str(scratch_mura_root))
     at = open_page("../pages/quiz.py")
     at.selectbox(key="quiz_source").set_value(quiz_view.MURA_SOURCE)
@@ -113,15 +118,23 @@ def test_a_mura_study_to_the_end_of_a_run(use_scratch_weights: Path, scratch_mur
     assert any("seed **1**" in m.value for m in at.markdown)
 
 
-@pytest.mark.parametrize("value", [None, "click", [1, 2], {"x": 5, "y": 5},
-                                   {"x": "5", "y": 5, "width": 10, "height": 10},
-                                   {"x": float("nan"), "y": 5, "width": 10, "height": 10},
-                                   {"x": 5, "y": float("inf"), "width": 10, "height": 10},
-                                   {"x": 5, "y": 5, "width": 0, "height": 10},
-                                   {"x": 5, "y": 5, "width": -10, "height": -10},
-                                   {"x": 11, "y": 5, "width": 10, "height": 10},
-                                   {"x": 5, "y": -1, "width": 10, "height": 10},
-                                   {"x": True, "y": 5, "width": 10, "height": 10}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "click",
+        [1, 2],
+        {"x": 5, "y": 5},
+        {"x": "5", "y": 5, "width": 10, "height": 10},
+        {"x": float("nan"), "y": 5, "width": 10, "height": 10},
+        {"x": 5, "y": float("inf"), "width": 10, "height": 10},
+        {"x": 5, "y": 5, "width": 0, "height": 10},
+        {"x": 5, "y": 5, "width": -10, "height": -10},
+        {"x": 11, "y": 5, "width": 10, "height": 10},
+        {"x": 5, "y": -1, "width": 10, "height": 10},
+        {"x": True, "y": 5, "width": 10, "height": 10},
+    ],
+)
 def test_a_crafted_click_is_ignored(value: object) -> None:
     """The click component's value comes from the browser; only a click inside the picture counts."""
     assert quiz_view.click_point(value, (200, 100)) is None

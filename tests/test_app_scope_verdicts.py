@@ -25,18 +25,23 @@ pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data_samples" / "synthetic"
 VIEWS = [SAMPLES / "humerus_fracture" / "view1.png", SAMPLES / "humerus_fracture" / "view2.png"]
-HUMERUS = ScopeAssessment({"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01},
-                          1.0, 5.0)
-HAND = ScopeAssessment({"humerus": 0.02, "forearm": 0.03, "hand/wrist": 0.93, "shoulder": 0.01, "other": 0.01},
-                       1.0, 5.0)
+HUMERUS = ScopeAssessment(
+    {"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01}, 1.0, 5.0
+)
+HAND = ScopeAssessment(
+    {"humerus": 0.02, "forearm": 0.03, "hand/wrist": 0.93, "shoulder": 0.01, "other": 0.01}, 1.0, 5.0
+)
 
 #: A MURA valid/ wrist view as the shipped head saw it: an unflagged forearm call with a joint end in doubt.
-WRIST = ScopeAssessment({"humerus": 0.001, "forearm": 0.783, "hand/wrist": 0.007, "shoulder": 0.0,
-                         "joint close-up": 0.157, "other": 0.051}, 1.0, 5.0)
+WRIST = ScopeAssessment(
+    {"humerus": 0.001, "forearm": 0.783, "hand/wrist": 0.007, "shoulder": 0.0, "joint close-up": 0.157, "other": 0.051},
+    1.0,
+    5.0,
+)
 
 
 def stand_in_head(monkeypatch: pytest.MonkeyPatch, scopes: list[ScopeAssessment]) -> None:
-    monkeypatch.setattr(scope_view, "cached_scopes", lambda _loaded, images, _colour=(): scopes[:len(images)])
+    monkeypatch.setattr(scope_view, "cached_scopes", lambda _loaded, images, _colour=(): scopes[: len(images)])
 
 
 def upload(paths: list[Path]) -> AppTest:
@@ -54,8 +59,9 @@ def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-def test_a_verdict_on_a_flagged_view_is_marked_as_given_against_the_flag(use_scratch_weights: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_verdict_on_a_flagged_view_is_marked_as_given_against_the_flag(
+    use_scratch_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stand_in_head(monkeypatch, [HAND])
     at = upload(VIEWS[:1])
     assert_clean(at)
@@ -68,8 +74,9 @@ def test_a_verdict_on_a_flagged_view_is_marked_as_given_against_the_flag(use_scr
     assert any("against the scope flag" in e.value for e in at.error)
 
 
-def test_a_verdict_on_views_in_scope_carries_no_override_mark(use_scratch_weights: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_verdict_on_views_in_scope_carries_no_override_mark(
+    use_scratch_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stand_in_head(monkeypatch, [HUMERUS])
     at = upload(VIEWS[:1])
     at.selectbox(key="explain_body_part_upload").set_value("XR_HUMERUS").run()
@@ -78,8 +85,9 @@ def test_a_verdict_on_views_in_scope_carries_no_override_mark(use_scratch_weight
     assert not any("against the scope flag" in e.value for e in at.error)
 
 
-def test_a_flagged_view_leaves_the_study_mean_and_the_page_says_so(use_scratch_weights: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_flagged_view_leaves_the_study_mean_and_the_page_says_so(
+    use_scratch_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stand_in_head(monkeypatch, [HUMERUS, HAND])
     at = upload(VIEWS)
     assert_clean(at)
@@ -93,8 +101,9 @@ def test_a_flagged_view_leaves_the_study_mean_and_the_page_says_so(use_scratch_w
     assert "Scope flag" not in metrics(at)  # the verdict rests on the view in scope only
 
 
-def test_a_study_whose_views_are_all_flagged_gets_no_verdict(use_scratch_weights: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_study_whose_views_are_all_flagged_gets_no_verdict(
+    use_scratch_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stand_in_head(monkeypatch, [HAND, HAND])
     at = upload(VIEWS)
     assert_clean(at)
@@ -102,8 +111,9 @@ def test_a_study_whose_views_are_all_flagged_gets_no_verdict(use_scratch_weights
     assert any(w.value.startswith("No verdict") for w in at.warning)
 
 
-def test_a_sure_suggestion_not_preselected_says_why_visibly_and_can_be_taken(use_scratch_weights: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sure_suggestion_not_preselected_says_why_visibly_and_can_be_taken(
+    use_scratch_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 27, item 10: the head is sure, its preselect flag (issue 14's rule) is off: an info box says so,
     with no internal file path, and one click takes the suggestion."""
     stand_in_head(monkeypatch, [HUMERUS])
@@ -119,8 +129,9 @@ def test_a_sure_suggestion_not_preselected_says_why_visibly_and_can_be_taken(use
     assert "Verdict" in metrics(at)
 
 
-def test_a_wrist_called_forearm_is_neither_suggested_nor_judged_until_named(use_scratch_weights: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrist_called_forearm_is_neither_suggested_nor_judged_until_named(
+    use_scratch_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 27, item 2: a forearm call that may be a wrist says so visibly, offers no suggestion and gets no
     verdict until the user names the body part, even where the head may pre-select."""
     stand_in_head(monkeypatch, [WRIST])

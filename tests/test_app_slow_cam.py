@@ -34,8 +34,9 @@ def test_a_fast_cam_in_one_session_does_not_wait_for_a_slow_cam_in_another(use_s
             at = open_explain()
             assert state.get_model(DEFAULT_MODEL) is shared
             started = time.perf_counter()
-            at.file_uploader(key="explain_upload").set_value(
-                ("b.png", synthetic_radiograph_png(4), "image/png")).run(timeout=B_LATENCY_LIMIT_S)
+            at.file_uploader(key="explain_upload").set_value(("b.png", synthetic_radiograph_png(4), "image/png")).run(
+                timeout=B_LATENCY_LIMIT_S
+            )
             latency = time.perf_counter() - started
             a_still_running = not slow.done()
         finally:

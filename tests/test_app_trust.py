@@ -30,9 +30,26 @@ def trusted(tmp_path_factory: pytest.TempPathFactory, scratch_weights: Path) -> 
     root = make_fake_mura(tmp_path_factory.mktemp("trust_mura"), patients_per_type=2)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
-        assert trust_cli.main(["--mura-root", str(root), "--per-part", "2", "--fracatlas-n", "0", "--methods", *METHODS,
-                           "--layers", "last conv (1280 ch, stride 32)", "stage 5 (96 ch, stride 16)",
-                           "--bootstrap", "50"]) == 0
+        assert (
+            trust_cli.main(
+                [
+                    "--mura-root",
+                    str(root),
+                    "--per-part",
+                    "2",
+                    "--fracatlas-n",
+                    "0",
+                    "--methods",
+                    *METHODS,
+                    "--layers",
+                    "last conv (1280 ch, stride 32)",
+                    "stage 5 (96 ch, stride 16)",
+                    "--bootstrap",
+                    "50",
+                ]
+            )
+            == 0
+        )
     return weights
 
 
@@ -68,8 +85,9 @@ def test_explain_shows_the_methods_scorecard_line(monkeypatch: pytest.MonkeyPatc
     assert any("ScoreCAM is not in the trust scorecard" in c.value for c in at.sidebar.caption)
 
 
-def test_no_cache_is_a_caption_and_a_broken_one_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                          scratch_weights: Path, trusted: Path) -> None:
+def test_no_cache_is_a_caption_and_a_broken_one_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, scratch_weights: Path, trusted: Path
+) -> None:
     at = _open(monkeypatch, scratch_weights, ACCURACY)
     assert any("No sanity-check cache" in c.value and "python -m core.trust" in c.value for c in at.caption)
     assert not [c for c in at.sidebar.caption if c.value.startswith("Trust scorecard")]

@@ -31,8 +31,13 @@ def latin1_locale(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _predictions(n: int) -> pd.DataFrame:
-    return pd.DataFrame({"path": [f"img{i}.png" for i in range(n)], "label": [i % 2 for i in range(n)],
-                         "probability": [i / max(n, 1) for i in range(n)]})
+    return pd.DataFrame(
+        {
+            "path": [f"img{i}.png" for i in range(n)],
+            "label": [i % 2 for i in range(n)],
+            "probability": [i / max(n, 1) for i in range(n)],
+        }
+    )
 
 
 def test_paths_of_a_model_folder(tmp_path):
@@ -96,8 +101,9 @@ def test_pair_without_hash_is_read_as_written_by_older_versions(tmp_path):
     assert read_evaluation(files, "valid").metrics == {"images": 3}
 
 
-@pytest.mark.parametrize("metrics_text", ["", "[]", "{not json", b"\xff\xfe".decode("latin-1"),
-                                          "[" * 100_000 + "]" * 100_000])
+@pytest.mark.parametrize(
+    "metrics_text", ["", "[]", "{not json", b"\xff\xfe".decode("latin-1"), "[" * 100_000 + "]" * 100_000]
+)
 def test_unreadable_metrics_is_one_sentence(tmp_path, metrics_text):
     files = ModelArtifacts(tmp_path)
     _predictions(3).to_csv(files.predictions("valid"), index=False)
@@ -217,8 +223,10 @@ def test_a_smaller_evaluation_does_not_replace_a_larger_one_unless_forced(tmp_pa
     files = ModelArtifacts(tmp_path / "demo")
     files.directory.mkdir()
     write_evaluation(files, "valid", _predictions(40), {"images": 40})
-    with pytest.raises(SmallerEvaluationError, match="demo/predictions_valid.csv holds 40 images and this "
-                                                     "evaluation only 7; pass --force"):
+    with pytest.raises(
+        SmallerEvaluationError,
+        match="demo/predictions_valid.csv holds 40 images and this evaluation only 7; pass --force",
+    ):
         write_evaluation(files, "valid", _predictions(7), {"images": 7})
     assert read_evaluation(files, "valid").metrics["images"] == 40
     write_evaluation(files, "valid", _predictions(41), {"images": 41})  # more images: no question asked

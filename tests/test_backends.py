@@ -36,8 +36,14 @@ SIZE = 64
 def _loaded(tmp_path: Path, *, members: int, tta: bool, seed: int = 0) -> LoadedModel:
     nets = [calibrated_mobilenet(seed + i, SIZE) for i in range(members)]
     model = nets[0] if members == 1 else MeanProbabilityEnsemble(nets).eval()
-    return LoadedModel(name="tiny", model=model, config=get_config("mobilenet_v2"), input_size=SIZE,
-                       card={"tta": tta}, directory=tmp_path)
+    return LoadedModel(
+        name="tiny",
+        model=model,
+        config=get_config("mobilenet_v2"),
+        input_size=SIZE,
+        card={"tta": tta},
+        directory=tmp_path,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -76,21 +82,30 @@ def test_the_export_is_cached_per_weights(tmp_path: Path, onnx_cache: Path) -> N
     assert len({first, other, untta}) == 3
     graphs = (first, other, untta)
     assert sorted(p.name for p in onnx_cache.iterdir()) == sorted(
-        [p.name for p in graphs] + [p.name + ".sha256" for p in graphs])  # each with its recorded digest
+        [p.name for p in graphs] + [p.name + ".sha256" for p in graphs]
+    )  # each with its recorded digest
     assert stat.S_IMODE(onnx_cache.stat().st_mode) == 0o700
 
 
 def _constant_graph(path: Path) -> None:
     """What another local user could plant: a graph that answers 0.987654 whatever the image."""
+
     class Constant(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x.mean(dim=(1, 2, 3)).unsqueeze(1) * 0 + 0.987654  # (N, outputs), as the real graph
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(Constant(), (torch.zeros(2, 3, SIZE, SIZE),), str(path), input_names=["x"],
-                          output_names=["p"], dynamic_axes={"x": {0: "n"}, "p": {0: "n"}}, opset_version=17,
-                          dynamo=False)
+        torch.onnx.export(
+            Constant(),
+            (torch.zeros(2, 3, SIZE, SIZE),),
+            str(path),
+            input_names=["x"],
+            output_names=["p"],
+            dynamic_axes={"x": {0: "n"}, "p": {0: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 def _plant(graph: Path, source: Path) -> None:
@@ -100,10 +115,12 @@ def _plant(graph: Path, source: Path) -> None:
 
 
 @pytest.mark.slow  # an ONNX export per case
-@pytest.mark.parametrize("planting", ["no digest", "another user's folder", "a folder others may write",
-                                      "another user's file", "a link"])
-def test_a_planted_graph_is_never_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str], planting: str) -> None:
+@pytest.mark.parametrize(
+    "planting", ["no digest", "another user's folder", "a folder others may write", "another user's file", "a link"]
+)
+def test_a_planted_graph_is_never_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], planting: str
+) -> None:
     """A graph under the name computed from the weights (in the default per-user folder of the temp
     folder) is loaded only when it is this user's own file, in a folder only this user may write,
     whose SHA-256 is the one recorded at export; otherwise the model is exported afresh."""
@@ -157,9 +174,9 @@ def test_missing_onnxruntime_or_a_gpu_falls_back_to_torch(monkeypatch: pytest.Mo
 
 
 @pytest.mark.slow  # an ONNX export and two evaluations
-def test_evaluate_on_either_backend_and_the_fallback_line(tiny_weights: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_on_either_backend_and_the_fallback_line(
+    tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The CSV of --backend onnx (the default) is torch's within 1e-4; without onnxruntime the
     default says so in one line and writes torch's file."""
     pytest.importorskip("onnxruntime")
@@ -187,6 +204,7 @@ def test_no_files_give_no_probabilities_and_no_batches(tmp_path: Path) -> None:
     """An empty list (a filtered-out split) is an empty answer, not a prefetch of nothing."""
     loaded = _loaded(tmp_path, members=1, tta=False)
     assert list(evaluation._batches(tmp_path, [], loaded, batch_size=4)) == []
-    probabilities = evaluation._predict_files(loaded, tmp_path, [], mura.image_file, batch_size=4, progress=False,
-                                              description="none")
+    probabilities = evaluation._predict_files(
+        loaded, tmp_path, [], mura.image_file, batch_size=4, progress=False, description="none"
+    )
     assert probabilities.shape == (0, len(loaded.outputs))

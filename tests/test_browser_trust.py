@@ -34,8 +34,25 @@ def trusted_server(tmp_path_factory: pytest.TempPathFactory, scratch_weights: Pa
     root = make_fake_mura(tmp_path_factory.mktemp("browser_trust_mura"), patients_per_type=2)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
-        assert trust_cli.main(["--mura-root", str(root), "--per-part", "2", "--fracatlas-n", "0",
-                           "--methods", "GradCAM", "LayerCAM", "FEM", "--bootstrap", "50"]) == 0
+        assert (
+            trust_cli.main(
+                [
+                    "--mura-root",
+                    str(root),
+                    "--per-part",
+                    "2",
+                    "--fracatlas-n",
+                    "0",
+                    "--methods",
+                    "GradCAM",
+                    "LayerCAM",
+                    "FEM",
+                    "--bootstrap",
+                    "50",
+                ]
+            )
+            == 0
+        )
     with running_dashboard({"MURA_LENS_WEIGHTS_DIR": str(weights), "MURA_ROOT": None}) as server:
         yield server
 

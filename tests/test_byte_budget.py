@@ -64,8 +64,14 @@ def decode_in_child(data: bytes, tmp_path: Path, copies: int = 1) -> dict:
     """``copies`` threads decoding ``data`` at once in a fresh Python: outcomes and peak RSS growth."""
     path = tmp_path / "upload"
     path.write_bytes(data)
-    result = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(copies)], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), str(copies)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
 
@@ -75,8 +81,13 @@ def rescaled_windowed_dicom(height: int, width: int) -> bytes:
     float64 copies of the whole image (+1.1 GB at 40 MP)."""
     y, x = np.mgrid[0:height, 0:width]
     stored = ((x * 7 + y * 3) % 4096).astype(np.uint16)
-    dataset = pydicom.dcmread(io.BytesIO(encode_dicom(stored, bits_stored=12, RescaleSlope=0.5,
-                                                      RescaleIntercept=-1024, WindowCenter=0, WindowWidth=1500)))
+    dataset = pydicom.dcmread(
+        io.BytesIO(
+            encode_dicom(
+                stored, bits_stored=12, RescaleSlope=0.5, RescaleIntercept=-1024, WindowCenter=0, WindowWidth=1500
+            )
+        )
+    )
     dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
@@ -89,8 +100,9 @@ def large_dicom() -> bytes:
 
 
 @pytest.mark.slow  # measures peak memory in a fresh interpreter
-def test_a_rescaled_windowed_16_bit_dicom_stays_within_a_few_bytes_per_pixel(large_dicom: bytes,
-                                                                             tmp_path: Path) -> None:
+def test_a_rescaled_windowed_16_bit_dicom_stays_within_a_few_bytes_per_pixel(
+    large_dicom: bytes, tmp_path: Path
+) -> None:
     measured = decode_in_child(large_dicom, tmp_path)
     assert measured["outcomes"] == [[5000, 4000]]
     # The samples (2 B/px), one transient copy, the uint8 result (1 B/px) and strips; it was 27 B/px.
@@ -111,7 +123,7 @@ def test_strip_wise_luts_give_the_whole_image_result(large_dicom: bytes) -> None
     low, high = float(whole.min()), float(whole.max())
     expected = np.rint(np.clip((whole - low) * (255.0 / (high - low)), 0, 255)).astype(np.uint8)
     dataset.Rows = 1500  # the first 1,500 rows: 6 MP, several strips
-    dataset.PixelData = dataset.PixelData[:1500 * 4000 * 2]
+    dataset.PixelData = dataset.PixelData[: 1500 * 4000 * 2]
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     decoded = load_radiograph(buffer.getvalue())
@@ -126,7 +138,7 @@ def progressive_jpeg_claiming(width: int, height: int) -> bytes:
     rgb[..., 0] = 200
     frame = bytearray(encode_image(Image.fromarray(rgb), "JPEG", progressive=True, quality=80))
     sof = frame.index(b"\xff\xc2")
-    frame[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    frame[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(frame)
 
 
@@ -141,8 +153,11 @@ def j2k_dicom_claiming(width: int, height: int) -> bytes:
 
 
 @pytest.mark.slow  # measures peak memory in a fresh interpreter
-@pytest.mark.parametrize("data", [progressive_jpeg_claiming(6000, 6600), j2k_dicom_claiming(6000, 6600)],
-                         ids=["40 MP progressive colour JPEG", "40 MP 16-bit JPEG 2000 DICOM"])
+@pytest.mark.parametrize(
+    "data",
+    [progressive_jpeg_claiming(6000, 6600), j2k_dicom_claiming(6000, 6600)],
+    ids=["40 MP progressive colour JPEG", "40 MP 16-bit JPEG 2000 DICOM"],
+)
 def test_a_decode_over_the_byte_budget_is_refused_from_its_header(data: bytes, tmp_path: Path) -> None:
     measured = decode_in_child(data, tmp_path)
     (outcome,) = measured["outcomes"]

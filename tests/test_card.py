@@ -55,8 +55,11 @@ def test_written_card_reads_back_with_its_schema_version_first(tmp_path: Path) -
     path = tmp_path / "model_card.json"
     write_card(path, {"name": "demo", "thresholds": {DEFAULT_THRESHOLD_KEY: 0.4, "XR_HUMERUS": 0.3}})
     assert next(iter(json.loads(path.read_text()))) == "schema_version"
-    assert read_card(path) == {"schema_version": CARD_SCHEMA_VERSION, "name": "demo",
-                               "thresholds": {DEFAULT_THRESHOLD_KEY: 0.4, "XR_HUMERUS": 0.3}}
+    assert read_card(path) == {
+        "schema_version": CARD_SCHEMA_VERSION,
+        "name": "demo",
+        "thresholds": {DEFAULT_THRESHOLD_KEY: 0.4, "XR_HUMERUS": 0.3},
+    }
     assert path.read_text().endswith("}\n")
 
 

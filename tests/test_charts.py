@@ -85,8 +85,11 @@ def test_operating_points_only_for_drawn_curves(groups) -> None:
 
 def test_curves_skip_groups_with_one_class() -> None:
     labels, probabilities = np.zeros(5, dtype=int), np.linspace(0.1, 0.9, 5)
-    figure = charts.roc_figure({"XR_HUMERUS": roc_curve_points(labels, probabilities)},
-                               {"XR_HUMERUS": confusion_at(labels, probabilities, 0.5)}, {"XR_HUMERUS": 0.5})
+    figure = charts.roc_figure(
+        {"XR_HUMERUS": roc_curve_points(labels, probabilities)},
+        {"XR_HUMERUS": confusion_at(labels, probabilities, 0.5)},
+        {"XR_HUMERUS": 0.5},
+    )
     assert not _traces(figure, "AUC")
     assert not _traces(figure, "operating point")  # sensitivity is undefined without abnormal cases
 
@@ -143,10 +146,15 @@ def test_reliability_figure_shows_ece_and_counts(groups) -> None:
 
 
 def test_training_curves_split_losses_from_scores() -> None:
-    log = pd.DataFrame({
-        "epoch": [1, 2, 3], "train_loss": [0.7, 0.5, 0.4], "holdout_study_auroc": [0.7, 0.8, 0.78],
-        "lr": [1e-3, 5e-4, 1e-4], "seconds": [10.0, 11.0, 9.0],
-    })
+    log = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [0.7, 0.5, 0.4],
+            "holdout_study_auroc": [0.7, 0.8, 0.78],
+            "lr": [1e-3, 5e-4, 1e-4],
+            "seconds": [10.0, 11.0, 9.0],
+        }
+    )
     figure = charts.training_curves_figure(log, kept_epochs=[2])
     names = {trace.name: trace for trace in figure.data}
     assert set(names) == {"train loss", "holdout study auroc"}

@@ -21,8 +21,17 @@ def _predictions(probabilities: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
         study_type = "XR_HUMERUS" if i % 2 else "XR_FOREARM"
         study_path = f"MURA-v1.1/valid/{study_type}/patient{i:05d}/study1_{'positive' if label else 'negative'}/"
         for view in (1, 2):
-            rows.append({"path": f"{study_path}image{view}.png", "study_type": study_type, "patient": f"patient{i:05d}",
-                         "study": "study1", "study_path": study_path, "label": int(label), "probability": probability})
+            rows.append(
+                {
+                    "path": f"{study_path}image{view}.png",
+                    "study_type": study_type,
+                    "patient": f"patient{i:05d}",
+                    "study": "study1",
+                    "study_path": study_path,
+                    "label": int(label),
+                    "probability": probability,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -67,8 +76,9 @@ def test_disagreeing_labels_are_refused(two_models: Path) -> None:
         compare.paired_auroc_difference(studies, studies.assign(label=1 - studies["label"]), n_boot=10)
 
 
-def test_cli_missing_predictions_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_missing_predictions_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tmp_path))
     assert compare_cli.main(["--models", "a", "b"]) == 2
     err = capsys.readouterr().err
@@ -78,8 +88,10 @@ def test_cli_missing_predictions_is_one_line(tmp_path: Path, monkeypatch: pytest
 def test_the_vectorised_bootstrap_draws_and_scores_like_core_metrics(two_models: Path) -> None:
     """Every resample's two AUROCs at once (ranks) give the interval of core.eval.metrics' one-resample-at-a-time loop,
     ties included (rounded probabilities make many: where a rank formula could part from sklearn)."""
-    a, b = (study_table(pd.read_csv(two_models / name / "predictions_valid.csv")).round({"probability": 1})
-            for name in ("sharp", "vague"))
+    a, b = (
+        study_table(pd.read_csv(two_models / name / "predictions_valid.csv")).round({"probability": 1})
+        for name in ("sharp", "vague")
+    )
 
     def difference(table: pd.DataFrame) -> float:
         labels = table["label"]
@@ -97,9 +109,11 @@ def test_the_mean_over_body_parts_is_the_adoption_rules_statistic() -> None:
     a = study_table(_predictions(np.clip(labels * 0.5 + rng.uniform(0, 0.5, labels.size), 0, 1), labels))
     b = study_table(_predictions(rng.uniform(0, 1, labels.size), labels))
     result = compare.paired_mean_difference(a, b, n_boot=300)
-    per_part = [roc_auc_score(a.loc[a.study_type == t, "label"], a.loc[a.study_type == t, "probability"])
-                - roc_auc_score(b.loc[b.study_type == t, "label"], b.loc[b.study_type == t, "probability"])
-                for t in ("XR_HUMERUS", "XR_FOREARM")]
+    per_part = [
+        roc_auc_score(a.loc[a.study_type == t, "label"], a.loc[a.study_type == t, "probability"])
+        - roc_auc_score(b.loc[b.study_type == t, "label"], b.loc[b.study_type == t, "probability"])
+        for t in ("XR_HUMERUS", "XR_FOREARM")
+    ]
     assert result.point == pytest.approx(np.mean(per_part))
     assert 0 < result.low < result.point < result.high
     same = compare.paired_mean_difference(a, a, n_boot=50)

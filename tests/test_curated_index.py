@@ -51,8 +51,9 @@ def test_every_claim_about_a_call_holds_in_the_cache(index: pd.DataFrame) -> Non
         for match in _WRONG.finditer(row.reason):
             truth, model, call = match.groups()
             study = _cached_studies(model).loc[row.study_path]
-            assert (int(study["label"]), bool(study["called_abnormal"])) == (truth == "abnormal", call == "abnormal"), \
+            assert (int(study["label"]), bool(study["called_abnormal"])) == (truth == "abnormal", call == "abnormal"), (
                 row.study_path
+            )
             assert truth != call
             claims += 1
         for match in _RIGHT.finditer(row.reason):

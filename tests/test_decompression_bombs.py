@@ -68,7 +68,7 @@ def split_part10(data: bytes) -> tuple[bytes, bytes]:
     stream = io.BytesIO(data)
     read_preamble(stream, False)
     _read_file_meta_info(stream)
-    return data[:stream.tell()], data[stream.tell():]
+    return data[: stream.tell()], data[stream.tell() :]
 
 
 def deflated_dicom(pixels: np.ndarray, trailing_zeros: int = 0) -> bytes:
@@ -95,8 +95,8 @@ def j2k_claiming(side: int) -> bytes:
     """A 64 x 64 DICOM whose JPEG 2000 codestream's SIZ marker says ``side`` x ``side``."""
     frame = bytearray(encode_image(Image.fromarray(grey()), "JPEG2000", no_jp2=True, irreversible=False))
     siz = frame.index(b"\xff\x4f\xff\x51") + 4
-    frame[siz + 4:siz + 12] = struct.pack(">II", side, side)  # Xsiz, Ysiz
-    frame[siz + 20:siz + 28] = struct.pack(">II", side, side)  # one tile, as an encoder of that size writes
+    frame[siz + 4 : siz + 12] = struct.pack(">II", side, side)  # Xsiz, Ysiz
+    frame[siz + 20 : siz + 28] = struct.pack(">II", side, side)  # one tile, as an encoder of that size writes
     return encode_dicom(grey(), transfer_syntax=JPEG2000Lossless, frames=[bytes(frame)])
 
 
@@ -113,8 +113,11 @@ def jp2_with_decoy(stream_side: int, header_side: int, decoy: bool = True) -> by
     large[8:16] = struct.pack(">II", stream_side, stream_side)  # Xsiz, Ysiz (SIZ follows the 4-byte start)
     large[24:32] = struct.pack(">II", stream_side, stream_side)  # one tile of that size
     ihdr = struct.pack(">IIHBBBB", header_side, header_side, 1, 7, 7, 0, 0)
-    boxes = [b"\x00\x00\x00\x0cjP  \r\n\x87\n", _box(b"ftyp", b"jp2 \0\0\0\0jp2 "),
-             _box(b"jp2h", _box(b"ihdr", ihdr) + _box(b"colr", b"\x01\0\0\0\0\0\x11"))]
+    boxes = [
+        b"\x00\x00\x00\x0cjP  \r\n\x87\n",
+        _box(b"ftyp", b"jp2 \0\0\0\0jp2 "),
+        _box(b"jp2h", _box(b"ihdr", ihdr) + _box(b"colr", b"\x01\0\0\0\0\0\x11")),
+    ]
     if decoy:
         boxes.append(_box(b"xml ", small[:64]))
     boxes.append(_box(b"jp2c", bytes(large)))
@@ -125,7 +128,7 @@ def jpeg_claiming(side: int) -> bytes:
     """A 64 x 64 DICOM whose baseline JPEG frame header (SOF0) says ``side`` x ``side``."""
     frame = bytearray(encode_image(Image.fromarray(grey()), "JPEG", quality=90))
     sof = frame.index(b"\xff\xc0")
-    frame[sof + 5:sof + 9] = struct.pack(">HH", side, side)
+    frame[sof + 5 : sof + 9] = struct.pack(">HH", side, side)
     return encode_dicom(grey(), transfer_syntax=JPEGBaseline8Bit, frames=[bytes(frame)])
 
 
@@ -144,8 +147,14 @@ def decode_in_child(data: bytes | Path, tmp_path: Path) -> dict:
         path.write_bytes(data)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     mode = ["path"] if isinstance(data, Path) else []
-    result = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(CHILD_EXTRA_ADDRESS_SPACE), *mode],
-                            capture_output=True, text=True, env=env, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), str(CHILD_EXTRA_ADDRESS_SPACE), *mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
 
@@ -170,8 +179,9 @@ def test_jpeg2000_stream_larger_than_its_header_is_refused_before_decoding(tmp_p
 
 @pytest.mark.slow  # measures peak memory in a fresh interpreter
 @pytest.mark.parametrize("header_side", [64, 13_377])
-def test_jp2_decoy_size_ahead_of_a_large_codestream_is_refused_before_decoding(tmp_path: Path,
-                                                                              header_side: int) -> None:
+def test_jp2_decoy_size_ahead_of_a_large_codestream_is_refused_before_decoding(
+    tmp_path: Path, header_side: int
+) -> None:
     """The size checked is the one of the codestream the decoder reads (the jp2c box's SIZ), and a
     codestream start in any other box, or an ihdr that disagrees with it, refuses the file."""
     measured = decode_in_child(jp2_with_decoy(13_377, header_side), tmp_path)
@@ -209,8 +219,9 @@ def test_a_huge_sparse_file_is_refused_by_its_size_before_any_byte_is_read(tmp_p
 
 
 def test_jpeg_frame_larger_than_its_header_is_refused() -> None:
-    with pytest.raises(RadiographDecodeError,
-                       match="64 x 64 pixels but its compressed image is 13000 x 13000") as caught:
+    with pytest.raises(
+        RadiographDecodeError, match="64 x 64 pixels but its compressed image is 13000 x 13000"
+    ) as caught:
         load_radiograph(jpeg_claiming(13_000))
     assert_one_sentence(str(caught.value))
 

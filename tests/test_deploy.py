@@ -113,9 +113,7 @@ def test_the_baked_in_weights_hold_the_default_model() -> None:
 
 
 def test_health_check_fails_when_nothing_listens() -> None:
-    result = subprocess.run(
-        healthcheck_argv(), cwd=REPO_ROOT, env=server_environment(free_port()), timeout=30
-    )
+    result = subprocess.run(healthcheck_argv(), cwd=REPO_ROOT, env=server_environment(free_port()), timeout=30)
     assert result.returncode == 1
 
 
@@ -147,9 +145,7 @@ def test_deployed_command_serves_health_and_the_first_page(deployed_server: Runn
         assert b'<div id="root">' in reply.read()
     if Path("/proc/net/tcp").is_file():
         assert "0.0.0.0" in listening_addresses(deployed_server.port)
-    health = subprocess.run(
-        healthcheck_argv(), cwd=REPO_ROOT, env=server_environment(deployed_server.port), timeout=30
-    )
+    health = subprocess.run(healthcheck_argv(), cwd=REPO_ROOT, env=server_environment(deployed_server.port), timeout=30)
     assert health.returncode == 0, "the Docker HEALTHCHECK command fails against a live server"
 
 

@@ -69,12 +69,18 @@ def test_combined_features_take_train_from_its_own_member_and_held_out_from_memb
     rotation, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(12, 12)))
     train = features[:10] @ rotation  # fold 1's images, as member 1 (rotated) sees them
     extracted = {
-        "mura_valid": {"keys": np.array([f"v{i}" for i in range(60)]),
-                       "features": np.stack([features, features @ rotation], axis=1)},
+        "mura_valid": {
+            "keys": np.array([f"v{i}" for i in range(60)]),
+            "features": np.stack([features, features @ rotation], axis=1),
+        },
         "mura_train_f1": {"keys": np.array([f"t{i}" for i in range(10)]), "features": train[:, None]},
     }
-    rows = pd.DataFrame({"dataset": ["mura_train"] * 10 + ["mura_valid"] * 60,
-                         "key": [f"t{i}" for i in range(10)] + [f"v{i}" for i in range(60)]})
+    rows = pd.DataFrame(
+        {
+            "dataset": ["mura_train"] * 10 + ["mura_valid"] * 60,
+            "key": [f"t{i}" for i in range(10)] + [f"v{i}" for i in range(60)],
+        }
+    )
     shared, raw, _ = embeddings.combine_features(extracted, rows, dimensions=6)
     np.testing.assert_allclose(shared[:10], shared[10:20], atol=1e-2)  # the same images, one space
     np.testing.assert_allclose(raw[:10], train, atol=1e-2)
@@ -86,8 +92,14 @@ def test_cleanlab_finds_a_planted_label_flip() -> None:
     probability = np.where(labels == 1, rng.uniform(0.6, 0.95, 120), rng.uniform(0.05, 0.4, 120))
     labels[7] = 1  # planted: labelled abnormal, the model is sure it is normal
     probability[7] = 0.02
-    studies = pd.DataFrame({"study_path": [f"s{i}/" for i in range(120)], "study_type": "XR_HUMERUS",
-                            "label": labels, "probability": probability})
+    studies = pd.DataFrame(
+        {
+            "study_path": [f"s{i}/" for i in range(120)],
+            "study_type": "XR_HUMERUS",
+            "label": labels,
+            "probability": probability,
+        }
+    )
     ranked = data_audit.label_issues(studies)
     assert ranked.iloc[0]["study_path"] == "s7/"
     assert bool(ranked.iloc[0]["label_issue"])
@@ -96,9 +108,16 @@ def test_cleanlab_finds_a_planted_label_flip() -> None:
 
 
 def test_study_predictions_average_views() -> None:
-    views = pd.DataFrame({"path": ["a/1", "a/2", "b/1"], "study_path": ["a/", "a/", "b/"],
-                          "study_type": "XR_FOREARM", "patient": ["p1", "p1", "p2"], "label": [1, 1, 0],
-                          "probability": [0.2, 0.6, 0.3]})
+    views = pd.DataFrame(
+        {
+            "path": ["a/1", "a/2", "b/1"],
+            "study_path": ["a/", "a/", "b/"],
+            "study_type": "XR_FOREARM",
+            "patient": ["p1", "p1", "p2"],
+            "label": [1, 1, 0],
+            "probability": [0.2, 0.6, 0.3],
+        }
+    )
     studies = data_audit.study_predictions(views).set_index("study_path")
     assert studies.loc["a/", "probability"] == pytest.approx(0.4)
     assert studies.loc["a/", "views"] == 2
@@ -112,9 +131,14 @@ def test_duplicate_audit_finds_planted_copies_and_a_leak() -> None:
     phash[5] = phash[3]
     phash[5, :2] = ~phash[5, :2]  # a re-encoded copy: two bits differ
     features[25] = features[10] * 1.01  # the same radiograph in valid/: found by embedding only
-    images = pd.DataFrame({"dataset": ["mura_train"] * 20 + ["mura_valid"] * 10 + ["fracatlas"] * 10,
-                           "key": [f"k{i}" for i in range(n)], "study": [f"s{i}" for i in range(n)],
-                           "patient": [f"p{i}" for i in range(30)] + [None] * 10})
+    images = pd.DataFrame(
+        {
+            "dataset": ["mura_train"] * 20 + ["mura_valid"] * 10 + ["fracatlas"] * 10,
+            "key": [f"k{i}" for i in range(n)],
+            "study": [f"s{i}" for i in range(n)],
+            "patient": [f"p{i}" for i in range(30)] + [None] * 10,
+        }
+    )
     audit = data_audit.audit_duplicates(images, phash, features)
     groups = audit.groups.groupby("group")["key"].apply(set).tolist()
     assert sorted(groups, key=min) == [{"k10", "k25"}, {"k3", "k5"}]
@@ -130,8 +154,9 @@ def test_duplicate_audit_counts_recovered_known_groups() -> None:
     phash[2:, :32] = True
     phash[3, 40:] = True  # far from its known copy: not recovered
     features = np.eye(4, dtype=np.float32)
-    images = pd.DataFrame({"dataset": "fracatlas", "key": ["a", "b", "c", "d"], "study": ["a", "b", "c", "d"],
-                           "patient": [None] * 4})
+    images = pd.DataFrame(
+        {"dataset": "fracatlas", "key": ["a", "b", "c", "d"], "study": ["a", "b", "c", "d"], "patient": [None] * 4}
+    )
     known = pd.Series(["a", "a", "c", "c"], index=["a", "b", "c", "d"])
     audit = data_audit.audit_duplicates(images, phash, features, known)
     assert audit.summary["fracatlas_known"] == {"groups": 2, "images": 4, "recovered": 1}
@@ -139,8 +164,9 @@ def test_duplicate_audit_counts_recovered_known_groups() -> None:
 
 def test_cache_round_trip_keeps_everything(tmp_path) -> None:
     features, _ = _clusters(per_cluster=6)
-    images = pd.DataFrame({"dataset": "mura_valid", "key": [f"s{i // 2}/image{i % 2}.png" for i in range(18)],
-                           "fold": -1})
+    images = pd.DataFrame(
+        {"dataset": "mura_valid", "key": [f"s{i // 2}/image{i % 2}.png" for i in range(18)], "fold": -1}
+    )
     images["study"] = embeddings.study_table(images)
     xy = embeddings.project(features, method="pca")
     images = images.assign(x=xy[:, 0], y=xy[:, 1], pca_x=xy[:, 0], pca_y=xy[:, 1])
@@ -161,10 +187,15 @@ def test_cache_round_trip_keeps_everything(tmp_path) -> None:
 def test_training_split_keeps_patients_with_copies_together() -> None:
     from core.data.splits import patient_split, split_groups
 
-    images = pd.DataFrame({"path": [f"p{i}/image1.png" for i in range(40)],
-                           "patient": [f"p{i:02d}" for i in range(40)]})
-    duplicates = pd.DataFrame({"group": [0, 0, 1, 1, 1], "key": ["p3/image1.png", "p30/image1.png", "p7/image1.png",
-                                                                 "p8/image1.png", "elsewhere.png"]})
+    images = pd.DataFrame(
+        {"path": [f"p{i}/image1.png" for i in range(40)], "patient": [f"p{i:02d}" for i in range(40)]}
+    )
+    duplicates = pd.DataFrame(
+        {
+            "group": [0, 0, 1, 1, 1],
+            "key": ["p3/image1.png", "p30/image1.png", "p7/image1.png", "p8/image1.png", "elsewhere.png"],
+        }
+    )
     groups = split_groups(images, duplicates)
     assert groups.nunique() == 38
     assert (split_groups(images) == images["patient"]).all()
@@ -172,8 +203,10 @@ def test_training_split_keeps_patients_with_copies_together() -> None:
         holdout = set(images["patient"].iloc[patient_split(images, 0, 0, folds=4, fold=fold, groups=groups)[1]])
         assert ("p03" in holdout) == ("p30" in holdout) and ("p07" in holdout) == ("p08" in holdout)
     plain = [patient_split(images, 0, 0, folds=4, fold=f)[1].tolist() for f in range(4)]
-    assert plain == [patient_split(images, 0, 0, folds=4, fold=f, groups=split_groups(images, duplicates.iloc[:0]))[1]
-                     .tolist() for f in range(4)]
+    assert plain == [
+        patient_split(images, 0, 0, folds=4, fold=f, groups=split_groups(images, duplicates.iloc[:0]))[1].tolist()
+        for f in range(4)
+    ]
 
 
 def _tiny_ensemble(members: int = 2) -> SimpleNamespace:
@@ -181,8 +214,10 @@ def _tiny_ensemble(members: int = 2) -> SimpleNamespace:
     from core.model.registry import MeanProbabilityEnsemble
 
     torch.manual_seed(0)
-    nets = [nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 1)).eval()
-            for _ in range(members)]
+    nets = [
+        nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 1)).eval()
+        for _ in range(members)
+    ]
     config = SimpleNamespace(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     return SimpleNamespace(model=MeanProbabilityEnsemble(nets), input_size=32, config=config)
 
@@ -195,8 +230,10 @@ def test_extract_is_the_same_with_parallel_workers_and_resumes_from_its_chunks(t
     for seed in range(10):
         files.append(tmp_path / f"image{seed}.png")
         files[-1].write_bytes(synthetic_radiograph_png(seed, size=48 + 4 * seed))
-    sets = [embeddings.ImageSet("mura_valid", [f"k{i}" for i in range(7)], files[:7], (0, 1)),
-            embeddings.ImageSet("fracatlas", [f"f{i}" for i in range(3)], files[7:], (0,))]
+    sets = [
+        embeddings.ImageSet("mura_valid", [f"k{i}" for i in range(7)], files[:7], (0, 1)),
+        embeddings.ImageSet("fracatlas", [f"f{i}" for i in range(3)], files[7:], (0,)),
+    ]
     loaded = _tiny_ensemble()
     one = embeddings.extract(loaded, sets, tmp_path / "one", batch_size=2, workers=1, prefetch=False)
     two = embeddings.extract(loaded, sets, tmp_path / "two", batch_size=2, workers=2)

@@ -14,7 +14,7 @@ _NOT_TEXT_FILES = {"Image", "tarfile", "zipfile", "atomic", "webbrowser", "os"}
 
 
 def _mode(call: ast.Call, position: int) -> str:
-    arguments = [*call.args[position:position + 1], *(k.value for k in call.keywords if k.arg == "mode")]
+    arguments = [*call.args[position : position + 1], *(k.value for k in call.keywords if k.arg == "mode")]
     return next((a.value for a in arguments if isinstance(a, ast.Constant) and isinstance(a.value, str)), "r")
 
 

@@ -35,8 +35,9 @@ def model_weights(tmp_path: Path, scratch_weights: Path, monkeypatch: pytest.Mon
 
 
 def _evaluate(root: Path) -> int:
-    return evaluate_cli.main(["--dataset", "fracatlas", "--root", str(root), "--model", DEFAULT_MODEL,
-                              "--bootstrap", "30", "--threads", "1"])
+    return evaluate_cli.main(
+        ["--dataset", "fracatlas", "--root", str(root), "--model", DEFAULT_MODEL, "--bootstrap", "30", "--threads", "1"]
+    )
 
 
 def test_fracatlas_evaluation_on_a_synthetic_root(tmp_path: Path, model_weights: Path) -> None:
@@ -74,8 +75,9 @@ def test_fracatlas_evaluation_on_a_synthetic_root(tmp_path: Path, model_weights:
     assert metrics["evaluation"]["duplicate_copies"] == 1
 
 
-def test_fracatlas_needs_a_root_and_refuses_a_bad_one(tmp_path: Path, model_weights: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_fracatlas_needs_a_root_and_refuses_a_bad_one(
+    tmp_path: Path, model_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit):
         evaluate_cli.main(["--dataset", "fracatlas", "--model", DEFAULT_MODEL])
     assert "--root" in capsys.readouterr().err
@@ -92,17 +94,18 @@ def test_mura_still_needs_its_root(model_weights: Path, capsys: pytest.CaptureFi
 
 
 def test_summary_keeps_hardware_apart_and_leg_out_of_scope() -> None:
-    rows = pd.DataFrame({
-        "file": [f"f{i}" for i in range(8)],
-        "region": ["hand"] * 6 + ["leg/hip"] * 2,
-        "upper_limb": [True] * 6 + [False] * 2,
-        "fractured": [1, 1, 0, 0, 0, 1, 1, 0],
-        "hardware": [0, 0, 0, 0, 1, 1, 0, 0],
-        "probability": [0.9, 0.7, 0.2, 0.6, 0.95, 0.8, 0.5, 0.1],
-    })
+    rows = pd.DataFrame(
+        {
+            "file": [f"f{i}" for i in range(8)],
+            "region": ["hand"] * 6 + ["leg/hip"] * 2,
+            "upper_limb": [True] * 6 + [False] * 2,
+            "fractured": [1, 1, 0, 0, 0, 1, 1, 0],
+            "hardware": [0, 0, 0, 0, 1, 1, 0, 0],
+            "probability": [0.9, 0.7, 0.2, 0.6, 0.95, 0.8, 0.5, 0.1],
+        }
+    )
     rows["duplicate_of"] = rows["file"]
-    summary = evaluation_lib.summarise_fracatlas(rows, {"hand": 0.5, "shoulder": 0.5, "hand+shoulder": 0.5},
-                                               n_boot=20)
+    summary = evaluation_lib.summarise_fracatlas(rows, {"hand": 0.5, "shoulder": 0.5, "hand+shoulder": 0.5}, n_boot=20)
     assert summary["label"] == "fracture"
     # Without hardware: fractures 0.9, 0.7 above every non-fracture (0.2, 0.6): AUROC 1.
     assert summary["without_hardware"]["overall"]["auroc"]["point"] == 1.0
@@ -112,15 +115,21 @@ def test_summary_keeps_hardware_apart_and_leg_out_of_scope() -> None:
     assert summary["out_of_scope"]["leg/hip"]["share_called_abnormal"] == 0.5
 
 
-@pytest.mark.skipif(not (SHARED_FRACATLAS / "labels.csv").is_file(),
-                    reason="no FracAtlas copy at ../shared/fracatlas (the real-image check needs it)")
+@pytest.mark.skipif(
+    not (SHARED_FRACATLAS / "labels.csv").is_file(),
+    reason="no FracAtlas copy at ../shared/fracatlas (the real-image check needs it)",
+)
 def test_fracatlas_evaluation_on_real_images(tmp_path: Path, model_weights: Path) -> None:
     """A copy of a few real rows (both labels, hand and leg/hip) is a FracAtlas root of its own."""
     labels = pd.read_csv(SHARED_FRACATLAS / "labels.csv")
     present = labels[[(SHARED_FRACATLAS / f).is_file() for f in labels["file"]]]
-    picked = pd.concat([present[(present["region"] == "hand") & (present["fractured"] == 1)].head(3),
-                        present[(present["region"] == "hand") & (present["fractured"] == 0)].head(3),
-                        present[present["region"] == "leg/hip"].head(1)])
+    picked = pd.concat(
+        [
+            present[(present["region"] == "hand") & (present["fractured"] == 1)].head(3),
+            present[(present["region"] == "hand") & (present["fractured"] == 0)].head(3),
+            present[present["region"] == "leg/hip"].head(1),
+        ]
+    )
     root = tmp_path / "real"
     (root / "images").mkdir(parents=True)
     for file in picked["file"]:
@@ -142,8 +151,9 @@ def test_shipped_fracatlas_caches_agree_with_their_rows() -> None:
     from core.store.artifacts import SHIPPED_WEIGHTS_DIR
     from dashboard.studies import FRACATLAS_SAMPLES_DIR
 
-    shipped = [ModelArtifacts(d) for d in sorted(SHIPPED_WEIGHTS_DIR.iterdir())
-               if (d / "metrics_fracatlas.json").exists()]
+    shipped = [
+        ModelArtifacts(d) for d in sorted(SHIPPED_WEIGHTS_DIR.iterdir()) if (d / "metrics_fracatlas.json").exists()
+    ]
     assert shipped, "no shipped model has a FracAtlas evaluation"
     samples = set(fracatlas.read_images(fracatlas.resolve_root(FRACATLAS_SAMPLES_DIR))["file"])
     for files in shipped:
@@ -151,7 +161,8 @@ def test_shipped_fracatlas_caches_agree_with_their_rows() -> None:
         predictions, metrics = evaluation.predictions, evaluation.metrics
         upper = predictions[predictions["upper_limb"].astype(bool)]
         assert metrics["all"]["overall"]["auroc"]["point"] == pytest.approx(
-            roc_auc_score(upper["fractured"], upper["probability"]))
+            roc_auc_score(upper["fractured"], upper["probability"])
+        )
         expected = upper["region"].map(evaluation_lib.region_thresholds(json.loads(files.card.read_text())))
         assert np.allclose(upper["threshold"], expected)
         assert samples <= set(predictions["file"])

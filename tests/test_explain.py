@@ -90,8 +90,10 @@ def _brightness_model(offset: torch.Tensor | None = None) -> LoadedModel:
     model = BrightnessNet(offset).eval()
     model.requires_grad_(False)
     config = ModelConfig(
-        name="brightness", builder=lambda _pretrained: BrightnessNet(offset),
-        input_size=TOY_SIZE, cam_layers={"grey level": "features"},
+        name="brightness",
+        builder=lambda _pretrained: BrightnessNet(offset),
+        input_size=TOY_SIZE,
+        cam_layers={"grey level": "features"},
     )
     return LoadedModel("brightness", model, config, TOY_SIZE, {}, Path("."))
 
@@ -142,8 +144,11 @@ def _assert_same_state(before: dict[str, object], after: dict[str, object]) -> N
 
 
 def _no_hooks_at_all(model: nn.Module) -> bool:
-    global_hooks = (nn.modules.module._global_forward_hooks, nn.modules.module._global_forward_pre_hooks,
-                    nn.modules.module._global_backward_hooks)
+    global_hooks = (
+        nn.modules.module._global_forward_hooks,
+        nn.modules.module._global_forward_pre_hooks,
+        nn.modules.module._global_backward_hooks,
+    )
     return all(counts == (0, 0, 0, 0) for counts in _hook_counts(model)) and not any(global_hooks)
 
 
@@ -361,9 +366,14 @@ def test_model_is_unchanged_after_calls_and_failures(tiny_mobilenet: LoadedModel
         if 0.0 < fraction < 1.0:
             raise Cancelled
 
-    for method, layers in [("GradCAM", [STAGE_5, STAGE_3]), ("ShapleyCAM", [STAGE_5, STAGE_3]), ("FullGrad", None),
-                           ("EigenCAM", [STAGE_5, STAGE_3]), ("AblationCAM", [STAGE_5, STAGE_3]),
-                           ("ScoreCAM", [STAGE_3])]:
+    for method, layers in [
+        ("GradCAM", [STAGE_5, STAGE_3]),
+        ("ShapleyCAM", [STAGE_5, STAGE_3]),
+        ("FullGrad", None),
+        ("EigenCAM", [STAGE_5, STAGE_3]),
+        ("AblationCAM", [STAGE_5, STAGE_3]),
+        ("ScoreCAM", [STAGE_3]),
+    ]:
         explain(tiny_mobilenet, pixels, method=method, layers=layers)
         for network in _cam_copies(tiny_mobilenet):
             assert _no_hooks_at_all(network), method
@@ -546,8 +556,15 @@ def test_an_explanation_describes_its_settings(mobilenet: LoadedModel) -> None:
     result = explain(mobilenet, _radiograph_like(64, 64), layers=[STAGE_3], target="normal", eigen_smooth=True)
     assert result.key == ("GradCAM", (STAGE_3,), "normal", False, True)
     assert result.describe() | {"probability": 0, "raw_peak": 0} == {
-        "model": "mobilenet_test", "method": "GradCAM", "layers": [STAGE_3], "target": "normal",
-        "aug_smooth": False, "eigen_smooth": True, "probability": 0, "raw_peak": 0}
+        "model": "mobilenet_test",
+        "method": "GradCAM",
+        "layers": [STAGE_3],
+        "target": "normal",
+        "aug_smooth": False,
+        "eigen_smooth": True,
+        "probability": 0,
+        "raw_peak": 0,
+    }
 
 
 def test_images_per_run_counts_the_forward_passes(tiny_mobilenet: LoadedModel) -> None:
@@ -556,8 +573,7 @@ def test_images_per_run_counts_the_forward_passes(tiny_mobilenet: LoadedModel) -
     assert explain_module.images_per_run(tiny_mobilenet, "ScoreCAM", [STAGE_5], aug_smooth=True) == 6 * 97
     assert explain_module.images_per_run(tiny_mobilenet, "GradCAM") is None
     fractions: list[float] = []
-    explain(tiny_mobilenet, _radiograph_like(40, 40), method="AblationCAM", layers=[STAGE_3],
-            progress=fractions.append)
+    explain(tiny_mobilenet, _radiograph_like(40, 40), method="AblationCAM", layers=[STAGE_3], progress=fractions.append)
     images = explain_module.images_per_run(tiny_mobilenet, "AblationCAM", [STAGE_3])
     assert images == 1 + 1 + 32
     assert min(f for f in fractions if f > 0) == pytest.approx(1 / images)  # the plain pass: one image
@@ -576,8 +592,9 @@ def test_cancel_stops_a_slow_run_and_only_that_run(tiny_mobilenet: LoadedModel) 
             mine.set()
 
     with pytest.raises(explain_module.CamCancelled):
-        explain(tiny_mobilenet, pixels, method="ScoreCAM", layers=[STAGE_5], progress=cancel_after_first_batch,
-                cancel=mine)
+        explain(
+            tiny_mobilenet, pixels, method="ScoreCAM", layers=[STAGE_5], progress=cancel_after_first_batch, cancel=mine
+        )
     assert max(fractions) < 0.1  # stopped after one batch of 97 images, not at the end
     assert all(_no_hooks_at_all(copy) for copy in _cam_copies(tiny_mobilenet))
     # Another caller's run, with its own event, is untouched by the first one's cancel.

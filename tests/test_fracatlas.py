@@ -12,8 +12,9 @@ from PIL import Image
 
 from core.data import fracatlas
 
-SHARED_FRACATLAS = Path(os.environ.get("FRACATLAS_ROOT")
-                        or Path(__file__).resolve().parents[2] / "shared" / "fracatlas")
+SHARED_FRACATLAS = Path(
+    os.environ.get("FRACATLAS_ROOT") or Path(__file__).resolve().parents[2] / "shared" / "fracatlas"
+)
 _HEADER = "file,image_id,region,upper_limb,fractured,fracture_count,hardware,width,height\n"
 
 
@@ -21,16 +22,20 @@ def _tiny_root(tmp_path: Path, coco: dict | None = None, labels: str | None = No
     (tmp_path / "images").mkdir(parents=True)
     for name in ("A.jpg", "B.jpg"):
         Image.new("L", (40, 30), 128).save(tmp_path / "images" / name)
-    (tmp_path / "labels.csv").write_text(labels or (
-        _HEADER
-        + "images/A.jpg,A.jpg,hand,1,1,1,0,40,30\n"
-        + "images/B.jpg,B.jpg,leg/hip,0,0,0,1,40,30\n"
-        + "images/GONE.jpg,GONE.jpg,hand,1,0,0,0,40,30\n"
-    ))
+    (tmp_path / "labels.csv").write_text(
+        labels
+        or (
+            _HEADER
+            + "images/A.jpg,A.jpg,hand,1,1,1,0,40,30\n"
+            + "images/B.jpg,B.jpg,leg/hip,0,0,0,1,40,30\n"
+            + "images/GONE.jpg,GONE.jpg,hand,1,0,0,0,40,30\n"
+        )
+    )
     coco = coco or {
         "images": [{"id": 1, "file_name": "images/A.jpg", "width": 40, "height": 30}],
-        "annotations": [{"id": 1, "image_id": 1, "bbox": [10, 5, 10, 10],
-                         "segmentation": [[10, 5, 20, 5, 20, 15, 10, 15]]}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "bbox": [10, 5, 10, 10], "segmentation": [[10, 5, 20, 5, 20, 15, 10, 15]]}
+        ],
     }
     (tmp_path / "fractures_coco.json").write_text(json.dumps(coco))
     return tmp_path
@@ -73,8 +78,7 @@ def test_symlink_out_of_the_root_is_refused(tmp_path):
         fracatlas.image_file(root, "images/link.jpg")
 
 
-@pytest.mark.parametrize("coco_text",
-                         ["", "[]", "{\"images\": 3}", "{\"images\": [], \"annotations\": [{\"image_id\": 9}]}"])
+@pytest.mark.parametrize("coco_text", ["", "[]", '{"images": 3}', '{"images": [], "annotations": [{"image_id": 9}]}'])
 def test_malformed_coco_is_one_sentence(tmp_path, coco_text):
     root = _tiny_root(tmp_path)
     (root / "fractures_coco.json").write_text(coco_text)
@@ -82,13 +86,16 @@ def test_malformed_coco_is_one_sentence(tmp_path, coco_text):
         fracatlas.read_outlines(root)
 
 
-@pytest.mark.parametrize("labels", [
-    "file,region\nimages/A.jpg,hand\n",
-    _HEADER + "images/A.jpg,A.jpg,hand,1,yes,1,0,40,30\n",
-    _HEADER + "images/A.jpg,A.jpg,knee,1,1,1,0,40,30\n",
-    _HEADER + "images/A.jpg,A.jpg,hand,1,2,1,0,40,30\n",
-    "\x00\x01garbage",
-])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        "file,region\nimages/A.jpg,hand\n",
+        _HEADER + "images/A.jpg,A.jpg,hand,1,yes,1,0,40,30\n",
+        _HEADER + "images/A.jpg,A.jpg,knee,1,1,1,0,40,30\n",
+        _HEADER + "images/A.jpg,A.jpg,hand,1,2,1,0,40,30\n",
+        "\x00\x01garbage",
+    ],
+)
 def test_malformed_labels_are_one_sentence(tmp_path, labels):
     root = _tiny_root(tmp_path, labels=labels)
     with pytest.raises(fracatlas.FracAtlasError, match="labels.csv"):

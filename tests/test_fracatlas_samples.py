@@ -26,8 +26,7 @@ def test_rule_draws_each_category_leaves_copies_out_and_repeats(tmp_path: Path) 
     copied = fracatlas.read_images(out)
     assert copied["file"].tolist() == chosen["file"].tolist()
     source_labels = pd.read_csv(source / "labels.csv").set_index("file")
-    pd.testing.assert_frame_equal(pd.read_csv(out / "labels.csv").set_index("file"),
-                                  source_labels.loc[chosen["file"]])
+    pd.testing.assert_frame_equal(pd.read_csv(out / "labels.csv").set_index("file"), source_labels.loc[chosen["file"]])
     outlines = fracatlas.read_outlines(out)
     assert set(outlines.files()) == set(copied.loc[copied["fractured"] == 1, "file"])
     assert (outlines.mask(outlines.files()[0]) == fracatlas.read_outlines(source).mask(outlines.files()[0])).all()
@@ -48,8 +47,10 @@ def test_committed_samples_are_a_credited_fracatlas_root() -> None:
 
 
 @pytest.mark.slow  # redraws the samples from the real FracAtlas copy
-@pytest.mark.skipif(not (SHARED_FRACATLAS / "labels.csv").is_file(),
-                    reason="no FracAtlas copy at ../shared/fracatlas to redraw the samples from")
+@pytest.mark.skipif(
+    not (SHARED_FRACATLAS / "labels.csv").is_file(),
+    reason="no FracAtlas copy at ../shared/fracatlas to redraw the samples from",
+)
 def test_committed_samples_are_what_the_rule_draws(tmp_path: Path) -> None:
     chosen = samples.write_samples(fracatlas.resolve_root(SHARED_FRACATLAS), tmp_path / "out")
     committed = fracatlas.read_images(fracatlas.resolve_root(samples.DEFAULT_OUT))

@@ -23,8 +23,12 @@ from tests.fake_fracatlas import make_fake_fracatlas
 from tests.synthetic import synthetic_radiograph
 
 CARD = {
-    "name": "two", "architecture": "efficientnet_lite0_fracture", "description": "test two-output model",
-    "thresholds": {"default": 0.5, "XR_HUMERUS": 0.4}, "tta": True, "fracture_threshold": 0.3,
+    "name": "two",
+    "architecture": "efficientnet_lite0_fracture",
+    "description": "test two-output model",
+    "thresholds": {"default": 0.5, "XR_HUMERUS": 0.4},
+    "tta": True,
+    "fracture_threshold": 0.3,
 }
 
 
@@ -74,8 +78,7 @@ def test_abnormal_output_is_the_base_ensembles_own(two_output: Path) -> None:
 
 
 @pytest.mark.slow
-def test_onnx_gives_both_outputs_within_1e_4(two_output: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                             ) -> None:
+def test_onnx_gives_both_outputs_within_1e_4(two_output: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxruntime")
     monkeypatch.setenv("MURA_LENS_ONNX_CACHE", str(tmp_path / "onnx"))
     loaded = load_model("two", directory=two_output)
@@ -86,9 +89,9 @@ def test_onnx_gives_both_outputs_within_1e_4(two_output: Path, tmp_path: Path, m
 
 
 @pytest.mark.slow
-def test_predict_json_carries_fracture_probability(two_output: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_json_carries_fracture_probability(
+    two_output: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(two_output))
     files = []
     for seed in range(2):
@@ -144,13 +147,22 @@ def test_fracture_metrics_come_from_the_test_part_only() -> None:
 
     rng = np.random.default_rng(0)
     n = 80
-    predictions = pd.DataFrame({
-        "file": [f"images/{i}.jpg" for i in range(n)], "region": "hand", "upper_limb": True,
-        "fractured": np.arange(n) % 2, "hardware": 0, "duplicate_of": [f"images/{i}.jpg" for i in range(n)],
-        "probability": rng.random(n), FRACTURE_COLUMN: rng.random(n)})
+    predictions = pd.DataFrame(
+        {
+            "file": [f"images/{i}.jpg" for i in range(n)],
+            "region": "hand",
+            "upper_limb": True,
+            "fractured": np.arange(n) % 2,
+            "hardware": 0,
+            "duplicate_of": [f"images/{i}.jpg" for i in range(n)],
+            "probability": rng.random(n),
+            FRACTURE_COLUMN: rng.random(n),
+        }
+    )
     split = pd.DataFrame({"file": predictions["file"], "part": ["test" if i < 40 else "fold0" for i in range(n)]})
     summary = summarise_fracture_output(predictions, split, 0.5, n_boot=50)
     test = predictions.head(40)
     assert summary["images"] == 40
     assert summary["all"]["overall"]["auroc"]["point"] == pytest.approx(
-        roc_auc_score(test["fractured"], test[FRACTURE_COLUMN]))
+        roc_auc_score(test["fractured"], test[FRACTURE_COLUMN])
+    )

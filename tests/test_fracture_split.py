@@ -71,11 +71,20 @@ def test_a_fold_trains_both_candidates_and_resumes(tmp_path: Path, monkeypatch: 
     torch.manual_seed(0)
     weights = tmp_path / "weights"
     (weights / "base").mkdir(parents=True)
-    save_ensemble_checkpoint(weights / "base" / "checkpoint.pt", [create_model("efficientnet_lite0")] * 2,
-                             "efficientnet_lite0", 224)
+    save_ensemble_checkpoint(
+        weights / "base" / "checkpoint.pt", [create_model("efficientnet_lite0")] * 2, "efficientnet_lite0", 224
+    )
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
-    config = FractureConfig(fracatlas=str(root), fold=0, out=str(tmp_path / "run"), split=str(tmp_path / "split.csv"),
-                            base_model="base", epochs=1, batch_size=2, channels_last=False)
+    config = FractureConfig(
+        fracatlas=str(root),
+        fold=0,
+        out=str(tmp_path / "run"),
+        split=str(tmp_path / "split.csv"),
+        base_model="base",
+        epochs=1,
+        batch_size=2,
+        channels_last=False,
+    )
     out = train_fold(config)
     state = torch.load(out / "fracture_state.pt", weights_only=True)  # no pickle of arbitrary objects
     assert state["epoch"] == 0
@@ -90,8 +99,7 @@ def test_a_fold_trains_both_candidates_and_resumes(tmp_path: Path, monkeypatch: 
     pd.testing.assert_frame_equal(pd.read_csv(oof_file(out, "G")), first)
 
 
-def test_localisation_leaves_out_what_the_fracture_output_trained_on(tmp_path: Path,
-                                                                      committed: pd.DataFrame) -> None:
+def test_localisation_leaves_out_what_the_fracture_output_trained_on(tmp_path: Path, committed: pd.DataFrame) -> None:
     from types import SimpleNamespace
 
     from core.eval.localization_sweep import untrained

@@ -47,8 +47,7 @@ REFUSED = [item for item in corpus() if item.expect == "refuse"]
 
 def is_one_sentence(text: str) -> bool:
     """One line, starting with a capital and ending with a full stop, with no second sentence in it."""
-    return ("\n" not in text and text[:1].isupper() and text.endswith(".")
-            and re.search(r"[.!?] [A-Z]", text) is None)
+    return "\n" not in text and text[:1].isupper() and text.endswith(".") and re.search(r"[.!?] [A-Z]", text) is None
 
 
 def disk_name(filename: str) -> str:
@@ -72,12 +71,17 @@ def write_corpus(directory: Path) -> dict[str, Path]:
 
 def test_predict_cli_accepts_or_refuses_every_corpus_file_in_one_run(scratch_weights: Path, tmp_path: Path) -> None:
     files = write_corpus(tmp_path)
-    assert any(os.fsencode(path.name) != path.name.encode("utf-8", "replace") for path in files.values()), \
+    assert any(os.fsencode(path.name) != path.name.encode("utf-8", "replace") for path in files.values()), (
         "the corpus should put a non-UTF-8 name on disk"
+    )
     env = os.environ | {"MURA_LENS_WEIGHTS_DIR": str(scratch_weights), "PYTHONPATH": str(PROJECT_ROOT)}
-    result = subprocess.run([sys.executable, "-m", "core.predict", "--threads", "1",
-                             *[str(path) for path in files.values()]],
-                            cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-m", "core.predict", "--threads", "1", *[str(path) for path in files.values()]],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        timeout=180,
+    )
     stdout = result.stdout.decode("utf-8", "surrogateescape")
     stderr = result.stderr.decode("utf-8", "surrogateescape")
     assert "Traceback" not in stdout + stderr, stderr
@@ -119,8 +123,7 @@ def test_explain_uploader_survives_the_whole_corpus_in_one_session(use_scratch_w
         assert_clean(at)
         if item.expect == "accept":
             assert not at.error, (item.name, [e.value for e in at.error])
-            assert study_probability(at) == f"{expected_probability(use_scratch_weights, item):.3f}", \
-                item.name
+            assert study_probability(at) == f"{expected_probability(use_scratch_weights, item):.3f}", item.name
         else:
             assert len(at.error) == 1, (item.name, [e.value for e in at.error])
             name, reason = at.error[0].value.split("`: ", 1)
@@ -145,14 +148,12 @@ CAM_METHODS = ("GradCAM", "EigenCAM")
 def thread_images() -> list[np.ndarray]:
     """Phantoms of different shapes, so each letterbox and CAM crop differs."""
     shapes = [(70, 50), (64, 64), (50, 90), (120, 80)]
-    return [np.array(Image.fromarray(np.rint(phantom(128) * 255).astype(np.uint8)).resize((w, h)))
-            for h, w in shapes]
+    return [np.array(Image.fromarray(np.rint(phantom(128) * 255).astype(np.uint8)).resize((w, h))) for h, w in shapes]
 
 
 def hooks_left(model: torch.nn.Module) -> list[str]:
     hook_dicts = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    return [f"{name}.{kind}" for name, module in model.named_modules() for kind in hook_dicts
-            if getattr(module, kind)]
+    return [f"{name}.{kind}" for name, module in model.named_modules() for kind in hook_dicts if getattr(module, kind)]
 
 
 def test_eight_threads_on_one_model_give_the_serial_results(scratch_weights: Path) -> None:
@@ -164,8 +165,9 @@ def test_eight_threads_on_one_model_give_the_serial_results(scratch_weights: Pat
 
     def run_serially() -> None:
         serial["probabilities"] = predict_images(loaded, images)
-        serial["maps"] = {method: [explain(loaded, pixels, method=method).heatmap for pixels in images]
-                          for method in CAM_METHODS}
+        serial["maps"] = {
+            method: [explain(loaded, pixels, method=method).heatmap for pixels in images] for method in CAM_METHODS
+        }
 
     # The reference runs in a fresh thread like the workers: torch.set_num_threads called from a
     # non-main thread (the dashboard's script thread does) changes the intra-op thread count of
@@ -206,8 +208,9 @@ def test_eight_threads_on_one_model_give_the_serial_results(scratch_weights: Pat
 
     for probabilities, maps, cam_probabilities in results.values():
         np.testing.assert_allclose(probabilities, serial_probabilities, rtol=0, atol=1e-6)
-        np.testing.assert_allclose(cam_probabilities, np.tile(serial_probabilities, len(CAM_METHODS)),
-                                   rtol=0, atol=1e-5)
+        np.testing.assert_allclose(
+            cam_probabilities, np.tile(serial_probabilities, len(CAM_METHODS)), rtol=0, atol=1e-5
+        )
         for method in CAM_METHODS:
             for got, expected in zip(maps[method], serial_maps[method], strict=True):
                 np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
@@ -238,10 +241,26 @@ def test_evaluate_killed_mid_run_leaves_previous_results_intact(scratch_weights:
     root = make_fake_mura(tmp_path / "mura", patients_per_type=60, seed=3, size=(192, 160))
 
     env = os.environ | {"MURA_LENS_WEIGHTS_DIR": str(weights), "PYTHONPATH": str(PROJECT_ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "core.evaluate", "--mura-root", str(root), "--split", "valid",
-                                "--threads", "1", "--batch-size", "4"],
-                               cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "core.evaluate",
+            "--mura-root",
+            str(root),
+            "--split",
+            "valid",
+            "--threads",
+            "1",
+            "--batch-size",
+            "4",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         stderr = b""
         progress: tuple[int, int] | None = None
@@ -276,8 +295,9 @@ def _error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("error")]
 
 
-def test_predict_escapes_control_characters_of_file_names(tiny_weights: Path, tmp_path: Path,
-                                                          monkeypatch: Any, capsys: Any) -> None:
+def test_predict_escapes_control_characters_of_file_names(
+    tiny_weights: Path, tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tiny_weights))
     bad = tmp_path / f"x{_FORGED}.png"
     bad.write_bytes(b"not an image")
@@ -286,13 +306,18 @@ def test_predict_escapes_control_characters_of_file_names(tiny_weights: Path, tm
     assert "x\\x1b[2J\\x0d\\x0aerror: forged\\x07.png" in line
 
 
-def test_evaluate_escapes_control_characters_of_labels_csv(tiny_weights: Path, tmp_path: Path,
-                                                           monkeypatch: Any, capsys: Any) -> None:
+def test_evaluate_escapes_control_characters_of_labels_csv(
+    tiny_weights: Path, tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tiny_weights))
     root = make_fake_fracatlas(tmp_path / "fracatlas")
     labels = root / "labels.csv"
     labels.write_text(labels.read_text().replace(".jpg,hand,", f'.jpg,"hand{_FORGED}",', 1))
-    assert evaluate_cli.main(["--dataset", "fracatlas", "--root", str(root), "--n-boot", "5", "--threads", "1",
-                              "--backend", "torch"]) == 2
+    assert (
+        evaluate_cli.main(
+            ["--dataset", "fracatlas", "--root", str(root), "--n-boot", "5", "--threads", "1", "--backend", "torch"]
+        )
+        == 2
+    )
     (line,) = _error_lines(capsys.readouterr().err)
     assert "unknown region" in line

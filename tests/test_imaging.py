@@ -56,6 +56,7 @@ def grey_u8(side: int = 64) -> np.ndarray:
 
 # --- the corpus ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("item", CORPUS, ids=lambda item: item.name)
 def test_corpus_item_is_accepted_or_refused_cleanly(item: BadInput) -> None:
     if item.name == "dicom_jpegls_no_codec" and get_decoder(NO_CODEC_TRANSFER_SYNTAX).is_available:
@@ -136,6 +137,7 @@ def test_animated_gif_gives_first_frame_with_a_note() -> None:
 
 # --- accepted formats: pixel values ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("image_format", ["PNG", "BMP", "TIFF", "WEBP"])
 def test_lossless_8bit_grey_is_returned_unchanged(image_format: str) -> None:
     pixels = grey_u8()
@@ -178,12 +180,15 @@ def test_constant_16bit_image_decodes_without_dividing_by_zero() -> None:
     assert radiograph.pixels.shape == (40, 40) and len(np.unique(radiograph.pixels)) == 1
 
 
-@pytest.mark.parametrize(("orientation", "upright"), [
-    (3, lambda a: np.rot90(a, 2)),
-    (6, lambda a: np.rot90(a, -1)),
-    (8, lambda a: np.rot90(a, 1)),
-    (2, np.fliplr),
-])
+@pytest.mark.parametrize(
+    ("orientation", "upright"),
+    [
+        (3, lambda a: np.rot90(a, 2)),
+        (6, lambda a: np.rot90(a, -1)),
+        (8, lambda a: np.rot90(a, 1)),
+        (2, np.fliplr),
+    ],
+)
 def test_exif_orientation_is_applied(orientation: int, upright) -> None:
     pixels = grey_u8(96)[:, :48]  # non-square and asymmetric: every transform is visible
     exif = Image.Exif()
@@ -217,6 +222,7 @@ def test_thin_coloured_annotation_does_not_flag_a_radiograph() -> None:
 
 # --- DICOM -----------------------------------------------------------------------------------
 
+
 def test_monochrome1_is_the_inverse_of_monochrome2() -> None:
     stored = (phantom() * 4095).astype(np.uint16)
     mono2 = load_radiograph(encode_dicom(stored, "MONOCHROME2", 12))
@@ -230,8 +236,9 @@ def test_monochrome1_is_the_inverse_of_monochrome2() -> None:
 def test_dicom_window_is_applied_after_rescale() -> None:
     """Window 900..1100 in rescaled units (2 * stored - 1000) covers stored values 950..1050."""
     stored = np.tile(np.linspace(800, 1200, 64).astype(np.uint16), (64, 1))
-    data = encode_dicom(stored, bits_stored=12, RescaleSlope=2, RescaleIntercept=-1000,
-                        WindowCenter=1000, WindowWidth=200)
+    data = encode_dicom(
+        stored, bits_stored=12, RescaleSlope=2, RescaleIntercept=-1000, WindowCenter=1000, WindowWidth=200
+    )
     row = load_radiograph(data).pixels[0]
     assert np.all(row[stored[0] <= 940] == 0)
     assert np.all(row[stored[0] >= 1060] == 255)
@@ -254,6 +261,7 @@ def test_8bit_dicom_is_returned_unchanged() -> None:
 
 
 # --- size limits -----------------------------------------------------------------------------
+
 
 def test_caller_limits_apply_to_the_declared_size() -> None:
     data = ITEMS["png_8bit_grey"].data
@@ -286,6 +294,7 @@ def test_default_cap_is_the_documented_one() -> None:
 
 # --- sources, names, state --------------------------------------------------------------------
 
+
 def test_paths_are_read_and_named(tmp_path: Path) -> None:
     item = ITEMS["jpeg_grey"]
     file = tmp_path / "mislabelled.png"
@@ -313,15 +322,23 @@ def test_file_name_is_never_opened(tmp_path: Path) -> None:
 
 
 def test_no_global_state_is_changed() -> None:
-    before = (list(warnings.filters), Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES,
-              pydicom.config.settings.reading_validation_mode)
+    before = (
+        list(warnings.filters),
+        Image.MAX_IMAGE_PIXELS,
+        ImageFile.LOAD_TRUNCATED_IMAGES,
+        pydicom.config.settings.reading_validation_mode,
+    )
     for item in CORPUS:
         try:
             decode(item)
         except RadiographDecodeError:
             pass
-    after = (list(warnings.filters), Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES,
-             pydicom.config.settings.reading_validation_mode)
+    after = (
+        list(warnings.filters),
+        Image.MAX_IMAGE_PIXELS,
+        ImageFile.LOAD_TRUNCATED_IMAGES,
+        pydicom.config.settings.reading_validation_mode,
+    )
     assert after == before
 
 
@@ -330,8 +347,14 @@ def _outcome(item: BadInput) -> tuple[str, object]:
         radiograph = decode(item)
     except RadiographDecodeError as error:
         return "refused", str(error)
-    return "accepted", (radiograph.pixels.tobytes(), radiograph.width, radiograph.height,
-                        radiograph.source_format, radiograph.looks_like_radiograph, radiograph.notes)
+    return "accepted", (
+        radiograph.pixels.tobytes(),
+        radiograph.width,
+        radiograph.height,
+        radiograph.source_format,
+        radiograph.looks_like_radiograph,
+        radiograph.notes,
+    )
 
 
 def test_concurrent_decoding_matches_serial() -> None:
@@ -344,8 +367,10 @@ def test_concurrent_decoding_matches_serial() -> None:
 
 # --- fuzzing -----------------------------------------------------------------------------------
 
-FUZZ_SEEDS = [ITEMS[name].data for name in
-              ("png_8bit_grey", "png_16bit_values_above_255", "jpeg_grey", "dicom_monochrome1", "dicom_rle_lossless")]
+FUZZ_SEEDS = [
+    ITEMS[name].data
+    for name in ("png_8bit_grey", "png_16bit_values_above_255", "jpeg_grey", "dicom_monochrome1", "dicom_rle_lossless")
+]
 
 
 @st.composite
@@ -357,19 +382,24 @@ def mutated_images(draw: st.DrawFn) -> bytes:
         action = draw(st.sampled_from(["overwrite", "insert", "delete"]))
         chunk = draw(st.binary(min_size=1, max_size=8))
         if action == "overwrite":
-            data[position:position + len(chunk)] = chunk
+            data[position : position + len(chunk)] = chunk
         elif action == "insert":
             data[position:position] = chunk
         else:
-            del data[position:position + len(chunk)]
+            del data[position : position + len(chunk)]
     if draw(st.booleans()):
-        del data[draw(st.integers(0, len(data))):]
+        del data[draw(st.integers(0, len(data))) :]
     return bytes(data)
 
 
 @pytest.mark.filterwarnings("ignore")  # Pillow and pydicom warn loudly about broken files; that is fine
-@settings(max_examples=200, deadline=timedelta(seconds=2), derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=200,
+    deadline=timedelta(seconds=2),
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(data=mutated_images())
 def test_mutated_files_only_ever_decode_or_refuse(data: bytes) -> None:
     try:
@@ -382,6 +412,7 @@ def test_mutated_files_only_ever_decode_or_refuse(data: bytes) -> None:
 
 
 # --- real radiographs ---------------------------------------------------------------------------
+
 
 @pytest.mark.mura
 def test_real_mura_pngs_decode_exactly_as_pillow_reads_them(mura_root: Path) -> None:

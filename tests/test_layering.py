@@ -40,7 +40,7 @@ def _top(module: str) -> str:
 def test_layers_import_only_downwards() -> None:
     wrong = []
     for rank, layer in enumerate(LAYERS):
-        allowed_above = set(LAYERS[rank + 1:])
+        allowed_above = set(LAYERS[rank + 1 :])
         modules = _modules(layer)
         for name, path in modules.items():
             for imported in _imports(path, set(modules)):
@@ -51,8 +51,11 @@ def test_layers_import_only_downwards() -> None:
 
 def test_no_streamlit_under_core() -> None:
     modules = _modules("core")
-    users = [name for name, path in modules.items()
-             if any(_top(imported) == "streamlit" for imported in _imports(path, set(modules)))]
+    users = [
+        name
+        for name, path in modules.items()
+        if any(_top(imported) == "streamlit" for imported in _imports(path, set(modules)))
+    ]
     assert not users, f"core imports streamlit: {', '.join(users)}"
 
 
@@ -66,7 +69,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for successor in sorted(graph[node]):
             if state.get(successor) == 1:
-                return [*path[path.index(successor):], successor]
+                return [*path[path.index(successor) :], successor]
             if successor not in state and (found := visit(successor)):
                 return found
         path.pop()
@@ -83,8 +86,10 @@ def _core_graph() -> dict[str, set[str]]:
     """Module -> the core modules it imports; a package's ``__init__`` (which imports nothing) is not an edge."""
     modules = _modules("core")
     known = set(modules)
-    return {name: {imported for imported in _imports(path, known) if imported in known and imported != name}
-            for name, path in modules.items()}
+    return {
+        name: {imported for imported in _imports(path, known) if imported in known and imported != name}
+        for name, path in modules.items()
+    }
 
 
 def test_no_import_cycle_in_core() -> None:

@@ -34,20 +34,31 @@ def _write_cv(runs: Path, name: str, fitted_images: int, separation: float, fold
                 outcome = "positive" if label else "negative"
                 study = f"MURA-v1.1/train/{study_type}/patient{fold}{k:03d}/study1_{outcome}/"
                 probability = 1 / (1 + np.exp(-(separation * (label - 0.5) + rng.normal())))
-                rows.append({"path": study + "image1.png", "study_type": study_type, "patient": f"patient{fold}{k:03d}",
-                             "study": "study1", "study_path": study, "label": label, "probability": probability})
+                rows.append(
+                    {
+                        "path": study + "image1.png",
+                        "study_type": study_type,
+                        "patient": f"patient{fold}{k:03d}",
+                        "study": "study1",
+                        "study_path": study,
+                        "label": label,
+                        "probability": probability,
+                    }
+                )
         pd.DataFrame(rows).to_csv(ModelArtifacts(out).holdout_predictions, index=False)
-        fit = {t: {"images": fitted_images, "studies": fitted_images, "patients": fitted_images, "abnormal_images": 0}
-               for t in ("XR_HUMERUS", "XR_FOREARM")}
+        fit = {
+            t: {"images": fitted_images, "studies": fitted_images, "patients": fitted_images, "abnormal_images": 0}
+            for t in ("XR_HUMERUS", "XR_FOREARM")
+        }
         recipe = {"folds": FOLDS, "fold": fold, "split_seed": 0, "epochs": 4}
         (out / CARD_FILE).write_text(json.dumps({"training_data": {"fit": fit}, "best_epoch": 3, "recipe": recipe}))
 
 
 def test_power_law_recovers_its_exponent() -> None:
     images = np.array([250.0, 500.0, 1000.0, 2000.0])
-    c, alpha = learning_curve.power_law(images, 1 - 2.0 * images ** -0.4)
+    c, alpha = learning_curve.power_law(images, 1 - 2.0 * images**-0.4)
     assert (c, alpha) == (pytest.approx(2.0), pytest.approx(0.4))
-    assert learning_curve.images_for(1 - 2.0 * 4000.0 ** -0.4, c, alpha) == pytest.approx(4000.0)
+    assert learning_curve.images_for(1 - 2.0 * 4000.0**-0.4, c, alpha) == pytest.approx(4000.0)
     assert learning_curve.images_for(0.95, c, -0.1) == float("inf")
     with pytest.raises(ValueError, match="different"):
         learning_curve.power_law(np.array([500.0, 500.0]), np.array([0.8, 0.9]))
@@ -56,8 +67,21 @@ def test_power_law_recovers_its_exponent() -> None:
 def test_curve_scores_every_fraction_on_the_same_studies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write_cv(tmp_path, "small", 100, separation=0.5)
     _write_cv(tmp_path, "large", 400, separation=1.5)
-    assert learning_curve.main(["--runs", str(tmp_path), "--n-boot", "100", "--json", str(tmp_path / "curve.json"),
-                                "0.25=small", "1=large"]) == 0
+    assert (
+        learning_curve.main(
+            [
+                "--runs",
+                str(tmp_path),
+                "--n-boot",
+                "100",
+                "--json",
+                str(tmp_path / "curve.json"),
+                "0.25=small",
+                "1=large",
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "curve.json").read_text())
     for part in result["body_parts"].values():
         small, large = part["points"]
@@ -86,6 +110,7 @@ def test_cross_validations_of_different_splits_are_refused(tmp_path: Path) -> No
     predictions = ModelArtifacts(tmp_path / "other_f1").holdout_predictions
     frame = pd.read_csv(predictions)
     pd.concat([frame, frame.head(1).assign(study_path="elsewhere/", path="elsewhere/image1.png")]).to_csv(
-        predictions, index=False)
+        predictions, index=False
+    )
     with pytest.raises(SystemExit, match="different studies"):
         learning_curve.main(["--runs", str(tmp_path), "0.25=other", "1=whole"])

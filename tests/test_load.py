@@ -26,14 +26,14 @@ def test_chosen_uploads_cannot_be_confused(scratch_weights: Path) -> None:
 @pytest.mark.browser
 @pytest.mark.timeout(420)
 def test_concurrent_sessions_each_get_their_own_answer(
-    dashboard_server: RunningDashboard, scratch_weights: Path, monkeypatch: pytest.MonkeyPatch,
+    dashboard_server: RunningDashboard,
+    scratch_weights: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     require_chromium()
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(scratch_weights))
-    status = load_test.main(
-        ["--url", dashboard_server.base_url, "--sessions", str(SESSIONS), "--timeout", "360"]
-    )
+    status = load_test.main(["--url", dashboard_server.base_url, "--sessions", str(SESSIONS), "--timeout", "360"])
     report = capsys.readouterr().out
     assert status == 0, report
     assert f"{SESSIONS} concurrent sessions" in report

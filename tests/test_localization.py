@@ -101,10 +101,13 @@ def test_bright_bone_map_is_the_image_intensity() -> None:
     assert (scores.hit, scores.energy, scores.iou) == (1.0, 1.0, 1.0)
 
 
-@pytest.mark.parametrize(("heat", "mask", "message"), [
-    (np.zeros((4, 4)), np.ones((4, 5), bool), "differ in size"),
-    (np.zeros((4, 4)), np.zeros((4, 4), bool), "no outlined region"),
-])
+@pytest.mark.parametrize(
+    ("heat", "mask", "message"),
+    [
+        (np.zeros((4, 4)), np.ones((4, 5), bool), "differ in size"),
+        (np.zeros((4, 4)), np.zeros((4, 4), bool), "no outlined region"),
+    ],
+)
 def test_bad_input_is_one_sentence(heat: np.ndarray, mask: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         score_map(heat, mask)
@@ -124,11 +127,24 @@ def test_bootstrap_means_on_one_class_data() -> None:
 def _rows(n: int = 40) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     frames = []
-    for method, layer, hit_rate in [("GradCAM", "last", 0.9), ("FEM", "last", 0.2),
-                                    (UNIFORM, "", 0.05), (BRIGHT_BONE, "", 0.3)]:
+    for method, layer, hit_rate in [
+        ("GradCAM", "last", 0.9),
+        ("FEM", "last", 0.2),
+        (UNIFORM, "", 0.05),
+        (BRIGHT_BONE, "", 0.3),
+    ]:
         hits = (rng.random(n) < hit_rate).astype(float)
-        frame = pd.DataFrame({"image": [f"images/{i:03d}.jpg" for i in range(n)], "method": method,
-                              "layer": layer, "hit": hits, "energy": hits / 2, "iou": hits / 4, "dice": hits / 3})
+        frame = pd.DataFrame(
+            {
+                "image": [f"images/{i:03d}.jpg" for i in range(n)],
+                "method": method,
+                "layer": layer,
+                "hit": hits,
+                "energy": hits / 2,
+                "iou": hits / 4,
+                "dice": hits / 3,
+            }
+        )
         for t in THRESHOLD_GRID:
             frame[grid_column(t)] = hits * t
         frames.append(frame)

@@ -22,8 +22,9 @@ from core.store.artifacts import SHIPPED_WEIGHTS_DIR, CachePairError, ModelArtif
 from tests.outlined_fracatlas import make_outlined_fracatlas
 from tests.synthetic import calibrated_mobilenet
 
-SHARED_FRACATLAS = Path(os.environ.get("FRACATLAS_ROOT")
-                        or Path(__file__).resolve().parents[2] / "shared" / "fracatlas")
+SHARED_FRACATLAS = Path(
+    os.environ.get("FRACATLAS_ROOT") or Path(__file__).resolve().parents[2] / "shared" / "fracatlas"
+)
 SCRATCH_LAYER = "stage 5 (96 ch, stride 16)"
 
 
@@ -65,11 +66,11 @@ def model_folder(tmp_path: Path, scratch_weights: Path, monkeypatch: pytest.Monk
     return ModelArtifacts.of(DEFAULT_MODEL, weights)
 
 
-def test_cli_on_a_tiny_root_writes_rows_and_summary(tmp_path: Path, model_folder: ModelArtifacts,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_on_a_tiny_root_writes_rows_and_summary(
+    tmp_path: Path, model_folder: ModelArtifacts, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = make_outlined_fracatlas(tmp_path / "fracatlas")
-    code = main(["--root", str(root), "--methods", "GradCAM", "FEM", "--layers", SCRATCH_LAYER,
-                 "--bootstrap", "50"])
+    code = main(["--root", str(root), "--methods", "GradCAM", "FEM", "--layers", SCRATCH_LAYER, "--bootstrap", "50"])
     assert code == 0, capsys.readouterr().err
     rows = read_rows(model_folder.localization(DATASET))
     # The three upper-limb fractures; not the normal image, not the leg/hip one.
@@ -85,8 +86,9 @@ def test_cli_on_a_tiny_root_writes_rows_and_summary(tmp_path: Path, model_folder
     assert {k: v for k, v in cache.summary.items() if k != "rows_sha256"} == json.loads(json.dumps(recomputed))
 
 
-def test_rerun_computes_only_what_is_missing(tmp_path: Path, model_folder: ModelArtifacts,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rerun_computes_only_what_is_missing(
+    tmp_path: Path, model_folder: ModelArtifacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = make_outlined_fracatlas(tmp_path / "fracatlas")
     arguments = ["--root", str(root), "--layers", SCRATCH_LAYER, "--bootstrap", "20"]
     assert main([*arguments, "--methods", "GradCAM"]) == 0
@@ -116,13 +118,17 @@ def test_a_changed_table_is_refused(tmp_path: Path, model_folder: ModelArtifacts
         read_cache(model_folder)
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    (["--root", "/nonexistent/fracatlas"], "does not exist"),
-    (["--methods", "NoSuchCAM"], "Unknown CAM method"),
-    (["--layers", "no such layer"], "Unknown layer"),
-])
-def test_bad_arguments_are_one_line(tmp_path: Path, model_folder: ModelArtifacts, arguments: list[str],
-                                    message: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--root", "/nonexistent/fracatlas"], "does not exist"),
+        (["--methods", "NoSuchCAM"], "Unknown CAM method"),
+        (["--layers", "no such layer"], "Unknown layer"),
+    ],
+)
+def test_bad_arguments_are_one_line(
+    tmp_path: Path, model_folder: ModelArtifacts, arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = make_outlined_fracatlas(tmp_path / "fracatlas")
     assert main(["--root", str(root), *arguments]) == 2
     error = capsys.readouterr().err.strip()
@@ -138,8 +144,23 @@ def test_cli_on_real_fracatlas_images(tmp_path: Path, monkeypatch: pytest.Monkey
     for name in ("checkpoint.pt", "model_card.json"):
         (weights / DEFAULT_MODEL / name).symlink_to(SHIPPED_WEIGHTS_DIR / DEFAULT_MODEL / name)
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
-    assert main(["--root", str(SHARED_FRACATLAS), "--limit", "2", "--methods", "GradCAM",
-                 "--layers", "block 11 (112 ch, stride 16)", "--bootstrap", "20"]) == 0
+    assert (
+        main(
+            [
+                "--root",
+                str(SHARED_FRACATLAS),
+                "--limit",
+                "2",
+                "--methods",
+                "GradCAM",
+                "--layers",
+                "block 11 (112 ch, stride 16)",
+                "--bootstrap",
+                "20",
+            ]
+        )
+        == 0
+    )
     cache = read_cache(ModelArtifacts.of(DEFAULT_MODEL, weights))
     assert cache is not None and cache.summary["n_images"] == 2
     assert len(cache.table) == 2 * 3 and cache.table["probability"].between(0, 1).all()

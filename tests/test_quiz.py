@@ -48,8 +48,11 @@ def test_sample_cases_are_tagged_from_cached_data(sample_cases: list[quiz.QuizCa
     assert {f for f, c in by_file.items() if quiz.MODEL_WRONG in c.tags} == {"IMG0002334.jpg", "IMG0001902.jpg"}
     assert all(c.not_scored is None for c in sample_cases)
     assert {f for f, c in by_file.items() if quiz.HARDWARE in c.tags} == {"IMG0002603.jpg"}
-    assert {f for f, c in by_file.items() if quiz.SUBTLE in c.tags} == {"IMG0002603.jpg", "IMG0002486.jpg",
-                                                                       "IMG0002569.jpg"}
+    assert {f for f, c in by_file.items() if quiz.SUBTLE in c.tags} == {
+        "IMG0002603.jpg",
+        "IMG0002486.jpg",
+        "IMG0002569.jpg",
+    }
     assert all(c.outlined == c.abnormal for c in sample_cases)
     assert by_file["IMG0002334.jpg"].probability == pytest.approx(0.227716)
     assert by_file["IMG0002334.jpg"].threshold == pytest.approx(0.4529)  # hand: judged at the forearm's
@@ -78,8 +81,9 @@ def test_a_point_is_judged_like_a_maps_peak() -> None:
         heatmap = np.zeros(mask.shape, dtype=np.float32)
         heatmap[result.learner_point[1], result.learner_point[0]] = 1.0
         assert localization.score_map(heatmap, mask).hit == float(result.learner_hit)
-        judged = quiz.judge(_case(), learner_abnormal=False, point=None, mask=mask, model_abnormal=True,
-                            heatmap=heatmap)
+        judged = quiz.judge(
+            _case(), learner_abnormal=False, point=None, mask=mask, model_abnormal=True, heatmap=heatmap
+        )
         assert judged.map_hit == result.learner_hit and judged.map_peak == result.learner_point
 
 
@@ -102,15 +106,29 @@ def test_score_counts_calls_and_fractures_found() -> None:
         quiz.judge(_case(False), learner_abnormal=False, point=None, mask=None, model_abnormal=True),
     ]
     totals = quiz.score(results)
-    assert totals == quiz.Score(cases=3, learner_right=2, model_right=1, outlined=2, learner_found=1,
-                                model_found=1, model_cases=3, model_outlined=2)
+    assert totals == quiz.Score(
+        cases=3,
+        learner_right=2,
+        model_right=1,
+        outlined=2,
+        learner_found=1,
+        model_found=1,
+        model_cases=3,
+        model_outlined=2,
+    )
     assert quiz.Score.share(totals.learner_found, totals.outlined) == 0.5
     assert quiz.Score.share(0, 0) is None
 
 
 def test_mura_cases_take_the_cards_threshold() -> None:
-    studies = pd.DataFrame({"study_path": ["a/", "b/"], "study_type": ["XR_HUMERUS", "XR_WRIST"],
-                            "label": [1, 0], "probability": [0.2, 0.6]})
+    studies = pd.DataFrame(
+        {
+            "study_path": ["a/", "b/"],
+            "study_type": ["XR_HUMERUS", "XR_WRIST"],
+            "label": [1, 0],
+            "probability": [0.2, 0.6],
+        }
+    )
     card = {"training_data": {"all": {"XR_HUMERUS": {}, "XR_WRIST": {}}}}
     cases = quiz.mura_cases(studies, {"XR_HUMERUS": 0.3, "default": 0.5}, card=card)
     assert [c.threshold for c in cases] == [0.3, 0.5]
@@ -120,8 +138,14 @@ def test_mura_cases_take_the_cards_threshold() -> None:
 def test_the_model_is_scored_only_on_body_parts_and_labels_it_was_trained_on() -> None:
     """Issue 27, item 4: a wrist study or a FracAtlas fracture gets no model verdict and no right/wrong."""
     card = {"training_data": {"all": {"XR_FOREARM": {}, "XR_HUMERUS": {}}}}
-    studies = pd.DataFrame({"study_path": ["a/", "b/"], "study_type": ["XR_HUMERUS", "XR_SHOULDER"],
-                            "label": [1, 0], "probability": [0.2, 0.6]})
+    studies = pd.DataFrame(
+        {
+            "study_path": ["a/", "b/"],
+            "study_type": ["XR_HUMERUS", "XR_SHOULDER"],
+            "label": [1, 0],
+            "probability": [0.2, 0.6],
+        }
+    )
     humerus, shoulder = quiz.mura_cases(studies, {"XR_HUMERUS": 0.3, "default": 0.5}, card=card)
     assert humerus.threshold == 0.3 and humerus.not_scored is None and quiz.MODEL_WRONG in humerus.tags
     assert shoulder.threshold is None and "shoulder is out of scope" in shoulder.not_scored
@@ -131,7 +155,11 @@ def test_the_model_is_scored_only_on_body_parts_and_labels_it_was_trained_on() -
     cases = quiz.fracatlas_cases(fracatlas.read_images(root), {}, thresholds, card=card)
     assert cases and all(c.threshold is None and "not fracture" in c.not_scored for c in cases)
     result = quiz.judge(cases[0], learner_abnormal=True, point=None, mask=None, model_abnormal=None)
-    totals = quiz.score([result, quiz.judge(humerus, learner_abnormal=True, point=None, mask=None,
-                                            model_abnormal=humerus.model_call(0.2))])
+    totals = quiz.score(
+        [
+            result,
+            quiz.judge(humerus, learner_abnormal=True, point=None, mask=None, model_abnormal=humerus.model_call(0.2)),
+        ]
+    )
     assert (totals.cases, totals.model_cases, totals.model_right) == (2, 1, 0)
     assert not result.model_scored and not result.model_right

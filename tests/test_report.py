@@ -86,8 +86,12 @@ def test_the_apps_kept_thresholds_reach_the_report() -> None:
 
 
 def test_a_model_without_external_caches_says_so(scratch_weights: Path) -> None:
-    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(
-        report.build_report(DEFAULT_MODEL, weights_root=scratch_weights, date=DATE))).pages)
+    text = "\n".join(
+        page.extract_text()
+        for page in PdfReader(
+            io.BytesIO(report.build_report(DEFAULT_MODEL, weights_root=scratch_weights, date=DATE))
+        ).pages
+    )
     assert all(section in text for section in report.SECTIONS)
     assert "python -m core.evaluate --dataset fracatlas" in text and "python -m core.localize" in text
 
@@ -102,8 +106,9 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         report_cli.main(["--out", str(out), "--threshold", "XR_FOREARM=2"])
 
 
-@pytest.mark.parametrize("page_file, key", [("../pages/overview.py", "overview_report"),
-                                            ("../pages/model_card.py", "card_report")])
+@pytest.mark.parametrize(
+    "page_file, key", [("../pages/overview.py", "overview_report"), ("../pages/model_card.py", "card_report")]
+)
 def test_report_button_on_overview_and_model_card(use_scratch_weights: Path, page_file: str, key: str) -> None:
     at = open_page(page_file)
     (button,) = [b for b in at.get("download_button") if key in b.proto.id]

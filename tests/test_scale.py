@@ -35,9 +35,9 @@ pytestmark = pytest.mark.slow  # starts a local Ray cluster
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present, so --device cuda is not absent")
-def test_an_absent_device_is_one_line_and_status_2(tiny_weights: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_absent_device_is_one_line_and_status_2(
+    tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tiny_weights))
     root = make_fake_mura(tmp_path / "mura", patients_per_type=1)
     assert evaluate_cli.main(["--mura-root", str(root), "--device", "cuda", "--n-boot", "10"]) == 2
@@ -57,10 +57,12 @@ def test_missing_ray_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> Non
         import_ray()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                    reason="Ray is not installed (pip install -r requirements-scale.txt)")
-def test_workers_and_local_ray_write_the_single_process_files(tiny_weights: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install -r requirements-scale.txt)"
+)
+def test_workers_and_local_ray_write_the_single_process_files(
+    tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import ray
     from ray._private import ray_constants
 
@@ -78,8 +80,17 @@ def test_workers_and_local_ray_write_the_single_process_files(tiny_weights: Path
     (model / "predictions_valid.csv").unlink()
     (model / "metrics_valid.json").unlink()
     files = ModelArtifacts(model)
-    sweep = ["--root", str(make_outlined_fracatlas(tmp_path / "fracatlas")), "--methods", "GradCAM", "HiResCAM",
-             "--layers", "stage 5 (96 ch, stride 16)", "--bootstrap", "20"]
+    sweep = [
+        "--root",
+        str(make_outlined_fracatlas(tmp_path / "fracatlas")),
+        "--methods",
+        "GradCAM",
+        "HiResCAM",
+        "--layers",
+        "stage 5 (96 ch, stride 16)",
+        "--bootstrap",
+        "20",
+    ]
     assert localize_cli.main(sweep) == 0
     swept = localization_sweep.read_rows(files.localization(localization_sweep.DATASET))
     files.localization(localization_sweep.DATASET).unlink()
@@ -93,13 +104,17 @@ def test_workers_and_local_ray_write_the_single_process_files(tiny_weights: Path
     assert len(single.splitlines()) > 4  # a few images, in more than one batch
     on_ray = localization_sweep.read_rows(files.localization(localization_sweep.DATASET))
     assert len(swept) == 3 * 4  # three outlined fractures x (two maps + two chance maps)
-    pd.testing.assert_frame_equal(*(rows.drop(columns="seconds").sort_values(localization_sweep.KEY_COLUMNS)
-                                    .reset_index(drop=True) for rows in (on_ray, swept)))
+    pd.testing.assert_frame_equal(
+        *(
+            rows.drop(columns="seconds").sort_values(localization_sweep.KEY_COLUMNS).reset_index(drop=True)
+            for rows in (on_ray, swept)
+        )
+    )
 
 
-def test_a_wrong_ray_address_is_one_sentence_within_seconds(tiny_weights: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_wrong_ray_address_is_one_sentence_within_seconds(
+    tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Ray itself retries an address that does not answer without end (it also swaps 127.0.0.1 for
     the host's other address)."""
     pytest.importorskip("ray")
@@ -110,8 +125,7 @@ def test_a_wrong_ray_address_is_one_sentence_within_seconds(tiny_weights: Path, 
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", ray_constants.ENABLE_RAY_CLUSTER)
     root = make_fake_mura(tmp_path / "mura", patients_per_type=1)
-    for address, words in (("127.0.0.1:1", "No Ray cluster answers at 127.0.0.1:1"),
-                           ("nonsense", "is not host:port")):
+    for address, words in (("127.0.0.1:1", "No Ray cluster answers at 127.0.0.1:1"), ("nonsense", "is not host:port")):
         started = time.monotonic()
         assert evaluate_cli.main(["--mura-root", str(root), "--n-boot", "10", "--ray-address", address]) == 2
         assert time.monotonic() - started < 30
@@ -119,8 +133,10 @@ def test_a_wrong_ray_address_is_one_sentence_within_seconds(tiny_weights: Path, 
         assert len(errors) == 1 and words in errors[0], errors
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None or sys.platform != "linux",
-                    reason="needs Ray (requirements-scale.txt) and Linux")
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None or sys.platform != "linux",
+    reason="needs Ray (requirements-scale.txt) and Linux",
+)
 def test_the_embedded_ray_listens_on_loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray's own default swaps 127.0.0.1 for the host's other address and listens on every interface."""
     from ray._private import ray_constants
@@ -129,8 +145,11 @@ def test_the_embedded_ray_listens_on_loopback_only(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)  # Ray's default on Linux; restored after
     with ray_session(Engine(ray=True)) as ray:
         assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
-        children = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()
-                    and _parent(entry) == os.getpid()]
+        children = [
+            int(entry.name)
+            for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and _parent(entry) == os.getpid()
+        ]
         listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=False).stdout
         ours = [line.split()[3] for line in listening.splitlines() if any(f"pid={pid}," in line for pid in children)]
     assert ours and all(address.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]") for address in ours), ours
@@ -153,9 +172,14 @@ def _ray_start(*arguments: str) -> None:
     # Multi-node needs Ray's cluster mode, in which 127.0.0.1 is swapped for the host's other address
     # (127.0.0.2 and 127.0.0.3 are loopback too, and kept); its servers then listen on every interface.
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
-    done = subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--num-cpus", "1",
-                           "--disable-usage-stats", *arguments], env=env, capture_output=True, text=True,
-                          timeout=180, check=False)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), "start", "--num-cpus", "1", "--disable-usage-stats", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
 
 
@@ -177,10 +201,13 @@ def _processes_of(marker: str) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None or sys.platform != "linux",
-                    reason="needs Ray (requirements-scale.txt) and Linux")
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None or sys.platform != "linux",
+    reason="needs Ray (requirements-scale.txt) and Linux",
+)
 def test_a_two_node_ray_cluster_on_loopback_writes_the_single_process_files(
-        tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A real cluster: a head and a second node of one CPU each, at loopback addresses; core.evaluate
     and core.localize through --ray-address write what the single process writes. Both nodes are
     stopped by their own process ids."""
@@ -197,8 +224,16 @@ def test_a_two_node_ray_cluster_on_loopback_writes_the_single_process_files(
     assert evaluate_cli.main(args) == 0
     single = (model / "predictions_valid.csv").read_bytes()
     files = ModelArtifacts(model)
-    sweep = ["--root", str(make_outlined_fracatlas(tmp_path / "fracatlas")), "--methods", "GradCAM",
-             "--layers", "stage 5 (96 ch, stride 16)", "--bootstrap", "20"]
+    sweep = [
+        "--root",
+        str(make_outlined_fracatlas(tmp_path / "fracatlas")),
+        "--methods",
+        "GradCAM",
+        "--layers",
+        "stage 5 (96 ch, stride 16)",
+        "--bootstrap",
+        "20",
+    ]
     assert localize_cli.main(sweep) == 0
     swept = localization_sweep.read_rows(files.localization(localization_sweep.DATASET))
     files.localization(localization_sweep.DATASET).unlink()
@@ -206,13 +241,24 @@ def test_a_two_node_ray_cluster_on_loopback_writes_the_single_process_files(
     temp = tempfile.mkdtemp(prefix="mura_lens_ray_", dir="/tmp")  # short: Ray's socket paths have a limit
     port = _free_port()
     try:
-        _ray_start("--head", "--node-ip-address", "127.0.0.2", "--port", str(port), "--temp-dir", temp,
-                   "--include-dashboard", "false")
+        _ray_start(
+            "--head",
+            "--node-ip-address",
+            "127.0.0.2",
+            "--port",
+            str(port),
+            "--temp-dir",
+            temp,
+            "--include-dashboard",
+            "false",
+        )
         _ray_start("--address", f"127.0.0.2:{port}", "--node-ip-address", "127.0.0.3")
         ray.init(address=f"127.0.0.2:{port}", log_to_driver=False, configure_logging=False)
         try:
             assert sorted(node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]) == [
-                "127.0.0.2", "127.0.0.3"]
+                "127.0.0.2",
+                "127.0.0.3",
+            ]
         finally:
             ray.shutdown()
         address = ["--ray-address", f"127.0.0.2:{port}"]
@@ -225,5 +271,9 @@ def test_a_two_node_ray_cluster_on_loopback_writes_the_single_process_files(
         shutil.rmtree(temp, ignore_errors=True)
     assert (model / "predictions_valid.csv").read_bytes() == single
     on_ray = localization_sweep.read_rows(files.localization(localization_sweep.DATASET))
-    pd.testing.assert_frame_equal(*(rows.drop(columns="seconds").sort_values(localization_sweep.KEY_COLUMNS)
-                                    .reset_index(drop=True) for rows in (on_ray, swept)))
+    pd.testing.assert_frame_equal(
+        *(
+            rows.drop(columns="seconds").sort_values(localization_sweep.KEY_COLUMNS).reset_index(drop=True)
+            for rows in (on_ray, swept)
+        )
+    )

@@ -77,23 +77,69 @@ def test_unreadable_or_pickled_head_is_refused(tmp_path, content):
         load_head(path)
 
 
-@pytest.mark.parametrize(("probabilities", "distance", "study_type", "flagged", "words"), [
-    ({"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01}, 1.0, "XR_HUMERUS", False,
-     "humerus radiograph"),
-    ({"humerus": 0.05, "forearm": 0.9, "hand/wrist": 0.01, "shoulder": 0.03, "other": 0.01}, 1.0, "XR_FOREARM", False,
-     "forearm radiograph"),
-    # A forearm call with a joint end in doubt (a MURA valid/ wrist view's figures): no suggestion, the user names it.
-    ({"humerus": 0.001, "forearm": 0.783, "hand/wrist": 0.007, "shoulder": 0.0, "joint close-up": 0.157,
-      "other": 0.051}, 1.0, None, False, "forearm or wrist: the scope head cannot tell these apart"),
-    ({"humerus": 0.05, "forearm": 0.1, "hand/wrist": 0.8, "shoulder": 0.03, "other": 0.02}, 1.0, None, True,
-     "humerus and forearm radiographs only"),
-    ({"humerus": 0.01, "forearm": 0.01, "hand/wrist": 0.01, "shoulder": 0.01, "other": 0.96}, 1.0, None, True,
-     "other than the arm"),
-    ({"humerus": 0.45, "forearm": 0.4, "hand/wrist": 0.1, "shoulder": 0.03, "other": 0.02}, 1.0, None, False,
-     "uncertain"),
-    ({"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01}, 9.0, None, True,
-     "does not look like"),
-])
+@pytest.mark.parametrize(
+    ("probabilities", "distance", "study_type", "flagged", "words"),
+    [
+        (
+            {"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01},
+            1.0,
+            "XR_HUMERUS",
+            False,
+            "humerus radiograph",
+        ),
+        (
+            {"humerus": 0.05, "forearm": 0.9, "hand/wrist": 0.01, "shoulder": 0.03, "other": 0.01},
+            1.0,
+            "XR_FOREARM",
+            False,
+            "forearm radiograph",
+        ),
+        # A forearm call with a joint end in doubt (a MURA valid/ wrist view's figures): no suggestion,
+        # the user names it.
+        (
+            {
+                "humerus": 0.001,
+                "forearm": 0.783,
+                "hand/wrist": 0.007,
+                "shoulder": 0.0,
+                "joint close-up": 0.157,
+                "other": 0.051,
+            },
+            1.0,
+            None,
+            False,
+            "forearm or wrist: the scope head cannot tell these apart",
+        ),
+        (
+            {"humerus": 0.05, "forearm": 0.1, "hand/wrist": 0.8, "shoulder": 0.03, "other": 0.02},
+            1.0,
+            None,
+            True,
+            "humerus and forearm radiographs only",
+        ),
+        (
+            {"humerus": 0.01, "forearm": 0.01, "hand/wrist": 0.01, "shoulder": 0.01, "other": 0.96},
+            1.0,
+            None,
+            True,
+            "other than the arm",
+        ),
+        (
+            {"humerus": 0.45, "forearm": 0.4, "hand/wrist": 0.1, "shoulder": 0.03, "other": 0.02},
+            1.0,
+            None,
+            False,
+            "uncertain",
+        ),
+        (
+            {"humerus": 0.9, "forearm": 0.05, "hand/wrist": 0.03, "shoulder": 0.01, "other": 0.01},
+            9.0,
+            None,
+            True,
+            "does not look like",
+        ),
+    ],
+)
 def test_assessment_decides_scope_and_says_why(probabilities, distance, study_type, flagged, words):
     assessment = ScopeAssessment(probabilities, distance, distance_threshold=5.0)
     assert assessment.study_type == study_type
@@ -101,12 +147,15 @@ def test_assessment_decides_scope_and_says_why(probabilities, distance, study_ty
     assert words in assessment.reason().lower()
 
 
-@pytest.mark.parametrize(("probabilities", "distance", "colour", "score"), [
-    ({"humerus": 0.7, "forearm": 0.2, "other": 0.1}, 1.0, False, 0.1),   # P(outside) decides
-    ({"humerus": 0.2, "forearm": 0.2, "other": 0.6}, 1.0, False, 0.6),
-    ({"humerus": 0.9, "forearm": 0.1, "other": 0.0}, 10.0, False, 1.5),  # distance / threshold - 0.5
-    ({"humerus": 0.9, "forearm": 0.1, "other": 0.0}, 1.0, True, 1.0),    # colour: at least 1
-])
+@pytest.mark.parametrize(
+    ("probabilities", "distance", "colour", "score"),
+    [
+        ({"humerus": 0.7, "forearm": 0.2, "other": 0.1}, 1.0, False, 0.1),  # P(outside) decides
+        ({"humerus": 0.2, "forearm": 0.2, "other": 0.6}, 1.0, False, 0.6),
+        ({"humerus": 0.9, "forearm": 0.1, "other": 0.0}, 10.0, False, 1.5),  # distance / threshold - 0.5
+        ({"humerus": 0.9, "forearm": 0.1, "other": 0.0}, 1.0, True, 1.0),  # colour: at least 1
+    ],
+)
 def test_scope_score_is_the_flag_as_a_number(probabilities, distance, colour, score):
     assessment = ScopeAssessment(probabilities, distance, distance_threshold=5.0, colour_image=colour)
     assert assessment.scope_score == pytest.approx(score)
@@ -246,8 +295,9 @@ def test_flagged_views_leave_the_study_mean_unless_every_view_is_flagged():
 
 
 SHARED_FRACATLAS = Path(__file__).resolve().parents[2] / "shared" / "fracatlas"
-needs_fracatlas = pytest.mark.skipif(not (SHARED_FRACATLAS / "labels.csv").is_file(),
-                                     reason="no FracAtlas copy at ../shared/fracatlas")
+needs_fracatlas = pytest.mark.skipif(
+    not (SHARED_FRACATLAS / "labels.csv").is_file(), reason="no FracAtlas copy at ../shared/fracatlas"
+)
 
 
 def _first_leg() -> Path:
@@ -288,8 +338,9 @@ def test_predict_cli_leaves_a_flagged_view_out_of_the_study_mean(capsys, mura_ro
     if not (SHARED_FRACATLAS / "labels.csv").is_file():
         pytest.skip("no FracAtlas copy at ../shared/fracatlas")
     valid = mura.read_images(mura_root, "valid")
-    humerus = str(mura.image_file(mura_root, valid[valid["study_type"] == "XR_HUMERUS"].sort_values("path")
-                                  .iloc[0]["path"]))
+    humerus = str(
+        mura.image_file(mura_root, valid[valid["study_type"] == "XR_HUMERUS"].sort_values("path").iloc[0]["path"])
+    )
     assert main(["--study", "--study-type", "XR_HUMERUS", humerus, str(_first_leg())]) == 0
     kept, leg, study = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert leg["out_of_scope"] and not kept["out_of_scope"]
@@ -326,8 +377,10 @@ def test_predict_cli_keeps_a_mura_humerus_in_scope(capsys, mura_root):
 
     valid = mura.read_images(mura_root, "valid")
     first = valid[valid["study_type"] == "XR_HUMERUS"].sort_values("path").iloc[0]
-    files = [str(mura.image_file(mura_root, p)) for p in valid.loc[valid["path"].str.startswith(
-        first["path"].rsplit("/", 1)[0] + "/"), "path"]]
+    files = [
+        str(mura.image_file(mura_root, p))
+        for p in valid.loc[valid["path"].str.startswith(first["path"].rsplit("/", 1)[0] + "/"), "path"]
+    ]
     assert main(["--study", *files]) == 0
     *images, study = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert len(images) == len(files)

@@ -81,8 +81,9 @@ def test_no_static_folder_is_served(project_config: dict[str, tuple[Any, str]]) 
     assert project_config["server.enableStaticServing"][0] is False
 
 
-def _raw_request(server: RunningDashboard, method: str, path: str, headers: dict[str, str] | None = None,
-                 body: bytes | None = None) -> tuple[int, bytes]:
+def _raw_request(
+    server: RunningDashboard, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, bytes]:
     """Send ``path`` byte for byte (no client-side normalisation of ``..``), return (status, body)."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
     try:
@@ -96,9 +97,13 @@ def _raw_request(server: RunningDashboard, method: str, path: str, headers: dict
 def _multipart(file_name: str, data: bytes) -> tuple[str, bytes]:
     boundary = uuid.uuid4().hex
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n"
-        f"Content-Type: image/png\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return f"multipart/form-data; boundary={boundary}", body
 
 
@@ -178,8 +183,12 @@ def test_exception_details_never_reach_the_browser(tmp_path: Path) -> None:
     script = tmp_path / "raises.py"
     script.write_text(f"import streamlit as st\nst.write('before')\nraise RuntimeError({secret!r})\n")
     # The project's config applies because the server runs from the repository root.
-    command = ["sh", "-c", f'exec python -m streamlit run "{script}" --server.port "$PORT" '
-               '--server.address "$STREAMLIT_SERVER_ADDRESS" --server.headless true']
+    command = [
+        "sh",
+        "-c",
+        f'exec python -m streamlit run "{script}" --server.port "$PORT" '
+        '--server.address "$STREAMLIT_SERVER_ADDRESS" --server.headless true',
+    ]
 
     async def open_app(base_url: str) -> tuple[list[str], str, str]:
         async with launch_chromium() as browser:
@@ -220,9 +229,7 @@ def _files_holding(roots: list[Path], needle: bytes, name: str) -> list[Path]:
 @pytest.mark.slow  # a running server
 @pytest.mark.browser
 @pytest.mark.timeout(240)
-def test_an_upload_is_neither_written_to_disk_nor_served_back(
-    tmp_path: Path, scratch_weights_dir: Path
-) -> None:
+def test_an_upload_is_neither_written_to_disk_nor_served_back(tmp_path: Path, scratch_weights_dir: Path) -> None:
     """Upload through the real browser; afterwards no file holds its bytes or name, and no URL serves it."""
     require_chromium()
     server_home, server_tmp = tmp_path / "home", tmp_path / "tmp"

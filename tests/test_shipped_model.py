@@ -46,8 +46,16 @@ def test_the_default_model_is_shipped() -> None:
 def test_shipped_model_has_card_weights_and_cache(model_name: str) -> None:
     directory = SHIPPED_WEIGHTS_DIR / model_name
     card = json.loads((directory / CARD_FILE).read_text())
-    for key in ("architecture", "initialisation", "training_data", "recipe", "thresholds", "limitations",
-                "training_time_seconds", "holdout_metrics"):
+    for key in (
+        "architecture",
+        "initialisation",
+        "training_data",
+        "recipe",
+        "thresholds",
+        "limitations",
+        "training_time_seconds",
+        "holdout_metrics",
+    ):
         assert key in card, key
     assert (directory / "checkpoint.pt").stat().st_size < 50 * 2**20
     assert (directory / "training_log.csv").is_file()
@@ -73,7 +81,8 @@ def test_checkpoint_reproduces_cached_probabilities(model_name: str, cached: pd.
 
 def test_metrics_json_agrees_with_cached_predictions(cached: pd.DataFrame, metrics: dict) -> None:
     assert metrics["image"]["overall"]["auroc"]["point"] == pytest.approx(
-        roc_auc_score(cached["label"], cached["probability"]), abs=1e-9)
+        roc_auc_score(cached["label"], cached["probability"]), abs=1e-9
+    )
     studies = study_table(cached)
     for study_type, group in studies.groupby("study_type"):
         if group["label"].nunique() < 2:

@@ -16,8 +16,7 @@ from dashboard import slow_runs
 from tests.test_explain import STAGE_5, _radiograph_like, mobilenet  # noqa: F401  (fixture)
 
 SAME_KEY = "same request in two sessions"
-OPTIONS = {"method": "ScoreCAM", "layers": (STAGE_5,), "target": "abnormal", "aug_smooth": False,
-           "eigen_smooth": False}
+OPTIONS = {"method": "ScoreCAM", "layers": (STAGE_5,), "target": "abnormal", "aug_smooth": False, "eigen_smooth": False}
 GRACE_S, WATCH_S = 0.3, 0.05
 # Once its session is gone a run ends within the grace, one look of the watcher and one forward pass
 # of 4 images at 64 px (or one lock poll, queued): well under this on a loaded 2-core machine.
@@ -50,10 +49,10 @@ class Sessions:
         return slow_runs.start(loaded, "m", key, [("view", _radiograph_like(48, 40))], **OPTIONS)
 
 
-def held_explain(*args: object, progress: Callable[[float], None], cancel: threading.Event,
-                 **kwargs: object) -> object:
+def held_explain(*args: object, progress: Callable[[float], None], cancel: threading.Event, **kwargs: object) -> object:
     """core.cam.explain.explain whose run, once past its first batch, waits for its cancel event
     (at most 60 s) before the next forward pass: a slow run that lasts until something stops it."""
+
     def hold(fraction: float) -> None:
         progress(fraction)
         if 0.0 < fraction < 1.0:
@@ -71,14 +70,19 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> bool:
     return True
 
 
-def test_cancel_stops_this_sessions_run_and_not_anothers(mobilenet, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_cancel_stops_this_sessions_run_and_not_anothers(mobilenet, monkeypatch: pytest.MonkeyPatch) -> None:
     tiny = dataclasses.replace(mobilenet, input_size=64)
     stores: dict[str, dict[str, slow_runs.SlowRun]] = {"a": {}, "b": {}}
     session = "a"
     monkeypatch.setattr(slow_runs, "_runs", lambda: stores[session])  # st.session_state, one per session
     images = [("view", _radiograph_like(48, 40))]
-    options = {"method": "ScoreCAM", "layers": (STAGE_5,), "target": "abnormal", "aug_smooth": False,
-               "eigen_smooth": False}
+    options = {
+        "method": "ScoreCAM",
+        "layers": (STAGE_5,),
+        "target": "abnormal",
+        "aug_smooth": False,
+        "eigen_smooth": False,
+    }
     a_run = slow_runs.start(tiny, "m", SAME_KEY, images, **options)
     session = "b"
     b_run = slow_runs.start(tiny, "m", SAME_KEY, images, **options)
@@ -92,8 +96,10 @@ def test_cancel_stops_this_sessions_run_and_not_anothers(mobilenet, monkeypatch:
     assert slow_runs.result("m", "view", b_run.results["view"].key) is b_run.results["view"]
 
 
-def test_a_run_stops_once_its_session_is_gone_and_only_that_run(mobilenet, monkeypatch: pytest.MonkeyPatch  # noqa: F811
-                                                                ) -> None:
+def test_a_run_stops_once_its_session_is_gone_and_only_that_run(
+    mobilenet,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     tiny = dataclasses.replace(mobilenet, input_size=64)
     sessions = Sessions(monkeypatch)
     monkeypatch.setattr(slow_runs, "explain", held_explain)
@@ -125,7 +131,8 @@ def test_a_run_stops_once_its_session_is_gone_and_only_that_run(mobilenet, monke
 
 
 def test_a_model_takes_two_slow_runs_and_refuses_a_third_in_one_sentence(
-        mobilenet, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    mobilenet, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tiny = dataclasses.replace(mobilenet, input_size=64)
     sessions = Sessions(monkeypatch)
     monkeypatch.setattr(slow_runs, "explain", held_explain)
@@ -146,8 +153,10 @@ def test_a_model_takes_two_slow_runs_and_refuses_a_third_in_one_sentence(
         assert run.done.wait(STOP_BOUND_S) and run.cancelled
 
 
-def test_run_shows_the_refusal_and_gives_the_run_button_back(mobilenet, monkeypatch: pytest.MonkeyPatch  # noqa: F811
-                                                             ) -> None:
+def test_run_shows_the_refusal_and_gives_the_run_button_back(
+    mobilenet,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     tiny = dataclasses.replace(mobilenet, input_size=64)
     sessions = Sessions(monkeypatch)
     monkeypatch.setattr(slow_runs, "explain", held_explain)
@@ -156,8 +165,15 @@ def test_run_shows_the_refusal_and_gives_the_run_button_back(mobilenet, monkeypa
     monkeypatch.setattr(slow_runs.st, "warning", warnings.append)
     unconfirmed: list[str] = []
     sessions.current = "c"
-    refused = slow_runs.run(tiny, "m", SAME_KEY, [("view", _radiograph_like(48, 40))], **OPTIONS,
-                            button_key="cancel", on_cancel=unconfirmed.append)
+    refused = slow_runs.run(
+        tiny,
+        "m",
+        SAME_KEY,
+        [("view", _radiograph_like(48, 40))],
+        **OPTIONS,
+        button_key="cancel",
+        on_cancel=unconfirmed.append,
+    )
     assert refused.done.is_set() and refused.error == warnings[0] and unconfirmed == [SAME_KEY]
     for run in held:
         run.cancel.set()

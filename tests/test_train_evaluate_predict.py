@@ -50,8 +50,20 @@ from tests.fake_mura import make_fake_mura
 pytestmark = pytest.mark.slow  # trains, evaluates and predicts through the CLIs, some in subprocesses
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--arch", "mobilenet_v2", "--input-size", "32", "--batch-size", "8", "--no-pretrained",
-        "--no-bf16", "--threads", "1", "--holdout-fraction", "0.3"]
+TINY = [
+    "--arch",
+    "mobilenet_v2",
+    "--input-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--no-pretrained",
+    "--no-bf16",
+    "--threads",
+    "1",
+    "--holdout-fraction",
+    "0.3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +138,12 @@ def test_patient_subset_keeps_patients_whole_and_nests(fake_root: Path) -> None:
 
 def test_training_on_a_fraction_keeps_the_holdout(weights: Path, fake_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "half"
-    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY,
-                           "--train-fraction", "0.5"]) == 0
+    assert (
+        train_cli.main(
+            ["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY, "--train-fraction", "0.5"]
+        )
+        == 0
+    )
     half = json.loads((out / "model_card.json").read_text())["training_data"]
     whole = json.loads((weights / "tiny" / "model_card.json").read_text())["training_data"]
     assert half["holdout"] == whole["holdout"]
@@ -136,8 +152,9 @@ def test_training_on_a_fraction_keeps_the_holdout(weights: Path, fake_root: Path
     assert "fitted on 50% of the other patients" in half["split"]
 
 
-def test_a_state_saved_before_a_setting_existed_still_resumes(fake_root: Path, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_state_saved_before_a_setting_existed_still_resumes(
+    fake_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "old"
     arguments = ["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY]
     assert train_cli.main(arguments) == 0
@@ -162,7 +179,8 @@ class _Payload:
 
 
 def test_a_planted_state_with_a_pickle_payload_is_one_sentence_and_never_runs(
-        fake_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Resume is automatic, so a train_state.pt planted in --out is read with weights_only=True."""
     out = tmp_path / "planted"
     arguments = ["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY]
@@ -180,18 +198,30 @@ def test_a_planted_state_with_a_pickle_payload_is_one_sentence_and_never_runs(
     assert not marker.exists()
 
 
-def test_resuming_with_another_recipe_is_one_line_and_status_2(fake_root: Path, tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_resuming_with_another_recipe_is_one_line_and_status_2(
+    fake_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """core.train raises TrainingError, not SystemExit: the CLI turns it into one line and exit status 2."""
     out = tmp_path / "changed"
     assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY]) == 0
     capsys.readouterr()
-    config = training.TrainConfig(mura_root=str(fake_root), arch="mobilenet_v2", out=str(out), epochs=1,
-                                   input_size=32, max_lr=0.5, pretrained=False, bf16=False, threads=1)
+    config = training.TrainConfig(
+        mura_root=str(fake_root),
+        arch="mobilenet_v2",
+        out=str(out),
+        epochs=1,
+        input_size=32,
+        max_lr=0.5,
+        pretrained=False,
+        bf16=False,
+        threads=1,
+    )
     with pytest.raises(training.TrainingError, match="other settings"):
         training.train(config)
-    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY,
-                           "--max-lr", "0.5"]) == 2
+    assert (
+        train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", *TINY, "--max-lr", "0.5"])
+        == 2
+    )
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert errors == [f"error: {out / TRAIN_STATE_FILE} was written with other settings; use a new --out"]
 
@@ -222,8 +252,9 @@ def test_study_loss_is_weighted_bce_on_mean_view_probabilities() -> None:
 
 def test_training_with_the_study_loss(fake_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "study"
-    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "2", *TINY,
-                           "--study-loss"]) == 0
+    assert (
+        train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "2", *TINY, "--study-loss"]) == 0
+    )
     card = json.loads((out / "model_card.json").read_text())
     assert card["recipe"]["study_loss"] is True
     assert card["recipe"]["loss"].startswith("BCE on each study's mean view probability")
@@ -239,13 +270,19 @@ def test_threshold_maximises_kappa() -> None:
     assert 0.3 < choose_threshold(labels, separable) <= 0.6
 
 
-def test_interrupted_training_resumes_from_its_last_epoch(tmp_path: Path, fake_root: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_interrupted_training_resumes_from_its_last_epoch(
+    tmp_path: Path, fake_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     arguments = ["--mura-root", str(fake_root), "--out", str(out), "--epochs", "3", *TINY]
     # The kill needs a real process; the resumed run goes in-process (main(argv), one torch import less).
-    process = subprocess.Popen([sys.executable, "-m", "core.train", *arguments], cwd=PROJECT_ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core.train", *arguments],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     state = out / TRAIN_STATE_FILE
     deadline = time.time() + 240
     while not state.exists() and time.time() < deadline and process.poll() is None:
@@ -278,16 +315,20 @@ def _assert_same_weights(first: Path, second: Path, key: str) -> None:
 def test_augmentation_workers_do_not_change_what_is_trained(weights: Path, fake_root: Path, tmp_path: Path) -> None:
     # The draws are made in the training process; DataLoader workers only apply them.
     out = tmp_path / "workers"
-    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "2", *TINY,
-                           "--workers", "2"]) == 0
+    assert (
+        train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "2", *TINY, "--workers", "2"])
+        == 0
+    )
     _assert_same_weights(out / CHECKPOINT_FILE, weights / "tiny" / CHECKPOINT_FILE, key="state_dict")
 
 
-def test_evaluate_writes_predictions_and_metrics(weights: Path, fake_root: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_writes_predictions_and_metrics(
+    weights: Path, fake_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
-    code = evaluate_cli.main(["--mura-root", str(fake_root), "--split", "valid", "--model", "tiny",
-                              "--n-boot", "50", "--threads", "1"])
+    code = evaluate_cli.main(
+        ["--mura-root", str(fake_root), "--split", "valid", "--model", "tiny", "--n-boot", "50", "--threads", "1"]
+    )
     assert code == 0
     predictions = pd.read_csv(weights / "tiny" / "predictions_valid.csv")
     assert set(evaluation.PREDICTION_COLUMNS) <= set(predictions.columns)
@@ -309,8 +350,9 @@ def test_evaluate_writes_predictions_and_metrics(weights: Path, fake_root: Path,
         assert metrics["image"]["overall"]["auroc"]["point"] == pytest.approx(auroc, abs=1e-4)
 
 
-def test_evaluate_failure_leaves_previous_results_intact(weights: Path, fake_root: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_failure_leaves_previous_results_intact(
+    weights: Path, fake_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
     target = weights / "tiny" / "metrics_valid.json"
     target.write_text('{"previous": true}')
@@ -328,14 +370,16 @@ def evaluated_copy(weights: Path, fake_root: Path, tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tmp_path))
     files = ModelArtifacts(tmp_path / "tiny")
     if not files.predictions("valid").is_file():
-        assert evaluate_cli.main(["--mura-root", str(fake_root), "--model", "tiny", "--n-boot", "10",
-                                  "--threads", "1"]) == 0
+        assert (
+            evaluate_cli.main(["--mura-root", str(fake_root), "--model", "tiny", "--n-boot", "10", "--threads", "1"])
+            == 0
+        )
     return files
 
 
-def test_evaluate_refuses_to_shrink_a_cached_evaluation_without_force(evaluated_copy: ModelArtifacts,
-                                                                      fake_root: Path, tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_refuses_to_shrink_a_cached_evaluation_without_force(
+    evaluated_copy: ModelArtifacts, fake_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """A partial MURA copy must not silently replace the full cache (issue 19 item 6)."""
     partial = make_fake_mura(tmp_path / "partial", patients_per_type=8, missing=10)  # fake_root, 10 images short
     before = evaluated_copy.predictions("valid").read_bytes()
@@ -345,19 +389,23 @@ def test_evaluate_refuses_to_shrink_a_cached_evaluation_without_force(evaluated_
     assert "tiny/predictions_valid.csv holds" in error and "pass --force" in error
     assert evaluated_copy.predictions("valid").read_bytes() == before
     # --bootstrap is the flag's older name, still accepted.
-    assert evaluate_cli.main(["--mura-root", str(partial), "--model", "tiny", "--threads", "1", "--force",
-                              "--bootstrap", "20"]) == 0
+    assert (
+        evaluate_cli.main(
+            ["--mura-root", str(partial), "--model", "tiny", "--threads", "1", "--force", "--bootstrap", "20"]
+        )
+        == 0
+    )
     evaluation = read_evaluation(evaluated_copy, "valid")
     assert evaluation.metrics["n_boot"] == 20
     assert len(evaluation.predictions) == len(mura.read_images(partial, "valid")) < len(pd.read_csv(io.BytesIO(before)))
 
 
-def test_evaluate_on_a_full_disk_names_the_file_and_leaves_no_temporary(evaluated_copy: ModelArtifacts,
-                                                                        fake_root: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch,
-                                                                        capsys: pytest.CaptureFixture) -> None:
-    before = {path: path.read_bytes()
-              for path in (evaluated_copy.predictions("valid"), evaluated_copy.metrics("valid"))}
+def test_evaluate_on_a_full_disk_names_the_file_and_leaves_no_temporary(
+    evaluated_copy: ModelArtifacts, fake_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    before = {
+        path: path.read_bytes() for path in (evaluated_copy.predictions("valid"), evaluated_copy.metrics("valid"))
+    }
 
     def disk_full(self: Path, *args: object, **kwargs: object) -> None:
         self.touch()
@@ -464,8 +512,10 @@ def test_ensemble_averages_member_probabilities(weights: Path, fake_root: Path, 
     from core.model import ensemble
 
     second = tmp_path / "second"
-    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(second), "--epochs", "1",
-                           "--seed", "1", *TINY]) == 0
+    assert (
+        train_cli.main(["--mura-root", str(fake_root), "--out", str(second), "--epochs", "1", "--seed", "1", *TINY])
+        == 0
+    )
     card = ensemble.combine([weights / "tiny", second], tmp_path / "pair")
     assert len(card["members"]) == 2 and set(card["thresholds"]) >= {"default", "XR_HUMERUS"}
     pair = load_model("pair", directory=tmp_path)
@@ -485,8 +535,26 @@ def test_cross_validated_ensemble_chooses_thresholds_out_of_fold(fake_root: Path
     folds = []
     for fold in range(2):
         out = tmp_path / f"fold{fold}"
-        assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "1", "--seed",
-                               str(fold), "--folds", "2", "--fold", str(fold), *TINY]) == 0
+        assert (
+            train_cli.main(
+                [
+                    "--mura-root",
+                    str(fake_root),
+                    "--out",
+                    str(out),
+                    "--epochs",
+                    "1",
+                    "--seed",
+                    str(fold),
+                    "--folds",
+                    "2",
+                    "--fold",
+                    str(fold),
+                    *TINY,
+                ]
+            )
+            == 0
+        )
         folds.append(out)
     card = ensemble.combine(folds, tmp_path / "cv")
     out_of_fold = pd.read_csv(ModelArtifacts(tmp_path / "cv").holdout_predictions)
@@ -565,8 +633,23 @@ def test_joint_training_with_fracatlas(fake_root: Path, tmp_path: Path) -> None:
     """FracAtlas upper-limb images train a second output; the checkpoint ships the MURA output only."""
     atlas = make_fake_fracatlas(tmp_path / "fracatlas")
     out = tmp_path / "joint"
-    assert train_cli.main(["--mura-root", str(fake_root), "--out", str(out), "--epochs", "2", *TINY,
-                           "--fracatlas", str(atlas), "--channels-last"]) == 0
+    assert (
+        train_cli.main(
+            [
+                "--mura-root",
+                str(fake_root),
+                "--out",
+                str(out),
+                "--epochs",
+                "2",
+                *TINY,
+                "--fracatlas",
+                str(atlas),
+                "--channels-last",
+            ]
+        )
+        == 0
+    )
     assert "holdout_fracture_auroc" in pd.read_csv(out / TRAINING_LOG_FILE).columns
     loaded = load_model("joint", directory=tmp_path)
     assert loaded.model(torch.rand(2, 3, 32, 32)).shape == (2, 1)
@@ -583,7 +666,8 @@ def test_joint_training_with_fracatlas(fake_root: Path, tmp_path: Path) -> None:
 
 def test_joint_training_refuses_the_study_loss(fake_root: Path, tmp_path: Path) -> None:
     atlas = make_fake_fracatlas(tmp_path / "fracatlas")
-    config = training.TrainConfig(mura_root=str(fake_root), arch="mobilenet_v2", out=str(tmp_path / "x"),
-                                   fracatlas=str(atlas), study_loss=True)
+    config = training.TrainConfig(
+        mura_root=str(fake_root), arch="mobilenet_v2", out=str(tmp_path / "x"), fracatlas=str(atlas), study_loss=True
+    )
     with pytest.raises(training.TrainingError, match="study-loss"):
         training.train(config)

@@ -51,8 +51,14 @@ def _evidence_model() -> LoadedModel:
     evidence[2:8, 2:8] = 0.05
     model = EvidenceNet(evidence).eval().requires_grad_(False)
     # mean 0, std 1: the normalised grey level is the pixel / 255, never negative.
-    config = ModelConfig(name="evidence", builder=lambda _p: EvidenceNet(evidence), input_size=SIZE,
-                         cam_layers={LAYER: "features"}, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    config = ModelConfig(
+        name="evidence",
+        builder=lambda _p: EvidenceNet(evidence),
+        input_size=SIZE,
+        cam_layers={LAYER: "features"},
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+    )
     return LoadedModel("evidence", model, config, SIZE, {}, Path("."))
 
 
@@ -104,23 +110,43 @@ def test_the_true_evidence_passes_and_a_map_that_ignores_the_model_fails() -> No
     randomised = trust.randomised_models(loaded, seed=0)
     rows = []
     for index, pixels in enumerate(_images(12)):
-        measured = trust.image_rows(loaded, pixels, methods=["HiResCAM"], layers=[LAYER], faithfulness_layers=[],
-                                    randomised=randomised)
+        measured = trust.image_rows(
+            loaded, pixels, methods=["HiResCAM"], layers=[LAYER], faithfulness_layers=[], randomised=randomised
+        )
         # HiResCAM here is exactly the positive evidence W * grey (min-max scaled).
         evidence = np.clip(loaded.model.head.weight.reshape(SIZE, SIZE).numpy() * pixels / 255.0, 0, None)
         expected = evidence / evidence.max()
-        np.testing.assert_allclose(explain(loaded, pixels, method="HiResCAM", layers=[LAYER]).heatmap,
-                                   expected, atol=1e-5)
-        rows += [{"image": f"i{index}", "source": "test", "part": "toy", "label": 0, **row, "seconds": 0.0}
-                 for row in measured]
+        np.testing.assert_allclose(
+            explain(loaded, pixels, method="HiResCAM", layers=[LAYER]).heatmap, expected, atol=1e-5
+        )
+        rows += [
+            {"image": f"i{index}", "source": "test", "part": "toy", "label": 0, **row, "seconds": 0.0}
+            for row in measured
+        ]
         # The model-ignoring map is identical before and after randomising: rank correlation 1.
         ignored = _model_ignoring_map(pixels)
         rho, ssim = trust.map_similarity(ignored, ignored)
-        rows.append({"image": f"i{index}", "source": "test", "part": "toy", "label": 0, "method": "brightness",
-                     "layer": LAYER, "probability": 0.5, "logit_spearman": rho, "logit_ssim": ssim,
-                     "spearman_s1": rho, "ssim_s1": ssim, "spearman_s2": rho, "ssim_s2": ssim, "seconds": 0.0})
-    summary = trust.summary_of(pd.DataFrame(rows), stages=["output layer", "every layer"], layer_order=[LAYER],
-                               n_boot=200)
+        rows.append(
+            {
+                "image": f"i{index}",
+                "source": "test",
+                "part": "toy",
+                "label": 0,
+                "method": "brightness",
+                "layer": LAYER,
+                "probability": 0.5,
+                "logit_spearman": rho,
+                "logit_ssim": ssim,
+                "spearman_s1": rho,
+                "ssim_s1": ssim,
+                "spearman_s2": rho,
+                "ssim_s2": ssim,
+                "seconds": 0.0,
+            }
+        )
+    summary = trust.summary_of(
+        pd.DataFrame(rows), stages=["output layer", "every layer"], layer_order=[LAYER], n_boot=200
+    )
     verdicts = {g["method"]: (g["randomisation"], g["logit_check"]) for g in summary["groups"]}
     assert verdicts == {"HiResCAM": ("passes", "passes"), "brightness": ("fails", "fails")}
     sentences = trust.method_verdicts(summary)
@@ -138,8 +164,9 @@ def test_a_class_agnostic_method_fails_the_logit_check() -> None:
     loaded = _calibrated_mobilenet()
     pixels = np.random.default_rng(3).integers(0, 256, size=(60, 50), dtype=np.uint8)
     layer = "stage 5 (96 ch, stride 16)"
-    rows = trust.image_rows(loaded, pixels, methods=["GradCAM", "FEM"], layers=[layer], faithfulness_layers=[],
-                            randomised=[])
+    rows = trust.image_rows(
+        loaded, pixels, methods=["GradCAM", "FEM"], layers=[layer], faithfulness_layers=[], randomised=[]
+    )
     by_method = {row["method"]: row for row in rows}
     assert by_method["FEM"]["logit_spearman"] == pytest.approx(1.0)  # the same map for either class
     assert by_method["GradCAM"]["logit_spearman"] < 0.5  # P(normal) weighs the channels the other way
@@ -151,8 +178,7 @@ def test_a_class_agnostic_method_fails_the_logit_check() -> None:
 def _probability(loaded: LoadedModel, pixels: np.ndarray) -> float:
     canvas, _ = letterbox(pixels, loaded.input_size)
     with torch.inference_mode():
-        return float(torch.sigmoid(loaded.model(to_model_input(canvas, loaded.config.mean,
-                                                               loaded.config.std)[None])))
+        return float(torch.sigmoid(loaded.model(to_model_input(canvas, loaded.config.mean, loaded.config.std)[None])))
 
 
 def test_deletion_and_insertion_reward_the_true_evidence_over_its_reverse() -> None:
@@ -161,7 +187,8 @@ def test_deletion_and_insertion_reward_the_true_evidence_over_its_reverse() -> N
     pixels[2:8, 2:8] = 230  # bright where the evidence is, black elsewhere
     truth = explain(loaded, pixels, method="HiResCAM", layers=[LAYER]).heatmap
     (true_deletion, true_insertion), (reverse_deletion, reverse_insertion) = trust.perturbation_aucs(
-        loaded, pixels, [truth, 1.0 - truth], steps=8)
+        loaded, pixels, [truth, 1.0 - truth], steps=8
+    )
     assert true_deletion < reverse_deletion
     assert true_insertion > reverse_insertion  # blurring spreads the square out; its pixels restore it
 
@@ -192,7 +219,8 @@ def test_confidence_change_of_the_whole_image_and_of_the_evidence() -> None:
     evidence[2:8, 2:8] = 1.0
     elsewhere = 1.0 - evidence
     (whole_drop, whole_increase), (kept_drop, _), (lost_drop, _) = trust.confidence_changes(
-        loaded, pixels, [np.ones((SIZE, SIZE), np.float32), evidence, elsewhere], probability)
+        loaded, pixels, [np.ones((SIZE, SIZE), np.float32), evidence, elsewhere], probability
+    )
     assert whole_drop == pytest.approx(0.0, abs=1e-4) and whole_increase == 0.0
     assert kept_drop == pytest.approx(0.0, abs=1e-4)  # keeping the evidence keeps the logit
     expected = 100.0 * (probability - 0.5) / probability  # removing it leaves logit 0: P = 0.5
@@ -219,11 +247,26 @@ def model_folder(tmp_path: Path, scratch_weights: Path, monkeypatch: pytest.Monk
 
 
 @pytest.mark.slow  # the trust CLI end to end, twice
-def test_cli_writes_resumes_and_guards_its_cache(tmp_path: Path, model_folder: ModelArtifacts,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_writes_resumes_and_guards_its_cache(
+    tmp_path: Path, model_folder: ModelArtifacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = make_fake_mura(tmp_path / "mura", patients_per_type=3)
-    args = ["--mura-root", str(root), "--per-part", "2", "--fracatlas-n", "0", "--methods", "GradCAM", "LayerCAM",
-            "--layers", "last conv (1280 ch, stride 32)", "stage 5 (96 ch, stride 16)", "--bootstrap", "50"]
+    args = [
+        "--mura-root",
+        str(root),
+        "--per-part",
+        "2",
+        "--fracatlas-n",
+        "0",
+        "--methods",
+        "GradCAM",
+        "LayerCAM",
+        "--layers",
+        "last conv (1280 ch, stride 32)",
+        "stage 5 (96 ch, stride 16)",
+        "--bootstrap",
+        "50",
+    ]
     assert trust_cli.main(args) == 0
     cache = trust.read_cache(model_folder)
     assert cache is not None
@@ -255,8 +298,9 @@ def test_cli_writes_resumes_and_guards_its_cache(tmp_path: Path, model_folder: M
     assert trust.headline(model_folder) is None
 
 
-def test_cli_refuses_slow_methods_and_unknown_layers(tmp_path: Path, model_folder: ModelArtifacts,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_slow_methods_and_unknown_layers(
+    tmp_path: Path, model_folder: ModelArtifacts, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = make_fake_mura(tmp_path / "mura", patients_per_type=1)
     assert trust_cli.main(["--mura-root", str(root), "--methods", "ScoreCAM"]) == 2
     assert "slow" in capsys.readouterr().err

@@ -43,6 +43,7 @@ def test_after_the_warm_up_the_slow_pages_read_nothing_from_disk(fresh_warmup, m
         def reader(*_args, **_kwargs):
             missed.append(name)
             raise AssertionError(f"cache miss: {name}")
+
         return reader
 
     monkeypatch.setattr(data_map.embeddings, "load", miss("embeddings"))
@@ -57,8 +58,9 @@ def test_after_the_warm_up_the_slow_pages_read_nothing_from_disk(fresh_warmup, m
     assert missed == []
 
 
-def test_the_app_starts_the_warm_up_once_and_its_failures_stay_in_the_log(fresh_warmup,
-                                                                          monkeypatch: pytest.MonkeyPatch):
+def test_the_app_starts_the_warm_up_once_and_its_failures_stay_in_the_log(
+    fresh_warmup, monkeypatch: pytest.MonkeyPatch
+):
     calls: list[str] = []
 
     def broken(model: str) -> None:

@@ -108,55 +108,65 @@ DEFAULT_METHOD = "GradCAM"
 #: over the methods listed here. "slow" means several seconds or more on a 2-core CPU at 320 px.
 METHODS: dict[str, MethodInfo] = {
     "GradCAM": MethodInfo(
-        GradCAM, "layer",
-        "Channels weighted by the score's average gradient; the classic, fast default."),
+        GradCAM, "layer", "Channels weighted by the score's average gradient; the classic, fast default."
+    ),
     "HiResCAM": MethodInfo(
-        HiResCAM, "layer",
-        "Gradient x activation at every location: shows exactly what the score used at this layer."),
+        HiResCAM, "layer", "Gradient x activation at every location: shows exactly what the score used at this layer."
+    ),
     "GradCAMElementWise": MethodInfo(
-        GradCAMElementWise, "layer",
-        "Like HiResCAM, keeping only the locations that raise the score."),
+        GradCAMElementWise, "layer", "Like HiResCAM, keeping only the locations that raise the score."
+    ),
     "GradCAM++": MethodInfo(
-        GradCAMPlusPlus, "layer",
-        "Weights positive gradients by higher-order terms; better when several regions matter."),
-    "XGradCAM": MethodInfo(
-        XGradCAM, "layer",
-        "Gradients weighted by normalised activations (axiom-based Grad-CAM)."),
-    "LayerCAM": MethodInfo(
-        LayerCAM, "layer",
-        "Positive gradient x activation per location; sharp on earlier layers."),
+        GradCAMPlusPlus,
+        "layer",
+        "Weights positive gradients by higher-order terms; better when several regions matter.",
+    ),
+    "XGradCAM": MethodInfo(XGradCAM, "layer", "Gradients weighted by normalised activations (axiom-based Grad-CAM)."),
+    "LayerCAM": MethodInfo(LayerCAM, "layer", "Positive gradient x activation per location; sharp on earlier layers."),
     "EigenCAM": MethodInfo(
-        EigenCAM, "none",
+        EigenCAM,
+        "none",
         "First principal component of the activations: no backward pass, and the same map "
-        "for both targets (it does not know the class)."),
+        "for both targets (it does not know the class).",
+    ),
     "EigenGradCAM": MethodInfo(
-        EigenGradCAM, "layer",
-        "First principal component of gradient x activation: class-aware and smooth."),
+        EigenGradCAM, "layer", "First principal component of gradient x activation: class-aware and smooth."
+    ),
     "KPCA-CAM": MethodInfo(
-        KPCA_CAM, "none",
-        "Kernel PCA of the activations: like EigenCAM (class-agnostic), non-linear."),
+        KPCA_CAM, "none", "Kernel PCA of the activations: like EigenCAM (class-agnostic), non-linear."
+    ),
     "FEM": MethodInfo(
-        FEM, "none",
+        FEM,
+        "none",
         "Feature Explanation Method: channels weighted by how often they fire well above their "
-        "mean; class-agnostic, no backward pass."),
+        "mean; class-agnostic, no backward pass.",
+    ),
     "ShapleyCAM": MethodInfo(
-        ShapleyCAM, "second_order",
+        ShapleyCAM,
+        "second_order",
         "Gradient corrected by a Hessian-vector product (a Shapley-value view of Grad-CAM); "
-        "a few times GradCAM's cost."),
+        "a few times GradCAM's cost.",
+    ),
     "ScoreCAM": MethodInfo(
-        ScoreCAM, "none",
+        ScoreCAM,
+        "none",
         "Masks the image with each channel and scores it: one forward pass per channel "
         "(minutes on a CPU for the last layer).",
-        slow=True),
+        slow=True,
+    ),
     "AblationCAM": MethodInfo(
-        AblationCAM, "none",
-        "Switches channels off and measures how much P(target) drops; one forward pass per "
-        "ablated channel (slow).",
-        slow=True),
+        AblationCAM,
+        "none",
+        "Switches channels off and measures how much P(target) drops; one forward pass per ablated channel (slow).",
+        slow=True,
+    ),
     "FullGrad": MethodInfo(
-        FullGrad, "input",
+        FullGrad,
+        "input",
         "Input gradient plus the bias gradients of every layer; ignores the chosen layer.",
-        slow=True, uses_layers=False),
+        slow=True,
+        uses_layers=False,
+    ),
 }
 
 # ScoreCAM and AblationCAM push one image per channel through the network. Small batches:
@@ -226,9 +236,16 @@ class Explanation:
 
     def describe(self) -> dict[str, object]:
         """The settings as JSON-ready fields, for manifests and figure captions."""
-        return {"model": self.model, "method": self.method, "layers": list(self.layers), "target": self.target,
-                "aug_smooth": self.aug_smooth, "eigen_smooth": self.eigen_smooth,
-                "probability": round(self.probability, 6), "raw_peak": self.raw_peak}
+        return {
+            "model": self.model,
+            "method": self.method,
+            "layers": list(self.layers),
+            "target": self.target,
+            "aug_smooth": self.aug_smooth,
+            "eigen_smooth": self.eigen_smooth,
+            "probability": round(self.probability, 6),
+            "raw_peak": self.raw_peak,
+        }
 
 
 class _CamNetwork:
@@ -267,8 +284,7 @@ def _cam_network(model: nn.Module, slow: bool) -> _CamNetwork:
 def _weights_fingerprint(model: nn.Module) -> tuple[tuple[int, int], ...]:
     """Changes whenever a weight is modified in place (version counter) or replaced (address)."""
     return tuple(
-        (tensor.data_ptr(), tensor._version)
-        for tensor in itertools.chain(model.parameters(), model.buffers())
+        (tensor.data_ptr(), tensor._version) for tensor in itertools.chain(model.parameters(), model.buffers())
     )
 
 
@@ -313,8 +329,7 @@ class _ForwardProgress:
     is 0 for methods whose passes are not counted (they only check ``cancel``).
     """
 
-    def __init__(self, total_images: int, report: Callable[[float], None],
-                 cancel: threading.Event | None) -> None:
+    def __init__(self, total_images: int, report: Callable[[float], None], cancel: threading.Event | None) -> None:
         self.total_images = total_images
         self.done_images = 0
         self.report = report
@@ -353,8 +368,9 @@ class _RawCams:
         """Unwrap ``get_cam_image`` (the wrapper refers to the CAM object, a reference cycle)."""
         self._cam.__dict__.pop("get_cam_image", None)
 
-    def canvas(self, size: int, layers: Sequence[int], passes: Sequence[Callable[[np.ndarray], np.ndarray]]
-               ) -> np.ndarray | None:
+    def canvas(
+        self, size: int, layers: Sequence[int], passes: Sequence[Callable[[np.ndarray], np.ndarray]]
+    ) -> np.ndarray | None:
         """The (size, size) raw map: chosen layers averaged, each pass undone, passes averaged.
 
         Resized as the library resizes its scaled maps (cv2.resize, bilinear); ``passes`` undo
@@ -371,7 +387,6 @@ class _RawCams:
         return np.mean(canvases, axis=0).astype(np.float32)
 
 
-
 class _Deaugment(Protocol):
     """One of pytorch_grad_cam's test-time augmentations (ttach transforms): maps a mask back."""
 
@@ -380,6 +395,7 @@ class _Deaugment(Protocol):
 
 def _undo_augmentation(transform: _Deaugment) -> Callable[[np.ndarray], np.ndarray]:
     """What pytorch_grad_cam's forward_augmentation_smoothing does to each pass's map, for a raw map."""
+
     def undo(canvas: np.ndarray) -> np.ndarray:
         return transform.deaugment_mask(torch.from_numpy(canvas[None, None])).numpy()[0, 0]
 
@@ -412,8 +428,9 @@ def check_target(loaded: LoadedModel, target: str) -> None:
     """Raise ValueError unless ``loaded`` has the output ``target`` explains."""
     allowed = ("abnormal", "normal", *(o for o in loaded.outputs if o != "abnormal"))
     if target not in allowed:
-        raise ValueError(f"target must be one of {', '.join(map(repr, allowed))} for model {loaded.name!r}, "
-                         f"not {target!r}")
+        raise ValueError(
+            f"target must be one of {', '.join(map(repr, allowed))} for model {loaded.name!r}, not {target!r}"
+        )
 
 
 class ClassProbability:
@@ -433,8 +450,9 @@ class ClassProbability:
 
 
 @contextmanager
-def _cam_pass(loaded: LoadedModel, pixels: np.ndarray, *, slow: bool, cancel: threading.Event | None = None
-              ) -> Iterator[tuple[nn.Module, torch.Tensor, Letterbox]]:
+def _cam_pass(
+    loaded: LoadedModel, pixels: np.ndarray, *, slow: bool, cancel: threading.Event | None = None
+) -> Iterator[tuple[nn.Module, torch.Tensor, Letterbox]]:
     """The private network for a CAM run (under its lock, gradients on) and the prepared input.
 
     A caller inside torch.inference_mode (e.g. a prediction page) would otherwise hand the CAM
@@ -505,8 +523,16 @@ def explain(
         if cancel is not None and cancel.is_set():  # cancelled as the lock came free
             raise CamCancelled("the CAM run was cancelled")
         canvas_map, raw_canvas = _run_cam(
-            network, method, info, [path for name in layer_names for path in loaded.layer_paths(name)],
-            model_input, target, aug_smooth, eigen_smooth, report, cancel,
+            network,
+            method,
+            info,
+            [path for name in layer_names for path in loaded.layer_paths(name)],
+            model_input,
+            target,
+            aug_smooth,
+            eigen_smooth,
+            report,
+            cancel,
         )
     heatmap = _image_heatmap(canvas_map, placement)
     report(1.0)
@@ -581,8 +607,12 @@ def explain_grid(
     probability = model_probability(loaded, pixels, target)
     for (method, name), (canvas_map, raw_canvas) in canvas_maps.items():
         results[(method, name)] = Explanation(
-            heatmap=_image_heatmap(canvas_map, placement), probability=probability,
-            method=method, layers=(name,), target=target, model=loaded.name,
+            heatmap=_image_heatmap(canvas_map, placement),
+            probability=probability,
+            method=method,
+            layers=(name,),
+            target=target,
+            model=loaded.name,
             raw_map=None if raw_canvas is None else placement.crop(raw_canvas),
         )
     return results
@@ -642,8 +672,9 @@ def _method_info(method: str) -> MethodInfo:
         raise ValueError(f"Unknown CAM method {method!r}; choose from: {', '.join(METHODS)}.") from None
 
 
-def _layer_names(loaded: LoadedModel, layers: Sequence[str] | str | None, target: Target = "abnormal"
-                 ) -> tuple[str, ...]:
+def _layer_names(
+    loaded: LoadedModel, layers: Sequence[str] | str | None, target: Target = "abnormal"
+) -> tuple[str, ...]:
     available = loaded.cam_layers
     if not available:
         raise ValueError(f"Model {loaded.name!r} names no CAM layers.")
@@ -685,8 +716,10 @@ def _run_cam(
             for path in layer_paths
         ]
         raws = [raw for _, raw in runs if raw is not None]
-        return (np.mean([canvas for canvas, _ in runs], axis=0),
-                np.mean(raws, axis=0) if len(raws) == len(runs) else None)
+        return (
+            np.mean([canvas for canvas, _ in runs], axis=0),
+            np.mean(raws, axis=0) if len(raws) == len(runs) else None,
+        )
     # pytorch_grad_cam pairs the i-th target layer with the i-th activation it recorded,
     # and records them in execution order: list the layers in that order (AblationCAM
     # swaps out the layer it is given). Module order is execution order in these networks.
@@ -721,18 +754,23 @@ def _run_cam(
                 cam.batch_size = _SLOW_METHOD_BATCH
             passes = list(cam.tta_transforms) if aug_smooth else []
             if images_per_pass or cancel is not None:
-                handles.append(network.register_forward_hook(
-                    _ForwardProgress(max(1, len(passes)) * images_per_pass, report, cancel)))
+                handles.append(
+                    network.register_forward_hook(
+                        _ForwardProgress(max(1, len(passes)) * images_per_pass, report, cancel)
+                    )
+                )
             try:
-                maps = cam(input_tensor=model_input, targets=targets,
-                           aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+                maps = cam(input_tensor=model_input, targets=targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
             except IndexError as exc:
                 # BaseCAM.__exit__ swallows IndexError (it only prints it): surface it.
                 raise RuntimeError(f"{method} failed on this model: {exc}") from exc
             finally:
                 raw.release()
-            raw_canvas = raw.canvas(model_input.shape[-1], range(len(modules)),
-                                    [_undo_augmentation(t) for t in passes] or [lambda canvas: canvas])
+            raw_canvas = raw.canvas(
+                model_input.shape[-1],
+                range(len(modules)),
+                [_undo_augmentation(t) for t in passes] or [lambda canvas: canvas],
+            )
     finally:
         for handle in handles:
             handle.remove()
@@ -759,8 +797,9 @@ def _images_per_pass(info: MethodInfo, channels: Sequence[int]) -> int:
     return 0
 
 
-def images_per_run(loaded: LoadedModel, method: str, layers: Sequence[str] | str | None = None,
-                   *, aug_smooth: bool = False) -> int | None:
+def images_per_run(
+    loaded: LoadedModel, method: str, layers: Sequence[str] | str | None = None, *, aug_smooth: bool = False
+) -> int | None:
     """Images :func:`explain` pushes through the network for ScoreCAM or AblationCAM (None for others).
 
     Their cost is these forward passes, so this times :func:`forward_seconds_per_image` is a

@@ -48,9 +48,7 @@ def faithfulness(
     that it is never removed, and the percentiles are moved to the canvas accordingly.
     """
     if explanation.heatmap.shape != pixels.shape:
-        raise ValueError(
-            f"explanation's heatmap {explanation.heatmap.shape} does not match the image {pixels.shape}"
-        )
+        raise ValueError(f"explanation's heatmap {explanation.heatmap.shape} does not match the image {pixels.shape}")
     if not percentiles or not all(0 < q < 100 for q in percentiles):
         raise ValueError("percentiles must be a non-empty list of values between 0 and 100")
     with torch.inference_mode(False):
@@ -58,8 +56,10 @@ def faithfulness(
         model_input = to_model_input(canvas, loaded.config.mean, loaded.config.std).unsqueeze(0)
         model_input = model_input.to(next(loaded.model.parameters()).device)
     image_ranks = ranks(resize_heatmap(explanation.heatmap, placement.height, placement.width))
-    image_region = (slice(placement.top, placement.top + placement.height),
-                    slice(placement.left, placement.left + placement.width))
+    image_region = (
+        slice(placement.top, placement.top + placement.height),
+        slice(placement.left, placement.left + placement.width),
+    )
     # MoRF keeps map < threshold: padding at 0 is always kept. LeRF keeps 1 - map < threshold:
     # padding at 1 is always kept.
     morf_map = np.zeros((placement.canvas, placement.canvas), dtype=np.float32)
@@ -76,10 +76,8 @@ def faithfulness(
         torch.manual_seed(0)
         for q in percentiles:
             canvas_percentile = 100.0 * padding_share + q * (1.0 - padding_share)
-            lerf = ROADLeastRelevantFirst(canvas_percentile)(
-                model_input, lerf_map[None], targets, loaded.model)
-            morf = ROADMostRelevantFirst(canvas_percentile)(
-                model_input, morf_map[None], targets, loaded.model)
+            lerf = ROADLeastRelevantFirst(canvas_percentile)(model_input, lerf_map[None], targets, loaded.model)
+            morf = ROADMostRelevantFirst(canvas_percentile)(model_input, morf_map[None], targets, loaded.model)
             changes.append(float(np.ravel(lerf)[0] - np.ravel(morf)[0]))
     return float(np.mean(changes) / 2.0)
 

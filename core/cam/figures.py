@@ -53,11 +53,13 @@ class MapScale:
         return 1.0 if self.peak is None else self.peak
 
 
-def caption_fields(explanation: Explanation, *, threshold: float | None, scale: MapScale,
-                   view: str | None = None) -> dict[str, str]:
+def caption_fields(
+    explanation: Explanation, *, threshold: float | None, scale: MapScale, view: str | None = None
+) -> dict[str, str]:
     """Everything a reader of a slide needs to know about one map, as label -> text."""
-    smoothing = [name for name, on in (("augmentation", explanation.aug_smooth),
-                                       ("eigen", explanation.eigen_smooth)) if on]
+    smoothing = [
+        name for name, on in (("augmentation", explanation.aug_smooth), ("eigen", explanation.eigen_smooth)) if on
+    ]
     fields = {"View": view} if view else {}
     return fields | {
         "Model": explanation.model,
@@ -80,8 +82,9 @@ def _colour_map(colormap: str) -> ListedColormap:
     return ListedColormap(colormap_colours(colormap) / 255.0, name=colormap)
 
 
-def _add_colorbar(figure: Figure, axes: Axes | Iterable[Axes], colormap: str, scale: MapScale, *,
-                  orientation: str = "vertical") -> None:
+def _add_colorbar(
+    figure: Figure, axes: Axes | Iterable[Axes], colormap: str, scale: MapScale, *, orientation: str = "vertical"
+) -> None:
     mappable = ScalarMappable(norm=Normalize(0.0, scale.top), cmap=_colour_map(colormap))
     bar = figure.colorbar(mappable, ax=axes, orientation=orientation, fraction=0.05, pad=0.02)
     bar.set_label(textwrap.fill(scale.label, 50), fontsize=8)
@@ -93,8 +96,14 @@ def _add_caption(figure: Figure, caption: str) -> None:
     figure.supxlabel(textwrap.fill(caption, _CAPTION_WIDTH), fontsize=8, x=0.01, ha="left")
 
 
-def explanation_figure(pixels: np.ndarray, picture: np.ndarray, fields: dict[str, str], *,
-                       colormap: str = DEFAULT_COLORMAP, scale: MapScale = MapScale()) -> Figure:
+def explanation_figure(
+    pixels: np.ndarray,
+    picture: np.ndarray,
+    fields: dict[str, str],
+    *,
+    colormap: str = DEFAULT_COLORMAP,
+    scale: MapScale = MapScale(),
+) -> Figure:
     """The radiograph and its overlay side by side, a colour bar, and the caption below."""
     figure = Figure(figsize=(10, 5.6), layout="constrained")
     original, overlaid = figure.subplots(1, 2)
@@ -109,9 +118,14 @@ def explanation_figure(pixels: np.ndarray, picture: np.ndarray, fields: dict[str
     return figure
 
 
-def comparison_figure(panels: Sequence[tuple[str, np.ndarray]], fields: dict[str, str], *,
-                      colormap: str = DEFAULT_COLORMAP, scale: MapScale = MapScale(),
-                      columns: int = 4) -> Figure:
+def comparison_figure(
+    panels: Sequence[tuple[str, np.ndarray]],
+    fields: dict[str, str],
+    *,
+    colormap: str = DEFAULT_COLORMAP,
+    scale: MapScale = MapScale(),
+    columns: int = 4,
+) -> Figure:
     """Several overlays of one view as one grid (titles name each panel's method and layer),
     one colour bar, and the caption of what they share."""
     if not panels:

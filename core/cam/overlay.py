@@ -10,8 +10,15 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["COLORMAPS", "DEFAULT_COLORMAP", "DEFAULT_OPACITY", "colormap_colours", "overlay", "resize_heatmap",
-           "threshold_mask"]
+__all__ = [
+    "COLORMAPS",
+    "DEFAULT_COLORMAP",
+    "DEFAULT_OPACITY",
+    "colormap_colours",
+    "overlay",
+    "resize_heatmap",
+    "threshold_mask",
+]
 
 #: Colour maps that :func:`overlay` accepts (OpenCV's, lower-case).
 COLORMAPS: tuple[str, ...] = tuple(
@@ -25,8 +32,7 @@ DEFAULT_OPACITY = 0.45
 def resize_heatmap(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
     """A [0, 1] heat map at another size: area-averaged when shrinking, bilinear when growing."""
     shrinking = height * width < heatmap.size
-    resized = cv2.resize(heatmap, (width, height),
-                         interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    resized = cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     return np.clip(resized, 0.0, 1.0).astype(np.float32)
 
 
@@ -63,9 +69,7 @@ def overlay(
     return cv2.addWeighted(colours, opacity, grey, 1.0 - opacity, 0.0)
 
 
-def threshold_mask(
-    heatmap: np.ndarray, threshold: float
-) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+def threshold_mask(heatmap: np.ndarray, threshold: float) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """Pixels with heat >= ``threshold`` and the boxes of their connected regions.
 
     Boxes are half-open pixel ranges ``(x0, y0, x1, y1)`` (x0 <= x < x1, like slicing),

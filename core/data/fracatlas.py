@@ -88,8 +88,10 @@ def image_file(root: Path, relative: str) -> Path:
     """The file of an image named relative to ``root``; refuses names that leave the root."""
     if any(ord(character) < 32 or character == "\x7f" for character in relative):
         # A CR or LF would split the name's row in every CSV written from it (pandas quotes only LF).
-        raise FracAtlasError(f"The FracAtlas folder names a file with a control character (a line break or an "
-                             f"escape) in it, {relative!r}; rename it.")
+        raise FracAtlasError(
+            f"The FracAtlas folder names a file with a control character (a line break or an "
+            f"escape) in it, {relative!r}; rename it."
+        )
     pure = PurePosixPath(relative)
     if pure.is_absolute() or ".." in pure.parts or not pure.parts:
         raise FracAtlasError(f"{relative!r} is not a path inside the FracAtlas folder.")
@@ -120,8 +122,9 @@ def read_images(root: Path) -> pd.DataFrame:
         raise FracAtlasError(f"{LABELS_FILE} has a non-numeric value in {', '.join(_INT_COLUMNS)}.") from exc
     unknown = sorted(set(table["region"].astype(str)) - set(REGIONS))
     if unknown:
-        raise FracAtlasError(f"{LABELS_FILE} has unknown region(s) {', '.join(map(repr, unknown[:3]))}; "
-                             f"expected {', '.join(REGIONS)}.")
+        raise FracAtlasError(
+            f"{LABELS_FILE} has unknown region(s) {', '.join(map(repr, unknown[:3]))}; expected {', '.join(REGIONS)}."
+        )
     if not table["fractured"].isin((0, 1)).all() or not table["hardware"].isin((0, 1)).all():
         raise FracAtlasError(f"{LABELS_FILE}: fractured and hardware must be 0 or 1.")
     present = [image_file(root, f).is_file() for f in table["file"].astype(str)]
@@ -192,9 +195,7 @@ def read_outlines(root: Path) -> Outlines:
             x, y, w, h = (float(v) for v in annotation["bbox"])
             boxes[name].append((x, y, w, h))
     except (KeyError, TypeError, ValueError) as exc:
-        raise FracAtlasError(
-            f"{COCO_FILE} has a malformed image or annotation entry ({type(exc).__name__})."
-        ) from exc
+        raise FracAtlasError(f"{COCO_FILE} has a malformed image or annotation entry ({type(exc).__name__}).") from exc
     return Outlines(polygons, boxes, sizes)
 
 

@@ -20,8 +20,17 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from core.data import fracatlas
 
-__all__ = ["SPLIT_FILE", "TEST", "OUT_OF_SCOPE", "SplitError", "fold_name", "make_split", "read_split",
-           "trained_on", "training_rows"]
+__all__ = [
+    "SPLIT_FILE",
+    "TEST",
+    "OUT_OF_SCOPE",
+    "SplitError",
+    "fold_name",
+    "make_split",
+    "read_split",
+    "trained_on",
+    "training_rows",
+]
 
 SPLIT_FILE = "fracatlas_split.csv"
 TEST = "test"

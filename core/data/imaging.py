@@ -81,8 +81,15 @@ _J2K_SOC_SIZ = b"\xff\x4f\xff\x51"  # start of codestream, then the SIZ marker t
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"  # the first box of a JP2 file
 
 # Display name, file extensions and Pillow's format id for every format sniffed from bytes.
-_DISPLAY_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "DICOM": "DICOM", "TIFF": "TIFF", "GIF": "GIF",
-                  "BMP": "BMP", "WEBP": "WebP"}
+_DISPLAY_NAMES = {
+    "PNG": "PNG",
+    "JPEG": "JPEG",
+    "DICOM": "DICOM",
+    "TIFF": "TIFF",
+    "GIF": "GIF",
+    "BMP": "BMP",
+    "WEBP": "WebP",
+}
 _EXTENSIONS = {
     "PNG": (".png",),
     "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
@@ -314,8 +321,7 @@ def _check_declared_size(width: int, height: int, limit: int, min_side: int) -> 
         )
     if min(width, height) < min_side:
         raise RadiographDecodeError(
-            f"The image is {width} x {height} pixels; a radiograph must be at least {min_side} pixels "
-            "on each side."
+            f"The image is {width} x {height} pixels; a radiograph must be at least {min_side} pixels on each side."
         )
 
 
@@ -382,8 +388,12 @@ def _pillow_to_grey(image: Image.Image) -> tuple[np.ndarray, int, bool, list[str
         bit_depth = 16 if image.mode.startswith("I;16") else 32
         read = _pillow_strips(image)
         low, high = _percentile_window(read, image.height, image.width)
-        return (_scaled_uint8(read, image.height, image.width, low, high), bit_depth, True,
-                [f"{bit_depth}-bit image windowed to 8-bit (0.5-99.5 percentiles)"])
+        return (
+            _scaled_uint8(read, image.height, image.width, low, high),
+            bit_depth,
+            True,
+            [f"{bit_depth}-bit image windowed to 8-bit (0.5-99.5 percentiles)"],
+        )
     bit_depth = 1 if image.mode == "1" else 8
     notes: list[str] = []
     if image.mode in ("P", "PA"):
@@ -397,8 +407,9 @@ def _pillow_to_grey(image: Image.Image) -> tuple[np.ndarray, int, bool, list[str
     if image.mode in ("1", "L"):
         return np.array(image.convert("L")), bit_depth, True, notes
     rgb = image if image.mode == "RGB" else image.convert("RGB")  # also CMYK, YCbCr, LAB, HSV
-    looks_like_radiograph = not _is_visibly_coloured(_sample(_pillow_strips(rgb), rgb.height, rgb.width,
-                                                             _COLOUR_SAMPLE))
+    looks_like_radiograph = not _is_visibly_coloured(
+        _sample(_pillow_strips(rgb), rgb.height, rgb.width, _COLOUR_SAMPLE)
+    )
     if not looks_like_radiograph:
         notes.append("colour image converted to greyscale")
     return np.array(rgb.convert("L")), bit_depth, looks_like_radiograph, notes
@@ -536,7 +547,7 @@ def _read_dicom(data: bytes, limit: int) -> pydicom.Dataset:
     if file_meta.get("TransferSyntaxUID") != uid.DeflatedExplicitVRLittleEndian:
         return pydicom.dcmread(io.BytesIO(data))
     max_bytes = 2 * limit + _DICOM_HEADER_ALLOWANCE
-    payload = memoryview(data)[stream.tell():]
+    payload = memoryview(data)[stream.tell() :]
     size, complete = _inflated_size(payload, max_bytes)
     if size > max_bytes:
         raise RadiographDecodeError(
@@ -550,8 +561,9 @@ def _read_dicom(data: bytes, limit: int) -> pydicom.Dataset:
     inflated = zlib.decompress(payload, -zlib.MAX_WBITS, max(size, 1))
     # pydicom's own dcmread hands read_dataset a DicomBytesIO; its annotation says BinaryIO.
     dataset = read_dataset(DicomBytesIO(inflated), is_implicit_VR=False, is_little_endian=True)  # type: ignore[arg-type]
-    file_dataset = pydicom.FileDataset("upload", dataset, preamble=preamble, file_meta=file_meta,
-                                       is_implicit_VR=False, is_little_endian=True)
+    file_dataset = pydicom.FileDataset(
+        "upload", dataset, preamble=preamble, file_meta=file_meta, is_implicit_VR=False, is_little_endian=True
+    )
     file_dataset.set_original_encoding(False, True, dataset._character_set)
     return file_dataset
 
@@ -583,8 +595,9 @@ def _check_compressed_size(dataset: pydicom.Dataset) -> None:
     if not transfer_syntax.is_compressed:
         return  # native pixel data is checked against the header by pydicom
     if transfer_syntax in uid.RLETransferSyntaxes:
-        _check_rle_segments(get_frame(dataset.PixelData, 0, number_of_frames=1),
-                            int(dataset.Columns) * int(dataset.Rows))
+        _check_rle_segments(
+            get_frame(dataset.PixelData, 0, number_of_frames=1), int(dataset.Columns) * int(dataset.Rows)
+        )
         return
     if transfer_syntax in uid.JPEG2000TransferSyntaxes:
         size = _j2k_size(get_frame(dataset.PixelData, 0, number_of_frames=1))
@@ -678,12 +691,12 @@ def _jp2_boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]
     while position < end:
         if position + 8 > end:
             return None
-        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
         header = 8
         if length == 1:  # the length follows as 64 bits
             if position + 16 > end:
                 return None
-            length, header = struct.unpack(">Q", data[position + 8:position + 16])[0], 16
+            length, header = struct.unpack(">Q", data[position + 8 : position + 16])[0], 16
         elif length == 0:  # the last box runs to the end
             length = end - position
         if length < header or position + length > end:
@@ -710,7 +723,7 @@ def _jpeg_size(frame: bytes) -> tuple[int, int, int] | None:
         elif marker in _JPEG_STANDALONE_MARKERS:
             position += 2
         elif marker in _JPEG_SOF_MARKERS:
-            header = frame[position + 5:position + 10]
+            header = frame[position + 5 : position + 10]
             if len(header) < 5:
                 return None
             height, width, components = struct.unpack(">HHB", header)
@@ -718,7 +731,7 @@ def _jpeg_size(frame: bytes) -> tuple[int, int, int] | None:
         elif marker == 0xDA:  # a scan before any frame header
             return None
         else:
-            position += 2 + int.from_bytes(frame[position + 2:position + 4], "big")
+            position += 2 + int.from_bytes(frame[position + 2 : position + 4], "big")
     return None
 
 
@@ -729,9 +742,7 @@ def _require_decoder(transfer_syntax: pydicom.uid.UID) -> None:
     try:
         decoder = get_decoder(transfer_syntax)
     except NotImplementedError as exc:
-        raise RadiographDecodeError(
-            "The DICOM file uses a compressed transfer syntax that cannot be decoded."
-        ) from exc
+        raise RadiographDecodeError("The DICOM file uses a compressed transfer syntax that cannot be decoded.") from exc
     if not decoder.is_available:
         raise RadiographDecodeError(
             f"The DICOM image is compressed with {transfer_syntax.name}, and no decoder for it is installed."
@@ -764,6 +775,7 @@ def _dicom_to_uint8(raw: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarr
         return apply_modality_lut(raw[start:stop], dataset)
 
     if dataset.get("VOILUTSequence") or ("WindowCenter" in dataset and "WindowWidth" in dataset):
+
         def windowed(start: int, stop: int) -> np.ndarray:
             return apply_voi_lut(modality(start, stop), dataset)
 
@@ -772,19 +784,24 @@ def _dicom_to_uint8(raw: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarr
             low, high = _value_range(windowed, height, width)
         except Exception:  # noqa: BLE001 - an invalid window (e.g. width 0) should not cost the image
             low, high = _percentile_window(modality, height, width)
-            return (_scaled_uint8(modality, height, width, low, high),
-                    ["DICOM window invalid; 0.5-99.5 percentile window used instead"])
+            return (
+                _scaled_uint8(modality, height, width, low, high),
+                ["DICOM window invalid; 0.5-99.5 percentile window used instead"],
+            )
         return _scaled_uint8(windowed, height, width, low, high), ["DICOM window (VOI LUT) applied"]
     if int(dataset.BitsStored) == 8 and _within(_value_range(modality, height, width), 0.0, 255.0):
         # 8-bit data is shown as stored, like an 8-bit PNG (0..255 onto 0..255 is the identity).
         return _scaled_uint8(modality, height, width, 0.0, 255.0), []
     low, high = _percentile_window(modality, height, width)
-    return (_scaled_uint8(modality, height, width, low, high),
-            [f"{int(dataset.BitsStored)}-bit image windowed to 8-bit (0.5-99.5 percentiles)"])
+    return (
+        _scaled_uint8(modality, height, width, low, high),
+        [f"{int(dataset.BitsStored)}-bit image windowed to 8-bit (0.5-99.5 percentiles)"],
+    )
 
 
-def _radiograph(pixels: np.ndarray, bit_depth: int, source_format: str, looks_like_radiograph: bool,
-                notes: list[str]) -> Radiograph:
+def _radiograph(
+    pixels: np.ndarray, bit_depth: int, source_format: str, looks_like_radiograph: bool, notes: list[str]
+) -> Radiograph:
     """The result, with width and height taken from the final (upright) pixels."""
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
     height, width = pixels.shape
@@ -803,4 +820,3 @@ def _extension_mismatch_note(filename: str | None, source_format: str) -> str | 
         return None
     actual = _DISPLAY_NAMES[source_format]
     return f"file named {suffix} but holds {actual} data; decoded as {actual}"
-

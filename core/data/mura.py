@@ -172,9 +172,7 @@ def read_images(root: Path, split: str, *, present_only: bool = True) -> pd.Data
     label_map = dict(zip(labels["study_path"], label_values.astype(int), strict=True))
     polarity = parts["polarity"].map({"positive": 1, "negative": 0})
     table["label"] = table["study_path"].map(label_map).fillna(polarity).astype(int)
-    table["present"] = [
-        _is_present(root, p) for p in table["path"]
-    ]
+    table["present"] = [_is_present(root, p) for p in table["path"]]
     if present_only:
         table = table[table["present"]].reset_index(drop=True)
     return table

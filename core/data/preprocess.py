@@ -52,8 +52,7 @@ def letterbox(pixels: np.ndarray, size: int) -> tuple[torch.Tensor, Letterbox]:
     scale = size / max(h, w)
     new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
     image = torch.tensor(pixels, dtype=torch.float32)[None, None]  # a copy: callers' arrays may be read-only
-    resized = F.interpolate(image, size=(new_h, new_w), mode="bilinear", antialias=True,
-                            align_corners=False)
+    resized = F.interpolate(image, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
     canvas = torch.full((1, 1, size, size), float(border_fill_value(pixels)))
     top, left = (size - new_h) // 2, (size - new_w) // 2
     canvas[:, :, top : top + new_h, left : left + new_w] = resized

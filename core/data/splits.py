@@ -42,7 +42,12 @@ def split_groups(images: pd.DataFrame, duplicates: pd.DataFrame | None = None) -
 
 
 def patient_split(
-    images: pd.DataFrame, fraction: float, seed: int, *, folds: int = 0, fold: int = 0,
+    images: pd.DataFrame,
+    fraction: float,
+    seed: int,
+    *,
+    folds: int = 0,
+    fold: int = 0,
     groups: pd.Series | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of (training, holdout) rows, with every patient on one side only.

@@ -42,10 +42,17 @@ EMBEDDING_COSINE = 0.999
 
 def study_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
     """One row per MURA study: label, mean view probability (the study verdict), views and patient."""
-    return (predictions.groupby("study_path", sort=False)
-            .agg(study_type=("study_type", "first"), patient=("patient", "first"), label=("label", "first"),
-                 probability=("probability", "mean"), views=("path", "size"))
-            .reset_index())
+    return (
+        predictions.groupby("study_path", sort=False)
+        .agg(
+            study_type=("study_type", "first"),
+            patient=("patient", "first"),
+            label=("label", "first"),
+            probability=("probability", "mean"),
+            views=("path", "size"),
+        )
+        .reset_index()
+    )
 
 
 def label_issues(studies: pd.DataFrame) -> pd.DataFrame:
@@ -64,15 +71,15 @@ def label_issues(studies: pd.DataFrame) -> pd.DataFrame:
         labels = part["label"].to_numpy(int)
         p = np.clip(part["probability"].to_numpy(float), 1e-6, 1 - 1e-6)
         pred_probs = np.column_stack([1 - p, p])
-        issue = (find_label_issues(labels, pred_probs) if len(np.unique(labels)) == 2
-                 else np.zeros(len(labels), bool))
+        issue = find_label_issues(labels, pred_probs) if len(np.unique(labels)) == 2 else np.zeros(len(labels), bool)
         parts.append(part.assign(label_quality=get_label_quality_scores(labels, pred_probs), label_issue=issue))
     ranked = pd.concat(parts).sort_values(["label_quality", "study_path"], kind="stable")
     return ranked.reset_index(drop=True)
 
 
-def duplicate_pairs(phash: np.ndarray, features: np.ndarray, *, phash_bits: int = PHASH_BITS,
-                    cosine: float = EMBEDDING_COSINE) -> pd.DataFrame:
+def duplicate_pairs(
+    phash: np.ndarray, features: np.ndarray, *, phash_bits: int = PHASH_BITS, cosine: float = EMBEDDING_COSINE
+) -> pd.DataFrame:
     """Index pairs (i < j) of near-duplicate images, with how each pair was found and its distances.
 
     ``phash`` is (N, 64) bits, ``features`` (N, d) embeddings. scikit-learn's radius neighbours (Hamming
@@ -136,8 +143,9 @@ def _scope(datasets: set[str]) -> str:
     return f"within {next(iter(datasets))}"
 
 
-def audit_duplicates(images: pd.DataFrame, phash: np.ndarray, features: np.ndarray,
-                     known_groups: pd.Series | None = None) -> DuplicateAudit:
+def audit_duplicates(
+    images: pd.DataFrame, phash: np.ndarray, features: np.ndarray, known_groups: pd.Series | None = None
+) -> DuplicateAudit:
     """Near-duplicate groups over ``images`` (columns ``dataset``, ``key``, ``study``, ``patient``) and counts.
 
     ``known_groups`` (FracAtlas file -> first file of its copies, from core.data.fracatlas.duplicate_groups)
@@ -155,7 +163,8 @@ def audit_duplicates(images: pd.DataFrame, phash: np.ndarray, features: np.ndarr
     members = members.sort_values(["group", "dataset", "key"]).reset_index(drop=True)
     mura = images[images["dataset"].str.startswith("mura")]
     shared_patients = set(mura.loc[mura["dataset"] == "mura_train", "patient"]) & set(
-        mura.loc[mura["dataset"] == "mura_valid", "patient"])
+        mura.loc[mura["dataset"] == "mura_valid", "patient"]
+    )
     per_group = members.drop_duplicates("group")
     summary = {
         "images": int(len(images)),
@@ -179,6 +188,5 @@ def _recovered(images: pd.DataFrame, group: np.ndarray, known_groups: pd.Series)
     known = known_groups.reindex(atlas.index)
     sizes = known.value_counts()
     multi = sizes[sizes > 1].index
-    recovered = sum(1 for first in multi
-                    if (g := atlas.loc[known == first, "group"]).min() >= 0 and g.nunique() == 1)
+    recovered = sum(1 for first in multi if (g := atlas.loc[known == first, "group"]).min() >= 0 and g.nunique() == 1)
     return {"groups": int(len(multi)), "images": int(sizes[sizes > 1].sum()), "recovered": int(recovered)}

@@ -111,9 +111,15 @@ def _prepare(loaded: LoadedModel, files: Sequence[Path]) -> tuple[torch.Tensor, 
     return model_inputs(loaded, pixels), np.stack([_phash(p) for p in pixels])
 
 
-def extract(loaded: LoadedModel, image_sets: Sequence[ImageSet], cache: Path, *,
-            batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 1,
-            prefetch: bool = True) -> dict[str, dict[str, np.ndarray]]:
+def extract(
+    loaded: LoadedModel,
+    image_sets: Sequence[ImageSet],
+    cache: Path,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
+    prefetch: bool = True,
+) -> dict[str, dict[str, np.ndarray]]:
     """Per image set: keys, (N, members, D) float16 features and (N, 64) perceptual-hash bits.
 
     Resumable: each chunk of images is written to ``cache`` as it is done and read back on a rerun
@@ -178,14 +184,17 @@ def extract(loaded: LoadedModel, image_sets: Sequence[ImageSet], cache: Path, *,
     out: dict[str, dict[str, np.ndarray]] = {}
     for image_set in image_sets:
         parts = [done[(image_set.name, i)] for i in range(len(range(0, len(image_set.keys), _CHUNK)))]
-        out[image_set.name] = {"keys": np.array(image_set.keys),
-                               "features": np.concatenate([f for f, _ in parts]),
-                               "phash": np.concatenate([b for _, b in parts])}
+        out[image_set.name] = {
+            "keys": np.array(image_set.keys),
+            "features": np.concatenate([f for f, _ in parts]),
+            "phash": np.concatenate([b for _, b in parts]),
+        }
     return out
 
 
-def image_sets(loaded: LoadedModel, mura_root: Path | None, atlas_root: Path | None,
-               atlas_files: set[str] | None = None) -> tuple[list[ImageSet], pd.DataFrame]:
+def image_sets(
+    loaded: LoadedModel, mura_root: Path | None, atlas_root: Path | None, atlas_files: set[str] | None = None
+) -> tuple[list[ImageSet], pd.DataFrame]:
     """What to embed, and by which members, with one row per image (dataset, key, fold).
 
     The images are those of the model's cached predictions (train holdout, valid, FracAtlas), so
@@ -205,27 +214,41 @@ def image_sets(loaded: LoadedModel, mura_root: Path | None, atlas_root: Path | N
         train = train[train["study_type"].isin(recipe.get("study_types", _STUDY_TYPES))].reset_index(drop=True)
         folds = int(recipe.get("folds") or 0)
         if folds != members:
-            raise SystemExit(f"error: {loaded.name} is not a {folds}-fold cross-validation ensemble of {members} "
-                             "members, so its train/ features cannot be out of fold")
+            raise SystemExit(
+                f"error: {loaded.name} is not a {folds}-fold cross-validation ensemble of {members} "
+                "members, so its train/ features cannot be out of fold"
+            )
         train["fold"] = train_folds(train, folds, int(recipe.get("split_seed", 0)))
         holdout = set(pd.read_csv(files.predictions(TRAIN_HOLDOUT))["path"])
         train = train[train["path"].isin(holdout)]
         for fold in range(folds):
             part = train[train["fold"] == fold]
-            sets.append(ImageSet(f"mura_train_f{fold}", part["path"].tolist(),
-                                 [mura.image_file(mura_root, p) for p in part["path"]], (fold,)))
+            sets.append(
+                ImageSet(
+                    f"mura_train_f{fold}",
+                    part["path"].tolist(),
+                    [mura.image_file(mura_root, p) for p in part["path"]],
+                    (fold,),
+                )
+            )
             rows.append(pd.DataFrame({"dataset": "mura_train", "key": part["path"], "fold": fold}))
         valid = pd.read_csv(files.predictions("valid"))
         valid = valid[valid["study_type"].isin(_STUDY_TYPES)]
-        sets.append(ImageSet("mura_valid", valid["path"].tolist(),
-                             [mura.image_file(mura_root, p) for p in valid["path"]], everyone))
+        sets.append(
+            ImageSet(
+                "mura_valid", valid["path"].tolist(), [mura.image_file(mura_root, p) for p in valid["path"]], everyone
+            )
+        )
         rows.append(pd.DataFrame({"dataset": "mura_valid", "key": valid["path"], "fold": -1}))
     if atlas_root is not None:
         atlas = pd.read_csv(files.predictions("fracatlas"))
         if atlas_files is not None:
             atlas = atlas[atlas["file"].isin(atlas_files)]
-        sets.append(ImageSet("fracatlas", atlas["file"].tolist(),
-                             [fracatlas.image_file(atlas_root, f) for f in atlas["file"]], (0,)))
+        sets.append(
+            ImageSet(
+                "fracatlas", atlas["file"].tolist(), [fracatlas.image_file(atlas_root, f) for f in atlas["file"]], (0,)
+            )
+        )
         rows.append(pd.DataFrame({"dataset": "fracatlas", "key": atlas["file"], "fold": -1}))
     return sets, pd.concat(rows, ignore_index=True)
 
@@ -261,7 +284,7 @@ def align_members(held_out: np.ndarray, dimensions: int = _PCA_DIMENSIONS) -> tu
         own = pca.transform(data[:, member])
         rotation = np.eye(dimensions) if member == 0 else orthogonal_procrustes(own, reference)[0]
         residual = ((own @ rotation - reference) ** 2).sum()
-        r2[member] = float(1 - residual / (reference ** 2).sum())
+        r2[member] = float(1 - residual / (reference**2).sum())
         maps.append(_Projector(pca, rotation.astype(np.float32)))
     return maps, Alignment(dimensions, r2)
 
@@ -275,8 +298,9 @@ class _Projector:
         return self.pca.transform(features.astype(np.float32)) @ self.rotation
 
 
-def combine_features(extracted: dict[str, dict[str, np.ndarray]], rows: pd.DataFrame,
-                     dimensions: int = _PCA_DIMENSIONS) -> tuple[np.ndarray, np.ndarray, Alignment]:
+def combine_features(
+    extracted: dict[str, dict[str, np.ndarray]], rows: pd.DataFrame, dimensions: int = _PCA_DIMENSIONS
+) -> tuple[np.ndarray, np.ndarray, Alignment]:
     """(shared coordinates, raw out-of-fold features, alignment) for ``rows`` in their order.
 
     Every image's point comes from one member that never saw it: ``train/`` fold k from member k,
@@ -324,8 +348,15 @@ def project(features: np.ndarray, *, seed: int = 0, method: str = "umap") -> np.
         index = NearestNeighbors(n_neighbors=neighbours, metric="cosine", algorithm="brute").fit(features)
         distances, indices = index.kneighbors(features)
         known = (indices, distances.astype(np.float32), None)
-    reducer = umap.UMAP(n_components=2, n_neighbors=neighbours, min_dist=0.1, metric="cosine",
-                        random_state=seed, n_jobs=1, precomputed_knn=known)
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=neighbours,
+        min_dist=0.1,
+        metric="cosine",
+        random_state=seed,
+        n_jobs=1,
+        precomputed_knn=known,
+    )
     with warnings.catch_warnings():
         # without pynndescent's search index the reducer cannot place new points; the cache never asks it to
         warnings.filterwarnings("ignore", message=".*knn_search_index.*")
@@ -337,8 +368,9 @@ def study_table(rows: pd.DataFrame) -> pd.Series:
     return rows["key"].where(rows["dataset"] == "fracatlas", rows["key"].str.rsplit("/", n=1).str[0] + "/")
 
 
-def nearest_studies(features: np.ndarray, studies: pd.Series, k: int = NEIGHBOURS) -> tuple[
-        list[str], np.ndarray, np.ndarray]:
+def nearest_studies(
+    features: np.ndarray, studies: pd.Series, k: int = NEIGHBOURS
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Each study's ``k`` nearest other studies by cosine distance between mean view vectors.
 
     Returns the study keys (first-seen order), (S, k) int32 neighbour indices into them and (S, k)
@@ -386,8 +418,13 @@ class Embeddings:
             return pd.DataFrame(columns=["study", "dataset", "distance"])
         keys = [self.studies[i] for i in self.neighbours[row, :k]]
         dataset = self.images.drop_duplicates("study").set_index("study")["dataset"]
-        return pd.DataFrame({"study": keys, "dataset": dataset.reindex(keys).to_numpy(),
-                             "distance": self.distances[row, :k].astype(float)})
+        return pd.DataFrame(
+            {
+                "study": keys,
+                "dataset": dataset.reindex(keys).to_numpy(),
+                "distance": self.distances[row, :k].astype(float),
+            }
+        )
 
 
 def save(embeddings: Embeddings, path: Path) -> None:
@@ -395,12 +432,20 @@ def save(embeddings: Embeddings, path: Path) -> None:
     images = embeddings.images
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(
-        tmp, key=images["key"].to_numpy(str), dataset=images["dataset"].to_numpy(str),
-        study=images["study"].to_numpy(str), fold=images["fold"].to_numpy(np.int8),
-        umap=images[["x", "y"]].to_numpy(np.float32), pca=images[["pca_x", "pca_y"]].to_numpy(np.float32),
-        features=embeddings.features.astype(np.float16), phash=np.packbits(embeddings.phash, axis=1),
-        studies=np.array(embeddings.studies, dtype=str), neighbours=embeddings.neighbours.astype(np.int32),
-        distances=embeddings.distances.astype(np.float16), meta=np.array(json.dumps(embeddings.meta)))
+        tmp,
+        key=images["key"].to_numpy(str),
+        dataset=images["dataset"].to_numpy(str),
+        study=images["study"].to_numpy(str),
+        fold=images["fold"].to_numpy(np.int8),
+        umap=images[["x", "y"]].to_numpy(np.float32),
+        pca=images[["pca_x", "pca_y"]].to_numpy(np.float32),
+        features=embeddings.features.astype(np.float16),
+        phash=np.packbits(embeddings.phash, axis=1),
+        studies=np.array(embeddings.studies, dtype=str),
+        neighbours=embeddings.neighbours.astype(np.int32),
+        distances=embeddings.distances.astype(np.float16),
+        meta=np.array(json.dumps(embeddings.meta)),
+    )
     tmp.replace(path)
 
 
@@ -408,17 +453,32 @@ def load(path: Path) -> Embeddings:
     """Read :func:`save`'s cache (never unpickles); raises OSError/ValueError/KeyError when unreadable."""
     with np.load(path, allow_pickle=False) as data:
         umap_xy, pca_xy = data["umap"].astype(float), data["pca"].astype(float)
-        images = pd.DataFrame({"dataset": data["dataset"], "key": data["key"], "study": data["study"],
-                               "fold": data["fold"].astype(int), "x": umap_xy[:, 0], "y": umap_xy[:, 1],
-                               "pca_x": pca_xy[:, 0], "pca_y": pca_xy[:, 1]})
-        return Embeddings(images, data["features"].astype(np.float32),
-                          np.unpackbits(data["phash"], axis=1)[:, :_HASH_BITS].astype(bool),
-                          data["studies"].tolist(), data["neighbours"], data["distances"].astype(np.float32),
-                          json.loads(str(data["meta"])))
+        images = pd.DataFrame(
+            {
+                "dataset": data["dataset"],
+                "key": data["key"],
+                "study": data["study"],
+                "fold": data["fold"].astype(int),
+                "x": umap_xy[:, 0],
+                "y": umap_xy[:, 1],
+                "pca_x": pca_xy[:, 0],
+                "pca_y": pca_xy[:, 1],
+            }
+        )
+        return Embeddings(
+            images,
+            data["features"].astype(np.float32),
+            np.unpackbits(data["phash"], axis=1)[:, :_HASH_BITS].astype(bool),
+            data["studies"].tolist(),
+            data["neighbours"],
+            data["distances"].astype(np.float32),
+            json.loads(str(data["meta"])),
+        )
 
 
-def build(extracted: dict[str, dict[str, np.ndarray]], rows: pd.DataFrame, *, method: str = "umap",
-          seed: int = 0) -> tuple[Embeddings, np.ndarray]:
+def build(
+    extracted: dict[str, dict[str, np.ndarray]], rows: pd.DataFrame, *, method: str = "umap", seed: int = 0
+) -> tuple[Embeddings, np.ndarray]:
     """Everything the cache holds, from extracted per-member features; also the raw out-of-fold features."""
     started = time.perf_counter()
     shared, raw, alignment = combine_features(extracted, rows)
@@ -432,11 +492,15 @@ def build(extracted: dict[str, dict[str, np.ndarray]], rows: pd.DataFrame, *, me
     pca = project(shared, seed=seed, method="pca")
     images = images.assign(x=xy[:, 0], y=xy[:, 1], pca_x=pca[:, 0], pca_y=pca[:, 1])
     studies, neighbours, distances = nearest_studies(shared, images["study"])
-    meta = {"projection": method, "seed": seed, "dimensions": alignment.dimensions,
-            "alignment_r2": {str(k): round(v, 4) for k, v in alignment.r2.items()},
-            "train": "out of fold: each train/ image embedded by the one member that did not train on it",
-            "held_out": "valid/ and FracAtlas embedded by member 0",
-            "build_seconds": round(time.perf_counter() - started, 1)}
+    meta = {
+        "projection": method,
+        "seed": seed,
+        "dimensions": alignment.dimensions,
+        "alignment_r2": {str(k): round(v, 4) for k, v in alignment.r2.items()},
+        "train": "out of fold: each train/ image embedded by the one member that did not train on it",
+        "held_out": "valid/ and FracAtlas embedded by member 0",
+        "build_seconds": round(time.perf_counter() - started, 1),
+    }
     return Embeddings(images, shared, hashes, studies, neighbours, distances, meta), raw
 
 
@@ -461,8 +525,14 @@ def label_issue_table(files: ModelArtifacts) -> pd.DataFrame:
     return table.sort_values(["label_quality", "study_path"], kind="stable", ignore_index=True)
 
 
-def write_cache(files: ModelArtifacts, embeddings: Embeddings, raw: np.ndarray, known_groups: pd.Series | None,
-                *, extract_seconds: float | None = None) -> dict:
+def write_cache(
+    files: ModelArtifacts,
+    embeddings: Embeddings,
+    raw: np.ndarray,
+    known_groups: pd.Series | None,
+    *,
+    extract_seconds: float | None = None,
+) -> dict:
     """Audit labels and duplicates, then write every data-map file of the model folder; returns the summary.
 
     ``raw`` is the (N, D) out-of-fold penultimate features in ``embeddings.images`` order;
@@ -474,21 +544,38 @@ def write_cache(files: ModelArtifacts, embeddings: Embeddings, raw: np.ndarray, 
     images = embeddings.images.assign(patient=_patients(embeddings.images))
     duplicates = audit_duplicates(images, embeddings.phash, embeddings.features, known_groups)
     issues = label_issue_table(files)
-    meta = {**embeddings.meta, "audit_seconds": round(time.perf_counter() - started, 1),
-            "images": {k: int(v) for k, v in images["dataset"].value_counts().items()}}
+    meta = {
+        **embeddings.meta,
+        "audit_seconds": round(time.perf_counter() - started, 1),
+        "images": {k: int(v) for k, v in images["dataset"].value_counts().items()},
+    }
     if extract_seconds is not None:
         meta["extract_seconds"] = round(extract_seconds, 1)
-    save(Embeddings(embeddings.images, embeddings.features, embeddings.phash, embeddings.studies,
-                    embeddings.neighbours, embeddings.distances, meta), files.embeddings)
+    save(
+        Embeddings(
+            embeddings.images,
+            embeddings.features,
+            embeddings.phash,
+            embeddings.studies,
+            embeddings.neighbours,
+            embeddings.distances,
+            meta,
+        ),
+        files.embeddings,
+    )
     tmp = files.embedding_features.with_name(files.embedding_features.name + ".tmp.npz")
-    np.savez_compressed(tmp, key=images["key"].to_numpy(str), dataset=images["dataset"].to_numpy(str),
-                        features=raw.astype(np.float16))
+    np.savez_compressed(
+        tmp, key=images["key"].to_numpy(str), dataset=images["dataset"].to_numpy(str), features=raw.astype(np.float16)
+    )
     tmp.replace(files.embedding_features)
     atomic.write_text(files.label_issues, issues.to_csv(index=False, float_format="%.6f"))
     atomic.write_text(files.duplicates, duplicates.groups.to_csv(index=False, float_format="%.4f"))
-    summary = {"embeddings": meta, "duplicates": duplicates.summary,
-               "label_issues": {d: int(part["label_issue"].sum()) for d, part in issues.groupby("dataset")},
-               "studies_scored": {d: int(len(part)) for d, part in issues.groupby("dataset")}}
+    summary = {
+        "embeddings": meta,
+        "duplicates": duplicates.summary,
+        "label_issues": {d: int(part["label_issue"].sum()) for d, part in issues.groupby("dataset")},
+        "studies_scored": {d: int(len(part)) for d, part in issues.groupby("dataset")},
+    }
     atomic.write_text(files.data_audit, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
 
@@ -509,8 +596,17 @@ def _known_copies(files: ModelArtifacts, atlas_root: Path, keys: list[str], *, s
     return pd.Series(fracatlas.duplicate_groups(atlas_root, keys), index=keys)
 
 
-def build_data_map(model: str, mura_root: str | Path, fracatlas_root: str | Path, *, projection: str, seed: int,
-                   cache: Path, fracatlas_files: Path | None, workers: int) -> dict:
+def build_data_map(
+    model: str,
+    mura_root: str | Path,
+    fracatlas_root: str | Path,
+    *,
+    projection: str,
+    seed: int,
+    cache: Path,
+    fracatlas_files: Path | None,
+    workers: int,
+) -> dict:
     """Extract, project, find neighbours, audit labels and duplicates, and write the model's data-map
     cache; returns its summary."""
     from core.data import fracatlas, mura

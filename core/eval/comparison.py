@@ -29,8 +29,7 @@ from core.eval.metrics import (
 )
 from core.store.artifacts import ModelArtifacts
 
-__all__ = ["paired_studies", "paired_auroc_difference", "paired_mean_difference", "compare_tables",
-           "compare_models"]
+__all__ = ["paired_studies", "paired_auroc_difference", "paired_mean_difference", "compare_tables", "compare_models"]
 
 
 def paired_studies(studies_a: pd.DataFrame, studies_b: pd.DataFrame) -> pd.DataFrame:
@@ -40,8 +39,9 @@ def paired_studies(studies_a: pd.DataFrame, studies_b: pd.DataFrame) -> pd.DataF
     Raises:
         MetricsInputError: the tables disagree on a study's label, or share no study.
     """
-    paired = studies_a.merge(studies_b[["study_path", "label", "probability"]], on="study_path",
-                             suffixes=("", "_b"), validate="one_to_one")
+    paired = studies_a.merge(
+        studies_b[["study_path", "label", "probability"]], on="study_path", suffixes=("", "_b"), validate="one_to_one"
+    )
     if not (paired["label"] == paired["label_b"]).all():
         raise MetricsInputError("the two prediction tables disagree on a study's label")
     if paired.empty:
@@ -77,8 +77,9 @@ def _difference_draws(paired: pd.DataFrame, n_boot: int, seed: int) -> np.ndarra
     abnormal_drawn = labels[draws].sum(axis=1)
     draws = draws[(abnormal_drawn > 0) & (abnormal_drawn < len(labels))]
     drawn_labels = labels[draws]
-    return (_resampled_aurocs(drawn_labels, paired["probability"].to_numpy(dtype=float)[draws])
-            - _resampled_aurocs(drawn_labels, paired["probability_b"].to_numpy(dtype=float)[draws]))
+    return _resampled_aurocs(drawn_labels, paired["probability"].to_numpy(dtype=float)[draws]) - _resampled_aurocs(
+        drawn_labels, paired["probability_b"].to_numpy(dtype=float)[draws]
+    )
 
 
 def _interval(point: float | None, differences: np.ndarray, n_boot: int) -> BootstrapInterval:
@@ -95,8 +96,9 @@ def _bootstrap_difference(paired: pd.DataFrame, n_boot: int, seed: int) -> Boots
     return _interval(point, _difference_draws(paired, n_boot, seed) if point is not None else np.empty(0), n_boot)
 
 
-def paired_mean_difference(studies_a: pd.DataFrame, studies_b: pd.DataFrame, *, n_boot: int = DEFAULT_N_BOOT,
-                           seed: int = 0) -> BootstrapInterval:
+def paired_mean_difference(
+    studies_a: pd.DataFrame, studies_b: pd.DataFrame, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
+) -> BootstrapInterval:
     """The mean over body parts of AUROC(A) - AUROC(B), with a paired percentile interval.
 
     The statistic of this project's adoption rules (docs/experiments.md: "mean of humerus and forearm
@@ -124,8 +126,9 @@ def paired_auroc_difference(
     return _bootstrap_difference(paired_studies(studies_a, studies_b), n_boot, seed)
 
 
-def compare_tables(studies_a: pd.DataFrame, studies_b: pd.DataFrame, *,
-                   n_boot: int = DEFAULT_N_BOOT) -> dict[str, dict]:
+def compare_tables(
+    studies_a: pd.DataFrame, studies_b: pd.DataFrame, *, n_boot: int = DEFAULT_N_BOOT
+) -> dict[str, dict]:
     """Per body part (and overall) of two study tables: studies compared, each model's AUROC, and the
     paired difference (A minus B) with its interval, as ``python -m core.compare`` prints them."""
     paired = paired_studies(studies_a, studies_b)
@@ -142,8 +145,9 @@ def compare_tables(studies_a: pd.DataFrame, studies_b: pd.DataFrame, *,
     }
 
 
-def compare_models(model_a: str, model_b: str, split: str = "valid", *, n_boot: int = DEFAULT_N_BOOT,
-                   directory: Path | None = None) -> dict[str, dict]:
+def compare_models(
+    model_a: str, model_b: str, split: str = "valid", *, n_boot: int = DEFAULT_N_BOOT, directory: Path | None = None
+) -> dict[str, dict]:
     """:func:`compare_tables` of two models' cached predictions of ``split``."""
     tables = []
     for model in (model_a, model_b):

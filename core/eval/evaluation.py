@@ -68,8 +68,21 @@ FRACTURE_COLUMN = "fracture_probability"
 PREDICTION_COLUMNS = ["path", "study_type", "patient", "study", "study_path", "label", "probability"]
 #: The dataset name of the FracAtlas evaluation (its files are ``*_fracatlas.*``).
 FRACATLAS = "fracatlas"
-FRACATLAS_COLUMNS = ["file", "image_id", "region", "upper_limb", "fractured", "fracture_count", "hardware",
-                     "frontal", "lateral", "oblique", "duplicate_of", "threshold", "probability"]
+FRACATLAS_COLUMNS = [
+    "file",
+    "image_id",
+    "region",
+    "upper_limb",
+    "fractured",
+    "fracture_count",
+    "hardware",
+    "frontal",
+    "lateral",
+    "oblique",
+    "duplicate_of",
+    "threshold",
+    "probability",
+]
 #: Which of the model card's thresholds judges each FracAtlas region. The model knows only MURA
 #: humerus and forearm: FracAtlas's "hand" covers hand, wrist and forearm views, nearest to a MURA
 #: forearm film (which shows the wrist); "shoulder" views show the proximal humerus, as MURA
@@ -77,12 +90,19 @@ FRACATLAS_COLUMNS = ["file", "image_id", "region", "upper_limb", "fractured", "f
 #: threshold for both parts ("default"). Leg/hip is out of scope and is judged at none.
 REGION_THRESHOLDS = {"hand": "XR_FOREARM", "shoulder": "XR_HUMERUS", "hand+shoulder": DEFAULT_THRESHOLD_KEY}
 #: FracAtlas's regions as a reader understands them.
-REGION_LABELS = {"hand": "hand/wrist/forearm", "shoulder": "shoulder", "hand+shoulder": "whole arm",
-                 "leg/hip": "leg/hip"}
+REGION_LABELS = {
+    "hand": "hand/wrist/forearm",
+    "shoulder": "shoulder",
+    "hand+shoulder": "whole arm",
+    "leg/hip": "leg/hip",
+}
 #: The upper-limb strata reported apart: MURA calls metal hardware abnormal, FracAtlas does not call
 #: it a fracture, so a hardware image without a fracture is a false positive only by FracAtlas's label.
-FRACATLAS_STRATA = {"all": "every upper-limb image", "without_hardware": "upper-limb images without hardware",
-                    "hardware": "upper-limb images with metal hardware"}
+FRACATLAS_STRATA = {
+    "all": "every upper-limb image",
+    "without_hardware": "upper-limb images without hardware",
+    "hardware": "upper-limb images with metal hardware",
+}
 
 
 def region_thresholds(card: dict) -> dict[str, float]:
@@ -91,8 +111,14 @@ def region_thresholds(card: dict) -> dict[str, float]:
     return {region: threshold_for(thresholds, key) for region, key in REGION_THRESHOLDS.items()}
 
 
-def _batches(root: Path, paths: list[str], loaded: LoadedModel, batch_size: int,
-             locate: Callable[[Path, str], Path] = mura.image_file, workers: int = 0) -> Iterator[torch.Tensor]:
+def _batches(
+    root: Path,
+    paths: list[str],
+    loaded: LoadedModel,
+    batch_size: int,
+    locate: Callable[[Path, str], Path] = mura.image_file,
+    workers: int = 0,
+) -> Iterator[torch.Tensor]:
     """Decode and letterbox the next batch in a background thread (or ``workers`` DataLoader
     processes) while the model runs.
 
@@ -120,13 +146,29 @@ def _on_gpu(loaded: LoadedModel) -> bool:
     return next(loaded.model.parameters()).is_cuda
 
 
-def predict_split(loaded: LoadedModel, root: Path, split: str, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                  progress: bool = True, limit: int | None = None, engine: Engine = LOCAL) -> pd.DataFrame:
+def predict_split(
+    loaded: LoadedModel,
+    root: Path,
+    split: str,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+    limit: int | None = None,
+    engine: Engine = LOCAL,
+) -> pd.DataFrame:
     """One row per present image of ``split`` (the first ``limit`` only, for benchmarks):
     official path, metadata, label, probability."""
     images = mura.read_images(root, split).iloc[:limit]
-    probability = _predict_files(loaded, root, images["path"].tolist(), mura.image_file, batch_size=batch_size,
-                                 progress=progress, description=f"{loaded.name} on {split}", engine=engine)
+    probability = _predict_files(
+        loaded,
+        root,
+        images["path"].tolist(),
+        mura.image_file,
+        batch_size=batch_size,
+        progress=progress,
+        description=f"{loaded.name} on {split}",
+        engine=engine,
+    )
     return _with_probabilities(images, probability)[[*PREDICTION_COLUMNS, *_fracture_column(loaded)]]
 
 
@@ -143,8 +185,17 @@ def _with_probabilities(images: pd.DataFrame, probability: np.ndarray) -> pd.Dat
     return images
 
 
-def _predict_files(loaded: LoadedModel, root: Path, files: list[str], locate: Callable[[Path, str], Path],
-                   *, batch_size: int, progress: bool, description: str, engine: Engine = LOCAL) -> np.ndarray:
+def _predict_files(
+    loaded: LoadedModel,
+    root: Path,
+    files: list[str],
+    locate: Callable[[Path, str], Path],
+    *,
+    batch_size: int,
+    progress: bool,
+    description: str,
+    engine: Engine = LOCAL,
+) -> np.ndarray:
     """(files, outputs) probabilities (column 0 P(abnormal)), rounded once here so the cached CSV and every
     metric from it agree;
     on ``engine``'s device and backend, or on Ray, where the batches and so the numbers are the same."""
@@ -153,15 +204,27 @@ def _predict_files(loaded: LoadedModel, root: Path, files: list[str], locate: Ca
         return np.empty((0, len(loaded.outputs)))
     if engine.ray:
         onnx_model = onnx_graph(loaded)[1] if backend == "onnx" else None
-        return np.round(ray_probabilities(loaded, Decoder.of(loaded, root, locate), files, batch_size=batch_size,
-                                          engine=engine, progress=progress, description=description,
-                                          onnx_model=onnx_model), 6)
+        return np.round(
+            ray_probabilities(
+                loaded,
+                Decoder.of(loaded, root, locate),
+                files,
+                batch_size=batch_size,
+                engine=engine,
+                progress=progress,
+                description=description,
+                onnx_model=onnx_model,
+            ),
+            6,
+        )
     device = engine.torch_device
     loaded = on_device(loaded, device)
     predict = batch_predictor(loaded, backend)
     probabilities = []
-    with tqdm(total=len(files), desc=description, unit="img", disable=not progress) as bar, \
-            autocast(device, engine.precision):
+    with (
+        tqdm(total=len(files), desc=description, unit="img", disable=not progress) as bar,
+        autocast(device, engine.precision),
+    ):
         for batch in _batches(root, files, loaded, batch_size, locate, engine.workers):
             probabilities.append(predict(batch))
             bar.update(len(batch))
@@ -176,15 +239,30 @@ def _backend(engine: Engine) -> str:
     return backend
 
 
-def predict_fracatlas(loaded: LoadedModel, root: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                      progress: bool = True, limit: int | None = None, engine: Engine = LOCAL) -> pd.DataFrame:
+def predict_fracatlas(
+    loaded: LoadedModel,
+    root: Path,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+    limit: int | None = None,
+    engine: Engine = LOCAL,
+) -> pd.DataFrame:
     """One row per present image of a FracAtlas root (the first ``limit`` only, for tests):
     FRACATLAS_COLUMNS, with ``duplicate_of`` naming the first copy of the same radiograph and
     ``threshold`` the card's threshold for its region (empty for leg/hip, which is out of scope)."""
     images = fracatlas.read_images(root).iloc[:limit].reset_index(drop=True)
     files = images["file"].astype(str).tolist()
-    probability = _predict_files(loaded, root, files, fracatlas.image_file, batch_size=batch_size,
-                                 progress=progress, description=f"{loaded.name} on FracAtlas", engine=engine)
+    probability = _predict_files(
+        loaded,
+        root,
+        files,
+        fracatlas.image_file,
+        batch_size=batch_size,
+        progress=progress,
+        description=f"{loaded.name} on FracAtlas",
+        engine=engine,
+    )
     for flag in ("frontal", "lateral", "oblique", "fracture_count"):
         if flag not in images.columns:
             images[flag] = 0
@@ -207,8 +285,9 @@ def fracatlas_stratum(predictions: pd.DataFrame, stratum: str = "all") -> pd.Dat
     if stratum != "all":
         rows = rows[rows["hardware"] == (1 if stratum == "hardware" else 0)]
     group = rows["duplicate_of"].astype(str)
-    return rows.assign(study_type=rows["region"], label=rows["fractured"].astype(int),
-                       patient=group, study=group, study_path=group).reset_index(drop=True)
+    return rows.assign(
+        study_type=rows["region"], label=rows["fractured"].astype(int), patient=group, study=group, study_path=group
+    ).reset_index(drop=True)
 
 
 def _score_distribution(probability: pd.Series, threshold: float) -> dict[str, object]:
@@ -220,15 +299,17 @@ def _score_distribution(probability: pd.Series, threshold: float) -> dict[str, o
     return {
         "n": int(values.size),
         "mean": round(float(values.mean()), 6),
-        "quantiles": dict(zip(("p10", "p25", "p50", "p75", "p90"), (round(float(q), 6) for q in quantiles),
-                              strict=True)),
+        "quantiles": dict(
+            zip(("p10", "p25", "p50", "p75", "p90"), (round(float(q), 6) for q in quantiles), strict=True)
+        ),
         "threshold": threshold,
         "share_called_abnormal": round(float((values >= threshold).mean()), 6),
     }
 
 
-def summarise_fracatlas(predictions: pd.DataFrame, thresholds: dict[str, float], *, n_boot: int = DEFAULT_N_BOOT,
-                        seed: int = 0) -> dict[str, object]:
+def summarise_fracatlas(
+    predictions: pd.DataFrame, thresholds: dict[str, float], *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
+) -> dict[str, object]:
     """Image-level metrics of a FracAtlas prediction table against its *fracture* label.
 
     Keys ``all``, ``without_hardware`` and ``hardware`` hold core.eval.metrics.summarise's image level
@@ -238,12 +319,18 @@ def summarise_fracatlas(predictions: pd.DataFrame, thresholds: dict[str, float],
     hardware is a stratum of its own. ``out_of_scope`` describes leg/hip scores only: the model was
     never shown a leg, so an AUROC there would measure nothing the model claims.
     """
-    summary: dict[str, object] = {"label": "fracture", "thresholds": thresholds,
-                                  "threshold_source": dict(REGION_THRESHOLDS), "n_boot": n_boot, "seed": seed}
+    summary: dict[str, object] = {
+        "label": "fracture",
+        "thresholds": thresholds,
+        "threshold_source": dict(REGION_THRESHOLDS),
+        "n_boot": n_boot,
+        "seed": seed,
+    }
     for name in FRACATLAS_STRATA:
         rows = fracatlas_stratum(predictions, name)
-        summary[name] = None if rows.empty else summarise(rows, thresholds, n_boot=n_boot, seed=seed,
-                                                          levels=("image",))["image"]
+        summary[name] = (
+            None if rows.empty else summarise(rows, thresholds, n_boot=n_boot, seed=seed, levels=("image",))["image"]
+        )
     leg = predictions[~predictions["upper_limb"].astype(bool)]
     default = thresholds.get("hand+shoulder", 0.5)
     summary["out_of_scope"] = {
@@ -258,9 +345,16 @@ def summarise_fracatlas(predictions: pd.DataFrame, thresholds: dict[str, float],
     return summary
 
 
-def evaluate_fracatlas(model_name: str, root: Path, *, n_boot: int = DEFAULT_N_BOOT,
-                       batch_size: int = DEFAULT_BATCH_SIZE, limit: int | None = None,
-                       force: bool = False, engine: Engine = LOCAL) -> tuple[Path, Path]:
+def evaluate_fracatlas(
+    model_name: str,
+    root: Path,
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    limit: int | None = None,
+    force: bool = False,
+    engine: Engine = LOCAL,
+) -> tuple[Path, Path]:
     """Predict every image of a FracAtlas root and write predictions_fracatlas.csv and
     metrics_fracatlas.json beside the model's checkpoint (a larger cached one only with ``force``)."""
     loaded = load_model(model_name)
@@ -273,7 +367,8 @@ def evaluate_fracatlas(model_name: str, root: Path, *, n_boot: int = DEFAULT_N_B
     split_file = loaded.directory / fracture_split.SPLIT_FILE
     if FRACTURE in loaded.outputs and split_file.is_file():
         metrics["fracture_output"] = summarise_fracture_output(
-            predictions, fracture_split.read_split(split_file), float(loaded.card["fracture_threshold"]), n_boot=n_boot)
+            predictions, fracture_split.read_split(split_file), float(loaded.card["fracture_threshold"]), n_boot=n_boot
+        )
     copies = predictions["duplicate_of"] != predictions["file"]
     metrics["evaluation"] = {
         "model": model_name,
@@ -291,25 +386,36 @@ def evaluate_fracatlas(model_name: str, root: Path, *, n_boot: int = DEFAULT_N_B
     return write_evaluation(ModelArtifacts(loaded.directory), FRACATLAS, predictions, metrics, force=force)
 
 
-def summarise_fracture_output(predictions: pd.DataFrame, split: pd.DataFrame, threshold: float, *,
-                              n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> dict[str, object]:
+def summarise_fracture_output(
+    predictions: pd.DataFrame, split: pd.DataFrame, threshold: float, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
+) -> dict[str, object]:
     """The fracture output's image-level metrics on the FracAtlas test part only (never trained or
     tuned on), per stratum as :func:`summarise_fracatlas`, each region at the output's one threshold."""
     test = set(split.loc[split["part"] == fracture_split.TEST, "file"])
     rows = predictions[predictions["file"].isin(test)].assign(probability=predictions[FRACTURE_COLUMN])
     thresholds = dict.fromkeys(fracatlas.UPPER_LIMB_REGIONS, threshold) | {DEFAULT_THRESHOLD_KEY: threshold}
-    summary: dict[str, object] = {"label": "fracture", "output": FRACTURE, "part": "FracAtlas test part",
-                                  "images": int(rows["upper_limb"].astype(bool).sum()), "threshold": threshold,
-                                  "n_boot": n_boot, "seed": seed}
+    summary: dict[str, object] = {
+        "label": "fracture",
+        "output": FRACTURE,
+        "part": "FracAtlas test part",
+        "images": int(rows["upper_limb"].astype(bool).sum()),
+        "threshold": threshold,
+        "n_boot": n_boot,
+        "seed": seed,
+    }
     for name in FRACATLAS_STRATA:
         stratum = fracatlas_stratum(rows, name)
-        summary[name] = None if stratum.empty else summarise(stratum, thresholds, n_boot=n_boot, seed=seed,
-                                                             levels=("image",))["image"]
+        summary[name] = (
+            None
+            if stratum.empty
+            else summarise(stratum, thresholds, n_boot=n_boot, seed=seed, levels=("image",))["image"]
+        )
     return summary
 
 
-def summarise_trained(predictions: pd.DataFrame, thresholds: dict[str, float], card: dict, *,
-                      n_boot: int = DEFAULT_N_BOOT) -> dict[str, object] | None:
+def summarise_trained(
+    predictions: pd.DataFrame, thresholds: dict[str, float], card: dict, *, n_boot: int = DEFAULT_N_BOOT
+) -> dict[str, object] | None:
     """The body parts the model was trained on, pooled: {"study_types", "image", "study"}, each level
     in :func:`core.eval.metrics.summarise`'s "overall" shape (same resamples and seed); None when the card
     names no trained part present in ``predictions``."""
@@ -320,9 +426,16 @@ def summarise_trained(predictions: pd.DataFrame, thresholds: dict[str, float], c
     return {"study_types": trained, **{level: pooled[level][OVERALL] for level in LEVELS}}
 
 
-def evaluate(model_name: str, root: Path, split: str, *, n_boot: int = DEFAULT_N_BOOT,
-             batch_size: int = DEFAULT_BATCH_SIZE, force: bool = False,
-             engine: Engine = LOCAL) -> tuple[Path, Path]:
+def evaluate(
+    model_name: str,
+    root: Path,
+    split: str,
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    force: bool = False,
+    engine: Engine = LOCAL,
+) -> tuple[Path, Path]:
     """Predict ``split`` and write predictions and metrics beside the model's checkpoint.
 
     Refuses (before predicting) to replace a cached evaluation of more images unless ``force``.

@@ -183,8 +183,10 @@ def _score_columns() -> list[str]:
 
 
 def _interval_json(interval: metrics.BootstrapInterval) -> dict[str, float | None]:
-    return {key: (None if value is None else round(value, 6)) for key, value in
-            (("point", interval.point), ("low", interval.low), ("high", interval.high))}
+    return {
+        key: (None if value is None else round(value, 6))
+        for key, value in (("point", interval.point), ("low", interval.low), ("high", interval.high))
+    }
 
 
 def summarise(
@@ -202,8 +204,10 @@ def summarise(
     columns = _score_columns()
     rows = rows.assign(layer=rows["layer"].fillna("").astype(str))
     images = sorted(rows["image"].unique())
-    baselines = {name: rows[rows["method"] == method].set_index("image")[columns]
-                 for name, method in (("bright_bone", BRIGHT_BONE), ("uniform", UNIFORM))}
+    baselines = {
+        name: rows[rows["method"] == method].set_index("image")[columns]
+        for name, method in (("bright_bone", BRIGHT_BONE), ("uniform", UNIFORM))
+    }
     groups: list[dict[str, object]] = []
     for key, group in rows.groupby(list(group_by), sort=True):
         group = group.set_index("image").reindex(images).dropna(subset=list(SCORE_COLUMNS))
@@ -212,14 +216,14 @@ def summarise(
         entry: dict[str, object] = dict(zip(group_by, key if isinstance(key, tuple) else (key,), strict=True))
         entry["n_images"] = int(len(group))
         entry.update({name: _interval_json(statistics[name]) for name in SCORE_COLUMNS})
-        entry["iou_grid"] = {f"{t:g}": round(float(statistics[grid_column(t)].point or 0.0), 6)
-                             for t in THRESHOLD_GRID}
+        entry["iou_grid"] = {f"{t:g}": round(float(statistics[grid_column(t)].point or 0.0), 6) for t in THRESHOLD_GRID}
         for name, baseline in baselines.items():
             if entry["method"] in BASELINES or baseline.empty:
                 continue
             paired = baseline.reindex(group.index)[list(SCORE_COLUMNS)].to_numpy(dtype=float)
-            differences = metrics.bootstrap_means(values[:, : len(SCORE_COLUMNS)] - paired, n_boot=n_boot,
-                                                  seed=seed, names=list(SCORE_COLUMNS))
+            differences = metrics.bootstrap_means(
+                values[:, : len(SCORE_COLUMNS)] - paired, n_boot=n_boot, seed=seed, names=list(SCORE_COLUMNS)
+            )
             entry[f"vs_{name}"] = {score: _interval_json(differences[score]) for score in SCORE_COLUMNS}
             entry[f"beats_{name}"] = {score: bool((differences[score].low or 0.0) > 0.0) for score in SCORE_COLUMNS}
         groups.append(entry)
@@ -253,9 +257,17 @@ def coinciding_maps(rows: pd.DataFrame, *, atol: float = 1e-6) -> list[tuple[str
         for method in methods:
             if method not in left:
                 continue
-            same = [other for other in methods if other in left and np.allclose(
-                wide.xs(method, axis=1, level="method").to_numpy(), wide.xs(other, axis=1, level="method").to_numpy(),
-                atol=atol, equal_nan=True)]
+            same = [
+                other
+                for other in methods
+                if other in left
+                and np.allclose(
+                    wide.xs(method, axis=1, level="method").to_numpy(),
+                    wide.xs(other, axis=1, level="method").to_numpy(),
+                    atol=atol,
+                    equal_nan=True,
+                )
+            ]
             left -= set(same)
             if len(same) > 1:
                 found.append((str(layer), tuple(same)))

@@ -67,10 +67,18 @@ __all__ = [
 DATASET = "fracatlas"
 KEY_COLUMNS = ["image", "method", "layer", "target"]
 ROW_COLUMNS = [
-    "image", "region", "hardware", "method", "layer", "target",
-    *localization.SCORE_COLUMNS, "otsu_threshold",
+    "image",
+    "region",
+    "hardware",
+    "method",
+    "layer",
+    "target",
+    *localization.SCORE_COLUMNS,
+    "otsu_threshold",
     *(localization.grid_column(t) for t in localization.THRESHOLD_GRID),
-    "probability", "threshold", "seconds",
+    "probability",
+    "threshold",
+    "seconds",
 ]
 # Rows are rewritten to disk after this many images: a killed sweep loses at most these.
 _SAVE_EVERY = 10
@@ -142,13 +150,16 @@ def image_rows(
         ValueError: the outline mask does not match the image's size, or outlines nothing.
     """
     if mask.shape != pixels.shape:
-        raise ValueError(f"its outlines are drawn on a {mask.shape[1]}x{mask.shape[0]} image, "
-                         f"but the file is {pixels.shape[1]}x{pixels.shape[0]}")
+        raise ValueError(
+            f"its outlines are drawn on a {mask.shape[1]}x{mask.shape[0]} image, "
+            f"but the file is {pixels.shape[1]}x{pixels.shape[0]}"
+        )
     rows: list[dict[str, object]] = []
     region = localization.tolerance_region(mask)
     if methods:
-        for (method, layer), explanation in explain_grid(loaded, pixels, methods=methods, layers=layers,
-                                                         target=target).items():
+        for (method, layer), explanation in explain_grid(
+            loaded, pixels, methods=methods, layers=layers, target=target
+        ).items():
             scores = localization.score_map(explanation.heatmap, mask, region=region)
             rows.append({"method": method, "layer": layer, "target": target, **scores.as_row()})
     if with_baselines:
@@ -169,8 +180,12 @@ _TEXT_COLUMNS = ("image", "region", "method", "layer", "target")
 
 
 def _parse_rows(source: Path | StringIO, name: str) -> pd.DataFrame:
-    rows = pd.read_csv(source, keep_default_na=False, dtype={c: str for c in _TEXT_COLUMNS},
-                       na_values={c: [""] for c in ROW_COLUMNS if c not in _TEXT_COLUMNS})
+    rows = pd.read_csv(
+        source,
+        keep_default_na=False,
+        dtype={c: str for c in _TEXT_COLUMNS},
+        na_values={c: [""] for c in ROW_COLUMNS if c not in _TEXT_COLUMNS},
+    )
     missing = [c for c in ROW_COLUMNS if c not in rows.columns]
     if missing:
         raise ValueError(f"{name} lacks the column(s) {', '.join(missing)}; move it away and re-run.")
@@ -186,10 +201,15 @@ def read_cache(files: ModelArtifacts) -> CachedPair | None:
         stopped between its periodic saves and its final summary, a hand edit).
     """
     rows_path, summary_path = files.localization(DATASET), files.localization_summary(DATASET)
-    return read_pair(rows_path, summary_path, hash_key=_ROWS_HASH_KEY, remedy="re-run python -m core.localize",
-                     mismatch=f"{rows_path.name} is not the table {summary_path.name} summarises (a sweep still "
-                              "running or stopped early); finish it with python -m core.localize.",
-                     parse=lambda text: _parse_rows(text, rows_path.name))
+    return read_pair(
+        rows_path,
+        summary_path,
+        hash_key=_ROWS_HASH_KEY,
+        remedy="re-run python -m core.localize",
+        mismatch=f"{rows_path.name} is not the table {summary_path.name} summarises (a sweep still "
+        "running or stopped early); finish it with python -m core.localize.",
+        parse=lambda text: _parse_rows(text, rows_path.name),
+    )
 
 
 def _rows_text(rows: pd.DataFrame) -> str:
@@ -212,8 +232,13 @@ def _write(files: ModelArtifacts, rows: pd.DataFrame, *, n_boot: int | None = No
     if n_boot is None:
         atomic.write_text(files.localization(DATASET), text)
     else:
-        write_pair(files.localization(DATASET), files.localization_summary(DATASET), text,
-                   summary_of(_parse_rows(StringIO(text), DATASET), n_boot=n_boot), hash_key=_ROWS_HASH_KEY)
+        write_pair(
+            files.localization(DATASET),
+            files.localization_summary(DATASET),
+            text,
+            summary_of(_parse_rows(StringIO(text), DATASET), n_boot=n_boot),
+            hash_key=_ROWS_HASH_KEY,
+        )
 
 
 def sweep(
@@ -244,8 +269,10 @@ def sweep(
     layers = list(dict.fromkeys(layers or loaded.cam_layers))
     unknown = [layer for layer in layers if layer not in loaded.cam_layers]
     if unknown:
-        raise ValueError(f"Unknown layer(s) {', '.join(map(repr, unknown))} for {model_name}; "
-                         f"choose from: {', '.join(map(repr, loaded.cam_layers))}.")
+        raise ValueError(
+            f"Unknown layer(s) {', '.join(map(repr, unknown))} for {model_name}; "
+            f"choose from: {', '.join(map(repr, loaded.cam_layers))}."
+        )
     images, outlines = fractured_images(root)
     images = untrained(loaded, images)
     if limit is not None:
@@ -261,14 +288,23 @@ def sweep(
         missing = sorted(pair for pair in wanted if (image.file, *pair, target) not in done)
         with_baselines = (image.file, localization.UNIFORM, "", "") not in done
         if missing or with_baselines:
-            work.append({"file": image.file, "region": image.region, "hardware": int(image.hardware),
-                         "missing": ["\t".join(pair) for pair in missing], "with_baselines": with_baselines})
+            work.append(
+                {
+                    "file": image.file,
+                    "region": image.region,
+                    "hardware": int(image.hardware),
+                    "missing": ["\t".join(pair) for pair in missing],
+                    "with_baselines": with_baselines,
+                }
+            )
     new_rows: list[dict[str, object]] = []
     unsaved = 0
-    with tqdm(total=len(images), initial=len(images) - len(work), desc="Localisation", unit="image",
-              disable=not progress) as bar:
-        for file, scored in _scored(loaded, root, outlines, work, methods=methods, layers=layers, target=target,
-                                    engine=engine):
+    with tqdm(
+        total=len(images), initial=len(images) - len(work), desc="Localisation", unit="image", disable=not progress
+    ) as bar:
+        for file, scored in _scored(
+            loaded, root, outlines, work, methods=methods, layers=layers, target=target, engine=engine
+        ):
             bar.update(1)
             if isinstance(scored, str):
                 tqdm.write(f"skipped {file}: {scored}", file=sys.stderr)
@@ -285,8 +321,16 @@ def sweep(
     return files.localization(DATASET), files.localization_summary(DATASET)
 
 
-def _image_work(loaded: LoadedModel, root: Path, outlines: fracatlas.Outlines, item: dict[str, Any], *,
-                methods: Sequence[str], layers: Sequence[str], target: Target) -> list[dict[str, object]]:
+def _image_work(
+    loaded: LoadedModel,
+    root: Path,
+    outlines: fracatlas.Outlines,
+    item: dict[str, Any],
+    *,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    target: Target,
+) -> list[dict[str, object]]:
     """The new rows of one work item (an image and its missing (method, layer) pairs).
 
     Raises:
@@ -297,48 +341,75 @@ def _image_work(loaded: LoadedModel, root: Path, outlines: fracatlas.Outlines, i
     pixels = load_radiograph(fracatlas.image_file(root, item["file"])).pixels
     mask = outlines.mask(item["file"])
     todo = [m for m in methods if any(pair[0] == m for pair in missing)]
-    scored = image_rows(loaded, pixels, mask, methods=todo, layers=layers, target=target,
-                        with_baselines=bool(item["with_baselines"]))
+    scored = image_rows(
+        loaded, pixels, mask, methods=todo, layers=layers, target=target, with_baselines=bool(item["with_baselines"])
+    )
     probability = float(predict_image_outputs(loaded, [pixels])[0, output_column(target)])
-    kept = [row for row in scored
-            if row["method"] in localization.BASELINES or (row["method"], row["layer"]) in missing]
+    kept = [
+        row for row in scored if row["method"] in localization.BASELINES or (row["method"], row["layer"]) in missing
+    ]
     # The image's time, shared among the rows it produced: their sum is the sweep's time.
     seconds = (time.perf_counter() - started) / max(1, len(kept))
-    return [{"image": item["file"], "region": item["region"], "hardware": int(item["hardware"]), **row,
-             "probability": probability, "threshold": _threshold(loaded, item["region"], target),
-             "seconds": seconds} for row in kept]
+    return [
+        {
+            "image": item["file"],
+            "region": item["region"],
+            "hardware": int(item["hardware"]),
+            **row,
+            "probability": probability,
+            "threshold": _threshold(loaded, item["region"], target),
+            "seconds": seconds,
+        }
+        for row in kept
+    ]
 
 
-def _scored(loaded: LoadedModel, root: Path, outlines: fracatlas.Outlines, work: list[dict[str, Any]], *,
-            methods: Sequence[str], layers: Sequence[str], target: Target,
-            engine: Engine) -> Iterator[tuple[str, list[dict[str, object]] | str]]:
+def _scored(
+    loaded: LoadedModel,
+    root: Path,
+    outlines: fracatlas.Outlines,
+    work: list[dict[str, Any]],
+    *,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    target: Target,
+    engine: Engine,
+) -> Iterator[tuple[str, list[dict[str, object]] | str]]:
     """(file, its rows, or why it was skipped) for each work item: here, in order, on ``engine``'s
     device; or on Ray, as the actors finish them."""
     if not engine.ray:
         loaded = on_device(loaded, engine.torch_device)
         for item in work:
             try:
-                yield item["file"], _image_work(loaded, root, outlines, item, methods=methods, layers=layers,
-                                                target=target)
+                yield (
+                    item["file"],
+                    _image_work(loaded, root, outlines, item, methods=methods, layers=layers, target=target),
+                )
             except (RadiographDecodeError, OSError, ValueError) as exc:
                 yield item["file"], str(exc)
         return
     if not work:
         return
-    kwargs = {"loaded": loaded, "root": root, "methods": list(methods), "layers": list(layers), "target": target,
-              "device": engine.device}
+    kwargs = {
+        "loaded": loaded,
+        "root": root,
+        "methods": list(methods),
+        "layers": list(layers),
+        "target": target,
+        "device": engine.device,
+    }
     for frame in ray_map(engine, work, _SweepActor, kwargs):
         for file, group in frame.groupby("image", sort=False):
             errors = group["error"][group["error"] != ""]
-            yield str(file), (str(errors.iloc[0]) if len(errors) else
-                              group[ROW_COLUMNS].to_dict(orient="records"))
+            yield str(file), (str(errors.iloc[0]) if len(errors) else group[ROW_COLUMNS].to_dict(orient="records"))
 
 
 class _SweepActor:
     """A Ray Data actor of the sweep: the model (once, from the object store) and the outlines."""
 
-    def __init__(self, loaded: Any, root: Path, methods: list[str], layers: list[str], target: Target,
-                 device: str) -> None:
+    def __init__(
+        self, loaded: Any, root: Path, methods: list[str], layers: list[str], target: Target, device: str
+    ) -> None:
         configure_threads(1)
         self.loaded = on_device(received(loaded), resolve_device(device))
         self.root, self.outlines = root, fracatlas.read_outlines(root)
@@ -349,9 +420,18 @@ class _SweepActor:
         out = []
         for item in batch.to_dict(orient="records"):
             try:
-                out += [row | {"error": ""} for row in _image_work(self.loaded, self.root, self.outlines, item,
-                                                                    methods=self.methods, layers=self.layers,
-                                                                    target=self.target)]
+                out += [
+                    row | {"error": ""}
+                    for row in _image_work(
+                        self.loaded,
+                        self.root,
+                        self.outlines,
+                        item,
+                        methods=self.methods,
+                        layers=self.layers,
+                        target=self.target,
+                    )
+                ]
             except (RadiographDecodeError, OSError, ValueError) as exc:
                 out.append({"image": item["file"], "error": str(exc) or type(exc).__name__})
         return pd.DataFrame(out, columns=[*ROW_COLUMNS, "error"])

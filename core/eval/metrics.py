@@ -165,6 +165,7 @@ def format_interval(interval: Mapping[str, Any] | None, digits: int = 3) -> str:
 
 # --- input checks -------------------------------------------------------------------------------
 
+
 def _binary_arrays(labels: object, probabilities: object) -> tuple[np.ndarray, np.ndarray]:
     """Labels as int 0/1 and probabilities as float in [0, 1], of equal length, or a clear error."""
     label_array = np.asarray(labels)
@@ -211,6 +212,7 @@ def _ratio(numerator: int, denominator: int) -> float | None:
 
 # --- study aggregation --------------------------------------------------------------------------
 
+
 def _study_codes(images: pd.DataFrame, *, one_label: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
     """Each image's study number and one row per study (sorted by study_path); vectorised because
     the dashboard rebuilds it whenever a threshold slider moves.
@@ -255,6 +257,7 @@ def study_table(images: pd.DataFrame) -> pd.DataFrame:
 
 # --- thresholds and operating points ------------------------------------------------------------
 
+
 def row_thresholds(table: pd.DataFrame, thresholds: Thresholds) -> np.ndarray:
     """The threshold that applies to each row of an image or study table, by its study_type."""
     if not isinstance(thresholds, Mapping):
@@ -265,8 +268,7 @@ def row_thresholds(table: pd.DataFrame, thresholds: Thresholds) -> np.ndarray:
         missing = sorted(set(study_types.unique()) - set(thresholds))
         if missing:
             raise MetricsInputError(
-                f"No threshold for {', '.join(missing)}; give one per study type or a "
-                f"{DEFAULT_THRESHOLD_KEY!r} entry."
+                f"No threshold for {', '.join(missing)}; give one per study type or a {DEFAULT_THRESHOLD_KEY!r} entry."
             )
     per_row = study_types.map(dict(thresholds))
     if default is not None:
@@ -322,6 +324,7 @@ def confusion_by_type(table: pd.DataFrame, thresholds: Thresholds) -> dict[str, 
 
 # --- curves -------------------------------------------------------------------------------------
 
+
 def _empty() -> np.ndarray:
     return np.empty(0, dtype=float)
 
@@ -359,6 +362,7 @@ def auroc(labels: object, probabilities: object) -> float | None:
 
 
 # --- bootstrap ----------------------------------------------------------------------------------
+
 
 def _level_frame(images: pd.DataFrame, level: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """The table a statistic sees at ``level``, each of its rows' study number, and study labels."""
@@ -414,8 +418,12 @@ def _bootstrap(
         if points[name] is not None and collected:
             low, high = (float(v) for v in np.percentile(collected, [tail, 100.0 - tail]))
         intervals[name] = BootstrapInterval(
-            point=points[name], low=low, high=high, n_boot=n_boot,
-            n_skipped=n_boot - len(collected), confidence=confidence,
+            point=points[name],
+            low=low,
+            high=high,
+            n_boot=n_boot,
+            n_skipped=n_boot - len(collected),
+            confidence=confidence,
         )
     return intervals
 
@@ -458,9 +466,9 @@ def bootstrap_ci(
     Example:
         >>> point, low, high = bootstrap_ci(images, lambda t: roc_auc_score(t.label, t.probability))
     """
-    return bootstrap_cis(
-        table, {"statistic": statistic}, n_boot=n_boot, seed=seed, level=level, confidence=confidence
-    )["statistic"]
+    return bootstrap_cis(table, {"statistic": statistic}, n_boot=n_boot, seed=seed, level=level, confidence=confidence)[
+        "statistic"
+    ]
 
 
 def bootstrap_means(
@@ -498,12 +506,19 @@ def bootstrap_means(
         low = high = None
         if point is not None and collected.size:
             low, high = (float(v) for v in np.percentile(collected, [tail, 100.0 - tail]))
-        intervals[name] = BootstrapInterval(point=point, low=low, high=high, n_boot=n_boot,
-                                            n_skipped=n_boot - int(collected.size), confidence=confidence)
+        intervals[name] = BootstrapInterval(
+            point=point,
+            low=low,
+            high=high,
+            n_boot=n_boot,
+            n_skipped=n_boot - int(collected.size),
+            confidence=confidence,
+        )
     return intervals
 
 
 # --- calibration --------------------------------------------------------------------------------
+
 
 def calibration(labels: object, probabilities: object, n_bins: int = 10) -> tuple[pd.DataFrame, float | None]:
     """Reliability bins (uniform width; empty bins dropped) from sklearn's calibration_curve, and
@@ -535,6 +550,7 @@ def calibration(labels: object, probabilities: object, n_bins: int = 10) -> tupl
 
 # --- summary for core.evaluate and the dashboard ------------------------------------------------
 
+
 def _average_precision(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
     return float(average_precision_score(labels, probabilities)) if _both_classes(labels) else None
 
@@ -558,8 +574,13 @@ def _operating_point_measure(labels: np.ndarray, probabilities: np.ndarray, pred
 
 
 def _group_summary(
-    images: pd.DataFrame, level: str, thresholds: Thresholds, threshold: float | None,
-    n_boot: int, seed: int, n_bins: int,
+    images: pd.DataFrame,
+    level: str,
+    thresholds: Thresholds,
+    threshold: float | None,
+    n_boot: int,
+    seed: int,
+    n_bins: int,
 ) -> dict[str, object]:
     frame, codes, study_labels = _level_frame(images, level)
     labels = frame["label"].to_numpy(dtype=np.int64)
@@ -588,7 +609,12 @@ def _group_summary(
 
 
 def summarise(
-    images: pd.DataFrame, thresholds: Thresholds, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, n_bins: int = 10,
+    images: pd.DataFrame,
+    thresholds: Thresholds,
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    n_bins: int = 10,
     levels: tuple[str, ...] = LEVELS,
 ) -> dict[str, Any]:
     """JSON-ready metrics: for each of ``levels`` ("image", "study") and group ("overall", then each

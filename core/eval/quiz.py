@@ -168,8 +168,14 @@ def outline_share(mask: np.ndarray) -> float:
     return float(mask.mean()) if mask.size else 0.0
 
 
-def fracatlas_cases(images: pd.DataFrame, outline_shares: Mapping[str, float], thresholds: Mapping[str, float],
-                    cached: pd.DataFrame | None = None, *, card: Mapping[str, object]) -> list[QuizCase]:
+def fracatlas_cases(
+    images: pd.DataFrame,
+    outline_shares: Mapping[str, float],
+    thresholds: Mapping[str, float],
+    cached: pd.DataFrame | None = None,
+    *,
+    card: Mapping[str, object],
+) -> list[QuizCase]:
     """Cases from a FracAtlas table (core.data.fracatlas.read_images): its upper-limb images only.
 
     ``outline_shares`` maps an outlined file to the share of its pixels inside the expert outlines
@@ -179,8 +185,7 @@ def fracatlas_cases(images: pd.DataFrame, outline_shares: Mapping[str, float], t
     Leg/hip is left out. ``card`` decides (core.model.card.out_of_scope_reason) whether the model is scored
     on FracAtlas's *fracture* label: only a model with a fracture output is; the others are shown, not scored.
     """
-    probabilities = {} if cached is None else dict(zip(cached["file"].astype(str), cached["probability"],
-                                                       strict=True))
+    probabilities = {} if cached is None else dict(zip(cached["file"].astype(str), cached["probability"], strict=True))
     cases = []
     for row in images[images["upper_limb"].astype(bool)].itertuples():
         file, region = str(row.file), str(row.region)
@@ -196,13 +201,23 @@ def fracatlas_cases(images: pd.DataFrame, outline_shares: Mapping[str, float], t
             tags.add(HARDWARE)
         if abnormal and 0.0 < share < SUBTLE_AREA_SHARE:
             tags.add(SUBTLE)
-        cases.append(QuizCase(f"fracatlas/{file}", "FracAtlas", abnormal, region, threshold, probability,
-                              frozenset(tags), share > 0.0, not_scored))
+        cases.append(
+            QuizCase(
+                f"fracatlas/{file}",
+                "FracAtlas",
+                abnormal,
+                region,
+                threshold,
+                probability,
+                frozenset(tags),
+                share > 0.0,
+                not_scored,
+            )
+        )
     return cases
 
 
-def mura_cases(studies: pd.DataFrame, thresholds: Mapping[str, float], *,
-               card: Mapping[str, object]) -> list[QuizCase]:
+def mura_cases(studies: pd.DataFrame, thresholds: Mapping[str, float], *, card: Mapping[str, object]) -> list[QuizCase]:
     """Cases from MURA studies (``study_path``, ``study_type``, ``label`` and, where cached, the study's
     ``probability``: core.eval.metrics.study_table of the cached predictions). MURA has no outlines. The
     model is scored only on the body parts ``card`` says it was trained on (core.model.card.out_of_scope_reason)."""
@@ -214,13 +229,24 @@ def mura_cases(studies: pd.DataFrame, thresholds: Mapping[str, float], *,
         probability = None if probability is None or pd.isna(probability) else float(probability)
         abnormal = bool(row.label)
         wrong = probability is not None and threshold is not None and (probability >= threshold) != abnormal
-        cases.append(QuizCase(str(row.study_path), "MURA", abnormal, str(row.study_type), threshold, probability,
-                              frozenset({MODEL_WRONG} if wrong else set()), not_scored=not_scored))
+        cases.append(
+            QuizCase(
+                str(row.study_path),
+                "MURA",
+                abnormal,
+                str(row.study_type),
+                threshold,
+                probability,
+                frozenset({MODEL_WRONG} if wrong else set()),
+                not_scored=not_scored,
+            )
+        )
     return cases
 
 
-def sequence(cases: Iterable[QuizCase], *, difficulty: str = EVERY_CASE, seed: int = 0,
-             length: int = DEFAULT_LENGTH) -> list[QuizCase]:
+def sequence(
+    cases: Iterable[QuizCase], *, difficulty: str = EVERY_CASE, seed: int = 0, length: int = DEFAULT_LENGTH
+) -> list[QuizCase]:
     """Up to ``length`` cases of ``difficulty`` in a seeded order.
 
     The cases are sorted by reference before the shuffle, so the same pool, difficulty and seed give
@@ -252,9 +278,16 @@ def map_peak(heatmap: np.ndarray) -> tuple[int, int]:
     return int(x), int(y)
 
 
-def judge(case: QuizCase, *, learner_abnormal: bool, point: tuple[int, int] | None, mask: np.ndarray | None,
-          model_abnormal: bool | None, heatmap: np.ndarray | None = None,
-          tolerance: float = localization.TOLERANCE_PX) -> CaseResult:
+def judge(
+    case: QuizCase,
+    *,
+    learner_abnormal: bool,
+    point: tuple[int, int] | None,
+    mask: np.ndarray | None,
+    model_abnormal: bool | None,
+    heatmap: np.ndarray | None = None,
+    tolerance: float = localization.TOLERANCE_PX,
+) -> CaseResult:
     """Judge one answer against the truth and the model.
 
     The learner's point counts only with an "abnormal" call. With an outline, the point is a hit
@@ -274,8 +307,18 @@ def judge(case: QuizCase, *, learner_abnormal: bool, point: tuple[int, int] | No
         region = localization.tolerance_region(mask, tolerance)
         map_hit = localization.pointing_hit(localization.normalised(heatmap), region) >= 0.5
         peak = map_peak(heatmap)
-    return CaseResult(case.ref, case.abnormal, learner_abnormal, model_abnormal, True, point, distance,
-                      None if distance is None else distance <= tolerance, peak, map_hit)
+    return CaseResult(
+        case.ref,
+        case.abnormal,
+        learner_abnormal,
+        model_abnormal,
+        True,
+        point,
+        distance,
+        None if distance is None else distance <= tolerance,
+        peak,
+        map_hit,
+    )
 
 
 def score(results: Sequence[CaseResult]) -> Score:

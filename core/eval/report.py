@@ -60,9 +60,11 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MURA_CREDIT = ("MURA v1.1: Rajpurkar P, Irvin J, Bagul A, et al. MURA: Large Dataset for Abnormality Detection in "
-               "Musculoskeletal Radiographs. arXiv:1712.06957 (2017). Stanford AIMI, research use under its own "
-               "licence; no MURA image is in this report or the project.")
+MURA_CREDIT = (
+    "MURA v1.1: Rajpurkar P, Irvin J, Bagul A, et al. MURA: Large Dataset for Abnormality Detection in "
+    "Musculoskeletal Radiographs. arXiv:1712.06957 (2017). Stanford AIMI, research use under its own "
+    "licence; no MURA image is in this report or the project."
+)
 #: Section headings in the order the report prints them; tests and readers look for these.
 SECTIONS = (
     "Summary",
@@ -76,8 +78,22 @@ SECTIONS = (
     "Data and credits",
     "Versions",
 )
-_LATIN1 = str.maketrans({"–": "-", "—": "-", "−": "-", "≥": ">=", "≤": "<=", "’": "'", "‘": "'", "“": '"',
-                         "”": '"', "…": "...", "→": "->", "≈": "~"})
+_LATIN1 = str.maketrans(
+    {
+        "–": "-",
+        "—": "-",
+        "−": "-",
+        "≥": ">=",
+        "≤": "<=",
+        "’": "'",
+        "‘": "'",
+        "“": '"',
+        "”": '"',
+        "…": "...",
+        "→": "->",
+        "≈": "~",
+    }
+)
 _MISSING = "Absent or unreadable in this model's folder: run {command} to make it."
 
 
@@ -114,8 +130,14 @@ def code_version() -> str:
     except (OSError, KeyError, tomllib.TOMLDecodeError):
         version = "unknown version"
     try:
-        described = subprocess.run(["git", "describe", "--always", "--dirty=+"], cwd=PROJECT_ROOT, text=True,
-                                   capture_output=True, timeout=10, check=True).stdout.strip()
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty=+"],
+            cwd=PROJECT_ROOT,
+            text=True,
+            capture_output=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return version
     commit = described.removesuffix("+")
@@ -134,8 +156,13 @@ def model_version(files: ModelArtifacts) -> str:
     return f"checkpoint sha256 {digest.hexdigest()[:12]}"
 
 
-def gather(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None = None,
-           weights_root: Path | None = None, date: dt.date | None = None) -> ReportInputs:
+def gather(
+    model: str = DEFAULT_MODEL,
+    *,
+    thresholds: Mapping[str, float] | None = None,
+    weights_root: Path | None = None,
+    date: dt.date | None = None,
+) -> ReportInputs:
     """Read what the report needs from ``model``'s folder.
 
     Raises:
@@ -154,13 +181,18 @@ def gather(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None
         external = None  # an optional section: it says the cache is absent or unreadable
     chosen = card_thresholds(card) | dict(thresholds or {})
     return ReportInputs(
-        model=model, card=card, thresholds=chosen,
-        valid=None if valid is None else valid.predictions, valid_metrics=None if valid is None else valid.metrics,
+        model=model,
+        card=card,
+        thresholds=chosen,
+        valid=None if valid is None else valid.predictions,
+        valid_metrics=None if valid is None else valid.metrics,
         fracatlas_metrics=None if external is None else external.metrics,
-        localization=read_json_object(files.localization_summary(FRACATLAS)), trust=trust.headline(files),
+        localization=read_json_object(files.localization_summary(FRACATLAS)),
+        trust=trust.headline(files),
         sanity=trust.sanity_by_map(read_json_object(files.trust_summary)),
         scope=read_json_object(files.scope_metrics),
-        model_version=model_version(files), code_version=code_version(),
+        model_version=model_version(files),
+        code_version=code_version(),
         date=date or dt.datetime.now(dt.UTC).date(),
     )
 
@@ -187,16 +219,30 @@ def _reading(group: str, summary: Mapping) -> str:
     tp, fn, tn, fp = (int(confusion.get(k, 0)) for k in ("tp", "fn", "tn", "fp"))
     auroc = (summary.get("auroc") or {}).get("point")
     kappa = (summary.get("kappa") or {}).get("point")
-    parts = [f"{_label(group)}: of {tp + fn} abnormal studies the model flagged {tp} ({_share(_ratio(tp, tp + fn))}), "
-             f"and of {tn + fp} normal studies it cleared {tn} ({_share(_ratio(tn, tn + fp))})."]
+    parts = [
+        f"{_label(group)}: of {tp + fn} abnormal studies the model flagged {tp} ({_share(_ratio(tp, tp + fn))}), "
+        f"and of {tn + fp} normal studies it cleared {tn} ({_share(_ratio(tn, tn + fp))})."
+    ]
     if auroc is not None:
-        parts.append(f"An AUROC of {auroc:.2f} means a randomly chosen abnormal study scores higher than a randomly "
-                     f"chosen normal one {auroc:.0%} of the time.")
+        parts.append(
+            f"An AUROC of {auroc:.2f} means a randomly chosen abnormal study scores higher than a randomly "
+            f"chosen normal one {auroc:.0%} of the time."
+        )
     if kappa is not None:
-        strength = ("almost perfect" if kappa > 0.8 else "substantial" if kappa > 0.6 else "moderate" if kappa > 0.4
-                    else "fair" if kappa > 0.2 else "slight")
-        parts.append(f"Kappa {kappa:.2f} is {strength} agreement with the radiologists' label beyond chance "
-                     "(Landis and Koch).")
+        strength = (
+            "almost perfect"
+            if kappa > 0.8
+            else "substantial"
+            if kappa > 0.6
+            else "moderate"
+            if kappa > 0.4
+            else "fair"
+            if kappa > 0.2
+            else "slight"
+        )
+        parts.append(
+            f"Kappa {kappa:.2f} is {strength} agreement with the radiologists' label beyond chance (Landis and Koch)."
+        )
     return " ".join(parts)
 
 
@@ -205,6 +251,7 @@ def _ratio(part: int, whole: int) -> float | None:
 
 
 # --- drawing ------------------------------------------------------------------------------------
+
 
 class _Report(FPDF):
     """An A4 page with the report's running footer."""
@@ -250,8 +297,12 @@ class _Writer:
     def table(self, rows: Sequence[Sequence[object]], widths: Sequence[int] | None = None) -> None:
         pdf = self.pdf
         pdf.set_font("Helvetica", size=8.5)
-        with pdf.table(col_widths=widths, text_align="LEFT", line_height=4.6,
-                       headings_style=FontFace(emphasis="BOLD", fill_color=(225, 232, 242))) as table:
+        with pdf.table(
+            col_widths=widths,
+            text_align="LEFT",
+            line_height=4.6,
+            headings_style=FontFace(emphasis="BOLD", fill_color=(225, 232, 242)),
+        ) as table:
             for row in rows:
                 cells = table.row()
                 for value in row:
@@ -264,16 +315,20 @@ def _summary(out: _Writer, inputs: ReportInputs) -> None:
     trained = ", ".join(_label(t).lower() for t in trained_study_types(card)) or "unknown body parts"
     out.heading(SECTIONS[0])
     out.text(f"{card.get('description', card.get('architecture', 'A radiograph classifier'))}", style="")
-    out.bullets([
-        f"Reads one upper-limb radiograph at a time and gives the probability it is abnormal; a study's probability "
-        f"is the mean of its views', as in the MURA paper. Trained on {trained} radiographs only.",
-        f"Input: {card.get('input', 'not stated')}.",
-        "Operating thresholds (a study is called abnormal at or above): "
-        + ", ".join(f"{_label(k) if k != DEFAULT_THRESHOLD_KEY else 'any other body part'} {v:.3f}"
-                    for k, v in sorted(card_thresholds(card).items(), key=lambda kv: kv[0] == DEFAULT_THRESHOLD_KEY))
-        + (f"; chosen to {card['threshold_rule']}." if card.get("threshold_rule") else "."),
-        "A research and teaching tool: not a medical device, not for diagnosis.",
-    ])
+    out.bullets(
+        [
+            "Reads one upper-limb radiograph at a time and gives the probability it is abnormal; a study's "
+            f"probability is the mean of its views', as in the MURA paper. Trained on {trained} radiographs only.",
+            f"Input: {card.get('input', 'not stated')}.",
+            "Operating thresholds (a study is called abnormal at or above): "
+            + ", ".join(
+                f"{_label(k) if k != DEFAULT_THRESHOLD_KEY else 'any other body part'} {v:.3f}"
+                for k, v in sorted(card_thresholds(card).items(), key=lambda kv: kv[0] == DEFAULT_THRESHOLD_KEY)
+            )
+            + (f"; chosen to {card['threshold_rule']}." if card.get("threshold_rule") else "."),
+            "A research and teaching tool: not a medical device, not for diagnosis.",
+        ]
+    )
 
 
 def _results(out: _Writer, inputs: ReportInputs) -> None:
@@ -286,21 +341,34 @@ def _results(out: _Writer, inputs: ReportInputs) -> None:
     trained = [g for g in trained_study_types(inputs.card) if g in study]
     others = [g for g in study if g != metrics.OVERALL and g not in trained]
     # The pool of the trained parts: cached apart when the folder holds other parts, else "overall" is it.
-    pooled = ((valid_metrics.get("trained") or {}).get("study")
-              or (None if others else study.get(metrics.OVERALL)))
+    pooled = (valid_metrics.get("trained") or {}).get("study") or (None if others else study.get(metrics.OVERALL))
     summaries = [(g, study[g]) for g in trained] + ([(metrics.OVERALL, pooled)] if pooled else [])
     rows = [("Body part", "Studies (abnormal)", "AUROC", "Kappa", "Sensitivity", "Specificity")]
-    rows += [(_label(g), f"{s['n']} ({s['n_abnormal']})", format_interval(s.get("auroc")),
-              format_interval(s.get("kappa")), format_interval(s.get("sensitivity")),
-              format_interval(s.get("specificity"))) for g, s in summaries]
+    rows += [
+        (
+            _label(g),
+            f"{s['n']} ({s['n_abnormal']})",
+            format_interval(s.get("auroc")),
+            format_interval(s.get("kappa")),
+            format_interval(s.get("sensitivity")),
+            format_interval(s.get("specificity")),
+        )
+        for g, s in summaries
+    ]
     out.table(rows, widths=(26, 24, 30, 30, 30, 30))
     n_boot = valid_metrics.get("n_boot", "?")
     untrained = sum(int(study[g]["n"]) for g in others)
-    out.text(f"Study level, each body part at the model card's threshold; 95% bootstrap intervals over studies "
-             f"({n_boot} resamples). MURA valid/ was never used for training or for choosing thresholds. "
-             f"'{TRAINED_POOL}' pools the body parts above, as every page of the app does."
-             + (f" Out of scope, not scored: {untrained} studies of other body parts in the evaluated folder."
-                if others else ""), size=8)
+    out.text(
+        f"Study level, each body part at the model card's threshold; 95% bootstrap intervals over studies "
+        f"({n_boot} resamples). MURA valid/ was never used for training or for choosing thresholds. "
+        f"'{TRAINED_POOL}' pools the body parts above, as every page of the app does."
+        + (
+            f" Out of scope, not scored: {untrained} studies of other body parts in the evaluated folder."
+            if others
+            else ""
+        ),
+        size=8,
+    )
     out.text("Plain-language reading", style="B")
     out.bullets([_reading(g, study[g]) for g in trained])
 
@@ -313,24 +381,43 @@ def _confusions(out: _Writer, inputs: ReportInputs) -> None:
     table = metrics.study_table(inputs.valid)
     card = card_thresholds(inputs.card)
     trained = [g for g in trained_study_types(inputs.card) if g in set(table["study_type"])]
-    chosen = {g: metrics.row_thresholds(table[table["study_type"] == g].head(1), inputs.thresholds)[0]
-              for g in trained}
-    moved = any(abs(chosen[g] - metrics.row_thresholds(table[table["study_type"] == g].head(1), card)[0]) > 1e-9
-                for g in trained)
-    out.text("At the thresholds chosen in the app (the intervals above are at the card's)." if moved else
-             "At the model card's thresholds.", size=8.5)
-    rows: list[tuple[object, ...]] = [("Body part", "Threshold", "Label", "Called normal", "Called abnormal",
-                                       "Sensitivity", "Specificity", "Kappa")]
+    chosen = {g: metrics.row_thresholds(table[table["study_type"] == g].head(1), inputs.thresholds)[0] for g in trained}
+    moved = any(
+        abs(chosen[g] - metrics.row_thresholds(table[table["study_type"] == g].head(1), card)[0]) > 1e-9
+        for g in trained
+    )
+    out.text(
+        "At the thresholds chosen in the app (the intervals above are at the card's)."
+        if moved
+        else "At the model card's thresholds.",
+        size=8.5,
+    )
+    rows: list[tuple[object, ...]] = [
+        ("Body part", "Threshold", "Label", "Called normal", "Called abnormal", "Sensitivity", "Specificity", "Kappa")
+    ]
     for group in trained:
         studies = table[table["study_type"] == group]
         confusion = metrics.confusion_at(studies["label"], studies["probability"], chosen[group])
         kappa = "-" if confusion.kappa is None else f"{confusion.kappa:.3f}"
-        rows.append((_label(group), f"{chosen[group]:.3f}", "Normal", confusion.tn, confusion.fp,
-                     _share(confusion.sensitivity), _share(confusion.specificity), kappa))
+        rows.append(
+            (
+                _label(group),
+                f"{chosen[group]:.3f}",
+                "Normal",
+                confusion.tn,
+                confusion.fp,
+                _share(confusion.sensitivity),
+                _share(confusion.specificity),
+                kappa,
+            )
+        )
         rows.append(("", "", "Abnormal", confusion.fn, confusion.tp, "", "", ""))
     out.table(rows, widths=(24, 18, 18, 24, 26, 22, 22, 16))
-    out.text("Rows: the radiologists' label; columns: the model's call. False negatives (abnormal, called normal) "
-             "are missed findings; false positives (normal, called abnormal) are extra reads.", size=8)
+    out.text(
+        "Rows: the radiologists' label; columns: the model's call. False negatives (abnormal, called normal) "
+        "are missed findings; false positives (normal, called abnormal) are extra reads.",
+        size=8,
+    )
 
 
 def _external(out: _Writer, inputs: ReportInputs) -> None:
@@ -340,21 +427,37 @@ def _external(out: _Writer, inputs: ReportInputs) -> None:
         out.text(_MISSING.format(command="python -m core.evaluate --dataset fracatlas --root DIR"))
         return
     rows = [("Images", "n (fractured)", "AUROC", "Sensitivity", "Specificity")]
-    for stratum, title in (("all", "upper limb"), ("without_hardware", "without hardware"),
-                           ("hardware", "with hardware")):
+    for stratum, title in (
+        ("all", "upper limb"),
+        ("without_hardware", "without hardware"),
+        ("hardware", "with hardware"),
+    ):
         for group, summary in (cached.get(stratum) or {}).items():
             if stratum != "all" and group != metrics.OVERALL:
                 continue
             name = ("All " + title) if group == metrics.OVERALL else _label(group)
-            rows.append((name, f"{summary['n']} ({summary['n_abnormal']})", format_interval(summary.get("auroc")),
-                         format_interval(summary.get("sensitivity")), format_interval(summary.get("specificity"))))
+            rows.append(
+                (
+                    name,
+                    f"{summary['n']} ({summary['n_abnormal']})",
+                    format_interval(summary.get("auroc")),
+                    format_interval(summary.get("sensitivity")),
+                    format_interval(summary.get("specificity")),
+                )
+            )
     out.table(rows, widths=(46, 26, 36, 36, 36))
     auroc = ((cached["all"].get(metrics.OVERALL) or {}).get("auroc") or {}).get("point")
-    reading = (f" On another hospital group's radiographs the model ranks a fractured image above an unfractured "
-               f"one {auroc:.0%} of the time." if auroc is not None else "")
-    out.text("FracAtlas (CC BY 4.0): another group's radiographs, image level, label fracture rather than MURA's "
-             "broader abnormal; each region judged at the card's threshold of the nearest trained part." + reading,
-             size=8.5)
+    reading = (
+        f" On another hospital group's radiographs the model ranks a fractured image above an unfractured "
+        f"one {auroc:.0%} of the time."
+        if auroc is not None
+        else ""
+    )
+    out.text(
+        "FracAtlas (CC BY 4.0): another group's radiographs, image level, label fracture rather than MURA's "
+        "broader abnormal; each region judged at the card's threshold of the nearest trained part." + reading,
+        size=8.5,
+    )
 
 
 def _localization(out: _Writer, inputs: ReportInputs) -> None:
@@ -385,13 +488,19 @@ def _localization(out: _Writer, inputs: ReportInputs) -> None:
     out.table(rows, widths=(82, 36, 36, 36))
     uniform = next((g for g in groups if g["method"] == UNIFORM), None)
     chance = "" if uniform is None else f" (a uniform map, chance: {uniform['hit']['point']:.0%})"
-    best = (f"The best map that passes the sanity checks, {passing[0]['method']} - {passing[0]['layer']}, points at "
-            f"the fracture in {passing[0]['hit']['point']:.0%} of radiographs{chance}"
-            if passing else "No map has passed the sanity checks yet, so none is recommended")
-    out.text(f"Scored against FracAtlas's expert fracture outlines on {summary.get('n_images', '?')} radiographs. "
-             f"Hit: the map's peak within {summary.get('tolerance_px', '?')} px of an outline. {best}; heat is "
-             "spread far wider than the fracture, so a heat map shows where the model looked, not where the "
-             "fracture is.", size=8.5)
+    best = (
+        f"The best map that passes the sanity checks, {passing[0]['method']} - {passing[0]['layer']}, points at "
+        f"the fracture in {passing[0]['hit']['point']:.0%} of radiographs{chance}"
+        if passing
+        else "No map has passed the sanity checks yet, so none is recommended"
+    )
+    out.text(
+        f"Scored against FracAtlas's expert fracture outlines on {summary.get('n_images', '?')} radiographs. "
+        f"Hit: the map's peak within {summary.get('tolerance_px', '?')} px of an outline. {best}; heat is "
+        "spread far wider than the fracture, so a heat map shows where the model looked, not where the "
+        "fracture is.",
+        size=8.5,
+    )
 
 
 def _trust(out: _Writer, inputs: ReportInputs) -> None:
@@ -399,8 +508,11 @@ def _trust(out: _Writer, inputs: ReportInputs) -> None:
     if inputs.trust is None:
         out.text(_MISSING.format(command="python -m core.trust --mura-root PATH --fracatlas-root DIR"))
         return
-    out.text(inputs.trust + " Sanity checks (Adebayo et al. 2018): a map that barely changes when the model's upper "
-             "layers are randomised, or when the other class is explained, is not reading the model.", size=8.5)
+    out.text(
+        inputs.trust + " Sanity checks (Adebayo et al. 2018): a map that barely changes when the model's upper "
+        "layers are randomised, or when the other class is explained, is not reading the model.",
+        size=8.5,
+    )
 
 
 def _scope(out: _Writer, inputs: ReportInputs) -> None:
@@ -413,24 +525,30 @@ def _scope(out: _Writer, inputs: ReportInputs) -> None:
     auroc = summary.get("out_of_scope_auroc") or {}
     accuracy = summary.get("body_part_accuracy_humerus_vs_forearm_study") or {}
     kept = summary.get("mura_valid_humerus_forearm_kept_in_scope") or {}
-    out.bullets([
-        f"Out-of-scope AUROC (MURA valid/ humerus and forearm against other MURA parts, FracAtlas hand, shoulder "
-        f"and leg/hip, non-radiographs): {format_interval(auroc)}.",
-        f"MURA valid/ views of other body parts flagged: {flagged.get('hits', '?')} of {flagged.get('of', '?')}; "
-        f"humerus and forearm views kept in scope: "
-        f"{format_interval(kept)}.",
-        "Humerus vs forearm, per study: "
-        f"{format_interval(accuracy)}: below the 0.98 the "
-        "project set, so the app suggests the body part and the user names it; a flagged image gets no verdict.",
-    ])
+    out.bullets(
+        [
+            f"Out-of-scope AUROC (MURA valid/ humerus and forearm against other MURA parts, FracAtlas hand, shoulder "
+            f"and leg/hip, non-radiographs): {format_interval(auroc)}.",
+            f"MURA valid/ views of other body parts flagged: {flagged.get('hits', '?')} of {flagged.get('of', '?')}; "
+            f"humerus and forearm views kept in scope: "
+            f"{format_interval(kept)}.",
+            "Humerus vs forearm, per study: "
+            f"{format_interval(accuracy)}: below the 0.98 the "
+            "project set, so the app suggests the body part and the user names it; a flagged image gets no verdict.",
+        ]
+    )
 
 
 def _limitations(out: _Writer, inputs: ReportInputs) -> None:
     out.heading(SECTIONS[7])
-    out.bullets([*inputs.card.get("limitations", []),
-                 "FracAtlas's label is fracture, MURA's is abnormal (hardware, arthritis, lesions): external figures "
-                 "mix a shift of hospitals with a shift of label.",
-                 "Heat maps (CAMs) are a summary of the model's evidence, not a segmentation of the lesion."])
+    out.bullets(
+        [
+            *inputs.card.get("limitations", []),
+            "FracAtlas's label is fracture, MURA's is abnormal (hardware, arthritis, lesions): external figures "
+            "mix a shift of hospitals with a shift of label.",
+            "Heat maps (CAMs) are a summary of the model's evidence, not a segmentation of the lesion.",
+        ]
+    )
 
 
 def _credits(out: _Writer) -> None:
@@ -440,8 +558,13 @@ def _credits(out: _Writer) -> None:
 
 def _versions(out: _Writer, inputs: ReportInputs) -> None:
     out.heading(SECTIONS[9])
-    out.bullets([f"Model: {inputs.model} ({inputs.model_version})", f"Code: MURA Lens {inputs.code_version}",
-                 f"Report date: {inputs.date.isoformat()} (UTC)"])
+    out.bullets(
+        [
+            f"Model: {inputs.model} ({inputs.model_version})",
+            f"Code: MURA Lens {inputs.code_version}",
+            f"Report date: {inputs.date.isoformat()} (UTC)",
+        ]
+    )
 
 
 def render_pdf(inputs: ReportInputs) -> bytes:
@@ -469,8 +592,13 @@ def render_pdf(inputs: ReportInputs) -> bytes:
     return bytes(pdf.output())
 
 
-def build_report(model: str = DEFAULT_MODEL, *, thresholds: Mapping[str, float] | None = None,
-                 weights_root: Path | None = None, date: dt.date | None = None) -> bytes:
+def build_report(
+    model: str = DEFAULT_MODEL,
+    *,
+    thresholds: Mapping[str, float] | None = None,
+    weights_root: Path | None = None,
+    date: dt.date | None = None,
+) -> bytes:
     """:func:`gather` then :func:`render_pdf`: the PDF of ``model``'s folder.
 
     Raises:

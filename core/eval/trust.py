@@ -192,8 +192,7 @@ def _probabilities(loaded: LoadedModel, canvases: list[torch.Tensor], target: Ta
     out = []
     with torch.inference_mode():
         for start in range(0, len(canvases), _BATCH):
-            batch = to_model_input(torch.stack(canvases[start : start + _BATCH]), loaded.config.mean,
-                                   loaded.config.std)
+            batch = to_model_input(torch.stack(canvases[start : start + _BATCH]), loaded.config.mean, loaded.config.std)
             out.append(scores(loaded.model(batch)).reshape(-1).float().numpy())
     return np.concatenate(out)
 
@@ -217,8 +216,11 @@ def perturbation_aucs(
     if steps < 2:
         raise ValueError("steps must be at least 2")
     canvas, placement = letterbox(pixels, loaded.input_size)
-    region = (slice(None), slice(placement.top, placement.top + placement.height),
-              slice(placement.left, placement.left + placement.width))
+    region = (
+        slice(None),
+        slice(placement.top, placement.top + placement.height),
+        slice(placement.left, placement.left + placement.width),
+    )
     blurred = canvas.clone()
     smooth = cv2.GaussianBlur(canvas[0].numpy(), (_BLUR_KERNEL, _BLUR_KERNEL), _BLUR_SIGMA)
     blurred[region] = torch.from_numpy(smooth)[region[1:]]
@@ -245,8 +247,9 @@ def perturbation_aucs(
     return aucs
 
 
-def _multiply_pixels(mean: torch.Tensor, std: torch.Tensor, model_input: torch.Tensor,
-                     canvas_map: torch.Tensor) -> torch.Tensor:
+def _multiply_pixels(
+    mean: torch.Tensor, std: torch.Tensor, model_input: torch.Tensor, canvas_map: torch.Tensor
+) -> torch.Tensor:
     """The image times the map in pixel space (Chattopadhyay et al.), back in the model's normalisation.
 
     pytorch_grad_cam's own perturbation multiplies the normalised tensor, where 0 is mid-grey.
@@ -255,8 +258,12 @@ def _multiply_pixels(mean: torch.Tensor, std: torch.Tensor, model_input: torch.T
 
 
 def confidence_changes(
-    loaded: LoadedModel, pixels: np.ndarray, heatmaps: Sequence[np.ndarray], probability: float,
-    *, target: Target = "abnormal",
+    loaded: LoadedModel,
+    pixels: np.ndarray,
+    heatmaps: Sequence[np.ndarray],
+    probability: float,
+    *,
+    target: Target = "abnormal",
 ) -> list[tuple[float, float]]:
     """Per map: Drop in confidence, max(0, Y - O) / Y in %, and Increase (100 if O > Y, else 0).
 
@@ -267,8 +274,10 @@ def confidence_changes(
     model_input = to_model_input(canvas, loaded.config.mean, loaded.config.std)
     canvas_maps = np.ones((len(heatmaps), placement.canvas, placement.canvas), dtype=np.float32)
     for canvas_map, heatmap in zip(canvas_maps, heatmaps, strict=True):
-        placement_region = (slice(placement.top, placement.top + placement.height),
-                            slice(placement.left, placement.left + placement.width))
+        placement_region = (
+            slice(placement.top, placement.top + placement.height),
+            slice(placement.left, placement.left + placement.width),
+        )
         canvas_map[placement_region] = _comparable(heatmap, placement)
     mean = torch.tensor(loaded.config.mean).view(3, 1, 1)
     std = torch.tensor(loaded.config.std).view(3, 1, 1)
@@ -304,12 +313,20 @@ def image_rows(
     for key, explanation in trained.items():
         reference = _comparable(explanation.heatmap, placement)
         rho, ssim = map_similarity(reference, _comparable(opposite[key].heatmap, placement))
-        rows[key] = {"method": key[0], "layer": key[1], "probability": explanation.probability,
-                     "logit_spearman": rho, "logit_ssim": ssim}
+        rows[key] = {
+            "method": key[0],
+            "layer": key[1],
+            "probability": explanation.probability,
+            "logit_spearman": rho,
+            "logit_ssim": ssim,
+        }
     for stage, (_label, model) in enumerate(randomised, start=1):
         for key, heatmap in _randomised_maps(model, pixels, methods, layers).items():
-            rho, ssim = (float("nan"), float("nan")) if heatmap is None else map_similarity(
-                _comparable(trained[key].heatmap, placement), _comparable(heatmap, placement))
+            rho, ssim = (
+                (float("nan"), float("nan"))
+                if heatmap is None
+                else map_similarity(_comparable(trained[key].heatmap, placement), _comparable(heatmap, placement))
+            )
             rows[key][_cascade_column("spearman", stage)] = rho
             rows[key][_cascade_column("ssim", stage)] = ssim
     judged = [key for key in trained if key[1] in faithfulness_layers]
@@ -319,19 +336,28 @@ def image_rows(
         firsts = list(distinct.values())
         heatmaps = [trained[key].heatmap for key in firsts]
         scores = {
-            key: {"deletion_auc": deletion, "insertion_auc": insertion, "drop": drop, "increase": increase,
-                  **({"road": faithfulness(loaded, pixels, trained[key])} if road else {})}
+            key: {
+                "deletion_auc": deletion,
+                "insertion_auc": insertion,
+                "drop": drop,
+                "increase": increase,
+                **({"road": faithfulness(loaded, pixels, trained[key])} if road else {}),
+            }
             for key, (deletion, insertion), (drop, increase) in zip(
-                firsts, perturbation_aucs(loaded, pixels, heatmaps),
-                confidence_changes(loaded, pixels, heatmaps, probability), strict=True)
+                firsts,
+                perturbation_aucs(loaded, pixels, heatmaps),
+                confidence_changes(loaded, pixels, heatmaps, probability),
+                strict=True,
+            )
         }
         for key in judged:
             rows[key].update(scores[distinct[trained[key].heatmap.tobytes()]])
     return list(rows.values())
 
 
-def _randomised_maps(model: LoadedModel, pixels: np.ndarray, methods: Sequence[str], layers: Sequence[str]
-                     ) -> dict[tuple[str, str], np.ndarray | None]:
+def _randomised_maps(
+    model: LoadedModel, pixels: np.ndarray, methods: Sequence[str], layers: Sequence[str]
+) -> dict[tuple[str, str], np.ndarray | None]:
     """Each (method, layer) map of a randomised model; None where the method cannot make one.
 
     Random weights can leave a layer's activations all zero, where KPCA-CAM's eigen-solver stops
@@ -376,8 +402,13 @@ class Sample:
 
 
 def sample_images(
-    mura_root: Path | None, fracatlas_root: Path | None, *, study_types: Sequence[str], per_part: int,
-    fracatlas_n: int, seed: int = 0,
+    mura_root: Path | None,
+    fracatlas_root: Path | None,
+    *,
+    study_types: Sequence[str],
+    per_part: int,
+    fracatlas_n: int,
+    seed: int = 0,
 ) -> list[Sample]:
     """A seeded sample: ``per_part`` MURA valid/ studies of each body part (one view each) and
     ``fracatlas_n`` upper-limb FracAtlas images. The same arguments always give the same images, and
@@ -393,15 +424,25 @@ def sample_images(
             for study in studies[order]:
                 views = part[part["study_path"] == study].sort_values("path")
                 view = views.iloc[int(rng.integers(len(views)))]
-                chosen.append(Sample(view["path"], "MURA", study_type, int(view["label"]),
-                                     mura.image_file(mura_root, view["path"])))
+                chosen.append(
+                    Sample(
+                        view["path"], "MURA", study_type, int(view["label"]), mura.image_file(mura_root, view["path"])
+                    )
+                )
     if fracatlas_root is not None and fracatlas_n > 0:
         images = fracatlas.read_images(fracatlas_root)
         upper = images[images["upper_limb"]].sort_values("file").reset_index(drop=True)
         order = np.random.default_rng([seed, 1_000_003]).permutation(len(upper))[:fracatlas_n]
         for row in upper.iloc[order].itertuples(index=False):
-            chosen.append(Sample(str(row.file), "FracAtlas", str(row.region), int(row.fractured),
-                                 fracatlas.image_file(fracatlas_root, str(row.file))))
+            chosen.append(
+                Sample(
+                    str(row.file),
+                    "FracAtlas",
+                    str(row.region),
+                    int(row.fractured),
+                    fracatlas.image_file(fracatlas_root, str(row.file)),
+                )
+            )
     return chosen
 
 
@@ -413,8 +454,17 @@ _KEY_COLUMNS = ["image", "method", "layer"]
 
 def _row_columns(n_stages: int) -> list[str]:
     cascade = [_cascade_column(kind, stage) for stage in range(1, n_stages + 1) for kind in ("spearman", "ssim")]
-    return [*_TEXT_COLUMNS[:3], "label", *_TEXT_COLUMNS[3:], "probability", "logit_spearman", "logit_ssim",
-            *cascade, *_FAITHFULNESS, "seconds"]
+    return [
+        *_TEXT_COLUMNS[:3],
+        "label",
+        *_TEXT_COLUMNS[3:],
+        "probability",
+        "logit_spearman",
+        "logit_ssim",
+        *cascade,
+        *_FAITHFULNESS,
+        "seconds",
+    ]
 
 
 def _parse_rows(source: Path | StringIO, name: str) -> pd.DataFrame:
@@ -444,15 +494,22 @@ def read_cache(files: ModelArtifacts) -> CachedPair | None:
         another version.
     """
     rows_path, summary_path = files.trust_rows, files.trust_summary
-    pair = read_pair(rows_path, summary_path, hash_key=_ROWS_HASH_KEY, remedy="re-run python -m core.trust",
-                     mismatch=f"{rows_path.name} is not the table {summary_path.name} summarises (a run still going "
-                              "or stopped early); finish it with python -m core.trust.",
-                     parse=lambda text: _parse_rows(text, rows_path.name))
+    pair = read_pair(
+        rows_path,
+        summary_path,
+        hash_key=_ROWS_HASH_KEY,
+        remedy="re-run python -m core.trust",
+        mismatch=f"{rows_path.name} is not the table {summary_path.name} summarises (a run still going "
+        "or stopped early); finish it with python -m core.trust.",
+        parse=lambda text: _parse_rows(text, rows_path.name),
+    )
     if pair is None:
         return None
     if pair.summary.get("version") != SUMMARY_VERSION:
-        raise CachePairError(f"{summary_path.name} is from another version of core.trust; re-run "
-                             "python -m core.trust with the same arguments to rewrite it.")
+        raise CachePairError(
+            f"{summary_path.name} is from another version of core.trust; re-run "
+            "python -m core.trust with the same arguments to rewrite it."
+        )
     return pair
 
 
@@ -461,8 +518,10 @@ def read_cache(files: ModelArtifacts) -> CachedPair | None:
 
 def _interval(values: np.ndarray, n_boot: int, seed: int) -> dict[str, float | None]:
     interval = metrics.bootstrap_means(values.reshape(-1, 1), names=["x"], n_boot=n_boot, seed=seed)["x"]
-    return {key: (None if value is None else round(value, 4))
-            for key, value in (("point", interval.point), ("low", interval.low), ("high", interval.high))}
+    return {
+        key: (None if value is None else round(value, 4))
+        for key, value in (("point", interval.point), ("low", interval.low), ("high", interval.high))
+    }
 
 
 def _sanity(interval: dict[str, float | None]) -> str:
@@ -486,16 +545,26 @@ def _localisation_hits(files: ModelArtifacts | None, layer: str) -> dict[str, fl
         return {}
     if cache is None:
         return {}
-    return {g["method"]: g["hit"]["point"] for g in cache.summary["groups"]
-            if g.get("layer") == layer and g["hit"]["point"] is not None}
+    return {
+        g["method"]: g["hit"]["point"]
+        for g in cache.summary["groups"]
+        if g.get("layer") == layer and g["hit"]["point"] is not None
+    }
 
 
 def _ranking(values: dict[str, float], higher_better: bool) -> list[str]:
     return sorted(values, key=lambda m: (-values[m] if higher_better else values[m], m))
 
 
-def summary_of(rows: pd.DataFrame, *, stages: Sequence[str], layer_order: Sequence[str], n_boot: int = 1000,
-               seed: int = 0, files: ModelArtifacts | None = None) -> dict[str, object]:
+def summary_of(
+    rows: pd.DataFrame,
+    *,
+    stages: Sequence[str],
+    layer_order: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    files: ModelArtifacts | None = None,
+) -> dict[str, object]:
     """Per (method, layer): the sanity checks' and faithfulness means with 95% bootstrap CIs over images;
     the verdicts; and each metric's ranking at the default layer with Kendall's tau between them.
 
@@ -507,11 +576,17 @@ def summary_of(rows: pd.DataFrame, *, stages: Sequence[str], layer_order: Sequen
     groups = []
     for (method, layer), group in rows.groupby(["method", "layer"], sort=True):
         entry: dict[str, Any] = {"method": method, "layer": layer, "n_images": int(len(group))}
-        entry["logit"] = {kind: _interval(group[f"logit_{kind}"].to_numpy(float), n_boot, seed)
-                          for kind in ("spearman", "ssim")}
+        entry["logit"] = {
+            kind: _interval(group[f"logit_{kind}"].to_numpy(float), n_boot, seed) for kind in ("spearman", "ssim")
+        }
         entry["cascade"] = [
-            {"stage": label, **{kind: _interval(group[_cascade_column(kind, i)].to_numpy(float), n_boot, seed)
-                                for kind in ("spearman", "ssim")}}
+            {
+                "stage": label,
+                **{
+                    kind: _interval(group[_cascade_column(kind, i)].to_numpy(float), n_boot, seed)
+                    for kind in ("spearman", "ssim")
+                },
+            }
             for i, label in enumerate(stages, start=1)
         ]
         entry["sanity_stage"] = layer_order.index(layer)
@@ -559,15 +634,19 @@ def _agreement(groups: list[dict], layer: str, hits: dict[str, float]) -> dict[s
         line: list[float | None] = []
         for second in names:
             common = sorted(set(values[first]) & set(values[second]))
-            signed = [np.array([values[k][m] * (1 if METRICS[k][1] else -1) for m in common])
-                      for k in (first, second)]
+            signed = [np.array([values[k][m] * (1 if METRICS[k][1] else -1) for m in common]) for k in (first, second)]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a constant ranking: tau is NaN, reported as None
                 result = stats.kendalltau(*signed).statistic if len(common) >= 2 else float("nan")
             line.append(None if not np.isfinite(result) else round(float(result), 3))
         tau.append(line)
-    return {"layer": layer, "metrics": names, "rankings": rankings, "kendall_tau": tau,
-            "values": {k: {m: round(float(v), 4) for m, v in per.items()} for k, per in values.items()}}
+    return {
+        "layer": layer,
+        "metrics": names,
+        "rankings": rankings,
+        "kendall_tau": tau,
+        "values": {k: {m: round(float(v), 4) for m, v in per.items()} for k, per in values.items()},
+    }
 
 
 def rank_of(agreement: dict, metric: str, method: str) -> int:
@@ -592,8 +671,9 @@ def sanity_by_map(summary: dict | None) -> dict[tuple[str, str], str]:
     results = {}
     for group in (summary or {}).get("groups", []):
         checks = {group.get("randomisation"), group.get("logit_check")}
-        results[(group["method"], group["layer"])] = ("passes" if checks == {"passes"} else
-                                                      "fails" if "fails" in checks else "unclear")
+        results[(group["method"], group["layer"])] = (
+            "passes" if checks == {"passes"} else "fails" if "fails" in checks else "unclear"
+        )
     return results
 
 
@@ -607,26 +687,35 @@ def method_verdicts(summary: dict) -> dict[str, str]:
         rho = group["cascade"][group["sanity_stage"]]["spearman"]
         parts = []
         if group["randomisation"] == "passes":
-            parts.append(f"passes the randomisation check (its map changes when the layers above are noise: "
-                         f"rank correlation {rho['point']:.2f})")
+            parts.append(
+                f"passes the randomisation check (its map changes when the layers above are noise: "
+                f"rank correlation {rho['point']:.2f})"
+            )
         elif group["randomisation"] == "fails":
-            parts.append(f"fails the randomisation check: with the layers above random its map keeps a rank "
-                         f"correlation of {rho['point']:.2f}, so it is not reading the model")
+            parts.append(
+                f"fails the randomisation check: with the layers above random its map keeps a rank "
+                f"correlation of {rho['point']:.2f}, so it is not reading the model"
+            )
         else:
-            parts.append(f"is unclear on the randomisation check (rank correlation {rho['point']:.2f}, "
-                         f"interval across {SANITY_THRESHOLD})")
+            parts.append(
+                f"is unclear on the randomisation check (rank correlation {rho['point']:.2f}, "
+                f"interval across {SANITY_THRESHOLD})"
+            )
         logit = group["logit"]["spearman"]
         if group["logit_check"] == "fails":
-            parts.append(f"gives nearly the same map for P(normal) as for P(abnormal) "
-                         f"(rank correlation {logit['point']:.2f}): it does not know the class")
+            parts.append(
+                f"gives nearly the same map for P(normal) as for P(abnormal) "
+                f"(rank correlation {logit['point']:.2f}): it does not know the class"
+            )
         elif group["logit_check"] == "passes":
             parts.append("changes its map with the class explained")
         else:
             parts.append(f"is unclear on the logit check (rank correlation {logit['point']:.2f})")
-        ranks_said = [f"{_ordinal(rank_of(agreement, k, method))} of "
-                      f"{len(agreement['rankings'][k])} on {METRICS[k][0]}"
-                      for k in ("deletion_auc", "insertion_auc", "drop", "road", "localisation")
-                      if k in agreement["rankings"] and method in agreement["rankings"][k]]
+        ranks_said = [
+            f"{_ordinal(rank_of(agreement, k, method))} of {len(agreement['rankings'][k])} on {METRICS[k][0]}"
+            for k in ("deletion_auc", "insertion_auc", "drop", "road", "localisation")
+            if k in agreement["rankings"] and method in agreement["rankings"][k]
+        ]
         if ranks_said:
             parts.append("ranks " + ", ".join(ranks_said))
         verdicts[method] = f"{method} " + "; ".join(parts) + "."
@@ -649,8 +738,10 @@ def headline(files: ModelArtifacts) -> str | None:
     passing = [g["method"] for g in at_layer if g["randomisation"] == "passes" and g["logit_check"] == "passes"]
     failing = [g["method"] for g in at_layer if "fails" in (g["randomisation"], g["logit_check"])]
     best = summary["agreement"]["rankings"].get("deletion_auc", [None])[0]
-    text = (f"Over {summary['n_images']} radiographs, at the default layer, "
-            f"{', '.join(passing) or 'no method'} pass{'es' if len(passing) == 1 else ''} both sanity checks")
+    text = (
+        f"Over {summary['n_images']} radiographs, at the default layer, "
+        f"{', '.join(passing) or 'no method'} pass{'es' if len(passing) == 1 else ''} both sanity checks"
+    )
     if failing:
         text += f"; {', '.join(failing)} fail{'s' if len(failing) == 1 else ''} one"
     if best:
@@ -661,24 +752,42 @@ def headline(files: ModelArtifacts) -> str | None:
 # --- the sweep ------------------------------------------------------------------------------------
 
 
-def _write(files: ModelArtifacts, rows: pd.DataFrame, stages: Sequence[str], *, layer_order: Sequence[str],
-           n_boot: int | None = None, seed: int = 0) -> None:
+def _write(
+    files: ModelArtifacts,
+    rows: pd.DataFrame,
+    stages: Sequence[str],
+    *,
+    layer_order: Sequence[str],
+    n_boot: int | None = None,
+    seed: int = 0,
+) -> None:
     """Write the rows; with ``n_boot``, then the summary of the rows as written and their hash."""
     text = _rows_text(rows, len(stages))
     if n_boot is None:
         atomic.write_text(files.trust_rows, text)
     else:
-        write_pair(files.trust_rows, files.trust_summary, text,
-                   summary_of(_parse_rows(StringIO(text), files.trust_rows.name), stages=stages,
-                              layer_order=layer_order, n_boot=n_boot, seed=seed, files=files),
-                   hash_key=_ROWS_HASH_KEY)
+        write_pair(
+            files.trust_rows,
+            files.trust_summary,
+            text,
+            summary_of(
+                _parse_rows(StringIO(text), files.trust_rows.name),
+                stages=stages,
+                layer_order=layer_order,
+                n_boot=n_boot,
+                seed=seed,
+                files=files,
+            ),
+            hash_key=_ROWS_HASH_KEY,
+        )
 
 
 def _checked_names(kind: str, names: Sequence[str], known: Sequence[str]) -> list[str]:
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise ValueError(f"Unknown {kind}(s) {', '.join(map(repr, unknown))}; choose from: "
-                         f"{', '.join(map(repr, known))}.")
+        raise ValueError(
+            f"Unknown {kind}(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(map(repr, known))}."
+        )
     return list(dict.fromkeys(names))
 
 
@@ -706,13 +815,21 @@ def sweep(
     methods = _checked_names("CAM method", methods or default_methods(), list(METHODS))
     slow = [m for m in methods if METHODS[m].slow or not METHODS[m].uses_layers]
     if slow:
-        raise ValueError(f"{', '.join(slow)} cannot be swept here: only methods with a layer are compared "
-                         "layer by layer, and the slow ones would take hours over the sample.")
+        raise ValueError(
+            f"{', '.join(slow)} cannot be swept here: only methods with a layer are compared "
+            "layer by layer, and the slow ones would take hours over the sample."
+        )
     default_layer = loaded.config.default_cam_layer
     layers = _checked_names("layer", layers or default_layers(loaded), list(loaded.cam_layers))
     faithfulness_layers = _checked_names("layer", faithfulness_layers or [default_layer], layers)
-    samples = sample_images(mura_root, fracatlas_root, study_types=trained_study_types(loaded.card),
-                            per_part=per_part, fracatlas_n=fracatlas_n, seed=seed)
+    samples = sample_images(
+        mura_root,
+        fracatlas_root,
+        study_types=trained_study_types(loaded.card),
+        per_part=per_part,
+        fracatlas_n=fracatlas_n,
+        seed=seed,
+    )
     if not samples:
         raise ValueError("No image to measure: give --mura-root and/or --fracatlas-root.")
     randomised = randomised_models(loaded, seed=seed)
@@ -734,15 +851,31 @@ def sweep(
         started = time.perf_counter()
         try:
             pixels = load_radiograph(sample.file).pixels
-            measured = image_rows(loaded, pixels, methods=todo, layers=layers,
-                                  faithfulness_layers=faithfulness_layers, randomised=randomised, road=road)
+            measured = image_rows(
+                loaded,
+                pixels,
+                methods=todo,
+                layers=layers,
+                faithfulness_layers=faithfulness_layers,
+                randomised=randomised,
+                road=road,
+            )
         except (RadiographDecodeError, OSError, ValueError) as exc:
             tqdm.write(f"skipped {sample.image}: {exc}", file=sys.stderr)
             continue
         kept = [row for row in measured if (sample.image, row["method"], row["layer"]) not in done]
         seconds = (time.perf_counter() - started) / max(1, len(kept))
-        new_rows += [{"image": sample.image, "source": sample.source, "part": sample.part, "label": sample.label,
-                      **row, "seconds": seconds} for row in kept]
+        new_rows += [
+            {
+                "image": sample.image,
+                "source": sample.source,
+                "part": sample.part,
+                "label": sample.label,
+                **row,
+                "seconds": seconds,
+            }
+            for row in kept
+        ]
         unsaved += 1
         if unsaved >= _SAVE_EVERY:
             rows = pd.concat([rows, pd.DataFrame(new_rows)], ignore_index=True)
@@ -752,6 +885,7 @@ def sweep(
         rows = pd.concat([rows, pd.DataFrame(new_rows)], ignore_index=True)
     rows = rows.reindex(columns=_row_columns(len(stages)))
     wanted = {s.image for s in samples}
-    _write(files, rows[rows["image"].isin(wanted)], stages, layer_order=list(loaded.cam_layers), n_boot=n_boot,
-           seed=seed)
+    _write(
+        files, rows[rows["image"].isin(wanted)], stages, layer_order=list(loaded.cam_layers), n_boot=n_boot, seed=seed
+    )
     return files.trust_rows, files.trust_summary

@@ -36,8 +36,18 @@ from core.model.checkpoint import LoadedModel
 from core.model.prediction import predict_batch_outputs, uses_flip_tta
 from core.model.registry import MeanProbabilityEnsemble
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "ONNX_OPSET", "FusedProbability",
-           "resolve_backend", "onnx_cache_dir", "onnx_graph", "onnx_model_path", "OnnxPredictor", "batch_predictor"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "ONNX_OPSET",
+    "FusedProbability",
+    "resolve_backend",
+    "onnx_cache_dir",
+    "onnx_graph",
+    "onnx_model_path",
+    "OnnxPredictor",
+    "batch_predictor",
+]
 
 BACKENDS = ("onnx", "torch")
 #: ONNX Runtime where it applies (a CPU, onnxruntime installed), else torch (one line says why).
@@ -90,8 +100,10 @@ def resolve_backend(requested: str, device: str | torch.device = "cpu") -> tuple
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        return "torch", ("onnxruntime is not installed (pip install -r requirements.txt), so the model runs on "
-                         "torch: the same probabilities within 1e-4, about 3x slower on a CPU.")
+        return "torch", (
+            "onnxruntime is not installed (pip install -r requirements.txt), so the model runs on "
+            "torch: the same probabilities within 1e-4, about 3x slower on a CPU."
+        )
     return "onnx", None
 
 
@@ -106,7 +118,8 @@ def _digest(loaded: LoadedModel, fused: FusedProbability) -> str:
     """SHA-256 of what the exported graph depends on: the weights (every tensor's name, shape and
     bytes), the input size, flip TTA, the torch version, the opset and the export code's version."""
     digest = hashlib.sha256(
-        f"{_EXPORT_VERSION}|{torch.__version__}|{ONNX_OPSET}|{loaded.input_size}|{fused.flip_tta}".encode())
+        f"{_EXPORT_VERSION}|{torch.__version__}|{ONNX_OPSET}|{loaded.input_size}|{fused.flip_tta}".encode()
+    )
     for name, tensor in fused.state_dict().items():
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -174,8 +187,16 @@ def _export(fused: FusedProbability, input_size: int, path: Path) -> bytes:
             # The TorchScript exporter (its deprecation notice and constant-folding remarks are noise here):
             # the torch.export-based one needs onnxscript, which is not a requirement.
             warnings.simplefilter("ignore")
-            torch.onnx.export(fused, (example,), temporary, input_names=["x"], output_names=["p"],
-                              dynamic_axes={"x": {0: "n"}, "p": {0: "n"}}, opset_version=ONNX_OPSET, dynamo=False)
+            torch.onnx.export(
+                fused,
+                (example,),
+                temporary,
+                input_names=["x"],
+                output_names=["p"],
+                dynamic_axes={"x": {0: "n"}, "p": {0: "n"}},
+                opset_version=ONNX_OPSET,
+                dynamo=False,
+            )
         graph = Path(temporary).read_bytes()
         _write_private(_sidecar(path), f"{hashlib.sha256(graph).hexdigest()}\n".encode())
         os.replace(temporary, path)
@@ -206,8 +227,12 @@ def onnx_graph(loaded: LoadedModel, cache_dir: Path | None = None) -> tuple[Path
     directory = cache_dir or onnx_cache_dir()
     reason = _private_folder(directory)
     if reason:
-        print(f"note: the ONNX cache folder is not used ({reason}; it should be yours, mode 0700), so the "
-              "graph is exported afresh into a private folder.", file=sys.stderr, flush=True)
+        print(
+            f"note: the ONNX cache folder is not used ({reason}; it should be yours, mode 0700), so the "
+            "graph is exported afresh into a private folder.",
+            file=sys.stderr,
+            flush=True,
+        )
         directory = Path(tempfile.mkdtemp(prefix="mura_lens_onnx-"))  # 0700, made by this process
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
     path = directory / f"{loaded.name}-{_digest(loaded, fused)[:32]}.onnx"

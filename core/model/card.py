@@ -75,20 +75,22 @@ def read_card(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ModelCardError(f"The model card {name} is not UTF-8 text; {_RESTORE}.") from None
     except json.JSONDecodeError as exc:
-        raise ModelCardError(f"The model card {name} is not valid JSON (line {exc.lineno}, column {exc.colno}); "
-                             f"{_RESTORE}.") from None
+        raise ModelCardError(
+            f"The model card {name} is not valid JSON (line {exc.lineno}, column {exc.colno}); {_RESTORE}."
+        ) from None
     except RecursionError:  # e.g. 100,000 nested brackets: deeper than Python's JSON reader goes
         raise ModelCardError(f"The model card {name} nests its values too deeply to be a card; {_RESTORE}.") from None
     if not isinstance(card, dict):
         raise ModelCardError(f"The model card {name} holds a JSON {_json_type(card)}, not an object; {_RESTORE}.")
     version = card.get("schema_version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CARD_SCHEMA_VERSION:
-        raise ModelCardError(f"The model card {name} has schema version {version!r}, and this version of "
-                             f"MURA Lens reads schema versions up to {CARD_SCHEMA_VERSION}.")
+        raise ModelCardError(
+            f"The model card {name} has schema version {version!r}, and this version of "
+            f"MURA Lens reads schema versions up to {CARD_SCHEMA_VERSION}."
+        )
     thresholds = card.get("thresholds", {})
     if not isinstance(thresholds, dict) or not all(_is_probability(value) for value in thresholds.values()):
-        raise ModelCardError(f"The model card {name} has thresholds that are not numbers between 0 and 1; "
-                             f"{_RESTORE}.")
+        raise ModelCardError(f"The model card {name} has thresholds that are not numbers between 0 and 1; {_RESTORE}.")
     return card
 
 
@@ -97,8 +99,9 @@ def _json_type(value: object) -> str:
 
 
 def _is_probability(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-        and 0.0 <= value <= 1.0
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0.0 <= value <= 1.0
+    )
 
 
 def write_card(path: Path, card: Mapping[str, Any]) -> None:
@@ -151,8 +154,9 @@ def model_outputs(card: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(outputs) if isinstance(outputs, (list, dict)) and outputs else (MURA_LABEL,)
 
 
-def out_of_scope_reason(card: Mapping[str, Any], body_part: str | None, label: str = MURA_LABEL, *,
-                        outputs: tuple[str, ...] | None = None) -> str | None:
+def out_of_scope_reason(
+    card: Mapping[str, Any], body_part: str | None, label: str = MURA_LABEL, *, outputs: tuple[str, ...] | None = None
+) -> str | None:
     """None when the model may be scored on this body part for this label; otherwise why not, one sentence.
 
     Every page applies this one rule before a verdict, a confusion cell or a right/wrong mark: a
@@ -170,28 +174,39 @@ def out_of_scope_reason(card: Mapping[str, Any], body_part: str | None, label: s
     trained = trained_study_types(card)
     trained_words = " and ".join(t.removeprefix("XR_").lower() for t in trained) or "its training body parts"
     if label not in outputs:
-        return (f"Not scored: the model predicts {' and '.join(outputs)}, not {label}, so it cannot be right or wrong "
-                f"about a {label} label.")
+        return (
+            f"Not scored: the model predicts {' and '.join(outputs)}, not {label}, so it cannot be right or wrong "
+            f"about a {label} label."
+        )
     if body_part is None:
         return f"Not scored: the body part is unknown, and the model was trained on {trained_words} only."
     if label == FRACATLAS_LABEL:
         if body_part in FRACTURE_REGIONS:
             return None
-        return (f"Not scored: the fracture output was trained on upper-limb radiographs, not "
-                f"{_REGION_WORDS.get(body_part, body_part)}.")
+        return (
+            f"Not scored: the fracture output was trained on upper-limb radiographs, not "
+            f"{_REGION_WORDS.get(body_part, body_part)}."
+        )
     if body_part in trained:
         return None
-    return (f"Not scored: the model was trained on {trained_words} radiographs only, so "
-            f"{_REGION_WORDS.get(body_part, body_part.removeprefix('XR_').lower())} is out of scope.")
+    return (
+        f"Not scored: the model was trained on {trained_words} radiographs only, so "
+        f"{_REGION_WORDS.get(body_part, body_part.removeprefix('XR_').lower())} is out of scope."
+    )
 
 
 # --- what core.train and core.ensemble write ---------------------------------------------------------
 
+
 def subset_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Images, studies, patients and abnormal images per study type, as model cards list them."""
     return {
-        t: {"images": int(len(g)), "studies": int(g["study_path"].nunique()),
-            "patients": int(g["patient"].nunique()), "abnormal_images": int(g["label"].sum())}
+        t: {
+            "images": int(len(g)),
+            "studies": int(g["study_path"].nunique()),
+            "patients": int(g["patient"].nunique()),
+            "abnormal_images": int(g["label"].sum()),
+        }
         for t, g in frame.groupby("study_type")
     }
 

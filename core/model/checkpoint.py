@@ -102,11 +102,7 @@ def list_shipped_models(directory: Path | None = None) -> list[str]:
     directory = directory or weights_dir()
     if not directory.is_dir():
         return []
-    return sorted(
-        d.name
-        for d in directory.iterdir()
-        if (d / CHECKPOINT_FILE).is_file() and (d / CARD_FILE).is_file()
-    )
+    return sorted(d.name for d in directory.iterdir() if (d / CHECKPOINT_FILE).is_file() and (d / CARD_FILE).is_file())
 
 
 def _model_files(name: str, directory: Path | None) -> ModelArtifacts:
@@ -126,16 +122,23 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     # Any exception: on arbitrary bytes torch's weights-only unpickler raises whatever it meets
     # (UnpicklingError, EOFError, IndexError, KeyError, ...); none of them runs code from the file.
     except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"The checkpoint {name} cannot be read ({type(exc).__name__}); it is damaged or "
-                             "not a PyTorch weights file.") from exc
+        raise ModelLoadError(
+            f"The checkpoint {name} cannot be read ({type(exc).__name__}); it is damaged or not a PyTorch weights file."
+        ) from exc
     if not isinstance(checkpoint, dict):
-        raise ModelLoadError(f"The checkpoint {name} holds a {type(checkpoint).__name__}, not the weights "
-                             "dictionary core.train writes.")
+        raise ModelLoadError(
+            f"The checkpoint {name} holds a {type(checkpoint).__name__}, not the weights dictionary core.train writes."
+        )
     states = checkpoint.get("members", [checkpoint.get("state_dict")])
-    if not isinstance(states, list) or not states or not all(
-        isinstance(state, dict) and state and all(isinstance(key, str) and isinstance(value, torch.Tensor)
-                                                  for key, value in state.items())
-        for state in states
+    if (
+        not isinstance(states, list)
+        or not states
+        or not all(
+            isinstance(state, dict)
+            and state
+            and all(isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items())
+            for state in states
+        )
     ):
         raise ModelLoadError(f"The checkpoint {name} has no state_dict (or members) of named tensors.")
     if not isinstance(checkpoint.get("input_size", 1), int):
@@ -146,16 +149,20 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 def _architecture(checkpoint: dict[str, Any], card: dict[str, Any], files: ModelArtifacts) -> ModelConfig:
     arch = checkpoint.get("arch") or card.get("architecture")
     if not isinstance(arch, str):
-        raise ModelLoadError(f"Neither {display_name(files.checkpoint)} nor {display_name(files.card)} names "
-                             "an architecture.")
+        raise ModelLoadError(
+            f"Neither {display_name(files.checkpoint)} nor {display_name(files.card)} names an architecture."
+        )
     if arch not in list_architectures():
-        raise ModelLoadError(f"The checkpoint {display_name(files.checkpoint)} is for the architecture {arch!r}, "
-                             f"which is not one of {', '.join(list_architectures())}.")
+        raise ModelLoadError(
+            f"The checkpoint {display_name(files.checkpoint)} is for the architecture {arch!r}, "
+            f"which is not one of {', '.join(list_architectures())}."
+        )
     return get_config(arch)
 
 
-def _check_fits(expected: dict[str, torch.Tensor], states: list[dict[str, torch.Tensor]], path: Path,
-                arch: str) -> None:
+def _check_fits(
+    expected: dict[str, torch.Tensor], states: list[dict[str, torch.Tensor]], path: Path, arch: str
+) -> None:
     """Every member's tensors have the names and shapes of the architecture's (what load_state_dict needs)."""
     for state in states:
         missing = sorted(set(expected) - set(state))
@@ -179,8 +186,10 @@ def _read_model_files(name: str, directory: Path | None) -> tuple[ModelArtifacts
     checkpoint = _read_checkpoint(files.checkpoint)
     config = _architecture(checkpoint, card, files)
     if FRACTURE in config.outputs and not _is_probability(card.get("fracture_threshold")):
-        raise ModelLoadError(f"The model card {display_name(files.card)} gives no fracture_threshold between 0 "
-                             f"and 1, which the {config.name} architecture's fracture output needs.")
+        raise ModelLoadError(
+            f"The model card {display_name(files.card)} gives no fracture_threshold between 0 "
+            f"and 1, which the {config.name} architecture's fracture output needs."
+        )
     return files, card, checkpoint, config
 
 
@@ -231,9 +240,7 @@ def _storable(model: nn.Module, half: bool) -> dict[str, torch.Tensor]:
     return {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(
-    path: Path, model: nn.Module, arch: str, input_size: int, *, half: bool = True
-) -> None:
+def save_checkpoint(path: Path, model: nn.Module, arch: str, input_size: int, *, half: bool = True) -> None:
     """Write a weights-only checkpoint atomically (fp16 storage keeps it small)."""
     atomic.save_torch({"arch": arch, "input_size": input_size, "state_dict": _storable(model, half)}, path)
 

@@ -16,8 +16,7 @@ import torch
 
 from core.model.checkpoint import LoadedModel
 
-__all__ = ["DEVICES", "PRECISIONS", "DeviceError", "resolve_device", "on_device",
-           "model_device", "autocast"]
+__all__ = ["DEVICES", "PRECISIONS", "DeviceError", "resolve_device", "on_device", "model_device", "autocast"]
 
 DEVICES = ("cpu", "cuda", "mps")
 #: fp32 is exact; bf16 and fp16 autocast are for GPUs, where the bench checks they stay within
@@ -44,8 +43,10 @@ def resolve_device(name: str, precision: str = "fp32") -> torch.device:
         build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
         raise DeviceError(f"--device cuda: {build} (torch {torch.__version__}); run with --device cpu.")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"--device mps: Apple's Metal backend is not available here (torch {torch.__version__}); "
-                          "run with --device cpu.")
+        raise DeviceError(
+            f"--device mps: Apple's Metal backend is not available here (torch {torch.__version__}); "
+            "run with --device cpu."
+        )
     if name == "cpu" and precision != "fp32":
         raise DeviceError(f"--precision {precision} is for GPUs; on the CPU use fp32.")
     if name == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():

@@ -51,8 +51,15 @@ def combine(member_dirs: list[Path], out: Path) -> dict:
     atomic.write_text(files.holdout_predictions, holdout.to_csv(index=False))
     logs = [pd.read_csv(member.training_log).assign(member=i) for i, member in enumerate(member_files)]
     atomic.write_text(files.training_log, pd.concat(logs).to_csv(index=False))
-    card = ensemble_card(out.name, arch, [m.card for m in members], cross_validated=cross_validated,
-                         holdout=holdout, thresholds=thresholds, holdout_metrics=metrics)
+    card = ensemble_card(
+        out.name,
+        arch,
+        [m.card for m in members],
+        cross_validated=cross_validated,
+        holdout=holdout,
+        thresholds=thresholds,
+        holdout_metrics=metrics,
+    )
     write_card(files.card, card)
     return card
 
@@ -87,21 +94,35 @@ def _shared_holdout(members: list, holdouts: list[pd.DataFrame]) -> pd.DataFrame
     return indexed[0].assign(probability=sum(h["probability"] for h in indexed) / len(indexed)).reset_index()
 
 
-def ensemble_card(name: str, arch: str, cards: list[dict[str, Any]], *, cross_validated: bool,
-                  holdout: pd.DataFrame, thresholds: dict[str, float],
-                  holdout_metrics: dict[str, dict]) -> dict[str, Any]:
+def ensemble_card(
+    name: str,
+    arch: str,
+    cards: list[dict[str, Any]],
+    *,
+    cross_validated: bool,
+    holdout: pd.DataFrame,
+    thresholds: dict[str, float],
+    holdout_metrics: dict[str, dict],
+) -> dict[str, Any]:
     """The card of a mean-probability ensemble of ``arch`` members whose cards are ``cards`` (core.ensemble)."""
     base = cards[0]
     card = base | {
         "name": name,
         "description": f"Mean-probability ensemble of {len(cards)} {arch} models "
-                       + ("(one per fold of a patient-level cross-validation of train/). " if cross_validated
-                          else "(different seeds). ")
-                       + base["description"],
+        + (
+            "(one per fold of a patient-level cross-validation of train/). "
+            if cross_validated
+            else "(different seeds). "
+        )
+        + base["description"],
         "members": [
-            {"seed": member["recipe"]["seed"], **({"fold": member["recipe"]["fold"]} if cross_validated else {}),
-             "best_epoch": member["best_epoch"], "training_time_seconds": member["training_time_seconds"],
-             "holdout_metrics": member["holdout_metrics"]}
+            {
+                "seed": member["recipe"]["seed"],
+                **({"fold": member["recipe"]["fold"]} if cross_validated else {}),
+                "best_epoch": member["best_epoch"],
+                "training_time_seconds": member["training_time_seconds"],
+                "holdout_metrics": member["holdout_metrics"],
+            }
             for member in cards
         ],
         "training_time_seconds": sum(member["training_time_seconds"] for member in cards),
@@ -118,8 +139,10 @@ def ensemble_card(name: str, arch: str, cards: list[dict[str, Any]], *, cross_va
         card["training_data"] = training_data | {
             "holdout": subset_counts(holdout),
             "split": f"{kfold_description(recipe['folds'], recipe['split_seed'])}; one member per fold, each "
-                     f"trained on the other folds; holdout = out-of-fold predictions; {NEVER_VALID}",
+            f"trained on the other folds; holdout = out-of-fold predictions; {NEVER_VALID}",
         }
-        card["threshold_rule"] = ("maximise study-level Cohen's kappa on the out-of-fold predictions of train/ "
-                                  "(each study predicted by the member that never saw its patient)")
+        card["threshold_rule"] = (
+            "maximise study-level Cohen's kappa on the out-of-fold predictions of train/ "
+            "(each study predicted by the member that never saw its patient)"
+        )
     return card

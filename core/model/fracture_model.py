@@ -33,8 +33,9 @@ FRACTURE_ARCH = "efficientnet_lite0_fracture"
 FRACTURE_OOF = "fracatlas_oof"
 
 
-def assemble(base: ModelArtifacts, runs: list[Path], candidate: str, out: ModelArtifacts,
-             outcome: dict[str, Any]) -> dict[str, Any]:
+def assemble(
+    base: ModelArtifacts, runs: list[Path], candidate: str, out: ModelArtifacts, outcome: dict[str, Any]
+) -> dict[str, Any]:
     """Write checkpoint, card, MURA holdout predictions and training log (the base's) and the fracture
     out-of-fold predictions of the model to ``out``."""
     nets: list[torch.nn.Module] = []
@@ -56,8 +57,9 @@ def assemble(base: ModelArtifacts, runs: list[Path], candidate: str, out: ModelA
     return card
 
 
-def fracture_card(base: dict[str, Any], oof: pd.DataFrame, split: pd.DataFrame, candidate: str,
-                  outcome: dict[str, Any]) -> dict[str, Any]:
+def fracture_card(
+    base: dict[str, Any], oof: pd.DataFrame, split: pd.DataFrame, candidate: str, outcome: dict[str, Any]
+) -> dict[str, Any]:
     """The base card plus the fracture output's training data, threshold and out-of-fold figures."""
     threshold = choose_threshold(oof["fractured"].to_numpy(), oof["probability"].to_numpy())
     out_of_fold = auroc(oof["fractured"], oof["probability"])
@@ -66,28 +68,33 @@ def fracture_card(base: dict[str, Any], oof: pd.DataFrame, split: pd.DataFrame, 
     return base | {
         "architecture": FRACTURE_ARCH,
         "description": "Two outputs: the shipped 4-fold EfficientNet-Lite0 ensemble's P(abnormal), unchanged, and "
-                       f"P(fracture) from a branch on each member's stride-8 features (a trained copy of blocks "
-                       f"{BRANCH_FIRST_BLOCK + 1}-{BRANCH_LAST_BLOCK + 1}, a 1x1 map at stride 16, log-sum-exp "
-                       "pooled) whose own map is its Grad-CAM.",
+        f"P(fracture) from a branch on each member's stride-8 features (a trained copy of blocks "
+        f"{BRANCH_FIRST_BLOCK + 1}-{BRANCH_LAST_BLOCK + 1}, a 1x1 map at stride 16, log-sum-exp "
+        "pooled) whose own map is its Grad-CAM.",
         "output": "two logits: [0] abnormal (MURA: sigmoid = P(abnormal), study = mean of its views); "
-                  "[1] fracture (sigmoid = P(fracture) of the radiograph, FracAtlas's label)",
+        "[1] fracture (sigmoid = P(fracture) of the radiograph, FracAtlas's label)",
         "outputs": {
-            "abnormal": {"trained_on": base["training_data"]["source"],
-                         "threshold": "per study type, in this card's thresholds (the base model's own)"},
+            "abnormal": {
+                "trained_on": base["training_data"]["source"],
+                "threshold": "per study type, in this card's thresholds (the base model's own)",
+            },
             "fracture": {
                 "trained_on": "FracAtlas (CC BY 4.0) upper-limb radiographs (hand, shoulder, whole arm) outside "
-                              "the fixed test part, 4 folds by copy group; member k's branch trained with fold k "
-                              "held out; leg/hip never trained on",
+                "the fixed test part, 4 folds by copy group; member k's branch trained with fold k "
+                "held out; leg/hip never trained on",
                 "candidate": candidate,
                 "outline_loss_weight": recipe.outline_weights[candidate],
-                "parts": {part: {"images": int(row.images), "fractured": int(row.fractured)}
-                          for part, row in counts.iterrows()},
+                "parts": {
+                    part: {"images": int(row.images), "fractured": int(row.fractured)}
+                    for part, row in counts.iterrows()
+                },
                 "threshold": round(threshold, 4),
                 "threshold_rule": "maximise Cohen's kappa on the out-of-fold predictions of the training folds "
-                                  "(each image predicted by the branch that never saw it); the test part unused",
+                "(each image predicted by the branch that never saw it); the test part unused",
                 "out_of_fold_auroc": None if out_of_fold is None else round(out_of_fold, 4),
-                "recipe": {k: v for k, v in vars(recipe).items()
-                           if k not in ("fracatlas", "fold", "out", "split", "threads")},
+                "recipe": {
+                    k: v for k, v in vars(recipe).items() if k not in ("fracatlas", "fold", "out", "split", "threads")
+                },
                 "rule_outcome": outcome,
             },
         },

@@ -23,8 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BRANCH_FIRST_BLOCK", "BRANCH_LAST_BLOCK", "FractureBranch", "TwoOutputNet", "lse_pool",
-           "outline_loss", "outline_targets"]
+__all__ = [
+    "BRANCH_FIRST_BLOCK",
+    "BRANCH_LAST_BLOCK",
+    "FractureBranch",
+    "TwoOutputNet",
+    "lse_pool",
+    "outline_loss",
+    "outline_targets",
+]
 
 #: The branch copies the member's blocks BRANCH_FIRST_BLOCK..BRANCH_LAST_BLOCK (EfficientNet-Lite0's
 #: 80- and 112-channel stages, stride 16) and takes the output of the block before as its input.

@@ -80,16 +80,18 @@ def oof_file(out: Path, candidate: str) -> Path:
 
 def load_member(base_model: str, fold: int, directory: Path | None = None) -> torch.nn.Module:
     """Member ``fold`` of a shipped ensemble checkpoint, as a single-output network in fp32."""
-    checkpoint = torch.load((directory or weights_dir()) / base_model / "checkpoint.pt", map_location="cpu",
-                            weights_only=True)
+    checkpoint = torch.load(
+        (directory or weights_dir()) / base_model / "checkpoint.pt", map_location="cpu", weights_only=True
+    )
     states = checkpoint.get("members") or [checkpoint["state_dict"]]
     member = create_model(checkpoint["arch"])
     member.load_state_dict({k: v.float() for k, v in states[fold].items()})
     return member
 
 
-def _canvases(root: Path, rows: pd.DataFrame, outlines: fracatlas.Outlines, size: int
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _canvases(
+    root: Path, rows: pd.DataFrame, outlines: fracatlas.Outlines, size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """uint8 letterboxed images, their fill values, and uint8 outline masks on the same canvases."""
     images = torch.empty((len(rows), 1, size, size), dtype=torch.uint8)
     masks = torch.zeros((len(rows), 1, size, size), dtype=torch.uint8)
@@ -102,8 +104,12 @@ def _canvases(root: Path, rows: pd.DataFrame, outlines: fracatlas.Outlines, size
         if outlines.polygons.get(file):
             mask = torch.tensor(outlines.mask(file), dtype=torch.float32)[None, None]
             resized = F.interpolate(mask, size=(placement.height, placement.width), mode="area")
-            masks[i, :, placement.top : placement.top + placement.height,
-                  placement.left : placement.left + placement.width] = (resized[0] * 255).round().to(torch.uint8)
+            masks[
+                i,
+                :,
+                placement.top : placement.top + placement.height,
+                placement.left : placement.left + placement.width,
+            ] = (resized[0] * 255).round().to(torch.uint8)
     return images, fills, masks
 
 
@@ -115,17 +121,25 @@ class _Run:
         if config.channels_last:
             for net in self.nets.values():
                 net.to(memory_format=torch.channels_last)
-        self.optimizers = {name: torch.optim.AdamW(net.fracture.parameters(), lr=config.max_lr,
-                                                   weight_decay=config.weight_decay)
-                           for name, net in self.nets.items()}
-        self.schedules = {name: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.max_lr, total_steps=steps,
-                                                                    pct_start=0.15)
-                          for name, opt in self.optimizers.items()}
+        self.optimizers = {
+            name: torch.optim.AdamW(net.fracture.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
+            for name, net in self.nets.items()
+        }
+        self.schedules = {
+            name: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.max_lr, total_steps=steps, pct_start=0.15)
+            for name, opt in self.optimizers.items()
+        }
 
     def state(self) -> dict:
         """Tensors and plain values only, so the state loads with ``weights_only=True``."""
-        return {name: {"branch": self.nets[name].fracture.state_dict(), "optimizer": self.optimizers[name].state_dict(),
-                       "schedule": self.schedules[name].state_dict()} for name in self.nets}
+        return {
+            name: {
+                "branch": self.nets[name].fracture.state_dict(),
+                "optimizer": self.optimizers[name].state_dict(),
+                "schedule": self.schedules[name].state_dict(),
+            }
+            for name in self.nets
+        }
 
     def load(self, state: dict) -> None:
         """Restore :meth:`state`'s output."""
@@ -180,12 +194,14 @@ def train_fold(config: FractureConfig) -> Path:
             net.train()
         order = torch.randperm(len(fit))
         totals = dict.fromkeys(run.nets, 0.0)
-        batches = [order[i : i + config.batch_size] for i in range(0, len(fit) - config.batch_size + 1,
-                                                                  config.batch_size)]
+        batches = [
+            order[i : i + config.batch_size] for i in range(0, len(fit) - config.batch_size + 1, config.batch_size)
+        ]
         for batch in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", mininterval=30):
             draws = [draw_augmentation(rng, config.rotation, size) for _ in batch]
-            x = torch.stack([augment(images[i], float(fills[i]), d) for i, d in zip(batch.tolist(), draws,
-                                                                                    strict=True)])
+            x = torch.stack(
+                [augment(images[i], float(fills[i]), d) for i, d in zip(batch.tolist(), draws, strict=True)]
+            )
             m = torch.stack([warp(masks[i], 0.0, d) for i, d in zip(batch.tolist(), draws, strict=True)])
             x = to_model_input(x, arch.mean, arch.std)
             if config.channels_last:
@@ -194,8 +210,9 @@ def train_fold(config: FractureConfig) -> Path:
                 shared = trunk.shared_features(x)
             for name, net in run.nets.items():
                 score_map = net.fracture.score_map(shared)
-                loss = F.binary_cross_entropy_with_logits(lse_pool(score_map).squeeze(1), labels[batch],
-                                                          weight=weights[batch])
+                loss = F.binary_cross_entropy_with_logits(
+                    lse_pool(score_map).squeeze(1), labels[batch], weight=weights[batch]
+                )
                 if config.outline_weights[name] > 0:
                     loss = loss + config.outline_weights[name] * outline_loss(score_map, m.float() / 255)
                 run.optimizers[name].zero_grad(set_to_none=True)
@@ -203,17 +220,29 @@ def train_fold(config: FractureConfig) -> Path:
                 run.optimizers[name].step()
                 run.schedules[name].step()
                 totals[name] += float(loss.detach()) * len(batch)
-        row = {"epoch": epoch + 1, **{f"loss_{k}": round(v / (len(batches) * config.batch_size), 5)
-                                      for k, v in totals.items()}, "seconds": round(time.time() - started, 1)}
+        row = {
+            "epoch": epoch + 1,
+            **{f"loss_{k}": round(v / (len(batches) * config.batch_size), 5) for k, v in totals.items()},
+            "seconds": round(time.time() - started, 1),
+        }
         _append_log(out / LOG_FILE, row, restart=epoch == 0)
         print(json.dumps(row), flush=True)
-        atomic.save_torch({"recipe": _recipe(config), "epoch": epoch, "candidates": run.state(),
-                           "python_rng": list(_list_state(rng.getstate())), "torch_rng": torch.get_rng_state()},
-                          state_path)
+        atomic.save_torch(
+            {
+                "recipe": _recipe(config),
+                "epoch": epoch,
+                "candidates": run.state(),
+                "python_rng": list(_list_state(rng.getstate())),
+                "torch_rng": torch.get_rng_state(),
+            },
+            state_path,
+        )
     held_images, _, _ = _canvases(root, held, outlines, size)
     for name, net in run.nets.items():
-        atomic.save_torch({k: v.half() if v.is_floating_point() else v for k, v in net.fracture.state_dict().items()},
-                          branch_file(out, name))
+        atomic.save_torch(
+            {k: v.half() if v.is_floating_point() else v for k, v in net.fracture.state_dict().items()},
+            branch_file(out, name),
+        )
         probability = _predict_fracture(net, held_images, arch.mean, arch.std)
         frame = held[["file", "region", "fractured", "hardware", "copy_group"]].assign(probability=probability)
         atomic.write_text(oof_file(out, name), frame.to_csv(index=False))

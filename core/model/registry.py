@@ -234,8 +234,7 @@ def _efficientnet_lite(variant: int, pretrained: bool) -> nn.Module:
     return _disable_inplace_activations(_EfficientNetLite(net))
 
 
-def _register_efficientnet_lite(variant: int, *, input_size: int, cam_layers: dict[str, str],
-                                description: str) -> None:
+def _register_efficientnet_lite(variant: int, *, input_size: int, cam_layers: dict[str, str], description: str) -> None:
     """Register EfficientNet-Lite``variant``: the variants share a builder, normalisation and source."""
     register_model(
         f"efficientnet_lite{variant}",
@@ -312,9 +311,7 @@ def get_config(arch: str) -> ModelConfig:
     try:
         return _REGISTRY[arch]
     except KeyError:
-        raise ModelLoadError(
-            f"Unknown architecture {arch!r}; known: {', '.join(list_architectures())}."
-        ) from None
+        raise ModelLoadError(f"Unknown architecture {arch!r}; known: {', '.join(list_architectures())}.") from None
 
 
 def create_model(arch: str, *, pretrained: bool = False) -> nn.Module:

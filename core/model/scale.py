@@ -36,8 +36,18 @@ from core.model.checkpoint import LoadedModel
 from core.model.devices import autocast, on_device, resolve_device
 from core.model.prediction import predict_batch_outputs
 
-__all__ = ["Engine", "LOCAL", "ScaleError", "Decoder", "local_batches",
-           "import_ray", "ray_session", "ray_probabilities", "ray_map", "received"]
+__all__ = [
+    "Engine",
+    "LOCAL",
+    "ScaleError",
+    "Decoder",
+    "local_batches",
+    "import_ray",
+    "ray_session",
+    "ray_probabilities",
+    "ray_map",
+    "received",
+]
 
 Locate = Callable[[Path, str], Path]
 
@@ -90,8 +100,9 @@ class Decoder:
 
     def canvases(self, files: list[str]) -> torch.Tensor:
         """(N, 1, S, S) uint8: what travels between machines (a twelfth of the float input)."""
-        return torch.stack([letterbox(load_radiograph(self.locate(self.root, f)).pixels, self.input_size)[0]
-                            for f in files])
+        return torch.stack(
+            [letterbox(load_radiograph(self.locate(self.root, f)).pixels, self.input_size)[0] for f in files]
+        )
 
     def inputs(self, canvases: torch.Tensor) -> torch.Tensor:
         """Normalised (N, 3, S, S) float input of canvases."""
@@ -115,11 +126,13 @@ class _Chunks(torch.utils.data.Dataset):
         return self.decoder(self.chunks[index])
 
 
-def local_batches(decoder: Decoder, chunks: list[list[str]], workers: int, *,
-                  pin_memory: bool) -> Iterator[torch.Tensor]:
+def local_batches(
+    decoder: Decoder, chunks: list[list[str]], workers: int, *, pin_memory: bool
+) -> Iterator[torch.Tensor]:
     """The model inputs of ``chunks`` in order, decoded by ``workers`` DataLoader processes."""
-    loader = torch.utils.data.DataLoader(_Chunks(decoder, chunks), batch_size=None, num_workers=workers,
-                                         pin_memory=pin_memory, prefetch_factor=4)
+    loader = torch.utils.data.DataLoader(
+        _Chunks(decoder, chunks), batch_size=None, num_workers=workers, pin_memory=pin_memory, prefetch_factor=4
+    )
     yield from loader
 
 
@@ -129,8 +142,10 @@ def import_ray() -> Any:
         import ray
         import ray.data  # noqa: F401  (Ray Data needs pyarrow: the extra installs both)
     except ImportError as exc:
-        raise ScaleError("--ray needs Ray Data, which is not installed: pip install '.[scale]' "
-                         "(or pip install -r requirements-scale.txt).") from exc
+        raise ScaleError(
+            "--ray needs Ray Data, which is not installed: pip install '.[scale]' "
+            "(or pip install -r requirements-scale.txt)."
+        ) from exc
     return ray
 
 
@@ -160,8 +175,10 @@ def _check_reachable(address: str) -> None:
         with socket.create_connection(target, timeout=_REACH_TIMEOUT_S):
             pass
     except OSError as exc:
-        raise ScaleError(f"No Ray cluster answers at {address} ({exc.strerror or type(exc).__name__}); start one "
-                         "with `ray start --head`, or fix --ray-address.") from exc
+        raise ScaleError(
+            f"No Ray cluster answers at {address} ({exc.strerror or type(exc).__name__}); start one "
+            "with `ray start --head`, or fix --ray-address."
+        ) from exc
 
 
 def _keep_to_loopback(address: str | None) -> None:
@@ -192,12 +209,18 @@ def ray_session(engine: Engine) -> Iterator[Any]:
         # Workers import this package: ship it to a cluster (a local Ray imports it in place).
         runtime_env = {"py_modules": [str(Path(__file__).resolve().parents[1])]} if engine.ray_address else None
         try:
-            ray.init(address=engine.ray_address, runtime_env=runtime_env, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+            ray.init(
+                address=engine.ray_address,
+                runtime_env=runtime_env,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
         # Any exception: Ray raises a bare Exception when its node does not start in time.
         except Exception as exc:  # noqa: BLE001
-            raise ScaleError(f"Ray could not start or reach {engine.ray_address or 'a local instance'}: "
-                             f"{str(exc).splitlines()[0]}") from exc
+            raise ScaleError(
+                f"Ray could not start or reach {engine.ray_address or 'a local instance'}: {str(exc).splitlines()[0]}"
+            ) from exc
     # Quiet Ray Data's own progress output: the callers draw one tqdm bar of their own.
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
@@ -225,8 +248,9 @@ class _Scorer:
     """A Ray Data actor: the model (or, with the onnx backend, its exported graph's bytes) arrives
     once through the object store, then scores one batch per call."""
 
-    def __init__(self, loaded: Any, decoder: Decoder, device: str, precision: str, threads: int,
-                 onnx_model: Any = None) -> None:
+    def __init__(
+        self, loaded: Any, decoder: Decoder, device: str, precision: str, threads: int, onnx_model: Any = None
+    ) -> None:
         from functools import partial
 
         torch.set_num_threads(threads)
@@ -247,8 +271,17 @@ class _Scorer:
         return {"index": np.arange(start, start + len(probability)), "probability": probability}
 
 
-def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *, batch_size: int,
-                      engine: Engine, progress: bool, description: str, onnx_model: bytes | None = None) -> np.ndarray:
+def ray_probabilities(
+    loaded: LoadedModel,
+    decoder: Decoder,
+    files: list[str],
+    *,
+    batch_size: int,
+    engine: Engine,
+    progress: bool,
+    description: str,
+    onnx_model: bytes | None = None,
+) -> np.ndarray:
     """(files, outputs) probabilities, in file order, computed on Ray Data (see the module's docstring); with
     ``onnx_model`` (an exported graph's verified bytes, core.model.backends) the actors run it on ONNX Runtime.
 
@@ -267,18 +300,28 @@ def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *
             # Half a CPU per decoding task: other resources than the actors', so Ray Data keeps decoding a
             # stage of its own (not fused into the actors) that runs beside the scoring.
             .map(decode, num_cpus=0.5)
-            .map_batches(_Scorer, batch_size=1, batch_format="numpy", concurrency=actors, num_cpus=cpus,
-                         num_gpus=gpus, fn_constructor_kwargs={
-                             "loaded": None if onnx_model else ray.put(on_device(loaded, torch.device("cpu"))),
-                             "decoder": decoder,
-                             "device": engine.device, "precision": engine.precision,
-                             "threads": max(1, int(cpus)),
-                             "onnx_model": ray.put(onnx_model) if onnx_model else None})
+            .map_batches(
+                _Scorer,
+                batch_size=1,
+                batch_format="numpy",
+                concurrency=actors,
+                num_cpus=cpus,
+                num_gpus=gpus,
+                fn_constructor_kwargs={
+                    "loaded": None if onnx_model else ray.put(on_device(loaded, torch.device("cpu"))),
+                    "decoder": decoder,
+                    "device": engine.device,
+                    "precision": engine.precision,
+                    "threads": max(1, int(cpus)),
+                    "onnx_model": ray.put(onnx_model) if onnx_model else None,
+                },
+            )
         )
         probability = np.full((len(files), len(loaded.outputs)), np.nan)
         try:
-            with tqdm(total=len(files), desc=f"{description} (Ray, {actors} actors)", unit="img",
-                      disable=not progress) as bar:
+            with tqdm(
+                total=len(files), desc=f"{description} (Ray, {actors} actors)", unit="img", disable=not progress
+            ) as bar:
                 for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                     probability[batch["index"]] = batch["probability"]
                     bar.update(len(batch["index"]))
@@ -287,8 +330,9 @@ def ray_probabilities(loaded: LoadedModel, decoder: Decoder, files: list[str], *
         return probability
 
 
-def ray_map(engine: Engine, items: list[dict[str, Any]], actor: type,
-            constructor_kwargs: dict[str, Any]) -> Iterator[Any]:
+def ray_map(
+    engine: Engine, items: list[dict[str, Any]], actor: type, constructor_kwargs: dict[str, Any]
+) -> Iterator[Any]:
     """Run ``actor`` (a class: built once per actor, then called on a one-row pandas frame) over
     ``items`` on Ray Data, yielding its output frames as they finish (in any order). A
     ``LoadedModel`` among ``constructor_kwargs`` travels once through the object store.
@@ -298,11 +342,19 @@ def ray_map(engine: Engine, items: list[dict[str, Any]], actor: type,
     """
     with ray_session(engine) as ray:
         actors, cpus, gpus = _actors(ray, engine)
-        kwargs = {key: ray.put(on_device(value, torch.device("cpu"))) if isinstance(value, LoadedModel) else value
-                  for key, value in constructor_kwargs.items()}
+        kwargs = {
+            key: ray.put(on_device(value, torch.device("cpu"))) if isinstance(value, LoadedModel) else value
+            for key, value in constructor_kwargs.items()
+        }
         dataset = ray.data.from_items(items, override_num_blocks=min(len(items), 200)).map_batches(
-            actor, batch_size=1, batch_format="pandas", concurrency=actors, num_cpus=cpus, num_gpus=gpus,
-            fn_constructor_kwargs=kwargs)
+            actor,
+            batch_size=1,
+            batch_format="pandas",
+            concurrency=actors,
+            num_cpus=cpus,
+            num_gpus=gpus,
+            fn_constructor_kwargs=kwargs,
+        )
         try:
             yield from dataset.iter_batches(batch_size=None, batch_format="pandas")
         except ray.exceptions.RayError as exc:
@@ -329,4 +381,3 @@ def _first_line(exc: BaseException) -> str:
         exc = exc.__cause__
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
-

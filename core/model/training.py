@@ -44,8 +44,18 @@ from core.model.thresholds import holdout_summary
 from core.store import atomic
 from core.store.artifacts import ModelArtifacts
 
-__all__ = ["FRACTURE_HOLDOUT", "RUNTIME_FIELDS", "TrainConfig", "TrainingError", "predict_canvases",
-           "split_description", "study_batches", "study_type_weights", "train", "training_card"]
+__all__ = [
+    "FRACTURE_HOLDOUT",
+    "RUNTIME_FIELDS",
+    "TrainConfig",
+    "TrainingError",
+    "predict_canvases",
+    "split_description",
+    "study_batches",
+    "study_type_weights",
+    "train",
+    "training_card",
+]
 
 
 class TrainingError(Exception):
@@ -244,13 +254,25 @@ def train(config: TrainConfig) -> Path:
     for epoch in range(progress.start_epoch, config.epochs):
         started = time.time()
         model.train()
-        batches = study_plan[epoch] if study_plan else _image_batches(len(fitted), config.batch_size,
-                                                                       steps_per_epoch)
-        total_loss = _fit_epoch(config, model, optimizer, scheduler, dataset, batches, rng, epoch=epoch,
-                                device=device, labels=labels, sample_weights=sample_weights,
-                                study_codes=study_codes if study_plan else None, heads=heads)
-        holdout_prob = predict_canvases(_Output(model, 0) if heads is not None else model, data.holdout_canvases,
-                                        config.arch, bf16=config.bf16)
+        batches = study_plan[epoch] if study_plan else _image_batches(len(fitted), config.batch_size, steps_per_epoch)
+        total_loss = _fit_epoch(
+            config,
+            model,
+            optimizer,
+            scheduler,
+            dataset,
+            batches,
+            rng,
+            epoch=epoch,
+            device=device,
+            labels=labels,
+            sample_weights=sample_weights,
+            study_codes=study_codes if study_plan else None,
+            heads=heads,
+        )
+        holdout_prob = predict_canvases(
+            _Output(model, 0) if heads is not None else model, data.holdout_canvases, config.arch, bf16=config.bf16
+        )
         studies = study_table(data.holdout.assign(probability=holdout_prob))
         study_auroc = roc_auc_score(studies["label"], studies["probability"])
         progress.elapsed += time.time() - started
@@ -262,18 +284,27 @@ def train(config: TrainConfig) -> Path:
         }
         if heads is not None and data.fracture_holdout is not None and data.fracture_holdout_canvases is not None:
             fracture = data.fracture_holdout[list(FRACTURE_COLUMNS)].assign(
-                probability=predict_canvases(_Output(model, 1), data.fracture_holdout_canvases, config.arch,
-                                             bf16=config.bf16))
+                probability=predict_canvases(
+                    _Output(model, 1), data.fracture_holdout_canvases, config.arch, bf16=config.bf16
+                )
+            )
             # A tiny holdout may hold one class only: no AUROC then, rather than a failed run.
-            row["holdout_fracture_auroc"] = (round(roc_auc_score(fracture["fractured"], fracture["probability"]), 5)
-                                             if fracture["fractured"].nunique() == 2 else float("nan"))
+            row["holdout_fracture_auroc"] = (
+                round(roc_auc_score(fracture["fractured"], fracture["probability"]), 5)
+                if fracture["fractured"].nunique() == 2
+                else float("nan")
+            )
         row |= {"lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - started, 1)}
         _append_log(files.training_log, row, restart=epoch == 0)
         print(json.dumps(row), flush=True)
         if study_auroc > progress.best_auroc:
             progress.best_auroc = study_auroc
-            save_checkpoint(files.checkpoint, _mura_model(model, config.arch) if heads is not None else model,
-                            config.arch, config.input_size)
+            save_checkpoint(
+                files.checkpoint,
+                _mura_model(model, config.arch) if heads is not None else model,
+                config.arch,
+                config.input_size,
+            )
             if heads is not None:
                 # The fracture output is not in the checkpoint: keep the best epoch's FracAtlas holdout now.
                 atomic.write_text(files.predictions(FRACTURE_HOLDOUT), fracture.to_csv(index=False))
@@ -293,16 +324,25 @@ def _load_data(config: TrainConfig, device: torch.device) -> _Data:
     # The split has its own seed, so ensemble members trained with different seeds share one holdout.
     duplicates = pd.read_csv(config.duplicates) if config.duplicates else None
     fit_idx, holdout_idx = patient_split(
-        images, config.holdout_fraction, config.split_seed, folds=config.folds, fold=config.fold,
+        images,
+        config.holdout_fraction,
+        config.split_seed,
+        folds=config.folds,
+        fold=config.fold,
         groups=split_groups(images, duplicates),
     )
     fit_idx = patient_subset(images, fit_idx, config.train_fraction, config.split_seed)
     # Decode only the images fitted or scored (with --train-fraction the rest are never used).
     used = np.concatenate([fit_idx, holdout_idx])
     canvases, fills = load_canvases([mura.image_file(root, p) for p in images["path"].iloc[used]], config.input_size)
-    data = _Data(images=images, fit=images.iloc[fit_idx], holdout=images.iloc[holdout_idx],
-                 fit_canvases=canvases[: len(fit_idx)], fit_fills=fills[: len(fit_idx)],
-                 holdout_canvases=canvases[len(fit_idx):].to(device))
+    data = _Data(
+        images=images,
+        fit=images.iloc[fit_idx],
+        holdout=images.iloc[holdout_idx],
+        fit_canvases=canvases[: len(fit_idx)],
+        fit_fills=fills[: len(fit_idx)],
+        holdout_canvases=canvases[len(fit_idx) :].to(device),
+    )
     return _add_fracatlas(config, data, device, config.fracatlas) if config.fracatlas else data
 
 
@@ -316,12 +356,18 @@ def _add_fracatlas(config: TrainConfig, data: _Data, device: torch.device, folde
     files = images["file"].astype(str).tolist()
     # Copies of one radiograph stay on one side (FracAtlas has no patient identifiers).
     groups = pd.Series(fracatlas.duplicate_groups(root, files))
-    fit_idx, holdout_idx = patient_split(images, config.holdout_fraction, config.split_seed, folds=config.folds,
-                                         fold=config.fold, groups=groups)
+    fit_idx, holdout_idx = patient_split(
+        images, config.holdout_fraction, config.split_seed, folds=config.folds, fold=config.fold, groups=groups
+    )
     # Columns the shared fitting code reads: study_type keys the class weights (per region, as
     # MURA's per study type), study_path names each image's own "study".
-    images = images.assign(label=images["fractured"], study_type="FracAtlas " + images["region"].astype(str),
-                           study_path=images["file"], patient=groups, duplicate_of=groups)
+    images = images.assign(
+        label=images["fractured"],
+        study_type="FracAtlas " + images["region"].astype(str),
+        study_path=images["file"],
+        patient=groups,
+        duplicate_of=groups,
+    )
     canvases, fills = load_canvases([fracatlas.image_file(root, f) for f in files], config.input_size)
     data.fracture_fit, data.fracture_holdout = images.iloc[fit_idx], images.iloc[holdout_idx]
     data.fit_canvases = torch.cat([data.fit_canvases, canvases[fit_idx]])
@@ -379,8 +425,7 @@ def _steps_per_epoch(images: int, batch_size: int) -> int:
 def _image_batches(images: int, batch_size: int, steps: int) -> list[list[int]]:
     """One epoch's shuffled image batches (from torch's global generator, as every run has drawn them)."""
     order = torch.randperm(images).tolist()
-    return [order[step * batch_size : None if step == steps - 1 else (step + 1) * batch_size]
-            for step in range(steps)]
+    return [order[step * batch_size : None if step == steps - 1 else (step + 1) * batch_size] for step in range(steps)]
 
 
 def _study_plan(config: TrainConfig, fit: pd.DataFrame) -> list[list[list[int]]] | None:
@@ -396,8 +441,14 @@ def _study_plan(config: TrainConfig, fit: pd.DataFrame) -> list[list[list[int]]]
     return [study_batches(studies, config.batch_size, generator) for _ in range(config.epochs)]
 
 
-def _resume(config: TrainConfig, state_path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: torch.optim.lr_scheduler.LRScheduler, rng: random.Random) -> _Progress:
+def _resume(
+    config: TrainConfig,
+    state_path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rng: random.Random,
+) -> _Progress:
     """Restore model, optimiser, schedule and generators from the folder's state, if it has one.
 
     The state is read with ``weights_only=True`` (tensors and plain values only): a planted
@@ -413,8 +464,10 @@ def _resume(config: TrainConfig, state_path: Path, model: torch.nn.Module, optim
         # Through TrainConfig, so a state saved before a setting existed reads it at its default.
         recipe = _recipe(json.loads(json.dumps(asdict(TrainConfig(**saved)))))
     except Exception as exc:  # noqa: BLE001 - whatever the file holds, the run stops with one sentence
-        raise TrainingError(f"{state_path} is not a training state this version can resume (it holds more than "
-                            f"tensors and plain values, or is damaged: {type(exc).__name__}); use a new --out") from exc
+        raise TrainingError(
+            f"{state_path} is not a training state this version can resume (it holds more than "
+            f"tensors and plain values, or is damaged: {type(exc).__name__}); use a new --out"
+        ) from exc
     if recipe != _recipe(json.loads(json.dumps(asdict(config)))):
         raise TrainingError(f"{state_path} was written with other settings; use a new --out")
     try:
@@ -431,22 +484,43 @@ def _resume(config: TrainConfig, state_path: Path, model: torch.nn.Module, optim
     return progress
 
 
-def _fit_epoch(config: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: torch.optim.lr_scheduler.LRScheduler, dataset: AugmentedCanvases,
-               batches: list[list[int]], rng: random.Random, *, epoch: int, device: torch.device,
-               labels: torch.Tensor, sample_weights: torch.Tensor, study_codes: torch.Tensor | None,
-               heads: torch.Tensor | None = None) -> float:
+def _fit_epoch(
+    config: TrainConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    dataset: AugmentedCanvases,
+    batches: list[list[int]],
+    rng: random.Random,
+    *,
+    epoch: int,
+    device: torch.device,
+    labels: torch.Tensor,
+    sample_weights: torch.Tensor,
+    study_codes: torch.Tensor | None,
+    heads: torch.Tensor | None = None,
+) -> float:
     """One pass over ``batches``; returns the summed per-image loss. ``study_codes`` selects the study
     loss; ``heads`` (joint training) the output each image's loss falls on."""
     arch_config = get_config(config.arch)
     keys = [[(i, draw_augmentation(rng, config.rotation, config.input_size)) for i in batch] for batch in batches]
     # Its own generator: a DataLoader seeds its workers from the global one otherwise, which
     # would shift every later draw (permutations, dropout) from those of earlier runs.
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=keys, num_workers=config.workers,
-                                         pin_memory=device.type == "cuda", generator=torch.Generator())
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=keys,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator(),
+    )
     total_loss = 0.0
-    bar = tqdm(zip(batches, loader, strict=True), total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}",
-               unit="batch", mininterval=10)
+    bar = tqdm(
+        zip(batches, loader, strict=True),
+        total=len(batches),
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        unit="batch",
+        mininterval=10,
+    )
     for batch, augmented in bar:
         augmented = augmented.to(device, non_blocking=True)
         target = labels[batch] * (1 - config.label_smoothing) + 0.5 * config.label_smoothing
@@ -470,9 +544,16 @@ def _fit_epoch(config: TrainConfig, model: torch.nn.Module, optimizer: torch.opt
     return total_loss
 
 
-def _save_state(path: Path, config: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                scheduler: torch.optim.lr_scheduler.LRScheduler, rng: random.Random, epoch: int,
-                progress: _Progress) -> None:
+def _save_state(
+    path: Path,
+    config: TrainConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rng: random.Random,
+    epoch: int,
+    progress: _Progress,
+) -> None:
     """Everything a rerun needs to continue after ``epoch`` as if never stopped, written atomically."""
     atomic.save_torch(
         {
@@ -496,8 +577,14 @@ def _plain_rng_state(rng: random.Random) -> tuple[int, list[int], float | None]:
     return version, list(internal), gauss
 
 
-def _write_holdout_and_card(config: TrainConfig, files: ModelArtifacts, model: torch.nn.Module, data: _Data,
-                            weights: dict[str, tuple[float, float]], elapsed: float) -> None:
+def _write_holdout_and_card(
+    config: TrainConfig,
+    files: ModelArtifacts,
+    model: torch.nn.Module,
+    data: _Data,
+    weights: dict[str, tuple[float, float]],
+    elapsed: float,
+) -> None:
     """Holdout predictions of the best epoch, its thresholds and the model card."""
     # Thresholds come from the shipped (fp16-stored, fp32-run) weights, exactly as users will run them.
     shipped = torch.load(files.checkpoint, map_location="cpu", weights_only=True)
@@ -510,11 +597,21 @@ def _write_holdout_and_card(config: TrainConfig, files: ModelArtifacts, model: t
     atomic.write_text(files.holdout_predictions, frame.to_csv(index=False))
     thresholds, holdout_metrics = holdout_summary(pd.read_csv(files.holdout_predictions))
     log = pd.read_csv(files.training_log)
-    card = training_card(config, get_config(config.arch), name=files.directory.name, images=data.images,
-                         fit=data.fit, holdout=data.holdout, class_weights=weights, elapsed=elapsed,
-                         thresholds=thresholds, holdout_metrics=holdout_metrics,
-                         best_epoch=int(log.loc[log["holdout_study_auroc"].idxmax(), "epoch"]),
-                         fracture_fit=data.fracture_fit, fracture_holdout=data.fracture_holdout)
+    card = training_card(
+        config,
+        get_config(config.arch),
+        name=files.directory.name,
+        images=data.images,
+        fit=data.fit,
+        holdout=data.holdout,
+        class_weights=weights,
+        elapsed=elapsed,
+        thresholds=thresholds,
+        holdout_metrics=holdout_metrics,
+        best_epoch=int(log.loc[log["holdout_study_auroc"].idxmax(), "epoch"]),
+        fracture_fit=data.fracture_fit,
+        fracture_holdout=data.fracture_holdout,
+    )
     write_card(files.card, card)
 
 
@@ -523,8 +620,9 @@ def _recipe(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
 
 
-def _study_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                study_codes: torch.Tensor) -> torch.Tensor:
+def _study_loss(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, study_codes: torch.Tensor
+) -> torch.Tensor:
     """Weighted BCE on each study's mean view probability (views of a study share label and weight)."""
     # Hand-written: no library pools per-group probabilities before a loss; index_add_ sums by study.
     _, group = torch.unique(study_codes, return_inverse=True)
@@ -551,8 +649,10 @@ def split_description(config: TrainConfig) -> str:
     if config.folds > 1:
         split = f"{kfold_description(config.folds, config.split_seed)}, fold {config.fold} held out"
     else:
-        split = (f"patient-level GroupShuffleSplit, {config.holdout_fraction:.0%} of patients held out, "
-                 f"seed {config.split_seed}")
+        split = (
+            f"patient-level GroupShuffleSplit, {config.holdout_fraction:.0%} of patients held out, "
+            f"seed {config.split_seed}"
+        )
     if config.train_fraction < 1:
         split += f"; fitted on {config.train_fraction:.0%} of the other patients (seeded shuffle)"
     return f"{split}; {NEVER_VALID}"
@@ -564,11 +664,22 @@ def _machine_description(config: TrainConfig) -> str:
     return f"{platform.machine()} CPU, {config.threads} threads, torch {torch.__version__}"
 
 
-def training_card(config: TrainConfig, architecture: ModelConfig, *, name: str, images: pd.DataFrame,
-                  fit: pd.DataFrame, holdout: pd.DataFrame, class_weights: dict[str, tuple[float, float]],
-                  elapsed: float, best_epoch: int, thresholds: dict[str, float],
-                  holdout_metrics: dict[str, dict], fracture_fit: pd.DataFrame | None = None,
-                  fracture_holdout: pd.DataFrame | None = None) -> dict[str, Any]:
+def training_card(
+    config: TrainConfig,
+    architecture: ModelConfig,
+    *,
+    name: str,
+    images: pd.DataFrame,
+    fit: pd.DataFrame,
+    holdout: pd.DataFrame,
+    class_weights: dict[str, tuple[float, float]],
+    elapsed: float,
+    best_epoch: int,
+    thresholds: dict[str, float],
+    holdout_metrics: dict[str, dict],
+    fracture_fit: pd.DataFrame | None = None,
+    fracture_holdout: pd.DataFrame | None = None,
+) -> dict[str, Any]:
     """The card of one core.train run at its best epoch: data, recipe, holdout metrics and thresholds.
 
     ``fracture_fit``/``fracture_holdout``: a joint run's FracAtlas rows (its second, unshipped output).
@@ -579,7 +690,7 @@ def training_card(config: TrainConfig, architecture: ModelConfig, *, name: str, 
         "description": architecture.description,
         "initialisation": architecture.initialisation if config.pretrained else "random",
         "input": f"{config.input_size}x{config.input_size} greyscale letterboxed (padding = median border value), "
-                 "copied to 3 channels, normalised as the pretrained weights expect",
+        "copied to 3 channels, normalised as the pretrained weights expect",
         "output": "one logit; sigmoid = probability the radiograph is abnormal; study = mean of its views",
         "training_data": {
             "source": "MURA v1.1 train/ (Stanford AIMI), study types " + ", ".join(config.study_types),
@@ -588,14 +699,17 @@ def training_card(config: TrainConfig, architecture: ModelConfig, *, name: str, 
             "holdout": subset_counts(holdout),
             "split": split_description(config),
         },
-        "recipe": {k: v for k, v in asdict(config).items() if k not in ("mura_root", "out", "fracatlas")} | {
-            "optimizer": "AdamW", "schedule": "one-cycle",
+        "recipe": {k: v for k, v in asdict(config).items() if k not in ("mura_root", "out", "fracatlas")}
+        | {
+            "optimizer": "AdamW",
+            "schedule": "one-cycle",
             "loss": ("BCE on each study's mean view probability" if config.study_loss else "BCE on each image")
-                    + ", weighted per study type (MURA paper)",
-            "class_weights": {t: {"abnormal": round(a, 4), "normal": round(n, 4)}
-                              for t, (a, n) in class_weights.items()},
+            + ", weighted per study type (MURA paper)",
+            "class_weights": {
+                t: {"abnormal": round(a, 4), "normal": round(n, 4)} for t, (a, n) in class_weights.items()
+            },
             "augmentation": f"lateral flip, rotation up to ±{config.rotation:g}°, scale 0.9-1.15, shift ±6%, "
-                            "brightness/contrast ±20%",
+            "brightness/contrast ±20%",
             "test_time_augmentation": "mean of the image and its lateral flip",
             "selection": "epoch with the best holdout study AUROC",
         },
@@ -607,7 +721,8 @@ def training_card(config: TrainConfig, architecture: ModelConfig, *, name: str, 
         "threshold_rule": "maximise study-level Cohen's kappa on the holdout patients of train/",
         "tta": True,
         "limitations": [
-            "Trained only on " + " and ".join(t.removeprefix("XR_").lower() for t in config.study_types)
+            "Trained only on "
+            + " and ".join(t.removeprefix("XR_").lower() for t in config.study_types)
             + " radiographs; other body parts are out of distribution.",
             "MURA's 'abnormal' label includes metal hardware; the model leans on it.",
             "Research and teaching tool; not a medical device and not for diagnosis.",
@@ -616,8 +731,9 @@ def training_card(config: TrainConfig, architecture: ModelConfig, *, name: str, 
     if fracture_fit is not None and fracture_holdout is not None:
         card["training_data"]["fracatlas"] = {
             "source": "FracAtlas upper-limb radiographs (CC BY 4.0), fracture label, on a second output that "
-                      "the checkpoint does not keep",
-            "fit_images": int(len(fracture_fit)), "fit_fractured": int(fracture_fit["label"].sum()),
+            "the checkpoint does not keep",
+            "fit_images": int(len(fracture_fit)),
+            "fit_fractured": int(fracture_fit["label"].sum()),
             "holdout_images": int(len(fracture_holdout)),
             "split": "copy groups kept whole, same folds and seed as the MURA split",
         }

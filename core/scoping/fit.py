@@ -64,16 +64,35 @@ def _fit_parts(features: np.ndarray, labels: np.ndarray) -> tuple[StandardScaler
     return scaler, classifier, pca, covariance
 
 
-def _as_head(parts: tuple[StandardScaler, LogisticRegression, PCA, LedoitWolf], threshold: float,
-             source: str = "model") -> ScopeHead:
+def _as_head(
+    parts: tuple[StandardScaler, LogisticRegression, PCA, LedoitWolf], threshold: float, source: str = "model"
+) -> ScopeHead:
     scaler, classifier, pca, covariance = parts
     order = [list(classifier.classes_).index(c) for c in range(len(SCOPE_CLASSES))]
-    return ScopeHead(SCOPE_CLASSES, scaler.mean_, scaler.scale_, classifier.coef_[order], classifier.intercept_[order],
-                     pca.mean_, pca.components_, covariance.location_, covariance.precision_, threshold, source)
+    return ScopeHead(
+        SCOPE_CLASSES,
+        scaler.mean_,
+        scaler.scale_,
+        classifier.coef_[order],
+        classifier.intercept_[order],
+        pca.mean_,
+        pca.components_,
+        covariance.location_,
+        covariance.precision_,
+        threshold,
+        source,
+    )
 
 
-def fit_head(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *,
-             n_splits: int = 5, seed: int = 0, source: str = "model") -> tuple[ScopeHead, np.ndarray, np.ndarray]:
+def fit_head(
+    features: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    *,
+    n_splits: int = 5,
+    seed: int = 0,
+    source: str = "model",
+) -> tuple[ScopeHead, np.ndarray, np.ndarray]:
     """Fit on everything; return it with out-of-fold probabilities and distances.
 
     ``labels`` index :data:`SCOPE_CLASSES`; ``groups`` keep a patient (MURA) or a duplicate group
@@ -108,13 +127,20 @@ def end_crops(pixels: np.ndarray, fraction: float = END_CROP_FRACTION) -> list[n
     height, width = pixels.shape[:2]
     if height >= width:
         rows = max(1, round(fraction * height))
-        return [pixels[:rows], pixels[height - rows:]]
+        return [pixels[:rows], pixels[height - rows :]]
     cols = max(1, round(fraction * width))
-    return [pixels[:, :cols], pixels[:, width - cols:]]
+    return [pixels[:, :cols], pixels[:, width - cols :]]
 
 
-def _features_of(loaded: LoadedModel, paths: Sequence[Path], cache: Path | None, desc: str,
-                 source: str = "model", *, crops: bool = False) -> np.ndarray:
+def _features_of(
+    loaded: LoadedModel,
+    paths: Sequence[Path],
+    cache: Path | None,
+    desc: str,
+    source: str = "model",
+    *,
+    crops: bool = False,
+) -> np.ndarray:
     """Features of image files (or, with ``crops``, of both end crops of each, in that order), cached
     (features and names only, never pixels) in ``cache`` when given."""
     names = [f"{p}#{end}" for p in paths for end in "ab"] if crops else [str(p) for p in paths]
@@ -168,10 +194,33 @@ def non_radiograph_probes() -> dict[str, np.ndarray]:
     uploads that are not radiographs; the head never trains on them."""
     import skimage.data
     from sklearn.datasets import load_sample_images
+
     bases = {}
-    for name in ("astronaut", "camera", "cat", "coffee", "coins", "colorwheel", "grass", "gravel", "brick", "horse",
-                 "hubble_deep_field", "immunohistochemistry", "logo", "moon", "page", "rocket", "text", "clock",
-                 "cell", "binary_blobs", "checkerboard", "retina", "shepp_logan_phantom"):
+    for name in (
+        "astronaut",
+        "camera",
+        "cat",
+        "coffee",
+        "coins",
+        "colorwheel",
+        "grass",
+        "gravel",
+        "brick",
+        "horse",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "logo",
+        "moon",
+        "page",
+        "rocket",
+        "text",
+        "clock",
+        "cell",
+        "binary_blobs",
+        "checkerboard",
+        "retina",
+        "shepp_logan_phantom",
+    ):
         picture = skimage.data.binary_blobs(rng=0) if name == "binary_blobs" else getattr(skimage.data, name)()
         bases[f"{name} (scikit-image)"] = _grey(picture)
     for i, photo in enumerate(load_sample_images().images):
@@ -212,19 +261,28 @@ def non_radiograph_probes() -> dict[str, np.ndarray]:
         probes[name] = image
         probes[f"{name}, inverted"] = 255 - image
         h, w = image.shape
-        probes[f"{name}, centre crop"] = image[h // 4: h - h // 4, w // 4: w - w // 4]
+        probes[f"{name}, centre crop"] = image[h // 4 : h - h // 4, w // 4 : w - w // 4]
     return probes
 
 
 def _sample_per_class(table: pd.DataFrame, column: str, per_class: int) -> pd.DataFrame:
     """At most ``per_class`` rows of each value of ``column``, a seeded sample kept in file order."""
     sampled = table.groupby(column, group_keys=False).apply(
-        lambda rows: rows.sample(n=min(per_class, len(rows)), random_state=0))
+        lambda rows: rows.sample(n=min(per_class, len(rows)), random_state=0)
+    )
     return table.loc[sorted(sampled.index)].reset_index(drop=True)
 
 
-def fit_and_measure(model: str, mura_root: str | Path, fracatlas_root: str | Path, *, per_class: int,
-                    features: str, feature_cache: Path, n_boot: int) -> tuple[dict, ModelArtifacts]:
+def fit_and_measure(
+    model: str,
+    mura_root: str | Path,
+    fracatlas_root: str | Path,
+    *,
+    per_class: int,
+    features: str,
+    feature_cache: Path,
+    n_boot: int,
+) -> tuple[dict, ModelArtifacts]:
     """Fit the head, measure it, and write both to the model's folder: (the measurements, the folder's files)."""
     from core.data import fracatlas, mura
     from core.model.checkpoint import load_model
@@ -241,12 +299,14 @@ def fit_and_measure(model: str, mura_root: str | Path, fracatlas_root: str | Pat
         return _features_of(loaded, paths, cache / f"{name}.npz", desc, source=source, crops=crops)
 
     mura_train = mura.read_images(mura_root, "train")
-    mura_train = _sample_per_class(mura_train[mura_train["study_type"].isin(["XR_HUMERUS", "XR_FOREARM"])],
-                                   "study_type", per_class)
+    mura_train = _sample_per_class(
+        mura_train[mura_train["study_type"].isin(["XR_HUMERUS", "XR_FOREARM"])], "study_type", per_class
+    )
     mura_files = [mura.image_file(mura_root, p) for p in mura_train["path"]]
     atlas = fracatlas.read_images(atlas_root)
-    atlas_train = _sample_per_class(atlas[atlas["region"].isin(list(ATLAS_CLASSES))].reset_index(drop=True),
-                                    "region", per_class)
+    atlas_train = _sample_per_class(
+        atlas[atlas["region"].isin(list(ATLAS_CLASSES))].reset_index(drop=True), "region", per_class
+    )
     atlas_files = [fracatlas.image_file(atlas_root, f) for f in atlas_train["file"]]
     atlas_groups = [f"atlas:{g}" for g in fracatlas.duplicate_groups(atlas_root, atlas_train["file"].tolist())]
 
@@ -254,28 +314,47 @@ def fit_and_measure(model: str, mura_root: str | Path, fracatlas_root: str | Pat
     crop_features = cached(mura_files, "mura_train_end_crops", "MURA train end crops", crops=True)
     atlas_features = cached(atlas_files, "fracatlas", "FracAtlas")
     mura_labels = [t.removeprefix("XR_").lower() for t in mura_train["study_type"]]
-    truth = np.array(mura_labels + [JOINT_CLOSE_UP] * len(crop_features)
-                     + [ATLAS_CLASSES[r] for r in atlas_train["region"]])
+    truth = np.array(
+        mura_labels + [JOINT_CLOSE_UP] * len(crop_features) + [ATLAS_CLASSES[r] for r in atlas_train["region"]]
+    )
     patients = [f"mura:{p}" for p in mura_train["patient"]]
     groups = np.array(patients + [g for g in patients for _ in "ab"] + atlas_groups)
     head, oof_probabilities, oof_distances = fit_head(
         np.concatenate([mura_features, crop_features, atlas_features]),
-        np.array([SCOPE_CLASSES.index(t) for t in truth]), groups, source=source)
+        np.array([SCOPE_CLASSES.index(t) for t in truth]),
+        groups,
+        source=source,
+    )
     oof = _Scored.of(head, oof_probabilities, oof_distances)
     atlas_scored = oof.tail(len(atlas_train))  # FracAtlas comes last: its out-of-fold rows are held out
 
     valid = mura.read_images(mura_root, "valid")
-    valid_scored = _Scored.apply(head, cached([mura.image_file(mura_root, p) for p in valid["path"]],
-                                                "mura_valid", "MURA valid (measured only)"))
+    valid_scored = _Scored.apply(
+        head, cached([mura.image_file(mura_root, p) for p in valid["path"]], "mura_valid", "MURA valid (measured only)")
+    )
     probes = non_radiograph_probes()
     probe_scored = _Scored.apply(head, image_features(loaded, list(probes.values()), source=source))
 
-    metrics = _measure(head, truth, oof, valid, valid_scored, atlas_train, atlas_scored, atlas_groups,
-                       list(probes), probe_scored, n_boot)
+    metrics = _measure(
+        head,
+        truth,
+        oof,
+        valid,
+        valid_scored,
+        atlas_train,
+        atlas_scored,
+        atlas_groups,
+        list(probes),
+        probe_scored,
+        n_boot,
+    )
     head = replace(head, preselect=metrics["rule"]["preselect"])
     metrics["fitted_on"] = {
-        "features": source, "classes": list(SCOPE_CLASSES), "mura_train_images": len(mura_train),
-        "mura_train_end_crops": len(crop_features), "end_crop_fraction": END_CROP_FRACTION,
+        "features": source,
+        "classes": list(SCOPE_CLASSES),
+        "mura_train_images": len(mura_train),
+        "mura_train_end_crops": len(crop_features),
+        "end_crop_fraction": END_CROP_FRACTION,
         "fracatlas_images": len(atlas_train),
     }
     files = ModelArtifacts(loaded.directory)
@@ -296,13 +375,18 @@ class _Scored:
 
     @classmethod
     def of(cls, head: ScopeHead, probabilities: np.ndarray, distances: np.ndarray) -> _Scored:
-        assessments = [ScopeAssessment(dict(zip(head.classes, row.tolist(), strict=True)), float(d),
-                                       head.distance_threshold)
-                       for row, d in zip(probabilities, distances, strict=True)]
+        assessments = [
+            ScopeAssessment(dict(zip(head.classes, row.tolist(), strict=True)), float(d), head.distance_threshold)
+            for row, d in zip(probabilities, distances, strict=True)
+        ]
         calls = ["unusual" if not a.typical else "uncertain" if not a.confident else a.body_part for a in assessments]
-        return cls(np.asarray(probabilities), np.array(calls, dtype=object),
-                   np.array([a.out_of_scope for a in assessments], dtype=bool),
-                   np.array([a.scope_score for a in assessments]), head.classes)
+        return cls(
+            np.asarray(probabilities),
+            np.array(calls, dtype=object),
+            np.array([a.out_of_scope for a in assessments], dtype=bool),
+            np.array([a.scope_score for a in assessments]),
+            head.classes,
+        )
 
     @classmethod
     def apply(cls, head: ScopeHead, features: np.ndarray) -> _Scored:
@@ -322,9 +406,16 @@ def _auroc_ci(scores: np.ndarray, outside: np.ndarray, groups: Sequence[str], n_
     """Out-of-scope AUROC (higher score = further out) with a bootstrap interval resampling groups
     (a MURA study, a FracAtlas duplicate group, one probe picture and its variants)."""
     # The AUROC only ranks: s / (1 + s) maps scores (>= 0, unbounded) into [0, 1) for the metrics module.
-    table = pd.DataFrame({"study_path": list(groups), "label": outside.astype(int),
-                          "probability": scores / (1 + scores),
-                          "study_type": "-", "patient": list(groups), "study": list(groups)})
+    table = pd.DataFrame(
+        {
+            "study_path": list(groups),
+            "label": outside.astype(int),
+            "probability": scores / (1 + scores),
+            "study_type": "-",
+            "patient": list(groups),
+            "study": list(groups),
+        }
+    )
     interval = bootstrap_ci(table, lambda t: auroc(t["label"], t["probability"]), n_boot=n_boot, level="image")
     return interval.as_json() | {"inside": int((~outside).sum()), "outside": int(outside.sum())}
 
@@ -339,9 +430,19 @@ def _counts(truth: Iterable[str], calls: Iterable[str]) -> dict[str, dict[str, i
     return {str(t): {str(k): int(v) for k, v in row.items() if v} for t, row in table.iterrows()}
 
 
-def _measure(head: ScopeHead, truth: np.ndarray, oof: _Scored, valid: pd.DataFrame, valid_scored: _Scored,
-             atlas: pd.DataFrame, atlas_scored: _Scored, atlas_groups: Sequence[str], probe_names: Sequence[str],
-             probe_scored: _Scored, n_boot: int) -> dict:
+def _measure(
+    head: ScopeHead,
+    truth: np.ndarray,
+    oof: _Scored,
+    valid: pd.DataFrame,
+    valid_scored: _Scored,
+    atlas: pd.DataFrame,
+    atlas_scored: _Scored,
+    atlas_groups: Sequence[str],
+    probe_names: Sequence[str],
+    probe_scored: _Scored,
+    n_boot: int,
+) -> dict:
     """Everything scope_metrics.json reports: out of fold on train/, on MURA valid/ (measured once per
     head), on held-out FracAtlas and on the non-radiograph probes; the scope targets (SCOPE_TARGETS) with bootstrap
     intervals; and the pre-registered rule's outcome (docs/experiments.md)."""
@@ -386,10 +487,13 @@ def _measure(head: ScopeHead, truth: np.ndarray, oof: _Scored, valid: pd.DataFra
     return {
         "summary": summary,
         "rule": {
-            "text": ("pre-select the body part only if, on MURA valid/, study-level humerus-vs-forearm accuracy "
-                     f">= {PRESELECT_MIN_STUDY_ACCURACY} and at most {PRESELECT_MAX_OTHER_IN} of the other-part "
-                     "views are left in scope (docs/experiments.md, fixed before measuring)"),
-            "study_accuracy": float(study_right.mean()), "other_parts_left_in_scope": other_left_in,
+            "text": (
+                "pre-select the body part only if, on MURA valid/, study-level humerus-vs-forearm accuracy "
+                f">= {PRESELECT_MIN_STUDY_ACCURACY} and at most {PRESELECT_MAX_OTHER_IN} of the other-part "
+                "views are left in scope (docs/experiments.md, fixed before measuring)"
+            ),
+            "study_accuracy": float(study_right.mean()),
+            "other_parts_left_in_scope": other_left_in,
             "preselect": preselect,
         },
         "distance_threshold": head.distance_threshold,
@@ -398,9 +502,19 @@ def _measure(head: ScopeHead, truth: np.ndarray, oof: _Scored, valid: pd.DataFra
         "fracatlas_held_out_calls": _counts(atlas["region"], atlas_scored.calls),
         "mura_valid_other_part_views": [
             {"path": p, "study_type": t, "call": c, "flagged": bool(f), "scope_score": round(float(score), 4)}
-            for p, t, c, f, score, o in zip(valid["path"], valid["study_type"], valid_scored.calls,
-                                            valid_scored.flagged, valid_scored.scores, other, strict=True) if o
+            for p, t, c, f, score, o in zip(
+                valid["path"],
+                valid["study_type"],
+                valid_scored.calls,
+                valid_scored.flagged,
+                valid_scored.scores,
+                other,
+                strict=True,
+            )
+            if o
         ],
-        "non_radiograph_probes": {name: {"call": c, "flagged": bool(f)} for name, c, f in
-                                  zip(probe_names, probe_scored.calls, probe_scored.flagged, strict=True)},
+        "non_radiograph_probes": {
+            name: {"call": c, "flagged": bool(f)}
+            for name, c, f in zip(probe_names, probe_scored.calls, probe_scored.flagged, strict=True)
+        },
     }

@@ -166,12 +166,15 @@ def _last_linear(network: nn.Module) -> nn.Linear:
 
 
 @torch.inference_mode()
-def image_features(loaded: LoadedModel, images: Sequence[np.ndarray], *, source: str = "model",
-                   batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+def image_features(
+    loaded: LoadedModel, images: Sequence[np.ndarray], *, source: str = "model", batch_size: int = DEFAULT_BATCH_SIZE
+) -> np.ndarray:
     """(N, D) float32 pooled features: the input of the final linear layer of the ``source`` network."""
     network = _feature_network(loaded, source)
-    chunks = [network_features(network, model_inputs(loaded, images[start : start + batch_size]))
-              for start in range(0, len(images), batch_size)]
+    chunks = [
+        network_features(network, model_inputs(loaded, images[start : start + batch_size]))
+        for start in range(0, len(images), batch_size)
+    ]
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -237,8 +240,7 @@ class ScopeAssessment:
     def forearm_or_wrist(self) -> bool:
         """A forearm call the head cannot tell from a wrist (JOINT_END_SHARE): no suggestion, no verdict
         until the user names the body part."""
-        return (self.in_scope and self.body_part == "forearm"
-                and self.joint_end_share >= JOINT_END_SHARE)
+        return self.in_scope and self.body_part == "forearm" and self.joint_end_share >= JOINT_END_SHARE
 
     @property
     def study_type(self) -> str | None:
@@ -272,11 +274,19 @@ class ScopeAssessment:
 
     def as_json(self) -> dict[str, object]:
         """The assessment, rounded and with its :meth:`reason`, for core.predict's JSON output."""
-        return {"body_part": self.body_part, "out_of_scope": self.out_of_scope,
-                "forearm_or_wrist": self.forearm_or_wrist, "joint_end_share": round(self.joint_end_share, 4),
-                "scope_score": round(self.scope_score, 4), "in_scope": self.in_scope, "study_type": self.study_type,
-                "typical": self.typical, "distance": round(self.distance, 3),
-                "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()}, "reason": self.reason()}
+        return {
+            "body_part": self.body_part,
+            "out_of_scope": self.out_of_scope,
+            "forearm_or_wrist": self.forearm_or_wrist,
+            "joint_end_share": round(self.joint_end_share, 4),
+            "scope_score": round(self.scope_score, 4),
+            "in_scope": self.in_scope,
+            "study_type": self.study_type,
+            "typical": self.typical,
+            "distance": round(self.distance, 3),
+            "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
+            "reason": self.reason(),
+        }
 
     def reason(self) -> str:
         """One plain sentence saying why the image is (not) judged."""
@@ -285,20 +295,28 @@ class ScopeAssessment:
         if self.colour_image:
             return "It is a colour image, not a radiograph: the model reads X-rays only."
         if not self.typical:
-            return ("It does not look like the radiographs the model was trained on (far from all of them in the "
-                    "model's feature space): perhaps not an X-ray, or an unusual one.")
+            return (
+                "It does not look like the radiographs the model was trained on (far from all of them in the "
+                "model's feature space): perhaps not an X-ray, or an unusual one."
+            )
         if self.out_of_scope and not self.confident:
-            return (f"Probably not a humerus or forearm radiograph ({self.scope_score:.0%}; most likely {part}, "
-                    f"{share:.0%}); the model was trained on humerus and forearm radiographs only.")
+            return (
+                f"Probably not a humerus or forearm radiograph ({self.scope_score:.0%}; most likely {part}, "
+                f"{share:.0%}); the model was trained on humerus and forearm radiographs only."
+            )
         if self.forearm_or_wrist:
-            return (f"{FOREARM_OR_WRIST.capitalize()}: the scope head cannot tell these apart (forearm {share:.0%}, "
-                    f"joint end {self.joint_end_share:.0%}); name the body part to get a verdict.")
+            return (
+                f"{FOREARM_OR_WRIST.capitalize()}: the scope head cannot tell these apart (forearm {share:.0%}, "
+                f"joint end {self.joint_end_share:.0%}); name the body part to get a verdict."
+            )
         if not self.confident:
             return f"The body part is uncertain (most likely {part}, {share:.0%}): pick it yourself if you know it."
         if part in IN_SCOPE_STUDY_TYPES:
             return f"Looks like a {part} radiograph ({share:.0%}), which the model was trained on."
-        looks = {"other": "a radiograph of a body part other than the arm",
-                 JOINT_CLOSE_UP: "a close view of a joint (wrist, elbow or shoulder)"}.get(part, f"a {part} radiograph")
+        looks = {
+            "other": "a radiograph of a body part other than the arm",
+            JOINT_CLOSE_UP: "a close view of a joint (wrist, elbow or shoulder)",
+        }.get(part, f"a {part} radiograph")
         return f"Looks like {looks} ({share:.0%}); the model was trained on humerus and forearm radiographs only."
 
 
@@ -340,19 +358,36 @@ class ScopeHead:
         """One assessment per row of pooled features: body-part probabilities and typicality."""
         probabilities, distances = self.probabilities(features), self.distances(features)
         return [
-            ScopeAssessment({c: float(p) for c, p in zip(self.classes, row, strict=True)}, float(d),
-                            self.distance_threshold)
+            ScopeAssessment(
+                {c: float(p) for c, p in zip(self.classes, row, strict=True)}, float(d), self.distance_threshold
+            )
             for row, d in zip(probabilities, distances, strict=True)
         ]
 
     def save(self, path: Path) -> None:
         """Write the head as float32 arrays in an ``.npz`` (no pickle), replacing ``path`` only when complete."""
-        arrays = {name: getattr(self, name) for name in ("scaler_mean", "scaler_scale", "coef", "intercept",
-                                                          "pca_mean", "pca_components", "location", "precision")}
+        arrays = {
+            name: getattr(self, name)
+            for name in (
+                "scaler_mean",
+                "scaler_scale",
+                "coef",
+                "intercept",
+                "pca_mean",
+                "pca_components",
+                "location",
+                "precision",
+            )
+        }
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, classes=np.array(self.classes), distance_threshold=self.distance_threshold,
-                            feature_source=np.array(self.feature_source), preselect=self.preselect,
-                            **{k: v.astype(np.float32) for k, v in arrays.items()})
+        np.savez_compressed(
+            tmp,
+            classes=np.array(self.classes),
+            distance_threshold=self.distance_threshold,
+            feature_source=np.array(self.feature_source),
+            preselect=self.preselect,
+            **{k: v.astype(np.float32) for k, v in arrays.items()},
+        )
         tmp.replace(path)
 
 
@@ -360,17 +395,30 @@ def load_head(path: Path) -> ScopeHead:
     """Read a head written by :meth:`ScopeHead.save`; never unpickles."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            fields = {name: data[name].astype(np.float64) for name in (
-                "scaler_mean", "scaler_scale", "coef", "intercept", "pca_mean", "pca_components", "location",
-                "precision")}
+            fields = {
+                name: data[name].astype(np.float64)
+                for name in (
+                    "scaler_mean",
+                    "scaler_scale",
+                    "coef",
+                    "intercept",
+                    "pca_mean",
+                    "pca_components",
+                    "location",
+                    "precision",
+                )
+            }
             classes = tuple(str(c) for c in data["classes"])
             threshold = float(data["distance_threshold"])
             source = str(data["feature_source"]) if "feature_source" in data.files else "model"
             preselect = bool(data["preselect"]) if "preselect" in data.files else False
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise ScopeHeadError(f"The scope head {path.name} cannot be read ({type(exc).__name__}).") from exc
-    if not set(IN_SCOPE_STUDY_TYPES) <= set(classes) or len(set(classes)) != len(classes) \
-            or fields["coef"].shape[0] != len(classes):
+    if (
+        not set(IN_SCOPE_STUDY_TYPES) <= set(classes)
+        or len(set(classes)) != len(classes)
+        or fields["coef"].shape[0] != len(classes)
+    ):
         raise ScopeHeadError(f"The scope head {path.name} does not hold the expected classes.")
     if source not in FEATURE_SOURCES:
         raise ScopeHeadError(f"The scope head {path.name} reads an unknown feature source.")
@@ -379,10 +427,17 @@ def load_head(path: Path) -> ScopeHead:
 
 #: The head's targets, as scope_metrics.json's summary keys: (measure, key, target or None).
 SCOPE_TARGETS: tuple[tuple[str, str, float | None], ...] = (
-    ("Out-of-scope AUROC: in = MURA valid/ humerus and forearm; out = MURA's other body parts, held-out "
-     "FracAtlas images, non-radiographs", "out_of_scope_auroc", 0.95),
-    ("The same with FracAtlas hand and shoulder counted in scope (the issue's second wording)",
-     "out_of_scope_auroc_issue_definition", 0.95),
+    (
+        "Out-of-scope AUROC: in = MURA valid/ humerus and forearm; out = MURA's other body parts, held-out "
+        "FracAtlas images, non-radiographs",
+        "out_of_scope_auroc",
+        0.95,
+    ),
+    (
+        "The same with FracAtlas hand and shoulder counted in scope (the issue's second wording)",
+        "out_of_scope_auroc_issue_definition",
+        0.95,
+    ),
     ("Humerus vs forearm, per MURA valid/ study", "body_part_accuracy_humerus_vs_forearm_study", 0.98),
     ("MURA valid/ humerus and forearm views kept in scope", "mura_valid_humerus_forearm_kept_in_scope", None),
     ("MURA valid/ views of other body parts flagged", "mura_valid_other_parts_flagged", None),
@@ -410,6 +465,12 @@ def target_rows(summary: dict) -> list[dict[str, str]]:
             if "hits" in value:
                 result += f"; {value['hits']} of {value['of']}"
         met = "" if target is None else "not measured" if point is None else "yes" if point >= target else "no"
-        rows.append({"Measure": measure, "Result (95% CI)": result,
-                     "Target": "" if target is None else f"≥ {target:g}", "Met": met})
+        rows.append(
+            {
+                "Measure": measure,
+                "Result (95% CI)": result,
+                "Target": "" if target is None else f"≥ {target:g}",
+                "Met": met,
+            }
+        )
     return rows

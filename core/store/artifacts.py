@@ -259,8 +259,9 @@ def check_replacement(files: ModelArtifacts, dataset: str, images: int, *, force
         )
 
 
-def write_evaluation(files: ModelArtifacts, dataset: str, predictions: pd.DataFrame, metrics: dict, *,
-                     force: bool = False) -> tuple[Path, Path]:
+def write_evaluation(
+    files: ModelArtifacts, dataset: str, predictions: pd.DataFrame, metrics: dict, *, force: bool = False
+) -> tuple[Path, Path]:
     """Write predictions, then metrics naming the predictions' hash: a reader never accepts a mix.
 
     Raises:
@@ -269,8 +270,13 @@ def write_evaluation(files: ModelArtifacts, dataset: str, predictions: pd.DataFr
     """
     check_replacement(files, dataset, len(predictions), force=force)
     predictions_path, metrics_path = files.predictions(dataset), files.metrics(dataset)
-    write_pair(predictions_path, metrics_path, predictions.to_csv(index=False, float_format="%.6f"), metrics,
-               hash_key=_PREDICTIONS_HASH_KEY)
+    write_pair(
+        predictions_path,
+        metrics_path,
+        predictions.to_csv(index=False, float_format="%.6f"),
+        metrics,
+        hash_key=_PREDICTIONS_HASH_KEY,
+    )
     return predictions_path, metrics_path
 
 
@@ -289,13 +295,22 @@ def write_pair(table_path: Path, summary_path: Path, table_text: str, summary: d
         atomic.AtomicWriteError: a file could not be written (disk full...); no temporary file is left.
     """
     atomic.write_text(table_path, table_text)
-    atomic.write_text(summary_path, json.dumps({**summary, hash_key: _sha256(table_text)}, indent=2,
-                                               allow_nan=False) + "\n")
+    atomic.write_text(
+        summary_path, json.dumps({**summary, hash_key: _sha256(table_text)}, indent=2, allow_nan=False) + "\n"
+    )
 
 
-def read_pair(table_path: Path, summary_path: Path, *, hash_key: str, remedy: str, mismatch: str,
-              parse: Callable[[StringIO], pd.DataFrame] = pd.read_csv, hash_required: bool = True,
-              error: type[CachePairError] = CachePairError) -> CachedPair | None:
+def read_pair(
+    table_path: Path,
+    summary_path: Path,
+    *,
+    hash_key: str,
+    remedy: str,
+    mismatch: str,
+    parse: Callable[[StringIO], pd.DataFrame] = pd.read_csv,
+    hash_required: bool = True,
+    error: type[CachePairError] = CachePairError,
+) -> CachedPair | None:
     """The table and summary :func:`write_pair` wrote, or None when either file is absent.
 
     ``remedy`` ends the unreadable-file sentence ("re-run the evaluation"); ``mismatch`` is the whole
@@ -312,8 +327,9 @@ def read_pair(table_path: Path, summary_path: Path, *, hash_key: str, remedy: st
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         table = parse(StringIO(text))
     except (OSError, ValueError, UnicodeDecodeError, RecursionError, pd.errors.ParserError) as exc:
-        raise error(f"The cached {summary_path.name} / {table_path.name} cannot be read "
-                    f"({type(exc).__name__}); {remedy}.") from exc
+        raise error(
+            f"The cached {summary_path.name} / {table_path.name} cannot be read ({type(exc).__name__}); {remedy}."
+        ) from exc
     if not isinstance(summary, dict):
         raise error(f"{summary_path.name} is not a JSON object; {remedy}.")
     expected = summary.get(hash_key)
@@ -329,10 +345,15 @@ def read_evaluation(files: ModelArtifacts, dataset: str) -> Evaluation | None:
         EvaluationMismatchError: the pair is inconsistent or unreadable (message: one sentence).
     """
     predictions_path, metrics_path = files.predictions(dataset), files.metrics(dataset)
-    pair = read_pair(predictions_path, metrics_path, hash_key=_PREDICTIONS_HASH_KEY, remedy="re-run the evaluation",
-                     mismatch=f"{predictions_path.name} and {metrics_path.name} come from different runs; "
-                              "re-run the evaluation.",
-                     hash_required=False, error=EvaluationMismatchError)
+    pair = read_pair(
+        predictions_path,
+        metrics_path,
+        hash_key=_PREDICTIONS_HASH_KEY,
+        remedy="re-run the evaluation",
+        mismatch=f"{predictions_path.name} and {metrics_path.name} come from different runs; re-run the evaluation.",
+        hash_required=False,
+        error=EvaluationMismatchError,
+    )
     return None if pair is None else Evaluation(pair.table, pair.summary)
 
 
