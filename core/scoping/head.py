@@ -366,19 +366,7 @@ class ScopeHead:
 
     def save(self, path: Path) -> None:
         """Write the head as float32 arrays in an ``.npz`` (no pickle), replacing ``path`` only when complete."""
-        arrays = {
-            name: getattr(self, name)
-            for name in (
-                "scaler_mean",
-                "scaler_scale",
-                "coef",
-                "intercept",
-                "pca_mean",
-                "pca_components",
-                "location",
-                "precision",
-            )
-        }
+        arrays = {name: getattr(self, name) for name in _ARRAY_FIELDS}
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(
             tmp,
@@ -391,23 +379,24 @@ class ScopeHead:
         tmp.replace(path)
 
 
+#: The head's float arrays, as ScopeHead.save writes them and load_head reads them.
+_ARRAY_FIELDS = (
+    "scaler_mean",
+    "scaler_scale",
+    "coef",
+    "intercept",
+    "pca_mean",
+    "pca_components",
+    "location",
+    "precision",
+)
+
+
 def load_head(path: Path) -> ScopeHead:
     """Read a head written by :meth:`ScopeHead.save`; never unpickles."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            fields = {
-                name: data[name].astype(np.float64)
-                for name in (
-                    "scaler_mean",
-                    "scaler_scale",
-                    "coef",
-                    "intercept",
-                    "pca_mean",
-                    "pca_components",
-                    "location",
-                    "precision",
-                )
-            }
+            fields = {name: data[name].astype(np.float64) for name in _ARRAY_FIELDS}
             classes = tuple(str(c) for c in data["classes"])
             threshold = float(data["distance_threshold"])
             source = str(data["feature_source"]) if "feature_source" in data.files else "model"
