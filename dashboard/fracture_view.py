@@ -4,6 +4,7 @@ fracture verdict at the output's own threshold, beside (never mixed with) MURA's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -13,6 +14,7 @@ from core.model.checkpoint import LoadedModel
 from core.model.prediction import predict_image_outputs
 from core.model.registry import FRACTURE
 from core.scoping.head import fracture_scope_reason
+from core.store.artifacts import file_version
 from dashboard import scope_view, views
 
 MEANING = (
@@ -35,10 +37,16 @@ def cached_fractures(loaded: LoadedModel, images: Sequence[np.ndarray]) -> list[
     return _fractures(views.model_key(loaded), tuple(views.image_key(p) for p in images), loaded, tuple(images))
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _trained_files(path: str, version: int) -> frozenset[str]:
+    return fracture_split.trained_files(fracture_split.read_split(Path(path)))
+
+
 def trained_on(loaded: LoadedModel, file: str) -> bool:
-    """Whether the model's fracture output was trained on this FracAtlas file (its split file says so)."""
+    """Whether the model's fracture output was trained on this FracAtlas file (its split file, read once per
+    file version rather than on every Explain run)."""
     path = loaded.directory / fracture_split.SPLIT_FILE
-    return path.is_file() and fracture_split.trained_on(fracture_split.read_split(path), file)
+    return path.is_file() and file in _trained_files(str(path), file_version(path))
 
 
 def show_fracture_reading(

@@ -28,6 +28,7 @@ __all__ = [
     "fold_name",
     "make_split",
     "read_split",
+    "trained_files",
     "trained_on",
     "training_rows",
 ]
@@ -86,14 +87,17 @@ def read_split(path: Path) -> pd.DataFrame:
     return split
 
 
+def trained_files(split: pd.DataFrame) -> frozenset[str]:
+    """Every file some member fitted: the rows of the training folds (each is fitted by all but one member)."""
+    return frozenset(split.loc[split["part"].str.fullmatch(r"fold\d+"), "file"])
+
+
 def training_rows(split: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(fitted, held-out) rows for the member of ``fold``: the other folds, and fold ``fold``."""
-    folds = split["part"].str.fullmatch(r"fold\d+")
-    held = split["part"] == fold_name(fold)
-    return split[folds & ~held], split[held]
+    fitted = split["file"].isin(trained_files(split)) & (split["part"] != fold_name(fold))
+    return split[fitted], split[split["part"] == fold_name(fold)]
 
 
 def trained_on(split: pd.DataFrame, file: str) -> bool:
-    """Whether some member of the model fitted ``file`` (every fold is fitted by all but one member)."""
-    parts = split.loc[split["file"] == file, "part"]
-    return bool(parts.str.fullmatch(r"fold\d+").any())
+    """Whether some member of the model fitted ``file``."""
+    return file in trained_files(split)

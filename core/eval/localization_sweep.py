@@ -129,8 +129,7 @@ def untrained(loaded: LoadedModel, images: pd.DataFrame) -> pd.DataFrame:
     path = loaded.directory / fracture_split.SPLIT_FILE
     if not path.is_file():
         return images
-    split = fracture_split.read_split(path)
-    trained = set(split.loc[split["part"].str.fullmatch(r"fold\d+"), "file"])
+    trained = fracture_split.trained_files(fracture_split.read_split(path))
     return images[~images["file"].isin(trained)].reset_index(drop=True)
 
 
