@@ -1,7 +1,9 @@
 """Heat-map accuracy: can the CAMs be trusted (sanity checks and faithfulness per method, from the cache
 core.trust wrote), and do they point at the fracture? Methods x layers ranked against FracAtlas's
 expert outlines beside two chance levels, localisation against the model's confidence, and a
-gallery with the outline drawn over the CAM. Scores come from the cache core.localize wrote."""
+gallery with the outline drawn over the CAM. Scores come from the cache core.localize wrote. Before all that,
+the model that learned MURA's abnormal label beside the fracture-aware model on the same test fractures
+(dashboard.before_after_view)."""
 
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ from core.data import fracatlas
 from core.eval import trust
 from core.eval.localization import TOLERANCE_PX
 from core.store.artifacts import CachePairError
-from dashboard import accuracy, state, trust_view, views, warmup
+from dashboard import accuracy, before_after_view, state, trust_view, views, warmup
 
 GALLERY_PAGE_SIZE = warmup.GALLERY_PAGE_SIZE
 
 model = state.current_model_name()
 st.title("Heat-map accuracy")
 trust_view.show_scorecard(model)
+before_after_view.show(model)
 st.subheader("Do the heat maps point at the fracture?")
 st.caption(
     "Does the heat map point at the fracture? Each CAM method and layer explains P(abnormal) on the "

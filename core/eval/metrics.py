@@ -478,6 +478,7 @@ def bootstrap_means(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = CONFIDENCE,
+    groups: Sequence[object] | np.ndarray | None = None,
 ) -> dict[str, BootstrapInterval]:
     """Means of the columns of ``values`` (one row per case) with percentile bootstrap intervals.
 
@@ -485,7 +486,9 @@ def bootstrap_means(
     front), so two tables with the same number of rows in the same order are resampled alike:
     their intervals are paired. No label is needed (every resample counts), so the means of all
     resamples are taken at once. NaNs are left out of each mean; a resample whose column is all
-    NaN is skipped for that column.
+    NaN is skipped for that column. ``groups`` (one key per row, e.g. FracAtlas copy groups) draws
+    whole groups instead of rows, so near-copies of one radiograph never count as independent
+    cases; without it every row is its own group (the same draws as before groups existed).
     """
     if n_boot < 1:
         raise MetricsInputError("n_boot must be at least 1.")
@@ -493,11 +496,16 @@ def bootstrap_means(
     n_cases = len(values)
     if n_cases == 0:
         return {name: BootstrapInterval(None, None, None, n_boot, n_boot, confidence) for name in names}
-    draws = np.random.default_rng(seed).integers(0, n_cases, size=(n_boot, n_cases))
+    if groups is not None and len(groups) != n_cases:
+        raise MetricsInputError(f"groups has {len(groups)} keys for {n_cases} rows.")
+    codes = np.arange(n_cases) if groups is None else pd.factorize(np.asarray(groups, dtype=object))[0]
+    frame = pd.DataFrame(values)
+    # Per group: the sum of its values and how many are not NaN; a resample's mean is the ratio of their totals.
+    sums, counts = (frame.groupby(codes).sum().to_numpy(), frame.groupby(codes).count().to_numpy())
+    draws = np.random.default_rng(seed).integers(0, len(sums), size=(n_boot, len(sums)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        points = np.nansum(values, axis=0) / np.sum(~np.isnan(values), axis=0)
-        resampled = values[draws]
-        means = np.nansum(resampled, axis=1) / np.sum(~np.isnan(resampled), axis=1)
+        points = sums.sum(axis=0) / counts.sum(axis=0)
+        means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     tail = (1.0 - confidence) / 2.0 * 100.0
     intervals = {}
     for column, name in enumerate(names):

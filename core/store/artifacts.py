@@ -44,6 +44,7 @@ __all__ = [
     "DATA_AUDIT_FILE",
     "TRUST_ROWS_FILE",
     "TRUST_SUMMARY_FILE",
+    "BEFORE_AFTER_GALLERY_FILE",
     "TRAIN_HOLDOUT",
     "weights_dir",
     "file_version",
@@ -73,6 +74,7 @@ DUPLICATES_FILE = "duplicates.csv"
 DATA_AUDIT_FILE = "data_audit.json"
 TRUST_ROWS_FILE = "trust_metrics.csv"
 TRUST_SUMMARY_FILE = "trust_metrics.json"
+BEFORE_AFTER_GALLERY_FILE = "before_after_gallery.npz"
 #: The dataset name of the predictions on train/'s held-out patients (core.train, core.ensemble).
 TRAIN_HOLDOUT = "train_holdout"
 _PREDICTIONS_HASH_KEY = "predictions_sha256"
@@ -201,6 +203,11 @@ class ModelArtifacts:
     def data_audit(self) -> Path:
         """Counts of label issues and duplicates, and how the embeddings were made, for the Data map page."""
         return self.directory / DATA_AUDIT_FILE
+
+    @property
+    def before_after_gallery(self) -> Path:
+        """A fracture-aware model's and its base model's heat maps of a few test images (core.before_after)."""
+        return self.directory / BEFORE_AFTER_GALLERY_FILE
 
     def evaluation_version(self, dataset: str) -> tuple[str, int, int]:
         """The cache key of the cached evaluation of ``dataset``: folder and both files' versions."""
