@@ -388,3 +388,27 @@ def test_metrics_loads_neither_the_card_module_nor_torch():
 
 def test_the_default_threshold_key_is_the_cards():
     assert metrics.DEFAULT_THRESHOLD_KEY == card.DEFAULT_THRESHOLD_KEY
+
+
+def test_bootstrap_means_draws_whole_groups():
+    """Nine copies of one radiograph (hit) and one other (miss): drawn by group, half the resamples hold
+    only the miss, so the interval reaches 0; drawn by row, a resample of ten misses is all but impossible."""
+    values = np.array([1.0] * 9 + [0.0])
+    by_group = metrics.bootstrap_means(values, names=["hit"], n_boot=500, groups=["copy"] * 9 + ["other"])["hit"]
+    by_row = metrics.bootstrap_means(values, names=["hit"], n_boot=500)["hit"]
+    assert by_group.point == pytest.approx(0.9) == by_row.point
+    assert by_group.low == pytest.approx(0.0) and by_group.high == pytest.approx(1.0)
+    assert by_row.low > 0.5
+    with pytest.raises(metrics.MetricsInputError, match="groups has 2 keys for 10 rows"):
+        metrics.bootstrap_means(values, names=["hit"], groups=["a", "b"])
+
+
+def test_bootstrap_means_without_groups_draws_rows_as_before():
+    """One seeded generator, every row index up front: the intervals other caches were summarised with."""
+    values = np.random.default_rng(1).random((30, 2))
+    values[3, 1] = np.nan
+    intervals = metrics.bootstrap_means(values, names=["x", "y"], n_boot=200, seed=4)
+    draws = np.random.default_rng(4).integers(0, 30, size=(200, 30))
+    for column, name in enumerate(("x", "y")):
+        means = np.nanmean(values[draws][:, :, column], axis=1)
+        assert (intervals[name].low, intervals[name].high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))

@@ -3,8 +3,8 @@ scored on the same outlined fractures of FracAtlas's fixed test part.
 
 The pair is found from the cards: a model with a fracture output names its base model in its card (the
 ``base_model`` of its fracture recipe). The images are those of the fracture-aware model's localisation cache
-(core.localize keeps it to the test part), less any image its fracture output trained on; the base model's
-cache rows are cut to exactly those images. Each model is scored on (a) the map it opens on (GradCAM at the
+in its split's fixed test part (core.localize keeps the cache to it; an image its fracture output trained on
+is never compared); the base model's cache rows are cut to exactly those images. Each model is scored on (a) the map it opens on (GradCAM at the
 model's default layer for the output its cache explains) and (b) the map with the highest hit rate among those
 its randomisation check passes, where core.trust has checked that output. Hit rate and energy inside come with
 95% bootstrap intervals, and so do their paired differences (after minus before): every resample draws the
@@ -150,10 +150,12 @@ def model_pair(model: str, directory: Path | None = None) -> ModelPair | None:
     return next((p for p in pairs if model in (p.before, p.after)), pairs[0] if pairs else None)
 
 
-def compared_images(before_rows: pd.DataFrame, after_rows: pd.DataFrame, trained: Collection[str]) -> list[str]:
-    """The fracture-aware model's cached images less those its fracture output trained on, that the base
-    model's cache holds too; sorted by file name."""
-    after = set(after_rows["image"]) - set(trained)
+def compared_images(
+    before_rows: pd.DataFrame, after_rows: pd.DataFrame, test_part: Collection[str] | None
+) -> list[str]:
+    """The fracture-aware model's cached images that the base model's cache holds too, sorted by file name; with
+    ``test_part`` (its split's fixed test part), only those: never an image its fracture output trained on."""
+    after = set(after_rows["image"]) if test_part is None else set(after_rows["image"]) & set(test_part)
     return sorted(after & set(before_rows["image"]))
 
 
@@ -250,14 +252,14 @@ def compare(
     """Both models' localisation rows compared on the same images (see the module's docstring).
 
     ``sanity`` is each model's core.eval.trust.sanity_by_map on the output its cache explains, None where
-    core.trust has not checked it; ``split`` the fracture-aware model's FracAtlas split (copy groups and
-    the images its fracture output trained on).
+    core.trust has not checked it; ``split`` the fracture-aware model's FracAtlas split (its fixed test part,
+    the only images compared, and their copy groups).
 
     Raises:
         ValueError: the caches share no image, or one explains several outputs.
     """
-    trained = fracture_split.trained_files(split) if split is not None else frozenset()
-    images = compared_images(before_rows, after_rows, trained)
+    test_part = None if split is None else split.loc[split["part"] == fracture_split.TEST, "file"]
+    images = compared_images(before_rows, after_rows, test_part)
     if not images:
         raise ValueError(f"{pair.before} and {pair.after} have no outlined test image in common")
     groups = copy_groups(images, split)
