@@ -4,9 +4,10 @@ scored on the same outlined fractures of FracAtlas's fixed test part.
 The pair is found from the cards: a model with a fracture output names its base model in its card (the
 ``base_model`` of its fracture recipe). The images are those of the fracture-aware model's localisation cache
 in its split's fixed test part (core.localize keeps the cache to it; an image its fracture output trained on
-is never compared); the base model's cache rows are cut to exactly those images. Each model is scored on (a) the map it opens on (GradCAM at the
-model's default layer for the output its cache explains) and (b) the map with the highest hit rate among those
-its randomisation check passes, where core.trust has checked that output. Hit rate and energy inside come with
+is never compared); the base model's cache rows are cut to exactly those images. Each model is scored on
+(a) the map it opens on (GradCAM at the model's default layer for the output its cache explains) and (b) the
+map with the highest hit rate among those its randomisation check passes, where core.trust has checked that
+output. Hit rate and energy inside come with
 95% bootstrap intervals, and so do their paired differences (after minus before): every resample draws the
 same copy groups for both models, so what the images share (which fractures are hard) cancels.
 
