@@ -21,6 +21,7 @@ from core.eval import before_after
 from core.eval.before_after import AFTER, BEFORE, CHANCE, DIFFERENCE, Comparison, Gallery, GalleryError, ModelPair
 from core.eval.localization_sweep import DATASET
 from core.model.checkpoint import list_shipped_models
+from core.model.registry import ABNORMAL, FRACTURE
 from core.store.artifacts import ModelArtifacts, file_version, weights_dir
 from dashboard import accuracy, views
 
@@ -36,14 +37,16 @@ _SCORE_NAMES = {"hit": "Hit rate", "energy": "Energy inside"}
 
 
 def _versions(files: ModelArtifacts) -> tuple[int, ...]:
+    trust_files = [
+        path for output in (ABNORMAL, FRACTURE) for path in (files.trust_rows(output), files.trust_summary(output))
+    ]
     return tuple(
         file_version(path)
         for path in (
             files.card,
             files.localization(DATASET),
             files.localization_summary(DATASET),
-            files.trust_rows,
-            files.trust_summary,
+            *trust_files,
             files.directory / fracture_split.SPLIT_FILE,
         )
     )

@@ -221,3 +221,21 @@ def test_an_unreadable_gallery_is_one_sentence(tmp_path: Path):
     files.before_after_gallery.write_bytes(b"not an npz")
     with pytest.raises(before_after.GalleryError, match="re-run python -m core.before_after"):
         before_after.read_gallery(files)
+
+
+def test_the_fracture_outputs_trust_cache_names_its_best_passing_map(tmp_path: Path):
+    """Once core.trust has checked P(fracture) (its own cache beside the abnormal one), the after model gets a
+    best passing map and a paired difference; here the shipped abnormal cache's files stand in for it."""
+    after_rows = pd.concat(
+        [AFTER_ROWS, _rows({("HiResCAM", BLOCK11, "fracture"): {k: (1, 0.3) for k in "abcd"}})], ignore_index=True
+    )
+    _model(tmp_path, PAIR.before, {"architecture": ARCHITECTURES[0]}, BEFORE_ROWS)
+    _model(tmp_path, PAIR.after, FRACTURE_CARD, after_rows)
+    shipped, files = ModelArtifacts.of("mura_efficientnet_lite0"), ModelArtifacts.of(PAIR.after, tmp_path)
+    files.trust_rows("fracture").write_bytes(shipped.trust_rows().read_bytes())
+    files.trust_summary("fracture").write_bytes(shipped.trust_summary().read_bytes())
+    comparison = before_after.compare_models(PAIR, tmp_path, n_boot=100)
+    assert not isinstance(comparison, str), comparison
+    assert comparison.unchecked == (BEFORE,)
+    assert comparison.passing_maps == (None, MapChoice("HiResCAM", BLOCK11, "fracture"))
+    assert comparison.passing.loc[AFTER, "hit"] == pytest.approx(1.0)

@@ -33,7 +33,7 @@ from core.data.imaging import load_radiograph
 from core.eval import localization, localization_sweep, metrics, trust
 from core.model.card import ModelCardError, read_card
 from core.model.checkpoint import list_shipped_models, load_model
-from core.model.registry import ABNORMAL, FRACTURE, ModelLoadError, get_config
+from core.model.registry import FRACTURE, ModelLoadError, get_config
 from core.store import atomic
 from core.store.artifacts import CachePairError, ModelArtifacts
 
@@ -289,16 +289,13 @@ def compare(
 
 
 def map_sanity(files: ModelArtifacts, target: str) -> dict[tuple[str, str], str] | None:
-    """core.eval.trust.sanity_by_map of the model's trust cache on ``target``, or None where core.trust has not
-    checked that output. Its cache explains P(abnormal) (core.trust's target), so another target has no
-    verdicts yet.
+    """core.eval.trust.sanity_by_map of the model's trust cache of ``target``'s output, or None where core.trust
+    has not checked that output.
 
     Raises:
         CachePairError: the trust cache is unreadable.
     """
-    if target != ABNORMAL:
-        return None
-    cache = trust.read_cache(files)
+    cache = trust.read_cache(files, target)
     return None if cache is None else trust.sanity_by_map(cache.summary)
 
 
