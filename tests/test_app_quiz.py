@@ -162,6 +162,27 @@ def test_a_fracture_model_is_quizzed_with_its_fracture_output_on_images_it_never
 
 
 @pytest.mark.parametrize(
+    "split, sentence",
+    [
+        (None, "split (fracatlas_split.csv) is missing, so the quiz cannot tell"),
+        ("file,part\nimages/IMG0002313.jpg,test\n", "lacks the column(s) region, fractured, hardware, copy_group"),
+    ],
+)
+def test_a_fracture_model_without_a_readable_split_asks_nothing(
+    fracture_default: Path,  # noqa: F811
+    split: str | None,
+    sentence: str,
+) -> None:
+    """Which radiographs the fracture output trained on must be known before one is asked: one sentence."""
+    if split is not None:
+        (fracture_default / DEFAULT_MODEL / fracture_split.SPLIT_FILE).write_text(split, encoding="utf-8")
+    at = open_page("../pages/quiz.py")
+    assert quiz_view.RUN_KEY not in at.session_state  # no quiz started
+    assert any(sentence in w.value for w in at.warning)
+    assert at.button(key="quiz_start").disabled
+
+
+@pytest.mark.parametrize(
     "value",
     [
         None,
