@@ -266,7 +266,7 @@ def gather(
         fracatlas_metrics=None if external is None else external.metrics,
         localization=read_json_object(files.localization_summary(FRACATLAS)),
         trust=trust.headline(files),
-        sanity=trust.sanity_by_map(read_json_object(files.trust_summary)),
+        sanity=trust.sanity_by_map(read_json_object(files.trust_summary())),
         scope=read_json_object(files.scope_metrics),
         model_version=model_version(files),
         code_version=code_version(),
