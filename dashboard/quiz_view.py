@@ -142,7 +142,7 @@ def quiz_map(model: str, loaded: LoadedModel, output: str = ABNORMAL) -> tuple[s
         sweep = None
     if sweep is not None:
         try:
-            checked = trust_view.cached_trust(model)
+            checked = trust_view.cached_trust(model, ABNORMAL)
         except CachePairError:
             checked = None
         table = accuracy.ranking(sweep.summary, "hit", sanity=trust.sanity_by_map(checked and checked.summary))

@@ -184,6 +184,11 @@ def trained_sample(two_output: Path, tmp_path: Path) -> Path:  # noqa: F811
     split = pd.read_csv(shipped.directory / fracture_split.SPLIT_FILE, dtype=str, encoding="utf-8")
     split.loc[split["file"] == "images/IMG0002313.jpg", "part"] = fracture_split.fold_name(0)
     split.to_csv(model / fracture_split.SPLIT_FILE, index=False, encoding="utf-8")
+    # Sanity verdicts of the fracture output's maps only (the abnormal output's cache is absent).
+    groups = [{"method": "GradCAM", "layer": "fracture map (128 ch, stride 16)", "randomisation": "passes"}]
+    groups[0]["logit_check"] = "passes"
+    summary = json.dumps({"groups": groups})
+    ModelArtifacts(model).trust_summary("fracture").write_text(summary, encoding="utf-8")
     return tmp_path
 
 
@@ -198,6 +203,8 @@ def test_a_sample_the_fracture_output_trained_on_says_so(trained_sample: Path) -
     assert "1 of the localisation's radiographs were trained on by the fracture output" in flat
     assert "radiographs of the test part only" not in flat
     assert _images(pdf) == 4
+    # The localisation explains P(fracture): its maps are marked from the fracture output's sanity checks.
+    assert "The best map that passes the sanity checks, GradCAM - fracture map (128 ch, stride 16)" in flat
 
 
 def test_a_model_without_a_fracture_output_says_so_in_its_section(scratch_weights: Path) -> None:

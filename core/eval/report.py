@@ -257,6 +257,8 @@ def gather(
     fracture = (
         _fracture_output(model, card, files, external, weights_root) if FRACATLAS_LABEL in model_outputs(card) else None
     )
+    # The sanity marks of the localisation table come from the trust cache of the output it explains.
+    explained = FRACTURE if fracture is not None and fracture.localized_targets == {FRACTURE} else "abnormal"
     return ReportInputs(
         model=model,
         card=card,
@@ -265,14 +267,26 @@ def gather(
         valid_metrics=None if valid is None else valid.metrics,
         fracatlas_metrics=None if external is None else external.metrics,
         localization=read_json_object(files.localization_summary(FRACATLAS)),
-        trust=trust.headline(files),
-        sanity=trust.sanity_by_map(read_json_object(files.trust_summary())),
+        trust=_trust_headline(files, fracture is not None),
+        sanity=trust.sanity_by_map(read_json_object(files.trust_summary(explained))),
         scope=read_json_object(files.scope_metrics),
         model_version=model_version(files),
         code_version=code_version(),
         date=date or dt.datetime.now(dt.UTC).date(),
         fracture=fracture,
     )
+
+
+def _trust_headline(files: ModelArtifacts, two_outputs: bool) -> str | None:
+    """core.trust's headline; for a model with a fracture output, one per output's cache, each named."""
+    if not two_outputs:
+        return trust.headline(files)
+    lines = [
+        f"{words}'s maps: {line}"
+        for words, target in (("P(fracture)", FRACTURE), ("P(abnormal)", "abnormal"))
+        if (line := trust.headline(files, target))
+    ]
+    return " ".join(lines) or None
 
 
 def _fracture_output(
