@@ -23,11 +23,12 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast, get_args
 
 import numpy as np
 import pandas as pd
 
-from core.cam.explain import DEFAULT_METHOD, explain
+from core.cam.explain import DEFAULT_METHOD, Target, explain
 from core.data import fracatlas, fracture_split
 from core.data.imaging import load_radiograph
 from core.eval import localization, localization_sweep, metrics, trust
@@ -96,7 +97,7 @@ class MapChoice:
 
     method: str
     layer: str
-    target: str
+    target: Target
 
     @property
     def label(self) -> str:
@@ -166,12 +167,12 @@ def copy_groups(images: Sequence[str], split: pd.DataFrame | None) -> list[str]:
     return [known.get(image, image) for image in images]
 
 
-def _target(rows: pd.DataFrame) -> str:
+def _target(rows: pd.DataFrame) -> Target:
     """The output a cache's maps explain (its non-baseline rows' target)."""
     targets = rows.loc[~rows["method"].isin(localization.BASELINES), "target"].unique()
-    if len(targets) != 1:
+    if len(targets) != 1 or targets[0] not in get_args(Target):
         raise ValueError(f"the cache explains {len(targets)} outputs ({', '.join(map(str, targets))}), not one")
-    return str(targets[0])
+    return cast(Target, targets[0])
 
 
 def opening_map(rows: pd.DataFrame, architecture: str) -> MapChoice:
@@ -404,7 +405,10 @@ def write_gallery(
     if isinstance(comparison, str):
         raise ValueError(comparison)
     files = (ModelArtifacts.of(pair.before, directory), ModelArtifacts.of(pair.after, directory))
-    rows = tuple(localization_sweep.read_cache(f).table for f in files)
+    caches = [localization_sweep.read_cache(f) for f in files]
+    rows = tuple(cache.table for cache in caches if cache is not None)
+    if len(rows) != len(files):
+        raise ValueError("A localisation cache went missing while the gallery was being drawn; re-run.")
     outcomes = _outcomes(comparison, rows)
     available = [image for image in comparison.images if fracatlas.image_file(root, image).is_file()]
     images = gallery_images(outcomes, available, size=size)
@@ -433,7 +437,8 @@ def write_gallery(
         "seconds": round(time.perf_counter() - started, 1),
     }
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, meta=np.array(json.dumps(meta)), **arrays)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez_compressed(buffer, allow_pickle=False, **arrays)
     atomic.write_bytes(files[1].before_after_gallery, buffer.getvalue())
     return files[1].before_after_gallery
 
@@ -454,7 +459,7 @@ def read_gallery(files: ModelArtifacts) -> Gallery | None:
             heatmaps = tuple((data[f"{BEFORE}_{i}"], data[f"{AFTER}_{i}"]) for i in range(count))
         return Gallery(
             pair=ModelPair(meta["before"], meta["after"]),
-            maps=tuple(MapChoice(**choice) for choice in meta["maps"]),
+            maps=(MapChoice(**meta["maps"][0]), MapChoice(**meta["maps"][1])),
             images=tuple(meta["images"]),
             outcomes=tuple(tuple(o) for o in meta["outcomes"]),
             heatmaps=heatmaps,
