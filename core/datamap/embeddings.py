@@ -27,7 +27,7 @@ from core.model.prediction import DEFAULT_BATCH_SIZE, model_inputs
 from core.model.registry import MeanProbabilityEnsemble
 from core.scoping.head import network_features
 from core.store import atomic
-from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts
+from core.store.artifacts import ModelArtifacts
 
 if TYPE_CHECKING:  # for the annotation only; the functions import sklearn where they use it
     from sklearn.decomposition import PCA
@@ -219,7 +219,7 @@ def image_sets(
                 "members, so its train/ features cannot be out of fold"
             )
         train["fold"] = train_folds(train, folds, int(recipe.get("split_seed", 0)))
-        holdout = set(pd.read_csv(files.predictions(TRAIN_HOLDOUT))["path"])
+        holdout = set(pd.read_csv(files.resolve(files.holdout_predictions))["path"])
         train = train[train["path"].isin(holdout)]
         for fold in range(folds):
             part = train[train["fold"] == fold]
@@ -515,10 +515,13 @@ def label_issue_table(files: ModelArtifacts) -> pd.DataFrame:
     from core.datamap.audit import label_issues, study_predictions
 
     parts = []
-    for dataset, name in (("mura_train", TRAIN_HOLDOUT), ("mura_valid", "valid")):
-        if not files.predictions(name).is_file():
+    for dataset, path in (
+        ("mura_train", files.resolve(files.holdout_predictions)),
+        ("mura_valid", files.predictions("valid")),
+    ):
+        if not path.is_file():
             continue
-        predictions = pd.read_csv(files.predictions(name))
+        predictions = pd.read_csv(path)
         predictions = predictions[predictions["study_type"].isin(_STUDY_TYPES)]
         parts.append(label_issues(study_predictions(predictions)).assign(dataset=dataset))
     table = pd.concat(parts, ignore_index=True)

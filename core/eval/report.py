@@ -190,7 +190,7 @@ def gather(
         localization=read_json_object(files.localization_summary(FRACATLAS)),
         trust=trust.headline(files),
         sanity=trust.sanity_by_map(read_json_object(files.trust_summary)),
-        scope=read_json_object(files.scope_metrics),
+        scope=read_json_object(files.resolve(files.scope_metrics)),
         model_version=model_version(files),
         code_version=code_version(),
         date=date or dt.datetime.now(dt.UTC).date(),

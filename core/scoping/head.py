@@ -80,8 +80,10 @@ class ScopeHeadError(RuntimeError):
 
 
 def head_for(loaded: LoadedModel) -> ScopeHead | None:
-    """The scope head fitted for ``loaded`` (``scope_head.npz`` in its folder), or None if it has none."""
-    path = ModelArtifacts(loaded.directory).scope_head
+    """The scope head fitted for ``loaded`` (``scope_head.npz`` in its folder, else its base model's), or
+    None if it has none."""
+    files = ModelArtifacts(loaded.directory)
+    path = files.resolve(files.scope_head)
     version = file_version(path)
     return _cached_head(str(path), version) if version else None
 

@@ -45,6 +45,9 @@ __all__ = [
     "TRUST_ROWS_FILE",
     "TRUST_SUMMARY_FILE",
     "TRAIN_HOLDOUT",
+    "BASE_MODEL_KEY",
+    "MURA_PATH_FILES",
+    "is_model_name",
     "weights_dir",
     "file_version",
     "display_name",
@@ -76,6 +79,23 @@ TRUST_SUMMARY_FILE = "trust_metrics.json"
 #: The dataset name of the predictions on train/'s held-out patients (core.train, core.ensemble).
 TRAIN_HOLDOUT = "train_holdout"
 _PREDICTIONS_HASH_KEY = "predictions_sha256"
+#: The card field naming the model whose MURA network a model's is (the fracture model's base ensemble).
+BASE_MODEL_KEY = "base_model"
+#: Artefacts of the MURA network alone (scope, train holdout, training log, data map): a model built on
+#: a base model reads the base's when it has no copy of its own (:meth:`ModelArtifacts.resolve`).
+MURA_PATH_FILES = frozenset(
+    {
+        SCOPE_HEAD_FILE,
+        SCOPE_METRICS_FILE,
+        f"predictions_{TRAIN_HOLDOUT}.csv",
+        TRAINING_LOG_FILE,
+        EMBEDDINGS_FILE,
+        EMBEDDING_FEATURES_FILE,
+        DATA_AUDIT_FILE,
+        DUPLICATES_FILE,
+        LABEL_ISSUES_FILE,
+    }
+)
 
 
 def weights_dir() -> Path:
@@ -100,9 +120,18 @@ def display_name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` can be a folder under the weights directory (no path separator, no leading dot)."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
 @dataclass(frozen=True)
 class ModelArtifacts:
-    """The paths of one model folder; creating it touches no file."""
+    """The paths of one model folder; creating it touches no file.
+
+    The path properties name this folder's own files (what writers write); readers of a MURA-path
+    artefact go through :meth:`resolve`, which falls back on the base model's copy.
+    """
 
     directory: Path
 
@@ -201,6 +230,25 @@ class ModelArtifacts:
     def data_audit(self) -> Path:
         """Counts of label issues and duplicates, and how the embeddings were made, for the Data map page."""
         return self.directory / DATA_AUDIT_FILE
+
+    @property
+    def base(self) -> ModelArtifacts | None:
+        """The model whose MURA network this one's is (the card's ``base_model``, a folder beside this
+        one), or None: a model of its own, or no readable card."""
+        card = read_json_object(self.card) or {}
+        name = card.get(BASE_MODEL_KEY)
+        if not isinstance(name, str) or not is_model_name(name) or name == self.name:
+            return None
+        return ModelArtifacts(self.directory.parent / name)
+
+    def resolve(self, path: Path) -> Path:
+        """Where a file of this folder is read from: ``path`` itself when it exists or is not a
+        MURA-path artefact (:data:`MURA_PATH_FILES`), else the base model's file of that name
+        (the same MURA network made it), else ``path`` (readers then say it is missing)."""
+        if path.name not in MURA_PATH_FILES or path.exists():
+            return path
+        base = self.base
+        return base.directory / path.name if base is not None and (base.directory / path.name).exists() else path
 
     def evaluation_version(self, dataset: str) -> tuple[str, int, int]:
         """The cache key of the cached evaluation of ``dataset``: folder and both files' versions."""
