@@ -430,9 +430,8 @@ class Embeddings:
 def save(embeddings: Embeddings, path: Path) -> None:
     """Write the cache as a compressed ``.npz`` of plain arrays (float16 vectors, no pickle), atomically."""
     images = embeddings.images
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(
-        tmp,
+    atomic.save_npz(
+        path,
         key=images["key"].to_numpy(str),
         dataset=images["dataset"].to_numpy(str),
         study=images["study"].to_numpy(str),
@@ -446,7 +445,6 @@ def save(embeddings: Embeddings, path: Path) -> None:
         distances=embeddings.distances.astype(np.float16),
         meta=np.array(json.dumps(embeddings.meta)),
     )
-    tmp.replace(path)
 
 
 def load(path: Path) -> Embeddings:
@@ -566,11 +564,12 @@ def write_cache(
         ),
         files.embeddings,
     )
-    tmp = files.embedding_features.with_name(files.embedding_features.name + ".tmp.npz")
-    np.savez_compressed(
-        tmp, key=images["key"].to_numpy(str), dataset=images["dataset"].to_numpy(str), features=raw.astype(np.float16)
+    atomic.save_npz(
+        files.embedding_features,
+        key=images["key"].to_numpy(str),
+        dataset=images["dataset"].to_numpy(str),
+        features=raw.astype(np.float16),
     )
-    tmp.replace(files.embedding_features)
     atomic.write_text(files.label_issues, issues.to_csv(index=False, float_format="%.6f"))
     atomic.write_text(files.duplicates, duplicates.groups.to_csv(index=False, float_format="%.4f"))
     summary = {
