@@ -33,6 +33,7 @@ __all__ = [
     "study_summary",
     "map_figure",
     "selected_rows",
+    "table_with_download",
     "read_label_issues",
     "read_duplicates",
     "read_audit",
@@ -364,6 +365,21 @@ def map_figure(model: str, colour: str, projection: str = "umap") -> go.Figure:
     """The scatter of every image coloured by ``colour`` (a :func:`map_table` column), one WebGL trace per
     value; each point carries its row number in ``customdata[0]`` for :func:`selected_rows`."""
     return _figure(model, _versions(model), colour, projection)
+
+
+def table_with_download(
+    shown: pd.DataFrame, exported: pd.DataFrame, *, keys: tuple[str, str], label: str, file_name: str, columns: dict
+) -> None:
+    """A table of studies and a button that downloads ``exported`` (the rows behind it, all columns) as CSV.
+
+    ``columns`` titles the columns: the first (the study) wide, the others numbers to 3 decimals;
+    ``keys`` are the table's and the button's widget keys.
+    """
+    study, *numbers = columns
+    config = {study: st.column_config.TextColumn(columns[study], width="large")}
+    config |= {name: st.column_config.NumberColumn(columns[name], format="%.3f") for name in numbers}
+    st.dataframe(shown, hide_index=True, width="stretch", key=keys[0], column_config=config)
+    st.download_button(label, exported.to_csv(index=False).encode(), mime="text/csv", file_name=file_name, key=keys[1])
 
 
 def selected_rows(event: Any, rows: int) -> list[int]:
