@@ -18,11 +18,10 @@ import json
 from pathlib import Path
 
 from core.model.fracture_model import assemble, delta_from_full
+from core.model.fracture_training import FRACTURE_BASE_MODEL
 from core.store.artifacts import ModelArtifacts
 
 NAME = "mura_efficientnet_lite0_fracture"
-#: The ensemble whose members the branches were trained on (not "the default model", which may become this one).
-BASE = "mura_efficientnet_lite0"
 
 
 def main() -> None:
@@ -31,7 +30,7 @@ def main() -> None:
     parser.add_argument("--outcome", type=Path, default=Path("docs/fracture_training/outcome.json"))
     parser.add_argument("--from-full", type=Path, help="a full two-output checkpoint to store as a delta instead")
     args = parser.parse_args()
-    base, out = ModelArtifacts.of(BASE), ModelArtifacts.of(NAME)
+    base, out = ModelArtifacts.of(FRACTURE_BASE_MODEL), ModelArtifacts.of(NAME)
     if args.from_full:
         for path in delta_from_full(args.from_full, base, out):
             print(f"removed {path} (a copy of {base.name}'s)")
