@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import subprocess
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,7 @@ from core.eval.evaluation import FRACATLAS, REGION_LABELS
 from core.eval.localization import BASELINES, BRIGHT_BONE, UNIFORM
 from core.eval.metrics import format_interval
 from core.model.card import DEFAULT_THRESHOLD_KEY, ModelCardError, card_thresholds, read_card, trained_study_types
-from core.model.checkpoint import DEFAULT_MODEL
+from core.model.checkpoint import DEFAULT_MODEL, file_sha256
 from core.model.registry import ModelLoadError, get_config
 from core.store.artifacts import (
     EvaluationMismatchError,
@@ -146,14 +145,11 @@ def code_version() -> str:
 
 def model_version(files: ModelArtifacts) -> str:
     """The checkpoint's SHA-256 (first 12 hex digits): which weights the numbers come from."""
-    digest = hashlib.sha256()
     try:
-        with files.checkpoint.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        digest = file_sha256(files.checkpoint)
     except OSError:
         return "no checkpoint in the folder"
-    return f"checkpoint sha256 {digest.hexdigest()[:12]}"
+    return f"checkpoint sha256 {digest[:12]}"
 
 
 def gather(
