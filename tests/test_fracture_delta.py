@@ -166,6 +166,9 @@ def test_mura_path_artefacts_are_read_from_the_base_without_an_own_copy(tmp_path
     assert model.resolve(model.training_log) == model.training_log
     # Writers always get the own folder's path.
     assert model.scope_head.parent == model.directory
+    # What to copy for the model to load elsewhere: its base's checkpoint and card too.
+    assert model.model_files == (model.checkpoint, model.card, base.checkpoint, base.card)
+    assert base.model_files == (base.checkpoint, base.card)
     # No base named (or a card naming the model itself): nothing is resolved elsewhere.
     assert base.base is None and base.resolve(base.duplicates) == base.duplicates
     _write_card(tmp_path / "model", {"name": "model", BASE_MODEL_KEY: "model"})

@@ -241,6 +241,13 @@ class ModelArtifacts:
             return None
         return ModelArtifacts(self.directory.parent / name)
 
+    @property
+    def model_files(self) -> tuple[Path, ...]:
+        """The checkpoint and card, and a base model's too (a delta checkpoint loads its members from
+        there): what to copy for the model to load from another weights folder."""
+        base = self.base
+        return (self.checkpoint, self.card) + (() if base is None else (base.checkpoint, base.card))
+
     def resolve(self, path: Path) -> Path:
         """Where a file of this folder is read from: ``path`` itself when it exists or is not a
         MURA-path artefact (:data:`MURA_PATH_FILES`), else the base model's file of that name
