@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from core.model.backends import batch_predictor
 from core.model.checkpoint import (
     check_model,
     load_model,
@@ -20,6 +21,7 @@ from core.model.checkpoint import (
 )
 from core.model.fracture_model import delta_from_full
 from core.model.fracture_net import TwoOutputNet
+from core.model.prediction import model_inputs
 from core.model.registry import ModelLoadError, create_model
 from core.scoping.head import head_for
 from core.store.artifacts import (
@@ -28,6 +30,7 @@ from core.store.artifacts import (
     SHIPPED_WEIGHTS_DIR,
     ModelArtifacts,
 )
+from tests.synthetic import synthetic_radiograph
 from tests.test_imaging import assert_one_sentence
 
 ARCH = "efficientnet_lite0_fracture"
@@ -219,3 +222,16 @@ def test_a_shipped_deltas_mura_networks_are_its_bases_members(name: str) -> None
         mura, member = ours.mura.state_dict(), theirs.state_dict()
         assert mura.keys() == member.keys()
         assert all(torch.equal(mura[k], member[k]) for k in mura)
+
+
+@pytest.mark.slow
+def test_onnx_runs_the_delta_model_as_the_full_one(
+    weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("MURA_LENS_ONNX_CACHE", str(tmp_path / "onnx"))
+    delta, full = load_model("two", directory=weights), load_model("full", directory=weights)
+    inputs = model_inputs(delta, [synthetic_radiograph(seed, size=64) for seed in range(2)])
+    onnx = batch_predictor(delta, "onnx")(inputs)
+    assert onnx.shape == (2, 2)
+    assert abs(onnx - batch_predictor(full, "torch")(inputs)).max() < 1e-4
