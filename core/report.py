@@ -1,6 +1,7 @@
-"""A self-contained PDF report of one model for people who will not open the app: from its caches only.
+"""A self-contained PDF report of one model for people who will not open the app: from its caches.
 
-The command line only; the library is :mod:`core.eval.report`.
+The command line only; the library is :mod:`core.eval.report` (a model with a fracture output also gets its
+test-part figures, the shipped samples' P(fracture), and two fracture maps drawn with the model).
 """
 
 from __future__ import annotations

@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fracatlas-root", help="a FracAtlas folder (upper-limb images are sampled)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a folder under weights/")
     parser.add_argument(
+        "--target",
+        choices=("abnormal", "fracture"),
+        help="the output whose maps are checked (default: fracture for a model with that output, else abnormal); "
+        "on fracture the FracAtlas sample leaves out every image that output trained on",
+    )
+    parser.add_argument(
         "--per-part",
         type=int,
         default=DEFAULT_PER_PART,
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 road=args.road,
                 n_boot=args.n_boot,
                 seed=args.seed,
+                target=args.target,
             )
 
     return report_written(write, (mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, OSError, ValueError))

@@ -42,11 +42,20 @@ def _trained_files(path: str, version: int) -> frozenset[str]:
     return fracture_split.trained_files(fracture_split.read_split(Path(path)))
 
 
+def trained_files(directory: Path) -> frozenset[str] | None:
+    """The FracAtlas files the fracture output of the model in ``directory`` was trained on (its split file,
+    read once per file version rather than on every run); None when the folder has no split file.
+
+    Raises:
+        fracture_split.SplitError: the split file is damaged (one sentence).
+    """
+    path = directory / fracture_split.SPLIT_FILE
+    return _trained_files(str(path), file_version(path)) if path.is_file() else None
+
+
 def trained_on(loaded: LoadedModel, file: str) -> bool:
-    """Whether the model's fracture output was trained on this FracAtlas file (its split file, read once per
-    file version rather than on every Explain run)."""
-    path = loaded.directory / fracture_split.SPLIT_FILE
-    return path.is_file() and file in _trained_files(str(path), file_version(path))
+    """Whether the model's fracture output was trained on this FracAtlas file."""
+    return file in (trained_files(loaded.directory) or ())
 
 
 def show_fracture_reading(

@@ -12,7 +12,8 @@ The model's side reads caches first: the cached P(abnormal) of the case (core.ev
 MURA predictions) and, for its heat map, the map that localised fractures best in the cached sweep
 (core.localize), computed for the shown image with core.cam.explain through the cached helpers of
 dashboard.views. Without a sweep it is the app's default GradCAM; without a cached probability the
-model is run once for the case (cached).
+model is run once for the case (cached). A model with a fracture output is read on FracAtlas with that
+output (P(fracture) at its own threshold, GradCAM of the fracture map), on radiographs it never trained on.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ from streamlit_image_coordinates import streamlit_image_coordinates
 
 from core.cam.explain import DEFAULT_METHOD, METHODS
 from core.cam.overlay import overlay
-from core.data import fracatlas
+from core.data import fracatlas, fracture_split
 from core.eval import metrics, quiz, trust
 from core.eval.evaluation import FRACATLAS, REGION_LABELS, region_thresholds
 from core.eval.localization import TOLERANCE_PX
-from core.model.card import card_thresholds, trained_study_types
+from core.eval.localization_sweep import default_target
+from core.model.card import card_thresholds, model_outputs, trained_study_types
 from core.model.checkpoint import LoadedModel
-from core.store.artifacts import CachePairError, EvaluationMismatchError, file_version
-from dashboard import accuracy, state, studies, trust_view, views
+from core.model.registry import ABNORMAL, FRACTURE
+from core.store.artifacts import CachePairError, EvaluationMismatchError, ModelArtifacts, file_version
+from dashboard import accuracy, fracture_view, state, studies, trust_view, views
 from dashboard.charts import group_label
 
 __all__ = [
@@ -122,17 +125,24 @@ def _body_part(case: quiz.QuizCase) -> str:
     return REGION_LABELS.get(case.body_part, group_label(case.body_part))
 
 
-def quiz_map(model: str, loaded: LoadedModel) -> tuple[str, str | None]:
-    """(method, layer) of the model's map: the cached sweep's best fast map by hit rate among those that
-    pass the sanity checks, else GradCAM on the default layer. The quiz shows the model at its best at
-    pointing with a map that reads the model, not at its most common."""
+def quiz_map(model: str, loaded: LoadedModel, output: str = ABNORMAL) -> tuple[str, str | None]:
+    """(method, layer) of the model's map of ``output``.
+
+    The fracture output: GradCAM on its default layer, the map it was trained to make. P(abnormal): the
+    cached sweep's best fast map by hit rate among those that pass the sanity checks, else GradCAM on the
+    default layer; the quiz shows the model at its best at pointing with a map that reads the model, not at
+    its most common. A sweep of another output (core.localize explains P(fracture) where there is one) does
+    not rank P(abnormal)'s maps, so it is not used for them.
+    """
+    if output != ABNORMAL or default_target(loaded) != ABNORMAL:
+        return DEFAULT_METHOD, loaded.config.cam_layer_for(output)
     try:
         sweep = accuracy.cached_sweep(model)
     except CachePairError:
         sweep = None
     if sweep is not None:
         try:
-            checked = trust_view.cached_trust(model)
+            checked = trust_view.cached_trust(model, ABNORMAL)
         except CachePairError:
             checked = None
         table = accuracy.ranking(sweep.summary, "hit", sanity=trust.sanity_by_map(checked and checked.summary))
@@ -167,18 +177,41 @@ def _cached_predictions(model: str, dataset: str) -> pd.DataFrame | None:
         return None
 
 
+def _trained(model: str, card: dict) -> tuple[frozenset[str] | None, str | None]:
+    """(the FracAtlas files the model's fracture output trained on, None) for a model with that output;
+    (None, None) for one without; (None, one-sentence reason) when its split cannot tell them apart."""
+    if FRACTURE not in model_outputs(card):
+        return None, None
+    try:
+        trained = fracture_view.trained_files(ModelArtifacts.of(model).directory)
+    except fracture_split.SplitError as exc:
+        return None, str(exc)
+    if trained is None:
+        return None, (
+            f"The model's FracAtlas split ({fracture_split.SPLIT_FILE}) is missing, so the quiz cannot tell the "
+            "radiographs its fracture output trained on from those it never saw."
+        )
+    return trained, None
+
+
 def _fracatlas_pool(model: str, card: dict) -> tuple[list[quiz.QuizCase], str | None]:
     root, reason = accuracy.fracatlas_root()
     if root is None:
         return [], reason or "No FracAtlas radiographs are available."
+    trained, reason = _trained(model, card)
+    if reason:
+        return [], reason
     try:
         images = _fracatlas_images(str(root), file_version(root / fracatlas.LABELS_FILE))
         shares = _outline_shares(str(root), file_version(root / fracatlas.COCO_FILE))
     except fracatlas.FracAtlasError as exc:
         return [], str(exc)
-    return quiz.fracatlas_cases(
-        images, shares, region_thresholds(card), _cached_predictions(model, FRACATLAS), card=card
-    ), None
+    cases = quiz.fracatlas_cases(
+        images, shares, region_thresholds(card), _cached_predictions(model, FRACATLAS), card=card, trained=trained
+    )
+    if not cases and trained:
+        return [], "The model's fracture output was trained on every upper-limb radiograph in this FracAtlas folder."
+    return cases, None
 
 
 def _mura_pool(model: str, card: dict) -> tuple[list[quiz.QuizCase], str | None]:
@@ -339,6 +372,7 @@ def show_score(run: QuizRun) -> None:
         help=f"Called it, and its heat map's peak lies within {TOLERANCE_PX} px of the outline "
         "(the pointing game of the Heat-map accuracy page).",
     )
+    st.caption(quiz.compared(run.cases))
 
 
 def _context(run: QuizRun, case: quiz.QuizCase) -> str:
@@ -409,16 +443,18 @@ def show_question(run: QuizRun, view: CaseView) -> None:
 
 
 def _model_side(view: CaseView) -> tuple[float, list[np.ndarray | None], str, str | None]:
-    """P(abnormal) (cached, else run once), each view's heat map (None, after one st.error sentence,
-    where it cannot be computed), and the map's method and layer."""
+    """P(output) of the case's output (cached, else run once), each view's heat map of that output (None,
+    after one st.error sentence, where it cannot be computed), and the map's method and layer."""
     loaded = state.current_model()
     model = state.current_model_name()
     pixels = [p for _, p in view.views]
+    output = view.case.output
     probability = view.case.probability
     if probability is None:
-        probability = float(np.mean(views.cached_probabilities(loaded, pixels)))
-    method, layer = quiz_map(model, loaded)
-    settings = views.CamSettings(method=method, layers=(layer,) if layer else ())
+        predict = fracture_view.cached_fractures if output == FRACTURE else views.cached_probabilities
+        probability = float(np.mean(predict(loaded, pixels)))
+    method, layer = quiz_map(model, loaded, output)
+    settings = views.CamSettings(method=method, layers=(layer,) if layer else (), target=output)
     explanations = [views.explanation_or_error(loaded, p, name, settings) for name, p in view.views]
     return probability, [None if e is None else e.heatmap for e in explanations], method, layer
 
@@ -514,7 +550,12 @@ def show_reveal(run: QuizRun, view: CaseView) -> None:
         st.caption(legend)
     if case.threshold is None:
         st.markdown(
-            f"**Model:** P(abnormal) = {probability:.3f}, shown for reference; **not scored**. {case.not_scored}"
+            f"**Model:** P({case.output}) = {probability:.3f}, shown for reference; **not scored**. {case.not_scored}"
+        )
+    elif case.output == FRACTURE:
+        st.markdown(
+            f"**Model:** P(fracture) = {probability:.3f} against its fracture output's threshold "
+            f"{case.threshold:.3f}: **{words[probability >= case.threshold].lower()}**."
         )
     else:
         st.markdown(
@@ -522,7 +563,13 @@ def show_reveal(run: QuizRun, view: CaseView) -> None:
             f"{_body_part(case)}: **{words[probability >= case.threshold].lower()}**."
         )
     st.dataframe(agreement_table(result, words), hide_index=True, width="stretch")
-    if case.source == "FracAtlas":
+    if case.output == FRACTURE:
+        st.caption(
+            "FracAtlas's label is *fracture*, and so is the model output shown: its fracture output, trained on "
+            "FracAtlas's training folds and never on this radiograph (the quiz asks only images it did not "
+            f"train on). {fracatlas.CREDIT}"
+        )
+    elif case.source == "FracAtlas":
         st.caption(
             "FracAtlas's label is *fracture*; the model was trained on MURA's broader *abnormal* "
             f"(hardware counts there). {fracatlas.CREDIT}"

@@ -2,7 +2,8 @@
 thresholds last chosen on Performance or Error analysis (the card's if none was moved).
 
 The PDF is made when the button is clicked (a deferred download), so pages that show the button
-pay nothing for it; it reads only the model folder's caches, as the command line does.
+pay nothing for it; it reads the model folder's caches, as the command line does (and, for a model with
+a fracture output, runs it on two shipped samples to draw their fracture maps: a few seconds).
 """
 
 from __future__ import annotations
@@ -36,5 +37,7 @@ def report_button(model: str, *, key: str) -> None:
         icon=":material/picture_as_pdf:",
         help="For people who will not open the app: the card's headline, per-body-part results with 95% CIs and "
         "a plain reading, confusion matrices at the thresholds chosen on Performance, the external and "
-        "heat-map checks, limitations, data credits, and the model, code version and date.",
+        "heat-map checks, limitations, data credits, and the model, code version and date. A model with a "
+        "fracture output adds its FracAtlas test-part figures and the shipped samples' P(fracture) and "
+        "fracture maps.",
     )

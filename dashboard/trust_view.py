@@ -15,10 +15,14 @@ import streamlit as st
 
 from core.eval import trust
 from core.eval.trust import METRICS, method_verdicts, rank_of
+from core.model.card import ModelCardError, model_outputs
+from core.model.registry import COMPLEMENTS, FRACTURE
 from core.store.artifacts import CachedPair, CachePairError, ModelArtifacts, file_version
+from dashboard import state
 from dashboard.charts import format_interval
 
 __all__ = [
+    "trust_target",
     "cached_trust",
     "scorecard",
     "scorecard_line",
@@ -32,19 +36,41 @@ __all__ = [
 _STATUS = {"passes": "passes", "fails": "FAILS", "unclear": "unclear"}
 
 
+#: Plain words per explained output: (its class, the opposite class).
+_CLASSES = {"abnormal": ("P(abnormal)", "P(normal)"), FRACTURE: ("P(fracture)", "P(no fracture)")}
+
+
+def trust_target(model: str, cam_target: str | None = None) -> str:
+    """The output whose sanity checks apply: that of ``cam_target`` ("normal" -> abnormal, "no fracture"
+    -> fracture), else the model's fracture output where it has one (as core.trust), else abnormal."""
+    if cam_target is not None:
+        return COMPLEMENTS.get(cam_target, cam_target)
+    try:
+        outputs = model_outputs(state.read_card(model) or {})
+    except ModelCardError:
+        outputs = ("abnormal",)
+    return FRACTURE if FRACTURE in outputs else "abnormal"
+
+
 @st.cache_data(show_spinner=False)
-def _read(directory: str, rows_version: int, summary_version: int) -> CachedPair | None:
-    return trust.read_cache(ModelArtifacts(Path(directory)))
+def _read(directory: str, target: str, rows_version: int, summary_version: int) -> CachedPair | None:
+    return trust.read_cache(ModelArtifacts(Path(directory)), target)
 
 
-def cached_trust(model: str) -> CachedPair | None:
-    """The model's cached sanity checks, re-read when either file changes; None before the first run.
+def cached_trust(model: str, target: str | None = None) -> CachedPair | None:
+    """The model's cached sanity checks of ``target``'s output (default :func:`trust_target`), re-read
+    when either file changes; None before the first run.
 
     Raises:
         CachePairError: the files are unreadable or do not belong together.
     """
-    files = ModelArtifacts.of(model)
-    return _read(str(files.directory), file_version(files.trust_rows), file_version(files.trust_summary))
+    files, target = ModelArtifacts.of(model), trust_target(model, target)
+    versions = file_version(files.trust_rows(target)), file_version(files.trust_summary(target))
+    return _read(str(files.directory), target, *versions)
+
+
+def _classes(summary: dict) -> tuple[str, str]:
+    return _CLASSES[summary.get("target", "abnormal")]
 
 
 def scorecard(summary: dict) -> pd.DataFrame:
@@ -52,6 +78,7 @@ def scorecard(summary: dict) -> pd.DataFrame:
     their CIs, the FracAtlas hit rate when localisation is cached, and the verdict sentence."""
     verdicts = method_verdicts(summary)
     hits = summary["agreement"]["values"].get("localisation", {})
+    explained, opposite = _classes(summary)
     rows = []
     for group in (g for g in summary["groups"] if g["layer"] == summary["default_layer"]):
         row = {
@@ -59,7 +86,7 @@ def scorecard(summary: dict) -> pd.DataFrame:
             "randomisation check": _STATUS[group["randomisation"]],
             "rank corr., layers above random": format_interval(group["cascade"][group["sanity_stage"]]["spearman"]),
             "logit check": _STATUS[group["logit_check"]],
-            "rank corr., P(normal) vs P(abnormal)": format_interval(group["logit"]["spearman"]),
+            f"rank corr., {opposite} vs {explained}": format_interval(group["logit"]["spearman"]),
         }
         for key in ("deletion_auc", "insertion_auc", "drop", "increase", "road"):
             if key in group:
@@ -73,10 +100,11 @@ def scorecard(summary: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def scorecard_line(model: str, method: str) -> str | None:
-    """A short line on ``method`` for the Explain page's method picker; None without a readable cache."""
+def scorecard_line(model: str, method: str, cam_target: str | None = None) -> str | None:
+    """A short line on ``method`` (explaining ``cam_target``'s output) for the Explain page's method
+    picker; None without a readable cache."""
     try:
-        cache = cached_trust(model)
+        cache = cached_trust(model, cam_target)
     except CachePairError:
         return None
     if cache is None:
@@ -154,6 +182,7 @@ def agreement_figure(agreement: dict) -> go.Figure:
 
 def layers_table(summary: dict) -> pd.DataFrame:
     """Both sanity checks of every method at every layer: does the default layer's verdict hold elsewhere?"""
+    explained, opposite = _classes(summary)
     return pd.DataFrame(
         [
             {
@@ -162,7 +191,7 @@ def layers_table(summary: dict) -> pd.DataFrame:
                 "randomisation check": _STATUS[g["randomisation"]],
                 "rank corr., layers above random": format_interval(g["cascade"][g["sanity_stage"]]["spearman"]),
                 "logit check": _STATUS[g["logit_check"]],
-                "rank corr., P(normal) vs P(abnormal)": format_interval(g["logit"]["spearman"]),
+                f"rank corr., {opposite} vs {explained}": format_interval(g["logit"]["spearman"]),
             }
             for g in summary["groups"]
         ]
@@ -170,33 +199,45 @@ def layers_table(summary: dict) -> pd.DataFrame:
 
 
 def show_scorecard(model: str) -> None:
-    """The page section: scorecard, verdicts, cascade, agreement; one sentence when there is no cache."""
+    """The page section: scorecard, verdicts, cascade, agreement; one sentence when there is no cache.
+    A two-output model gets a choice of output, its fracture output first."""
     st.subheader("Can the heat maps be trusted?")
+    target = trust_target(model)
+    if target == FRACTURE:
+        target = st.radio(
+            "Heat maps of the output",
+            (FRACTURE, "abnormal"),
+            horizontal=True,
+            key="trust_output",
+            help="Each output has its own maps and its own sanity checks: fracture (FracAtlas's label, "
+            "checked on FracAtlas images it never trained on) or abnormal (MURA's label).",
+        )
     try:
-        cache = cached_trust(model)
+        cache = cached_trust(model, target)
     except CachePairError as exc:
         st.error(str(exc))
         return
     if cache is None:
         st.caption(
-            f"No sanity-check cache for **{model}** yet: run `python -m core.trust --mura-root PATH "
-            f"--fracatlas-root ../shared/fracatlas --model {model}` and reload."
+            f"No sanity-check cache of the {target} output for **{model}** yet: run `python -m core.trust "
+            f"--mura-root PATH --fracatlas-root ../shared/fracatlas --model {model} --target {target}` and reload."
         )
         return
     summary = cache.summary
+    explained, opposite = _classes(summary)
     sources = ", ".join(f"{n} {name}" for name, n in summary["sources"].items())
     st.caption(
-        f"{summary['n_images']} radiographs ({sources}; a fixed, seeded sample), P(abnormal) explained at the "
+        f"{summary['n_images']} radiographs ({sources}; a fixed, seeded sample), {explained} explained at the "
         f"default layer, {summary['default_layer']}. **Randomisation check** (Adebayo et al. 2018): the weights "
         "are re-initialised from the output layer down; a map that keeps its rank correlation with the "
         f"trained map above {summary['sanity_threshold']} (whole 95% interval) once every layer above the "
         "explained one is noise shows that layer's activations, not the model's decision. "
-        "**Logit check**: the map of P(normal) should differ from the map of P(abnormal). **Deletion / "
-        "insertion AUC** (RISE): P(abnormal) as the map's most relevant pixels are blacked out / restored "
+        f"**Logit check**: the map of {opposite} should differ from the map of {explained}. **Deletion / "
+        f"insertion AUC** (RISE): {explained} as the map's most relevant pixels are blacked out / restored "
         f"onto a blurred copy ({summary['curve_steps']} steps). **Average Drop / Increase in Confidence**: "
-        "P(abnormal) of the image multiplied by the map. 95% bootstrap intervals over images."
+        f"{explained} of the image multiplied by the map. 95% bootstrap intervals over images."
     )
-    trust_headline = trust.headline(ModelArtifacts.of(model))
+    trust_headline = trust.headline(ModelArtifacts.of(model), target)
     if trust_headline:
         st.markdown(f"**{trust_headline}**")
     table = scorecard(summary)

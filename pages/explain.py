@@ -496,7 +496,7 @@ loaded = state.current_model()
 st.title("Explain")
 accept_handoff()
 settings = views.cam_controls(loaded)
-if (trust_line := trust_view.scorecard_line(loaded.name, settings.method)) is not None:
+if (trust_line := trust_view.scorecard_line(loaded.name, settings.method, settings.target)) is not None:
     st.sidebar.caption(trust_line)
 chosen = chosen_images()
 images, study_id = chosen.views, chosen.study_id

@@ -11,10 +11,15 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.data import fracatlas
+from core.data import fracatlas, fracture_split
+from core.data.imaging import load_radiograph
 from core.eval import quiz
+from core.model.checkpoint import DEFAULT_MODEL, load_model
+from core.model.prediction import predict_image_outputs
 from dashboard import accuracy, quiz_view
 from tests.app_pages import assert_clean, open_page
+from tests.test_app_fracture import fracture_default  # noqa: F401 - the fixtures this file reuses
+from tests.test_fracture_model import two_output  # noqa: F401
 
 pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
 
@@ -116,6 +121,65 @@ def test_a_mura_study_to_the_end_of_a_run(
     assert_clean(at)
     assert any(s.value == "Done" for s in at.subheader)
     assert any("seed **1**" in m.value for m in at.markdown)
+
+
+def test_a_fracture_model_is_quizzed_with_its_fracture_output_on_images_it_never_trained_on(
+    fracture_default: Path,  # noqa: F811
+) -> None:
+    """Issue 28, items 3 and 5: the test model (fracture threshold 0.300) with a split that puts four of the
+    samples in a training fold: none of them is asked, and the model's column is P(fracture) at 0.300 with
+    the fracture map."""
+    root = accuracy.SAMPLES_ROOT.resolve()
+    images = fracatlas.read_images(root)
+    upper = images[images["upper_limb"]]["file"].tolist()
+    trained = set(upper[:4])
+    split = images.assign(copy_group=images["file"], part=["fold0" if f in trained else "test" for f in images["file"]])
+    split.to_csv(fracture_default / DEFAULT_MODEL / fracture_split.SPLIT_FILE, index=False, encoding="utf-8")
+
+    at = open_page("../pages/quiz.py")
+    run: quiz_view.QuizRun = at.session_state[quiz_view.RUN_KEY]
+    assert len(run.cases) == len(upper) - 4
+    assert all(c.output == "fracture" and c.threshold == 0.3 for c in run.cases)
+    assert not {c.ref.removeprefix(accuracy.FRACATLAS_PREFIX) for c in run.cases} & trained
+    assert any("fracture output (P(fracture), called fracture at or above 0.300)" in c.value for c in at.caption)
+
+    case = run.current
+    at = _answer(at, not case.abnormal, None if case.abnormal else (0, 0))
+    file = case.ref.removeprefix(accuracy.FRACATLAS_PREFIX)
+    pixels = load_radiograph(fracatlas.image_file(root, file)).pixels
+    expected = float(predict_image_outputs(load_model(DEFAULT_MODEL, directory=fracture_default), [pixels])[0, 1])
+    assert any(
+        f"P(fracture) = {expected:.3f} against its fracture output's threshold 0.300" in m.value for m in at.markdown
+    )
+    assert _reader_row(at, "Model")["Call"] == ("Fracture" if expected >= 0.3 else "No fracture")
+    right = (expected >= 0.3) == case.abnormal
+    assert _metric(at, "Model's calls right") == ("1/1 (100%)" if right else "0/1 (0%)")
+    assert any(
+        "heat map (GradCAM · fracture map (128 ch, stride 16))" in caption
+        for image in at.get("image")
+        for caption in image.captions
+    )
+
+
+@pytest.mark.parametrize(
+    "split, sentence",
+    [
+        (None, "split (fracatlas_split.csv) is missing, so the quiz cannot tell"),
+        ("file,part\nimages/IMG0002313.jpg,test\n", "lacks the column(s) region, fractured, hardware, copy_group"),
+    ],
+)
+def test_a_fracture_model_without_a_readable_split_asks_nothing(
+    fracture_default: Path,  # noqa: F811
+    split: str | None,
+    sentence: str,
+) -> None:
+    """Which radiographs the fracture output trained on must be known before one is asked: one sentence."""
+    if split is not None:
+        (fracture_default / DEFAULT_MODEL / fracture_split.SPLIT_FILE).write_text(split, encoding="utf-8")
+    at = open_page("../pages/quiz.py")
+    assert quiz_view.RUN_KEY not in at.session_state  # no quiz started
+    assert any(sentence in w.value for w in at.warning)
+    assert at.button(key="quiz_start").disabled
 
 
 @pytest.mark.parametrize(

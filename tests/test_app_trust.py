@@ -93,7 +93,7 @@ def test_no_cache_is_a_caption_and_a_broken_one_an_error(
     assert not [c for c in at.sidebar.caption if c.value.startswith("Trust scorecard")]
     broken = tmp_path / "weights"
     shutil.copytree(trusted, broken)
-    rows = ModelArtifacts.of(DEFAULT_MODEL, broken).trust_rows
+    rows = ModelArtifacts.of(DEFAULT_MODEL, broken).trust_rows()
     rows.write_text(rows.read_text().replace("GradCAM", "GradCAMX", 1))
     at = _open(monkeypatch, broken, ACCURACY)
     assert any("is not the table" in e.value for e in at.error)

@@ -9,14 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.data import fracatlas
+from core.data import fracatlas, fracture_split
 from core.eval import localization, quiz
 from core.eval.evaluation import FRACATLAS, region_thresholds
 from core.model.card import read_card
-from core.model.checkpoint import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts, read_evaluation
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data_samples" / "fracatlas"
+#: The shipped two-output model: its FracAtlas questions are read with P(fracture) (issue 28, item 5).
+FRACTURE_MODEL = "mura_efficientnet_lite0_fracture"
 
 
 def _case(abnormal: bool = True, **fields: object) -> quiz.QuizCase:
@@ -29,23 +30,38 @@ def _mask() -> np.ndarray:
     return mask
 
 
+def _shares(root: Path) -> dict[str, float]:
+    outlines = fracatlas.read_outlines(root)
+    return {file: quiz.outline_share(outlines.mask(file)) for file in outlines.files()}
+
+
+def _fracture_model() -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """The shipped fracture model's card, cached FracAtlas predictions and FracAtlas split."""
+    files = ModelArtifacts.of(FRACTURE_MODEL)
+    split = fracture_split.read_split(files.directory / fracture_split.SPLIT_FILE)
+    return read_card(files.card), read_evaluation(files, FRACATLAS).predictions, split
+
+
 @pytest.fixture(scope="module")
 def sample_cases() -> list[quiz.QuizCase]:
-    """The shipped FracAtlas samples as quiz cases, with the shipped model's cached probabilities."""
+    """The shipped FracAtlas samples as quiz cases of the fracture model, with its cached probabilities."""
     root = fracatlas.resolve_root(SAMPLES)
-    outlines = fracatlas.read_outlines(root)
-    shares = {file: quiz.outline_share(outlines.mask(file)) for file in outlines.files()}
-    files = ModelArtifacts.of(DEFAULT_MODEL)
-    cached = read_evaluation(files, FRACATLAS).predictions
-    card = read_card(files.card) | {"outputs": ["abnormal", "fracture"]}  # as if it had a fracture output
-    return quiz.fracatlas_cases(fracatlas.read_images(root), shares, region_thresholds(card), cached, card=card)
+    card, cached, split = _fracture_model()
+    return quiz.fracatlas_cases(
+        fracatlas.read_images(root),
+        _shares(root),
+        region_thresholds(card),
+        cached,
+        card=card,
+        trained=fracture_split.trained_files(split),
+    )
 
 
 def test_sample_cases_are_tagged_from_cached_data(sample_cases: list[quiz.QuizCase]) -> None:
     by_file = {case.ref.removeprefix("fracatlas/images/"): case for case in sample_cases}
     assert len(sample_cases) == 13 and "IMG0003925.jpg" not in by_file  # leg/hip: no threshold, left out
-    # The cached probability on the wrong side of the region's threshold: a missed fracture, a false alarm.
-    assert {f for f, c in by_file.items() if quiz.MODEL_WRONG in c.tags} == {"IMG0002334.jpg", "IMG0001902.jpg"}
+    # The cached P(fracture) below the fracture threshold on two fractures: two missed fractures.
+    assert {f for f, c in by_file.items() if quiz.MODEL_WRONG in c.tags} == {"IMG0002627.jpg", "IMG0002579.jpg"}
     assert all(c.not_scored is None for c in sample_cases)
     assert {f for f, c in by_file.items() if quiz.HARDWARE in c.tags} == {"IMG0002603.jpg"}
     assert {f for f, c in by_file.items() if quiz.SUBTLE in c.tags} == {
@@ -54,8 +70,36 @@ def test_sample_cases_are_tagged_from_cached_data(sample_cases: list[quiz.QuizCa
         "IMG0002569.jpg",
     }
     assert all(c.outlined == c.abnormal for c in sample_cases)
-    assert by_file["IMG0002334.jpg"].probability == pytest.approx(0.227716)
-    assert by_file["IMG0002334.jpg"].threshold == pytest.approx(0.4529)  # hand: judged at the forearm's
+    assert by_file["IMG0002334.jpg"].probability == pytest.approx(0.990116)  # its cached P(fracture)
+
+
+def test_a_fracture_model_asks_only_images_it_never_trained_on_with_its_fracture_output() -> None:
+    """Issue 28, items 3 and 5: P(fracture) at the card's fracture threshold, never P(abnormal) at a
+    region's; no radiograph the fracture output trained on is asked."""
+    root = fracatlas.resolve_root(SAMPLES)
+    images = fracatlas.read_images(root)
+    card, cached, split = _fracture_model()
+    trained = {"images/IMG0002334.jpg", "images/IMG0001902.jpg"}  # as if two samples sat in a training fold
+    cases = quiz.fracatlas_cases(images, _shares(root), region_thresholds(card), cached, card=card, trained=trained)
+    refs = {c.ref.removeprefix("fracatlas/") for c in cases}
+    assert len(cases) == 11 and not refs & trained
+    fracture = dict(zip(cached["file"], cached["fracture_probability"], strict=True))
+    abnormal = dict(zip(cached["file"], cached["probability"], strict=True))
+    for case in cases:
+        file = case.ref.removeprefix("fracatlas/")
+        assert case.output == "fracture" and case.threshold == card["fracture_threshold"] == 0.8684
+        assert case.probability == pytest.approx(fracture[file]) and case.probability != abnormal[file]
+        assert case.model_call(fracture[file]) == (fracture[file] >= 0.8684)
+        assert (quiz.MODEL_WRONG in case.tags) == ((fracture[file] >= 0.8684) != case.abnormal)
+    with pytest.raises(ValueError, match="files it trained on"):
+        quiz.fracatlas_cases(images, {}, region_thresholds(card), cached, card=card)
+    # The shipped split's test part holds every sample: nothing is left out there.
+    assert (
+        len(quiz.fracatlas_cases(images, {}, {}, cached, card=card, trained=fracture_split.trained_files(split))) == 13
+    )
+    words = quiz.compared(cases)
+    assert "fracture output (P(fracture), called fracture at or above 0.868)" in words
+    assert "expert's fracture label" in words and "never trained on" in words
 
 
 def test_a_seed_gives_one_sequence(sample_cases: list[quiz.QuizCase]) -> None:
@@ -154,6 +198,8 @@ def test_the_model_is_scored_only_on_body_parts_and_labels_it_was_trained_on() -
     thresholds = {"hand": 0.45, "shoulder": 0.41, "hand+shoulder": 0.4}
     cases = quiz.fracatlas_cases(fracatlas.read_images(root), {}, thresholds, card=card)
     assert cases and all(c.threshold is None and "not fracture" in c.not_scored for c in cases)
+    assert all(c.output == "abnormal" for c in cases) and "not scored" in quiz.compared(cases)
+    assert "radiologists' normal/abnormal label" in quiz.compared([humerus])
     result = quiz.judge(cases[0], learner_abnormal=True, point=None, mask=None, model_abnormal=None)
     totals = quiz.score(
         [

@@ -6,25 +6,43 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import json
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pypdf import PdfReader
 
 from core import report as report_cli
+from core.data import fracture_split
 from core.eval import metrics, report, trust
+from core.eval.evaluation import FRACATLAS
+from core.eval.metrics import format_interval
 from core.model.checkpoint import DEFAULT_MODEL
-from core.store.artifacts import ModelArtifacts, read_evaluation
+from core.store.artifacts import ModelArtifacts, read_evaluation, read_json_object
 from dashboard import evaluation
 from tests.app_pages import open_page
+from tests.test_fracture_model import two_output  # noqa: F401 - the module fixture this file reuses
 
 DATE = dt.date(2026, 11, 27)
+#: The shipped two-output model (issue 28).
+FRACTURE_MODEL = "mura_efficientnet_lite0_fracture"
 
 
-def _text(pdf: bytes) -> str:
+def _text(pdf: bytes, model: str = DEFAULT_MODEL) -> str:
     reader = PdfReader(io.BytesIO(pdf))
-    assert reader.metadata.title == f"MURA Lens model report: {DEFAULT_MODEL}"
+    assert reader.metadata.title == f"MURA Lens model report: {model}"
     return "\n".join(page.extract_text() for page in reader.pages)
+
+
+def _interval(summary: dict) -> str:
+    """An interval as the PDF prints it (Latin-1: the en dash becomes a hyphen)."""
+    return format_interval(summary).replace("–", "-")
+
+
+def _images(pdf: bytes) -> int:
+    return sum(len(page.images) for page in PdfReader(io.BytesIO(pdf)).pages)
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +132,81 @@ def test_report_button_on_overview_and_model_card(use_scratch_weights: Path, pag
     (button,) = [b for b in at.get("download_button") if key in b.proto.id]
     assert button.proto.label == "Download a report (PDF)"
     assert button.proto.HasField("deferred_file_id")  # made on click, so the page pays nothing for it
+
+
+@pytest.mark.slow  # loads the shipped four-member model to draw two fracture maps
+def test_a_fracture_models_report_gives_p_fracture_and_the_test_part_figures() -> None:
+    """Issue 28, items 3 and 5: P(fracture) per image with its verdict at the fracture threshold, the fracture
+    map, and the headline figures of metrics_fracatlas.json's test-part summary, said to be the test part's."""
+    pdf = report.build_report(FRACTURE_MODEL, date=DATE)
+    text = _text(pdf, FRACTURE_MODEL)
+    flat = " ".join(text.split())
+    files = ModelArtifacts.of(FRACTURE_MODEL)
+    cached = read_evaluation(files, FRACATLAS)
+    summary = cached.metrics["fracture_output"]
+    overall = summary["all"]["overall"]
+    assert report.SECTIONS[4] in text and "called fracture at or above 0.868" in flat
+    assert f"Test part only: {summary['images']} upper-limb radiographs ({overall['n_abnormal']} fractured)" in flat
+    assert f"All upper limb {overall['n']} ({overall['n_abnormal']}) {_interval(overall['auroc'])}" in flat
+    hand = summary["all"]["hand"]
+    assert f"Hand/wrist/forearm {hand['n']} ({hand['n_abnormal']}) {_interval(hand['auroc'])}" in flat
+    # The fracture map's hit rate, from the localisation cache (the test part's outlined fractures).
+    localization = read_json_object(files.localization_summary(FRACATLAS))
+    (ours,) = [
+        g
+        for g in localization["groups"]
+        if (g["method"], g["layer"]) == ("GradCAM", "fracture map (128 ch, stride 16)")
+    ]
+    assert f"on {_interval(ours['hit'])} of the {ours['n_images']} outlined fractures" in flat
+    assert "radiographs of the test part only" in flat and "never trained on" in flat
+    # Per image: the cached P(abnormal) and P(fracture) of a shipped sample, and its verdict at 0.868.
+    row = cached.predictions.set_index("file").loc["images/IMG0002334.jpg"]
+    probabilities = f"{row['probability']:.3f} {row['fracture_probability']:.3f}"
+    assert f"IMG0002334.jpg Hand/wrist/forearm fracture {probabilities} fracture no" in flat
+    assert "images/IMG0002313.jpg (hand/wrist/forearm; expert: fracture, outline in cyan)" in flat
+    assert "GradCAM on fracture map (128 ch, stride 16) -> fracture" in flat
+    assert _images(pdf) == 4  # two samples, each as a radiograph and under the fracture map
+
+
+@pytest.fixture
+def trained_sample(two_output: Path, tmp_path: Path) -> Path:  # noqa: F811
+    """The small two-output test model with the shipped fracture model's FracAtlas caches, and a split
+    that puts the first fractured sample (the one the report draws) in a training fold."""
+    model = tmp_path / "two"
+    shutil.copytree(two_output / "two", model)
+    card = json.loads((model / "model_card.json").read_text(encoding="utf-8"))
+    card["outputs"] = {"abnormal": {}, "fracture": {}}
+    (model / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    shipped = ModelArtifacts.of(FRACTURE_MODEL)
+    for path in (shipped.predictions(FRACATLAS), shipped.metrics(FRACATLAS), shipped.localization(FRACATLAS)):
+        shutil.copyfile(path, model / path.name)
+    shutil.copyfile(shipped.localization_summary(FRACATLAS), model / shipped.localization_summary(FRACATLAS).name)
+    split = pd.read_csv(shipped.directory / fracture_split.SPLIT_FILE, dtype=str, encoding="utf-8")
+    split.loc[split["file"] == "images/IMG0002313.jpg", "part"] = fracture_split.fold_name(0)
+    split.to_csv(model / fracture_split.SPLIT_FILE, index=False, encoding="utf-8")
+    # Sanity verdicts of the fracture output's maps only (the abnormal output's cache is absent).
+    groups = [{"method": "GradCAM", "layer": "fracture map (128 ch, stride 16)", "randomisation": "passes"}]
+    groups[0]["logit_check"] = "passes"
+    summary = json.dumps({"groups": groups})
+    ModelArtifacts(model).trust_summary("fracture").write_text(summary, encoding="utf-8")
+    return tmp_path
+
+
+def test_a_sample_the_fracture_output_trained_on_says_so(trained_sample: Path) -> None:
+    pdf = report.build_report("two", weights_root=trained_sample, date=DATE)
+    flat = " ".join(_text(pdf, "two").split())
+    assert "called fracture at or above 0.300" in flat
+    assert "IMG0002313.jpg Hand/wrist/forearm fracture" in flat and "yes: not a test" in flat
+    assert "1 of them were trained on by the fracture output: marked, and not a test." in flat
+    assert "The fracture output was trained on this radiograph: its score and map are not a test." in flat
+    # The localisation's radiographs include it too: its figures are no longer called the test part's.
+    assert "1 of the localisation's radiographs were trained on by the fracture output" in flat
+    assert "radiographs of the test part only" not in flat
+    assert _images(pdf) == 4
+    # The localisation explains P(fracture): its maps are marked from the fracture output's sanity checks.
+    assert "The best map that passes the sanity checks, GradCAM - fracture map (128 ch, stride 16)" in flat
+
+
+def test_a_model_without_a_fracture_output_says_so_in_its_section(scratch_weights: Path) -> None:
+    text = _text(report.build_report(DEFAULT_MODEL, weights_root=scratch_weights, date=DATE))
+    assert "This model has no fracture output" in " ".join(text.split())

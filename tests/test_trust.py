@@ -292,7 +292,7 @@ def test_cli_writes_resumes_and_guards_its_cache(
     assert set(cache.table["image"]) <= {s.image for s in bigger}
 
     # Rows that are not the ones summarised are refused, in one sentence.
-    model_folder.trust_rows.write_text(model_folder.trust_rows.read_text() + "\n")
+    model_folder.trust_rows().write_text(model_folder.trust_rows().read_text() + "\n")
     with pytest.raises(CachePairError, match="is not the table"):
         trust.read_cache(model_folder)
     assert trust.headline(model_folder) is None
@@ -313,7 +313,7 @@ def test_cli_refuses_slow_methods_and_unknown_layers(
 
 def test_the_shipped_models_cache_is_whole_and_judges_every_default_method() -> None:
     files = ModelArtifacts.of(DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR)
-    if not files.trust_summary.is_file():
+    if not files.trust_summary().is_file():
         pytest.skip("no committed trust cache for the shipped model")
     cache = trust.read_cache(files)
     assert cache is not None

@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 import cv2
 import numpy as np
@@ -62,7 +62,7 @@ from core.cam.overlay import resize_heatmap
 from core.data.preprocess import Letterbox, letterbox, to_model_input
 from core.model.checkpoint import LoadedModel
 from core.model.prediction import predict_image_outputs
-from core.model.registry import FRACTURE, resolve_layer
+from core.model.registry import COMPLEMENTS, FRACTURE, resolve_layer
 
 __all__ = [
     "DEFAULT_METHOD",
@@ -72,6 +72,7 @@ __all__ = [
     "OutputLogit",
     "check_target",
     "output_column",
+    "opposite_target",
     "Explanation",
     "MethodInfo",
     "Target",
@@ -82,7 +83,7 @@ __all__ = [
     "shares_a_pass",
 ]
 
-Target = Literal["abnormal", "normal", "fracture"]
+Target = Literal["abnormal", "normal", "fracture", "no fracture"]
 #: Which gradients a method needs: none; at its target layers; at the input (FullGrad);
 #: or the gradient's own graph (ShapleyCAM's Hessian-vector product).
 GradientUse = Literal["none", "layer", "input", "second_order"]
@@ -407,12 +408,12 @@ class OutputLogit:
 
     For a single-logit model this is exactly BinaryClassifierOutputTarget(1) ("abnormal") or (0)
     ("normal", minus the logit); that class reads the whole row, so a two-output model (abnormal,
-    fracture) needs the column picked: "fracture" explains output 1.
+    fracture) needs the column picked: "fracture" explains output 1, "no fracture" minus it.
     """
 
     def __init__(self, target: Target) -> None:
         self.column = output_column(target)
-        self.sign = -1.0 if target == "normal" else 1.0
+        self.sign = -1.0 if target in COMPLEMENTS else 1.0
 
     def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
         """sign * the target's logit, shaped (1,) per row as the library's binary target."""
@@ -420,13 +421,19 @@ class OutputLogit:
 
 
 def output_column(target: Target) -> int:
-    """Which output column a target explains: 1 for "fracture", else 0 (abnormal, or minus it)."""
-    return 1 if target == FRACTURE else 0
+    """Which output column a target explains: 1 for "fracture" (or minus it), else 0 (abnormal, or minus it)."""
+    return 1 if COMPLEMENTS.get(target, target) == FRACTURE else 0
+
+
+def opposite_target(target: Target) -> Target:
+    """The class a target's complement explains: "normal" for "abnormal", "fracture" for "no fracture"."""
+    opposites: dict[str, Target] = {"abnormal": "normal", "normal": "abnormal", "fracture": "no fracture"}
+    return opposites.get(target, "fracture")
 
 
 def check_target(loaded: LoadedModel, target: str) -> None:
     """Raise ValueError unless ``loaded`` has the output ``target`` explains."""
-    allowed = ("abnormal", "normal", *(o for o in loaded.outputs if o != "abnormal"))
+    allowed = tuple(t for t in get_args(Target) if COMPLEMENTS.get(t, t) in loaded.outputs)
     if target not in allowed:
         raise ValueError(
             f"target must be one of {', '.join(map(repr, allowed))} for model {loaded.name!r}, not {target!r}"

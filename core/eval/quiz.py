@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +29,8 @@ import pandas as pd
 from scipy import ndimage
 
 from core.eval import localization
-from core.model.card import FRACATLAS_LABEL, MURA_LABEL, out_of_scope_reason, threshold_for
+from core.eval.evaluation import FRACTURE_COLUMN
+from core.model.card import FRACATLAS_LABEL, MURA_LABEL, model_outputs, out_of_scope_reason, threshold_for
 
 __all__ = [
     "SUBTLE_AREA_SHARE",
@@ -50,6 +51,7 @@ __all__ = [
     "map_peak",
     "judge",
     "score",
+    "compared",
 ]
 
 #: A fracture whose outline covers less of the image than this is "subtle". On the 376 outlined
@@ -75,10 +77,11 @@ DIFFICULTIES = {
 class QuizCase:
     """One case: a FracAtlas radiograph (``ref`` ``fracatlas/<file>``) or a MURA study (official path).
 
-    ``abnormal`` is the reference label (FracAtlas: fracture); ``probability`` the model's cached
-    P(abnormal), None when no cache covers it; ``threshold`` the card's threshold for its body part, None
-    when the model is not scored on the case: ``not_scored`` then says why (core.model.card.out_of_scope_reason:
-    a body part or a label the model was not trained on).
+    ``abnormal`` is the reference label (FracAtlas: fracture); ``output`` the model output the case is
+    read with (``"abnormal"``, or ``"fracture"`` for a FracAtlas case of a model with a fracture output);
+    ``probability`` the model's cached P(output), None when no cache covers it; ``threshold`` that
+    output's threshold for its body part, None when the model is not scored on the case: ``not_scored``
+    then says why (core.model.card.out_of_scope_reason: a body part or a label the model was not trained on).
     """
 
     ref: str
@@ -90,9 +93,11 @@ class QuizCase:
     tags: frozenset[str] = frozenset()
     outlined: bool = False
     not_scored: str | None = None
+    output: str = MURA_LABEL
 
     def model_call(self, probability: float) -> bool | None:
-        """The model's call (abnormal?) at the case's threshold; None where it is not scored."""
+        """The model's call (abnormal, or fracture for the fracture output) at the case's threshold; None where
+        it is not scored."""
         return None if self.threshold is None else probability >= self.threshold
 
 
@@ -175,22 +180,53 @@ def fracatlas_cases(
     cached: pd.DataFrame | None = None,
     *,
     card: Mapping[str, object],
+    trained: Collection[str] | None = None,
 ) -> list[QuizCase]:
     """Cases from a FracAtlas table (core.data.fracatlas.read_images): its upper-limb images only.
 
     ``outline_shares`` maps an outlined file to the share of its pixels inside the expert outlines
-    (:func:`outline_share`); ``thresholds`` the card's
-    threshold per region (core.eval.evaluation.region_thresholds); ``cached`` the model's cached FracAtlas
-    predictions (``file``, ``probability``), whose rows give ``probability`` and the ``model wrong`` tag.
-    Leg/hip is left out. ``card`` decides (core.model.card.out_of_scope_reason) whether the model is scored
-    on FracAtlas's *fracture* label: only a model with a fracture output is; the others are shown, not scored.
+    (:func:`outline_share`); ``thresholds`` the card's P(abnormal) threshold per region
+    (core.eval.evaluation.region_thresholds); ``cached`` the model's cached FracAtlas predictions (``file``,
+    ``probability`` and, for a fracture output, ``fracture_probability``), whose rows give ``probability``
+    and the ``model wrong`` tag. Leg/hip is left out.
+
+    ``card`` decides (core.model.card.out_of_scope_reason) whether the model is scored on FracAtlas's
+    *fracture* label: only a model with a fracture output is, and then with that output (P(fracture) at
+    the card's ``fracture_threshold``), never with P(abnormal); the others are shown, not scored. Such a
+    model's cases leave out ``trained`` (core.data.fracture_split.trained_files: what its fracture output
+    fitted), so every question and score it gives comes from images it never trained on.
+
+    Raises:
+        ValueError: a model with a fracture output and no ``trained`` (which images are its test images
+            must be known before any is shown) or no ``fracture_threshold`` on its card.
     """
-    probabilities = {} if cached is None else dict(zip(cached["file"].astype(str), cached["probability"], strict=True))
+    fracture = FRACATLAS_LABEL in model_outputs(card)
+    if fracture and trained is None:
+        raise ValueError("A model with a fracture output needs the files it trained on to keep them out of the quiz.")
+    given = card.get("fracture_threshold") if fracture else None
+    if fracture and not isinstance(given, int | float):
+        raise ValueError("The model card gives its fracture output no fracture_threshold.")
+    fracture_threshold = float(given) if isinstance(given, int | float) else None
+    column = FRACTURE_COLUMN if fracture else "probability"
+    # A cache without the output's column (written before it existed) gives no probabilities: the model is run.
+    probabilities = (
+        dict(zip(cached["file"].astype(str), cached[column], strict=True))
+        if cached is not None and column in cached.columns
+        else {}
+    )
+    left_out = frozenset(trained or ())
     cases = []
     for row in images[images["upper_limb"].astype(bool)].itertuples():
         file, region = str(row.file), str(row.region)
+        if file in left_out:
+            continue
         not_scored = out_of_scope_reason(card, region, FRACATLAS_LABEL)
-        abnormal, threshold = bool(row.fractured), None if not_scored else float(thresholds[region])
+        threshold = fracture_threshold
+        if not_scored:
+            threshold = None
+        elif threshold is None:
+            threshold = float(thresholds[region])
+        abnormal = bool(row.fractured)
         probability = probabilities.get(file)
         probability = None if probability is None or pd.isna(probability) else float(probability)
         share = float(outline_shares.get(file, 0.0))
@@ -212,6 +248,7 @@ def fracatlas_cases(
                 frozenset(tags),
                 share > 0.0,
                 not_scored,
+                FRACATLAS_LABEL if fracture else MURA_LABEL,
             )
         )
     return cases
@@ -334,3 +371,28 @@ def score(results: Sequence[CaseResult]) -> Score:
         model_cases=sum(r.model_scored for r in results),
         model_outlined=sum(r.model_scored for r in outlined),
     )
+
+
+def compared(cases: Sequence[QuizCase]) -> str:
+    """What the model's column of a quiz compares, in plain words: which output against which label, at
+    which threshold, so a learner never reads a P(abnormal) call as a fracture call."""
+    parts = []
+    fracture = [c for c in cases if c.output == FRACATLAS_LABEL]
+    thresholds = sorted({c.threshold for c in fracture if c.threshold is not None})
+    if fracture:
+        at = f" at or above {thresholds[0]:.3f}" if len(thresholds) == 1 else ""
+        parts.append(
+            f"on FracAtlas radiographs, the model's fracture output (P(fracture), called fracture{at}) against "
+            "the expert's fracture label, asked only on radiographs that output never trained on"
+        )
+    if any(c.source == "FracAtlas" and c.output != FRACATLAS_LABEL for c in cases):
+        parts.append(
+            "on FracAtlas radiographs, the model's P(abnormal), shown for reference and not scored: the model "
+            "has no fracture output, and MURA's abnormal is not FracAtlas's fracture"
+        )
+    if any(c.source == "MURA" for c in cases):
+        parts.append(
+            "on MURA studies, the model's P(abnormal) (the mean of the study's views), called abnormal at or "
+            "above its threshold for the body part, against the radiologists' normal/abnormal label"
+        )
+    return ("What the model's column compares: " + "; ".join(parts) + ".") if parts else ""

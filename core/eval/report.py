@@ -5,7 +5,13 @@ per-body-part results on MURA valid/ with 95% CIs and a plain-language reading, 
 matrices at the chosen thresholds, the external FracAtlas check, heat-map localisation and the
 scope head's measurement where their caches exist, the limitations, the data credits, and the
 model, code and date it describes. Nothing is recomputed but the confusion counts at the chosen
-thresholds (from the cached predictions); no model is loaded.
+thresholds (from the cached predictions).
+
+A model with a fracture output gets its own section: the cached test-part figures of P(fracture)
+(metrics_fracatlas.json's ``fracture_output``, and the localisation cache), the shipped FracAtlas
+samples with their cached P(abnormal), P(fracture) and fracture verdict, and two of them under the
+fracture map: the one thing the report computes with the model (no cache holds a map), on images
+chosen by file name, blind to the model. A radiograph the fracture output trained on says so.
 
 The PDF is drawn with fpdf2 (pure Python, no browser or system library), in its core Helvetica font:
 text is folded to Latin-1 first (en dashes become hyphens, >= for the sign), so any reader opens it.
@@ -28,20 +34,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+import pandas as pd
 from fpdf import FPDF
 from fpdf.fonts import FontFace
+from PIL import Image
 
-from core.data import fracatlas
+from core.cam.explain import DEFAULT_METHOD, explain
+from core.cam.overlay import overlay
+from core.data import fracatlas, fracture_split
+from core.data.imaging import load_radiograph
 from core.eval import metrics, trust
-from core.eval.evaluation import FRACATLAS, REGION_LABELS
+from core.eval.evaluation import FRACATLAS, FRACTURE_COLUMN, REGION_LABELS
 from core.eval.localization import BASELINES, BRIGHT_BONE, UNIFORM
 from core.eval.metrics import format_interval
-from core.model.card import DEFAULT_THRESHOLD_KEY, ModelCardError, card_thresholds, read_card, trained_study_types
-from core.model.checkpoint import DEFAULT_MODEL, file_sha256
-from core.model.registry import ModelLoadError, get_config
+from core.model.card import (
+    DEFAULT_THRESHOLD_KEY,
+    FRACATLAS_LABEL,
+    ModelCardError,
+    card_thresholds,
+    model_outputs,
+    read_card,
+    trained_study_types,
+)
+from core.model.checkpoint import DEFAULT_MODEL, file_sha256, load_model
+from core.model.registry import FRACTURE, ModelLoadError, get_config
 from core.store.artifacts import (
+    Evaluation,
     EvaluationMismatchError,
     ModelArtifacts,
+    display_name,
     read_evaluation,
     read_json_object,
 )
@@ -51,6 +74,9 @@ __all__ = [
     "SECTIONS",
     "ReportError",
     "ReportInputs",
+    "FractureExample",
+    "FractureFigure",
+    "FractureOutput",
     "code_version",
     "model_version",
     "gather",
@@ -59,6 +85,8 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: The FracAtlas radiographs shipped with the project: the report's per-image examples.
+SAMPLES_ROOT = PROJECT_ROOT / "data_samples" / "fracatlas"
 MURA_CREDIT = (
     "MURA v1.1: Rajpurkar P, Irvin J, Bagul A, et al. MURA: Large Dataset for Abnormality Detection in "
     "Musculoskeletal Radiographs. arXiv:1712.06957 (2017). Stanford AIMI, research use under its own "
@@ -70,6 +98,7 @@ SECTIONS = (
     "Results on MURA valid/ (the test set)",
     "Confusion matrices at the chosen thresholds",
     "External check on FracAtlas",
+    "The fracture output on FracAtlas's test part",
     "Do the heat maps point at the fracture?",
     "Can the heat maps be trusted?",
     "Does an image belong to the model?",
@@ -101,6 +130,49 @@ class ReportError(ValueError):
 
 
 @dataclass(frozen=True)
+class FractureExample:
+    """A shipped FracAtlas sample as core.evaluate cached it (None where no cache covers it); ``trained``:
+    the fracture output was fitted on it, so its figures are not a test."""
+
+    file: str
+    region: str
+    fractured: bool
+    abnormal_probability: float | None
+    fracture_probability: float | None
+    trained: bool
+
+
+@dataclass(frozen=True)
+class FractureFigure:
+    """One sample drawn twice (its expert outline alone, and under the fracture map) with its caption."""
+
+    example: FractureExample
+    radiograph: np.ndarray
+    mapped: np.ndarray
+    caption: str
+
+
+@dataclass(frozen=True)
+class FractureOutput:
+    """What the report says of a fracture output, read from the model folder's caches.
+
+    ``summary``: metrics_fracatlas.json's ``fracture_output`` (the test part only), None before it exists;
+    ``trained``: the files the output was fitted on (its split file), None without one;
+    ``localized_targets`` / ``localized_trained``: what the cached localisation rows explain, and how many of
+    their radiographs the output was fitted on; ``figure_problem``: why the maps are missing, if they are.
+    """
+
+    threshold: float
+    summary: dict | None
+    trained: frozenset[str] | None
+    localized_targets: frozenset[str]
+    localized_trained: int
+    examples: list[FractureExample]
+    figures: list[FractureFigure]
+    figure_problem: str | None
+
+
+@dataclass(frozen=True)
 class ReportInputs:
     """Everything the report shows, read from a model folder; ``thresholds``: what the confusion
     matrices are drawn at (the card's unless someone chose others)."""
@@ -120,6 +192,8 @@ class ReportInputs:
     model_version: str
     code_version: str
     date: dt.date
+    #: The fracture output's section; None for a model without one.
+    fracture: FractureOutput | None = None
 
 
 def code_version() -> str:
@@ -176,6 +250,11 @@ def gather(
     except EvaluationMismatchError:
         external = None  # an optional section: it says the cache is absent or unreadable
     chosen = card_thresholds(card) | dict(thresholds or {})
+    fracture = (
+        _fracture_output(model, card, files, external, weights_root) if FRACATLAS_LABEL in model_outputs(card) else None
+    )
+    # The sanity marks of the localisation table come from the trust cache of the output it explains.
+    explained = FRACTURE if fracture is not None and fracture.localized_targets == {FRACTURE} else "abnormal"
     return ReportInputs(
         model=model,
         card=card,
@@ -184,13 +263,143 @@ def gather(
         valid_metrics=None if valid is None else valid.metrics,
         fracatlas_metrics=None if external is None else external.metrics,
         localization=read_json_object(files.localization_summary(FRACATLAS)),
-        trust=trust.headline(files),
-        sanity=trust.sanity_by_map(read_json_object(files.trust_summary)),
+        trust=_trust_headline(files, fracture is not None),
+        sanity=trust.sanity_by_map(read_json_object(files.trust_summary(explained))),
         scope=read_json_object(files.resolve(files.scope_metrics)),
         model_version=model_version(files),
         code_version=code_version(),
         date=date or dt.datetime.now(dt.UTC).date(),
+        fracture=fracture,
     )
+
+
+def _trust_headline(files: ModelArtifacts, two_outputs: bool) -> str | None:
+    """core.trust's headline; for a model with a fracture output, one per output's cache, each named."""
+    if not two_outputs:
+        return trust.headline(files)
+    lines = [
+        f"{words}'s maps: {line}"
+        for words, target in (("P(fracture)", FRACTURE), ("P(abnormal)", "abnormal"))
+        if (line := trust.headline(files, target))
+    ]
+    return " ".join(lines) or None
+
+
+def _fracture_output(
+    model: str, card: dict, files: ModelArtifacts, external: Evaluation | None, weights_root: Path | None
+) -> FractureOutput:
+    """The fracture section's inputs: caches read, and the two sample maps drawn.
+
+    Raises:
+        ReportError: the card gives no fracture threshold, or the split file is damaged.
+    """
+    threshold = card.get("fracture_threshold")
+    if not isinstance(threshold, int | float) or isinstance(threshold, bool):
+        raise ReportError(f"The model card {display_name(files.card)} gives its fracture output no fracture_threshold.")
+    split = files.directory / fracture_split.SPLIT_FILE
+    try:
+        trained = fracture_split.trained_files(fracture_split.read_split(split)) if split.is_file() else None
+    except fracture_split.SplitError as exc:
+        raise ReportError(str(exc)) from exc
+    summary = None if external is None else external.metrics.get("fracture_output")
+    targets, images = _localized(files.localization(FRACATLAS))
+    examples = _examples(None if external is None else external.predictions, trained or frozenset())
+    figures, problem = _figures(model, examples, float(threshold), weights_root)
+    return FractureOutput(
+        threshold=float(threshold),
+        summary=summary if isinstance(summary, dict) else None,
+        trained=trained,
+        localized_targets=targets,
+        localized_trained=len(images & (trained or frozenset())),
+        examples=examples,
+        figures=figures,
+        figure_problem=problem,
+    )
+
+
+def _localized(path: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """(targets, images) of the cached localisation rows; the chance maps' rows name no target."""
+    try:
+        rows = pd.read_csv(path, usecols=["image", "target"], dtype=str, keep_default_na=False, encoding="utf-8")
+    except (OSError, ValueError, pd.errors.ParserError):
+        return frozenset(), frozenset()
+    return frozenset(t for t in rows["target"] if t), frozenset(rows["image"])
+
+
+def _examples(predictions: pd.DataFrame | None, trained: frozenset[str]) -> list[FractureExample]:
+    """The shipped upper-limb samples with core.evaluate's cached probabilities of the same FracAtlas files."""
+    try:
+        samples = fracatlas.read_images(SAMPLES_ROOT)
+    except fracatlas.FracAtlasError:
+        return []
+    rows = {} if predictions is None else {str(r["file"]): r for r in predictions.to_dict("records")}
+
+    def probability(file: str, column: str) -> float | None:
+        value = rows.get(file, {}).get(column)
+        return None if value is None or pd.isna(value) else float(value)
+
+    return [
+        FractureExample(
+            str(row.file),
+            str(row.region),
+            bool(row.fractured),
+            probability(str(row.file), "probability"),
+            probability(str(row.file), FRACTURE_COLUMN),
+            str(row.file) in trained,
+        )
+        for row in samples[samples["upper_limb"].astype(bool)].sort_values("file").itertuples()
+    ]
+
+
+def _verdict(probability: float | None, threshold: float) -> str:
+    return "-" if probability is None else "fracture" if probability >= threshold else "no fracture"
+
+
+_TRAINED_NOTICE = "The fracture output was trained on this radiograph: its score and map are not a test."
+_OUTLINE_COLOUR = (0, 255, 255)  # cyan, as the app draws expert outlines
+
+
+def _figures(
+    model: str, examples: list[FractureExample], threshold: float, weights_root: Path | None
+) -> tuple[list[FractureFigure], str | None]:
+    """The first fractured and the first unfractured sample by file name, each under the fracture map
+    (GradCAM on the fracture output's default layer), with its expert outline; or ([], why not)."""
+    chosen = [e for e in examples if e.fractured][:1] + [e for e in examples if not e.fractured][:1]
+    if not chosen:
+        return [], "No FracAtlas sample is shipped with this copy of the project."
+    try:
+        loaded = load_model(model, directory=weights_root)
+        outlines = fracatlas.read_outlines(SAMPLES_ROOT)
+    except (ModelLoadError, fracatlas.FracAtlasError) as exc:
+        return [], f"The fracture maps could not be drawn: {exc}"
+    figures = []
+    for example in chosen:
+        try:
+            pixels = load_radiograph(fracatlas.image_file(SAMPLES_ROOT, example.file)).pixels
+            explanation = explain(loaded, pixels, method=DEFAULT_METHOD, target=FRACTURE)
+        except (OSError, ValueError, RuntimeError) as exc:  # an unreadable sample, a map that fails
+            return [], f"The fracture map of {example.file} could not be drawn: {exc}"
+        radiograph, mapped = np.stack([pixels] * 3, axis=-1), overlay(pixels, explanation.heatmap)
+        if example.file in outlines.files():
+            mask = outlines.mask(example.file)
+            if mask.shape == pixels.shape:
+                contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                radiograph, mapped = (
+                    cv2.drawContours(np.ascontiguousarray(p), contours, -1, _OUTLINE_COLOUR, 3)
+                    for p in (radiograph, mapped)
+                )
+        p = example.fracture_probability
+        caption = (
+            f"{example.file} ({_label(example.region).lower()}; expert: "
+            f"{'fracture' if example.fractured else 'no fracture'}"
+            f"{', outline in cyan' if example.fractured else ''}). "
+            + ("P(fracture) not cached" if p is None else f"P(fracture) {p:.3f}")
+            + f" (cached): {_verdict(p, threshold)} at the fracture threshold {threshold:.3f}. Left, the radiograph; "
+            f"right, {explanation.method} on {', '.join(explanation.layers)} -> fracture, drawn for this report on the "
+            "shipped copy." + (f" {_TRAINED_NOTICE}" if example.trained else "")
+        )
+        figures.append(FractureFigure(example, radiograph, mapped, caption))
+    return figures, None
 
 
 # --- wording ------------------------------------------------------------------------------------
@@ -290,6 +499,17 @@ class _Writer:
         for item in items:
             self.text(f"- {item}")
 
+    def pictures(self, pictures: Sequence[np.ndarray], width: float = 70.0) -> None:
+        """RGB pictures side by side, ``width`` mm each, on a new page when they would not fit."""
+        pdf = self.pdf
+        height = max(width * p.shape[0] / p.shape[1] for p in pictures)
+        if pdf.get_y() + height > pdf.h - pdf.b_margin:
+            pdf.add_page()
+        top = pdf.get_y()
+        for index, picture in enumerate(pictures):
+            pdf.image(Image.fromarray(picture), x=pdf.l_margin + index * (width + 4), y=top, w=width)
+        pdf.set_y(top + height + 1)
+
     def table(self, rows: Sequence[Sequence[object]], widths: Sequence[int] | None = None) -> None:
         pdf = self.pdf
         pdf.set_font("Helvetica", size=8.5)
@@ -322,6 +542,15 @@ def _summary(out: _Writer, inputs: ReportInputs) -> None:
                 for k, v in sorted(card_thresholds(card).items(), key=lambda kv: kv[0] == DEFAULT_THRESHOLD_KEY)
             )
             + (f"; chosen to {card['threshold_rule']}." if card.get("threshold_rule") else "."),
+            *(
+                [
+                    "A second output gives the probability of a fracture (FracAtlas's label: an expert saw a broken "
+                    f"bone), called fracture at or above {inputs.fracture.threshold:.3f}; see "
+                    f'"{SECTIONS[4]}".'
+                ]
+                if inputs.fracture
+                else []
+            ),
             "A research and teaching tool: not a medical device, not for diagnosis.",
         ]
     )
@@ -422,7 +651,31 @@ def _external(out: _Writer, inputs: ReportInputs) -> None:
     if not cached or not cached.get("all"):
         out.text(_MISSING.format(command="python -m core.evaluate --dataset fracatlas --root DIR"))
         return
-    rows = [("Images", "n (fractured)", "AUROC", "Sensitivity", "Specificity")]
+    out.table(_fracatlas_rows(cached), widths=(46, 26, 36, 36, 36))
+    auroc = ((cached["all"].get(metrics.OVERALL) or {}).get("auroc") or {}).get("point")
+    reading = (
+        f" On another hospital group's radiographs the model ranks a fractured image above an unfractured "
+        f"one {auroc:.0%} of the time."
+        if auroc is not None
+        else ""
+    )
+    out.text(
+        "FracAtlas (CC BY 4.0): another group's radiographs, image level, label fracture rather than MURA's "
+        "broader abnormal; each region judged at the card's threshold of the nearest trained part." + reading,
+        size=8.5,
+    )
+    if inputs.fracture:
+        out.text(
+            "These are P(abnormal)'s figures, an output that never saw FracAtlas. The fracture output's, on the "
+            "test part only, are in the next section.",
+            size=8.5,
+        )
+
+
+def _fracatlas_rows(cached: Mapping) -> list[tuple[str, ...]]:
+    """Rows of a FracAtlas summary (core.eval.evaluation.summarise_fracatlas's shape): every upper-limb region,
+    then the pools with and without metal hardware."""
+    rows: list[tuple[str, ...]] = [("Images", "n (fractured)", "AUROC", "Sensitivity", "Specificity")]
     for stratum, title in (
         ("all", "upper limb"),
         ("without_hardware", "without hardware"),
@@ -441,33 +694,135 @@ def _external(out: _Writer, inputs: ReportInputs) -> None:
                     format_interval(summary.get("specificity")),
                 )
             )
-    out.table(rows, widths=(46, 26, 36, 36, 36))
-    auroc = ((cached["all"].get(metrics.OVERALL) or {}).get("auroc") or {}).get("point")
-    reading = (
-        f" On another hospital group's radiographs the model ranks a fractured image above an unfractured "
-        f"one {auroc:.0%} of the time."
-        if auroc is not None
-        else ""
-    )
+    return rows
+
+
+def _fracture(out: _Writer, inputs: ReportInputs) -> None:
+    out.heading(SECTIONS[4])
+    fracture = inputs.fracture
+    if fracture is None:
+        out.text(
+            "This model has no fracture output: it predicts MURA's abnormal only, so the external check above is "
+            "its only FracAtlas figure.",
+            size=8.5,
+        )
+        return
     out.text(
-        "FracAtlas (CC BY 4.0): another group's radiographs, image level, label fracture rather than MURA's "
-        "broader abnormal; each region judged at the card's threshold of the nearest trained part." + reading,
+        "P(fracture) is the model's second output, trained on FracAtlas's fracture label (an expert saw a broken "
+        "bone; MURA's abnormal is broader). A radiograph is called fracture at or above "
+        f"{fracture.threshold:.3f}, a threshold chosen on FracAtlas's training folds.",
         size=8.5,
     )
+    summary = fracture.summary
+    if not summary or not summary.get("all"):
+        out.text(_MISSING.format(command="python -m core.evaluate --dataset fracatlas --root DIR"))
+    else:
+        overall = summary["all"].get(metrics.OVERALL) or {}
+        out.text(
+            f"Test part only: {summary.get('images', '?')} upper-limb radiographs ({overall.get('n_abnormal', '?')} "
+            "fractured) that no member trained on or was tuned on; every region at the one fracture threshold.",
+            style="B",
+            size=9,
+        )
+        out.table(_fracatlas_rows(summary), widths=(46, 26, 36, 36, 36))
+    _fracture_localization(out, inputs, fracture)
+    _fracture_examples(out, fracture)
+
+
+def _fracture_localization(out: _Writer, inputs: ReportInputs, fracture: FractureOutput) -> None:
+    """The fracture map's hit rate on the test part, from the localisation cache, if it explains P(fracture)."""
+    localization = inputs.localization or {}
+    groups = localization.get("groups") or []
+    if not groups:
+        return
+    if fracture.localized_targets != {FRACTURE}:
+        explained = ", ".join(sorted(fracture.localized_targets)) or "no stated output"
+        out.text(
+            f"The cached heat-map localisation explains {explained}, not P(fracture): run python -m core.localize "
+            "--root DIR (it explains P(fracture) by default for this model).",
+            size=8.5,
+        )
+        return
+    layer = _default_layer(inputs.card, FRACTURE)
+    ours = next((g for g in groups if g["method"] == DEFAULT_METHOD and g["layer"] == layer), None)
+    if ours is not None:
+        out.text(
+            f"The fracture map ({DEFAULT_METHOD} - {layer}, the map the app opens on) points within "
+            f"{localization.get('tolerance_px', '?')} px of the expert outline on "
+            f"{format_interval(ours['hit'])} of the {ours.get('n_images', '?')} outlined fractures it was "
+            f"scored on; energy inside the outline {format_interval(ours['energy'])}.",
+            size=8.5,
+        )
+    if fracture.localized_trained:
+        out.text(
+            f"{fracture.localized_trained} of the localisation's radiographs were trained on by the fracture "
+            "output: its heat-map figures are not a test.",
+            style="B",
+            size=8.5,
+        )
+    elif fracture.trained is not None:
+        out.text("Every radiograph of the localisation figures is one the fracture output never trained on.", size=8)
+
+
+def _fracture_examples(out: _Writer, fracture: FractureOutput) -> None:
+    """The shipped samples, per image: cached probabilities, the fracture verdict, and whether it was trained on."""
+    if not fracture.examples:
+        return
+    out.text("Per image: the radiographs shipped with MURA Lens", style="B")
+    rows: list[tuple[str, ...]] = [
+        ("Radiograph", "Region", "Expert", "P(abnormal)", "P(fracture)", "Fracture verdict", "Trained on?")
+    ]
+    for e in fracture.examples:
+        rows.append(
+            (
+                e.file.rsplit("/", 1)[-1],
+                _label(e.region),
+                "fracture" if e.fractured else "no fracture",
+                "-" if e.abnormal_probability is None else f"{e.abnormal_probability:.3f}",
+                "-" if e.fracture_probability is None else f"{e.fracture_probability:.3f}",
+                _verdict(e.fracture_probability, fracture.threshold),
+                "yes: not a test" if e.trained else "-" if fracture.trained is None else "no",
+            )
+        )
+    out.table(rows, widths=(30, 30, 22, 24, 24, 28, 32))
+    trained = sum(e.trained for e in fracture.examples)
+    out.text(
+        "core.evaluate's cached probabilities of the same FracAtlas files; the verdict is at the fracture threshold. "
+        + (
+            "The model folder has no FracAtlas split, so which radiographs the fracture output trained on is unknown."
+            if fracture.trained is None
+            else f"{trained} of them were trained on by the fracture output: marked, and not a test."
+            if trained
+            else "The fracture output was trained on none of them."
+        ),
+        size=8,
+    )
+    if fracture.figure_problem:
+        out.text(fracture.figure_problem, size=8.5)
+    for figure in fracture.figures:
+        out.pictures([figure.radiograph, figure.mapped])
+        out.text(figure.caption, size=8)
+
+
+def _default_layer(card: Mapping, output: str) -> str | None:
+    """The CAM layer the app opens on for ``output`` of the card's architecture; None for an unknown one."""
+    try:
+        return get_config(str(card.get("architecture"))).cam_layer_for(output)
+    except (KeyError, ValueError, ModelLoadError):
+        return None
 
 
 def _localization(out: _Writer, inputs: ReportInputs) -> None:
-    out.heading(SECTIONS[4])
+    out.heading(SECTIONS[5])
     summary = inputs.localization or {}
     groups = summary.get("groups") or []
     if not groups:
         out.text(_MISSING.format(command="python -m core.localize --root DIR"))
         return
     maps = sorted((g for g in groups if g["method"] not in BASELINES), key=lambda g: -(g["hit"]["point"] or 0.0))
-    try:
-        default_layer = get_config(str(inputs.card.get("architecture"))).default_cam_layer
-    except (KeyError, ValueError, ModelLoadError):
-        default_layer = None
+    fracture = inputs.fracture
+    on_fracture = fracture is not None and fracture.localized_targets == {FRACTURE}
+    default_layer = _default_layer(inputs.card, FRACTURE if on_fracture else "abnormal")
     # Only a map that passes the sanity checks is recommended: one that fails is not reading the model.
     passing = [g for g in maps if inputs.sanity.get((g["method"], g["layer"])) == "passes"]
     shown = maps[:3] + [g for g in passing[:1] if g not in maps[:3]]
@@ -490,17 +845,24 @@ def _localization(out: _Writer, inputs: ReportInputs) -> None:
         if passing
         else "No map has passed the sanity checks yet, so none is recommended"
     )
+    tested = on_fracture and fracture is not None and not fracture.localized_trained
     out.text(
-        f"Scored against FracAtlas's expert fracture outlines on {summary.get('n_images', '?')} radiographs. "
-        f"Hit: the map's peak within {summary.get('tolerance_px', '?')} px of an outline. {best}; heat is "
-        "spread far wider than the fracture, so a heat map shows where the model looked, not where the "
-        "fracture is.",
+        ("Maps of P(fracture), the fracture output. " if on_fracture else "")
+        + f"Scored against FracAtlas's expert fracture outlines on {summary.get('n_images', '?')} radiographs"
+        + (" of the test part only. " if tested else ". ")
+        + f"Hit: the map's peak within {summary.get('tolerance_px', '?')} px of an outline. {best}; "
+        + (
+            "a heat map shows where the model looked, and the hit rate how often that was the fracture."
+            if on_fracture
+            else "heat is spread far wider than the fracture, so a heat map shows where the model looked, not where "
+            "the fracture is."
+        ),
         size=8.5,
     )
 
 
 def _trust(out: _Writer, inputs: ReportInputs) -> None:
-    out.heading(SECTIONS[5])
+    out.heading(SECTIONS[6])
     if inputs.trust is None:
         out.text(_MISSING.format(command="python -m core.trust --mura-root PATH --fracatlas-root DIR"))
         return
@@ -512,7 +874,7 @@ def _trust(out: _Writer, inputs: ReportInputs) -> None:
 
 
 def _scope(out: _Writer, inputs: ReportInputs) -> None:
-    out.heading(SECTIONS[6])
+    out.heading(SECTIONS[7])
     summary = (inputs.scope or {}).get("summary")
     if not summary:
         out.text(_MISSING.format(command="python -m core.scope"))
@@ -536,7 +898,7 @@ def _scope(out: _Writer, inputs: ReportInputs) -> None:
 
 
 def _limitations(out: _Writer, inputs: ReportInputs) -> None:
-    out.heading(SECTIONS[7])
+    out.heading(SECTIONS[8])
     out.bullets(
         [
             *inputs.card.get("limitations", []),
@@ -548,12 +910,12 @@ def _limitations(out: _Writer, inputs: ReportInputs) -> None:
 
 
 def _credits(out: _Writer) -> None:
-    out.heading(SECTIONS[8])
+    out.heading(SECTIONS[9])
     out.bullets([MURA_CREDIT, fracatlas.CREDIT])
 
 
 def _versions(out: _Writer, inputs: ReportInputs) -> None:
-    out.heading(SECTIONS[9])
+    out.heading(SECTIONS[10])
     out.bullets(
         [
             f"Model: {inputs.model} ({inputs.model_version})",
@@ -579,6 +941,7 @@ def render_pdf(inputs: ReportInputs) -> bytes:
     _results(out, inputs)
     _confusions(out, inputs)
     _external(out, inputs)
+    _fracture(out, inputs)
     _localization(out, inputs)
     _trust(out, inputs)
     _scope(out, inputs)

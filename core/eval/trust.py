@@ -12,7 +12,7 @@ import functools
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -28,7 +28,7 @@ from skimage.metrics import structural_similarity
 from torch import nn
 from tqdm import tqdm
 
-from core.cam.explain import METHODS, ClassProbability, Target, explain_grid
+from core.cam.explain import METHODS, ClassProbability, OutputLogit, Target, explain_grid, opposite_target
 from core.cam.faithfulness import faithfulness, ranks
 from core.cam.overlay import resize_heatmap
 from core.data import fracatlas, mura
@@ -36,6 +36,7 @@ from core.data.imaging import RadiographDecodeError, load_radiograph
 from core.data.preprocess import Letterbox, letterbox, to_model_input
 from core.eval import metrics
 from core.eval.localization_sweep import default_methods as localize_default_methods
+from core.eval.localization_sweep import default_target, untrained
 from core.eval.localization_sweep import read_cache as read_localization
 from core.model.card import trained_study_types
 from core.model.checkpoint import LoadedModel, load_model
@@ -85,7 +86,7 @@ DEFAULT_FRACATLAS_N = 20
 #: Metrics that rank methods: column, plain name, whether higher is better.
 METRICS: dict[str, tuple[str, bool]] = {
     "randomisation": ("rank correlation with the layers above random", False),
-    "logit": ("rank correlation of the P(normal) and P(abnormal) maps", False),
+    "logit": ("rank correlation of the two classes' maps (e.g. P(normal) and P(abnormal))", False),
     "deletion_auc": ("deletion AUC", False),
     "insertion_auc": ("insertion AUC", True),
     "drop": ("Average Drop %", False),
@@ -137,12 +138,15 @@ def _member(model: nn.Module) -> nn.Module:
     return model.members[0] if isinstance(model, MeanProbabilityEnsemble) else model
 
 
-def cascade_cuts(loaded: LoadedModel) -> list[tuple[str, list[str]]]:
+def cascade_cuts(loaded: LoadedModel, target: Target = "abnormal") -> list[tuple[str, list[str]]]:
     """The cascade's stages, top down: (label, paths of a member's modules with weights re-initialised).
 
-    Each stage re-initialises everything above the next shallower named layer, so the named layer
-    itself is random from its own stage on: output layer only, then "<deepest layer> and up", ...,
-    then every layer. Modules are cut by module order, which is execution order in these networks.
+    Each stage re-initialises everything above the next shallower named layer on ``target``'s path
+    (the model's ``layers_for``), so the named layer itself is random from its own stage on: output
+    layer only, then "<deepest layer> and up", ..., then every layer. Modules are cut by module order,
+    which is execution order along each path in these networks (a two-output model's fracture branch
+    comes after the whole MURA network: cutting "above block 5" also re-initialises MURA's deeper
+    blocks, which the fracture output never reads).
     """
     member = _member(loaded.model)
     order = [name for name, _module in member.named_modules()]
@@ -151,7 +155,7 @@ def cascade_cuts(loaded: LoadedModel) -> list[tuple[str, list[str]]]:
     def end_of(path: str) -> int:
         return max(i for i, name in enumerate(order) if name == path or name.startswith(path + "."))
 
-    layer_names = list(loaded.cam_layers)
+    layer_names = loaded.config.layers_for(target)
     ends = [end_of(loaded.cam_layers[name]) for name in layer_names]
     cuts = [("output layer", ends[0])]
     cuts += [(f"{name} and up", ends[i + 1]) for i, name in enumerate(layer_names[:-1])]
@@ -159,7 +163,9 @@ def cascade_cuts(loaded: LoadedModel) -> list[tuple[str, list[str]]]:
     return [(label, [name for name in weighted if order.index(name) > end]) for label, end in cuts]
 
 
-def randomised_models(loaded: LoadedModel, *, seed: int = 0) -> list[tuple[str, LoadedModel]]:
+def randomised_models(
+    loaded: LoadedModel, *, seed: int = 0, target: Target = "abnormal"
+) -> list[tuple[str, LoadedModel]]:
     """One model per cascade stage, each re-initialising (``reset_parameters``, seeded) the next modules.
 
     Cumulative, as in Adebayo et al.: a stage keeps the random weights of the stages above it.
@@ -171,7 +177,7 @@ def randomised_models(loaded: LoadedModel, *, seed: int = 0) -> list[tuple[str, 
     stages = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for label, paths in cascade_cuts(loaded):
+        for label, paths in cascade_cuts(loaded, target):
             for path in [p for p in reversed(paths) if p not in done]:  # top down
                 for member in members:
                     reset = getattr(member.get_submodule(path), "reset_parameters", None)
@@ -286,7 +292,7 @@ def confidence_changes(
     targets = [ClassProbability(target)] * len(heatmaps)
     with torch.inference_mode():
         after = np.ravel(metric(inputs, canvas_maps, targets, loaded.model, return_diff=False))
-    y = probability if target == "abnormal" else 1.0 - probability
+    y = probability if OutputLogit(target).sign > 0 else 1.0 - probability
     return [(100.0 * max(0.0, y - float(o)) / max(y, 1e-6), 100.0 * float(o > y)) for o in after]
 
 
@@ -302,13 +308,15 @@ def image_rows(
     faithfulness_layers: Sequence[str],
     randomised: Sequence[tuple[str, LoadedModel]],
     road: bool = False,
+    target: Target = "abnormal",
 ) -> list[dict[str, object]]:
     """Rows of one image: one per (method, layer) with its sanity-check similarities and, on the
-    faithfulness layers, its faithfulness scores (absent elsewhere; ROAD only with ``road``).
-    Target: P(abnormal). Identical maps (GradCAM and HiResCAM before global pooling) are judged once."""
+    faithfulness layers, its faithfulness scores (absent elsewhere; ROAD only with ``road``), all
+    explaining ``target`` (the logit check compares it with its opposite class's map). Identical maps
+    (GradCAM and HiResCAM before global pooling) are judged once."""
     _canvas, placement = letterbox(pixels, loaded.input_size)
-    trained = explain_grid(loaded, pixels, methods=methods, layers=layers, target="abnormal")
-    opposite = explain_grid(loaded, pixels, methods=methods, layers=layers, target="normal")
+    trained = explain_grid(loaded, pixels, methods=methods, layers=layers, target=target)
+    opposite = explain_grid(loaded, pixels, methods=methods, layers=layers, target=opposite_target(target))
     rows: dict[tuple[str, str], dict[str, object]] = {}
     for key, explanation in trained.items():
         reference = _comparable(explanation.heatmap, placement)
@@ -321,7 +329,7 @@ def image_rows(
             "logit_ssim": ssim,
         }
     for stage, (_label, model) in enumerate(randomised, start=1):
-        for key, heatmap in _randomised_maps(model, pixels, methods, layers).items():
+        for key, heatmap in _randomised_maps(model, pixels, methods, layers, target).items():
             rho, ssim = (
                 (float("nan"), float("nan"))
                 if heatmap is None
@@ -345,8 +353,8 @@ def image_rows(
             }
             for key, (deletion, insertion), (drop, increase) in zip(
                 firsts,
-                perturbation_aucs(loaded, pixels, heatmaps),
-                confidence_changes(loaded, pixels, heatmaps, probability),
+                perturbation_aucs(loaded, pixels, heatmaps, target=target),
+                confidence_changes(loaded, pixels, heatmaps, probability, target=target),
                 strict=True,
             )
         }
@@ -356,7 +364,7 @@ def image_rows(
 
 
 def _randomised_maps(
-    model: LoadedModel, pixels: np.ndarray, methods: Sequence[str], layers: Sequence[str]
+    model: LoadedModel, pixels: np.ndarray, methods: Sequence[str], layers: Sequence[str], target: Target
 ) -> dict[tuple[str, str], np.ndarray | None]:
     """Each (method, layer) map of a randomised model; None where the method cannot make one.
 
@@ -364,13 +372,14 @@ def _randomised_maps(
     (scipy's ArpackError, a RuntimeError); such a map is left out of the means rather than guessed.
     """
     try:
-        return {key: e.heatmap for key, e in explain_grid(model, pixels, methods=methods, layers=layers).items()}
+        explained = explain_grid(model, pixels, methods=methods, layers=layers, target=target)
+        return {key: e.heatmap for key, e in explained.items()}
     except (RuntimeError, ValueError):
         if len(methods) == 1:
             return {(methods[0], layer): None for layer in layers}
     maps: dict[tuple[str, str], np.ndarray | None] = {}
     for method in methods:
-        maps.update(_randomised_maps(model, pixels, [method], layers))
+        maps.update(_randomised_maps(model, pixels, [method], layers, target))
     return maps
 
 
@@ -380,10 +389,10 @@ def default_methods() -> list[str]:
     return [m for m in localize_default_methods() if m != "KPCA-CAM"]
 
 
-def default_layers(loaded: LoadedModel) -> list[str]:
-    """The default layer and the middle named one (stride 16 in the shipped models, where
-    core.localize found the sharpest maps): the checks at the layer shown first, and at a second."""
-    names = list(loaded.cam_layers)
+def default_layers(loaded: LoadedModel, target: Target = "abnormal") -> list[str]:
+    """The default layer and the middle named one on ``target``'s path (stride 16 in the shipped models,
+    where core.localize found the sharpest maps): the checks at the layer shown first, and at a second."""
+    names = loaded.config.layers_for(target)
     return list(dict.fromkeys([names[0], names[len(names) // 2]]))
 
 
@@ -409,10 +418,12 @@ def sample_images(
     per_part: int,
     fracatlas_n: int,
     seed: int = 0,
+    fracatlas_pool: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> list[Sample]:
     """A seeded sample: ``per_part`` MURA valid/ studies of each body part (one view each) and
-    ``fracatlas_n`` upper-limb FracAtlas images. The same arguments always give the same images, and
-    a larger count keeps the smaller one's images (a nested sample), so a cache grows by resuming."""
+    ``fracatlas_n`` upper-limb FracAtlas images (those ``fracatlas_pool`` keeps, e.g. the ones a
+    fracture output never trained on). The same arguments always give the same images, and a larger
+    count keeps the smaller one's images (a nested sample), so a cache grows by resuming."""
     chosen: list[Sample] = []
     if mura_root is not None and per_part > 0:
         images = mura.read_images(mura_root, "valid")
@@ -431,6 +442,8 @@ def sample_images(
                 )
     if fracatlas_root is not None and fracatlas_n > 0:
         images = fracatlas.read_images(fracatlas_root)
+        if fracatlas_pool is not None:
+            images = fracatlas_pool(images)
         upper = images[images["upper_limb"]].sort_values("file").reset_index(drop=True)
         order = np.random.default_rng([seed, 1_000_003]).permutation(len(upper))[:fracatlas_n]
         for row in upper.iloc[order].itertuples(index=False):
@@ -485,15 +498,15 @@ def _rows_text(rows: pd.DataFrame, n_stages: int) -> str:
 _ROWS_HASH_KEY = "rows_sha256"
 
 
-def read_cache(files: ModelArtifacts) -> CachedPair | None:
-    """The cached sweep of ``files``' model (rows as ``table``, and their summary), or None before the
-    first finished one.
+def read_cache(files: ModelArtifacts, target: str = "abnormal") -> CachedPair | None:
+    """The cached sweep of ``files``' model explaining ``target``'s output (rows as ``table``, and their
+    summary), or None before the first finished one.
 
     Raises:
         CachePairError: unreadable files, rows that are not the ones summarised, or a summary of
         another version.
     """
-    rows_path, summary_path = files.trust_rows, files.trust_summary
+    rows_path, summary_path = files.trust_rows(target), files.trust_summary(target)
     pair = read_pair(
         rows_path,
         summary_path,
@@ -535,15 +548,16 @@ def _sanity(interval: dict[str, float | None]) -> str:
     return "unclear"
 
 
-def _localisation_hits(files: ModelArtifacts | None, layer: str) -> dict[str, float]:
-    """Hit rate per method at ``layer`` from core.localize's cache, if there is a readable one."""
+def _localisation_hits(files: ModelArtifacts | None, layer: str, target: str) -> dict[str, float]:
+    """Hit rate per method at ``layer`` from core.localize's cache, if there is a readable one that
+    explains the same ``target`` (a map of P(abnormal) says nothing of P(fracture)'s)."""
     if files is None:
         return {}
     try:
         cache = read_localization(files)
     except CachePairError:
         return {}
-    if cache is None:
+    if cache is None or set(cache.table["target"].astype(str)) - {""} != {target}:
         return {}
     return {
         g["method"]: g["hit"]["point"]
@@ -564,12 +578,13 @@ def summary_of(
     n_boot: int = 1000,
     seed: int = 0,
     files: ModelArtifacts | None = None,
+    target: str = "abnormal",
 ) -> dict[str, object]:
     """Per (method, layer): the sanity checks' and faithfulness means with 95% bootstrap CIs over images;
     the verdicts; and each metric's ranking at the default layer with Kendall's tau between them.
 
-    ``layer_order`` names the cascade's layers deepest first (the model's cam_layers; the first is the
-    default): the randomisation verdict of layer ``layer_order[i]`` is read at cascade stage i, where
+    ``layer_order`` names the cascade's layers deepest first (the layers on ``target``'s path; the first
+    is the default): the randomisation verdict of layer ``layer_order[i]`` is read at cascade stage i, where
     everything above it is random and it is not.
     """
     default_layer = layer_order[0]
@@ -599,6 +614,7 @@ def summary_of(
         groups.append(entry)
     return {
         "version": SUMMARY_VERSION,
+        "target": target,
         "n_images": int(rows["image"].nunique()),
         "sources": {k: int(v) for k, v in rows.drop_duplicates("image")["source"].value_counts().items()},
         "parts": {k: int(v) for k, v in rows.drop_duplicates("image")["part"].value_counts().items()},
@@ -610,7 +626,7 @@ def summary_of(
         "seed": seed,
         "confidence": metrics.CONFIDENCE,
         "groups": groups,
-        "agreement": _agreement(groups, default_layer, _localisation_hits(files, default_layer)),
+        "agreement": _agreement(groups, default_layer, _localisation_hits(files, default_layer, target)),
         "sweep_seconds": round(float(rows["seconds"].sum()), 1),
     }
 
@@ -722,13 +738,13 @@ def method_verdicts(summary: dict) -> dict[str, str]:
     return verdicts
 
 
-def headline(files: ModelArtifacts) -> str | None:
+def headline(files: ModelArtifacts, target: str = "abnormal") -> str | None:
     """One sentence for reports: which methods pass both sanity checks and which is most faithful.
 
     None when no finished, readable cache exists (callers then leave the line out).
     """
     try:
-        cache = read_cache(files)
+        cache = read_cache(files, target)
     except CachePairError:
         return None
     if cache is None:
@@ -758,25 +774,28 @@ def _write(
     stages: Sequence[str],
     *,
     layer_order: Sequence[str],
+    target: str,
     n_boot: int | None = None,
     seed: int = 0,
 ) -> None:
     """Write the rows; with ``n_boot``, then the summary of the rows as written and their hash."""
     text = _rows_text(rows, len(stages))
+    rows_path = files.trust_rows(target)
     if n_boot is None:
-        atomic.write_text(files.trust_rows, text)
+        atomic.write_text(rows_path, text)
     else:
         write_pair(
-            files.trust_rows,
-            files.trust_summary,
+            rows_path,
+            files.trust_summary(target),
             text,
             summary_of(
-                _parse_rows(StringIO(text), files.trust_rows.name),
+                _parse_rows(StringIO(text), rows_path.name),
                 stages=stages,
                 layer_order=layer_order,
                 n_boot=n_boot,
                 seed=seed,
                 files=files,
+                target=target,
             ),
             hash_key=_ROWS_HASH_KEY,
         )
@@ -805,13 +824,22 @@ def sweep(
     n_boot: int = 1000,
     seed: int = 0,
     progress: bool = True,
+    target: Target | None = None,
 ) -> tuple[Path, Path]:
     """Measure the sample's missing (image, method, layer) rows and write rows and summary.
+
+    ``target`` None explains the model's fracture output where it has one (as core.localize does),
+    else P(abnormal). On the fracture output the cascade walks the fracture path's layers and the
+    FracAtlas sample leaves out every image that output trained on.
 
     Raises:
         mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, ValueError: one-sentence reasons.
     """
     loaded = load_model(model_name)
+    target = target or default_target(loaded)
+    if target not in ("abnormal", "fracture") or target not in loaded.outputs:
+        outputs = ", ".join(loaded.outputs)
+        raise ValueError(f"core.trust explains an output of {loaded.name!r} ({outputs}), not {target!r}.")
     methods = _checked_names("CAM method", methods or default_methods(), list(METHODS))
     slow = [m for m in methods if METHODS[m].slow or not METHODS[m].uses_layers]
     if slow:
@@ -819,8 +847,9 @@ def sweep(
             f"{', '.join(slow)} cannot be swept here: only methods with a layer are compared "
             "layer by layer, and the slow ones would take hours over the sample."
         )
-    default_layer = loaded.config.default_cam_layer
-    layers = _checked_names("layer", layers or default_layers(loaded), list(loaded.cam_layers))
+    path = loaded.config.layers_for(target)
+    default_layer = path[0]
+    layers = _checked_names("layer", layers or default_layers(loaded, target), path)
     faithfulness_layers = _checked_names("layer", faithfulness_layers or [default_layer], layers)
     samples = sample_images(
         mura_root,
@@ -829,16 +858,18 @@ def sweep(
         per_part=per_part,
         fracatlas_n=fracatlas_n,
         seed=seed,
+        fracatlas_pool=(lambda images: untrained(loaded, images)) if target == "fracture" else None,
     )
     if not samples:
         raise ValueError("No image to measure: give --mura-root and/or --fracatlas-root.")
-    randomised = randomised_models(loaded, seed=seed)
+    randomised = randomised_models(loaded, seed=seed, target=target)
     stages = [label for label, _model in randomised]
     files = ModelArtifacts.of(model_name)
-    if files.trust_rows.is_file():
-        rows = _parse_rows(files.trust_rows, files.trust_rows.name)
+    rows_path = files.trust_rows(target)
+    if rows_path.is_file():
+        rows = _parse_rows(rows_path, rows_path.name)
         if sum(c.startswith("spearman_s") for c in rows.columns) != len(stages):
-            raise ValueError(f"{files.trust_rows.name} holds another cascade; move it away and re-run.")
+            raise ValueError(f"{rows_path.name} holds another cascade; move it away and re-run.")
     else:
         rows = pd.DataFrame(columns=_row_columns(len(stages)))
     done = set(map(tuple, rows[_KEY_COLUMNS].astype(str).to_numpy()))
@@ -859,6 +890,7 @@ def sweep(
                 faithfulness_layers=faithfulness_layers,
                 randomised=randomised,
                 road=road,
+                target=target,
             )
         except (RadiographDecodeError, OSError, ValueError) as exc:
             tqdm.write(f"skipped {sample.image}: {exc}", file=sys.stderr)
@@ -880,12 +912,10 @@ def sweep(
         if unsaved >= _SAVE_EVERY:
             rows = pd.concat([rows, pd.DataFrame(new_rows)], ignore_index=True)
             new_rows, unsaved = [], 0
-            _write(files, rows, stages, layer_order=list(loaded.cam_layers))
+            _write(files, rows, stages, layer_order=path, target=target)
     if new_rows:
         rows = pd.concat([rows, pd.DataFrame(new_rows)], ignore_index=True)
     rows = rows.reindex(columns=_row_columns(len(stages)))
     wanted = {s.image for s in samples}
-    _write(
-        files, rows[rows["image"].isin(wanted)], stages, layer_order=list(loaded.cam_layers), n_boot=n_boot, seed=seed
-    )
-    return files.trust_rows, files.trust_summary
+    _write(files, rows[rows["image"].isin(wanted)], stages, layer_order=path, target=target, n_boot=n_boot, seed=seed)
+    return rows_path, files.trust_summary(target)

@@ -49,6 +49,8 @@ class ModelLoadError(RuntimeError):
 #: Output names: MURA's study label, and FracAtlas's fracture label (models with a second output).
 ABNORMAL = "abnormal"
 FRACTURE: Final = "fracture"
+#: CAM targets that explain an output's complement ("normal" = minus the abnormal logit), and their output.
+COMPLEMENTS: Final = {"normal": ABNORMAL, "no fracture": FRACTURE}
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class ModelConfig:
     #: The CAM layer a user starts from per output, where it is not the first of ``cam_layers``
     #: (a layer off an output's path has no gradient for it: an empty map).
     output_cam_layers: dict[str, str] = field(default_factory=dict)
+    #: The named layers each output's path runs through, deepest first, where not all of ``cam_layers``
+    #: (core.eval.trust's randomisation cascade walks them; a layer off the path cannot change the output).
+    output_layers: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def default_cam_layer(self) -> str:
@@ -81,7 +86,11 @@ class ModelConfig:
 
     def cam_layer_for(self, output: str) -> str:
         """The default CAM layer for explaining ``output`` ("normal" explains the abnormal output)."""
-        return self.output_cam_layers.get(ABNORMAL if output == "normal" else output, self.default_cam_layer)
+        return self.output_cam_layers.get(COMPLEMENTS.get(output, output), self.default_cam_layer)
+
+    def layers_for(self, output: str) -> list[str]:
+        """The named layers on ``output``'s path ("normal": the abnormal output's), deepest first."""
+        return list(self.output_layers.get(COMPLEMENTS.get(output, output), self.cam_layers))
 
 
 _REGISTRY: dict[str, ModelConfig] = {}
@@ -98,6 +107,7 @@ def register_model(
     initialisation: str = "ImageNet",
     outputs: tuple[str, ...] = (ABNORMAL,),
     output_cam_layers: dict[str, str] | None = None,
+    output_layers: dict[str, tuple[str, ...]] | None = None,
 ) -> Callable[[Callable[[bool], nn.Module]], Callable[[bool], nn.Module]]:
     """Decorator: register ``builder(pretrained) -> nn.Module`` under ``name``.
 
@@ -119,6 +129,7 @@ def register_model(
             initialisation=initialisation,
             outputs=outputs,
             output_cam_layers=dict(output_cam_layers or {}),
+            output_layers=dict(output_layers or {}),
         )
         return builder
 
@@ -275,18 +286,23 @@ _register_efficientnet_lite(
 
 
 _LITE0_FRACTURE_MAP = "fracture map (128 ch, stride 16)"
+_LITE0_FRACTURE_BLOCK = "fracture block 11 (112 ch, stride 16)"
 _LITE0_HEAD = "head conv (1280 ch, stride 32)"
+_LITE0_BLOCK16 = "block 16 (320 ch, stride 32)"
+_LITE0_BLOCK11 = "block 11 (112 ch, stride 16)"
+#: The branch's input: the stride-8 features both outputs share.
+_LITE0_BLOCK5 = "block 5 (40 ch, stride 8)"
 
 
 @register_model(
     "efficientnet_lite0_fracture",
     cam_layers={
         _LITE0_FRACTURE_MAP: "fracture.act",
-        "fracture block 11 (112 ch, stride 16)": "fracture._blocks.5",
+        _LITE0_FRACTURE_BLOCK: "fracture._blocks.5",
         _LITE0_HEAD: "mura._head_act",
-        "block 16 (320 ch, stride 32)": "mura._blocks.15",
-        "block 11 (112 ch, stride 16)": "mura._blocks.10",
-        "block 5 (40 ch, stride 8)": "mura._blocks.4",
+        _LITE0_BLOCK16: "mura._blocks.15",
+        _LITE0_BLOCK11: "mura._blocks.10",
+        _LITE0_BLOCK5: "mura._blocks.4",
     },
     input_size=224,
     mean=_TFLITE_MEAN,
@@ -296,6 +312,10 @@ _LITE0_HEAD = "head conv (1280 ch, stride 32)"
     initialisation="a trained efficientnet_lite0 member (MURA), its fracture branch copied from that member",
     outputs=(ABNORMAL, FRACTURE),
     output_cam_layers={ABNORMAL: _LITE0_HEAD, FRACTURE: _LITE0_FRACTURE_MAP},
+    output_layers={
+        ABNORMAL: (_LITE0_HEAD, _LITE0_BLOCK16, _LITE0_BLOCK11, _LITE0_BLOCK5),
+        FRACTURE: (_LITE0_FRACTURE_MAP, _LITE0_FRACTURE_BLOCK, _LITE0_BLOCK5),
+    },
 )
 def _efficientnet_lite0_fracture(pretrained: bool) -> nn.Module:
     return TwoOutputNet(_efficientnet_lite(0, pretrained))

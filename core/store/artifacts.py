@@ -125,6 +125,17 @@ def is_model_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
+def _per_target(file_name: str, target: str) -> str:
+    """``trust_metrics.csv`` for the abnormal output (the name before models had two), else
+    ``trust_metrics_<target>.csv``."""
+    if target not in ("abnormal", "fracture"):
+        raise ValueError(f"trust caches exist per output (abnormal, fracture), not for {target!r}")
+    if target == "abnormal":
+        return file_name
+    stem, suffix = file_name.rsplit(".", 1)
+    return f"{stem}_{target}.{suffix}"
+
+
 @dataclass(frozen=True)
 class ModelArtifacts:
     """The paths of one model folder; creating it touches no file.
@@ -186,15 +197,14 @@ class ModelArtifacts:
         """Per-map summary of :meth:`localization` with bootstrap intervals, read by the Heat-map accuracy page."""
         return self.directory / f"localization_{_checked(dataset)}.json"
 
-    @property
-    def trust_rows(self) -> Path:
-        """Per-image sanity checks and faithfulness of each CAM method and layer (core.trust), kept to resume."""
-        return self.directory / TRUST_ROWS_FILE
+    def trust_rows(self, target: str = "abnormal") -> Path:
+        """Per-image sanity checks and faithfulness of each CAM method and layer (core.trust) explaining
+        ``target`` ("abnormal" or "fracture": one cache per output), kept to resume."""
+        return self.directory / _per_target(TRUST_ROWS_FILE, target)
 
-    @property
-    def trust_summary(self) -> Path:
-        """The summary of :attr:`trust_rows` with CIs, verdicts and rankings, read by the dashboard."""
-        return self.directory / TRUST_SUMMARY_FILE
+    def trust_summary(self, target: str = "abnormal") -> Path:
+        """The summary of :meth:`trust_rows` with CIs, verdicts and rankings, read by the dashboard."""
+        return self.directory / _per_target(TRUST_SUMMARY_FILE, target)
 
     @property
     def scope_head(self) -> Path:
