@@ -28,7 +28,7 @@ from core.eval.localization_sweep import fractured_images, sweep
 from core.model.checkpoint import DEFAULT_MODEL, load_model
 from core.model.prediction import DEFAULT_BATCH_SIZE
 from core.model.scale import Engine
-from core.store.artifacts import CARD_FILE, CHECKPOINT_FILE
+from core.store.artifacts import ModelArtifacts
 
 from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
 
@@ -85,9 +85,9 @@ def main() -> int:
     images = len(fractured_images(fracatlas_root)[0])
     with tempfile.TemporaryDirectory() as weights:
         # A fresh folder holding only the model: the sweep starts from nothing and leaves the repo alone.
-        (Path(weights) / args.model).mkdir()
-        for name in (CHECKPOINT_FILE, CARD_FILE):
-            shutil.copyfile(loaded.directory / name, Path(weights) / args.model / name)
+        for path in ModelArtifacts(loaded.directory).model_files:
+            (Path(weights) / path.parent.name).mkdir(exist_ok=True)
+            shutil.copyfile(path, Path(weights) / path.parent.name / path.name)
         os.environ["MURA_LENS_WEIGHTS_DIR"] = weights
         started = time.perf_counter()
         sweep(

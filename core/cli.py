@@ -1,9 +1,12 @@
 """The flags the command lines share, defined once: device and precision, backend, bootstrap
-resamples, and the scale-out engine (DataLoader workers, Ray)."""
+resamples, the scale-out engine (DataLoader workers, Ray), and a training recipe's numeric settings;
+and how a command line ends on bad settings or data (one ``error:`` line, exit status 2)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable, Iterable
 
 from core.eval.metrics import DEFAULT_N_BOOT
 from core.model.backends import BACKENDS, DEFAULT_BACKEND
@@ -11,12 +14,31 @@ from core.model.devices import DEVICES, PRECISIONS, resolve_device
 from core.model.scale import Engine
 
 __all__ = [
+    "add_settings",
+    "run_or_report",
     "add_backend_argument",
     "add_device_arguments",
     "add_engine_arguments",
     "add_n_boot_argument",
     "engine_from_args",
 ]
+
+
+def add_settings(parser: argparse.ArgumentParser, config: type, names: Iterable[str], kind: type) -> None:
+    """A ``--some-setting`` flag of type ``kind`` for each field ``some_setting`` of the dataclass
+    ``config``, defaulting to the class's own value (the training CLIs' recipes)."""
+    for name in names:
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(config, name))
+
+
+def run_or_report(work: Callable[[], object]) -> int:
+    """Run a command line's ``work``: 0, or 2 after one ``error:`` line on stderr, never a traceback."""
+    try:
+        work()
+    except Exception as exc:  # noqa: BLE001 - a CLI prints one line, never a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def add_n_boot_argument(parser: argparse.ArgumentParser) -> None:

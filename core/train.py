@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core.cli import add_settings, run_or_report
 from core.model.registry import get_config
 from core.model.training import TrainConfig, train
 
@@ -20,10 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder, e.g. runs/fold0")
     parser.add_argument("--study-types", nargs="+", default=list(TrainConfig.study_types))
     parser.add_argument("--device", default=TrainConfig.device, help="cpu (default) or a CUDA device, e.g. cuda")
-    for name in ("input_size", "epochs", "batch_size", "seed", "split_seed", "folds", "fold", "threads", "workers"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainConfig, name))
-    for name in ("max_lr", "weight_decay", "label_smoothing", "rotation", "holdout_fraction", "train_fraction"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainConfig, name))
+    integers = ("input_size", "epochs", "batch_size", "seed", "split_seed", "folds", "fold", "threads", "workers")
+    add_settings(parser, TrainConfig, integers, int)
+    floats = ("max_lr", "weight_decay", "label_smoothing", "rotation", "holdout_fraction", "train_fraction")
+    add_settings(parser, TrainConfig, floats, float)
     parser.add_argument("--duplicates", help="core.embeddings' duplicates.csv: keep patients sharing copies together")
     parser.add_argument("--fracatlas", help="FracAtlas root: joint training with its upper-limb fracture labels")
     parser.add_argument(
@@ -46,13 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = vars(parser.parse_args(argv))
     args["study_types"] = tuple(args["study_types"])
-    try:
-        get_config(args["arch"])
+
+    def work() -> None:
+        get_config(args["arch"])  # an unknown architecture: one line naming the known ones
         train(TrainConfig(**args))
-    except Exception as exc:  # noqa: BLE001 - a CLI prints one line, never a traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_or_report(work)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core.cli import add_settings, run_or_report
 from core.data import fracture_split
-from core.model.checkpoint import DEFAULT_MODEL
 from core.model.fracture_training import CANDIDATES, FractureConfig, train_fold
 from core.store.artifacts import weights_dir
 
@@ -25,18 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--split", default=str(weights_dir() / "mura_efficientnet_lite0_fracture" / fracture_split.SPLIT_FILE)
     )
-    parser.add_argument("--base-model", default=DEFAULT_MODEL)
+    parser.add_argument("--base-model", default=FractureConfig.base_model)
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
-    for name in ("epochs", "batch_size", "seed", "threads"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(FractureConfig, name))
+    add_settings(parser, FractureConfig, ("epochs", "batch_size", "seed", "threads"), int)
     args = vars(parser.parse_args(argv))
     args["candidates"] = tuple(args["candidates"])
-    try:
-        train_fold(FractureConfig(**args))
-    except Exception as exc:  # noqa: BLE001 - a CLI prints one line, never a traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_or_report(lambda: train_fold(FractureConfig(**args)))
 
 
 if __name__ == "__main__":

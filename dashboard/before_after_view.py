@@ -38,7 +38,9 @@ _SCORE_NAMES = {"hit": "Hit rate", "energy": "Energy inside"}
 
 def _versions(files: ModelArtifacts) -> tuple[int, ...]:
     trust_files = [
-        path for output in (ABNORMAL, FRACTURE) for path in (files.trust_rows(output), files.trust_summary(output))
+        files.resolve(path)
+        for output in (ABNORMAL, FRACTURE)
+        for path in (files.trust_rows(output), files.trust_summary(output))
     ]
     return tuple(
         file_version(path)

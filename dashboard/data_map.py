@@ -20,7 +20,7 @@ import streamlit as st
 from core.datamap import embeddings
 from core.eval.evaluation import REGION_LABELS
 from core.model.card import FRACATLAS_LABEL, MURA_LABEL, card_thresholds, out_of_scope_reason, threshold_for
-from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts, file_version
+from core.store.artifacts import ModelArtifacts, file_version
 from dashboard import accuracy, state, studies, views
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "study_summary",
     "map_figure",
     "selected_rows",
+    "table_with_download",
     "read_label_issues",
     "read_duplicates",
     "read_audit",
@@ -110,7 +111,8 @@ def read_embeddings(model: str) -> embeddings.Embeddings:
     Raises:
         CacheMissing: the file is absent or unreadable.
     """
-    path = ModelArtifacts.of(model).embeddings
+    files = ModelArtifacts.of(model)
+    path = files.resolve(files.embeddings)
     version = file_version(path)
     if not version:
         raise CacheMissing(missing_cache_message(model))
@@ -134,17 +136,20 @@ def _csv(path: Path) -> pd.DataFrame | None:
 
 def read_label_issues(model: str) -> pd.DataFrame | None:
     """cleanlab's ranking of studies (lowest label quality first), or None before core.embeddings ran."""
-    return _csv(ModelArtifacts.of(model).label_issues)
+    files = ModelArtifacts.of(model)
+    return _csv(files.resolve(files.label_issues))
 
 
 def read_duplicates(model: str) -> pd.DataFrame | None:
     """The near-duplicate groups (one row per image), or None before core.embeddings ran."""
-    return _csv(ModelArtifacts.of(model).duplicates)
+    files = ModelArtifacts.of(model)
+    return _csv(files.resolve(files.duplicates))
 
 
 def read_audit(model: str) -> dict | None:
     """The counts core.embeddings wrote (data_audit.json), or None."""
-    path = ModelArtifacts.of(model).data_audit
+    files = ModelArtifacts.of(model)
+    path = files.resolve(files.data_audit)
     version = file_version(path)
     return _read_json(str(path), version) if version else None
 
@@ -202,9 +207,12 @@ def _map_table(model: str, versions: tuple[int, ...]) -> pd.DataFrame:
     card = state.read_card(model) or {}
     thresholds = card_thresholds(card)
     parts = []
-    for dataset, name in (("mura_train", TRAIN_HOLDOUT), ("mura_valid", "valid")):
-        if files.predictions(name).is_file():
-            parts.append(_mura_rows(pd.read_csv(files.predictions(name)), thresholds, dataset))
+    for dataset, path in (
+        ("mura_train", files.resolve(files.holdout_predictions)),
+        ("mura_valid", files.predictions("valid")),
+    ):
+        if path.is_file():
+            parts.append(_mura_rows(pd.read_csv(path), thresholds, dataset))
     if files.predictions("fracatlas").is_file():
         parts.append(_fracatlas_rows(pd.read_csv(files.predictions("fracatlas")), thresholds))
     predictions = pd.concat(parts, ignore_index=True)
@@ -247,6 +255,24 @@ def _map_table(model: str, versions: tuple[int, ...]) -> pd.DataFrame:
     return table
 
 
+def _versions(model: str) -> tuple[int, ...]:
+    """The cache key of :func:`map_table`: the versions of every file it joins (a base model's where
+    the model reads the MURA-path files from its base)."""
+    files = ModelArtifacts.of(model)
+    return tuple(
+        file_version(p)
+        for p in (
+            files.resolve(files.embeddings),
+            files.resolve(files.holdout_predictions),
+            files.predictions("valid"),
+            files.predictions("fracatlas"),
+            files.resolve(files.label_issues),
+            files.resolve(files.duplicates),
+            files.card,
+        )
+    )
+
+
 def map_table(model: str) -> pd.DataFrame:
     """One row per embedded image: map coordinates, dataset, study, label, probabilities, the call
     at the card's thresholds (study level for MURA), error type and the audit flags.
@@ -254,21 +280,8 @@ def map_table(model: str) -> pd.DataFrame:
     Raises:
         CacheMissing: no embeddings cache.
     """
-    files = ModelArtifacts.of(model)
     read_embeddings(model)  # raises CacheMissing before the join
-    versions = tuple(
-        file_version(p)
-        for p in (
-            files.embeddings,
-            files.predictions(TRAIN_HOLDOUT),
-            files.predictions("valid"),
-            files.predictions("fracatlas"),
-            files.label_issues,
-            files.duplicates,
-            files.card,
-        )
-    )
-    return _map_table(model, versions)
+    return _map_table(model, _versions(model))
 
 
 def study_summary(rows: pd.DataFrame) -> pd.DataFrame:
@@ -351,20 +364,22 @@ def _figure(model: str, versions: tuple[int, ...], colour: str, projection: str)
 def map_figure(model: str, colour: str, projection: str = "umap") -> go.Figure:
     """The scatter of every image coloured by ``colour`` (a :func:`map_table` column), one WebGL trace per
     value; each point carries its row number in ``customdata[0]`` for :func:`selected_rows`."""
-    files = ModelArtifacts.of(model)
-    versions = tuple(
-        file_version(p)
-        for p in (
-            files.embeddings,
-            files.predictions(TRAIN_HOLDOUT),
-            files.predictions("valid"),
-            files.predictions("fracatlas"),
-            files.label_issues,
-            files.duplicates,
-            files.card,
-        )
-    )
-    return _figure(model, versions, colour, projection)
+    return _figure(model, _versions(model), colour, projection)
+
+
+def table_with_download(
+    shown: pd.DataFrame, exported: pd.DataFrame, *, keys: tuple[str, str], label: str, file_name: str, columns: dict
+) -> None:
+    """A table of studies and a button that downloads ``exported`` (the rows behind it, all columns) as CSV.
+
+    ``columns`` titles the columns: the first (the study) wide, the others numbers to 3 decimals;
+    ``keys`` are the table's and the button's widget keys.
+    """
+    study, *numbers = columns
+    config = {study: st.column_config.TextColumn(columns[study], width="large")}
+    config |= {name: st.column_config.NumberColumn(columns[name], format="%.3f") for name in numbers}
+    st.dataframe(shown, hide_index=True, width="stretch", key=keys[0], column_config=config)
+    st.download_button(label, exported.to_csv(index=False).encode(), mime="text/csv", file_name=file_name, key=keys[1])
 
 
 def selected_rows(event: Any, rows: int) -> list[int]:

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 import numpy as np
 import streamlit as st
@@ -38,6 +39,7 @@ from core.model.checkpoint import LoadedModel
 
 __all__ = [
     "MAX_RUNS_PER_MODEL",
+    "CamOptions",
     "SlowRun",
     "SlowRunsFull",
     "cancel",
@@ -197,16 +199,19 @@ def estimate_text(
     return f"{_duration(seconds * views)} for {views} view(s) ({how})"
 
 
+class CamOptions(TypedDict):
+    """The choices that shape a slow run's maps (dashboard.views.CamSettings.map_key's), which
+    :func:`start` and :func:`run` take as keywords."""
+
+    method: str
+    layers: tuple[str, ...]
+    target: str
+    aug_smooth: bool
+    eigen_smooth: bool
+
+
 def _work(
-    run: SlowRun,
-    loaded: LoadedModel,
-    model: str,
-    images: Sequence[tuple[str, np.ndarray]],
-    method: str,
-    layers: tuple[str, ...],
-    target: str,
-    aug_smooth: bool,
-    eigen_smooth: bool,
+    run: SlowRun, loaded: LoadedModel, model: str, images: Sequence[tuple[str, np.ndarray]], cam: CamOptions
 ) -> None:
     """The thread: each view in turn; record the measured cost when all finished."""
     started = time.perf_counter()
@@ -219,11 +224,7 @@ def _work(
             run.results[key] = explain(
                 loaded,
                 pixels,
-                method=method,
-                layers=list(layers) or None,
-                target=target,
-                aug_smooth=aug_smooth,
-                eigen_smooth=eigen_smooth,
+                **(cam | {"layers": list(cam["layers"]) or None}),
                 progress=report,
                 cancel=run.cancel,
             )
@@ -233,7 +234,8 @@ def _work(
         run.error = str(exc)
     else:
         per_view = (time.perf_counter() - started) / max(1, len(images))
-        forward_images = _IMAGES.get((model, method, layers, aug_smooth))
+        method, aug_smooth = cam["method"], cam["aug_smooth"]
+        forward_images = _IMAGES.get((model, method, cam["layers"], aug_smooth))
         _MEASURED[(model, method, aug_smooth)] = per_view / forward_images if forward_images else per_view
     finally:
         run.done.set()
@@ -260,12 +262,7 @@ def start(
     model: str,
     run_key: str,
     images: Sequence[tuple[str, np.ndarray]],
-    *,
-    method: str,
-    layers: tuple[str, ...],
-    target: str,
-    aug_smooth: bool,
-    eigen_smooth: bool,
+    **cam: Unpack[CamOptions],
 ) -> SlowRun:
     """This session's run for ``run_key``: the one already started, else a new one on its own thread
     (a session back after the watcher stopped its run gets a new one). ``images`` are (image key, pixels).
@@ -279,9 +276,9 @@ def start(
         return current
     current = SlowRun(
         model,
-        f"{method} → {target}",
+        f"{cam['method']} → {cam['target']}",
         len(images),
-        estimate_text(loaded, model, method, layers, aug_smooth, len(images)),
+        estimate_text(loaded, model, cam["method"], cam["layers"], cam["aug_smooth"], len(images)),
         session_id=_current_session(),
     )
     _admit(current)
@@ -291,9 +288,9 @@ def start(
     runs[run_key] = current
     threading.Thread(
         target=_work,
-        name=f"slow-cam-{method}",
+        name=f"slow-cam-{cam['method']}",
         daemon=True,
-        args=(current, loaded, model, list(images), method, layers, target, aug_smooth, eigen_smooth),
+        args=(current, loaded, model, list(images), cam),
     ).start()
     return current
 
@@ -304,30 +301,17 @@ def run(
     run_key: str,
     images: Sequence[tuple[str, np.ndarray]],
     *,
-    method: str,
-    layers: tuple[str, ...],
-    target: str,
-    aug_smooth: bool,
-    eigen_smooth: bool,
     button_key: str,
     on_cancel: Callable[[str], None] = cancel,
+    **cam: Unpack[CamOptions],
 ) -> SlowRun:
     """:func:`start`, then wait for the run below a full-width progress bar with a cancel button
     (``on_cancel(run_key)``, which must call :func:`cancel`); returns the finished, failed or
     cancelled run. A run the server has no room for is refused in one sentence (an unstarted run with
     that ``error``), and ``on_cancel`` drops the user's confirmation so the Run button returns."""
+    method = cam["method"]
     try:
-        current = start(
-            loaded,
-            model,
-            run_key,
-            images,
-            method=method,
-            layers=layers,
-            target=target,
-            aug_smooth=aug_smooth,
-            eigen_smooth=eigen_smooth,
-        )
+        current = start(loaded, model, run_key, images, **cam)
     except SlowRunsFull as full:
         on_cancel(run_key)
         st.warning(str(full))

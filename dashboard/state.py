@@ -70,12 +70,14 @@ def _files(model: str) -> ModelArtifacts:
     return ModelArtifacts.of(model)
 
 
-def _model_version(files: ModelArtifacts) -> tuple[int, int]:
-    return file_version(files.checkpoint), file_version(files.card)
+def _model_version(files: ModelArtifacts) -> tuple[int, int, int]:
+    # A model stored as a delta on a base model is rebuilt when the base's checkpoint changes too.
+    base = files.base
+    return file_version(files.checkpoint), file_version(files.card), file_version(base.checkpoint) if base else 0
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=MODEL_CACHE_ENTRIES)
-def _get_model(name: str, directory: str, version: tuple[int, int]) -> LoadedModel:
+def _get_model(name: str, directory: str, version: tuple[int, int, int]) -> LoadedModel:
     return load_model(name, directory=Path(directory))
 
 
@@ -106,7 +108,7 @@ def current_model() -> LoadedModel:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _model_problem(name: str, directory: str, version: tuple[int, int]) -> str | None:
+def _model_problem(name: str, directory: str, version: tuple[int, int, int]) -> str | None:
     try:
         check_model(name, directory=Path(directory))
     except ModelLoadError as exc:
@@ -199,7 +201,8 @@ def _read_json(path: str, version: int) -> dict | None:
 
 def read_scope_metrics(model: str) -> dict | None:
     """core.scope's measurement of the model's scope head, or None without a readable one."""
-    path = _files(model).scope_metrics
+    files = _files(model)
+    path = files.resolve(files.scope_metrics)
     return _read_json(str(path), file_version(path))
 
 
@@ -210,7 +213,8 @@ def _read_training_log(path: str, version: int) -> pd.DataFrame | None:
 
 def read_training_log(model: str) -> pd.DataFrame | None:
     """The model's per-epoch training log, or None if it has none; re-read when the file changes."""
-    path = _files(model).training_log
+    files = _files(model)
+    path = files.resolve(files.training_log)
     return _read_training_log(str(path), file_version(path))
 
 

@@ -65,7 +65,8 @@ def cached_trust(model: str, target: str | None = None) -> CachedPair | None:
         CachePairError: the files are unreadable or do not belong together.
     """
     files, target = ModelArtifacts.of(model), trust_target(model, target)
-    versions = file_version(files.trust_rows(target)), file_version(files.trust_summary(target))
+    paths = files.resolve(files.trust_rows(target)), files.resolve(files.trust_summary(target))
+    versions = file_version(paths[0]), file_version(paths[1])
     return _read(str(files.directory), target, *versions)
 
 

@@ -73,23 +73,13 @@ with map_tab:
             + (f" · {data_map.NOT_SCORED} {int(counts[data_map.NOT_SCORED])}" if data_map.NOT_SCORED in counts else "")
             + " — most confidently wrong first."
         )
-        st.dataframe(
+        data_map.table_with_download(
             selected.assign(dataset=selected["dataset"].map(data_map.DATASET_LABELS)),
-            hide_index=True,
-            width="stretch",
-            key="data_map_selected",
-            column_config={
-                "study": st.column_config.TextColumn("Study", width="large"),
-                "study_probability": st.column_config.NumberColumn("P(abnormal)", format="%.3f"),
-                "threshold": st.column_config.NumberColumn("Threshold", format="%.3f"),
-            },
-        )
-        st.download_button(
-            "Download the selection (CSV)",
-            selected.to_csv(index=False).encode(),
-            mime="text/csv",
+            selected,
+            keys=("data_map_selected", "data_map_export"),
+            label="Download the selection (CSV)",
             file_name=f"{model}_map_selection.csv",
-            key="data_map_export",
+            columns={"study": "Study", "study_probability": "P(abnormal)", "threshold": "Threshold"},
         )
         cams = st.toggle(
             f"Show the top {min(len(selected), data_map.MAX_GALLERY)} with their CAMs",
@@ -123,23 +113,13 @@ with issues_tab:
             dataset=queue["dataset"].map(data_map.DATASET_LABELS),
             label_text=queue["label"].map({1: "abnormal", 0: "normal"}),
         )
-        st.dataframe(
+        data_map.table_with_download(
             queue[["study_path", "dataset", "study_type", "label_text", "probability", "label_quality", "views"]],
-            hide_index=True,
-            width="stretch",
-            key="issues_table",
-            column_config={
-                "study_path": st.column_config.TextColumn("Study", width="large"),
-                "probability": st.column_config.NumberColumn("P(abnormal)", format="%.3f"),
-                "label_quality": st.column_config.NumberColumn("Label quality", format="%.3f"),
-            },
-        )
-        st.download_button(
-            "Download the queue for review (CSV)",
-            queue.to_csv(index=False).encode(),
-            mime="text/csv",
+            queue,
+            keys=("issues_table", "issues_export"),
+            label="Download the queue for review (CSV)",
             file_name=f"{model}_label_issues.csv",
-            key="issues_export",
+            columns={"study_path": "Study", "probability": "P(abnormal)", "label_quality": "Label quality"},
         )
         shown = st.slider("Studies to show", 1, data_map.MAX_GALLERY, 3, key="issues_shown")
         cams = st.toggle("With CAMs", key="issues_cams", help="Runs the model on these views.")

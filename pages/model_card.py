@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.model.card import DEFAULT_THRESHOLD_KEY
 from core.scoping.head import target_rows
-from core.store.artifacts import CARD_FILE, EvaluationMismatchError
+from core.store.artifacts import BASE_MODEL_KEY, CARD_FILE, EvaluationMismatchError
 from dashboard import charts, state
 from dashboard.charts import INTERVAL_WIDTH, OVERALL, TRAINED_POOL, format_estimate, group_label
 from dashboard.report import report_button
@@ -36,6 +36,7 @@ _RENDERED = {
     "schema_version",
     "outputs",
     "fracture_threshold",
+    BASE_MODEL_KEY,
 }
 _HOLDOUT_NAMES = {
     "study_auroc": "Holdout study AUROC",
@@ -131,6 +132,14 @@ def show_header(card: dict, model: str) -> list[int | None]:
         )
         if card.get(key)
     ]
+    if card.get(BASE_MODEL_KEY):
+        facts.append(
+            (
+                "MURA path",
+                f"the shipped model's own, read from weights/{card[BASE_MODEL_KEY]} (its weights, scope head, "
+                "training log, out-of-fold train/ predictions and data map)",
+            )
+        )
     st.markdown("\n".join(f"- **{label}:** {value}" for label, value in facts))
     if card.get("limitations"):
         st.warning("**Limitations**\n\n" + "\n".join(f"- {item}" for item in card["limitations"]))

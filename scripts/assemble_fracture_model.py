@@ -1,10 +1,14 @@
 """Write weights/mura_efficientnet_lite0_fracture from the four trained folds and the rule's outcome.
 
     python scripts/assemble_fracture_model.py [--runs runs] [--outcome docs/fracture_training/outcome.json]
+    python scripts/assemble_fracture_model.py --from-full FULL_CHECKPOINT
 
 Takes the candidate the rule chose (scripts/fracture_outcome.py), attaches each fold's branch to the
-matching member of the shipped ensemble (core.model.fracture_model.assemble) and writes checkpoint,
-card, the MURA out-of-fold predictions (the base model's own) and the fracture out-of-fold predictions.
+matching member of the shipped ensemble (core.model.fracture_model.assemble) and writes the checkpoint
+(the branches, stored as a delta on the base ensemble), the card and the fracture out-of-fold
+predictions; the MURA-path files (holdout predictions, training log, scope, data map) are the base's.
+``--from-full`` converts a checkpoint holding whole two-output members (how the model first shipped,
+commit ecf2f18) into that delta and removes the model folder's copies of the base's MURA-path files.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-from core.model.checkpoint import DEFAULT_MODEL
-from core.model.fracture_model import assemble
+from core.model.fracture_model import assemble, delta_from_full
+from core.model.fracture_training import FRACTURE_BASE_MODEL
 from core.store.artifacts import ModelArtifacts
 
 NAME = "mura_efficientnet_lite0_fracture"
@@ -24,11 +28,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--outcome", type=Path, default=Path("docs/fracture_training/outcome.json"))
+    parser.add_argument("--from-full", type=Path, help="a full two-output checkpoint to store as a delta instead")
     args = parser.parse_args()
+    base, out = ModelArtifacts.of(FRACTURE_BASE_MODEL), ModelArtifacts.of(NAME)
+    if args.from_full:
+        for path in delta_from_full(args.from_full, base, out):
+            print(f"removed {path} (a copy of {base.name}'s)")
+        print(f"wrote {out.checkpoint} and {out.card}")
+        return
     outcome = json.loads(args.outcome.read_text(encoding="utf-8"))
     candidate = outcome["rule"]["chosen"]
     runs = [args.runs / f"fracture_f{fold}" for fold in range(4)]
-    card = assemble(ModelArtifacts.of(DEFAULT_MODEL), runs, candidate, ModelArtifacts.of(NAME), outcome)
+    card = assemble(base, runs, candidate, out, outcome)
     print(json.dumps(card["outputs"]["fracture"], indent=2))
 
 

@@ -4,6 +4,8 @@ duplicate audit (the planted train-valid copy), and the similar-studies panel on
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.model.checkpoint import DEFAULT_MODEL
-from dashboard import data_map
+from core.store.artifacts import BASE_MODEL_KEY
+from dashboard import data_map, state
 from tests.app_pages import assert_clean, start_app
 from tests.data_map_cache import map_weights  # noqa: F401 - a fixture
 
@@ -130,3 +133,37 @@ def test_study_summary_puts_confident_errors_first() -> None:
         }
     )
     assert data_map.study_summary(rows)["study"].tolist() == ["b", "c", "a"]
+
+
+def test_a_model_built_on_a_base_reads_the_bases_data_map(
+    map_weights: tuple[Path, dict, str],  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model whose card names a base (the fracture model) and has no data-map cache of its own shows the
+    base's map, queue and audit, and says on its model card where its MURA path comes from."""
+    weights = tmp_path / "weights"
+    shutil.copytree(map_weights[0] / DEFAULT_MODEL, weights / DEFAULT_MODEL)
+    derived = weights / "derived"
+    derived.mkdir()
+    for name in ("checkpoint.pt", "predictions_valid.csv", "metrics_valid.json"):
+        shutil.copyfile(weights / DEFAULT_MODEL / name, derived / name)
+    card = json.loads((weights / DEFAULT_MODEL / "model_card.json").read_text(encoding="utf-8"))
+    (derived / "model_card.json").write_text(json.dumps(card | {"name": "derived", BASE_MODEL_KEY: DEFAULT_MODEL}))
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
+    monkeypatch.delenv("MURA_ROOT", raising=False)
+    pd.testing.assert_frame_equal(data_map.map_table("derived"), data_map.map_table(DEFAULT_MODEL))
+    assert data_map.read_audit("derived") == data_map.read_audit(DEFAULT_MODEL) is not None
+    at = start_app()
+    at.session_state[state.MODEL_KEY] = "derived"
+    at.switch_page(PAGE).run()
+    assert_clean(at)
+    assert not any("No data-map cache" in info.value for info in at.info)
+    assert any(m.label == "train-valid leaks" and m.value == "1" for m in at.metric)
+    at.switch_page("../pages/model_card.py").run()
+    assert_clean(at)
+    assert any(
+        f"MURA path:** the shipped model's own, read from weights/{DEFAULT_MODEL}" in md.value for md in at.markdown
+    )
+    assert any(h.value == "Training curves" for h in at.subheader)
+    assert not any("No training log" in c.value for c in at.caption)

@@ -173,7 +173,11 @@ def test_cache_round_trip_keeps_everything(tmp_path) -> None:
     studies, neighbours, distances = embeddings.nearest_studies(features, images["study"], k=3)
     phash = np.random.default_rng(0).integers(0, 2, (18, 64)).astype(bool)
     cache = embeddings.Embeddings(images, features, phash, studies, neighbours, distances, {"seed": 0})
+    other = tmp_path / "embeddings.npz.tmp.npz"  # another writer's temporary file: never taken over
+    other.write_bytes(b"half written")
     embeddings.save(cache, tmp_path / "embeddings.npz")
+    assert other.read_bytes() == b"half written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["embeddings.npz", other.name]
     back = embeddings.load(tmp_path / "embeddings.npz")
     assert back.studies == studies and back.meta == {"seed": 0}
     np.testing.assert_array_equal(back.phash, phash)

@@ -140,9 +140,9 @@ def test_cli_on_real_fracatlas_images(tmp_path: Path, monkeypatch: pytest.Monkey
     if not (SHARED_FRACATLAS / "fractures_coco.json").is_file():
         pytest.skip(f"FracAtlas copy not found at {SHARED_FRACATLAS} (set FRACATLAS_ROOT to run on real images)")
     weights = tmp_path / "weights"
-    (weights / DEFAULT_MODEL).mkdir(parents=True)
-    for name in ("checkpoint.pt", "model_card.json"):
-        (weights / DEFAULT_MODEL / name).symlink_to(SHIPPED_WEIGHTS_DIR / DEFAULT_MODEL / name)
+    for path in ModelArtifacts.of(DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR).model_files:
+        (weights / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (weights / path.parent.name / path.name).symlink_to(path)
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
     assert (
         main(

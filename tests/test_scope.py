@@ -406,3 +406,35 @@ def test_feature_caches_only_compute_rows_not_cached_yet(tmp_path: Path, monkeyp
     assert computed == [0, 1, 2, 4, 3] and more[:, 0].tolist() == [4, 3, 2, 1, 0]
     crops = scope_fit._features_of(None, paths[:2], tmp_path / "cache" / "crops.npz", "x", crops=True)
     assert crops[:, 1].tolist() == [4, 4, 4, 4]  # end crops (40% of 10 rows), not the cached whole images
+
+
+def test_save_writes_through_a_temporary_file_of_its_own(fitted, tmp_path):
+    """Two saves never share a fixed temporary name: another writer's ``<name>.tmp.npz`` is left alone."""
+    head, features, *_ = fitted
+    path = tmp_path / SCOPE_HEAD_FILE
+    other = path.with_name(path.name + ".tmp.npz")
+    other.write_bytes(b"another writer's half-written head")
+    head.save(path)
+    assert other.read_bytes() == b"another writer's half-written head"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, other.name])
+    np.testing.assert_allclose(load_head(path).probabilities(features), head.probabilities(features), atol=1e-4)
+
+
+def test_a_failed_save_keeps_the_previous_head_and_says_which_file(fitted, tmp_path, monkeypatch):
+    from core.store import atomic
+
+    head, features, *_ = fitted
+    path = tmp_path / SCOPE_HEAD_FILE
+    head.save(path)
+    before = path.read_bytes()
+
+    def full_disk(file, **arrays):  # a full disk: part of the archive written, then the write fails
+        file.write(b"PK\x03\x04 half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full_disk)
+    with pytest.raises(atomic.AtomicWriteError, match=SCOPE_HEAD_FILE):
+        head.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

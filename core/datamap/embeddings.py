@@ -27,7 +27,7 @@ from core.model.prediction import DEFAULT_BATCH_SIZE, model_inputs
 from core.model.registry import MeanProbabilityEnsemble
 from core.scoping.head import network_features
 from core.store import atomic
-from core.store.artifacts import TRAIN_HOLDOUT, ModelArtifacts
+from core.store.artifacts import ModelArtifacts
 
 if TYPE_CHECKING:  # for the annotation only; the functions import sklearn where they use it
     from sklearn.decomposition import PCA
@@ -219,7 +219,7 @@ def image_sets(
                 "members, so its train/ features cannot be out of fold"
             )
         train["fold"] = train_folds(train, folds, int(recipe.get("split_seed", 0)))
-        holdout = set(pd.read_csv(files.predictions(TRAIN_HOLDOUT))["path"])
+        holdout = set(pd.read_csv(files.resolve(files.holdout_predictions))["path"])
         train = train[train["path"].isin(holdout)]
         for fold in range(folds):
             part = train[train["fold"] == fold]
@@ -430,9 +430,8 @@ class Embeddings:
 def save(embeddings: Embeddings, path: Path) -> None:
     """Write the cache as a compressed ``.npz`` of plain arrays (float16 vectors, no pickle), atomically."""
     images = embeddings.images
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(
-        tmp,
+    atomic.save_npz(
+        path,
         key=images["key"].to_numpy(str),
         dataset=images["dataset"].to_numpy(str),
         study=images["study"].to_numpy(str),
@@ -446,7 +445,6 @@ def save(embeddings: Embeddings, path: Path) -> None:
         distances=embeddings.distances.astype(np.float16),
         meta=np.array(json.dumps(embeddings.meta)),
     )
-    tmp.replace(path)
 
 
 def load(path: Path) -> Embeddings:
@@ -515,10 +513,13 @@ def label_issue_table(files: ModelArtifacts) -> pd.DataFrame:
     from core.datamap.audit import label_issues, study_predictions
 
     parts = []
-    for dataset, name in (("mura_train", TRAIN_HOLDOUT), ("mura_valid", "valid")):
-        if not files.predictions(name).is_file():
+    for dataset, path in (
+        ("mura_train", files.resolve(files.holdout_predictions)),
+        ("mura_valid", files.predictions("valid")),
+    ):
+        if not path.is_file():
             continue
-        predictions = pd.read_csv(files.predictions(name))
+        predictions = pd.read_csv(path)
         predictions = predictions[predictions["study_type"].isin(_STUDY_TYPES)]
         parts.append(label_issues(study_predictions(predictions)).assign(dataset=dataset))
     table = pd.concat(parts, ignore_index=True)
@@ -563,11 +564,12 @@ def write_cache(
         ),
         files.embeddings,
     )
-    tmp = files.embedding_features.with_name(files.embedding_features.name + ".tmp.npz")
-    np.savez_compressed(
-        tmp, key=images["key"].to_numpy(str), dataset=images["dataset"].to_numpy(str), features=raw.astype(np.float16)
+    atomic.save_npz(
+        files.embedding_features,
+        key=images["key"].to_numpy(str),
+        dataset=images["dataset"].to_numpy(str),
+        features=raw.astype(np.float16),
     )
-    tmp.replace(files.embedding_features)
     atomic.write_text(files.label_issues, issues.to_csv(index=False, float_format="%.6f"))
     atomic.write_text(files.duplicates, duplicates.groups.to_csv(index=False, float_format="%.4f"))
     summary = {

@@ -151,7 +151,8 @@ def compare_models(
     """:func:`compare_tables` of two models' cached predictions of ``split``."""
     tables = []
     for model in (model_a, model_b):
-        path = ModelArtifacts.of(model, directory).predictions(split)
+        files = ModelArtifacts.of(model, directory)
+        path = files.resolve(files.predictions(split))  # train_holdout may be the base model's
         if not path.is_file():
             raise FileNotFoundError(f"no cached predictions at {path}")
         tables.append(study_table(pd.read_csv(path)))

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import subprocess
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -59,7 +58,7 @@ from core.model.card import (
     read_card,
     trained_study_types,
 )
-from core.model.checkpoint import DEFAULT_MODEL, load_model
+from core.model.checkpoint import DEFAULT_MODEL, file_sha256, load_model
 from core.model.registry import FRACTURE, ModelLoadError, get_config
 from core.store.artifacts import (
     Evaluation,
@@ -220,14 +219,11 @@ def code_version() -> str:
 
 def model_version(files: ModelArtifacts) -> str:
     """The checkpoint's SHA-256 (first 12 hex digits): which weights the numbers come from."""
-    digest = hashlib.sha256()
     try:
-        with files.checkpoint.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        digest = file_sha256(files.checkpoint)
     except OSError:
         return "no checkpoint in the folder"
-    return f"checkpoint sha256 {digest.hexdigest()[:12]}"
+    return f"checkpoint sha256 {digest[:12]}"
 
 
 def gather(
@@ -268,8 +264,8 @@ def gather(
         fracatlas_metrics=None if external is None else external.metrics,
         localization=read_json_object(files.localization_summary(FRACATLAS)),
         trust=_trust_headline(files, fracture is not None),
-        sanity=trust.sanity_by_map(read_json_object(files.trust_summary(explained))),
-        scope=read_json_object(files.scope_metrics),
+        sanity=trust.sanity_by_map(read_json_object(files.resolve(files.trust_summary(explained)))),
+        scope=read_json_object(files.resolve(files.scope_metrics)),
         model_version=model_version(files),
         code_version=code_version(),
         date=date or dt.datetime.now(dt.UTC).date(),

@@ -506,7 +506,7 @@ def read_cache(files: ModelArtifacts, target: str = "abnormal") -> CachedPair | 
         CachePairError: unreadable files, rows that are not the ones summarised, or a summary of
         another version.
     """
-    rows_path, summary_path = files.trust_rows(target), files.trust_summary(target)
+    rows_path, summary_path = files.resolve(files.trust_rows(target)), files.resolve(files.trust_summary(target))
     pair = read_pair(
         rows_path,
         summary_path,

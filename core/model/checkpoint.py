@@ -3,10 +3,16 @@
 Checkpoints are read with ``torch.load(weights_only=True)`` (a pickle cannot run code) and checked
 against the architecture before use, so a corrupt or foreign file is one :class:`ModelLoadError`
 sentence naming it, never a traceback.
+
+A two-output model is stored as a *delta* on its base ensemble (:func:`save_fracture_checkpoint`): its
+checkpoint holds each member's fracture branch, the base model's name and the SHA-256 of the base's
+checkpoint file; loading joins the base's members (the MURA networks, unchanged) with the branches,
+so the MURA weights are stored once in the repository.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,7 @@ import torch
 from torch import nn
 
 from core.model.card import ModelCardError, card_thresholds, read_card, threshold_for
+from core.model.fracture_net import TwoOutputNet, branch_state, joined_state
 from core.model.registry import (
     FRACTURE,
     MeanProbabilityEnsemble,
@@ -26,10 +33,12 @@ from core.model.registry import (
 )
 from core.store import atomic
 from core.store.artifacts import (
+    BASE_MODEL_KEY,
     CARD_FILE,
     CHECKPOINT_FILE,
     ModelArtifacts,
     display_name,
+    is_model_name,
     weights_dir,
 )
 
@@ -41,6 +50,8 @@ __all__ = [
     "load_model",
     "save_checkpoint",
     "save_ensemble_checkpoint",
+    "save_fracture_checkpoint",
+    "file_sha256",
 ]
 
 
@@ -106,7 +117,7 @@ def list_shipped_models(directory: Path | None = None) -> list[str]:
 
 
 def _model_files(name: str, directory: Path | None) -> ModelArtifacts:
-    if "/" in name or "\\" in name or name.startswith("."):
+    if not is_model_name(name):
         raise ModelLoadError(f"{name!r} is not a model name.")
     files = ModelArtifacts.of(name, directory)
     if not files.checkpoint.is_file():
@@ -129,7 +140,11 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         raise ModelLoadError(
             f"The checkpoint {name} holds a {type(checkpoint).__name__}, not the weights dictionary core.train writes."
         )
-    states = checkpoint.get("members", [checkpoint.get("state_dict")])
+    states = (
+        checkpoint.get("branches")
+        if "base" in checkpoint
+        else checkpoint.get("members", [checkpoint.get("state_dict")])
+    )
     if (
         not isinstance(states, list)
         or not states
@@ -140,7 +155,16 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
             for state in states
         )
     ):
-        raise ModelLoadError(f"The checkpoint {name} has no state_dict (or members) of named tensors.")
+        raise ModelLoadError(f"The checkpoint {name} has no state_dict (or members, or branches) of named tensors.")
+    base = checkpoint.get("base")
+    if base is not None and not (
+        isinstance(base, dict)
+        and isinstance(base.get("model"), str)
+        and is_model_name(base["model"])
+        and isinstance(base.get("sha256"), str)
+        and len(base["sha256"]) == 64
+    ):
+        raise ModelLoadError(f"The checkpoint {name} names its base model without a model name and a SHA-256.")
     if not isinstance(checkpoint.get("input_size", 1), int):
         raise ModelLoadError(f"The checkpoint {name} gives an input size that is not a whole number.")
     return checkpoint
@@ -184,6 +208,8 @@ def _read_model_files(name: str, directory: Path | None) -> tuple[ModelArtifacts
     except ModelCardError as exc:
         raise ModelLoadError(str(exc)) from exc
     checkpoint = _read_checkpoint(files.checkpoint)
+    if "base" in checkpoint:
+        checkpoint = _joined_with_base(checkpoint, card, files)
     config = _architecture(checkpoint, card, files)
     if FRACTURE in config.outputs and not _is_probability(card.get("fracture_threshold")):
         raise ModelLoadError(
@@ -191,6 +217,47 @@ def _read_model_files(name: str, directory: Path | None) -> tuple[ModelArtifacts
             f"and 1, which the {config.name} architecture's fracture output needs."
         )
     return files, card, checkpoint, config
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks (a checkpoint is tens of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _joined_with_base(delta: dict[str, Any], card: dict[str, Any], files: ModelArtifacts) -> dict[str, Any]:
+    """A delta checkpoint as a full one: each base member's state joined with its branch, after checking
+    that the base is the very file the branches were trained on (its SHA-256)."""
+    name, base_name = display_name(files.checkpoint), delta["base"]["model"]
+    base = ModelArtifacts(files.directory.parent / base_name)
+    if card.get(BASE_MODEL_KEY) != base_name:
+        raise ModelLoadError(
+            f"The checkpoint {name} is built on the model {base_name!r} but its card names "
+            f"{card.get(BASE_MODEL_KEY)!r} as its base; reassemble the model."
+        )
+    if not base.checkpoint.is_file():
+        raise ModelLoadError(
+            f"The checkpoint {name} holds only fracture branches for the model {base_name!r}, "
+            f"whose checkpoint {display_name(base.checkpoint)} is missing."
+        )
+    if file_sha256(base.checkpoint) != delta["base"]["sha256"]:
+        raise ModelLoadError(
+            f"The checkpoint {name} was built on another version of {display_name(base.checkpoint)} "
+            "(its SHA-256 differs), so its fracture branches do not fit the members there; "
+            "restore that checkpoint or reassemble the model."
+        )
+    full, branches = _read_checkpoint(base.checkpoint), delta["branches"]
+    members = [] if "base" in full else _states(full)
+    if len(members) != len(branches):
+        raise ModelLoadError(
+            f"The checkpoint {name} holds {len(branches)} fracture branches, which the {len(members)} full "
+            f"members of {display_name(base.checkpoint)} cannot carry."
+        )
+    joined = [joined_state(m, b) for m, b in zip(members, branches, strict=True)]
+    return {k: v for k, v in delta.items() if k in ("arch", "input_size")} | {"members": joined}
 
 
 def _is_probability(value: object) -> bool:
@@ -251,3 +318,28 @@ def save_ensemble_checkpoint(
     """Write several members of one architecture as one checkpoint, loaded as an ensemble."""
     states = [_storable(member, half) for member in members]
     atomic.save_torch({"arch": arch, "input_size": input_size, "members": states}, path)
+
+
+def save_fracture_checkpoint(
+    path: Path, nets: list[TwoOutputNet], arch: str, input_size: int, base: ModelArtifacts, *, half: bool = True
+) -> None:
+    """Write two-output networks as a delta on ``base``: their fracture branches, the base's name and
+    its checkpoint's SHA-256 (see the module's docstring).
+
+    Raises:
+        ValueError: a network's MURA part is not, tensor for tensor, the matching member stored in
+        ``base``'s checkpoint (the delta would load another network than ``nets``).
+    """
+    full = _read_checkpoint(base.checkpoint)
+    members = [] if "base" in full else _states(full)
+    if len(members) != len(nets):
+        raise ValueError(f"{display_name(base.checkpoint)} does not hold {len(nets)} full members to build on.")
+    for k, (net, member) in enumerate(zip(nets, members, strict=True)):
+        mura = _storable(net.mura, half)
+        if mura.keys() != member.keys() or not all(
+            mura[key].dtype == member[key].dtype and torch.equal(mura[key], member[key]) for key in mura
+        ):
+            raise ValueError(f"Network {k}'s MURA part is not member {k} of {display_name(base.checkpoint)}.")
+    branches = [branch_state(_storable(net, half)) for net in nets]
+    base_ref = {"model": base.name, "sha256": file_sha256(base.checkpoint)}
+    atomic.save_torch({"arch": arch, "input_size": input_size, "base": base_ref, "branches": branches}, path)

@@ -1,15 +1,17 @@
 """Assemble the fracture-aware model from a shipped ensemble and its trained fracture branches.
 
 Member *k* of the base ensemble gets the branch trained with fold *k* held out (core.model.fracture_training),
-so the checkpoint is an ensemble of four two-output networks: P(abnormal) is the base ensemble's own,
-P(fracture) the mean of the four branches. The card keeps the base card's MURA sections and adds the
-fracture output's: what it was trained on, its threshold (chosen on the out-of-fold predictions of
-the training folds, never the test part) and its out-of-fold figures.
+so the model is an ensemble of four two-output networks: P(abnormal) is the base ensemble's own,
+P(fracture) the mean of the four branches. The checkpoint stores only the branches and the base's name
+and hash (core.model.checkpoint.save_fracture_checkpoint); the MURA-path artefacts (holdout predictions,
+training log, scope head, data map) are the base folder's, read from there (ModelArtifacts.resolve).
+The card names the base, keeps the base card's MURA sections and adds the fracture output's: what it
+was trained on, its threshold (chosen on the out-of-fold predictions of the training folds, never the
+test part) and its out-of-fold figures.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +21,18 @@ import torch
 from core.data import fracture_split
 from core.eval.metrics import auroc
 from core.model.card import read_card, write_card
-from core.model.checkpoint import save_ensemble_checkpoint
+from core.model.checkpoint import save_fracture_checkpoint
 from core.model.fracture_net import BRANCH_FIRST_BLOCK, BRANCH_LAST_BLOCK, TwoOutputNet
 from core.model.fracture_training import FractureConfig, branch_file, load_member, oof_file
+from core.model.registry import create_model
 from core.model.thresholds import choose_threshold
 from core.store import atomic
-from core.store.artifacts import ModelArtifacts
+from core.store.artifacts import BASE_MODEL_KEY, MURA_PATH_FILES, ModelArtifacts
 
-__all__ = ["FRACTURE_ARCH", "FRACTURE_OOF", "assemble", "fracture_card"]
+__all__ = ["FRACTURE_ARCH", "FRACTURE_INPUT_SIZE", "FRACTURE_OOF", "assemble", "delta_from_full", "fracture_card"]
 
 FRACTURE_ARCH = "efficientnet_lite0_fracture"
+FRACTURE_INPUT_SIZE = 224
 #: The dataset name of the out-of-fold fracture predictions (``predictions_fracatlas_oof.csv``).
 FRACTURE_OOF = "fracatlas_oof"
 
@@ -36,25 +40,49 @@ FRACTURE_OOF = "fracatlas_oof"
 def assemble(
     base: ModelArtifacts, runs: list[Path], candidate: str, out: ModelArtifacts, outcome: dict[str, Any]
 ) -> dict[str, Any]:
-    """Write checkpoint, card, MURA holdout predictions and training log (the base's) and the fracture
+    """Write the checkpoint (a delta on ``base``), the card (naming ``base``) and the fracture
     out-of-fold predictions of the model to ``out``."""
-    nets: list[torch.nn.Module] = []
+    nets: list[TwoOutputNet] = []
     for fold, run in enumerate(runs):
         net = TwoOutputNet(load_member(base.name, fold, base.directory.parent))
         state = torch.load(branch_file(run, candidate), map_location="cpu", weights_only=True)
         net.fracture.load_state_dict({k: v.float() for k, v in state.items()})
         nets.append(net)
     out.directory.mkdir(parents=True, exist_ok=True)
-    save_ensemble_checkpoint(out.checkpoint, nets, FRACTURE_ARCH, 224)
-    # The abnormal output's training is the base members' own: their predictions and training log.
-    shutil.copyfile(base.holdout_predictions, out.holdout_predictions)
-    shutil.copyfile(base.training_log, out.training_log)
+    save_fracture_checkpoint(out.checkpoint, nets, FRACTURE_ARCH, FRACTURE_INPUT_SIZE, base)
     oof = pd.concat([pd.read_csv(oof_file(run, candidate)) for run in runs], ignore_index=True)
     atomic.write_text(out.predictions(FRACTURE_OOF), oof.to_csv(index=False))
     split = fracture_split.read_split(out.directory / fracture_split.SPLIT_FILE)
     card = fracture_card(read_card(base.card), oof, split, candidate, outcome)
-    write_card(out.card, card | {"name": out.name})
+    write_card(out.card, card | {"name": out.name, BASE_MODEL_KEY: base.name})
     return card
+
+
+def delta_from_full(full: Path, base: ModelArtifacts, out: ModelArtifacts) -> list[Path]:
+    """Rewrite a full two-output ensemble checkpoint (every member's MURA network and branch, as the
+    model first shipped) as a delta on ``base`` in ``out``, name ``base`` in ``out``'s card and remove
+    ``out``'s MURA-path files that are byte-identical copies of ``base``'s; the removed files are returned.
+
+    Raises:
+        ValueError: a member's MURA network is not the matching member of ``base`` (nothing is written).
+    """
+    checkpoint = torch.load(full, map_location="cpu", weights_only=True)
+    nets: list[TwoOutputNet] = []
+    for state in checkpoint["members"]:
+        net = create_model(checkpoint["arch"])
+        if not isinstance(net, TwoOutputNet):
+            raise ValueError(f"{full} holds {checkpoint['arch']!r} members, not two-output networks.")
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+        nets.append(net)
+    save_fracture_checkpoint(out.checkpoint, nets, checkpoint["arch"], checkpoint["input_size"], base)
+    write_card(out.card, read_card(out.card) | {BASE_MODEL_KEY: base.name})
+    removed = []
+    for name in sorted(MURA_PATH_FILES):
+        own, shared = out.directory / name, base.directory / name
+        if own.is_file() and shared.is_file() and own.read_bytes() == shared.read_bytes():
+            own.unlink()
+            removed.append(own)
+    return removed
 
 
 def fracture_card(

@@ -28,6 +28,8 @@ __all__ = [
     "BRANCH_LAST_BLOCK",
     "FractureBranch",
     "TwoOutputNet",
+    "branch_state",
+    "joined_state",
     "lse_pool",
     "outline_loss",
     "outline_targets",
@@ -122,6 +124,21 @@ class TwoOutputNet(nn.Module):
         deep = m._head_act(m._bn1(m._conv_head(deep)))
         abnormal = m._fc(m._dropout(torch.flatten(F.adaptive_avg_pool2d(deep, 1), 1)))
         return torch.cat([abnormal, self.fracture(shared)], dim=1)
+
+
+#: The attribute names of TwoOutputNet's two parts, the prefixes of its state dict's keys.
+_MURA, _BRANCH = "mura.", "fracture."
+
+
+def branch_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The fracture branch's tensors of a TwoOutputNet state dict (keys without the ``fracture.`` prefix):
+    what a checkpoint stores beside the name and hash of the base model that holds the MURA part."""
+    return {k.removeprefix(_BRANCH): v for k, v in state.items() if k.startswith(_BRANCH)}
+
+
+def joined_state(mura: dict[str, torch.Tensor], branch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A TwoOutputNet state dict from its MURA member's state dict and its branch's (:func:`branch_state`)."""
+    return {f"{_MURA}{k}": v for k, v in mura.items()} | {f"{_BRANCH}{k}": v for k, v in branch.items()}
 
 
 def outline_targets(masks: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

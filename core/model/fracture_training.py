@@ -30,7 +30,6 @@ from tqdm import tqdm
 from core.data import fracatlas, fracture_split
 from core.data.augment import augment, draw_augmentation, warp
 from core.data.preprocess import border_fill_value, letterbox, to_model_input
-from core.model.checkpoint import DEFAULT_MODEL
 from core.model.fracture_net import TwoOutputNet, lse_pool, outline_loss
 from core.model.registry import create_model, get_config
 from core.store import atomic
@@ -40,6 +39,9 @@ __all__ = ["CANDIDATES", "FractureConfig", "branch_file", "load_member", "oof_fi
 
 #: Candidate name -> weight of the outline loss. J: the image label alone; G: label + outlines.
 CANDIDATES = {"J": 0.0, "G": 1.0}
+#: The shipped ensemble whose members the branches start from and sit on (not "the default model",
+#: which may become the fracture model itself).
+FRACTURE_BASE_MODEL = "mura_efficientnet_lite0"
 STATE_FILE = "fracture_state.pt"
 LOG_FILE = "fracture_log.csv"
 
@@ -52,7 +54,7 @@ class FractureConfig:
     fold: int
     out: str
     split: str
-    base_model: str = DEFAULT_MODEL
+    base_model: str = FRACTURE_BASE_MODEL
     candidates: tuple[str, ...] = ("J", "G")
     outline_weights: dict[str, float] = field(default_factory=lambda: dict(CANDIDATES))
     epochs: int = 10

@@ -34,6 +34,7 @@ from torch import nn
 from core.model.checkpoint import LoadedModel
 from core.model.prediction import DEFAULT_BATCH_SIZE, model_inputs
 from core.model.registry import MeanProbabilityEnsemble, final_linear_name
+from core.store import atomic
 from core.store.artifacts import ModelArtifacts, file_version
 
 __all__ = [
@@ -80,8 +81,10 @@ class ScopeHeadError(RuntimeError):
 
 
 def head_for(loaded: LoadedModel) -> ScopeHead | None:
-    """The scope head fitted for ``loaded`` (``scope_head.npz`` in its folder), or None if it has none."""
-    path = ModelArtifacts(loaded.directory).scope_head
+    """The scope head fitted for ``loaded`` (``scope_head.npz`` in its folder, else its base model's), or
+    None if it has none."""
+    files = ModelArtifacts(loaded.directory)
+    path = files.resolve(files.scope_head)
     version = file_version(path)
     return _cached_head(str(path), version) if version else None
 
@@ -365,18 +368,21 @@ class ScopeHead:
         ]
 
     def save(self, path: Path) -> None:
-        """Write the head as float32 arrays in an ``.npz`` (no pickle), replacing ``path`` only when complete."""
+        """Write the head as float32 arrays in an ``.npz`` (no pickle), atomically (core.store.atomic: a
+        temporary file of its own, so a killed or concurrent save never leaves a torn or mixed head).
+
+        Raises:
+            atomic.AtomicWriteError: the file could not be written; the previous head is untouched.
+        """
         arrays = {name: getattr(self, name) for name in _ARRAY_FIELDS}
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(
-            tmp,
+        atomic.save_npz(
+            path,
             classes=np.array(self.classes),
             distance_threshold=self.distance_threshold,
             feature_source=np.array(self.feature_source),
             preselect=self.preselect,
             **{k: v.astype(np.float32) for k, v in arrays.items()},
         )
-        tmp.replace(path)
 
 
 #: The head's float arrays, as ScopeHead.save writes them and load_head reads them.

@@ -46,6 +46,9 @@ __all__ = [
     "TRUST_SUMMARY_FILE",
     "BEFORE_AFTER_GALLERY_FILE",
     "TRAIN_HOLDOUT",
+    "BASE_MODEL_KEY",
+    "MURA_PATH_FILES",
+    "is_model_name",
     "weights_dir",
     "file_version",
     "display_name",
@@ -78,6 +81,26 @@ BEFORE_AFTER_GALLERY_FILE = "before_after_gallery.npz"
 #: The dataset name of the predictions on train/'s held-out patients (core.train, core.ensemble).
 TRAIN_HOLDOUT = "train_holdout"
 _PREDICTIONS_HASH_KEY = "predictions_sha256"
+#: The card field naming the model whose MURA network a model's is (the fracture model's base ensemble).
+BASE_MODEL_KEY = "base_model"
+#: Artefacts of the MURA network alone (scope, train holdout, training log, data map): a model built on
+#: a base model reads the base's when it has no copy of its own (:meth:`ModelArtifacts.resolve`).
+MURA_PATH_FILES = frozenset(
+    {
+        SCOPE_HEAD_FILE,
+        SCOPE_METRICS_FILE,
+        f"predictions_{TRAIN_HOLDOUT}.csv",
+        TRAINING_LOG_FILE,
+        EMBEDDINGS_FILE,
+        EMBEDDING_FEATURES_FILE,
+        DATA_AUDIT_FILE,
+        DUPLICATES_FILE,
+        LABEL_ISSUES_FILE,
+        # The abnormal output's sanity checks: the same network, layers and names as the base's.
+        TRUST_ROWS_FILE,
+        TRUST_SUMMARY_FILE,
+    }
+)
 
 
 def weights_dir() -> Path:
@@ -102,6 +125,11 @@ def display_name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` can be a folder under the weights directory (no path separator, no leading dot)."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
 def _per_target(file_name: str, target: str) -> str:
     """``trust_metrics.csv`` for the abnormal output (the name before models had two), else
     ``trust_metrics_<target>.csv``."""
@@ -115,7 +143,11 @@ def _per_target(file_name: str, target: str) -> str:
 
 @dataclass(frozen=True)
 class ModelArtifacts:
-    """The paths of one model folder; creating it touches no file."""
+    """The paths of one model folder; creating it touches no file.
+
+    The path properties name this folder's own files (what writers write); readers of a MURA-path
+    artefact go through :meth:`resolve`, which falls back on the base model's copy.
+    """
 
     directory: Path
 
@@ -218,6 +250,32 @@ class ModelArtifacts:
     def before_after_gallery(self) -> Path:
         """A fracture-aware model's and its base model's heat maps of a few test images (core.before_after)."""
         return self.directory / BEFORE_AFTER_GALLERY_FILE
+
+    @property
+    def base(self) -> ModelArtifacts | None:
+        """The model whose MURA network this one's is (the card's ``base_model``, a folder beside this
+        one), or None: a model of its own, or no readable card."""
+        card = read_json_object(self.card) or {}
+        name = card.get(BASE_MODEL_KEY)
+        if not isinstance(name, str) or not is_model_name(name) or name == self.name:
+            return None
+        return ModelArtifacts(self.directory.parent / name)
+
+    @property
+    def model_files(self) -> tuple[Path, ...]:
+        """The checkpoint and card, and a base model's too (a delta checkpoint loads its members from
+        there): what to copy for the model to load from another weights folder."""
+        base = self.base
+        return (self.checkpoint, self.card) + (() if base is None else (base.checkpoint, base.card))
+
+    def resolve(self, path: Path) -> Path:
+        """Where a file of this folder is read from: ``path`` itself when it exists or is not a
+        MURA-path artefact (:data:`MURA_PATH_FILES`), else the base model's file of that name
+        (the same MURA network made it), else ``path`` (readers then say it is missing)."""
+        if path.name not in MURA_PATH_FILES or path.exists():
+            return path
+        base = self.base
+        return base.directory / path.name if base is not None and (base.directory / path.name).exists() else path
 
     def evaluation_version(self, dataset: str) -> tuple[str, int, int]:
         """The cache key of the cached evaluation of ``dataset``: folder and both files' versions."""

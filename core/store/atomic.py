@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["AtomicWriteError", "write_text", "write_bytes", "save_torch"]
+__all__ = ["AtomicWriteError", "write_text", "write_bytes", "save_torch", "save_npz"]
 
 # mkstemp creates its file readable by the owner only; a written file gets the mode a plain open()
 # would have given it. The umask is read once, at import, as os.umask can only be read by setting it.
@@ -54,6 +55,17 @@ def write_text(path: Path, text: str) -> None:
 def write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (a report, a figure); raises AtomicWriteError if it cannot."""
     _replace_atomically(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _savez(tmp: Path, arrays: dict[str, Any]) -> None:
+    # Through an open file: given a name without ".npz", numpy would write to that name + ".npz".
+    with tmp.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def save_npz(path: Path, **arrays: Any) -> None:
+    """``np.savez_compressed`` ``arrays`` (plain arrays, no pickle) to ``path`` atomically."""
+    _replace_atomically(path, lambda tmp: _savez(tmp, arrays))
 
 
 def save_torch(obj: Any, path: Path) -> None:
