@@ -140,3 +140,17 @@ def test_the_committed_fracture_cache_checks_untrained_images_on_the_fracture_pa
     assert sampled and not sampled & set(fracture_split.trained_files(split))
     verdicts = {(g["method"], g["layer"]): g["randomisation"] for g in summary["groups"]}
     assert set(pd.Series(list(verdicts.values()))) <= {"passes", "fails", "unclear"}
+
+
+def test_the_abnormal_outputs_checks_are_the_base_models_own() -> None:
+    """The abnormal output is the base network bit for bit, with the same layer names: its sanity checks
+    are read from the base's folder rather than copied."""
+    files = ModelArtifacts.of(FRACTURE_MODEL, SHIPPED_WEIGHTS_DIR)
+    base = files.base
+    assert base is not None
+    if not base.trust_summary().is_file():
+        pytest.skip("no committed trust cache for the base model")
+    assert not files.trust_summary().exists()
+    mine, theirs = trust.read_cache(files, "abnormal"), trust.read_cache(base, "abnormal")
+    assert mine is not None and theirs is not None
+    assert mine.summary == theirs.summary
