@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 
-DEFAULT_MODEL = "mura_efficientnet_lite0"
+DEFAULT_MODEL = "mura_efficientnet_lite0_fracture"
 
 
 @dataclass
