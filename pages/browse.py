@@ -13,12 +13,13 @@ import streamlit as st
 from PIL import Image
 
 from core.data import fracatlas
-from core.eval.evaluation import FRACATLAS, region_thresholds
+from core.eval.evaluation import FRACATLAS, FRACTURE_COLUMN, fracture_thresholds, region_thresholds
 from core.eval.metrics import study_table
 from core.model.card import FRACATLAS_LABEL, MURA_LABEL, out_of_scope_reason, threshold_for
 from core.model.checkpoint import LoadedModel
+from core.model.registry import FRACTURE
 from core.store.artifacts import EvaluationMismatchError
-from dashboard import data_map, evaluation, state, studies, views
+from dashboard import data_map, evaluation, fracture_view, state, studies, views
 from dashboard.charts import group_label
 
 PAGE_SIZE = 12
@@ -99,24 +100,29 @@ def sample_gallery(loaded: LoadedModel) -> pd.DataFrame:
 
 def fracatlas_gallery(loaded: LoadedModel) -> pd.DataFrame:
     """The FracAtlas radiographs shipped with the app, with the probabilities core.evaluate cached for the
-    same files (data_samples/fracatlas holds byte-identical copies); predicted live without that cache."""
+    same files (data_samples/fracatlas holds byte-identical copies); predicted live without that cache.
+    For a fracture-aware model the probability is P(fracture) at its one threshold: the samples are in its
+    test part (tests/test_fracture_split.py), and P(abnormal) is not a fracture call."""
     samples = studies.fracatlas_samples()
+    fracture = FRACTURE in loaded.outputs
     try:
         cached = state.read_predictions(loaded.name, FRACATLAS)
     except EvaluationMismatchError as exc:  # predicted live rather than shown with another run's numbers
         st.caption(str(exc))
         cached = None
-    by_file = cached.set_index("file")["probability"] if cached is not None else pd.Series(dtype=float)
+    column = FRACTURE_COLUMN if fracture else "probability"
+    by_file = cached.set_index("file")[column] if cached is not None and column in cached else pd.Series(dtype=float)
     probability = samples["file"].map(by_file)
     if probability.isna().any():
         st.caption("Probabilities predicted now: this model has no cached FracAtlas evaluation for these images.")
+        predict = fracture_view.cached_fractures if fracture else views.cached_probabilities
         live = [
-            float(views.cached_probabilities(loaded, [p for _, p in studies.load_study(ref, None).views])[0])
+            float(predict(loaded, [p for _, p in studies.load_study(ref, None).views])[0])
             for ref in samples.loc[probability.isna(), "ref"]
         ]
         probability = probability.copy()
         probability.loc[probability.isna()] = live
-    thresholds = region_thresholds(loaded.card)
+    thresholds = fracture_thresholds(loaded.fracture_threshold) if fracture else region_thresholds(loaded.card)
     note = np.where(
         samples["hardware"] == 1,
         "Metal hardware: MURA would call it abnormal whatever the fracture.",
@@ -161,9 +167,11 @@ def with_outcomes(table: pd.DataFrame, loaded: LoadedModel, label: str = MURA_LA
     )
 
 
-def filtered(table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str]) -> pd.DataFrame:
+def filtered(
+    table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str], score: str = "P(abnormal)"
+) -> pd.DataFrame:
     """The filter widgets applied to the table (``note`` holds the curation reason when curated_filter);
-    ``words`` names label 0 and label 1."""
+    ``words`` names label 0 and label 1, ``score`` the probability."""
     has_probabilities = table["probability"].notna().any()
     types = sorted(table["study_type"].unique())
     # A row of its own: up to seven body-part chips in a quarter of the width were cut off.
@@ -181,7 +189,7 @@ def filtered(table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str
         "or wrong.",
     )
     low, high = confidence.slider(
-        "P(abnormal) between", 0.0, 1.0, (0.0, 1.0), 0.01, key="browse_confidence", disabled=not has_probabilities
+        f"{score} between", 0.0, 1.0, (0.0, 1.0), 0.01, key="browse_confidence", disabled=not has_probabilities
     )
     keep = table["study_type"].isin(chosen_types) & table["label"].map(dict(enumerate(words))).isin(labels)
     if has_probabilities:
@@ -211,8 +219,9 @@ def _thumbnail(ref: str, root: str | None) -> np.ndarray:
     return np.asarray(picture)
 
 
-def study_card(row: pd.Series, root: Path | None, words: tuple[str, str]) -> None:
-    """Thumbnail of the first view, what is known about the study, and the button to open it."""
+def study_card(row: pd.Series, root: Path | None, words: tuple[str, str], score: str = "P(abnormal)") -> None:
+    """Thumbnail of the first view, what is known about the study (``score`` names its probability), and the
+    button to open it."""
     with st.container(border=True):
         try:
             st.image(_thumbnail(row["ref"], str(root) if root else None), width="stretch")
@@ -224,12 +233,12 @@ def study_card(row: pd.Series, root: Path | None, words: tuple[str, str]) -> Non
         if studies.is_fracatlas_ref(row["ref"]):
             st.caption("FracAtlas, CC BY 4.0, resized (credit below)")
         if not math.isnan(row["probability"]) and math.isnan(row["threshold"]):
-            st.markdown(f"P(abnormal) = **{row['probability']:.3f}**: no verdict.")
+            st.markdown(f"{score} = **{row['probability']:.3f}**: no verdict.")
             if isinstance(row["not_scored"], str):
                 st.caption(row["not_scored"])
         elif not math.isnan(row["probability"]):
             verdict = "right" if row["correct"] else "wrong"
-            st.markdown(f"P(abnormal) = **{row['probability']:.3f}** at threshold {row['threshold']:.3f}: {verdict}")
+            st.markdown(f"{score} = **{row['probability']:.3f}** at threshold {row['threshold']:.3f}: {verdict}")
         if isinstance(row["note"], str):
             st.caption(row["note"])
         if st.button("Open in Explain", key=f"browse_open_{row['ref']}", icon=":material/visibility:"):
@@ -250,9 +259,18 @@ dataset = st.radio(
     help="Without a MURA folder the app shows real FracAtlas radiographs and its synthetic samples.",
 )
 words = LABEL_WORDS[dataset]
+score = "P(fracture)" if dataset == FRACATLAS and FRACTURE in loaded.outputs else "P(abnormal)"
 if dataset == MURA:
     st.caption("Showing the valid/ studies of the MURA folder named in the sidebar.")
     gallery = mura_gallery(loaded, root)
+elif dataset == FRACATLAS and FRACTURE in loaded.outputs:
+    st.caption(
+        "Real radiographs from FracAtlas shipped with the app, one view each, all in the test part of the "
+        "model's fracture output (never trained on). The label is **fracture** (expert-drawn): each upper-limb "
+        "image shows the fracture output's P(fracture), judged at its threshold. Set a MURA folder in the "
+        "sidebar to browse MURA studies."
+    )
+    gallery = fracatlas_gallery(loaded)
 elif dataset == FRACATLAS:
     st.caption(
         "Real radiographs from FracAtlas shipped with the app, one view each. The label is **fracture** "
@@ -276,7 +294,7 @@ st.caption(
     if moved
     else "Verdicts at the model card's thresholds; thresholds you set on the Performance page apply here too."
 )
-shown = filtered(gallery, curated_filter=dataset == MURA and gallery["note"].notna().any(), words=words)
+shown = filtered(gallery, curated_filter=dataset == MURA and gallery["note"].notna().any(), words=words, score=score)
 sort_by, ascending = SORTS[st.selectbox("Sort", list(SORTS), key="browse_sort")]
 shown = shown.sort_values([sort_by, "ref"], ascending=[ascending, True], na_position="last")
 if shown.empty:
@@ -290,7 +308,7 @@ for start in range(0, len(page_rows), COLUMNS):
     # The last row of cards may be short: its spare columns stay empty.
     for column, (_, row) in zip(st.columns(COLUMNS), page_rows.iloc[start : start + COLUMNS].iterrows(), strict=False):
         with column:
-            study_card(row, root, words)
+            study_card(row, root, words, score)
 data_map.similar_picker(loaded.name, page_rows["ref"], key="browse")
 if dataset == FRACATLAS:
     st.caption(f"Images: {fracatlas.CREDIT}")

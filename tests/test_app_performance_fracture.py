@@ -15,9 +15,9 @@ from core.model.card import MURA_LABEL, model_outputs
 from core.model.checkpoint import DEFAULT_MODEL
 from core.model.registry import FRACTURE
 from core.store.artifacts import SHIPPED_WEIGHTS_DIR
-from dashboard import evaluation
+from dashboard import evaluation, studies
 from dashboard.charts import format_estimate
-from tests.app_pages import assert_clean, open_page
+from tests.app_pages import assert_clean, open_page, start_app
 
 PAGE = "../pages/performance.py"
 POOL = "All upper-limb images"
@@ -106,3 +106,38 @@ def test_performance_shows_the_fracture_output_on_the_test_part_then_the_mura_ou
     assert cached.at[POOL, "AUROC"] == format_estimate(abnormal, "auroc")
     assert live.at[POOL, "Images"] == abnormal["n"] > fracture["n"]
     assert any("label here is **fracture**" in i.value for i in at.info)
+
+
+@pytest.mark.slow
+def test_overview_quotes_the_fracture_output_on_the_test_part_and_names_each_output(
+    shipped_fracture_default: dict,
+) -> None:
+    at = start_app()
+    assert_clean(at)
+    fracture = shipped_fracture_default["fracture_output"]["all"]["overall"]
+    abnormal = shipped_fracture_default["all"]["overall"]
+    (external,) = [c.value for c in at.caption if c.value.startswith("External check on FracAtlas")]
+    tested = f"P(fracture), on the {fracture['n']} upper-limb images of the test part it never trained on: AUROC "
+    assert tested + format_estimate(fracture, "auroc") in external
+    assert f"P(abnormal), zero-shot on all {abnormal['n']} upper-limb images" in external
+    assert external.index("P(fracture)") < external.index("P(abnormal)")
+
+
+@pytest.mark.slow
+def test_browse_judges_the_shipped_fracatlas_images_on_p_fracture(shipped_fracture_default: dict) -> None:
+    at = start_app().switch_page("../pages/browse.py").run()
+    assert_clean(at)
+    assert at.radio(key="browse_dataset").value == FRACATLAS
+    card = json.loads((SHIPPED / "model_card.json").read_text(encoding="utf-8"))
+    predictions = pd.read_csv(SHIPPED / "predictions_fracatlas.csv")
+    samples = studies.fracatlas_samples().merge(predictions[["file", FRACTURE_COLUMN]], on="file")
+    shown = [m.value for m in at.markdown if m.value.startswith("P(")]
+    assert shown and all(text.startswith("P(fracture) = ") for text in shown)
+    upper = samples[samples["upper_limb"].astype(bool)]
+    expected = {
+        f"P(fracture) = **{p:.3f}** at threshold {card['fracture_threshold']:.3f}: "
+        + ("right" if (p >= card["fracture_threshold"]) == bool(fractured) else "wrong")
+        for p, fractured in zip(upper[FRACTURE_COLUMN], upper["fractured"], strict=True)
+    }
+    judged = {text for text in shown if "at threshold" in text}
+    assert judged and judged <= expected
