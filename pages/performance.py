@@ -300,11 +300,16 @@ def show_cached_table(scope: Scope, cached: dict | None, thresholds: Mapping[str
     if not cached_level:
         st.caption("The cached metrics file is missing, so no confidence intervals from the evaluation run are shown.")
         return cached_level
+    # The cache gives a pool no threshold; one judged at a single threshold (the fracture output's) shows it.
+    one_threshold = set(((cached or {}).get("thresholds") or {}).values())
     rows = []
     for group in groups:
         summary = cached_level.get(group)
         if not summary:
             continue
+        threshold = summary.get("threshold")
+        if threshold is None and len(one_threshold) == 1:
+            threshold = next(iter(one_threshold))
         ece = (
             TOO_FEW
             if too_few(summary.get("n"), summary.get("n_abnormal"))
@@ -313,7 +318,7 @@ def show_cached_table(scope: Scope, cached: dict | None, thresholds: Mapping[str
         rows.append(
             {
                 "Body part": scope.label(group),
-                "Threshold": threshold_text(summary.get("threshold")),
+                "Threshold": threshold_text(threshold),
                 "AUROC": format_estimate(summary, "auroc"),
                 "Kappa": format_estimate(summary, "kappa"),
                 "Sensitivity": format_estimate(summary, "sensitivity"),

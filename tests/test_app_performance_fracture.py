@@ -89,10 +89,11 @@ def test_performance_shows_the_fracture_output_on_the_test_part_then_the_mura_ou
     live, cached = _tables(at)
     assert cached.at[POOL, "AUROC"] == format_estimate(fracture, "auroc")
     assert cached.at[POOL, "Matches yours"] == "yes"
+    card = json.loads((SHIPPED / "model_card.json").read_text(encoding="utf-8"))
+    assert cached.at[POOL, "Threshold"] == f"{card['fracture_threshold']:.3f}"  # one threshold, not "per part"
     # The live counts, at the card's one fracture threshold, are the cached summary's: the same 300-odd images.
     assert live.at[POOL, "Images"] == fracture["n"] == shipped_fracture_default["fracture_output"]["images"]
     assert {name.lower(): int(live.at[POOL, name]) for name in ("TP", "FP", "FN", "TN")} == fracture["confusion"]
-    card = json.loads((SHIPPED / "model_card.json").read_text(encoding="utf-8"))
     for region in ("hand", "shoulder", "hand+shoulder"):
         assert at.slider(key=f"performance:threshold:{DEFAULT_MODEL}:{FRACATLAS}:{FRACTURE}:{region}").value == (
             pytest.approx(card["fracture_threshold"])
