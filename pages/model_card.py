@@ -38,6 +38,7 @@ _RENDERED = {
     "schema_version",
     "outputs",
     "fracture_threshold",
+    "fracture_calibration",
     BASE_MODEL_KEY,
 }
 _HOLDOUT_NAMES = {
@@ -216,6 +217,16 @@ def show_outputs(card: dict) -> None:
             f"Fracture threshold: {fracture['threshold_rule']}. Candidate {chosen} was chosen by a rule "
             "written before any result (docs/experiments.md)."
         )
+    calibration = card.get("fracture_calibration")
+    if isinstance(calibration, dict):
+        ece = calibration.get("out_of_fold_ece") or {}
+        st.caption(
+            f"P(fracture) is calibrated: {calibration.get('method', 'Platt scaling')} (slope "
+            f"{_text(calibration.get('slope'))}, intercept {_text(calibration.get('intercept'))}), fitted on "
+            f"{calibration.get('fitted_on', 'the out-of-fold predictions')}: expected calibration error "
+            f"{_text(ece.get('raw'))} before, {_text(ece.get('calibrated'))} after. The raw branches' scores ran "
+            "high, so a probability read as a chance would have overstated every fracture."
+        )
 
 
 def _fracture_map_group(summary: dict | None, layer: str) -> dict:
@@ -255,6 +266,7 @@ def show_fracture_test_part(card: dict, model: str) -> None:
         ("fracture AUROC, upper limb", *figure(overall.get("auroc"), 0.88), ">= 0.88"),
         ("sensitivity at the fracture threshold", *figure(overall.get("sensitivity")), ""),
         ("specificity at the fracture threshold", *figure(overall.get("specificity")), ""),
+        ("expected calibration error of P(fracture)", _text(overall.get("ece")), "", "lower is better"),
         ("Grad-CAM at the fracture map hits the outline", *figure(located.get("hit"), 0.5), ">= 0.50"),
         ("energy inside the outline", energy, energy_outcome, ">= 3x the MURA-only model's best passing map"),
         (
