@@ -116,8 +116,20 @@ def show_context(model: str, card: dict, rows: dict[str, dict]) -> None:
     """How good the headline numbers are: beside the project's other shipped models and the MURA paper."""
     st.markdown("**How good is that?**")
     others = []
+    # A model built on another carries its abnormal network unchanged: the same figures, no comparison.
+    twins = [
+        other
+        for other in state.available_models()
+        if other != model
+        and (card.get(BASE_MODEL_KEY) == other or (state.read_card(other) or {}).get(BASE_MODEL_KEY) == model)
+    ]
+    if twins:
+        st.markdown(
+            f"- {', '.join(f'**{twin}**' for twin in twins)}: the same *abnormal* network as this model, so the "
+            "same figures."
+        )
     for other in state.available_models():
-        if other == model:
+        if other == model or other in twins:
             continue
         try:
             pooled = (state.read_metrics(other) or {}).get("trained")

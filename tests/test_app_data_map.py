@@ -171,7 +171,7 @@ def test_a_model_built_on_a_base_reads_the_bases_data_map(
     at.switch_page("../pages/model_card.py").run()
     assert_clean(at)
     assert any(
-        f"MURA path:** the shipped model's own, read from weights/{DEFAULT_MODEL}" in md.value for md in at.markdown
+        f"MURA path:** {DEFAULT_MODEL}'s own, read from weights/{DEFAULT_MODEL}" in md.value for md in at.markdown
     )
     assert any(h.value == "Training curves" for h in at.subheader)
     assert not any("No training log" in c.value for c in at.caption)

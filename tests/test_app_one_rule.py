@@ -201,3 +201,7 @@ def test_overview_says_what_the_shipped_models_are_for(monkeypatch: pytest.Monke
     inside = " ".join(m.value for m in details.markdown)
     base_card = json.loads(ModelArtifacts.of(BASE_MODEL).card.read_text(encoding="utf-8"))
     assert card["description"] in inside and base_card["description"] in inside
+    # The model it is built on has the same abnormal network: said, not compared as another model.
+    twin = BASE_MODEL if DEFAULT_MODEL == FRACTURE_MODEL else FRACTURE_MODEL
+    assert f"**{twin}**: the same *abnormal* network as this model, so the same figures." in plain
+    assert f"{twin}: AUROC" not in plain and "mura_mobilenet_v2: AUROC" in plain
