@@ -13,12 +13,14 @@ import streamlit as st
 from PIL import Image
 
 from core.data import fracatlas
+from core.data.fracture_split import SplitError
 from core.eval.evaluation import FRACATLAS, region_thresholds
 from core.eval.metrics import study_table
 from core.model.card import FRACATLAS_LABEL, MURA_LABEL, out_of_scope_reason, threshold_for
 from core.model.checkpoint import LoadedModel
+from core.model.registry import FRACTURE
 from core.store.artifacts import EvaluationMismatchError
-from dashboard import data_map, evaluation, state, studies, views
+from dashboard import data_map, evaluation, fracture_view, state, studies, views
 from dashboard.charts import group_label
 
 PAGE_SIZE = 12
@@ -99,28 +101,49 @@ def sample_gallery(loaded: LoadedModel) -> pd.DataFrame:
 
 def fracatlas_gallery(loaded: LoadedModel) -> pd.DataFrame:
     """The FracAtlas radiographs shipped with the app, with the probabilities core.evaluate cached for the
-    same files (data_samples/fracatlas holds byte-identical copies); predicted live without that cache."""
+    same files (data_samples/fracatlas holds byte-identical copies); predicted live without that cache. A
+    model with a fracture output is shown and judged by P(fracture) at its fracture threshold (the label is
+    fracture), never on an image that output trained on; any other model's P(abnormal) is shown unscored."""
     samples = studies.fracatlas_samples()
+    fracture = FRACTURE in loaded.outputs
+    column = "fracture_probability" if fracture else "probability"
     try:
         cached = state.read_predictions(loaded.name, FRACATLAS)
     except EvaluationMismatchError as exc:  # predicted live rather than shown with another run's numbers
         st.caption(str(exc))
         cached = None
-    by_file = cached.set_index("file")["probability"] if cached is not None else pd.Series(dtype=float)
+    by_file = cached.set_index("file")[column] if cached is not None and column in cached else pd.Series(dtype=float)
     probability = samples["file"].map(by_file)
     if probability.isna().any():
         st.caption("Probabilities predicted now: this model has no cached FracAtlas evaluation for these images.")
-        live = [
-            float(views.cached_probabilities(loaded, [p for _, p in studies.load_study(ref, None).views])[0])
-            for ref in samples.loc[probability.isna(), "ref"]
-        ]
+        pictures = [studies.load_study(ref, None).views[0][1] for ref in samples.loc[probability.isna(), "ref"]]
+        live = (
+            fracture_view.cached_fractures(loaded, pictures)
+            if fracture
+            else [float(views.cached_probabilities(loaded, [picture])[0]) for picture in pictures]
+        )
         probability = probability.copy()
         probability.loc[probability.isna()] = live
-    thresholds = region_thresholds(loaded.card)
+    trained = pd.Series(False, index=samples.index)
+    if fracture:
+        try:
+            trained = samples["file"].isin(fracture_view.trained_files(loaded.directory) or ())
+        except SplitError as exc:  # which images were trained on is unknown: none is a test
+            st.caption(str(exc))
+            trained = pd.Series(True, index=samples.index)
     note = np.where(
-        samples["hardware"] == 1,
-        "Metal hardware: MURA would call it abnormal whatever the fracture.",
-        np.where(samples["upper_limb"], None, "Leg/hip: outside the model's scope, no verdict."),
+        trained,
+        "The fracture output was trained on this radiograph: its score is not a test, so no verdict.",
+        np.where(
+            samples["hardware"] == 1,
+            "Metal hardware: MURA would call it abnormal whatever the fracture.",
+            np.where(samples["upper_limb"], None, "Leg/hip: outside the model's scope, no verdict."),
+        ),
+    )
+    thresholds = (
+        pd.Series(loaded.fracture_threshold, index=samples.index).where(~trained)
+        if fracture
+        else samples["region"].map(region_thresholds(loaded.card))
     )
     return pd.DataFrame(
         {
@@ -130,7 +153,8 @@ def fracatlas_gallery(loaded: LoadedModel) -> pd.DataFrame:
             "probability": probability.astype(float),
             "n_views": 1,
             "note": note,
-            "threshold": samples["region"].map(thresholds),
+            "threshold": thresholds.astype(float),
+            "output": "P(fracture)" if fracture else "P(abnormal)",
         }
     )
 
@@ -161,6 +185,11 @@ def with_outcomes(table: pd.DataFrame, loaded: LoadedModel, label: str = MURA_LA
     )
 
 
+def _output(table: pd.DataFrame) -> str:
+    """The output the table's probabilities are of (P(fracture) for FracAtlas under a fracture output)."""
+    return str(table["output"].iloc[0]) if "output" in table and len(table) else "P(abnormal)"
+
+
 def filtered(table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str]) -> pd.DataFrame:
     """The filter widgets applied to the table (``note`` holds the curation reason when curated_filter);
     ``words`` names label 0 and label 1."""
@@ -181,7 +210,7 @@ def filtered(table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str
         "or wrong.",
     )
     low, high = confidence.slider(
-        "P(abnormal) between", 0.0, 1.0, (0.0, 1.0), 0.01, key="browse_confidence", disabled=not has_probabilities
+        f"{_output(table)} between", 0.0, 1.0, (0.0, 1.0), 0.01, key="browse_confidence", disabled=not has_probabilities
     )
     keep = table["study_type"].isin(chosen_types) & table["label"].map(dict(enumerate(words))).isin(labels)
     if has_probabilities:
@@ -223,13 +252,14 @@ def study_card(row: pd.Series, root: Path | None, words: tuple[str, str]) -> Non
         )
         if studies.is_fracatlas_ref(row["ref"]):
             st.caption("FracAtlas, CC BY 4.0, resized (credit below)")
+        output = row.get("output", "P(abnormal)")
         if not math.isnan(row["probability"]) and math.isnan(row["threshold"]):
-            st.markdown(f"P(abnormal) = **{row['probability']:.3f}**: no verdict.")
+            st.markdown(f"{output} = **{row['probability']:.3f}**: no verdict.")
             if isinstance(row["not_scored"], str):
                 st.caption(row["not_scored"])
         elif not math.isnan(row["probability"]):
             verdict = "right" if row["correct"] else "wrong"
-            st.markdown(f"P(abnormal) = **{row['probability']:.3f}** at threshold {row['threshold']:.3f}: {verdict}")
+            st.markdown(f"{output} = **{row['probability']:.3f}** at threshold {row['threshold']:.3f}: {verdict}")
         if isinstance(row["note"], str):
             st.caption(row["note"])
         if st.button("Open in Explain", key=f"browse_open_{row['ref']}", icon=":material/visibility:"):
@@ -256,9 +286,15 @@ if dataset == MURA:
 elif dataset == FRACATLAS:
     st.caption(
         "Real radiographs from FracAtlas shipped with the app, one view each. The label is **fracture** "
-        "(expert-drawn), not MURA's **abnormal**, the label the model was trained on, so the model's "
-        "probability is shown for reference and never scored right or wrong here. Set a MURA folder in "
-        "the sidebar to browse MURA studies."
+        "(expert-drawn), not MURA's **abnormal**. "
+        + (
+            f"This model's fracture output is judged by P(fracture) at its own threshold "
+            f"({loaded.fracture_threshold:.3f}); its P(abnormal) is never scored against a fracture label. "
+            if FRACTURE in loaded.outputs
+            else "The model was trained on MURA's label only, so its probability is shown for reference and "
+            "never scored right or wrong here. "
+        )
+        + "Set a MURA folder in the sidebar to browse MURA studies."
     )
     gallery = fracatlas_gallery(loaded)
 else:

@@ -167,6 +167,26 @@ def test_browse_follows_the_users_thresholds_and_scores_no_fracatlas_image(
     assert any("not fracture" in c.value for c in at.caption)
 
 
+def test_browse_judges_fracatlas_by_the_output_that_learned_its_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped default on Browse's FracAtlas gallery: with a fracture output, each card is P(fracture) (the
+    cached value) at the fracture threshold, or no verdict; P(abnormal) is never right or wrong there."""
+    monkeypatch.delenv("MURA_LENS_WEIGHTS_DIR", raising=False)
+    monkeypatch.delenv("MURA_ROOT", raising=False)
+    at = open_page("../pages/browse.py")
+    at.radio(key="browse_dataset").set_value("fracatlas").run()
+    assert not at.exception
+    cards = [m.value for m in at.markdown if m.value.startswith("P(")]
+    assert cards and not [c for c in cards if c.startswith("P(abnormal)") and not c.endswith("no verdict.")]
+    files = ModelArtifacts.of(DEFAULT_MODEL)
+    card = json.loads(files.card.read_text(encoding="utf-8"))
+    if FRACATLAS_LABEL in model_outputs(card):
+        cached = set(pd.read_csv(files.predictions(FRACATLAS))["fracture_probability"].round(3))
+        threshold = f"at threshold {card['fracture_threshold']:.3f}: "
+        assert all(c.startswith("P(fracture) = **") and (threshold in c or c.endswith("no verdict.")) for c in cards)
+        assert {float(c.split("**")[1]) for c in cards} <= cached
+        assert at.slider(key="browse_confidence").label == "P(fracture) between"
+
+
 def test_overview_speaks_plainly_before_the_technical_words(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 27: squeeze-excitation, logit and letterboxed wait in an expander; AUROC and kappa are explained
     before the table that uses them."""
