@@ -13,7 +13,7 @@ import streamlit as st
 from core.eval import metrics
 from core.eval.evaluation import FRACATLAS_STRATA
 from core.eval.metrics import BootstrapInterval, Confusion
-from core.model.card import trained_study_types
+from core.model.card import FRACATLAS_LABEL, model_outputs, trained_study_types
 from dashboard import charts, evaluation, model_compare, state
 from dashboard.charts import (
     INTERVAL_WIDTH,
@@ -68,8 +68,10 @@ class Scope:
         return "radiographs" if self.external else "studies"
 
 
-def choose_dataset() -> tuple[str, str]:
-    """The dataset radio (and, for FracAtlas, what its label means and the stratum radio)."""
+def choose_dataset(card: dict | None) -> tuple[str, str]:
+    """The dataset radio (and, for FracAtlas, what its label means, which output is scored, and the stratum
+    radio)."""
+    two_outputs = FRACATLAS_LABEL in model_outputs(card or {})
     dataset = st.radio(
         "Dataset",
         list(evaluation.DATASET_LABELS),
@@ -78,7 +80,7 @@ def choose_dataset() -> tuple[str, str]:
         key="performance_dataset",
         help="MURA valid/ is the test set of the data the model was trained on; FracAtlas is "
         "another hospital group's radiographs with expert fracture labels, never seen in "
-        "training.",
+        + ("P(abnormal)'s training (the fracture output trained on part of it)." if two_outputs else "training."),
     )
     if dataset != evaluation.FRACATLAS:
         return dataset, evaluation.TRAINED
@@ -91,6 +93,13 @@ def choose_dataset() -> tuple[str, str]:
         "the model never saw, is described at the bottom, not scored. Each region is judged at the model "
         "card's threshold of the nearest trained part: hand/wrist/forearm at the forearm's, shoulder at the "
         "humerus', whole arm at the card's default."
+        + (
+            " These are **P(abnormal)**'s figures, an output that never saw FracAtlas. This model's fracture "
+            "output trained on part of FracAtlas: its figures, on the fixed test part only, are in the report "
+            "(Download a report, on Overview)."
+            if two_outputs
+            else ""
+        )
     )
     stratum = st.radio(
         "Images",
@@ -370,7 +379,7 @@ def show_out_of_scope(scope: Scope, thresholds: Mapping[str, float]) -> None:
 model = state.checked_model_name()
 st.title("Performance")
 card = state.read_card(model)
-dataset, stratum = choose_dataset()
+dataset, stratum = choose_dataset(card)
 scope = load_scope(model, card, dataset, stratum)
 cached = evaluation.cached_metrics(model, dataset, stratum)
 describe(scope, cached)
