@@ -200,7 +200,8 @@ def _mura_rows(predictions: pd.DataFrame, thresholds: dict[str, float], dataset:
 def _fracatlas_rows(predictions: pd.DataFrame, card: dict) -> pd.DataFrame:
     """FracAtlas's rows: a model with a fracture output is judged by P(fracture) at its fracture threshold (the
     label is fracture); any other model's P(abnormal) is shown, and the one rule leaves it unscored."""
-    if FRACATLAS_LABEL in model_outputs(card) and "fracture_probability" in predictions:
+    threshold_given = isinstance(card.get("fracture_threshold"), int | float)
+    if FRACATLAS_LABEL in model_outputs(card) and "fracture_probability" in predictions and threshold_given:
         output, probability = P_FRACTURE, predictions["fracture_probability"]
         threshold = pd.Series(float(card["fracture_threshold"]), index=predictions.index)
     else:
@@ -265,6 +266,8 @@ def _map_table(model: str, versions: tuple[int, ...]) -> pd.DataFrame:
         index=table.index,
         dtype=bool,
     )
+    # A fracture label is judged only by P(fracture) (never by P(abnormal), even where the card has the output).
+    scored &= (table["scope_label"] != FRACATLAS_LABEL) | (table["output"] == P_FRACTURE)
     fracture = scored & (table["scope_label"] == FRACATLAS_LABEL) & (table["error"] != "n/a")
     table.loc[fracture, "error"] = table.loc[fracture, "error"] + " (fracture)"
     table.loc[~scored & table["probability"].notna(), ["prediction", "error"]] = NOT_SCORED

@@ -16,7 +16,7 @@ from core.eval.evaluation import FRACATLAS, summarise_trained
 from core.eval.metrics import summarise
 from core.model.card import FRACATLAS_LABEL, model_outputs, out_of_scope_reason
 from core.model.checkpoint import DEFAULT_MODEL
-from core.store.artifacts import ModelArtifacts, read_evaluation
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR, ModelArtifacts, read_evaluation
 from tests.app_pages import open_page
 
 pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
@@ -140,6 +140,33 @@ def test_data_map_scores_no_fracatlas_image_against_the_abnormal_label(
         assert (fractures["error"] == "TP (fracture)").mean() == pytest.approx(sensitivity["point"], abs=1e-3)
     mura = table[table["dataset"] != "fracatlas"]
     assert set(mura["error"]) <= {"TP", "TN", "FP", "FN", "n/a"} and set(mura["output"]) == {data_map.P_ABNORMAL}
+
+
+@pytest.mark.parametrize("damage", ["no P(fracture) cached", "damaged split"])
+def test_data_map_scores_no_fracatlas_image_it_cannot_judge_by_p_fracture(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, damage: str
+) -> None:
+    """The fracture-aware model with a FracAtlas cache that lacks P(fracture), or a split that cannot say which
+    images it trained on: no FracAtlas image is scored (never by P(abnormal), never as a test unsaid)."""
+    from dashboard import data_map
+
+    for model in (BASE_MODEL, FRACTURE_MODEL):
+        (tmp_path / model).mkdir()
+        for source in (SHIPPED_WEIGHTS_DIR / model).iterdir():
+            (tmp_path / model / source.name).symlink_to(source)
+    files = ModelArtifacts.of(FRACTURE_MODEL, tmp_path)
+    if damage == "damaged split":
+        split = files.directory / fracture_split.SPLIT_FILE
+        split.unlink()
+        split.write_text("not,a\nsplit\n", encoding="utf-8")
+    else:
+        cached = pd.read_csv(files.predictions(FRACATLAS))
+        files.predictions(FRACATLAS).unlink()
+        cached.drop(columns="fracture_probability").to_csv(files.predictions(FRACATLAS), index=False)
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tmp_path))
+    table = data_map.map_table(FRACTURE_MODEL)
+    atlas = table[(table["dataset"] == "fracatlas") & table["probability"].notna()]
+    assert len(atlas) and set(atlas["error"]) == {data_map.NOT_SCORED} and atlas["threshold"].isna().all()
 
 
 def test_browse_follows_the_users_thresholds_and_scores_no_fracatlas_image(
