@@ -4,9 +4,10 @@
 
 The floor is one forward and one backward pass of the same network with the input requiring a
 gradient and the weights frozen (what any gradient CAM must at least do). The measured path is
-what the Explain page runs for a new upload: core.model.prediction.predict_images (with the model card's
-flip TTA) then core.cam.explain.explain with GradCAM on the default layer, each including letterbox
-and normalisation. Runs alternate so both see the same machine load; medians are printed.
+what the Explain page runs for a new upload: core.model.prediction.predict_image_outputs (every output,
+with the model card's flip TTA) then core.cam.explain.explain with GradCAM on the target and layer Explain
+opens on (a fracture-aware model: P(fracture) at its fracture map), each including letterbox and
+normalisation. Runs alternate so both see the same machine load; medians are printed.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 
 from core.cam.explain import explain
+from core.eval.localization_sweep import default_target
 from core.model.checkpoint import DEFAULT_MODEL, load_model
-from core.model.prediction import DEFAULT_THREADS, configure_threads, model_inputs, predict_images
+from core.model.prediction import DEFAULT_THREADS, configure_threads, model_inputs, predict_image_outputs
 
 from setup_line import setup_line  # bench/ is on sys.path when a bench script runs
 
@@ -52,9 +54,11 @@ def main() -> int:
         with torch.inference_mode():
             loaded.model(batch)
 
+    target = default_target(loaded)
+
     def predict_and_explain() -> None:
-        predict_images(loaded, [pixels])
-        explain(loaded, pixels, method="GradCAM")
+        predict_image_outputs(loaded, [pixels])
+        explain(loaded, pixels, method="GradCAM", target=target)
 
     for function in (floor, forward, predict_and_explain):  # warm-up (and explain's model copy)
         function()
@@ -64,7 +68,7 @@ def main() -> int:
         timings["forward"].append(_timed(forward))
         timings["predict+GradCAM"].append(_timed(predict_and_explain))
     medians = {name: statistics.median(values) * 1000 for name, values in timings.items()}
-    print(f"{setup_line(loaded)}; image {args.size}x{args.size}; {args.repeats} repeats")
+    print(f"{setup_line(loaded)}; image {args.size}x{args.size}; GradCAM of P({target}); {args.repeats} repeats")
     print(f"forward only (inference)      : {medians['forward']:7.1f} ms")
     print(f"forward+backward (the floor)  : {medians['floor']:7.1f} ms")
     print(f"predict + GradCAM             : {medians['predict+GradCAM']:7.1f} ms")

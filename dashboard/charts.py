@@ -448,10 +448,16 @@ def reliability_figure(
 
 
 def score_histogram(
-    table: pd.DataFrame, *, classes: Sequence[str] = _CLASSES, title: str = "", bins: int = 20
+    table: pd.DataFrame,
+    *,
+    classes: Sequence[str] = _CLASSES,
+    title: str = "",
+    bins: int = 20,
+    score: str = "P(abnormal)",
 ) -> go.Figure:
-    """Overlaid histograms of ``probability`` for label 0 and label 1 (named by ``classes``), on
-    [0, 1] in ``bins`` equal bins: the score distribution where no AUROC is meaningful."""
+    """Overlaid histograms of ``probability`` (the ``score`` named on the axis) for label 0 and label 1
+    (named by ``classes``), on [0, 1] in ``bins`` equal bins: the score distribution where no AUROC is
+    meaningful."""
     traces = [
         go.Histogram(
             x=table.loc[table["label"] == label, "probability"],
@@ -467,7 +473,7 @@ def score_histogram(
             "title": {"text": title},
             "barmode": "overlay",
             "height": 320,
-            "xaxis": {"title": {"text": "P(abnormal)"}, "range": [0, 1]},
+            "xaxis": {"title": {"text": score}, "range": [0, 1]},
             "yaxis": {"title": {"text": "Images"}},
             "margin": {"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
         },

@@ -3,7 +3,9 @@ and the operating-point controls (thresholds) that both pages read.
 
 An evaluation is named by its dataset: MURA ``valid`` (core.evaluate's default) or ``fracatlas``
 (external; its upper-limb images in one of core.eval.evaluation.FRACATLAS_STRATA, in core.eval.metrics' shape:
-region as the group, fracture as the label, copies of one radiograph as one "study").
+region as the group, fracture as the label, copies of one radiograph as one "study"). On FracAtlas the
+``output`` scored is P(abnormal) on every image, or a fracture-aware model's P(fracture) on its test part only
+(core.eval.evaluation.fracture_test_part, the rows metrics_fracatlas.json's ``fracture_output`` summarises).
 
 Everything here works on the predictions core.evaluate cached: no model runs. What does not depend
 on a threshold (tables, ROC/PR curves, calibration) is computed once per predictions file and level
@@ -23,11 +25,26 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.data import fracture_split
 from core.eval import metrics
-from core.eval.evaluation import FRACATLAS, fracatlas_stratum, region_thresholds
+from core.eval.evaluation import (
+    FRACATLAS,
+    fracatlas_stratum,
+    fracture_test_part,
+    fracture_thresholds,
+    region_thresholds,
+)
 from core.eval.metrics import BootstrapInterval, Confusion, PrCurve, RocCurve
-from core.model.card import DEFAULT_THRESHOLD_KEY, card_thresholds, threshold_for, trained_study_types
-from core.store.artifacts import ModelArtifacts
+from core.model.card import (
+    DEFAULT_THRESHOLD_KEY,
+    MURA_LABEL,
+    card_thresholds,
+    model_outputs,
+    threshold_for,
+    trained_study_types,
+)
+from core.model.registry import FRACTURE
+from core.store.artifacts import ModelArtifacts, file_version
 from dashboard import charts, navigation, state
 from dashboard.charts import CELLS, OVERALL, group_label
 
@@ -35,11 +52,14 @@ __all__ = [
     "MURA_VALID",
     "FRACATLAS",
     "DATASET_LABELS",
+    "OUTPUT_LABELS",
     "LEVEL_LABELS",
     "GLOBAL",
     "PER_BODY_PART",
     "APP_BOOTSTRAP",
     "LevelEvaluation",
+    "fracatlas_outputs",
+    "fracatlas_images",
     "evaluation_table",
     "cached_metrics",
     "fracatlas_threshold_defaults",
@@ -61,6 +81,11 @@ MURA_VALID = "valid"
 #: "all" keeps every evaluated body part (Error analysis lists the others apart).
 TRAINED = "trained"
 DATASET_LABELS = {MURA_VALID: "MURA valid/ (the test set)", FRACATLAS: "FracAtlas (external, fracture label)"}
+#: What a FracAtlas evaluation scores against the fracture label, in plain words.
+OUTPUT_LABELS = {
+    FRACTURE: "The fracture output: P(fracture), on the test part it never trained on",
+    MURA_LABEL: "The MURA output, zero-shot: P(abnormal), on every FracAtlas image",
+}
 LEVEL_LABELS = {"study": "Study (mean of its views, as in MURA)", "image": "Image (each view alone)"}
 PER_BODY_PART = "per body part"
 GLOBAL = "global"
@@ -90,30 +115,72 @@ def _group_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return groups
 
 
-def _predictions_version(model: str, dataset: str = MURA_VALID) -> tuple[str, int, int]:
-    """The cached evaluation's file versions: the cache key below. Hashing the table itself
-    would cost more per rerun than everything a threshold change recomputes."""
-    return ModelArtifacts.of(model).evaluation_version(dataset)
+def _predictions_version(model: str, dataset: str = MURA_VALID, output: str = MURA_LABEL) -> tuple[str | int, ...]:
+    """The cached evaluation's file versions (and, for the fracture output, its split file's): the cache key
+    below. Hashing the table itself would cost more per rerun than everything a threshold change recomputes."""
+    files = ModelArtifacts.of(model)
+    version = files.evaluation_version(dataset)
+    if output == FRACTURE:
+        return (*version, file_version(files.directory / fracture_split.SPLIT_FILE))
+    return version
 
 
-def evaluation_table(model: str, dataset: str = MURA_VALID, stratum: str = "all") -> pd.DataFrame | None:
+def fracatlas_outputs(model: str) -> list[str]:
+    """The outputs Performance can score on FracAtlas, the default first: a fracture-aware model's fracture
+    output when core.evaluate summarised it on the test part and the split file is there, then P(abnormal).
+
+    Raises:
+        EvaluationMismatchError: the cached FracAtlas files come from different runs.
+        core.data.fracture_split.SplitError: the split file is damaged.
+    """
+    if FRACTURE not in model_outputs(state.read_card(model) or {}):
+        return [MURA_LABEL]
+    summarised = "fracture_output" in (state.read_metrics(model, FRACATLAS) or {})
+    return [FRACTURE, MURA_LABEL] if summarised and state.read_fracture_split(model) is not None else [MURA_LABEL]
+
+
+def fracatlas_images(model: str, output: str = MURA_LABEL) -> pd.DataFrame | None:
+    """Every cached FracAtlas row ``output``'s figures come from (leg/hip included), ``probability`` being
+    that output's: P(abnormal) of every image, or P(fracture) of the test part's; None without them."""
+    predictions = state.read_predictions(model, FRACATLAS)
+    if predictions is None or output != FRACTURE:
+        return predictions
+    split = state.read_fracture_split(model)
+    return None if split is None else fracture_test_part(predictions, split)
+
+
+def evaluation_table(
+    model: str, dataset: str = MURA_VALID, stratum: str = "all", output: str = MURA_LABEL
+) -> pd.DataFrame | None:
     """The cached per-image predictions of ``dataset`` in core.eval.metrics' shape (FracAtlas: the upper-limb
-    images of ``stratum``), or None when the evaluation has not been run."""
+    images of ``stratum`` that ``output``'s figures come from), or None when the evaluation has not been run."""
+    if dataset == FRACATLAS:
+        images = fracatlas_images(model, output)
+        return None if images is None else fracatlas_stratum(images, stratum)
     predictions = state.read_predictions(model, dataset)
     if predictions is None:
         return None
-    if dataset == FRACATLAS:
-        return fracatlas_stratum(predictions, stratum)
     trained = trained_study_types(state.read_card(model) or {}) if stratum == TRAINED else []
     return predictions[predictions["study_type"].isin(trained)] if trained else predictions
 
 
-def cached_metrics(model: str, dataset: str = MURA_VALID, stratum: str = "all") -> dict | None:
+def cached_metrics(
+    model: str, dataset: str = MURA_VALID, stratum: str = "all", output: str = MURA_LABEL
+) -> dict | None:
     """The cached metrics in metrics_valid.json's shape (levels -> groups); for FracAtlas the image
-    level of ``stratum`` with the file's thresholds and resample count."""
+    level of ``stratum`` with the file's thresholds and resample count (for the fracture output, those of
+    its test-part summary, ``fracture_output``)."""
     cached = state.read_metrics(model, dataset)
     if cached is None:
         return None
+    if dataset == FRACATLAS and output == FRACTURE:
+        summary = cached.get("fracture_output") or {}
+        threshold = summary.get("threshold")
+        return {
+            "image": summary.get(stratum) or {},
+            "thresholds": {} if threshold is None else fracture_thresholds(float(threshold)),
+            "n_boot": summary.get("n_boot"),
+        }
     if dataset != FRACATLAS:
         return (
             trained_pool_metrics(cached, trained_study_types(state.read_card(model) or {}))
@@ -147,16 +214,24 @@ def trained_pool_metrics(cached: Mapping, trained: list[str]) -> dict:
     return narrowed
 
 
-def fracatlas_threshold_defaults(card: Mapping | None) -> dict[str, float]:
-    """The card's threshold for each FracAtlas region (core.eval.evaluation.REGION_THRESHOLDS), plus "default"."""
+def fracatlas_threshold_defaults(card: Mapping | None, output: str = MURA_LABEL) -> dict[str, float]:
+    """The card's threshold for each FracAtlas region (core.eval.evaluation.REGION_THRESHOLDS), plus "default";
+    for the fracture output its one ``fracture_threshold`` for every region."""
+    if output == FRACTURE:
+        return fracture_thresholds(float((card or {})["fracture_threshold"]))
     return region_thresholds(dict(card or {})) | {_OTHER: card_thresholds(card)[_OTHER]}
 
 
 @st.cache_data(show_spinner="Preparing the cached evaluation…", max_entries=8)
 def _level_evaluation(
-    model: str, level: str, version: tuple[str, int, int], dataset: str = MURA_VALID, stratum: str = "all"
+    model: str,
+    level: str,
+    version: tuple[str | int, ...],
+    dataset: str = MURA_VALID,
+    stratum: str = "all",
+    output: str = MURA_LABEL,
 ) -> LevelEvaluation | None:
-    predictions = evaluation_table(model, dataset, stratum)
+    predictions = evaluation_table(model, dataset, stratum, output)
     if predictions is None or predictions.empty:
         return None
     table = metrics.study_table(predictions) if level == "study" else predictions
@@ -169,17 +244,24 @@ def _level_evaluation(
     return LevelEvaluation(level, table.reset_index(drop=True), list(roc), roc, pr, bins)
 
 
-def level_evaluation(model: str, level: str, dataset: str = MURA_VALID, stratum: str = "all") -> LevelEvaluation | None:
+def level_evaluation(
+    model: str, level: str, dataset: str = MURA_VALID, stratum: str = "all", output: str = MURA_LABEL
+) -> LevelEvaluation | None:
     """The cached evaluation of ``model`` at ``level``, or None without cached predictions."""
-    return _level_evaluation(model, level, _predictions_version(model, dataset), dataset, stratum)
+    return _level_evaluation(model, level, _predictions_version(model, dataset, output), dataset, stratum, output)
 
 
 def ap_intervals(
-    model: str, level: str, groups: list[str], dataset: str = MURA_VALID, stratum: str = "all"
+    model: str,
+    level: str,
+    groups: list[str],
+    dataset: str = MURA_VALID,
+    stratum: str = "all",
+    output: str = MURA_LABEL,
 ) -> dict[str, dict[str, float | int | None]]:
     """95% CIs of average precision per group, as core.evaluate cached them in metrics_<dataset>.json
     (threshold-free, so computed once offline). Groups the file lacks get no interval."""
-    cached = (cached_metrics(model, dataset, stratum) or {}).get(level, {})
+    cached = (cached_metrics(model, dataset, stratum, output) or {}).get(level, {})
     return {
         group: cached[group]["average_precision_ci"]
         for group in groups
@@ -194,11 +276,12 @@ def _reliability_chart(
     model: str,
     level: str,
     groups: tuple[str, ...],
-    version: tuple[str, int, int],
+    version: tuple[str | int, ...],
     dataset: str = MURA_VALID,
     stratum: str = "all",
+    output: str = MURA_LABEL,
 ) -> go.Figure:
-    evaluated = _level_evaluation(model, level, version, dataset, stratum)
+    evaluated = _level_evaluation(model, level, version, dataset, stratum, output)
     return charts.reliability_figure(
         {group: evaluated.calibration[group] for group in groups},
         title=f"Reliability diagram ({level} level, 10 equal-width bins)",
@@ -207,10 +290,17 @@ def _reliability_chart(
 
 
 def reliability_chart(
-    model: str, level: str, groups: list[str], dataset: str = MURA_VALID, stratum: str = "all"
+    model: str,
+    level: str,
+    groups: list[str],
+    dataset: str = MURA_VALID,
+    stratum: str = "all",
+    output: str = MURA_LABEL,
 ) -> go.Figure:
     """The (threshold-free) reliability diagram of ``groups``, built once per predictions file."""
-    return _reliability_chart(model, level, tuple(groups), _predictions_version(model, dataset), dataset, stratum)
+    return _reliability_chart(
+        model, level, tuple(groups), _predictions_version(model, dataset, output), dataset, stratum, output
+    )
 
 
 def _kept_key(key: str) -> str:
@@ -372,11 +462,12 @@ def _bootstrap_at(
     level: str,
     thresholds: tuple[tuple[str, float], ...],
     groups: tuple[str, ...],
-    version: tuple[str, int, int],
+    version: tuple[str | int, ...],
     dataset: str = MURA_VALID,
     stratum: str = "all",
+    output: str = MURA_LABEL,
 ) -> dict[str, dict[str, BootstrapInterval]]:
-    predictions = evaluation_table(model, dataset, stratum)
+    predictions = evaluation_table(model, dataset, stratum, output)
     by_type = dict(thresholds)
     result = {}
     for group in groups:
@@ -396,6 +487,7 @@ def bootstrap_at(
     groups: list[str],
     dataset: str = MURA_VALID,
     stratum: str = "all",
+    output: str = MURA_LABEL,
 ) -> dict[str, dict[str, BootstrapInterval]]:
     """95% bootstrap CIs (resampling studies, APP_BOOTSTRAP times) of kappa, sensitivity and
     specificity at ``thresholds``, per group; cached per threshold setting."""
@@ -404,9 +496,10 @@ def bootstrap_at(
         level,
         tuple(sorted(thresholds.items())),
         tuple(groups),
-        _predictions_version(model, dataset),
+        _predictions_version(model, dataset, output),
         dataset,
         stratum,
+        output,
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.data import mura
+from core.data import fracture_split, mura
 from core.model import card
 from core.model.checkpoint import DEFAULT_MODEL, LoadedModel, check_model, list_shipped_models, load_model
 from core.model.registry import ModelLoadError
@@ -50,6 +50,7 @@ __all__ = [
     "read_training_log",
     "read_scope_metrics",
     "read_card",
+    "read_fracture_split",
     "available_models",
     "resolve_mura_root",
     "locked_mura_root",
@@ -192,6 +193,22 @@ def read_card(model: str) -> dict | None:
     """
     path = _files(model).card
     return _read_card(str(path), file_version(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _read_fracture_split(path: str, version: int) -> pd.DataFrame | None:
+    return fracture_split.read_split(Path(path)) if version else None
+
+
+def read_fracture_split(model: str) -> pd.DataFrame | None:
+    """The model's FracAtlas split (test part and training folds of its fracture output), or None without one;
+    re-read when the file changes.
+
+    Raises:
+        core.data.fracture_split.SplitError: the split file is damaged (one sentence).
+    """
+    path = _files(model).directory / fracture_split.SPLIT_FILE
+    return _read_fracture_split(str(path), file_version(path))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -13,8 +13,7 @@ import streamlit as st
 from PIL import Image
 
 from core.data import fracatlas
-from core.data.fracture_split import SplitError
-from core.eval.evaluation import FRACATLAS, region_thresholds
+from core.eval.evaluation import FRACATLAS, FRACTURE_COLUMN, fracture_thresholds, region_thresholds
 from core.eval.metrics import study_table
 from core.model.card import FRACATLAS_LABEL, MURA_LABEL, out_of_scope_reason, threshold_for
 from core.model.checkpoint import LoadedModel
@@ -101,49 +100,33 @@ def sample_gallery(loaded: LoadedModel) -> pd.DataFrame:
 
 def fracatlas_gallery(loaded: LoadedModel) -> pd.DataFrame:
     """The FracAtlas radiographs shipped with the app, with the probabilities core.evaluate cached for the
-    same files (data_samples/fracatlas holds byte-identical copies); predicted live without that cache. A
-    model with a fracture output is shown and judged by P(fracture) at its fracture threshold (the label is
-    fracture), never on an image that output trained on; any other model's P(abnormal) is shown unscored."""
+    same files (data_samples/fracatlas holds byte-identical copies); predicted live without that cache.
+    For a fracture-aware model the probability is P(fracture) at its one threshold: the samples are in its
+    test part (tests/test_fracture_split.py), and P(abnormal) is not a fracture call."""
     samples = studies.fracatlas_samples()
     fracture = FRACTURE in loaded.outputs
-    column = "fracture_probability" if fracture else "probability"
     try:
         cached = state.read_predictions(loaded.name, FRACATLAS)
     except EvaluationMismatchError as exc:  # predicted live rather than shown with another run's numbers
         st.caption(str(exc))
         cached = None
+    column = FRACTURE_COLUMN if fracture else "probability"
     by_file = cached.set_index("file")[column] if cached is not None and column in cached else pd.Series(dtype=float)
     probability = samples["file"].map(by_file)
     if probability.isna().any():
         st.caption("Probabilities predicted now: this model has no cached FracAtlas evaluation for these images.")
-        pictures = [studies.load_study(ref, None).views[0][1] for ref in samples.loc[probability.isna(), "ref"]]
-        live = (
-            fracture_view.cached_fractures(loaded, pictures)
-            if fracture
-            else [float(views.cached_probabilities(loaded, [picture])[0]) for picture in pictures]
-        )
+        predict = fracture_view.cached_fractures if fracture else views.cached_probabilities
+        live = [
+            float(predict(loaded, [p for _, p in studies.load_study(ref, None).views])[0])
+            for ref in samples.loc[probability.isna(), "ref"]
+        ]
         probability = probability.copy()
         probability.loc[probability.isna()] = live
-    trained = pd.Series(False, index=samples.index)
-    if fracture:
-        try:
-            trained = samples["file"].isin(fracture_view.trained_files(loaded.directory) or ())
-        except SplitError as exc:  # which images were trained on is unknown: none is a test
-            st.caption(str(exc))
-            trained = pd.Series(True, index=samples.index)
+    thresholds = fracture_thresholds(loaded.fracture_threshold) if fracture else region_thresholds(loaded.card)
     note = np.where(
-        trained,
-        "The fracture output was trained on this radiograph: its score is not a test, so no verdict.",
-        np.where(
-            samples["hardware"] == 1,
-            "Metal hardware: MURA would call it abnormal whatever the fracture.",
-            np.where(samples["upper_limb"], None, "Leg/hip: outside the model's scope, no verdict."),
-        ),
-    )
-    thresholds = (
-        pd.Series(loaded.fracture_threshold, index=samples.index).where(~trained)
-        if fracture
-        else samples["region"].map(region_thresholds(loaded.card))
+        samples["hardware"] == 1,
+        "Metal hardware: MURA would call it abnormal whatever the fracture.",
+        np.where(samples["upper_limb"], None, "Leg/hip: outside the model's scope, no verdict."),
     )
     return pd.DataFrame(
         {
@@ -153,8 +136,7 @@ def fracatlas_gallery(loaded: LoadedModel) -> pd.DataFrame:
             "probability": probability.astype(float),
             "n_views": 1,
             "note": note,
-            "threshold": thresholds.astype(float),
-            "output": "P(fracture)" if fracture else "P(abnormal)",
+            "threshold": samples["region"].map(thresholds),
         }
     )
 
@@ -185,14 +167,11 @@ def with_outcomes(table: pd.DataFrame, loaded: LoadedModel, label: str = MURA_LA
     )
 
 
-def _output(table: pd.DataFrame) -> str:
-    """The output the table's probabilities are of (P(fracture) for FracAtlas under a fracture output)."""
-    return str(table["output"].iloc[0]) if "output" in table and len(table) else "P(abnormal)"
-
-
-def filtered(table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str]) -> pd.DataFrame:
+def filtered(
+    table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str], score: str = "P(abnormal)"
+) -> pd.DataFrame:
     """The filter widgets applied to the table (``note`` holds the curation reason when curated_filter);
-    ``words`` names label 0 and label 1."""
+    ``words`` names label 0 and label 1, ``score`` the probability."""
     has_probabilities = table["probability"].notna().any()
     types = sorted(table["study_type"].unique())
     # A row of its own: up to seven body-part chips in a quarter of the width were cut off.
@@ -210,7 +189,7 @@ def filtered(table: pd.DataFrame, *, curated_filter: bool, words: tuple[str, str
         "or wrong.",
     )
     low, high = confidence.slider(
-        f"{_output(table)} between", 0.0, 1.0, (0.0, 1.0), 0.01, key="browse_confidence", disabled=not has_probabilities
+        f"{score} between", 0.0, 1.0, (0.0, 1.0), 0.01, key="browse_confidence", disabled=not has_probabilities
     )
     keep = table["study_type"].isin(chosen_types) & table["label"].map(dict(enumerate(words))).isin(labels)
     if has_probabilities:
@@ -240,8 +219,9 @@ def _thumbnail(ref: str, root: str | None) -> np.ndarray:
     return np.asarray(picture)
 
 
-def study_card(row: pd.Series, root: Path | None, words: tuple[str, str]) -> None:
-    """Thumbnail of the first view, what is known about the study, and the button to open it."""
+def study_card(row: pd.Series, root: Path | None, words: tuple[str, str], score: str = "P(abnormal)") -> None:
+    """Thumbnail of the first view, what is known about the study (``score`` names its probability), and the
+    button to open it."""
     with st.container(border=True):
         try:
             st.image(_thumbnail(row["ref"], str(root) if root else None), width="stretch")
@@ -252,14 +232,13 @@ def study_card(row: pd.Series, root: Path | None, words: tuple[str, str]) -> Non
         )
         if studies.is_fracatlas_ref(row["ref"]):
             st.caption("FracAtlas, CC BY 4.0, resized (credit below)")
-        output = row.get("output", "P(abnormal)")
         if not math.isnan(row["probability"]) and math.isnan(row["threshold"]):
-            st.markdown(f"{output} = **{row['probability']:.3f}**: no verdict.")
+            st.markdown(f"{score} = **{row['probability']:.3f}**: no verdict.")
             if isinstance(row["not_scored"], str):
                 st.caption(row["not_scored"])
         elif not math.isnan(row["probability"]):
             verdict = "right" if row["correct"] else "wrong"
-            st.markdown(f"{output} = **{row['probability']:.3f}** at threshold {row['threshold']:.3f}: {verdict}")
+            st.markdown(f"{score} = **{row['probability']:.3f}** at threshold {row['threshold']:.3f}: {verdict}")
         if isinstance(row["note"], str):
             st.caption(row["note"])
         if st.button("Open in Explain", key=f"browse_open_{row['ref']}", icon=":material/visibility:"):
@@ -280,21 +259,24 @@ dataset = st.radio(
     help="Without a MURA folder the app shows real FracAtlas radiographs and its synthetic samples.",
 )
 words = LABEL_WORDS[dataset]
+score = "P(fracture)" if dataset == FRACATLAS and FRACTURE in loaded.outputs else "P(abnormal)"
 if dataset == MURA:
     st.caption("Showing the valid/ studies of the MURA folder named in the sidebar.")
     gallery = mura_gallery(loaded, root)
+elif dataset == FRACATLAS and FRACTURE in loaded.outputs:
+    st.caption(
+        "Real radiographs from FracAtlas shipped with the app, one view each, all in the test part of the "
+        "model's fracture output (never trained on). The label is **fracture** (expert-drawn): each upper-limb "
+        "image shows the fracture output's P(fracture), judged at its threshold. Set a MURA folder in the "
+        "sidebar to browse MURA studies."
+    )
+    gallery = fracatlas_gallery(loaded)
 elif dataset == FRACATLAS:
     st.caption(
         "Real radiographs from FracAtlas shipped with the app, one view each. The label is **fracture** "
-        "(expert-drawn), not MURA's **abnormal**. "
-        + (
-            f"This model's fracture output is judged by P(fracture) at its own threshold "
-            f"({loaded.fracture_threshold:.3f}); its P(abnormal) is never scored against a fracture label. "
-            if FRACTURE in loaded.outputs
-            else "The model was trained on MURA's label only, so its probability is shown for reference and "
-            "never scored right or wrong here. "
-        )
-        + "Set a MURA folder in the sidebar to browse MURA studies."
+        "(expert-drawn), not MURA's **abnormal**, the label the model was trained on, so the model's "
+        "probability is shown for reference and never scored right or wrong here. Set a MURA folder in "
+        "the sidebar to browse MURA studies."
     )
     gallery = fracatlas_gallery(loaded)
 else:
@@ -312,7 +294,7 @@ st.caption(
     if moved
     else "Verdicts at the model card's thresholds; thresholds you set on the Performance page apply here too."
 )
-shown = filtered(gallery, curated_filter=dataset == MURA and gallery["note"].notna().any(), words=words)
+shown = filtered(gallery, curated_filter=dataset == MURA and gallery["note"].notna().any(), words=words, score=score)
 sort_by, ascending = SORTS[st.selectbox("Sort", list(SORTS), key="browse_sort")]
 shown = shown.sort_values([sort_by, "ref"], ascending=[ascending, True], na_position="last")
 if shown.empty:
@@ -326,7 +308,7 @@ for start in range(0, len(page_rows), COLUMNS):
     # The last row of cards may be short: its spare columns stay empty.
     for column, (_, row) in zip(st.columns(COLUMNS), page_rows.iloc[start : start + COLUMNS].iterrows(), strict=False):
         with column:
-            study_card(row, root, words)
+            study_card(row, root, words, score)
 data_map.similar_picker(loaded.name, page_rows["ref"], key="browse")
 if dataset == FRACATLAS:
     st.caption(f"Images: {fracatlas.CREDIT}")

@@ -271,19 +271,12 @@ def show_results(model: str, card: dict) -> None:
     st.dataframe(results_table(rows), hide_index=True, column_config=RESULTS_COLUMNS)
     show_context(model, card, study)
     try:
-        external = (state.read_metrics(model, FRACATLAS) or {}).get("all") or {}
+        external = external_check(state.read_metrics(model, FRACATLAS) or {})
     except EvaluationMismatchError as exc:
         st.caption(f"The external FracAtlas check is unavailable: {exc}")
-        external = {}
-    if external.get(OVERALL):
-        upper = external[OVERALL]
-        auroc = format_estimate(upper, "auroc")
-        st.caption(
-            f"External check on FracAtlas (another hospital group; label *fracture*, not *abnormal*; image "
-            f"level, {upper['n']} upper-limb images): "
-            + ("too few images to estimate an AUROC" if auroc == TOO_FEW else f"AUROC {auroc}")
-            + ". Details and the hardware stratum on the Performance page."
-        )
+        external = None
+    if external:
+        st.caption(external)
     if others:
         with st.expander(f"Out of scope: body parts the model was not trained on ({len(others)})"):
             st.caption(
@@ -296,6 +289,38 @@ def show_results(model: str, card: dict) -> None:
                 hide_index=True,
                 column_config=RESULTS_COLUMNS,
             )
+
+
+def _auroc_words(summary: dict) -> str:
+    auroc = format_estimate(summary, "auroc")
+    return "too few images to estimate an AUROC" if auroc == TOO_FEW else f"AUROC {auroc}"
+
+
+def external_check(cached: dict) -> str | None:
+    """The FracAtlas sentence from metrics_fracatlas.json, or None without one: a fracture-aware model's
+    fracture output on the test part it never trained on first, each figure naming its output."""
+    upper = (cached.get("all") or {}).get(OVERALL)
+    fracture = cached.get("fracture_output") or {}
+    tested = (fracture.get("all") or {}).get(OVERALL)
+    if not upper and not tested:
+        return None
+    if not tested:
+        return (
+            f"External check on FracAtlas (another hospital group; label *fracture*, not *abnormal*; image "
+            f"level, {upper['n']} upper-limb images): {_auroc_words(upper)}. Details and the hardware stratum on "
+            "the Performance page."
+        )
+    words = (
+        "External check on FracAtlas (another hospital group; label *fracture*; image level): the fracture output, "
+        f"P(fracture), on the {tested['n']} upper-limb images of the test part it never trained on: "
+        f"{_auroc_words(tested)}"
+    )
+    if upper:
+        words += (
+            f"; the MURA output, P(abnormal), zero-shot on all {upper['n']} upper-limb images (it never trained on "
+            f"FracAtlas): {_auroc_words(upper)}"
+        )
+    return words + ". Details and the hardware stratum on the Performance page."
 
 
 def valid_split_table(present: pd.DataFrame) -> pd.DataFrame:

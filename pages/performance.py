@@ -1,6 +1,7 @@
 """Performance: ROC and PR per body part, confusion matrices at a threshold you move, kappa with
 CIs, image- or study-level, calibration, on MURA valid/ or on FracAtlas (external, fracture label,
-hardware apart, leg/hip out of scope). Everything comes from the cached evaluation; no model runs."""
+hardware apart, leg/hip out of scope; a fracture-aware model's fracture output on its test part by default).
+Everything comes from the cached evaluation; no model runs."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
+from core.data.fracture_split import SplitError
 from core.eval import metrics
 from core.eval.evaluation import FRACATLAS_STRATA
 from core.eval.metrics import BootstrapInterval, Confusion
-from core.model.card import FRACATLAS_LABEL, model_outputs, trained_study_types
+from core.model.card import MURA_LABEL, model_outputs, trained_study_types
+from core.model.registry import FRACTURE
 from dashboard import charts, evaluation, model_compare, state
 from dashboard.charts import (
     INTERVAL_WIDTH,
@@ -39,6 +42,7 @@ class Scope:
     card: dict | None
     dataset: str
     stratum: str
+    output: str
     level: str
     evaluated: evaluation.LevelEvaluation
     trained: set[str]
@@ -47,6 +51,16 @@ class Scope:
     def external(self) -> bool:
         """FracAtlas (fracture label, image level) rather than MURA."""
         return self.dataset == evaluation.FRACATLAS
+
+    @property
+    def fracture_output(self) -> bool:
+        """FracAtlas scored on the fracture output's P(fracture), its test part only."""
+        return self.external and self.output == FRACTURE
+
+    @property
+    def score(self) -> str:
+        """What the probability on this page is of."""
+        return "P(fracture)" if self.fracture_output else "P(abnormal)"
 
     @property
     def classes(self) -> tuple[str, str]:
@@ -68,10 +82,9 @@ class Scope:
         return "radiographs" if self.external else "studies"
 
 
-def choose_dataset(card: dict | None) -> tuple[str, str]:
-    """The dataset radio (and, for FracAtlas, what its label means, which output is scored, and the stratum
-    radio)."""
-    two_outputs = FRACATLAS_LABEL in model_outputs(card or {})
+def choose_dataset(model: str, card: dict | None) -> tuple[str, str, str]:
+    """The dataset radio (and, for FracAtlas, which output is scored, what its label means and the stratum
+    radio): (dataset, stratum, output)."""
     dataset = st.radio(
         "Dataset",
         list(evaluation.DATASET_LABELS),
@@ -80,27 +93,36 @@ def choose_dataset(card: dict | None) -> tuple[str, str]:
         key="performance_dataset",
         help="MURA valid/ is the test set of the data the model was trained on; FracAtlas is "
         "another hospital group's radiographs with expert fracture labels, never seen in "
-        + ("P(abnormal)'s training (the fracture output trained on part of it)." if two_outputs else "training."),
+        + (
+            "the MURA output's training (the fracture output trained on part of it; its test part is scored)."
+            if FRACTURE in model_outputs(card or {})
+            else "training."
+        ),
     )
     if dataset != evaluation.FRACATLAS:
-        return dataset, evaluation.TRAINED
-    st.info(
-        "**External validation on FracAtlas.** The label here is **fracture**, not MURA's broader "
-        "**abnormal**: a radiograph with metal hardware, arthritis or another lesion but no fracture counts as "
-        "*no fracture*, so the model can be 'wrong' here while right on MURA's terms. Hardware images are "
-        "therefore shown apart (choose the stratum below). Image level only (FracAtlas has no studies; copies of "
-        f"one radiograph are resampled together). '{UPPER_LIMB_POOL}' means every upper-limb image; leg/hip, which "
-        "the model never saw, is described at the bottom, not scored. Each region is judged at the model "
-        "card's threshold of the nearest trained part: hand/wrist/forearm at the forearm's, shoulder at the "
-        "humerus', whole arm at the card's default."
-        + (
-            " These are **P(abnormal)**'s figures, an output that never saw FracAtlas. This model's fracture "
-            "output trained on part of FracAtlas: its figures, on the fixed test part only, are in the report "
-            "(Download a report, on Overview)."
-            if two_outputs
-            else ""
+        return dataset, evaluation.TRAINED, MURA_LABEL
+    output = choose_output(model, card)
+    if output == FRACTURE:
+        st.info(
+            "**The fracture output on FracAtlas's test part.** P(fracture) was trained on FracAtlas's upper-limb "
+            "fracture labels, so only the fixed test part (about a fifth of the images, by copy group) is scored "
+            "here: images no member trained or tuned its threshold on. The images of the training folds are in no "
+            "table or chart. Image level only (copies of one radiograph are resampled together). Metal hardware is "
+            f"shown apart (choose the stratum below). '{UPPER_LIMB_POOL}' means every upper-limb image of the test "
+            "part; leg/hip, which the fracture output never trained on, is described at the bottom, not scored. "
+            "Every region is judged at the model card's one fracture threshold."
         )
-    )
+    else:
+        st.info(
+            "**External validation on FracAtlas.** The label here is **fracture**, not MURA's broader "
+            "**abnormal**: a radiograph with metal hardware, arthritis or another lesion but no fracture counts "
+            "as *no fracture*, so the model can be 'wrong' here while right on MURA's terms. Hardware images are "
+            "therefore shown apart (choose the stratum below). Image level only (FracAtlas has no studies; copies "
+            f"of one radiograph are resampled together). '{UPPER_LIMB_POOL}' means every upper-limb image; "
+            "leg/hip, which the model never saw, is described at the bottom, not scored. Each region is judged at "
+            "the model card's threshold of the nearest trained part: hand/wrist/forearm at the forearm's, "
+            "shoulder at the humerus', whole arm at the card's default."
+        )
     stratum = st.radio(
         "Images",
         list(FRACATLAS_STRATA),
@@ -108,15 +130,44 @@ def choose_dataset(card: dict | None) -> tuple[str, str]:
         key="performance_stratum",
         format_func=lambda s: FRACATLAS_STRATA[s].capitalize(),
     )
-    return dataset, stratum
+    return dataset, stratum, output
 
 
-def load_scope(model: str, card: dict | None, dataset: str, stratum: str) -> Scope:
+def choose_output(model: str, card: dict | None) -> str:
+    """Which output FracAtlas is scored on: a fracture-aware model's fracture output by default, with the MURA
+    output (P(abnormal), zero-shot) a click away; P(abnormal) for any other model, as before."""
+    if FRACTURE not in model_outputs(card or {}):
+        return MURA_LABEL
+    state.evaluation_or_stop(model, evaluation.FRACATLAS)  # a pair from two runs stops the page with one sentence
+    try:
+        outputs = evaluation.fracatlas_outputs(model)
+    except SplitError as exc:
+        st.warning(f"{exc} So the fracture output's FracAtlas figures cannot be shown, only the MURA output's.")
+        return MURA_LABEL
+    if FRACTURE not in outputs:
+        st.caption(
+            "This model has a fracture output, but no cached test-part evaluation of it (or no split file): run "
+            f"`python -m core.evaluate --dataset fracatlas --root PATH --model {model}`. Until then only the MURA "
+            "output is scored here."
+        )
+        return MURA_LABEL
+    return st.radio(
+        "Output",
+        outputs,
+        format_func=evaluation.OUTPUT_LABELS.get,
+        key="performance_output",
+        help="The fracture output was trained for FracAtlas's label, so it is scored only on the test part it "
+        "never saw. The MURA output was trained for MURA's broader 'abnormal' and never on FracAtlas, so every "
+        "image counts as unseen (zero-shot).",
+    )
+
+
+def load_scope(model: str, card: dict | None, dataset: str, stratum: str, output: str) -> Scope:
     """The cached evaluation at the chosen level, or how to make it and a stopped page."""
     state.evaluation_or_stop(model, dataset)  # a pair from two runs stops the page with one sentence
     external = dataset == evaluation.FRACATLAS
     level = "image" if external else evaluation.level_control()
-    evaluated = evaluation.level_evaluation(model, level, dataset, stratum)
+    evaluated = evaluation.level_evaluation(model, level, dataset, stratum, output)
     if evaluated is None:
         command = (
             f"python -m core.evaluate --dataset fracatlas --root PATH --model {model}"
@@ -133,16 +184,17 @@ def load_scope(model: str, card: dict | None, dataset: str, stratum: str) -> Sco
     trained = (
         set(evaluated.groups) - {OVERALL} if external else set(trained_study_types(card or {})) or set(evaluated.groups)
     )
-    return Scope(model, card, dataset, stratum, level, evaluated, trained)
+    return Scope(model, card, dataset, stratum, output, level, evaluated, trained)
 
 
 def describe(scope: Scope, cached: dict | None) -> None:
     """One caption: what was evaluated, and what the charts leave out."""
     table = scope.evaluated.table
     if scope.external:
+        part = ", test part only" if scope.fracture_output else ""
         st.caption(
-            f"{scope.model} on FracAtlas, {FRACATLAS_STRATA[scope.stratum]}: {len(table)} images "
-            f"({int(table['label'].sum())} with a fracture), {table['study_type'].nunique()} region(s), "
+            f"{scope.model}'s {scope.score} on FracAtlas, {FRACATLAS_STRATA[scope.stratum]}{part}: {len(table)} "
+            f"images ({int(table['label'].sum())} with a fracture), {table['study_type'].nunique()} region(s), "
             "from the cached predictions (no model runs on this page)."
         )
         if scope.stratum == "hardware" and table["label"].nunique() < 2:
@@ -252,11 +304,16 @@ def show_cached_table(scope: Scope, cached: dict | None, thresholds: Mapping[str
     if not cached_level:
         st.caption("The cached metrics file is missing, so no confidence intervals from the evaluation run are shown.")
         return cached_level
+    # The cache gives a pool no threshold; one judged at a single threshold (the fracture output's) shows it.
+    one_threshold = set(((cached or {}).get("thresholds") or {}).values())
     rows = []
     for group in groups:
         summary = cached_level.get(group)
         if not summary:
             continue
+        threshold = summary.get("threshold")
+        if threshold is None and len(one_threshold) == 1:
+            threshold = next(iter(one_threshold))
         ece = (
             TOO_FEW
             if too_few(summary.get("n"), summary.get("n_abnormal"))
@@ -265,7 +322,7 @@ def show_cached_table(scope: Scope, cached: dict | None, thresholds: Mapping[str
         rows.append(
             {
                 "Body part": scope.label(group),
-                "Threshold": threshold_text(summary.get("threshold")),
+                "Threshold": threshold_text(threshold),
                 "AUROC": format_estimate(summary, "auroc"),
                 "Kappa": format_estimate(summary, "kappa"),
                 "Sensitivity": format_estimate(summary, "sensitivity"),
@@ -322,7 +379,7 @@ def show_curves(
             {g: evaluated.pr[g] for g in plotted},
             confusions,
             thresholds,
-            evaluation.ap_intervals(scope.model, scope.level, plotted, scope.dataset, scope.stratum),
+            evaluation.ap_intervals(scope.model, scope.level, plotted, scope.dataset, scope.stratum, scope.output),
             title=f"Precision–recall ({scope.level} level)",
             pool=scope.pool,
         ),
@@ -338,7 +395,7 @@ def show_calibration(scope: Scope, plotted: list[str]) -> None:
     """The reliability diagram and what ECE means."""
     st.subheader("Calibration")
     st.plotly_chart(
-        evaluation.reliability_chart(scope.model, scope.level, plotted, scope.dataset, scope.stratum),
+        evaluation.reliability_chart(scope.model, scope.level, plotted, scope.dataset, scope.stratum, scope.output),
         key="performance_calibration",
     )
     st.caption(
@@ -347,28 +404,40 @@ def show_calibration(scope: Scope, plotted: list[str]) -> None:
         + (
             " On FracAtlas the model's probability is of MURA's *abnormal*, so it is not expected to match "
             "the share fractured."
-            if scope.external
+            if scope.external and not scope.fracture_output
             else ""
         )
     )
 
 
 def show_out_of_scope(scope: Scope, thresholds: Mapping[str, float]) -> None:
-    """FracAtlas's leg/hip images: scores only, since the model never saw those body parts."""
+    """FracAtlas's leg/hip images (of the test part, for the fracture output): scores only, since the model
+    never trained on those body parts."""
     st.subheader("Out of scope: leg and hip")
-    everything = state.read_predictions(scope.model, scope.dataset)
+    everything = evaluation.fracatlas_images(scope.model, scope.output)
     legs = everything[~everything["upper_limb"].astype(bool)]
     if legs.empty:
         st.caption("This evaluation has no leg/hip images.")
         return
     st.plotly_chart(
         charts.score_histogram(
-            legs.assign(label=legs["fractured"]), classes=scope.classes, title="P(abnormal) on leg/hip radiographs"
+            legs.assign(label=legs["fractured"]),
+            classes=scope.classes,
+            title=f"{scope.score} on leg/hip radiographs",
+            score=scope.score,
         ),
         key="performance_out_of_scope",
     )
     default = thresholds[metrics.DEFAULT_THRESHOLD_KEY]
     share = float((legs["probability"] >= default).mean())
+    if scope.fracture_output:
+        st.caption(
+            f"{len(legs)} leg/hip images of the test part ({int(legs['fractured'].sum())} fractured). The fracture "
+            "output was trained on upper-limb radiographs only, so no AUROC is given: scores here show how it "
+            f"behaves on a body part it never saw. At its threshold ({default:.3f}) it calls {share:.0%} of them "
+            "fractured."
+        )
+        return
     st.caption(
         f"{len(legs)} leg/hip images ({int(legs['fractured'].sum())} fractured). The model was trained on "
         f"humerus and forearm only, so no AUROC is given: scores here show how it behaves on a body part "
@@ -379,13 +448,16 @@ def show_out_of_scope(scope: Scope, thresholds: Mapping[str, float]) -> None:
 model = state.checked_model_name()
 st.title("Performance")
 card = state.read_card(model)
-dataset, stratum = choose_dataset(card)
-scope = load_scope(model, card, dataset, stratum)
-cached = evaluation.cached_metrics(model, dataset, stratum)
+dataset, stratum, output = choose_dataset(model, card)
+scope = load_scope(model, card, dataset, stratum, output)
+cached = evaluation.cached_metrics(model, dataset, stratum, output)
 describe(scope, cached)
 thresholds = (
     evaluation.threshold_controls(
-        f"{model}:{dataset}", card, scope="performance", defaults=evaluation.fracatlas_threshold_defaults(card)
+        f"{model}:{dataset}" + (f":{FRACTURE}" if scope.fracture_output else ""),
+        card,
+        scope="performance",
+        defaults=evaluation.fracatlas_threshold_defaults(card, output),
     )
     if scope.external
     else evaluation.threshold_controls(model, card, scope="performance")
@@ -404,7 +476,9 @@ show_bootstrap = st.toggle(
     help="For all body parts and those the model was trained on; cached per threshold setting. "
     "The first computation takes a few seconds.",
 )
-intervals = evaluation.bootstrap_at(model, scope.level, thresholds, plotted, dataset, stratum) if show_bootstrap else {}
+intervals = (
+    evaluation.bootstrap_at(model, scope.level, thresholds, plotted, dataset, stratum, output) if show_bootstrap else {}
+)
 show_live_table(scope, confusions, per_group_threshold, intervals)
 cached_level = show_cached_table(scope, cached, thresholds, groups)
 show_curves(scope, confusions, per_group_threshold, plotted, cached_level)

@@ -46,6 +46,8 @@ from core.store.artifacts import ModelArtifacts, check_replacement, write_evalua
 
 __all__ = [
     "FRACTURE_COLUMN",
+    "fracture_test_part",
+    "fracture_thresholds",
     "summarise_fracture_output",
     "PREDICTION_COLUMNS",
     "FRACATLAS",
@@ -386,14 +388,28 @@ def evaluate_fracatlas(
     return write_evaluation(ModelArtifacts(loaded.directory), FRACATLAS, predictions, metrics, force=force)
 
 
+def fracture_test_part(predictions: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
+    """The FracAtlas test part's rows of ``predictions`` with ``probability`` set to P(fracture): the only
+    images a fracture output's figures may come from (leg/hip kept; :func:`fracatlas_stratum` drops it).
+    A file some member fitted stays out even if the split also lists it in the test part."""
+    test = set(split.loc[split["part"] == fracture_split.TEST, "file"]) - fracture_split.trained_files(split)
+    rows = predictions[predictions["file"].isin(test)]
+    return rows.assign(probability=rows[FRACTURE_COLUMN])
+
+
+def fracture_thresholds(threshold: float) -> dict[str, float]:
+    """The fracture output's one threshold for every upper-limb region (and ``default``), in
+    core.eval.metrics' shape: unlike P(abnormal), it was chosen once for all regions."""
+    return dict.fromkeys(fracatlas.UPPER_LIMB_REGIONS, threshold) | {DEFAULT_THRESHOLD_KEY: threshold}
+
+
 def summarise_fracture_output(
     predictions: pd.DataFrame, split: pd.DataFrame, threshold: float, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
 ) -> dict[str, object]:
     """The fracture output's image-level metrics on the FracAtlas test part only (never trained or
     tuned on), per stratum as :func:`summarise_fracatlas`, each region at the output's one threshold."""
-    test = set(split.loc[split["part"] == fracture_split.TEST, "file"])
-    rows = predictions[predictions["file"].isin(test)].assign(probability=predictions[FRACTURE_COLUMN])
-    thresholds = dict.fromkeys(fracatlas.UPPER_LIMB_REGIONS, threshold) | {DEFAULT_THRESHOLD_KEY: threshold}
+    rows = fracture_test_part(predictions, split)
+    thresholds = fracture_thresholds(threshold)
     summary: dict[str, object] = {
         "label": "fracture",
         "output": FRACTURE,

@@ -25,7 +25,7 @@ import stat
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from torch import nn
 
 from core.model.checkpoint import LoadedModel
 from core.model.prediction import predict_batch_outputs, uses_flip_tta
-from core.model.registry import MeanProbabilityEnsemble
+from core.model.registry import MeanProbabilityEnsemble, platt
 
 __all__ = [
     "BACKENDS",
@@ -66,22 +66,30 @@ class FusedProbability(nn.Module):
     the mean of the members' sigmoids, averaged over each image and its mirror (what
     core.model.prediction.probabilities computes, without the ensemble's logit round trip)."""
 
-    def __init__(self, members: list[nn.Module], *, flip_tta: bool) -> None:
+    def __init__(
+        self, members: list[nn.Module], *, flip_tta: bool, calibration: Mapping[int, tuple[float, float]] | None = None
+    ) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.flip_tta = flip_tta
+        #: The ensemble's Platt scaling per output column, applied per view before the mirror average,
+        #: as the torch path does (the ensemble's forward calibrates each view's logit).
+        self.calibration = dict(calibration or {})
 
     @classmethod
     def of(cls, loaded: LoadedModel) -> FusedProbability:
         """The fused module of a loaded model (its members, the card's TTA), in eval mode."""
         model = loaded.model
-        members = list(model.members) if isinstance(model, MeanProbabilityEnsemble) else [model]
-        return cls(members, flip_tta=uses_flip_tta(loaded)).eval()
+        if isinstance(model, MeanProbabilityEnsemble):
+            return cls(list(model.members), flip_tta=uses_flip_tta(loaded), calibration=model.calibration).eval()
+        return cls([model], flip_tta=uses_flip_tta(loaded)).eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, outputs) float32 probabilities of a prepared (N, 3, S, S) batch."""
         both = torch.cat([x, torch.flip(x, dims=[-1])]) if self.flip_tta else x
         mean = torch.stack([torch.sigmoid(m(both).float()) for m in self.members]).mean(0)
+        if self.calibration:
+            mean = torch.sigmoid(platt(torch.logit(mean, eps=1e-6), self.calibration))
         if not self.flip_tta:
             return mean
         n = x.shape[0]
@@ -116,9 +124,11 @@ def onnx_cache_dir() -> Path:
 
 def _digest(loaded: LoadedModel, fused: FusedProbability) -> str:
     """SHA-256 of what the exported graph depends on: the weights (every tensor's name, shape and
-    bytes), the input size, flip TTA, the torch version, the opset and the export code's version."""
+    bytes), the input size, flip TTA, the Platt calibration, the torch version, the opset and the export
+    code's version."""
     digest = hashlib.sha256(
-        f"{_EXPORT_VERSION}|{torch.__version__}|{ONNX_OPSET}|{loaded.input_size}|{fused.flip_tta}".encode()
+        f"{_EXPORT_VERSION}|{torch.__version__}|{ONNX_OPSET}|{loaded.input_size}|{fused.flip_tta}|"
+        f"{sorted(fused.calibration.items())}".encode()
     )
     for name, tensor in fused.state_dict().items():
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())

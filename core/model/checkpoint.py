@@ -13,6 +13,7 @@ so the MURA weights are stored once in the repository.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,31 @@ def _read_model_files(name: str, directory: Path | None) -> tuple[ModelArtifacts
             f"The model card {display_name(files.card)} gives no fracture_threshold between 0 "
             f"and 1, which the {config.name} architecture's fracture output needs."
         )
+    _calibration(card, config, files)  # a damaged calibration is refused before any weight is read
     return files, card, checkpoint, config
+
+
+#: The card field holding the fracture output's Platt scaling (core.model.fracture_model.calibrate_card).
+CALIBRATION_KEY = "fracture_calibration"
+
+
+def _calibration(card: dict, config: ModelConfig, files: ModelArtifacts) -> dict[int, tuple[float, float]]:
+    """Output column -> (slope, intercept) of the card's Platt scaling of the fracture output; {} without one."""
+    entry = card.get(CALIBRATION_KEY)
+    if entry is None or FRACTURE not in config.outputs:
+        return {}
+    raw = [entry.get(key) if isinstance(entry, dict) else None for key in ("slope", "intercept")]
+    numbers = [float(n) for n in raw if isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n)]
+    if len(numbers) != 2:
+        raise ModelLoadError(
+            f"The model card {display_name(files.card)} gives a {CALIBRATION_KEY} without a finite slope and intercept."
+        )
+    slope, intercept = numbers
+    if slope <= 0:
+        raise ModelLoadError(
+            f"The model card {display_name(files.card)} gives a {CALIBRATION_KEY} slope that is not positive."
+        )
+    return {config.outputs.index(FRACTURE): (slope, intercept)}
 
 
 def file_sha256(path: Path) -> str:
@@ -294,7 +319,8 @@ def load_model(name: str = DEFAULT_MODEL, *, directory: Path | None = None) -> L
         _check_fits(member.state_dict(), [state], files.checkpoint, config.name)
         member.load_state_dict({k: v.float() for k, v in state.items()})
         members.append(member)
-    model = members[0] if len(members) == 1 else MeanProbabilityEnsemble(members)
+    calibration = _calibration(card, config, files)
+    model = members[0] if len(members) == 1 and not calibration else MeanProbabilityEnsemble(members, calibration)
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

@@ -15,17 +15,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from core.data import fracture_split
-from core.eval.metrics import auroc
+from core.eval.metrics import auroc, calibration
 from core.model.card import read_card, write_card
-from core.model.checkpoint import save_fracture_checkpoint
+from core.model.checkpoint import CALIBRATION_KEY, save_fracture_checkpoint
 from core.model.fracture_net import BRANCH_FIRST_BLOCK, BRANCH_LAST_BLOCK, TwoOutputNet
 from core.model.fracture_training import FractureConfig, branch_file, load_member, oof_file
 from core.model.registry import create_model
-from core.model.thresholds import choose_threshold
+from core.model.thresholds import apply_platt, choose_threshold, fit_platt
 from core.store import atomic
 from core.store.artifacts import BASE_MODEL_KEY, MURA_PATH_FILES, ModelArtifacts
 
@@ -53,8 +54,16 @@ def assemble(
     oof = pd.concat([pd.read_csv(oof_file(run, candidate)) for run in runs], ignore_index=True)
     atomic.write_text(out.predictions(FRACTURE_OOF), oof.to_csv(index=False))
     split = fracture_split.read_split(out.directory / fracture_split.SPLIT_FILE)
-    card = fracture_card(read_card(base.card), oof, split, candidate, outcome)
+    card = calibrate_card(fracture_card(read_card(base.card), oof, split, candidate, outcome), oof)
     write_card(out.card, card | {"name": out.name, BASE_MODEL_KEY: base.name})
+    return card
+
+
+def recalibrate(out: ModelArtifacts) -> dict[str, Any]:
+    """Refit the calibration and threshold of an assembled model's card from its out-of-fold predictions
+    (the weights are untouched); returns the new card."""
+    card = calibrate_card(read_card(out.card), pd.read_csv(out.predictions(FRACTURE_OOF)))
+    write_card(out.card, card)
     return card
 
 
@@ -85,11 +94,47 @@ def delta_from_full(full: Path, base: ModelArtifacts, out: ModelArtifacts) -> li
     return removed
 
 
+def calibrate_card(card: dict[str, Any], oof: pd.DataFrame) -> dict[str, Any]:
+    """``card`` with the fracture output's Platt scaling and threshold, both from the out-of-fold
+    predictions of the training folds (each image scored by the branch that never saw it): the
+    branches' raw P(fracture) runs high (class-weighted loss, log-sum-exp pool), so the card maps it
+    onto observed frequencies; the threshold then maximises kappa on the calibrated predictions."""
+    labels, raw = oof["fractured"].to_numpy(), oof["probability"].to_numpy()
+    slope, intercept = fit_platt(labels, raw)
+    calibrated = apply_platt(raw, slope, intercept)
+    threshold = choose_threshold(labels, calibrated)
+    fracture = dict(card["outputs"]["fracture"])
+    fracture |= {
+        "threshold": round(threshold, 4),
+        "threshold_rule": "maximise Cohen's kappa on the calibrated out-of-fold predictions of the training "
+        "folds (each image predicted by the branch that never saw it); the test part unused",
+    }
+    return card | {
+        "outputs": card["outputs"] | {"fracture": fracture},
+        "fracture_threshold": round(threshold, 4),
+        CALIBRATION_KEY: {
+            "method": "Platt scaling: P(fracture) = sigmoid(slope * logit(ensemble mean) + intercept), per view "
+            "before the mirror average",
+            "slope": round(slope, 6),
+            "intercept": round(intercept, 6),
+            "fitted_on": f"{len(oof)} out-of-fold predictions of the training folds ({int(labels.sum())} fractured)",
+            "out_of_fold_ece": {
+                "raw": _ece(labels, raw),
+                "calibrated": _ece(labels, calibrated),
+            },
+        },
+    }
+
+
+def _ece(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
+    value = calibration(labels, probabilities)[1]
+    return None if value is None else round(value, 4)
+
+
 def fracture_card(
     base: dict[str, Any], oof: pd.DataFrame, split: pd.DataFrame, candidate: str, outcome: dict[str, Any]
 ) -> dict[str, Any]:
     """The base card plus the fracture output's training data, threshold and out-of-fold figures."""
-    threshold = choose_threshold(oof["fractured"].to_numpy(), oof["probability"].to_numpy())
     out_of_fold = auroc(oof["fractured"], oof["probability"])
     counts = split.groupby("part").agg(images=("file", "size"), fractured=("fractured", "sum"))
     recipe = FractureConfig(fracatlas="", fold=0, out="", split="")
@@ -116,9 +161,6 @@ def fracture_card(
                     part: {"images": int(row.images), "fractured": int(row.fractured)}
                     for part, row in counts.iterrows()
                 },
-                "threshold": round(threshold, 4),
-                "threshold_rule": "maximise Cohen's kappa on the out-of-fold predictions of the training folds "
-                "(each image predicted by the branch that never saw it); the test part unused",
                 "out_of_fold_auroc": None if out_of_fold is None else round(out_of_fold, 4),
                 "recipe": {
                     k: v for k, v in vars(recipe).items() if k not in ("fracatlas", "fold", "out", "split", "threads")
@@ -126,7 +168,6 @@ def fracture_card(
                 "rule_outcome": outcome,
             },
         },
-        "fracture_threshold": round(threshold, 4),
         "limitations": [
             *base.get("limitations", []),
             "The fracture output was trained on FracAtlas (three Bangladeshi hospitals); MURA radiographs are "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -350,18 +350,35 @@ def resolve_layer(model: nn.Module, dotted_path: str) -> nn.Module:
     return model.get_submodule(dotted_path)
 
 
+def platt(logits: torch.Tensor, calibration: Mapping[int, tuple[float, float]]) -> torch.Tensor:
+    """Platt scaling of chosen output columns: logit -> slope * logit + intercept (others unchanged).
+
+    A monotone map: rankings (AUROC), verdicts at the mapped threshold and normalised CAMs stay the
+    same; only the probabilities move towards the observed frequencies (core.model.thresholds.fit_platt).
+    """
+    if not calibration:
+        return logits
+    slope = torch.ones(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+    intercept = torch.zeros_like(slope)
+    for column, (a, b) in calibration.items():
+        slope[column], intercept[column] = a, b
+    return logits * slope + intercept
+
+
 class MeanProbabilityEnsemble(nn.Module):
     """Members of one architecture whose probabilities are averaged.
 
     Returns the logit of the mean probability, so an ensemble keeps the single-logit contract
-    that prediction and every CAM target rely on (gradients reach every member).
+    that prediction and every CAM target rely on (gradients reach every member). ``calibration``
+    (output column -> Platt slope and intercept, from the model card) is applied to that logit.
     """
 
-    def __init__(self, members: list[nn.Module]) -> None:
+    def __init__(self, members: list[nn.Module], calibration: Mapping[int, tuple[float, float]] | None = None) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.calibration = dict(calibration or {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the members' mean probability for the batch ``x``."""
+        """Logits of the members' mean probability for the batch ``x`` (calibrated where the card says)."""
         mean = torch.stack([torch.sigmoid(member(x)) for member in self.members]).mean(0)
-        return torch.logit(mean, eps=1e-6)
+        return platt(torch.logit(mean, eps=1e-6), self.calibration)

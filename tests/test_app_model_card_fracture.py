@@ -1,0 +1,42 @@
+"""The Model card of the shipped fracture-aware model shows its test-part figures against their targets,
+each read from the cache its command wrote."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.eval.metrics import format_interval
+from core.store.artifacts import SHIPPED_WEIGHTS_DIR, ModelArtifacts
+from dashboard.state import MODEL_KEY
+from tests.app_pages import assert_clean, start_app
+
+MODEL = "mura_efficientnet_lite0_fracture"
+
+
+@pytest.mark.slow
+def test_the_card_shows_the_test_part_figures_met_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(SHIPPED_WEIGHTS_DIR))
+    monkeypatch.delenv("MURA_ROOT", raising=False)
+    at = start_app()
+    at.session_state[MODEL_KEY] = MODEL
+    at = at.switch_page("../pages/model_card.py").run()
+    assert_clean(at)
+    assert any(h.value == "The fracture output on FracAtlas's test part (measured once)" for h in at.subheader)
+    table = next(df.value for df in at.dataframe if "Figure" in df.value.columns).set_index("Figure")
+    files = ModelArtifacts.of(MODEL, SHIPPED_WEIGHTS_DIR)
+    overall = json.loads(files.metrics("fracatlas").read_text(encoding="utf-8"))["fracture_output"]["all"]["overall"]
+    auroc = table.loc["fracture AUROC, upper limb"]
+    assert auroc["Measured (95% CI)"] == format_interval(overall["auroc"])
+    assert auroc["Outcome"] == ("met" if overall["auroc"]["point"] >= 0.88 else "missed")
+    summary = json.loads(files.localization_summary("fracatlas").read_text(encoding="utf-8"))
+    hit = next(g for g in summary["groups"] if g["method"] == "GradCAM" and g["layer"].startswith("fracture map"))
+    located = table.loc["Grad-CAM at the fracture map hits the outline"]
+    assert located["Measured (95% CI)"] == format_interval(hit["hit"])
+    assert located["Outcome"] == "met"
+    assert table.loc["energy inside the outline", "Outcome"].endswith("x: met")  # against the before model's map
+    checks = json.loads(files.trust_summary("fracture").read_text(encoding="utf-8"))
+    group = next(g for g in checks["groups"] if g["method"] == "GradCAM" and g["layer"] == checks["default_layer"])
+    assert table.loc["randomisation check of that map (rank correlation)", "Outcome"] == group["randomisation"]
+    assert table.loc["logit check: P(fracture) vs P(no fracture) map", "Outcome"] == group["logit_check"]
