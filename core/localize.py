@@ -36,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="METHOD",
         help=f"CAM methods (default: every fast one); any of: {', '.join(METHODS)}",
     )
-    parser.add_argument("--layers", nargs="+", metavar="LAYER", help="layer names (default: every named layer)")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="LAYER",
+        help="layer names (default: every named layer on the explained output's path)",
+    )
     parser.add_argument(
         "--target",
         choices=("abnormal", "normal", "fracture"),

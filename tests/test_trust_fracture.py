@@ -154,3 +154,14 @@ def test_the_abnormal_outputs_checks_are_the_base_models_own() -> None:
     mine, theirs = trust.read_cache(files, "abnormal"), trust.read_cache(base, "abnormal")
     assert mine is not None and theirs is not None
     assert mine.summary == theirs.summary
+
+
+def test_localize_sweeps_the_explained_outputs_path_by_default(two_output: LoadedModel) -> None:
+    from core.eval import localization_sweep
+
+    assert localization_sweep.default_layers(two_output, "fracture") == [
+        "fracture map (128 ch, stride 16)",
+        "fracture block 11 (112 ch, stride 16)",
+        "block 5 (40 ch, stride 8)",
+    ]
+    assert "fracture map (128 ch, stride 16)" not in localization_sweep.default_layers(two_output, "abnormal")

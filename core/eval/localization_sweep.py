@@ -55,6 +55,7 @@ __all__ = [
     "KEY_COLUMNS",
     "default_methods",
     "default_target",
+    "default_layers",
     "untrained",
     "fractured_images",
     "image_rows",
@@ -122,6 +123,12 @@ def _threshold(loaded: LoadedModel, region: str, target: Target) -> float:
 def default_target(loaded: LoadedModel) -> Target:
     """What a sweep explains when none is named: the fracture output where the model has one."""
     return FRACTURE if FRACTURE in loaded.outputs else "abnormal"
+
+
+def default_layers(loaded: LoadedModel, target: Target) -> list[str]:
+    """Every named layer on the explained output's path: a layer off it has no gradient for that
+    output, and its flat maps would only crowd the ranking."""
+    return loaded.config.layers_for(target)
 
 
 def untrained(loaded: LoadedModel, images: pd.DataFrame) -> pd.DataFrame:
@@ -265,7 +272,7 @@ def sweep(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown CAM method(s) {', '.join(unknown)}; choose from: {', '.join(METHODS)}.")
-    layers = list(dict.fromkeys(layers or loaded.cam_layers))
+    layers = list(dict.fromkeys(layers or default_layers(loaded, target)))
     unknown = [layer for layer in layers if layer not in loaded.cam_layers]
     if unknown:
         raise ValueError(
