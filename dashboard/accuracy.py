@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -19,6 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.cam.explain import Target
 from core.data import fracatlas
 from core.data.imaging import RadiographDecodeError, load_radiograph
 from core.eval import localization
@@ -107,6 +109,18 @@ def cached_sweep(model: str) -> CachedPair | None:
         file_version(files.localization(DATASET)),
         file_version(files.localization_summary(DATASET)),
     )
+
+
+#: Plain words for the output a map explains.
+OUTPUT_WORDS = {"abnormal": "P(abnormal)", "fracture": "P(fracture)"}
+
+
+def explained_target(rows: pd.DataFrame) -> Target:
+    """The output the sweep's maps explain (the ``target`` of its non-chance rows; core.localize explains the
+    fracture output where a model has one): the gallery must draw maps of that output, and its sanity checks
+    are that output's. "abnormal" for a cache without maps or with maps of several outputs."""
+    maps = rows.loc[~rows["method"].isin(localization.BASELINES), "target"].astype(str).unique()
+    return cast(Target, maps[0]) if len(maps) == 1 and maps[0] in OUTPUT_WORDS else "abnormal"
 
 
 def _label(method: str, layer: str) -> str:
@@ -296,13 +310,14 @@ def with_outcomes(rows: pd.DataFrame, card: Mapping | None = None) -> pd.DataFra
 
 
 def confidence_table(rows: pd.DataFrame, *, bins: int = 4) -> pd.DataFrame:
-    """Localisation by model confidence: hit rate, energy and IoU per quantile bin of P(abnormal)."""
+    """Localisation by model confidence: hit rate, energy and IoU per quantile bin of the probability of the
+    output the maps explain."""
     binned = rows.assign(confidence=pd.qcut(rows["probability"], q=bins, duplicates="drop"))
     table = binned.groupby("confidence", observed=True).agg(
         images=("image", "size"), hit_rate=("hit", "mean"), energy=("energy", "mean"), iou=("iou", "mean")
     )
     table.index = [f"{interval.left:.2f}–{interval.right:.2f}" for interval in table.index]
-    table.index.name = "P(abnormal)"
+    table.index.name = OUTPUT_WORDS[explained_target(rows)]
     return table.reset_index()
 
 

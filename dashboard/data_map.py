@@ -17,11 +17,19 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.data import fracture_split
 from core.datamap import embeddings
 from core.eval.evaluation import REGION_LABELS
-from core.model.card import FRACATLAS_LABEL, MURA_LABEL, card_thresholds, out_of_scope_reason, threshold_for
+from core.model.card import (
+    FRACATLAS_LABEL,
+    MURA_LABEL,
+    card_thresholds,
+    model_outputs,
+    out_of_scope_reason,
+    threshold_for,
+)
 from core.store.artifacts import ModelArtifacts, file_version
-from dashboard import accuracy, state, studies, views
+from dashboard import accuracy, fracture_view, state, studies, views
 
 __all__ = [
     "COLOUR_OPTIONS",
@@ -31,6 +39,7 @@ __all__ = [
     "read_embeddings",
     "map_table",
     "study_summary",
+    "error_counts",
     "map_figure",
     "selected_rows",
     "table_with_download",
@@ -86,6 +95,13 @@ _FIXED_COLOURS = {
 #: The call and error type of an image the model is not scored on (core.model.card.out_of_scope_reason).
 NOT_SCORED = "out of scope (not scored)"
 _FIXED_COLOURS[NOT_SCORED] = "#c7c7c7"
+#: The call and error type of a FracAtlas image the fracture output trained on: a score, but not a test.
+TRAINED_ON = "trained on (not a test)"
+_FIXED_COLOURS[TRAINED_ON] = "#bcbd22"
+#: Error types that are mistakes, of either label.
+WRONG = ("FP", "FN", "FP (fracture)", "FN (fracture)")
+#: The outputs a row's probability and call can be about.
+P_ABNORMAL, P_FRACTURE = "P(abnormal)", "P(fracture)"
 
 
 class CacheMissing(LookupError):
@@ -175,13 +191,22 @@ def _mura_rows(predictions: pd.DataFrame, thresholds: dict[str, float], dataset:
             "probability": predictions["probability"],
             "study_probability": study_probability,
             "threshold": [threshold_for(thresholds, t) for t in predictions["study_type"]],
+            "output": P_ABNORMAL,
             "hardware": "n/a",
         }
     )
 
 
-def _fracatlas_rows(predictions: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
-    threshold = predictions["threshold"].fillna(threshold_for(thresholds, None))
+def _fracatlas_rows(predictions: pd.DataFrame, card: dict) -> pd.DataFrame:
+    """FracAtlas's rows: a model with a fracture output is judged by P(fracture) at its fracture threshold (the
+    label is fracture); any other model's P(abnormal) is shown, and the one rule leaves it unscored."""
+    threshold_given = isinstance(card.get("fracture_threshold"), int | float)
+    if FRACATLAS_LABEL in model_outputs(card) and "fracture_probability" in predictions and threshold_given:
+        output, probability = P_FRACTURE, predictions["fracture_probability"]
+        threshold = pd.Series(float(card["fracture_threshold"]), index=predictions.index)
+    else:
+        output, probability = P_ABNORMAL, predictions["probability"]
+        threshold = predictions["threshold"].fillna(threshold_for(card_thresholds(card), None))
     return pd.DataFrame(
         {
             "dataset": "fracatlas",
@@ -193,9 +218,10 @@ def _fracatlas_rows(predictions: pd.DataFrame, thresholds: dict[str, float]) -> 
             "scope_label": FRACATLAS_LABEL,
             "label": predictions["fractured"].astype(int),
             "label_text": np.where(predictions["fractured"] == 1, "fracture", "no fracture"),
-            "probability": predictions["probability"],
-            "study_probability": predictions["probability"],
+            "probability": probability,
+            "study_probability": probability,
             "threshold": threshold,
+            "output": output,
             "hardware": np.where(predictions["hardware"] == 1, "hardware", "no hardware"),
         }
     )
@@ -214,13 +240,19 @@ def _map_table(model: str, versions: tuple[int, ...]) -> pd.DataFrame:
         if path.is_file():
             parts.append(_mura_rows(pd.read_csv(path), thresholds, dataset))
     if files.predictions("fracatlas").is_file():
-        parts.append(_fracatlas_rows(pd.read_csv(files.predictions("fracatlas")), thresholds))
+        parts.append(_fracatlas_rows(pd.read_csv(files.predictions("fracatlas")), card))
     predictions = pd.concat(parts, ignore_index=True)
     images = read_embeddings(model).images
     table = images.merge(predictions.drop(columns="study"), on=["dataset", "key"], how="left", validate="1:1")
+    table["output"] = table["output"].fillna(P_ABNORMAL)
     called = table["study_probability"] >= table["threshold"]
     positive = table["label"] == 1
-    table["prediction"] = np.where(called, "called abnormal", "called normal")
+    fracture_call = table["output"] == P_FRACTURE
+    table["prediction"] = np.select(
+        [called & fracture_call, fracture_call, called],
+        ["called fracture", "called no fracture", "called abnormal"],
+        "called normal",
+    )
     table["error"] = np.select([called & positive, called & ~positive, ~called & positive], ["TP", "FP", "FN"], "TN")
     table.loc[table["probability"].isna(), ["prediction", "error"]] = "n/a"
     # One rule (issue 27): no call and no error type where the model was not trained on the body part or the
@@ -234,10 +266,21 @@ def _map_table(model: str, versions: tuple[int, ...]) -> pd.DataFrame:
         index=table.index,
         dtype=bool,
     )
+    # A fracture label is judged only by P(fracture) (never by P(abnormal), even where the card has the output).
+    scored &= (table["scope_label"] != FRACATLAS_LABEL) | (table["output"] == P_FRACTURE)
     fracture = scored & (table["scope_label"] == FRACATLAS_LABEL) & (table["error"] != "n/a")
     table.loc[fracture, "error"] = table.loc[fracture, "error"] + " (fracture)"
     table.loc[~scored & table["probability"].notna(), ["prediction", "error"]] = NOT_SCORED
     table.loc[~scored, "threshold"] = np.nan  # no threshold judges them
+    # An image the fracture output trained on is scored, but it is no test of the model: said, not counted.
+    try:
+        trained = fracture_view.trained_files(files.directory) or frozenset()
+    except fracture_split.SplitError:  # which images were trained on is unknown, so none is a test
+        table.loc[fracture, ["prediction", "error"]] = NOT_SCORED
+        table.loc[fracture, "threshold"] = np.nan
+    else:
+        fitted = fracture & table["key"].isin(trained)
+        table.loc[fitted, ["prediction", "error"]] = TRAINED_ON
     table["dataset_label"] = table["dataset"].map(DATASET_LABELS)
     issues = read_label_issues(model)
     flagged = set() if issues is None else set(issues.loc[issues["label_issue"], "study_path"])
@@ -269,6 +312,7 @@ def _versions(model: str) -> tuple[int, ...]:
             files.resolve(files.label_issues),
             files.resolve(files.duplicates),
             files.card,
+            files.directory / fracture_split.SPLIT_FILE,
         )
     )
 
@@ -284,11 +328,30 @@ def map_table(model: str) -> pd.DataFrame:
     return _map_table(model, _versions(model))
 
 
+def error_counts(errors: pd.Series) -> str:
+    """The selection's count line: MURA's four cells always, the fracture label's cells, the images the
+    fracture output trained on and those not scored where any are selected."""
+    counts = errors.value_counts()
+    fracture = [f"{cell} (fracture)" for cell in ("TP", "TN", "FP", "FN")]
+    names = ["TP", "TN", "FP", "FN", *(n for n in (*fracture, TRAINED_ON, NOT_SCORED) if n in counts)]
+    return " · ".join(f"{name} {int(counts.get(name, 0))}" for name in names)
+
+
 def study_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per study of ``rows`` (image rows of :func:`map_table`), most confidently wrong first."""
     if rows.empty:
         return pd.DataFrame(
-            columns=["study", "dataset", "body_part", "label_text", "study_probability", "threshold", "error", "views"]
+            columns=[
+                "study",
+                "dataset",
+                "body_part",
+                "label_text",
+                "output",
+                "study_probability",
+                "threshold",
+                "error",
+                "views",
+            ]
         )
     grouped = (
         rows.groupby("study", sort=False)
@@ -296,6 +359,7 @@ def study_summary(rows: pd.DataFrame) -> pd.DataFrame:
             dataset=("dataset", "first"),
             body_part=("body_part", "first"),
             label_text=("label_text", "first"),
+            output=("output", "first"),
             study_probability=("study_probability", "first"),
             threshold=("threshold", "first"),
             error=("error", "first"),
@@ -304,7 +368,7 @@ def study_summary(rows: pd.DataFrame) -> pd.DataFrame:
         )
         .reset_index()
     )
-    wrong = grouped["error"].isin(["FP", "FN"])
+    wrong = grouped["error"].isin(WRONG)
     return (
         grouped.assign(_wrong=wrong)
         .sort_values(["_wrong", "confidence"], ascending=False, kind="stable")
@@ -342,11 +406,12 @@ def _figure(model: str, versions: tuple[int, ...], colour: str, projection: str)
                         rows["label_text"],
                         rows["probability"].round(3),
                         rows["error"],
+                        rows["output"],
                     ]
                 ),
                 hovertemplate=(
                     "%{customdata[1]}<br>%{customdata[2]} · label %{customdata[3]}<br>"
-                    "P(abnormal) %{customdata[4]} · %{customdata[5]}<extra></extra>"
+                    "%{customdata[6]} %{customdata[4]} · %{customdata[5]}<extra></extra>"
                 ),
             )
         )
@@ -440,7 +505,7 @@ def show_similar_studies(model: str, study_ref: str | None, *, key: str, k: int 
         )
         shown = near.assign(dataset=near["dataset"].map(DATASET_LABELS))
         st.dataframe(
-            shown[["study", "dataset", "body_part", "label_text", "study_probability", "error", "distance"]],
+            shown[["study", "dataset", "body_part", "label_text", "output", "study_probability", "error", "distance"]],
             hide_index=True,
             width="stretch",
             key=f"{key}_table",
@@ -449,7 +514,8 @@ def show_similar_studies(model: str, study_ref: str | None, *, key: str, k: int 
                 "dataset": "Dataset",
                 "body_part": "Body part",
                 "label_text": "Label",
-                "study_probability": st.column_config.NumberColumn("P(abnormal)", format="%.3f"),
+                "output": "Output",
+                "study_probability": st.column_config.NumberColumn("Probability", format="%.3f"),
                 "error": "Call",
                 "distance": st.column_config.NumberColumn("Distance", format="%.3f"),
             },
@@ -493,7 +559,7 @@ def show_studies(rows: pd.DataFrame, *, key: str, cams: bool, limit: int = MAX_G
         if hasattr(row, "label_text"):
             facts.append(f"label {row.label_text}")
         if hasattr(row, "study_probability"):
-            facts.append(f"cached P(abnormal) {row.study_probability:.3f}")
+            facts.append(f"cached {getattr(row, 'output', P_ABNORMAL)} {row.study_probability:.3f}")
         st.markdown(f"**{row.study}** · " + " · ".join(facts))
         pictures, study_type, problem = _views(row.study, row.dataset, mura_root)
         if problem:

@@ -35,9 +35,10 @@ def _heatmap_accuracy(model: str) -> None:
     from dashboard import accuracy, state, trust_view, views
 
     sweep = accuracy.cached_sweep(model)
-    trust_cache = trust_view.cached_trust(model)
     if sweep is None:
         return
+    target = accuracy.explained_target(sweep.table)
+    trust_cache = trust_view.cached_trust(model, target)
     rows = accuracy.with_outcomes(sweep.table, state.read_card(model))
     table = accuracy.ranking(
         sweep.summary,
@@ -58,7 +59,8 @@ def _heatmap_accuracy(model: str) -> None:
     for image in shown:
         pixels = accuracy.image_pixels(root, image)
         if pixels is not None:
-            views.explanation_or_error(loaded, pixels, image, views.CamSettings(method=method, layers=(layer,)))
+            settings = views.CamSettings(method=method, layers=(layer,), target=target)
+            views.explanation_or_error(loaded, pixels, image, settings)
 
 
 def _data_map(model: str) -> None:

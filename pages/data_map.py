@@ -68,18 +68,14 @@ with map_tab:
         selected = data_map.study_summary(picked)
         st.subheader(f"{len(selected)} {'study' if len(selected) == 1 else 'studies'} selected ({len(picked)} images)")
         counts = selected["error"].value_counts()
-        st.caption(
-            " · ".join(f"{name} {int(counts.get(name, 0))}" for name in ("TP", "TN", "FP", "FN"))
-            + (f" · {data_map.NOT_SCORED} {int(counts[data_map.NOT_SCORED])}" if data_map.NOT_SCORED in counts else "")
-            + " — most confidently wrong first."
-        )
+        st.caption(data_map.error_counts(selected["error"]) + " — most confidently wrong first.")
         data_map.table_with_download(
             selected.assign(dataset=selected["dataset"].map(data_map.DATASET_LABELS)),
             selected,
             keys=("data_map_selected", "data_map_export"),
             label="Download the selection (CSV)",
             file_name=f"{model}_map_selection.csv",
-            columns={"study": "Study", "study_probability": "P(abnormal)", "threshold": "Threshold"},
+            columns={"study": "Study", "study_probability": "Probability (of Output)", "threshold": "Threshold"},
         )
         cams = st.toggle(
             f"Show the top {min(len(selected), data_map.MAX_GALLERY)} with their CAMs",

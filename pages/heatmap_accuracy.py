@@ -23,8 +23,17 @@ st.title("Heat-map accuracy")
 trust_view.show_scorecard(model)
 before_after_view.show(model)
 st.subheader("Do the heat maps point at the fracture?")
+try:
+    sweep = accuracy.cached_sweep(model)
+except CachePairError as exc:
+    sweep, problem = None, str(exc)
+else:
+    problem = None
+# The output the cached maps explain (P(fracture) for a model that has it): its words, its sanity checks, its maps.
+target = accuracy.explained_target(sweep.table) if sweep is not None else trust_view.trust_target(model)
+words = accuracy.OUTPUT_WORDS.get(target, target)
 st.caption(
-    "Does the heat map point at the fracture? Each CAM method and layer explains P(abnormal) on the "
+    f"Does the heat map point at the fracture? Each CAM method and layer explains {words} on the "
     "upper-limb FracAtlas radiographs with an expert fracture outline; a map **hits** when its maximum "
     f"lies within {TOLERANCE_PX} px of an outline (pointing game), **energy inside** is the share of its "
     "heat inside the outlines, and **IoU / Dice** compare the map thresholded at Otsu's level with the "
@@ -32,10 +41,8 @@ st.caption(
     "**bright-bone** map (the image's own brightness), which any useful heat map must beat. "
     "The label is *fracture*, not MURA's *abnormal*. " + fracatlas.CREDIT
 )
-try:
-    sweep = accuracy.cached_sweep(model)
-except CachePairError as exc:
-    st.error(str(exc))
+if problem is not None:
+    st.error(problem)
     st.stop()
 if sweep is None:
     st.info(
@@ -56,7 +63,7 @@ metric = st.radio(
     "Rank by", list(accuracy.METRICS), format_func=accuracy.METRICS.get, horizontal=True, key="accuracy_metric"
 )
 try:
-    trust_cache = trust_view.cached_trust(model)
+    trust_cache = trust_view.cached_trust(model, target)
 except CachePairError:
     trust_cache = None  # the scorecard above already said why
 same = accuracy.coinciding(model)
@@ -110,7 +117,7 @@ chosen = rows[(rows["method"] == method) & (rows["layer"] == layer)]
 rho, _ = spearmanr(chosen["probability"], chosen["iou"]) if len(chosen) > 2 else (float("nan"), None)
 hit_rates = {call: chosen.loc[chosen["model"] == call, "hit"] for call in ("right", "wrong")}
 st.markdown(
-    "**Localisation and confidence.** Spearman correlation of P(abnormal) with IoU: "
+    f"**Localisation and confidence.** Spearman correlation of {words} with IoU: "
     + ("undefined" if rho != rho else f"{rho:+.2f}")
     + f" over {len(chosen)} images. "
     + "; ".join(
@@ -165,7 +172,7 @@ if available:
                 st.caption(f"{image} cannot be read.")
                 continue
             explanation = views.explanation_or_error(
-                loaded, pixels, image, views.CamSettings(method=method, layers=(layer,))
+                loaded, pixels, image, views.CamSettings(method=method, layers=(layer,), target=target)
             )
             if explanation is None:
                 continue
@@ -173,7 +180,7 @@ if available:
             st.image(
                 picture,
                 width="stretch",
-                caption=f"{image}: {row['outcome']}, IoU {row['iou']:.2f}, P(abnormal) "
+                caption=f"{image}: {row['outcome']}, IoU {row['iou']:.2f}, {words} "
                 f"{row['probability']:.2f} ({row['model']}), {row['region']}",
             )
 if not missing.empty:

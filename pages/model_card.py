@@ -139,7 +139,7 @@ def show_header(card: dict, model: str) -> list[int | None]:
         facts.append(
             (
                 "MURA path",
-                f"the shipped model's own, read from weights/{card[BASE_MODEL_KEY]} (its weights, scope head, "
+                f"{card[BASE_MODEL_KEY]}'s own, read from weights/{card[BASE_MODEL_KEY]} (its weights, scope head, "
                 "training log, out-of-fold train/ predictions and data map)",
             )
         )

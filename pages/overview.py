@@ -7,8 +7,9 @@ import streamlit as st
 
 from core.data import fracatlas
 from core.eval.evaluation import FRACATLAS
-from core.model.card import DEFAULT_THRESHOLD_KEY, trained_study_types
-from core.store.artifacts import EvaluationMismatchError
+from core.model.card import DEFAULT_THRESHOLD_KEY, FRACATLAS_LABEL, model_outputs, trained_study_types
+from core.model.checkpoint import DEFAULT_MODEL
+from core.store.artifacts import BASE_MODEL_KEY, EvaluationMismatchError
 from dashboard import navigation, state
 from dashboard.charts import (
     INTERVAL_WIDTH,
@@ -115,8 +116,20 @@ def show_context(model: str, card: dict, rows: dict[str, dict]) -> None:
     """How good the headline numbers are: beside the project's other shipped models and the MURA paper."""
     st.markdown("**How good is that?**")
     others = []
+    # A model built on another carries its abnormal network unchanged: the same figures, no comparison.
+    twins = [
+        other
+        for other in state.available_models()
+        if other != model
+        and (card.get(BASE_MODEL_KEY) == other or (state.read_card(other) or {}).get(BASE_MODEL_KEY) == model)
+    ]
+    if twins:
+        st.markdown(
+            f"- {', '.join(f'**{twin}**' for twin in twins)}: the same *abnormal* network as this model, so the "
+            "same figures."
+        )
     for other in state.available_models():
-        if other == model:
+        if other == model or other in twins:
             continue
         try:
             pooled = (state.read_metrics(other) or {}).get("trained")
@@ -157,8 +170,22 @@ def show_model(card: dict) -> None:
         "so it gives no verdict on other body parts.",
         help=HELP["P(abnormal)"],
     )
+    if FRACATLAS_LABEL in model_outputs(card):
+        st.markdown(
+            "It also says how likely the radiograph shows a broken bone: P(fracture), from 0 to 1, learnt from "
+            "FracAtlas radiographs of hands, wrists, forearms and shoulders on which experts outlined each "
+            "fracture, so that its heat map points at the break. A call of fracture is made at its own threshold, "
+            "never mixed with *abnormal*."
+        )
     with st.expander("Technical details: architecture, input, output and thresholds"):
         st.markdown(f"**{card.get('architecture', 'unknown architecture')}**: {card.get('description', '')}")
+        base = card.get(BASE_MODEL_KEY)
+        base_card = state.read_card(base) if isinstance(base, str) and base in state.available_models() else None
+        if base_card:
+            st.markdown(
+                f"Its *abnormal* output is **{base}**'s network, unchanged: "
+                f"**{base_card.get('architecture', 'unknown architecture')}**: {base_card.get('description', '')}"
+            )
         st.markdown(f"- Input: {card.get('input', 'not stated')}\n- Output: {card.get('output', 'not stated')}")
         thresholds = card.get("thresholds", {})
         if thresholds:
@@ -176,6 +203,27 @@ def show_model(card: dict) -> None:
     st.subheader("What it is not")
     for limitation in card.get("limitations", []):
         st.markdown(f"- {limitation}")
+
+
+def which_model_for_what(fracture_model: str, models: list[str]) -> str:
+    """Which shipped model to pick for what: the fracture-aware model's two outputs, and the model it was
+    built on (if shipped), which reads *abnormal* only and is the "before" of Heat-map accuracy."""
+    default = " (the default)" if fracture_model == DEFAULT_MODEL else ""
+    text = (
+        f"**Which model for what:** **{fracture_model}**{default} has two outputs: MURA's *abnormal*, and "
+        "*fracture*, trained on FracAtlas with the experts' outlines, so its heat map of a fracture is trained to "
+        "point at the break. Use it to teach fractures and what a faithful map looks like."
+    )
+    base = (state.read_card(fracture_model) or {}).get(BASE_MODEL_KEY)
+    if isinstance(base, str) and base in models:
+        text += (
+            f" Its *abnormal* output is **{base}**'s own network, unchanged; **{base}** (chosen in the sidebar) "
+            "reads *abnormal* only, and is the *before* of Heat-map accuracy's before/after."
+        )
+    others = [m for m in models if m not in (fracture_model, base)]
+    if others:
+        text += f" {', '.join(f'**{m}**' for m in others)}: *abnormal* only."
+    return text
 
 
 def show_results(model: str, card: dict) -> None:
@@ -319,17 +367,9 @@ start = st.columns(3)
 start[0].page_link(navigation.page(navigation.EXPLAIN), label="Explain a radiograph")
 start[1].page_link(navigation.page(navigation.BROWSE), label="Browse studies")
 start[2].page_link(navigation.page(navigation.PERFORMANCE), label="See performance")
-fracture_models = [
-    m for m in state.available_models() if "fracture" in ((state.read_card(m) or {}).get("outputs") or {})
-]
+fracture_models = [m for m in state.available_models() if FRACATLAS_LABEL in model_outputs(state.read_card(m) or {})]
 if fracture_models:
-    st.info(
-        f"**Which model for what:** every model reads MURA's *abnormal*; **{fracture_models[0]}** (chosen in the "
-        "sidebar) adds *fracture*, trained on FracAtlas with the experts' outlines, so its heat map is trained "
-        "to point at the break. Use it to teach fractures and what a faithful map looks like; its *abnormal* "
-        "output is the default model's own.",
-        icon=":material/compare_arrows:",
-    )
+    st.info(which_model_for_what(fracture_models[0], state.available_models()), icon=":material/compare_arrows:")
 if card is None:
     st.error(f"The model {model_name!r} has no model card in the weights folder.")
 else:

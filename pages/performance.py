@@ -93,7 +93,11 @@ def choose_dataset(model: str, card: dict | None) -> tuple[str, str, str]:
         key="performance_dataset",
         help="MURA valid/ is the test set of the data the model was trained on; FracAtlas is "
         "another hospital group's radiographs with expert fracture labels, never seen in "
-        "training.",
+        + (
+            "the MURA output's training (the fracture output trained on part of it; its test part is scored)."
+            if FRACTURE in model_outputs(card or {})
+            else "training."
+        ),
     )
     if dataset != evaluation.FRACATLAS:
         return dataset, evaluation.TRAINED, MURA_LABEL

@@ -65,15 +65,21 @@ def test_both_models_numbers_and_the_gallery_from_the_committed_caches(monkeypat
     assert len(at.get("plotly_chart")) >= 2  # the before/after figure beside the ranking
 
 
-def test_a_missing_cache_of_one_model_is_one_sentence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The fracture-aware model without its localisation cache: one sentence naming it, the page goes on."""
+@pytest.mark.parametrize("side", [BEFORE, AFTER])
+def test_a_missing_cache_of_one_model_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, side: str
+) -> None:
+    """One model of the pair without its localisation cache: one sentence naming it, the page goes on; the
+    default model's own ranking shows when the missing cache is the other model's, and says how to make it
+    when the missing cache is its own."""
     for model in list_shipped_models():
         folder = tmp_path / model
         folder.mkdir()
         for source in (SHIPPED_WEIGHTS_DIR / model).iterdir():
             (folder / source.name).symlink_to(source)
     pair = before_after.model_pair(DEFAULT_MODEL, tmp_path)
-    files = ModelArtifacts.of(pair.after, tmp_path)
+    missing = pair.before if side == BEFORE else pair.after
+    files = ModelArtifacts.of(missing, tmp_path)
     files.localization(DATASET).unlink()
     files.localization_summary(DATASET).unlink()
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(tmp_path))
@@ -81,10 +87,15 @@ def test_a_missing_cache_of_one_model_is_one_sentence(monkeypatch: pytest.Monkey
     monkeypatch.setenv("FRACATLAS_ROOT", "")
     monkeypatch.setattr(accuracy, "SAMPLES_ROOT", Path("/nonexistent/fracatlas"))  # no pictures: a quick page
     at = open_page(PAGE)
+    assert not at.exception and not at.error
     said = [m.value for m in at.info if "cannot be compared" in m.value]
     assert said == [
-        f"No heat-map accuracy cache for {pair.after} yet, so the two models cannot be compared: run "
-        f"python -m core.localize --root ../shared/fracatlas --model {pair.after} and reload."
+        f"No heat-map accuracy cache for {missing} yet, so the two models cannot be compared: run "
+        f"python -m core.localize --root ../shared/fracatlas --model {missing} and reload."
     ]
     assert not _tables(at)
-    assert any("map" in frame.value.columns for frame in at.dataframe)  # the default model's ranking still shows
+    ranked = any("map" in frame.value.columns for frame in at.dataframe)
+    if missing == DEFAULT_MODEL:
+        assert not ranked and any(f"No heat-map accuracy cache for **{missing}** yet" in m.value for m in at.info)
+    else:
+        assert ranked  # the default model's ranking still shows

@@ -119,20 +119,28 @@ def test_crafted_events_select_nothing(event: object) -> None:
 
 
 def test_study_summary_puts_confident_errors_first() -> None:
+    """Mistakes of either label (MURA's abnormal, a fracture output's fracture) come first, most confident
+    first; an image the fracture output trained on is no mistake to list first."""
     rows = pd.DataFrame(
         {
-            "study": ["a", "b", "c"],
-            "dataset": "mura_valid",
+            "study": ["a", "b", "c", "d", "e"],
+            "dataset": ["mura_valid"] * 3 + ["fracatlas"] * 2,
             "body_part": "humerus",
-            "label_text": ["normal", "abnormal", "normal"],
-            "study_probability": [0.6, 0.1, 0.9],
-            "threshold": 0.5,
-            "error": ["FP", "FN", "FP"],
-            "confidence": [0.6, 0.9, 0.9],
-            "key": ["a/1", "b/1", "c/1"],
+            "label_text": ["normal", "abnormal", "normal", "fracture", "no fracture"],
+            "output": ["P(abnormal)"] * 3 + ["P(fracture)"] * 2,
+            "study_probability": [0.6, 0.1, 0.9, 0.2, 0.99],
+            "threshold": [0.5, 0.5, 0.5, 0.868, 0.868],
+            "error": ["FP", "FN", "FP", "FN (fracture)", data_map.TRAINED_ON],
+            "confidence": [0.6, 0.9, 0.9, 0.8, 0.99],
+            "key": ["a/1", "b/1", "c/1", "d", "e"],
         }
     )
-    assert data_map.study_summary(rows)["study"].tolist() == ["b", "c", "a"]
+    summary = data_map.study_summary(rows)
+    assert summary["study"].tolist() == ["b", "c", "d", "a", "e"]
+    assert summary["output"].tolist() == ["P(abnormal)", "P(abnormal)", "P(fracture)", "P(abnormal)", "P(fracture)"]
+    assert data_map.error_counts(summary["error"]) == (
+        f"TP 0 · TN 0 · FP 2 · FN 1 · FN (fracture) 1 · {data_map.TRAINED_ON} 1"
+    )
 
 
 def test_a_model_built_on_a_base_reads_the_bases_data_map(
@@ -163,7 +171,7 @@ def test_a_model_built_on_a_base_reads_the_bases_data_map(
     at.switch_page("../pages/model_card.py").run()
     assert_clean(at)
     assert any(
-        f"MURA path:** the shipped model's own, read from weights/{DEFAULT_MODEL}" in md.value for md in at.markdown
+        f"MURA path:** {DEFAULT_MODEL}'s own, read from weights/{DEFAULT_MODEL}" in md.value for md in at.markdown
     )
     assert any(h.value == "Training curves" for h in at.subheader)
     assert not any("No training log" in c.value for c in at.caption)

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from core.eval import metrics
 from core.model.checkpoint import DEFAULT_MODEL
 from core.scoping.head import target_rows
-from core.store.artifacts import SCOPE_METRICS_FILE, SHIPPED_WEIGHTS_DIR
+from core.store.artifacts import SCOPE_METRICS_FILE, SHIPPED_WEIGHTS_DIR, ModelArtifacts
 from dashboard.charts import CELLS, OVERALL, format_estimate, group_label
 from tests.app_pages import open_page
 from tests.browser import launch_chromium, page_url, require_chromium, visible_errors, wait_for_script_run
@@ -200,7 +200,8 @@ def test_model_card_shows_the_scope_heads_figures_against_their_targets(
 ) -> None:
     weights = tmp_path / "weights"
     shutil.copytree(use_scratch_weights, weights)
-    shipped = json.loads((SHIPPED_WEIGHTS_DIR / DEFAULT_MODEL / SCOPE_METRICS_FILE).read_text())
+    shipped_files = ModelArtifacts.of(DEFAULT_MODEL, SHIPPED_WEIGHTS_DIR)  # a fracture model reads its base's
+    shipped = json.loads(shipped_files.resolve(shipped_files.scope_metrics).read_text())
     (weights / DEFAULT_MODEL / SCOPE_METRICS_FILE).write_text(json.dumps(shipped))
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
     app = open_page(CARD_PAGE)

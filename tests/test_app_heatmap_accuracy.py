@@ -21,6 +21,9 @@ pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
 
 PAGE = "../pages/heatmap_accuracy.py"
 LAYER = "stage 5 (96 ch, stride 16)"
+#: The shipped model that learned MURA's abnormal label only, and the fracture-aware model built on it.
+BASE_MODEL, FRACTURE_MODEL = "mura_efficientnet_lite0", "mura_efficientnet_lite0_fracture"
+FRACTURE_MAP = "fracture map (128 ch, stride 16)"
 
 
 @pytest.fixture(scope="module")
@@ -105,27 +108,67 @@ def test_committed_cache_of_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -
     assert len([*at.success, *at.warning]) >= 1
 
 
-def test_the_shipped_recommendation_passes_the_sanity_checks_and_beats_the_uniform_map() -> None:
+@pytest.mark.parametrize("model", [BASE_MODEL, FRACTURE_MODEL])
+def test_the_shipped_recommendation_passes_the_sanity_checks_and_beats_the_uniform_map(model: str) -> None:
     """Issue 27, item 7: never crown a map that fails the checks shown above it; chance is the uniform map;
-    maps that coincide at the head layer are one row, with the reason said."""
+    maps that coincide at a layer are one row, with the reason said. The checks consulted are those of the
+    output the maps explain (P(fracture) for the fracture-aware model)."""
     from core.eval import localization, trust
 
-    files = ModelArtifacts.of(DEFAULT_MODEL)
+    files = ModelArtifacts.of(model)
     sweep = read_cache(files)
+    target = accuracy.explained_target(sweep.table)
+    assert target == ("fracture" if model == FRACTURE_MODEL else "abnormal")
+    checked = trust.sanity_by_map(trust.read_cache(files, target).summary)
     same = localization.coinciding_maps(sweep.table)
-    head = "head conv (1280 ch, stride 32)"
-    assert (head, ("GradCAM", "HiResCAM", "XGradCAM")) in same and (head, ("GradCAMElementWise", "LayerCAM")) in same
-    table = accuracy.ranking(
-        sweep.summary, "hit", sanity=trust.sanity_by_map(trust.read_cache(files).summary), same=same
-    )
-    assert f"GradCAM = HiResCAM = XGradCAM · {head}" in set(table["map"])
-    assert f"HiResCAM · {head}" not in set(table["map"])  # counted once
+    table = accuracy.ranking(sweep.summary, "hit", sanity=checked, same=same)
     beats, sentence = accuracy.verdict(table, "hit")
     recommended = table[(table["sanity"] == "passes") & ~table["chance"]].iloc[0]
+    assert checked[(recommended["method"], recommended["layer"])] == "passes"
     assert sentence.startswith(f"Recommended: {recommended['map']}, the best hit rate")
     assert "among the maps that pass the sanity checks" in sentence
     assert "uniform map" in sentence and beats == bool(recommended["beats_uniform"])
-    assert "GradCAMElementWise · block 11 (112 ch, stride 16) (0.396), is not recommended: it fails" in sentence
+    top = table[~table["chance"]].iloc[0]
+    assert top["sanity"] == "passes" or f"{top['map']} ({top['point']:.3f}), is not recommended: it fails" in sentence
+    if model == BASE_MODEL:
+        head = "head conv (1280 ch, stride 32)"
+        assert (head, ("GradCAM", "HiResCAM", "XGradCAM")) in same
+        assert (head, ("GradCAMElementWise", "LayerCAM")) in same
+        assert f"GradCAM = HiResCAM = XGradCAM · {head}" in set(table["map"])
+        assert f"HiResCAM · {head}" not in set(table["map"])  # counted once
+        assert "GradCAMElementWise · block 11 (112 ch, stride 16) (0.396), is not recommended: it fails" in sentence
+    else:
+        # GradCAMElementWise and LayerCAM coincide at the fracture map and fail its logit check: never crowned.
+        both = table.set_index("map").loc[f"GradCAMElementWise = LayerCAM · {FRACTURE_MAP}"]
+        assert both["sanity"] == "fails" and checked[("LayerCAM", FRACTURE_MAP)] == "fails"
+        assert recommended["map"] == f"GradCAM · {FRACTURE_MAP}"  # the map the fracture output was trained to make
+
+
+def test_the_default_models_page_recommends_and_draws_maps_of_the_output_it_explains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page's sentence is the one the explained output's sanity checks give, and its gallery draws maps of
+    that output (a map of P(abnormal) at a layer of the fracture branch is flat)."""
+    from core.eval import localization, trust
+    from dashboard import views
+
+    drawn: list[views.CamSettings] = []
+    monkeypatch.setattr(views, "explanation_or_error", lambda _m, _p, _n, settings: drawn.append(settings))
+    monkeypatch.delenv("MURA_LENS_WEIGHTS_DIR", raising=False)
+    monkeypatch.delenv("MURA_ROOT", raising=False)
+    monkeypatch.setenv("FRACATLAS_ROOT", "")  # the gallery's radiographs: the samples shipped with the app
+    at = open_page(PAGE)
+    files = ModelArtifacts.of(DEFAULT_MODEL)
+    sweep = read_cache(files)
+    target = accuracy.explained_target(sweep.table)
+    sanity = trust.sanity_by_map(trust.read_cache(files, target).summary)
+    table = accuracy.ranking(sweep.summary, "hit", sanity=sanity, same=localization.coinciding_maps(sweep.table))
+    _beats, sentence = accuracy.verdict(table, "hit")
+    assert sentence in [m.value for m in [*at.success, *at.warning]]
+    assert drawn and {settings.target for settings in drawn} == {target}
+    words = accuracy.OUTPUT_WORDS[target]
+    assert any(f"Each CAM method and layer explains {words}" in c.value for c in at.caption)
+    assert any(f"Spearman correlation of {words} with IoU" in m.value for m in at.markdown)
 
 
 def test_the_model_is_not_scored_on_fractures_without_a_fracture_output(

@@ -18,16 +18,19 @@ from core import report as report_cli
 from core.data import fracture_split
 from core.eval import metrics, report, trust
 from core.eval.evaluation import FRACATLAS
+from core.eval.localization_sweep import read_cache as read_localization
 from core.eval.metrics import format_interval
+from core.model.card import FRACATLAS_LABEL, model_outputs
 from core.model.checkpoint import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts, read_evaluation, read_json_object
-from dashboard import evaluation
+from dashboard import accuracy, evaluation
 from tests.app_pages import open_page
 from tests.test_fracture_model import two_output  # noqa: F401 - the module fixture this file reuses
 
 DATE = dt.date(2026, 11, 27)
-#: The shipped two-output model (issue 28).
+#: The shipped two-output model (issue 28), and the model it is built on (MURA's abnormal label only).
 FRACTURE_MODEL = "mura_efficientnet_lite0_fracture"
+BASE_MODEL = "mura_efficientnet_lite0"
 
 
 def _text(pdf: bytes, model: str = DEFAULT_MODEL) -> str:
@@ -50,38 +53,83 @@ def shipped_text() -> str:
     return _text(report.build_report(DEFAULT_MODEL, date=DATE))
 
 
-def test_shipped_report_has_every_section_in_order(shipped_text: str) -> None:
-    positions = [shipped_text.find(section) for section in report.SECTIONS]
+@pytest.fixture(scope="module")
+def base_text() -> str:
+    """The report of the shipped model that learned MURA's abnormal label only."""
+    return _text(report.build_report(BASE_MODEL, date=DATE), BASE_MODEL)
+
+
+def _sections_in_order(text: str) -> None:
+    """Every section heading, each on a line of its own (the summary may name a later section), in order."""
+    lines = [line.strip() for line in text.splitlines()]
+    positions = [lines.index(section) if section in lines else -1 for section in report.SECTIONS]
     assert all(p >= 0 for p in positions), [s for s, p in zip(report.SECTIONS, positions, strict=True) if p < 0]
     assert positions == sorted(positions)
-    assert "Absent or unreadable" not in shipped_text  # every cache ships with the default model
+    assert "Absent or unreadable" not in text  # every cache ships with the model
 
 
-def test_shipped_report_quotes_the_caches(shipped_text: str) -> None:
-    flat = " ".join(shipped_text.split())  # the PDF wraps table cells and lines
+def test_shipped_report_has_every_section_in_order(shipped_text: str, base_text: str) -> None:
+    _sections_in_order(shipped_text)
+    _sections_in_order(base_text)
+
+
+def _quotes_the_mura_caches(text: str, model: str) -> None:
+    """P(abnormal)'s figures, which the fracture-aware model shares with its base (the same network)."""
+    flat = " ".join(text.split())  # the PDF wraps table cells and lines
     # docs/results.md's model-card table: humerus AUROC and forearm kappa with their 95% CIs.
-    assert "0.919 (0.867-0.962)" in shipped_text and "0.681 (0.553-0.802)" in shipped_text
-    assert "of 67 abnormal studies the model flagged 61" in shipped_text  # the plain-language reading
-    assert "Humerus 0.332 Normal 58 10" in shipped_text  # confusion at the card's humerus threshold
-    assert "At the model card's thresholds." in shipped_text
+    assert "0.919 (0.867-0.962)" in text and "0.681 (0.553-0.802)" in text
+    assert "of 67 abnormal studies the model flagged 61" in text  # the plain-language reading
+    assert "Humerus 0.332 Normal 58 10" in text  # confusion at the card's humerus threshold
+    assert "At the model card's thresholds." in text
     # One pooled headline (issue 27): the trained parts', the figure Overview shows; never the all-parts pool.
-    trained = read_evaluation(ModelArtifacts.of(DEFAULT_MODEL), "valid").metrics["trained"]["study"]
+    trained = read_evaluation(ModelArtifacts.of(model), "valid").metrics["trained"]["study"]
     pooled = f"All trained body parts {trained['n']} ({trained['n_abnormal']}) {trained['auroc']['point']:.3f} ("
     assert pooled in flat and "All body parts" not in flat
     assert "Out of scope, not scored: 18 studies" in flat
-    assert "0.639 (0.600-0.674)" in shipped_text  # FracAtlas, all upper limb
+    assert "0.639 (0.600-0.674)" in text  # FracAtlas, all upper limb, P(abnormal)
+    assert "uniform map (chance)" in text and "flagged: 11 of 18" in text
+    assert "0.986 (0.980-0.992)" in text  # out-of-scope AUROC, as in docs/results.md
+    assert "not a medical device" in text
+    assert "CC BY 4.0" in text and "arXiv:1712.06957" in text and "doi:10.1038" in text
+    checkpoint = ModelArtifacts.of(model).checkpoint.read_bytes()
+    assert f"checkpoint sha256 {hashlib.sha256(checkpoint).hexdigest()[:12]}" in text
+    assert "MURA Lens 0.1.0" in text and "Report date: 2026-11-27" in text
+
+
+def test_shipped_report_quotes_the_caches(base_text: str) -> None:
+    _quotes_the_mura_caches(base_text, BASE_MODEL)
+    flat = " ".join(base_text.split())
     # Issue 27, item 7: the top scorer is marked as failing the sanity checks; the recommended map passes them.
     assert "GradCAMElementWise - block 11 (112 ch, stride 16) (fails the sanity checks) 0.396 (0.348-0.447)" in flat
     assert "The best map that passes the sanity checks, LayerCAM - block 11 (112 ch, stride 16)" in flat
-    assert "uniform map (chance)" in shipped_text and "flagged: 11 of 18" in shipped_text
-    assert "0.986 (0.980-0.992)" in shipped_text  # out-of-scope AUROC, as in docs/results.md
-    trust_headline = trust.headline(ModelArtifacts.of(DEFAULT_MODEL))
-    assert trust_headline and " ".join(trust_headline.split()) in " ".join(shipped_text.split())
-    assert "not a medical device" in shipped_text
-    assert "CC BY 4.0" in shipped_text and "arXiv:1712.06957" in shipped_text and "doi:10.1038" in shipped_text
-    checkpoint = ModelArtifacts.of(DEFAULT_MODEL).checkpoint.read_bytes()
-    assert f"checkpoint sha256 {hashlib.sha256(checkpoint).hexdigest()[:12]}" in shipped_text
-    assert "MURA Lens 0.1.0" in shipped_text and "Report date: 2026-11-27" in shipped_text
+    trust_headline = trust.headline(ModelArtifacts.of(BASE_MODEL))
+    assert trust_headline and " ".join(trust_headline.split()) in flat
+
+
+def test_the_default_models_report_quotes_its_caches(shipped_text: str) -> None:
+    """The default model's report: P(abnormal)'s figures as above; its localisation table marked from the sanity
+    checks of the output its maps explain; a trust headline per output it has."""
+    _quotes_the_mura_caches(shipped_text, DEFAULT_MODEL)
+    flat = " ".join(shipped_text.split())
+    files = ModelArtifacts.of(DEFAULT_MODEL)
+    sweep = read_localization(files)
+    target = accuracy.explained_target(sweep.table)
+    sanity = trust.sanity_by_map(trust.read_cache(files, target).summary)
+    table = accuracy.ranking(sweep.summary, "hit", sanity=sanity)
+    maps = table[~table["chance"]]
+    top, best = maps.iloc[0], maps[maps["sanity"] == "passes"].iloc[0]
+    if top["sanity"] == "fails":
+        shown = top["map"].replace(" · ", " - ")
+        assert f"{shown} (fails the sanity checks) {top['point']:.3f} ({top['low']:.3f}-{top['high']:.3f})" in flat
+    assert f"The best map that passes the sanity checks, {best['map'].replace(' · ', ' - ')}" in flat
+    outputs = model_outputs(json.loads(files.card.read_text(encoding="utf-8")))
+    for output in outputs:
+        headline = trust.headline(files, output)
+        assert headline and " ".join(headline.split()) in flat
+    if FRACATLAS_LABEL in outputs:
+        assert "P(fracture)'s maps:" in flat and "P(abnormal)'s maps:" in flat
+        assert "Maps of P(fracture), the fracture output." in flat
+        assert "This model has no fracture output" not in flat
 
 
 def test_chosen_thresholds_redraw_the_confusion_matrices() -> None:

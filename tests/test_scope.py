@@ -13,7 +13,7 @@ from core.scoping import fit as scope_fit
 from core.scoping import head as scope
 from core.scoping.fit import fit_head
 from core.scoping.head import SCOPE_CLASSES, ScopeAssessment, ScopeHeadError, load_head
-from core.store.artifacts import SCOPE_HEAD_FILE
+from core.store.artifacts import SCOPE_HEAD_FILE, ModelArtifacts
 
 
 def _clusters(n_per_class: int = 40, dims: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -220,16 +220,18 @@ def test_image_features_are_the_final_layer_input():
 
 
 def test_shipped_head_loads_and_judges_a_photo_as_unusual():
-    """The shipped model's head (fitted by python -m core.scope) flags a colour photo, in grey, as unusual."""
+    """The shipped model's head (fitted by python -m core.scope; a model built on a base reads the base's, the
+    same network's features) flags a colour photo, in grey, as unusual."""
     from sklearn.datasets import load_sample_images
 
     loaded = load_model(DEFAULT_MODEL)
-    path = loaded.directory / SCOPE_HEAD_FILE
+    files = ModelArtifacts(loaded.directory)
+    path = files.resolve(files.scope_head)
     if not path.is_file():
         pytest.fail(f"{path} is missing: run python -m core.scope to fit it")
-    head = load_head(path)
+    assert scope.head_for(loaded) is not None
     photo = load_sample_images().images[0].mean(axis=2).astype(np.uint8)
-    (assessment,) = head.assess(scope.image_features(loaded, [photo]))
+    (assessment,) = scope.assess_images(loaded, [photo]) or []
     assert not assessment.in_scope
 
 
