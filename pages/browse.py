@@ -27,8 +27,8 @@ COLUMNS = 4
 THUMBNAIL_SIZE = 256
 SORTS = {
     "Most confidently wrong first": ("error", False),
-    "Most abnormal first": ("probability", False),
-    "Most normal first": ("probability", True),
+    "Highest {score} first": ("probability", False),
+    "Lowest {score} first": ("probability", True),
     "Study path": ("ref", True),
 }
 OUTCOMES = ("All", "Correct", "Wrong")
@@ -295,7 +295,10 @@ st.caption(
     else "Verdicts at the model card's thresholds; thresholds you set on the Performance page apply here too."
 )
 shown = filtered(gallery, curated_filter=dataset == MURA and gallery["note"].notna().any(), words=words, score=score)
-sort_by, ascending = SORTS[st.selectbox("Sort", list(SORTS), key="browse_sort")]
+# The sort names the probability shown (P(fracture) on a fracture output), not always "abnormal".
+sort_by, ascending = SORTS[
+    st.selectbox("Sort", list(SORTS), key="browse_sort", format_func=lambda name: name.format(score=score))
+]
 shown = shown.sort_values([sort_by, "ref"], ascending=[ascending, True], na_position="last")
 if shown.empty:
     st.info("No study matches these filters.")

@@ -40,3 +40,20 @@ def test_the_card_shows_the_test_part_figures_met_or_not(monkeypatch: pytest.Mon
     group = next(g for g in checks["groups"] if g["method"] == "GradCAM" and g["layer"] == checks["default_layer"])
     assert table.loc["randomisation check of that map (rank correlation)", "Outcome"] == group["randomisation"]
     assert table.loc["logit check: P(fracture) vs P(no fracture) map", "Outcome"] == group["logit_check"]
+
+
+@pytest.mark.slow
+def test_browse_sorts_by_the_probability_it_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(SHIPPED_WEIGHTS_DIR))
+    monkeypatch.delenv("MURA_ROOT", raising=False)
+    at = start_app()
+    at.session_state[MODEL_KEY] = MODEL
+    at = at.switch_page("../pages/browse.py").run()
+    assert_clean(at)
+    assert at.radio(key="browse_dataset").value == "fracatlas"
+    assert at.selectbox(key="browse_sort").options == [
+        "Most confidently wrong first",
+        "Highest P(fracture) first",
+        "Lowest P(fracture) first",
+        "Study path",
+    ]
