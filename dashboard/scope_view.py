@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from core.model.checkpoint import LoadedModel
-from core.scoping.head import ScopeAssessment, ScopeHeadError, assess_images, head_for
+from core.scoping.head import ScopeAssessment, ScopeHeadError, assess_images, fracture_scope_reason, head_for
 from dashboard import views
 
 __all__ = ["cached_scopes", "preselects", "show_scopes"]
@@ -47,14 +47,21 @@ def cached_scopes(
     ]
 
 
-def show_scopes(names: Sequence[str], scopes: Sequence[ScopeAssessment]) -> None:
+def show_scopes(names: Sequence[str], scopes: Sequence[ScopeAssessment], *, fracture_output: bool = False) -> None:
     """Each view's recognised body part in one line; views outside the scope, and forearm calls that may be
-    a wrist, stand out."""
+    a wrist, stand out. With ``fracture_output`` a view outside the abnormal output's scope but inside the
+    fracture output's (a hand, a shoulder) says that the fracture reading still judges it."""
     for name, scope in zip(names, scopes, strict=True):
         if scope.forearm_or_wrist:  # not flagged, but no suggestion: the user names the body part
             st.warning(f"`{name}`: {scope.reason()}", icon=":material/help:")
         elif not scope.out_of_scope:
             st.caption(f"`{name}`: {scope.reason()}")
+        elif fracture_output and fracture_scope_reason(scope) is None:
+            st.warning(
+                f"`{name}`: {scope.reason()} No *abnormal* verdict for it; the **fracture** output, trained on "
+                "hands, wrists, forearms and shoulders too, reads it (see Fracture).",
+                icon=":material/info:",
+            )
         else:
             st.error(f"`{name}`: {scope.reason()}", icon=":material/block:")
 

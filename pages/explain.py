@@ -16,6 +16,7 @@ from core.data import fracatlas, mura
 from core.eval.localization import TOLERANCE_PX
 from core.model.card import out_of_scope_reason, trained_study_types
 from core.model.checkpoint import LoadedModel
+from core.model.registry import FRACTURE
 from core.scoping.head import ScopeAssessment, study_scope, views_in_study_mean
 from dashboard import (
     accuracy,
@@ -169,7 +170,7 @@ def recognised(images: list[tuple[str, np.ndarray]], study_id: str, colour: list
             if is_colour:
                 st.warning(f"`{name}` is a colour image, not a radiograph: the model reads X-rays only.")
         return ChosenStudy(images, UNKNOWN_BODY_PART, study_id)
-    scope_view.show_scopes(names, scopes)
+    scope_view.show_scopes(names, scopes, fracture_output=FRACTURE in loaded.outputs)
     chosen = ChosenStudy(images, UNKNOWN_BODY_PART, study_id, tuple(scopes))
     in_scope = [scopes[index] for index in range(len(scopes)) if index not in chosen.left_out]
     suggested, _reason = study_scope(in_scope)
@@ -504,6 +505,10 @@ if not images:
     st.info("Upload a radiograph (PNG, JPEG or DICOM), or pick one of the samples, to see what the model says.")
     st.stop()
 study_type, no_verdict = body_part_selector(loaded.card, chosen.body_part, study_id)
+# A study the abnormal output cannot judge (a hand) leads with the fracture reading, which can.
+fracture_first = no_verdict is not None and FRACTURE in loaded.outputs
+if fracture_first:
+    fracture_view.show_fracture_reading(loaded, images)
 method = confirmed_method(images, settings)
 prediction = views.show_study_views(
     loaded,
@@ -516,7 +521,8 @@ prediction = views.show_study_views(
     against_flag=chosen.flag_reason,
 )
 verdict_threshold = None if no_verdict else prediction.threshold  # the one the verdict used, whoever set it
-fracture_view.show_fracture_reading(loaded, images)
+if not fracture_first:
+    fracture_view.show_fracture_reading(loaded, images)
 if studies.is_fracatlas_ref(study_id) and fracture_view.trained_on(
     loaded, study_id.removeprefix(studies.FRACATLAS_PREFIX)
 ):

@@ -57,3 +57,20 @@ def test_browse_sorts_by_the_probability_it_shows(monkeypatch: pytest.MonkeyPatc
         "Lowest P(fracture) first",
         "Study path",
     ]
+
+
+@pytest.mark.slow
+def test_explain_on_a_hand_leads_with_the_fracture_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first visit opens on a FracAtlas hand: the abnormal output has no verdict there, the fracture
+    output has one, and the page says so instead of flagging the image as one the model cannot read."""
+    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(SHIPPED_WEIGHTS_DIR))
+    monkeypatch.delenv("MURA_ROOT", raising=False)
+    at = start_app()
+    at.session_state[MODEL_KEY] = MODEL
+    at = at.switch_page("../pages/explain.py").run(timeout=120)
+    assert_clean(at)
+    assert any("the **fracture** output" in w.value and "reads it" in w.value for w in at.warning)
+    assert not any("Looks like a hand" in e.value for e in at.error)
+    assert {m.label for m in at.metric} >= {"Study P(fracture)", "Fracture verdict", "Fracture threshold"}
+    headers = [h.value for h in at.subheader]
+    assert "Fracture" in headers
