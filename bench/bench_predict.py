@@ -6,8 +6,9 @@ The floor is one forward and one backward pass of the same network with the inpu
 gradient and the weights frozen (what any gradient CAM must at least do). The measured path is
 what the Explain page runs for a new upload: core.model.prediction.predict_image_outputs (every output,
 with the model card's flip TTA) then core.cam.explain.explain with GradCAM on the target and layer Explain
-opens on (a fracture-aware model: P(fracture) at its fracture map), each including letterbox and
-normalisation. Runs alternate so both see the same machine load; medians are printed.
+opens on (a fracture-aware model: P(fracture) at its fracture map), given the prediction's probability as
+the app's cached prediction gives it, each including letterbox and normalisation. Runs alternate so both
+see the same machine load; medians are printed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from core.cam.explain import explain
+from core.cam.explain import explain, output_column
 from core.eval.localization_sweep import default_target
 from core.model.checkpoint import DEFAULT_MODEL, load_model
 from core.model.prediction import DEFAULT_THREADS, configure_threads, model_inputs, predict_image_outputs
@@ -57,8 +58,8 @@ def main() -> int:
     target = default_target(loaded)
 
     def predict_and_explain() -> None:
-        predict_image_outputs(loaded, [pixels])
-        explain(loaded, pixels, method="GradCAM", target=target)
+        outputs = predict_image_outputs(loaded, [pixels])[0]
+        explain(loaded, pixels, method="GradCAM", target=target, probability=float(outputs[output_column(target)]))
 
     for function in (floor, forward, predict_and_explain):  # warm-up (and explain's model copy)
         function()

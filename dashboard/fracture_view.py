@@ -11,7 +11,6 @@ import streamlit as st
 
 from core.data import fracture_split
 from core.model.checkpoint import LoadedModel
-from core.model.prediction import predict_image_outputs
 from core.model.registry import FRACTURE
 from core.scoping.head import fracture_scope_reason
 from core.store.artifacts import file_version
@@ -24,17 +23,11 @@ MEANING = (
 )
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def _fractures(
-    model: str, images: tuple[str, ...], _loaded: LoadedModel, _pixels: tuple[np.ndarray, ...]
-) -> list[float]:
-    column = _loaded.outputs.index(FRACTURE)
-    return [float(p) for p in predict_image_outputs(_loaded, list(_pixels))[:, column]]
-
-
 def cached_fractures(loaded: LoadedModel, images: Sequence[np.ndarray]) -> list[float]:
-    """P(fracture) per image (same forward, flip TTA and rounding path as core.predict), cached per content."""
-    return _fractures(views.model_key(loaded), tuple(views.image_key(p) for p in images), loaded, tuple(images))
+    """P(fracture) per image (same forward, flip TTA and rounding path as core.predict), from the one
+    cached prediction of each image the views read too."""
+    column = loaded.outputs.index(FRACTURE)
+    return [views.cached_outputs(loaded, pixels)[column] for pixels in images]
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

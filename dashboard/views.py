@@ -17,13 +17,13 @@ import numpy as np
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from core.cam.explain import DEFAULT_METHOD, METHODS, Explanation, Target, explain
+from core.cam.explain import DEFAULT_METHOD, METHODS, Explanation, Target, explain, output_column
 from core.cam.faithfulness import faithfulness
 from core.cam.figures import MapScale
 from core.cam.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY, colormap_colours, overlay, threshold_mask
 from core.model.card import threshold_for
 from core.model.checkpoint import LoadedModel
-from core.model.prediction import StudyPrediction, predict_images, study_probability
+from core.model.prediction import StudyPrediction, predict_image_outputs, study_probability
 from core.store.artifacts import ModelArtifacts, file_version
 from dashboard import navigation, slow_runs, state
 from dashboard.charts import group_label
@@ -202,15 +202,20 @@ def model_key(loaded: LoadedModel) -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
-def _probabilities(
-    model: str, keys: tuple[str, ...], _loaded: LoadedModel, _images: Sequence[np.ndarray]
-) -> list[float]:
-    return [float(p) for p in predict_images(_loaded, list(_images))]
+def _outputs(model: str, key: str, _loaded: LoadedModel, _pixels: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(p) for p in predict_image_outputs(_loaded, [_pixels])[0])
+
+
+def cached_outputs(loaded: LoadedModel, pixels: np.ndarray) -> tuple[float, ...]:
+    """Every output's probability of one image from core.predict (P(abnormal), and P(fracture) where the
+    model has it), cached per model and image content: the one prediction the views, the fracture
+    reading and the heat map's caption all read, so an upload is predicted once."""
+    return _outputs(model_key(loaded), image_key(pixels), loaded, pixels)
 
 
 def cached_probabilities(loaded: LoadedModel, images: Sequence[np.ndarray]) -> list[float]:
     """P(abnormal) per image from core.predict, cached per model and image content."""
-    return _probabilities(model_key(loaded), tuple(image_key(p) for p in images), loaded, images)
+    return [cached_outputs(loaded, pixels)[0] for pixels in images]
 
 
 # A heat map is float32 at the image's size, which uploads.py and studies.py keep within
@@ -226,6 +231,7 @@ def _explanation(model: str, image: str, key: tuple, _loaded: LoadedModel, _pixe
         target=target,
         aug_smooth=aug_smooth,
         eigen_smooth=eigen_smooth,
+        probability=cached_outputs(_loaded, _pixels)[output_column(target)],
     )
 
 

@@ -612,3 +612,18 @@ def test_raw_map_with_augmentation_smoothing_undoes_each_flip() -> None:
     left, right = result.raw_map[:, : TOY_SIZE // 2], result.raw_map[:, TOY_SIZE // 2 :]
     assert left.min() > 0 and right.max() == 0
     np.testing.assert_allclose(result.absolute_heatmap(result.raw_peak) > 0.5, result.heatmap > 0.5)
+
+
+def test_a_given_probability_saves_the_prediction(tiny_mobilenet: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app predicts each image once and hands the number to the map: explain then runs no prediction."""
+    import core.cam.explain as explain_module
+
+    pixels = _radiograph_like(64, 48)
+    expected = explain_module.model_probability(tiny_mobilenet, pixels)
+
+    def no_second_prediction(*_args: object, **_kwargs: object) -> float:
+        raise AssertionError("explain predicted the image again")
+
+    monkeypatch.setattr(explain_module, "model_probability", no_second_prediction)
+    given = explain(tiny_mobilenet, pixels, method="GradCAM", probability=expected)
+    assert given.probability == expected

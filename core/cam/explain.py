@@ -498,6 +498,7 @@ def explain(
     eigen_smooth: bool = False,
     progress: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
+    probability: float | None = None,
 ) -> Explanation:
     """Explain one greyscale radiograph (uint8 (H, W)) with a CAM method.
 
@@ -515,6 +516,9 @@ def explain(
             batch of channels, the others at start and end. It may raise to cancel.
         cancel: set it (from any thread) to stop the run after the forward pass in flight;
             give each run its own event, so one caller's cancel never stops another's run.
+        probability: the target output's probability of this image when the caller already has it
+            (:func:`model_probability`'s number, e.g. from a cached prediction): it saves the
+            prediction's passes; None computes it.
 
     Raises:
         ValueError: unknown method, layer or target, or pixels that are not 2-D uint8.
@@ -545,7 +549,7 @@ def explain(
     report(1.0)
     return Explanation(
         heatmap=heatmap,
-        probability=model_probability(loaded, pixels, target),
+        probability=model_probability(loaded, pixels, target) if probability is None else probability,
         method=method,
         layers=layer_names if info.uses_layers else (),
         target=target,
