@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from core.eval.metrics import format_interval
 from core.store.artifacts import SHIPPED_WEIGHTS_DIR, ModelArtifacts
@@ -15,12 +16,18 @@ from tests.app_pages import assert_clean, start_app
 MODEL = "mura_efficientnet_lite0_fracture"
 
 
-@pytest.mark.slow
-def test_the_card_shows_the_test_part_figures_met_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
+def _shipped_app(monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """The app on the shipped weights, no MURA folder, with the fracture-aware model chosen."""
     monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(SHIPPED_WEIGHTS_DIR))
     monkeypatch.delenv("MURA_ROOT", raising=False)
     at = start_app()
     at.session_state[MODEL_KEY] = MODEL
+    return at
+
+
+@pytest.mark.slow
+def test_the_card_shows_the_test_part_figures_met_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _shipped_app(monkeypatch)
     at = at.switch_page("../pages/model_card.py").run()
     assert_clean(at)
     assert any(h.value == "The fracture output on FracAtlas's test part (measured once)" for h in at.subheader)
@@ -44,10 +51,7 @@ def test_the_card_shows_the_test_part_figures_met_or_not(monkeypatch: pytest.Mon
 
 @pytest.mark.slow
 def test_browse_sorts_by_the_probability_it_shows(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(SHIPPED_WEIGHTS_DIR))
-    monkeypatch.delenv("MURA_ROOT", raising=False)
-    at = start_app()
-    at.session_state[MODEL_KEY] = MODEL
+    at = _shipped_app(monkeypatch)
     at = at.switch_page("../pages/browse.py").run()
     assert_clean(at)
     assert at.radio(key="browse_dataset").value == "fracatlas"
@@ -63,10 +67,7 @@ def test_browse_sorts_by_the_probability_it_shows(monkeypatch: pytest.MonkeyPatc
 def test_explain_on_a_hand_leads_with_the_fracture_reading(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first visit opens on a FracAtlas hand: the abnormal output has no verdict there, the fracture
     output has one, and the page says so instead of flagging the image as one the model cannot read."""
-    monkeypatch.setenv("MURA_LENS_WEIGHTS_DIR", str(SHIPPED_WEIGHTS_DIR))
-    monkeypatch.delenv("MURA_ROOT", raising=False)
-    at = start_app()
-    at.session_state[MODEL_KEY] = MODEL
+    at = _shipped_app(monkeypatch)
     at = at.switch_page("../pages/explain.py").run(timeout=120)
     assert_clean(at)
     assert any("the **fracture** output" in w.value and "reads it" in w.value for w in at.warning)
