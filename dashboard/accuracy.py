@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import cast
 
 import cv2
 import numpy as np
@@ -23,7 +22,7 @@ import streamlit as st
 from core.cam.explain import Target
 from core.data import fracatlas
 from core.data.imaging import RadiographDecodeError, load_radiograph
-from core.eval import localization
+from core.eval import localization, localization_sweep
 from core.eval.localization import BRIGHT_BONE, UNIFORM
 from core.eval.localization_sweep import DATASET, read_cache
 from core.model.card import FRACATLAS_LABEL, out_of_scope_reason
@@ -116,11 +115,10 @@ OUTPUT_WORDS = {"abnormal": "P(abnormal)", "fracture": "P(fracture)"}
 
 
 def explained_target(rows: pd.DataFrame) -> Target:
-    """The output the sweep's maps explain (the ``target`` of its non-chance rows; core.localize explains the
-    fracture output where a model has one): the gallery must draw maps of that output, and its sanity checks
-    are that output's. "abnormal" for a cache without maps or with maps of several outputs."""
-    maps = rows.loc[~rows["method"].isin(localization.BASELINES), "target"].astype(str).unique()
-    return cast(Target, maps[0]) if len(maps) == 1 and maps[0] in OUTPUT_WORDS else "abnormal"
+    """The output the sweep's maps explain (core.eval.localization_sweep.explained_target; core.localize
+    explains the fracture output where a model has one): the gallery must draw maps of that output, and its
+    sanity checks are that output's. "abnormal" for a cache without maps or with maps of several outputs."""
+    return localization_sweep.explained_target(rows) or "abnormal"
 
 
 def _label(method: str, layer: str) -> str:

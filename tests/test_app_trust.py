@@ -9,48 +9,26 @@ from pathlib import Path
 import pytest
 
 import core.eval.trust as trust
-from core import trust as trust_cli
 from core.model.checkpoint import DEFAULT_MODEL
 from core.store.artifacts import ModelArtifacts
 from tests.app_pages import assert_clean, open_page
-from tests.fake_mura import make_fake_mura
+from tests.trust_cache import METHODS, trusted_weights
 
 pytestmark = pytest.mark.slow  # runs the app's pages in Streamlit's AppTest
 
 ACCURACY = "../pages/heatmap_accuracy.py"
 EXPLAIN = "../pages/explain.py"
-METHODS = ["GradCAM", "LayerCAM", "FEM"]
 
 
 @pytest.fixture(scope="module")
 def trusted(tmp_path_factory: pytest.TempPathFactory, scratch_weights: Path) -> Path:
     """A weights folder whose scratch model has a trust cache over a tiny fake MURA."""
-    weights = tmp_path_factory.mktemp("trust_weights")
-    shutil.copytree(scratch_weights / DEFAULT_MODEL, weights / DEFAULT_MODEL)
-    root = make_fake_mura(tmp_path_factory.mktemp("trust_mura"), patients_per_type=2)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
-        assert (
-            trust_cli.main(
-                [
-                    "--mura-root",
-                    str(root),
-                    "--per-part",
-                    "2",
-                    "--fracatlas-n",
-                    "0",
-                    "--methods",
-                    *METHODS,
-                    "--layers",
-                    "last conv (1280 ch, stride 32)",
-                    "stage 5 (96 ch, stride 16)",
-                    "--bootstrap",
-                    "50",
-                ]
-            )
-            == 0
-        )
-    return weights
+    return trusted_weights(
+        tmp_path_factory,
+        scratch_weights,
+        "trust",
+        layers=["last conv (1280 ch, stride 32)", "stage 5 (96 ch, stride 16)"],
+    )
 
 
 def _open(monkeypatch: pytest.MonkeyPatch, weights: Path, page: str):  # noqa: ANN202 (AppTest)

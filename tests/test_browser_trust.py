@@ -8,17 +8,14 @@ screenshots hold no MURA pixel.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from core import trust as trust_cli
-from core.model.checkpoint import DEFAULT_MODEL
 from tests.browser import launch_chromium, open_page, require_chromium, visible_errors
-from tests.fake_mura import make_fake_mura
 from tests.server import REPO_ROOT, RunningDashboard, running_dashboard
+from tests.trust_cache import trusted_weights
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -29,30 +26,7 @@ VIEWPORT = {"width": 1400, "height": 1000}
 @pytest.fixture(scope="module")
 def trusted_server(tmp_path_factory: pytest.TempPathFactory, scratch_weights: Path) -> Iterator[RunningDashboard]:
     require_chromium()
-    weights = tmp_path_factory.mktemp("browser_trust_weights")
-    shutil.copytree(scratch_weights / DEFAULT_MODEL, weights / DEFAULT_MODEL)
-    root = make_fake_mura(tmp_path_factory.mktemp("browser_trust_mura"), patients_per_type=2)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MURA_LENS_WEIGHTS_DIR", str(weights))
-        assert (
-            trust_cli.main(
-                [
-                    "--mura-root",
-                    str(root),
-                    "--per-part",
-                    "2",
-                    "--fracatlas-n",
-                    "0",
-                    "--methods",
-                    "GradCAM",
-                    "LayerCAM",
-                    "FEM",
-                    "--bootstrap",
-                    "50",
-                ]
-            )
-            == 0
-        )
+    weights = trusted_weights(tmp_path_factory, scratch_weights, "browser_trust")
     with running_dashboard({"MURA_LENS_WEIGHTS_DIR": str(weights), "MURA_ROOT": None}) as server:
         yield server
 

@@ -23,7 +23,6 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast, get_args
 
 import numpy as np
 import pandas as pd
@@ -168,11 +167,12 @@ def copy_groups(images: Sequence[str], split: pd.DataFrame | None) -> list[str]:
 
 
 def _target(rows: pd.DataFrame) -> Target:
-    """The output a cache's maps explain (its non-baseline rows' target)."""
-    targets = rows.loc[~rows["method"].isin(localization.BASELINES), "target"].unique()
-    if len(targets) != 1 or targets[0] not in get_args(Target):
-        raise ValueError(f"the cache explains {len(targets)} outputs ({', '.join(map(str, targets))}), not one")
-    return cast(Target, targets[0])
+    """The output a cache's maps explain (core.eval.localization_sweep.explained_target), which must be one."""
+    target = localization_sweep.explained_target(rows)
+    if target is None:
+        targets = ", ".join(sorted(map(str, rows.loc[rows["target"].astype(str) != "", "target"].unique())))
+        raise ValueError(f"the cache explains the maps of {targets or 'no output'}, not of one output")
+    return target
 
 
 def opening_map(rows: pd.DataFrame, architecture: str) -> MapChoice:

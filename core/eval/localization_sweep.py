@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator, Sequence
 from io import StringIO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,7 @@ __all__ = [
     "default_methods",
     "default_target",
     "default_layers",
+    "explained_target",
     "untrained",
     "fractured_images",
     "image_rows",
@@ -123,6 +124,14 @@ def _threshold(loaded: LoadedModel, region: str, target: Target) -> float:
 def default_target(loaded: LoadedModel) -> Target:
     """What a sweep explains when none is named: the fracture output where the model has one."""
     return FRACTURE if FRACTURE in loaded.outputs else "abnormal"
+
+
+def explained_target(rows: pd.DataFrame) -> Target | None:
+    """The output a cache's maps explain (the ``target`` of its map rows, not the chance baselines'), or
+    None for rows without maps or with maps of several outputs: a figure of one output's maps says
+    nothing of another's, so every reader of a cache asks this before it pairs the cache with anything."""
+    maps = rows.loc[~rows["method"].isin(localization.BASELINES), "target"].astype(str).unique()
+    return cast(Target, maps[0]) if len(maps) == 1 and maps[0] in get_args(Target) else None
 
 
 def default_layers(loaded: LoadedModel, target: Target) -> list[str]:

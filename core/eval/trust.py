@@ -36,7 +36,7 @@ from core.data.imaging import RadiographDecodeError, load_radiograph
 from core.data.preprocess import Letterbox, letterbox, to_model_input
 from core.eval import metrics
 from core.eval.localization_sweep import default_methods as localize_default_methods
-from core.eval.localization_sweep import default_target, untrained
+from core.eval.localization_sweep import default_target, explained_target, untrained
 from core.eval.localization_sweep import read_cache as read_localization
 from core.model.card import trained_study_types
 from core.model.checkpoint import LoadedModel, load_model
@@ -557,7 +557,7 @@ def _localisation_hits(files: ModelArtifacts | None, layer: str, target: str) ->
         cache = read_localization(files)
     except CachePairError:
         return {}
-    if cache is None or set(cache.table["target"].astype(str)) - {""} != {target}:
+    if cache is None or explained_target(cache.table) != target:
         return {}
     return {
         g["method"]: g["hit"]["point"]
