@@ -55,7 +55,7 @@ def main() -> int:
         with torch.inference_mode():
             loaded.model(batch)
 
-    target = default_target(loaded)
+    target = default_target(loaded.outputs)
 
     def predict_and_explain() -> None:
         outputs = predict_image_outputs(loaded, [pixels])[0]

@@ -134,7 +134,7 @@ def quiz_map(model: str, loaded: LoadedModel, output: str = ABNORMAL) -> tuple[s
     its most common. A sweep of another output (core.localize explains P(fracture) where there is one) does
     not rank P(abnormal)'s maps, so it is not used for them.
     """
-    if output != ABNORMAL or default_target(loaded) != ABNORMAL:
+    if output != ABNORMAL or default_target(loaded.outputs) != ABNORMAL:
         return DEFAULT_METHOD, loaded.config.cam_layer_for(output)
     try:
         sweep = accuracy.cached_sweep(model)

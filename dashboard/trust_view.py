@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.eval import trust
+from core.eval.localization_sweep import default_target
 from core.eval.trust import METRICS, method_verdicts, rank_of
 from core.model.card import ModelCardError, model_outputs
 from core.model.registry import COMPLEMENTS, FRACTURE
@@ -46,10 +47,9 @@ def trust_target(model: str, cam_target: str | None = None) -> str:
     if cam_target is not None:
         return COMPLEMENTS.get(cam_target, cam_target)
     try:
-        outputs = model_outputs(state.read_card(model) or {})
+        return default_target(model_outputs(state.read_card(model) or {}))
     except ModelCardError:
-        outputs = ("abnormal",)
-    return FRACTURE if FRACTURE in outputs else "abnormal"
+        return "abnormal"
 
 
 @st.cache_data(show_spinner=False)

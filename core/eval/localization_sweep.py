@@ -121,9 +121,10 @@ def _threshold(loaded: LoadedModel, region: str, target: Target) -> float:
     return threshold_for(card_thresholds(loaded.card), REGION_THRESHOLDS.get(region))
 
 
-def default_target(loaded: LoadedModel) -> Target:
-    """What a sweep explains when none is named: the fracture output where the model has one."""
-    return FRACTURE if FRACTURE in loaded.outputs else "abnormal"
+def default_target(outputs: Sequence[str]) -> Target:
+    """What a sweep (and a page showing one) explains when none is named, given a model's outputs: the
+    fracture output where the model has one."""
+    return FRACTURE if FRACTURE in outputs else "abnormal"
 
 
 def explained_target(rows: pd.DataFrame) -> Target | None:
@@ -275,7 +276,7 @@ def sweep(
         fracatlas.FracAtlasError, ModelLoadError, ValueError: one-sentence reasons.
     """
     loaded = load_model(model_name)
-    target = target or default_target(loaded)
+    target = target or default_target(loaded.outputs)
     check_target(loaded, target)
     methods = list(dict.fromkeys(methods or default_methods()))
     unknown = [m for m in methods if m not in METHODS]

@@ -836,7 +836,7 @@ def sweep(
         mura.MuraRootError, fracatlas.FracAtlasError, ModelLoadError, ValueError: one-sentence reasons.
     """
     loaded = load_model(model_name)
-    target = target or default_target(loaded)
+    target = target or default_target(loaded.outputs)
     if target not in ("abnormal", "fracture") or target not in loaded.outputs:
         outputs = ", ".join(loaded.outputs)
         raise ValueError(f"core.trust explains an output of {loaded.name!r} ({outputs}), not {target!r}.")
